@@ -1,0 +1,287 @@
+"""The `effiscope` command: the app, headless runs, the run history, the worker.
+
+Exit codes: 0 success; 1 the run failed (an error from the worker); 2 bad input (config, run id,
+arguments); 3 the worker crashed or was killed; 130 interrupted with Ctrl-C (the run is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _err(text: str) -> None:
+    print(f"effiscope: {text}", file=sys.stderr)
+
+
+# --- gui -------------------------------------------------------------------------------------------
+def cmd_gui(args: argparse.Namespace) -> int:
+    from app.main import main as app_main
+
+    return app_main([])
+
+
+# --- run -------------------------------------------------------------------------------------------
+class Progress:
+    """One status line on a terminal (step, tokens/s, loss, ETA); plain lines when piped."""
+
+    def __init__(self, total_steps: int, stream=sys.stderr):
+        self.total = total_steps
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.last_step = 0
+
+    def update(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "started":
+            run = message["run"]
+            model = run["model"]
+            self._line(f"training {model['preset']} ({model['parameters']:,} parameters) on "
+                       f"{run['device']}; {run['data']}", final=True)
+            self.started = time.monotonic()
+        elif kind == "sample" and message["step"] > 0:
+            self.last_step = message["step"]
+            now = time.monotonic()
+            if now - self.last_print < (0.1 if self.tty else 5.0) and message["step"] < self.total:
+                return
+            self.last_print = now
+            m = message["metrics"]
+            elapsed = now - self.started
+            rate = message["step"] / elapsed if elapsed > 0 else 0
+            eta = (self.total - message["step"]) / rate if rate > 0 else 0
+            width = 24
+            filled = int(width * message["step"] / self.total)
+            bar = "#" * filled + "-" * (width - filled)
+            loss = m.get("loss_train")
+            val = m.get("loss_val")
+            loss_text = f"loss {loss:.3f}" if loss is not None else "loss n/a"
+            text = (f"[{bar}] step {message['step']}/{self.total} | "
+                    f"{(m.get('tokens_per_s') or 0):,.0f} tokens/s | {loss_text}")
+            if val is not None:
+                text += f" | val {val:.3f}"
+            text += f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+            self._line(text)
+        elif kind == "event" and message["kind"] in ("warning", "refused", "toggle"):
+            self._line(f"{message['kind']}: {message['message']}", final=True)
+        elif kind == "error":
+            self._line(f"error ({message['kind']}): {message['message']}\n  hint: {message['hint']}",
+                       final=True)
+
+    def _line(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _apply_overrides(config, args: argparse.Namespace):
+    from profiler.config import validate
+
+    if args.steps is not None:
+        config.limits.steps = args.steps
+    if args.device is not None:
+        config.device = args.device
+    if args.batch_size is not None:
+        config.train.batch_size = args.batch_size
+    if args.seq_len is not None:
+        config.train.seq_len = args.seq_len
+    if args.lr is not None:
+        config.train.learning_rate = args.lr
+    if args.name is not None:
+        config.name = args.name
+    if args.warmup is not None:
+        config.limits.warmup_steps = args.warmup
+    return validate(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from profiler.client import run_to_completion
+    from profiler.config import ConfigError, resolve
+    from profiler.recorder import RunRecorder
+    from profiler.store import RunStore, StoreError
+
+    try:
+        config = _apply_overrides(resolve(args.target), args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    store = RunStore()
+    try:
+        run = store.create_run(config)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    recorder = RunRecorder(store, run)
+    progress = Progress(config.limits.steps)
+    interrupt = threading.Event()
+
+    def on_sigint(signum, frame):
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+        print("\nstopping after this step (Ctrl-C again to kill the worker)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    print(f"run {run.run_id} (stored in {run.path})", file=sys.stderr)
+    try:
+        status = run_to_completion(config.to_dict(), recorder, on_message=progress.update,
+                                   interrupt=interrupt)
+    except KeyboardInterrupt:
+        status = recorder.finish(None, killed_by_signal=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.close()
+    summary = run.summary() or {}
+    if args.json:
+        print(json.dumps({"run_id": run.run_id, **summary}, indent=2))
+    else:
+        _print_summary(run.run_id, run.meta(), summary)
+    if interrupt.is_set():
+        return EXIT_INTERRUPTED
+    return {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(status, EXIT_CRASHED)
+
+
+# --- runs / show -----------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    from profiler.metrics import format_value
+    from profiler.store import RunStore, StoreError
+
+    store = RunStore()
+    try:
+        if args.rebuild:
+            count = store.rebuild_index()
+            print(f"rebuilt {store.index_path} from {count} run folders", file=sys.stderr)
+        rows = store.list_runs()
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs yet in {store.home}; start one with `effiscope run nano`")
+        return EXIT_OK
+    header = f"{'RUN ID':<36} {'NAME':<16} {'STATUS':<10} {'MODEL':<12} {'STEPS':>6} {'TOKENS/S':>12} {'VAL LOSS':>9}"
+    print(header)
+    for row in rows:
+        tps = format_value(row["tokens_per_s"], "").replace(" ", "")
+        if row["tokens_per_s"] is not None:
+            tps = f"{row['tokens_per_s']:,.0f}"
+        val = f"{row['loss_val_final']:.3f}" if row["loss_val_final"] is not None else "n/a"
+        steps = row["steps"] if row["steps"] is not None else "n/a"
+        print(f"{row['id']:<36} {row['name'][:16]:<16} {row['status']:<10} {row['model']:<12} "
+              f"{steps:>6} {tps:>12} {val:>9}")
+    return EXIT_OK
+
+
+def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
+    from profiler.metrics import format_value
+
+    print(f"run      {run_id}")
+    print(f"name     {meta.get('name', '')}")
+    print(f"status   {summary.get('status', meta.get('status', '?'))} ({summary.get('end', 'no summary')})")
+    if "device" in summary:
+        print(f"device   {summary['device']}")
+    if "steps_completed" in summary:
+        print(f"steps    {summary['steps_completed']} ({summary.get('measured_steps', 0)} measured)")
+    if "error" in summary:
+        err = summary["error"]
+        print(f"error    {err.get('kind')}: {err.get('message')}\n         hint: {err.get('hint')}")
+    for key, fig in summary.get("figures", {}).items():
+        print(f"  {key:<28} {format_value(fig.get('value'), fig.get('unit', '')):>18}   {fig.get('how', '')}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from profiler.store import RunStore, StoreError
+
+    store = RunStore()
+    try:
+        run = store.open_run(args.run_id)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    summary = run.summary()
+    meta = run.meta()
+    if summary is None:
+        summary = {"status": meta.get("status", "unknown"), "end": "no summary.json (run in progress or interrupted)"}
+    if args.json:
+        print(json.dumps({"run_id": run.run_id, "meta": meta, "config": run.config().to_dict()
+                          if (run.path / "config.toml").exists() else None, "summary": summary},
+                         indent=2))
+    else:
+        _print_summary(run.run_id, meta, summary)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from profiler.worker import main as worker_main
+
+    return worker_main([])
+
+
+# --- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="effiscope",
+        description="Measure what LLM efficiency techniques buy you, on your model and hardware. "
+                    "With no command, opens the desktop app.",
+        epilog="Runs are stored in $EFFISCOPE_HOME (default: the platform's user data folder).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("gui", help="open the desktop app")
+    p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("run", help="run a preset or a TOML config headless, with a progress bar",
+                       description="Run a preset (nano, mini, ...) or a TOML config file without "
+                                   "the app. Ctrl-C stops the run cleanly and keeps it.")
+    p.add_argument("target", help="a preset name (nano, mini, gpt2-small, ...) or a path to a TOML config")
+    p.add_argument("--steps", type=int, help="override limits.steps")
+    p.add_argument("--device", help="override device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--seq-len", type=int, help="override train.seq_len")
+    p.add_argument("--lr", type=float, help="override train.learning_rate")
+    p.add_argument("--warmup", type=int, help="override limits.warmup_steps")
+    p.add_argument("--name", help="a name for the run in the history")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list past runs")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--rebuild", action="store_true", help="rebuild index.sqlite from the run folders first")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="print one run's summary")
+    p.add_argument("run_id", help="a run id from `effiscope runs` (a unique prefix is enough)")
+    p.add_argument("--json", action="store_true", help="print config, meta and summary as JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("worker", help="speak the worker protocol on stdin/stdout (used by the app, "
+                                      "torchrun and ssh)")
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return cmd_gui(args)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Run configuration: plain dataclasses, read from and written to TOML, validated in one place.
+
+A config is data only. `RunConfig.from_dict` checks every key and type, `validate` checks every
+value and combination; both raise ConfigError with one sentence that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import tomli_w
+
+from profiler.models.presets import GPT_PRESETS
+
+WORKLOADS = ("train",)
+DATA_SOURCES = ("stdlib", "path", "random")
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
+
+
+class ConfigError(ValueError):
+    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "gpt-nano"
+    """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...)."""
+    dropout: float = 0.0
+    """Dropout probability in attention and MLP outputs (0 disables it)."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "stdlib"
+    """Where text comes from: "stdlib" (this Python's own standard-library sources), "path" (a
+    text file or folder of yours) or "random" (uniform random tokens, for pure speed runs)."""
+    path: str = ""
+    """The file or folder read when source = "path"."""
+    max_train_bytes: int = 4_000_000
+    """At most this much text is read for training (reading more only slows the start)."""
+    val_fraction: float = 0.1
+    """Share of the files (or of a single file's tail) held out for validation."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    """Sequences per step."""
+    seq_len: int = 128
+    """Tokens per sequence; at most the model's context length."""
+    learning_rate: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay (applied to matrices, not to biases or norms)."""
+    beta1: float = 0.9
+    """AdamW first-moment decay."""
+    beta2: float = 0.95
+    """AdamW second-moment decay."""
+    eval_interval: int = 25
+    """Validation loss every this many steps (and at the first and last step); 0 turns it off."""
+    eval_batches: int = 4
+    """Batches averaged for one validation loss."""
+
+
+@dataclass
+class LimitsConfig:
+    steps: int = 200
+    """Optimizer steps to run."""
+    time_s: float = 0.0
+    """Stop after this many seconds of training as well (0 = no time limit)."""
+    warmup_steps: int = 5
+    """First steps excluded from speed summaries (allocator, caches and kernels warming up)."""
+
+
+@dataclass
+class LaunchConfig:
+    nproc_per_node: int = 1
+    """Worker processes on this machine (parallel runs through torchrun)."""
+    ssh: str = ""
+    """Run the worker on another machine through `ssh HOST effiscope worker` (empty = here)."""
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    """A label for the run in the history (free text)."""
+    workload: str = "train"
+    """What the worker does: train (language modelling)."""
+    device: str = "auto"
+    """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
+    seed: int = 1337
+    """Seed for weights, data order and dropout: the same seed gives the same run."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    techniques: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Enabled techniques: name -> parameters (see `effiscope techniques`)."""
+
+    # --- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunConfig:
+        config = _build(cls, data, "")
+        return config
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> RunConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"the file is not valid TOML ({exc}); fix the syntax") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("", f"no config file at {path}; check the path") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"cannot read {path} ({exc}); give a readable TOML file") from None
+        return cls.from_toml(text)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, "a table"
+    )
+
+
+def _build(cls: type, data: Any, section: str) -> Any:
+    where = section or "the top level"
+    if not isinstance(data, dict):
+        raise ConfigError(section, f"expected a table of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{section + '.' if section else ''}{unknown[0]}",
+            f"unknown setting in {where}; valid settings are {', '.join(sorted(names))}",
+        )
+    values = {}
+    for name, raw in data.items():
+        tp = hints[name]
+        path = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw, path)
+        elif typing.get_origin(tp) is dict:
+            values[name] = _techniques(raw, path)
+        else:
+            values[name] = _scalar(raw, tp, path)
+    return cls(**values)
+
+
+def _scalar(raw: Any, tp: Any, path: str) -> Any:
+    if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, bool) and tp is not bool or not isinstance(raw, tp):
+        raise ConfigError(path, f"must be {_type_name(tp)}, got {raw!r}")
+    return raw
+
+
+def _techniques(raw: Any, path: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "must be a table of [techniques.NAME] sections")
+    out = {}
+    for name, params in raw.items():
+        if params is True:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}.{name}", "must be a table of parameters (or true)")
+        out[str(name)] = dict(params)
+    return out
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(field, message)
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check values and combinations; raise ConfigError naming the field and the fix."""
+    _require(config.workload in WORKLOADS, "workload",
+             f"{config.workload!r} is not a workload; choose one of {', '.join(WORKLOADS)}")
+    dev = config.device
+    _require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+             "device", f"{dev!r} is not a device; use auto, cpu, cuda or cuda:N")
+    _require(config.model.preset in GPT_PRESETS, "model.preset",
+             f"{config.model.preset!r} is not a built-in model; choose one of "
+             f"{', '.join(GPT_PRESETS)}")
+    _require(0.0 <= config.model.dropout < 1.0, "model.dropout",
+             f"must be in [0, 1), got {config.model.dropout}")
+    data = config.data
+    _require(data.source in DATA_SOURCES, "data.source",
+             f"{data.source!r} is not a data source; choose one of {', '.join(DATA_SOURCES)}")
+    if data.source == "path":
+        _require(bool(data.path), "data.path", 'is empty; give a text file or folder for source = "path"')
+        _require(Path(data.path).expanduser().exists(), "data.path",
+                 f"{data.path} does not exist; give an existing text file or folder")
+    _require(data.max_train_bytes >= 10_000, "data.max_train_bytes",
+             f"must be at least 10000, got {data.max_train_bytes}")
+    _require(0.0 < data.val_fraction < 0.9, "data.val_fraction",
+             f"must be between 0 and 0.9, got {data.val_fraction}")
+    train = config.train
+    shape = GPT_PRESETS[config.model.preset]
+    _require(train.batch_size >= 1, "train.batch_size", f"must be 1 or more, got {train.batch_size}")
+    _require(train.seq_len >= 2, "train.seq_len", f"must be 2 or more, got {train.seq_len}")
+    _require(train.seq_len <= shape.block_size, "train.seq_len",
+             f"{train.seq_len} is longer than {config.model.preset}'s context of "
+             f"{shape.block_size} tokens; set it to {shape.block_size} or less")
+    _require(0.0 < train.learning_rate <= 10.0, "train.learning_rate",
+             f"must be a positive number (typically 1e-4 to 1e-2), got {train.learning_rate}")
+    _require(train.weight_decay >= 0.0, "train.weight_decay",
+             f"must be 0 or more, got {train.weight_decay}")
+    for name in ("beta1", "beta2"):
+        value = getattr(train, name)
+        _require(0.0 <= value < 1.0, f"train.{name}", f"must be in [0, 1), got {value}")
+    _require(train.eval_interval >= 0, "train.eval_interval",
+             f"must be 0 (off) or more, got {train.eval_interval}")
+    _require(train.eval_batches >= 1, "train.eval_batches",
+             f"must be 1 or more, got {train.eval_batches}")
+    limits = config.limits
+    _require(limits.steps >= 1, "limits.steps", f"must be 1 or more, got {limits.steps}")
+    _require(limits.time_s >= 0, "limits.time_s", f"must be 0 (no limit) or more, got {limits.time_s}")
+    _require(0 <= limits.warmup_steps < limits.steps, "limits.warmup_steps",
+             f"must be at least 0 and below limits.steps ({limits.steps}), got {limits.warmup_steps}")
+    _require(config.launch.nproc_per_node == 1, "launch.nproc_per_node",
+             "parallel runs through torchrun are not available in this version; set it to 1")
+    _require(not config.launch.ssh, "launch.ssh",
+             "remote workers are not available in this version; leave it empty")
+    from techniques import registry  # metadata only: no torch
+
+    for name, params in config.techniques.items():
+        try:
+            registry.validate_params(name, params)
+        except ValueError as exc:
+            raise ConfigError("", str(exc)) from None
+    return config
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped run presets (assets/presets/*.toml)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def resolve(target: str) -> RunConfig:
+    """A preset's name (nano) or the path of a TOML file, loaded and validated."""
+    path = Path(target).expanduser()
+    if path.suffix == ".toml" or path.exists():
+        return validate(RunConfig.load(path))
+    preset = PRESETS_DIR / f"{target}.toml"
+    if preset.exists():
+        return validate(RunConfig.load(preset))
+    raise ConfigError(
+        "", f"{target!r} is neither a preset ({', '.join(list_presets())}) nor a TOML file; "
+        "give one of those names or the path of a config"
+    )

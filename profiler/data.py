@@ -1,0 +1,171 @@
+"""Text sources and batches: a byte-level tokenizer over real text that every machine has.
+
+The default corpus is this Python's own standard-library source files, split into train and
+validation by file (never by position inside a file, so validation text is truly unseen).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".json", ".toml", ".cfg", ".ini", ".html",
+                 ".css", ".js", ".c", ".h", ".cpp", ".rs", ".go", ".java", ".csv", ".tex", ""}
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the text says what to give instead."""
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255: no vocabulary file, works on any text."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, tokens: list[int]) -> str:
+        return bytes(t for t in tokens if 0 <= t < 256).decode("utf-8", errors="replace")
+
+
+@dataclass
+class Corpus:
+    train: torch.Tensor  # uint8 tokens
+    val: torch.Tensor
+    description: str
+    train_files: int = 0
+    val_files: int = 0
+
+
+def _is_val(name: str, val_fraction: float) -> bool:
+    # A stable hash of the relative path: the split does not move when files are added.
+    return (zlib.crc32(name.encode("utf-8")) % 1000) < val_fraction * 1000
+
+
+def _read_text_file(path: Path) -> bytes | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in raw[:4096]:
+        return None  # binary
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return raw
+
+
+def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: float, label: str) -> Corpus:
+    train_parts: list[bytes] = []
+    val_parts: list[bytes] = []
+    train_bytes = val_bytes = 0
+    n_train = n_val = 0
+    max_val = max(int(max_train * val_fraction / (1 - val_fraction)), 20_000)
+    for path in files:
+        if train_bytes >= max_train and val_bytes >= max_val:
+            break
+        rel = str(path.relative_to(root))
+        to_val = _is_val(rel, val_fraction)
+        if (to_val and val_bytes >= max_val) or (not to_val and train_bytes >= max_train):
+            continue
+        raw = _read_text_file(path)
+        if not raw:
+            continue
+        if to_val:
+            val_parts.append(raw)
+            val_bytes += len(raw)
+            n_val += 1
+        else:
+            train_parts.append(raw)
+            train_bytes += len(raw)
+            n_train += 1
+    if not train_parts or not val_parts:
+        raise DataError(
+            f"{label} holds too little UTF-8 text to split into train and validation files "
+            f"({n_train} train, {n_val} validation); give a folder with more text files, "
+            "or a single text file"
+        )
+    train = torch.frombuffer(bytearray(b"\n".join(train_parts)), dtype=torch.uint8)
+    val = torch.frombuffer(bytearray(b"\n".join(val_parts)), dtype=torch.uint8)
+    desc = f"{label}: {n_train} train files ({train.numel():,} bytes), {n_val} validation files ({val.numel():,} bytes)"
+    return Corpus(train, val, desc, n_train, n_val)
+
+
+def stdlib_corpus(max_train_bytes: int, val_fraction: float) -> Corpus:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+    return _from_files(root, files, max_train_bytes, val_fraction, f"Python standard library ({root})")
+
+
+def path_corpus(path: str, max_train_bytes: int, val_fraction: float) -> Corpus:
+    target = Path(path).expanduser()
+    if target.is_file():
+        raw = _read_text_file(target)
+        if raw is None:
+            raise DataError(f"data.path: {target} is not UTF-8 text; give a text file or folder")
+        raw = raw[: int(max_train_bytes / (1 - val_fraction))]
+        cut = int(len(raw) * (1 - val_fraction))
+        if cut < 1000 or len(raw) - cut < 200:
+            raise DataError(f"data.path: {target} holds only {len(raw)} bytes; give at least 2 kB of text")
+        train = torch.frombuffer(bytearray(raw[:cut]), dtype=torch.uint8)
+        val = torch.frombuffer(bytearray(raw[cut:]), dtype=torch.uint8)
+        return Corpus(train, val, f"{target}: {train.numel():,} train bytes, last {val.numel():,} bytes held out", 1, 1)
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise DataError(f"data.path: {target} has no text files; give a folder with .txt, .md or source files")
+        return _from_files(target, files, max_train_bytes, val_fraction, str(target))
+    raise DataError(f"data.path: {target} does not exist; give an existing text file or folder")
+
+
+def random_corpus(vocab_size: int, seed: int) -> Corpus:
+    gen = torch.Generator().manual_seed(seed)
+    high = min(vocab_size, 256)
+    train = torch.randint(0, high, (1_000_000,), generator=gen, dtype=torch.int64).to(torch.uint8)
+    val = torch.randint(0, high, (100_000,), generator=gen, dtype=torch.int64).to(torch.uint8)
+    return Corpus(train, val, "uniform random tokens (loss cannot fall below ln 256)")
+
+
+def load_corpus(source: str, path: str, max_train_bytes: int, val_fraction: float,
+                vocab_size: int, seed: int) -> Corpus:
+    if source == "stdlib":
+        return stdlib_corpus(max_train_bytes, val_fraction)
+    if source == "path":
+        return path_corpus(path, max_train_bytes, val_fraction)
+    if source == "random":
+        return random_corpus(vocab_size, seed)
+    raise DataError(f"data.source: {source!r} is not a data source; use stdlib, path or random")
+
+
+class BatchSampler:
+    """Random windows of seq_len + 1 tokens, reproducible from the seed."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int,
+                 device: torch.device):
+        if tokens.numel() <= seq_len + 1:
+            raise DataError(
+                f"the text has {tokens.numel()} tokens, fewer than one sequence of {seq_len + 1}; "
+                "give more text or a shorter train.seq_len"
+            )
+        self.tokens = tokens
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, self.tokens.numel() - self.seq_len - 1, (self.batch_size,),
+                               generator=self.generator)
+        offsets = torch.arange(self.seq_len + 1)
+        window = self.tokens[starts[:, None] + offsets].long()
+        x, y = window[:, :-1], window[:, 1:]
+        if self.device.type == "cuda":
+            return (x.pin_memory().to(self.device, non_blocking=True),
+                    y.pin_memory().to(self.device, non_blocking=True))
+        return x, y

@@ -1,0 +1,125 @@
+"""A decoder-only transformer (GPT-2 layout) in plain PyTorch.
+
+The model stays plain: techniques switch behaviour through two attributes (`attention` on each
+attention module, `checkpoint_every` on the model) rather than by editing the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from profiler.models.presets import GPT_PRESETS, GPTShape
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, shape: GPTShape, dropout: float):
+        super().__init__()
+        assert shape.n_embd % shape.n_head == 0, "n_embd must divide into n_head heads"
+        self.n_head = shape.n_head
+        self.qkv = nn.Linear(shape.n_embd, 3 * shape.n_embd)
+        self.proj = nn.Linear(shape.n_embd, shape.n_embd)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+        self.attention = "sdpa"  # or "math": explicit softmax(QK^T/sqrt(d))V with a causal mask
+        mask = torch.tril(torch.ones(shape.block_size, shape.block_size, dtype=torch.bool))
+        self.register_buffer("causal_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=2)
+        q, k, v = (t.view(batch, seq, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        drop = self.dropout if self.training else 0.0
+        if self.attention == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            scores = scores.masked_fill(~self.causal_mask[:seq, :seq], float("-inf"))
+            weights = F.dropout(F.softmax(scores, dim=-1), p=drop, training=self.training)
+            y = weights @ v
+        y = y.transpose(1, 2).contiguous().view(batch, seq, width)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, shape: GPTShape, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(shape.n_embd, 4 * shape.n_embd)
+        self.proj = nn.Linear(4 * shape.n_embd, shape.n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, shape: GPTShape, dropout: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(shape.n_embd)
+        self.attn = CausalSelfAttention(shape, dropout)
+        self.ln_2 = nn.LayerNorm(shape.n_embd)
+        self.mlp = MLP(shape, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, shape: GPTShape, dropout: float = 0.0):
+        super().__init__()
+        self.shape = shape
+        self.wte = nn.Embedding(shape.vocab_size, shape.n_embd)
+        self.wpe = nn.Embedding(shape.block_size, shape.n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(shape, dropout) for _ in range(shape.n_layer))
+        self.ln_f = nn.LayerNorm(shape.n_embd)
+        self.lm_head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying, as in GPT-2
+        self.checkpoint_every = 0  # 0: off; k: recompute every k-th block in backward
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections keeps the residual stream's variance.
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        seq = idx.size(1)
+        if seq > self.shape.block_size:
+            raise ValueError(f"sequence of {seq} tokens exceeds the context of {self.shape.block_size}")
+        pos = torch.arange(seq, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for i, block in enumerate(self.blocks):
+            if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def set_attention(self, implementation: str) -> None:
+        for block in self.blocks:
+            block.attn.attention = implementation
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_gpt(preset: str, dropout: float = 0.0) -> GPT:
+    return GPT(GPT_PRESETS[preset], dropout)

@@ -1,0 +1,104 @@
+"""The receiving side of a run, shared by the app, the CLI and the tests (no Qt, no torch).
+
+Each line from the worker is decoded, validated, appended to the run's stream.jsonl at once, and
+folded into a small live state (last sample, errors, done). When the worker goes away, `finish`
+decides how the run ended and writes summary.json: a run that died keeps all it received.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from profiler import protocol
+from profiler.store import RunStore, StoredRun, StreamWriter
+
+
+class RunRecorder:
+    def __init__(self, store: RunStore, run: StoredRun):
+        self.store = store
+        self.run = run
+        self.writer = StreamWriter(run.stream_path)
+        self.hello: dict | None = None
+        self.started: dict | None = None
+        self.last_sample: dict | None = None
+        self.errors: list[dict] = []
+        self.warnings: list[str] = []
+        self.done: dict | None = None
+        self.stop_requested = False
+        self.samples = 0
+        self.finished = False
+        self.status = "running"
+
+    def handle_line(self, line: bytes | str) -> dict | None:
+        """Decode one worker line; store it; return the message (None for a rejected line)."""
+        try:
+            message = protocol.decode(line, "worker")
+        except protocol.ProtocolError as exc:
+            note = f"rejected a line from the worker: {exc}"
+            self.warnings.append(note)
+            # The rejection is itself recorded (as the front end's own event), the stream goes on.
+            self.writer.append({"type": "event", "kind": "warning", "message": note,
+                                "origin": "front", "received": time.time()})
+            return None
+        self.handle_message(message)
+        return message
+
+    def handle_message(self, message: dict) -> None:
+        self.writer.append(message)
+        kind = message["type"]
+        if kind == "sample":
+            self.samples += 1
+            self.last_sample = message
+        elif kind == "hello":
+            self.hello = message
+        elif kind == "started":
+            self.started = message
+        elif kind == "error":
+            self.errors.append(message)
+        elif kind == "done":
+            self.done = message
+
+    def note(self, kind: str, message: str, **extra: Any) -> None:
+        """An event of the front end's own (stop requested, worker died) in the same stream."""
+        self.writer.append({"type": "event", "kind": kind, "message": message, "origin": "front",
+                            "received": time.time(), **extra})
+
+    def finish(self, exit_code: int | None, killed_by_signal: bool = False) -> str:
+        """Close the run: status, summary.json, index row. Safe to call twice."""
+        if self.finished:
+            return self.status
+        self.finished = True
+        if self.done is not None:
+            status = self.done["status"]
+            summary = dict(self.done["summary"])
+            end = {"completed": "finished", "stopped": "stopped on request",
+                   "failed": "failed"}[status]
+        else:
+            status = "killed" if killed_by_signal else "crashed"
+            summary = {}
+            end = (f"the worker was killed (exit code {exit_code}) before it finished"
+                   if killed_by_signal else
+                   f"the worker exited with code {exit_code} without finishing")
+            self.note("warning", end)
+        if self.errors:
+            last = self.errors[-1]
+            summary["error"] = {k: last.get(k) for k in ("kind", "message", "hint")}
+            if status == "completed":
+                status = "failed"
+        summary["status"] = status
+        summary["end"] = end
+        summary["samples_received"] = self.samples
+        if self.last_sample is not None:
+            summary.setdefault("last_step", self.last_sample["step"])
+        if self.hello is not None:
+            summary.setdefault("environment", {
+                "versions": self.hello["versions"], "device": self.hello["device"],
+                "host": self.hello["environment"]})
+        if self.warnings:
+            summary["protocol_warnings"] = self.warnings[-20:]
+        self.writer.close()
+        self.status = status
+        self.run.write_summary(summary)
+        self.store.set_status(self.run, status)
+        return status

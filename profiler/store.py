@@ -1,0 +1,297 @@
+"""The run store: one folder per run under the data directory, plus a rebuildable index.
+
+    $EFFISCOPE_HOME (or the platform's user data dir)/
+        runs/<run_id>/config.toml    the run config as started
+        runs/<run_id>/meta.json      name, tags, created, status (small, rewritten atomically)
+        runs/<run_id>/stream.jsonl   every message as received, appended and flushed per line
+        runs/<run_id>/summary.json   written at the end
+        runs/<run_id>/worker.log     the worker's stderr
+        index.sqlite                 one row per run; rebuilt from the folders when missing
+
+Reports and comparisons read the store only, so any past run can be reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from profiler.config import RunConfig
+
+RUN_STATUSES = ("running", "completed", "stopped", "failed", "killed", "crashed")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be read or written; the text says where and what to do."""
+
+
+def data_home() -> Path:
+    env = os.environ.get("EFFISCOPE_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("effiscope", appauthor=False))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:24] or "run"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+_INDEX_COLUMNS = ("id", "name", "created", "status", "workload", "model", "device", "steps",
+                  "tokens_per_s", "loss_train_final", "loss_val_final", "peak_rss_bytes", "tags")
+
+
+@dataclass
+class StoredRun:
+    run_id: str
+    path: Path
+
+    @property
+    def stream_path(self) -> Path:
+        return self.path / "stream.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "worker.log"
+
+    def config(self) -> RunConfig:
+        return RunConfig.load(self.path / "config.toml")
+
+    def config_text(self) -> str:
+        try:
+            return (self.path / "config.toml").read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def meta(self) -> dict:
+        try:
+            return json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"name": self.run_id, "tags": [], "created": "", "status": "unknown"}
+
+    def write_meta(self, meta: dict) -> None:
+        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=2))
+
+    def summary(self) -> dict | None:
+        try:
+            return json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write_summary(self, summary: dict) -> None:
+        _atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
+
+    def messages(self, warnings: list[str] | None = None) -> Iterator[dict]:
+        """Every stored message; a damaged line is skipped with a warning, the rest still loads."""
+        try:
+            fh = self.stream_path.open("r", encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        with fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    note = f"{self.stream_path}: line {number} is damaged and was skipped"
+                    if warnings is not None:
+                        warnings.append(note)
+                    else:
+                        print(f"warning: {note}", file=sys.stderr)
+                    continue
+                yield message
+
+
+class StreamWriter:
+    """Appends messages to stream.jsonl, one line each, flushed at once: a crash loses nothing."""
+
+    def __init__(self, path: Path):
+        self._fh = path.open("a", encoding="utf-8")
+
+    def append(self, message: dict) -> None:
+        self._fh.write(json.dumps(message, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+class RunStore:
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home) if home else data_home()
+        self.runs_dir = self.home / "runs"
+        self.index_path = self.home / "index.sqlite"
+
+    # --- folders -----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.home, 0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the data directory {self.home} ({exc.strerror}); set "
+                "EFFISCOPE_HOME to a writable folder"
+            ) from None
+        if not os.access(self.runs_dir, os.W_OK):
+            raise StoreError(
+                f"the data directory {self.home} is read-only; set EFFISCOPE_HOME to a writable folder"
+            )
+
+    def create_run(self, config: RunConfig) -> StoredRun:
+        self.ensure()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        run_id = f"{stamp}-{_slug(config.name or config.model.preset)}-{secrets.token_hex(2)}"
+        path = self.runs_dir / run_id
+        try:
+            path.mkdir()
+            (path / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+            (path / "stream.jsonl").touch()
+            run = StoredRun(run_id, path)
+            run.write_meta({"name": config.name or config.model.preset, "tags": [],
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "status": "running"})
+        except OSError as exc:
+            raise StoreError(f"cannot write the run folder {path} ({exc.strerror}); free disk "
+                             "space or set EFFISCOPE_HOME to a writable folder") from None
+        self.update_index(run)
+        return run
+
+    def open_run(self, run_id: str) -> StoredRun:
+        path = self.runs_dir / run_id
+        if not run_id or "/" in run_id or not (path / "meta.json").exists() and not (path / "config.toml").exists():
+            matches = [p.name for p in self.runs_dir.glob(f"{run_id}*")] if run_id and "/" not in run_id else []
+            if len(matches) == 1:
+                return StoredRun(matches[0], self.runs_dir / matches[0])
+            raise StoreError(f"no run {run_id!r} in {self.runs_dir}; `effiscope runs` lists them")
+        return StoredRun(run_id, path)
+
+    def run_ids(self) -> list[str]:
+        if not self.runs_dir.exists():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir())
+
+    def delete_run(self, run_id: str) -> None:
+        import shutil
+
+        run = self.open_run(run_id)
+        shutil.rmtree(run.path)
+        with self._db() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (run.run_id,))
+
+    def set_status(self, run: StoredRun, status: str) -> None:
+        meta = run.meta()
+        meta["status"] = status
+        run.write_meta(meta)
+        self.update_index(run)
+
+    def rename(self, run_id: str, name: str) -> None:
+        run = self.open_run(run_id)
+        meta = run.meta()
+        meta["name"] = name
+        run.write_meta(meta)
+        self.update_index(run)
+
+    def set_tags(self, run_id: str, tags: list[str]) -> None:
+        run = self.open_run(run_id)
+        meta = run.meta()
+        meta["tags"] = sorted(set(tags))
+        run.write_meta(meta)
+        self.update_index(run)
+
+    # --- index ---------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        self.ensure()
+        fresh = not self.index_path.exists()
+        db = sqlite3.connect(self.index_path, timeout=5)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, created TEXT, "
+            "status TEXT, workload TEXT, model TEXT, device TEXT, steps INTEGER, "
+            "tokens_per_s REAL, loss_train_final REAL, loss_val_final REAL, "
+            "peak_rss_bytes REAL, tags TEXT)"
+        )
+        if fresh and self.runs_dir.exists():
+            for run_id in self.run_ids():
+                db.execute(self._upsert_sql(), self._row(StoredRun(run_id, self.runs_dir / run_id)))
+            db.commit()
+        return db
+
+    @staticmethod
+    def _upsert_sql() -> str:
+        cols = ", ".join(_INDEX_COLUMNS)
+        marks = ", ".join("?" for _ in _INDEX_COLUMNS)
+        return f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({marks})"
+
+    @staticmethod
+    def _row(run: StoredRun) -> tuple:
+        meta = run.meta()
+        summary = run.summary() or {}
+        figures = summary.get("figures", {})
+
+        def fig(key: str) -> Any:
+            return (figures.get(key) or {}).get("value")
+
+        try:
+            config = run.config()
+            workload, model, device = config.workload, config.model.preset, config.device
+        except Exception:  # noqa: BLE001 - a damaged config still gets a row
+            workload = model = device = "?"
+        return (run.run_id, meta.get("name", run.run_id), meta.get("created", ""),
+                meta.get("status", "unknown"), workload, model,
+                summary.get("device", device), summary.get("steps_completed"),
+                fig("tokens_per_s"), fig("loss_train_final"), fig("loss_val_final"),
+                fig("peak_rss_bytes"), json.dumps(meta.get("tags", [])))
+
+    def update_index(self, run: StoredRun) -> None:
+        with self._db() as db:
+            db.execute(self._upsert_sql(), self._row(run))
+
+    def rebuild_index(self) -> int:
+        """Drop and rebuild index.sqlite from the run folders; returns the number of runs."""
+        try:
+            self.index_path.unlink()
+        except FileNotFoundError:
+            pass
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def list_runs(self) -> list[dict]:
+        """Rows of the index, newest first."""
+        if not self.runs_dir.exists():
+            return []
+        try:
+            with self._db() as db:
+                rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs "
+                                  "ORDER BY created DESC, id DESC").fetchall()
+        except sqlite3.DatabaseError:
+            self.rebuild_index()  # a damaged index is rebuilt from the folders
+            with self._db() as db:
+                rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs "
+                                  "ORDER BY created DESC, id DESC").fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(_INDEX_COLUMNS, row))
+            try:
+                item["tags"] = json.loads(item["tags"] or "[]")
+            except ValueError:
+                item["tags"] = []
+            out.append(item)
+        return out

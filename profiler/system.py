@@ -1,0 +1,184 @@
+"""System readings (psutil, NVML) that never raise: no GPU is a normal state, not an error.
+
+Every NVML query goes through `_query`, which turns a failure into None ("n/a"). The sampler
+thread polls on a drift-free schedule and keeps the latest snapshot and the peaks; the training
+loop reads them without waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from typing import Any, Callable
+
+import psutil
+
+try:  # nvidia-ml-py; importing it never touches the driver
+    import pynvml
+except ImportError:  # pragma: no cover - it is a dependency, but stay honest without it
+    pynvml = None
+
+_nvml_state: dict[str, Any] = {"tried": False, "ok": False, "reason": ""}
+_nvml_lock = threading.Lock()
+
+
+def _query(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - any NVML failure is "n/a"
+        return None
+
+
+def nvml_available() -> tuple[bool, str]:
+    """(True, "") when NVML answered; (False, why) otherwise, e.g. "no GPU driver"."""
+    with _nvml_lock:
+        if not _nvml_state["tried"]:
+            _nvml_state["tried"] = True
+            if pynvml is None:
+                _nvml_state["reason"] = "nvidia-ml-py is not installed"
+            else:
+                try:
+                    pynvml.nvmlInit()
+                    _nvml_state["ok"] = True
+                except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound is normal here
+                    name = type(exc).__name__
+                    _nvml_state["reason"] = (
+                        "no NVIDIA driver" if "LibraryNotFound" in name or "DriverNotLoaded" in name
+                        else f"NVML unavailable ({name})"
+                    )
+        return _nvml_state["ok"], _nvml_state["reason"]
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def gpus() -> list[dict]:
+    """Every NVIDIA GPU NVML sees: index, name, memory, driver; [] without a GPU."""
+    ok, _ = nvml_available()
+    if not ok:
+        return []
+    count = _query(pynvml.nvmlDeviceGetCount) or 0
+    driver = _text(_query(pynvml.nvmlSystemGetDriverVersion))
+    out = []
+    for index in range(count):
+        handle = _query(pynvml.nvmlDeviceGetHandleByIndex, index)
+        if handle is None:
+            continue
+        memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        out.append({
+            "index": index,
+            "name": _text(_query(pynvml.nvmlDeviceGetName, handle)),
+            "memory_total_bytes": getattr(memory, "total", None),
+            "driver": driver,
+        })
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_host() -> dict:
+    """The machine, without torch: CPU, cores, memory, GPUs (or why there are none)."""
+    ok, reason = nvml_available()
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": cpu_name(),
+        "cpu_cores_logical": psutil.cpu_count(logical=True),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "gpus": gpus(),
+        "gpu_note": "" if ok else reason,
+    }
+
+
+class SystemSampler:
+    """A daemon thread reading psutil (and NVML for one GPU) every `period_s`.
+
+    `latest()` returns the newest snapshot; `peaks()` the highest values seen. Readings that have
+    no meaning here (GPU figures without a GPU) are None.
+    """
+
+    def __init__(self, period_s: float = 0.2, gpu_index: int | None = None, pid: int | None = None):
+        self.period_s = max(0.1, period_s)
+        self.process = psutil.Process(pid or os.getpid())
+        self.gpu_index = gpu_index
+        self._handle = None
+        if gpu_index is not None and nvml_available()[0]:
+            self._handle = _query(pynvml.nvmlDeviceGetHandleByIndex, gpu_index)
+        self._latest: dict[str, float | None] = {}
+        self._peaks: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="effiscope-sampler", daemon=True)
+        self.process.cpu_percent(None)  # prime: the first call always says 0
+        self.read_now()
+
+    def start(self) -> SystemSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            self.read_now()
+            deadline += self.period_s
+            delay = deadline - time.monotonic()
+            if delay < 0:  # fell behind (suspended?): restart the schedule instead of bursting
+                deadline = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    def read_now(self) -> dict[str, float | None]:
+        snap: dict[str, float | None] = {
+            "rss_bytes": _query(lambda: self.process.memory_info().rss),
+            "cpu_percent": _query(self.process.cpu_percent, None),
+            "gpu_memory_used_bytes": None,
+            "gpu_process_memory_bytes": None,
+            "gpu_util_percent": None,
+            "gpu_power_w": None,
+            "gpu_temperature_c": None,
+        }
+        handle = self._handle
+        if handle is not None:
+            memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)
+            snap["gpu_memory_used_bytes"] = getattr(memory, "used", None)
+            util = _query(pynvml.nvmlDeviceGetUtilizationRates, handle)
+            snap["gpu_util_percent"] = getattr(util, "gpu", None)
+            power = _query(pynvml.nvmlDeviceGetPowerUsage, handle)
+            snap["gpu_power_w"] = power / 1000.0 if power is not None else None
+            snap["gpu_temperature_c"] = _query(pynvml.nvmlDeviceGetTemperature, handle, 0)
+            procs = _query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+            mine = [p.usedGpuMemory for p in procs
+                    if p.pid == self.process.pid and isinstance(p.usedGpuMemory, int)]
+            snap["gpu_process_memory_bytes"] = sum(mine) if mine else None
+        with self._lock:
+            self._latest = snap
+            for key, value in snap.items():
+                if value is not None and value > self._peaks.get(key, float("-inf")):
+                    self._peaks[key] = value
+        return snap
+
+    def latest(self) -> dict[str, float | None]:
+        with self._lock:
+            return dict(self._latest)
+
+    def peaks(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._peaks)

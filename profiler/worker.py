@@ -1,0 +1,234 @@
+"""The worker process: `python -m profiler.worker` (or `effiscope worker`).
+
+It speaks protocol v1 on its real stdout and reads commands from stdin. At start it keeps the real
+stdout for the protocol alone and points file descriptor 1 and `sys.stdout` at stderr, so a stray
+`print` (ours, a library's, or C code's) can never corrupt the stream. stderr is the human log.
+When stdin closes (the front end died or is done), the current run ends and the worker exits.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from profiler import __version__, protocol
+
+
+class Channel:
+    """The protocol's write side; thread-safe; a closed pipe makes `alive` false, never raises."""
+
+    def __init__(self, fd: int):
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._lock = threading.Lock()
+        self.alive = True
+
+    def send(self, message: dict) -> None:
+        data = protocol.encode(message, "worker").encode("utf-8")
+        with self._lock:
+            if not self.alive:
+                return
+            try:
+                self._file.write(data)
+            except (BrokenPipeError, OSError):
+                self.alive = False
+
+
+class Control:
+    """What the run loop asks between steps: new commands, and whether it must stop."""
+
+    def __init__(self, commands: queue.Queue, channel: Channel):
+        self._commands = commands
+        self._channel = channel
+        self.stop_event = threading.Event()
+        self.stdin_closed = False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set() or self.stdin_closed or not self._channel.alive
+
+    def poll(self) -> list[dict]:
+        """Commands that arrived since the last call (stop and end-of-input are handled here)."""
+        out = []
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return out
+            if command["type"] == "_eof":
+                self.stdin_closed = True
+            elif command["type"] == "stop":
+                self.stop_event.set()
+            else:
+                out.append(command)
+
+    def wait(self) -> dict:
+        return self._commands.get()
+
+
+def _claim_stdout() -> int:
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto_fd
+
+
+def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
+    stream = sys.stdin.buffer
+    while True:
+        try:
+            line = stream.readline(protocol.MAX_LINE_BYTES + 1)
+        except (OSError, ValueError):
+            line = b""
+        if not line:
+            break
+        if len(line) > protocol.MAX_LINE_BYTES:
+            # Drop the rest of an oversize line, then say so; the stream goes on.
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(protocol.MAX_LINE_BYTES)
+            channel.send({"type": "event", "kind": "warning",
+                          "message": f"ignored a command over {protocol.MAX_LINE_BYTES} bytes"})
+            continue
+        if not line.strip():
+            continue
+        try:
+            commands.put(protocol.decode(line, "front"))
+        except protocol.ProtocolError as exc:
+            channel.send({"type": "event", "kind": "warning", "message": f"ignored a bad command: {exc}"})
+    commands.put({"type": "_eof"})
+
+
+def device_info() -> dict:
+    import torch
+
+    info: dict[str, Any] = {"cuda": torch.cuda.is_available(), "cuda_devices": []}
+    if info["cuda"]:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            info["cuda_devices"].append({
+                "index": index, "name": props.name, "memory_total_bytes": props.total_memory,
+                "capability": f"{props.major}.{props.minor}",
+            })
+        info["bf16"] = torch.cuda.is_bf16_supported()
+        info["default"] = "cuda"
+        info["name"] = info["cuda_devices"][0]["name"]
+    else:
+        info["default"] = "cpu"
+        from profiler.system import cpu_name
+
+        info["name"] = cpu_name()
+        info["bf16"] = True  # runs on every CPU; cpu_bf16_native says whether it is fast
+        info["cpu_bf16_native"] = _cpu_has_native_bf16()
+    info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def hello_message() -> dict:
+    import torch
+
+    from profiler.system import describe_host
+
+    return {
+        "type": "hello",
+        "protocol": protocol.PROTOCOL_VERSION,
+        "versions": {"effiscope": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "cuda": torch.version.cuda},
+        "device": device_info(),
+        "environment": describe_host(),
+        "pid": os.getpid(),
+    }
+
+
+def run_one(command: dict, channel: Channel, control: Control) -> None:
+    """Validate a start command's config and run its workload; every failure becomes a message."""
+    from profiler.config import ConfigError, RunConfig, validate
+
+    summary: dict[str, Any] = {}
+    try:
+        config = validate(RunConfig.from_dict(command["config"]))
+    except (ConfigError, ValueError) as exc:
+        channel.send({"type": "error", "kind": "config", "message": str(exc),
+                      "hint": "fix this setting in the run config and start again"})
+        channel.send({"type": "done", "status": "failed", "summary": summary})
+        return
+    from profiler.workloads import train
+
+    try:
+        summary = train.run(config, channel.send, control)
+        status = "stopped" if summary.get("stopped_early") else "completed"
+        channel.send({"type": "done", "status": status, "summary": summary})
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
+        kind, hint = classify(exc)
+        log = traceback.format_exc()
+        print(log, file=sys.stderr, flush=True)
+        channel.send({"type": "error", "kind": kind, "message": f"{type(exc).__name__}: {exc}",
+                      "hint": hint, "traceback": log[-8000:]})
+        channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Error kind and a hint for an exception raised by a workload."""
+    from profiler.data import DataError
+
+    name = type(exc).__name__
+    if isinstance(exc, DataError):
+        return "config", "fix the data settings and start again"
+    if isinstance(exc, MemoryError) or "OutOfMemory" in name or "out of memory" in str(exc):
+        return "oom", ("lower train.batch_size or train.seq_len, choose a smaller model, "
+                       "or enable activation checkpointing")
+    if isinstance(exc, NotImplementedError):
+        return "unsupported", "this combination is not supported on this device; change it"
+    return "crash", "this is a bug or an environment problem; the traceback is in the run's log"
+
+
+def main(argv: list[str] | None = None) -> int:
+    proto_fd = _claim_stdout()
+    channel = Channel(proto_fd)
+    commands: queue.Queue = queue.Queue()
+    control = Control(commands, channel)
+
+    def _graceful(signum, frame):  # SIGTERM / SIGINT: finish the step, send done, exit
+        control.stop_event.set()
+        control.stdin_closed = True
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    started = time.perf_counter()
+    channel.send(hello_message())
+    print(f"effiscope worker {__version__} ready in {time.perf_counter() - started:.2f} s "
+          f"(pid {os.getpid()})", file=sys.stderr, flush=True)
+    threading.Thread(target=_read_stdin, args=(commands, channel), daemon=True,
+                     name="effiscope-stdin").start()
+    while channel.alive and not control.stdin_closed:
+        command = control.wait()
+        kind = command["type"]
+        if kind == "_eof":
+            break
+        if kind == "start":
+            control.stop_event.clear()
+            run_one(command, channel, control)
+        elif kind == "stop":
+            continue  # nothing is running
+        else:
+            channel.send({"type": "event", "kind": "refused",
+                          "message": f"no run in progress: {kind!r} ignored"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

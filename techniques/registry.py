@@ -1,0 +1,129 @@
+"""The technique registry: metadata of every technique, importable without torch.
+
+Each technique module declares a TechniqueInfo and registers it. The GUI builds its controls from
+this table, the config validates against it, and the worker applies techniques in STAGES order.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# The order in which the worker applies techniques; why: compression changes the weights that
+# later wrappers see, checkpointing wraps blocks before compile traces them, compile comes before
+# the parallel wrapper, the optimizer is built over the final parameters, and the loop context
+# (autocast, scaler, accumulation) wraps every step.
+STAGES = ("compress", "model", "checkpoint", "compile", "parallel", "optimizer", "loop")
+CATEGORIES = ("optimizer", "precision", "memory", "speed", "parallel", "compression")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class TechniqueInfo:
+    name: str
+    label: str
+    category: str
+    stage: str
+    summary: str
+    """One line: what it does and what it costs."""
+    source: str
+    params: tuple[Param, ...] = ()
+    requires: tuple[str, ...] = ()
+    """Capabilities needed: "cuda", "bf16", "distributed", "package:NAME"."""
+    conflicts: tuple[str, ...] = ()
+    mid_run: bool = False
+    """Whether the worker can change it while a run goes (`set` on the protocol)."""
+    module: str = ""
+    """Import path of the implementation (imports torch)."""
+    extra: dict = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+class UnknownTechnique(ValueError):
+    pass
+
+
+_REGISTRY: dict[str, TechniqueInfo] = {}
+
+
+def register(info: TechniqueInfo) -> TechniqueInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"technique {info.name!r} is registered twice")
+    if info.stage not in STAGES:
+        raise ValueError(f"technique {info.name!r} has unknown stage {info.stage!r}")
+    if info.category not in CATEGORIES:
+        raise ValueError(f"technique {info.name!r} has unknown category {info.category!r}")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def all_techniques() -> list[TechniqueInfo]:
+    _load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda t: (STAGES.index(t.stage), t.name))
+
+
+def get(name: str) -> TechniqueInfo:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownTechnique(
+            f"techniques.{name}: unknown technique; known techniques are {known}"
+        ) from None
+
+
+def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check types and ranges; ValueError names the parameter and the fix."""
+    info = get(name)
+    by_name = {p.name: p for p in info.params}
+    for key in params:
+        if key not in by_name:
+            valid = ", ".join(by_name) or "none"
+            raise ValueError(f"techniques.{name}.{key}: unknown parameter; valid ones are {valid}")
+    out = info.defaults()
+    for key, value in params.items():
+        p = by_name[key]
+        where = f"techniques.{name}.{key}"
+        if p.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (p.type is bool) or not isinstance(value, p.type):
+            raise ValueError(f"{where}: must be {p.type.__name__}, got {value!r}")
+        if p.choices and value not in p.choices:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, p.choices))}")
+        if p.min is not None and value < p.min:
+            raise ValueError(f"{where}: must be at least {p.min}, got {value}")
+        if p.max is not None and value > p.max:
+            raise ValueError(f"{where}: must be at most {p.max}, got {value}")
+        out[key] = value
+    return out
+
+
+_BUILTIN: tuple[str, ...] = ()
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN:
+        importlib.import_module(f"techniques.{module}")
