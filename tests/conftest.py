@@ -1,0 +1,40 @@
+"""Shared fixtures: a private data directory per test, and a check that no child process leaks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def effiscope_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own run store; nothing touches the user's real data."""
+    home = tmp_path / "effiscope-home"
+    monkeypatch.setenv("EFFISCOPE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """Fail a test that leaves a worker (or any child process) running."""
+    me = psutil.Process(os.getpid())
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    leftover = []
+    for _ in range(50):  # give exiting children up to 5 s to be reaped
+        leftover = [p for p in me.children(recursive=True)
+                    if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not leftover:
+            break
+        psutil.wait_procs(leftover, timeout=0.1)
+    for proc in leftover:
+        proc.kill()
+    assert not leftover, f"test left processes running: {[p.pid for p in leftover]}"
