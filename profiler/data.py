@@ -6,6 +6,7 @@ validation by file (never by position inside a file, so validation text is truly
 
 from __future__ import annotations
 
+import os
 import sysconfig
 import zlib
 from dataclasses import dataclass
@@ -99,7 +100,12 @@ def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: flo
 
 def stdlib_corpus(max_train_bytes: int, val_fraction: float) -> Corpus:
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        # Installed packages may live inside the stdlib folder: prune them, they are not stdlib.
+        subfolders[:] = sorted(d for d in subfolders if d not in ("site-packages", "__pycache__"))
+        files.extend(Path(folder, n) for n in names if n.endswith(".py"))
+    files.sort()
     return _from_files(root, files, max_train_bytes, val_fraction, f"Python standard library ({root})")
 
 
