@@ -20,9 +20,10 @@ import secrets
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from profiler.config import RunConfig
 
@@ -288,7 +289,7 @@ class RunStore:
                                   "ORDER BY created DESC, id DESC").fetchall()
         out = []
         for row in rows:
-            item = dict(zip(_INDEX_COLUMNS, row))
+            item = dict(zip(_INDEX_COLUMNS, row, strict=True))
             try:
                 item["tags"] = json.loads(item["tags"] or "[]")
             except ValueError:

@@ -176,7 +176,9 @@ def run_one(command: dict, channel: Channel, control: Control) -> None:
         kind, hint = classify(exc)
         log = traceback.format_exc()
         print(log, file=sys.stderr, flush=True)
-        channel.send({"type": "error", "kind": kind, "message": f"{type(exc).__name__}: {exc}",
+        # Errors about the user's choices read as sentences; anything else keeps its type name.
+        text = str(exc) if kind in ("config", "unsupported") else f"{type(exc).__name__}: {exc}"
+        channel.send({"type": "error", "kind": kind, "message": text,
                       "hint": hint, "traceback": log[-8000:]})
         channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
 
@@ -192,7 +194,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "oom", ("lower train.batch_size or train.seq_len, choose a smaller model, "
                        "or enable activation checkpointing")
     if isinstance(exc, NotImplementedError):
-        return "unsupported", "this combination is not supported on this device; change it"
+        return "unsupported", ("change the setting named in the message; `effiscope techniques` "
+                               "lists what this machine can run")
     return "crash", "this is a bug or an environment problem; the traceback is in the run's log"
 
 

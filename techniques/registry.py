@@ -7,6 +7,7 @@ this table, the config validates against it, and the worker applies techniques i
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +43,20 @@ class TechniqueInfo:
     requires: tuple[str, ...] = ()
     """Capabilities needed: "cuda", "bf16", "distributed", "package:NAME"."""
     conflicts: tuple[str, ...] = ()
-    mid_run: bool = False
-    """Whether the worker can change it while a run goes (`set` on the protocol)."""
-    module: str = ""
-    """Import path of the implementation (imports torch)."""
+    mid_run: tuple[str, ...] = ()
+    """What a `set` may change while a run goes: "enabled" (switch on / off) and parameter names."""
+    runtime_params: tuple[Param, ...] = ()
+    """Settings only a mid-run `set` takes (e.g. a new learning rate), not part of the config."""
+    always_on: bool = False
+    """Always applied (with defaults when the config does not name it), e.g. the optimizer."""
+    check: Callable[[dict, dict], str | None] | None = None
+    """check(params, capabilities) -> why these params cannot run on this machine, or None."""
     extra: dict = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        """Import path of the implementation (imports torch)."""
+        return f"techniques.{self.name}"
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
@@ -90,10 +100,16 @@ def get(name: str) -> TechniqueInfo:
         ) from None
 
 
-def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check types and ranges; ValueError names the parameter and the fix."""
+def validate_params(name: str, params: dict[str, Any], runtime: bool = False) -> dict[str, Any]:
+    """Fill defaults and check types and ranges; ValueError names the parameter and the fix.
+
+    runtime=True also accepts the technique's mid-run-only settings (and "enabled").
+    """
     info = get(name)
     by_name = {p.name: p for p in info.params}
+    if runtime:
+        by_name.update({p.name: p for p in info.runtime_params})
+        by_name["enabled"] = Param("enabled", bool, True, "switch the technique on or off")
     for key in params:
         if key not in by_name:
             valid = ", ".join(by_name) or "none"
@@ -116,7 +132,10 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_BUILTIN: tuple[str, ...] = ()
+_BUILTIN: tuple[str, ...] = (
+    "optimizer", "lr_schedule", "grad_clip", "precision", "tf32", "activation_checkpointing",
+    "grad_accumulation", "compile", "attention",
+)
 _loaded = False
 
 
@@ -127,3 +146,27 @@ def _load_builtin() -> None:
     _loaded = True
     for module in _BUILTIN:
         importlib.import_module(f"techniques.{module}")
+
+
+def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[str, Any]) -> str | None:
+    """Why this technique (with these params) cannot run with these capabilities, or None.
+
+    caps: {"cuda": bool, "cuda_capability": float | None, "bf16": bool, "compiler": bool,
+    "distributed": bool, "packages": [names], "fused": [optimizer names]}; missing keys mean "no".
+    """
+    for need in info.requires:
+        if need == "cuda" and not caps.get("cuda"):
+            return "needs an NVIDIA GPU with CUDA; this machine has none"
+        if need == "ampere" and (caps.get("cuda_capability") or 0) < 8.0:
+            return "needs an NVIDIA GPU of the Ampere generation or newer (compute capability 8.0+)"
+        if need == "bf16" and not caps.get("bf16"):
+            return "needs bfloat16 support, which this device lacks"
+        if need == "compiler" and not caps.get("compiler"):
+            return "torch.compile needs a C++ compiler (gcc or clang) on the PATH"
+        if need == "distributed" and not caps.get("distributed"):
+            return "this torch build has no torch.distributed"
+        if need.startswith("package:") and need[8:] not in caps.get("packages", []):
+            return f"needs the Python package {need[8:]} (pip install {need[8:]})"
+    if info.check is not None:
+        return info.check(params, caps)
+    return None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from profiler.capabilities import detect
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
 from profiler.models.gpt import build_gpt
@@ -20,6 +22,8 @@ from profiler.models.presets import GPT_PRESETS
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
 from profiler.theory import flops_per_token
+from techniques import runtime
+from techniques.optimizer import state_bytes
 
 Emit = Callable[[dict], None]
 
@@ -51,33 +55,52 @@ def torch_memory(device: torch.device) -> dict[str, float | None]:
             "torch_peak_allocated_bytes": torch.cuda.max_memory_allocated(device)}
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    # Decoupled weight decay on matrices only: biases and LayerNorm gains are not decayed.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    train = config.train
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=train.learning_rate, betas=(train.beta1, train.beta2),
-    )
-
-
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    model.eval()
-    losses = [model(x, y)[1].item() for x, y in batches]
-    model.train()
+def evaluate(state: runtime.TrainState, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    state.model.eval()
+    losses = []
+    for x, y in batches:
+        with state.step_context():
+            losses.append(state.forward_model(x, y)[1].item())
+    state.model.train()
     return sum(losses) / len(losses)
+
+
+def train_step(state: runtime.TrainState, batches: BatchSampler, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step over state.micro_batches micro-batches: (loss, grad norm, tokens)."""
+    optimizer = state.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = state.learning_rate(step)
+    micro = state.micro_batches
+    loss_sum = torch.zeros((), device=state.device)
+    tokens = 0
+    for _ in range(micro):
+        x, y = batches.next()
+        with state.step_context():
+            _, loss = state.forward_model(x, y)
+        state.scaler.scale(loss / micro).backward()
+        loss_sum += loss.detach()
+        tokens += x.numel()
+    grad_norm = state.clip_gradients()
+    state.scaler.step(optimizer)
+    state.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    synchronize(state.device)
+    return (loss_sum / micro).item(), grad_norm, tokens
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Train per `config`, emitting started / sample / event messages; return the summary."""
     train_cfg, limits = config.train, config.limits
     device = resolve_device(config.device)
+    caps = detect(device)
+    runtime.check_all(config, caps)  # refuse what this machine cannot do before any work
     torch.manual_seed(config.seed)
     shape = GPT_PRESETS[config.model.preset]
     setup_started = time.perf_counter()
+
+    def warn(text: str) -> None:
+        emit({"type": "event", "kind": "warning", "message": text})
 
     model = build_gpt(config.model.preset, config.model.dropout).to(device)
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
@@ -88,8 +111,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,
                                config.seed + 1, device)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
-    optimizer = build_optimizer(model, config)
-    tokens_per_step = train_cfg.batch_size * train_cfg.seq_len
+    # Techniques in registry.STAGES order: model switches -> checkpointing -> compile ->
+    # optimizer over the final parameters -> loop context (autocast, scaler, accumulation).
+    state = runtime.TrainState(config=config, device=device, caps=caps, model=model, warn=warn)
+    applied = runtime.apply_all(state)
     n_params = model.parameter_count()
     flops_token = flops_per_token(shape, train_cfg.seq_len)
     gpu_index = (device.index or 0) if device.type == "cuda" else None
@@ -102,13 +127,21 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "device": str(device),
         "model": {"preset": config.model.preset, "parameters": n_params, **shape.as_dict()},
         "data": corpus.description,
-        "tokens_per_step": tokens_per_step,
+        "batch_size": train_cfg.batch_size,
+        "seq_len": train_cfg.seq_len,
+        "micro_batches": state.micro_batches,
+        "effective_batch": state.micro_batches * train_cfg.batch_size,
+        "tokens_per_step": state.micro_batches * train_cfg.batch_size * train_cfg.seq_len,
         "warmup_steps": limits.warmup_steps,
         "steps": limits.steps,
-        "optimizer": "AdamW",
+        "techniques": applied,
+        "capabilities": caps,
         "theory": {"flops_per_token": flops_token},
         "setup_time_s": time.perf_counter() - setup_started,
     }})
+    for item in applied:
+        emit({"type": "event", "kind": "info", "step": 0, "technique": item["name"],
+              "message": f"{item['label']}: {item['report']}"})
 
     run_started = time.perf_counter()
     step_times: list[float] = []   # measured steps only
@@ -116,14 +149,17 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     val_losses: list[tuple[int, float]] = []
     measured_tokens = 0
     steps_done = 0
+    tokens_seen = 0
+    first_step_time: float | None = None
     stopped_early = False
     stop_reason = "step limit reached"
     eval_time = 0.0
+    changes = 0
 
     def validation(step: int) -> float:
         nonlocal eval_time
         started = time.perf_counter()
-        value = evaluate(model, val_batches)
+        value = evaluate(state, val_batches)
         eval_time += time.perf_counter() - started
         val_losses.append((step, value))
         return value
@@ -135,9 +171,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     try:
         for step in range(1, limits.steps + 1):
             for command in control.poll():
-                emit({"type": "event", "kind": "refused", "step": step,
-                      "message": f"{command['type']} {command.get('technique', '')}".strip()
-                      + " cannot change mid-run in this version; restart the run with the change"})
+                changes += handle_command(command, state, step, emit)
             if control.should_stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
@@ -149,79 +183,122 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                       "message": f"warmup over: steps {step}+ count in the summary"})
 
             started = time.perf_counter()
-            x, y = train_batches.next()
-            _, loss = model(x, y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            synchronize(device)
-            loss_value = loss.item()
+            loss_value, grad_norm, tokens = train_step(state, train_batches, step)
             step_time = time.perf_counter() - started
 
             steps_done = step
+            tokens_seen += tokens
+            if first_step_time is None:
+                first_step_time = step_time
             warm = step <= limits.warmup_steps
             if not warm:
                 step_times.append(step_time)
-                measured_tokens += tokens_per_step
+                measured_tokens += tokens
             train_losses.append(loss_value)
             if not math.isfinite(loss_value):
                 emit({"type": "event", "kind": "warning", "step": step,
                       "message": f"loss is {loss_value} at step {step}: lower the learning rate"})
             metrics: dict[str, float | None] = {
                 "loss_train": loss_value,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": state.optimizer.param_groups[0]["lr"],
+                "grad_norm": grad_norm,
                 "step_time_s": step_time,
-                "tokens_per_s": tokens_per_step / step_time,
-                **{k: v for k, v in sampler.latest().items()},
+                "tokens_per_s": tokens / step_time,
+                **sampler.latest(),
                 **torch_memory(device),
             }
             last = step == limits.steps
             if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
                 metrics["loss_val"] = validation(step)
+            phase = ("compile" if state.compiled and step == 1 else "warmup") if warm else "measure"
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
-                  "phase": "warmup" if warm else "measure", "metrics": metrics})
+                  "phase": phase, "metrics": metrics})
     finally:
         sampler.read_now()
         sampler.stop()
 
-    peaks = sampler.peaks()
-    wall = time.perf_counter() - run_started
+    return summarize(state, locals_for_summary=dict(
+        steps_done=steps_done, step_times=step_times, measured_tokens=measured_tokens,
+        train_losses=train_losses, val_losses=val_losses, eval_time=eval_time,
+        wall=time.perf_counter() - run_started, stopped_early=stopped_early,
+        stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
+        applied=applied, changes=changes, peaks=sampler.peaks(), n_params=n_params,
+        flops_token=flops_token))
+
+
+def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit) -> int:
+    """A command that arrived mid-run; it applies from this step on. Returns 1 if it changed."""
+    if command["type"] == "set":
+        name, params = command["technique"], command["params"]
+        try:
+            report = runtime.change(state, name, params)
+        except (runtime.Refused, NotImplementedError) as exc:
+            emit({"type": "event", "kind": "refused", "step": step, "technique": name,
+                  "params": params, "message": str(exc)})
+            return 0
+        emit({"type": "event", "kind": "toggle", "step": step, "technique": name,
+              "params": params, "message": report})
+        return 1
+    emit({"type": "event", "kind": "refused", "step": step,
+          "message": f"{command['type']!r} is not available during a train run in this version"})
+    return 0
+
+
+def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
+    v = locals_for_summary
+    limits = state.config.limits
+    device = state.device
+    step_times = v["step_times"]
     measured = len(step_times)
-    window = (f"steps {limits.warmup_steps + 1}..{steps_done} ({measured} steps), "
-              f"{limits.warmup_steps} warmup steps excluded")
+    window = (f"steps {limits.warmup_steps + 1}..{v['steps_done']} ({measured} steps), "
+              f"{limits.warmup_steps} warmup steps excluded") if measured else "no steps measured"
     total_time = sum(step_times)
-    tokens_per_s = measured_tokens / total_time if total_time > 0 else None
-    last_losses = train_losses[-10:]
+    tokens_per_s = v["measured_tokens"] / total_time if total_time > 0 else None
+    last_losses = v["train_losses"][-10:]
+    val_losses = v["val_losses"]
+    peaks = v["peaks"]
     mem = torch_memory(device)
-    summary = {
+    p50 = percentile(step_times, 50)
+    compile_time = None
+    if state.compiled and v["first_step_time"] is not None and p50 is not None:
+        compile_time = max(0.0, v["first_step_time"] - p50)
+    figures = {
+        "tokens_per_s": figure(tokens_per_s, "tokens/s", f"tokens / summed step wall time over {window}"),
+        "step_time_p50_s": figure(p50, "s", f"median step time over {window}"),
+        "step_time_p90_s": figure(percentile(step_times, 90), "s", f"90th percentile over {window}"),
+        "step_time_p99_s": figure(percentile(step_times, 99), "s", f"99th percentile over {window}"),
+        "loss_train_final": figure(sum(last_losses) / len(last_losses) if last_losses else None,
+                                   "nats/token", "mean train loss of the last 10 steps"),
+        "loss_val_first": figure(val_losses[0][1] if val_losses else None, "nats/token",
+                                 "validation loss before the first step"),
+        "loss_val_final": figure(val_losses[-1][1] if val_losses else None, "nats/token",
+                                 f"validation loss at step {val_losses[-1][0] if val_losses else 'n/a'}"),
+        "peak_rss_bytes": figure(peaks.get("rss_bytes"), "bytes",
+                                 "highest worker RSS seen by the 0.2 s sampler and at each step"),
+        "peak_torch_allocated_bytes": figure(mem["torch_peak_allocated_bytes"], "bytes",
+                                             "torch.cuda.max_memory_allocated (n/a on CPU)"),
+        "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
+                                             "highest NVML device memory seen (n/a without a GPU)"),
+        "optimizer_state_bytes": figure(state_bytes(state.optimizer) if v["steps_done"] else None,
+                                        "bytes", "bytes of the optimizer's state tensors after the last step"),
+        "compile_time_s": figure(compile_time, "s", "first step's time minus the median step "
+                                 "(n/a without torch.compile)"),
+        "flops_per_token": figure(v["flops_token"], "FLOP", "6N + 12·L·H·Q·T (training)"),
+        "train_time_s": figure(v["wall"] - v["eval_time"], "s", "wall time of the step loop, validation excluded"),
+        "eval_time_s": figure(v["eval_time"], "s", "wall time spent in validation"),
+        "tokens_seen": figure(v["tokens_seen"], "tokens", "all steps, warmup included"),
+    }
+    return {
         "workload": "train",
-        "stopped_early": stopped_early,
-        "stop_reason": stop_reason,
-        "steps_completed": steps_done,
+        "stopped_early": v["stopped_early"],
+        "stop_reason": v["stop_reason"],
+        "steps_completed": v["steps_done"],
         "measured_steps": measured,
         "device": str(device),
-        "parameters": n_params,
-        "figures": {
-            "tokens_per_s": figure(tokens_per_s, "tokens/s", f"tokens / summed step wall time over {window}"),
-            "step_time_p50_s": figure(percentile(step_times, 50), "s", f"median step time over {window}"),
-            "step_time_p90_s": figure(percentile(step_times, 90), "s", f"90th percentile over {window}"),
-            "step_time_p99_s": figure(percentile(step_times, 99), "s", f"99th percentile over {window}"),
-            "loss_train_final": figure(sum(last_losses) / len(last_losses) if last_losses else None,
-                                       "nats/token", "mean train loss of the last 10 steps"),
-            "loss_val_first": figure(val_losses[0][1] if val_losses else None, "nats/token",
-                                     "validation loss before the first step"),
-            "loss_val_final": figure(val_losses[-1][1] if val_losses else None, "nats/token",
-                                     f"validation loss at step {val_losses[-1][0] if val_losses else 'n/a'}"),
-            "peak_rss_bytes": figure(peaks.get("rss_bytes"), "bytes",
-                                     "highest worker RSS seen by the 0.2 s sampler and at each step"),
-            "peak_torch_allocated_bytes": figure(mem["torch_peak_allocated_bytes"], "bytes",
-                                                 "torch.cuda.max_memory_allocated (n/a on CPU)"),
-            "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
-                                                 "highest NVML device memory seen (n/a without a GPU)"),
-            "flops_per_token": figure(flops_token, "FLOP", "6N + 12·L·H·Q·T (training)"),
-            "train_time_s": figure(wall - eval_time, "s", "wall time of the step loop, validation excluded"),
-            "eval_time_s": figure(eval_time, "s", "wall time spent in validation"),
-            "tokens_seen": figure(steps_done * tokens_per_step, "tokens", "all steps, warmup included"),
-        },
+        "parameters": v["n_params"],
+        "effective_batch": state.micro_batches * state.config.train.batch_size,
+        "techniques": v["applied"],
+        "active_techniques": state.active,
+        "mid_run_changes": v["changes"],
+        "figures": figures,
     }
-    return summary

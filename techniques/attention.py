@@ -1,0 +1,61 @@
+"""Attention implementation: explicit softmax(QK^T)V with a causal mask, or PyTorch's fused
+scaled_dot_product_attention (with a choice of its CUDA backends)."""
+
+from __future__ import annotations
+
+from techniques.registry import Param, TechniqueInfo, register
+
+IMPLEMENTATIONS = ("sdpa", "math")
+BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+
+
+def _check(params: dict, caps: dict) -> str | None:
+    if params["backend"] in ("flash", "efficient", "cudnn") and not caps.get("cuda"):
+        return (f"the {params['backend']} SDPA backend runs on CUDA GPUs only; choose backend = "
+                "auto on this machine")
+    if params["backend"] != "auto" and params["implementation"] != "sdpa":
+        return "a backend applies to implementation = sdpa only"
+    return None
+
+
+INFO = register(TechniqueInfo(
+    name="attention",
+    label="Attention kernel",
+    category="speed",
+    stage="model",
+    summary="SDPA fuses attention (flash / memory-efficient kernels) and never stores the T x T "
+            "score matrix; the explicit version does, at O(T^2) memory per head.",
+    source="Dao et al. 2022 (FlashAttention); Rabe & Staats 2021",
+    params=(
+        Param("implementation", str, "sdpa", "sdpa (fused) or math (explicit softmax(QK^T)V)",
+              choices=IMPLEMENTATIONS),
+        Param("backend", str, "auto", "SDPA backend on CUDA (auto lets PyTorch pick)", choices=BACKENDS),
+    ),
+    mid_run=("enabled", "implementation", "backend"),
+    check=_check,
+))
+
+
+def apply(state, params: dict) -> str:
+    model = state.model
+    if not hasattr(model, "set_attention"):
+        raise NotImplementedError("this model has no attention switch")
+    model.set_attention(params["implementation"])
+    state.sdpa_backends = None
+    text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"
+            else "torch scaled_dot_product_attention (causal)")
+    if params["implementation"] == "sdpa" and params["backend"] != "auto":
+        from torch.nn.attention import SDPBackend
+
+        backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]
+        state.sdpa_backends = [backend]
+        text += f", {params['backend']} backend only"
+    return text + f" in {len(model.blocks)} blocks"
+
+
+change = apply
+
+
+def remove(state) -> str:
+    return apply(state, {"implementation": "sdpa", "backend": "auto"})

@@ -1,0 +1,109 @@
+"""Optimizer: SGD with momentum, Adam, or AdamW (decoupled weight decay), in the fastest
+implementation the installed torch offers for this device (detected, not guessed)."""
+
+from __future__ import annotations
+
+from techniques.registry import Param, TechniqueInfo, register
+
+ALGORITHMS = ("adamw", "adam", "sgd")
+IMPLEMENTATIONS = ("auto", "for-loop", "foreach", "fused")
+STATES_PER_PARAM = {"adamw": 2, "adam": 2, "sgd": 1}
+
+
+def _check(params: dict, caps: dict) -> str | None:
+    if params["implementation"] == "fused" and params["algorithm"] not in caps.get("fused", []):
+        return (f"this torch build has no fused {params['algorithm']} for this device; choose "
+                "implementation = auto or foreach")
+    return None
+
+
+INFO = register(TechniqueInfo(
+    name="optimizer",
+    label="Optimizer",
+    category="optimizer",
+    stage="optimizer",
+    summary="Updates the weights. AdamW keeps 2 fp32 states per parameter (8 bytes each); SGD "
+            "with momentum 1; fused / foreach kernels cut optimizer time.",
+    source="Loshchilov & Hutter 2019 (AdamW); Kingma & Ba 2015 (Adam)",
+    params=(
+        Param("algorithm", str, "adamw", "Update rule", choices=ALGORITHMS),
+        Param("implementation", str, "auto", "Kernel: one loop per tensor, multi-tensor foreach, "
+              "or one fused kernel", choices=IMPLEMENTATIONS),
+        Param("momentum", float, 0.9, "SGD momentum (0 = plain SGD, no state)", min=0.0, max=0.999),
+    ),
+    runtime_params=(Param("learning_rate", float, 1e-3, "New peak learning rate", min=1e-8, max=10.0),),
+    mid_run=("learning_rate",),
+    always_on=True,
+    check=_check,
+))
+
+
+def _kernel_options(state, algorithm: str, choice: str) -> tuple[dict, str]:
+    fused_ok = algorithm in state.caps.get("fused", [])
+    if choice == "auto":
+        # Fused is the fastest where it exists; on CPU torch's fused kernels are new, foreach is
+        # the long-standing default there.
+        choice = "fused" if fused_ok and state.device.type == "cuda" else "foreach"
+    return ({"fused": {"fused": True}, "foreach": {"foreach": True},
+             "for-loop": {"foreach": False}}[choice], choice)
+
+
+def apply(state, params: dict) -> str:
+    import torch
+
+    train = state.config.train
+    model = state.model
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    algorithm = params["algorithm"]
+    kernel, chosen = _kernel_options(state, algorithm, params["implementation"])
+    state.base_lr = train.learning_rate
+    if algorithm == "sgd":
+        groups = [{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=train.learning_rate, momentum=params["momentum"], **kernel)
+        decay_text = "no weight decay"
+    elif algorithm == "adam":
+        # Adam's weight_decay is L2 added to the gradient (coupled): the contrast AdamW fixes.
+        groups = [{"params": decay, "weight_decay": train.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.Adam(groups, lr=train.learning_rate, betas=(train.beta1, train.beta2),
+                               **kernel)
+        decay_text = f"L2 penalty {train.weight_decay} in the gradient"
+    else:
+        groups = [{"params": decay, "weight_decay": train.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=train.learning_rate, betas=(train.beta1, train.beta2),
+                                **kernel)
+        decay_text = f"decoupled weight decay {train.weight_decay} on {len(decay)} matrices"
+    state.optimizer = opt
+    states = STATES_PER_PARAM[algorithm] if (algorithm != "sgd" or params["momentum"] > 0) else 0
+    n = sum(p.numel() for p in decay + no_decay)
+    state_mb = states * n * 4 / 2**20
+    return (f"{algorithm.upper() if algorithm == 'sgd' else {'adam': 'Adam', 'adamw': 'AdamW'}[algorithm]} "
+            f"({chosen}), lr {train.learning_rate:g}, {decay_text}; {states} fp32 state(s) per "
+            f"parameter, {state_mb:.1f} MiB of optimizer state")
+
+
+def change(state, params: dict) -> str:
+    lr = params.get("learning_rate")
+    if lr is None:
+        return "nothing changed"
+    old = state.base_lr
+    state.base_lr = lr
+    return f"peak learning rate {old:g} -> {lr:g}"
+
+
+def remove(state) -> str:  # pragma: no cover - the optimizer cannot be switched off
+    raise ValueError("the optimizer cannot be switched off")
+
+
+def state_bytes(optimizer) -> int:
+    """Bytes held in optimizer state tensors (measured, after at least one step)."""
+    import torch
+
+    total = 0
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                total += value.numel() * value.element_size()
+    return total

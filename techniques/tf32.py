@@ -1,0 +1,37 @@
+"""TF32 matmuls on Ampere+ GPUs: fp32 tensors, tensor cores with a 10-bit mantissa."""
+
+from __future__ import annotations
+
+from techniques.registry import TechniqueInfo, register
+
+INFO = register(TechniqueInfo(
+    name="tf32",
+    label="TF32 matmuls",
+    category="precision",
+    stage="model",
+    summary="Lets fp32 matmuls use tensor cores in TF32 (10-bit mantissa): several times faster "
+            "fp32 math on Ampere or newer, slightly less precise.",
+    source="NVIDIA A100 whitepaper (2020)",
+    requires=("cuda", "ampere"),
+    mid_run=("enabled",),
+))
+
+
+def _set(enabled: bool) -> None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def apply(state, params: dict) -> str:
+    _set(True)
+    return "fp32 matmuls and convolutions may use TF32 tensor cores"
+
+
+change = apply
+
+
+def remove(state) -> str:
+    _set(False)
+    return "TF32 off: full fp32 matmuls"
