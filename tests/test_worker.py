@@ -117,3 +117,54 @@ def test_stray_prints_never_reach_the_protocol_stream():
     lines = result.stdout.decode().splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["real"]
     assert b"a stray python print" in result.stderr and b"C-level" in result.stderr
+
+
+def test_set_mid_run_changes_behaviour_from_the_next_step(tmp_path):
+    config = nano_config(steps=10_000, batch_size=4, seq_len=32, eval_interval=0)
+    worker = WorkerProcess(log_path=tmp_path / "worker.log")
+    try:
+        worker.send(protocol.start(config.to_dict()))
+        before = collect(worker, until="sample")
+        while before[-1]["step"] < 3:
+            before += collect(worker, until="sample")
+        worker.send(protocol.set_technique("grad_accumulation", {"micro_batches": 2}))
+        worker.send(protocol.set_technique("optimizer", {"learning_rate": 1.5e-4}))
+        worker.send(protocol.set_technique("compile", {"mode": "default"}))
+        after = []
+        while len([m for m in after if m["type"] == "sample"]) < 4:
+            after += collect(worker, until="sample")
+        worker.send(protocol.stop())
+        after += collect(worker, until="done")
+    finally:
+        worker.shutdown()
+    toggles = [m for m in after if m["type"] == "event" and m["kind"] == "toggle"]
+    assert [t["technique"] for t in toggles] == ["grad_accumulation", "optimizer"]
+    change_step = toggles[0]["step"]
+    refused = [m for m in after if m["type"] == "event" and m["kind"] == "refused"]
+    assert refused and "restart the run" in refused[0]["message"]
+    samples = [m for m in before + after if m["type"] == "sample"]
+    for sample in samples:
+        m = sample["metrics"]
+        tokens = round(m["tokens_per_s"] * m["step_time_s"])
+        if sample["step"] < change_step:
+            assert tokens == 4 * 32 and m["lr"] == pytest.approx(1e-3)
+        else:
+            assert tokens == 2 * 4 * 32 and m["lr"] == pytest.approx(1.5e-4)
+    assert max(s["step"] for s in samples) > change_step
+    assert after[-1]["summary"]["mid_run_changes"] == 2
+
+
+def test_unsupported_technique_is_refused_before_the_run(tmp_path):
+    config = nano_config()
+    config.techniques = {"precision": {"dtype": "fp16"}}
+    worker = WorkerProcess(log_path=tmp_path / "worker.log")
+    try:
+        worker.send(protocol.start(config.to_dict()))
+        messages = collect(worker, timeout=60)
+    finally:
+        worker.shutdown()
+    assert "started" not in [m["type"] for m in messages]
+    error = next(m for m in messages if m["type"] == "error")
+    assert error["kind"] == "unsupported"
+    assert error["message"].startswith("techniques.precision: fp16")
+    assert "bf16 or fp32" in error["message"]
