@@ -166,10 +166,12 @@ def run_one(command: dict, channel: Channel, control: Control) -> None:
                       "hint": "fix this setting in the run config and start again"})
         channel.send({"type": "done", "status": "failed", "summary": summary})
         return
-    from profiler.workloads import train
+    import importlib
 
     try:
-        summary = train.run(config, channel.send, control)
+        # One module per workload (profiler/workloads/<workload>.py), each with run(config, emit, control).
+        workload = importlib.import_module(f"profiler.workloads.{config.workload}")
+        summary = workload.run(config, channel.send, control)
         status = "stopped" if summary.get("stopped_early") else "completed"
         channel.send({"type": "done", "status": status, "summary": summary})
     except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
