@@ -263,6 +263,34 @@ def cmd_techniques(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Benchmarks: each lives in its own module with add_arguments(parser) and run(args) -> int.
+BENCHES = {
+    "techniques": ("profiler.bench_techniques", "tokens/s and peak memory of each training "
+                   "technique against the baseline, measured side by side"),
+    "compress": ("profiler.bench_compress", "latency and quality of each quantization and "
+                 "pruning option against fp32"),
+}
+
+
+def _add_bench_parsers(sub) -> None:
+    import importlib
+
+    bench = sub.add_parser("bench", help="benchmarks: ratios measured side by side in one run")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name, (module_name, help_text) in BENCHES.items():
+        p = bench_sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            p.set_defaults(func=lambda args, n=name: (_err(f"bench {n} is not available in this "
+                                                            "version"), EXIT_USAGE)[1])
+            continue
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from profiler.worker import main as worker_main
 
@@ -309,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device to check (default: cuda if present, else cpu)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_techniques)
+
+    _add_bench_parsers(sub)
 
     p = sub.add_parser("worker", help="speak the worker protocol on stdin/stdout (used by the app, "
                                       "torchrun and ssh)")
