@@ -168,6 +168,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
               "metrics": {"loss_val": validation(0)}})
 
+    rss_before_steps = sampler.read_now()["rss_bytes"]
     try:
         for step in range(1, limits.steps + 1):
             for command in control.poll():
@@ -223,6 +224,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         wall=time.perf_counter() - run_started, stopped_early=stopped_early,
         stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
         applied=applied, changes=changes, peaks=sampler.peaks(), n_params=n_params,
+        rss_before_steps=rss_before_steps,
         flops_token=flops_token))
 
 
@@ -275,6 +277,11 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                  f"validation loss at step {val_losses[-1][0] if val_losses else 'n/a'}"),
         "peak_rss_bytes": figure(peaks.get("rss_bytes"), "bytes",
                                  "highest worker RSS seen by the 0.2 s sampler and at each step"),
+        "peak_rss_growth_bytes": figure(
+            peaks["rss_bytes"] - v["rss_before_steps"]
+            if peaks.get("rss_bytes") is not None and v["rss_before_steps"] is not None else None,
+            "bytes", "peak RSS minus RSS just before the first step: what training added "
+            "(gradients, optimizer state, activations, allocator caches)"),
         "peak_torch_allocated_bytes": figure(mem["torch_peak_allocated_bytes"], "bytes",
                                              "torch.cuda.max_memory_allocated (n/a on CPU)"),
         "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
