@@ -1,13 +1,50 @@
-"""Theory beside measurement: parameter counts and FLOPs per token, without torch.
+"""Theory beside measurement: FLOPs per token, predicted memory and MFU, without torch.
 
 FLOPs per token for training follow the PaLM / nanoGPT estimate: 6·N for the matrix multiplies
 of forward and backward over N parameters, plus 12·L·H·Q·T for attention (L layers, H heads,
 head size Q, sequence length T). Position embeddings are left out of N: they are a lookup.
+
+The memory prediction is derived op by op from `profiler/models/gpt.py` and checked against what
+`torch.autograd.graph.saved_tensors_hooks` sees (tests/test_theory.py), so it counts what
+autograd really keeps for backward, not a rule of thumb. Per block, with B·T tokens of width C:
+
+    LayerNorm ×2   input (residual dtype) + mean and rstd (B·T each)
+    Linear ×4      its input: qkv C, attention proj C, fc C, MLP proj 4C   (weights are params)
+    GELU           its input, 4C
+    SDPA           the qkv output 3C (q, k, v are views of it: one storage), its output C (the
+                   same storage the proj then reads) and the logsumexp, B·H·T fp32
+    math attention q, kᵀ, v copies 3C (matmul makes contiguous copies of the head views), the
+                   causal mask T² bool, the softmax output B·H·T² (on CUDA autocast, softmax
+                   runs in fp32 and bmm saves its low-precision copy too)
+    Dropout(p=0)   nothing: torch returns its input unchanged
+
+Outside the blocks: token and position indices (int64), ln_f, the lm_head input, and for the
+loss the fp32 log-softmax B·T·V plus the targets. Under autocast the matmul inputs are saved in
+the autocast dtype, and so are the autocast copies of the weights (12·C² per block plus the
+lm_head's V·C): they are not parameters, live from forward to backward, and saved_tensors_hooks
+sees them, so they are counted as activations (key `autocast_weight_copies`).
+
+Checkpointed blocks save nothing of their own; torch.utils.checkpoint (non-reentrant) keeps
+each one's input (B·T·C, residual dtype) as a saved tensor, and that one does pass through the
+active saved_tensors_hooks (torch 2.13: `_make_saved_tensor` in checkpoint.py). So
+`activations_autograd_saved` (what the hooks count) includes them, `checkpoint_inputs` says how
+much of it they are, and `activations` equals `activations_autograd_saved`. During backward one
+checkpointed block is recomputed at a time: that transient is not included.
 """
 
 from __future__ import annotations
 
 from profiler.models.presets import GPTShape
+from profiler.peaks import NO_MFU_DTYPES, lookup, normalize_dtype, peak_flops
+
+__all__ = ["flops_per_token", "predict_memory", "activation_breakdown", "peak_flops", "mfu",
+           "format_breakdown", "parameter_tensor_count", "optimizer_state_bytes"]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+ATTENTIONS = ("sdpa", "math")
+AUTOCAST_BYTES = {"bf16": 2, "fp16": 2}
+INDEX_BYTES = 8  # int64 token ids, positions and targets
+FP32_BYTES = 4
 
 
 def flops_per_token(shape: GPTShape, seq_len: int, training: bool = True) -> float:
@@ -16,3 +53,165 @@ def flops_per_token(shape: GPTShape, seq_len: int, training: bool = True) -> flo
     attention = 12 * shape.n_layer * shape.n_head * head * seq_len
     train = 6 * n + attention
     return float(train if training else train / 3)
+
+
+def parameter_tensor_count(shape: GPTShape) -> int:
+    """Parameter tensors of the built model: 12 per block (6 weights, 6 biases), wte, wpe, ln_f.
+
+    The optimizers keep one small `step` tensor per parameter tensor, so the count matters.
+    """
+    return 12 * shape.n_layer + 4
+
+
+def checkpointed_blocks(n_layer: int, checkpoint_every: int) -> int:
+    """How many blocks the model recomputes: those with index i % k == 0."""
+    return len(range(0, n_layer, checkpoint_every)) if checkpoint_every > 0 else 0
+
+
+def optimizer_state_bytes(shape: GPTShape, optimizer: str = "adamw", *, sgd_momentum: float = 0.9,
+                          param_bytes: int = 4) -> int:
+    """Bytes of torch.optim state: Adam(W) keeps exp_avg and exp_avg_sq in the parameter dtype
+    plus a 4-byte fp32 `step` per parameter tensor; SGD keeps one momentum buffer, or nothing."""
+    n = shape.parameter_count()
+    if optimizer in ("adamw", "adam"):
+        return 2 * n * param_bytes + FP32_BYTES * parameter_tensor_count(shape)
+    if optimizer == "sgd":
+        return n * param_bytes if sgd_momentum != 0 else 0
+    raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def activation_breakdown(shape: GPTShape, batch_size: int, seq_len: int, *, param_bytes: int = 4,
+                         autocast_dtype: str | None = None, checkpoint_every: int = 0,
+                         attention: str = "sdpa", device_type: str = "cuda") -> dict[str, int]:
+    """Bytes saved for backward by one micro-batch forward, grouped by the kind of op.
+
+    Keys: embedding_indices, layernorm, linear_inputs, gelu, attention, loss,
+    autocast_weight_copies (summed over the blocks that are not checkpointed) and
+    checkpoint_inputs (what torch.utils.checkpoint keeps of the checkpointed blocks).
+    """
+    tokens, width, heads, vocab = batch_size * seq_len, shape.n_embd, shape.n_head, shape.vocab_size
+    act_bytes = AUTOCAST_BYTES[autocast_dtype] if autocast_dtype else param_bytes
+    residual_bytes = param_bytes  # embeddings and the residual stream stay in the param dtype
+    # LayerNorm's mean / rstd: accumulate dtype on CUDA, the input dtype on CPU.
+    stat_bytes = param_bytes if device_type == "cpu" else max(param_bytes, FP32_BYTES)
+    copies_weights = autocast_dtype is not None and act_bytes != param_bytes
+
+    ln_block = 2 * (tokens * width * residual_bytes + 2 * tokens * stat_bytes)
+    linear_block = 7 * tokens * width * act_bytes  # qkv C + proj C + fc C + MLP proj 4C
+    gelu_block = 4 * tokens * width * act_bytes
+    if attention == "sdpa":
+        attention_block = 3 * tokens * width * act_bytes + batch_size * heads * seq_len * FP32_BYTES
+    else:
+        scores = batch_size * heads * seq_len * seq_len
+        softmax_bytes = act_bytes
+        if autocast_dtype and device_type != "cpu":  # CUDA autocast: fp32 softmax + bmm's copy
+            softmax_bytes += FP32_BYTES
+        attention_block = 3 * tokens * width * act_bytes + seq_len * seq_len + scores * softmax_bytes
+    weights_block = 12 * width * width * act_bytes if copies_weights else 0
+
+    plain_blocks = shape.n_layer - checkpointed_blocks(shape.n_layer, checkpoint_every)
+    return {
+        "embedding_indices": (tokens + seq_len) * INDEX_BYTES,
+        "layernorm": plain_blocks * ln_block + tokens * width * residual_bytes
+        + 2 * tokens * stat_bytes,
+        "linear_inputs": plain_blocks * linear_block + tokens * width * act_bytes,  # + lm_head
+        "gelu": plain_blocks * gelu_block,
+        "attention": plain_blocks * attention_block,
+        # fp32 log-softmax of the logits, the targets, and nll_loss's 4-byte total_weight
+        "loss": tokens * vocab * FP32_BYTES + tokens * INDEX_BYTES + FP32_BYTES,
+        "autocast_weight_copies": plain_blocks * weights_block
+        + (vocab * width * act_bytes if copies_weights else 0),
+        "checkpoint_inputs": checkpointed_blocks(shape.n_layer, checkpoint_every)
+        * tokens * width * residual_bytes,
+    }
+
+
+def predict_memory(shape: GPTShape, batch_size: int, seq_len: int, *, optimizer: str = "adamw",
+                   sgd_momentum: float = 0.9, param_bytes: int = 4,
+                   autocast_dtype: str | None = None, checkpoint_every: int = 0,
+                   attention: str = "sdpa", micro_batches: int = 1,
+                   device_type: str = "cuda") -> dict[str, int]:
+    """Predicted training memory in bytes, by part, for the built-in GPT.
+
+    `batch_size` is per micro-batch (as in the run config): gradient accumulation over
+    `micro_batches` leaves every part unchanged (gradients accumulate in place, activations are
+    one micro-batch's). `device_type` only matters for math attention under autocast and for
+    LayerNorm statistics of half-precision parameters. The causal-mask buffers are reported as
+    `buffers`; `checkpoint_inputs` is part of `activations_autograd_saved`, which is all of
+    `activations` (see the module docstring); `total` is the sum of weights, buffers, gradients, optimizer states and
+    activations — allocator caching, workspaces and the recompute transient are not included.
+    """
+    _validate(shape, batch_size, seq_len, optimizer, param_bytes, autocast_dtype,
+              checkpoint_every, attention, micro_batches)
+    n = shape.parameter_count()
+    parts = activation_breakdown(shape, batch_size, seq_len, param_bytes=param_bytes,
+                                 autocast_dtype=autocast_dtype, checkpoint_every=checkpoint_every,
+                                 attention=attention, device_type=device_type)
+    autograd_saved = sum(parts.values())  # the checkpoint inputs are saved tensors too
+    pred = {
+        "weights": n * param_bytes,
+        "buffers": shape.n_layer * shape.block_size * shape.block_size,  # bool causal masks
+        "gradients": n * param_bytes,
+        "optimizer_states": optimizer_state_bytes(shape, optimizer, sgd_momentum=sgd_momentum,
+                                                  param_bytes=param_bytes),
+        "activations_autograd_saved": autograd_saved,
+        "checkpoint_inputs": parts["checkpoint_inputs"],  # included in the line above
+        "activations": autograd_saved,
+    }
+    pred["total"] = sum(pred[k] for k in ("weights", "buffers", "gradients", "optimizer_states",
+                                          "activations"))
+    return pred
+
+
+def _validate(shape: GPTShape, batch_size: int, seq_len: int, optimizer: str, param_bytes: int,
+              autocast_dtype: str | None, checkpoint_every: int, attention: str,
+              micro_batches: int) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}; use one of {', '.join(ATTENTIONS)}")
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_BYTES:
+        raise ValueError(f"unknown autocast_dtype {autocast_dtype!r}; use None, 'bf16' or 'fp16'")
+    if param_bytes not in (2, 4, 8):
+        raise ValueError(f"param_bytes must be 2, 4 or 8 (fp16/bf16, fp32, fp64), got {param_bytes}")
+    if not 1 <= seq_len <= shape.block_size:
+        raise ValueError(f"seq_len must be between 1 and the context of {shape.block_size}, "
+                         f"got {seq_len}")
+    if batch_size < 1 or micro_batches < 1 or checkpoint_every < 0:
+        raise ValueError("batch_size and micro_batches must be 1 or more and checkpoint_every "
+                         f"0 or more, got {batch_size}, {micro_batches}, {checkpoint_every}")
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, device_name: str, dtype: object,
+        override_tflops: float | None = None) -> tuple[float | None, str]:
+    """Model FLOPs utilisation (nanoGPT / PaLM style) and one line saying how, or why n/a.
+
+    None where a number would mislead: CPU, an unknown device, a dtype the device lacks, and
+    int8 / fp8, whose scaled matmuls are not what 6N+12LHQT counts.
+    """
+    key = normalize_dtype(dtype)
+    if key in NO_MFU_DTYPES:
+        return None, f"n/a: MFU is not defined for {key} (FLOPs per token count dense matmuls)"
+    if override_tflops is not None:
+        peak, label = peak_flops(device_name, dtype, override_tflops), "user override"
+    else:
+        peak, label = lookup(device_name, dtype)
+    if peak is None:
+        return None, f"n/a: {label}"
+    if not tokens_per_s > 0 or not flops_per_token > 0:
+        return None, "n/a: no throughput measured yet"
+    value = tokens_per_s * flops_per_token / peak
+    how = (f"{flops_per_token:.4g} FLOP/token × {tokens_per_s:.4g} tokens/s ÷ "
+           f"{peak / 1e12:g} TFLOP/s ({label})")
+    if value > 1:
+        how += " — above 1: the peak or the FLOP count is wrong for this run"
+    return value, how
+
+
+def format_breakdown(pred: dict[str, int]) -> str:
+    """A few aligned lines in MiB, for logs and the estimate panel."""
+    labels = {"weights": "weights", "buffers": "buffers", "gradients": "gradients",
+              "optimizer_states": "optimizer states", "activations": "activations",
+              "checkpoint_inputs": "  of which checkpoint inputs", "total": "total"}
+    return "\n".join(f"{label:<29}{pred[key] / 2**20:>10.2f} MiB"
+                     for key, label in labels.items() if key in pred)
