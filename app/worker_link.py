@@ -1,0 +1,236 @@
+"""One worker process for one run, driven through QProcess so the event loop never blocks.
+
+The worker's stdout is read in slices with a time budget per event-loop turn: a burst of thousands
+of lines is recorded and handed on over several turns instead of freezing the window. Every line
+goes to the RunRecorder (stream.jsonl, flushed per line) before anyone draws it, so a worker that
+dies keeps everything it sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from PySide6.QtCore import QIODevice, QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from profiler import protocol
+from profiler.client import worker_command, worker_env
+from profiler.recorder import RunRecorder
+
+READ_BUDGET_S = 0.008
+"""Time one event-loop turn may spend recording lines; the rest waits for the next turn."""
+
+
+class WorkerLink(QObject):
+    """A worker for one run: start, stop, kill, and the run's messages as Qt signals.
+
+    `messages` carries a list of decoded messages (in order) per event-loop turn; `ended` carries
+    the run's final status once the process is gone and the recorder has written summary.json.
+    """
+
+    messages = Signal(object)
+    ended = Signal(str)
+
+    def __init__(self, recorder: RunRecorder, parent: QObject | None = None,
+                 command: list[str] | None = None, stop_grace_s: float = 5.0,
+                 exit_grace_s: float = 5.0):
+        super().__init__(parent)
+        self.recorder = recorder
+        self.command = command or worker_command()
+        self.stop_grace_s = stop_grace_s
+        self.exit_grace_s = exit_grace_s
+        self.end_text = ""
+        """How the run ended, in words, once `ended` has been emitted."""
+        self.lines_handled = 0
+        self._partial = bytearray()
+        self._lines: deque[bytes] = deque()
+        self._start_line = b""
+        self._exit: tuple[int | None, bool] | None = None
+        self._ended = False
+        self._closing = False
+        self._stop_sent = False
+        self._last_step_time_s = 0.0
+
+        self._process = QProcess(self)
+        self._process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        self._process.started.connect(self._on_started)
+        self._process.readyReadStandardOutput.connect(self._on_ready_read)
+        self._process.finished.connect(self._on_finished)
+        self._process.errorOccurred.connect(self._on_error)
+        # Leftover lines are picked up on the next turn, after Qt has painted and handled input.
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.setInterval(0)
+        self._drain_timer.timeout.connect(self._drain)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill_overdue)
+
+    # --- control --------------------------------------------------------------------------------
+    def start(self, config: dict) -> None:
+        """Launch the worker; the start command goes out as soon as the process is up."""
+        self._start_line = protocol.encode(protocol.start(config), "front").encode("utf-8")
+        env = QProcessEnvironment()
+        for key, value in worker_env().items():
+            env.insert(key, value)
+        self._process.setProcessEnvironment(env)
+        self._process.setStandardErrorFile(str(self.recorder.run.log_path),
+                                           QIODevice.OpenModeFlag.Append)
+        self._process.setProgram(self.command[0])
+        self._process.setArguments(self.command[1:])
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id while it runs, else None."""
+        pid = self._process.processId()
+        return int(pid) if pid else None
+
+    @property
+    def running(self) -> bool:
+        """True until the run has ended and been recorded (process gone, lines handled)."""
+        return not self._ended
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_sent
+
+    def stop(self) -> None:
+        """Ask the worker to stop after its current step; kill it if it does not within a grace.
+
+        The grace is at least `stop_grace_s`, and three step times for models whose single step
+        is slower than that, so a big model is not killed for being slow.
+        """
+        if self._ended or self._stop_sent:
+            return
+        self._stop_sent = True
+        self.recorder.stop_requested = True
+        self.recorder.note("info", "stop requested by the user")
+        if self._process.state() == QProcess.ProcessState.NotRunning:
+            return
+        self._send(protocol.stop())
+        grace = max(self.stop_grace_s, 3 * self._last_step_time_s)
+        self._kill_timer.start(int(grace * 1000))
+
+    def shutdown(self, grace_s: float = 3.0) -> None:
+        """End the run now (the window is closing): close stdin, wait a little, then kill.
+
+        This blocks for at most grace_s + 3 s; it is only used when the app is going away.
+        """
+        if self._ended:
+            return
+        self._closing = True
+        self._kill_timer.stop()
+        if self._process.state() != QProcess.ProcessState.NotRunning:
+            self.recorder.stop_requested = True
+            self.recorder.note("info", "the app is closing: run ended by closing the worker's stdin")
+            self._process.closeWriteChannel()
+            if not self._process.waitForFinished(int(grace_s * 1000)):
+                self.recorder.note("warning", f"the worker did not exit within {grace_s:.0f} s "
+                                              "of the app closing; killed it")
+                self._process.kill()
+                self._process.waitForFinished(3000)
+        if not self._ended:
+            # finished was not delivered (never started, or the wait gave up): close the run anyway.
+            if self._exit is None:
+                self._exit = (None, self._process.exitStatus() == QProcess.ExitStatus.CrashExit)
+            self._drain()
+
+    # --- process events -------------------------------------------------------------------------
+    def _send(self, message: dict) -> None:
+        if self._process.state() == QProcess.ProcessState.Running:
+            self._process.write(protocol.encode(message, "front").encode("utf-8"))
+
+    def _on_started(self) -> None:
+        self._process.write(self._start_line)
+
+    def _on_ready_read(self) -> None:
+        self._take(self._process.readAllStandardOutput().data())
+        self._drain()
+
+    def _take(self, data: bytes) -> None:
+        """Split received bytes into complete lines; a partial line waits for its end."""
+        if not data:
+            return
+        self._partial += data
+        if b"\n" not in data:
+            if len(self._partial) > protocol.MAX_LINE_BYTES:
+                self.recorder.note("warning", f"dropped {len(self._partial)} bytes from the "
+                                              "worker with no line end (over the line limit)")
+                self._partial.clear()
+            return
+        *complete, rest = bytes(self._partial).split(b"\n")
+        self._partial = bytearray(rest)
+        self._lines.extend(line for line in complete if line.strip())
+
+    def _drain(self) -> None:
+        """Record queued lines until this turn's budget is spent; emit them as one batch."""
+        deadline = float("inf") if self._closing else time.perf_counter() + READ_BUDGET_S
+        batch: list[dict] = []
+        while self._lines:
+            message = self.recorder.handle_line(self._lines.popleft())
+            self.lines_handled += 1
+            if message is not None:
+                batch.append(message)
+            if time.perf_counter() >= deadline:
+                break
+        for message in batch:
+            if message["type"] == "sample":
+                step_time = message["metrics"].get("step_time_s")
+                if isinstance(step_time, (int, float)):
+                    self._last_step_time_s = float(step_time)
+            elif message["type"] == "done":
+                self._after_done()
+        if batch:
+            self.messages.emit(batch)
+        if self._lines:
+            self._drain_timer.start()
+        elif self._exit is not None:
+            self._finalize()
+
+    def _after_done(self) -> None:
+        """The run is over: closing stdin makes the worker exit; kill it if it lingers."""
+        if self._process.state() == QProcess.ProcessState.NotRunning:
+            return
+        self._process.closeWriteChannel()
+        if not self._closing:
+            self._kill_timer.start(int(self.exit_grace_s * 1000))
+
+    def _kill_overdue(self) -> None:
+        if self._process.state() == QProcess.ProcessState.NotRunning:
+            return
+        self.recorder.note("warning", "the worker did not exit in time after a stop or its end; "
+                                      "killed it")
+        self._process.kill()
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._kill_timer.stop()
+        self._take(self._process.readAllStandardOutput().data())
+        if self._partial.strip():  # a last line without its newline still counts
+            self._lines.append(bytes(self._partial))
+        self._partial.clear()
+        crashed = exit_status == QProcess.ExitStatus.CrashExit
+        # Like subprocess: a negative code is the signal that ended the process.
+        self._exit = (-exit_code if crashed and exit_code > 0 else exit_code, crashed)
+        self._drain()
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error != QProcess.ProcessError.FailedToStart:
+            return  # a crash is followed by finished, which records it
+        self.end_text = f"the worker could not start: {self._process.errorString()}"
+        self.recorder.note("warning", self.end_text)
+        self._exit = (None, False)
+        self._drain()
+
+    def _finalize(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._drain_timer.stop()
+        self._kill_timer.stop()
+        code, crashed = self._exit if self._exit is not None else (None, False)
+        status = self.recorder.finish(code, killed_by_signal=crashed and self.recorder.done is None)
+        if not self.end_text:
+            summary = self.recorder.run.summary() or {}
+            self.end_text = str(summary.get("end", status))
+        self.ended.emit(status)
