@@ -1,0 +1,120 @@
+"""Run and Stop, the progress bar with its ETA, and the worker's account of the run in words.
+
+The ETA is read off the stream's own clock (the sample's `time`), so a window that was busy
+for a moment does not make the run look slower than it is.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+
+def run_description(run: dict) -> str:
+    """The worker's `started` account of a run, as a few lines for the left column."""
+    model = run.get("model", {})
+    params = model.get("parameters")
+    lines = [f"{model.get('preset', '?')}"
+             + (f", {params:,} parameters" if isinstance(params, int) else "")
+             + f", on {run.get('device', '?')}"]
+    tokens = run.get("tokens_per_step")
+    if isinstance(tokens, int):
+        lines.append(f"{tokens:,} tokens per step, {run.get('steps', '?')} steps "
+                     f"({run.get('warmup_steps', 0)} warmup)")
+    if run.get("data"):
+        lines.append(f"Data: {run['data']}")
+    return "\n".join(lines)
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss (h:mm:ss past an hour)."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class RunControls(QWidget):
+    """The buttons and the progress of the current run; the window wires the buttons."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("runButton")
+        self.run_button.setShortcut(QKeySequence("Ctrl+R"))
+        self.run_button.setToolTip("Start a run with these settings (Ctrl+R)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
+        self.stop_button.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self.stop_button.setToolTip("Stop after the current step; the run is kept (Esc)")
+        self.stop_button.setEnabled(False)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        layout.addWidget(self.progress)
+        self.eta_label = QLabel("")
+        self.eta_label.setObjectName("hint")
+        layout.addWidget(self.eta_label)
+        self.run_info = QLabel("Press Run to start; the run's figures stream into the charts.")
+        self.run_info.setObjectName("hint")
+        self.run_info.setWordWrap(True)
+        self.run_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addSpacing(6)
+        layout.addWidget(self.run_info)
+        self.steps = 0
+        self._origin: tuple[float, int] | None = None
+        self.last_step = 0
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def starting(self, run_id: str, steps: int) -> None:
+        self.steps = steps
+        self._origin = None
+        self.last_step = 0
+        self.set_running(True)
+        self.progress.setRange(0, 0)  # busy until the first step
+        self.progress.setFormat("")
+        self.eta_label.setText("starting the worker…")
+        self.run_info.setText(f"Run {run_id}")
+
+    def started(self, run: dict) -> None:
+        self.steps = int(run.get("steps") or self.steps)
+        self.eta_label.setText("first step…")
+        self.run_info.setText(run_description(run))
+
+    def stopping(self) -> None:
+        self.stop_button.setEnabled(False)
+        self.eta_label.setText("stopping after this step…")
+
+    def sample(self, step: int, time_s: float) -> None:
+        """Progress and ETA from one sample (step 0 is the validation before training)."""
+        if step <= 0:
+            return
+        self.last_step = step
+        if self.progress.maximum() != self.steps:
+            self.progress.setRange(0, max(1, self.steps))
+        self.progress.setValue(min(step, self.steps))
+        self.progress.setFormat(f"step {step} / {self.steps}")
+        if self._origin is None:
+            self._origin = (time_s, step)
+        origin_time, origin_step = self._origin
+        if step > origin_step and time_s > origin_time:
+            per_step = (time_s - origin_time) / (step - origin_step)
+            self.eta_label.setText(f"ETA {clock(per_step * (self.steps - step))}")
+
+    def ended(self, status: str, end: str) -> None:
+        self.set_running(False)
+        self.progress.setRange(0, max(1, self.steps))
+        self.progress.setValue(min(self.last_step, self.steps))
+        if not self.last_step:
+            self.progress.setFormat("")
+        self.eta_label.setText(f"{status}: {end}")
