@@ -299,6 +299,7 @@ class MainWindow(QMainWindow):
         """Closing the window ends the worker too: no process is left behind."""
         if self.link is not None and self.link.running:
             self._set_state("closing: stopping the worker…")
+            self.hide()  # gone at once for the user while the worker finishes its step
             self.link.shutdown()
         event.accept()
 

@@ -112,13 +112,16 @@ class WorkerLink(QObject):
         grace = max(self.stop_grace_s, 3 * self._last_step_time_s)
         self._kill_timer.start(int(grace * 1000))
 
-    def shutdown(self, grace_s: float = 3.0) -> None:
+    def shutdown(self, grace_s: float | None = None) -> None:
         """End the run now (the window is closing): close stdin, wait a little, then kill.
 
-        This blocks for at most grace_s + 3 s; it is only used when the app is going away.
+        The worker finishes its step, sends `done` and exits; the wait is the stop grace (three
+        step times for slow models). This blocks, so it is only used when the app is going away.
         """
         if self._ended:
             return
+        if grace_s is None:
+            grace_s = max(self.stop_grace_s, 3 * self._last_step_time_s)
         self._closing = True
         self._kill_timer.stop()
         if self._process.state() != QProcess.ProcessState.NotRunning:

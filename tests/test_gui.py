@@ -173,13 +173,15 @@ def test_worker_killed_from_outside(qtbot, window):
 def test_closing_the_window_ends_the_worker(qtbot, window):
     quick_settings(window, steps=2000)
     qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.link.recorder.hello is not None, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.link.recorder.samples >= 1, timeout=RUN_TIMEOUT_MS)
     pid, run_id = window.link.pid, window.run_id
-    window.close()
+    window.close()  # blocks until the worker has ended its step and exited
     assert not window.running
     assert_gone(pid)
     assert no_children()
-    assert RunStore().open_run(run_id).meta()["status"] in ("stopped", "completed", "killed")
+    run = RunStore().open_run(run_id)
+    assert run.meta()["status"] == "stopped"  # closing stdin ends the run cleanly, not a kill
+    assert any(m.get("type") == "done" for m in run.messages())
 
 
 def test_invalid_setting_is_explained_and_starts_nothing(qtbot, window):
