@@ -19,6 +19,8 @@ from profiler.recorder import RunRecorder
 
 READ_BUDGET_S = 0.008
 """Time one event-loop turn may spend recording lines; the rest waits for the next turn."""
+SETUP_GRACE_S = 120.0
+"""Longest wait for a worker asked to stop before its run has started (imports, data, model)."""
 
 
 class WorkerLink(QObject):
@@ -45,6 +47,7 @@ class WorkerLink(QObject):
         self._partial = bytearray()
         self._lines: deque[bytes] = deque()
         self._start_line = b""
+        self._queued: list[bytes] = []
         self._exit: tuple[int | None, bool] | None = None
         self._ended = False
         self._closing = False
@@ -109,6 +112,14 @@ class WorkerLink(QObject):
         if self._process.state() == QProcess.ProcessState.NotRunning:
             return
         self._send(protocol.stop())
+        if self.recorder.started is None:
+            # Still importing torch and loading data: the worker stops at its first step; the
+            # grace starts once it says `started` (a generous ceiling in case it hangs before).
+            self._kill_timer.start(int(SETUP_GRACE_S * 1000))
+        else:
+            self._arm_stop_grace()
+
+    def _arm_stop_grace(self) -> None:
         grace = max(self.stop_grace_s, 3 * self._last_step_time_s)
         self._kill_timer.start(int(grace * 1000))
 
@@ -141,11 +152,18 @@ class WorkerLink(QObject):
 
     # --- process events -------------------------------------------------------------------------
     def _send(self, message: dict) -> None:
-        if self._process.state() == QProcess.ProcessState.Running:
-            self._process.write(protocol.encode(message, "front").encode("utf-8"))
+        line = protocol.encode(message, "front").encode("utf-8")
+        state = self._process.state()
+        if state == QProcess.ProcessState.Running:
+            self._process.write(line)
+        elif state == QProcess.ProcessState.Starting:
+            self._queued.append(line)  # a Stop pressed before the process is up still counts
 
     def _on_started(self) -> None:
         self._process.write(self._start_line)
+        for line in self._queued:
+            self._process.write(line)
+        self._queued.clear()
 
     def _on_ready_read(self) -> None:
         self._take(self._process.readAllStandardOutput().data())
@@ -182,6 +200,8 @@ class WorkerLink(QObject):
                 step_time = message["metrics"].get("step_time_s")
                 if isinstance(step_time, (int, float)):
                     self._last_step_time_s = float(step_time)
+            elif message["type"] == "started" and self._stop_sent:
+                self._arm_stop_grace()
             elif message["type"] == "done":
                 self._after_done()
         if batch:

@@ -197,6 +197,18 @@ def test_invalid_setting_is_explained_and_starts_nothing(qtbot, window):
     assert no_children()
 
 
+@pytest.mark.slow
+def test_stop_pressed_before_the_worker_is_up_stops_cleanly(qtbot, window):
+    """A stop sent while the worker still imports torch is kept and honoured, not a kill."""
+    quick_settings(window, steps=2000)
+    qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+    assert window.state_label.text() == "stopping…"
+    qtbot.waitUntil(lambda: not window.running, timeout=RUN_TIMEOUT_MS)
+    assert RunStore().open_run(window.run_id).meta()["status"] == "stopped"
+    assert window.error_text() == ""
+
+
 # --- pieces without a real worker ------------------------------------------------------------------
 BURST_WORKER = textwrap.dedent("""
     import json, sys
