@@ -63,6 +63,8 @@ class MainWindow(QMainWindow):
         self.host = describe_host()
         self.link: WorkerLink | None = None
         self.run_id: str | None = None
+        self.worker_command: list[str] | None = None
+        """How to launch a worker; None means client.worker_command() (tests put a fake here)."""
 
         # --- left: settings in sections -----------------------------------------------------------
         left = QWidget()
@@ -201,7 +203,7 @@ class MainWindow(QMainWindow):
             return False
         if self.link is not None:
             self.link.deleteLater()
-        self.link = WorkerLink(RunRecorder(self.store, run), self)
+        self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
         self.link.messages.connect(self._on_messages)
         self.link.ended.connect(self._on_ended)
         self.run_id = run.run_id

@@ -258,6 +258,38 @@ def test_a_burst_of_lines_never_freezes_the_loop(qtbot):
     assert stored == n
 
 
+FAILING_WORKER = textwrap.dedent("""
+    import json, sys
+    def send(message):
+        sys.stdout.write(json.dumps(message) + "\\n")
+        sys.stdout.flush()
+    send({"type": "hello", "protocol": 1, "versions": {}, "device": {"name": "fake"},
+          "environment": {}})
+    sys.stdout.write("this is not json\\n{\\"type\\": \\"nonsense\\"}\\n")
+    send({"type": "sample", "step": 1, "time": 0.1, "phase": "warmup",
+          "metrics": {"loss_train": 5.0, "tokens_per_s": None}})
+    send({"type": "error", "kind": "oom", "message": "CUDA out of memory (fake)",
+          "hint": "lower train.batch_size"})
+    send({"type": "done", "status": "failed", "summary": {}})
+""")
+
+
+def test_worker_error_is_shown_with_its_hint(qtbot, window):
+    """Bad lines are recorded and skipped; an error message reaches the window with its hint."""
+    window.worker_command = [sys.executable, "-c", FAILING_WORKER]
+    quick_settings(window, steps=20)
+    qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.running, timeout=30_000)
+    text = window.error_text()
+    assert "CUDA out of memory (fake)" in text and "lower train.batch_size" in text
+    run = RunStore().open_run(window.run_id)
+    assert run.meta()["status"] == "failed"
+    assert len(run.summary()["protocol_warnings"]) == 2  # the two bad lines, kept as warnings
+    assert window.charts.point_count("loss_train") == 1
+    assert window.charts.point_count("tokens_per_s") == 1  # None is a gap, still a point
+    assert window.run_button.isEnabled()
+
+
 def test_charts_gaps_markers_and_growth(qtbot):
     charts = LiveCharts()
     qtbot.addWidget(charts)
