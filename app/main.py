@@ -260,14 +260,15 @@ class MainWindow(QMainWindow):
                                 message["hint"])
 
     def _on_ended(self, status: str) -> None:
-        link = self.sender() if isinstance(self.sender(), WorkerLink) else self.link
+        link = self.link  # one run at a time: the link that ended is the current one
         end = link.end_text if link is not None else status
         self._set_state(status)
         self.form.set_running(False)
         self.run_controls.ended(status, end)
         if status in ("killed", "crashed"):
             kept = link.recorder.samples if link is not None else 0
-            self.show_error(f"The run {status}: {end}.",
+            headline = "The run was killed" if status == "killed" else "The run crashed"
+            self.show_error(f"{headline}: {end}.",
                             f"The {kept} samples received before are kept with the run. "
                             "Press Run to start again.")
         self.charts.redraw_now()
