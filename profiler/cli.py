@@ -103,6 +103,8 @@ def _apply_overrides(config, args: argparse.Namespace):
         config.train.learning_rate = args.lr
     if args.name is not None:
         config.name = args.name
+    if args.nproc is not None:
+        config.launch.nproc_per_node = args.nproc
     if args.warmup is not None:
         config.limits.warmup_steps = args.warmup
     return validate(config)
@@ -111,12 +113,14 @@ def _apply_overrides(config, args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from profiler.client import run_to_completion
     from profiler.config import ConfigError, resolve
+    from profiler.launch import LaunchError, preflight, worker_command
     from profiler.recorder import RunRecorder
     from profiler.store import RunStore, StoreError
 
     try:
         config = _apply_overrides(resolve(args.target), args)
-    except ConfigError as exc:
+        preflight(config)
+    except (ConfigError, LaunchError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     store = RunStore()
@@ -139,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run {run.run_id} (stored in {run.path})", file=sys.stderr)
     try:
         status = run_to_completion(config.to_dict(), recorder, on_message=progress.update,
-                                   interrupt=interrupt)
+                                   interrupt=interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
     finally:
@@ -320,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="override train.learning_rate")
     p.add_argument("--warmup", type=int, help="override limits.warmup_steps")
     p.add_argument("--name", help="a name for the run in the history")
+    p.add_argument("--nproc", type=int, help="override launch.nproc_per_node (torchrun processes)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 

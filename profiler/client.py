@@ -26,6 +26,20 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "profiler.worker"]
 
 
+def failure_explanation(recorder, config=None) -> str | None:
+    """Why a worker (or a torchrun job) ended without `done`, read from its log."""
+    from profiler.launch import explain_failure
+
+    try:
+        with open(recorder.run.log_path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 200_000))
+            text = fh.read()
+    except OSError:
+        return None
+    return explain_failure(text, config)
+
+
 def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
@@ -104,13 +118,13 @@ class WorkerProcess:
 
 
 def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s: float | None = None,
-                      interrupt: threading.Event | None = None) -> str:
+                      interrupt: threading.Event | None = None, command: list[str] | None = None) -> str:
     """Start a worker, send the config, record every message until done; return the run status.
 
     `interrupt` (set from a signal handler or another thread) asks the worker to stop cleanly; if
     it is set twice in a row with no answer for 10 s the worker is killed.
     """
-    worker = WorkerProcess(log_path=recorder.run.log_path)
+    worker = WorkerProcess(log_path=recorder.run.log_path, command=command)
     worker.send(protocol.start(config_dict))
     started = time.monotonic()
     stop_sent_at: float | None = None
@@ -140,7 +154,9 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
             break
     code = worker.shutdown()
     killed = code is not None and code < 0 and recorder.done is None
-    return recorder.finish(code, killed_by_signal=killed)
+    failed = recorder.done is None or recorder.done["status"] == "failed"
+    explanation = failure_explanation(recorder) if failed else None
+    return recorder.finish(code, killed_by_signal=killed, explanation=explanation)
 
 
 def dumps(data: object) -> str:

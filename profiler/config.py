@@ -89,7 +89,15 @@ class LimitsConfig:
 @dataclass
 class LaunchConfig:
     nproc_per_node: int = 1
-    """Worker processes on this machine (parallel runs through torchrun)."""
+    """Worker processes on this machine; more than 1 starts the worker under torchrun."""
+    nnodes: int = 1
+    """Machines in the job; start the same config on each, with its own node_rank."""
+    node_rank: int = 0
+    """This machine's index in the job, 0 .. nnodes-1; node 0 hosts the rendezvous."""
+    rdzv_endpoint: str = ""
+    """host:port where the nodes meet (node 0's address); empty on one machine = a free port."""
+    rdzv_timeout_s: int = 300
+    """How long the nodes wait for each other before the job gives up."""
     ssh: str = ""
     """Run the worker on another machine through `ssh HOST effiscope worker` (empty = here)."""
 
@@ -250,8 +258,7 @@ def validate(config: RunConfig) -> RunConfig:
     _require(limits.time_s >= 0, "limits.time_s", f"must be 0 (no limit) or more, got {limits.time_s}")
     _require(0 <= limits.warmup_steps < limits.steps, "limits.warmup_steps",
              f"must be at least 0 and below limits.steps ({limits.steps}), got {limits.warmup_steps}")
-    _require(config.launch.nproc_per_node == 1, "launch.nproc_per_node",
-             "parallel runs through torchrun are not available in this version; set it to 1")
+    _validate_launch(config)
     _require(not config.launch.ssh, "launch.ssh",
              "remote workers are not available in this version; leave it empty")
     from techniques import registry  # metadata only: no torch
@@ -262,6 +269,33 @@ def validate(config: RunConfig) -> RunConfig:
         except ValueError as exc:
             raise ConfigError("", str(exc)) from None
     return config
+
+
+def _validate_launch(config: RunConfig) -> None:
+    launch = config.launch
+    _require(1 <= launch.nproc_per_node <= 1024, "launch.nproc_per_node",
+             f"must be between 1 and 1024, got {launch.nproc_per_node}")
+    _require(1 <= launch.nnodes <= 4096, "launch.nnodes", f"must be 1 or more, got {launch.nnodes}")
+    _require(0 <= launch.node_rank < launch.nnodes, "launch.node_rank",
+             f"must be between 0 and nnodes - 1 ({launch.nnodes - 1}), got {launch.node_rank}")
+    _require(launch.rdzv_timeout_s >= 1, "launch.rdzv_timeout_s",
+             f"must be 1 or more seconds, got {launch.rdzv_timeout_s}")
+    if launch.rdzv_endpoint:
+        host, _, port = launch.rdzv_endpoint.rpartition(":")
+        _require(bool(host) and port.isdigit() and 0 < int(port) < 65536, "launch.rdzv_endpoint",
+                 f"{launch.rdzv_endpoint!r} is not host:port; give node 0's address and a free "
+                 "port, e.g. 10.0.0.1:29500")
+    _require(launch.nnodes == 1 or bool(launch.rdzv_endpoint), "launch.rdzv_endpoint",
+             "is needed when nnodes > 1: give node 0's address and a free port, e.g. 10.0.0.1:29500")
+    world = launch.nproc_per_node * launch.nnodes
+    parallel = [name for name in ("ddp", "fsdp") if name in config.techniques]
+    _require(not (world > 1 and not parallel), "techniques",
+             f"the job has {world} processes but neither ddp nor fsdp is enabled, so each would "
+             "train its own unrelated copy; add [techniques.ddp] or [techniques.fsdp]")
+    _require(not (world == 1 and parallel), "launch.nproc_per_node",
+             f"techniques.{parallel[0] if parallel else ''} needs 2 or more processes; set "
+             "launch.nproc_per_node (or launch.nnodes) to 2 or more, or remove it")
+    _require(len(parallel) < 2, "techniques", "ddp and fsdp cannot be combined; keep one of them")
 
 
 def list_presets() -> list[str]:

@@ -153,7 +153,7 @@ class BatchSampler:
     """Random windows of seq_len + 1 tokens, reproducible from the seed."""
 
     def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int,
-                 device: torch.device):
+                 device: torch.device, rank: int = 0, world_size: int = 1):
         if tokens.numel() <= seq_len + 1:
             raise DataError(
                 f"the text has {tokens.numel()} tokens, fewer than one sequence of {seq_len + 1}; "
@@ -164,10 +164,14 @@ class BatchSampler:
         self.seq_len = seq_len
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank = rank
+        self.world_size = world_size
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(0, self.tokens.numel() - self.seq_len - 1, (self.batch_size,),
-                               generator=self.generator)
+        # Every rank draws the same global batch and keeps its own slice of it.
+        starts = torch.randint(0, self.tokens.numel() - self.seq_len - 1,
+                               (self.batch_size * self.world_size,), generator=self.generator)
+        starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         offsets = torch.arange(self.seq_len + 1)
         window = self.tokens[starts[:, None] + offsets].long()
         x, y = window[:, :-1], window[:, 1:]

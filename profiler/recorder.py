@@ -64,8 +64,13 @@ class RunRecorder:
         self.writer.append({"type": "event", "kind": kind, "message": message, "origin": "front",
                             "received": time.time(), **extra})
 
-    def finish(self, exit_code: int | None, killed_by_signal: bool = False) -> str:
-        """Close the run: status, summary.json, index row. Safe to call twice."""
+    def finish(self, exit_code: int | None, killed_by_signal: bool = False,
+               explanation: str | None = None) -> str:
+        """Close the run: status, summary.json, index row. Safe to call twice.
+
+        explanation: why the worker ended without `done`, when the front end could tell (e.g.
+        which rank of a torchrun job failed); it becomes the run's error.
+        """
         if self.finished:
             return self.status
         self.finished = True
@@ -74,12 +79,27 @@ class RunRecorder:
             summary = dict(self.done["summary"])
             end = {"completed": "finished", "stopped": "stopped on request",
                    "failed": "failed"}[status]
+            if explanation and status == "failed":
+                # The launcher knows the root cause (e.g. which rank died); the worker's own
+                # error is its consequence and stays in the stream.
+                end = explanation
+                error = {"type": "error", "kind": "crash", "message": explanation,
+                         "hint": "the run's worker log holds each rank's output", "origin": "front"}
+                self.writer.append(error)
+                self.errors.append(error)
         else:
             status = "killed" if killed_by_signal else "crashed"
             summary = {}
             end = (f"the worker was killed (exit code {exit_code}) before it finished"
                    if killed_by_signal else
                    f"the worker exited with code {exit_code} without finishing")
+            if explanation:
+                status, end = "failed", explanation
+                error = {"type": "error", "kind": "crash", "message": explanation,
+                         "hint": "the worker log of the run has each rank's output",
+                         "origin": "front"}
+                self.writer.append(error)
+                self.errors.append(error)
             self.note("warning", end)
         if self.errors:
             last = self.errors[-1]

@@ -40,14 +40,25 @@ class Channel:
                 self.alive = False
 
 
+class SilentChannel:
+    """The protocol side of a rank that does not speak (only global rank 0 does)."""
+
+    alive = True
+
+    def send(self, message: dict) -> None:
+        protocol.encode(message, "worker")  # still validated: a bug shows on every rank
+
+
 class Control:
     """What the run loop asks between steps: new commands, and whether it must stop."""
 
-    def __init__(self, commands: queue.Queue, channel: Channel):
+    def __init__(self, commands: queue.Queue, channel: Channel | SilentChannel, dist: Any = None):
         self._commands = commands
         self._channel = channel
         self.stop_event = threading.Event()
         self.stdin_closed = False
+        self.dist = dist
+        """The torchrun job (profiler.distributed.DistContext), or None for a single process."""
 
     @property
     def should_stop(self) -> bool:
@@ -154,8 +165,12 @@ def hello_message() -> dict:
     }
 
 
-def run_one(command: dict, channel: Channel, control: Control) -> None:
-    """Validate a start command's config and run its workload; every failure becomes a message."""
+def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -> str:
+    """Validate a start command's config and run its workload; every failure becomes a message.
+
+    Returns the done status. In a torchrun job a failing rank returns "failed" so that its
+    process exits non-zero and torchrun ends the other ranks instead of leaving them waiting.
+    """
     from profiler.config import ConfigError, RunConfig, validate
 
     summary: dict[str, Any] = {}
@@ -165,7 +180,7 @@ def run_one(command: dict, channel: Channel, control: Control) -> None:
         channel.send({"type": "error", "kind": "config", "message": str(exc),
                       "hint": "fix this setting in the run config and start again"})
         channel.send({"type": "done", "status": "failed", "summary": summary})
-        return
+        return "failed"
     import importlib
 
     try:
@@ -174,6 +189,7 @@ def run_one(command: dict, channel: Channel, control: Control) -> None:
         summary = workload.run(config, channel.send, control)
         status = "stopped" if summary.get("stopped_early") else "completed"
         channel.send({"type": "done", "status": status, "summary": summary})
+        return status
     except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
         kind, hint = classify(exc)
         log = traceback.format_exc()
@@ -183,6 +199,7 @@ def run_one(command: dict, channel: Channel, control: Control) -> None:
         channel.send({"type": "error", "kind": kind, "message": text,
                       "hint": hint, "traceback": log[-8000:]})
         channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
+        return "failed"
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -201,8 +218,59 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "crash", "this is a bug or an environment problem; the traceback is in the run's log"
 
 
+def main_distributed(proto_fd: int) -> int:
+    """One rank of a torchrun job. Rank 0 reads the start command and speaks for the job; the
+    config and every later command reach the other ranks through the process group."""
+    from profiler.distributed import from_environment
+
+    # torchrun ends a job with SIGTERM when a rank fails: go at once, even inside a collective.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dist = from_environment()
+    commands: queue.Queue = queue.Queue()
+    if dist.local_rank == 0:
+        # Each node's first rank streams to its own front end (every rank holds the job's
+        # gathered figures); only global rank 0's commands steer the job.
+        channel: Channel | SilentChannel = Channel(proto_fd)
+        hello = hello_message()
+        hello["job"] = {"world_size": dist.world_size, "backend": dist.backend, "rank": dist.rank,
+                        "node_rank": dist.node_rank, "local_world_size": dist.local_world_size}
+        channel.send(hello)
+    else:
+        os.close(proto_fd)
+        channel = SilentChannel()
+    if dist.is_speaker:
+        threading.Thread(target=_read_stdin, args=(commands, channel), daemon=True,
+                         name="effiscope-stdin").start()
+    control = Control(commands, channel, dist)
+    config = None
+    if dist.is_speaker:
+        while config is None:
+            command = control.wait()
+            if command["type"] == "_eof":
+                break
+            if command["type"] == "start":
+                config = command["config"]
+            else:
+                channel.send({"type": "event", "kind": "refused",
+                              "message": f"no run in progress: {command['type']!r} ignored"})
+    config = dist.broadcast_json(config)
+    if config is not None:
+        print(f"rank {dist.rank}/{dist.world_size} starts the run", file=sys.stderr, flush=True)
+        status = run_one({"type": "start", "config": config}, channel, control)
+        if status == "failed":
+            os._exit(1)  # torchrun then ends the other ranks, which may wait in a collective
+    dist.shutdown()
+    # The job is over while stdin may still be open: leave without joining the reader thread
+    # (a normal interpreter shutdown aborts on its held stdin lock). Everything is flushed.
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     proto_fd = _claim_stdout()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return main_distributed(proto_fd)
     channel = Channel(proto_fd)
     commands: queue.Queue = queue.Queue()
     control = Control(commands, channel)

@@ -105,5 +105,7 @@ def state_bytes(optimizer) -> int:
     for per_param in optimizer.state.values():
         for value in per_param.values():
             if isinstance(value, torch.Tensor) and value.dim() > 0:
-                total += value.numel() * value.element_size()
+                # A sharded (DTensor) state counts what this process holds, not the global size.
+                local = value.to_local() if hasattr(value, "to_local") else value
+                total += local.numel() * local.element_size()
     return total

@@ -134,7 +134,7 @@ def validate_params(name: str, params: dict[str, Any], runtime: bool = False) ->
 
 _BUILTIN: tuple[str, ...] = (
     "optimizer", "lr_schedule", "grad_clip", "precision", "tf32", "activation_checkpointing",
-    "grad_accumulation", "compile", "attention",
+    "grad_accumulation", "compile", "attention", "ddp", "fsdp",
 )
 _loaded = False
 

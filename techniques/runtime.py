@@ -36,6 +36,8 @@ class TrainState:
     lr_factor: Callable[[int], float] = lambda step: 1.0
     sdpa_backends: list | None = None
     compiled: bool = False
+    dist: Any = None
+    """The torchrun job (profiler.distributed.DistContext) or None."""
     warn: Callable[[str], None] = print
     active: dict[str, dict] = field(default_factory=dict)
     """Technique name -> parameters currently in force."""

@@ -23,7 +23,7 @@ def test_nano_training_lowers_validation_loss(tmp_path):
     worker = WorkerProcess(log_path=tmp_path / "worker.log")
     try:
         worker.send(protocol.start(config.to_dict()))
-        messages = collect(worker, timeout=240)
+        messages = collect(worker, timeout=600)
     finally:
         worker.shutdown()
     kinds = [m["type"] for m in messages]

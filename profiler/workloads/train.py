@@ -17,6 +17,7 @@ import torch
 from profiler.capabilities import detect
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
+from profiler.distributed import DistContext
 from profiler.models.gpt import build_gpt
 from profiler.models.presets import GPT_PRESETS
 from profiler.stats import figure, percentile
@@ -92,8 +93,9 @@ def train_step(state: runtime.TrainState, batches: BatchSampler, step: int) -> t
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Train per `config`, emitting started / sample / event messages; return the summary."""
     train_cfg, limits = config.train, config.limits
-    device = resolve_device(config.device)
-    caps = detect(device)
+    dist = getattr(control, "dist", None) or DistContext()
+    device = dist.device_for(resolve_device(config.device))
+    caps = {**detect(device), "world_size": dist.world_size, "dist_backend": dist.backend}
     runtime.check_all(config, caps)  # refuse what this machine cannot do before any work
     torch.manual_seed(config.seed)
     shape = GPT_PRESETS[config.model.preset]
@@ -105,15 +107,20 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     model = build_gpt(config.model.preset, config.model.dropout).to(device)
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
                          config.data.val_fraction, shape.vocab_size, config.seed)
+    # Each rank takes its own slice of every global batch (the same global batch a single
+    # process with batch_size x world_size would draw).
     train_batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len,
-                                 config.seed, device)
+                                 config.seed, device, rank=dist.rank, world_size=dist.world_size)
     # Fixed validation batches: every evaluation sees the same text, so the curve is comparable.
-    val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,
-                               config.seed + 1, device)
+    # The job's global batch size, so a 2-process run and a 1-process run with twice the batch
+    # are validated on the same text.
+    val_sampler = BatchSampler(corpus.val, train_cfg.batch_size * dist.world_size,
+                               train_cfg.seq_len, config.seed + 1, device)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
     # Techniques in registry.STAGES order: model switches -> checkpointing -> compile ->
     # optimizer over the final parameters -> loop context (autocast, scaler, accumulation).
     state = runtime.TrainState(config=config, device=device, caps=caps, model=model, warn=warn)
+    state.dist = dist
     applied = runtime.apply_all(state)
     n_params = model.parameter_count()
     flops_token = flops_per_token(shape, train_cfg.seq_len)
@@ -130,8 +137,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "batch_size": train_cfg.batch_size,
         "seq_len": train_cfg.seq_len,
         "micro_batches": state.micro_batches,
-        "effective_batch": state.micro_batches * train_cfg.batch_size,
-        "tokens_per_step": state.micro_batches * train_cfg.batch_size * train_cfg.seq_len,
+        "world_size": dist.world_size,
+        "effective_batch": state.micro_batches * train_cfg.batch_size * dist.world_size,
+        "tokens_per_step": (state.micro_batches * train_cfg.batch_size * train_cfg.seq_len
+                            * dist.world_size),
         "warmup_steps": limits.warmup_steps,
         "steps": limits.steps,
         "techniques": applied,
@@ -155,6 +164,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     stop_reason = "step limit reached"
     eval_time = 0.0
     changes = 0
+    rank_history: list[list[list[float | None]]] = []
 
     def validation(step: int) -> float:
         nonlocal eval_time
@@ -171,12 +181,15 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     rss_before_steps = sampler.read_now()["rss_bytes"]
     try:
         for step in range(1, limits.steps + 1):
-            for command in control.poll():
+            out_of_time = bool(limits.time_s) and (
+                time.perf_counter() - run_started - eval_time >= limits.time_s)
+            commands, stop, out_of_time = job_commands(control, dist, out_of_time)
+            for command in commands:
                 changes += handle_command(command, state, step, emit)
-            if control.should_stop:
+            if stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
-            if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
+            if out_of_time:
                 stop_reason = "time limit reached"
                 break
             if step == limits.warmup_steps + 1:
@@ -186,6 +199,16 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             started = time.perf_counter()
             loss_value, grad_norm, tokens = train_step(state, train_batches, step)
             step_time = time.perf_counter() - started
+            local = sampler.latest()
+            torch_mem = torch_memory(device)
+            # Every rank's figures reach rank 0; a single process gathers only its own.
+            ranks = dist.gather_floats([step_time, tokens, loss_value, local["rss_bytes"],
+                                        torch_mem["torch_peak_allocated_bytes"]])
+            per_rank_times = [r[0] for r in ranks]
+            step_time = max(per_rank_times)  # the job's step ends when its slowest rank is done
+            tokens = int(sum(r[1] for r in ranks))
+            loss_value = sum(r[2] for r in ranks) / len(ranks)
+            rank_history.append(ranks)
 
             steps_done = step
             tokens_seen += tokens
@@ -205,9 +228,14 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 "grad_norm": grad_norm,
                 "step_time_s": step_time,
                 "tokens_per_s": tokens / step_time,
-                **sampler.latest(),
-                **torch_memory(device),
+                **local,
+                **torch_mem,
             }
+            if dist.enabled:
+                for index, row in enumerate(ranks):
+                    metrics[f"rank{index}_step_time_s"] = row[0]
+                    metrics[f"rank{index}_rss_bytes"] = row[3]
+                    metrics[f"rank{index}_torch_peak_allocated_bytes"] = row[4]
             last = step == limits.steps
             if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
                 metrics["loss_val"] = validation(step)
@@ -224,8 +252,37 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         wall=time.perf_counter() - run_started, stopped_early=stopped_early,
         stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
         applied=applied, changes=changes, peaks=sampler.peaks(), n_params=n_params,
-        rss_before_steps=rss_before_steps,
+        rss_before_steps=rss_before_steps, rank_history=rank_history,
+        replica_spread=replica_spread(state, dist),
         flops_token=flops_token))
+
+
+def job_commands(control: Any, dist: DistContext, out_of_time: bool) -> tuple[list[dict], bool, bool]:
+    """Rank 0's pending commands and stop decision, the same on every rank of a job."""
+    shared = {"commands": control.poll(), "stop": control.should_stop, "out_of_time": out_of_time}
+    if dist.enabled:
+        shared = dist.broadcast_json(shared if dist.is_speaker else None)
+    return shared["commands"], shared["stop"], shared["out_of_time"]
+
+
+def replica_spread(state: runtime.TrainState, dist: DistContext) -> float | None:
+    """Largest relative difference of a parameter checksum across ranks (0 = replicas agree)."""
+    if not dist.enabled:
+        return None
+    total = 0.0
+    squares = 0.0
+    with torch.no_grad():
+        for param in state.model.parameters():
+            full = param.full_tensor() if hasattr(param, "full_tensor") else param
+            total += float(full.double().sum())
+            squares += float(full.double().pow(2).sum())
+    rows = dist.gather_floats([total, squares])
+    spread = 0.0
+    for column in range(2):
+        values = [row[column] for row in rows]
+        scale = max(abs(v) for v in values) or 1.0
+        spread = max(spread, (max(values) - min(values)) / scale)
+    return spread
 
 
 def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit) -> int:
@@ -295,15 +352,34 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
         "eval_time_s": figure(v["eval_time"], "s", "wall time spent in validation"),
         "tokens_seen": figure(v["tokens_seen"], "tokens", "all steps, warmup included"),
     }
+    per_rank = {}
+    history = v["rank_history"][limits.warmup_steps:]
+    if state.dist.enabled and history:
+        for rank in range(state.dist.world_size):
+            times = [row[rank][0] for row in history]
+            per_rank[str(rank)] = {
+                "step_time_p50_s": percentile(times, 50),
+                "peak_rss_bytes": max((row[rank][3] or 0) for row in v["rank_history"]),
+                "peak_torch_allocated_bytes": max((row[rank][4] or 0) for row in v["rank_history"]) or None,
+            }
+        medians = {rank: item["step_time_p50_s"] for rank, item in per_rank.items()}
+        slow = max(medians, key=medians.get)
+        fast = min(medians.values())
+        figures["straggler_ratio"] = figure(medians[slow] / fast if fast else None, "x",
+                                            f"slowest rank ({slow}) median step time / fastest rank's")
+        figures["replica_param_spread"] = figure(v["replica_spread"], "",
+                                                 "largest relative difference of parameter checksums across ranks")
     return {
         "workload": "train",
+        "world_size": state.dist.world_size,
+        "per_rank": per_rank,
         "stopped_early": v["stopped_early"],
         "stop_reason": v["stop_reason"],
         "steps_completed": v["steps_done"],
         "measured_steps": measured,
         "device": str(device),
         "parameters": v["n_params"],
-        "effective_batch": state.micro_batches * state.config.train.batch_size,
+        "effective_batch": state.micro_batches * state.config.train.batch_size * state.dist.world_size,
         "techniques": v["applied"],
         "active_techniques": state.active,
         "mid_run_changes": v["changes"],
