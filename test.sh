@@ -6,6 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$ROOT/scripts/bootstrap.sh" "test"
 cd "$ROOT"
 export QT_QPA_PLATFORM=offscreen
+bash "$ROOT/scripts/install_chromium.sh"  # headless Chromium opens the HTML reports
 "$VENV/bin/python" -m ruff check app profiler techniques tests
 set +e
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -295,6 +295,35 @@ def _add_bench_parsers(sub) -> None:
         p.set_defaults(func=module.run)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from profiler.report import ReportError, export, render
+
+    fmt = args.format or _format_from_suffix(args.out) or "html"
+    try:
+        if args.out == "-":
+            if fmt == "trace":
+                _err("--format trace writes a gzip file; give --out PATH")
+                return EXIT_USAGE
+            sys.stdout.write(render(args.run_ids, fmt, baseline=args.baseline))
+            return EXIT_OK
+        path = export(args.run_ids, fmt, args.out or ".", baseline=args.baseline)
+    except ReportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _format_from_suffix(out: str | None) -> str | None:
+    if not out or out == "-":
+        return None
+    name = out.lower()
+    if name.endswith((".json.gz", ".trace.gz")):
+        return "trace"
+    suffixes = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv", ".md": "md"}
+    return next((fmt for suffix, fmt in suffixes.items() if name.endswith(suffix)), None)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from profiler.worker import main as worker_main
 
@@ -342,6 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device to check (default: cuda if present, else cpu)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_techniques)
+
+    p = sub.add_parser("report", help="write a report of one run, or compare several",
+                       description="Write a profiling report from the run store: one run, or "
+                                   "several compared against a baseline (deltas, overlaid charts, "
+                                   "config diff).")
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID",
+                   help="run ids from `effiscope runs` (a unique prefix is enough)")
+    p.add_argument("--format", choices=("html", "json", "csv", "md", "trace"),
+                   help="html (default), json, csv, md, or trace (the torch.profiler trace, "
+                        "gzipped); guessed from --out's suffix when not given")
+    p.add_argument("--out", help="file to write, an existing folder, or - for stdout "
+                                 "(default: RUN_ID.FORMAT in the current folder)")
+    p.add_argument("--baseline", metavar="RUN_ID",
+                   help="the run the others are compared against (default: the first)")
+    p.set_defaults(func=cmd_report)
 
     _add_bench_parsers(sub)
 

@@ -1,0 +1,117 @@
+"""Profiling reports from the run store: HTML, JSON, CSV, Markdown, and the profiler trace.
+
+`export(run_ids, fmt, out_path)` is the one entry point (CLI and app); torch-free and Qt-free.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from profiler.store import RunStore, StoreError
+
+FORMATS = ("html", "json", "csv", "md", "trace")
+EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}
+
+__all__ = ["FORMATS", "ReportError", "default_filename", "export", "render"]
+
+
+class ReportError(ValueError):
+    """A report cannot be made; the text names what is wrong and how to fix it."""
+
+
+def _resolve(run_ids: list[str], store: RunStore, baseline: str | None):
+    from profiler.report.load import load_run
+
+    if not run_ids:
+        raise ReportError("no run id given; `effiscope runs` lists them")
+    try:
+        stored = [store.open_run(run_id) for run_id in run_ids]
+        base_stored = store.open_run(baseline) if baseline else stored[0]
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    unique = {}
+    for item in [base_stored, *stored] if baseline else stored:
+        unique.setdefault(item.run_id, item)
+    runs = [load_run(item) for item in unique.values()]
+    base = next(r for r in runs if r.run_id == base_stored.run_id)
+    return runs, base
+
+
+def render(run_ids: list[str], fmt: str, store: RunStore | None = None,
+           baseline: str | None = None) -> str:
+    """A text report (html, json, csv, md) of one run, or a comparison of several."""
+    from profiler.report import html, markdown, tidy
+
+    if fmt not in FORMATS or fmt == "trace":
+        raise ReportError(f"format {fmt!r} is not a text report; use one of html, json, csv, md")
+    runs, base = _resolve(run_ids, store or RunStore(), baseline)
+    several = len(runs) > 1
+    if fmt == "json":
+        return tidy.to_json(runs, base)
+    if fmt == "csv":
+        return tidy.to_csv(runs)
+    module = html if fmt == "html" else markdown
+    return module.render_comparison(runs, base) if several else module.render_run(runs[0])
+
+
+def default_filename(run_ids: list[str], fmt: str, baseline: str | None = None) -> str:
+    ext = EXTENSIONS.get(fmt, fmt)
+    if len(set(run_ids) | ({baseline} if baseline else set())) > 1:
+        return f"compare-{baseline or run_ids[0]}-{len(run_ids)}-runs.{ext}"
+    return f"{run_ids[0]}.{ext}"
+
+
+def export(run_ids: list[str], fmt: str, out_path: str | os.PathLike, store: RunStore | None = None,
+           baseline: str | None = None) -> Path:
+    """Write a report of `run_ids` (several: a comparison against `baseline`, default the first)
+    to `out_path` (a file, or an existing folder to put the default file name in); returns it."""
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    store = store or RunStore()
+    out = Path(out_path).expanduser()
+    if out.is_dir() or str(out_path).endswith(("/", os.sep)):
+        try:  # name the file after the full run ids, not the prefixes the user typed
+            full = [store.open_run(r).run_id for r in run_ids]
+            base = store.open_run(baseline).run_id if baseline else None
+        except StoreError as exc:
+            raise ReportError(str(exc)) from None
+        out = out / default_filename(full, fmt, base)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise ReportError(f"{out} is a folder; give a file name for --out")
+    except OSError as exc:
+        raise ReportError(f"cannot create the folder {out.parent} ({exc.strerror}); choose "
+                          "another --out") from None
+    tmp = out.with_name(out.name + ".part")
+    try:
+        if fmt == "trace":
+            _export_trace(list(run_ids), store, tmp)
+        else:
+            tmp.write_text(render(list(run_ids), fmt, store, baseline), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ReportError(f"cannot write {out} ({exc.strerror}); choose another --out") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _export_trace(run_ids: list[str], store: RunStore, tmp: Path) -> None:
+    from profiler.report.trace import HOW_TO_CAPTURE, find_trace, write_trace
+
+    if len(set(run_ids)) != 1:
+        raise ReportError("--format trace exports one run's trace; give a single run id")
+    try:
+        stored = store.open_run(run_ids[0])
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    source = find_trace(stored.path)
+    if source is None:
+        raise ReportError(f"run {stored.run_id} has no torch.profiler trace; {HOW_TO_CAPTURE}")
+    try:
+        write_trace(source, tmp)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None

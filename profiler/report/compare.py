@@ -1,0 +1,111 @@
+"""Several runs against a baseline: the delta table and the config diff, as plain data.
+
+The deltas are computed from the runs' summary figures only, so a comparison says exactly what
+each run's own report says; perplexity is exp(final validation loss).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from profiler.report.load import RunData
+
+# (key, label, unit, which way is better)
+DELTA_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("tokens_per_s", "Throughput", "tokens/s", "higher"),
+    ("step_time_p50_s", "Step time p50", "s", "lower"),
+    ("step_time_p99_s", "Step time p99", "s", "lower"),
+    ("peak_torch_allocated_bytes", "Peak torch allocated", "bytes", "lower"),
+    ("peak_gpu_memory_used_bytes", "Peak GPU memory (NVML)", "bytes", "lower"),
+    ("peak_rss_bytes", "Peak process RSS", "bytes", "lower"),
+    ("loss_train_final", "Final train loss", "nats/token", "lower"),
+    ("loss_val_final", "Final validation loss", "nats/token", "lower"),
+    ("perplexity", "Perplexity (exp of validation loss)", "", "lower"),
+    ("mfu", "MFU", "", "higher"),
+    # inference and compression runs
+    ("ttft_p50_s", "Time to first token p50", "s", "lower"),
+    ("decode_latency_p50_s", "Decode latency per token p50", "s", "lower"),
+    ("decode_tokens_per_s", "Decode throughput", "tokens/s", "higher"),
+    ("model_bytes", "Weights in memory", "bytes", "lower"),
+)
+
+
+def row_value(run: RunData, key: str) -> float | None:
+    if key == "perplexity":
+        if run.figure("perplexity") is not None:  # infer / compress measure it directly
+            return run.figure("perplexity")
+        loss = run.figure("loss_val_final")
+        if loss is None:
+            return None
+        try:
+            return math.exp(loss)
+        except OverflowError:
+            return None
+    return run.figure(key)
+
+
+def change_pct(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return (value - base) / abs(base) * 100.0
+
+
+def deltas(runs: list[RunData], baseline: RunData) -> list[dict]:
+    """One row per figure: each run's value, its difference to the baseline and the % change."""
+    rows = []
+    for key, label, unit, better in DELTA_ROWS:
+        base = row_value(baseline, key)
+        cells = []
+        for run in runs:
+            value = row_value(run, key)
+            delta = value - base if value is not None and base is not None else None
+            cells.append({"run": run.run_id, "value": value, "delta": delta,
+                          "change_pct": change_pct(value, base)})
+        rows.append({"key": key, "label": label, "unit": unit, "better": better,
+                     "baseline": base, "cells": cells})
+    return rows
+
+
+def is_better(row: dict, delta: float | None) -> bool | None:
+    if delta is None or delta == 0:
+        return None
+    return (delta > 0) == (row["better"] == "higher")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_diff(runs: list[RunData], baseline: RunData) -> dict:
+    """Key by key (only keys that differ somewhere) and a unified diff of each config.toml."""
+    flat = {run.run_id: flatten(run.config) for run in runs}
+    keys = sorted({k for f in flat.values() for k in f})
+    table = []
+    for key in keys:
+        values = [flat[run.run_id].get(key) for run in runs]
+        if any(v != values[0] for v in values):
+            table.append({"key": key, "values": [{"run": run.run_id, "value": v}
+                                                 for run, v in zip(runs, values, strict=True)]})
+    unified = []
+    for run in runs:
+        if run is baseline:
+            continue
+        text = "".join(difflib.unified_diff(
+            baseline.config_text.splitlines(keepends=True), run.config_text.splitlines(keepends=True),
+            fromfile=f"{baseline.run_id}/config.toml", tofile=f"{run.run_id}/config.toml"))
+        unified.append({"run": run.run_id, "diff": text})
+    return {"keys": table, "unified": unified}
+
+
+def comparison(runs: list[RunData], baseline: RunData) -> dict:
+    return {"baseline": baseline.run_id, "deltas": deltas(runs, baseline),
+            "config_diff": config_diff(runs, baseline)}

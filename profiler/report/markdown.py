@@ -1,0 +1,118 @@
+"""Markdown for pull requests: headline figures, techniques, and deltas against a baseline.
+
+GitHub renders inline HTML in Markdown, so user strings are escaped (`<`, `>`, `&`) and table
+cells have their pipes escaped; nothing a run says can turn into markup.
+"""
+
+from __future__ import annotations
+
+from profiler.report import compare
+from profiler.report.fmt import figure_label, fmt, fmt_delta, fmt_pct
+from profiler.report.html import display_names
+from profiler.report.load import RunData
+from profiler.report.recommend import compression_rows, recommendations
+from profiler.report.sections import params_text, problems
+
+
+def md(text: object) -> str:
+    """Escape a user string for a Markdown table cell or line."""
+    value = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = value.replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    return value
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> list[str]:
+    right = right or set()
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out + [""]
+
+
+def _environment_line(run: RunData) -> str:
+    env = run.environment
+    versions = env["versions"]
+    gpus = [g.get("name", "?") for g in env["host"].get("gpus") or [] if isinstance(g, dict)]
+    hw = ", ".join(gpus) or env["host"].get("cpu") or "n/a"
+    return (f"{run.device} ({hw}); torch {versions.get('torch', 'n/a')}, "
+            f"Python {versions.get('python', 'n/a')}")
+
+
+def _run_section(run: RunData, level: str = "##") -> list[str]:
+    out = [f"{level} {md(run.name)}", "",
+           f"Run `{md(run.run_id)}` · **{md(run.status)}** ({md(run.end or 'n/a')}) · "
+           f"{md(_environment_line(run))}", ""]
+    comp = compression_rows(run)
+    if comp:
+        if run.summary.get("quality_loss"):
+            out += [f"**Quality cost:** {md(run.summary['quality_loss'])}", ""]
+        out += _table(["Measure", "Original", "Compressed", "Ratio"],
+                      [[md(r.get("label") or k), md(fmt(r.get("baseline"), str(r.get("unit", "")))),
+                        md(fmt(r.get("compressed"), str(r.get("unit", "")))),
+                        md(f"{r['ratio']:.3g}×" if isinstance(r.get("ratio"), (int, float))
+                           else "n/a")] for k, r in comp.items()], {1, 2, 3})
+    if run.figures:
+        rows = [[md(figure_label(k)), md(fmt(run.figure(k), str(f.get("unit", "")), k)),
+                 md(f.get("how", ""))] for k, f in run.figures.items()]
+        out += _table(["Figure", "Value", "How it was measured"], rows, {1})
+    else:
+        out += ["No summary figures: the worker never sent its summary.", ""]
+    if run.techniques:
+        out += ["**Techniques**", ""]
+        out += [f"- **{md(t.get('label') or t.get('name'))}** ({md(params_text(t.get('params')))}):"
+                f" {md(t.get('report') or '')}" for t in run.techniques]
+        out.append("")
+    toggles = run.events_of("toggle")
+    if toggles:
+        out += ["**Changed during the run**", ""]
+        out += [f"- step {md(t.get('step', '?'))}: {md(t.get('technique', ''))} "
+                f"({md(params_text(t.get('params')))}): {md(t.get('message', ''))}" for t in toggles]
+        out.append("")
+    issues = problems(run)
+    if issues:
+        out += ["**Warnings and errors**", ""]
+        out += [f"- {md(kind)}" + (f" at step {md(step)}" if step else "") + f": {md(message)}"
+                + (f" (hint: {md(hint)})" if hint else "") for kind, step, message, hint in issues]
+        out.append("")
+    recs = recommendations(run)
+    if recs:
+        out += ["**Recommendations**", ""]
+        out += [f"- {md(r['severity'])}: **{md(r['title'])}**. {md(r['detail'])}" for r in recs]
+        out.append("")
+    return out
+
+
+def render_run(run: RunData) -> str:
+    return "\n".join(["# EffiScope report", ""] + _run_section(run)).rstrip() + "\n"
+
+
+def render_comparison(runs: list[RunData], baseline: RunData) -> str:
+    names = display_names(runs)
+    ordered = [baseline] + [r for r in runs if r is not baseline]
+    out = [f"# EffiScope comparison of {len(runs)} runs", "",
+           f"Baseline: **{md(names[baseline.run_id])}** (`{md(baseline.run_id)}`). "
+           "Δ = run − baseline; % = Δ / baseline.", ""]
+    headers = ["Figure", f"{md(names[baseline.run_id])} (baseline)"]
+    for run in ordered[1:]:
+        headers += [md(names[run.run_id]), "Δ", "%"]
+    rows = []
+    for row in compare.deltas(ordered, baseline):
+        cells = row["cells"]
+        if all(c["value"] is None for c in cells):
+            continue
+        line = [md(row["label"]), md(fmt(cells[0]["value"], row["unit"], row["key"]))]
+        for cell in cells[1:]:
+            line += [md(fmt(cell["value"], row["unit"], row["key"])),
+                     md(fmt_delta(cell["delta"], row["unit"], row["key"])),
+                     md(fmt_pct(cell["change_pct"]))]
+        rows.append(line)
+    out += _table(headers, rows, set(range(1, len(headers))))
+    diff = compare.config_diff(ordered, baseline)
+    if diff["keys"]:
+        out += ["## Config differences", ""]
+        out += _table(["Key"] + [md(names[r.run_id]) for r in ordered],
+                      [[md(item["key"])] + [md("(absent)" if c["value"] is None else c["value"])
+                                            for c in item["values"]] for item in diff["keys"]])
+    for run in ordered:
+        out += _run_section(run, "##")
+    return "\n".join(out).rstrip() + "\n"

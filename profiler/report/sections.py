@@ -1,0 +1,309 @@
+"""HTML fragments for the report sections; every value from a run goes through `e()`.
+
+Each function returns a string of HTML for one run. Missing data is stated in words ("n/a",
+"no operator profile was captured") rather than leaving a section out, so a reader always knows
+whether something was zero, absent, or not measured.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from profiler.report.fmt import figure_label, fmt
+from profiler.report.load import RunData
+
+PROFILE_ROWS = 30
+OPERATOR_COLUMNS = (("calls", ""), ("self_cpu_s", "s"), ("total_cpu_s", "s"),
+                    ("self_cuda_s", "s"), ("total_cuda_s", "s"), ("cpu_memory_bytes", "bytes"),
+                    ("cuda_memory_bytes", "bytes"), ("flops", "FLOP"))
+OPERATOR_HEADERS = {"calls": "Calls", "self_cpu_s": "Self CPU", "total_cpu_s": "Total CPU",
+                    "self_cuda_s": "Self CUDA", "total_cuda_s": "Total CUDA",
+                    "cpu_memory_bytes": "CPU memory", "cuda_memory_bytes": "CUDA memory",
+                    "flops": "FLOPs"}
+
+
+def e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None,
+          cls: str = "") -> str:
+    """A table from cells that are already HTML; columns in `numeric` align right."""
+    numeric = numeric or set()
+    head = "".join(f'<th class="num">{h}</th>' if i in numeric else f"<th>{h}</th>"
+                   for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def kv_table(rows: list[tuple[str, str]]) -> str:
+    """Two columns, label and already-escaped HTML value."""
+    body = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def badge(status: str) -> str:
+    return f'<span class="badge {e(status)}">{e(status)}</span>'
+
+
+def params_text(params: Any) -> str:
+    if not isinstance(params, dict) or not params:
+        return "—"
+    return ", ".join(f"{k} = {v}" for k, v in params.items())
+
+
+# --- sections --------------------------------------------------------------------------------
+END_EXPLAINED = {
+    "completed": "The worker finished the run and sent its summary.",
+    "stopped": "The run was stopped on request; the summary covers the steps done.",
+    "failed": "The worker reported an error; the figures cover what was measured before it.",
+    "killed": "The worker was killed before it finished: no summary figures were sent, the "
+              "charts show every step received before it died.",
+    "crashed": "The worker exited without finishing: no summary figures were sent, the charts "
+               "show every step received before it died.",
+}
+
+
+def how_it_ended(run: RunData) -> str:
+    s = run.summary
+    rows = [("Status", badge(run.status)), ("How it ended", e(run.end or "n/a"))]
+    if s.get("stop_reason"):
+        rows.append(("Stop reason", e(s["stop_reason"])))
+    steps = s.get("steps_completed", s.get("last_step"))
+    rows.append(("Steps completed", e(steps if steps is not None else "n/a")))
+    if s.get("measured_steps") is not None:
+        rows.append(("Measured steps", e(f"{s['measured_steps']} (after warmup)")))
+    rows.append(("Samples received", e(run.samples)))
+    error = s.get("error") if isinstance(s.get("error"), dict) else None
+    if error:
+        rows.append(("Error", f"<b>{e(error.get('kind'))}</b>: {e(error.get('message'))}"
+                              f'<div class="how">hint: {e(error.get("hint"))}</div>'))
+    note = END_EXPLAINED.get(run.status, "The run has no summary: it may still be running, or "
+                                         "its front end stopped before recording the end.")
+    return f'<p class="lead">{e(note)}</p>' + kv_table(rows)
+
+
+def headline_cards(run: RunData) -> str:
+    """Four figures at the top: speed, step time, quality, and the memory that matters here."""
+    figures = run.figures
+    memory = ("peak_torch_allocated_bytes" if run.figure("peak_torch_allocated_bytes") is not None
+              else "peak_rss_bytes")
+    slots = (("tokens_per_s", "decode_tokens_per_s"), ("step_time_p50_s", "ttft_p50_s"),
+             ("loss_val_final", "perplexity"), (memory,))  # train keys, else infer / compress
+    keys = [next(k for k in slot if k in figures) for slot in slots
+            if any(k in figures for k in slot)]
+    cards = "".join(
+        f'<div class="card"><div class="card-label">{e(figure_label(k))}</div>'
+        f'<div class="card-value">{e(fmt(run.figure(k), figures[k].get("unit", ""), k))}</div></div>'
+        for k in keys)
+    return f'<div class="cards">{cards}</div>' if cards else ""
+
+
+def headline_figures(run: RunData) -> str:
+    figures = run.figures
+    if not figures:
+        return ('<p class="muted">n/a: this run has no summary figures (the worker never sent its '
+                "summary). The charts below show what was received.</p>")
+    rows = [[e(figure_label(k)), e(fmt(run.figure(k), str(f.get("unit", "")), k)),
+             f'<span class="how">{e(f.get("how", ""))}</span>'] for k, f in figures.items()]
+    return table(["Figure", "Value", "How it was measured"], rows, {1}, "figures")
+
+
+def compression_html(run: RunData) -> str:
+    """The compress workload's side-by-side table: original, compressed, ratio."""
+    from profiler.report.recommend import compression_rows
+
+    rows = compression_rows(run)
+    if not rows:
+        return ""
+    body = [[e(r.get("label") or key) + f'<div class="how">{e(r.get("how", ""))}</div>',
+             e(fmt(r.get("baseline"), str(r.get("unit", "")))),
+             e(fmt(r.get("compressed"), str(r.get("unit", "")))),
+             e(f"{r['ratio']:.3g}×" if isinstance(r.get("ratio"), (int, float)) else "n/a")]
+            for key, r in rows.items()]
+    sentence = run.summary.get("quality_loss")
+    lead = f'<p class="lead"><b>Quality cost:</b> {e(sentence)}</p>' if sentence else ""
+    return ("<h3>Original against compressed</h3>" + lead
+            + table(["Measure", "Original", "Compressed", "Ratio"], body, {1, 2, 3})
+            + "<h3>All figures</h3>")
+
+
+def recommendations_html(recs: list[dict]) -> str:
+    if not recs:
+        return '<p class="muted">Nothing in this run\'s data called for a recommendation.</p>'
+    return "".join(f'<div class="rec {e(r["severity"])}"><div class="rec-title">'
+                   f'{e(r["severity"].upper())} · {e(r["title"])}</div><div>{e(r["detail"])}</div></div>'
+                   for r in recs)
+
+
+def techniques_html(run: RunData) -> str:
+    items = run.techniques
+    parts = []
+    if items:
+        rows = [[f'<b>{e(t.get("label") or t.get("name"))}</b><div class="how">{e(t.get("name"))}</div>',
+                 e(params_text(t.get("params"))), e(t.get("report") or "")] for t in items]
+        parts.append(table(["Technique", "Parameters", "What it did"], rows))
+    else:
+        parts.append('<p class="muted">No technique report recorded (the run did not start, or '
+                     "used no technique).</p>")
+    toggles = run.events_of("toggle")
+    if toggles:
+        rows = [[e(t.get("step", "n/a")), e(t.get("technique", "")),
+                 e(params_text(t.get("params"))), e(t.get("message", ""))] for t in toggles]
+        parts.append("<h3>Changed during the run</h3>"
+                     + table(["Step", "Technique", "Parameters", "What it did"], rows, {0}))
+    return "".join(parts)
+
+
+def _prediction(run: RunData) -> dict[str, float]:
+    """A predicted-memory breakdown ({part: bytes}) wherever the workload put one."""
+    theory = run.summary.get("theory") if isinstance(run.summary.get("theory"), dict) else {}
+    started_theory = run.run_info.get("theory") if isinstance(run.run_info.get("theory"), dict) else {}
+    for candidate in (run.summary.get("predicted_memory"), run.summary.get("memory_prediction"),
+                      theory.get("predicted_memory"), theory.get("memory"),
+                      started_theory.get("predicted_memory"), started_theory.get("memory")):
+        if isinstance(candidate, dict) and candidate:
+            return {str(k): v for k, v in candidate.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # or as figures named predicted_<part>_bytes
+    return {k[len("predicted_"):-len("_bytes")]: v for k in run.figures
+            if k.startswith("predicted_") and k.endswith("_bytes")
+            and (v := run.figure(k)) is not None}
+
+
+def theory_html(run: RunData) -> str:
+    pred = _prediction(run)
+    on_cuda = run.device.startswith("cuda")
+    measured = {"optimizer_states": ("optimizer_state_bytes", "optimizer state tensors"),
+                "total": ("peak_torch_allocated_bytes", "peak torch allocated") if on_cuda else
+                ("peak_rss_growth_bytes", "RSS added by training (approximate on CPU)")}
+    rows = []
+    for part in list(pred) or ["optimizer_states", "total"]:
+        key, what = measured.get(part, (None, ""))
+        value = run.figure(key) if key else None
+        predicted = pred.get(part)
+        diff = (f"{(value - predicted) / predicted * 100:+.1f} %"
+                if value is not None and predicted else "n/a")
+        rows.append([e(part.replace("_", " ")), e(fmt(predicted, "bytes")),
+                     e(fmt(value, "bytes")) + (f'<div class="how">{e(what)}</div>' if key else ""),
+                     e(diff)])
+    note = "" if pred else ('<p class="muted">This run\'s summary carries no memory prediction: '
+                            "predicted values are n/a.</p>")
+    memory = note + table(["Part", "Predicted", "Measured", "Measured vs predicted"], rows,
+                          {1, 2, 3})
+    flops = run.figure("flops_per_token") or (run.run_info.get("theory") or {}).get("flops_per_token")
+    tps = run.figure("tokens_per_s")
+    achieved = flops * tps if isinstance(flops, (int, float)) and tps is not None else None
+    mfu = run.figures.get("mfu") or {}
+    mfu_how = mfu.get("how") or ("n/a: no MFU in this run's summary (it has no meaning on CPU or "
+                                 "for int8 / fp8)")
+    flop_rows = [("FLOPs per token", e(fmt(flops, "FLOP"))),
+                 ("Achieved", e(fmt(achieved, "FLOP/s")) + '<div class="how">FLOPs per token × '
+                  "tokens/s over the measured steps</div>"),
+                 ("MFU", e(fmt(run.figure("mfu"), "", "mfu")) + f'<div class="how">{e(mfu_how)}</div>')]
+    return "<h3>Memory</h3>" + memory + "<h3>FLOPs</h3>" + kv_table(flop_rows)
+
+
+def profile_html(run: RunData) -> str:
+    if not run.profiles:
+        return ('<p class="muted">No operator profile was captured in this run. Capture one with '
+                "the app's Profile button, or send a <code>profile</code> command (steps: N) to "
+                "the worker during a run.</p>")
+    parts = []
+    for prof in run.profiles:
+        ops = [o for o in prof.get("operators") or [] if isinstance(o, dict)]
+        cols = [(k, u) for k, u in OPERATOR_COLUMNS if any(k in o for o in ops)]
+        extra = sorted({k for o in ops for k, v in o.items()
+                        if k != "name" and k not in dict(OPERATOR_COLUMNS)
+                        and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        cols += [(k, "") for k in extra]
+        sort_key = next((k for k in ("self_cuda_s", "self_cpu_s") if any(o.get(k) for o in ops)),
+                        None)
+        if sort_key:
+            ops.sort(key=lambda o: o.get(sort_key) or 0, reverse=True)
+        rows = [[e(o.get("name", "?"))] + [e(fmt(o.get(k), u)) for k, u in cols]
+                for o in ops[:PROFILE_ROWS]]
+        more = (f'<p class="how">{len(ops) - PROFILE_ROWS} more operators are in the JSON '
+                "report.</p>") if len(ops) > PROFILE_ROWS else ""
+        headers = ["Operator"] + [e(OPERATOR_HEADERS.get(k) or figure_label(k)) for k, _ in cols]
+        order = (f"{OPERATOR_HEADERS[sort_key]} time" if sort_key else "the order recorded")
+        parts.append(f"<h3>Step {e(prof.get('step', '?'))}: {len(ops)} operators, sorted by "
+                     f"{e(order)}</h3>"
+                     + table(headers, rows, set(range(1, len(headers)))) + more)
+    return "".join(parts)
+
+
+def problems(run: RunData) -> list[tuple[str, str, str, str]]:
+    """(kind, step, message, hint) for every warning and error the run recorded."""
+    out = [(f"error: {m.get('kind', '?')}", "", str(m.get("message", "")), str(m.get("hint", "")))
+           for m in run.errors]
+    summary_error = run.summary.get("error")
+    if isinstance(summary_error, dict) and not run.errors:
+        out.append((f"error: {summary_error.get('kind')}", "", str(summary_error.get("message")),
+                    str(summary_error.get("hint") or "")))
+    for event in run.events_of("warning", "refused"):
+        origin = " (front end)" if event.get("origin") == "front" else ""
+        out.append((f"{event.get('kind')}{origin}", str(event.get("step", "")),
+                    str(event.get("message", "")), ""))
+    out += [("stored data", "", w, "") for w in run.load_warnings]
+    return out
+
+
+def problems_html(run: RunData) -> str:
+    rows = problems(run)
+    if not rows:
+        return '<p class="muted">No warnings or errors were recorded.</p>'
+    return table(["Kind", "Step", "Message", "Hint"],
+                 [[e(k), e(s), e(m), e(h)] for k, s, m, h in rows], {1}, "problems")
+
+
+def environment_rows(run: RunData) -> list[tuple[str, str]]:
+    env = run.environment
+    host, device, versions = env["host"], env["device"], env["versions"]
+    gpus = [g for g in host.get("gpus") or [] if isinstance(g, dict)]
+    gpu_text = "; ".join(f"{g.get('name', '?')} ({fmt(g.get('memory_total_bytes'), 'bytes')}), "
+                         f"driver {g.get('driver') or 'n/a'}" for g in gpus)
+    caps = run.capabilities
+    rows = [
+        ("Host", f"{host.get('hostname', 'n/a')} · {host.get('os', 'n/a')}"),
+        ("CPU", f"{host.get('cpu', 'n/a')} ({host.get('cpu_cores_physical', '?')} cores, "
+                f"{host.get('cpu_cores_logical', '?')} threads)"),
+        ("Memory", fmt(host.get("memory_total_bytes"), "bytes")),
+        ("GPU", gpu_text or f"none ({host.get('gpu_note') or 'n/a'})"),
+        ("Device used", f"{run.device} ({device.get('name', 'n/a')})"),
+    ]
+    rows += [(f"{name} version", str(value if value is not None else "n/a"))
+             for name, value in versions.items()]
+    if "torch_threads" in device:
+        rows.append(("Torch threads", str(device["torch_threads"])))
+    if caps:
+        rows.append(("bf16", "yes" if caps.get("bf16") else "no"))
+        rows.append(("Fused optimizers", ", ".join(caps.get("fused") or []) or "none"))
+        rows.append(("Optional packages", ", ".join(caps.get("packages") or []) or "none"))
+    return rows
+
+
+def environment_html(run: RunData) -> str:
+    if not any(run.environment.values()):
+        return '<p class="muted">n/a: the worker never said hello (it did not start).</p>'
+    return kv_table([(k, e(v)) for k, v in environment_rows(run)])
+
+
+def config_html(run: RunData) -> str:
+    info = run.run_info
+    model = info.get("model") or {}
+    rows = [("Workload", e(run.config.get("workload") or info.get("workload") or "n/a")),
+            ("Model", e(f"{model.get('preset', (run.config.get('model') or {}).get('preset', 'n/a'))}"
+                        + (f", {model['parameters']:,} parameters" if isinstance(
+                            model.get("parameters"), int) else ""))),
+            ("Data", e(info.get("data", "n/a")))]
+    if info:
+        rows.append(("Batch", e(f"{info.get('batch_size')} sequences × {info.get('seq_len')} "
+                                f"tokens × {info.get('micro_batches', 1)} micro-batch(es) = "
+                                f"{info.get('tokens_per_step', 'n/a')} tokens per step")))
+        rows.append(("Steps", e(f"{info.get('steps')} ({info.get('warmup_steps')} warmup)")))
+        rows.append(("Set-up time", e(fmt(info.get("setup_time_s"), "s"))))
+    text = run.config_text or "(config.toml is missing)"
+    return kv_table(rows) + f'<h3>config.toml</h3><pre class="config">{e(text)}</pre>'
