@@ -66,6 +66,8 @@ def format_value(value: object, unit: str) -> str:
         if abs(value) < 1:
             return f"{value * 1000:.1f} ms"
         return f"{value:.2f} s"
+    if unit == "fraction":
+        return f"{value * 100:.1f} %"
     if unit == "tokens/s":
         return f"{value:,.0f} tokens/s"
     if unit in ("%", "W", "°C"):

@@ -104,6 +104,35 @@ def describe_host() -> dict:
     }
 
 
+def host_capabilities() -> dict:
+    """What techniques can expect here, without importing torch (for the app's technique panel).
+
+    The same keys as profiler.capabilities.detect; CUDA facts come from NVML, so they describe
+    the driver's view. The worker checks again with torch before a run and refuses what fails.
+    """
+    import importlib.util
+    import shutil
+
+    devices = gpus()
+    capability = None
+    if devices:
+        handle = _query(pynvml.nvmlDeviceGetHandleByIndex, 0)
+        cc = _query(pynvml.nvmlDeviceGetCudaComputeCapability, handle) if handle is not None else None
+        if cc:
+            capability = cc[0] + cc[1] / 10
+    return {
+        "device": "cuda" if devices else "cpu",
+        "cuda": bool(devices),
+        "cuda_capability": capability,
+        "bf16": True if not devices else (capability or 0) >= 8.0,
+        "compiler": bool(shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
+        "distributed": True,
+        "packages": [p for p in ("torchao", "transformers") if importlib.util.find_spec(p)],
+        "fused": ["adamw", "adam", "sgd"],
+        "source": "nvml",
+    }
+
+
 class SystemSampler:
     """A daemon thread reading psutil (and NVML for one GPU) every `period_s`.
 

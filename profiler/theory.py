@@ -215,3 +215,38 @@ def format_breakdown(pred: dict[str, int]) -> str:
               "checkpoint_inputs": "  of which checkpoint inputs", "total": "total"}
     return "\n".join(f"{label:<29}{pred[key] / 2**20:>10.2f} MiB"
                      for key, label in labels.items() if key in pred)
+
+
+def predict_for_config(config: object, world_size: int | None = None) -> dict[str, int]:
+    """predict_memory for a run config (torch-free: the app's estimate panel uses it too).
+
+    Per process: with FSDP, weights, gradients and optimizer states are split across the job's
+    processes; activations are per process either way.
+    """
+    from profiler.models.presets import GPT_PRESETS
+
+    techniques = getattr(config, "techniques", {}) or {}
+    shape = GPT_PRESETS[config.model.preset]
+    optimizer = techniques.get("optimizer", {})
+    precision = techniques.get("precision", {}).get("dtype", "bf16") if "precision" in techniques else "fp32"
+    checkpoint = techniques.get("activation_checkpointing")
+    attention = techniques.get("attention", {}).get("implementation", "sdpa")
+    device = config.device if config.device != "auto" else "cuda"
+    prediction = predict_memory(
+        shape, config.train.batch_size, config.train.seq_len,
+        optimizer=optimizer.get("algorithm", "adamw"),
+        sgd_momentum=optimizer.get("momentum", 0.9),
+        autocast_dtype=None if precision == "fp32" else precision,
+        checkpoint_every=(checkpoint or {}).get("every", 1) if checkpoint is not None else 0,
+        attention=attention,
+        micro_batches=techniques.get("grad_accumulation", {}).get("micro_batches", 1),
+        device_type="cpu" if device == "cpu" else "cuda",
+    )
+    world = world_size or config.launch.nproc_per_node * config.launch.nnodes
+    if "fsdp" in techniques and world > 1:
+        for key in ("weights", "gradients", "optimizer_states"):
+            prediction[key] = -(-prediction[key] // world)  # ceil: shards are padded
+        prediction["total"] = sum(prediction[k] for k in ("weights", "buffers", "gradients",
+                                                          "optimizer_states", "activations"))
+        prediction["sharded_over"] = world
+    return prediction

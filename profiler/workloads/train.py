@@ -22,7 +22,7 @@ from profiler.models.gpt import build_gpt
 from profiler.models.presets import GPT_PRESETS
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
-from profiler.theory import flops_per_token
+from profiler.theory import flops_per_token, mfu, predict_for_config
 from techniques import runtime
 from techniques.optimizer import state_bytes
 
@@ -145,7 +145,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "steps": limits.steps,
         "techniques": applied,
         "capabilities": caps,
-        "theory": {"flops_per_token": flops_token},
+        "theory": {"flops_per_token": flops_token,
+                   "predicted_memory_bytes": predict_for_config(config, dist.world_size)},
         "setup_time_s": time.perf_counter() - setup_started,
     }})
     for item in applied:
@@ -369,8 +370,31 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                             f"slowest rank ({slow}) median step time / fastest rank's")
         figures["replica_param_spread"] = figure(v["replica_spread"], "",
                                                  "largest relative difference of parameter checksums across ranks")
+    predicted = predict_for_config(state.config, state.dist.world_size)
+    figures["predicted_memory_bytes"] = figure(
+        predicted["total"], "bytes", "weights + gradients + optimizer states + activations saved "
+        "for backward, predicted for this model, batch, precision and checkpointing")
+    figures["predicted_activation_bytes"] = figure(predicted["activations"], "bytes",
+                                                   "activations saved for backward (predicted)")
+    figures["predicted_optimizer_state_bytes"] = figure(predicted["optimizer_states"], "bytes",
+                                                        "optimizer states (predicted)")
+    dtype = "fp32"
+    if state.autocast_dtype is not None:
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}[state.autocast_dtype]
+    elif "tf32" in state.active:
+        dtype = "tf32"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    override = state.config.peak_tflops or None
+    mfu_value, mfu_how = mfu(tokens_per_s or 0.0, v["flops_token"], device_name, dtype, override) \
+        if tokens_per_s else (None, "n/a: no measured throughput")
+    if mfu_value is not None and state.dist.enabled:
+        # tokens_per_s is the job's; the peak is one device's.
+        mfu_value /= state.dist.world_size
+        mfu_how += f", divided by {state.dist.world_size} devices"
+    figures["mfu"] = figure(mfu_value, "fraction", mfu_how)
     return {
         "workload": "train",
+        "predicted_memory": predicted,
         "world_size": state.dist.world_size,
         "per_rank": per_rank,
         "stopped_early": v["stopped_early"],
