@@ -112,6 +112,8 @@ class RunConfig:
     """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     seed: int = 1337
     """Seed for weights, data order and dropout: the same seed gives the same run."""
+    peak_tflops: float = 0.0
+    """Peak dense TFLOP/s of this device for MFU (0 = from EffiScope's device table)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -259,6 +261,8 @@ def validate(config: RunConfig) -> RunConfig:
     _require(0 <= limits.warmup_steps < limits.steps, "limits.warmup_steps",
              f"must be at least 0 and below limits.steps ({limits.steps}), got {limits.warmup_steps}")
     _validate_launch(config)
+    _require(config.peak_tflops >= 0, "peak_tflops",
+             f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
     _require(not config.launch.ssh, "launch.ssh",
              "remote workers are not available in this version; leave it empty")
     from techniques import registry  # metadata only: no torch
