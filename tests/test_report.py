@@ -429,6 +429,11 @@ def test_real_run_report_opens_in_headless_chromium(tmp_path):
         assert f">{title}</h2>" in html
     with paths["csv"].open(newline="", encoding="utf-8") as fh:
         assert sum(1 for _ in csv.DictReader(fh)) == stream_points(store, run_id)
+    import jsonschema
+
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    jsonschema.validate(doc, schema())
+    assert len(doc["runs"][0]["series"]["loss_train"]["value"]) == 15
     assert chromium_findings(paths["html"], tmp_path / "chromium") == ([], [])
 
     # The checks can fail: a page with a console error and an outside request is caught.

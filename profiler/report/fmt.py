@@ -107,4 +107,6 @@ def fmt_delta(delta: float | None, unit: str, key: str = "") -> str:
 def fmt_pct(pct: float | None) -> str:
     if pct is None:
         return "n/a"
+    if round(pct, 1) == 0:
+        return "0.0 %"
     return f"{pct:+.1f} %".replace("-", "−")

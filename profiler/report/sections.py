@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from profiler.report.fmt import figure_label, fmt
+from profiler.report.fmt import figure_label, fmt, fmt_pct
 from profiler.report.load import RunData
 
 PROFILE_ROWS = 30
@@ -163,7 +163,8 @@ def _prediction(run: RunData) -> dict[str, float]:
     started_theory = run.run_info.get("theory") if isinstance(run.run_info.get("theory"), dict) else {}
     for candidate in (run.summary.get("predicted_memory"), run.summary.get("memory_prediction"),
                       theory.get("predicted_memory"), theory.get("memory"),
-                      started_theory.get("predicted_memory"), started_theory.get("memory")):
+                      started_theory.get("predicted_memory"),
+                      started_theory.get("predicted_memory_bytes"), started_theory.get("memory")):
         if isinstance(candidate, dict) and candidate:
             return {str(k): v for k, v in candidate.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -173,20 +174,33 @@ def _prediction(run: RunData) -> dict[str, float]:
             and (v := run.figure(k)) is not None}
 
 
+PREDICTION_ORDER = ("weights", "buffers", "gradients", "optimizer_states", "activations",
+                    "activations_autograd_saved", "checkpoint_inputs", "total")
+
+PREDICTION_LABELS = {"optimizer_states": "optimizer states",
+                     "activations": "activations saved for backward",
+                     "activations_autograd_saved": "activations (autograd saved)",
+                     "checkpoint_inputs": "of which checkpoint inputs"}
+
+
 def theory_html(run: RunData) -> str:
     pred = _prediction(run)
     on_cuda = run.device.startswith("cuda")
     measured = {"optimizer_states": ("optimizer_state_bytes", "optimizer state tensors"),
                 "total": ("peak_torch_allocated_bytes", "peak torch allocated") if on_cuda else
                 ("peak_rss_growth_bytes", "RSS added by training (approximate on CPU)")}
+    parts = [p for p in PREDICTION_ORDER if p in pred] + [p for p in pred if p not in
+                                                         PREDICTION_ORDER]
+    if pred.get("activations_autograd_saved") == pred.get("activations"):
+        parts = [p for p in parts if p != "activations_autograd_saved"]  # the same bytes twice
     rows = []
-    for part in list(pred) or ["optimizer_states", "total"]:
+    for part in parts or ["optimizer_states", "total"]:
         key, what = measured.get(part, (None, ""))
         value = run.figure(key) if key else None
         predicted = pred.get(part)
-        diff = (f"{(value - predicted) / predicted * 100:+.1f} %"
-                if value is not None and predicted else "n/a")
-        rows.append([e(part.replace("_", " ")), e(fmt(predicted, "bytes")),
+        diff = fmt_pct((value - predicted) / predicted * 100
+                       if value is not None and predicted else None)
+        rows.append([e(PREDICTION_LABELS.get(part, part.replace("_", " "))), e(fmt(predicted, "bytes")),
                      e(fmt(value, "bytes")) + (f'<div class="how">{e(what)}</div>' if key else ""),
                      e(diff)])
     note = "" if pred else ('<p class="muted">This run\'s summary carries no memory prediction: '
