@@ -22,7 +22,8 @@ import tomli_w
 
 from profiler.models.presets import GPT_PRESETS
 
-WORKLOADS = ("train",)
+WORKLOADS = ("train", "infer", "compress", "distill")
+MODEL_SOURCES = ("preset", "run", "checkpoint")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
 
@@ -37,8 +38,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
+    source: str = "preset"
+    """Where the weights come from: "preset" (random weights of `preset`'s shape), "run" (the
+    model.safetensors a past train run saved, see `run_id`) or "checkpoint" (a .safetensors file
+    of ours, or a folder holding model.safetensors, see `path`). The shape comes with the weights."""
     preset: str = "gpt-nano"
-    """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...)."""
+    """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...) when source = "preset"."""
+    run_id: str = ""
+    """The past run whose saved weights to load when source = "run" (a unique prefix is enough)."""
+    path: str = ""
+    """The checkpoint file or folder when source = "checkpoint"."""
     dropout: float = 0.0
     """Dropout probability in attention and MLP outputs (0 disables it)."""
 
@@ -74,6 +83,51 @@ class TrainConfig:
     """Validation loss every this many steps (and at the first and last step); 0 turns it off."""
     eval_batches: int = 4
     """Batches averaged for one validation loss."""
+    save_checkpoint: bool = False
+    """Save the final weights as model.safetensors in the run folder, so infer, compress and
+    distill runs can load them (model.source = "run")."""
+
+
+@dataclass
+class InferConfig:
+    batch_size: int = 1
+    """Sequences generated at once."""
+    prompt_len: int = 64
+    """Prompt tokens per sequence (taken from held-out text), processed in one prefill."""
+    gen_len: int = 32
+    """Tokens generated per sequence after the prompt, one decode step each with the KV cache."""
+    repeats: int = 10
+    """Timed generations; p50 / p90 / p99 are taken over them."""
+    warmup_runs: int = 2
+    """Generations run first and left out of every figure (allocator and caches warming up)."""
+    eval_tokens: int = 16384
+    """Held-out tokens scored for perplexity (and for KL in compress runs); 0 skips it."""
+    eval_seq_len: int = 128
+    """Window length for perplexity: each window is scored with its own context only."""
+
+
+@dataclass
+class CompressConfig:
+    finetune_steps: int = 0
+    """Training steps after pruning, before pruning is made permanent (pruned weights stay zero);
+    batches follow train.batch_size and train.seq_len."""
+    finetune_learning_rate: float = 3e-4
+    """AdamW learning rate of those fine-tuning steps."""
+
+
+@dataclass
+class DistillConfig:
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(preset="gpt-mini"))
+    """The teacher model: a past run, a checkpoint, or a (larger) preset; same vocabulary as the
+    student (`model`)."""
+    teacher_train_steps: int = 0
+    """Train the teacher on the same text for this many steps before distilling (useful for a
+    preset teacher, whose random weights would teach nothing); 0 uses it as loaded."""
+    alpha: float = 0.5
+    """Weight of the distillation term: loss = alpha·KL(teacher‖student at T)·T² +
+    (1 - alpha)·cross-entropy on the text."""
+    temperature: float = 2.0
+    """Softmax temperature T applied to both models' logits in the KL term."""
 
 
 @dataclass
@@ -107,7 +161,9 @@ class RunConfig:
     name: str = ""
     """A label for the run in the history (free text)."""
     workload: str = "train"
-    """What the worker does: train (language modelling)."""
+    """What the worker does: train (language modelling), infer (latency, tokens/s, perplexity),
+    compress (apply compression techniques, compare with the original) or distill (a teacher
+    trains the student `model`)."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     seed: int = 1337
@@ -119,6 +175,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    output_dir: str = ""
+    """Folder the worker may write artifacts into (the run folder); set by the front end when it
+    starts a run, empty = write nothing."""
     techniques: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Enabled techniques: name -> parameters (see `effiscope techniques`)."""
 
@@ -221,11 +283,7 @@ def validate(config: RunConfig) -> RunConfig:
     dev = config.device
     _require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
              "device", f"{dev!r} is not a device; use auto, cpu, cuda or cuda:N")
-    _require(config.model.preset in GPT_PRESETS, "model.preset",
-             f"{config.model.preset!r} is not a built-in model; choose one of "
-             f"{', '.join(GPT_PRESETS)}")
-    _require(0.0 <= config.model.dropout < 1.0, "model.dropout",
-             f"must be in [0, 1), got {config.model.dropout}")
+    shape = _model_shape(config.model, "model")
     data = config.data
     _require(data.source in DATA_SOURCES, "data.source",
              f"{data.source!r} is not a data source; choose one of {', '.join(DATA_SOURCES)}")
@@ -238,11 +296,10 @@ def validate(config: RunConfig) -> RunConfig:
     _require(0.0 < data.val_fraction < 0.9, "data.val_fraction",
              f"must be between 0 and 0.9, got {data.val_fraction}")
     train = config.train
-    shape = GPT_PRESETS[config.model.preset]
     _require(train.batch_size >= 1, "train.batch_size", f"must be 1 or more, got {train.batch_size}")
     _require(train.seq_len >= 2, "train.seq_len", f"must be 2 or more, got {train.seq_len}")
     _require(train.seq_len <= shape.block_size, "train.seq_len",
-             f"{train.seq_len} is longer than {config.model.preset}'s context of "
+             f"{train.seq_len} is longer than the model's context of "
              f"{shape.block_size} tokens; set it to {shape.block_size} or less")
     _require(0.0 < train.learning_rate <= 10.0, "train.learning_rate",
              f"must be a positive number (typically 1e-4 to 1e-2), got {train.learning_rate}")
@@ -272,7 +329,70 @@ def validate(config: RunConfig) -> RunConfig:
             registry.validate_params(name, params)
         except ValueError as exc:
             raise ConfigError("", str(exc)) from None
+        workloads = registry.get(name).extra.get("workloads")
+        _require(not workloads or config.workload in workloads, f"techniques.{name}",
+                 f"does not apply to workload = {config.workload} (its weights cannot be "
+                 f"trained); use it with workload = {' or '.join(workloads or ())}")
+    _validate_workloads(config, shape)
     return config
+
+
+def _model_shape(model: ModelConfig, where: str):
+    """The shape of the model a ModelConfig names (read from the checkpoint's header when loaded)."""
+    _require(model.source in MODEL_SOURCES, f"{where}.source",
+             f"{model.source!r} is not a model source; choose one of {', '.join(MODEL_SOURCES)}")
+    _require(model.source != "preset" or model.preset in GPT_PRESETS, f"{where}.preset",
+             f"{model.preset!r} is not a built-in model; choose one of {', '.join(GPT_PRESETS)}")
+    _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
+    from profiler import checkpoints  # torch-free: reads the safetensors header only
+
+    try:
+        return checkpoints.model_shape(model)
+    except checkpoints.CheckpointError as exc:
+        raise ConfigError(f"{where}.{exc.field}", str(exc)) from None
+
+
+def _validate_workloads(config: RunConfig, shape) -> None:
+    _require(config.workload != "train" or config.model.source == "preset", "model.source",
+             "training starts from a preset's random weights in this version; set it to "
+             'preset (use workload = "distill" to train a student from a saved teacher)')
+    infer = config.infer
+    for name in ("batch_size", "prompt_len", "gen_len", "repeats"):
+        value = getattr(infer, name)
+        _require(value >= 1, f"infer.{name}", f"must be 1 or more, got {value}")
+    _require(infer.warmup_runs >= 0, "infer.warmup_runs", f"must be 0 or more, got {infer.warmup_runs}")
+    _require(infer.prompt_len + infer.gen_len <= shape.block_size, "infer.gen_len",
+             f"prompt_len + gen_len = {infer.prompt_len + infer.gen_len} exceeds the model's "
+             f"context of {shape.block_size} tokens; shorten the prompt or the generation")
+    _require(infer.eval_tokens >= 0, "infer.eval_tokens", f"must be 0 (skip) or more, got {infer.eval_tokens}")
+    _require(2 <= infer.eval_seq_len <= shape.block_size, "infer.eval_seq_len",
+             f"must be between 2 and the model's context of {shape.block_size}, got {infer.eval_seq_len}")
+    comp = config.compress
+    _require(comp.finetune_steps >= 0, "compress.finetune_steps",
+             f"must be 0 (none) or more, got {comp.finetune_steps}")
+    _require(0.0 < comp.finetune_learning_rate <= 1.0, "compress.finetune_learning_rate",
+             f"must be a positive number (typically 1e-5 to 1e-3), got {comp.finetune_learning_rate}")
+    if config.workload == "compress":
+        from techniques import registry
+
+        _require(any(registry.get(n).category == "compression" for n in config.techniques),
+                 "techniques", "a compress run needs at least one compression technique; add "
+                 "e.g. [techniques.quantize_int8_dynamic] or [techniques.prune_magnitude]")
+    dist = config.distill
+    _require(0.0 <= dist.alpha <= 1.0, "distill.alpha", f"must be in [0, 1], got {dist.alpha}")
+    _require(0.0 < dist.temperature <= 100.0, "distill.temperature",
+             f"must be a positive number (typically 1 to 10), got {dist.temperature}")
+    _require(dist.teacher_train_steps >= 0, "distill.teacher_train_steps",
+             f"must be 0 or more, got {dist.teacher_train_steps}")
+    if config.workload == "distill":
+        teacher = _model_shape(dist.teacher, "distill.teacher")
+        _require(teacher.vocab_size == shape.vocab_size, "distill.teacher",
+                 f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
+                 f"{shape.vocab_size}; KL between next-token distributions needs the same "
+                 "vocabulary, so choose a teacher and a student of the same vocabulary size")
+        _require(config.train.seq_len <= teacher.block_size, "train.seq_len",
+                 f"{config.train.seq_len} is longer than the teacher's context of "
+                 f"{teacher.block_size} tokens; set it to {teacher.block_size} or less")
 
 
 def _validate_launch(config: RunConfig) -> None:

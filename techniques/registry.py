@@ -135,6 +135,8 @@ def validate_params(name: str, params: dict[str, Any], runtime: bool = False) ->
 _BUILTIN: tuple[str, ...] = (
     "optimizer", "lr_schedule", "grad_clip", "precision", "tf32", "activation_checkpointing",
     "grad_accumulation", "compile", "attention", "ddp", "fsdp",
+    "quantize_int8_dynamic", "quantize_weight_only", "weight_cast", "prune_magnitude",
+    "prune_structured", "prune_semi_structured",
 )
 _loaded = False
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from profiler import checkpoints
 from profiler.capabilities import detect
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
@@ -247,7 +248,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         sampler.read_now()
         sampler.stop()
 
-    return summarize(state, locals_for_summary=dict(
+    # Rank 0 holds the whole model under DDP; sharded (FSDP) weights are refused with a warning.
+    saved = (checkpoints.save_run_weights(config, state.model, steps_done, emit)
+             if dist.is_speaker else None)
+    summary = summarize(state, locals_for_summary=dict(
         steps_done=steps_done, step_times=step_times, measured_tokens=measured_tokens,
         train_losses=train_losses, val_losses=val_losses, eval_time=eval_time,
         wall=time.perf_counter() - run_started, stopped_early=stopped_early,
@@ -256,6 +260,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         rss_before_steps=rss_before_steps, rank_history=rank_history,
         replica_spread=replica_spread(state, dist),
         flops_token=flops_token))
+    summary["checkpoint"] = saved
+    return summary
 
 
 def job_commands(control: Any, dist: DistContext, out_of_time: bool) -> tuple[list[dict], bool, bool]:

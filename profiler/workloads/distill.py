@@ -1,0 +1,255 @@
+"""The distill workload: a teacher's next-token distributions train a (smaller) student.
+
+loss = alpha · KL(teacher ‖ student, both softened by temperature T) · T² + (1 - alpha) · CE,
+the T² keeping the soft term's gradients on the scale of the hard one (Hinton et al. 2015).
+The student trains with the same machinery as the train workload (optimizer, schedule,
+precision and the other training techniques); the teacher only runs forward, without gradients.
+A preset teacher can first be trained briefly on the same text (distill.teacher_train_steps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from profiler import checkpoints
+from profiler.capabilities import detect
+from profiler.config import RunConfig
+from profiler.data import BatchSampler, load_corpus
+from profiler.stats import figure, percentile
+from profiler.system import SystemSampler
+from profiler.workloads.train import resolve_device, synchronize
+from techniques import runtime
+
+Emit = Callable[[dict], None]
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over tokens of KL(teacher ‖ student) between their softmax(logits / T)."""
+    vocab = student_logits.size(-1)
+    log_s = F.log_softmax(student_logits.float().reshape(-1, vocab) / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float().reshape(-1, vocab) / temperature, dim=-1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+
+
+def pretrain_teacher(teacher, batches: BatchSampler, steps: int, lr: float, emit: Emit,
+                     control: Any) -> str:
+    """Train a teacher briefly (AdamW, constant lr) so it has something to teach."""
+    teacher.train()
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    started = time.perf_counter()
+    losses = []
+    for step in range(1, steps + 1):
+        if control.should_stop:
+            break
+        x, y = batches.next()
+        _, loss = teacher(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
+              "phase": "teacher", "metrics": {"teacher_loss_train": losses[-1]}})
+    teacher.eval()
+    if not losses:
+        return "the teacher was not trained (stopped)"
+    return f"teacher trained {len(losses)} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
+                 alpha: float, temperature: float) -> dict:
+    """One optimizer step of the student on the blended loss; returns its parts."""
+    optimizer = state.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = state.learning_rate(step)
+    micro = state.micro_batches
+    totals = torch.zeros(3, device=state.device)
+    tokens = 0
+    for _ in range(micro):
+        x, y = batches.next()
+        with torch.no_grad(), state.step_context():
+            teacher_logits, _ = teacher(x)
+        with state.step_context():
+            logits, ce = state.forward_model(x, y)
+        kl = kd_kl(logits, teacher_logits, temperature)
+        loss = alpha * kl * temperature ** 2 + (1 - alpha) * ce
+        state.scaler.scale(loss / micro).backward()
+        totals += torch.stack([loss.detach(), ce.detach(), kl.detach()])
+        tokens += x.numel()
+    grad_norm = state.clip_gradients()
+    state.scaler.step(optimizer)
+    state.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    synchronize(state.device)
+    loss, ce, kl = (totals / micro).tolist()
+    return {"loss_train": loss, "loss_ce": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
+            "tokens": tokens}
+
+
+@torch.no_grad()
+def evaluate(student, teacher, batches: list, state: runtime.TrainState) -> tuple[float, float]:
+    """Student's held-out cross-entropy and its KL to the teacher at T = 1."""
+    student.eval()
+    ces, kls = [], []
+    for x, y in batches:
+        with state.step_context():
+            logits, ce = state.forward_model(x, y)
+            teacher_logits, _ = teacher(x)
+        ces.append(ce.item())
+        kls.append(kd_kl(logits, teacher_logits, 1.0).item())
+    student.train()
+    return sum(ces) / len(ces), sum(kls) / len(kls)
+
+
+def run(config: RunConfig, emit: Emit, control: Any) -> dict:
+    """Distill the teacher into the student `model`; return the summary."""
+    train_cfg, limits, dist = config.train, config.limits, config.distill
+    device = resolve_device(config.device)
+    caps = detect(device)
+    runtime.check_all(config, caps)
+    torch.manual_seed(config.seed)
+
+    def warn(text: str) -> None:
+        emit({"type": "event", "kind": "warning", "message": text})
+
+    setup_started = time.perf_counter()
+    student, student_origin = checkpoints.load_model(config.model, device)
+    teacher, teacher_origin = checkpoints.load_model(dist.teacher, device, dropout=0.0)
+    if teacher.shape.vocab_size != student.shape.vocab_size:  # validate() says so too
+        raise NotImplementedError(
+            f"distill.teacher: the teacher's vocabulary ({teacher.shape.vocab_size} tokens) "
+            f"differs from the student's ({student.shape.vocab_size}); KL needs the same one")
+    corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
+                         config.data.val_fraction, student.shape.vocab_size, config.seed)
+    batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len, config.seed, device)
+    val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,
+                               config.seed + 1, device)
+    val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
+    state = runtime.TrainState(config=config, device=device, caps=caps, model=student, warn=warn)
+    applied = runtime.apply_all(state)
+    teacher_params, student_params = teacher.parameter_count(), student.parameter_count()
+    emit({"type": "started", "run": {
+        "workload": "distill", "device": str(device),
+        "model": {"preset": student.shape.description, "origin": student_origin,
+                  "parameters": student_params, **student.shape.as_dict()},
+        "teacher": {"preset": teacher.shape.description, "origin": teacher_origin,
+                    "parameters": teacher_params, **teacher.shape.as_dict()},
+        "data": corpus.description, "batch_size": train_cfg.batch_size,
+        "seq_len": train_cfg.seq_len, "steps": limits.steps, "warmup_steps": limits.warmup_steps,
+        "alpha": dist.alpha, "temperature": dist.temperature, "techniques": applied,
+        "capabilities": caps, "setup_time_s": time.perf_counter() - setup_started,
+    }})
+    for item in applied:
+        emit({"type": "event", "kind": "info", "step": 0, "technique": item["name"],
+              "message": f"{item['label']}: {item['report']}"})
+    teacher.eval()
+    teacher.requires_grad_(False)
+    if dist.teacher_train_steps:
+        teacher.requires_grad_(True)
+        teacher_batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len,
+                                       config.seed + 2, device)
+        report = pretrain_teacher(teacher, teacher_batches, dist.teacher_train_steps,
+                                  train_cfg.learning_rate, emit, control)
+        teacher.requires_grad_(False)
+        emit({"type": "event", "kind": "info", "step": 0, "message": report})
+    teacher_val = evaluate(teacher, teacher, val_batches, runtime.TrainState(
+        config=config, device=device, caps=caps, model=teacher, warn=warn))[0]
+
+    run_started = time.perf_counter()
+    step_times: list[float] = []
+    history: list[dict] = []
+    evals: list[tuple[int, float, float]] = []
+    stopped_early, stop_reason, steps_done = False, "step limit reached", 0
+
+    def validation(step: int) -> dict:
+        loss_val, kl_val = evaluate(student, teacher, val_batches, state)
+        evals.append((step, loss_val, kl_val))
+        return {"loss_val": loss_val, "kl_to_teacher_val": kl_val}
+
+    emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
+          "metrics": {**validation(0), "teacher_loss_val": teacher_val}})
+    sampler = SystemSampler(period_s=0.2, gpu_index=(device.index or 0) if device.type == "cuda"
+                            else None).start()
+    try:
+        for step in range(1, limits.steps + 1):
+            control.poll()
+            if control.should_stop:
+                stopped_early, stop_reason = True, "stopped by request"
+                break
+            if limits.time_s and time.perf_counter() - run_started >= limits.time_s:
+                stop_reason = "time limit reached"
+                break
+            started = time.perf_counter()
+            parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
+            step_time = time.perf_counter() - started
+            steps_done = step
+            warm = step <= limits.warmup_steps
+            if not warm:
+                step_times.append(step_time)
+            history.append(parts)
+            tokens = parts.pop("tokens")
+            metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
+                       "step_time_s": step_time, "tokens_per_s": tokens / step_time,
+                       **sampler.latest()}
+            if not math.isfinite(parts["loss_train"]):
+                warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
+            last = step == limits.steps
+            if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
+                metrics.update(validation(step))
+            emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
+                  "phase": "warmup" if warm else "measure", "metrics": metrics})
+    finally:
+        sampler.stop()
+
+    saved = None
+    if train_cfg.save_checkpoint and config.output_dir and steps_done:
+        path = Path(config.output_dir) / checkpoints.FILENAME
+        checkpoints.save_model(student, path, student.shape.description,
+                               {"workload": "distill", "steps": steps_done})
+        saved = str(path)
+        emit({"type": "event", "kind": "info", "message": f"student weights saved to {path}"})
+    return summarize(locals())
+
+
+def summarize(v: dict) -> dict:
+    evals, history, config = v["evals"], v["history"], v["config"]
+    last = history[-10:]
+
+    def mean(key: str) -> float | None:
+        return sum(h[key] for h in last) / len(last) if last else None
+
+    window = f"{len(v['step_times'])} steps after {config.limits.warmup_steps} warmup"
+    figures = {
+        "loss_val_first": figure(evals[0][1], "nats/token", "student before the first step"),
+        "loss_val_final": figure(evals[-1][1], "nats/token", f"student at step {evals[-1][0]}"),
+        "kl_to_teacher_val_first": figure(evals[0][2], "nats/token",
+                                          "KL(teacher‖student) at T = 1 on held-out text, before"),
+        "kl_to_teacher_val_final": figure(evals[-1][2], "nats/token",
+                                          f"the same at step {evals[-1][0]}"),
+        "teacher_loss_val": figure(v["teacher_val"], "nats/token", "teacher on the same text"),
+        "loss_train_final": figure(mean("loss_train"), "nats/token",
+                                   "blended loss, mean of the last 10 steps"),
+        "kl_to_teacher_final": figure(mean("kl_to_teacher"), "nats/token",
+                                      f"KL at T = {config.distill.temperature}, last 10 steps"),
+        "step_time_p50_s": figure(percentile(v["step_times"], 50), "s", f"median over {window}"),
+        "tokens_per_s": figure(
+            len(v["step_times"]) * config.train.batch_size * config.train.seq_len
+            * v["state"].micro_batches / sum(v["step_times"]) if v["step_times"] else None,
+            "tokens/s", f"student training, over {window}"),
+        "teacher_parameters": figure(v["teacher_params"], "", "teacher"),
+        "parameters": figure(v["student_params"], "", "student"),
+        "compression_ratio": figure(v["teacher_params"] / v["student_params"], "x",
+                                    "teacher parameters / student parameters"),
+    }
+    return {"workload": "distill", "stopped_early": v["stopped_early"],
+            "stop_reason": v["stop_reason"], "steps_completed": v["steps_done"],
+            "measured_steps": len(v["step_times"]), "device": str(v["device"]),
+            "parameters": v["student_params"], "teacher": v["teacher_origin"],
+            "model": v["student_origin"], "techniques": v["applied"],
+            "checkpoint": v["saved"], "figures": figures}
