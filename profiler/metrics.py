@@ -36,7 +36,29 @@ _CATALOGUE = [
     Metric("gpu_util_percent", "GPU utilization", "%", "gpu", "Share of time a kernel ran (NVML)."),
     Metric("gpu_power_w", "GPU power", "W", "gpu", "Board power draw (NVML)."),
     Metric("gpu_temperature_c", "GPU temperature", "°C", "gpu", "Core temperature (NVML)."),
+    # inference (infer, compress)
+    Metric("prefill_latency_s", "Prefill latency", "s", "latency", "One forward pass over the whole prompt, filling the KV cache."),
+    Metric("ttft_s", "Time to first token", "s", "latency", "Prefill plus picking the first new token."),
+    Metric("decode_latency_s", "Decode latency per token", "s", "latency", "One decode step (one new token per sequence) with the KV cache."),
+    Metric("decode_tokens_per_s", "Decode throughput", "tokens/s", "speed", "Generated tokens / decode time, all sequences of the batch."),
+    Metric("prefill_tokens_per_s", "Prefill throughput", "tokens/s", "speed", "Prompt tokens / prefill time."),
+    Metric("kv_cache_bytes", "KV cache", "bytes", "memory", "Keys and values kept for every layer and position."),
+    Metric("perplexity", "Perplexity", "", "quality", "exp(mean token cross-entropy) on held-out text."),
+    Metric("kl_to_baseline", "KL to the original", "nats/token", "quality", "KL(original ‖ compressed) of next-token distributions."),
+    Metric("sparsity", "Sparsity", "", "compression", "Share of weights that are exactly zero, measured."),
+    Metric("parameters", "Parameters", "", "compression", "Elements of every weight tensor."),
+    Metric("nonzero_parameters", "Non-zero parameters", "", "compression", "Weights that are not exactly zero."),
+    Metric("model_bytes", "Weights in memory", "bytes", "compression", "Bytes of the weight tensors as held."),
+    Metric("disk_bytes", "Weights on disk", "bytes", "compression", "Size of the weights saved with safetensors."),
+    # distillation
+    Metric("loss_ce", "Cross-entropy part", "nats/token", "loss", "The student's cross-entropy on the text (the (1 - alpha) term)."),
+    Metric("kl_to_teacher", "KL to the teacher", "nats/token", "loss", "KL(teacher ‖ student) at the distillation temperature."),
+    Metric("kl_to_teacher_val", "KL to the teacher (held out)", "nats/token", "loss", "KL(teacher ‖ student) at T = 1 on held-out text."),
+    Metric("teacher_loss_train", "Teacher train loss", "nats/token", "loss", "Cross-entropy while the teacher is trained first."),
+    Metric("teacher_loss_val", "Teacher validation loss", "nats/token", "loss", "The teacher's cross-entropy on held-out text."),
 ]
+# Compress runs report both models: "baseline_KEY" and "compressed_KEY" share KEY's unit.
+VARIANT_PREFIXES = ("baseline_", "compressed_")
 CATALOGUE: dict[str, Metric] = {m.key: m for m in _CATALOGUE}
 
 
@@ -45,6 +67,11 @@ def metric(key: str) -> Metric:
     found = CATALOGUE.get(key)
     if found is not None:
         return found
+    for prefix in VARIANT_PREFIXES:
+        base = CATALOGUE.get(key[len(prefix):]) if key.startswith(prefix) else None
+        if base is not None:
+            return Metric(key, f"{base.label} ({prefix[:-1]})", base.unit, base.group,
+                          base.description)
     return Metric(key, key.replace("_", " "), "", "other", "")
 
 
