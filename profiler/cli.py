@@ -44,7 +44,9 @@ class Progress:
         if kind == "started":
             run = message["run"]
             model = run["model"]
-            self._line(f"training {model['preset']} ({model['parameters']:,} parameters) on "
+            verb = {"infer": "generating with", "compress": "compressing",
+                    "distill": "distilling into"}.get(run.get("workload"), "training")
+            self._line(f"{verb} {model['preset']} ({model['parameters']:,} parameters) on "
                        f"{run['device']}; {run['data']}", final=True)
             self.started = time.monotonic()
         elif kind == "sample" and message["step"] > 0:
@@ -58,13 +60,15 @@ class Progress:
             rate = message["step"] / elapsed if elapsed > 0 else 0
             eta = (self.total - message["step"]) / rate if rate > 0 else 0
             width = 24
-            filled = int(width * message["step"] / self.total)
+            filled = min(width, int(width * message["step"] / self.total))
             bar = "#" * filled + "-" * (width - filled)
             loss = m.get("loss_train")
             val = m.get("loss_val")
             loss_text = f"loss {loss:.3f}" if loss is not None else "loss n/a"
+            rate_tps = (m.get("tokens_per_s") or m.get("decode_tokens_per_s")
+                        or m.get("compressed_decode_tokens_per_s") or 0)
             text = (f"[{bar}] step {message['step']}/{self.total} | "
-                    f"{(m.get('tokens_per_s') or 0):,.0f} tokens/s | {loss_text}")
+                    f"{rate_tps:,.0f} tokens/s | {loss_text}")
             if val is not None:
                 text += f" | val {val:.3f}"
             text += f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}"
@@ -130,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     recorder = RunRecorder(store, run)
-    progress = Progress(config.limits.steps)
+    generations = config.infer.warmup_runs + config.infer.repeats
+    progress = Progress(generations if config.workload in ("infer", "compress")
+                        else config.limits.steps)
     interrupt = threading.Event()
 
     def on_sigint(signum, frame):
@@ -142,7 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     print(f"run {run.run_id} (stored in {run.path})", file=sys.stderr)
     try:
-        status = run_to_completion(config.to_dict(), recorder, on_message=progress.update,
+        start = config.to_dict()
+        if not config.launch.ssh:  # the worker may write artifacts (weights) into the run folder
+            start["output_dir"] = str(run.path)
+        status = run_to_completion(start, recorder, on_message=progress.update,
                                    interrupt=interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
@@ -205,6 +214,8 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
     if "error" in summary:
         err = summary["error"]
         print(f"error    {err.get('kind')}: {err.get('message')}\n         hint: {err.get('hint')}")
+    if summary.get("quality_loss"):
+        print(f"quality  {summary['quality_loss']}")
     for key, fig in summary.get("figures", {}).items():
         print(f"  {key:<28} {format_value(fig.get('value'), fig.get('unit', '')):>18}   {fig.get('how', '')}")
 
