@@ -284,6 +284,10 @@ BENCHES = {
                    "technique against the baseline, measured side by side"),
     "compress": ("profiler.bench_compress", "latency and quality of each quantization and "
                  "pruning option against fp32"),
+    "overhead": ("profiler.bench_overhead", "the worker with full streaming and sampling "
+                 "against a bare PyTorch loop: tokens/s ratio"),
+    "startup": ("profiler.bench_startup", "from Run to the first training sample, split into "
+                "its parts"),
 }
 
 

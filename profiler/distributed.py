@@ -60,10 +60,10 @@ class DistContext:
 
     def gather_floats(self, values: list[float | None]) -> list[list[float | None]]:
         """Every rank's list of numbers (None travels as NaN), on every rank, in rank order."""
-        mine = torch.tensor([float("nan") if v is None else float(v) for v in values],
-                            dtype=torch.float64)
         if not self.enabled:
             return [values]
+        mine = torch.tensor([float("nan") if v is None else float(v) for v in values],
+                            dtype=torch.float64)
         out = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(out, mine, group=_cpu_group())
         return [[None if torch.isnan(x) else float(x) for x in row] for row in out]

@@ -35,6 +35,7 @@ _CATALOGUE = [
     Metric("gpu_process_memory_bytes", "GPU memory (process)", "bytes", "memory", "This process's memory on the GPU (NVML)."),
     Metric("gpu_util_percent", "GPU utilization", "%", "gpu", "Share of time a kernel ran (NVML)."),
     Metric("gpu_power_w", "GPU power", "W", "gpu", "Board power draw (NVML)."),
+    Metric("gpu_energy_j", "GPU energy counter", "J", "gpu", "NVML total energy since driver load."),
     Metric("gpu_temperature_c", "GPU temperature", "°C", "gpu", "Core temperature (NVML)."),
     # inference (infer, compress)
     Metric("prefill_latency_s", "Prefill latency", "s", "latency", "One forward pass over the whole prompt, filling the KV cache."),

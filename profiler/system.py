@@ -184,6 +184,7 @@ class SystemSampler:
             "gpu_util_percent": None,
             "gpu_power_w": None,
             "gpu_temperature_c": None,
+            "gpu_energy_j": None,
         }
         handle = self._handle
         if handle is not None:
@@ -194,6 +195,9 @@ class SystemSampler:
             power = _query(pynvml.nvmlDeviceGetPowerUsage, handle)
             snap["gpu_power_w"] = power / 1000.0 if power is not None else None
             snap["gpu_temperature_c"] = _query(pynvml.nvmlDeviceGetTemperature, handle, 0)
+            # Volta and newer count energy since the driver loaded (mJ): exact, no sampling gaps.
+            energy = _query(pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+            snap["gpu_energy_j"] = energy / 1000.0 if energy is not None else None
             procs = _query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
             mine = [p.usedGpuMemory for p in procs
                     if p.pid == self.process.pid and isinstance(p.usedGpuMemory, int)]
