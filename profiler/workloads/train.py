@@ -167,6 +167,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     eval_time = 0.0
     changes = 0
     rank_history: list[list[list[float | None]]] = []
+    energy_start: float | None = None
+    power_readings: list[float] = []
 
     def validation(step: int) -> float:
         nonlocal eval_time
@@ -195,6 +197,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 stop_reason = "time limit reached"
                 break
             if step == limits.warmup_steps + 1:
+                energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
                       "message": f"warmup over: steps {step}+ count in the summary"})
 
@@ -202,6 +205,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             loss_value, grad_norm, tokens = train_step(state, train_batches, step)
             step_time = time.perf_counter() - started
             local = sampler.latest()
+            if step > limits.warmup_steps and local["gpu_power_w"] is not None:
+                power_readings.append(local["gpu_power_w"])
             torch_mem = torch_memory(device)
             # Every rank's figures reach rank 0; a single process gathers only its own.
             ranks = dist.gather_floats([step_time, tokens, loss_value, local["rss_bytes"],
@@ -245,7 +250,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
     finally:
-        sampler.read_now()
+        energy_end = sampler.read_now()["gpu_energy_j"]
         sampler.stop()
 
     # Rank 0 holds the whole model under DDP; sharded (FSDP) weights are refused with a warning.
@@ -258,6 +263,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
         applied=applied, changes=changes, peaks=sampler.peaks(), n_params=n_params,
         rss_before_steps=rss_before_steps, rank_history=rank_history,
+        energy=(energy_start, energy_end), power_readings=power_readings,
         replica_spread=replica_spread(state, dist),
         flops_token=flops_token))
     summary["checkpoint"] = saved
@@ -308,6 +314,32 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
     emit({"type": "event", "kind": "refused", "step": step,
           "message": f"{command['type']!r} is not available during a train run in this version"})
     return 0
+
+
+def energy_figures(energy: tuple, power: list[float], measured_time: float, steps: int,
+                   tokens: int, device: torch.device) -> dict:
+    """Joules per token and per step over the measured steps: NVML's energy counter where the
+    GPU has one; mean power x time (labelled as such) where it has only a power reading."""
+    start, end = energy
+    if device.type != "cuda":
+        how = "n/a: no energy counter for CPUs"
+        joules = None
+    elif start is not None and end is not None:
+        joules, how = end - start, "NVML total-energy counter over the measured steps"
+    elif power:
+        joules = sum(power) / len(power) * measured_time
+        how = "fallback: mean NVML power x measured time (this GPU has no energy counter)"
+    else:
+        joules, how = None, "n/a: NVML gives neither energy nor power for this GPU"
+    # The counter also runs during the validation passes between steps: this is an upper bound
+    # when validation is on, stated in `how`.
+    return {
+        "energy_j": figure(joules, "J", how),
+        "energy_per_token_j": figure(joules / tokens if joules is not None and tokens else None,
+                                     "J/token", how),
+        "energy_per_step_j": figure(joules / steps if joules is not None and steps else None,
+                                    "J/step", how),
+    }
 
 
 def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
@@ -376,6 +408,8 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                             f"slowest rank ({slow}) median step time / fastest rank's")
         figures["replica_param_spread"] = figure(v["replica_spread"], "",
                                                  "largest relative difference of parameter checksums across ranks")
+    figures.update(energy_figures(v["energy"], v["power_readings"], total_time, measured,
+                                  v["measured_tokens"], device))
     predicted = predict_for_config(state.config, state.dist.world_size)
     figures["predicted_memory_bytes"] = figure(
         predicted["total"], "bytes", "weights + gradients + optimizer states + activations saved "
