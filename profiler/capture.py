@@ -1,0 +1,188 @@
+"""On-demand torch.profiler capture of N training steps, for the `profile` command.
+
+The train loop asks for a capture (`request`) when the front end sends {"type": "profile",
+"steps": N}; the profiler then runs around the next N steps (`step_done` after each one), and one
+`profile` message goes out with the top operators, each step's wall time, where the time went
+(forward / backward / optimizer / other) and the path of the gzipped Chrome trace, which Perfetto
+(ui.perfetto.dev) and chrome://tracing open. All times are measured under the profiler, which
+slows small operators down: compare them with each other, not with the run's plain step times.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAX_STEPS = 50
+"""A longer capture makes a trace too big to open; the request is clipped to this."""
+TOP_OPERATORS = 40
+FORWARD_LABEL = "effiscope::forward"
+_NOT_OPERATORS = ("ProfilerStep#", FORWARD_LABEL)
+
+
+class ProfileCapture:
+    """One capture at a time; `active` while steps are being recorded."""
+
+    def __init__(self, output_dir: str, model: torch.nn.Module, device: torch.device,
+                 emit: Callable[[dict], None], compiled: bool = False, enabled: bool = True):
+        self.output_dir = output_dir
+        self.model = model
+        self.device = device
+        self.emit = emit
+        self.compiled = compiled
+        self.enabled = enabled
+        """False on ranks other than 0: one trace per job, from the rank that speaks."""
+        self._prof: Any = None
+        self._hooks: list = []
+        self._first_step = 0
+        self._wanted = 0
+        self._step_times: list[float] = []
+        self._open_forward: list = []
+
+    @property
+    def active(self) -> bool:
+        return self._prof is not None
+
+    def request(self, steps: int, step: int) -> str | None:
+        """Start capturing from `step` on; returns why it cannot (another capture runs), or None."""
+        if self.active:
+            return f"a capture of {self._wanted} steps is already running since step {self._first_step}"
+        if not self.enabled:
+            return None
+        self._wanted = max(1, min(int(steps), MAX_STEPS))
+        self._first_step = step
+        self._step_times = []
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        if not self.compiled:  # hooks on a compiled model would force a recompile
+            self._hooks = [self.model.register_forward_pre_hook(self._forward_begins),
+                           self.model.register_forward_hook(self._forward_ends)]
+        self._prof = torch.profiler.profile(activities=activities)
+        self._prof.start()
+        return None
+
+    def _forward_begins(self, *_: Any) -> None:
+        span = torch.profiler.record_function(FORWARD_LABEL)
+        span.__enter__()
+        self._open_forward.append(span)
+
+    def _forward_ends(self, *_: Any) -> None:
+        if self._open_forward:
+            self._open_forward.pop().__exit__(None, None, None)
+
+    def step_done(self, step_time_s: float) -> None:
+        """Call after every training step; ends the capture after the requested number."""
+        if not self.active:
+            return
+        self._step_times.append(step_time_s)
+        self._prof.step()
+        if len(self._step_times) >= self._wanted:
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop the profiler (also for a run that ends mid-capture) and emit the result."""
+        if not self.active:
+            return
+        prof, self._prof = self._prof, None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        while self._open_forward:
+            self._open_forward.pop().__exit__(None, None, None)
+        prof.stop()
+        if not self._step_times:
+            return
+        trace, note = self._write_trace(prof)
+        message = {"type": "profile", "step": self._first_step, "steps": len(self._step_times),
+                   "operators": operator_table(prof, sum(self._step_times),
+                                               cuda=self.device.type == "cuda"),
+                   "step_time_s": list(self._step_times), "trace_path": trace,
+                   "how": "times measured under torch.profiler (it slows small operators); "
+                          "% of steps = the operator's self time / the captured steps' wall time"}
+        breakdown = step_breakdown(prof, self._step_times) if not self.compiled else None
+        if breakdown is not None:
+            message["breakdown"] = breakdown
+        if note:
+            message["note"] = note
+        self.emit(message)
+
+    def _write_trace(self, prof: Any) -> tuple[str | None, str]:
+        started = time.strftime("%H%M%S")
+        name = f"step{self._first_step}-{started}.pt.trace.json.gz"
+        note = ""
+        if self.output_dir:
+            folder = Path(self.output_dir) / "traces"
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="effiscope-trace-"))
+            note = f"the run has no output folder, so the trace was written to {folder}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            prof.export_chrome_trace(str(path))
+        except (OSError, RuntimeError) as exc:
+            return None, f"the trace could not be written ({exc})"
+        return str(path), note
+
+
+def operator_table(prof: Any, steps_wall_s: float, cuda: bool) -> list[dict]:
+    """The operators that took the most self time (device time on CUDA, else CPU), top first."""
+    rows = []
+    for event in prof.key_averages():
+        if event.key.startswith(_NOT_OPERATORS):
+            continue
+        self_cuda = getattr(event, "self_device_time_total", 0) / 1e6 if cuda else None
+        total_cuda = getattr(event, "device_time_total", 0) / 1e6 if cuda else None
+        self_cpu = event.self_cpu_time_total / 1e6
+        own = self_cuda if cuda and self_cuda else self_cpu
+        rows.append({"name": event.key, "calls": int(event.count), "self_cpu_s": self_cpu,
+                     "total_cpu_s": event.cpu_time_total / 1e6, "self_cuda_s": self_cuda,
+                     "total_cuda_s": total_cuda,
+                     "percent_of_steps": 100.0 * own / steps_wall_s if steps_wall_s > 0 else None})
+    rows.sort(key=lambda r: -(r["self_cuda_s"] or r["self_cpu_s"]))
+    return rows[:TOP_OPERATORS]
+
+
+def step_breakdown(prof: Any, step_times_s: list[float]) -> dict | None:
+    """Mean seconds per step in forward, backward, optimizer and the rest, from the CPU timeline.
+
+    Forward is our own label around the model call; backward is the autograd engine's top-level
+    work; optimizer is torch.optim's own `Optimizer.step` / `zero_grad` spans. None when the
+    forward label never showed up (nothing honest to split).
+    """
+    spans: dict[str, list[tuple[float, float]]] = {"forward": [], "backward": [], "optimizer": []}
+    for event in prof.events():
+        name = event.name
+        if name == FORWARD_LABEL:
+            part = "forward"
+        elif name.startswith("autograd::engine::evaluate_function"):
+            part = "backward"
+        elif name.startswith(("Optimizer.step#", "Optimizer.zero_grad#")):
+            part = "optimizer"
+        else:
+            continue
+        spans[part].append((event.time_range.start, event.time_range.end))
+    if not spans["forward"] or not step_times_s:
+        return None
+    steps = len(step_times_s)
+    out = {f"{part}_s": _union_us(ranges) / 1e6 / steps for part, ranges in spans.items()}
+    mean_step = sum(step_times_s) / steps
+    out["other_s"] = max(0.0, mean_step - sum(out.values()))
+    return out
+
+
+def _union_us(ranges: list[tuple[float, float]]) -> float:
+    """Length of the union of time ranges: nested spans (a backward inside a backward) once."""
+    total = 0.0
+    end = float("-inf")
+    for start, stop in sorted(ranges):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
