@@ -16,6 +16,7 @@ import torch
 
 from profiler import checkpoints
 from profiler.capabilities import detect
+from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
 from profiler.distributed import DistContext
@@ -123,6 +124,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     state = runtime.TrainState(config=config, device=device, caps=caps, model=model, warn=warn)
     state.dist = dist
     applied = runtime.apply_all(state)
+    # A `profile` command records the next N steps with torch.profiler (rank 0 only).
+    capture = ProfileCapture(config.output_dir, model, device, emit, compiled=state.compiled,
+                             enabled=dist.is_speaker)
     n_params = model.parameter_count()
     flops_token = flops_per_token(shape, train_cfg.seq_len)
     gpu_index = (device.index or 0) if device.type == "cuda" else None
@@ -189,7 +193,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 time.perf_counter() - run_started - eval_time >= limits.time_s)
             commands, stop, out_of_time = job_commands(control, dist, out_of_time)
             for command in commands:
-                changes += handle_command(command, state, step, emit)
+                changes += handle_command(command, state, step, emit, capture)
             if stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
@@ -204,6 +208,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             started = time.perf_counter()
             loss_value, grad_norm, tokens = train_step(state, train_batches, step)
             step_time = time.perf_counter() - started
+            capture.step_done(step_time)
             local = sampler.latest()
             if step > limits.warmup_steps and local["gpu_power_w"] is not None:
                 power_readings.append(local["gpu_power_w"])
@@ -250,6 +255,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
     finally:
+        capture.finish()
         energy_end = sampler.read_now()["gpu_energy_j"]
         sampler.stop()
 
@@ -298,7 +304,8 @@ def replica_spread(state: runtime.TrainState, dist: DistContext) -> float | None
     return spread
 
 
-def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit) -> int:
+def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit,
+                   capture: ProfileCapture | None = None) -> int:
     """A command that arrived mid-run; it applies from this step on. Returns 1 if it changed."""
     if command["type"] == "set":
         name, params = command["technique"], command["params"]
@@ -311,6 +318,12 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
         emit({"type": "event", "kind": "toggle", "step": step, "technique": name,
               "params": params, "message": report})
         return 1
+    if command["type"] == "profile" and capture is not None:
+        why = capture.request(command["steps"], step)
+        emit({"type": "event", "kind": "refused" if why else "info", "step": step,
+              "message": f"profile: {why}" if why else
+              f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with torch.profiler"})
+        return 0
     emit({"type": "event", "kind": "refused", "step": step,
           "message": f"{command['type']!r} is not available during a train run in this version"})
     return 0
