@@ -110,8 +110,9 @@ def comparison_rows(size: dict, speed: dict, quality: dict) -> list[dict]:
         f"exp(mean token cross-entropy) on {quality['tokens']:,} held-out tokens")
     add("loss_val", "Validation loss", "nats/token", quality["loss"][0], quality["loss"][1],
         "mean token cross-entropy on the same text")
-    add("kl_to_baseline", "KL(baseline‖compressed)", "nats/token", 0.0 if quality["tokens"] else None,
-        quality["kl"][1], "mean over tokens of the KL divergence of the next-token distributions")
+    add("kl_to_baseline", "KL(baseline‖compressed)", "nats/token",
+        0.0 if quality["tokens"] else None, quality["kl"][1],
+        "mean over tokens of the KL divergence of the next-token distributions")
     return rows
 
 
@@ -121,9 +122,9 @@ def quality_sentence(size: dict, speed_rows: dict, quality: dict) -> str:
     parts = []
     if ppl_b is not None and ppl_c is not None:
         change = (ppl_c / ppl_b - 1) * 100
-        verb = "rose" if change > 0.05 else "fell" if change < -0.05 else "stayed"
-        parts.append(f"Perplexity {verb} from {ppl_b:.3f} to {ppl_c:.3f} ({change:+.1f} %), "
-                     f"KL(baseline‖compressed) = {quality['kl'][1]:.4f} nats/token")
+        verb = "rose" if change > 0 else "fell" if change < 0 else "stayed the same,"
+        parts.append(f"Perplexity {verb} from {ppl_b:.4g} to {ppl_c:.4g} ({change:+.2f} %), "
+                     f"KL(baseline‖compressed) = {quality['kl'][1]:.3g} nats/token")
     else:
         parts.append("Quality was not measured (infer.eval_tokens = 0)")
     mem_b, mem_c = size["baseline"]["model_bytes"], size["compressed"]["model_bytes"]
@@ -136,9 +137,13 @@ def quality_sentence(size: dict, speed_rows: dict, quality: dict) -> str:
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Compress a copy of the model and compare it with the original; return the summary."""
+    if checkpoints.model_kind(config.model) == "hf-encoder":
+        from profiler.workloads import encode
+
+        return encode.run_compress(config, emit, control)  # embeddings compared, not perplexity
     cfg = config.infer
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
 
     def warn(text: str) -> None:
         emit({"type": "event", "kind": "warning", "message": text})
@@ -150,7 +155,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     baseline.eval()
     shape = baseline.shape
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed)
+                         config.data.val_fraction, shape.vocab_size, config.seed,
+                         tokenizer=getattr(baseline, "tokenizer", None))
     compressed = copy.deepcopy(baseline)
     state = runtime.TrainState(config=config, device=device, caps=caps, model=compressed, warn=warn)
     tune = None
@@ -161,7 +167,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                                 config.compress.finetune_learning_rate, emit, control)
     emit({"type": "started", "run": {
         "workload": "compress", "device": str(device),
-        "model": {"preset": shape.description, "origin": origin,
+        "model": {"preset": checkpoints.model_name(config.model), "origin": origin,
                   "parameters": baseline.parameter_count(), **shape.as_dict()},
         "data": corpus.description, "batch_size": cfg.batch_size, "prompt_len": cfg.prompt_len,
         "gen_len": cfg.gen_len, "repeats": cfg.repeats, "warmup_runs": cfg.warmup_runs,
@@ -224,7 +230,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         if row["key"] == "kl_to_baseline":
             figures[row["key"]] = figure(row["compressed"], row["unit"], row["how"])
             continue
-        figures[row["key"]] = figure(row["compressed"], row["unit"], f"compressed model: {row['how']}")
+        figures[row["key"]] = figure(row["compressed"], row["unit"],
+                                     f"compressed model: {row['how']}")
         figures[f"baseline_{row['key']}"] = figure(row["baseline"], row["unit"],
                                                    f"original model: {row['how']}")
         if row["ratio"] is not None and row["unit"] != "":

@@ -30,7 +30,8 @@ from techniques import runtime
 Emit = Callable[[dict], None]
 
 
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+          temperature: float) -> torch.Tensor:
     """Mean over tokens of KL(teacher ‖ student) between their softmax(logits / T)."""
     vocab = student_logits.size(-1)
     log_s = F.log_softmax(student_logits.float().reshape(-1, vocab) / temperature, dim=-1)
@@ -111,7 +112,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Distill the teacher into the student `model`; return the summary."""
     train_cfg, limits, dist = config.train, config.limits, config.distill
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
     runtime.check_all(config, caps)
     torch.manual_seed(config.seed)
 
@@ -125,9 +126,18 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         raise NotImplementedError(
             f"distill.teacher: the teacher's vocabulary ({teacher.shape.vocab_size} tokens) "
             f"differs from the student's ({student.shape.vocab_size}); KL needs the same one")
+    from profiler.models.hf import same_vocabulary
+
+    tokenizer = getattr(student, "tokenizer", None)
+    if not same_vocabulary(getattr(teacher, "tokenizer", None), tokenizer):
+        raise NotImplementedError(
+            "distill.teacher: the teacher and the student use different tokenizers, so the same "
+            "token id means different text to each; choose a teacher with the student's tokenizer")
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, student.shape.vocab_size, config.seed)
-    batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len, config.seed, device)
+                         config.data.val_fraction, student.shape.vocab_size, config.seed,
+                         tokenizer=tokenizer)
+    batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len, config.seed,
+                           device)
     val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,
                                config.seed + 1, device)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
@@ -136,9 +146,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     teacher_params, student_params = teacher.parameter_count(), student.parameter_count()
     emit({"type": "started", "run": {
         "workload": "distill", "device": str(device),
-        "model": {"preset": student.shape.description, "origin": student_origin,
+        "model": {"preset": checkpoints.model_name(config.model), "origin": student_origin,
                   "parameters": student_params, **student.shape.as_dict()},
-        "teacher": {"preset": teacher.shape.description, "origin": teacher_origin,
+        "teacher": {"preset": checkpoints.model_name(dist.teacher), "origin": teacher_origin,
                     "parameters": teacher_params, **teacher.shape.as_dict()},
         "data": corpus.description, "batch_size": train_cfg.batch_size,
         "seq_len": train_cfg.seq_len, "steps": limits.steps, "warmup_steps": limits.warmup_steps,
@@ -200,7 +210,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if not math.isfinite(parts["loss_train"]):
                 warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
             last = step == limits.steps
-            if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
+            if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
@@ -210,7 +220,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     saved = None
     if train_cfg.save_checkpoint and config.output_dir and steps_done:
         path = Path(config.output_dir) / checkpoints.FILENAME
-        checkpoints.save_model(student, path, student.shape.description,
+        checkpoints.save_model(student, path, checkpoints.model_name(config.model),
                                {"workload": "distill", "steps": steps_done})
         saved = str(path)
         emit({"type": "event", "kind": "info", "message": f"student weights saved to {path}"})

@@ -72,6 +72,12 @@ def apply_compression(state: runtime.TrainState, wanted: dict,
         return (1 if registry.get(name).stage == "compress" else 3, name)
 
     applied = []
+    convert = getattr(state.model, "convert_conv1d", None)  # HF GPT-2: Conv1D -> nn.Linear
+    if wanted and convert is not None and (count := convert()):
+        applied.append({"name": "conv1d_to_linear", "label": "GPT-2 Conv1D as nn.Linear",
+                        "params": {}, "report": f"{count} Conv1D layers of the blocks replaced "
+                        "by nn.Linear with the transposed weight (the same math), so the "
+                        "techniques below can act on them"})
     order = sorted(wanted, key=rank)
     pruners = [n for n in order if rank(n)[0] == 0]
     for name in order:
@@ -82,7 +88,8 @@ def apply_compression(state: runtime.TrainState, wanted: dict,
         info = registry.get(name)
         report = runtime.implementation(name).apply(state, wanted[name])
         state.active[name] = wanted[name]
-        applied.append({"name": name, "label": info.label, "params": wanted[name], "report": report})
+        applied.append({"name": name, "label": info.label, "params": wanted[name],
+                        "report": report})
     if pruners:
         applied += _finish_pruning(state, wanted, pruners, finetune)
     return applied
@@ -186,10 +193,12 @@ def latency_figures(runs: list[dict], prefix: str = "", window: str = "") -> dic
     out = {}
     steps = [s for r in runs for s in r["_decode_steps_s"]]
     for key, label, values in (
-        ("prefill_latency_s", "prefill (prompt forward pass)", [r["prefill_latency_s"] for r in runs]),
-        ("ttft_s", "time to first token (prefill + picking the token)", [r["ttft_s"] for r in runs]),
-        ("decode_latency_s", "one decode step (one token per sequence, KV cache), over every "
-         "step of", steps),
+        ("prefill_latency_s", "prefill (prompt forward pass)",
+         [r["prefill_latency_s"] for r in runs]),
+        ("ttft_s", "time to first token (prefill + picking the token)",
+         [r["ttft_s"] for r in runs]),
+        ("decode_latency_s", "one decode step (one token per sequence, KV cache), all steps",
+         steps),
     ):
         for q in (50, 90, 99):
             out[f"{prefix}{key[:-2]}_p{q}_s"] = figure(
@@ -208,9 +217,13 @@ def latency_figures(runs: list[dict], prefix: str = "", window: str = "") -> dic
 # --- the workload ---------------------------------------------------------------------------------
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Generate repeatedly with the KV cache, then score perplexity; return the summary."""
+    if checkpoints.model_kind(config.model) == "hf-encoder":
+        from profiler.workloads import encode
+
+        return encode.run_infer(config, emit, control)  # no generation: timed forward passes
     cfg = config.infer
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
 
     def warn(text: str) -> None:
         emit({"type": "event", "kind": "warning", "message": text})
@@ -225,15 +238,16 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     model = state.model
     shape = model.shape
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed)
+                         config.data.val_fraction, shape.vocab_size, config.seed,
+                         tokenizer=getattr(model, "tokenizer", None))
     prompts = prompts_from(corpus.val, cfg.batch_size, cfg.prompt_len, device)
     params, nonzero = checkpoints.parameter_counts(model)
     sampler = SystemSampler(period_s=0.2, gpu_index=(device.index or 0) if device.type == "cuda"
                             else None).start()
     emit({"type": "started", "run": {
         "workload": "infer", "device": str(device),
-        "model": {"preset": shape.description, "origin": origin, "parameters": params,
-                  **shape.as_dict()},
+        "model": {"preset": checkpoints.model_name(config.model), "origin": origin,
+                  "parameters": params, **shape.as_dict()},
         "data": corpus.description, "batch_size": cfg.batch_size, "prompt_len": cfg.prompt_len,
         "gen_len": cfg.gen_len, "repeats": cfg.repeats, "warmup_runs": cfg.warmup_runs,
         "techniques": applied, "capabilities": caps,
