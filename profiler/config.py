@@ -23,7 +23,7 @@ import tomli_w
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
-MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config")
+MODEL_SOURCES = ("preset", "run", "checkpoint")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
 
@@ -37,52 +37,19 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class ArchConfig:
-    """A Hugging Face architecture at a chosen size, with random weights (source = "hf-config")."""
-
-    name: str = "llama"
-    """Family: gpt2, llama, mistral, qwen2, gpt-neox (causal) or bert (encoder; `effiscope
-    models` lists them)."""
-    n_layer: int = 4
-    """Transformer layers."""
-    n_head: int = 4
-    """Attention (query) heads."""
-    n_kv_head: int = 0
-    """Key/value heads for grouped-query attention (llama, mistral, qwen2); 0 = n_head."""
-    n_embd: int = 256
-    """Model width (hidden size); a multiple of n_head."""
-    intermediate_size: int = 0
-    """MLP width; 0 = the family's default (4 x n_embd, or ~8/3 x n_embd for SwiGLU families)."""
-    block_size: int = 512
-    """Context length (max_position_embeddings)."""
-    vocab_size: int = 0
-    """Embedding rows; 0 = the tokenizer's size (256 with UTF-8 bytes)."""
-    tokenizer: str = ""
-    """A local tokenizer folder or a model id in the local Hugging Face cache whose tokenizer
-    to use; empty = UTF-8 bytes (256 tokens), like the built-in GPT."""
-
-
-@dataclass
 class ModelConfig:
     source: str = "preset"
     """Where the weights come from: "preset" (random weights of `preset`'s shape), "run" (the
-    model.safetensors a past train run saved, see `run_id`), "checkpoint" (a .safetensors file
-    of ours, or a folder holding model.safetensors, see `path`), "hf" (a Hugging Face checkpoint
-    on this machine, see `path`) or "hf-config" (a Hugging Face architecture with random
-    weights, see `arch`). The shape comes with the weights."""
+    model.safetensors a past train run saved, see `run_id`) or "checkpoint" (a .safetensors file
+    of ours, or a folder holding model.safetensors, see `path`). The shape comes with the weights."""
     preset: str = "gpt-nano"
     """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...) when source = "preset"."""
     run_id: str = ""
     """The past run whose saved weights to load when source = "run" (a unique prefix is enough)."""
     path: str = ""
-    """The checkpoint file or folder when source = "checkpoint"; for source = "hf", a local
-    checkpoint folder (config.json, *.safetensors, tokenizer files) or a model id (org/name)
-    found in the local Hugging Face cache. Nothing is downloaded."""
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    """The architecture and size when source = "hf-config"."""
+    """The checkpoint file or folder when source = "checkpoint"."""
     dropout: float = 0.0
-    """Dropout probability in attention and MLP outputs (0 disables it; for Hugging Face models
-    it replaces the checkpoint's own dropout settings)."""
+    """Dropout probability in attention and MLP outputs (0 disables it)."""
 
 
 @dataclass
@@ -186,14 +153,7 @@ class LaunchConfig:
     rdzv_timeout_s: int = 300
     """How long the nodes wait for each other before the job gives up."""
     ssh: str = ""
-    """Run the worker on another machine: `ssh HOST <remote_command>` with HOST = user@host, host
-    or a Host alias of ~/.ssh/config (empty = here). Needs key login (ssh runs in batch mode)."""
-    ssh_options: list[str] = field(default_factory=list)
-    """Extra ssh client arguments, one per item, e.g. ["-p", "2222", "-i", "~/.ssh/lab"]; only
-    options that shape the connection (-p -i -l -J -4 -6 -C -q -v, -o KEY=VALUE) are accepted."""
-    remote_command: str = "effiscope worker"
-    """What ssh runs on the remote machine: the worker, speaking the protocol on its stdin/stdout
-    (e.g. "/opt/venv/bin/effiscope worker")."""
+    """Run the worker on another machine through `ssh HOST effiscope worker` (empty = here)."""
 
 
 @dataclass
@@ -285,10 +245,6 @@ def _build(cls: type, data: Any, section: str) -> Any:
             values[name] = _build(tp, raw, path)
         elif typing.get_origin(tp) is dict:
             values[name] = _techniques(raw, path)
-        elif typing.get_origin(tp) is list:
-            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-                raise ConfigError(path, f"must be a list of strings, got {raw!r}")
-            values[name] = list(raw)
         else:
             values[name] = _scalar(raw, tp, path)
     return cls(**values)
@@ -364,9 +320,8 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    from profiler.launch import validate_ssh  # torch-free
-
-    validate_ssh(config)
+    _require(not config.launch.ssh, "launch.ssh",
+             "remote workers are not available in this version; leave it empty")
     from techniques import registry  # metadata only: no torch
 
     for name, params in config.techniques.items():
@@ -398,15 +353,9 @@ def _model_shape(model: ModelConfig, where: str):
 
 
 def _validate_workloads(config: RunConfig, shape) -> None:
-    _require(config.workload != "train" or config.model.source in ("preset", "hf", "hf-config"),
-             "model.source", "training starts from a preset's random weights or a Hugging Face "
-             'model in this version; set it to preset, hf or hf-config (use workload = "distill" '
-             "to train a student from a saved teacher)")
-    if getattr(shape, "kind", "builtin") == "hf-encoder":
-        _require(config.workload in ("infer", "compress"), "workload",
-                 f"{config.model.path or config.model.arch.name} is an encoder model (BERT-style), "
-                 "which has no next-token head to train or distill; run it with workload = infer "
-                 "or compress, or pick a causal language model")
+    _require(config.workload != "train" or config.model.source == "preset", "model.source",
+             "training starts from a preset's random weights in this version; set it to "
+             'preset (use workload = "distill" to train a student from a saved teacher)')
     infer = config.infer
     for name in ("batch_size", "prompt_len", "gen_len", "repeats"):
         value = getattr(infer, name)
@@ -445,12 +394,6 @@ def _validate_workloads(config: RunConfig, shape) -> None:
                  f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
                  f"{shape.vocab_size}; KL between next-token distributions needs the same "
                  "vocabulary, so choose a teacher and a student of the same vocabulary size")
-        from profiler import checkpoints
-
-        _require(checkpoints.vocabulary_id(dist.teacher) == checkpoints.vocabulary_id(config.model),
-                 "distill.teacher", "the teacher and the student tokenize text differently "
-                 "(different tokenizers give the same id different meanings, so their next-token "
-                 "distributions cannot be compared); choose a teacher with the student's tokenizer")
         _require(config.train.seq_len <= teacher.block_size, "train.seq_len",
                  f"{config.train.seq_len} is longer than the teacher's context of "
                  f"{teacher.block_size} tokens; set it to {teacher.block_size} or less")
