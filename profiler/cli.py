@@ -1,7 +1,8 @@
 """The `effiscope` command: the app, headless runs, the run history, the worker.
 
-Exit codes: 0 success; 1 the run failed (an error from the worker); 2 bad input (config, run id,
-arguments); 3 the worker crashed or was killed; 130 interrupted with Ctrl-C (the run is kept).
+Exit codes: 0 success; 1 the run failed (an error from the worker, or the store could not be
+written); 2 bad input (config, run id, arguments); 3 the worker crashed or was killed; 130
+interrupted with Ctrl-C (the run is kept).
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    recorder = RunRecorder(store, run)
+    try:
+        recorder = RunRecorder(store, run)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     generations = config.infer.warmup_runs + config.infer.repeats
     progress = Progress(generations if config.workload in ("infer", "compress")
                         else config.limits.steps)
@@ -163,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": run.run_id, **summary}, indent=2))
     else:
         _print_summary(run.run_id, run.meta(), summary)
+    if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
+        _err(f"{recorder.write_error}; the run was stopped and {len(recorder.unwritten)} "
+             "received messages could not be stored")
+        return EXIT_FAILED
     if interrupt.is_set():
         return EXIT_INTERRUPTED
     return {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(status, EXIT_CRASHED)

@@ -99,6 +99,17 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def exited(self) -> bool:
+        """Whether the worker process has ended, without reaping it: while it is unreaped its
+        process group id cannot be reused, so `kill()` still reaches only what it started."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
     def wait(self, timeout: float | None = None) -> int | None:
         try:
             return self.proc.wait(timeout)
@@ -106,12 +117,17 @@ class WorkerProcess:
             return None
 
     def shutdown(self, grace_s: float = 3.0) -> int:
-        """Close stdin (the worker ends its run), wait up to grace_s, then kill."""
+        """Close stdin (the worker ends its run), wait up to grace_s, then kill what is left.
+
+        Children the worker leaves behind (compile workers, a rank) die with it: the whole
+        process group is killed before the worker is reaped.
+        """
         self.close_stdin()
-        code = self.wait(grace_s)
-        if code is None:
-            self.kill()
-            code = self.wait(5)
+        deadline = time.monotonic() + grace_s
+        while not self.exited() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.kill()
+        code = self.wait(5)
         if not isinstance(self._log, int):
             self._log.close()
         return code if code is not None else -9
@@ -126,6 +142,7 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
     """
     worker = WorkerProcess(log_path=recorder.run.log_path, command=command)
     worker.send(protocol.start(config_dict))
+    ended_at: float | None = None
     started = time.monotonic()
     stop_sent_at: float | None = None
     code: int | None = None
@@ -141,11 +158,21 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
             recorder.stop_requested = True
             recorder.note("info", "stop requested by the user")
             worker.send(protocol.stop())
+        if recorder.write_error and stop_sent_at is None:
+            # The store is full or read-only: what the worker sends next could not be kept.
+            stop_sent_at = time.monotonic()
+            worker.send(protocol.stop())
         if stop_sent_at is not None and time.monotonic() - stop_sent_at > 10:
             worker.kill()
         if item is EOF:
             break
         if item is None:
+            # The worker may be gone while a child it left holds the pipe open (no EOF then):
+            # take what is still queued for a moment, then close the run.
+            if ended_at is None and worker.exited():
+                ended_at = time.monotonic()
+            if ended_at is not None and time.monotonic() - ended_at > 0.3:
+                break
             continue
         message = recorder.handle_line(item)
         if message is not None and on_message is not None:
@@ -155,8 +182,17 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
     code = worker.shutdown()
     killed = code is not None and code < 0 and recorder.done is None
     failed = recorder.done is None or recorder.done["status"] == "failed"
-    explanation = failure_explanation(recorder) if failed else None
+    explanation = failure_explanation(recorder, _config_or_none(config_dict)) if failed else None
     return recorder.finish(code, killed_by_signal=killed, explanation=explanation)
+
+
+def _config_or_none(config_dict: dict):
+    from profiler.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(config_dict)
+    except (ConfigError, ValueError):
+        return None
 
 
 def dumps(data: object) -> str:

@@ -66,7 +66,7 @@ def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: flo
     train_parts: list[bytes] = []
     val_parts: list[bytes] = []
     train_bytes = val_bytes = 0
-    n_train = n_val = 0
+    n_train = n_val = skipped = 0
     max_val = max(int(max_train * val_fraction / (1 - val_fraction)), 20_000)
     for path in files:
         if train_bytes >= max_train and val_bytes >= max_val:
@@ -77,6 +77,7 @@ def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: flo
             continue
         raw = _read_text_file(path)
         if not raw:
+            skipped += 1
             continue
         if to_val:
             val_parts.append(raw)
@@ -87,9 +88,10 @@ def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: flo
             train_bytes += len(raw)
             n_train += 1
     if not train_parts or not val_parts:
+        binary = f", {skipped} files skipped as binary, empty or not UTF-8" if skipped else ""
         raise DataError(
             f"{label} holds too little UTF-8 text to split into train and validation files "
-            f"({n_train} train, {n_val} validation); give a folder with more text files, "
+            f"({n_train} train, {n_val} validation{binary}); give a folder with more text files, "
             "or a single text file"
         )
     train = torch.frombuffer(bytearray(b"\n".join(train_parts)), dtype=torch.uint8)
@@ -126,7 +128,10 @@ def path_corpus(path: str, max_train_bytes: int, val_fraction: float) -> Corpus:
         files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise DataError(f"data.path: {target} has no text files; give a folder with .txt, .md or source files")
-        return _from_files(target, files, max_train_bytes, val_fraction, str(target))
+        try:
+            return _from_files(target, files, max_train_bytes, val_fraction, str(target))
+        except DataError as exc:
+            raise DataError(f"data.path: {exc}") from None
     raise DataError(f"data.path: {target} does not exist; give an existing text file or folder")
 
 

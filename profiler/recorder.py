@@ -3,6 +3,8 @@
 Each line from the worker is decoded, validated, appended to the run's stream.jsonl at once, and
 folded into a small live state (last sample, errors, done). When the worker goes away, `finish`
 decides how the run ended and writes summary.json: a run that died keeps all it received.
+A store that cannot be written (full disk, read-only folder) is never a silent loss: the
+messages stay in memory and `write_error` says what failed, for the front end to show and act on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from typing import Any
 
 from profiler import protocol
-from profiler.store import RunStore, StoredRun, StreamWriter
+from profiler.store import RunStore, StoredRun, StoreError, StreamWriter
 
 
 class RunRecorder:
@@ -29,6 +31,10 @@ class RunRecorder:
         self.samples = 0
         self.finished = False
         self.status = "running"
+        self.write_error: str | None = None
+        """Why the store refused a write (a sentence with the fix); None while all is stored."""
+        self.unwritten: list[dict] = []
+        """Messages received but not yet stored because of write_error, in order."""
 
     def handle_line(self, line: bytes | str) -> dict | None:
         """Decode one worker line; store it; return the message (None for a rejected line)."""
@@ -38,14 +44,14 @@ class RunRecorder:
             note = f"rejected a line from the worker: {exc}"
             self.warnings.append(note)
             # The rejection is itself recorded (as the front end's own event), the stream goes on.
-            self.writer.append({"type": "event", "kind": "warning", "message": note,
+            self._store({"type": "event", "kind": "warning", "message": note,
                                 "origin": "front", "received": time.time()})
             return None
         self.handle_message(message)
         return message
 
     def handle_message(self, message: dict) -> None:
-        self.writer.append(message)
+        self._store(message)
         kind = message["type"]
         if kind == "sample":
             self.samples += 1
@@ -59,9 +65,19 @@ class RunRecorder:
         elif kind == "done":
             self.done = message
 
+    def _store(self, message: dict) -> None:
+        try:
+            while self.unwritten:  # the disk may have room again: older messages first
+                self.writer.append(self.unwritten[0])
+                self.unwritten.pop(0)
+            self.writer.append(message)
+        except StoreError as exc:
+            self.write_error = self.write_error or str(exc)
+            self.unwritten.append(message)
+
     def note(self, kind: str, message: str, **extra: Any) -> None:
         """An event of the front end's own (stop requested, worker died) in the same stream."""
-        self.writer.append({"type": "event", "kind": kind, "message": message, "origin": "front",
+        self._store({"type": "event", "kind": kind, "message": message, "origin": "front",
                             "received": time.time(), **extra})
 
     def finish(self, exit_code: int | None, killed_by_signal: bool = False,
@@ -85,7 +101,7 @@ class RunRecorder:
                 end = explanation
                 error = {"type": "error", "kind": "crash", "message": explanation,
                          "hint": "the run's worker log holds each rank's output", "origin": "front"}
-                self.writer.append(error)
+                self._store(error)
                 self.errors.append(error)
         else:
             status = "killed" if killed_by_signal else "crashed"
@@ -98,7 +114,7 @@ class RunRecorder:
                 error = {"type": "error", "kind": "crash", "message": explanation,
                          "hint": "the worker log of the run has each rank's output",
                          "origin": "front"}
-                self.writer.append(error)
+                self._store(error)
                 self.errors.append(error)
             self.note("warning", end)
         if self.errors:
@@ -117,8 +133,14 @@ class RunRecorder:
                 "host": self.hello["environment"]})
         if self.warnings:
             summary["protocol_warnings"] = self.warnings[-20:]
+        if self.write_error:
+            summary["write_error"] = self.write_error
+            summary["unstored_messages"] = len(self.unwritten)
         self.writer.close()
         self.status = status
-        self.run.write_summary(summary)
-        self.store.set_status(self.run, status)
+        try:
+            self.run.write_summary(summary)
+            self.store.set_status(self.run, status)
+        except (StoreError, OSError) as exc:
+            self.write_error = self.write_error or str(exc)
         return status

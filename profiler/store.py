@@ -47,10 +47,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:24] or "run"
 
 
+def _this_process() -> dict:
+    import psutil
+
+    return {"pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def _alive(front: Any) -> bool:
+    """Whether the process that recorded a run still runs (a reused pid does not count)."""
+    if not isinstance(front, dict) or not isinstance(front.get("pid"), int):
+        return True  # no record of it (an older run): leave the run alone
+    import psutil
+
+    try:
+        process = psutil.Process(front["pid"])
+        return (abs(process.create_time() - float(front.get("started", 0))) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.Error, TypeError, ValueError):
+        return False
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()  # never leave a half-written file behind
+        except OSError:
+            pass
+        raise StoreError(write_failure(path, exc)) from None
 
 
 _INDEX_COLUMNS = ("id", "name", "created", "status", "workload", "model", "device", "steps",
@@ -121,15 +148,39 @@ class StoredRun:
                 yield message
 
 
+def write_failure(path: Path, exc: OSError) -> str:
+    """The sentence for a store write that failed (full disk, read-only folder)."""
+    return (f"cannot write {path} ({exc.strerror or exc}); free disk space or set EFFISCOPE_HOME "
+            "to a writable folder with room")
+
+
 class StreamWriter:
-    """Appends messages to stream.jsonl, one line each, flushed at once: a crash loses nothing."""
+    """Appends messages to stream.jsonl, one line each, written at once: a crash loses nothing.
+
+    A failed write (full disk, read-only folder) raises StoreError; a line cut short by it is
+    ended before the next one, so a later reader skips it as damaged and loads the rest.
+    """
 
     def __init__(self, path: Path):
-        self._fh = path.open("a", encoding="utf-8")
+        self.path = path
+        self._cut = False
+        try:
+            self._fh = path.open("ab", buffering=0)
+        except OSError as exc:
+            raise StoreError(write_failure(path, exc)) from None
 
     def append(self, message: dict) -> None:
-        self._fh.write(json.dumps(message, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+        if self._cut:
+            data = b"\n" + data
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._fh.write(view) or 0:]
+        except OSError as exc:
+            self._cut = self._cut or len(view) < len(data)
+            raise StoreError(write_failure(self.path, exc)) from None
+        self._cut = False
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -163,13 +214,16 @@ class RunStore:
         run_id = f"{stamp}-{_slug(config.name or config.model.preset)}-{secrets.token_hex(2)}"
         path = self.runs_dir / run_id
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)  # runs may hold private text and paths: owner only
             (path / "config.toml").write_text(config.to_toml(), encoding="utf-8")
             (path / "stream.jsonl").touch()
             run = StoredRun(run_id, path)
             run.write_meta({"name": config.name or config.model.preset, "tags": [],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "status": "running"})
+                            "status": "running",
+                            # Who records the run: if that process is gone while the run still
+                            # says "running", the run was orphaned (see reconcile).
+                            "front": _this_process()})
         except OSError as exc:
             raise StoreError(f"cannot write the run folder {path} ({exc.strerror}); free disk "
                              "space or set EFFISCOPE_HOME to a writable folder") from None
@@ -262,8 +316,48 @@ class RunStore:
                 fig("peak_rss_bytes"), json.dumps(meta.get("tags", [])))
 
     def update_index(self, run: StoredRun) -> None:
-        with self._db() as db:
-            db.execute(self._upsert_sql(), self._row(run))
+        try:
+            with self._db() as db:
+                db.execute(self._upsert_sql(), self._row(run))
+        except sqlite3.OperationalError as exc:  # disk full, read-only: the folders stay the truth
+            raise StoreError(f"cannot update {self.index_path} ({exc}); free disk space or set "
+                             "EFFISCOPE_HOME to a writable folder with room") from None
+        except sqlite3.DatabaseError:
+            self.rebuild_index()  # a damaged index is rebuilt from the folders (this run included)
+
+    def reconcile(self) -> list[str]:
+        """Mark runs still "running" whose front end is gone as crashed; returns their ids.
+
+        A front end killed with SIGKILL cannot close its run; the next look at the history does.
+        """
+        if not self.index_path.exists():
+            ids = self.run_ids()
+        else:
+            try:
+                with self._db() as db:
+                    ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")]
+            except sqlite3.DatabaseError:
+                ids = self.run_ids()
+        orphaned = []
+        for run_id in ids:
+            run = StoredRun(run_id, self.runs_dir / run_id)
+            meta = run.meta()
+            if meta.get("status") != "running" or _alive(meta.get("front")):
+                continue
+            messages = list(run.messages(warnings=[]))
+            samples = [m for m in messages if m.get("type") == "sample"]
+            summary = run.summary() or {}
+            summary.update({"status": "crashed", "end": "the front end ended without closing the run",
+                            "samples_received": len(samples)})
+            if samples:
+                summary.setdefault("last_step", samples[-1].get("step"))
+            try:
+                run.write_summary(summary)
+                self.set_status(run, "crashed")
+            except (OSError, StoreError):
+                continue  # a read-only store is listed as it is
+            orphaned.append(run_id)
+        return orphaned
 
     def rebuild_index(self) -> int:
         """Drop and rebuild index.sqlite from the run folders; returns the number of runs."""
@@ -275,9 +369,10 @@ class RunStore:
             return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def list_runs(self) -> list[dict]:
-        """Rows of the index, newest first."""
+        """Rows of the index, newest first (orphaned runs marked crashed first)."""
         if not self.runs_dir.exists():
             return []
+        self.reconcile()
         try:
             with self._db() as db:
                 rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs "

@@ -109,7 +109,13 @@ def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
         if not line.strip():
             continue
         try:
-            commands.put(protocol.decode(line, "front"))
+            command = protocol.decode(line, "front")
+            version = command.get("protocol", protocol.PROTOCOL_VERSION)
+            if version != protocol.PROTOCOL_VERSION:
+                raise protocol.ProtocolError(
+                    f"the command is protocol {version!r}, this worker speaks "
+                    f"{protocol.PROTOCOL_VERSION}: install the same EffiScope version on both sides")
+            commands.put(command)
         except protocol.ProtocolError as exc:
             channel.send({"type": "event", "kind": "warning", "message": f"ignored a bad command: {exc}"})
     commands.put({"type": "_eof"})
@@ -195,11 +201,45 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         log = traceback.format_exc()
         print(log, file=sys.stderr, flush=True)
         # Errors about the user's choices read as sentences; anything else keeps its type name.
-        text = str(exc) if kind in ("config", "unsupported") else f"{type(exc).__name__}: {exc}"
+        plain = kind in ("config", "unsupported") or isinstance(exc, StepOutOfMemory)
+        text = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         channel.send({"type": "error", "kind": kind, "message": text,
                       "hint": hint, "traceback": log[-8000:]})
         channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
         return "failed"
+
+
+class StepOutOfMemory(MemoryError):
+    """Memory ran out inside a named step; the text says where and how much memory was in use."""
+
+
+def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOutOfMemory | None:
+    """exc as a StepOutOfMemory naming `where` and the memory in use now, or None if exc is not
+    an out-of-memory error (MemoryError, torch.OutOfMemoryError, a CPU allocator failure)."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__
+            or "out of memory" in text or "can't allocate memory" in text):
+        return None
+    if isinstance(exc, StepOutOfMemory):
+        return exc
+    def mib(value: float) -> str:
+        return f"{value / 2**20:,.0f} MiB"
+
+    parts = []
+    try:
+        import psutil
+
+        parts.append(f"worker RSS {mib(psutil.Process().memory_info().rss)}")
+    except Exception:  # noqa: BLE001 - the figure is a courtesy; the error must still go out
+        pass
+    if device is not None and getattr(device, "type", "") == "cuda":
+        import torch
+
+        parts.append(f"CUDA allocated {mib(torch.cuda.memory_allocated(device))} "
+                     f"of {mib(torch.cuda.get_device_properties(device).total_memory)}")
+    first_line = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return StepOutOfMemory(f"out of memory at {where} ({', '.join(parts) or 'memory n/a'}): "
+                           f"{first_line}")
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -300,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             channel.send({"type": "event", "kind": "refused",
                           "message": f"no run in progress: {kind!r} ignored"})
-    return 0
+    # Everything is sent and flushed: leave now. A normal interpreter exit spends seconds
+    # tearing torch down, and a front end that died must see its worker (and GPU) gone at once.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from profiler.models.presets import GPT_PRESETS
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
 from profiler.theory import flops_per_token, mfu, predict_for_config
+from profiler.worker import out_of_memory
 from techniques import runtime
 from techniques.optimizer import state_bytes
 
@@ -206,7 +207,13 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                       "message": f"warmup over: steps {step}+ count in the summary"})
 
             started = time.perf_counter()
-            loss_value, grad_norm, tokens = train_step(state, train_batches, step)
+            try:
+                loss_value, grad_norm, tokens = train_step(state, train_batches, step)
+            except (MemoryError, RuntimeError) as exc:
+                oom = out_of_memory(exc, f"step {step}", device)  # names the step and the memory
+                if oom is None:
+                    raise
+                raise oom from exc
             step_time = time.perf_counter() - started
             capture.step_done(step_time)
             local = sampler.latest()
