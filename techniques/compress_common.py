@@ -14,7 +14,8 @@ from torch.nn.utils import prune
 LAYER_CHOICES = ("all", "attention", "mlp")
 
 
-def target_linears(model: nn.Module, layers: str = "all") -> tuple[list[tuple[str, nn.Linear]], list[str]]:
+def target_linears(model: nn.Module,
+                   layers: str = "all") -> tuple[list[tuple[str, nn.Linear]], list[str]]:
     """(Linear layers to touch, sentences about the ones left alone)."""
     chosen: list[tuple[str, nn.Linear]] = []
     skipped: list[str] = []

@@ -52,7 +52,8 @@ def apply(state, params: dict) -> str:
             prune.l1_unstructured(module, "weight", amount=params["amount"])
     measured = sparsity([m.weight for _, m in chosen])
     return (f"pruned {measured:.1%} of the weights of {len(chosen)} Linear layers "
-            f"({params['scope']} L1 magnitude, asked {params['amount']:.0%}){skipped_text(skipped)}")
+            f"({params['scope']} L1 magnitude, asked {params['amount']:.0%})"
+            f"{skipped_text(skipped)}")
 
 
 def finalize(state, params: dict) -> str:

@@ -26,7 +26,8 @@ INFO = register(TechniqueInfo(
     stage="compress",
     summary="Linear weights stored in int8 (about 4x smaller than fp32), activations quantized "
             "on the fly: faster matmuls on CPUs with int8 kernels, a small quality loss.",
-    source="Jacob et al. 2018 (integer-arithmetic-only inference); Zhu et al. 2023 (LLM compression survey)",
+    source="Jacob et al. 2018 (integer-arithmetic-only inference); Zhu et al. 2023 (LLM "
+           "compression survey)",
     params=(
         Param("granularity", str, "per_channel", "one scale per output row (per_channel) or "
               "one per matrix (per_tensor)", choices=("per_channel", "per_tensor")),
@@ -51,7 +52,8 @@ def apply(state, params: dict) -> str:
         return _apply_torchao(model, chosen, skipped)
     import torch
 
-    if not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm", "qnnpack")):
+    engines = torch.backends.quantized.supported_engines
+    if not any(e in engines for e in ("x86", "fbgemm", "qnnpack")):
         raise NotImplementedError("techniques.quantize_int8_dynamic: this torch build has no "
                                   "quantized CPU engine (x86 / fbgemm / qnnpack)")
     with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
