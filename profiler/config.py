@@ -298,7 +298,9 @@ def validate(config: RunConfig) -> RunConfig:
     train = config.train
     _require(train.batch_size >= 1, "train.batch_size", f"must be 1 or more, got {train.batch_size}")
     _require(train.seq_len >= 2, "train.seq_len", f"must be 2 or more, got {train.seq_len}")
-    _require(train.seq_len <= shape.block_size, "train.seq_len",
+    trains = config.workload in ("train", "distill") or (
+        config.workload == "compress" and config.compress.finetune_steps > 0)
+    _require(not trains or train.seq_len <= shape.block_size, "train.seq_len",
              f"{train.seq_len} is longer than the model's context of "
              f"{shape.block_size} tokens; set it to {shape.block_size} or less")
     _require(0.0 < train.learning_rate <= 10.0, "train.learning_rate",

@@ -1,0 +1,240 @@
+"""Compression techniques prove their effect on a tiny GPT, in-process; one compress run and one
+`bench compress` run in-process too (no worker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from profiler import checkpoints
+from profiler.capabilities import detect
+from profiler.config import ConfigError, ModelConfig, RunConfig, validate
+from profiler.models.gpt import GPT
+from profiler.models.presets import GPTShape
+from techniques import registry, runtime
+from techniques.compress_common import semi_structured_mask
+
+TINY = GPTShape(2, 4, 64, 64, 256, "tiny")
+CPU = torch.device("cpu")
+
+
+class _Control:
+    should_stop = False
+
+    def poll(self) -> list:
+        return []
+
+
+def tiny_state(techniques: dict | None = None, seed: int = 0) -> runtime.TrainState:
+    torch.manual_seed(seed)
+    config = RunConfig(workload="compress", device="cpu", techniques=techniques or {})
+    return runtime.TrainState(config=config, device=CPU, caps=detect(CPU), model=GPT(TINY).eval(),
+                              warn=lambda text: None)
+
+
+def compress(state: runtime.TrainState) -> list[dict]:
+    from profiler.workloads.infer import apply_compression, inference_techniques
+
+    wanted = inference_techniques(state.config, state.caps, state.warn)
+    return apply_compression(state, wanted)
+
+
+def block_linears(model) -> dict[str, torch.nn.Module]:
+    return {n: m for n, m in model.named_modules() if n.startswith("blocks.")
+            and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Linear")}
+
+
+def test_int8_dynamic_converts_every_block_linear_and_is_about_4x_smaller():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    state = tiny_state({"quantize_int8_dynamic": {}})
+    original = GPT(TINY).eval()
+    original.load_state_dict(state.model.state_dict())
+    tokens = torch.randint(0, 256, (2, 32))
+    fp32_bytes = sum(m.weight.numel() * 4 for m in block_linears(state.model).values())
+    [applied] = compress(state)
+    converted = {n: m for n, m in state.model.named_modules() if isinstance(m, DynamicLinear)}
+    assert f"converted {len(converted)} Linear layers to int8 dynamic" in applied["report"]
+    assert "skipped lm_head (tied to the embedding)" in applied["report"]
+    assert len(converted) == 4 * TINY.n_layer
+    assert all(isinstance(m, DynamicLinear) for m in block_linears(state.model).values())
+    assert state.model.lm_head.weight is state.model.wte.weight
+    tensors = checkpoints.weight_tensors(state.model)
+    int8_bytes = sum(t.numel() * t.element_size() for name, t in tensors.items()
+                     if name.startswith("blocks.") and ".weight." in name)
+    assert all(t.dtype == torch.int8 for n, t in tensors.items() if n.endswith("int_repr"))
+    # int8 values plus one fp64 scale and one int64 zero point per output row
+    assert 0.25 <= int8_bytes / fp32_bytes < 0.25 + 16 / (4 * TINY.n_embd) + 0.01
+    with torch.no_grad():
+        expected, _ = original(tokens)
+        got, _ = state.model(tokens)
+    kl = (expected.softmax(-1) * (expected.log_softmax(-1) - got.log_softmax(-1))).sum(-1)
+    assert kl.mean() < 1e-3
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_weight_cast_halves_the_weight_bytes():
+    state = tiny_state({"weight_cast": {"dtype": "bf16"}})
+    before = checkpoints.model_bytes(state.model)
+    compress(state)
+    assert checkpoints.model_bytes(state.model) == before // 2
+    assert all(p.dtype == torch.bfloat16 for p in state.model.parameters())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_magnitude_pruning_reaches_the_requested_sparsity_exactly(scope):
+    state = tiny_state({"prune_magnitude": {"amount": 0.3, "scope": scope}})
+    compress(state)
+    weights = [m.weight for m in block_linears(state.model).values()]
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.3 * total) if scope == "global" else zeros == sum(
+        round(0.3 * w.numel()) for w in weights)
+    if scope == "layer":
+        for w in weights:
+            assert int((w == 0).sum()) == round(0.3 * w.numel())
+
+
+def test_permanent_pruning_survives_save_and_load(tmp_path):
+    state = tiny_state({"prune_magnitude": {"amount": 0.5}})
+    compress(state)
+    assert not any(name.endswith(("_orig", "_mask")) for name in state.model.state_dict())
+    zeros = {n: int((m.weight == 0).sum()) for n, m in block_linears(state.model).items()}
+    checkpoints.save_model(state.model, tmp_path / "model.safetensors", "tiny")
+    loaded, _ = checkpoints.load_model(ModelConfig(source="checkpoint", path=str(tmp_path)))
+    assert {n: int((m.weight == 0).sum()) for n, m in block_linears(loaded).items()} == zeros
+
+
+def test_masks_kept_during_fine_tuning_hold_pruned_weights_at_zero():
+    from profiler.data import BatchSampler
+    from profiler.workloads.compress import finetune
+    from profiler.workloads.infer import apply_compression
+
+    state = tiny_state()
+    wanted = {"prune_magnitude": registry.validate_params("prune_magnitude", {"amount": 0.4})}
+    batches = BatchSampler(torch.randint(0, 256, (5000,), dtype=torch.uint8), 4, 16, 0, CPU)
+    applied = apply_compression(state, wanted, lambda: finetune(
+        state.model, batches, 3, 1e-2, lambda message: None, _Control()))
+    assert [a["name"] for a in applied] == ["prune_magnitude", "finetune", "prune_magnitude"]
+    assert "3 AdamW steps" in applied[1]["report"]
+    for module in block_linears(state.model).values():
+        assert int((module.weight == 0).sum()) >= round(0.4 * module.weight.numel())
+
+
+def test_structured_pruning_zeroes_whole_rows():
+    state = tiny_state({"prune_structured": {"amount": 0.25, "dim": "rows"}})
+    compress(state)
+    for module in block_linears(state.model).values():
+        zero_rows = int((module.weight == 0).all(dim=1).sum())
+        assert zero_rows == round(0.25 * module.weight.size(0))
+
+
+def test_structured_pruning_removes_whole_attention_heads():
+    state = tiny_state({"prune_structured": {"amount": 0.5, "dim": "heads"}})
+    [applied, _] = compress(state)
+    assert applied["report"].startswith(f"zeroed {TINY.n_layer * 2} of {TINY.n_layer * 4} "
+                                        "attention heads")
+    head_dim = TINY.n_embd // TINY.n_head
+    for block in state.model.blocks:
+        qkv = block.attn.qkv.weight.view(3, TINY.n_head, head_dim, TINY.n_embd)
+        bias = block.attn.qkv.bias.view(3, TINY.n_head, head_dim)
+        proj = block.attn.proj.weight.view(TINY.n_embd, TINY.n_head, head_dim)
+        dead = [h for h in range(TINY.n_head) if (qkv[:, h] == 0).all()]
+        assert len(dead) == 2
+        for h in dead:
+            assert (bias[:, h] == 0).all() and (proj[:, h] == 0).all()
+
+
+def test_semi_structured_mask_keeps_two_of_every_four():
+    weight = torch.randn(8, 16)
+    mask = semi_structured_mask(weight).view(8, 4, 4)
+    assert (mask.sum(-1) == 2).all()
+    kept = (weight.abs().view(8, 4, 4) * mask).amax(-1)
+    assert torch.equal(kept, weight.abs().view(8, 4, 4).amax(-1))
+
+
+@pytest.mark.parametrize(("techniques", "why"), [
+    ({"prune_semi_structured": {}}, "needs an NVIDIA GPU with CUDA"),
+    ({"quantize_weight_only": {"bits": 4}}, "needs an NVIDIA GPU with CUDA"),
+    ({"prune_magnitude": {"amount": 1.0}}, "pruning 100 % zeroes every weight"),
+    ({"prune_structured": {"amount": 1.0, "dim": "heads"}}, "removes every attention head"),
+    ({"quantize_int8_dynamic": {}, "weight_cast": {}}, "cannot be combined"),
+])
+def test_impossible_choices_are_refused_with_a_reason(techniques, why):
+    with pytest.raises(runtime.Unsupported, match=why):
+        compress(tiny_state(techniques))
+
+
+def test_int4_on_an_older_gpu_says_which_gpu_it_needs():
+    info = registry.get("quantize_weight_only")
+    caps = {"cuda": True, "cuda_capability": 7.5, "packages": ["torchao"]}
+    why = registry.unavailable_reason(info, info.defaults() | {"bits": 4}, caps)
+    assert "Ampere or newer" in why and "bits = 8" in why
+    assert registry.unavailable_reason(info, info.defaults(), caps) is None
+
+
+def test_quantized_weights_cannot_be_trained_and_the_config_says_so():
+    config = RunConfig(workload="train", techniques={"quantize_int8_dynamic": {}})
+    with pytest.raises(ConfigError, match="techniques.quantize_int8_dynamic: does not apply to "
+                                          "workload = train"):
+        validate(config)
+    config = RunConfig(workload="compress")
+    with pytest.raises(ConfigError, match="at least one compression technique"):
+        validate(config)
+
+
+def test_compress_run_compares_original_and_compressed_side_by_side(tmp_path):
+    from profiler.workloads import compress as workload
+
+    torch.manual_seed(0)
+    checkpoints.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
+    config = RunConfig(workload="compress", device="cpu",
+                       techniques={"prune_magnitude": {"amount": 0.5}})
+    config.model = ModelConfig(source="checkpoint", path=str(tmp_path))
+    config.data.max_train_bytes = 50_000
+    config.infer.prompt_len, config.infer.gen_len = 8, 4
+    config.infer.repeats, config.infer.warmup_runs = 2, 1
+    config.infer.eval_tokens, config.infer.eval_seq_len = 256, 32
+    validate(config)
+    messages: list[dict] = []
+    summary = workload.run(config, messages.append, _Control())
+    rows = {row["key"]: row for row in summary["comparison"]}
+    assert rows["parameters"]["ratio"] == 1.0
+    nonzero = rows["nonzero_parameters"]
+    assert nonzero["compressed"] < nonzero["baseline"]
+    linear = sum(4 * TINY.n_embd * TINY.n_embd * 3 for _ in range(TINY.n_layer))
+    assert nonzero["baseline"] - nonzero["compressed"] == pytest.approx(linear / 2, rel=0.02)
+    assert rows["model_bytes"]["ratio"] == 1.0  # zeros in a dense tensor save nothing
+    assert rows["disk_bytes"]["compressed"] > 0
+    assert rows["kl_to_baseline"]["compressed"] > 0
+    assert rows["perplexity"]["baseline"] > 1 and rows["perplexity"]["compressed"] > 1
+    for key in ("prefill_latency_p50_s", "decode_latency_p50_s", "decode_tokens_per_s"):
+        assert rows[key]["baseline"] > 0 and rows[key]["ratio"] > 0
+    assert summary["quality_loss"].startswith("Perplexity ")
+    assert "KL(baseline‖compressed)" in summary["quality_loss"]
+    samples = [m for m in messages if m["type"] == "sample"]
+    assert [m["phase"] for m in samples] == ["warmup", "measure", "measure", "eval"]
+    assert "baseline_decode_tokens_per_s" in samples[1]["metrics"]
+    json.dumps(summary)  # plain data only
+
+
+def test_bench_compress_prints_ratios_against_fp32(capsys, tmp_path):
+    from profiler.cli import main
+
+    record = tmp_path / "benchmarks.md"
+    code = main(["bench", "compress", "gpt-nano", "--train-steps", "0", "--repeats", "1",
+                 "--warmup", "0", "--gen-len", "3", "--prompt-len", "8", "--eval-tokens", "256",
+                 "--only", "per-channel,2:4", "--json", "--record", str(record)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["option"]: row for row in result["rows"]}
+    assert set(rows) == {"fp32", "int8 dynamic (per-channel)", "2:4 semi-structured"}
+    assert rows["fp32"]["speedup"] == 1.0
+    int8 = rows["int8 dynamic (per-channel)"]
+    assert 0.2 < int8["bytes_ratio"] < 0.5 and int8["speedup"] > 0 and int8["kl_to_fp32"] >= 0
+    assert not rows["2:4 semi-structured"]["available"]
+    text = record.read_text()
+    assert text.startswith("# Benchmarks") and "| int8 dynamic (per-channel) |" in text
+    assert "effiscope bench compress gpt-nano --train-steps 0" in text
