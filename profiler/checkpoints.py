@@ -12,6 +12,7 @@ into their plain parts, so bytes in memory and on disk are counted, not assumed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -31,9 +32,33 @@ class CheckpointError(ValueError):
 
 
 # --- torch-free: locating and describing a checkpoint -------------------------------------------
+HF_SOURCES = ("hf", "hf-config")
+
+
+def is_hf(model_cfg: Any) -> bool:
+    """A Hugging Face model (profiler/models/hf*.py) rather than the built-in GPT."""
+    return getattr(model_cfg, "source", "preset") in HF_SOURCES
+
+
+def model_kind(model_cfg: Any) -> str:
+    """"builtin", "hf-causal" or "hf-encoder" (torch-free; techniques' checks read it)."""
+    return model_shape(model_cfg).kind if is_hf(model_cfg) else "builtin"
+
+
+def model_caps(model_cfg: Any) -> dict:
+    """Facts about the model that technique checks need, merged into the capabilities dict."""
+    kind = model_kind(model_cfg)
+    caps: dict = {"model_kind": kind}
+    if kind != "builtin":
+        from profiler.models.hf import checkpoint_every_supported
+
+        caps["hf_checkpoint_every"] = checkpoint_every_supported()
+    return caps
+
+
 def checkpoint_path(model_cfg: Any) -> Path | None:
-    """The weights file a ModelConfig names; None for a preset (random weights)."""
-    if model_cfg.source == "preset":
+    """The weights file a ModelConfig names; None for a preset (random weights) or an HF model."""
+    if model_cfg.source == "preset" or is_hf(model_cfg):
         return None
     if model_cfg.source == "run":
         from profiler.store import RunStore, StoreError
@@ -88,6 +113,8 @@ def model_shape(model_cfg: Any):
     """The GPTShape a ModelConfig describes: the preset's, or the one stored with the weights."""
     from profiler.models.presets import GPT_PRESETS, GPTShape
 
+    if is_hf(model_cfg):
+        return _hf_shape(model_cfg)
     path = checkpoint_path(model_cfg)
     if path is None:
         return GPT_PRESETS[model_cfg.preset]
@@ -105,8 +132,56 @@ def model_shape(model_cfg: Any):
     return GPTShape(description=metadata.get("preset", "checkpoint"), **values)
 
 
+def _hf_shape(model_cfg: Any):
+    """An HF model's shape from config.json, or from the architecture and size (torch-free)."""
+    from profiler.models import hf_arch, hf_cache, hf_shape
+
+    if model_cfg.source == "hf":
+        info = hf_cache.inspect(hf_cache.resolve(model_cfg.path))
+        try:
+            return hf_shape.shape_from_config(info.config, str(info.folder), info.parameters,
+                                              info.matmul_parameters, info.parameters_how)
+        except ValueError as exc:
+            raise CheckpointError("path", f"{info.folder}: {exc}; give a complete "
+                                  "config.json") from None
+    arch = model_cfg.arch
+    tokenizer_vocab = None
+    if arch.tokenizer:
+        folder = hf_cache.resolve(arch.tokenizer, "arch.tokenizer")
+        if not hf_cache.has_tokenizer(folder):
+            raise CheckpointError("arch.tokenizer", f"{folder} has no tokenizer files; give a "
+                                  "folder or cached model with tokenizer.json")
+        tokenizer_vocab = hf_cache.tokenizer_size(folder)
+    problem = hf_arch.check(arch, tokenizer_vocab)
+    if problem:
+        raise CheckpointError(f"arch.{problem[0]}", problem[1])
+    fields = hf_arch.config_dict(arch, hf_arch.vocab_size(arch, tokenizer_vocab))
+    total, matmul = hf_arch.parameter_estimate(fields) or (None, None)
+    shape = hf_shape.shape_from_config(fields, f"hf-config {arch.name}", total, matmul,
+                                       "formula of the family")
+    return dataclasses.replace(shape, kind=hf_arch.ARCHITECTURES[arch.name].kind)
+
+
+def vocabulary_id(model_cfg: Any) -> str:
+    """Which tokenizer a model reads text with: "bytes" (built-in GPT, hf-config without a
+    tokenizer) or a fingerprint of an HF tokenizer's vocabulary; equal ids = same token ids."""
+    from profiler.models import hf_cache
+
+    if model_cfg.source == "hf":
+        return hf_cache.vocabulary_fingerprint(hf_cache.resolve(model_cfg.path))
+    if model_cfg.source == "hf-config" and model_cfg.arch.tokenizer:
+        return hf_cache.vocabulary_fingerprint(hf_cache.resolve(model_cfg.arch.tokenizer,
+                                                                "arch.tokenizer"))
+    return "bytes"
+
+
 def model_name(model_cfg: Any) -> str:
     """The preset name of a ModelConfig's model (as saved with the weights for a checkpoint)."""
+    if model_cfg.source == "hf":
+        return Path(model_cfg.path.rstrip("/")).name or model_cfg.path
+    if model_cfg.source == "hf-config":
+        arch = model_cfg.arch
+        return f"{arch.name}-{arch.n_layer}x{arch.n_embd}"
     path = checkpoint_path(model_cfg)
     if path is None:
         return model_cfg.preset
@@ -114,6 +189,10 @@ def model_name(model_cfg: Any) -> str:
 
 
 def describe(model_cfg: Any) -> str:
+    if model_cfg.source == "hf":
+        return f"Hugging Face model {model_cfg.path}"
+    if model_cfg.source == "hf-config":
+        return f"{model_name(model_cfg)} ({model_cfg.arch.name}) with random weights"
     path = checkpoint_path(model_cfg)
     if path is None:
         return f"{model_cfg.preset} with random weights"
@@ -124,7 +203,18 @@ def describe(model_cfg: Any) -> str:
 
 # --- torch: building, saving and measuring --------------------------------------------------------
 def load_model(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
-    """Build the GPT a ModelConfig names, with its weights; returns (model, description)."""
+    """Build the model a ModelConfig names, with its weights; returns (model, description).
+
+    The built-in GPT for presets, runs and checkpoints of ours; a wrapped transformers model
+    (profiler/models/hf.py, same interface) for source = "hf" or "hf-config".
+    """
+    if is_hf(model_cfg):
+        from profiler.models import hf
+
+        try:
+            return hf.load(model_cfg, device, dropout)
+        except CheckpointError as exc:  # at run time the sentence names its setting itself
+            raise CheckpointError(exc.field, f"model.{exc.field}: {exc}") from None
     from profiler.models.gpt import GPT
 
     shape = model_shape(model_cfg)
@@ -305,6 +395,15 @@ def save_run_weights(config: Any, model: Any, steps: int, emit: Any) -> str | No
         emit({"type": "event", "kind": "warning", "message": "train.save_checkpoint: sharded "
               "(FSDP) weights are not saved in this version; run without FSDP to save them"})
         return None
+    if getattr(model, "hf", None) is not None:  # a Hugging Face model: its own folder layout
+        from profiler.models import hf
+
+        folder = Path(config.output_dir) / "hf-model"
+        size = hf.save(model, folder)
+        emit({"type": "event", "kind": "info", "message": f"weights saved to {folder} "
+              f"({size / 2**20:.1f} MiB, safetensors, with config and tokenizer); load them with "
+              f'model.source = "hf", model.path = "{folder}"'})
+        return str(folder)
     path = Path(config.output_dir) / FILENAME
     size = save_model(model, path, model_name(config.model),
                       {"workload": config.workload, "steps": steps, "run": config.name})

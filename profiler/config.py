@@ -23,7 +23,7 @@ import tomli_w
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
-MODEL_SOURCES = ("preset", "run", "checkpoint")
+MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
 
@@ -37,19 +37,52 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ArchConfig:
+    """A Hugging Face architecture at a chosen size, with random weights (source = "hf-config")."""
+
+    name: str = "llama"
+    """Family: gpt2, llama, mistral, qwen2, gpt-neox (causal) or bert (encoder; `effiscope
+    models` lists them)."""
+    n_layer: int = 4
+    """Transformer layers."""
+    n_head: int = 4
+    """Attention (query) heads."""
+    n_kv_head: int = 0
+    """Key/value heads for grouped-query attention (llama, mistral, qwen2); 0 = n_head."""
+    n_embd: int = 256
+    """Model width (hidden size); a multiple of n_head."""
+    intermediate_size: int = 0
+    """MLP width; 0 = the family's default (4 x n_embd, or ~8/3 x n_embd for SwiGLU families)."""
+    block_size: int = 512
+    """Context length (max_position_embeddings)."""
+    vocab_size: int = 0
+    """Embedding rows; 0 = the tokenizer's size (256 with UTF-8 bytes)."""
+    tokenizer: str = ""
+    """A local tokenizer folder or a model id in the local Hugging Face cache whose tokenizer
+    to use; empty = UTF-8 bytes (256 tokens), like the built-in GPT."""
+
+
+@dataclass
 class ModelConfig:
     source: str = "preset"
     """Where the weights come from: "preset" (random weights of `preset`'s shape), "run" (the
-    model.safetensors a past train run saved, see `run_id`) or "checkpoint" (a .safetensors file
-    of ours, or a folder holding model.safetensors, see `path`). The shape comes with the weights."""
+    model.safetensors a past train run saved, see `run_id`), "checkpoint" (a .safetensors file
+    of ours, or a folder holding model.safetensors, see `path`), "hf" (a Hugging Face checkpoint
+    on this machine, see `path`) or "hf-config" (a Hugging Face architecture with random
+    weights, see `arch`). The shape comes with the weights."""
     preset: str = "gpt-nano"
     """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...) when source = "preset"."""
     run_id: str = ""
     """The past run whose saved weights to load when source = "run" (a unique prefix is enough)."""
     path: str = ""
-    """The checkpoint file or folder when source = "checkpoint"."""
+    """The checkpoint file or folder when source = "checkpoint"; for source = "hf", a local
+    checkpoint folder (config.json, *.safetensors, tokenizer files) or a model id (org/name)
+    found in the local Hugging Face cache. Nothing is downloaded."""
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    """The architecture and size when source = "hf-config"."""
     dropout: float = 0.0
-    """Dropout probability in attention and MLP outputs (0 disables it)."""
+    """Dropout probability in attention and MLP outputs (0 disables it; for Hugging Face models
+    it replaces the checkpoint's own dropout settings)."""
 
 
 @dataclass
@@ -355,9 +388,15 @@ def _model_shape(model: ModelConfig, where: str):
 
 
 def _validate_workloads(config: RunConfig, shape) -> None:
-    _require(config.workload != "train" or config.model.source == "preset", "model.source",
-             "training starts from a preset's random weights in this version; set it to "
-             'preset (use workload = "distill" to train a student from a saved teacher)')
+    _require(config.workload != "train" or config.model.source in ("preset", "hf", "hf-config"),
+             "model.source", "training starts from a preset's random weights or a Hugging Face "
+             'model in this version; set it to preset, hf or hf-config (use workload = "distill" '
+             "to train a student from a saved teacher)")
+    if getattr(shape, "kind", "builtin") == "hf-encoder":
+        _require(config.workload in ("infer", "compress"), "workload",
+                 f"{config.model.path or config.model.arch.name} is an encoder model (BERT-style), "
+                 "which has no next-token head to train or distill; run it with workload = infer "
+                 "or compress, or pick a causal language model")
     infer = config.infer
     for name in ("batch_size", "prompt_len", "gen_len", "repeats"):
         value = getattr(infer, name)
@@ -396,6 +435,12 @@ def _validate_workloads(config: RunConfig, shape) -> None:
                  f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
                  f"{shape.vocab_size}; KL between next-token distributions needs the same "
                  "vocabulary, so choose a teacher and a student of the same vocabulary size")
+        from profiler import checkpoints
+
+        _require(checkpoints.vocabulary_id(dist.teacher) == checkpoints.vocabulary_id(config.model),
+                 "distill.teacher", "the teacher and the student tokenize text differently "
+                 "(different tokenizers give the same id different meanings, so their next-token "
+                 "distributions cannot be compared); choose a teacher with the student's tokenizer")
         _require(config.train.seq_len <= teacher.block_size, "train.seq_len",
                  f"{config.train.seq_len} is longer than the teacher's context of "
                  f"{teacher.block_size} tokens; set it to {teacher.block_size} or less")

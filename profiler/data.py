@@ -11,6 +11,7 @@ import sysconfig
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ class ByteTokenizer:
 
 @dataclass
 class Corpus:
-    train: torch.Tensor  # uint8 tokens
+    train: torch.Tensor  # uint8 bytes, or int32 ids of a model's own tokenizer
     val: torch.Tensor
     description: str
     train_files: int = 0
@@ -144,14 +145,51 @@ def random_corpus(vocab_size: int, seed: int) -> Corpus:
 
 
 def load_corpus(source: str, path: str, max_train_bytes: int, val_fraction: float,
-                vocab_size: int, seed: int) -> Corpus:
+                vocab_size: int, seed: int, tokenizer: Any = None) -> Corpus:
+    """Text as tokens: UTF-8 bytes, or the ids of `tokenizer` (a Hugging Face model's own)."""
+    if source == "random" and tokenizer is not None:
+        return random_ids(vocab_size, seed)
     if source == "stdlib":
-        return stdlib_corpus(max_train_bytes, val_fraction)
-    if source == "path":
-        return path_corpus(path, max_train_bytes, val_fraction)
-    if source == "random":
+        corpus = stdlib_corpus(max_train_bytes, val_fraction)
+    elif source == "path":
+        corpus = path_corpus(path, max_train_bytes, val_fraction)
+    elif source == "random":
         return random_corpus(vocab_size, seed)
-    raise DataError(f"data.source: {source!r} is not a data source; use stdlib, path or random")
+    else:
+        raise DataError(f"data.source: {source!r} is not a data source; use stdlib, path or random")
+    return corpus if tokenizer is None else tokenize_corpus(corpus, tokenizer)
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: Any, chunk_chars: int = 65_536) -> Corpus:
+    """The same train / validation text as token ids of `tokenizer` (int32), encoded in chunks
+    cut at line ends (one call per batch of chunks keeps the Rust tokenizer busy)."""
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        text = bytes(tokens.numpy()).decode("utf-8", errors="replace")
+        chunks, start = [], 0
+        while start < len(text):
+            end = text.find("\n", start + chunk_chars)
+            end = len(text) if end < 0 else end + 1
+            chunks.append(text[start:end])
+            start = end
+        ids: list[int] = []
+        for batch in (chunks[i:i + 64] for i in range(0, len(chunks), 64)):
+            for row in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+                ids.extend(row)
+        return torch.tensor(ids, dtype=torch.int32)
+
+    train, val = encode(corpus.train), encode(corpus.val)
+    name = type(tokenizer).__name__
+    return Corpus(train, val, f"{corpus.description}; {train.numel():,} train and "
+                  f"{val.numel():,} validation tokens of the model's tokenizer ({name}, "
+                  f"{len(tokenizer):,} tokens)", corpus.train_files, corpus.val_files)
+
+
+def random_ids(vocab_size: int, seed: int) -> Corpus:
+    """Uniform random ids over a model's whole vocabulary, for pure speed runs."""
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.randint(0, vocab_size, (1_000_000,), generator=gen, dtype=torch.int32)
+    val = torch.randint(0, vocab_size, (100_000,), generator=gen, dtype=torch.int32)
+    return Corpus(train, val, f"uniform random token ids (loss cannot fall below ln {vocab_size})")
 
 
 class BatchSampler:

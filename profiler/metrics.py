@@ -51,6 +51,12 @@ _CATALOGUE = [
     Metric("nonzero_parameters", "Non-zero parameters", "", "compression", "Weights that are not exactly zero."),
     Metric("model_bytes", "Weights in memory", "bytes", "compression", "Bytes of the weight tensors as held."),
     Metric("disk_bytes", "Weights on disk", "bytes", "compression", "Size of the weights saved with safetensors."),
+    # encoder models (infer, compress): one forward pass, no generation
+    Metric("encode_latency_s", "Forward pass latency", "s", "latency", "One forward pass of the encoder over the batch."),
+    Metric("encode_tokens_per_s", "Encoding throughput", "tokens/s", "speed", "Tokens encoded / forward pass time."),
+    Metric("encode_sequences_per_s", "Sequences per second", "sequences/s", "speed", "Sequences encoded / forward pass time."),
+    Metric("embedding_cosine_mean", "Embedding cosine similarity", "", "quality", "Mean cosine similarity of the compressed and the original encoder's embeddings."),
+    Metric("embedding_max_abs_diff", "Largest embedding difference", "", "quality", "Largest absolute difference between the two encoders' embeddings."),
     # distillation
     Metric("loss_ce", "Cross-entropy part", "nats/token", "loss", "The student's cross-entropy on the text (the (1 - alpha) term)."),
     Metric("kl_to_teacher", "KL to the teacher", "nats/token", "loss", "KL(teacher ‖ student) at the distillation temperature."),

@@ -48,7 +48,12 @@ FP32_BYTES = 4
 
 
 def flops_per_token(shape: GPTShape, seq_len: int, training: bool = True) -> float:
-    n = shape.parameter_count() - shape.block_size * shape.n_embd
+    """6N + 12·L·H·Q·T (training) or a third of it (a forward pass). For a Hugging Face model
+    (HFShape) N is its matmul parameters, counted on the built model or by the family's formula."""
+    if isinstance(shape, GPTShape):
+        n = shape.parameter_count() - shape.block_size * shape.n_embd
+    else:
+        n = shape.matmul_parameters or shape.parameter_count()
     head = shape.n_embd // shape.n_head
     attention = 12 * shape.n_layer * shape.n_head * head * seq_len
     train = 6 * n + attention
@@ -213,7 +218,8 @@ def format_breakdown(pred: dict[str, int]) -> str:
     labels = {"weights": "weights", "buffers": "buffers", "gradients": "gradients",
               "optimizer_states": "optimizer states", "activations": "activations",
               "checkpoint_inputs": "  of which checkpoint inputs", "total": "total"}
-    return "\n".join(f"{label:<29}{pred[key] / 2**20:>10.2f} MiB"
+    return "\n".join(f"{label:<29}{pred[key] / 2**20:>10.2f} MiB" if pred[key] is not None
+                     else f"{label:<29}{'n/a':>14}"
                      for key, label in labels.items() if key in pred)
 
 
@@ -225,6 +231,8 @@ def predict_for_config(config: object, world_size: int | None = None) -> dict[st
     """
     from profiler.models.presets import GPT_PRESETS
 
+    if getattr(config.model, "source", "preset") in ("hf", "hf-config"):
+        return predict_hf(config, world_size)
     techniques = getattr(config, "techniques", {}) or {}
     shape = GPT_PRESETS[config.model.preset]
     optimizer = techniques.get("optimizer", {})
@@ -250,3 +258,38 @@ def predict_for_config(config: object, world_size: int | None = None) -> dict[st
                                                           "optimizer_states", "activations"))
         prediction["sharded_over"] = world
     return prediction
+
+
+HF_ACTIVATIONS_NA = ("n/a: activations are predicted op by op for the built-in GPT only; for a "
+                     "Hugging Face model they depend on its own code (see the measured peak)")
+
+
+def predict_hf(config: object, world_size: int | None = None) -> dict:
+    """Weights, gradients and optimizer states of a Hugging Face model from its parameter count
+    (fp32 weights, as EffiScope trains); activations and the total are None (n/a), not guessed.
+
+    Adam(W)'s small per-tensor `step` counters are left out (a few hundred bytes)."""
+    from profiler import checkpoints
+
+    shape = checkpoints.model_shape(config.model)
+    n = shape.parameters
+    techniques = getattr(config, "techniques", {}) or {}
+    optimizer = techniques.get("optimizer", {})
+    algorithm = optimizer.get("algorithm", "adamw")
+    states = {"adamw": 2, "adam": 2, "sgd": 1 if optimizer.get("momentum", 0.9) != 0 else 0}
+    pred: dict = {
+        "weights": n * FP32_BYTES if n is not None else None,
+        "gradients": n * FP32_BYTES if n is not None else None,
+        "optimizer_states": states.get(algorithm, 2) * n * FP32_BYTES if n is not None else None,
+        "activations": None,
+        "total": None,
+        "activations_how": HF_ACTIVATIONS_NA,
+        "parameters_how": shape.parameters_how,
+    }
+    world = world_size or config.launch.nproc_per_node * config.launch.nnodes
+    if "fsdp" in techniques and world > 1:
+        for key in ("weights", "gradients", "optimizer_states"):
+            if pred[key] is not None:
+                pred[key] = -(-pred[key] // world)
+        pred["sharded_over"] = world
+    return pred

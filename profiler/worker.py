@@ -244,11 +244,14 @@ def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOut
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """Error kind and a hint for an exception raised by a workload."""
+    from profiler.checkpoints import CheckpointError
     from profiler.data import DataError
 
     name = type(exc).__name__
     if isinstance(exc, DataError):
         return "config", "fix the data settings and start again"
+    if isinstance(exc, CheckpointError):
+        return "config", "fix the model settings (model.path, model.arch) and start again"
     if isinstance(exc, MemoryError) or "OutOfMemory" in name or "out of memory" in str(exc):
         return "oom", ("lower train.batch_size or train.seq_len, choose a smaller model, "
                        "or enable activation checkpointing")

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from techniques.registry import Param, TechniqueInfo, register
 
+
+def _check(params: dict, caps: dict) -> str | None:
+    kind = caps.get("model_kind", "builtin")
+    if kind == "hf-encoder":
+        return "an encoder model is not trained here (infer and compress only); nothing to checkpoint"
+    if kind != "builtin" and params["every"] > 1 and not caps.get("hf_checkpoint_every"):
+        return ("this transformers version checkpoints every layer or none (its "
+                "gradient_checkpointing_enable has no every_n_layers); set every = 1")
+    return None
+
 INFO = register(TechniqueInfo(
     name="activation_checkpointing",
     label="Activation checkpointing",
@@ -14,12 +24,18 @@ INFO = register(TechniqueInfo(
     source="Chen et al. 2016 (sublinear memory); Korthikanti et al. 2022",
     params=(Param("every", int, 1, "Checkpoint every k-th block (1 = every block)", min=1, max=1000),),
     mid_run=("enabled", "every"),
+    check=_check,
 ))
 
 
 def apply(state, params: dict) -> str:
     every = params["every"]
     model = state.model
+    if hasattr(model, "set_checkpointing"):  # a Hugging Face model: its own mechanism
+        model.set_checkpointing(every)
+        blocks = len(model.blocks)
+        return (f"transformers activation checkpointing (use_reentrant=False) on "
+                f"{len(range(0, blocks, every))} of {blocks} layers (every {every})")
     if not hasattr(model, "checkpoint_every"):
         raise NotImplementedError("this model has no checkpointing switch")
     model.checkpoint_every = every
@@ -32,5 +48,8 @@ change = apply
 
 
 def remove(state) -> str:
+    if hasattr(state.model, "set_checkpointing"):
+        state.model.set_checkpointing(0)
+        return "activation checkpointing off: all activations kept"
     state.model.checkpoint_every = 0
     return "activation checkpointing off: all activations kept"

@@ -44,6 +44,9 @@ def apply(state, params: dict) -> str:
     state.sdpa_backends = None
     text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"
             else "torch scaled_dot_product_attention (causal)")
+    if hasattr(model, "hf"):  # a Hugging Face model: its own attn_implementation switch
+        text = (f"transformers attn_implementation = "
+                f"{'eager' if params['implementation'] == 'math' else 'sdpa'}")
     if params["implementation"] == "sdpa" and params["backend"] != "auto":
         from torch.nn.attention import SDPBackend
 

@@ -17,6 +17,9 @@ LAYER_CHOICES = ("all", "attention", "mlp")
 def target_linears(model: nn.Module,
                    layers: str = "all") -> tuple[list[tuple[str, nn.Linear]], list[str]]:
     """(Linear layers to touch, sentences about the ones left alone)."""
+    own = getattr(model, "linear_targets", None)
+    if own is not None:  # a Hugging Face model (profiler/models/hf.py) knows its own blocks
+        return own(layers)
     chosen: list[tuple[str, nn.Linear]] = []
     skipped: list[str] = []
     for name, module in model.named_modules():

@@ -16,6 +16,9 @@ def _check(params: dict, caps: dict) -> str | None:
                 "nothing passes through them; choose an amount below 1 (e.g. 0.25)")
     if params["dim"] == "heads" and params["layers"] == "mlp":
         return "attention heads live in the attention layers; choose layers = all or attention"
+    if params["dim"] == "heads" and caps.get("model_kind", "builtin") != "builtin":
+        return ("head pruning knows the built-in GPT's fused qkv layout only; for a Hugging Face "
+                "model choose dim = rows or channels")
     return None
 
 

@@ -137,9 +137,13 @@ def quality_sentence(size: dict, speed_rows: dict, quality: dict) -> str:
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Compress a copy of the model and compare it with the original; return the summary."""
+    if checkpoints.model_kind(config.model) == "hf-encoder":
+        from profiler.workloads import encode
+
+        return encode.run_compress(config, emit, control)  # embeddings compared, not perplexity
     cfg = config.infer
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
 
     def warn(text: str) -> None:
         emit({"type": "event", "kind": "warning", "message": text})
@@ -151,7 +155,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     baseline.eval()
     shape = baseline.shape
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed)
+                         config.data.val_fraction, shape.vocab_size, config.seed,
+                         tokenizer=getattr(baseline, "tokenizer", None))
     compressed = copy.deepcopy(baseline)
     state = runtime.TrainState(config=config, device=device, caps=caps, model=compressed, warn=warn)
     tune = None

@@ -112,7 +112,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Distill the teacher into the student `model`; return the summary."""
     train_cfg, limits, dist = config.train, config.limits, config.distill
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
     runtime.check_all(config, caps)
     torch.manual_seed(config.seed)
 
@@ -126,8 +126,16 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         raise NotImplementedError(
             f"distill.teacher: the teacher's vocabulary ({teacher.shape.vocab_size} tokens) "
             f"differs from the student's ({student.shape.vocab_size}); KL needs the same one")
+    from profiler.models.hf import same_vocabulary
+
+    tokenizer = getattr(student, "tokenizer", None)
+    if not same_vocabulary(getattr(teacher, "tokenizer", None), tokenizer):
+        raise NotImplementedError(
+            "distill.teacher: the teacher and the student use different tokenizers, so the same "
+            "token id means different text to each; choose a teacher with the student's tokenizer")
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, student.shape.vocab_size, config.seed)
+                         config.data.val_fraction, student.shape.vocab_size, config.seed,
+                         tokenizer=tokenizer)
     batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len, config.seed,
                            device)
     val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,

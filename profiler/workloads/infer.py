@@ -72,6 +72,12 @@ def apply_compression(state: runtime.TrainState, wanted: dict,
         return (1 if registry.get(name).stage == "compress" else 3, name)
 
     applied = []
+    convert = getattr(state.model, "convert_conv1d", None)  # HF GPT-2: Conv1D -> nn.Linear
+    if wanted and convert is not None and (count := convert()):
+        applied.append({"name": "conv1d_to_linear", "label": "GPT-2 Conv1D as nn.Linear",
+                        "params": {}, "report": f"{count} Conv1D layers of the blocks replaced "
+                        "by nn.Linear with the transposed weight (the same math), so the "
+                        "techniques below can act on them"})
     order = sorted(wanted, key=rank)
     pruners = [n for n in order if rank(n)[0] == 0]
     for name in order:
@@ -211,9 +217,13 @@ def latency_figures(runs: list[dict], prefix: str = "", window: str = "") -> dic
 # --- the workload ---------------------------------------------------------------------------------
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Generate repeatedly with the KV cache, then score perplexity; return the summary."""
+    if checkpoints.model_kind(config.model) == "hf-encoder":
+        from profiler.workloads import encode
+
+        return encode.run_infer(config, emit, control)  # no generation: timed forward passes
     cfg = config.infer
     device = resolve_device(config.device)
-    caps = detect(device)
+    caps = {**detect(device), **checkpoints.model_caps(config.model)}
 
     def warn(text: str) -> None:
         emit({"type": "event", "kind": "warning", "message": text})
@@ -228,7 +238,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     model = state.model
     shape = model.shape
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed)
+                         config.data.val_fraction, shape.vocab_size, config.seed,
+                         tokenizer=getattr(model, "tokenizer", None))
     prompts = prompts_from(corpus.val, cfg.batch_size, cfg.prompt_len, device)
     params, nonzero = checkpoints.parameter_counts(model)
     sampler = SystemSampler(period_s=0.2, gpu_index=(device.index or 0) if device.type == "cuda"

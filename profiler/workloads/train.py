@@ -20,8 +20,6 @@ from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
 from profiler.distributed import DistContext
-from profiler.models.gpt import build_gpt
-from profiler.models.presets import GPT_PRESETS
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
 from profiler.theory import flops_per_token, mfu, predict_for_config
@@ -98,18 +96,21 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     train_cfg, limits = config.train, config.limits
     dist = getattr(control, "dist", None) or DistContext()
     device = dist.device_for(resolve_device(config.device))
-    caps = {**detect(device), "world_size": dist.world_size, "dist_backend": dist.backend}
+    caps = {**detect(device), "world_size": dist.world_size, "dist_backend": dist.backend,
+            **checkpoints.model_caps(config.model)}
     runtime.check_all(config, caps)  # refuse what this machine cannot do before any work
     torch.manual_seed(config.seed)
-    shape = GPT_PRESETS[config.model.preset]
     setup_started = time.perf_counter()
 
     def warn(text: str) -> None:
         emit({"type": "event", "kind": "warning", "message": text})
 
-    model = build_gpt(config.model.preset, config.model.dropout).to(device)
+    # One loader for every model: the built-in GPT, or a Hugging Face model behind its interface.
+    model, origin = checkpoints.load_model(config.model, device, config.model.dropout)
+    shape = model.shape
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed)
+                         config.data.val_fraction, shape.vocab_size, config.seed,
+                         tokenizer=getattr(model, "tokenizer", None))
     # Each rank takes its own slice of every global batch (the same global batch a single
     # process with batch_size x world_size would draw).
     train_batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len,
@@ -138,7 +139,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     emit({"type": "started", "run": {
         "workload": "train",
         "device": str(device),
-        "model": {"preset": config.model.preset, "parameters": n_params, **shape.as_dict()},
+        "model": {"preset": checkpoints.model_name(config.model), "origin": origin,
+                  "parameters": n_params, **shape.as_dict()},
         "data": corpus.description,
         "batch_size": train_cfg.batch_size,
         "seq_len": train_cfg.seq_len,
@@ -431,10 +433,11 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     figures.update(energy_figures(v["energy"], v["power_readings"], total_time, measured,
                                   v["measured_tokens"], device))
     predicted = predict_for_config(state.config, state.dist.world_size)
+    na = predicted.get("activations_how")  # a Hugging Face model: activations not predicted
     figures["predicted_memory_bytes"] = figure(
-        predicted["total"], "bytes", "weights + gradients + optimizer states + activations saved "
-        "for backward, predicted for this model, batch, precision and checkpointing")
-    figures["predicted_activation_bytes"] = figure(predicted["activations"], "bytes",
+        predicted["total"], "bytes", na or "weights + gradients + optimizer states + activations "
+        "saved for backward, predicted for this model, batch, precision and checkpointing")
+    figures["predicted_activation_bytes"] = figure(predicted["activations"], "bytes", na or
                                                    "activations saved for backward (predicted)")
     figures["predicted_optimizer_state_bytes"] = figure(predicted["optimizer_states"], "bytes",
                                                         "optimizer states (predicted)")
