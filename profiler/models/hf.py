@@ -290,9 +290,12 @@ def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
         info = hf_cache.inspect(folder)
         tokenizer = load_tokenizer(folder, "path")
         kind = info.kind
-        hf_model = _from_pretrained(transformers, folder, info, dropout)
+        hf_model, missing = _from_pretrained(transformers, folder, info, dropout)
         shape = shape_from_config(info.config, str(info.config.get("model_type") or "hf"))
         origin = f"{shape.arch} weights from {folder}"
+        if missing:  # e.g. a base model without its language-model head: say so, never hide it
+            origin += (f"; {len(missing)} tensors are not in the checkpoint and start from random "
+                       f"values ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
         pooling = _pooling(folder)
     if tokenizer is not None and len(tokenizer) > shape.vocab_size:
         raise CheckpointError("path", f"the tokenizer has {len(tokenizer)} tokens but the model "
@@ -303,7 +306,9 @@ def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
     return wrapper.to(device), origin
 
 
-def _from_pretrained(transformers: Any, folder: Path, info: Any, dropout: float) -> Any:
+def _from_pretrained(transformers: Any, folder: Path, info: Any,
+                     dropout: float) -> tuple[Any, list[str]]:
+    """The model from the folder's weights, and the names of tensors the weights lacked."""
     config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True,
                                                      trust_remote_code=False)
     for key in DROPOUT_KEYS:  # model.dropout governs, as for the built-in GPT
@@ -318,7 +323,9 @@ def _from_pretrained(transformers: Any, folder: Path, info: Any, dropout: float)
     kwargs["dtype" if _accepts_dtype(transformers) else "torch_dtype"] = torch.float32
     for attention in ("sdpa", "eager"):
         try:
-            return cls.from_pretrained(str(folder), attn_implementation=attention, **kwargs)
+            model, loading = cls.from_pretrained(str(folder), attn_implementation=attention,
+                                                 output_loading_info=True, **kwargs)
+            return model, sorted(loading.get("missing_keys") or [])
         except ValueError as exc:
             if attention == "sdpa" and "sdpa" in str(exc).lower():
                 continue  # an architecture without SDPA support: its eager attention
