@@ -1,0 +1,122 @@
+"""Tools for the fault suite (tests/test_faults_*.py, test_ssh.py): tiny configs, the CLI in a
+subprocess, and process-tree checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from profiler.client import worker_env
+from profiler.config import RunConfig
+
+
+def tiny_config(steps: int = 100_000, **train) -> RunConfig:
+    """gpt-nano on random tokens, small batches, no validation: steps of a few milliseconds."""
+    config = RunConfig(name="fault")
+    config.device = "cpu"
+    config.data.source = "random"
+    config.limits.steps = steps
+    config.limits.warmup_steps = 1
+    config.train.batch_size = train.pop("batch_size", 2)
+    config.train.seq_len = train.pop("seq_len", 32)
+    config.train.eval_interval = 0
+    config.train.eval_batches = 1
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def write_config(path: Path, config: RunConfig) -> Path:
+    config.save(path)
+    return path
+
+
+def cli(*args: str, **popen) -> subprocess.Popen:
+    """`effiscope ARGS` in a child process (text pipes), with this checkout importable."""
+    return subprocess.Popen([sys.executable, "-m", "profiler.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**worker_env(), **os.environ}, **popen)
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, step_s: float = 0.05):
+    """Poll predicate until it returns something truthy; fail with `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def only_run_dir(home: Path) -> Path | None:
+    runs = sorted((home / "runs").glob("*")) if (home / "runs").exists() else []
+    return runs[0] if len(runs) == 1 else None
+
+
+def stored_samples(run_dir: Path) -> list[dict]:
+    """Sample messages in a run's stream.jsonl (complete lines only)."""
+    out = []
+    try:
+        text = (run_dir / "stream.jsonl").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("type") == "sample":
+            out.append(message)
+    return out
+
+
+def gone(pid: int) -> bool:
+    """A process that no longer runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def worker_child(front_pid: int, timeout_s: float = 60) -> psutil.Process:
+    """The worker process a front end (the CLI) started."""
+    def find():
+        try:
+            children = psutil.Process(front_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        return next((c for c in children if "profiler.worker" in " ".join(_cmdline(c))), None)
+
+    return wait_for(find, timeout_s, "the worker process")
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def listening_ports(pid: int) -> list:
+    """Listening sockets owned by a process (EffiScope must open none)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return []
+    return [c for c in connections if c.status == psutil.CONN_LISTEN]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """Workers use one intra-op thread: on a busy machine two OpenMP threads that wait for each
+    other turn a millisecond step of gpt-nano into seconds, and the timings here are tight."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -1,0 +1,272 @@
+"""Bad input, table-driven: every case gets one sentence that names the field and the fix, and
+nothing crashes. A handful go through `effiscope run <toml>` (exit code 2, the sentence on
+stderr), most through `validate()`, and what only the worker can see (the data folder, this
+machine, the weights themselves) through the worker's own start handling."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from profiler import protocol, worker
+from profiler.client import worker_env
+from profiler.config import ConfigError, RunConfig, validate
+from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
+
+# A fix is said with a verb (give, set, choose...), as the rule the value must follow, or as the
+# list of what is valid.
+FIX = re.compile(r"\b(give|set|choose|use|fix|remove|add|check|lower|keep|put|install|start|"
+                 r"shorten|leave|enable|switch|train|pick|must be|must have|one of|"
+                 r"valid \w+ are|known \w+ are|lists them)\b")
+
+
+def assert_sentence(text: str, field: str) -> None:
+    """One sentence (one line, no traceback) that names the field and says how to fix it."""
+    assert "\n" not in text.strip() and "Traceback" not in text, text
+    assert field in text, f"{field!r} not named in: {text}"
+    assert FIX.search(text), f"no fix in: {text}"
+    assert len(text) < 600, text
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """Checkpoints and data folders for the cases: {dir} in a case is this folder."""
+    (tmp_path / "garbage.safetensors").write_bytes(b"definitely not a safetensors file")
+    (tmp_path / "bad-header.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b'{"a": broken}xx')
+    (tmp_path / "no-meta.safetensors").write_bytes(b"\x02" + b"\x00" * 7 + b"{}")
+    (tmp_path / "folder-without-weights").mkdir()
+    (tmp_path / "empty").mkdir()
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    for index in range(6):
+        (binary / f"part{index}.txt").write_bytes(os.urandom(3000) + b"\x00")
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        (images / f"photo{index}.jpg").write_bytes(os.urandom(500))
+    (tmp_path / "one.bin").write_bytes(b"\x00\x01" * 3000)
+    (tmp_path / "tiny.txt").write_text("too short\n")
+    (tmp_path / "not-utf8.toml").write_bytes(b"name = '\xff\xfe'\n")
+    return tmp_path
+
+
+# (case id, TOML text, the field its sentence must name). Each is checked by validate().
+CONFIG_CASES = [
+    ("invalid-toml", 'name = "unterminated', "TOML"),
+    ("unknown-section", "[modle]\npreset = 'gpt-nano'", "modle"),
+    ("unknown-setting", "[train]\nbatchsize = 4", "train.batchsize"),
+    ("unknown-technique", "[techniques.warp_drive]\nspeed = 9", "techniques.warp_drive"),
+    ("technique-unknown-param", "[techniques.optimizer]\nlearning_rate = 1e-3",
+     "techniques.optimizer.learning_rate"),
+    ("technique-wrong-type", "[techniques.grad_clip]\nmax_norm = 'big'", "techniques.grad_clip.max_norm"),
+    ("technique-not-a-table", "[techniques]\noptimizer = 3", "techniques.optimizer"),
+    ("string-for-integer", "[train]\nbatch_size = '16'", "train.batch_size"),
+    ("bool-for-integer", "[limits]\nsteps = true", "limits.steps"),
+    ("float-for-integer", "[train]\nseq_len = 64.5", "train.seq_len"),
+    ("string-for-number", "[train]\nlearning_rate = 'fast'", "train.learning_rate"),
+    ("scalar-for-section", "train = 5", "train"),
+    ("string-for-list", "[launch]\nssh = 'lab'\nssh_options = '-p 2222'", "launch.ssh_options"),
+    ("negative-learning-rate", "[train]\nlearning_rate = -1e-3", "train.learning_rate"),
+    ("zero-learning-rate", "[train]\nlearning_rate = 0.0", "train.learning_rate"),
+    ("batch-0", "[train]\nbatch_size = 0", "train.batch_size"),
+    ("negative-batch", "[train]\nbatch_size = -8", "train.batch_size"),
+    ("sequence-longer-than-context", "[train]\nseq_len = 4096", "train.seq_len"),
+    ("sequence-of-1", "[train]\nseq_len = 1", "train.seq_len"),
+    ("negative-weight-decay", "[train]\nweight_decay = -0.1", "train.weight_decay"),
+    ("beta-of-1", "[train]\nbeta2 = 1.0", "train.beta2"),
+    ("no-eval-batches", "[train]\neval_batches = 0", "train.eval_batches"),
+    ("zero-steps", "[limits]\nsteps = 0", "limits.steps"),
+    ("negative-time-limit", "[limits]\ntime_s = -5.0", "limits.time_s"),
+    ("warmup-not-below-steps", "[limits]\nsteps = 5\nwarmup_steps = 5", "limits.warmup_steps"),
+    ("dropout-1", "[model]\ndropout = 1.0", "model.dropout"),
+    ("unknown-preset", "[model]\npreset = 'gpt-5'", "model.preset"),
+    ("unknown-model-source", "[model]\nsource = 'web'", "model.source"),
+    ("unknown-workload", "workload = 'dance'", "workload"),
+    ("unknown-device", "device = 'tpu'", "device"),
+    ("unknown-data-source", "[data]\nsource = 'web'", "data.source"),
+    ("data-path-empty", "[data]\nsource = 'path'", "data.path"),
+    ("data-path-missing", "[data]\nsource = 'path'\npath = '/nonexistent/corpus'", "data.path"),
+    ("val-fraction-too-big", "[data]\nval_fraction = 0.95", "data.val_fraction"),
+    ("too-little-train-text", "[data]\nmax_train_bytes = 10", "data.max_train_bytes"),
+    ("negative-peak", "peak_tflops = -1.0", "peak_tflops"),
+    ("infer-longer-than-context", "workload = 'infer'\n[infer]\nprompt_len = 250\ngen_len = 10",
+     "infer.gen_len"),
+    ("distill-alpha-above-1", "workload = 'distill'\n[distill]\nalpha = 2.0", "distill.alpha"),
+    # Incompatible combinations.
+    ("ddp-on-one-process", "[techniques.ddp]", "launch.nproc_per_node"),
+    ("two-processes-without-ddp", "[launch]\nnproc_per_node = 2", "techniques"),
+    ("ddp-with-fsdp", "[launch]\nnproc_per_node = 2\n[techniques.ddp]\n[techniques.fsdp]",
+     "techniques"),
+    ("two-nodes-without-endpoint", "[launch]\nnnodes = 2\n[techniques.ddp]",
+     "launch.rdzv_endpoint"),
+    ("endpoint-without-port", "[launch]\nrdzv_endpoint = 'node0'", "launch.rdzv_endpoint"),
+    ("node-rank-outside-job", "[launch]\nnode_rank = 3", "launch.node_rank"),
+    ("quantization-in-training", "[techniques.quantize_int8_dynamic]",
+     "techniques.quantize_int8_dynamic"),
+    ("compress-without-compression", "workload = 'compress'", "techniques"),
+    ("ssh-with-torchrun", "[launch]\nssh = 'me@lab'\nnproc_per_node = 2\n[techniques.ddp]",
+     "launch.ssh"),
+    ("ssh-host-is-an-option", "[launch]\nssh = '-oProxyCommand=sh'", "launch.ssh"),
+    ("ssh-option-runs-a-command", "[launch]\nssh = 'lab'\nssh_options = ['-o', 'ProxyCommand=nc x 22']",
+     "launch.ssh_options"),
+    ("ssh-option-other-config", "[launch]\nssh = 'lab'\nssh_options = ['-F', '/tmp/evil']",
+     "launch.ssh_options"),
+    ("ssh-options-without-host", "[launch]\nssh_options = ['-p', '2222']", "launch.ssh_options"),
+    ("remote-command-with-shell", "[launch]\nssh = 'lab'\nremote_command = 'effiscope worker; rm -rf ~'",
+     "launch.remote_command"),
+    # Missing or corrupt checkpoints (read from the file's header, before anything starts).
+    ("checkpoint-path-empty", "workload = 'infer'\n[model]\nsource = 'checkpoint'", "model.path"),
+    ("checkpoint-missing", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/nowhere.safetensors'", "model.path"),
+    ("checkpoint-folder-without-weights", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/folder-without-weights'", "model.path"),
+    ("checkpoint-garbage", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/garbage.safetensors'", "model.path"),
+    ("checkpoint-damaged-header", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/bad-header.safetensors'", "model.path"),
+    ("checkpoint-not-ours", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/no-meta.safetensors'", "model.path"),
+    ("run-id-empty", "workload = 'infer'\n[model]\nsource = 'run'", "model.run_id"),
+    ("run-id-unknown", "workload = 'infer'\n[model]\nsource = 'run'\nrun_id = 'no-such-run'",
+     "model.run_id"),
+    ("teacher-checkpoint-missing", "workload = 'distill'\n[distill.teacher]\nsource = 'checkpoint'\n"
+     "path = '{dir}/nowhere.safetensors'", "distill.teacher.path"),
+]
+
+
+@pytest.mark.parametrize("text, field", [c[1:] for c in CONFIG_CASES],
+                         ids=[c[0] for c in CONFIG_CASES])
+def test_config_errors_name_the_field_and_the_fix(text, field, files):
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(text.replace("{dir}", str(files))))
+    assert_sentence(str(info.value), field)
+
+
+def test_a_run_that_saved_no_weights_is_named(effiscope_home):
+    from profiler.store import RunStore
+
+    run = RunStore().create_run(RunConfig(name="no-weights"))
+    config = RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'run'\nrun_id = '{run.run_id}'")
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    assert_sentence(str(info.value), "model.run_id")
+    assert "save_checkpoint" in str(info.value)
+
+
+# Through the CLI: exit code 2 and the sentence on stderr, nothing started.
+CLI_CASES = [
+    ("invalid-toml", 'name = "unterminated', "TOML"),
+    ("not-utf8", None, "not-utf8.toml"),
+    ("missing-file", None, "nowhere.toml"),
+    ("unknown-technique", "[techniques.warp_drive]", "techniques.warp_drive"),
+    ("wrong-type", "[train]\nbatch_size = 'many'", "train.batch_size"),
+    ("batch-0", "[train]\nbatch_size = 0", "train.batch_size"),
+    ("sequence-longer-than-context", "[model]\npreset = 'gpt-nano'\n[train]\nseq_len = 512",
+     "train.seq_len"),
+    ("ssh-with-torchrun", "[launch]\nssh = 'me@lab'\nnproc_per_node = 2\n[techniques.ddp]",
+     "launch.ssh"),
+    ("checkpoint-garbage", "workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+     "path = '{dir}/garbage.safetensors'", "model.path"),
+]
+
+
+@pytest.mark.parametrize("text, field", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_run_exits_2_with_the_sentence(text, field, files, effiscope_home):
+    if text is None:
+        path = files / field
+    else:
+        path = files / "run.toml"
+        path.write_text(text.replace("{dir}", str(files)), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "profiler.cli", "run", str(path)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**worker_env(), **os.environ})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("effiscope: ")
+    assert_sentence(result.stderr.removeprefix("effiscope: "), field)
+    assert not (effiscope_home / "runs").exists() or not any((effiscope_home / "runs").iterdir())
+
+
+# What only the worker can see: the data itself, this machine, the weights' contents.
+class ListChannel:
+    alive = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
+
+
+def _truncated_checkpoint(folder: Path) -> Path:
+    from profiler import checkpoints
+    from profiler.models.gpt import build_gpt
+
+    path = folder / "cut.safetensors"
+    checkpoints.save_model(build_gpt("gpt-nano", 0.0), path, "gpt-nano")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a copy that stopped half way
+    return path
+
+
+WORKER_CASES = [
+    ("empty-data-folder", {"data": {"source": "path", "path": "{dir}/empty"}}, "data.path", "config"),
+    ("binary-data-folder", {"data": {"source": "path", "path": "{dir}/binary"}}, "data.path", "config"),
+    ("folder-without-text-files", {"data": {"source": "path", "path": "{dir}/images"}}, "data.path",
+     "config"),
+    ("binary-data-file", {"data": {"source": "path", "path": "{dir}/one.bin"}}, "data.path", "config"),
+    ("too-little-text", {"data": {"source": "path", "path": "{dir}/tiny.txt"}}, "data.path", "config"),
+    ("fp16-on-cpu", {"techniques": {"precision": {"dtype": "fp16"}}}, "techniques.precision",
+     "unsupported"),
+    ("cuda-without-gpu", {"device": "cuda"}, "device", "unsupported"),
+    ("conflicting-quantizations", {"workload": "infer", "techniques": {
+        "quantize_int8_dynamic": {}, "weight_cast": {}}}, "techniques.quantize_int8_dynamic",
+     "unsupported"),
+    ("truncated-checkpoint", {"workload": "infer", "model": {
+        "source": "checkpoint", "path": "{cut}"}}, "model.path", "config"),
+]
+# Known gaps, each with its owner: the case stays in the table and turns green when fixed.
+KNOWN_GAPS = {
+    "truncated-checkpoint": "profiler/checkpoints.py checks a safetensors header but not that the "
+                            "file holds all the data it announces; safetensors then raises, a "
+                            "crash instead of a model.path sentence (owner: checkpoints)",
+}
+
+
+def _fill(value, folder: Path, cut: Path | None):
+    if isinstance(value, dict):
+        return {k: _fill(v, folder, cut) for k, v in value.items()}
+    if isinstance(value, str):
+        return value.replace("{dir}", str(folder)).replace("{cut}", str(cut))
+    return value
+
+
+@pytest.mark.parametrize("overrides, field, kind", [
+    pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN_GAPS[c[0]])]
+                 if c[0] in KNOWN_GAPS else []) for c in WORKER_CASES])
+def test_worker_refuses_with_a_sentence(overrides, field, kind, files, capsys):
+    config = tiny_config(steps=2).to_dict()
+    cut = _truncated_checkpoint(files) if "{cut}" in repr(overrides) else None
+    for section, value in _fill(overrides, files, cut).items():
+        if isinstance(value, dict) and section != "techniques":
+            config[section].update(value)
+        else:
+            config[section] = value
+    channel = ListChannel()
+    status = worker.run_one(protocol.start(config), channel, worker.Control(queue.Queue(), channel))
+    capsys.readouterr()  # the worker's log
+    assert status == "failed"
+    error, done = channel.messages[-2:]
+    assert error["type"] == "error" and done["type"] == "done", channel.messages
+    assert error["kind"] == kind, error
+    assert_sentence(error["message"], field)
+    assert "started" not in [m["type"] for m in channel.messages]
+
+
+def test_the_table_has_at_least_30_cases():
+    assert len(CONFIG_CASES) + len(CLI_CASES) + len(WORKER_CASES) + 1 >= 30

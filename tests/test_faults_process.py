@@ -1,0 +1,144 @@
+"""Faults of the processes themselves: a worker killed, a stop, a front end killed.
+
+Nothing received may be lost and nothing may be left running: each test checks the store and the
+process tree, with real processes (the CLI as the front end, a real worker, tiny runs).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from profiler.client import run_to_completion
+from profiler.recorder import RunRecorder
+from profiler.store import RunStore, StoredRun
+from tests.faults import (
+    cli,
+    gone,
+    listening_ports,
+    one_torch_thread,  # noqa: F401 - an autouse fixture
+    only_run_dir,
+    stored_samples,
+    tiny_config,
+    wait_for,
+    worker_child,
+    write_config,
+)
+
+
+def _timed_lines(stream, out: list[tuple[float, str]]) -> threading.Thread:
+    def read():
+        for line in stream:
+            out.append((time.monotonic(), line))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_is_reported_within_a_second_and_nothing_is_lost(
+        tmp_path, effiscope_home):
+    toml = write_config(tmp_path / "run.toml", tiny_config())
+    proc = cli("run", str(toml))
+    out: list[tuple[float, str]] = []
+    readers = [_timed_lines(proc.stdout, out), _timed_lines(proc.stderr, [])]
+    try:
+        worker = worker_child(proc.pid)
+        run_dir = wait_for(lambda: only_run_dir(effiscope_home), 60, "the run folder")
+        wait_for(lambda: len(stored_samples(run_dir)) >= 5, 120, "five stored samples")
+        # EffiScope opens no listening port of its own, in the front end or the worker.
+        assert listening_ports(worker.pid) == [] and listening_ports(proc.pid) == []
+        worker.kill()  # SIGKILL, mid-run
+        killed_at = time.monotonic()
+        said = wait_for(lambda: next((t for t, line in out if "killed" in line), None), 10,
+                        "the CLI to say the worker was killed")
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for reader in readers:
+        reader.join(5)
+    assert said - killed_at < 1.0, f"the CLI said so after {said - killed_at:.2f} s"
+    assert proc.returncode == 3  # the worker crashed or was killed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "killed" and "killed" in summary["end"]
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "killed"
+    # Every sample the front end received is in the store, in order, and in the report.
+    samples = stored_samples(run_dir)
+    assert len(samples) == summary["samples_received"] >= 5
+    assert [s["step"] for s in samples] == list(range(1, len(samples) + 1))
+    report = pytest.importorskip("profiler.report")
+    path = report.export([run_dir.name], "json", str(tmp_path / "report.json"))
+    exported = json.loads(open(path, encoding="utf-8").read())["runs"][0]
+    assert exported["status"] == "killed" and exported["samples"] == len(samples)
+    assert exported["series"]["loss_train"]["step"] == [s["step"] for s in samples]
+
+
+@pytest.mark.slow
+def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
+    """The worker leaves a child holding its stdout (as a compile worker pool would): the stop
+    still completes and the whole tree is gone within 3 s of the request."""
+    store = RunStore()
+    config = tiny_config()
+    run = store.create_run(config)
+    recorder = RunRecorder(store, run)
+    command = ["/bin/sh", "-c",
+               f"sleep 300 & exec {shlex.quote(sys.executable)} -m profiler.worker"]
+    interrupt = threading.Event()
+    tree: dict = {}
+
+    def on_message(message: dict) -> None:
+        if message["type"] == "sample" and message["step"] >= 3 and not interrupt.is_set():
+            tree["pids"] = [p.pid for p in psutil.Process().children(recursive=True)]
+            tree["at"] = time.monotonic()
+            interrupt.set()  # what Ctrl-C in the CLI and Stop in the app do
+
+    status = run_to_completion(config.to_dict(), recorder, on_message=on_message,
+                               interrupt=interrupt, command=command)
+    wait_for(lambda: all(gone(pid) for pid in tree["pids"]),
+             max(0.05, tree["at"] + 3.0 - time.monotonic()), "the worker's process tree to end")
+    assert len(tree["pids"]) >= 2  # the worker and the child it started
+    assert status == "stopped"
+    assert run.summary()["status"] == "stopped"
+
+
+@pytest.mark.slow
+def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
+        tmp_path, effiscope_home):
+    toml = write_config(tmp_path / "run.toml", tiny_config())
+    proc = cli("run", str(toml))
+    worker = None
+    try:
+        worker = worker_child(proc.pid)
+        run_dir = wait_for(lambda: only_run_dir(effiscope_home), 60, "the run folder")
+        wait_for(lambda: len(stored_samples(run_dir)) >= 3, 120, "three stored samples")
+        proc.kill()  # SIGKILL the front end: it cannot close the run
+        proc.communicate(timeout=30)
+        # The worker notices its stdin closed, ends the run and exits.
+        wait_for(lambda: gone(worker.pid), 2.0, "the orphaned worker to exit", step_s=0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if worker is not None and not gone(worker.pid):
+            worker.kill()
+    run = StoredRun(run_dir.name, run_dir)
+    warnings: list[str] = []
+    messages = list(run.messages(warnings))
+    assert messages[0]["type"] == "hello" and messages[1]["type"] == "started"
+    assert len([m for m in messages if m["type"] == "sample"]) >= 3
+    assert len(warnings) <= 1  # at most the line being written when the CLI died
+    assert run.meta()["status"] == "running"  # nobody closed it...
+    row = next(r for r in RunStore().list_runs() if r["id"] == run.run_id)
+    assert row["status"] == "crashed"  # ...until the history looked at it
+    summary = run.summary()
+    assert summary["end"] == "the front end ended without closing the run"
+    assert summary["samples_received"] == len([m for m in messages if m["type"] == "sample"])

@@ -1,0 +1,198 @@
+"""A damaged, full or read-only store: what can be read is read, what cannot be written is said.
+
+Full-disk and read-only cases use a real tmpfs where this process may mount one (root on Linux);
+elsewhere the same failures are injected into the writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from profiler import cli
+from profiler import store as store_module
+from profiler.config import RunConfig
+from profiler.recorder import RunRecorder
+from profiler.store import RunStore, StoreError, StreamWriter
+from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
+
+
+def _sample(step: int) -> bytes:
+    return (f'{{"type":"sample","step":{step},"time":{step / 10},'
+            f'"metrics":{{"loss_train":{5 - step / 10}}}}}\n').encode()
+
+
+def _recorded_run(store: RunStore, steps: int = 6, finish: bool = True):
+    run = store.create_run(RunConfig(name="damaged"))
+    recorder = RunRecorder(store, run)
+    recorder.handle_line(b'{"type":"started","run":{"device":"cpu"}}\n')
+    for step in range(1, steps + 1):
+        recorder.handle_line(_sample(step))
+    if finish:
+        recorder.handle_line(b'{"type":"done","status":"completed","summary":{}}\n')
+        recorder.finish(0)
+    return run, recorder
+
+
+# --- damaged files ---------------------------------------------------------------------------
+def test_garbled_and_truncated_lines_are_skipped_and_the_rest_loads(tmp_path):
+    store = RunStore()
+    run, _ = _recorded_run(store)
+    lines = run.stream_path.read_bytes().splitlines(keepends=True)
+    lines.insert(3, b"\x00\xff\xfe garbage from a bad sector\n")
+    lines.insert(5, b"[1, 2, 3]\n")
+    lines.append(b'{"type":"sample","step":7,"ti')  # cut by a crash mid-write
+    run.stream_path.write_bytes(b"".join(lines))
+    warnings: list[str] = []
+    messages = list(run.messages(warnings))
+    assert [m["step"] for m in messages if m["type"] == "sample"] == [1, 2, 3, 4, 5, 6]
+    assert messages[-1]["type"] == "done"
+    assert len(warnings) == 3 and all("damaged and was skipped" in w for w in warnings)
+    assert "line 4" in warnings[0]
+    report = pytest.importorskip("profiler.report")
+    path = report.export([run.run_id], "json", str(tmp_path / "r.json"))
+    exported = json.loads(Path(path).read_text())["runs"][0]
+    assert exported["samples"] == 6 and len(exported["load_warnings"]) >= 3
+
+
+def test_deleted_or_damaged_index_is_rebuilt_from_the_folders(effiscope_home):
+    store = RunStore()
+    ids = {_recorded_run(store)[0].run_id for _ in range(2)}
+    store.index_path.unlink()
+    assert {r["id"] for r in RunStore().list_runs()} == ids
+    store.index_path.write_bytes(b"this is not an sqlite database" * 100)
+    assert {r["id"] for r in RunStore().list_runs()} == ids
+    assert all(r["status"] == "completed" for r in RunStore().list_runs())
+
+
+def test_a_run_whose_front_end_is_gone_is_marked_crashed(effiscope_home):
+    store = RunStore()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan, recorder = _recorded_run(store, steps=4, finish=False)
+    recorder.writer.close()
+    orphan.write_meta({**orphan.meta(), "front": {"pid": dead.pid, "started": time.time()}})
+    reused, _ = _recorded_run(store, steps=2, finish=False)  # our pid, another start time
+    reused.write_meta({**reused.meta(), "front": {"pid": os.getpid(), "started": 1.0}})
+    alive, _ = _recorded_run(store, steps=2, finish=False)  # recorded by this live process
+    assert alive.meta()["front"]["started"] == psutil.Process().create_time()
+    rows = {r["id"]: r["status"] for r in store.list_runs()}
+    assert rows == {orphan.run_id: "crashed", reused.run_id: "crashed", alive.run_id: "running"}
+    summary = orphan.summary()
+    assert summary["end"] == "the front end ended without closing the run"
+    assert summary["samples_received"] == 4 and summary["last_step"] == 4
+
+
+def test_run_folders_are_private(effiscope_home):
+    run, _ = _recorded_run(RunStore())
+    assert stat.S_IMODE(os.stat(effiscope_home).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(run.path).st_mode) == 0o700
+
+
+# --- writes that fail ------------------------------------------------------------------------
+def test_a_failed_write_keeps_the_messages_and_says_so(monkeypatch, effiscope_home):
+    store = RunStore()
+    run, recorder = _recorded_run(store, steps=2, finish=False)
+    real_write = StreamWriter.append
+    full = {"on": True, "calls": 0}
+
+    def append(self, message):
+        if full["on"]:
+            full["calls"] += 1
+            # The first failure cuts a line short, as a full disk does.
+            if full["calls"] == 1:
+                self._fh.write(b'{"type":"sample","st')
+                self._cut = True
+            raise StoreError(store_module.write_failure(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+        real_write(self, message)
+
+    monkeypatch.setattr(StreamWriter, "append", append)
+    for step in (3, 4, 5):
+        assert recorder.handle_line(_sample(step))["step"] == step  # the front end still sees it
+    assert "No space left on device" in recorder.write_error
+    assert "free disk space" in recorder.write_error
+    assert [m["step"] for m in recorder.unwritten] == [3, 4, 5]
+    full["on"] = False  # room again: the kept messages go first, in order
+    recorder.handle_line(_sample(6))
+    assert recorder.unwritten == []
+    warnings: list[str] = []
+    steps = [m["step"] for m in run.messages(warnings) if m["type"] == "sample"]
+    assert steps == [1, 2, 3, 4, 5, 6] and len(warnings) == 1  # only the cut line
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                             str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run_is_a_clear_error_and_a_nonzero_exit(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "small-disk"
+    mounted = _mount_tmpfs(home, "96k")
+    if not mounted:  # no tmpfs here: the disk fills after 20 stored lines
+        count = {"lines": 0}
+        real_write = StreamWriter.append
+
+        def append(self, message):
+            count["lines"] += 1
+            if count["lines"] > 20:
+                raise StoreError(store_module.write_failure(
+                    self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+            real_write(self, message)
+
+        monkeypatch.setattr(StreamWriter, "append", append)
+    monkeypatch.setenv("EFFISCOPE_HOME", str(home))
+    try:
+        toml = write_config(tmp_path / "run.toml", tiny_config())
+        code = cli.main(["run", str(toml)])
+        err = capsys.readouterr().err
+        run_dir = next((home / "runs").iterdir())
+        warnings: list[str] = []
+        stored = list(RunStore(home).open_run(run_dir.name).messages(warnings))
+    finally:
+        if mounted:
+            _umount(home)
+    assert code == 1
+    assert "No space left on device" in err and "free disk space" in err
+    assert "received messages could not be stored" in err
+    assert stored[0]["type"] == "hello" and len(warnings) <= 1  # the stream stays readable
+    assert len([m for m in stored if m["type"] == "sample"]) >= 3
+
+
+def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "read-only"
+    mounted = _mount_tmpfs(home, "1m")
+    try:
+        (home / "runs").mkdir(exist_ok=True)
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(home)], check=True)
+        else:
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode == os.W_OK
+                                else real_access(p, mode, **kw))
+        monkeypatch.setenv("EFFISCOPE_HOME", str(home))
+        with pytest.raises(StoreError, match="(?i)read-only.*set EFFISCOPE_HOME to a writable"):
+            RunStore().create_run(RunConfig())
+        code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=2)))])
+    finally:
+        if mounted:
+            _umount(home)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ead-only" in err and "set EFFISCOPE_HOME to a writable folder" in err
