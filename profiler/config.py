@@ -186,7 +186,14 @@ class LaunchConfig:
     rdzv_timeout_s: int = 300
     """How long the nodes wait for each other before the job gives up."""
     ssh: str = ""
-    """Run the worker on another machine through `ssh HOST effiscope worker` (empty = here)."""
+    """Run the worker on another machine: `ssh HOST <remote_command>` with HOST = user@host, host
+    or a Host alias of ~/.ssh/config (empty = here). Needs key login (ssh runs in batch mode)."""
+    ssh_options: list[str] = field(default_factory=list)
+    """Extra ssh client arguments, one per item, e.g. ["-p", "2222", "-i", "~/.ssh/lab"]; only
+    options that shape the connection (-p -i -l -J -4 -6 -C -q -v, -o KEY=VALUE) are accepted."""
+    remote_command: str = "effiscope worker"
+    """What ssh runs on the remote machine: the worker, speaking the protocol on its stdin/stdout
+    (e.g. "/opt/venv/bin/effiscope worker")."""
 
 
 @dataclass
@@ -278,6 +285,10 @@ def _build(cls: type, data: Any, section: str) -> Any:
             values[name] = _build(tp, raw, path)
         elif typing.get_origin(tp) is dict:
             values[name] = _techniques(raw, path)
+        elif typing.get_origin(tp) is list:
+            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+                raise ConfigError(path, f"must be a list of strings, got {raw!r}")
+            values[name] = list(raw)
         else:
             values[name] = _scalar(raw, tp, path)
     return cls(**values)
@@ -355,8 +366,9 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    _require(not config.launch.ssh, "launch.ssh",
-             "remote workers are not available in this version; leave it empty")
+    from profiler.launch import validate_ssh  # torch-free
+
+    validate_ssh(config)
     from techniques import registry  # metadata only: no torch
 
     for name, params in config.techniques.items():
