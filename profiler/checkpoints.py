@@ -175,6 +175,17 @@ def vocabulary_id(model_cfg: Any) -> str:
     return "bytes"
 
 
+def model_label(model_cfg: Any) -> str:
+    """A short name for lists (run history, run ids), from the config alone: no file is read."""
+    if model_cfg.source == "run":
+        return f"run {model_cfg.run_id}"
+    if model_cfg.source == "checkpoint":
+        return Path(model_cfg.path.rstrip("/")).name or "checkpoint"
+    if is_hf(model_cfg):
+        return model_name(model_cfg)
+    return model_cfg.preset
+
+
 def model_name(model_cfg: Any) -> str:
     """The preset name of a ModelConfig's model (as saved with the weights for a checkpoint)."""
     if model_cfg.source == "hf":

@@ -67,7 +67,8 @@ class Progress:
             val = m.get("loss_val")
             loss_text = f"loss {loss:.3f}" if loss is not None else "loss n/a"
             rate_tps = (m.get("tokens_per_s") or m.get("decode_tokens_per_s")
-                        or m.get("compressed_decode_tokens_per_s") or 0)
+                        or m.get("compressed_decode_tokens_per_s") or m.get("encode_tokens_per_s")
+                        or m.get("compressed_encode_tokens_per_s") or 0)
             text = (f"[{bar}] step {message['step']}/{self.total} | "
                     f"{rate_tps:,.0f} tokens/s | {loss_text}")
             if val is not None:

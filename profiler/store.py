@@ -211,14 +211,17 @@ class RunStore:
     def create_run(self, config: RunConfig) -> StoredRun:
         self.ensure()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        run_id = f"{stamp}-{_slug(config.name or config.model.preset)}-{secrets.token_hex(2)}"
+        from profiler.checkpoints import model_label
+
+        label = model_label(config.model)
+        run_id = f"{stamp}-{_slug(config.name or label)}-{secrets.token_hex(2)}"
         path = self.runs_dir / run_id
         try:
             path.mkdir(mode=0o700)  # runs may hold private text and paths: owner only
             (path / "config.toml").write_text(config.to_toml(), encoding="utf-8")
             (path / "stream.jsonl").touch()
             run = StoredRun(run_id, path)
-            run.write_meta({"name": config.name or config.model.preset, "tags": [],
+            run.write_meta({"name": config.name or label, "tags": [],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "status": "running",
                             # Who records the run: if that process is gone while the run still
@@ -306,7 +309,9 @@ class RunStore:
 
         try:
             config = run.config()
-            workload, model, device = config.workload, config.model.preset, config.device
+            from profiler.checkpoints import model_label
+
+            workload, model, device = config.workload, model_label(config.model), config.device
         except Exception:  # noqa: BLE001 - a damaged config still gets a row
             workload = model = device = "?"
         return (run.run_id, meta.get("name", run.run_id), meta.get("created", ""),
