@@ -1,1 +1,2 @@
-"""Built-in models: a plain-PyTorch GPT and its size presets (presets.py imports without torch)."""
+"""Models: the built-in plain-PyTorch GPT and its presets (presets.py imports without torch), and
+Hugging Face models behind the same interface (hf.py; hf_cache / hf_arch / hf_shape are torch-free)."""
