@@ -13,10 +13,12 @@ Reports and comparisons read the store only, so any past run can be reported.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import time
@@ -50,13 +52,16 @@ def _slug(text: str) -> str:
 def _this_process() -> dict:
     import psutil
 
-    return {"pid": os.getpid(), "started": psutil.Process().create_time()}
+    return {"pid": os.getpid(), "started": psutil.Process().create_time(),
+            "host": socket.gethostname()}
 
 
 def _alive(front: Any) -> bool:
     """Whether the process that recorded a run still runs (a reused pid does not count)."""
     if not isinstance(front, dict) or not isinstance(front.get("pid"), int):
         return True  # no record of it (an older run): leave the run alone
+    if front.get("host", socket.gethostname()) != socket.gethostname():
+        return True  # recorded on another machine sharing this store: cannot tell from here
     import psutil
 
     try:
@@ -176,7 +181,10 @@ class StreamWriter:
         view = memoryview(data)
         try:
             while view:
-                view = view[self._fh.write(view) or 0:]
+                written = self._fh.write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
         except OSError as exc:
             self._cut = self._cut or len(view) < len(data)
             raise StoreError(write_failure(self.path, exc)) from None

@@ -84,8 +84,12 @@ def test_a_run_whose_front_end_is_gone_is_marked_crashed(effiscope_home):
     reused.write_meta({**reused.meta(), "front": {"pid": os.getpid(), "started": 1.0}})
     alive, _ = _recorded_run(store, steps=2, finish=False)  # recorded by this live process
     assert alive.meta()["front"]["started"] == psutil.Process().create_time()
+    elsewhere, _ = _recorded_run(store, steps=2, finish=False)  # a store shared by two machines
+    elsewhere.write_meta({**elsewhere.meta(), "front": {"pid": dead.pid, "started": 1.0,
+                                                        "host": "another-machine"}})
     rows = {r["id"]: r["status"] for r in store.list_runs()}
-    assert rows == {orphan.run_id: "crashed", reused.run_id: "crashed", alive.run_id: "running"}
+    assert rows == {orphan.run_id: "crashed", reused.run_id: "crashed", alive.run_id: "running",
+                    elsewhere.run_id: "running"}
     summary = orphan.summary()
     assert summary["end"] == "the front end ended without closing the run"
     assert summary["samples_received"] == 4 and summary["last_step"] == 4
