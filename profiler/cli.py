@@ -32,10 +32,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
 class Progress:
     """One status line on a terminal (step, tokens/s, loss, ETA); plain lines when piped."""
 
-    def __init__(self, total_steps: int, stream=sys.stderr):
+    def __init__(self, total_steps: int, stream=None):
         self.total = total_steps
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
+        self.tty = self.stream.isatty()
         self.started = time.monotonic()
         self.last_print = 0.0
         self.last_step = 0
