@@ -1,8 +1,9 @@
-"""The main window: settings on the left, live charts in the middle, run history on the right.
+"""The main window: settings on the left, charts / compare / profile in the middle, history right.
 
-The window holds no measurement logic. It builds a RunConfig, hands it to a WorkerLink, and
-draws what the stream says; every worker failure ends up as a message in the window, never as
-an exception that takes the app down.
+The window holds no measurement logic. It builds a RunConfig from its widgets, hands it to a
+WorkerLink, and draws what the stream says; every worker failure ends up as a message in the
+window, never as an exception that takes the app down. Menus, settings and export live in
+app/window_actions.py.
 """
 
 from __future__ import annotations
@@ -10,37 +11,46 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
-from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
+    QComboBox,
     QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QPushButton,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.charts import LiveCharts
+from app.compare_view import CompareView
+from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
+from app.launch_form import LaunchForm
+from app.profile_view import ProfileView
 from app.run_controls import RunControls
 from app.run_form import RunForm
+from app.technique_panel import TechniquePanel
+from app.theme import AppSettings, apply_theme
+from app.window_actions import WindowActions
 from app.worker_link import WorkerLink
-from profiler.config import ConfigError, validate
+from profiler.config import ConfigError, RunConfig, validate
+from profiler.launch import LaunchError, preflight
 from profiler.metrics import format_value
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError
-from profiler.system import describe_host
+from profiler.system import describe_host, host_capabilities
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-STYLE_PATH = ASSETS_DIR / "style.qss"
+MARKER_LABEL_CHARS = 48
 
 
 def host_line(host: dict) -> str:
@@ -53,68 +63,98 @@ def host_line(host: dict) -> str:
     return line + f" — no GPU ({host.get('gpu_note') or 'none found'})"
 
 
-class MainWindow(QMainWindow):
-    """EffiScope's window. `add_section` is where later panels (techniques) join the left side."""
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    def __init__(self, store: RunStore | None = None):
+
+class MainWindow(WindowActions, QMainWindow):
+    """EffiScope's window. `add_section` adds a titled panel to the left column."""
+
+    def __init__(self, store: RunStore | None = None, settings: AppSettings | None = None):
         super().__init__()
         self.setWindowTitle("EffiScope")
         self.store = store or RunStore()
+        self.settings = settings or AppSettings()
         self.host = describe_host()
+        self.host_caps = host_capabilities()
         self.link: WorkerLink | None = None
         self.run_id: str | None = None
+        self.run_config: RunConfig | None = None
         self.worker_command: list[str] | None = None
-        """How to launch a worker; None means client.worker_command() (tests put a fake here)."""
+        """How to launch a worker; None = profiler.launch.worker_command (tests put a fake here)."""
+        self._restart_pending = False
+        self._shown_run_id: str | None = None
 
-        # --- left: settings in sections -----------------------------------------------------------
-        left = QWidget()
-        left.setObjectName("leftPanel")
-        self.sections = QVBoxLayout(left)
-        self.sections.setContentsMargins(10, 10, 10, 10)
-        self.sections.setSpacing(10)
-        cuda = bool(self.host.get("gpus"))
-        self.form = RunForm(cuda, self.host.get("gpu_note", ""))
+        # --- left: run controls on top, settings in sections below ------------------------------
+        left_host = QWidget()
+        left_host.setObjectName("leftPanel")
+        left_layout = QVBoxLayout(left_host)
+        left_layout.setContentsMargins(10, 10, 6, 0)
         self.run_controls = RunControls()
         self.run_button = self.run_controls.run_button
         self.stop_button = self.run_controls.stop_button
         self.run_button.clicked.connect(self.start_run)
         self.stop_button.clicked.connect(self.stop_run)
-        self.sections.addWidget(self.run_controls)
+        left_layout.addWidget(self.run_controls)
+        sections_widget = QWidget()
+        sections_widget.setObjectName("leftPanel")
+        self.sections = QVBoxLayout(sections_widget)
+        self.sections.setContentsMargins(0, 0, 4, 10)
+        self.sections.setSpacing(8)
         self.sections.addStretch(1)
-        self.add_section("Model and run", self.form)
+        cuda = bool(self.host.get("gpus"))
+        self.form = RunForm(cuda, self.host.get("gpu_note", ""))
+        self.launch_form = LaunchForm()
+        self.techniques = TechniquePanel()
+        self.estimate = EstimatePanel()
+        self.add_section("Workload, model and data", self.form)
+        self.add_section("Techniques", self.techniques)
+        self.add_section("Launch", self.launch_form)
+        self.add_section("Estimate before running", self.estimate)
         scroll = QScrollArea()
-        scroll.setWidget(left)
+        scroll.setWidget(sections_widget)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(left.minimumSizeHint().width()
-                               + scroll.verticalScrollBar().sizeHint().width())
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        left_layout.addWidget(scroll, 1)
+        # Long choices ("Python standard library (default)") must not widen the column: combo
+        # boxes size to a short text and show the full one in their list.
+        for combo in sections_widget.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+        left_host.setMinimumWidth(372)
 
-        # --- centre: error banner and charts ------------------------------------------------------
+        # --- centre: error banner and tabs --------------------------------------------------------
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
-        centre_layout.setContentsMargins(6, 10, 6, 6)
+        centre_layout.setContentsMargins(6, 6, 6, 6)
         self.banner = self._build_banner()
         centre_layout.addWidget(self.banner)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
         self.charts = LiveCharts()
-        centre_layout.addWidget(self.charts, 1)
+        self.compare = CompareView(self.store)
+        self.profile = ProfileView()
+        self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.compare, "Compare")
+        self.tabs.addTab(self.profile, "Profile")
+        centre_layout.addWidget(self.tabs, 1)
 
-        # --- right: history -----------------------------------------------------------------------
+        # --- right: history ---------------------------------------------------------------------
         self.history = HistoryPanel(self.store)
-        self.history.setMinimumWidth(380)
+        self.history.setMinimumWidth(330)
         self.history.setContentsMargins(4, 10, 10, 6)
-        self.history.show_on_charts.connect(self.show_stored_run)
 
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(scroll)
-        splitter.addWidget(centre)
-        splitter.addWidget(self.history)
-        splitter.setStretchFactor(0, 0)
-        splitter.setStretchFactor(1, 1)
-        splitter.setStretchFactor(2, 0)
-        splitter.setSizes([scroll.minimumWidth(), 600, 420])
-        splitter.setChildrenCollapsible(False)
-        self.setCentralWidget(splitter)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        for widget in (left_host, centre, self.history):
+            self.splitter.addWidget(widget)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([372, 560, 340])
+        self.splitter.setChildrenCollapsible(False)
+        self.setCentralWidget(self.splitter)
 
         # --- status bar ---------------------------------------------------------------------------
         self.device_label = QLabel(host_line(self.host))
@@ -126,16 +166,34 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.speed_label)
         status.addPermanentWidget(self.state_label)
 
+        # --- wiring -------------------------------------------------------------------------------
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(150)
+        self._check_timer.timeout.connect(self.check_settings)
+        for source in (self.form.changed, self.launch_form.changed, self.techniques.changed):
+            source.connect(self._check_timer.start)
+        self.form.preset_loaded.connect(lambda _name: self._preset_loaded())
+        self.form.learning_rate.valueChanged.connect(self._learning_rate_changed)
+        self.techniques.live_change.connect(self.send_change)
+        self.techniques.restart_requested.connect(self.restart_run)
+        self.history.show_on_charts.connect(self.show_stored_run)
+        self.history.compare_changed.connect(self.set_compared)
+        self.history.run_deleted.connect(self._run_deleted)
+        self.profile.capture_requested.connect(self.capture_profile)
+        self.build_menus()
+        self._preset_loaded()
         self.history.refresh()
+        self.check_settings()
 
     # --- building -------------------------------------------------------------------------------
     def add_section(self, title: str, widget: QWidget) -> QGroupBox:
-        """Add a titled section to the left column, above the Run controls."""
+        """Add a titled section to the left column (above the stretch at its end)."""
         box = QGroupBox(title)
         layout = QVBoxLayout(box)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(widget)
-        self.sections.insertWidget(self.sections.indexOf(self.run_controls), box)
+        self.sections.insertWidget(self.sections.count() - 1, box)
         return box
 
     def _build_banner(self) -> QFrame:
@@ -147,21 +205,29 @@ class MainWindow(QMainWindow):
         self.banner_label.setWordWrap(True)
         self.banner_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.banner_label, 1)
+        self.log_button = QPushButton("Show log")
+        self.log_button.setObjectName("smallButton")
+        self.log_button.setToolTip("The worker's log (its stderr) for this run")
+        self.log_button.clicked.connect(lambda: self.show_log(self._banner_run_id))
+        layout.addWidget(self.log_button, 0, Qt.AlignmentFlag.AlignTop)
         dismiss = QToolButton()
         dismiss.setText("×")
         dismiss.setToolTip("Dismiss")
         dismiss.clicked.connect(self.clear_error)
         layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
         banner.hide()
+        self._banner_run_id: str | None = None
         return banner
 
     # --- messages to the user -------------------------------------------------------------------
-    def show_error(self, message: str, hint: str = "") -> None:
-        """A failure, in place above the charts, with what to do about it."""
+    def show_error(self, message: str, hint: str = "", run_id: str | None = None) -> None:
+        """A failure, in place above the charts, with what to do about it (and its log)."""
         text = f"<b>{_escape(message)}</b>"
         if hint:
             text += f"<br>{_escape(hint)}"
         self.banner_label.setText(text)
+        self._banner_run_id = run_id
+        self.log_button.setVisible(run_id is not None)
         self.banner.show()
         self.statusBar().showMessage(message, 15000)
 
@@ -173,22 +239,82 @@ class MainWindow(QMainWindow):
         """The banner's text as plain words ("" when no error is shown)."""
         return self.banner_label.text() if self.banner.isVisible() else ""
 
+    # --- settings -> config ---------------------------------------------------------------------
+    def build_config(self) -> RunConfig:
+        """Everything the widgets say, as one (unvalidated) RunConfig."""
+        config = self.form.build_config()
+        self.launch_form.apply(config)
+        config.techniques = self.techniques.techniques()
+        return config
+
+    def set_config(self, config: RunConfig) -> None:
+        """Show a config in every widget (a preset, a loaded file, the last session's)."""
+        self.form.set_config(config)
+        self.launch_form.set_config(config)
+        self.techniques.set_techniques(config.techniques)
+        self.check_settings()
+
+    def _preset_loaded(self) -> None:
+        base = self.form.base
+        self.launch_form.set_config(base)
+        self.techniques.set_techniques(base.techniques)
+        self.check_settings()
+
+    def capabilities(self, config: RunConfig) -> dict:
+        """This machine's capabilities as the run would see them (device and job size); none
+        for a remote host, whose machine only its worker can describe (it refuses what fails)."""
+        if config.launch.ssh:
+            return {}
+        caps = {**self.host_caps,
+                "world_size": config.launch.nproc_per_node * config.launch.nnodes}
+        if config.device == "cpu":
+            caps.update(cuda=False, cuda_capability=None, device="cpu")
+        return caps
+
+    def check_settings(self) -> str:
+        """Availability, estimate and the validation sentence for the current widgets."""
+        try:
+            config = self.build_config()
+        except Exception as exc:  # noqa: BLE001 - a broken widget state must not crash the app
+            self.run_controls.set_problem(str(exc))
+            return str(exc)
+        self.techniques.set_context(self.capabilities(config), config.workload)
+        self.launch_form.check(config)
+        self.estimate.update_for(config, self.host)
+        problem = ""
+        try:
+            validate(config)
+        except ConfigError as exc:
+            problem = str(exc)
+        except Exception as exc:  # noqa: BLE001
+            problem = f"the settings could not be checked ({exc})"
+        if not problem:
+            unavailable = [(name, self.techniques.reason(name)) for name in config.techniques
+                           if name in self.techniques.rows and self.techniques.reason(name)]
+            if unavailable:
+                name, why = unavailable[0]
+                problem = f"techniques.{name}: {why}"
+        if not self.running:
+            self.run_controls.set_problem(problem)
+        return problem
+
     # --- running --------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self.link is not None and self.link.running
 
     def start_run(self) -> bool:
-        """Validate the form, create the run in the store, start its worker; False if refused."""
+        """Validate the settings, create the run in the store, start its worker; False if refused."""
         if self.running:
             return False
         self.clear_error()
         if self.form.preset_error:
-            self.show_error(self.form.preset_error, "choose another preset or fix the file")
+            self.show_error(self.form.preset_error, "Choose another preset or fix the file.")
             return False
         try:
-            config = validate(self.form.build_config())
-        except ConfigError as exc:
+            config = validate(self.build_config())
+            preflight(config)
+        except (ConfigError, LaunchError) as exc:
             self.show_error(f"Cannot start: {exc}", "Change the setting and press Run again.")
             return False
         except Exception as exc:  # noqa: BLE001 - a bug in checking must not take the window down
@@ -206,21 +332,61 @@ class MainWindow(QMainWindow):
         self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
         self.link.messages.connect(self._on_messages)
         self.link.ended.connect(self._on_ended)
-        self.run_id = run.run_id
+        self.run_id = self._shown_run_id = run.run_id
+        self.run_config = config
         self.charts.clear()
+        self.profile.clear()
         self.run_controls.starting(run.run_id, config.limits.steps)
+        self.run_controls.set_problem("")
         self.speed_label.setText("")
-        self._set_state(f"starting {config.name}")
-        self.form.set_running(True)
-        self.link.start(config.to_dict())
+        self._set_state(f"starting {config.name or config.model.preset}")
+        self._freeze(True, config)
+        payload = config.to_dict()
+        payload["output_dir"] = str(run.path)  # artifacts (profiler traces) go to the run folder
+        self.link.start(payload)
+        self.history.live_run_id = run.run_id
         self.history.refresh(select_id=run.run_id)
+        self.remember_config(config)
         return True
+
+    def _freeze(self, running: bool, config: RunConfig | None = None) -> None:
+        self.form.set_running(running)
+        self.launch_form.set_running(running)
+        self.techniques.set_running(running, config.techniques if config else None)
+        self.profile.set_capturable(running and config is not None and config.workload == "train",
+                                    "Profiles are captured from a running train run.")
+        self.action_run.setEnabled(not running)
+        self.action_stop.setEnabled(running)
 
     def stop_run(self) -> None:
         if self.running and self.link is not None and not self.link.stop_requested:
             self.link.stop()
             self._set_state("stopping…")
             self.run_controls.stopping()
+
+    def restart_run(self) -> None:
+        """Stop the running run and start a new one with the widgets' settings."""
+        if not self.running:
+            self.start_run()
+            return
+        self._restart_pending = True
+        self.stop_run()
+
+    def send_change(self, technique: str, params: dict) -> None:
+        """A mid-run change from the technique panel (or the learning rate) to the worker."""
+        if self.link is None or not self.link.send_set(technique, params):
+            return
+        shown = ", ".join(f"{k} = {v}" for k, v in params.items())
+        self.statusBar().showMessage(f"sent to the worker: {technique} ({shown})", 8000)
+
+    def _learning_rate_changed(self, value: float) -> None:
+        if self.running:
+            self.send_change("optimizer", {"learning_rate": float(f"{value:.6g}")})
+
+    def capture_profile(self, steps: int) -> None:
+        if self.link is not None and self.running and self.link.request_profile(steps):
+            self.profile.capturing(steps)
+            self.tabs.setCurrentWidget(self.profile)
 
     def _set_state(self, text: str) -> None:
         self.state_label.setText(text)
@@ -235,6 +401,8 @@ class MainWindow(QMainWindow):
             if kind == "sample":
                 self.run_controls.sample(int(message["step"]), float(message["time"]))
                 tokens = message["metrics"].get("tokens_per_s")
+                if tokens is None:
+                    tokens = message["metrics"].get("decode_tokens_per_s")
                 if tokens is not None:
                     self.speed_label.setText(format_value(tokens, "tokens/s"))
             elif kind == "hello":
@@ -251,29 +419,57 @@ class MainWindow(QMainWindow):
                                 f"{run.get('device', '?')}")
                 self.run_controls.started(run)
             elif kind == "event":
-                if message["kind"] == "toggle" and isinstance(message.get("step"), int):
-                    self.charts.add_marker(message["step"], message["message"])
-                if message["kind"] in ("warning", "refused"):
-                    self.statusBar().showMessage(message["message"], 10000)
+                self._on_event(message)
+            elif kind == "profile":
+                self.profile.add_profile(message)
+                self.profile.set_capturable(self.running, "")
             elif kind == "error":
                 self.show_error(f"Worker error ({message['kind']}): {message['message']}",
-                                message["hint"])
+                                message["hint"], run_id=self.run_id)
+            elif kind == "done":
+                self.charts.show_percentiles(message.get("summary") or {})
+
+    def _on_event(self, message: dict) -> None:
+        kind, text = message["kind"], message["message"]
+        technique = message.get("technique")
+        if kind == "toggle" and isinstance(message.get("step"), int):
+            label = text if len(text) <= MARKER_LABEL_CHARS else text[: MARKER_LABEL_CHARS - 1] + "…"
+            self.charts.add_marker(message["step"], label)
+            if technique:
+                self.techniques.confirm(technique, message.get("params") or {})
+            self.statusBar().showMessage(f"step {message['step']}: {text}", 10000)
+        elif kind == "refused":
+            if technique:
+                self.techniques.refuse(technique, text)
+            elif text.startswith("profile"):
+                self.profile.status.setText(text)
+                self.profile.set_capturable(self.running, "")
+            self.statusBar().showMessage(f"refused: {text}", 10000)
+        elif kind == "warning":
+            self.statusBar().showMessage(text, 10000)
 
     def _on_ended(self, status: str) -> None:
         link = self.link  # one run at a time: the link that ended is the current one
         end = link.end_text if link is not None else status
         self._set_state(status)
-        self.form.set_running(False)
+        self._freeze(False)
         self.run_controls.ended(status, end)
-        if status in ("killed", "crashed"):
+        self.history.live_run_id = None
+        if status in ("killed", "crashed", "failed") and not self.error_text():
             kept = link.recorder.samples if link is not None else 0
-            headline = "The run was killed" if status == "killed" else "The run crashed"
+            headline = {"killed": "The run was killed", "crashed": "The run crashed",
+                        "failed": "The run failed"}[status]
             self.show_error(f"{headline}: {end}.",
                             f"The {kept} samples received before are kept with the run. "
-                            "Press Run to start again.")
+                            "Press Run to start again.", run_id=self.run_id)
         self.charts.redraw_now()
         self.history.refresh(select_id=self.run_id)
+        self.check_settings()
+        if self._restart_pending:
+            self._restart_pending = False
+            QTimer.singleShot(0, self.start_run)
 
+    # --- stored runs ----------------------------------------------------------------------------
     def show_stored_run(self, run_id: str) -> None:
         """Draw a finished run's stored samples (refused while a run is live on the charts)."""
         if self.running:
@@ -285,21 +481,52 @@ class MainWindow(QMainWindow):
             self.show_error(str(exc))
             return
         self.charts.clear()
+        self.profile.clear()
         warnings: list[str] = []
         messages = list(run.messages(warnings))
         count = self.charts.add_samples(messages)
         for message in messages:
-            if message.get("type") == "event" and message.get("kind") == "toggle" \
+            kind = message.get("type")
+            if kind == "event" and message.get("kind") == "toggle" \
                     and isinstance(message.get("step"), int):
-                self.charts.add_marker(message["step"], str(message.get("message", "")))
+                self.charts.add_marker(message["step"], str(message.get("message", ""))
+                                       [:MARKER_LABEL_CHARS])
+            elif kind == "profile":
+                self.profile.add_profile(message)
+            elif kind == "done":
+                self.charts.show_percentiles(message.get("summary") or {})
         self.charts.redraw_now()
+        self._shown_run_id = run_id
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"
                                      + (f" ({len(warnings)} damaged lines skipped)"
                                         if warnings else ""), 8000)
 
+    def set_compared(self, run_ids: list[str]) -> None:
+        """The ticked runs: laid over the charts, and in the Compare tab."""
+        for run_id in self.charts.overlay_ids():
+            if run_id not in run_ids:
+                self.charts.remove_overlay(run_id)
+        for run_id in run_ids:
+            if run_id in self.charts.overlay_ids():
+                continue
+            try:
+                run = self.store.open_run(run_id)
+            except StoreError:
+                continue
+            self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
+        self.charts.redraw_now()
+        self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
+
+    def _run_deleted(self, run_id: str) -> None:
+        self.charts.remove_overlay(run_id)
+        if self._shown_run_id == run_id and not self.running:
+            self.charts.clear()
+            self.profile.clear()
+
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Closing the window ends the worker too: no process is left behind."""
+        self.save_window_settings()
         if self.link is not None and self.link.running:
             self._set_state("closing: stopping the worker…")
             self.hide()  # gone at once for the user while the worker finishes its step
@@ -307,30 +534,20 @@ class MainWindow(QMainWindow):
         event.accept()
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def load_style(app: QApplication) -> None:
-    """The optional light style sheet; the app looks plain but works without it."""
-    try:
-        text = STYLE_PATH.read_text(encoding="utf-8")
-        # Style sheet urls are relative to the working directory, not the sheet: make them absolute.
-        app.setStyleSheet(text.replace("{icons}", (ASSETS_DIR / "icons").as_posix()))
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Open the window and run the event loop; returns the exit code."""
     app = QApplication.instance()
     if app is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+            Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
         app = QApplication(sys.argv[:1] + list(argv or []))
     app.setApplicationName("EffiScope")
     app.setApplicationDisplayName("EffiScope")
-    load_style(app)
-    window = MainWindow()
-    window.resize(1280, 860)
+    app.setOrganizationName("EffiScope")
+    settings = AppSettings()
+    apply_theme(app, settings.theme)
+    window = MainWindow(settings=settings)
+    window.restore_window_settings()
     window.show()
     # Ctrl-C or a SIGTERM closes the window (ending its worker and recording the run) instead of
     # killing the app mid-run: Python runs handlers between bytecodes, a slow timer gives it turns.
@@ -348,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return int(code)
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,6 @@ for a moment does not make the run look slower than it is.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 
@@ -44,11 +43,9 @@ class RunControls(QWidget):
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("runButton")
-        self.run_button.setShortcut(QKeySequence("Ctrl+R"))
         self.run_button.setToolTip("Start a run with these settings (Ctrl+R)")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("stopButton")
-        self.stop_button.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         self.stop_button.setToolTip("Stop after the current step; the run is kept (Esc)")
         self.stop_button.setEnabled(False)
         buttons.addWidget(self.run_button)
@@ -62,6 +59,11 @@ class RunControls(QWidget):
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("hint")
         layout.addWidget(self.eta_label)
+        self.validation = QLabel("")
+        self.validation.setObjectName("validation")
+        self.validation.setWordWrap(True)
+        self.validation.hide()
+        layout.addWidget(self.validation)
         self.run_info = QLabel("Press Run to start; the run's figures stream into the charts.")
         self.run_info.setObjectName("hint")
         self.run_info.setWordWrap(True)
@@ -75,6 +77,11 @@ class RunControls(QWidget):
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
+
+    def set_problem(self, text: str) -> None:
+        """What validate says about the current settings, under the buttons ("" hides it)."""
+        self.validation.setText(f"Cannot run yet: {text}" if text else "")
+        self.validation.setVisible(bool(text))
 
     def starting(self, run_id: str, steps: int) -> None:
         self.steps = steps

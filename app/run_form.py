@@ -1,8 +1,9 @@
-"""The run form: a shipped preset plus the few settings people change most, as a RunConfig.
+"""The run form: workload, model, data, device and the settings people change most, as a RunConfig.
 
-The preset supplies everything (data, optimizer, eval cadence); the form overrides model-agnostic
-knobs. Values are checked by profiler.config.validate, not here, so the GUI and the CLI refuse
-the same things with the same sentence.
+A shipped preset (or a loaded config) supplies everything; the form shows and overrides the
+common knobs, and `set_config` / `build_config` go both ways. Values are checked by
+profiler.config.validate, not here, so the GUI and the CLI refuse the same things with the same
+sentence.
 """
 
 from __future__ import annotations
@@ -10,55 +11,35 @@ from __future__ import annotations
 import copy
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPushButton,
     QSpinBox,
     QWidget,
 )
 
+from app.controls import ScientificSpinBox
+from profiler import config as config_module
 from profiler.config import PRESETS_DIR, ConfigError, RunConfig, list_presets
 from profiler.models.presets import GPT_PRESETS
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PRESET = "nano"
-
-
-class LearningRateBox(QDoubleSpinBox):
-    """A spin box that shows 6e-04 as "0.0006" and steps by doubling/halving, as people tune it."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setDecimals(8)
-        self.setRange(1e-6, 1.0)
-        self.setValue(1e-3)
-        self.setKeyboardTracking(False)
-
-    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
-        return f"{value:.3g}"
-
-    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
-        try:
-            return float(text)
-        except ValueError:
-            return self.value()
-
-    def validate(self, text: str, pos: int) -> object:
-        try:
-            value = float(text)
-        except ValueError:
-            partial = text.strip().lower()
-            ok = all(c in "0123456789.e-+" for c in partial)
-            state = QValidator.State.Intermediate if ok else QValidator.State.Invalid
-            return state, text, pos
-        inside = self.minimum() <= value <= self.maximum()
-        return (QValidator.State.Acceptable if inside else QValidator.State.Intermediate), text, pos
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
-        self.setValue(self.value() * (2.0**steps))
+WORKLOAD_LABELS = {"train": "Train (language modelling)", "infer": "Inference (latency, perplexity)",
+                   "compress": "Compress (quantize / prune vs original)",
+                   "distill": "Distill (teacher → student)"}
+MODEL_SOURCE_LABELS = {"preset": "Built-in GPT (random weights)", "run": "Weights of a past run",
+                       "checkpoint": "Checkpoint file or folder",
+                       "hf": "Hugging Face model (local)"}
+DATA_LABELS = {"stdlib": "Python standard library (default)", "path": "Text file or folder",
+               "random": "Random tokens (speed only)"}
 
 
 def preset_description(name: str) -> str:
@@ -71,35 +52,137 @@ def preset_description(name: str) -> str:
     return first.lstrip("#").strip()
 
 
+def _spin(low: int, high: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setToolTip(tip)
+    box.setKeyboardTracking(False)
+    return box
+
+
+def _combo(items: dict[str, str], name: str) -> QComboBox:
+    box = QComboBox()
+    box.setObjectName(name)
+    for value, label in items.items():
+        box.addItem(label, value)
+    return box
+
+
+def _select(box: QComboBox, value: str) -> None:
+    index = box.findData(value)
+    if index < 0:  # a value from a config file that the list lacks: show it as it is
+        box.addItem(value, value)
+        index = box.count() - 1
+    box.setCurrentIndex(index)
+
+
+class PathField(QWidget):
+    """A path line edit with File… and Folder… buttons."""
+
+    changed = Signal()
+
+    def __init__(self, placeholder: str, file_filter: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.file_filter = file_filter
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(4)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.editingFinished.connect(self.changed.emit)
+        row.addWidget(self.edit, 1)
+        self.file_button = QPushButton("File…")
+        self.file_button.clicked.connect(self._pick_file)
+        self.folder_button = QPushButton("Folder…")
+        self.folder_button.clicked.connect(self._pick_folder)
+        for button in (self.file_button, self.folder_button):
+            button.setObjectName("smallButton")
+            row.addWidget(button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt naming, like QLineEdit
+        self.edit.setText(text)
+
+    def _pick_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.text(), self.file_filter)
+        if path:
+            self.edit.setText(path)
+            self.changed.emit()
+
+    def _pick_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.text())
+        if path:
+            self.edit.setText(path)
+            self.changed.emit()
+
+
 class RunForm(QWidget):
-    """Preset, device, steps, batch, sequence length, learning rate -> RunConfig."""
+    """Workload, preset, model source, data, device, and the run's common numbers."""
 
     preset_loaded = Signal(str)
+    changed = Signal()
 
     def __init__(self, cuda_available: bool, cuda_reason: str, parent: QWidget | None = None):
         super().__init__(parent)
         self.base: RunConfig = RunConfig()
         self.preset_error = ""
+        self._loading = False
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.rows = form
 
+        workloads = {w: WORKLOAD_LABELS.get(w, w) for w in config_module.WORKLOADS}
+        self.workload = _combo(workloads, "workloadCombo")
+        self.workload.setToolTip("What the worker does with the model")
+        form.addRow("Workload", self.workload)
         self.preset = QComboBox()
         self.preset.setObjectName("presetCombo")
         for name in list_presets():
             self.preset.addItem(name)
             self.preset.setItemData(self.preset.count() - 1, preset_description(name),
                                     Qt.ItemDataRole.ToolTipRole)
+        self.preset.setToolTip("A shipped starting point: model size, data and settings")
         form.addRow("Preset", self.preset)
+        sources = getattr(config_module, "MODEL_SOURCES", ("preset",))
+        self.model_source = _combo({s: MODEL_SOURCE_LABELS[s] for s in sources
+                                    if s in MODEL_SOURCE_LABELS}, "modelSourceCombo")
+        form.addRow("Model", self.model_source)
+        self.model_size = QComboBox()
+        self.model_size.setObjectName("modelSizeCombo")
+        for name, shape in GPT_PRESETS.items():
+            self.model_size.addItem(name, name)
+            self.model_size.setItemData(self.model_size.count() - 1, shape.description,
+                                        Qt.ItemDataRole.ToolTipRole)
+        form.addRow("Size", self.model_size)
+        self.model_run = QComboBox()
+        self.model_run.setObjectName("modelRunCombo")
+        self.model_run.setToolTip("Past train runs that saved their weights (Save weights on)")
+        form.addRow("Run", self.model_run)
+        self.model_path = PathField("a .safetensors file or a folder", "Weights (*.safetensors)")
+        form.addRow("Weights", self.model_path)
+        self.hf_model = QComboBox()
+        self.hf_model.setEditable(True)
+        self.hf_model.setObjectName("hfModelCombo")
+        self.hf_model.setToolTip("Models in the local Hugging Face cache, or type a folder path; "
+                                 "nothing is downloaded")
+        form.addRow("HF model", self.hf_model)
         self.model_note = QLabel()
         self.model_note.setObjectName("hint")
         self.model_note.setWordWrap(True)
         form.addRow(self.model_note)
 
+        self.data_source = _combo(DATA_LABELS, "dataSourceCombo")
+        self.data_source.setToolTip("The text the model reads")
+        form.addRow("Data", self.data_source)
+        self.data_path = PathField("a text file or a folder of text", "Text (*.txt *.md *.py *)")
+        form.addRow("Text", self.data_path)
+
         self.device = QComboBox()
         self.device.setObjectName("deviceCombo")
-        for name in DEVICES:
-            self.device.addItem(name)
+        self.device.addItems(DEVICES)
         self.device.setItemData(0, "CUDA when the worker finds a GPU, else the CPU",
                                 Qt.ItemDataRole.ToolTipRole)
         if not cuda_available:
@@ -107,32 +190,141 @@ class RunForm(QWidget):
             item.setEnabled(False)
             item.setToolTip(f"not available here: {cuda_reason or 'no NVIDIA GPU found'}")
         form.addRow("Device", self.device)
-
-        self.steps = self._spin(1, 1_000_000, "Optimizer steps to run. Warmup steps (excluded "
-                                "from speed figures) are the preset's, fewer for very short runs.")
+        self.steps = _spin(1, 1_000_000, "Optimizer steps to run. Warmup steps (excluded from "
+                           "speed figures) are the preset's, fewer for very short runs.")
         form.addRow("Steps", self.steps)
-        self.batch_size = self._spin(1, 4096, "Sequences per step")
+        self.batch_size = _spin(1, 4096, "Sequences per step")
         form.addRow("Batch size", self.batch_size)
         # Deliberately above every context length: validate() explains the limit in words.
-        self.seq_len = self._spin(2, 16_384, "Tokens per sequence; at most the model's context")
+        self.seq_len = _spin(2, 16_384, "Tokens per sequence; at most the model's context")
         form.addRow("Sequence length", self.seq_len)
-        self.learning_rate = LearningRateBox()
-        self.learning_rate.setToolTip("Peak learning rate of AdamW (arrows double / halve it)")
+        self.learning_rate = ScientificSpinBox(1e-6, 1.0)
+        self.learning_rate.setToolTip("Peak learning rate (arrows double / halve it); while a "
+                                      "run goes, a new value is sent to it")
         form.addRow("Learning rate", self.learning_rate)
+        self.save_weights = QCheckBox("Save final weights")
+        self.save_weights.setToolTip("Keep model.safetensors in the run folder, so inference, "
+                                     "compression and distillation runs can load it")
+        form.addRow("", self.save_weights)
+        self.prompt_len = _spin(1, 16_384, "Prompt tokens per sequence, one prefill")
+        form.addRow("Prompt tokens", self.prompt_len)
+        self.gen_len = _spin(1, 16_384, "Tokens generated per sequence, one decode step each")
+        form.addRow("Generated tokens", self.gen_len)
+        self.repeats = _spin(1, 100_000, "Timed generations; p50 / p90 / p99 are taken over them")
+        form.addRow("Repeats", self.repeats)
+        self.finetune_steps = _spin(0, 1_000_000, "Training steps after pruning (0 = none)")
+        form.addRow("Fine-tune steps", self.finetune_steps)
+        self.teacher = QComboBox()
+        self.teacher.setObjectName("teacherCombo")
+        self.teacher.addItems(list(GPT_PRESETS))
+        self.teacher.setToolTip("The teacher's preset (random weights unless trained first)")
+        form.addRow("Teacher", self.teacher)
+        self.teacher_steps = _spin(0, 1_000_000, "Train the teacher this many steps first")
+        form.addRow("Teacher steps", self.teacher_steps)
+        self.alpha = QDoubleSpinBox()
+        self.alpha.setRange(0.0, 1.0)
+        self.alpha.setSingleStep(0.1)
+        self.alpha.setToolTip("Weight of the distillation term against plain cross-entropy")
+        form.addRow("Distill weight", self.alpha)
 
         self.preset.currentTextChanged.connect(self.load_preset)
+        for box in (self.workload, self.model_source, self.data_source):
+            box.currentIndexChanged.connect(self._show_rows)
+        for widget in self._inputs():
+            signal = (getattr(widget, "currentIndexChanged", None)
+                      or getattr(widget, "valueChanged", None) or getattr(widget, "toggled", None)
+                      or widget.changed)
+            signal.connect(self._emit_changed)
+        self.hf_model.editTextChanged.connect(self._emit_changed)
         start = DEFAULT_PRESET if DEFAULT_PRESET in list_presets() else self.preset.itemText(0)
         self.preset.setCurrentText(start)
         self.load_preset(start)
 
-    @staticmethod
-    def _spin(low: int, high: int, tip: str) -> QSpinBox:
-        box = QSpinBox()
-        box.setRange(low, high)
-        box.setToolTip(tip)
-        box.setKeyboardTracking(False)
-        return box
+    def _inputs(self) -> list[QWidget]:
+        return [self.workload, self.model_source, self.model_size, self.model_run,
+                self.model_path, self.data_source, self.data_path, self.device, self.steps,
+                self.batch_size, self.seq_len, self.learning_rate, self.save_weights, self.prompt_len,
+                self.gen_len, self.repeats, self.finetune_steps, self.teacher, self.teacher_steps, self.alpha]
 
+    def _emit_changed(self, *_: object) -> None:
+        if not self._loading:
+            self.changed.emit()
+
+    # --- visibility ---------------------------------------------------------------------------
+    def _show_rows(self) -> None:
+        workload = self.workload.currentData()
+        source = self.model_source.currentData()
+        visible = {
+            self.model_size: source == "preset", self.model_run: source == "run",
+            self.model_path: source == "checkpoint", self.hf_model: source == "hf",
+            self.data_path: self.data_source.currentData() == "path",
+            self.steps: workload in ("train", "distill"),
+            self.learning_rate: workload in ("train", "distill"),
+            self.save_weights: workload in ("train", "distill")
+            and hasattr(self.base.train, "save_checkpoint"),
+            self.prompt_len: workload in ("infer", "compress"),
+            self.gen_len: workload in ("infer", "compress"),
+            self.repeats: workload in ("infer", "compress"),
+            self.finetune_steps: workload == "compress",
+            self.teacher: workload == "distill", self.teacher_steps: workload == "distill",
+            self.alpha: workload == "distill",
+        }
+        for widget, show in visible.items():
+            self.rows.setRowVisible(widget, show)
+        if source == "run":
+            self._fill_runs()
+        if source == "hf":
+            self._fill_hf_models()
+        self._describe_model()
+
+    def _fill_runs(self) -> None:
+        from profiler.store import RunStore
+
+        keep = self.model_run.currentData() or getattr(self.base.model, "run_id", "")
+        self.model_run.blockSignals(True)
+        self.model_run.clear()
+        try:
+            store = RunStore()
+            for row in store.list_runs():
+                if (store.runs_dir / row["id"] / "model.safetensors").exists():
+                    self.model_run.addItem(f"{row.get('name') or row['id']} ({row['id']})",
+                                           row["id"])
+        except Exception:  # noqa: BLE001 - an unreadable store just offers no runs
+            pass
+        if self.model_run.count() == 0:
+            self.model_run.addItem("no saved weights yet: train with Save weights", "")
+        if keep:
+            _select(self.model_run, keep)
+        self.model_run.blockSignals(False)
+
+    def _fill_hf_models(self) -> None:
+        if self.hf_model.count():
+            return
+        try:
+            from profiler.models.hf_cache import list_cached_models
+
+            models = [m for m in list_cached_models() if m.get("usable")]
+        except Exception:  # noqa: BLE001 - no cache, or the module is not there
+            models = []
+        for item in models:
+            self.hf_model.addItem(item["id"], item["id"])
+
+    def _describe_model(self) -> None:
+        source = self.model_source.currentData()
+        if source == "preset":
+            shape = GPT_PRESETS.get(self.model_size.currentData() or "")
+            text = (f"{shape.description}, context {shape.block_size} tokens" if shape else "")
+        elif source == "run":
+            text = "The shape comes with the saved weights."
+        elif source == "hf":
+            text = "" if self.hf_model.count() else "No models in the local Hugging Face cache."
+        else:
+            text = "The shape comes with the checkpoint."
+        if self.preset_error:
+            text = self.preset_error
+        self.model_note.setText(text)
+
+    # --- config <-> widgets ---------------------------------------------------------------------
     def load_preset(self, name: str) -> None:
         """Put a preset's values into the form; a broken preset file is reported, not raised."""
         try:
@@ -142,37 +334,96 @@ class RunForm(QWidget):
             self.model_note.setText(self.preset_error)
             return
         self.preset_error = ""
-        self.base = config
-        shape = GPT_PRESETS.get(config.model.preset)
-        detail = (f"{config.model.preset}: {shape.description}, context {shape.block_size} tokens"
-                  if shape else config.model.preset)
-        self.model_note.setText(detail)
+        config.name = name
+        self.set_config(config)
         self.model_note.setToolTip(preset_description(name))
-        index = self.device.findText(config.device)
-        self.device.setCurrentIndex(index if index >= 0 and self._enabled(index) else 0)
-        self.steps.setValue(config.limits.steps)
-        self.batch_size.setValue(config.train.batch_size)
-        self.seq_len.setValue(config.train.seq_len)
-        self.learning_rate.setValue(config.train.learning_rate)
         self.preset_loaded.emit(name)
+
+    def set_config(self, config: RunConfig) -> None:
+        """Show a config: every widget takes its value; the rest rides along in `base`."""
+        self._loading = True
+        try:
+            self.base = copy.deepcopy(config)
+            if self.preset.findText(config.name) >= 0 and self.preset.currentText() != config.name:
+                self.preset.blockSignals(True)
+                self.preset.setCurrentText(config.name)
+                self.preset.blockSignals(False)
+            _select(self.workload, config.workload)
+            model = config.model
+            _select(self.model_source, getattr(model, "source", "preset"))
+            _select(self.model_size, model.preset)
+            self.model_path.setText(getattr(model, "path", ""))
+            if getattr(model, "source", "") == "hf":
+                self.hf_model.setEditText(model.path)
+            _select(self.data_source, config.data.source)
+            self.data_path.setText(config.data.path)
+            index = self.device.findText(config.device)
+            self.device.setCurrentIndex(index if index >= 0 and self._enabled(index) else 0)
+            self.steps.setValue(config.limits.steps)
+            self.batch_size.setValue(config.train.batch_size)
+            self.seq_len.setValue(config.train.seq_len)
+            self.learning_rate.setValue(config.train.learning_rate)
+            self.save_weights.setChecked(bool(getattr(config.train, "save_checkpoint", False)))
+            infer = getattr(config, "infer", None)
+            if infer is not None:
+                self.prompt_len.setValue(infer.prompt_len)
+                self.gen_len.setValue(infer.gen_len)
+                self.repeats.setValue(infer.repeats)
+            if hasattr(config, "compress"):
+                self.finetune_steps.setValue(config.compress.finetune_steps)
+            if hasattr(config, "distill"):
+                self.teacher.setCurrentText(config.distill.teacher.preset)
+                self.teacher_steps.setValue(config.distill.teacher_train_steps)
+                self.alpha.setValue(config.distill.alpha)
+            self._show_rows()
+            if getattr(model, "source", "") == "run":
+                _select(self.model_run, model.run_id)
+        finally:
+            self._loading = False
+        self.changed.emit()
 
     def _enabled(self, index: int) -> bool:
         return bool(self.device.model().item(index).isEnabled())
 
     def build_config(self) -> RunConfig:
-        """The preset with the form's values on top (not validated: the caller does that)."""
+        """The base config with the form's values on top (not validated: the caller does that)."""
         config = copy.deepcopy(self.base)
-        config.name = self.preset.currentText()
+        config.name = self.preset.currentText() if not config.name else config.name
+        config.workload = self.workload.currentData()
+        source = self.model_source.currentData()
+        if hasattr(config.model, "source"):
+            config.model.source = source
+        config.model.preset = self.model_size.currentData() or config.model.preset
+        if source == "run":
+            config.model.run_id = self.model_run.currentData() or ""
+        elif source == "checkpoint":
+            config.model.path = self.model_path.text()
+        elif source == "hf":
+            config.model.path = self.hf_model.currentText().strip()
+        config.data.source = self.data_source.currentData()
+        config.data.path = self.data_path.text() if config.data.source == "path" else ""
         config.device = self.device.currentText()
         config.limits.steps = self.steps.value()
         config.limits.warmup_steps = max(0, min(config.limits.warmup_steps, config.limits.steps - 1))
         config.train.batch_size = self.batch_size.value()
         config.train.seq_len = self.seq_len.value()
         config.train.learning_rate = float(f"{self.learning_rate.value():.6g}")
+        if hasattr(config.train, "save_checkpoint"):
+            config.train.save_checkpoint = self.save_weights.isChecked()
+        if hasattr(config, "infer"):
+            config.infer.prompt_len = self.prompt_len.value()
+            config.infer.gen_len = self.gen_len.value()
+            config.infer.repeats = self.repeats.value()
+        if hasattr(config, "compress"):
+            config.compress.finetune_steps = self.finetune_steps.value()
+        if hasattr(config, "distill"):
+            config.distill.teacher.preset = self.teacher.currentText()
+            config.distill.teacher_train_steps = self.teacher_steps.value()
+            config.distill.alpha = float(f"{self.alpha.value():.4g}")
         return config
 
     def set_running(self, running: bool) -> None:
-        """Settings are frozen while a run uses them."""
-        for widget in (self.preset, self.device, self.steps, self.batch_size, self.seq_len,
-                       self.learning_rate):
-            widget.setEnabled(not running)
+        """Settings are frozen while a run uses them; the learning rate can change mid-run."""
+        for widget in self._inputs() + [self.preset, self.hf_model]:
+            if widget is not self.learning_rate:
+                widget.setEnabled(not running)

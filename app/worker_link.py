@@ -8,13 +8,17 @@ dies keeps everything it sent.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import deque
 
 from PySide6.QtCore import QIODevice, QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from profiler import protocol
-from profiler.client import worker_command, worker_env
+from profiler.client import failure_explanation, worker_env
+from profiler.config import ConfigError, RunConfig
+from profiler.launch import worker_command
 from profiler.recorder import RunRecorder
 
 READ_BUDGET_S = 0.008
@@ -38,7 +42,10 @@ class WorkerLink(QObject):
                  exit_grace_s: float = 5.0):
         super().__init__(parent)
         self.recorder = recorder
-        self.command = command or worker_command()
+        self.command = command
+        """The launch command; None = profiler.launch.worker_command for the run's config (the
+        plain worker, torchrun for a parallel job, ssh for a remote one)."""
+        self.config: RunConfig | None = None
         self.stop_grace_s = stop_grace_s
         self.exit_grace_s = exit_grace_s
         self.end_text = ""
@@ -73,6 +80,12 @@ class WorkerLink(QObject):
     def start(self, config: dict) -> None:
         """Launch the worker; the start command goes out as soon as the process is up."""
         self._start_line = protocol.encode(protocol.start(config), "front").encode("utf-8")
+        try:
+            self.config = RunConfig.from_dict(config)
+        except ConfigError:
+            self.config = None  # the worker answers with its own config error
+        if self.command is None:
+            self.command = worker_command(self.config)
         env = QProcessEnvironment()
         for key, value in worker_env().items():
             env.insert(key, value)
@@ -81,6 +94,12 @@ class WorkerLink(QObject):
                                            QIODevice.OpenModeFlag.Append)
         self._process.setProgram(self.command[0])
         self._process.setArguments(self.command[1:])
+        if hasattr(QProcess, "UnixProcessParameters") and os.name == "posix":
+            # A session of its own: a kill reaches torchrun's ranks too, and the terminal's
+            # Ctrl-C reaches the app, which stops the worker through the protocol.
+            params = QProcess.UnixProcessParameters()
+            params.flags = QProcess.UnixProcessFlag.CreateNewSession
+            self._process.setUnixProcessParameters(params)
         self._process.start()
 
     @property
@@ -119,6 +138,32 @@ class WorkerLink(QObject):
         else:
             self._arm_stop_grace()
 
+    def send_set(self, technique: str, params: dict) -> bool:
+        """Change a technique of the running worker (a `set`); False when nothing runs."""
+        if self._ended or self._stop_sent:
+            return False
+        self._send(protocol.set_technique(technique, params))
+        self.recorder.note("info", f"set {technique} {params} sent", technique=technique,
+                           params=params)
+        return True
+
+    def request_profile(self, steps: int) -> bool:
+        """Ask the running worker to capture the next `steps` steps with torch.profiler."""
+        if self._ended or self._stop_sent:
+            return False
+        self._send(protocol.profile_request(int(steps)))
+        return True
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started (its whole session)."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            self._process.kill()
+
     def _arm_stop_grace(self) -> None:
         grace = max(self.stop_grace_s, 3 * self._last_step_time_s)
         self._kill_timer.start(int(grace * 1000))
@@ -142,7 +187,7 @@ class WorkerLink(QObject):
             if not self._process.waitForFinished(int(grace_s * 1000)):
                 self.recorder.note("warning", f"the worker did not exit within {grace_s:.0f} s "
                                               "of the app closing; killed it")
-                self._process.kill()
+                self.kill()
                 self._process.waitForFinished(3000)
         if not self._ended:
             # finished was not delivered (never started, or the wait gave up): close the run anyway.
@@ -224,7 +269,7 @@ class WorkerLink(QObject):
             return
         self.recorder.note("warning", "the worker did not exit in time after a stop or its end; "
                                       "killed it")
-        self._process.kill()
+        self.kill()
 
     def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._kill_timer.stop()
@@ -252,7 +297,13 @@ class WorkerLink(QObject):
         self._drain_timer.stop()
         self._kill_timer.stop()
         code, crashed = self._exit if self._exit is not None else (None, False)
-        status = self.recorder.finish(code, killed_by_signal=crashed and self.recorder.done is None)
+        explanation = None
+        done = self.recorder.done
+        if done is None or done.get("status") == "failed":
+            # torchrun and ssh say in their log why a job ended (which rank died, no route).
+            explanation = failure_explanation(self.recorder, self.config)
+        status = self.recorder.finish(code, killed_by_signal=crashed and done is None,
+                                      explanation=explanation)
         if not self.end_text:
             summary = self.recorder.run.summary() or {}
             self.end_text = str(summary.get("end", status))

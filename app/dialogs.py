@@ -1,0 +1,114 @@
+"""Small dialogs: About (versions and device) and a run's worker log."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import Qt, qVersion
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QPlainTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+LOG_TAIL_BYTES = 200_000
+
+
+def versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (torch is never imported by the app)."""
+    out = {"EffiScope": _version("effiscope"), "Python": platform.python_version(),
+           "Qt": qVersion(), "PySide6": pyside_version}
+    for name in ("torch", "pyqtgraph", "numpy", "psutil", "nvidia-ml-py"):
+        out[name] = _version(name)
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        if name == "effiscope":
+            from profiler import __version__
+
+            return f"{__version__} (source tree)"
+        return "not installed"
+
+
+def about_text(host: dict, data_dir: str) -> str:
+    rows = "".join(f"<tr><td>{k}</td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in versions().items())
+    gpus = host.get("gpus") or []
+    gpu = (", ".join(f"{g.get('name')} ({(g.get('memory_total_bytes') or 0) / 2**30:.0f} GiB, "
+                     f"driver {g.get('driver')})" for g in gpus)
+           if gpus else f"none ({host.get('gpu_note') or 'no NVIDIA GPU found'})")
+    memory = (host.get("memory_total_bytes") or 0) / 2**30
+    return (
+        "<h3>EffiScope</h3>"
+        "<p>A desktop lab for the efficiency techniques of large language models: pick a model "
+        "and techniques, run, watch, compare.</p>"
+        f"<table>{rows}</table>"
+        f"<p><b>Device</b><br>CPU: {host.get('cpu', '?')}, {host.get('cpu_cores_logical', '?')} "
+        f"logical cores, {memory:.1f} GiB RAM<br>GPU: {gpu}<br>"
+        f"{host.get('os', platform.system())}, {sys.platform}</p>"
+        f"<p><b>Data</b><br>{data_dir}</p>")
+
+
+def show_about(parent: QWidget, host: dict, data_dir: str) -> QDialog:
+    dialog = QDialog(parent)
+    dialog.setWindowTitle("About EffiScope")
+    layout = QVBoxLayout(dialog)
+    label = QLabel(about_text(host, data_dir))
+    label.setObjectName("aboutText")
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+    layout.addWidget(label)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    layout.addWidget(buttons)
+    dialog.resize(520, 440)
+    dialog.show()
+    return dialog
+
+
+def read_log_tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - LOG_TAIL_BYTES))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"The log {path} cannot be read ({exc.strerror})."
+    if size > LOG_TAIL_BYTES:
+        text = f"… (the first {size - LOG_TAIL_BYTES:,} bytes are not shown)\n" + text
+    return text or "(the worker wrote nothing to its log)"
+
+
+def show_log(parent: QWidget, run_id: str, path: Path) -> QDialog:
+    dialog = QDialog(parent)
+    dialog.setWindowTitle(f"Worker log: {run_id}")
+    layout = QVBoxLayout(dialog)
+    where = QLabel(str(path))
+    where.setObjectName("hint")
+    layout.addWidget(where)
+    text = QPlainTextEdit(read_log_tail(path))
+    text.setObjectName("logText")
+    text.setReadOnly(True)
+    mono = QFont("monospace")
+    mono.setStyleHint(QFont.StyleHint.Monospace)
+    text.setFont(mono)
+    text.moveCursor(text.textCursor().MoveOperation.End)
+    layout.addWidget(text, 1)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    layout.addWidget(buttons)
+    dialog.resize(860, 520)
+    dialog.show()
+    return dialog

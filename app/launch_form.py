@@ -1,0 +1,94 @@
+"""The launch section: processes per node (torchrun for more than one) and a remote host (ssh).
+
+The remote host maps to `config.launch.ssh`; whether it is accepted is for
+profiler.config.validate to say, and its sentence is shown under the field as soon as the field
+is used, so nobody discovers it only after pressing Run.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
+
+from profiler.config import ConfigError, RunConfig, validate
+
+
+class LaunchForm(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.processes = QSpinBox()
+        self.processes.setObjectName("processesSpin")
+        self.processes.setRange(1, 1024)
+        self.processes.setKeyboardTracking(False)
+        self.processes.setToolTip("Worker processes on this machine; 2 or more start the worker "
+                                  "under torchrun and need Data parallel (DDP) or FSDP")
+        self.processes.valueChanged.connect(lambda _v: self.changed.emit())
+        form.addRow("Processes per node", self.processes)
+        self.remote = QLineEdit()
+        self.remote.setObjectName("remoteEdit")
+        self.remote.setPlaceholderText("empty: this machine; or user@host")
+        self.remote.setToolTip("Run the worker on another machine through ssh (launch.ssh)")
+        self.remote.editingFinished.connect(self._remote_edited)
+        form.addRow("Remote host", self.remote)
+        self.remote_note = QLabel()
+        self.remote_note.setObjectName("fieldError")
+        self.remote_note.setWordWrap(True)
+        self.remote_note.hide()
+        form.addRow(self.remote_note)
+        self.nodes_note = QLabel()
+        self.nodes_note.setObjectName("hint")
+        self.nodes_note.setWordWrap(True)
+        form.addRow(self.nodes_note)
+        self._base_config: RunConfig | None = None
+
+    def set_config(self, config: RunConfig) -> None:
+        self.blockSignals(True)
+        self.processes.setValue(config.launch.nproc_per_node)
+        self.remote.setText(config.launch.ssh)
+        self.blockSignals(False)
+        nodes = config.launch.nnodes
+        self.nodes_note.setText(f"{nodes} nodes from the config file (node rank "
+                                f"{config.launch.node_rank})" if nodes > 1 else "")
+        self.nodes_note.setVisible(nodes > 1)
+        self.check(config)
+
+    def apply(self, config: RunConfig) -> RunConfig:
+        """The launch settings written into config (in place; returned for chaining)."""
+        config.launch.nproc_per_node = self.processes.value()
+        config.launch.ssh = self.remote.text().strip()
+        return config
+
+    def _remote_edited(self) -> None:
+        self.changed.emit()
+
+    def check(self, config: RunConfig) -> None:
+        """Show validate's sentence about launch.ssh under the field (nothing when it is fine)."""
+        message = _ssh_problem(config) if config.launch.ssh else ""
+        self.remote_note.setText(message)
+        self.remote_note.setVisible(bool(message))
+
+    def set_running(self, running: bool) -> None:
+        self.processes.setEnabled(not running)
+        self.remote.setEnabled(not running)
+
+
+def _ssh_problem(config: RunConfig) -> str:
+    """validate's sentence for launch.ssh: from the whole config, or — when another field fails
+    first — from a default config that differs only in the remote host."""
+    alone = RunConfig()
+    alone.launch.ssh = config.launch.ssh
+    for candidate in (config, alone):
+        try:
+            validate(candidate)
+            return ""
+        except ConfigError as exc:
+            if exc.field.startswith("launch.ssh"):
+                return str(exc)
+        except Exception:  # noqa: BLE001 - another field's checker failing is not ours to show
+            pass
+    return ""

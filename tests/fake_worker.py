@@ -1,0 +1,119 @@
+"""A stand-in worker for GUI tests: speaks protocol v1 without torch, answers in milliseconds.
+
+    python tests/fake_worker.py [STEP_DELAY_S]
+
+It reads `start`, sends hello / started, then one sample per step until the config's step limit
+or a `stop`; a `set` is answered with a toggle event at the current step (or refused for
+techniques named "refuse_me"), a `profile` with a small profile message, and the end with `done`
+and a summary whose figures are functions of the config (so tests can predict them).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def send(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+STDIN_CLOSED = threading.Event()
+
+
+def read_commands(commands: queue.Queue) -> None:
+    for line in sys.stdin:
+        if line.strip():
+            commands.put(json.loads(line))
+    STDIN_CLOSED.set()
+    commands.put({"type": "stop"})  # stdin closed: the front end went away
+
+
+def figures_for(config: dict, steps: int) -> dict:
+    batch = config["train"]["batch_size"]
+    seq = config["train"]["seq_len"]
+    tokens_per_s = 1000.0 * batch * seq / 64
+    loss = 3.0 - 0.001 * config["limits"]["steps"]
+    return {
+        "tokens_per_s": {"value": tokens_per_s, "unit": "tokens/s", "how": "fake"},
+        "step_time_p50_s": {"value": batch * seq / tokens_per_s, "unit": "s", "how": "fake"},
+        "peak_rss_bytes": {"value": 100 * 2**20 + batch * 2**20, "unit": "bytes", "how": "fake"},
+        "loss_train_final": {"value": loss + 0.1, "unit": "nats/token", "how": "fake"},
+        "loss_val_final": {"value": loss, "unit": "nats/token", "how": "fake"},
+    }
+
+
+def main() -> None:
+    delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02
+    commands: queue.Queue = queue.Queue()
+    threading.Thread(target=read_commands, args=(commands,), daemon=True).start()
+    start = commands.get()
+    config = start["config"]
+    send({"type": "hello", "protocol": 1, "versions": {"torch": "fake"},
+          "device": {"name": "fake", "default": "cpu"}, "environment": {}})
+    steps = config["limits"]["steps"]
+    send({"type": "started", "run": {"workload": config["workload"], "device": "cpu",
+                                     "model": {"preset": config["model"]["preset"],
+                                               "parameters": 1234},
+                                     "steps": steps, "warmup_steps": 1, "tokens_per_step": 256,
+                                     "data": "fake text"}})
+    began = time.perf_counter()
+    status, done_steps = "completed", 0
+    profile_left, profile_first = 0, 0
+    for step in range(1, steps + 1):
+        stop = False
+        while not commands.empty():
+            command = commands.get()
+            if command["type"] == "stop":
+                stop = True
+            elif command["type"] == "set":
+                name = command["technique"]
+                kind = "refused" if name == "refuse_me" else "toggle"
+                send({"type": "event", "kind": kind, "step": step, "technique": name,
+                      "params": command["params"], "message": f"{name} changed: {command['params']}"})
+            elif command["type"] == "profile":
+                profile_left, profile_first = command["steps"], step
+        if stop:
+            status = "stopped"
+            break
+        time.sleep(delay)
+        done_steps = step
+        send({"type": "sample", "step": step, "time": time.perf_counter() - began,
+              "phase": "warmup" if step == 1 else "measure",
+              "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": 1000.0 + step,
+                          "step_time_s": delay, "rss_bytes": 2**20 * (100 + step % 7),
+                          "torch_allocated_bytes": None}})
+        if profile_left:
+            profile_left -= 1
+            if profile_left == 0:
+                trace = Path(config.get("output_dir") or ".") / "traces" / "fake.pt.trace.json.gz"
+                trace.parent.mkdir(parents=True, exist_ok=True)
+                with gzip.open(trace, "wt") as fh:
+                    json.dump({"traceEvents": [{"name": "aten::mm", "ph": "X", "ts": 0,
+                                                "dur": 5}]}, fh)
+                send({"type": "profile", "step": profile_first, "steps": step - profile_first + 1,
+                      "operators": [
+                          {"name": "aten::mm", "calls": 12, "self_cpu_s": 0.004,
+                           "total_cpu_s": 0.005, "self_cuda_s": None, "total_cuda_s": None,
+                           "percent_of_steps": 40.0},
+                          {"name": "aten::add", "calls": 30, "self_cpu_s": 0.001,
+                           "total_cpu_s": 0.001, "self_cuda_s": None, "total_cuda_s": None,
+                           "percent_of_steps": 10.0}],
+                      "step_time_s": [delay] * (step - profile_first + 1),
+                      "breakdown": {"forward_s": 0.004, "backward_s": 0.008,
+                                    "optimizer_s": 0.002, "other_s": 0.006},
+                      "trace_path": str(trace)})
+    summary = {"workload": config["workload"], "steps_completed": done_steps,
+               "figures": figures_for(config, done_steps)}
+    send({"type": "done", "status": status, "summary": summary})
+    STDIN_CLOSED.wait()  # like the real worker: exit when the front end closes stdin
+
+
+if __name__ == "__main__":
+    main()
