@@ -20,6 +20,15 @@ TINY = GPTShape(2, 4, 64, 64, 256, "tiny")
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and a shared CI machine does not oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _Control:
     should_stop = False
 
