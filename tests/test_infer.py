@@ -18,6 +18,17 @@ from profiler.workloads.infer import eval_windows, generate_once, score
 TINY = GPTShape(2, 2, 32, 48, 256, "tiny")
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny models run as fast on one thread, and a shared CI machine does not oversubscribe;
+    worker processes started by a test inherit OMP_NUM_THREADS."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     return GPT(TINY).eval()

@@ -272,7 +272,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if index == cfg.warmup_runs + 1 and cfg.warmup_runs:
                 emit({"type": "event", "kind": "phase", "step": index,
                       "message": f"warmup over: generations {index}+ count in the summary"})
-            result = generate_once(model, prompts, cfg.gen_len, device)
+            with state.step_context():  # the attention technique's SDPA backend, if any
+                result = generate_once(model, prompts, cfg.gen_len, device)
             done = index
             if not warm:
                 measured.append(result)
