@@ -173,7 +173,7 @@ def compare_embeddings(baseline, compressed, windows: list[torch.Tensor], device
     cosines: list[float] = []
     max_diff = 0.0
     for start in range(0, len(windows), batch_size):
-        batch = torch.stack(windows[start:start + batch_size]).to(device)
+        batch = torch.stack(windows[start:start + batch_size])[:, :-1].to(device)  # seq_len
         a, b = baseline(batch).float(), compressed(batch).float()
         cosines += F.cosine_similarity(a, b, dim=-1).tolist()
         max_diff = max(max_diff, float((a - b).abs().max()))
