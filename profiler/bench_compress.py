@@ -108,7 +108,8 @@ def measure(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         batches = BatchSampler(corpus.train, 16, min(128, base.shape.block_size), 1337, device)
         report = pretrain_teacher(base, batches, args.train_steps, 2e-3, lambda m: None, _Quiet())
-        origin += f", trained here: {report.replace('teacher trained', 'trained')}"
+        origin = (f"{args.preset}, {report.replace('teacher trained', 'trained here')} "
+                  "(AdamW, lr 2e-3, batch 16)")
         _log(f"{report} in {time.perf_counter() - started:.0f} s")
     base.eval()
 
