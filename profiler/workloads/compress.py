@@ -116,7 +116,7 @@ def comparison_rows(size: dict, speed: dict, quality: dict) -> list[dict]:
     return rows
 
 
-def quality_sentence(size: dict, speed_rows: dict, quality: dict) -> str:
+def quality_sentence(size: dict, speed_rows: dict, quality: dict, finetune_steps: int = 0) -> str:
     """The paper's 'performance loss after compression', in one plain sentence."""
     ppl_b, ppl_c = quality["perplexity"]
     parts = []
@@ -132,6 +132,9 @@ def quality_sentence(size: dict, speed_rows: dict, quality: dict) -> str:
     speed = speed_rows.get("decode_tokens_per_s")
     if speed and speed["ratio"] is not None:
         parts.append(f"decoding runs at {speed['ratio']:.2f}x the original's tokens/s")
+    if finetune_steps:
+        parts.append(f"the compressed model also had {finetune_steps} fine-tuning steps on the "
+                     "text, so part of the quality change is training, not compression")
     return "; ".join(parts) + "."
 
 
@@ -222,7 +225,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
     rows = comparison_rows(size, speed, quality)
     by_key = {row["key"]: row for row in rows}
-    sentence = quality_sentence(size, by_key, quality)
+    sentence = quality_sentence(size, by_key, quality, config.compress.finetune_steps)
     emit({"type": "event", "kind": "info", "message": sentence})
 
     figures = {}
