@@ -31,7 +31,7 @@ from profiler.workloads.infer import (
     score,
 )
 from profiler.workloads.train import resolve_device
-from techniques import runtime
+from techniques import registry, runtime
 
 Emit = Callable[[dict], None]
 VARIANTS = ("baseline", "compressed")
@@ -160,6 +160,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
                          config.data.val_fraction, shape.vocab_size, config.seed,
                          tokenizer=getattr(baseline, "tokenizer", None))
+    # Techniques that are not compression (e.g. the attention kernel) apply to both models, so
+    # the comparison isolates what compression does.
+    shared = {n: p for n, p in wanted.items() if registry.get(n).category != "compression"}
+    applied = apply_compression(runtime.TrainState(config=config, device=device, caps=caps,
+                                                   model=baseline, warn=warn), shared)
     compressed = copy.deepcopy(baseline)
     state = runtime.TrainState(config=config, device=device, caps=caps, model=compressed, warn=warn)
     tune = None
@@ -177,7 +182,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "techniques": [{"name": n, "params": p} for n, p in wanted.items()],
         "capabilities": caps, "setup_time_s": time.perf_counter() - setup_started,
     }})
-    applied = apply_compression(state, wanted, tune)
+    applied += apply_compression(state, {n: p for n, p in wanted.items() if n not in shared},
+                                 tune)
     compressed = state.model
     compressed.eval()
     for item in applied:
