@@ -1,4 +1,5 @@
-"""The train workload: language modelling on a built-in GPT, one sample message per step.
+"""The train workload: language modelling (the built-in GPT or a Hugging Face causal LM), one
+sample message per step.
 
 Read it top to bottom: set up (device, seed, model, data, optimizer), then one loop in which each
 step is timed from batch fetch to optimizer step with the device synchronised, then a summary in
