@@ -320,11 +320,24 @@ def test_app_never_imports_torch():
     assert json.loads(out.stdout) == []
 
 
-def test_main_opens_the_window_and_returns_an_exit_code(qtbot):
-    from PySide6.QtWidgets import QApplication
-
-    from app.main import main
-
-    QTimer.singleShot(500, QApplication.instance().quit)
-    assert main([]) == 0
-    assert QApplication.instance().applicationName() == "EffiScope"
+def test_main_opens_the_window_and_returns_an_exit_code(tmp_path):
+    # In a fresh interpreter: main() runs (and quits) the application's own event loop, which
+    # must not happen inside the test session's shared QApplication (a QProcess started after
+    # that loop has been quit stays in "Starting" for good).
+    script = textwrap.dedent("""
+        import sys
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+        from app.main import main
+        app = QApplication(sys.argv[:1])
+        QTimer.singleShot(800, app.quit)
+        code = main([])
+        name = QApplication.instance().applicationName()
+        print(name, code)
+        sys.exit(code)
+    """)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EFFISCOPE_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=120, cwd=str(gui_support.FAKE_WORKER.parent.parent))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["EffiScope", "0"]
