@@ -71,6 +71,18 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def quiet_size_hint_warning():
+    """The offscreen platform warns once per window that it cannot propagate size hints; keep
+    that off the report. Returns the previous handler, to put back."""
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(_mode, _context, message: str) -> None:
+        if "propagateSizeHints" not in message:
+            sys.stderr.write(message + "\n")
+
+    return qInstallMessageHandler(handler)
+
+
 def measure(points: int, rate: float, seconds: float) -> dict:
     """Run the benchmark in this process (a QApplication is created if there is none)."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -86,6 +98,7 @@ def measure(points: int, rate: float, seconds: float) -> dict:
     from profiler.store import RunStore
 
     app = QApplication.instance() or QApplication([])
+    previous_handler = quiet_size_hint_warning()
     home = tempfile.mkdtemp(prefix="effiscope-bench-gui-")
     store = RunStore(home)
     run = store.create_run(RunConfig(name="bench-gui"))
@@ -148,6 +161,9 @@ def measure(points: int, rate: float, seconds: float) -> dict:
     result["meets_aim"] = result["stall_p99_ms"] < STALL_AIM_MS
     link.deleteLater()
     charts.close()
+    from PySide6.QtCore import qInstallMessageHandler
+
+    qInstallMessageHandler(previous_handler)
     return result
 
 

@@ -8,13 +8,12 @@ slice, so 200,000 points per curve cost what 1,000 would. A burst of samples is 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsItem,
@@ -28,13 +27,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chart_drawing import ChartDrawing, Overlay, TracedCurve
 from app.chart_specs import CHARTS, RUN_COLORS, CurveSpec, percentile_lines, route
 from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
-PAINT_BUDGET_S = 0.012
-"""Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
 MIN_CHART_HEIGHT = 170
+MARKER_POINT_SIZE = 8.0
 THEMES = {"light": {"background": "w", "foreground": "#334155", "legend": (255, 255, 255, 210)},
           "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "legend": (15, 23, 42, 210)}}
 
@@ -46,25 +45,7 @@ def _number(value: object) -> float:
     return float(value)
 
 
-@dataclass
-class _Curve:
-    spec: CurveSpec
-    item: pg.PlotDataItem
-    buffer: SeriesBuffer = field(default_factory=SeriesBuffer)
-    drawn: tuple = ()
-    """What the item shows now (buffer version, axis, range, width): redraw when it differs."""
-
-
-@dataclass
-class _Overlay:
-    label: str
-    color: str
-    curves: dict[str, _Curve] = field(default_factory=dict)
-    raw_loss: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    """The unsmoothed train loss, to smooth again when the slider moves."""
-
-
-class LiveCharts(QWidget):
+class LiveCharts(ChartDrawing, QWidget):
     """Eight charts (loss across the top); GPU and latency charts appear once they have data."""
 
     axis_changed = Signal(str)
@@ -92,13 +73,14 @@ class LiveCharts(QWidget):
                                                     spec.zero_based)
         self._core = {spec.name for spec in CHARTS if spec.core}
         self._shown: tuple[str, ...] = ()
-        self._series: dict[str, _Curve] = {}
+        self._series: dict[str, TracedCurve] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         """The live run's curve per metric key (tests and screenshots read them)."""
-        self._smooth = _Curve(CurveSpec("loss_train", "loss", "#1d4ed8"), self._item("#1d4ed8"))
+        self._smooth = TracedCurve(CurveSpec("loss_train", "loss", "#1d4ed8"),
+                              self._item("#1d4ed8", name="Train loss (smoothed)"))
         self._smoother = Smoother(0.0)
         self.plots["loss"].addItem(self._smooth.item)
-        self._overlays: dict[str, _Overlay] = {}
+        self._overlays: dict[str, Overlay] = {}
         self._clock = SeriesBuffer()
         self.markers: list[tuple[pg.PlotWidget, pg.InfiniteLine]] = []
         self.marker_steps: list[tuple[float, str]] = []
@@ -134,10 +116,10 @@ class LiveCharts(QWidget):
         self.axis_combo.currentTextChanged.connect(self.set_x_axis)
         bar.addWidget(self.axis_combo)
         bar.addSpacing(12)
-        bar.addWidget(QLabel("Loss smoothing"))
+        bar.addWidget(QLabel("Smoothing"))
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
         self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setFixedWidth(120)
+        self.smoothing_slider.setFixedWidth(100)
         self.smoothing_slider.setToolTip("Exponential moving average of the train loss (the raw "
                                          "curve stays, faint); 0 = off")
         self.smoothing_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
@@ -146,10 +128,8 @@ class LiveCharts(QWidget):
         self.smoothing_label.setMinimumWidth(30)
         bar.addWidget(self.smoothing_label)
         bar.addStretch(1)
-        self.overlay_label = QLabel("")
-        self.overlay_label.setObjectName("hint")
-        bar.addWidget(self.overlay_label)
         self.clear_overlays_button = QPushButton("Clear comparison")
+        self.clear_overlays_button.setObjectName("smallButton")
         self.clear_overlays_button.setToolTip("Remove the compared runs from the charts")
         self.clear_overlays_button.clicked.connect(self.clear_overlays)
         self.clear_overlays_button.hide()
@@ -169,7 +149,9 @@ class LiveCharts(QWidget):
             # Repaint unchanged axes from a pixmap instead of replaying their text drawing.
             item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         item.showGrid(x=True, y=True, alpha=0.15)
-        legend = item.addLegend(offset=(-8, 8), labelTextSize="8pt",
+        # Memory and GPU readings sit high and flat: their legend goes to the empty bottom.
+        low_legend = name == "memory" or name.startswith("gpu_")
+        legend = item.addLegend(offset=(-8, -8) if low_legend else (-8, 8), labelTextSize="8pt",
                                 brush=pg.mkBrush(*THEMES[self.theme]["legend"]))
         legend.setVisible(False)
         if zero_based:
@@ -187,13 +169,13 @@ class LiveCharts(QWidget):
                   "symbolPen": color} if symbol else {}
         return pg.PlotDataItem(name=name, pen=pen, connect="finite", **kwargs)
 
-    def _curve(self, key: str) -> _Curve | None:
+    def _curve(self, key: str) -> TracedCurve | None:
         curve = self._series.get(key)
         if curve is None:
             spec = route(key, len(self._series))
             if spec is None:
                 return None
-            curve = _Curve(spec, self._item(spec.color, spec.symbol, name=spec.label))
+            curve = TracedCurve(spec, self._item(spec.color, spec.symbol, name=spec.label))
             curve.item.setVisible(False)
             self.plots[spec.chart].addItem(curve.item)
             self._series[key] = curve
@@ -249,18 +231,23 @@ class LiveCharts(QWidget):
         return count
 
     def add_marker(self, step: float, label: str, color: str = "#b45309") -> None:
-        """A labelled vertical line at `step` on every chart (e.g. a technique toggled mid-run)."""
-        index = len(self.marker_steps)
+        """A labelled vertical line at `step` on every chart (e.g. a technique toggled mid-run).
+
+        The label runs up along the line, so it hides no data beside it."""
         self.marker_steps.append((step, label))
+        fill = THEMES[self.theme]["legend"][:3] + (120,)
         for plot in self.plots.values():
             line = pg.InfiniteLine(
                 pos=self._x_of_step(step), angle=90, movable=False, label=label,
                 pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine),
-                labelOpts={"position": 0.93 - 0.12 * (index % 4), "color": color,
-                           "fill": (255, 255, 255, 215), "movable": False, "anchors":
-                           [(0, 0.5), (0, 0.5)]},
+                labelOpts={"position": 0.97, "color": color, "fill": fill, "movable": False,
+                           "rotateAxis": (1, 0), "anchors": [(1, 0), (1, 0)]},
             )
             line.step = step
+            font = QFont(line.label.textItem.font())
+            font.setPointSizeF(MARKER_POINT_SIZE)
+            line.label.setFont(font)
+            line.setToolTip(label)
             plot.addItem(line, ignoreBounds=True)
             self.markers.append((plot, line))
 
@@ -297,7 +284,7 @@ class LiveCharts(QWidget):
         """Draw a stored run's primary curves over the charts, in one colour of its own."""
         self.remove_overlay(run_id)
         color = RUN_COLORS[len(self._overlays) % len(RUN_COLORS)]
-        overlay = _Overlay(label, color)
+        overlay = Overlay(label, color)
         columns: dict[str, tuple[list, list, list]] = {}
         for message in messages:
             if message.get("type") != "sample":
@@ -319,7 +306,7 @@ class LiveCharts(QWidget):
             item = self._item(color, "t" if spec.symbol else None, width=1.5,
                               name=f"{label}" if not spec.symbol else None)
             self.plots[spec.chart].addItem(item)
-            curve = _Curve(spec, item)
+            curve = TracedCurve(spec, item)
             curve.buffer.extend(steps, times, values)
             overlay.curves[key] = curve
         self._overlays[run_id] = overlay
@@ -341,13 +328,12 @@ class LiveCharts(QWidget):
         return list(self._overlays)
 
     def overlay_curve(self, run_id: str, key: str) -> pg.PlotDataItem | None:
-        curve = self._overlays.get(run_id, _Overlay("", "")).curves.get(key)
+        curve = self._overlays.get(run_id, Overlay("", "")).curves.get(key)
         return curve.item if curve else None
 
     def _overlays_changed(self) -> None:
         count = len(self._overlays)
-        self.overlay_label.setText(f"comparing {count} run{'s' if count != 1 else ''}"
-                                   if count else "")
+        self.clear_overlays_button.setText(f"Clear comparison ({count})")
         self.clear_overlays_button.setVisible(bool(count))
         self._follow_all()
         self._dirty = True
@@ -411,163 +397,6 @@ class LiveCharts(QWidget):
             item.titleLabel.setText(item.titleLabel.text, color=colors["foreground"])
             item.legend.setBrush(pg.mkBrush(*colors["legend"]))
             item.legend.setLabelTextColor(colors["foreground"])
-
-    # --- drawing --------------------------------------------------------------------------------
-    def _x_of_step(self, step: float) -> float:
-        return self._clock.x_at_step(step) if self.by_time else step
-
-    def _follow_all(self) -> None:
-        for plot in self.plots.values():
-            plot.getPlotItem().enableAutoRange()
-
-    def _all_curves(self) -> list[tuple[_Curve, bool]]:
-        """(curve, is_live) for every curve that may be drawn."""
-        out = [(c, True) for c in self._series.values()]
-        out.append((self._smooth, True))
-        out += [(c, False) for o in self._overlays.values() for c in o.curves.values()]
-        return out
-
-    def _redraw(self, everything: bool = False) -> None:
-        """Update charts whose data or view changed, a few per event-loop turn.
-
-        Painting a chart costs far more than preparing it, and Qt paints every updated chart in
-        the same turn: so each turn takes only as many charts as fit PAINT_BUDGET_S (learnt from
-        the time the last paints took), round robin, and the rest wait for the next tick.
-        """
-        if not self._dirty:
-            return
-        smoothing = self.smoothing > 0
-        with_data = {c.spec.chart for c, _ in self._all_curves() if c.buffer.has_values()}
-        self._relayout(with_data)
-        by_chart: dict[str, list[tuple[_Curve, bool]]] = {name: [] for name in self._shown}
-        for curve, live in self._all_curves():
-            if curve.spec.chart in by_chart:
-                by_chart[curve.spec.chart].append((curve, live))
-        names = list(self._shown)
-        start = self._next_chart % len(names)
-        order = names[start:] + names[:start]
-        limit = len(order) if everything else self._charts_per_tick
-        updated = 0
-        self._dirty = False
-        for position, name in enumerate(order):
-            if updated >= limit:
-                self._dirty = True  # the rest on the next tick
-                self._next_chart = (start + position) % len(names)
-                break
-            if self._draw_chart(name, by_chart[name], smoothing):
-                updated += 1
-        else:
-            self._next_chart = 0
-        if updated:
-            self.redraws += 1
-            self.chart_updates += updated
-            if not everything:
-                self._paint_started = (time.perf_counter(), updated)
-                QTimer.singleShot(0, self._painted)
-        self._draw_warmup()
-
-    def _painted(self) -> None:
-        """The paints of the last update are done: learn what one chart costs to paint."""
-        if self._paint_started is None:
-            return
-        started, charts = self._paint_started
-        self._paint_started = None
-        per_chart = (time.perf_counter() - started) / charts
-        self._paint_cost_s = 0.7 * self._paint_cost_s + 0.3 * per_chart
-        self._charts_per_tick = max(1, min(len(CHARTS),
-                                           int(PAINT_BUDGET_S / max(self._paint_cost_s, 1e-4))))
-
-    def _draw_chart(self, name: str, curves: list[tuple[_Curve, bool]], smoothing: bool) -> bool:
-        changed = False
-        for curve, live in curves:
-            show = curve.buffer.has_values() and (curve is not self._smooth or smoothing)
-            if show != curve.item.isVisible():
-                curve.item.setVisible(show)
-                changed = True
-            if not show:
-                continue
-            if live and curve.spec.key == "loss_train" and curve is not self._smooth:
-                alpha = 60 if smoothing else 255
-                if curve.item.opts["pen"].color().alpha() != alpha:
-                    color = pg.mkColor(curve.spec.color)
-                    color.setAlpha(alpha)
-                    curve.item.setPen(pg.mkPen(color, width=1 if smoothing else 2))
-                    changed = True
-            changed = self._draw_curve(curve) or changed
-        if changed:
-            self._refresh_legend(name)
-        return changed
-
-    def _draw_curve(self, curve: _Curve) -> bool:
-        plot = self.plots[curve.spec.chart].getPlotItem()
-        view = plot.getViewBox()
-        following = view.autoRangeEnabled()[0]
-        x_range = None if following else tuple(view.viewRange()[0])
-        width = max(100, int(view.width()))
-        key = (curve.buffer.version, self.by_time, x_range, width // 50)
-        if key == curve.drawn:
-            return False
-        curve.drawn = key
-        x, y = curve.buffer.view(self.by_time, x_range, width)
-        curve.item.setData(x, y, connect="finite")
-        return True
-
-    def _refresh_legend(self, name: str) -> None:
-        item = self.plots[name].getPlotItem()
-        legend = item.legend
-        wanted = [i for i in item.listDataItems()
-                  if i.isVisible() and i.name() and i.xData is not None and len(i.xData)]
-        if [s.item for s, _ in legend.items] != wanted:
-            legend.clear()
-            for data_item in wanted:
-                legend.addItem(data_item, data_item.name())
-        legend.setVisible(len(wanted) > 1)
-
-    def _relayout(self, with_data: set[str] | None = None) -> None:
-        """Show the charts that have data (the core four while nothing has), two per row."""
-        with_data = with_data or set()
-        shown = tuple(spec.name for spec in CHARTS
-                      if spec.name in with_data or (not with_data and spec.name in self._core)
-                      or (spec.name == "loss"))
-        if shown == self._shown:
-            return
-        self._shown = shown
-        for plot in self.plots.values():
-            self._grid.removeWidget(plot)
-            plot.hide()
-        row, column = 1, 0
-        rest = [name for name in shown if name != "loss"]
-        for name in shown:
-            plot = self.plots[name]
-            if name == "loss":
-                self._grid.addWidget(plot, 0, 0, 1, 2)
-            elif name == rest[-1] and column == 0:  # an odd one out takes the whole row
-                self._grid.addWidget(plot, row, 0, 1, 2)
-            else:
-                self._grid.addWidget(plot, row, column)
-                row, column = (row, 1) if column == 0 else (row + 1, 0)
-            plot.show()
-        for r in range(self._grid.rowCount()):
-            self._grid.setRowStretch(r, 1 if r <= row else 0)
-
-    def _draw_warmup(self) -> None:
-        if self._warmup_steps is None:
-            return
-        low, high = (self._x_of_step(s) for s in self._warmup_steps)
-        if not (math.isfinite(low) and math.isfinite(high)):
-            return
-        for name in self._shown:
-            region = self._warmup.get(name)
-            if region is None:
-                region = pg.LinearRegionItem(values=(low, high), movable=False,
-                                             brush=pg.mkBrush(148, 163, 184, 45),
-                                             pen=pg.mkPen(None))
-                region.setZValue(-10)
-                region.setToolTip("warmup steps: excluded from speed summaries")
-                self.plots[name].addItem(region, ignoreBounds=True)
-                self._warmup[name] = region
-            elif region.getRegion() != (low, high):
-                region.setRegion((low, high))
 
     def redraw_now(self) -> None:
         """Draw pending data at once (tests, screenshots) instead of waiting for the timer."""

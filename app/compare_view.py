@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -61,6 +62,13 @@ def _item(text: str, tip: str = "", right: bool = True) -> QTableWidgetItem:
     return item
 
 
+def _no_min_width(widget: QWidget) -> None:
+    """Wide contents scroll inside the widget instead of widening the window."""
+    policy = widget.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    widget.setSizePolicy(policy)
+
+
 class CompareView(QWidget):
     """The ticked runs of the history: deltas against a baseline, and a config diff."""
 
@@ -99,6 +107,8 @@ class CompareView(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setWordWrap(False)
         splitter.addWidget(self.table)
+        for widget in (self.table, self.baseline, self.other):
+            _no_min_width(widget)
         diff_host = QWidget()
         diff_layout = QVBoxLayout(diff_host)
         diff_layout.setContentsMargins(0, 4, 0, 0)
@@ -114,6 +124,8 @@ class CompareView(QWidget):
         mono = QFont("monospace")
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.diff_text.setFont(mono)
+        for widget in (self.diff_keys, self.diff_text):
+            _no_min_width(widget)
         diff_layout.addWidget(self.diff_text, 1)
         splitter.addWidget(diff_host)
         splitter.setSizes([320, 300])

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -121,8 +122,13 @@ class HistoryPanel(QWidget):
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column, width in ((1, 72), (2, 66), (3, 78)):  # the name gets the rest
+            header.resizeSection(column, width)
+        policy = self.table.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+        self.table.setSizePolicy(policy)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.itemChanged.connect(self._item_changed)
         self.table.itemDoubleClicked.connect(lambda _item: self._ask_show())
@@ -159,9 +165,11 @@ class HistoryPanel(QWidget):
         self.summary.verticalHeader().setVisible(False)
         self.summary.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.summary.setWordWrap(False)
+        self.summary.setTextElideMode(Qt.TextElideMode.ElideRight)
         summary_header = self.summary.horizontalHeader()
-        summary_header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        summary_header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        summary_header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        summary_header.resizeSection(0, 150)
+        summary_header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         layout.addWidget(self.summary, 4)
 
     def _button(self, text: str, tip: str, slot) -> QPushButton:

@@ -35,6 +35,7 @@ from app.charts import LiveCharts
 from app.compare_view import CompareView
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
+from app.labels import escape, expected_steps, host_line
 from app.launch_form import LaunchForm
 from app.profile_view import ProfileView
 from app.run_controls import RunControls
@@ -42,32 +43,16 @@ from app.run_form import RunForm
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
 from app.window_actions import WindowActions
+from app.window_runs import RunViews
 from app.worker_link import WorkerLink
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.launch import LaunchError, preflight
-from profiler.metrics import format_value
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError
 from profiler.system import describe_host, host_capabilities
 
-MARKER_LABEL_CHARS = 48
 
-
-def host_line(host: dict) -> str:
-    """The machine in one status-bar line, from describe_host()."""
-    cores = host.get("cpu_cores_logical") or "?"
-    line = f"CPU: {host.get('cpu') or 'unknown'}, {cores} cores"
-    gpus = host.get("gpus") or []
-    if gpus:
-        return line + " — GPU: " + ", ".join(str(g.get("name")) for g in gpus)
-    return line + f" — no GPU ({host.get('gpu_note') or 'none found'})"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-class MainWindow(WindowActions, QMainWindow):
+class MainWindow(RunViews, WindowActions, QMainWindow):
     """EffiScope's window. `add_section` adds a titled panel to the left column."""
 
     def __init__(self, store: RunStore | None = None, settings: AppSettings | None = None):
@@ -222,9 +207,9 @@ class MainWindow(WindowActions, QMainWindow):
     # --- messages to the user -------------------------------------------------------------------
     def show_error(self, message: str, hint: str = "", run_id: str | None = None) -> None:
         """A failure, in place above the charts, with what to do about it (and its log)."""
-        text = f"<b>{_escape(message)}</b>"
+        text = f"<b>{escape(message)}</b>"
         if hint:
-            text += f"<br>{_escape(hint)}"
+            text += f"<br>{escape(hint)}"
         self.banner_label.setText(text)
         self._banner_run_id = run_id
         self.log_button.setVisible(run_id is not None)
@@ -336,7 +321,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.run_config = config
         self.charts.clear()
         self.profile.clear()
-        self.run_controls.starting(run.run_id, config.limits.steps)
+        self.run_controls.starting(run.run_id, expected_steps(config))
         self.run_controls.set_problem("")
         self.speed_label.setText("")
         self._set_state(f"starting {config.name or config.model.preset}")
@@ -372,81 +357,8 @@ class MainWindow(WindowActions, QMainWindow):
         self._restart_pending = True
         self.stop_run()
 
-    def send_change(self, technique: str, params: dict) -> None:
-        """A mid-run change from the technique panel (or the learning rate) to the worker."""
-        if self.link is None or not self.link.send_set(technique, params):
-            return
-        shown = ", ".join(f"{k} = {v}" for k, v in params.items())
-        self.statusBar().showMessage(f"sent to the worker: {technique} ({shown})", 8000)
-
-    def _learning_rate_changed(self, value: float) -> None:
-        if self.running:
-            self.send_change("optimizer", {"learning_rate": float(f"{value:.6g}")})
-
-    def capture_profile(self, steps: int) -> None:
-        if self.link is not None and self.running and self.link.request_profile(steps):
-            self.profile.capturing(steps)
-            self.tabs.setCurrentWidget(self.profile)
-
     def _set_state(self, text: str) -> None:
         self.state_label.setText(text)
-
-    def _on_messages(self, batch: list[dict]) -> None:
-        self.charts.add_samples(batch)
-        last = next((m for m in reversed(batch) if m["type"] == "sample"), None)
-        if last is not None and self.run_id is not None:
-            self.history.show_live(self.run_id, last)
-        for message in batch:
-            kind = message["type"]
-            if kind == "sample":
-                self.run_controls.sample(int(message["step"]), float(message["time"]))
-                tokens = message["metrics"].get("tokens_per_s")
-                if tokens is None:
-                    tokens = message["metrics"].get("decode_tokens_per_s")
-                if tokens is not None:
-                    self.speed_label.setText(format_value(tokens, "tokens/s"))
-            elif kind == "hello":
-                device = message.get("device", {})
-                torch_version = message.get("versions", {}).get("torch", "?")
-                self.device_label.setText(f"Worker: {device.get('name', '?')} "
-                                          f"({device.get('default', '?')}), torch {torch_version}")
-            elif kind == "started":
-                run = message["run"]
-                model = run.get("model", {})
-                params = model.get("parameters")
-                size = f", {params / 1e6:.2f}M parameters" if isinstance(params, int) else ""
-                self._set_state(f"running {model.get('preset', '?')}{size} on "
-                                f"{run.get('device', '?')}")
-                self.run_controls.started(run)
-            elif kind == "event":
-                self._on_event(message)
-            elif kind == "profile":
-                self.profile.add_profile(message)
-                self.profile.set_capturable(self.running, "")
-            elif kind == "error":
-                self.show_error(f"Worker error ({message['kind']}): {message['message']}",
-                                message["hint"], run_id=self.run_id)
-            elif kind == "done":
-                self.charts.show_percentiles(message.get("summary") or {})
-
-    def _on_event(self, message: dict) -> None:
-        kind, text = message["kind"], message["message"]
-        technique = message.get("technique")
-        if kind == "toggle" and isinstance(message.get("step"), int):
-            label = text if len(text) <= MARKER_LABEL_CHARS else text[: MARKER_LABEL_CHARS - 1] + "…"
-            self.charts.add_marker(message["step"], label)
-            if technique:
-                self.techniques.confirm(technique, message.get("params") or {})
-            self.statusBar().showMessage(f"step {message['step']}: {text}", 10000)
-        elif kind == "refused":
-            if technique:
-                self.techniques.refuse(technique, text)
-            elif text.startswith("profile"):
-                self.profile.status.setText(text)
-                self.profile.set_capturable(self.running, "")
-            self.statusBar().showMessage(f"refused: {text}", 10000)
-        elif kind == "warning":
-            self.statusBar().showMessage(text, 10000)
 
     def _on_ended(self, status: str) -> None:
         link = self.link  # one run at a time: the link that ended is the current one
@@ -468,60 +380,6 @@ class MainWindow(WindowActions, QMainWindow):
         if self._restart_pending:
             self._restart_pending = False
             QTimer.singleShot(0, self.start_run)
-
-    # --- stored runs ----------------------------------------------------------------------------
-    def show_stored_run(self, run_id: str) -> None:
-        """Draw a finished run's stored samples (refused while a run is live on the charts)."""
-        if self.running:
-            self.statusBar().showMessage("A run is in progress; stop it to look at another.", 8000)
-            return
-        try:
-            run = self.store.open_run(run_id)
-        except StoreError as exc:
-            self.show_error(str(exc))
-            return
-        self.charts.clear()
-        self.profile.clear()
-        warnings: list[str] = []
-        messages = list(run.messages(warnings))
-        count = self.charts.add_samples(messages)
-        for message in messages:
-            kind = message.get("type")
-            if kind == "event" and message.get("kind") == "toggle" \
-                    and isinstance(message.get("step"), int):
-                self.charts.add_marker(message["step"], str(message.get("message", ""))
-                                       [:MARKER_LABEL_CHARS])
-            elif kind == "profile":
-                self.profile.add_profile(message)
-            elif kind == "done":
-                self.charts.show_percentiles(message.get("summary") or {})
-        self.charts.redraw_now()
-        self._shown_run_id = run_id
-        self.statusBar().showMessage(f"showing {run_id}: {count} samples"
-                                     + (f" ({len(warnings)} damaged lines skipped)"
-                                        if warnings else ""), 8000)
-
-    def set_compared(self, run_ids: list[str]) -> None:
-        """The ticked runs: laid over the charts, and in the Compare tab."""
-        for run_id in self.charts.overlay_ids():
-            if run_id not in run_ids:
-                self.charts.remove_overlay(run_id)
-        for run_id in run_ids:
-            if run_id in self.charts.overlay_ids():
-                continue
-            try:
-                run = self.store.open_run(run_id)
-            except StoreError:
-                continue
-            self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
-        self.charts.redraw_now()
-        self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
-
-    def _run_deleted(self, run_id: str) -> None:
-        self.charts.remove_overlay(run_id)
-        if self._shown_run_id == run_id and not self.running:
-            self.charts.clear()
-            self.profile.clear()
 
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -76,6 +77,9 @@ class ProfileView(QWidget):
         top.addSpacing(12)
         self.which = QComboBox()
         self.which.setObjectName("profileCombo")
+        self.which.setToolTip("Captures of this run, newest last")
+        self.which.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.which.setMinimumContentsLength(8)
         self.which.currentIndexChanged.connect(self._show_selected)
         top.addWidget(self.which, 1)
         self.save_button = QPushButton("Save trace…")
@@ -93,6 +97,7 @@ class ProfileView(QWidget):
         layout.addWidget(self.status)
 
         breakdown_title = QLabel("Step time breakdown (mean per step, under the profiler)")
+        breakdown_title.setWordWrap(True)
         breakdown_title.setObjectName("sectionTitle")
         layout.addWidget(breakdown_title)
         self.bar = BreakdownBar()
@@ -102,9 +107,9 @@ class ProfileView(QWidget):
         legend = QGridLayout()
         legend.setHorizontalSpacing(14)
         self.part_labels: dict[str, QLabel] = {}
-        for column, (key, label, color) in enumerate(PARTS):
+        for index, (key, label, color) in enumerate(PARTS):
             text = QLabel(f"<span style='color:{color}'>■</span> {label}: –")
-            legend.addWidget(text, 0, column)
+            legend.addWidget(text, index // 2, index % 2)
             self.part_labels[key] = text
         layout.addLayout(legend)
         self.step_times = QLabel("")
@@ -125,6 +130,9 @@ class ProfileView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        policy = self.table.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)  # scroll, never widen the window
+        self.table.setSizePolicy(policy)
         layout.addWidget(self.table, 1)
 
     # --- state ------------------------------------------------------------------------------------
@@ -152,13 +160,13 @@ class ProfileView(QWidget):
         self.profiles.append(message)
         first = message.get("step", "?")
         count = message.get("steps", len(message.get("step_time_s") or []))
-        self.which.addItem(f"steps {first}–{int(first) + int(count) - 1 if isinstance(first, int) else '?'}"
-                           f" ({count} steps)")
+        last = int(first) + int(count) - 1 if isinstance(first, int) else "?"
+        self.which.addItem(f"steps {first}–{last}")
         self.which.setCurrentIndex(self.which.count() - 1)
         note = message.get("note", "")
+        how = str(message.get("how") or "")
         self.status.setText(f"Captured {count} steps from step {first}. "
-                            + (message.get("how", "") + ". " if message.get("how") else "")
-                            + note)
+                            + (how[:1].upper() + how[1:] + ". " if how else "") + note)
 
     def _show_selected(self, index: int) -> None:
         if not 0 <= index < len(self.profiles):

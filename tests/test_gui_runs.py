@@ -54,6 +54,7 @@ def test_mid_run_toggle_marks_every_chart_and_is_recorded(qtbot, window, tmp_pat
     clip.enable.click()  # switch gradient clipping on while the run goes
     qtbot.waitUntil(lambda: len(window.charts.marker_steps) >= 1, timeout=30_000)
     step, label = window.charts.marker_steps[0]
+    assert label == "Gradient clipping on"  # defaults are not repeated
     shown = set(window.charts.shown_charts())
     marked = {plot for plot, _line in window.charts.markers}
     assert {window.charts.plots[name] for name in shown} <= marked  # on every chart

@@ -1,0 +1,140 @@
+"""What the main window does with a run's messages, mid-run changes and stored runs.
+
+A mixin of MainWindow (app/main.py): the stream of the live run goes to the charts, the history,
+the technique panel and the profile view; stored runs are drawn and compared from the store.
+"""
+
+from __future__ import annotations
+
+from app.labels import marker_label
+from profiler.metrics import format_value
+from profiler.store import StoreError
+
+
+class RunViews:
+    """Messages -> widgets (mixed into MainWindow)."""
+
+    def send_change(self, technique: str, params: dict) -> None:
+        """A mid-run change from the technique panel (or the learning rate) to the worker."""
+        if self.link is None or not self.link.send_set(technique, params):
+            return
+        shown = ", ".join(f"{k} = {v}" for k, v in params.items())
+        self.statusBar().showMessage(f"sent to the worker: {technique} ({shown})", 8000)
+
+    def _learning_rate_changed(self, value: float) -> None:
+        if self.running:
+            self.send_change("optimizer", {"learning_rate": float(f"{value:.6g}")})
+
+    def capture_profile(self, steps: int) -> None:
+        if self.link is not None and self.running and self.link.request_profile(steps):
+            self.profile.capturing(steps)
+            self.tabs.setCurrentWidget(self.profile)
+
+    def _on_messages(self, batch: list[dict]) -> None:
+        self.charts.add_samples(batch)
+        last = next((m for m in reversed(batch) if m["type"] == "sample"), None)
+        if last is not None and self.run_id is not None:
+            self.history.show_live(self.run_id, last)
+        for message in batch:
+            kind = message["type"]
+            if kind == "sample":
+                self.run_controls.sample(int(message["step"]), float(message["time"]))
+                tokens = message["metrics"].get("tokens_per_s")
+                if tokens is None:
+                    tokens = message["metrics"].get("decode_tokens_per_s")
+                if tokens is not None:
+                    self.speed_label.setText(format_value(tokens, "tokens/s"))
+            elif kind == "hello":
+                device = message.get("device", {})
+                torch_version = message.get("versions", {}).get("torch", "?")
+                self.device_label.setText(f"Worker: {device.get('name', '?')} "
+                                          f"({device.get('default', '?')}), torch {torch_version}")
+            elif kind == "started":
+                run = message["run"]
+                model = run.get("model", {})
+                params = model.get("parameters")
+                size = f", {params / 1e6:.2f}M parameters" if isinstance(params, int) else ""
+                self._set_state(f"running {model.get('preset', '?')}{size} on "
+                                f"{run.get('device', '?')}")
+                self.run_controls.started(run)
+            elif kind == "event":
+                self._on_event(message)
+            elif kind == "profile":
+                self.profile.add_profile(message)
+                self.profile.set_capturable(self.running, "")
+            elif kind == "error":
+                self.show_error(f"Worker error ({message['kind']}): {message['message']}",
+                                message["hint"], run_id=self.run_id)
+            elif kind == "done":
+                self.charts.show_percentiles(message.get("summary") or {})
+
+    def _on_event(self, message: dict) -> None:
+        kind, text = message["kind"], message["message"]
+        technique = message.get("technique")
+        if kind == "toggle" and isinstance(message.get("step"), int):
+            self.charts.add_marker(message["step"], marker_label(message))
+            if technique:
+                self.techniques.confirm(technique, message.get("params") or {})
+            self.statusBar().showMessage(f"step {message['step']}: {text}", 10000)
+        elif kind == "refused":
+            if technique:
+                self.techniques.refuse(technique, text)
+            elif text.startswith("profile"):
+                self.profile.status.setText(text)
+                self.profile.set_capturable(self.running, "")
+            self.statusBar().showMessage(f"refused: {text}", 10000)
+        elif kind == "warning":
+            self.statusBar().showMessage(text, 10000)
+
+    # --- stored runs ----------------------------------------------------------------------------
+    def show_stored_run(self, run_id: str) -> None:
+        """Draw a finished run's stored samples (refused while a run is live on the charts)."""
+        if self.running:
+            self.statusBar().showMessage("A run is in progress; stop it to look at another.", 8000)
+            return
+        try:
+            run = self.store.open_run(run_id)
+        except StoreError as exc:
+            self.show_error(str(exc))
+            return
+        self.charts.clear()
+        self.profile.clear()
+        warnings: list[str] = []
+        messages = list(run.messages(warnings))
+        count = self.charts.add_samples(messages)
+        for message in messages:
+            kind = message.get("type")
+            if kind == "event" and message.get("kind") == "toggle" \
+                    and isinstance(message.get("step"), int):
+                self.charts.add_marker(message["step"], marker_label(message))
+            elif kind == "profile":
+                self.profile.add_profile(message)
+            elif kind == "done":
+                self.charts.show_percentiles(message.get("summary") or {})
+        self.charts.redraw_now()
+        self._shown_run_id = run_id
+        self.statusBar().showMessage(f"showing {run_id}: {count} samples"
+                                     + (f" ({len(warnings)} damaged lines skipped)"
+                                        if warnings else ""), 8000)
+
+    def set_compared(self, run_ids: list[str]) -> None:
+        """The ticked runs: laid over the charts, and in the Compare tab."""
+        for run_id in self.charts.overlay_ids():
+            if run_id not in run_ids:
+                self.charts.remove_overlay(run_id)
+        for run_id in run_ids:
+            if run_id in self.charts.overlay_ids():
+                continue
+            try:
+                run = self.store.open_run(run_id)
+            except StoreError:
+                continue
+            self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
+        self.charts.redraw_now()
+        self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
+
+    def _run_deleted(self, run_id: str) -> None:
+        self.charts.remove_overlay(run_id)
+        if self._shown_run_id == run_id and not self.running:
+            self.charts.clear()
+            self.profile.clear()
