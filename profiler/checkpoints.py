@@ -106,6 +106,14 @@ def read_header(path: str | Path) -> tuple[dict, dict]:
     if not isinstance(header, dict):
         raise CheckpointError("path", f"{path} has a damaged safetensors header")
     metadata = header.pop("__metadata__", None) or {}
+    # A truncated file still has its header: check that the data it announces is all there.
+    ends = [entry.get("data_offsets", [0, 0])[1] for entry in header.values()
+            if isinstance(entry, dict)]
+    needed = 8 + size + max(ends, default=0)
+    actual = path.stat().st_size
+    if actual < needed:
+        raise CheckpointError("path", f"{path} is truncated ({actual:,} of {needed:,} bytes); "
+                              "give a complete file: copy it again or save the checkpoint again")
     return header, metadata
 
 

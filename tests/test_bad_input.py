@@ -231,11 +231,7 @@ WORKER_CASES = [
         "source": "checkpoint", "path": "{cut}"}}, "model.path", "config"),
 ]
 # Known gaps, each with its owner: the case stays in the table and turns green when fixed.
-KNOWN_GAPS = {
-    "truncated-checkpoint": "profiler/checkpoints.py checks a safetensors header but not that the "
-                            "file holds all the data it announces; safetensors then raises, a "
-                            "crash instead of a model.path sentence (owner: checkpoints)",
-}
+KNOWN_GAPS: dict[str, str] = {}  # cases expected to fail, with the reason
 
 
 def _fill(value, folder: Path, cut: Path | None):
