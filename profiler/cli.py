@@ -332,6 +332,8 @@ BENCHES = {
                  "pruning option against fp32"),
     "overhead": ("profiler.bench_overhead", "the worker with full streaming and sampling "
                  "against a bare PyTorch loop: tokens/s ratio"),
+    "parallel": ("profiler.bench_parallel", "tokens/s of 1 against N processes (torchrun) and "
+                 "the scaling efficiency"),
     "startup": ("profiler.bench_startup", "from Run to the first training sample, split into "
                 "its parts"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
