@@ -179,6 +179,8 @@ class ChartDrawing:
             plot.show()
         for r in range(self._grid.rowCount()):
             self._grid.setRowStretch(r, 1 if r <= row else 0)
+        self._grid.setColumnStretch(0, 1)
+        self._grid.setColumnStretch(1, 1)
 
     def _draw_warmup(self) -> None:
         if self._warmup_steps is None:

@@ -56,6 +56,10 @@ class CurveSpec:
     def label(self) -> str:
         if self.key in CATALOGUE:
             return metric(self.key).label
+        rank = _RANK.match(self.key)
+        if rank and rank[2] in CATALOGUE:  # a parallel job's per-rank reading
+            name = metric(rank[2]).label
+            return f"Rank {rank[1]} {name[:1].lower() + name[1:] if not name[1:2].isupper() else name}"
         text = self.key
         for suffix in ("_bytes", "_s", "_percent", "_w", "_c"):
             text = text.removesuffix(suffix)
@@ -86,11 +90,12 @@ SKIPPED = {"torch_peak_allocated_bytes"}
 """A running peak repeats what the allocated curve already shows."""
 PALETTE = ("#4f46e5", "#c2410c", "#0f766e", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8",
            "#7e22ce", "#0e7490", "#b91c1c")
-RUN_COLORS = ("#111827", "#d97706", "#0891b2", "#c026d3", "#65a30d", "#e11d48", "#2563eb",
-              "#7c2d12")
-"""Compared runs, one colour each across every chart."""
+RUN_COLORS = ("#9333ea", "#d97706", "#0891b2", "#16a34a", "#db2777", "#64748b", "#dc2626",
+              "#4f46e5")
+"""Compared runs, one colour each across every chart (readable on light and dark)."""
 
 _PERCENTILE = re.compile(r"_p\d\d_s$")
+_RANK = re.compile(r"^rank(\d+)_(.+)$")
 
 
 def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:
@@ -121,9 +126,9 @@ def percentile_lines(summary: dict) -> list[tuple[str, float, str]]:
     out = []
     for base, spec in (("ttft", KNOWN_BY_KEY["ttft_s"]),
                        ("decode_latency", KNOWN_BY_KEY["decode_latency_s"])):
-        for q in (50, 90, 99):
+        for q in (50, 99):  # the median and the tail; p90 is in the summary table
             value = (figures.get(f"{base}_p{q}_s") or {}).get("value")
             if isinstance(value, (int, float)):
                 name = "TTFT" if base == "ttft" else "decode"
-                out.append((f"{name} p{q}", value / MS, spec.color))
+                out.append((f"{name} p{q} {value / MS:.3g} ms", value / MS, spec.color))
     return out

@@ -257,7 +257,8 @@ class LiveCharts(ChartDrawing, QWidget):
         for label, value, color in percentile_lines(summary):
             line = pg.InfiniteLine(pos=value, angle=0, movable=False, label=label,
                                    pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DotLine),
-                                   labelOpts={"position": 0.97, "color": color})
+                                   labelOpts={"position": 0.98, "color": color,
+                                              "anchors": [(1, 1), (1, 1)]})
             plot.addItem(line, ignoreBounds=True)
             self._hlines.append((plot, line))
 

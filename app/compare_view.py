@@ -178,7 +178,7 @@ class CompareView(QWidget):
             self.table.setColumnCount(0)
             return
         others = [r for r in self.run_ids if r != base_id]
-        headers = ["Figure", f"{self.names[base_id]} (baseline)"]
+        headers = ["Figure", f"{self.names[base_id]}\n(baseline)"]
         for run_id in others:
             headers += [self.names[run_id], "Δ %"]
         rows = []
@@ -203,9 +203,8 @@ class CompareView(QWidget):
                     good = (pct > 0) == (better == "higher")
                     cell.setForeground(QColor(BETTER if good else WORSE))
                 self.table.setItem(index, 3 + 2 * column, cell)
-        header = self.table.horizontalHeader()
+        header = self.table.horizontalHeader()  # a wide table scrolls; the names stay readable
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
 
     def cell_text(self, key: str, run_id: str, delta: bool = False) -> str:
         """The table's text for a figure of a run (its value, or with delta its % change)."""

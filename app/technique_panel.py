@@ -144,6 +144,8 @@ class TechniquePanel(QWidget):
         self._caps: dict = {}
         self._workload = "train"
         self._extra: dict[str, dict] = {}
+        self._named: set[str] = set()
+        """Always-on techniques the loaded config names explicitly: kept explicit."""
         """Techniques a loaded config names that the registry does not know: kept as they are."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -200,15 +202,22 @@ class TechniquePanel(QWidget):
 
     # --- config <-> widgets ----------------------------------------------------------------------
     def techniques(self) -> dict[str, dict]:
-        """Enabled techniques as the config holds them: name -> parameters."""
+        """Enabled techniques as the config holds them: name -> parameters.
+
+        An always-on technique is named only when its parameters differ from the defaults the
+        worker applies anyway (so an inference run is not told about an optimizer it ignores)."""
         out = {name: dict(params) for name, params in self._extra.items()}
         for name, row in self.rows.items():
+            params = row.params()
+            if row.info.always_on and params == row.info.defaults() and name not in self._named:
+                continue
             if row.enabled:
-                out[name] = row.params()
+                out[name] = params
         return out
 
     def set_techniques(self, techniques: dict[str, dict]) -> None:
         self._extra = {name: dict(p) for name, p in techniques.items() if name not in self.rows}
+        self._named = {name for name in techniques if name in self.rows}
         for name, row in self.rows.items():
             row.set_state(name in techniques, techniques.get(name, {}))
         self.refresh_availability()

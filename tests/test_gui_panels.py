@@ -57,7 +57,9 @@ def test_config_to_widgets_and_back(window, tmp_path):
     assert built.train.batch_size == 3
     assert "grad_clip" not in built.techniques
     assert built.techniques["attention"]["implementation"] == "math"
-    assert built.techniques["optimizer"]["algorithm"] == "adamw"  # always on, with its defaults
+    assert "optimizer" not in built.techniques  # always on: named only when it differs
+    panel.rows["optimizer"].controls["algorithm"].widget.setCurrentText("sgd")
+    assert validate(window.build_config()).techniques["optimizer"]["algorithm"] == "sgd"
     assert built.name == "mine" and built.limits.steps == 77
 
 
