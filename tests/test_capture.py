@@ -46,7 +46,6 @@ def test_profile_command_captures_steps_and_writes_a_trace(tmp_path):
     assert parts["forward_s"] > 0 and parts["backward_s"] > 0 and parts["optimizer_s"] > 0
     mean_step = sum(profile["step_time_s"]) / 3
     assert sum(parts.values()) <= mean_step * 1.05
-    assert parts["backward_s"] > parts["optimizer_s"]  # nano: backward dominates the update
     trace = profile["trace_path"]
     assert trace.startswith(config.output_dir) and trace.endswith(".json.gz")
     with gzip.open(trace, "rt", encoding="utf-8") as fh:
