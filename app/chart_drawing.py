@@ -18,6 +18,7 @@ from PySide6.QtCore import QTimer
 from app.chart_specs import CHARTS, CurveSpec
 from app.series import SeriesBuffer
 
+THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
 
@@ -143,15 +144,21 @@ class ChartDrawing:
         return True
 
     def _refresh_legend(self, name: str) -> None:
-        item = self.plots[name].getPlotItem()
-        legend = item.legend
+        """The legend is the chart's title line ("Loss  ━ Train loss  ━ Validation loss"): it
+        never covers a curve or a marker's label."""
+        plot = self.plots[name]
+        item = plot.getPlotItem()
         wanted = [i for i in item.listDataItems()
                   if i.isVisible() and i.name() and i.xData is not None and len(i.xData)]
-        if [s.item for s, _ in legend.items] != wanted:
-            legend.clear()
-            for data_item in wanted:
-                legend.addItem(data_item, data_item.name())
-        legend.setVisible(len(wanted) > 1)
+        foreground = THEME_FOREGROUND[self.theme]
+        html = f"<span style='color:{foreground}; font-weight:600'>{plot.chart_title}</span>"
+        if len(wanted) > 1:
+            html += "&nbsp;&nbsp;&nbsp;" + "&nbsp;&nbsp;".join(
+                f"<span style='color:{pg.mkPen(i.opts['pen']).color().name()}'>━</span>"
+                f"&nbsp;<span style='color:{foreground}'>{i.name()}</span>" for i in wanted)
+        if html != plot.title_html:
+            plot.title_html = html
+            item.setTitle(html, size="9pt")
 
     def _relayout(self, with_data: set[str] | None = None) -> None:
         """Show the charts that have data (the core four while nothing has), two per row."""

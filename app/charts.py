@@ -33,9 +33,9 @@ from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
 MIN_CHART_HEIGHT = 170
-MARKER_POINT_SIZE = 8.0
-THEMES = {"light": {"background": "w", "foreground": "#334155", "legend": (255, 255, 255, 210)},
-          "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "legend": (15, 23, 42, 210)}}
+MARKER_POINT_SIZE = 7.5
+THEMES = {"light": {"background": "w", "foreground": "#334155", "label_fill": (255, 255, 255)},
+          "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "label_fill": (15, 23, 42)}}
 
 
 def _number(value: object) -> float:
@@ -95,7 +95,7 @@ class LiveCharts(ChartDrawing, QWidget):
         self.chart_updates = 0
         """Charts updated, all turns together (a chart's redraw rate = this / time / charts)."""
         self._next_chart = 0
-        self._charts_per_tick = len(CHARTS)
+        self._charts_per_tick = 2  # until the first paints say how many fit the budget
         self._paint_cost_s = 0.0
         self._paint_started: tuple[float, int] | None = None
         self._relayout()
@@ -141,6 +141,8 @@ class LiveCharts(ChartDrawing, QWidget):
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)
         item = plot.getPlotItem()
+        plot.chart_title = title
+        plot.title_html = ""
         item.setTitle(title, size="10pt")
         item.setLabel("left", y_label)
         item.setLabel("bottom", "step")
@@ -149,11 +151,6 @@ class LiveCharts(ChartDrawing, QWidget):
             # Repaint unchanged axes from a pixmap instead of replaying their text drawing.
             item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         item.showGrid(x=True, y=True, alpha=0.15)
-        # Memory and GPU readings sit high and flat: their legend goes to the empty bottom.
-        low_legend = name == "memory" or name.startswith("gpu_")
-        legend = item.addLegend(offset=(-8, -8) if low_legend else (-8, 8), labelTextSize="8pt",
-                                brush=pg.mkBrush(*THEMES[self.theme]["legend"]))
-        legend.setVisible(False)
         if zero_based:
             item.addItem(pg.PlotDataItem([0.0], [0.0], pen=None, symbol="o", symbolSize=0,
                                          symbolPen=None, symbolBrush=None))
@@ -235,7 +232,7 @@ class LiveCharts(ChartDrawing, QWidget):
 
         The label runs up along the line, so it hides no data beside it."""
         self.marker_steps.append((step, label))
-        fill = THEMES[self.theme]["legend"][:3] + (120,)
+        fill = THEMES[self.theme]["label_fill"] + (120,)
         for plot in self.plots.values():
             line = pg.InfiniteLine(
                 pos=self._x_of_step(step), angle=90, movable=False, label=label,
@@ -395,9 +392,9 @@ class LiveCharts(ChartDrawing, QWidget):
                 axis = item.getAxis(side)
                 axis.setPen(colors["foreground"])
                 axis.setTextPen(colors["foreground"])
-            item.titleLabel.setText(item.titleLabel.text, color=colors["foreground"])
-            item.legend.setBrush(pg.mkBrush(*colors["legend"]))
-            item.legend.setLabelTextColor(colors["foreground"])
+            plot.title_html = ""  # redrawn in the new colours
+        for name in self.plots:
+            self._refresh_legend(name)
 
     def redraw_now(self) -> None:
         """Draw pending data at once (tests, screenshots) instead of waiting for the timer."""

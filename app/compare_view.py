@@ -52,6 +52,24 @@ def summary_value(summary: dict, key: str) -> float | None:
     return value(key)
 
 
+BARE_UNITS = ("tokens/s", "nats/token")
+"""Units said once in the Figure column; bytes and seconds keep theirs (MiB / GiB, ms / s)."""
+
+
+def cell_value(value: float | None, unit: str) -> str:
+    """A figure as the delta table writes it."""
+    text = format_value(value, unit)
+    return text.removesuffix(f" {unit}") if unit in BARE_UNITS else text
+
+
+def row_label(label: str, unit: str) -> str:
+    """"Perplexity (exp of validation loss)" -> "Perplexity"; "Throughput" -> "Throughput, tokens/s"."""
+    short = label.split(" (")[0]
+    short = {"Final validation loss": "Val loss (final)", "Final train loss": "Train loss (final)"
+             }.get(short, short)
+    return f"{short}, {unit}" if unit in BARE_UNITS else short
+
+
 def _item(text: str, tip: str = "", right: bool = True) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
@@ -178,9 +196,12 @@ class CompareView(QWidget):
             self.table.setColumnCount(0)
             return
         others = [r for r in self.run_ids if r != base_id]
-        headers = ["Figure", f"{self.names[base_id]}\n(baseline)"]
+        def wrapped(name: str) -> str:  # two short header lines instead of one long one
+            return name.replace(" ", "\n", 1) if len(name) > 10 else name
+
+        headers = ["Figure", f"{wrapped(self.names[base_id])}\n(baseline)"]
         for run_id in others:
-            headers += [self.names[run_id], "Δ %"]
+            headers += [wrapped(self.names[run_id]), "Δ %"]
         rows = []
         for key, label, unit, better in DELTA_ROWS:
             values = [summary_value(self.summaries[r], key) for r in [base_id, *others]]
@@ -192,11 +213,12 @@ class CompareView(QWidget):
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(rows))
         for index, (key, label, unit, better, values) in enumerate(rows):
-            self.table.setItem(index, 0, _item(label, f"{key} ({better} is better)", right=False))
+            self.table.setItem(index, 0, _item(row_label(label, unit),
+                                               f"{label}: {key} ({better} is better)", right=False))
             base = values[0]
-            self.table.setItem(index, 1, _item(format_value(base, unit)))
+            self.table.setItem(index, 1, _item(cell_value(base, unit)))
             for column, value in enumerate(values[1:]):
-                self.table.setItem(index, 2 + 2 * column, _item(format_value(value, unit)))
+                self.table.setItem(index, 2 + 2 * column, _item(cell_value(value, unit)))
                 pct = change_pct(value, base)
                 cell = _item("n/a" if pct is None else f"{pct:+.1f} %")
                 if pct:
@@ -208,7 +230,7 @@ class CompareView(QWidget):
 
     def cell_text(self, key: str, run_id: str, delta: bool = False) -> str:
         """The table's text for a figure of a run (its value, or with delta its % change)."""
-        labels = {k: label for k, label, _, _ in DELTA_ROWS}
+        labels = {k: row_label(label, unit) for k, label, unit, _ in DELTA_ROWS}
         base_id = self.baseline.currentData()
         column = 1 if run_id == base_id else None
         if column is None:
@@ -236,10 +258,11 @@ class CompareView(QWidget):
             except Exception:  # noqa: BLE001 - a config that no longer loads: text diff only
                 flat[run_id] = {}
         keys = sorted(k for k in set(flat[base_id]) | set(flat[other_id])
-                      if flat[base_id].get(k) != flat[other_id].get(k) and k != "output_dir")
+                      if flat[base_id].get(k) != flat[other_id].get(k) and k != "output_dir"
+                      and {} not in (flat[base_id].get(k), flat[other_id].get(k)))
         self.diff_keys.setRowCount(len(keys))
         for index, key in enumerate(keys):
-            self.diff_keys.setItem(index, 0, _item(key, right=False))
+            self.diff_keys.setItem(index, 0, _item(key, key, right=False))
             for column, run_id in enumerate((base_id, other_id), start=1):
                 value = flat[run_id].get(key, "—")
                 self.diff_keys.setItem(index, column, _item(str(value), right=False))

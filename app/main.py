@@ -127,7 +127,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
 
         # --- right: history ---------------------------------------------------------------------
         self.history = HistoryPanel(self.store)
-        self.history.setMinimumWidth(330)
+        self.history.setMinimumWidth(320)
         self.history.setContentsMargins(4, 10, 10, 6)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -137,7 +137,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([372, 560, 340])
+        self.splitter.setSizes([372, 580, 320])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 

@@ -284,6 +284,12 @@ def test_worker_error_is_shown_with_its_hint(qtbot, window):
     assert window.charts.point_count("loss_train") == 1
     assert window.charts.point_count("tokens_per_s") == 1  # None is a gap, still a point
     assert window.run_button.isEnabled()
+    assert window.log_button.isVisible()  # the error comes with its run's log
+    (run.path / "worker.log").write_text("Traceback: the worker's own words\n")
+    window.log_button.click()
+    assert "the worker's own words" in window._log_dialog.findChild(
+        type(window.compare.diff_text), "logText").toPlainText()
+    window._log_dialog.close()
 
 
 def test_charts_gaps_markers_and_growth(qtbot):

@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from app.compare_view import summary_value
+from app.compare_view import cell_value, summary_value
 from profiler.metrics import format_value
 from profiler.store import RunStore
 from tests import gui_support
@@ -161,8 +161,9 @@ def test_two_finished_runs_overlay_and_their_deltas_equal_the_summaries(qtbot, w
     for key, unit in (("tokens_per_s", "tokens/s"), ("step_time_p50_s", "s"),
                       ("peak_rss_bytes", "bytes"), ("loss_val_final", "nats/token")):
         base, value = (summary_value(summaries[r], key) for r in (base_id, other_id))
-        assert compare.cell_text(key, base_id) == format_value(base, unit)
-        assert compare.cell_text(key, other_id) == format_value(value, unit)
+        assert compare.cell_text(key, base_id) == cell_value(base, unit)
+        assert compare.cell_text(key, other_id) == cell_value(value, unit)
+        assert cell_value(value, unit) in format_value(value, unit)  # the same number
         assert compare.cell_text(key, other_id, delta=True) == f"{(value - base) / abs(base) * 100:+.1f} %"
     assert compare.cell_text("tokens_per_s", other_id, delta=True) == "+100.0 %"  # fake: x batch
     diff_keys = [compare.diff_keys.item(r, 0).text() for r in range(compare.diff_keys.rowCount())]
