@@ -3,7 +3,8 @@
 The window holds no measurement logic. It builds a RunConfig from its widgets, hands it to a
 WorkerLink, and draws what the stream says; every worker failure ends up as a message in the
 window, never as an exception that takes the app down. Menus, settings and export live in
-app/window_actions.py.
+app/window_actions.py; what the window does with a run's messages and stored runs, in
+app/window_runs.py.
 """
 
 from __future__ import annotations
