@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from profiler.errors import Unsupported
+
 # (label, techniques): each option against the same fp32 model.
 OPTIONS: list[tuple[str, dict]] = [
     ("int8 dynamic (per-channel)", {"quantize_int8_dynamic": {}}),
@@ -127,7 +129,7 @@ def measure(args: argparse.Namespace) -> dict:
             state = runtime.TrainState(config=config, device=device, caps=caps,
                                        model=copy.deepcopy(base), warn=lambda text: None)
             applied = apply_compression(state, wanted)
-        except (NotImplementedError, ValueError, registry.UnknownTechnique) as exc:
+        except (Unsupported, ValueError, registry.UnknownTechnique) as exc:
             row.update(available=False, report=str(exc))
             _log(f"{label}: unavailable: {exc}")
             continue
@@ -280,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = measure(args)
-    except (ConfigError, ValueError, NotImplementedError) as exc:
+    except (ConfigError, ValueError, Unsupported) as exc:
         print(f"effiscope: {exc}", file=sys.stderr)
         return 2
     text = markdown(result)

@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from profiler import __version__, protocol
+from profiler import __version__, errors, protocol
 
 
 class Channel:
@@ -197,68 +197,14 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         channel.send({"type": "done", "status": status, "summary": summary})
         return status
     except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
-        kind, hint = classify(exc)
+        kind, hint = errors.classify(exc)
         log = traceback.format_exc()
         print(log, file=sys.stderr, flush=True)
-        # Errors about the user's choices read as sentences; anything else keeps its type name.
-        plain = kind in ("config", "unsupported") or isinstance(exc, StepOutOfMemory)
-        text = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+        text = errors.user_facing(exc, kind)  # the user's choices read as sentences
         channel.send({"type": "error", "kind": kind, "message": text,
                       "hint": hint, "traceback": log[-8000:]})
         channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
         return "failed"
-
-
-class StepOutOfMemory(MemoryError):
-    """Memory ran out inside a named step; the text says where and how much memory was in use."""
-
-
-def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOutOfMemory | None:
-    """exc as a StepOutOfMemory naming `where` and the memory in use now, or None if exc is not
-    an out-of-memory error (MemoryError, torch.OutOfMemoryError, a CPU allocator failure)."""
-    text = str(exc)
-    if not (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__
-            or "out of memory" in text or "can't allocate memory" in text):
-        return None
-    if isinstance(exc, StepOutOfMemory):
-        return exc
-    def mib(value: float) -> str:
-        return f"{value / 2**20:,.0f} MiB"
-
-    parts = []
-    try:
-        import psutil
-
-        parts.append(f"worker RSS {mib(psutil.Process().memory_info().rss)}")
-    except Exception:  # noqa: BLE001 - the figure is a courtesy; the error must still go out
-        pass
-    if device is not None and getattr(device, "type", "") == "cuda":
-        import torch
-
-        parts.append(f"CUDA allocated {mib(torch.cuda.memory_allocated(device))} "
-                     f"of {mib(torch.cuda.get_device_properties(device).total_memory)}")
-    first_line = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
-    return StepOutOfMemory(f"out of memory at {where} ({', '.join(parts) or 'memory n/a'}): "
-                           f"{first_line}")
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """Error kind and a hint for an exception raised by a workload."""
-    from profiler.checkpoints import CheckpointError
-    from profiler.data import DataError
-
-    name = type(exc).__name__
-    if isinstance(exc, DataError):
-        return "config", "fix the data settings and start again"
-    if isinstance(exc, CheckpointError):
-        return "config", "fix the model settings (model.path, model.arch) and start again"
-    if isinstance(exc, MemoryError) or "OutOfMemory" in name or "out of memory" in str(exc):
-        return "oom", ("lower train.batch_size or train.seq_len, choose a smaller model, "
-                       "or enable activation checkpointing")
-    if isinstance(exc, NotImplementedError):
-        return "unsupported", ("change the setting named in the message; `effiscope techniques` "
-                               "lists what this machine can run")
-    return "crash", "this is a bug or an environment problem; the traceback is in the run's log"
 
 
 def main_distributed(proto_fd: int) -> int:

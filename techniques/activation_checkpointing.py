@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 
@@ -37,7 +38,7 @@ def apply(state, params: dict) -> str:
         return (f"transformers activation checkpointing (use_reentrant=False) on "
                 f"{len(range(0, blocks, every))} of {blocks} layers (every {every})")
     if not hasattr(model, "checkpoint_every"):
-        raise NotImplementedError("this model has no checkpointing switch")
+        raise Unsupported("this model has no checkpointing switch")
     model.checkpoint_every = every
     blocks = len(model.blocks)
     count = len(range(0, blocks, every))

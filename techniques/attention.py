@@ -3,6 +3,7 @@ scaled_dot_product_attention (with a choice of its CUDA backends)."""
 
 from __future__ import annotations
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 IMPLEMENTATIONS = ("sdpa", "math")
@@ -39,7 +40,7 @@ INFO = register(TechniqueInfo(
 def apply(state, params: dict) -> str:
     model = state.model
     if not hasattr(model, "set_attention"):
-        raise NotImplementedError("this model has no attention switch")
+        raise Unsupported("this model has no attention switch")
     model.set_attention(params["implementation"])
     state.sdpa_backends = None
     text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"

@@ -6,6 +6,7 @@ form (half the values plus 2-bit indices): up to ~2x faster matmuls at 50 % spar
 
 from __future__ import annotations
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 INFO = register(TechniqueInfo(
@@ -39,7 +40,7 @@ def apply(state, params: dict) -> str:
     )
 
     if state.device.type != "cuda":
-        raise NotImplementedError("techniques.prune_semi_structured: 2:4 sparse kernels run on "
+        raise Unsupported("techniques.prune_semi_structured: 2:4 sparse kernels run on "
                                   "CUDA GPUs only; on this machine use prune_magnitude")
     chosen, skipped = target_linears(state.model, params["layers"])
     chosen = [(n, m) for n, m in chosen if m.weight.size(1) % 4 == 0]

@@ -6,6 +6,7 @@ zeroes them in place: size and speed stay those of the dense model until then).
 
 from __future__ import annotations
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 
@@ -67,7 +68,7 @@ def apply(state, params: dict) -> str:
             attn = block.attn
             count = round(amount * attn.n_head)
             if count >= attn.n_head:
-                raise NotImplementedError(f"techniques.prune_structured: amount = {amount} removes "
+                raise Unsupported(f"techniques.prune_structured: amount = {amount} removes "
                                           f"all {attn.n_head} heads of a layer; lower it")
             drop = head_scores(attn, norm).argsort()[:count].tolist()
             if drop:

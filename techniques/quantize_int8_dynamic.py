@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 
@@ -46,7 +47,7 @@ def apply(state, params: dict) -> str:
     model = state.model
     chosen, skipped = target_linears(model, params["layers"])
     if not chosen:
-        raise NotImplementedError("techniques.quantize_int8_dynamic: no Linear layer matches "
+        raise Unsupported("techniques.quantize_int8_dynamic: no Linear layer matches "
                                   f"layers = {params['layers']}; choose all")
     if state.device.type == "cuda":
         return _apply_torchao(model, chosen, skipped)
@@ -54,7 +55,7 @@ def apply(state, params: dict) -> str:
 
     engines = torch.backends.quantized.supported_engines
     if not any(e in engines for e in ("x86", "fbgemm", "qnnpack")):
-        raise NotImplementedError("techniques.quantize_int8_dynamic: this torch build has no "
+        raise Unsupported("techniques.quantize_int8_dynamic: this torch build has no "
                                   "quantized CPU engine (x86 / fbgemm / qnnpack)")
     with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
         warnings.simplefilter("ignore")

@@ -7,6 +7,7 @@ slower than the float model and its int4 kernels are CUDA-only, so this runs on 
 
 from __future__ import annotations
 
+from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
 
@@ -46,7 +47,7 @@ def apply(state, params: dict) -> str:
     from techniques.compress_common import skipped_text, target_linears
 
     if state.device.type != "cuda":
-        raise NotImplementedError("techniques.quantize_weight_only: runs on CUDA only; on this "
+        raise Unsupported("techniques.quantize_weight_only: runs on CUDA only; on this "
                                   "CPU use quantize_int8_dynamic")
     model = state.model
     chosen, skipped = target_linears(model, params["layers"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from profiler.errors import Unsupported
 from techniques import registry
 
 
@@ -105,10 +106,6 @@ def check_all(config: Any, caps: dict) -> None:
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
-
-
-class Unsupported(NotImplementedError):
-    """A technique this machine cannot run; the text says why and what to choose instead."""
 
 
 def apply_all(state: TrainState) -> list[dict]:

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from profiler import protocol, worker
+from profiler import errors, protocol, worker
 from profiler.client import run_to_completion
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore
@@ -58,16 +58,16 @@ def test_an_exception_becomes_an_error_with_a_hint_and_its_traceback(monkeypatch
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
 ], ids=["MemoryError", "cpu-allocator", "cuda"])
 def test_out_of_memory_names_the_step_and_the_memory(exc):
-    oom = worker.out_of_memory(exc, "step 7")
+    oom = errors.out_of_memory(exc, "step 7")
     assert isinstance(oom, MemoryError)
     assert str(oom).startswith("out of memory at step 7 (worker RSS ")
-    assert worker.classify(oom)[0] == "oom"
-    assert "batch_size" in worker.classify(oom)[1]
+    assert errors.classify(oom)[0] == "oom"
+    assert "batch_size" in errors.classify(oom)[1]
 
 
 def test_other_errors_are_not_taken_for_out_of_memory():
-    assert worker.out_of_memory(RuntimeError("shape mismatch"), "step 1") is None
-    assert worker.out_of_memory(ValueError("nan"), "step 1") is None
+    assert errors.out_of_memory(RuntimeError("shape mismatch"), "step 1") is None
+    assert errors.out_of_memory(ValueError("nan"), "step 1") is None
 
 
 # The worker under an address-space limit: everything it needs is imported first, then the limit

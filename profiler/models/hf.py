@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.checkpoints import CheckpointError
+from profiler.errors import Unsupported
 from profiler.models import hf_arch, hf_cache
 from profiler.models.hf_shape import CAUSAL, DROPOUT_KEYS, ENCODER, HFShape, shape_from_config
 
@@ -37,7 +38,7 @@ def transformers_offline():
     try:
         import transformers
     except ImportError:
-        raise NotImplementedError("Hugging Face models need the transformers package, which is "
+        raise Unsupported("Hugging Face models need the transformers package, which is "
                                   "not installed; run pip install transformers (or the README's "
                                   "install command)") from None
     transformers.utils.logging.set_verbosity_error()
@@ -94,11 +95,11 @@ class _HFModel(nn.Module):
         try:
             self.hf.set_attn_implementation(wanted)
         except (ValueError, ImportError, AttributeError) as exc:
-            raise NotImplementedError(f"{self.shape.arch} cannot switch its attention to "
+            raise Unsupported(f"{self.shape.arch} cannot switch its attention to "
                                       f"{wanted} ({exc})") from None
         now = getattr(self.hf.config, "_attn_implementation", wanted)
         if now != wanted:
-            raise NotImplementedError(f"{self.shape.arch} keeps attn_implementation = {now!r}; "
+            raise Unsupported(f"{self.shape.arch} keeps attn_implementation = {now!r}; "
                                       f"it does not support {wanted!r}")
 
     def set_checkpointing(self, every: int) -> None:
@@ -108,7 +109,7 @@ class _HFModel(nn.Module):
                 or self.hf.gradient_checkpointing_disable
             off()
         elif not getattr(self.hf, "supports_gradient_checkpointing", False):
-            raise NotImplementedError(f"{self.shape.arch} has no activation checkpointing in "
+            raise Unsupported(f"{self.shape.arch} has no activation checkpointing in "
                                       "transformers")
         elif checkpoint_every_supported():
             self.hf.activation_checkpointing_enable(
@@ -117,7 +118,7 @@ class _HFModel(nn.Module):
             self.hf.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            raise NotImplementedError("this transformers version checkpoints every layer or "
+            raise Unsupported("this transformers version checkpoints every layer or "
                                       "none; set every = 1")
         self.checkpoint_every = every
 

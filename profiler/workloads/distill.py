@@ -22,6 +22,7 @@ from profiler import checkpoints
 from profiler.capabilities import detect
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
+from profiler.errors import Unsupported
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
 from profiler.workloads.train import resolve_device, synchronize
@@ -123,14 +124,14 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     student, student_origin = checkpoints.load_model(config.model, device)
     teacher, teacher_origin = checkpoints.load_model(dist.teacher, device, dropout=0.0)
     if teacher.shape.vocab_size != student.shape.vocab_size:  # validate() says so too
-        raise NotImplementedError(
+        raise Unsupported(
             f"distill.teacher: the teacher's vocabulary ({teacher.shape.vocab_size} tokens) "
             f"differs from the student's ({student.shape.vocab_size}); KL needs the same one")
     from profiler.models.hf import same_vocabulary
 
     tokenizer = getattr(student, "tokenizer", None)
     if not same_vocabulary(getattr(teacher, "tokenizer", None), tokenizer):
-        raise NotImplementedError(
+        raise Unsupported(
             "distill.teacher: the teacher and the student use different tokenizers, so the same "
             "token id means different text to each; choose a teacher with the student's tokenizer")
     corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,

@@ -21,10 +21,10 @@ from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.data import BatchSampler, load_corpus
 from profiler.distributed import DistContext
+from profiler.errors import Unsupported, out_of_memory
 from profiler.stats import figure, percentile
 from profiler.system import SystemSampler
 from profiler.theory import flops_per_token, mfu, predict_for_config
-from profiler.worker import out_of_memory
 from techniques import runtime
 from techniques.optimizer import state_bytes
 
@@ -35,12 +35,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NotImplementedError(
+        raise Unsupported(
             f"device = {name!r} but this machine has no CUDA GPU visible to torch; use cpu or auto"
         )
     device = torch.device(name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise NotImplementedError(f"{name} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+        raise Unsupported(f"{name} does not exist: {torch.cuda.device_count()} GPU(s) visible")
     return device
 
 
@@ -321,7 +321,7 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
         name, params = command["technique"], command["params"]
         try:
             report = runtime.change(state, name, params)
-        except (runtime.Refused, NotImplementedError) as exc:
+        except (runtime.Refused, Unsupported) as exc:
             emit({"type": "event", "kind": "refused", "step": step, "technique": name,
                   "params": params, "message": str(exc)})
             return 0
