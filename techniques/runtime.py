@@ -40,6 +40,10 @@ class TrainState:
     dist: Any = None
     """The torchrun job (profiler.distributed.DistContext) or None."""
     warn: Callable[[str], None] = print
+    calibration: Callable[[int], list] | None = None
+    """calibration(n) -> n batches of input token ids (LongTensor [batch, seq]) from the run's
+    training text, for techniques that look at activations (e.g. activation-aware pruning);
+    None when the workload has no text."""
     active: dict[str, dict] = field(default_factory=dict)
     """Technique name -> parameters currently in force."""
     reports: dict[str, str] = field(default_factory=dict)
