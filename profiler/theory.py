@@ -41,6 +41,7 @@ __all__ = ["flops_per_token", "predict_memory", "activation_breakdown", "peak_fl
            "format_breakdown", "parameter_tensor_count", "optimizer_state_bytes"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+"""The optimizers this module predicts (each must be in the optimizer technique's states table)."""
 ATTENTIONS = ("sdpa", "math")
 AUTOCAST_BYTES = {"bf16": 2, "fp16": 2}
 INDEX_BYTES = 8  # int64 token ids, positions and targets
@@ -73,16 +74,37 @@ def checkpointed_blocks(n_layer: int, checkpoint_every: int) -> int:
     return len(range(0, n_layer, checkpoint_every)) if checkpoint_every > 0 else 0
 
 
+def states_per_param(algorithm: str, momentum: float = 0.9) -> int:
+    """State tensors per parameter, from the optimizer technique's registry entry (its one home);
+    SGD without momentum keeps none."""
+    from techniques import registry
+
+    if algorithm == "sgd" and momentum == 0:
+        return 0
+    return registry.get("optimizer").extra["states_per_param"][algorithm]
+
+
+def technique_params(techniques: dict, name: str) -> dict | None:
+    """A technique's parameters as a run uses them (the registry's defaults filled in), or None
+    when the config leaves it out; an always-on technique (the optimizer) is never left out."""
+    from techniques import registry
+
+    info = registry.get(name)
+    if name not in techniques and not info.always_on:
+        return None
+    return {**info.defaults(), **(techniques.get(name) or {})}
+
+
 def optimizer_state_bytes(shape: GPTShape, optimizer: str = "adamw", *, sgd_momentum: float = 0.9,
                           param_bytes: int = 4) -> int:
     """Bytes of torch.optim state: Adam(W) keeps exp_avg and exp_avg_sq in the parameter dtype
     plus a 4-byte fp32 `step` per parameter tensor; SGD keeps one momentum buffer, or nothing."""
-    n = shape.parameter_count()
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    states = states_per_param(optimizer, sgd_momentum) * shape.parameter_count() * param_bytes
     if optimizer in ("adamw", "adam"):
-        return 2 * n * param_bytes + FP32_BYTES * parameter_tensor_count(shape)
-    if optimizer == "sgd":
-        return n * param_bytes if sgd_momentum != 0 else 0
-    raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        return states + FP32_BYTES * parameter_tensor_count(shape)
+    return states
 
 
 def activation_breakdown(shape: GPTShape, batch_size: int, seq_len: int, *, param_bytes: int = 4,
@@ -235,19 +257,19 @@ def predict_for_config(config: object, world_size: int | None = None) -> dict[st
         return predict_hf(config, world_size)
     techniques = getattr(config, "techniques", {}) or {}
     shape = GPT_PRESETS[config.model.preset]
-    optimizer = techniques.get("optimizer", {})
-    precision = techniques.get("precision", {}).get("dtype", "bf16") if "precision" in techniques else "fp32"
-    checkpoint = techniques.get("activation_checkpointing")
-    attention = techniques.get("attention", {}).get("implementation", "sdpa")
+    optimizer = technique_params(techniques, "optimizer")
+    precision = technique_params(techniques, "precision")
+    checkpoint = technique_params(techniques, "activation_checkpointing")
+    attention = technique_params(techniques, "attention")
+    accumulation = technique_params(techniques, "grad_accumulation")
     device = config.device if config.device != "auto" else "cuda"
     prediction = predict_memory(
         shape, config.train.batch_size, config.train.seq_len,
-        optimizer=optimizer.get("algorithm", "adamw"),
-        sgd_momentum=optimizer.get("momentum", 0.9),
-        autocast_dtype=None if precision == "fp32" else precision,
-        checkpoint_every=(checkpoint or {}).get("every", 1) if checkpoint is not None else 0,
-        attention=attention,
-        micro_batches=techniques.get("grad_accumulation", {}).get("micro_batches", 1),
+        optimizer=optimizer["algorithm"], sgd_momentum=optimizer["momentum"],
+        autocast_dtype=None if not precision or precision["dtype"] == "fp32" else precision["dtype"],
+        checkpoint_every=checkpoint["every"] if checkpoint else 0,
+        attention=attention["implementation"] if attention else "sdpa",
+        micro_batches=accumulation["micro_batches"] if accumulation else 1,
         device_type="cpu" if device == "cpu" else "cuda",
     )
     world = world_size or config.launch.nproc_per_node * config.launch.nnodes
@@ -274,13 +296,12 @@ def predict_hf(config: object, world_size: int | None = None) -> dict:
     shape = checkpoints.model_shape(config.model)
     n = shape.parameters
     techniques = getattr(config, "techniques", {}) or {}
-    optimizer = techniques.get("optimizer", {})
-    algorithm = optimizer.get("algorithm", "adamw")
-    states = {"adamw": 2, "adam": 2, "sgd": 1 if optimizer.get("momentum", 0.9) != 0 else 0}
+    optimizer = technique_params(techniques, "optimizer")
+    states = states_per_param(optimizer["algorithm"], optimizer["momentum"])
     pred: dict = {
         "weights": n * FP32_BYTES if n is not None else None,
         "gradients": n * FP32_BYTES if n is not None else None,
-        "optimizer_states": states.get(algorithm, 2) * n * FP32_BYTES if n is not None else None,
+        "optimizer_states": states * n * FP32_BYTES if n is not None else None,
         "activations": None,
         "total": None,
         "activations_how": HF_ACTIVATIONS_NA,

@@ -8,6 +8,8 @@ from techniques.registry import Param, TechniqueInfo, register
 ALGORITHMS = ("adamw", "adam", "sgd")
 IMPLEMENTATIONS = ("auto", "for-loop", "foreach", "fused")
 STATES_PER_PARAM = {"adamw": 2, "adam": 2, "sgd": 1}
+"""State tensors (each the size of the weights) the optimizer keeps per parameter; SGD keeps
+its one only with momentum. profiler.theory reads it from the registry entry's `extra`."""
 
 
 def _check(params: dict, caps: dict) -> str | None:
@@ -35,6 +37,7 @@ INFO = register(TechniqueInfo(
     mid_run=("learning_rate",),
     always_on=True,
     check=_check,
+    extra={"states_per_param": STATES_PER_PARAM},
 ))
 
 
