@@ -201,10 +201,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     header = f"{'RUN ID':<36} {'NAME':<16} {'STATUS':<10} {'MODEL':<12} {'STEPS':>6} {'TOKENS/S':>12} {'VAL LOSS':>9}"
     print(header)
     for row in rows:
-        tps = format_value(row["tokens_per_s"], "").replace(" ", "")
-        if row["tokens_per_s"] is not None:
-            tps = f"{row['tokens_per_s']:,.0f}"
-        val = f"{row['loss_val_final']:.3f}" if row["loss_val_final"] is not None else "n/a"
+        tps = format_value(row["tokens_per_s"], "tokens/s", with_unit=False)
+        val = format_value(row["loss_val_final"], "nats/token", with_unit=False)
         steps = row["steps"] if row["steps"] is not None else "n/a"
         print(f"{row['id']:<36} {row['name'][:16]:<16} {row['status']:<10} {row['model']:<12} "
               f"{steps:>6} {tps:>12} {val:>9}")
@@ -212,7 +210,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
-    from profiler.metrics import format_value
+    from profiler.metrics import format_figure
 
     print(f"run      {run_id}")
     print(f"name     {meta.get('name', '')}")
@@ -227,7 +225,8 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
     if summary.get("quality_loss"):
         print(f"quality  {summary['quality_loss']}")
     for key, fig in summary.get("figures", {}).items():
-        print(f"  {key:<28} {format_value(fig.get('value'), fig.get('unit', '')):>18}   {fig.get('how', '')}")
+        value = format_figure(key, fig.get("value"), fig.get("unit", ""))
+        print(f"  {key:<28} {value:>18}   {fig.get('how', '')}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

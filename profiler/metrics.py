@@ -1,13 +1,46 @@
-"""The metric catalogue: every key a sample may carry, with its label, unit and group.
+"""The metric catalogue: every key a sample or a summary may carry, and how to show it.
 
-Charts, tables, CSV and reports read this table; a key's unit is also part of its name, so a
-figure never travels without its unit. Missing readings are None (shown "n/a", drawn as a gap).
+Each key has a label, a unit, a group, which way is better and, for sample keys, the chart that
+draws it. The app's charts and tables, the CLI and the reports read this module and nothing
+else; `format_value` is the one way a figure becomes text. Keys built from another key (a
+parallel run's `rank1_step_time_s`, a compress run's `baseline_ttft_p50_s` and
+`model_bytes_ratio`, a percentile `decode_latency_p90_s`) are resolved from that key's entry.
+Missing readings are None: shown "n/a", drawn as a gap, never an exception.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+
+HIGHER, LOWER = "higher", "lower"
+DIMENSIONLESS = "1"
+"""The unit of a pure number (perplexity, a gradient norm): stated, and printed as nothing."""
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    title: str
+    unit: str
+    from_zero: bool
+    """Keep zero in view: a 10 MiB wobble should look like one."""
+    core: bool
+    """Shown before any data arrives (an empty window still says what it will draw)."""
+
+
+CHARTS = (
+    Chart("loss", "Loss", "nats/token", False, True),
+    Chart("speed", "Throughput", "tokens/s", True, True),
+    Chart("step_time", "Step time", "s", True, True),
+    Chart("memory", "Memory", "bytes", True, True),
+    Chart("latency", "Latency", "s", True, False),
+    Chart("gpu_util", "GPU utilization", "%", True, False),
+    Chart("gpu_power", "GPU power", "W", True, False),
+    Chart("gpu_temp", "GPU temperature", "°C", False, False),
+)
+CHARTS_BY_NAME = {chart.name: chart for chart in CHARTS}
 
 
 @dataclass(frozen=True)
@@ -16,95 +49,322 @@ class Metric:
     label: str
     unit: str
     group: str
+    better: str | None
+    """"higher", "lower", or None where neither is better (a learning rate, a temperature)."""
     description: str
+    chart: str | None = None
+    """The chart (CHARTS) a sample of this key is drawn on; None: tables only."""
+    sparse: bool = False
+    """Read every N steps (validation): drawn as dots, not a line."""
 
 
-_CATALOGUE = [
-    Metric("loss_train", "Train loss", "nats/token", "loss", "Cross-entropy of the step's batch."),
-    Metric("loss_val", "Validation loss", "nats/token", "loss", "Mean cross-entropy on held-out text."),
-    Metric("lr", "Learning rate", "", "optimizer", "Learning rate used by the step."),
-    Metric("grad_norm", "Gradient norm", "", "optimizer", "Global L2 norm of the gradients."),
-    Metric("tokens_per_s", "Throughput", "tokens/s", "speed", "Tokens of the step / its wall time."),
-    Metric("step_time_s", "Step time", "s", "speed", "Wall time of one optimizer step, device synchronised."),
-    Metric("rss_bytes", "Process RSS", "bytes", "memory", "Resident memory of the worker (psutil)."),
-    Metric("cpu_percent", "CPU", "%", "system", "Worker CPU use; 100 % is one core (psutil)."),
-    Metric("torch_allocated_bytes", "Torch allocated", "bytes", "memory", "CUDA memory held by tensors."),
-    Metric("torch_reserved_bytes", "Torch reserved", "bytes", "memory", "CUDA memory held by the caching allocator."),
-    Metric("torch_peak_allocated_bytes", "Torch peak allocated", "bytes", "memory", "Peak CUDA tensor memory since the run began."),
-    Metric("gpu_memory_used_bytes", "GPU memory (device)", "bytes", "memory", "All processes' memory on the GPU (NVML)."),
-    Metric("gpu_process_memory_bytes", "GPU memory (process)", "bytes", "memory", "This process's memory on the GPU (NVML)."),
-    Metric("gpu_util_percent", "GPU utilization", "%", "gpu", "Share of time a kernel ran (NVML)."),
-    Metric("gpu_power_w", "GPU power", "W", "gpu", "Board power draw (NVML)."),
-    Metric("gpu_energy_j", "GPU energy counter", "J", "gpu", "NVML total energy since driver load."),
-    Metric("gpu_temperature_c", "GPU temperature", "°C", "gpu", "Core temperature (NVML)."),
-    # inference (infer, compress)
-    Metric("prefill_latency_s", "Prefill latency", "s", "latency", "One forward pass over the whole prompt, filling the KV cache."),
-    Metric("ttft_s", "Time to first token", "s", "latency", "Prefill plus picking the first new token."),
-    Metric("decode_latency_s", "Decode latency per token", "s", "latency", "One decode step (one new token per sequence) with the KV cache."),
-    Metric("decode_tokens_per_s", "Decode throughput", "tokens/s", "speed", "Generated tokens / decode time, all sequences of the batch."),
-    Metric("prefill_tokens_per_s", "Prefill throughput", "tokens/s", "speed", "Prompt tokens / prefill time."),
-    Metric("kv_cache_bytes", "KV cache", "bytes", "memory", "Keys and values kept for every layer and position."),
-    Metric("perplexity", "Perplexity", "", "quality", "exp(mean token cross-entropy) on held-out text."),
-    Metric("kl_to_baseline", "KL to the original", "nats/token", "quality", "KL(original ‖ compressed) of next-token distributions."),
-    Metric("sparsity", "Sparsity", "", "compression", "Share of weights that are exactly zero, measured."),
-    Metric("parameters", "Parameters", "", "compression", "Elements of every weight tensor."),
-    Metric("nonzero_parameters", "Non-zero parameters", "", "compression", "Weights that are not exactly zero."),
-    Metric("model_bytes", "Weights in memory", "bytes", "compression", "Bytes of the weight tensors as held."),
-    Metric("disk_bytes", "Weights on disk", "bytes", "compression", "Size of the weights saved with safetensors."),
-    # encoder models (infer, compress): one forward pass, no generation
-    Metric("encode_latency_s", "Forward pass latency", "s", "latency", "One forward pass of the encoder over the batch."),
-    Metric("encode_tokens_per_s", "Encoding throughput", "tokens/s", "speed", "Tokens encoded / forward pass time."),
-    Metric("encode_sequences_per_s", "Sequences per second", "sequences/s", "speed", "Sequences encoded / forward pass time."),
-    Metric("embedding_cosine_mean", "Embedding cosine similarity", "", "quality", "Mean cosine similarity of the compressed and the original encoder's embeddings."),
-    Metric("embedding_max_abs_diff", "Largest embedding difference", "", "quality", "Largest absolute difference between the two encoders' embeddings."),
-    # distillation
-    Metric("loss_ce", "Cross-entropy part", "nats/token", "loss", "The student's cross-entropy on the text (the (1 - alpha) term)."),
-    Metric("kl_to_teacher", "KL to the teacher", "nats/token", "loss", "KL(teacher ‖ student) at the distillation temperature."),
-    Metric("kl_to_teacher_val", "KL to the teacher (held out)", "nats/token", "loss", "KL(teacher ‖ student) at T = 1 on held-out text."),
-    Metric("teacher_loss_train", "Teacher train loss", "nats/token", "loss", "Cross-entropy while the teacher is trained first."),
-    Metric("teacher_loss_val", "Teacher validation loss", "nats/token", "loss", "The teacher's cross-entropy on held-out text."),
-]
-# Compress runs report both models: "baseline_KEY" and "compressed_KEY" share KEY's unit.
-VARIANT_PREFIXES = ("baseline_", "compressed_")
+def _m(key: str, label: str, unit: str, group: str, better: str | None, description: str,
+       chart: str | None = None, sparse: bool = False) -> Metric:
+    return Metric(key, label, unit, group, better, description, chart, sparse)
+
+
+ONE = DIMENSIONLESS
+_CATALOGUE = (
+    # --- training samples -----------------------------------------------------------------------
+    _m("loss_train", "Train loss", "nats/token", "loss", LOWER,
+       "Loss of the step's batch (distill: the blended loss).", "loss"),
+    _m("loss_val", "Validation loss", "nats/token", "loss", LOWER,
+       "Mean cross-entropy on held-out text.", "loss", sparse=True),
+    _m("lr", "Learning rate", ONE, "optimizer", None, "Learning rate used by the step."),
+    _m("grad_norm", "Gradient norm", ONE, "optimizer", None, "Global L2 norm of the gradients."),
+    _m("tokens_per_s", "Throughput", "tokens/s", "speed", HIGHER,
+       "Tokens of the step / its wall time.", "speed"),
+    _m("step_time_s", "Step time", "s", "speed", LOWER,
+       "Wall time of one optimizer step, device synchronised.", "step_time"),
+    # --- system sampler and torch memory -------------------------------------------------------
+    _m("rss_bytes", "Process RSS", "bytes", "memory", LOWER,
+       "Resident memory of the worker (psutil).", "memory"),
+    _m("cpu_percent", "CPU", "%", "system", None, "Worker CPU use; 100 % is one core (psutil)."),
+    _m("torch_allocated_bytes", "Torch allocated", "bytes", "memory", LOWER,
+       "CUDA memory held by tensors.", "memory"),
+    _m("torch_reserved_bytes", "Torch reserved", "bytes", "memory", LOWER,
+       "CUDA memory held by the caching allocator.", "memory"),
+    # A running peak repeats what the allocated curve shows: a table figure, not a curve.
+    _m("torch_peak_allocated_bytes", "Torch peak allocated", "bytes", "memory", LOWER,
+       "Peak CUDA tensor memory since the run began."),
+    _m("gpu_memory_used_bytes", "GPU memory (device)", "bytes", "memory", LOWER,
+       "All processes' memory on the GPU (NVML).", "memory"),
+    _m("gpu_process_memory_bytes", "GPU memory (process)", "bytes", "memory", LOWER,
+       "This process's memory on the GPU (NVML).", "memory"),
+    _m("gpu_util_percent", "GPU utilization", "%", "gpu", None,
+       "Share of time a kernel ran (NVML).", "gpu_util"),
+    _m("gpu_power_w", "GPU power", "W", "gpu", None, "Board power draw (NVML).", "gpu_power"),
+    _m("gpu_energy_j", "GPU energy counter", "J", "gpu", None,
+       "NVML total energy since driver load."),
+    _m("gpu_temperature_c", "GPU temperature", "°C", "gpu", None, "Core temperature (NVML).",
+       "gpu_temp"),
+    # --- inference samples (infer, compress) ---------------------------------------------------
+    _m("prefill_latency_s", "Prefill latency", "s", "latency", LOWER,
+       "One forward pass over the whole prompt, filling the KV cache.", "latency"),
+    _m("ttft_s", "Time to first token", "s", "latency", LOWER,
+       "Prefill plus picking the first new token.", "latency"),
+    _m("decode_latency_s", "Decode latency per token", "s", "latency", LOWER,
+       "One decode step (one new token per sequence) with the KV cache.", "latency"),
+    _m("decode_tokens_per_s", "Decode throughput", "tokens/s", "speed", HIGHER,
+       "Generated tokens / decode time, all sequences of the batch.", "speed"),
+    _m("prefill_tokens_per_s", "Prefill throughput", "tokens/s", "speed", HIGHER,
+       "Prompt tokens / prefill time.", "speed"),
+    _m("kv_cache_bytes", "KV cache", "bytes", "memory", LOWER,
+       "Keys and values kept for every layer and position.", "memory"),
+    _m("perplexity", "Perplexity", ONE, "quality", LOWER,
+       "exp(mean token cross-entropy) on held-out text (train runs: of the final validation "
+       "loss).", sparse=True),
+    _m("kl_to_baseline", "KL to the original", "nats/token", "quality", LOWER,
+       "KL(original ‖ compressed) of next-token distributions.", sparse=True),
+    # --- model size (infer, compress, distill) -------------------------------------------------
+    _m("sparsity", "Sparsity", "fraction", "compression", HIGHER,
+       "Share of weights that are exactly zero, measured."),
+    _m("parameters", "Parameters", "parameters", "compression", LOWER,
+       "Elements of every weight tensor."),
+    _m("nonzero_parameters", "Non-zero parameters", "parameters", "compression", LOWER,
+       "Weights that are not exactly zero."),
+    _m("model_bytes", "Weights in memory", "bytes", "compression", LOWER,
+       "Bytes of the weight tensors as held."),
+    _m("disk_bytes", "Weights on disk", "bytes", "compression", LOWER,
+       "Size of the weights saved with safetensors."),
+    _m("perplexity_change_percent", "Perplexity change", "%", "quality", LOWER,
+       "(compressed / original perplexity - 1) x 100."),
+    _m("speedup_decode", "Decode speed-up", "x", "speed", HIGHER,
+       "Compressed / original decode tokens/s."),
+    # --- encoder models (infer, compress): one forward pass, no generation -----------------------
+    _m("encode_latency_s", "Forward pass latency", "s", "latency", LOWER,
+       "One forward pass of the encoder over the batch.", "latency"),
+    _m("encode_tokens_per_s", "Encoding throughput", "tokens/s", "speed", HIGHER,
+       "Tokens encoded / forward pass time.", "speed"),
+    _m("encode_sequences_per_s", "Sequences per second", "sequences/s", "speed", HIGHER,
+       "Sequences encoded / forward pass time."),
+    _m("embedding_cosine_mean", "Embedding cosine similarity (mean)", ONE, "quality", HIGHER,
+       "Mean cosine similarity of the compressed and the original encoder's embeddings."),
+    _m("embedding_cosine_min", "Embedding cosine similarity (min)", ONE, "quality", HIGHER,
+       "Lowest cosine similarity of the compressed and the original encoder's embeddings."),
+    _m("embedding_max_abs_diff", "Largest embedding difference", ONE, "quality", LOWER,
+       "Largest absolute difference between the two encoders' embeddings."),
+    # --- distillation ----------------------------------------------------------------------------
+    _m("loss_ce", "Cross-entropy part", "nats/token", "loss", LOWER,
+       "The student's cross-entropy on the text (the (1 - alpha) term).", "loss"),
+    _m("kl_to_teacher", "KL to the teacher", "nats/token", "loss", LOWER,
+       "KL(teacher ‖ student) at the distillation temperature.", "loss"),
+    _m("kl_to_teacher_val", "KL to the teacher (held out)", "nats/token", "loss", LOWER,
+       "KL(teacher ‖ student) at T = 1 on held-out text.", "loss", sparse=True),
+    _m("teacher_loss_train", "Teacher train loss", "nats/token", "loss", LOWER,
+       "Cross-entropy while the teacher is trained first.", "loss"),
+    _m("teacher_loss_val", "Teacher validation loss", "nats/token", "loss", LOWER,
+       "The teacher's cross-entropy on held-out text.", "loss", sparse=True),
+    _m("kl_to_teacher_final", "Final KL to the teacher", "nats/token", "loss", LOWER,
+       "KL at the distillation temperature, mean of the last steps."),
+    _m("kl_to_teacher_val_first", "KL to the teacher before training", "nats/token", "loss",
+       LOWER, "Held-out KL(teacher ‖ student) before the first step."),
+    _m("kl_to_teacher_val_final", "Final KL to the teacher (held out)", "nats/token", "loss",
+       LOWER, "Held-out KL(teacher ‖ student) at the last validation."),
+    _m("teacher_parameters", "Teacher parameters", "parameters", "compression", None,
+       "Elements of every weight tensor of the teacher."),
+    _m("compression_ratio", "Compression ratio", "x", "compression", HIGHER,
+       "Teacher parameters / student parameters."),
+    # --- training summary figures --------------------------------------------------------------
+    _m("loss_train_final", "Final train loss", "nats/token", "loss", LOWER,
+       "Mean train loss of the last steps."),
+    _m("loss_val_first", "Validation loss before training", "nats/token", "loss", LOWER,
+       "Validation loss before the first step."),
+    _m("loss_val_final", "Final validation loss", "nats/token", "loss", LOWER,
+       "Validation loss at the last validation."),
+    _m("peak_rss_bytes", "Peak process RSS", "bytes", "memory", LOWER,
+       "Highest worker RSS seen."),
+    _m("peak_rss_growth_bytes", "RSS added by training", "bytes", "memory", LOWER,
+       "Peak RSS minus RSS just before the first step."),
+    _m("peak_torch_allocated_bytes", "Peak torch allocated", "bytes", "memory", LOWER,
+       "torch.cuda.max_memory_allocated."),
+    _m("peak_gpu_memory_used_bytes", "Peak GPU memory (NVML)", "bytes", "memory", LOWER,
+       "Highest NVML device memory seen."),
+    _m("optimizer_state_bytes", "Optimizer state", "bytes", "memory", LOWER,
+       "Bytes of the optimizer's state tensors after the last step."),
+    _m("compile_time_s", "Compile time", "s", "time", LOWER,
+       "First step's time minus the median step."),
+    _m("train_time_s", "Training time", "s", "time", LOWER,
+       "Wall time of the step loop, validation excluded."),
+    _m("eval_time_s", "Validation time", "s", "time", LOWER, "Wall time spent in validation."),
+    _m("tokens_seen", "Tokens seen", "tokens", "speed", None, "All steps, warmup included."),
+    _m("flops_per_token", "FLOPs per token", "FLOP", "theory", None,
+       "6N + 12·L·H·Q·T (training)."),
+    _m("mfu", "MFU (model FLOPs utilisation)", "fraction", "theory", HIGHER,
+       "Achieved FLOP/s / the device's peak for the dtype; n/a where it has no meaning."),
+    _m("predicted_memory_bytes", "Predicted memory", "bytes", "theory", None,
+       "Weights + gradients + optimizer states + activations, predicted."),
+    _m("predicted_activation_bytes", "Predicted activations", "bytes", "theory", None,
+       "Activations saved for backward, predicted."),
+    _m("predicted_optimizer_state_bytes", "Predicted optimizer state", "bytes", "theory", None,
+       "Optimizer states, predicted."),
+    _m("energy_j", "Energy", "J", "energy", LOWER, "GPU energy over the measured steps."),
+    _m("energy_per_token_j", "Energy per token", "J/token", "energy", LOWER,
+       "GPU energy / tokens of the measured steps."),
+    _m("energy_per_step_j", "Energy per step", "J/step", "energy", LOWER,
+       "GPU energy / measured steps."),
+    _m("straggler_ratio", "Straggler ratio", "x", "distributed", LOWER,
+       "Slowest rank's median step time / the fastest rank's."),
+    _m("replica_param_spread", "Replica parameter spread", ONE, "distributed", LOWER,
+       "Largest relative difference of parameter checksums across ranks."),
+)
 CATALOGUE: dict[str, Metric] = {m.key: m for m in _CATALOGUE}
+ORDER = {m.key: index for index, m in enumerate(_CATALOGUE)}
+"""Catalogue position: charts list their curves in this order."""
+
+# Keys built from a catalogued key; each resolves to that key's entry.
+VARIANT_PREFIXES = {"baseline_": "original", "compressed_": "compressed"}
+"""A compress run reports both models: `baseline_KEY` and `compressed_KEY` share KEY's unit."""
+_RANK = re.compile(r"^rank(\d+)_(.+)$")
+_PERCENTILE = re.compile(r"^(.+)_p(\d\d)_s$")
+PATTERNS = ("rank{N}_KEY", "baseline_KEY", "compressed_KEY", "KEY_ratio", "STEM_pNN_s")
+"""The key forms resolved from a catalogued KEY (STEM_s for a percentile)."""
 
 
-def metric(key: str) -> Metric:
-    """The catalogue entry for key; unknown keys get a neutral entry rather than an exception."""
+def _resolve(key: str) -> Metric | None:
+    """The entry for a catalogued key or one built from it; None for an unknown key."""
     found = CATALOGUE.get(key)
     if found is not None:
         return found
-    for prefix in VARIANT_PREFIXES:
-        base = CATALOGUE.get(key[len(prefix):]) if key.startswith(prefix) else None
+    rank = _RANK.match(key)
+    if rank:
+        base = _resolve(rank[2])
         if base is not None:
-            return Metric(key, f"{base.label} ({prefix[:-1]})", base.unit, base.group,
-                          base.description)
-    return Metric(key, key.replace("_", " "), "", "other", "")
+            return replace(base, key=key, label=f"Rank {rank[1]} {_lower_first(base.label)}",
+                           description=f"{base.description} Rank {rank[1]} of the job.")
+    for prefix, model in VARIANT_PREFIXES.items():
+        base = _resolve(key[len(prefix):]) if key.startswith(prefix) else None
+        if base is not None:
+            return replace(base, key=key, label=f"{base.label} ({model})",
+                           description=f"{base.description} The {model} model.")
+    if key.endswith("_ratio"):
+        base = _resolve(key[:-len("_ratio")])
+        if base is not None:
+            return replace(base, key=key, label=f"{base.label}, compressed / original", unit="x",
+                           chart=None, sparse=False, description="Compressed / original.")
+    percentile = _PERCENTILE.match(key)
+    if percentile:
+        base = _resolve(f"{percentile[1]}_s")
+        if base is not None and base.unit == "s":
+            q = percentile[2]
+            return replace(base, key=key, label=f"{base.label} p{q}", chart=None,
+                           description=f"{q}th percentile over the measured steps. "
+                                       f"{base.description}")
+    return None
+
+
+def _lower_first(text: str) -> str:
+    """"Step time" -> "step time", but "GPU power" stays."""
+    return text if text[1:2].isupper() else text[:1].lower() + text[1:]
+
+
+_ACRONYMS = {"ttft": "TTFT", "kv": "KV", "mfu": "MFU", "gpu": "GPU", "cpu": "CPU", "rss": "RSS",
+             "flops": "FLOPs"}
+_SUFFIX_UNITS = (("tokens_per_s", "tokens/s"), ("_bytes", "bytes"), ("_percent", "%"),
+                 ("_s", "s"), ("_w", "W"), ("_j", "J"), ("_c", "°C"))
+
+
+def _unknown(key: str) -> Metric:
+    """A key a newer worker sends that this catalogue lacks: words from the key, the unit its
+    name carries, drawn nowhere."""
+    unit, stem = "", key
+    for suffix, suffix_unit in _SUFFIX_UNITS:
+        if key.endswith(suffix):
+            unit = suffix_unit
+            stem = key if suffix == "tokens_per_s" else key[:-len(suffix)]
+            break
+    words = [_ACRONYMS.get(w, w) for w in stem.replace("_per_", "/").split("_")]
+    text = " ".join(words)
+    return Metric(key, text[:1].upper() + text[1:], unit, "other", None, "")
+
+
+def known(key: str) -> bool:
+    """Whether the catalogue describes key (itself, or as one of PATTERNS)."""
+    return _resolve(key) is not None
+
+
+def metric(key: str) -> Metric:
+    """The catalogue entry for key; an unknown key gets a neutral entry, never an exception."""
+    return _resolve(key) or _unknown(key)
+
+
+# --- figures as text ----------------------------------------------------------------------------
+SIGNIFICANT = 3
+COUNT_UNITS = ("parameters", "tokens", "steps")
+_SI = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+_BINARY = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def format_value(value: object, unit: str) -> str:
-    """A reading as people read it: "n/a" when missing, bytes in MiB/GiB, 3 significant digits."""
-    if is_missing(value):
+def significant(x: float, digits: int = SIGNIFICANT) -> str:
+    """x to `digits` significant digits in plain notation with thousands separators; a value
+    that is not zero never prints as zero ("0.00123", "1.81", "12,300")."""
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-inf"
+    exponent = math.floor(math.log10(abs(x)))
+    if abs(round(x, digits - 1 - exponent)) >= 10 ** (exponent + 1):
+        exponent += 1  # 0.9996 rounds up to 1.00, not 1.000
+    if exponent < -6 or exponent >= 18:
+        return f"{x:.{digits - 1}e}"
+    decimals = digits - 1 - exponent
+    return f"{round(x, decimals):,.{max(decimals, 0)}f}"
+
+
+def format_value(value: object, unit: str, with_unit: bool = True) -> str:
+    """A reading as people read it: "n/a" when missing, three significant digits, bytes in
+    KiB / MiB / GiB, seconds in µs / ms / s, fractions and MFU as %, FLOPs with SI prefixes,
+    whole counts exact. with_unit=False leaves the unit out (a column header says it)."""
+    if is_missing(value) or isinstance(value, bool) or not isinstance(value, (int, float)):
         return "n/a"
-    assert isinstance(value, (int, float))
+    number, shown = value, unit
     if unit == "bytes":
-        for name, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        number, shown = value, "B"
+        for name, scale in _BINARY:
             if abs(value) >= scale:
-                return f"{value / scale:.1f} {name}"
-        return f"{value:.0f} B"
-    if unit == "s":
-        if abs(value) < 1:
-            return f"{value * 1000:.1f} ms"
-        return f"{value:.2f} s"
-    if unit == "fraction":
-        return f"{value * 100:.1f} %"
-    if unit == "tokens/s":
-        return f"{value:,.0f} tokens/s"
-    if unit in ("%", "W", "°C"):
-        return f"{value:.0f} {unit}"
-    text = f"{value:.4g}"
-    return f"{text} {unit}".strip()
+                number, shown = value / scale, name
+                break
+    elif unit == "s" and value != 0 and abs(value) < 1:
+        number, shown = (value * 1e3, "ms") if abs(value) >= 1e-3 else (value * 1e6, "µs")
+    elif unit == "fraction":
+        number, shown = value * 100, "%"
+    elif unit in ("FLOP", "FLOP/s"):
+        for prefix, scale in _SI:
+            if abs(value) >= scale:
+                number, shown = value / scale, prefix + unit
+                break
+    elif unit == DIMENSIONLESS:
+        shown = ""
+    if isinstance(number, int) and (unit in COUNT_UNITS or unit in ("", DIMENSIONLESS, "bytes")):
+        text = f"{number:,}"
+    else:
+        text = significant(float(number))
+    if not with_unit or not shown:
+        return text
+    return f"{text}×" if shown == "x" else f"{text} {shown}"
+
+
+def format_figure(key: str, value: object, unit: str = "") -> str:
+    """A figure of `key`: in the catalogue's unit, or for a key the catalogue lacks in the unit
+    it came with."""
+    return format_value(value, metric(key).unit if known(key) else unit or metric(key).unit)
+
+
+def format_delta(delta: float | None, unit: str) -> str:
+    """A signed difference in the figure's own unit: "+1.20 MiB", "−3.40 ms"."""
+    if is_missing(delta):
+        return "n/a"
+    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
+    return sign + format_value(abs(delta), unit)
+
+
+def format_change(pct: float | None) -> str:
+    """A percentage change: "+12.3 %", "−0.0456 %", "0 %"."""
+    if is_missing(pct):
+        return "n/a"
+    sign = "+" if pct > 0 else "−" if pct < 0 else ""
+    return f"{sign}{significant(abs(pct))} %"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profiler.metrics import CATALOGUE, metric
-from profiler.report.fmt import metric_label, metric_unit
+from profiler.metrics import CHARTS, ORDER, known, metric
 from profiler.report.load import RunData
 from profiler.report.svg import PALETTE, Band, Chart, Line, Marker
 
@@ -16,47 +15,38 @@ class ChartSpec:
     unit: str
     keys: tuple[str, ...]
     from_zero: bool = True
+    name: str = ""
+    """The catalogue chart (profiler.metrics.CHARTS) it draws; "" for a chart of other metrics."""
 
 
-MAIN_CHARTS = (
-    ChartSpec("Loss", "nats/token", ("loss_train", "loss_val"), from_zero=False),
-    ChartSpec("Throughput", "tokens/s", ("tokens_per_s",)),
-    ChartSpec("Step time", "s", ("step_time_s",)),
-    ChartSpec("Memory", "bytes", ("rss_bytes", "torch_allocated_bytes", "torch_reserved_bytes",
-                                  "torch_peak_allocated_bytes", "gpu_process_memory_bytes",
-                                  "gpu_memory_used_bytes")),
-)
-SPARSE = ("loss_val",)  # evaluated every N steps: drawn with dots
+CORE_CHARTS = {chart.name for chart in CHARTS if chart.core}
+"""Drawn in a comparison even when no run has a reading for them."""
 
 
-def _latency_keys(runs: list[RunData]) -> tuple[str, ...]:
-    keys = {k for run in runs for k in run.series
-            if "latency" in k or "ttft" in k or metric(k).group == "latency"}
-    return tuple(sorted(keys))
+def _order(key: str) -> tuple[int, str]:
+    return ORDER.get(key, len(ORDER)), key
 
 
 def chart_specs(runs: list[RunData]) -> list[ChartSpec]:
-    """The main charts, latency when any run has it, then the other recorded metrics by group."""
-    specs = list(MAIN_CHARTS)
-    latency = _latency_keys(runs)
-    if latency:
-        specs.append(ChartSpec("Latency", "s", latency))
-    # A main chart is drawn when the runs sent any of its metrics (a train run's GPU memory as
-    # null still gets its "n/a"); an inference run has no step time to show at all.
-    specs = [s for s in specs if any(k in run.series for run in runs for k in s.keys)]
-    used = {k for spec in specs for k in spec.keys}
+    """The catalogue's charts that any run has metrics for, in the catalogue's routing, then the
+    other recorded metrics: catalogued ones share a chart by group and unit, others get one each."""
+    present = sorted({k for run in runs for k in run.series}, key=_order)
+    specs = []
+    for chart in CHARTS:
+        # Drawn when the runs sent any of its metrics: a train run's GPU memory as null still
+        # gets its "n/a"; an inference run has no step time to show at all.
+        keys = tuple(k for k in present if metric(k).chart == chart.name)
+        if keys:
+            specs.append(ChartSpec(chart.title, chart.unit, keys, chart.from_zero, chart.name))
     groups: dict[tuple[str, str], list[str]] = {}
-    for run in runs:
-        for key, series in run.series.items():
-            if key in used or not series.has_data():
-                continue
-            # Catalogued metrics share a chart by group and unit; others get one chart each.
-            group = metric(key).group if key in CATALOGUE else key
-            bucket = groups.setdefault((group, metric_unit(key)), [])
-            if key not in bucket:
-                bucket.append(key)
+    for key in present:
+        if metric(key).chart is not None or not any(
+                key in run.series and run.series[key].has_data() for run in runs):
+            continue
+        group = metric(key).group if known(key) else key
+        groups.setdefault((group, metric(key).unit), []).append(key)
     for (group, unit), keys in groups.items():
-        title = metric_label(keys[0]) if len(keys) == 1 else group.capitalize()
+        title = metric(keys[0]).label if len(keys) == 1 else group.capitalize()
         specs.append(ChartSpec(title, unit, tuple(keys)))
     return specs
 
@@ -66,12 +56,12 @@ def overlay_specs(runs: list[RunData]) -> list[ChartSpec]:
     runs × metrics lines in one chart would be unreadable."""
     out = []
     for spec in chart_specs(runs):
-        if spec.keys == MAIN_CHARTS[0].keys or len(spec.keys) == 1:
+        if spec.name == "loss" or len(spec.keys) == 1:
             out.append(spec)
             continue
         for key in spec.keys:
             if any(key in run.series and run.series[key].has_data() for run in runs):
-                out.append(ChartSpec(metric_label(key), spec.unit, (key,), spec.from_zero))
+                out.append(ChartSpec(metric(key).label, spec.unit, (key,), spec.from_zero))
     return out
 
 
@@ -123,7 +113,7 @@ def run_chart(run: RunData, spec: ChartSpec) -> Chart:
         if series is None or not series.has_data():
             continue
         lines.append(Line(series.label, list(zip(series.steps, series.values, strict=True)),
-                          PALETTE[index % len(PALETTE)], dots=key in SPARSE))
+                          PALETTE[index % len(PALETTE)], dots=metric(key).sparse))
     return Chart(spec.title, spec.unit, lines, bands(run), toggle_markers(run),
                  x_label=x_label([run]), from_zero=spec.from_zero)
 
@@ -140,7 +130,7 @@ def overlay_chart(runs: list[RunData], names: dict[str, str], spec: ChartSpec) -
                 continue
             label = names[run.run_id] + (f" · {series.label}" if len(spec.keys) > 1 else "")
             lines.append(Line(label, list(zip(series.steps, series.values, strict=True)), color,
-                              dots=key in SPARSE, dashed=position > 0))
+                              dots=metric(key).sparse, dashed=position > 0))
         markers.extend(toggle_markers(run, color))
     shared = {tuple((b.x0, b.x1, b.label) for b in bands(run)) for run in runs}
     common_bands = bands(runs[0]) if len(shared) == 1 else []

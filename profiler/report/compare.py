@@ -10,26 +10,17 @@ import difflib
 import math
 from typing import Any
 
+from profiler.metrics import metric
 from profiler.report.load import RunData
 
-# (key, label, unit, which way is better)
-DELTA_ROWS: tuple[tuple[str, str, str, str], ...] = (
-    ("tokens_per_s", "Throughput", "tokens/s", "higher"),
-    ("step_time_p50_s", "Step time p50", "s", "lower"),
-    ("step_time_p99_s", "Step time p99", "s", "lower"),
-    ("peak_torch_allocated_bytes", "Peak torch allocated", "bytes", "lower"),
-    ("peak_gpu_memory_used_bytes", "Peak GPU memory (NVML)", "bytes", "lower"),
-    ("peak_rss_bytes", "Peak process RSS", "bytes", "lower"),
-    ("loss_train_final", "Final train loss", "nats/token", "lower"),
-    ("loss_val_final", "Final validation loss", "nats/token", "lower"),
-    ("perplexity", "Perplexity (exp of validation loss)", "", "lower"),
-    ("mfu", "MFU", "", "higher"),
-    # inference and compression runs
-    ("ttft_p50_s", "Time to first token p50", "s", "lower"),
-    ("decode_latency_p50_s", "Decode latency per token p50", "s", "lower"),
-    ("decode_tokens_per_s", "Decode throughput", "tokens/s", "higher"),
-    ("model_bytes", "Weights in memory", "bytes", "lower"),
-)
+DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s", "peak_torch_allocated_bytes",
+              "peak_gpu_memory_used_bytes", "peak_rss_bytes", "loss_train_final",
+              "loss_val_final", "perplexity", "mfu",
+              # inference and compression runs
+              "ttft_p50_s", "decode_latency_p50_s", "decode_tokens_per_s", "model_bytes")
+DELTA_ROWS: tuple[tuple[str, str, str, str | None], ...] = tuple(
+    (key, metric(key).label, metric(key).unit, metric(key).better) for key in DELTA_KEYS)
+"""(key, label, unit, which way is better), from the metric catalogue."""
 
 
 def row_value(run: RunData, key: str) -> float | None:

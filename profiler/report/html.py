@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from profiler import __version__
+from profiler.metrics import format_change, format_delta, format_value
 from profiler.report import charts, compare, sections
-from profiler.report.fmt import fmt, fmt_delta, fmt_pct
 from profiler.report.load import RunData
 from profiler.report.recommend import recommendations
 from profiler.report.sections import badge, e, table
@@ -150,13 +150,13 @@ def _delta_table(runs: list[RunData], baseline: RunData, names: dict[str, str]) 
         if all(c["value"] is None for c in cells):
             continue
         line = [e(row["label"]) + f'<div class="how">{e(row["better"])} is better</div>',
-                e(fmt(cells[0]["value"], row["unit"], row["key"]))]
+                e(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
             better = compare.is_better(row, cell["delta"])
             cls = "" if better is None else ("better" if better else "worse")
-            line += [e(fmt(cell["value"], row["unit"], row["key"])),
-                     f'<span class="{cls}">{e(fmt_delta(cell["delta"], row["unit"], row["key"]))}</span>',
-                     f'<span class="{cls}">{e(fmt_pct(cell["change_pct"]))}</span>']
+            line += [e(format_value(cell["value"], row["unit"])),
+                     f'<span class="{cls}">{e(format_delta(cell["delta"], row["unit"]))}</span>',
+                     f'<span class="{cls}">{e(format_change(cell["change_pct"]))}</span>']
         rows.append(line)
     return ('<p class="how">Each run\'s own summary figures; Δ = run − baseline, % = Δ / baseline. '
             "Green is better, red is worse.</p>"
@@ -201,7 +201,7 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     overlay = []
     for spec in charts.overlay_specs(ordered):
         chart = charts.overlay_chart(ordered, names, spec)
-        if chart.lines or spec in charts.MAIN_CHARTS:
+        if chart.lines or spec.name in charts.CORE_CHARTS:
             overlay.append((render(chart), ""))
     env_keys = [k for k, _ in sections.environment_rows(ordered[0])]
     env_values = {r.run_id: dict(sections.environment_rows(r)) for r in ordered}

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler.report.fmt import metric_label, metric_unit
+from profiler.metrics import metric
 from profiler.store import StoredRun
 
 if sys.version_info >= (3, 11):
@@ -35,11 +35,11 @@ class Series:
 
     @property
     def label(self) -> str:
-        return metric_label(self.key)
+        return metric(self.key).label
 
     @property
     def unit(self) -> str:
-        return metric_unit(self.key)
+        return metric(self.key).unit
 
     def has_data(self) -> bool:
         return any(v is not None for v in self.values)

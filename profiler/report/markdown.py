@@ -6,11 +6,11 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
+from profiler.metrics import format_change, format_delta, format_figure, format_value, metric
 from profiler.report import compare
-from profiler.report.fmt import figure_label, fmt, fmt_delta, fmt_pct
 from profiler.report.html import display_names
 from profiler.report.load import RunData
-from profiler.report.recommend import compression_rows, recommendations
+from profiler.report.recommend import compression_cells, compression_rows, recommendations
 from profiler.report.sections import params_text, problems
 
 
@@ -47,12 +47,10 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
         if run.summary.get("quality_loss"):
             out += [f"**Quality cost:** {md(run.summary['quality_loss'])}", ""]
         out += _table(["Measure", "Original", "Compressed", "Ratio"],
-                      [[md(r.get("label") or k), md(fmt(r.get("baseline"), str(r.get("unit", "")))),
-                        md(fmt(r.get("compressed"), str(r.get("unit", "")))),
-                        md(f"{r['ratio']:.3g}×" if isinstance(r.get("ratio"), (int, float))
-                           else "n/a")] for k, r in comp.items()], {1, 2, 3})
+                      [[md(cell) for cell in compression_cells(k, r)] for k, r in comp.items()],
+                      {1, 2, 3})
     if run.figures:
-        rows = [[md(figure_label(k)), md(fmt(run.figure(k), str(f.get("unit", "")), k)),
+        rows = [[md(metric(k).label), md(format_figure(k, run.figure(k), str(f.get("unit", "")))),
                  md(f.get("how", ""))] for k, f in run.figures.items()]
         out += _table(["Figure", "Value", "How it was measured"], rows, {1})
     else:
@@ -100,11 +98,11 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
         cells = row["cells"]
         if all(c["value"] is None for c in cells):
             continue
-        line = [md(row["label"]), md(fmt(cells[0]["value"], row["unit"], row["key"]))]
+        line = [md(row["label"]), md(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
-            line += [md(fmt(cell["value"], row["unit"], row["key"])),
-                     md(fmt_delta(cell["delta"], row["unit"], row["key"])),
-                     md(fmt_pct(cell["change_pct"]))]
+            line += [md(format_value(cell["value"], row["unit"])),
+                     md(format_delta(cell["delta"], row["unit"])),
+                     md(format_change(cell["change_pct"]))]
         rows.append(line)
     out += _table(headers, rows, set(range(1, len(headers))))
     diff = compare.config_diff(ordered, baseline)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from profiler.metrics import format_value
+from profiler.metrics import format_figure, format_value, metric
 from profiler.report.load import RunData
 from profiler.stats import percentile
 
@@ -136,6 +136,13 @@ def compression_rows(run: RunData) -> dict[str, dict]:
     if not isinstance(rows, list):
         return {}
     return {r["key"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("key"), str)}
+
+
+def compression_cells(key: str, row: dict) -> tuple[str, str, str, str]:
+    """One comparison row as text: measure, original, compressed, compressed / original."""
+    return (metric(key).label, format_figure(key, row.get("baseline"), str(row.get("unit", ""))),
+            format_figure(key, row.get("compressed"), str(row.get("unit", ""))),
+            format_value(row.get("ratio"), "x"))
 
 
 def compression_cost(run: RunData) -> dict | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from profiler.report.fmt import figure_label, fmt, fmt_pct
+from profiler.metrics import format_change, format_figure, format_value, metric
 from profiler.report.load import RunData
 
 PROFILE_ROWS = 30
@@ -95,8 +95,8 @@ def headline_cards(run: RunData) -> str:
     keys = [next(k for k in slot if k in figures) for slot in slots
             if any(k in figures for k in slot)]
     cards = "".join(
-        f'<div class="card"><div class="card-label">{e(figure_label(k))}</div>'
-        f'<div class="card-value">{e(fmt(run.figure(k), figures[k].get("unit", ""), k))}</div></div>'
+        f'<div class="card"><div class="card-label">{e(metric(k).label)}</div>'
+        f'<div class="card-value">{e(format_figure(k, run.figure(k), figures[k].get("unit", "")))}</div></div>'
         for k in keys)
     return f'<div class="cards">{cards}</div>' if cards else ""
 
@@ -106,23 +106,23 @@ def headline_figures(run: RunData) -> str:
     if not figures:
         return ('<p class="muted">n/a: this run has no summary figures (the worker never sent its '
                 "summary). The charts below show what was received.</p>")
-    rows = [[e(figure_label(k)), e(fmt(run.figure(k), str(f.get("unit", "")), k)),
+    rows = [[e(metric(k).label), e(format_figure(k, run.figure(k), str(f.get("unit", "")))),
              f'<span class="how">{e(f.get("how", ""))}</span>'] for k, f in figures.items()]
     return table(["Figure", "Value", "How it was measured"], rows, {1}, "figures")
 
 
 def compression_html(run: RunData) -> str:
     """The compress workload's side-by-side table: original, compressed, ratio."""
-    from profiler.report.recommend import compression_rows
+    from profiler.report.recommend import compression_cells, compression_rows
 
     rows = compression_rows(run)
     if not rows:
         return ""
-    body = [[e(r.get("label") or key) + f'<div class="how">{e(r.get("how", ""))}</div>',
-             e(fmt(r.get("baseline"), str(r.get("unit", "")))),
-             e(fmt(r.get("compressed"), str(r.get("unit", "")))),
-             e(f"{r['ratio']:.3g}×" if isinstance(r.get("ratio"), (int, float)) else "n/a")]
-            for key, r in rows.items()]
+    body = []
+    for key, r in rows.items():
+        label, *values = compression_cells(key, r)
+        body.append([e(label) + f'<div class="how">{e(r.get("how", ""))}</div>']
+                    + [e(v) for v in values])
     sentence = run.summary.get("quality_loss")
     lead = f'<p class="lead"><b>Quality cost:</b> {e(sentence)}</p>' if sentence else ""
     return ("<h3>Original against compressed</h3>" + lead
@@ -198,10 +198,10 @@ def theory_html(run: RunData) -> str:
         key, what = measured.get(part, (None, ""))
         value = run.figure(key) if key else None
         predicted = pred.get(part)
-        diff = fmt_pct((value - predicted) / predicted * 100
+        diff = format_change((value - predicted) / predicted * 100
                        if value is not None and predicted else None)
-        rows.append([e(PREDICTION_LABELS.get(part, part.replace("_", " "))), e(fmt(predicted, "bytes")),
-                     e(fmt(value, "bytes")) + (f'<div class="how">{e(what)}</div>' if key else ""),
+        rows.append([e(PREDICTION_LABELS.get(part, part.replace("_", " "))), e(format_value(predicted, "bytes")),
+                     e(format_value(value, "bytes")) + (f'<div class="how">{e(what)}</div>' if key else ""),
                      e(diff)])
     note = "" if pred else ('<p class="muted">This run\'s summary carries no memory prediction: '
                             "predicted values are n/a.</p>")
@@ -213,10 +213,10 @@ def theory_html(run: RunData) -> str:
     mfu = run.figures.get("mfu") or {}
     mfu_how = mfu.get("how") or ("n/a: no MFU in this run's summary (it has no meaning on CPU or "
                                  "for int8 / fp8)")
-    flop_rows = [("FLOPs per token", e(fmt(flops, "FLOP"))),
-                 ("Achieved", e(fmt(achieved, "FLOP/s")) + '<div class="how">FLOPs per token × '
+    flop_rows = [("FLOPs per token", e(format_value(flops, "FLOP"))),
+                 ("Achieved", e(format_value(achieved, "FLOP/s")) + '<div class="how">FLOPs per token × '
                   "tokens/s over the measured steps</div>"),
-                 ("MFU", e(fmt(run.figure("mfu"), "", "mfu")) + f'<div class="how">{e(mfu_how)}</div>')]
+                 ("MFU", e(format_figure("mfu", run.figure("mfu"))) + f'<div class="how">{e(mfu_how)}</div>')]
     return "<h3>Memory</h3>" + memory + "<h3>FLOPs</h3>" + kv_table(flop_rows)
 
 
@@ -237,11 +237,11 @@ def profile_html(run: RunData) -> str:
                         None)
         if sort_key:
             ops.sort(key=lambda o: o.get(sort_key) or 0, reverse=True)
-        rows = [[e(o.get("name", "?"))] + [e(fmt(o.get(k), u)) for k, u in cols]
+        rows = [[e(o.get("name", "?"))] + [e(format_value(o.get(k), u)) for k, u in cols]
                 for o in ops[:PROFILE_ROWS]]
         more = (f'<p class="how">{len(ops) - PROFILE_ROWS} more operators are in the JSON '
                 "report.</p>") if len(ops) > PROFILE_ROWS else ""
-        headers = ["Operator"] + [e(OPERATOR_HEADERS.get(k) or figure_label(k)) for k, _ in cols]
+        headers = ["Operator"] + [e(OPERATOR_HEADERS.get(k) or metric(k).label) for k, _ in cols]
         order = (f"{OPERATOR_HEADERS[sort_key]} time" if sort_key else "the order recorded")
         parts.append(f"<h3>Step {e(prof.get('step', '?'))}: {len(ops)} operators, sorted by "
                      f"{e(order)}</h3>"
@@ -277,14 +277,14 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
     env = run.environment
     host, device, versions = env["host"], env["device"], env["versions"]
     gpus = [g for g in host.get("gpus") or [] if isinstance(g, dict)]
-    gpu_text = "; ".join(f"{g.get('name', '?')} ({fmt(g.get('memory_total_bytes'), 'bytes')}), "
+    gpu_text = "; ".join(f"{g.get('name', '?')} ({format_value(g.get('memory_total_bytes'), 'bytes')}), "
                          f"driver {g.get('driver') or 'n/a'}" for g in gpus)
     caps = run.capabilities
     rows = [
         ("Host", f"{host.get('hostname', 'n/a')} · {host.get('os', 'n/a')}"),
         ("CPU", f"{host.get('cpu', 'n/a')} ({host.get('cpu_cores_physical', '?')} cores, "
                 f"{host.get('cpu_cores_logical', '?')} threads)"),
-        ("Memory", fmt(host.get("memory_total_bytes"), "bytes")),
+        ("Memory", format_value(host.get("memory_total_bytes"), "bytes")),
         ("GPU", gpu_text or f"none ({host.get('gpu_note') or 'n/a'})"),
         ("Device used", f"{run.device} ({device.get('name', 'n/a')})"),
     ]
@@ -318,6 +318,6 @@ def config_html(run: RunData) -> str:
                                 f"tokens × {info.get('micro_batches', 1)} micro-batch(es) = "
                                 f"{info.get('tokens_per_step', 'n/a')} tokens per step")))
         rows.append(("Steps", e(f"{info.get('steps')} ({info.get('warmup_steps')} warmup)")))
-        rows.append(("Set-up time", e(fmt(info.get("setup_time_s"), "s"))))
+        rows.append(("Set-up time", e(format_value(info.get("setup_time_s"), "s"))))
     text = run.config_text or "(config.toml is missing)"
     return kv_table(rows) + f'<h3>config.toml</h3><pre class="config">{e(text)}</pre>'
