@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler.metrics import CATALOGUE, format_value, metric
+from profiler.metrics import format_figure, format_value, metric
 from profiler.store import RunStore, StoreError
 
 # Units sit in the headers so the cells stay narrow enough for a side panel.
@@ -36,18 +36,6 @@ COLUMNS = ("Run", "Status", "Speed\ntokens/s", "Val loss\nnats/token")
 STATUS_COLORS = {"completed": "#15803d", "stopped": "#a16207", "running": "#2563eb",
                  "failed": "#b91c1c", "killed": "#b91c1c", "crashed": "#b91c1c"}
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
-
-
-def figure_label(key: str) -> str:
-    """A summary figure's key as words: "step_time_p50_s" -> "Step time p50"."""
-    for suffix in ("_bytes", "_s"):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
-            break
-    words = ["RSS" if word == "rss" else "FLOPs" if word == "flops" else
-             "MFU" if word == "mfu" else word for word in key.split("_")]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:]
 
 
 def _when(created: str) -> str:
@@ -382,9 +370,9 @@ class HistoryPanel(QWidget):
         for key, figure in (summary.get("figures") or {}).items():
             if not isinstance(figure, dict):
                 continue
-            unit = figure.get("unit") or metric(key).unit
-            label = metric(key).label if key in CATALOGUE else figure_label(key)
-            rows.append((label, format_value(figure.get("value"), unit), figure.get("how", "")))
+            rows.append((metric(key).label,
+                         format_figure(key, figure.get("value"), figure.get("unit") or ""),
+                         figure.get("how", "")))
         for item in summary.get("techniques") or []:
             if isinstance(item, dict) and item.get("report"):
                 rows.append((str(item.get("label", item.get("name"))), str(item["report"]), ""))
