@@ -20,20 +20,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import tomli_w
 
+from profiler.errors import ConfigError
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
 MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
-
-
-class ConfigError(ValueError):
-    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
 
 
 @dataclass
@@ -366,7 +359,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    from profiler.launch import validate_ssh  # torch-free
+    from profiler.ssh_options import validate_ssh  # torch-free
 
     validate_ssh(config)
     from techniques import registry  # metadata only: no torch

@@ -18,6 +18,14 @@ class Unsupported(Exception):
     """A choice this machine, build or model cannot run; the text says why and what to choose."""
 
 
+class ConfigError(ValueError):
+    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
 class CheckpointError(ValueError):
     """Weights that cannot be used; str() says what to give instead, `field` names the setting."""
 
