@@ -20,20 +20,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import tomli_w
 
+from profiler.errors import ConfigError
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
 MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
-
-
-class ConfigError(ValueError):
-    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
 
 
 @dataclass
@@ -366,7 +359,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    from profiler.launch import validate_ssh  # torch-free
+    from profiler.ssh_options import validate_ssh  # torch-free
 
     validate_ssh(config)
     from techniques import registry  # metadata only: no torch
@@ -391,11 +384,11 @@ def _model_shape(model: ModelConfig, where: str):
     _require(model.source != "preset" or model.preset in GPT_PRESETS, f"{where}.preset",
              f"{model.preset!r} is not a built-in model; choose one of {', '.join(GPT_PRESETS)}")
     _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
-    from profiler import checkpoints  # torch-free: reads the safetensors header only
+    from profiler import errors, model_source  # torch-free: reads the safetensors header only
 
     try:
-        return checkpoints.model_shape(model)
-    except checkpoints.CheckpointError as exc:
+        return model_source.model_shape(model)
+    except errors.CheckpointError as exc:
         raise ConfigError(f"{where}.{exc.field}", str(exc)) from None
 
 
@@ -447,9 +440,9 @@ def _validate_workloads(config: RunConfig, shape) -> None:
                  f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
                  f"{shape.vocab_size}; KL between next-token distributions needs the same "
                  "vocabulary, so choose a teacher and a student of the same vocabulary size")
-        from profiler import checkpoints
+        from profiler import model_source
 
-        _require(checkpoints.vocabulary_id(dist.teacher) == checkpoints.vocabulary_id(config.model),
+        _require(model_source.vocabulary_id(dist.teacher) == model_source.vocabulary_id(config.model),
                  "distill.teacher", "the teacher and the student tokenize text differently "
                  "(different tokenizers give the same id different meanings, so their next-token "
                  "distributions cannot be compared); choose a teacher with the student's tokenizer")
@@ -479,9 +472,10 @@ def _validate_launch(config: RunConfig) -> None:
     _require(not (world > 1 and not parallel), "techniques",
              f"the job has {world} processes but neither ddp nor fsdp is enabled, so each would "
              "train its own unrelated copy; add [techniques.ddp] or [techniques.fsdp]")
+    from techniques.registry import NEEDS_PROCESSES
+
     _require(not (world == 1 and parallel), "launch.nproc_per_node",
-             f"techniques.{parallel[0] if parallel else ''} needs 2 or more processes; set "
-             "launch.nproc_per_node (or launch.nnodes) to 2 or more, or remove it")
+             f"techniques.{parallel[0] if parallel else ''} {NEEDS_PROCESSES}, or remove it")
     _require(len(parallel) < 2, "techniques", "ddp and fsdp cannot be combined; keep one of them")
 
 

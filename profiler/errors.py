@@ -18,6 +18,22 @@ class Unsupported(Exception):
     """A choice this machine, build or model cannot run; the text says why and what to choose."""
 
 
+class ConfigError(ValueError):
+    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class CheckpointError(ValueError):
+    """Weights that cannot be used; str() says what to give instead, `field` names the setting."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class StepOutOfMemory(MemoryError):
     """Memory ran out inside a named step; the text says where and how much memory was in use."""
 
@@ -59,7 +75,6 @@ def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOut
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """Error kind and a hint for an exception raised by a workload."""
-    from profiler.checkpoints import CheckpointError
     from profiler.data import DataError
 
     if isinstance(exc, DataError):

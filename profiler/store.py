@@ -219,7 +219,7 @@ class RunStore:
     def create_run(self, config: RunConfig) -> StoredRun:
         self.ensure()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        from profiler.checkpoints import model_label
+        from profiler.model_source import model_label
 
         label = model_label(config.model)
         run_id = f"{stamp}-{_slug(config.name or label)}-{secrets.token_hex(2)}"
@@ -317,7 +317,7 @@ class RunStore:
 
         try:
             config = run.config()
-            from profiler.checkpoints import model_label
+            from profiler.model_source import model_label
 
             workload, model, device = config.workload, model_label(config.model), config.device
         except Exception:  # noqa: BLE001 - a damaged config still gets a row
