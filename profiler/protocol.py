@@ -114,7 +114,8 @@ def _expect(types: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(wanted))
 
 
-def _check(value: Any, spec: Field, where: str) -> None:
+def check(value: Any, spec: Field, where: str) -> None:
+    """Raise ProtocolError unless value fits spec (nested fields included); where names it."""
     # bool is an int subclass in Python; a step of `true` is still wrong.
     if (isinstance(value, bool) and bool not in spec.types) or not isinstance(value, spec.types):
         raise ProtocolError(f"{where} must be {_expect(spec.types)}, got {_describe(value)}")
@@ -124,15 +125,15 @@ def _check(value: Any, spec: Field, where: str) -> None:
         if spec.fields:
             for name, field in spec.fields.items():
                 if name in value:
-                    _check(value[name], field, f"{where}.{name}")
+                    check(value[name], field, f"{where}.{name}")
                 elif field.required:
                     raise ProtocolError(f"{where} lacks its field {name!r}")
         if spec.each is not None:
             for key, item in value.items():
-                _check(item, spec.each, f"{where}[{key!r}]")
+                check(item, spec.each, f"{where}[{key!r}]")
     elif isinstance(value, list) and spec.each is not None:
         for index, item in enumerate(value):
-            _check(item, spec.each, f"{where}[{index}]")
+            check(item, spec.each, f"{where}[{index}]")
 
 
 def validate(message: Any, direction: str) -> dict:
@@ -150,7 +151,7 @@ def validate(message: Any, direction: str) -> dict:
         raise ProtocolError(
             f"unknown {direction} message type {kind[:40]!r}; expected one of {', '.join(table)}"
         )
-    _check(message, Field((dict,), fields=table[kind]), repr(kind))
+    check(message, Field((dict,), fields=table[kind]), repr(kind))
     if kind == "hello" and message["protocol"] != PROTOCOL_VERSION:
         raise ProtocolError(
             f"peer speaks protocol {message['protocol']}, this EffiScope speaks "

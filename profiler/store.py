@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from profiler import protocol
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -129,6 +131,20 @@ def _number(value: Any) -> float | None:
     return value
 
 
+def _fits(value: Any, spec: protocol.Field) -> bool:
+    try:
+        protocol.check(value, spec, "field")
+    except protocol.ProtocolError:
+        return False
+    return True
+
+
+_TEXT = protocol.Field((str,), required=False)
+META_FIELDS = {"name": _TEXT, "created": _TEXT, "status": _TEXT, "model": _TEXT,
+               "workload": _TEXT, "device": _TEXT, "end": _TEXT,
+               "tags": protocol.Field((list,), required=False, each=protocol.Field((str,))),
+               "front": protocol.Field((dict,), required=False)}
+
 _INDEX_COLUMNS = ("id", "name", "created", "status", "workload", "model", "device", "steps",
                   "tokens_per_s", "loss_train_final", "loss_val_final", "peak_rss_bytes", "tags")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -173,13 +189,29 @@ class StoredRun:
             self.problems.append(text)
 
     def meta(self) -> dict:
+        """meta.json as a table whose known fields have their types (a damaged field is left
+        out and named in `problems`); a stand-in when the file is missing or damaged."""
         try:
             meta = _read_object(self.path / "meta.json")
         except DamagedFile as exc:
             self._note(str(exc))
             meta = None
-        return meta if meta is not None else {
-            "name": self.run_id, "tags": [], "created": "", "status": "unknown"}
+        if meta is None:
+            return {"name": self.run_id, "tags": [], "created": "", "status": "unknown"}
+        return self._checked(meta, META_FIELDS, "meta.json")
+
+    def _checked(self, data: dict, fields: dict, filename: str) -> dict:
+        out = dict(data)
+        figures = out.get("figures")
+        if isinstance(figures, dict):
+            out["figures"] = {k: v for k, v in figures.items() if _fits(v, protocol.FIGURE)}
+            if len(out["figures"]) < len(figures):
+                self._note(f"{filename} has damaged figures, left out")
+        for name, spec in fields.items():
+            if name in out and not _fits(out[name], spec):
+                self._note(f"{filename} field {name!r} is damaged, left out")
+                del out[name]
+        return out
 
     def write_meta(self, meta: dict) -> None:
         text = json.dumps(meta, indent=2)
@@ -205,11 +237,15 @@ class StoredRun:
             return False
 
     def summary(self) -> dict | None:
+        """summary.json with the fields front ends read checked (protocol.SUMMARY); None when
+        it is missing or damaged."""
         try:
-            return _read_object(self.path / "summary.json")
+            summary = _read_object(self.path / "summary.json")
         except DamagedFile as exc:
             self._note(str(exc))
             return None
+        return None if summary is None else self._checked(summary, protocol.SUMMARY,
+                                                          "summary.json")
 
     def write_summary(self, summary: dict) -> None:
         _atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
