@@ -128,7 +128,7 @@ def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
                 version = command.get("protocol", protocol.PROTOCOL_VERSION)
                 if version != protocol.PROTOCOL_VERSION:
                     raise protocol.ProtocolError(
-                        f"the command is protocol {str(version)[:20]!r}, this worker speaks "
+                        f"the command is protocol {repr(version)[:40]}, this worker speaks "
                         f"{protocol.PROTOCOL_VERSION}: install the same EffiScope version on "
                         "both sides")
                 commands.put(command)
