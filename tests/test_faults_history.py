@@ -28,8 +28,8 @@ def _run(store: RunStore, name: str = "kept", steps: int = 3) -> str:
     recorder = RunRecorder(store, run)
     for step in range(1, steps + 1):
         recorder.handle_line(f'{{"type":"sample","step":{step},"time":{step},"metrics":{{}}}}')
-    recorder.handle_line('{"type":"done","status":"completed","summary":{"steps_completed":%d,'
-                         '"figures":{"tokens_per_s":{"value":10.0,"unit":"tokens/s"}}}}' % steps)
+    recorder.handle_line('{"type":"done","status":"completed","summary":{"steps_completed":'
+                         f'{steps},"figures":{{"tokens_per_s":{{"value":10.0,"unit":"tokens/s"}}}}}}}}')
     recorder.finish(0)
     return run.run_id
 

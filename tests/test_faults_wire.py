@@ -48,12 +48,12 @@ DONE = '{"type":"done","status":"completed","summary":{}}'
 # on receipt; the worker-direction ones also by the sending side (see the next test).
 HOSTILE = [
     # Item 1: integer literals Python will not convert (more than 4,300 digits).
-    ("huge-int-command", "front", '{"type":"profile","steps":%s}' % NINES, "5,000 digits"),
-    ("huge-int-sample", "worker", '{"type":"sample","step":%s,"time":0,"metrics":{}}' % NINES,
+    ("huge-int-command", "front", '{"type":"profile","steps":' + NINES + '}', "5,000 digits"),
+    ("huge-int-sample", "worker", '{"type":"sample","step":' + NINES + ',"time":0,"metrics":{}}',
      "5,000 digits"),
-    ("huge-negative-int", "worker", '{"type":"sample","step":-%s,"time":0,"metrics":{}}' % NINES,
+    ("huge-negative-int", "worker", '{"type":"sample","step":-' + NINES + ',"time":0,"metrics":{}}',
      "digits"),
-    ("huge-int-in-config", "front", '{"type":"start","config":{"seed":%s}}' % NINES, "digits"),
+    ("huge-int-in-config", "front", '{"type":"start","config":{"seed":' + NINES + '}}', "digits"),
     ("int-beyond-int64", "worker", '{"type":"sample","step":123456789012345678901,"time":0,'
      '"metrics":{}}', "21 digits"),
     ("float-overflow", "worker", '{"type":"sample","step":1,"time":1e999,"metrics":{}}',
@@ -97,7 +97,7 @@ HOSTILE = [
     ("start-config-list", "front", '{"type":"start","config":[]}', "config"),
     ("profile-steps-float", "front", '{"type":"profile","steps":2.5}', "steps"),
     ("type-number", "worker", '{"type":5}', "'type'"),
-    ("long-unknown-type", "worker", '{"type":"%s"}' % ("x" * 10_000), "unknown"),
+    ("long-unknown-type", "worker", '{"type":"' + "x" * 10_000 + '"}', "unknown"),
 ]
 
 
@@ -146,7 +146,7 @@ def test_the_recorder_keeps_going_after_each_hostile_line(line, effiscope_home):
      "crashed"),
     (['{"type":"done","status":"completed","summary":{"figures":[]}}'], "crashed"),
     (['{"type":"done","status":"failed","summary":{"error":"boom"}}'], "crashed"),
-    (['{"type":"sample","step":%s,"time":0,"metrics":{}}' % NINES, DONE], "completed"),
+    (['{"type":"sample","step":' + NINES + ',"time":0,"metrics":{}}', DONE], "completed"),
     (["\x1b[2J\x1b]0;pwned\x07", DONE], "completed"),
 ], ids=["started-without-model", "started-model-number", "figure-string", "figures-list",
         "summary-error-string", "huge-int-sample", "terminal-escapes"])
@@ -190,8 +190,8 @@ def test_the_reader_holds_at_most_one_line_limit(tmp_path):
     """A worker writing 3 line limits with no newline: the queue gets one OVERSIZE marker."""
     from profiler.client import OVERSIZE
 
-    command = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'x' * (3 * %d + 5))"
-               % protocol.MAX_LINE_BYTES]
+    command = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'x' * "
+               f"(3 * {protocol.MAX_LINE_BYTES} + 5))"]
     worker = WorkerProcess(command=command)
     items = []
     try:
