@@ -9,6 +9,7 @@ inside torch is a crash, not the user's mistake.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 KINDS = ("config", "unsupported", "oom", "crash")
@@ -39,9 +40,21 @@ class StepOutOfMemory(MemoryError):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc)
+    """MemoryError, torch's OutOfMemoryError, a CPU allocator's refusal, or an OSError ENOMEM
+    ("Cannot allocate memory", e.g. a thread or a mapping refused under a memory limit)."""
+    text = str(exc).lower()
     return (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__
-            or "out of memory" in text or "can't allocate memory" in text)
+            or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or "out of memory" in text or "can't allocate memory" in text
+            or "cannot allocate memory" in text or "failed to map segment" in text)
+
+
+def unknown_model_type(exc: BaseException) -> bool:
+    """A Hugging Face config whose model_type this Transformers does not know."""
+    text = str(exc)
+    return isinstance(exc, (ValueError, KeyError)) and (
+        "does not recognize this architecture" in text or "Unrecognized model" in text
+        or ("model_type" in text and "config" in text.lower()))
 
 
 def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOutOfMemory | None:
@@ -81,6 +94,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "config", "fix the data settings and start again"
     if isinstance(exc, CheckpointError):
         return "config", "fix the model settings (model.path, model.arch) and start again"
+    if unknown_model_type(exc):
+        return "config", ("model.path's config.json names a model_type this Transformers "
+                          "cannot build; pick a model of a family `effiscope models` lists, or "
+                          "upgrade transformers")
     if is_out_of_memory(exc):
         return "oom", ("lower train.batch_size or train.seq_len, choose a smaller model, "
                        "or enable activation checkpointing")
@@ -92,6 +109,11 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 def user_facing(exc: BaseException, kind: str) -> str:
     """The message a front end shows: a sentence for the user's choices, the type name otherwise."""
+    if unknown_model_type(exc):
+        return f"model.path: {str(exc).strip().splitlines()[0][:300]}"
     if kind in ("config", "unsupported") or isinstance(exc, StepOutOfMemory):
         return str(exc)
+    if kind == "oom":  # not inside a step: the model, the data or a thread could not be had
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return f"out of memory while setting up the run ({type(exc).__name__}{': ' + first if first else ''})"
     return f"{type(exc).__name__}: {exc}"

@@ -285,3 +285,14 @@ def test_a_distilled_hugging_face_student_is_saved(tmp_path):
 
     model, _ = weights.load_model(ModelConfig(source="hf", path=str(saved)))
     assert model.parameter_count() > 0
+
+
+def test_only_a_refusal_reads_as_unsupported_a_bug_is_a_crash():
+    from profiler import errors
+
+    assert errors.classify(errors.Unsupported("fp16 needs CUDA"))[0] == "unsupported"
+    # torch raises NotImplementedError for a missing kernel: a bug or an environment problem,
+    # not the user's mistake.
+    kind, hint = errors.classify(NotImplementedError("aten::foo has no CPU kernel"))
+    assert kind == "crash" and "traceback" in hint
+    assert errors.user_facing(NotImplementedError("x"), kind) == "NotImplementedError: x"

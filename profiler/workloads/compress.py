@@ -35,6 +35,7 @@ from profiler.workloads.generation import (
     timed_loop,
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
+from profiler.workloads.train import brief_training
 from techniques.runtime import TrainState
 
 VARIANTS = ("baseline", "compressed")
@@ -43,25 +44,10 @@ VARIANTS = ("baseline", "compressed")
 def finetune(state: TrainState, batches: BatchSampler, steps: int, lr: float, emit: Emit,
              control: Any) -> str:
     """A few AdamW steps on the pruned model; pruning masks keep pruned weights at zero."""
-    model = state.model
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
+    params = [p for p in state.model.parameters() if p.requires_grad and p.is_floating_point()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    losses = []
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
-        if control.should_stop:
-            break
-        x, y = batches.next()
-        with state.step_context():
-            _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
-              "phase": "finetune", "metrics": {"loss_train": losses[-1]}})
-    model.eval()
+    losses = brief_training(state, batches, steps, optimizer, emit, control, "finetune",
+                            "loss_train")
     if not losses:
         return "no fine-tuning steps ran (stopped)"
     return (f"{len(losses)} AdamW steps at lr {lr:g}: train loss {losses[0]:.3f} -> "

@@ -21,7 +21,8 @@ from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.errors import Unsupported
 from profiler.stats import figure, percentile
-from profiler.workloads.setup import Emit, prepare, synchronize
+from profiler.workloads.setup import Emit, prepare
+from profiler.workloads.train import accumulated_step, brief_training
 from techniques import runtime
 
 
@@ -37,24 +38,10 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 def pretrain_teacher(teacher: runtime.TrainState, batches: BatchSampler, steps: int, lr: float,
                      emit: Emit, control: Any) -> str:
     """Train a teacher briefly (AdamW, constant lr) so it has something to teach."""
-    model = teacher.model
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
-    started = time.perf_counter()
-    losses = []
-    for step in range(1, steps + 1):
-        if control.should_stop:
-            break
-        x, y = batches.next()
-        with teacher.step_context():
-            _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
-              "phase": "teacher", "metrics": {"teacher_loss_train": losses[-1]}})
-    model.eval()
+    optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=lr, weight_decay=0.1,
+                                  betas=(0.9, 0.95))
+    losses = brief_training(teacher, batches, steps, optimizer, emit, control, "teacher",
+                            "teacher_loss_train")
     if not losses:
         return "the teacher was not trained (stopped)"
     return f"teacher trained {len(losses)} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
@@ -63,30 +50,16 @@ def pretrain_teacher(teacher: runtime.TrainState, batches: BatchSampler, steps: 
 def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
                  alpha: float, temperature: float) -> dict:
     """One optimizer step of the student on the blended loss; returns its parts."""
-    optimizer = state.optimizer
-    for group in optimizer.param_groups:
-        group["lr"] = state.learning_rate(step)
-    micro = state.micro_batches
-    totals = torch.zeros(3, device=state.device)
-    tokens = 0
-    for index in range(micro):
-        x, y = batches.next()
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), state.step_context():
             teacher_logits, _ = teacher(x)
-        with state.grad_sync(index == micro - 1):
-            with state.step_context():
-                logits, ce = state.forward_model(x, y)
-            kl = kd_kl(logits, teacher_logits, temperature)
-            loss = alpha * kl * temperature ** 2 + (1 - alpha) * ce
-            state.scaler.scale(loss / micro).backward()
-        totals += torch.stack([loss.detach(), ce.detach(), kl.detach()])
-        tokens += x.numel()
-    grad_norm = state.clip_gradients()
-    state.scaler.step(optimizer)
-    state.scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    synchronize(state.device)
-    loss, ce, kl = (totals / micro).tolist()
+        with state.step_context():
+            logits, ce = state.forward_model(x, y)
+        kl = kd_kl(logits, teacher_logits, temperature)
+        return torch.stack([alpha * kl * temperature ** 2 + (1 - alpha) * ce, ce, kl])
+
+    totals, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    loss, ce, kl = totals.tolist()
     return {"loss_train": loss, "loss_ce": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
             "tokens": tokens}
 

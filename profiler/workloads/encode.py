@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler import sizes
 from profiler.config import RunConfig
 from profiler.stats import figure
 from profiler.workloads.comparison import (
@@ -26,6 +25,7 @@ from profiler.workloads.generation import (
     encode_figures,
     encode_once,
     eval_windows,
+    model_figures,
     prompts_from,
     timed_loop,
 )
@@ -59,22 +59,16 @@ def run_infer(config: RunConfig, emit: Emit, control: Any) -> dict:
     measured = runs["model"]
     window = (f"over {len(measured)} timed passes ({cfg.warmup_runs} warmup excluded), batch "
               f"{cfg.batch_size} x {cfg.prompt_len} tokens")
-    params, nonzero = sizes.parameter_counts(prep.model)
     figures = encode_figures(measured, window)
+    figures.update(model_figures(prep))
     figures.update({
-        "parameters": figure(params, "", "parameters of the model as run"),
-        "nonzero_parameters": figure(nonzero, "", "parameters that are not exactly zero"),
-        "model_bytes": figure(sizes.model_bytes(prep.model), "bytes",
-                              "bytes of the weights in memory"),
-        "peak_rss_bytes": figure(prep.sampler.peaks().get("rss_bytes"), "bytes",
-                                 "highest worker RSS seen"),
         "perplexity": figure(None, "", "n/a: an encoder predicts no next token"),
     })
     return {"workload": "infer", "model_kind": "hf-encoder", "measures": measures(cfg),
             "stopped_early": stopped,
             "stop_reason": "stopped by request" if stopped else "all passes done",
             "steps_completed": done, "measured_steps": len(measured),
-            "device": str(prep.device), "parameters": params, "model": prep.origin,
+            "device": str(prep.device), "parameters": figures["parameters"]["value"], "model": prep.origin,
             "techniques": prep.applied, "figures": figures}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from profiler import sizes
 from profiler.stats import figure, percentile
 from profiler.workloads.setup import Prepared, synchronize
 from techniques.runtime import TrainState
@@ -182,6 +183,20 @@ def encode_figures(runs: list[dict], window: str) -> dict:
     out["encode_sequences_per_s"] = figure(sequences / total if total > 0 else None,
                                            "sequences/s", f"sequences / summed pass time {window}")
     return out
+
+
+def model_figures(prep: Prepared) -> dict:
+    """Size and memory figures of the model as run: parameters, non-zero parameters, bytes of
+    the weights, the worker's peak RSS."""
+    params, nonzero = sizes.parameter_counts(prep.model)
+    return {
+        "parameters": figure(params, "", "parameters of the model as run"),
+        "nonzero_parameters": figure(nonzero, "", "parameters that are not exactly zero"),
+        "model_bytes": figure(sizes.model_bytes(prep.model), "bytes",
+                              "bytes of the weights in memory"),
+        "peak_rss_bytes": figure(prep.sampler.peaks().get("rss_bytes"), "bytes",
+                                 "highest worker RSS seen"),
+    }
 
 
 def timed_loop(prep: Prepared, states: dict[str, TrainState], measure, warmup: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from profiler import model_source, sizes
+from profiler import model_source
 from profiler.config import RunConfig
 from profiler.stats import figure
 from profiler.workloads import encode
@@ -19,6 +19,7 @@ from profiler.workloads.generation import (
     eval_windows,
     generate_once,
     latency_figures,
+    model_figures,
     prompts_from,
     score,
     timed_loop,
@@ -51,11 +52,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                                                "perplexity": quality["perplexity"][0]}})
     finally:
         prep.stop_sampler()
-    prep.finish(done)
+    prep.finish(done, save=False)
     window = (f"over {len(measured)} timed generations ({cfg.warmup_runs} warmup excluded), "
               f"batch {cfg.batch_size}, prompt {cfg.prompt_len}, {cfg.gen_len} new tokens")
-    params, nonzero = sizes.parameter_counts(state.model)
     figures = latency_figures(measured, window=window)
+    figures.update(model_figures(prep))
     figures.update({
         "perplexity": figure(quality["perplexity"][0], "", f"exp(mean token cross-entropy) over "
                              f"{quality['tokens']:,} held-out tokens in windows of "
@@ -63,15 +64,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "loss_val": figure(quality["loss"][0], "nats/token", "mean token cross-entropy, same text"),
         "kv_cache_bytes": figure(measured[-1]["kv_cache_bytes"] if measured else None, "bytes",
                                  "keys and values of all layers for prompt + generation"),
-        "parameters": figure(params, "", "parameters of the model as run"),
-        "nonzero_parameters": figure(nonzero, "", "parameters that are not exactly zero"),
-        "model_bytes": figure(sizes.model_bytes(state.model), "bytes",
-                              "bytes of the weights in memory"),
-        "peak_rss_bytes": figure(prep.sampler.peaks().get("rss_bytes"), "bytes",
-                                 "highest worker RSS seen"),
     })
     return {"workload": "infer", "stopped_early": stopped,
             "stop_reason": "stopped by request" if stopped else "all generations done",
             "steps_completed": done, "measured_steps": len(measured), "device": str(prep.device),
-            "parameters": params, "model": prep.origin, "techniques": prep.applied,
-            "figures": figures}
+            "parameters": figures["parameters"]["value"], "model": prep.origin,
+            "techniques": prep.applied, "figures": figures}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,8 +37,12 @@ def evaluate(state: runtime.TrainState, batches: list[tuple[torch.Tensor, torch.
     return sum(losses) / len(losses)
 
 
-def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
-    """One optimizer step over state.micro_batches micro-batches: (loss, grad norm, tokens).
+def accumulated_step(state: runtime.TrainState, batches: Any, step: int,
+                     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, float | None, int]:
+    """One optimizer step over state.micro_batches micro-batches. loss_of(x, y) returns a vector
+    whose first entry is the loss to minimise (the others are reported beside it); returns the
+    vector's mean over micro-batches, the pre-clip gradient norm and the tokens seen.
 
     Gradients are synchronised across processes once, on the last micro-batch's backward
     (state.grad_sync is a no-op without a parallel wrapper)."""
@@ -45,22 +50,57 @@ def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[floa
     for group in optimizer.param_groups:
         group["lr"] = state.learning_rate(step)
     micro = state.micro_batches
-    loss_sum = torch.zeros((), device=state.device)
+    totals = None
     tokens = 0
     for index in range(micro):
         x, y = batches.next()
         with state.grad_sync(index == micro - 1):
-            with state.step_context():
-                _, loss = state.forward_model(x, y)
-            state.scaler.scale(loss / micro).backward()
-        loss_sum += loss.detach()
+            parts = loss_of(x, y)
+            state.scaler.scale(parts[0] / micro).backward()
+        totals = parts.detach() if totals is None else totals + parts.detach()
         tokens += x.numel()
     grad_norm = state.clip_gradients()
     state.scaler.step(optimizer)
     state.scaler.update()
     optimizer.zero_grad(set_to_none=True)
     synchronize(state.device)
-    return (loss_sum / micro).item(), grad_norm, tokens
+    return totals / micro, grad_norm, tokens
+
+
+def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with state.step_context():
+            _, loss = state.forward_model(x, y)
+        return loss.reshape(1)
+
+    parts, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    return parts[0].item(), grad_norm, tokens
+
+
+def brief_training(state: runtime.TrainState, batches: Any, steps: int,
+                   optimizer: torch.optim.Optimizer, emit: Emit, control: Any, phase: str,
+                   metric: str) -> list[float]:
+    """A few plain steps outside the measured loop (a teacher's pre-training, fine-tuning after
+    pruning), one `phase` sample each; returns the losses. The model is left in eval mode."""
+    model = state.model
+    model.train()
+    losses: list[float] = []
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        if control.should_stop:
+            break
+        x, y = batches.next()
+        with state.step_context():
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
+              "phase": phase, "metrics": {metric: losses[-1]}})
+    model.eval()
+    return losses
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
