@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler.metrics import format_value
+from profiler.metrics import format_change, format_value
 from profiler.report.compare import DELTA_ROWS, change_pct, flatten
 from profiler.store import RunStore, StoreError
 
@@ -220,7 +220,7 @@ class CompareView(QWidget):
             for column, value in enumerate(values[1:]):
                 self.table.setItem(index, 2 + 2 * column, _item(cell_value(value, unit)))
                 pct = change_pct(value, base)
-                cell = _item("n/a" if pct is None else f"{pct:+.1f} %")
+                cell = _item(format_change(pct))
                 if pct:
                     good = (pct > 0) == (better == "higher")
                     cell.setForeground(QColor(BETTER if good else WORSE))

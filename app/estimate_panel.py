@@ -89,7 +89,7 @@ def _fit(config: RunConfig, host: dict, total: int) -> dict:
     verdict = "Fits" if fits else "Does not fit"
     return {"fits": fits, "share": share,
             "fit_text": f"{verdict}: {format_value(total, 'bytes')} predicted, "
-                        f"{share * 100:.1f} % of {where}."}
+                        f"{format_value(share, 'fraction')} of {where}."}
 
 
 class BreakdownBar(QWidget):
@@ -174,9 +174,9 @@ class EstimatePanel(QWidget):
         text = ""
         if per_token:
             kind = "training (6N + 12·L·H·Q·T)" if self.result.get("training") else "inference (2N + …)"
-            text = f"FLOPs per token: {per_token:.3g} ({kind})"
+            text = f"FLOPs per token: {format_value(per_token, 'FLOP')} ({kind})"
             if self.result.get("flops_per_step"):
-                text += f"; per step: {self.result['flops_per_step']:.3g}"
+                text += f"; per step: {format_value(self.result['flops_per_step'], 'FLOP')}"
         self.flops.setText(text)
         fits = self.result.get("fits")
         self.fit.setText(self.result.get("fit_text", ""))

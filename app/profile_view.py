@@ -188,8 +188,7 @@ class ProfileView(QWidget):
             for column, (key, _label) in enumerate(COLUMNS[2:], start=2):
                 value = op.get(key)
                 number = float(value) if isinstance(value, (int, float)) else -1.0
-                text = (f"{value:.1f} %" if key == "percent_of_steps" and number >= 0 else
-                        format_value(value, "s"))
+                text = format_value(value, "%" if key == "percent_of_steps" else "s")
                 self.table.setItem(row, column, _NumberItem(text, number))
         for column in (4, 5):
             self.table.setColumnHidden(column, not cuda)
@@ -201,7 +200,8 @@ class ProfileView(QWidget):
             self.bar.set_parts([(breakdown.get(key) or 0.0, color) for key, _, color in PARTS])
             for key, label, color in PARTS:
                 value = breakdown.get(key)
-                share = f" ({value / total * 100:.0f} %)" if isinstance(value, (int, float)) else ""
+                share = (f" ({format_value(value / total * 100, '%')})"
+                         if isinstance(value, (int, float)) else "")
                 self.part_labels[key].setText(f"<span style='color:{color}'>■</span> {label}: "
                                               f"{format_value(value, 's')}{share}")
         else:

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.compare_view import cell_value, summary_value
-from profiler.metrics import format_value
+from profiler.metrics import format_change, format_value
 from profiler.store import RunStore
 from tests import gui_support
 from tests.gui_support import fake_worker
@@ -125,7 +125,7 @@ def test_profile_view_shows_a_capture_and_saves_its_trace(qtbot, window, tmp_pat
     table = window.profile.table
     assert table.rowCount() == 2 and table.item(0, 0).text() == "aten::mm"
     assert table.isColumnHidden(4)  # no CUDA columns on a CPU capture
-    assert "6.0 ms (30 %)" in window.profile.part_labels["other_s"].text()
+    assert "6.00 ms (30.0 %)" in window.profile.part_labels["other_s"].text()
     out = tmp_path / "saved.json.gz"
     assert window.profile.save_trace(str(out)) and out.exists()
     click(qtbot, window.stop_button)
@@ -164,8 +164,8 @@ def test_two_finished_runs_overlay_and_their_deltas_equal_the_summaries(qtbot, w
         assert compare.cell_text(key, base_id) == cell_value(base, unit)
         assert compare.cell_text(key, other_id) == cell_value(value, unit)
         assert cell_value(value, unit) in format_value(value, unit)  # the same number
-        assert compare.cell_text(key, other_id, delta=True) == f"{(value - base) / abs(base) * 100:+.1f} %"
-    assert compare.cell_text("tokens_per_s", other_id, delta=True) == "+100.0 %"  # fake: x batch
+        assert compare.cell_text(key, other_id, delta=True) == format_change((value - base) / abs(base) * 100)
+    assert compare.cell_text("tokens_per_s", other_id, delta=True) == "+100 %"  # fake: x batch
     diff_keys = [compare.diff_keys.item(r, 0).text() for r in range(compare.diff_keys.rowCount())]
     assert diff_keys == ["train.batch_size"]
     assert "-batch_size = 4" in compare.diff_text.toPlainText()
