@@ -326,15 +326,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # Benchmarks: each lives in its own module with add_arguments(parser) and run(args) -> int.
 BENCHES = {
-    "techniques": ("profiler.bench_techniques", "tokens/s and peak memory of each training "
+    "techniques": ("profiler.bench.techniques", "tokens/s and peak memory of each training "
                    "technique against the baseline, measured side by side"),
-    "compress": ("profiler.bench_compress", "latency and quality of each quantization and "
+    "compress": ("profiler.bench.compress", "latency and quality of each quantization and "
                  "pruning option against fp32"),
-    "overhead": ("profiler.bench_overhead", "the worker with full streaming and sampling "
+    "overhead": ("profiler.bench.overhead", "the worker with full streaming and sampling "
                  "against a bare PyTorch loop: tokens/s ratio"),
-    "parallel": ("profiler.bench_parallel", "tokens/s of 1 against N processes (torchrun) and "
+    "parallel": ("profiler.bench.parallel", "tokens/s of 1 against N processes (torchrun) and "
                  "the scaling efficiency"),
-    "startup": ("profiler.bench_startup", "from Run to the first training sample, split into "
+    "startup": ("profiler.bench.startup", "from Run to the first training sample, split into "
                 "its parts"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
     "gui": ("app.bench_gui", "event-loop stall and redraw rate of the app's charts (200,000 "
