@@ -80,6 +80,13 @@ class Progress:
         elif kind == "error":
             self._line(f"error ({message['kind']}): {message['message']}\n  hint: {message['hint']}",
                        final=True)
+        elif kind == "profile":
+            top = ", ".join(f"{op['name']} ({op['percent_of_steps']:.0f} %)"
+                            for op in message["operators"][:3]
+                            if op.get("percent_of_steps") is not None)
+            last = message["step"] + message["steps"] - 1
+            self._line(f"profile of steps {message['step']}..{last}: trace {message.get('trace_path') or 'not written'}; top operators: "
+                       f"{top or 'n/a'}", final=True)
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.tty:
@@ -116,6 +123,23 @@ def _apply_overrides(config, args: argparse.Namespace):
     return validate(config)
 
 
+class ProfileRequest:
+    """`--profile STEPS`: one `profile` command, sent once the first measured step is in (warmup
+    steps are not what a profile should show)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.sent = False
+
+    def commands(self, message: dict) -> list[dict]:
+        if self.sent or message["type"] != "sample" or message.get("phase") != "measure":
+            return []
+        from profiler import protocol
+
+        self.sent = True
+        return [protocol.profile_request(self.steps)]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from profiler.client import run_to_completion
     from profiler.config import ConfigError, resolve
@@ -129,6 +153,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, LaunchError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if args.profile is not None and (args.profile < 1 or config.workload != "train"):
+        _err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
+             "a train run (workload = \"train\") and STEPS of 1 or more")
+        return EXIT_USAGE
+    profile = ProfileRequest(args.profile) if args.profile else None
     store = RunStore()
     try:
         run = store.create_run(config)
@@ -157,7 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = config.to_dict()
         if not config.launch.ssh:  # the worker may write artifacts (weights) into the run folder
             start["output_dir"] = str(run.path)
-        status = run_to_completion(start, recorder, on_message=progress.update,
+        def on_message(message: dict) -> list[dict]:
+            progress.update(message)
+            return profile.commands(message) if profile else []
+
+        status = run_to_completion(start, recorder, on_message=on_message,
                                    interrupt=interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
@@ -420,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="override limits.warmup_steps")
     p.add_argument("--name", help="a name for the run in the history")
     p.add_argument("--nproc", type=int, help="override launch.nproc_per_node (torchrun processes)")
+    p.add_argument("--profile", type=int, metavar="STEPS",
+                   help="record STEPS training steps with torch.profiler once the warmup is over "
+                        "(at most 50): operator table and trace in the run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 
