@@ -363,12 +363,13 @@ BENCHES = {
                    "technique against the baseline, measured side by side"),
     "compress": ("profiler.bench.compress", "latency and quality of each quantization and "
                  "pruning option against fp32"),
-    "overhead": ("profiler.bench.overhead", "the worker with full streaming and sampling "
-                 "against a bare PyTorch loop: tokens/s ratio"),
+    "overhead": ("profiler.bench.overhead", "the worker against a reference loop doing the "
+                 "same work (tokens/s ratio with its interval), and the cost of the system "
+                 "sampler and of a profile capture"),
     "parallel": ("profiler.bench.parallel", "tokens/s of 1 against N processes (torchrun) and "
                  "the scaling efficiency"),
-    "startup": ("profiler.bench.startup", "from Run to the first training sample, split into "
-                "its parts"),
+    "startup": ("profiler.bench.startup", "from Run to the first training sample, part by part, "
+                "with a worker spawned at Run (cold) and one already started (warm)"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
     "gui": ("app.bench_gui", "event-loop stall and redraw rate of the app's charts (200,000 "
             "points each) while a synthetic worker streams 100 samples/s"),
