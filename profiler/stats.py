@@ -140,7 +140,7 @@ def describe_ratio(result: dict) -> str:
     if result.get("ratio") is None:
         return result.get("verdict", "n/a")
     text = f"{significant_digits(result['ratio'])}x"
-    if result.get("ci_low") is not None:
-        text += (f" ({significant_digits(result['ci_low'])}-"
-                 f"{significant_digits(result['ci_high'])})")
-    return f"{text}: {result['verdict']}"
+    if result.get("ci_low") is None:
+        return f"{text} ({result['verdict']})"
+    return (f"{text} ({significant_digits(result['ci_low'])}-"
+            f"{significant_digits(result['ci_high'])}): {result['verdict']}")
