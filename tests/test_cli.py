@@ -78,6 +78,7 @@ def test_help_for_every_command():
         assert result.returncode == 0 and "usage: effiscope" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_with_profile_captures_steps_after_the_warmup():
     from profiler.store import RunStore
 
