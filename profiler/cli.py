@@ -102,6 +102,14 @@ class Progress:
         elif kind == "error":
             self._line(safe(f"error ({message['kind']}): {message['message']}") + "\n  hint: "
                        + safe(message["hint"]), final=True)
+        elif kind == "profile":
+            top = ", ".join(f"{op['name']} ({op['percent_of_steps']:.0f} %)"
+                            for op in message["operators"][:3]
+                            if op.get("percent_of_steps") is not None)
+            last = message["step"] + message["steps"] - 1
+            trace = message.get("trace_path") or "not written"
+            self._line(safe(f"profile of steps {message['step']}..{last}: trace {trace}; top "
+                            f"operators: {top or 'n/a'}"), final=True)
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.tty:
@@ -138,6 +146,23 @@ def _apply_overrides(config, args: argparse.Namespace):
     return validate(config)
 
 
+class ProfileRequest:
+    """`--profile STEPS`: one `profile` command, sent once the first measured step is in (warmup
+    steps are not what a profile should show)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.sent = False
+
+    def commands(self, message: dict) -> list[dict]:
+        if self.sent or message["type"] != "sample" or message.get("phase") != "measure":
+            return []
+        from profiler import protocol
+
+        self.sent = True
+        return [protocol.profile_request(self.steps)]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from profiler.client import StartRefused, run_to_completion, start_line
     from profiler.config import ConfigError, resolve
@@ -152,6 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, LaunchError, StartRefused) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if args.profile is not None and (args.profile < 1 or config.workload != "train"):
+        _err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
+             "a train run (workload = \"train\") and STEPS of 1 or more")
+        return EXIT_USAGE
+    profile = ProfileRequest(args.profile) if args.profile else None
     store = RunStore()
     try:
         run = store.create_run(config)
@@ -180,7 +210,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = config.to_dict()
         if not config.launch.ssh:  # the worker may write artifacts (weights) into the run folder
             start["output_dir"] = str(run.path)
-        status = run_to_completion(start, recorder, on_message=progress.update,
+        def on_message(message: dict) -> list[dict]:
+            progress.update(message)
+            return profile.commands(message) if profile else []
+
+        status = run_to_completion(start, recorder, on_message=on_message,
                                    interrupt=interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
@@ -372,16 +406,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # Benchmarks: each lives in its own module with add_arguments(parser) and run(args) -> int.
 BENCHES = {
-    "techniques": ("profiler.bench_techniques", "tokens/s and peak memory of each training "
+    "techniques": ("profiler.bench.techniques", "tokens/s and peak memory of each training "
                    "technique against the baseline, measured side by side"),
-    "compress": ("profiler.bench_compress", "latency and quality of each quantization and "
+    "compress": ("profiler.bench.compress", "latency and quality of each quantization and "
                  "pruning option against fp32"),
-    "overhead": ("profiler.bench_overhead", "the worker with full streaming and sampling "
-                 "against a bare PyTorch loop: tokens/s ratio"),
-    "parallel": ("profiler.bench_parallel", "tokens/s of 1 against N processes (torchrun) and "
+    "overhead": ("profiler.bench.overhead", "the worker against a reference loop doing the "
+                 "same work (tokens/s ratio with its interval), and the cost of the system "
+                 "sampler and of a profile capture"),
+    "parallel": ("profiler.bench.parallel", "tokens/s of 1 against N processes (torchrun) and "
                  "the scaling efficiency"),
-    "startup": ("profiler.bench_startup", "from Run to the first training sample, split into "
-                "its parts"),
+    "startup": ("profiler.bench.startup", "from Run to the first training sample, part by part, "
+                "with a worker spawned at Run (cold) and one already started (warm)"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
     "gui": ("app.bench_gui", "event-loop stall and redraw rate of the app's charts (200,000 "
             "points each) while a synthetic worker streams 100 samples/s"),
@@ -466,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="override limits.warmup_steps")
     p.add_argument("--name", help="a name for the run in the history")
     p.add_argument("--nproc", type=int, help="override launch.nproc_per_node (torchrun processes)")
+    p.add_argument("--profile", type=int, metavar="STEPS",
+                   help="record STEPS training steps with torch.profiler once the warmup is over "
+                        "(at most 50): operator table and trace in the run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 

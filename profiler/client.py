@@ -223,6 +223,8 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
                       silence: protocol.SilenceWatch | None = None) -> str:
     """Start a worker, send the config, record every message until done; return the run status.
 
+    `on_message(message)` sees every message; the commands it returns (a list, or None) are sent.
+
     `interrupt` (set from a signal handler or another thread) asks the worker to stop cleanly; if
     it is set twice in a row with no answer for 10 s the worker is killed. A config the protocol
     cannot carry raises StartRefused before any worker starts. A worker that goes silent (see
@@ -299,7 +301,8 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
             continue
         message = recorder.handle_line(item)
         if message is not None and on_message is not None:
-            on_message(message)
+            for command in on_message(message) or ():  # it may answer with commands to send
+                worker.send(command)
         if message is not None and message["type"] == "done":
             break
     code = worker.shutdown()

@@ -23,3 +23,124 @@ def figure(value: float | int | None, unit: str, how: str) -> dict:
     if isinstance(value, float) and not math.isfinite(value):
         value = None
     return {"value": value, "unit": unit, "how": how}
+
+
+# --- distributions and comparisons ---------------------------------------------------------
+CI_LEVEL = 0.95
+MIN_BOOTSTRAP_N = 5
+"""Below this many measurements a side, a bootstrap sees too few values to stand for the noise."""
+
+
+def _clean(values: list[float]) -> list[float]:
+    return sorted(v for v in values if v is not None and not math.isnan(v))
+
+
+def median_interval(values: list[float],
+                    level: float = CI_LEVEL) -> tuple[float | None, float | None]:
+    """Distribution-free interval of the median from order statistics.
+
+    [x_(k), x_(n+1-k)] covers the true median with probability 1 - 2 P(B <= k - 1) for
+    B ~ Bin(n, 1/2);
+    the narrowest such interval of at least `level` is returned, (None, None) when even
+    [min, max] falls short (n < 6 at 95 %): too few measurements for an honest interval.
+    """
+    data = _clean(values)
+    n = len(data)
+    if n == 0:
+        return None, None
+    tail = 1 / 2**n  # P(B <= k - 1) for k = 1
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * tail
+        if coverage < level:
+            break
+        best = k
+        tail += math.comb(n, k) / 2**n
+    if best is None:
+        return None, None
+    return data[best - 1], data[n - best]
+
+
+def distribution(values: list[float]) -> dict:
+    """What a timed figure carries: n, median, p10 / p90 and a 95 % interval of the median."""
+    data = _clean(values)
+    low, high = median_interval(data)
+    return {"n": len(data), "median": percentile(data, 50), "p10": percentile(data, 10),
+            "p90": percentile(data, 90), "ci_low": low, "ci_high": high}
+
+
+def _median(data: list[float]) -> float:
+    data = sorted(data)
+    mid = len(data) // 2
+    return data[mid] if len(data) % 2 else (data[mid - 1] + data[mid]) / 2
+
+
+def ratio_interval(a: list[float], b: list[float], level: float = CI_LEVEL,
+                   resamples: int = 2000, seed: int = 0) -> dict:
+    """median(a) / median(b) with a seeded percentile-bootstrap interval (a and b resampled
+    independently); `significant` only when the interval excludes 1."""
+    import random
+
+    a, b = _clean(a), _clean(b)
+    if not a or not b or _median(b) == 0:
+        return {"ratio": None, "ci_low": None, "ci_high": None, "significant": False,
+                "verdict": "n/a: no measurements to compare"}
+    ratio = _median(a) / _median(b)
+    if min(len(a), len(b)) < MIN_BOOTSTRAP_N:
+        return {"ratio": ratio, "ci_low": None, "ci_high": None, "significant": False,
+                "verdict": f"n/a: an interval needs {MIN_BOOTSTRAP_N} or more measurements of each"}
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        denominator = _median(rng.choices(b, k=len(b)))
+        if denominator:
+            ratios.append(_median(rng.choices(a, k=len(a))) / denominator)
+    tail = (1 - level) / 2 * 100
+    low, high = percentile(ratios, tail), percentile(ratios, 100 - tail)
+    significant = low is not None and high is not None and not low <= 1.0 <= high
+    if not significant:
+        verdict = "no significant difference"
+    else:
+        verdict = "significantly higher" if ratio > 1 else "significantly lower"
+    return {"ratio": ratio, "ci_low": low, "ci_high": high, "significant": significant,
+            "verdict": verdict}
+
+
+def significant_digits(value: float | None, digits: int = 3) -> str:
+    """A number with `digits` significant digits and thousands separators ("15,600", "1.81",
+    "0.00412"), never rounded to zero; "n/a" for a missing value."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = digits - 1 - magnitude
+    if decimals <= 0:
+        scale = 10 ** -decimals
+        return f"{round(value / scale) * scale:,.0f}"
+    return f"{value:,.{decimals}f}"
+
+
+def describe(dist: dict, unit: str = "", scale: float = 1.0) -> str:
+    """A distribution as people read it: "15,600 tokens/s (±2.1 %, n=195)"; the ± is the larger
+    half of the median's 95 % interval, relative to the median."""
+    median = dist.get("median")
+    if median is None:
+        return "n/a"
+    text = significant_digits(median * scale) + (f" {unit}" if unit else "")
+    low, high = dist.get("ci_low"), dist.get("ci_high")
+    if low is None or high is None or not median:
+        return f"{text} (interval n/a, n={dist['n']})"
+    spread = max(median - low, high - median) / abs(median) * 100
+    return f"{text} (±{significant_digits(spread, 2)} %, n={dist['n']})"
+
+
+def describe_ratio(result: dict) -> str:
+    """"1.02x (0.99-1.05): no significant difference"."""
+    if result.get("ratio") is None:
+        return result.get("verdict", "n/a")
+    text = f"{significant_digits(result['ratio'])}x"
+    if result.get("ci_low") is None:
+        return f"{text} ({result['verdict']})"
+    return (f"{text} ({significant_digits(result['ci_low'])}-"
+            f"{significant_digits(result['ci_high'])}): {result['verdict']}")

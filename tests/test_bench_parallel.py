@@ -20,6 +20,9 @@ def test_bench_parallel_reports_speedup_and_efficiency():
         capture_output=True, text=True, env={**worker_env(), **os.environ}, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    one, two = report["tokens_per_s"]["1"][0], report["tokens_per_s"]["2"][0]
+    one = report["tokens_per_s"]["1 process"]["median"]
+    two = report["tokens_per_s"]["2 processes"]["median"]
     assert one > 0 and two > 0
-    assert report["efficiency_median"] == pytest.approx(two / (2 * one))
+    assert report["speedup"]["ratio"] == pytest.approx(two / one)
+    assert report["efficiency"]["ratio"] == pytest.approx(two / (2 * one))
+    assert report["speedup"]["verdict"].startswith("n/a")  # one round: no interval to claim

@@ -76,3 +76,28 @@ def test_help_for_every_command():
     for command in ("run", "runs", "show", "worker", "gui"):
         result = effiscope(command, "--help")
         assert result.returncode == 0 and "usage: effiscope" in result.stdout
+
+
+@pytest.mark.slow
+def test_run_with_profile_captures_steps_after_the_warmup():
+    from profiler.store import RunStore
+
+    result = effiscope("run", "nano", "--steps", "30", "--batch-size", "2", "--seq-len", "32",
+                       "--warmup", "2", "--profile", "3", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "profile of steps" in result.stderr
+    run = RunStore().open_run(json.loads(result.stdout)["run_id"])
+    lines = [json.loads(line) for line in run.stream_path.read_text().splitlines()]
+    profiles = [m for m in lines if m.get("type") == "profile"]
+    assert len(profiles) == 1 and profiles[0]["steps"] == 3
+    assert profiles[0]["step"] > 2  # after the warmup, not on it
+    assert profiles[0]["operators"] and profiles[0]["trace_path"].startswith(str(run.path))
+
+
+def test_profile_outside_a_train_run_is_refused_with_a_sentence(tmp_path):
+    config = tmp_path / "infer.toml"
+    config.write_text('workload = "infer"\n[model]\npreset = "gpt-nano"\n')
+    for args in ((str(config), "--profile", "2"), ("nano", "--profile", "0")):
+        result = effiscope("run", *args)
+        assert result.returncode == 2, result.stderr
+        assert "--profile" in result.stderr and "train" in result.stderr

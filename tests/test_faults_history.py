@@ -66,10 +66,6 @@ def test_an_index_that_is_no_index_never_hides_the_runs(two_runs, damage, capsys
     assert {r["id"] for r in RunStore().list_runs()} == ids  # and the index is whole again
 
 
-# profiler/report/load.py parses config.toml itself and lets a RecursionError through for a
-# config nested 100,000 deep (its owner: catch RecursionError and ValueError beside
-# TOMLDecodeError there); show and runs already hold.
-KNOWN_REPORT_GAP = "config-deep"
 DAMAGED_FILES = [
     ("meta-list", "meta.json", "[1, 2]", "meta.json holds list"),
     ("meta-garbage", "meta.json", "{not json", "meta.json is not valid JSON"),
@@ -105,8 +101,7 @@ def test_a_damaged_run_folder_is_named_and_never_hides_the_others(
     # show and report read the same folder without a traceback.
     assert cli.main(["show", damaged.name]) == 0
     assert cli.main(["show", "--json", damaged.name]) == 0
-    if name != "config.toml" or "[" * 1000 not in content:  # see KNOWN_REPORT_GAP
-        assert cli.main(["report", damaged.name, "--format", "json", "--out", "-"]) == 0
+    assert cli.main(["report", damaged.name, "--format", "json", "--out", "-"]) == 0
     _, err = capsys.readouterr()
     assert "Traceback" not in err
 

@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.compare_view import cell_value, summary_value
+from profiler.config import RunConfig
 from profiler.metrics import format_change, format_value
 from profiler.store import RunStore
 from tests import gui_support
@@ -104,7 +105,8 @@ def test_restart_with_a_change_that_cannot_apply_mid_run(qtbot, window):
     click(qtbot, window.techniques.restart_button)
     qtbot.waitUntil(lambda: window.running and window.run_id != first, timeout=10_000)
     assert RunStore().open_run(first).meta()["status"] == "stopped"
-    assert "compile" in RunStore().open_run(window.run_id).config().techniques
+    assert "compile" in RunConfig.from_dict(
+        RunStore().open_run(window.run_id).config_dict()).techniques
     window.send_change("refuse_me", {"enabled": True})  # the fake worker refuses this one
     qtbot.waitUntil(lambda: window.techniques.offer.isVisible(), timeout=10_000)
     assert "Not applied" in window.techniques.offer_label.text()

@@ -155,7 +155,7 @@ def load_run(stored: StoredRun) -> RunData:
     config_text = stored.config_text()
     try:
         config = tomllib.loads(config_text) if config_text else {}
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
         config = {}
         warnings.append(f"config.toml could not be parsed ({exc}); shown as text only")
     hello = started = done = None

@@ -157,12 +157,15 @@ class Prepared:
 
 def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, ...] =
             registry.STAGES, apply: bool = True, keep_masks: bool = False,
-            dropout: float | None = None, train_mode: bool = True) -> Prepared:
+            dropout: float | None = None, train_mode: bool = True,
+            system_sampler: bool = True) -> Prepared:
     """Set a run up: refuse what cannot run before any work, then build everything.
 
     stages: the technique stages this workload applies (others are left out with a warning).
     apply: apply the techniques now (compress applies its compression to a copy, itself).
     keep_masks: pruning masks stay through training, folded in by `Prepared.finish`.
+    system_sampler: start the psutil / NVML sampler thread (a bench's bare reference loop does
+    not, to measure what the sampler costs).
     """
     dist = getattr(control, "dist", None) or DistContext()
     device = dist.device_for(resolve_device(config.device))
@@ -197,7 +200,8 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
     if apply:
         prepared.apply(keep_masks=keep_masks)
     gpu_index = (device.index or 0) if device.type == "cuda" else None
-    prepared.sampler = SystemSampler(period_s=SAMPLER_PERIOD_S, gpu_index=gpu_index).start()
+    if system_sampler:
+        prepared.sampler = SystemSampler(period_s=SAMPLER_PERIOD_S, gpu_index=gpu_index).start()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return prepared

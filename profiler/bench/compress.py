@@ -1,9 +1,10 @@
 """`effiscope bench compress`: what each quantization and pruning option costs and buys here.
 
 One process, one model: the fp32 original and every compressed copy live side by side; their
-generations are interleaved repeat by repeat (fp32, A, B, ..., then rotated), so drift of the
-machine hits all alike. Each option is reported against fp32 as ratios — weights in memory,
-prefill and per-token decode latency (p50), decode tokens/s — with its quality delta:
+generations are interleaved by the shared loop (profiler.bench.loop: fp32, A, B, ..., then rotated),
+so drift of the machine hits all alike. Each option is reported against fp32 — weights in memory,
+prefill and per-token decode latency, decode tokens/s, each a median with its interval and a ratio
+with its bootstrap interval — with its quality delta:
 perplexity on held-out text and KL(fp32‖option) of the next-token distributions.
 By default the preset is first trained briefly in-process, so the quality delta means something.
 """
@@ -19,7 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from profiler.bench import loop
 from profiler.errors import Unsupported
+from profiler.stats import describe, describe_ratio
+
+TIMED = ("prefill_latency_s", "decode_latency_s", "decode_tokens_per_s")
+"""Per generation: prefill seconds, mean seconds per decode step, decode tokens/s."""
 
 # (label, techniques): each option against the same fp32 model.
 OPTIONS: list[tuple[str, dict]] = [
@@ -47,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-steps", type=int, default=150, help="train the preset this "
                         "many steps first (default 150; 0 = random weights)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--repeats", type=int, default=10, help="timed generations per option")
+    parser.add_argument("--repeats", type=int, default=10, help="timed generations per option "
+                        "(interleaved rounds)")
     parser.add_argument("--warmup", type=int, default=2, help="warmup generations per option")
+    loop.add_order_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="sequences per generation")
     parser.add_argument("--prompt-len", type=int, default=64, help="prompt tokens")
     parser.add_argument("--gen-len", type=int, default=32, help="generated tokens")
@@ -81,17 +89,9 @@ def measure(args: argparse.Namespace) -> dict:
     from profiler.capabilities import detect
     from profiler.config import RunConfig
     from profiler.data import BatchSampler, load_corpus
-    from profiler.stats import percentile
     from profiler.workloads.distill import pretrain_teacher
-    from profiler.workloads.infer import (
-        apply_compression,
-        eval_windows,
-        generate_once,
-        inference_techniques,
-        prompts_from,
-        score,
-    )
-    from profiler.workloads.train import resolve_device
+    from profiler.workloads.generation import eval_windows, generate_once, prompts_from, score
+    from profiler.workloads.setup import INFER_STAGES, resolve_device
     from techniques import registry, runtime
 
     if args.threads:
@@ -109,14 +109,14 @@ def measure(args: argparse.Namespace) -> dict:
     if not args.run and args.train_steps:
         started = time.perf_counter()
         batches = BatchSampler(corpus.train, 16, min(128, base.shape.block_size), 1337, device)
-        report = pretrain_teacher(base, batches, args.train_steps, 2e-3, lambda m: None, _Quiet())
+        report = pretrain_teacher(runtime.TrainState.plain(base, device), batches, args.train_steps, 2e-3, lambda m: None, _Quiet())
         origin = (f"{args.preset}, {report.replace('teacher trained', 'trained here')} "
                   "(AdamW, lr 2e-3, batch 16)")
         _log(f"{report} in {time.perf_counter() - started:.0f} s")
     base.eval()
 
     wanted_labels = [s.strip() for s in args.only.split(",") if s.strip()]
-    models: dict[str, torch.nn.Module] = {"fp32": base}
+    models: dict[str, runtime.TrainState] = {"fp32": runtime.TrainState.plain(base, device)}
     rows: list[dict] = [{"option": "fp32", "report": "the original model", "available": True}]
     for label, techniques in OPTIONS:
         if wanted_labels and not any(w in label for w in wanted_labels):
@@ -125,49 +125,44 @@ def measure(args: argparse.Namespace) -> dict:
         rows.append(row)
         config.techniques = techniques
         try:
-            wanted = inference_techniques(config, caps, lambda text: None)
+            wanted = runtime.plan(config, caps, INFER_STAGES)
             state = runtime.TrainState(config=config, device=device, caps=caps,
                                        model=copy.deepcopy(base), warn=lambda text: None)
-            applied = apply_compression(state, wanted)
+            applied = runtime.apply_all(state, wanted)
         except (Unsupported, ValueError, registry.UnknownTechnique) as exc:
             row.update(available=False, report=str(exc))
             _log(f"{label}: unavailable: {exc}")
             continue
         row["report"] = "; ".join(a["report"] for a in applied)
-        models[label] = state.model.eval()
+        state.model.eval()
+        models[label] = state
         _log(f"{label}: {row['report']}")
 
     prompts = prompts_from(corpus.val, args.batch_size, args.prompt_len, device)
     names = list(models)
-    timings: dict[str, list[dict]] = {name: [] for name in names}
-    for index in range(args.warmup + args.repeats):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:  # rotate who goes first
-            result = generate_once(models[name], prompts, args.gen_len, device)
-            if index >= args.warmup:
-                timings[name].append(result)
-        _log(f"repeat {index + 1}/{args.warmup + args.repeats} done")
+
+    def generation(name: str) -> dict:
+        result = generate_once(models[name], prompts, args.gen_len)
+        return {key: result[key] for key in TIMED}
+
+    candidates = [loop.Candidate(name, lambda n=name: generation(n)) for name in names]
+    timed = loop.compare(candidates, TIMED, repeats=args.repeats, warmup=args.warmup,
+                         order=args.order, seed=args.seed, log=_log)
     windows = eval_windows(corpus.val, 128, args.eval_tokens)
-    quality = score([models[n] for n in names], windows, device, batch_size=4)
-
-    def p50(name: str, key: str) -> float | None:
-        if key == "decode_latency_s":
-            return percentile([s for r in timings[name] for s in r["_decode_steps_s"]], 50)
-        return percentile([r[key] for r in timings[name]], 50)
-
-    def tokens_per_s(name: str) -> float | None:
-        steps = sum(sum(r["_decode_steps_s"]) for r in timings[name])
-        return sum(r["_decode_tokens"] for r in timings[name]) / steps if steps else None
+    quality = score([models[n] for n in names], windows, batch_size=4)
 
     measured = {}
     for i, name in enumerate(names):
-        params, nonzero = sizes.parameter_counts(models[name])
+        params, nonzero = sizes.parameter_counts(models[name].model)
+        figures = timed["candidates"][name]["metrics"]
         measured[name] = {
-            "model_bytes": sizes.model_bytes(models[name]),
+            "model_bytes": sizes.model_bytes(models[name].model),
             "sparsity": 1 - nonzero / params if params else None,
-            "prefill_latency_p50_s": p50(name, "prefill_latency_s"),
-            "decode_latency_p50_s": p50(name, "decode_latency_s"),
-            "decode_tokens_per_s": tokens_per_s(name),
+            **{f"{key}_distribution": figures[key]["distribution"] for key in TIMED},
+            **{f"{key}_vs_fp32": figures[key]["vs_baseline"] for key in TIMED},
+            "prefill_latency_p50_s": figures["prefill_latency_s"]["distribution"]["median"],
+            "decode_latency_p50_s": figures["decode_latency_s"]["distribution"]["median"],
+            "decode_tokens_per_s": figures["decode_tokens_per_s"]["distribution"]["median"],
             "perplexity": quality["perplexity"][i],
             "kl_to_fp32": quality["kl"][i] if i else 0.0,
         }
@@ -178,9 +173,9 @@ def measure(args: argparse.Namespace) -> dict:
         m = measured[row["option"]]
         row.update(m)
         row["bytes_ratio"] = m["model_bytes"] / ref["model_bytes"]
-        row["prefill_ratio"] = _ratio(m["prefill_latency_p50_s"], ref["prefill_latency_p50_s"])
-        row["decode_latency_ratio"] = _ratio(m["decode_latency_p50_s"], ref["decode_latency_p50_s"])
-        row["speedup"] = _ratio(m["decode_tokens_per_s"], ref["decode_tokens_per_s"])
+        row["prefill_ratio"] = m["prefill_latency_s_vs_fp32"]["ratio"]
+        row["decode_latency_ratio"] = m["decode_latency_s_vs_fp32"]["ratio"]
+        row["speedup"] = m["decode_tokens_per_s_vs_fp32"]["ratio"]
         row["perplexity_change_percent"] = ((m["perplexity"] / ref["perplexity"] - 1) * 100
                                             if m["perplexity"] and ref["perplexity"] else None)
     from profiler.system import describe_host
@@ -198,7 +193,7 @@ def measure(args: argparse.Namespace) -> dict:
         "model": origin, "parameters": base.parameter_count(),
         "settings": {"batch_size": args.batch_size, "prompt_len": args.prompt_len,
                      "gen_len": args.gen_len, "repeats": args.repeats, "warmup": args.warmup,
-                     "eval_tokens": quality["tokens"]},
+                     "order": args.order, "seed": args.seed, "eval_tokens": quality["tokens"]},
         "rows": rows,
     }
 
@@ -210,13 +205,10 @@ def command_line(args: argparse.Namespace) -> str:
     defaults = vars(parser.parse_args([]))
     parts = ["effiscope bench compress", args.preset]
     for key, value in vars(args).items():
-        if key in defaults and key not in ("preset", "json", "record") and value != defaults[key]:
+        if key in defaults and key not in ("preset", "json", "record", "func") \
+                and value != defaults[key]:
             parts.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}"))
     return " ".join(parts)
-
-
-def _ratio(value: float | None, reference: float | None) -> float | None:
-    return value / reference if value is not None and reference else None
 
 
 def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
@@ -243,28 +235,31 @@ def markdown(result: dict) -> str:
         f"Model: {result['model']} ({result['parameters']:,} parameters). Generation: batch "
         f"{s['batch_size']}, prompt {s['prompt_len']}, {s['gen_len']} new tokens, greedy, KV "
         f"cache; {s['repeats']} timed generations per option after {s['warmup']} warmup, "
-        f"interleaved. Quality on {s['eval_tokens']:,} held-out tokens.",
+        f"interleaved ({s['order']} order). Quality on {s['eval_tokens']:,} held-out tokens.",
         "",
-        "| option | weights (× fp32) | prefill p50 (×) | decode ms/token p50 (×) | decode "
-        "tokens/s (×) | perplexity (Δ %) | KL(fp32‖option) | sparsity |",
-        "|---|---|---|---|---|---|---|---|",
+        "| option | weights (× fp32) | prefill | (× fp32) | decode per token | (× fp32) | "
+        "decode tokens/s | (× fp32) | perplexity (Δ %) | KL(fp32‖option) | sparsity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if not row["available"]:
-            lines.append(f"| {row['option']} | unavailable: {row['report']} | | | | | | |")
+            lines.append(f"| {row['option']} | unavailable: {row['report']} |" + " |" * 9)
             continue
+        timed = []
+        for key, unit, scale in (("prefill_latency_s", "ms", 1e3), ("decode_latency_s", "ms", 1e3),
+                                 ("decode_tokens_per_s", "tokens/s", 1.0)):
+            timed.append(describe(row[f"{key}_distribution"], unit, scale))
+            timed.append("baseline" if row["option"] == "fp32"
+                         else describe_ratio(row[f"{key}_vs_fp32"]))
         lines.append(
             f"| {row['option']} | {row['model_bytes'] / 2**20:.2f} MiB "
-            f"({_num(row['bytes_ratio'], '.2f')}) "
-            f"| {_num(row['prefill_latency_p50_s'], '.2f', 1e3)} ms "
-            f"({_num(row['prefill_ratio'], '.2f')}) "
-            f"| {_num(row['decode_latency_p50_s'], '.2f', 1e3)} "
-            f"({_num(row['decode_latency_ratio'], '.2f')}) "
-            f"| {_num(row['decode_tokens_per_s'], ',.0f')} ({_num(row['speedup'], '.2f')}) "
-            f"| {_num(row['perplexity'], '.3f')} ({_num(row['perplexity_change_percent'], '+.2f')}) "
+            f"({_num(row['bytes_ratio'], '.2f')}) | " + " | ".join(timed) +
+            f" | {_num(row['perplexity'], '.3f')} ({_num(row['perplexity_change_percent'], '+.2f')}) "
             f"| {_num(row['kl_to_fp32'], '.4f')} | {_num(row['sparsity'], '.1%')} |")
-    lines += ["", "Ratios are option / fp32 measured in the same run: below 1 is smaller or "
-              "faster for bytes and latency, above 1 is faster for tokens/s."]
+    lines += ["", "Timed figures: median over the interleaved generations with its 95 % interval; "
+              "ratios option / fp32 of the medians with a 95 % bootstrap interval, \"no "
+              "significant difference\" where it contains 1. Below 1 is smaller or faster for "
+              "bytes and latency, above 1 is faster for tokens/s."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,152 @@
+"""The one measuring loop of every bench: candidates interleaved round by round, warmup rounds
+dropped, each metric reported as a distribution and as a ratio against the baseline.
+
+Interleaving (each round runs every candidate once, in an order rotated or shuffled per round)
+makes drift of the machine (thermal, other load, caches) hit all candidates alike; a measurement
+is then one sample, so a spread over rounds is the honest noise of the comparison.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from profiler.stats import describe, describe_ratio, distribution, ratio_interval
+
+Measurement = dict
+"""What a candidate's `measure()` returns: metric name -> value (None where it has no reading),
+plus any extra keys the bench wants kept; {"error": text} when the measurement failed."""
+
+
+@dataclass
+class Candidate:
+    """One configuration under comparison; `measure` runs it once and returns a Measurement."""
+
+    name: str
+    measure: Callable[[], Measurement]
+
+
+def add_order_arguments(parser) -> None:
+    """--order and --seed, the same for every bench."""
+    parser.add_argument("--order", choices=("rotate", "random"), default="rotate",
+                        help="order of the candidates within a round: rotated by one per round "
+                        "(default) or shuffled")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the shuffled order and of the bootstrap (default 0)")
+
+
+def round_order(names: Sequence[str], index: int, order: str, seed: int) -> list[str]:
+    """Who goes when in round `index`: "rotate" shifts the list by one per round (each candidate
+    leads equally often), "random" shuffles it with a seed of its own per round."""
+    names = list(names)
+    if order == "random":
+        random.Random(seed * 1_000_003 + index).shuffle(names)
+        return names
+    if order != "rotate":
+        raise ValueError(f"order = {order!r}: use 'rotate' or 'random'")
+    shift = index % len(names) if names else 0
+    return names[shift:] + names[:shift]
+
+
+def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: int,
+            warmup: int = 0, order: str = "rotate", seed: int = 0,
+            log: Callable[[str], None] | None = None) -> dict:
+    """Measure every candidate `warmup + repeats` times, interleaved; the first is the baseline.
+
+    Returns {"baseline", "order", "repeats", "warmup_rounds", "rounds" (the order each round ran),
+    "candidates": {name: {"measurements", "errors", "metrics": {metric: {"samples",
+    "distribution", "vs_baseline"}}}}}. A ratio is candidate / baseline of the medians, with a
+    seeded bootstrap interval; "no significant difference" when that interval contains 1.
+    """
+    if not candidates:
+        raise ValueError("compare() needs at least one candidate")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be 1 or more and warmup 0 or more")
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    by_name = {c.name: c for c in candidates}
+    if len(by_name) != len(candidates):
+        raise ValueError("candidate names must be unique")
+    kept: dict[str, list[Measurement]] = {c.name: [] for c in candidates}
+    errors: dict[str, list[str]] = {c.name: [] for c in candidates}
+    rounds = []
+    total = warmup + repeats
+    for index in range(total):
+        names = round_order(list(by_name), index, order, seed)
+        rounds.append(names)
+        for name in names:
+            tag = "warmup" if index < warmup else "repeat"
+            log(f"{tag} {index + 1}/{total}: {name}")
+            result = by_name[name].measure()
+            if "error" in result:
+                errors[name].append(str(result["error"]))
+            elif index >= warmup:
+                kept[name].append(result)
+    baseline = candidates[0].name
+    out = {}
+    for name in by_name:
+        per_metric = {}
+        for key in metrics:
+            samples = [m.get(key) for m in kept[name]]
+            samples = [float(v) for v in samples if v is not None]
+            base = [float(m[key]) for m in kept[baseline] if m.get(key) is not None]
+            per_metric[key] = {
+                "samples": samples,
+                "distribution": distribution(samples),
+                "vs_baseline": ratio_interval(samples, base, seed=seed),
+            }
+        out[name] = {"measurements": kept[name], "errors": errors[name], "metrics": per_metric}
+    return {"baseline": baseline, "order": order, "repeats": repeats, "warmup_rounds": warmup,
+            "seed": seed, "rounds": rounds, "candidates": out}
+
+
+def metric(result: dict, name: str, key: str) -> dict:
+    """One candidate's figures for one metric: {"samples", "distribution", "vs_baseline"}."""
+    return result["candidates"][name]["metrics"][key]
+
+
+def markdown_table(result: dict, columns: Sequence[tuple[str, str, str, float]],
+                   first: str = "candidate") -> list[str]:
+    """Rows of `| candidate | metric (unit) | vs baseline | ... |`; columns are
+    (metric, header, unit, scale) and every cell is a distribution with its interval."""
+    head = f"| {first} |" + "".join(f" {h} | vs {result['baseline'].split(' (')[0]} |"
+                                    for _, h, _, _ in columns)
+    lines = [head, "|---|" + "---:|---|" * len(columns)]
+    for name, item in result["candidates"].items():
+        cells = []
+        for key, _, unit, scale in columns:
+            figures = item["metrics"][key]
+            cells.append(describe(figures["distribution"], unit, scale))
+            cells.append("baseline" if name == result["baseline"]
+                         else describe_ratio(figures["vs_baseline"]))
+        error = f" error: {item['errors'][0]}" if item["errors"] else ""
+        lines.append(f"| {name} | " + " | ".join(cells) + f" |{error}")
+    return lines
+
+
+def header(result: dict) -> str:
+    """The sentence under every bench's title: how the measurements were taken."""
+    return (f"{result['repeats']} interleaved rounds ({result['order']} order"
+            f"{', seed ' + str(result['seed']) if result['order'] == 'random' else ''}), "
+            f"{result['warmup_rounds']} warmup rounds dropped; median with its 95 % interval "
+            "(order statistics); ratios against the baseline with a 95 % bootstrap interval")
+
+
+def config_or_none(target: str):
+    """The bench's run config (a preset or a TOML path), or None after saying why not."""
+    from profiler.config import ConfigError, resolve
+
+    try:
+        return resolve(target)
+    except ConfigError as exc:
+        print(f"effiscope: {exc}", file=sys.stderr)
+        return None
+
+
+def print_report(report: dict, as_json: bool, format_table: Callable[[dict], str]) -> int:
+    """The report as JSON or as the bench's table; the bench's exit code (0)."""
+    import json
+
+    print(json.dumps(report, indent=2) if as_json else format_table(report))
+    return 0

@@ -1,0 +1,302 @@
+"""`effiscope bench overhead`: does measuring slow down what is measured?
+
+The same run config is trained (a) by the EffiScope worker, with streaming, per-step figures and
+its system sampler, and (b) by a reference loop in a process of its own that does exactly the
+worker's work and nothing else: the same set-up (model, corpus, batch samplers, techniques through
+the one engine, so the same resolved optimizer implementation), the same threads, the worker's own
+`train_step` and `evaluate` on the same validation schedule. Both loss curves must agree step by
+step (the report says whether they do). The reference loop also runs with the system sampler
+alone (at its default period and at 10 Hz) and with a torch.profiler capture, so each cost is
+reported on its own.
+
+Both loops are timed the same way: from the end of the last warmup step to the end of the last
+step (for the worker: arrival of those samples at the front end), validation passes included in
+both. Each process stays up for every round; the candidates are interleaved by the shared loop
+(profiler.bench.loop), each ratio against the reference with its bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+from profiler.bench import loop
+from profiler.bench.workers import drive, wait_for_hello
+from profiler.config import RunConfig
+from profiler.stats import describe_ratio
+
+RESULT_PREFIX = "effiscope-reference "
+"""The reference process's result lines start with this; anything else on its stdout is a log."""
+METRICS = ("tokens_per_s", "capture_window_s")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
+    parser.add_argument("--steps", type=int, default=60, help="steps per measurement (default 60)")
+    parser.add_argument("--warmup", type=int, default=10, help="warmup steps excluded (default 10)")
+    parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds (default 10)")
+    parser.add_argument("--profile-steps", type=int, default=10,
+                        help="steps of the profile capture measured on its own (default 10)")
+    loop.add_order_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def default_sampler_period_s() -> float:
+    from profiler.system import SystemSampler
+
+    return inspect.signature(SystemSampler).parameters["period_s"].default
+
+
+# --- the reference loop (runs in its own process) -----------------------------------------------
+def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float | None = None,
+                  capture_profile: bool = False) -> dict:
+    """The worker's training work without the worker: the same set-up (prepare), then its
+    train_step / evaluate, with nothing streamed and nothing sampled (unless asked)."""
+
+    import torch
+
+    from profiler.capture import ProfileCapture
+    from profiler.system import SystemSampler
+    from profiler.workloads.setup import prepare
+    from profiler.workloads.train import evaluate, train_step
+
+    class _Quiet:
+        should_stop = False
+
+        def poll(self) -> list:
+            return []
+
+    # The worker's own set-up (profiler/workloads/setup.py), without its sampler thread.
+    prep = prepare(config, lambda message: None, _Quiet(), keep_masks=True,
+                   system_sampler=False)
+    state, model, device = prep.state, prep.model, prep.device
+    train, limits = config.train, config.limits
+    batches = prep.batches(train.batch_size, train.seq_len, sharded=True)
+    held_out = prep.batches(train.batch_size, train.seq_len, 1, val=True)
+    validation = [held_out.next() for _ in range(train.eval_batches)]
+    folder = tempfile.TemporaryDirectory(prefix="effiscope-overhead-")
+    capture = ProfileCapture(folder.name, model, device, lambda message: None,
+                             compiled=state.compiled)
+    sampler = (SystemSampler(period_s=sampler_period_s, gpu_index=None).start()
+               if sampler_period_s else None)
+    losses: list[float] = []
+    val_losses: list[list] = []
+    ends: dict[int, float] = {}
+    if train.eval_interval:
+        val_losses.append([0, evaluate(state, validation)])
+    try:
+        for step in range(1, limits.steps + 1):
+            if capture_profile and step == limits.warmup_steps + 1:
+                capture.request(window_steps, step)
+            started = time.perf_counter()
+            loss, _, _ = train_step(state, batches, step)
+            capture.step_done(time.perf_counter() - started)
+            losses.append(loss)
+            if train.eval_interval and (step % train.eval_interval == 0 or step == limits.steps):
+                val_losses.append([step, evaluate(state, validation)])
+            ends[step] = time.perf_counter()
+    finally:
+        capture.finish()
+        if sampler is not None:
+            sampler.stop()
+        folder.cleanup()
+    return {**timed_figures(config, ends, window_steps), "losses": losses,
+            "val_losses": val_losses, "torch_threads": torch.get_num_threads()}
+
+
+def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int) -> dict:
+    """tokens/s from the end of the last warmup step to the end of the last step, and the
+    seconds of the first `window_steps` measured steps (a profile capture's window)."""
+    warm, steps = config.limits.warmup_steps, config.limits.steps
+    tokens = (steps - warm) * config.train.batch_size * config.train.seq_len
+    window_end = min(steps, warm + max(1, window_steps))
+    return {"tokens_per_s": tokens / (ends[steps] - ends[warm]),
+            "capture_window_s": ends[window_end] - ends[warm]}
+
+
+def serve() -> int:
+    """The reference process: one JSON request per stdin line, one result line per request."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        config = RunConfig.from_dict(request["config"])
+        try:
+            result = reference_run(config, request["window_steps"],
+                                   request.get("sampler_period_s"),
+                                   request.get("capture_profile", False))
+        except Exception as exc:  # noqa: BLE001 - the front end reports it and goes on
+            result = {"error": f"the reference loop failed: {type(exc).__name__}: {exc}"}
+        sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+class ReferenceProcess:
+    """The reference loop's process, started once and kept for every round (as the worker is)."""
+
+    def __init__(self):
+        from profiler.client import worker_env
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "profiler.bench.overhead", "--serve"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(), text=True)
+
+    def run(self, config: RunConfig, **options) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"config": config.to_dict(), **options}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(RESULT_PREFIX):
+                return json.loads(line[len(RESULT_PREFIX):])
+        return {"error": "the reference process exited"}
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+# --- the worker, timed from the front end ------------------------------------------------------
+def worker_run(worker, config: RunConfig, window_steps: int) -> dict:
+    """One run in the kept worker: sample arrival times, its loss curves."""
+    ends: dict[int, float] = {}
+    losses: dict[int, float] = {}
+    val_losses: list[list] = []
+
+    def on_message(message: dict, now: float) -> None:
+        if message["type"] == "sample":
+            metrics = message["metrics"]
+            if message["step"] >= 1:
+                ends[message["step"]] = now
+                losses[message["step"]] = metrics["loss_train"]
+            if metrics.get("loss_val") is not None:
+                val_losses.append([message["step"], metrics["loss_val"]])
+
+    result = drive(config.to_dict(), on_message, worker=worker)
+    if result["error"]:
+        return {"error": result["error"]}
+    return {**timed_figures(config, ends, window_steps),
+            "losses": [losses[s] for s in sorted(losses)], "val_losses": val_losses}
+
+
+# --- the bench ---------------------------------------------------------------------------------
+def loss_check(result: dict) -> dict:
+    """Whether every measurement's loss curves equal the first reference run's, step by step."""
+    reference = result["candidates"][result["baseline"]]["measurements"]
+    if not reference:
+        return {"equal": None, "compared": 0, "steps": 0,
+                "how": "n/a: no reference run completed"}
+    first = reference[0]
+    compared, unequal = 0, []
+    for name, item in result["candidates"].items():
+        for index, m in enumerate(item["measurements"]):
+            compared += 1
+            if m["losses"] != first["losses"] or m["val_losses"] != first["val_losses"]:
+                unequal.append(f"{name} #{index + 1}")
+    return {"equal": not unequal, "compared": compared, "steps": len(first["losses"]),
+            "validations": len(first["val_losses"]), "unequal": unequal,
+            "how": "train loss of every step and every validation loss, compared exactly"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from profiler.client import WorkerProcess
+    from profiler.system import cpu_name
+
+    config = loop.config_or_none(args.preset)
+    if config is None:
+        return 2
+    if not 0 <= args.warmup < args.steps or args.profile_steps < 1:
+        print("effiscope: --warmup must be 0 or more and below --steps, --profile-steps 1 or "
+              "more", file=sys.stderr)
+        return 2
+    config.limits.steps, config.limits.warmup_steps = args.steps, args.warmup
+    config.limits.time_s = 0
+    default_period = default_sampler_period_s()
+    profile_steps = min(args.profile_steps, args.steps - args.warmup)
+    reference = ReferenceProcess()
+    worker = WorkerProcess()
+    try:
+        hello = wait_for_hello(worker)
+        labels = {
+            "reference loop": {},
+            "EffiScope worker": None,
+            f"reference + system sampler ({default_period:g} s, default)":
+                {"sampler_period_s": default_period},
+            "reference + system sampler (0.1 s, 10 Hz)": {"sampler_period_s": 0.1},
+            f"reference + profile capture ({profile_steps} steps)": {"capture_profile": True},
+        }
+
+        def measure(options: dict | None) -> dict:
+            if options is None:
+                return worker_run(worker, config, profile_steps)
+            return reference.run(config, window_steps=profile_steps, **options)
+
+        candidates = [loop.Candidate(name, lambda o=options: measure(o))
+                      for name, options in labels.items()]
+        result = loop.compare(candidates, METRICS, repeats=args.repeats, order=args.order,
+                              seed=args.seed)
+    finally:
+        worker.shutdown()
+        reference.close()
+    threads = {"worker": hello["device"].get("torch_threads"),
+               "reference": next((m["torch_threads"] for m in
+                                  result["candidates"]["reference loop"]["measurements"]), None)}
+    ratios = [result["candidates"][name]["metrics"] for name in labels]
+    report = {
+        "bench": "overhead", "preset": args.preset, "steps": args.steps,
+        "warmup_steps": args.warmup, "profile_steps": profile_steps, "cpu": cpu_name(),
+        "date": time.strftime("%Y-%m-%d"), "threads": threads, "comparison": result,
+        "loss_curves": loss_check(result),
+        "worker_vs_reference": ratios[1]["tokens_per_s"]["vs_baseline"],
+        "sampler_default_vs_reference": ratios[2]["tokens_per_s"]["vs_baseline"],
+        "sampler_10hz_vs_reference": ratios[3]["tokens_per_s"]["vs_baseline"],
+        "profile_capture_window_vs_reference": ratios[4]["capture_window_s"]["vs_baseline"],
+    }
+    return loop.print_report(report, args.json, format_table)
+
+
+def format_table(report: dict) -> str:
+    curves = report["loss_curves"]
+    same = {True: "equal", False: f"NOT equal ({', '.join(curves.get('unequal', []))})",
+            None: "n/a"}[curves["equal"]]
+    lines = [
+        f"bench overhead: preset {report['preset']}, {report['steps']} steps per measurement "
+        f"({report['warmup_steps']} warmup steps excluded, validation as configured), "
+        f"{report['cpu']}, torch threads: worker {report['threads']['worker']}, reference "
+        f"{report['threads']['reference']}",
+        loop.header(report["comparison"]),
+        f"loss curves of all {curves['compared']} measurements: {same} "
+        f"({curves['steps']} train steps, {curves.get('validations', 0)} validations)",
+        "",
+        *loop.markdown_table(report["comparison"], [
+            ("tokens_per_s", "tokens/s", "tokens/s", 1.0),
+            ("capture_window_s", f"first {report['profile_steps']} measured steps", "s", 1.0)],
+            first="loop"),
+        "",
+        f"worker / reference (tokens/s): {describe_ratio(report['worker_vs_reference'])}; "
+        "aim: at least 0.98, interval narrower than 1 %",
+        f"system sampler at its default: {describe_ratio(report['sampler_default_vs_reference'])}",
+        f"system sampler at 10 Hz: {describe_ratio(report['sampler_10hz_vs_reference'])}",
+        f"profile capture, time of its {report['profile_steps']} steps and writing the trace "
+        "(× the same steps uncaptured): "
+        f"{describe_ratio(report['profile_capture_window_vs_reference'])}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", action="store_true", required=True,
+                        help="be the reference process (JSON requests on stdin)")
+    parser.parse_args()
+    sys.exit(serve())

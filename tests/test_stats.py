@@ -1,0 +1,96 @@
+"""profiler.stats on seeded synthetic timings: the median's interval covers the true median at
+about its nominal rate, and a ratio is called significant exactly when it should be."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from profiler.stats import (
+    describe,
+    distribution,
+    median_interval,
+    ratio_interval,
+    significant_digits,
+)
+
+
+def timings(rng: random.Random, n: int, median: float = 0.05, spread: float = 0.03) -> list[float]:
+    """Step times around `median` (log-normal: a true median of exactly `median`), with a slow
+    tail as a loaded machine gives."""
+    return [median * rng.lognormvariate(0, spread) * (1.5 if rng.random() < 0.05 else 1.0)
+            for _ in range(n)]
+
+
+def exact_coverage(n: int, k: int) -> float:
+    return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+
+def test_distribution_of_known_values():
+    d = distribution(list(range(1, 11)))
+    assert d["n"] == 10 and d["median"] == 5.5
+    assert d["p10"] == pytest.approx(1.9) and d["p90"] == pytest.approx(9.1)
+    assert (d["ci_low"], d["ci_high"]) == (2, 9)  # x_(2), x_(9): 97.9 % for n = 10
+    assert distribution([None, float("nan"), 3.0])["n"] == 1
+
+
+def test_too_few_values_have_no_interval():
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (None, None)  # [min, max] is 93.75 %
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (1.0, 6.0)
+    empty = distribution([])
+    assert empty["n"] == 0 and empty["median"] is None and empty["ci_low"] is None
+
+
+def test_interval_covers_the_true_median_at_its_nominal_rate():
+    n, trials = 15, 600
+    rng = random.Random(20261201)
+    covered = 0
+    for _ in range(trials):
+        # No slow tail here: with it the true median would not be exactly 0.05.
+        low, high = median_interval([0.05 * rng.lognormvariate(0, 0.05) for _ in range(n)])
+        covered += low <= 0.05 <= high
+    nominal = exact_coverage(n, 4)  # the interval [x_(4), x_(12)] that n = 15 gives
+    assert nominal >= 0.95
+    assert abs(covered / trials - nominal) < 0.03, (covered / trials, nominal)
+
+
+def test_a_planted_ten_percent_slowdown_is_significant():
+    rng = random.Random(7)
+    calls = [ratio_interval(timings(rng, 20, 0.055), timings(rng, 20, 0.050), resamples=500,
+                            seed=trial) for trial in range(40)]
+    assert sum(c["significant"] for c in calls) >= 38
+    for c in calls:
+        assert c["ci_low"] <= c["ratio"] <= c["ci_high"]
+        if c["significant"]:
+            assert c["verdict"] == "significantly higher"
+    assert sum(c["ratio"] for c in calls) / len(calls) == pytest.approx(1.1, abs=0.01)
+
+
+def test_no_difference_is_mostly_called_no_significant_difference():
+    rng = random.Random(8)
+    calls = [ratio_interval(timings(rng, 20), timings(rng, 20), resamples=500, seed=trial)
+             for trial in range(80)]
+    false_alarms = sum(c["significant"] for c in calls)
+    assert false_alarms <= 8  # nominal 5 % of 80 is 4
+    assert all(c["verdict"] == "no significant difference" for c in calls if not c["significant"])
+
+
+def test_ratio_needs_enough_measurements_and_is_seeded():
+    few = ratio_interval([1.0, 1.1, 1.2], [2.0, 2.1, 2.2])
+    assert few["ratio"] == pytest.approx(1.1 / 2.1) and few["ci_low"] is None
+    assert not few["significant"] and few["verdict"].startswith("n/a")
+    rng = random.Random(3)
+    a, b = timings(rng, 10), timings(rng, 10)
+    assert ratio_interval(a, b, seed=5) == ratio_interval(a, b, seed=5)
+    assert ratio_interval([], b)["ratio"] is None
+
+
+def test_figures_print_with_three_significant_digits():
+    assert significant_digits(15_634.2) == "15,600"
+    assert significant_digits(1.8123) == "1.81"
+    assert significant_digits(0.004123) == "0.00412"  # never rounded to zero
+    assert significant_digits(None) == "n/a"
+    text = describe(distribution([100.0 + i for i in range(20)]), "tokens/s")
+    assert text.startswith("110 tokens/s (±") and text.endswith("n=20)")
