@@ -71,7 +71,8 @@ def run_one(spec, ctx) -> Check:
 
     check = Check(spec.name, spec.title, "pass")
     if spec.cuda_only and not ctx.cuda:
-        check.status, check.reason = "skip", "no CUDA GPU"
+        check.status, check.reason = "skip", ("no CUDA GPU" if not torch.cuda.is_available()
+                                              else f"needs a CUDA device; --device is {ctx.device}")
         return check
     if spec.cpu_needs_full and not ctx.cuda and not ctx.full:
         check.status, check.reason = "skip", spec.cpu_needs_full
