@@ -211,7 +211,36 @@ def run(args: argparse.Namespace) -> int:
     print(f"effiscope doctor: {device}{f' ({name})' if name else ''}, torch {torch.__version__}, "
           f"{len(specs)} checks", file=progress, flush=True)
     started = time.perf_counter()
-    checks = []
+    checks: list[Check] = []
+    environment = {"device": str(device), "device_kind": device.type, "device_name": name,
+                   "torch": torch.__version__, "cuda": torch.version.cuda,
+                   "python": sys.version.split()[0]}
+
+    def build_report(finished: bool) -> dict:
+        failed = [c.name for c in checks if c.status == "fail"]
+        counts = {s: sum(c.status == s for c in checks) for s in ("pass", "fail", "skip")}
+        text = (f"{counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed"
+                + (f" ({', '.join(failed)})" if failed else "")
+                + f" in {time.perf_counter() - started:.0f} s"
+                + ("" if finished else f"; still running ({len(checks)} of {len(specs)} done)"))
+        return {
+            "doctor": FORMAT_VERSION, "created": created, "finished": finished,
+            "environment": environment,
+            "options": {"quick": args.quick, "full": args.full, "only": args.only},
+            "result": {"exit_code": EXIT_FAILED if failed else EXIT_OK, "failed": failed,
+                       **counts, "text": text},
+            "warnings": sorted(set(ctx.warnings)),
+            "checks": [asdict(c) for c in checks],
+        }
+
+    def write(finished: bool) -> tuple[Path | None, Path | None]:
+        try:
+            return write_files(build_report(finished), args.out)
+        except OSError as exc:
+            print(f"effiscope: doctor: cannot write the report ({exc}); set EFFISCOPE_HOME or "
+                  "--out to a writable folder", file=sys.stderr)
+            return None, None
+
     with tempfile.TemporaryDirectory(prefix="effiscope-doctor-") as workdir:
         ctx = Context(device=device, quick=args.quick, full=args.full, workdir=Path(workdir),
                       caps=detect(device))
@@ -219,28 +248,11 @@ def run(args: argparse.Namespace) -> int:
             check = run_one(spec, ctx)
             checks.append(check)
             print(line(check), file=progress, flush=True)
-    failed = [c.name for c in checks if c.status == "fail"]
-    counts = {s: sum(c.status == s for c in checks) for s in ("pass", "fail", "skip")}
-    text = (f"{counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed"
-            + (f" ({', '.join(failed)})" if failed else "")
-            + f" in {time.perf_counter() - started:.0f} s")
-    report = {
-        "doctor": FORMAT_VERSION, "created": created,
-        "environment": {"device": str(device), "device_kind": device.type, "device_name": name,
-                        "torch": torch.__version__, "cuda": torch.version.cuda,
-                        "python": sys.version.split()[0]},
-        "options": {"quick": args.quick, "full": args.full, "only": args.only},
-        "result": {"exit_code": EXIT_FAILED if failed else EXIT_OK, "failed": failed,
-                   **counts, "text": text},
-        "warnings": sorted(set(ctx.warnings)),
-        "checks": [asdict(c) for c in checks],
-    }
-    try:
-        json_path, md_path = write_files(report, args.out)
-    except OSError as exc:
-        print(f"effiscope: doctor: cannot write the report ({exc}); set EFFISCOPE_HOME or --out "
-              "to a writable folder", file=sys.stderr)
-        json_path = md_path = None
+            if check.status != "skip" and spec is not specs[-1]:
+                write(False)  # a run stopped at a time limit still leaves what it measured
+    report = build_report(True)
+    json_path, md_path = write(True)
+    text, failed = report["result"]["text"], report["result"]["failed"]
     print(f"doctor: {text}", file=progress)
     if json_path:
         print(f"doctor: wrote {json_path} and {md_path.name}", file=progress)
