@@ -311,22 +311,23 @@ def check_sparse_2to4(ctx: Context) -> dict:
 
 
 def check_fsdp(ctx: Context) -> dict:
-    """FSDP2 (the fsdp technique, bf16 mixed precision) over NCCL in one process, against plain
-    bf16 autocast on the same batches."""
+    """FSDP2 (the fsdp technique, bf16 mixed precision) in one process — NCCL on CUDA, gloo on a
+    CPU — against plain bf16 autocast on the same batches."""
+    backend = "nccl" if ctx.cuda else "gloo"
     config = train_config(ctx, {"precision": {"dtype": "bf16"}})
     batches = make_batches(ctx, config, 4)
     n = 5
     plain = train(make_state(ctx, config), batches, n)["losses"]
-    dist = process_group(ctx, "nccl")
+    dist = process_group(ctx, backend)
     try:
         fsdp_config = train_config(ctx, {"fsdp": {"mixed_precision": "bf16"}})
-        state = make_state(ctx, fsdp_config, {"dist_backend": "nccl"})
+        state = make_state(ctx, fsdp_config, {"dist_backend": backend})
         kinds = {type(p).__name__ for p in state.model.parameters()}
         losses = train(state, batches, n)["losses"]
     finally:
         dist.destroy_process_group()
     diff = max_rel_diff(losses, plain) if finite(losses) else None
-    figures = {"backend": "nccl", "world_size": 1, "parameter_types": sorted(kinds),
+    figures = {"backend": backend, "world_size": 1, "parameter_types": sorted(kinds),
                "losses": losses, "autocast_losses": plain, "max_rel_diff": diff,
                "report": state.reports.get("fsdp")}
     if kinds != {"DTensor"}:
@@ -334,7 +335,7 @@ def check_fsdp(ctx: Context) -> dict:
                           figures)
     if diff is None or diff > 0.05:
         raise CheckFailed(f"FSDP2 losses differ from bf16 autocast by {diff}", figures)
-    figures["summary"] = f"FSDP2 over NCCL, 1 process: {n} steps within {diff:.1%} of autocast"
+    figures["summary"] = f"FSDP2 over {backend}, 1 process: {n} steps within {diff:.1%} of autocast"
     return figures
 
 
@@ -413,8 +414,8 @@ CHECKS = [
               check_torchao, cuda_only=True),
     CheckSpec("sparse_2to4", "2:4 semi-structured sparse matmul speed", check_sparse_2to4,
               cuda_only=True),
-    CheckSpec("fsdp", "FSDP2 with bf16 mixed precision over NCCL, one process", check_fsdp,
-              cuda_only=True),
+    CheckSpec("fsdp", "FSDP2 with bf16 mixed precision in one process (gloo on CPU, NCCL on "
+              "CUDA)", check_fsdp),
     CheckSpec("gpt2_throughput", "GPT-2 small bf16 + compile + SDPA: tokens/s and MFU",
               check_gpt2_throughput, cuda_only=True),
     CheckSpec("energy_per_token", "energy per trained token (NVML energy counter)",

@@ -14,8 +14,9 @@ import torch
 from profiler import cli, doctor, doctor_checks
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_CHECKS = ["versions", "train_fp32", "adamw", "sdpa", "activation_checkpointing", "ddp"]
-GPU_CHECKS = ["nvml", "train_fp16", "tf32", "torchao", "sparse_2to4", "fsdp", "gpt2_throughput",
+CPU_CHECKS = ["versions", "train_fp32", "adamw", "sdpa", "activation_checkpointing", "ddp",
+              "fsdp"]
+GPU_CHECKS = ["nvml", "train_fp16", "tf32", "torchao", "sparse_2to4", "gpt2_throughput",
               "energy_per_token"]
 
 
@@ -39,7 +40,8 @@ def test_cpu_checks_pass_and_gpu_checks_skip_with_reasons(effiscope_home, capsys
         assert status[name]["status"] == "skip", name
         assert "CUDA" in status[name]["reason"], name
     assert "--full" in status["compile"]["reason"]  # slow on a CPU: skipped unless asked for
-    assert status["ddp"]["figures"]["backend"] == "gloo"
+    assert status["ddp"]["figures"]["backend"] == status["fsdp"]["figures"]["backend"] == "gloo"
+    assert status["fsdp"]["figures"]["parameter_types"] == ["DTensor"]
     assert report["result"]["exit_code"] == 0 and report["result"]["failed"] == []
     assert "PASS  train_fp32" in capsys.readouterr().out
 
@@ -118,6 +120,6 @@ def test_cli_subprocess_prints_json_and_imports_no_qt(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_checks_pass_on_a_gpu(tmp_path):
-    assert cli.main(["doctor", "--quick", "--only", "nvml,train_fp16,sdpa,ddp",
+    assert cli.main(["doctor", "--quick", "--only", "nvml,train_fp16,sdpa,ddp,fsdp",
                      "--out", str(tmp_path)]) == 0
     assert {c["status"] for c in _report(tmp_path)["checks"]} == {"pass"}
