@@ -1,10 +1,12 @@
 """`effiscope doctor`: does this set-up work, and how fast is it? One command, every path.
 
-Each check (profiler/doctor_checks*.py) ends as pass, fail (with the error) or skip (with the
-reason, e.g. "no CUDA GPU"), with its figures. Results go to the terminal and to a JSON and a
-Markdown file under the data directory ($EFFISCOPE_HOME or the platform's, see profiler.store),
-or under --out. The exit status is non-zero when a check failed, and the failing checks are
-named. This module imports no torch until it runs, and nothing here imports Qt.
+Each check (profiler/doctor_checks.py and doctor_checks_gpu.py) ends as pass, fail (with the
+error) or skip (with the reason, e.g. "no CUDA GPU"), with its figures. Results go to the
+terminal and to a JSON and a Markdown file under the data directory ($EFFISCOPE_HOME or the
+platform's, see profiler.store), or under --out; the files are rewritten after each check, so a
+run stopped at a time limit keeps what it measured. The exit status is non-zero when a check
+failed, and the failing checks are named. This module imports no torch until it runs, and
+nothing here imports Qt.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _json_safe(value):
 def run_one(spec, ctx) -> Check:
     import torch
 
-    from profiler.doctor_checks import CheckFailed, Skip
+    from profiler.doctor_base import CheckFailed, Skip
 
     check = Check(spec.name, spec.title, "pass")
     if spec.cuda_only and not ctx.cuda:
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from profiler.capabilities import detect
-    from profiler.doctor_checks import Context
+    from profiler.doctor_base import Context
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

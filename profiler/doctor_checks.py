@@ -1,7 +1,7 @@
-"""The checks of `effiscope doctor` that mean something on a CPU too, and what every check uses.
+"""The checks of `effiscope doctor` that mean something on a CPU too (and run on CUDA as well).
 
-A check is a small function of a Context that returns its figures (a JSON-able dict; the key
-"summary" becomes its one line on the terminal). It raises Skip(reason) where it has no meaning
+A check is a small function of a Context (profiler.doctor_base) that returns its figures (a
+JSON-able dict; the key "summary" becomes its one line on the terminal). It raises Skip(reason) where it has no meaning
 here and CheckFailed(message, figures) where what it measured is wrong; any other exception is a
 failure as well. Each check builds on the project's own pieces — the built-in GPT, RunConfig, the
 technique engine (techniques.runtime) and the train workload's train_step — so it verifies the
@@ -17,180 +17,31 @@ import math
 import platform
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from profiler.config import RunConfig
-from profiler.data import BatchSampler, random_corpus, stdlib_corpus
+from profiler.doctor_base import (
+    CheckFailed,
+    CheckSpec,
+    Context,
+    Skip,
+    distribution,
+    finite,
+    free,
+    make_batches,
+    make_state,
+    max_rel_diff,
+    run_config,
+    steps,
+    time_calls,
+    train,
+    train_config,
+)
 from profiler.models.gpt import build_gpt
-from profiler.stats import percentile
 from profiler.theory import predict_for_config
-from profiler.workloads.train import train_step
 from techniques import runtime
-
-
-class Skip(Exception):
-    """The check has no meaning on this machine; str() says why."""
-
-
-class CheckFailed(Exception):
-    """The check ran and what it measured is wrong; figures keep what it saw."""
-
-    def __init__(self, message: str, figures: dict | None = None):
-        super().__init__(message)
-        self.figures = figures or {}
-
-
-@dataclass
-class Context:
-    device: torch.device
-    quick: bool = False
-    full: bool = False
-    workdir: Path = Path(".")
-    """A private folder for files a check needs (the process-group store)."""
-    caps: dict = field(default_factory=dict)
-    """profiler.capabilities.detect(device)."""
-    warnings: list[str] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def tokens(self) -> torch.Tensor:
-        """Real text (this Python's standard library as bytes), random bytes where it is missing."""
-        if "tokens" not in self.cache:
-            try:
-                self.cache["tokens"] = stdlib_corpus(300_000, 0.1).train
-            except Exception:  # noqa: BLE001 - a stripped Python: random bytes still train
-                self.cache["tokens"] = random_corpus(256, 0).train
-        return self.cache["tokens"]
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    name: str
-    title: str
-    run: Callable[[Context], dict]
-    cuda_only: bool = False
-    """Skipped with "no CUDA GPU" on a machine without one."""
-    cpu_needs_full: str = ""
-    """When set: on a CPU, skipped with this reason unless --full."""
-
-
-# --- helpers -------------------------------------------------------------------------------
-def distribution(values: list[float], unit: str) -> dict:
-    """A timed figure as n, median and the 10th / 90th percentiles (never a bare number)."""
-    return {"n": len(values), "median": percentile(values, 50), "p10": percentile(values, 10),
-            "p90": percentile(values, 90), "unit": unit}
-
-
-def time_calls(ctx: Context, fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
-    """Seconds per call, warmup calls left out, the device synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    ctx.sync()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        ctx.sync()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def run_config(ctx: Context, preset: str, batch: int, seq: int,
-               techniques: dict | None = None) -> RunConfig:
-    config = RunConfig()
-    config.device = ctx.device.type
-    config.model.preset = preset
-    config.train.batch_size = batch
-    config.train.seq_len = seq
-    config.techniques = copy.deepcopy(techniques or {})
-    return config
-
-
-def train_config(ctx: Context, techniques: dict | None = None, tiny: bool = False) -> RunConfig:
-    """The small training set-up the step checks share: gpt-mini on a GPU, gpt-nano on a CPU."""
-    if ctx.cuda:
-        return run_config(ctx, "gpt-mini", 16, 256, techniques)
-    return run_config(ctx, "gpt-nano", *((2, 32) if tiny else (4, 64)), techniques)
-
-
-def make_state(ctx: Context, config: RunConfig, extra_caps: dict | None = None,
-               model: torch.nn.Module | None = None) -> runtime.TrainState:
-    """Model + every enabled technique through the engine, as a run sets them up."""
-    torch.manual_seed(config.seed)
-    if model is None:
-        model = build_gpt(config.model.preset).to(ctx.device)
-    caps = {**ctx.caps, "world_size": 1, **(extra_caps or {})}
-    state = runtime.TrainState(config=config, device=ctx.device, caps=caps, model=model,
-                               warn=ctx.warnings.append)
-    runtime.apply_all(state)
-    return state
-
-
-class FixedBatches:
-    """The same batches in the same order for every variant a check compares."""
-
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]):
-        self.batches = batches
-        self.index = 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.batches[self.index % len(self.batches)]
-        self.index += 1
-        return batch
-
-
-def make_batches(ctx: Context, config: RunConfig, n: int) -> list:
-    sampler = BatchSampler(ctx.tokens(), config.train.batch_size, config.train.seq_len,
-                           config.seed, ctx.device)
-    return [sampler.next() for _ in range(n)]
-
-
-def train(state: runtime.TrainState, batches: list, steps: int, warmup: int = 0) -> dict:
-    """Losses of every step; step times and tokens of the steps after warmup (train_step
-    synchronises the device before it returns)."""
-    feed = FixedBatches(batches)
-    losses, times, tokens = [], [], 0
-    for step in range(1, steps + 1):
-        started = time.perf_counter()
-        loss, _, n = train_step(state, feed, step)
-        elapsed = time.perf_counter() - started
-        losses.append(loss)
-        if step > warmup:
-            times.append(elapsed)
-            tokens += n
-    return {"losses": losses, "times": times, "tokens": tokens}
-
-
-def finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)
-
-
-def max_rel_diff(values: list[float], reference: list[float]) -> float:
-    return max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(values, reference, strict=True))
-
-
-def steps(ctx: Context) -> int:
-    return 10 if ctx.quick else 20
-
-
-def free(ctx: Context) -> None:
-    import gc
-
-    gc.collect()
-    if ctx.cuda:
-        torch.cuda.empty_cache()
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -404,28 +255,29 @@ def saved_bytes(state: runtime.TrainState, x: torch.Tensor, y: torch.Tensor) -> 
     return sum(n for ptr, n in saved.items() if ptr not in params)
 
 
-def _cuda_step_peak(ctx: Context, config: RunConfig) -> tuple[int, float]:
+def _cuda_step_peak(ctx: Context, config: RunConfig) -> tuple[int, float, int]:
     """Peak allocated bytes of one train step after a warm step, above what was allocated
-    before the model was built; and that step's loss."""
+    before the model was built; that step's loss; and what was allocated when it began."""
     free(ctx)
     base = torch.cuda.memory_allocated(ctx.device)
     state = make_state(ctx, config)
     batches = make_batches(ctx, config, 2)
     train(state, batches[:1], 1)  # optimizer states exist from here on
     torch.cuda.reset_peak_memory_stats(ctx.device)
+    start = torch.cuda.memory_allocated(ctx.device) - base
     loss = train(state, batches[1:], 1)["losses"][0]
     peak = torch.cuda.max_memory_allocated(ctx.device) - base
     del state, batches
     free(ctx)
-    return peak, loss
+    return peak, loss, start
 
 
 def check_activation_checkpointing(ctx: Context) -> dict:
     ckpt = {"activation_checkpointing": {"every": 1}}
     if ctx.cuda:
         config = run_config(ctx, "gpt-mini", 16, 256)
-        plain_peak, plain_loss = _cuda_step_peak(ctx, config)
-        ckpt_peak, ckpt_loss = _cuda_step_peak(ctx, run_config(ctx, "gpt-mini", 16, 256, ckpt))
+        plain_peak, plain_loss, _ = _cuda_step_peak(ctx, config)
+        ckpt_peak, ckpt_loss, _ = _cuda_step_peak(ctx, run_config(ctx, "gpt-mini", 16, 256, ckpt))
         figures = {"method": "torch.cuda.max_memory_allocated over one train step",
                    "peak_allocated_bytes": plain_peak, "checkpointed_peak_allocated_bytes": ckpt_peak,
                    "loss": plain_loss, "checkpointed_loss": ckpt_loss}
@@ -470,15 +322,20 @@ def check_memory_prediction(ctx: Context) -> dict:
             techniques["precision"] = {"dtype": dtype}
         config = run_config(ctx, preset, batch, seq, techniques)
         predicted = predict_for_config(config, 1)
+        row = {"batch": batch, "seq_len": seq, "checkpoint_every": every, "dtype": dtype}
         if ctx.cuda:
-            measured = _cuda_step_peak(ctx, config)[0]
+            measured, _, start = _cuda_step_peak(ctx, config)
             expected = predicted["total"]
+            # The parts, to see which one drifts: what was allocated as the step began (weights,
+            # buffers, optimizer states) against the prediction of those parts.
+            row.update(step_start_bytes=start, predicted_parts={
+                k: predicted[k] for k in ("weights", "buffers", "gradients", "optimizer_states",
+                                          "activations")})
         else:
             state = make_state(ctx, config)
             x, y = make_batches(ctx, config, 1)[0]
             measured, expected = saved_bytes(state, x, y), predicted["activations"]
-        rows.append({"batch": batch, "seq_len": seq, "checkpoint_every": every, "dtype": dtype,
-                     "predicted_bytes": expected, "measured_bytes": measured,
+        rows.append({**row, "predicted_bytes": expected, "measured_bytes": measured,
                      "ratio": measured / expected})
     off = [r for r in rows if abs(r["ratio"] - 1) > 0.10]
     figures = {"model": preset,

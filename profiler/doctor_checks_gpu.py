@@ -12,25 +12,24 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from profiler.doctor_checks import (
+from profiler.doctor_base import (
     CheckFailed,
     CheckSpec,
     Context,
     Skip,
-    check_sdpa_cpu,
     distribution,
     finite,
     free,
     make_batches,
     make_state,
     max_rel_diff,
-    process_group,
     run_config,
     steps,
     time_calls,
     train,
     train_config,
 )
+from profiler.doctor_checks import check_sdpa_cpu, process_group
 from profiler.models.gpt import build_gpt
 from profiler.theory import flops_per_token, mfu
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler import cli, doctor, doctor_checks
+from profiler import cli, doctor, doctor_base
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_CHECKS = ["versions", "train_fp32", "adamw", "sdpa", "activation_checkpointing", "ddp",
@@ -64,7 +64,7 @@ def _broken(ctx):
 def test_a_broken_check_fails_the_run_and_is_named(tmp_path, monkeypatch, capsys):
     specs = doctor.all_checks()
     monkeypatch.setattr(doctor, "all_checks", lambda: specs + [
-        doctor_checks.CheckSpec("broken", "a check that raises", _broken)])
+        doctor_base.CheckSpec("broken", "a check that raises", _broken)])
     code = cli.main(["doctor", "--device", "cpu", "--only", "versions,broken", "--out",
                      str(tmp_path)])
     assert code == 1
@@ -79,13 +79,13 @@ def test_a_broken_check_fails_the_run_and_is_named(tmp_path, monkeypatch, capsys
 
 
 def test_a_real_check_catches_non_finite_losses(tmp_path, monkeypatch):
-    real_step = doctor_checks.train_step
+    real_step = doctor_base.train_step
 
     def nan_step(state, batches, step):
         loss, norm, tokens = real_step(state, batches, step)
         return float("nan") if step >= 3 else loss, norm, tokens
 
-    monkeypatch.setattr(doctor_checks, "train_step", nan_step)
+    monkeypatch.setattr(doctor_base, "train_step", nan_step)
     assert cli.main(["doctor", "--device", "cpu", "--quick", "--only", "train_fp32",
                      "--out", str(tmp_path)]) == 1
     check = _report(tmp_path)["checks"][0]
