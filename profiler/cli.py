@@ -544,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_parsers(sub)
 
+    # The self-check; profiler.doctor imports torch only when it runs.
+    from profiler import doctor
+
+    p = sub.add_parser("doctor", help="self-check: every CPU / CUDA path of EffiScope, pass / "
+                                      "fail / skip with figures (exit 1 when a check fails)",
+                       description=doctor.__doc__.splitlines()[0])
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
+
     p = sub.add_parser("worker", help="speak the worker protocol on stdin/stdout (used by the app, "
                                       "torchrun and ssh)")
     p.set_defaults(func=cmd_worker)
