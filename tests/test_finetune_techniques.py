@@ -32,10 +32,11 @@ def make_state(techniques: dict, device=CPU, **train) -> runtime.TrainState:
     return state
 
 
-def steps(state: runtime.TrainState, n: int = 3) -> list[float]:
+def steps(state: runtime.TrainState, n: int = 3, repeat: bool = False) -> list[float]:
+    """n optimizer steps on random tokens (one fixed batch when repeat: the loss must fall)."""
     losses = []
     for i in range(n):
-        gen = torch.Generator().manual_seed(i)
+        gen = torch.Generator().manual_seed(0 if repeat else i)
         data = torch.randint(0, TINY.vocab_size, (4, 17), generator=gen).to(state.device)
         state.optimizer.zero_grad()
         loss = state.forward_model(data[:, :-1], data[:, 1:])[1]
@@ -207,9 +208,9 @@ def test_low_bit_state_bytes_match_the_prediction(bits):
                                    "backend": "torchao"}, detect(CPU)):
         pytest.skip("no torchao or no C++ compiler for torch.compile on this machine")
     fp32 = make_state({}, learning_rate=3e-3)
-    fp32_losses = steps(fp32, 4)
+    fp32_losses = steps(fp32, 6, repeat=True)
     low = make_state({"optimizer_low_bit": {"bits": bits}}, learning_rate=3e-3)
-    losses = steps(low, 4)
+    losses = steps(low, 6, repeat=True)
     numels = [p.numel() for p in low.model.parameters()]
     predicted = theory.low_bit_adamw_bytes(numels, bits)
     measured = low_bit_bytes(low.optimizer)
