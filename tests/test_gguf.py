@@ -122,8 +122,10 @@ def test_a_q8_0_gguf_names_its_quantization_and_stays_close(llama, tmp_path):
     expected = reference_logits(folder, ids)
     assert not torch.equal(logits, expected)  # 8-bit blocks: close, not equal
     assert (logits - expected).abs().max() < 0.02 * expected.abs().max()
-    if model.tokenizer is not None:  # the file's own tokenizer, rebuilt by transformers
-        assert model.tokenizer.get_vocab() == tokenizer.get_vocab()
+    # the file's own tokenizer, rebuilt by transformers, maps text to the same ids
+    assert "UTF-8 bytes" not in origin
+    text = "def f(x): return x"
+    assert model.tokenizer(text).input_ids == tokenizer(text).input_ids
 
 
 def test_an_architecture_the_loader_cannot_read_gets_a_sentence(llama, tmp_path):
