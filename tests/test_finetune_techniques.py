@@ -218,3 +218,31 @@ def test_low_bit_state_bytes_match_the_prediction(bits):
     assert measured < state_bytes(fp32.optimizer) / (2.5 if bits == 8 else 3.5)
     assert isinstance(low.optimizer.param_groups[0]["lr"], float)
     assert losses[-1] < losses[0] and abs(losses[-1] - fp32_losses[-1]) < 0.1 * fp32_losses[-1]
+
+
+# --- metadata and listing ------------------------------------------------------------------------
+NEW = ("lora", "qlora", "float8_training", "optimizer_low_bit", "prune_wanda")
+
+
+def test_new_metadata_imports_without_torch_peft_or_torchao():
+    import subprocess
+    import sys
+
+    code = ("import sys; from techniques import registry; "
+            f"[registry.get(n) for n in {NEW!r}]; "
+            "heavy = [m for m in ('torch', 'peft', 'torchao', 'bitsandbytes', 'gguf') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_effiscope_techniques_lists_them_with_reasons(capsys):
+    from profiler.cli import main
+
+    assert main(["techniques", "--device", "cpu", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["techniques"]}
+    assert set(NEW) <= set(rows)
+    assert not rows["float8_training"]["available"] and "CUDA" in rows["float8_training"]["reason"]
+    assert not rows["qlora"]["available"] and "CUDA" in rows["qlora"]["reason"]
+    assert rows["lora"]["available"] and rows["prune_wanda"]["available"]
