@@ -317,3 +317,18 @@ def low_bit_adamw_bytes(numels: list[int], bits: int, block_size: int | None = N
     """Predicted AdamW state bytes (2 states per tensor, `step` scalars left out) over the
     trainable tensors' sizes; bits = 32 is plain fp32 AdamW."""
     return sum(2 * low_bit_state_bytes(n, bits, block_size) for n in numels)
+
+
+# --- LoRA (techniques/lora.py) ------------------------------------------------------------------
+LORA_LAYERS = {"attention": ((1, 3), (1, 1)), "mlp": ((1, 4), (4, 1))}
+"""Built-in GPT Linear layers per block as (in, out) multiples of the width C: attention qkv
+C -> 3C and proj C -> C; MLP fc C -> 4C and proj 4C -> C."""
+
+
+def lora_trainable_parameters(shape: GPTShape, rank: int, target: str) -> int:
+    """Adapter parameters LoRA adds to the built-in GPT: r·(in + out) per adapted Linear (A is
+    r x in, B is out x r); target = attention, mlp or all-linear."""
+    parts = ("attention", "mlp") if target == "all-linear" else (target,)
+    width = shape.n_embd
+    per_block = sum(rank * (i + o) * width for part in parts for i, o in LORA_LAYERS[part])
+    return shape.n_layer * per_block

@@ -103,9 +103,10 @@ def apply(state, params: dict) -> str:
     )
 
     if state.calibration is None:
-        raise Unsupported("techniques.prune_wanda: needs calibration text to measure "
-                          "activations, and this run has none (data.source = random?); use "
-                          "data.source = stdlib or path, or prune_magnitude")
+        raise Unsupported("techniques.prune_wanda: needs calibration batches of text to "
+                          "measure activations, and this run provides none (data.source = "
+                          "random, or a workload without text); use data.source = stdlib or "
+                          "path, or prune_magnitude")
     chosen, skipped = target_linears(state.model, params["layers"])
     if params["pattern"] == "2:4":
         odd = [n for n, m in chosen if m.weight.size(1) % 4]

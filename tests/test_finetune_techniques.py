@@ -246,3 +246,35 @@ def test_effiscope_techniques_lists_them_with_reasons(capsys):
     assert not rows["float8_training"]["available"] and "CUDA" in rows["float8_training"]["reason"]
     assert not rows["qlora"]["available"] and "CUDA" in rows["qlora"]["reason"]
     assert rows["lora"]["available"] and rows["prune_wanda"]["available"]
+
+
+@pytest.mark.parametrize("target", ["attention", "mlp", "all-linear"])
+def test_theory_predicts_the_lora_parameters(target):
+    state = make_state({"lora": {"rank": 3, "target": target}})
+    trainable = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+    assert trainable == theory.lora_trainable_parameters(TINY, 3, target)
+
+
+@pytest.mark.parametrize("arch, attention", [("llama", {"q_proj", "k_proj", "v_proj", "o_proj"}),
+                                             ("gpt2", {"c_attn", "c_proj"})])
+def test_lora_adapts_hugging_face_models_in_place(arch, attention):
+    """llama's nn.Linear and GPT-2's Conv1D projections both get adapters; the wrapper keeps
+    its interface (shape, blocks, forward returning logits and loss)."""
+    from profiler.config import ArchConfig, ModelConfig
+    from profiler.models import hf
+    from techniques import lora
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(source="hf-config", arch=ArchConfig(name=arch, n_layer=2, n_head=2,
+                                                          n_embd=32, block_size=64))
+    model, _ = hf.load(cfg)
+    targets = lora.inject(model, {"rank": 2, "alpha": 4.0, "dropout": 0.0,
+                                  "target": "attention"})
+    assert {name.rsplit(".", 1)[1] for name in targets} == attention
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ids = torch.randint(0, 256, (2, 8))
+    _, loss = model(ids, ids)
+    loss.backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    assert len(model.blocks) == 2
