@@ -59,9 +59,9 @@ def estimate(config: RunConfig, host: dict) -> dict:
 
 def _shape(config: RunConfig):
     try:
-        from profiler import checkpoints
+        from profiler import model_source
 
-        return checkpoints.model_shape(config.model)
+        return model_source.model_shape(config.model)
     except Exception:  # noqa: BLE001 - a missing checkpoint: no estimate, validate says why
         from profiler.models.presets import GPT_PRESETS
 

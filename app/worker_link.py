@@ -75,6 +75,11 @@ class WorkerLink(QObject):
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill_overdue)
+        # Heartbeat: a worker that sends nothing for seconds (SIGSTOP, a hang) is said, once.
+        self.silence = protocol.SilenceWatch()
+        self._silence_timer = QTimer(self)
+        self._silence_timer.setInterval(1000)
+        self._silence_timer.timeout.connect(self._check_silence)
 
     # --- control --------------------------------------------------------------------------------
     def start(self, config: dict) -> None:
@@ -101,6 +106,7 @@ class WorkerLink(QObject):
             params.flags = QProcess.UnixProcessFlag.CreateNewSession
             self._process.setUnixProcessParameters(params)
         self._process.start()
+        self._silence_timer.start()
 
     @property
     def pid(self) -> int | None:
@@ -218,6 +224,9 @@ class WorkerLink(QObject):
         """Split received bytes into complete lines; a partial line waits for its end."""
         if not data:
             return
+        note = self.silence.heard()
+        if note:
+            self._front_warning(note)
         self._partial += data
         if b"\n" not in data:
             if len(self._partial) > protocol.MAX_LINE_BYTES:
@@ -227,7 +236,21 @@ class WorkerLink(QObject):
             return
         *complete, rest = bytes(self._partial).split(b"\n")
         self._partial = bytearray(rest)
-        self._lines.extend(line for line in complete if line.strip())
+        self._lines.extend(line for line in complete
+                           if line.strip() and not protocol.is_heartbeat(line))
+
+    def _check_silence(self) -> None:
+        if self._ended or self._process.state() != QProcess.ProcessState.Running:
+            return
+        note = self.silence.check()
+        if note:
+            self._front_warning(note)
+
+    def _front_warning(self, text: str) -> None:
+        """A warning of the front end's own, recorded and shown like the worker's warnings."""
+        self.recorder.note("warning", text)
+        self.messages.emit([{"type": "event", "kind": "warning", "message": text,
+                             "origin": "front"}])
 
     def _drain(self) -> None:
         """Record queued lines until this turn's budget is spent; emit them as one batch."""
@@ -294,6 +317,7 @@ class WorkerLink(QObject):
         if self._ended:
             return
         self._ended = True
+        self._silence_timer.stop()
         self._drain_timer.stop()
         self._kill_timer.stop()
         code, crashed = self._exit if self._exit is not None else (None, False)

@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace) -> dict:
     """Build fp32 and every option, time them interleaved, score quality; return the table."""
     import torch
 
-    from profiler import checkpoints
+    from profiler import sizes, weights
     from profiler.capabilities import detect
     from profiler.config import RunConfig
     from profiler.data import BatchSampler, load_corpus
@@ -104,7 +104,7 @@ def measure(args: argparse.Namespace) -> dict:
         config.model.source, config.model.run_id = "run", args.run
     else:
         config.model.preset = args.preset
-    base, origin = checkpoints.load_model(config.model, device, dropout=0.0)
+    base, origin = weights.load_model(config.model, device, dropout=0.0)
     corpus = load_corpus("stdlib", "", 2_000_000, 0.1, base.shape.vocab_size, 1337)
     if not args.run and args.train_steps:
         started = time.perf_counter()
@@ -161,9 +161,9 @@ def measure(args: argparse.Namespace) -> dict:
 
     measured = {}
     for i, name in enumerate(names):
-        params, nonzero = checkpoints.parameter_counts(models[name])
+        params, nonzero = sizes.parameter_counts(models[name])
         measured[name] = {
-            "model_bytes": checkpoints.model_bytes(models[name]),
+            "model_bytes": sizes.model_bytes(models[name]),
             "sparsity": 1 - nonzero / params if params else None,
             "prefill_latency_p50_s": p50(name, "prefill_latency_s"),
             "decode_latency_p50_s": p50(name, "decode_latency_s"),

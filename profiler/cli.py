@@ -2,7 +2,10 @@
 
 Exit codes: 0 success; 1 the run failed (an error from the worker, or the store could not be
 written); 2 bad input (config, run id, arguments); 3 the worker crashed or was killed; 130
-interrupted with Ctrl-C (the run is kept).
+interrupted with Ctrl-C, 143 ended by SIGTERM (either way the run is stopped and kept).
+
+Text that came from a run (names, messages of a worker that may be on another machine) is
+printed with its control characters escaped: a name cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -15,10 +18,25 @@ import threading
 import time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _err(text: str) -> None:
-    print(f"effiscope: {text}", file=sys.stderr)
+    print(f"effiscope: {safe(text)}", file=sys.stderr)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL.update({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x202E: "\\u202e"})
+
+
+def safe(text: object, keep_newlines: bool = False) -> str:
+    """Text from a run or a worker, fit to print: escape sequences (ESC, CSI, bells, bidi
+    overrides) are shown as \\x.. instead of reaching the terminal."""
+    table = dict(_CONTROL)
+    if keep_newlines:
+        table.pop(0x0A)
+    return str(text).translate(table)
 
 
 # --- gui -------------------------------------------------------------------------------------------
@@ -44,16 +62,20 @@ class Progress:
         kind = message["type"]
         if kind == "started":
             run = message["run"]
-            model = run["model"]
+            model = run.get("model") or {}
             verb = {"infer": "generating with", "compress": "compressing",
                     "distill": "distilling into"}.get(run.get("workload"), "training")
-            self._line(f"{verb} {model['preset']} ({model['parameters']:,} parameters) on "
-                       f"{run['device']}; {run['data']}", final=True)
+            params = model.get("parameters")
+            size = f" ({params:,} parameters)" if isinstance(params, int) else ""
+            self._line(safe(f"{verb} {model.get('preset', 'a model')}{size} on "
+                            f"{run.get('device', '?')}; {run.get('data', '')}"), final=True)
             self.started = time.monotonic()
         elif kind == "sample" and message["step"] > 0:
             self.last_step = message["step"]
             now = time.monotonic()
             if now - self.last_print < (0.1 if self.tty else 5.0) and message["step"] < self.total:
+                return
+            if self.total <= 0:
                 return
             self.last_print = now
             m = message["metrics"]
@@ -76,10 +98,10 @@ class Progress:
             text += f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}"
             self._line(text)
         elif kind == "event" and message["kind"] in ("warning", "refused", "toggle"):
-            self._line(f"{message['kind']}: {message['message']}", final=True)
+            self._line(safe(f"{message['kind']}: {message['message']}"), final=True)
         elif kind == "error":
-            self._line(f"error ({message['kind']}): {message['message']}\n  hint: {message['hint']}",
-                       final=True)
+            self._line(safe(f"error ({message['kind']}): {message['message']}") + "\n  hint: "
+                       + safe(message["hint"]), final=True)
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.tty:
@@ -117,7 +139,7 @@ def _apply_overrides(config, args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from profiler.client import run_to_completion
+    from profiler.client import StartRefused, run_to_completion, start_line
     from profiler.config import ConfigError, resolve
     from profiler.launch import LaunchError, preflight, worker_command
     from profiler.recorder import RunRecorder
@@ -126,16 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _apply_overrides(resolve(args.target), args)
         preflight(config)
-    except (ConfigError, LaunchError) as exc:
+        start_line(config.to_dict())  # a start the protocol cannot carry: refused now, not hung
+    except (ConfigError, LaunchError, StartRefused) as exc:
         _err(str(exc))
         return EXIT_USAGE
     store = RunStore()
     try:
         run = store.create_run(config)
-    except StoreError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    try:
         recorder = RunRecorder(store, run)
     except StoreError as exc:
         _err(str(exc))
@@ -144,14 +163,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(generations if config.workload in ("infer", "compress")
                         else config.limits.steps)
     interrupt = threading.Event()
+    first_signal: list[int] = []
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
+        # Ctrl-C and SIGTERM alike: stop after this step and keep the summary; twice: kill.
         if interrupt.is_set():
             raise KeyboardInterrupt
+        first_signal.append(signum)
         interrupt.set()
-        print("\nstopping after this step (Ctrl-C again to kill the worker)...", file=sys.stderr)
+        how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        print(f"\nstopping after this step ({how} again to kill the worker)...", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"run {run.run_id} (stored in {run.path})", file=sys.stderr)
     try:
         start = config.to_dict()
@@ -161,8 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    interrupt=interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
+    except StartRefused as exc:
+        recorder.note("warning", str(exc))
+        status = recorder.finish(None, explanation=str(exc))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         progress.close()
     summary = run.summary() or {}
     if args.json:
@@ -174,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              "received messages could not be stored")
         return EXIT_FAILED
     if interrupt.is_set():
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
     return {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(status, EXIT_CRASHED)
 
 
@@ -192,11 +219,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except StoreError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    for warning in store.warnings:  # damaged folders, a locked index: said, never hidden
+        print(f"warning: {safe(warning)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     if not rows:
-        print(f"no runs yet in {store.home}; start one with `effiscope run nano`")
+        print(f"no runs yet in {safe(store.home)}; start one with `effiscope run nano`")
         return EXIT_OK
     header = f"{'RUN ID':<36} {'NAME':<16} {'STATUS':<10} {'MODEL':<12} {'STEPS':>6} {'TOKENS/S':>12} {'VAL LOSS':>9}"
     print(header)
@@ -206,28 +235,40 @@ def cmd_runs(args: argparse.Namespace) -> int:
             tps = f"{row['tokens_per_s']:,.0f}"
         val = f"{row['loss_val_final']:.3f}" if row["loss_val_final"] is not None else "n/a"
         steps = row["steps"] if row["steps"] is not None else "n/a"
-        print(f"{row['id']:<36} {row['name'][:16]:<16} {row['status']:<10} {row['model']:<12} "
-              f"{steps:>6} {tps:>12} {val:>9}")
+        print(f"{safe(row['id']):<36} {safe(str(row['name'])[:16]):<16} {safe(row['status']):<10} "
+              f"{safe(row['model']):<12} {steps:>6} {tps:>12} {val:>9}")
     return EXIT_OK
 
 
 def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
     from profiler.metrics import format_value
 
-    print(f"run      {run_id}")
-    print(f"name     {meta.get('name', '')}")
-    print(f"status   {summary.get('status', meta.get('status', '?'))} ({summary.get('end', 'no summary')})")
+    def text(value: object) -> str:
+        return safe(value if value is not None else "")
+
+    print(f"run      {text(run_id)}")
+    print(f"name     {text(meta.get('name', ''))}")
+    print(f"status   {text(summary.get('status', meta.get('status', '?')))} "
+          f"({text(summary.get('end', meta.get('end', 'no summary')))})")
     if "device" in summary:
-        print(f"device   {summary['device']}")
+        print(f"device   {text(summary['device'])}")
     if "steps_completed" in summary:
-        print(f"steps    {summary['steps_completed']} ({summary.get('measured_steps', 0)} measured)")
-    if "error" in summary:
-        err = summary["error"]
-        print(f"error    {err.get('kind')}: {err.get('message')}\n         hint: {err.get('hint')}")
+        print(f"steps    {text(summary['steps_completed'])} "
+              f"({text(summary.get('measured_steps', 0))} measured)")
+    err = summary.get("error")
+    if isinstance(err, dict):
+        print(f"error    {text(err.get('kind'))}: {text(err.get('message'))}\n"
+              f"         hint: {text(err.get('hint'))}")
     if summary.get("quality_loss"):
-        print(f"quality  {summary['quality_loss']}")
-    for key, fig in summary.get("figures", {}).items():
-        print(f"  {key:<28} {format_value(fig.get('value'), fig.get('unit', '')):>18}   {fig.get('how', '')}")
+        print(f"quality  {text(summary['quality_loss'])}")
+    figures = summary.get("figures")
+    for key, fig in (figures.items() if isinstance(figures, dict) else ()):
+        if not isinstance(fig, dict):
+            continue
+        value = fig.get("value")
+        value = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        print(f"  {text(key):<28} {text(format_value(value, str(fig.get('unit', '')))):>18}   "
+              f"{text(fig.get('how', ''))}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -241,12 +282,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     summary = run.summary()
     meta = run.meta()
+    for problem in run.problems:
+        print(f"warning: run folder {safe(run.path)}: {safe(problem)}", file=sys.stderr)
     if summary is None:
         summary = {"status": meta.get("status", "unknown"), "end": "no summary.json (run in progress or interrupted)"}
     if args.json:
-        print(json.dumps({"run_id": run.run_id, "meta": meta, "config": run.config().to_dict()
-                          if (run.path / "config.toml").exists() else None, "summary": summary},
-                         indent=2))
+        config = None
+        if (run.path / "config.toml").exists():
+            try:
+                config = run.config_dict()
+            except StoreError as exc:
+                print(f"warning: {safe(exc)}", file=sys.stderr)
+        print(json.dumps({"run_id": run.run_id, "meta": meta, "config": config,
+                          "summary": summary}, indent=2, default=str))
     else:
         _print_summary(run.run_id, meta, summary)
     return EXIT_OK

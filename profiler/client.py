@@ -19,6 +19,40 @@ from typing import IO
 from profiler import protocol
 
 EOF = object()
+OVERSIZE = object()
+"""Put in `lines` in place of a line over protocol.MAX_LINE_BYTES (its bytes were dropped)."""
+
+
+class StartRefused(ValueError):
+    """The start command cannot be sent (too big, not JSON); the text says what to change."""
+
+
+def start_line(config_dict: dict) -> bytes:
+    """The encoded start command, or StartRefused with a sentence naming what makes it too big.
+
+    Checked before any worker starts: a start the protocol refuses would leave the worker
+    waiting for a command that never comes.
+    """
+    try:
+        return protocol.encode(protocol.start(config_dict), "front").encode("utf-8")
+    except protocol.ProtocolError as exc:
+        biggest = _longest_text(config_dict)
+        where = (f"; the longest text is {biggest[0]} ({biggest[1]:,} characters): shorten it"
+                 if biggest else "; shorten the longest settings")
+        raise StartRefused(f"the run config cannot be sent to the worker ({exc}){where}") from None
+
+
+def _longest_text(value: object, path: str = "") -> tuple[str, int] | None:
+    best: tuple[str, int] | None = None
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        where = f"{path}.{key}" if path and isinstance(key, str) else (
+            f"{path}[{key}]" if path else str(key))
+        found = (where, len(item)) if isinstance(item, str) else _longest_text(item, where)
+        if found and (best is None or found[1] > best[1]):
+            best = found
+    return best
 
 
 def worker_command() -> list[str]:
@@ -37,7 +71,24 @@ def failure_explanation(recorder, config=None) -> str | None:
             text = fh.read()
     except OSError:
         return None
-    return explain_failure(text, config)
+    return _no_memory_to_start(text, recorder) or explain_failure(text, config)
+
+
+_NO_MEMORY = ("Cannot allocate memory", "failed to map segment", "MemoryError",
+              "out of memory", "std::bad_alloc")
+
+
+def _no_memory_to_start(log_text: str, recorder) -> str | None:
+    """A worker that died before its hello for want of memory (a ulimit, a full machine)."""
+    if getattr(recorder, "hello", None) is not None:
+        return None
+    found = next((marker for marker in _NO_MEMORY if marker in log_text), None)
+    if found is None:
+        return None
+    line = next((ln.strip() for ln in reversed(log_text.splitlines()) if found in ln), found)
+    return (f"the worker could not start: out of memory while loading Python and torch "
+            f"({line[:200]}); raise the memory limit (ulimit -v, the container's memory) or "
+            "close other programs")
 
 
 def worker_env() -> dict[str, str]:
@@ -61,6 +112,11 @@ class WorkerProcess:
             stderr=self._log, env=worker_env(), start_new_session=True,
         )
         self.lines: queue.Queue = queue.Queue()
+        self.last_heard = time.monotonic()
+        """When the worker last sent a line (heartbeats included); see protocol.SilenceWatch."""
+        self.heartbeats = 0
+        self.send_error: str | None = None
+        """Why the last `send` failed, in words; None while sends succeed."""
         self._reader = threading.Thread(target=self._read, daemon=True, name="effiscope-reader")
         self._reader.start()
 
@@ -69,20 +125,49 @@ class WorkerProcess:
         return self.proc.pid
 
     def _read(self) -> None:
+        """Queue each line; at most MAX_LINE_BYTES are held for one line, whatever arrives
+        (the rest of a longer line is read and dropped, and OVERSIZE queued in its place)."""
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(EOF)
+        stream = self.proc.stdout
+        limit = protocol.MAX_LINE_BYTES
+        try:
+            while True:
+                line = stream.readline(limit + 1)
+                if not line:
+                    break
+                self.last_heard = time.monotonic()
+                if len(line) > limit:
+                    while line and not line.endswith(b"\n"):
+                        line = stream.readline(limit)
+                        self.last_heard = time.monotonic()
+                    self.lines.put(OVERSIZE)
+                elif protocol.is_heartbeat(line):
+                    self.heartbeats += 1  # transport only: proof of life, never recorded
+                else:
+                    self.lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(EOF)
 
-    def send(self, message: dict) -> bool:
-        """Send one command; False when the worker is no longer listening."""
+    def send(self, message: dict | bytes) -> bool:
+        """Send one command (a message, or a line already encoded); False when it could not be
+        sent, with the reason in `send_error`."""
         if self.proc.stdin is None or self.proc.stdin.closed:
+            self.send_error = "the worker's input is closed"
             return False
         try:
-            self.proc.stdin.write(protocol.encode(message, "front").encode("utf-8"))
+            data = message if isinstance(message, bytes) else protocol.encode(
+                message, "front").encode("utf-8")
+        except protocol.ProtocolError as exc:
+            self.send_error = f"the command cannot be sent ({exc})"
+            return False
+        try:
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
             return True
-        except (BrokenPipeError, OSError, ValueError):
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            self.send_error = f"the worker stopped reading its input ({exc})"
             return False
 
     def close_stdin(self) -> None:
@@ -134,23 +219,58 @@ class WorkerProcess:
 
 
 def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s: float | None = None,
-                      interrupt: threading.Event | None = None, command: list[str] | None = None) -> str:
+                      interrupt: threading.Event | None = None, command: list[str] | None = None,
+                      silence: protocol.SilenceWatch | None = None) -> str:
     """Start a worker, send the config, record every message until done; return the run status.
 
     `interrupt` (set from a signal handler or another thread) asks the worker to stop cleanly; if
-    it is set twice in a row with no answer for 10 s the worker is killed.
+    it is set twice in a row with no answer for 10 s the worker is killed. A config the protocol
+    cannot carry raises StartRefused before any worker starts. A worker that goes silent (see
+    protocol.SilenceWatch) is noted in the run and reported through `on_message` as a warning.
     """
+    first_line = start_line(config_dict)
+    watch = silence or protocol.SilenceWatch()
     worker = WorkerProcess(log_path=recorder.run.log_path, command=command)
-    worker.send(protocol.start(config_dict))
+    try:
+        return _record(worker, first_line, config_dict, recorder, on_message, stop_after_s,
+                       interrupt, watch)
+    except BaseException:  # a second Ctrl-C (KeyboardInterrupt): nothing may be left running
+        worker.kill()
+        worker.shutdown(0)
+        raise
+
+
+def _front_warning(recorder, on_message, text: str) -> None:
+    recorder.note("warning", text)
+    if on_message is not None:
+        on_message({"type": "event", "kind": "warning", "message": text, "origin": "front"})
+
+
+def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorder, on_message,
+            stop_after_s: float | None, interrupt: threading.Event | None,
+            watch: protocol.SilenceWatch) -> str:
+    send_failure = None
+    if not worker.send(first_line):
+        send_failure = f"the start command could not be sent: {worker.send_error}"
+        worker.kill()
     ended_at: float | None = None
     started = time.monotonic()
     stop_sent_at: float | None = None
-    code: int | None = None
+    heard = worker.last_heard
     while True:
         try:
             item = worker.lines.get(timeout=0.1)
         except queue.Empty:
             item = None
+        if worker.last_heard != heard:  # any line, a heartbeat too, is a sign of life
+            heard = worker.last_heard
+            note = watch.heard()
+            if note:
+                _front_warning(recorder, on_message, note)
+        else:
+            note = watch.check()
+            if note and not worker.exited():
+                _front_warning(recorder, on_message, note)
         want_stop = (interrupt is not None and interrupt.is_set()) or (
             stop_after_s is not None and time.monotonic() - started > stop_after_s)
         if want_stop and stop_sent_at is None:
@@ -166,6 +286,9 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
             worker.kill()
         if item is EOF:
             break
+        if item is OVERSIZE:
+            recorder.reject(f"a line over the {protocol.MAX_LINE_BYTES:,} byte limit was dropped")
+            continue
         if item is None:
             # The worker may be gone while a child it left holds the pipe open (no EOF then):
             # take what is still queued for a moment, then close the run.
@@ -180,9 +303,10 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
         if message is not None and message["type"] == "done":
             break
     code = worker.shutdown()
-    killed = code is not None and code < 0 and recorder.done is None
+    killed = code is not None and code < 0 and recorder.done is None and send_failure is None
     failed = recorder.done is None or recorder.done["status"] == "failed"
-    explanation = failure_explanation(recorder, _config_or_none(config_dict)) if failed else None
+    explanation = send_failure or (
+        failure_explanation(recorder, _config_or_none(config_dict)) if failed else None)
     return recorder.finish(code, killed_by_signal=killed, explanation=explanation)
 
 

@@ -7,6 +7,9 @@ value and combination; both raise ConfigError with one sentence that names the f
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
+import stat
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -20,20 +23,17 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import tomli_w
 
+from profiler.errors import ConfigError
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
 MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config", "gguf")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
-
-
-class ConfigError(ValueError):
-    """A config the worker cannot run; str() is a sentence naming the field and the fix."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+MAX_CONFIG_BYTES = 1_000_000
+"""A config file is a few kB; a bigger one (or /dev/zero) is refused before it is read."""
+MAX_TEXT_CHARS = 100_000
+"""Longest text setting (a name, a path): a config must fit in one protocol message."""
 
 
 @dataclass
@@ -238,23 +238,51 @@ class RunConfig:
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
+    def run_record(self) -> dict[str, str]:
+        """What the run store keeps of a config, as plain data (the store imports no config)."""
+        from profiler.model_source import model_label  # torch-free
+
+        label = model_label(self.model)
+        return {"config_toml": self.to_toml(), "name": self.name or label, "model": label,
+                "workload": self.workload, "device": self.device}
+
     @classmethod
     def from_toml(cls, text: str) -> RunConfig:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("", f"the file is not valid TOML ({exc}); fix the syntax") from None
+        except RecursionError:
+            raise ConfigError("", "the file is not a usable TOML config (its tables or arrays "
+                              "are nested too deeply); fix the file") from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError("", f"the file is not a usable TOML config ({str(exc)[:120]}); "
+                              "fix the value") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
+        shown = _short_path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                raise ConfigError("", f"{shown} is {kind}; give the path of a TOML config file")
+            if info.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError("", f"{shown} is {info.st_size:,} bytes, over the "
+                                  f"{MAX_CONFIG_BYTES:,} a config may have; give a TOML config "
+                                  "file")
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
+            text = raw.decode("utf-8")
         except FileNotFoundError:
-            raise ConfigError("", f"no config file at {path}; check the path") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("", f"cannot read {path} ({exc}); give a readable TOML file") from None
+            raise ConfigError("", f"no config file at {shown}; check the path") from None
+        except UnicodeDecodeError:
+            raise ConfigError("", f"{shown} is not UTF-8 text; give a TOML config file") from None
+        except OSError as exc:
+            raise ConfigError("", f"cannot read {shown} ({exc.strerror or exc}); give a "
+                              "readable TOML file") from None
         return cls.from_toml(text)
 
     def save(self, path: str | Path) -> None:
@@ -298,10 +326,36 @@ def _build(cls: type, data: Any, section: str) -> Any:
 
 def _scalar(raw: Any, tp: Any, path: str) -> Any:
     if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
+        if abs(raw) > 1e300:
+            raise ConfigError(path, f"must be a finite number, got an integer of {len(str(abs(raw)))} digits")
         return float(raw)
     if isinstance(raw, bool) and tp is not bool or not isinstance(raw, tp):
-        raise ConfigError(path, f"must be {_type_name(tp)}, got {raw!r}")
+        raise ConfigError(path, f"must be {_type_name(tp)}, got {_shown(raw)}")
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise ConfigError(path, f"must be a finite number, got {raw}; give a number such as 0.1")
+    if tp is int and abs(raw) >= 2**63:
+        raise ConfigError(path, f"must be an integer below 2**63, got one of {len(str(abs(raw)))} digits")
+    if tp is str and len(raw) > MAX_TEXT_CHARS:
+        raise ConfigError(path, f"is {len(raw):,} characters long; keep it under {MAX_TEXT_CHARS:,}")
     return raw
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
+def _short_path(path: Any) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:80]}... ({len(text):,} characters)"
+
+
+def _finite_params(params: dict, path: str) -> None:
+    """Technique parameters: inf and nan are refused here with a sentence (TOML allows them)."""
+    for key, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}.{key}", f"must be a finite number, got {value}; give a "
+                              "number in the range `effiscope techniques` lists")
 
 
 def _techniques(raw: Any, path: str) -> dict[str, dict[str, Any]]:
@@ -313,6 +367,7 @@ def _techniques(raw: Any, path: str) -> dict[str, dict[str, Any]]:
             params = {}
         if not isinstance(params, dict):
             raise ConfigError(f"{path}.{name}", "must be a table of parameters (or true)")
+        _finite_params(params, f"{path}.{name}")
         out[str(name)] = dict(params)
     return out
 
@@ -335,8 +390,8 @@ def validate(config: RunConfig) -> RunConfig:
              f"{data.source!r} is not a data source; choose one of {', '.join(DATA_SOURCES)}")
     if data.source == "path":
         _require(bool(data.path), "data.path", 'is empty; give a text file or folder for source = "path"')
-        _require(Path(data.path).expanduser().exists(), "data.path",
-                 f"{data.path} does not exist; give an existing text file or folder")
+        problem = path_problem(data.path)
+        _require(problem is None, "data.path", f"{problem}; give an existing text file or folder")
     _require(data.max_train_bytes >= 10_000, "data.max_train_bytes",
              f"must be at least 10000, got {data.max_train_bytes}")
     _require(0.0 < data.val_fraction < 0.9, "data.val_fraction",
@@ -368,7 +423,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    from profiler.launch import validate_ssh  # torch-free
+    from profiler.ssh_options import validate_ssh  # torch-free
 
     validate_ssh(config)
     from techniques import registry  # metadata only: no torch
@@ -393,16 +448,23 @@ def _model_shape(model: ModelConfig, where: str):
     _require(model.source != "preset" or model.preset in GPT_PRESETS, f"{where}.preset",
              f"{model.preset!r} is not a built-in model; choose one of {', '.join(GPT_PRESETS)}")
     _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
-    from profiler import checkpoints  # torch-free: reads the safetensors header only
+    from profiler import errors, model_source  # torch-free: reads the safetensors header only
 
+    if model.source in ("checkpoint", "hf") and model.path:
+        problem = path_problem(model.path, allow_missing=model.source == "hf")
+        _require(problem is None, f"{where}.path",
+                 f"{problem}; give a checkpoint file or folder on this machine")
     try:
         if model.source == "gguf":  # torch-free: the GGUF header, through the gguf package
             from profiler.models import gguf
 
             return gguf.shape(model)
-        return checkpoints.model_shape(model)
-    except checkpoints.CheckpointError as exc:
+        return model_source.model_shape(model)
+    except errors.CheckpointError as exc:
         raise ConfigError(f"{where}.{exc.field}", str(exc)) from None
+    except OSError as exc:  # a name too long, a device, a folder the checkpoint reader tripped on
+        raise ConfigError(f"{where}.path", f"{_short_path(model.path)} cannot be read "
+                          f"({exc.strerror or exc}); give a checkpoint file or folder") from None
 
 
 def _validate_workloads(config: RunConfig, shape) -> None:
@@ -453,9 +515,9 @@ def _validate_workloads(config: RunConfig, shape) -> None:
                  f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
                  f"{shape.vocab_size}; KL between next-token distributions needs the same "
                  "vocabulary, so choose a teacher and a student of the same vocabulary size")
-        from profiler import checkpoints
+        from profiler import model_source
 
-        _require(checkpoints.vocabulary_id(dist.teacher) == checkpoints.vocabulary_id(config.model),
+        _require(model_source.vocabulary_id(dist.teacher) == model_source.vocabulary_id(config.model),
                  "distill.teacher", "the teacher and the student tokenize text differently "
                  "(different tokenizers give the same id different meanings, so their next-token "
                  "distributions cannot be compared); choose a teacher with the student's tokenizer")
@@ -485,9 +547,10 @@ def _validate_launch(config: RunConfig) -> None:
     _require(not (world > 1 and not parallel), "techniques",
              f"the job has {world} processes but neither ddp nor fsdp is enabled, so each would "
              "train its own unrelated copy; add [techniques.ddp] or [techniques.fsdp]")
+    from techniques.registry import NEEDS_PROCESSES
+
     _require(not (world == 1 and parallel), "launch.nproc_per_node",
-             f"techniques.{parallel[0] if parallel else ''} needs 2 or more processes; set "
-             "launch.nproc_per_node (or launch.nnodes) to 2 or more, or remove it")
+             f"techniques.{parallel[0] if parallel else ''} {NEEDS_PROCESSES}, or remove it")
     _require(len(parallel) < 2, "techniques", "ddp and fsdp cannot be combined; keep one of them")
 
 
@@ -496,15 +559,49 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
+def path_problem(text: str, allow_missing: bool = False) -> str | None:
+    """What is wrong with a data or model path, in words (None when it is a file or folder).
+
+    A device (/dev/zero), a pipe or a socket is not text to read; a name too long for the
+    system is said as such, not as a traceback.
+    """
+    path = Path(text).expanduser()
+    shown = _short_path(text)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None if allow_missing else f"{shown} does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return f"the path is {len(text):,} characters, too long for this system"
+        if allow_missing and exc.errno == errno.ENOTDIR:
+            return None
+        return f"{shown} cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        return None
+    kind = ("a pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a socket" if
+            stat.S_ISSOCK(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or
+            stat.S_ISBLK(info.st_mode) else "not a regular file")
+    return f"{shown} is {kind}, not a file or folder"
+
+
 def resolve(target: str) -> RunConfig:
     """A preset's name (nano) or the path of a TOML file, loaded and validated."""
+    if "\x00" in target:
+        raise ConfigError("", "the config path holds a NUL character; give a preset name or a "
+                          "TOML file's path")
     path = Path(target).expanduser()
-    if path.suffix == ".toml" or path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise ConfigError("", f"{_short_path(target)} cannot be a config ({exc.strerror or exc}); "
+                          "give a preset name or a shorter path") from None
+    if path.suffix == ".toml" or exists:
         return validate(RunConfig.load(path))
     preset = PRESETS_DIR / f"{target}.toml"
-    if preset.exists():
+    if "/" not in target and len(target) < 100 and preset.exists():
         return validate(RunConfig.load(preset))
     raise ConfigError(
-        "", f"{target!r} is neither a preset ({', '.join(list_presets())}) nor a TOML file; "
-        "give one of those names or the path of a config"
+        "", f"{_shown(target)} is neither a preset ({', '.join(list_presets())}) nor a TOML "
+        "file; give one of those names or the path of a config"
     )

@@ -7,6 +7,7 @@ validation by file (never by position inside a file, so validation text is truly
 from __future__ import annotations
 
 import os
+import stat
 import sysconfig
 import zlib
 from dataclasses import dataclass
@@ -49,17 +50,24 @@ def _is_val(name: str, val_fraction: float) -> bool:
     return (zlib.crc32(name.encode("utf-8")) % 1000) < val_fraction * 1000
 
 
-def _read_text_file(path: Path) -> bytes | None:
+def _read_text_file(path: Path, max_bytes: int | None = None) -> bytes | None:
+    """A text file's bytes (at most max_bytes of them, cut back to a whole UTF-8 character);
+    None for a binary or non-UTF-8 file, or one that cannot be read. Only what is used is
+    read: a 20 GB file costs max_bytes of memory, not 20 GB."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read() if max_bytes is None else fh.read(max_bytes)
     except OSError:
         return None
     if b"\x00" in raw[:4096]:
         return None  # binary
     try:
         raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    except UnicodeDecodeError as exc:
+        # A cut through a multi-byte character at the end is ours, not the file's fault.
+        if max_bytes is None or len(raw) < max_bytes or exc.start < len(raw) - 3:
+            return None
+        raw = raw[:exc.start]
     return raw
 
 
@@ -76,7 +84,8 @@ def _from_files(root: Path, files: list[Path], max_train: int, val_fraction: flo
         to_val = _is_val(rel, val_fraction)
         if (to_val and val_bytes >= max_val) or (not to_val and train_bytes >= max_train):
             continue
-        raw = _read_text_file(path)
+        room = (max_val - val_bytes) if to_val else (max_train - train_bytes)
+        raw = _read_text_file(path, max(room, 0) + 1)
         if not raw:
             skipped += 1
             continue
@@ -114,11 +123,21 @@ def stdlib_corpus(max_train_bytes: int, val_fraction: float) -> Corpus:
 
 def path_corpus(path: str, max_train_bytes: int, val_fraction: float) -> Corpus:
     target = Path(path).expanduser()
+    shown = str(target) if len(str(target)) <= 120 else f"{str(target)[:80]}... ({len(str(target)):,} characters)"
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        raise DataError(f"data.path: {shown} does not exist; give an existing text file or folder") from None
+    except OSError as exc:
+        raise DataError(f"data.path: {shown} cannot be read ({exc.strerror or exc}); give an "
+                        "existing text file or folder") from None
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise DataError(f"data.path: {shown} is not a regular file or folder (a device or a "
+                        "pipe); give a text file or folder")
     if target.is_file():
-        raw = _read_text_file(target)
+        raw = _read_text_file(target, int(max_train_bytes / (1 - val_fraction)))
         if raw is None:
             raise DataError(f"data.path: {target} is not UTF-8 text; give a text file or folder")
-        raw = raw[: int(max_train_bytes / (1 - val_fraction))]
         cut = int(len(raw) * (1 - val_fraction))
         if cut < 1000 or len(raw) - cut < 200:
             raise DataError(f"data.path: {target} holds only {len(raw)} bytes; give at least 2 kB of text")

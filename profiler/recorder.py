@@ -41,14 +41,24 @@ class RunRecorder:
         try:
             message = protocol.decode(line, "worker")
         except protocol.ProtocolError as exc:
-            note = f"rejected a line from the worker: {exc}"
-            self.warnings.append(note)
-            # The rejection is itself recorded (as the front end's own event), the stream goes on.
-            self._store({"type": "event", "kind": "warning", "message": note,
-                                "origin": "front", "received": time.time()})
+            self.reject(str(exc))
             return None
+        if message["type"] == "heartbeat":
+            return message  # proof of life for the front end; not part of the run's record
         self.handle_message(message)
         return message
+
+    def reject(self, reason: str) -> None:
+        """A line from the worker that was not a valid message: noted, and the stream goes on.
+
+        The worker may be on another machine (ssh), so its lines are data to check, not trust.
+        """
+        note = f"rejected a line from the worker: {reason[:500]}"
+        self.warnings.append(note)
+        del self.warnings[:-100]
+        # The rejection is itself recorded (as the front end's own event), the stream goes on.
+        self._store({"type": "event", "kind": "warning", "message": note,
+                     "origin": "front", "received": time.time()})
 
     def handle_message(self, message: dict) -> None:
         self._store(message)
@@ -140,7 +150,11 @@ class RunRecorder:
         self.status = status
         try:
             self.run.write_summary(summary)
-            self.store.set_status(self.run, status)
+        except (StoreError, OSError) as exc:
+            self.write_error = self.write_error or str(exc)
+        try:
+            self.store.set_status(self.run, status, end=end if self.write_error is None else
+                                  f"{end}; the store could not be written: {self.write_error}")
         except (StoreError, OSError) as exc:
             self.write_error = self.write_error or str(exc)
         return status

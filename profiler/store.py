@@ -2,13 +2,19 @@
 
     $EFFISCOPE_HOME (or the platform's user data dir)/
         runs/<run_id>/config.toml    the run config as started
-        runs/<run_id>/meta.json      name, tags, created, status (small, rewritten atomically)
+        runs/<run_id>/meta.json      name, tags, created, status, model (small, rewritten atomically)
         runs/<run_id>/stream.jsonl   every message as received, appended and flushed per line
         runs/<run_id>/summary.json   written at the end
         runs/<run_id>/worker.log     the worker's stderr
         index.sqlite                 one row per run; rebuilt from the folders when missing
 
+The folders are the truth and the index is a cache of them: an index that is missing, empty,
+damaged, a folder, locked by another process or on a read-only disk never hides a run (the
+history is then read from the folders), and a damaged run folder never hides the others.
 Reports and comparisons read the store only, so any past run can be reported.
+
+The store takes the run config as data (its TOML text and a few labels): it imports neither
+profiler.config nor profiler.model_source, which both use it.
 """
 
 from __future__ import annotations
@@ -22,18 +28,31 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.config import RunConfig
+from profiler import protocol
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "killed", "crashed")
+READ_TIMEOUT_S = 1.0
+"""How long a listing waits for another process's lock on the index before reading the folders."""
+META_RESERVE = 512
+"""Spaces after meta.json's JSON: room to record how a run ended even when the disk is full."""
 
 
 class StoreError(RuntimeError):
     """The store cannot be read or written; the text says where and what to do."""
+
+
+class DamagedFile(ValueError):
+    """A store file that exists but cannot be used (not JSON, not a table, unreadable)."""
 
 
 def data_home() -> Path:
@@ -68,7 +87,7 @@ def _alive(front: Any) -> bool:
         process = psutil.Process(front["pid"])
         return (abs(process.create_time() - float(front.get("started", 0))) < 1.0
                 and process.status() != psutil.STATUS_ZOMBIE)
-    except (psutil.Error, TypeError, ValueError):
+    except (psutil.Error, TypeError, ValueError, OverflowError):
         return False
 
 
@@ -85,14 +104,58 @@ def _atomic_write(path: Path, text: str) -> None:
         raise StoreError(write_failure(path, exc)) from None
 
 
+def _read_object(path: Path) -> dict | None:
+    """A JSON file holding a table: None when absent, DamagedFile when it is anything else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{path.name} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise DamagedFile(f"{path.name} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"{path.name} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _text(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _fits(value: Any, spec: protocol.Field) -> bool:
+    try:
+        protocol.check(value, spec, "field")
+    except protocol.ProtocolError:
+        return False
+    return True
+
+
+_TEXT = protocol.Field((str,), required=False)
+META_FIELDS = {"name": _TEXT, "created": _TEXT, "status": _TEXT, "model": _TEXT,
+               "workload": _TEXT, "device": _TEXT, "end": _TEXT,
+               "tags": protocol.Field((list,), required=False, each=protocol.Field((str,))),
+               "front": protocol.Field((dict,), required=False)}
+
 _INDEX_COLUMNS = ("id", "name", "created", "status", "workload", "model", "device", "steps",
                   "tokens_per_s", "loss_train_final", "loss_val_final", "peak_rss_bytes", "tags")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
 class StoredRun:
     run_id: str
     path: Path
+    problems: list[str] = field(default_factory=list, compare=False, repr=False)
+    """What could not be read in this folder (a sentence each), filled by meta() and summary()."""
 
     @property
     def stream_path(self) -> Path:
@@ -102,29 +165,87 @@ class StoredRun:
     def log_path(self) -> Path:
         return self.path / "worker.log"
 
-    def config(self) -> RunConfig:
-        return RunConfig.load(self.path / "config.toml")
-
     def config_text(self) -> str:
         try:
             return (self.path / "config.toml").read_text(encoding="utf-8")
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             return ""
 
-    def meta(self) -> dict:
+    def config_dict(self) -> dict:
+        """config.toml as plain data; StoreError with a sentence when it is missing or damaged
+        (profiler.config.RunConfig.from_dict turns it into a checked RunConfig)."""
+        path = self.path / "config.toml"
         try:
-            return json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"run {self.run_id} has no config.toml") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise StoreError(f"the config.toml of run {self.run_id} is damaged ({reason}); "
+                             "its summary and stream are still readable") from None
+
+    def _note(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def meta(self) -> dict:
+        """meta.json as a table whose known fields have their types (a damaged field is left
+        out and named in `problems`); a stand-in when the file is missing or damaged."""
+        try:
+            meta = _read_object(self.path / "meta.json")
+        except DamagedFile as exc:
+            self._note(str(exc))
+            meta = None
+        if meta is None:
             return {"name": self.run_id, "tags": [], "created": "", "status": "unknown"}
+        return self._checked(meta, META_FIELDS, "meta.json")
+
+    def _checked(self, data: dict, fields: dict, filename: str) -> dict:
+        out = dict(data)
+        figures = out.get("figures")
+        if isinstance(figures, dict):
+            out["figures"] = {k: v for k, v in figures.items() if _fits(v, protocol.FIGURE)}
+            if len(out["figures"]) < len(figures):
+                self._note(f"{filename} has damaged figures, left out")
+        for name, spec in fields.items():
+            if name in out and not _fits(out[name], spec):
+                self._note(f"{filename} field {name!r} is damaged, left out")
+                del out[name]
+        return out
 
     def write_meta(self, meta: dict) -> None:
-        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=2))
+        text = json.dumps(meta, indent=2)
+        try:
+            _atomic_write(self.path / "meta.json", text + " " * META_RESERVE)
+        except StoreError:
+            # The disk is full: meta.json was written with room to spare, so the run's status
+            # can still be recorded in place (it never says "running" for a run that ended).
+            if not self._write_in_place(self.path / "meta.json", text):
+                raise
+
+    @staticmethod
+    def _write_in_place(path: Path, text: str) -> bool:
+        data = text.encode("utf-8")
+        try:
+            size = path.stat().st_size
+            if len(data) > size:
+                return False
+            with path.open("r+b") as fh:
+                fh.write(data + b" " * (size - len(data)))
+            return True
+        except OSError:
+            return False
 
     def summary(self) -> dict | None:
+        """summary.json with the fields front ends read checked (protocol.SUMMARY); None when
+        it is missing or damaged."""
         try:
-            return json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            summary = _read_object(self.path / "summary.json")
+        except DamagedFile as exc:
+            self._note(str(exc))
             return None
+        return None if summary is None else self._checked(summary, protocol.SUMMARY,
+                                                          "summary.json")
 
     def write_summary(self, summary: dict) -> None:
         _atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
@@ -143,7 +264,7 @@ class StoredRun:
                     message = json.loads(line)
                     if not isinstance(message, dict):
                         raise ValueError("not an object")
-                except ValueError:
+                except (ValueError, RecursionError):
                     note = f"{self.stream_path}: line {number} is damaged and was skipped"
                     if warnings is not None:
                         warnings.append(note)
@@ -195,20 +316,41 @@ class StreamWriter:
             self._fh.close()
 
 
+class IndexUnavailable(Exception):
+    """index.sqlite cannot be used right now (locked, a folder, unreadable, no room)."""
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 class RunStore:
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home) if home else data_home()
         self.runs_dir = self.home / "runs"
         self.index_path = self.home / "index.sqlite"
+        self.stale_path = self.home / "index.stale"
+        self.warnings: list[str] = []
+        """Sentences about what could not be read or indexed (damaged folders, a locked index);
+        a front end shows them beside the history."""
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     # --- folders -----------------------------------------------------------------------------
     def ensure(self) -> None:
+        """Create the data directory if needed. Only folders EffiScope creates get its private
+        mode: an existing EFFISCOPE_HOME (even /tmp) is never chmodded."""
         try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.home, 0o700)
+            for folder in (self.home, self.runs_dir):
+                if not folder.is_dir():
+                    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
         except OSError as exc:
             raise StoreError(
-                f"cannot create the data directory {self.home} ({exc.strerror}); set "
+                f"cannot create the data directory {self.home} ({exc.strerror or exc}); set "
                 "EFFISCOPE_HOME to a writable folder"
             ) from None
         if not os.access(self.runs_dir, os.W_OK):
@@ -216,56 +358,79 @@ class RunStore:
                 f"the data directory {self.home} is read-only; set EFFISCOPE_HOME to a writable folder"
             )
 
-    def create_run(self, config: RunConfig) -> StoredRun:
+    def create_run(self, config: Any) -> StoredRun:
+        """A new run folder for `config`: a mapping {config_toml, name, model, workload, device}
+        or an object whose `run_record()` returns one (profiler.config.RunConfig)."""
+        record = config if isinstance(config, Mapping) else config.run_record()
         self.ensure()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        from profiler.checkpoints import model_label
-
-        label = model_label(config.model)
-        run_id = f"{stamp}-{_slug(config.name or label)}-{secrets.token_hex(2)}"
+        label = _text(record.get("model"), "model")
+        name = _text(record.get("name")) or label
+        run_id = f"{stamp}-{_slug(name)}-{secrets.token_hex(2)}"
         path = self.runs_dir / run_id
         try:
             path.mkdir(mode=0o700)  # runs may hold private text and paths: owner only
-            (path / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+            (path / "config.toml").write_text(record["config_toml"], encoding="utf-8")
             (path / "stream.jsonl").touch()
             run = StoredRun(run_id, path)
-            run.write_meta({"name": config.name or label, "tags": [],
+            run.write_meta({"name": name, "tags": [],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "status": "running",
+                            "status": "running", "model": label,
+                            "workload": _text(record.get("workload")),
+                            "device": _text(record.get("device")),
                             # Who records the run: if that process is gone while the run still
                             # says "running", the run was orphaned (see reconcile).
                             "front": _this_process()})
-        except OSError as exc:
-            raise StoreError(f"cannot write the run folder {path} ({exc.strerror}); free disk "
+        except (OSError, StoreError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise StoreError(f"cannot write the run folder {path} ({reason}); free disk "
                              "space or set EFFISCOPE_HOME to a writable folder") from None
         self.update_index(run)
         return run
 
     def open_run(self, run_id: str) -> StoredRun:
+        """The run with this id, or the only one it is a prefix of (taken literally: glob
+        characters are just characters, and never match)."""
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or len(run_id) > 200:
+            raise StoreError(f"{_shown(run_id)} is not a run id (run ids are letters, digits, "
+                             "'-', '_' and '.'); `effiscope runs` lists them")
         path = self.runs_dir / run_id
-        if not run_id or "/" in run_id or not (path / "meta.json").exists() and not (path / "config.toml").exists():
-            matches = [p.name for p in self.runs_dir.glob(f"{run_id}*")] if run_id and "/" not in run_id else []
-            if len(matches) == 1:
-                return StoredRun(matches[0], self.runs_dir / matches[0])
-            raise StoreError(f"no run {run_id!r} in {self.runs_dir}; `effiscope runs` lists them")
-        return StoredRun(run_id, path)
+        if (path / "meta.json").exists() or (path / "config.toml").exists():
+            return StoredRun(run_id, path)
+        matches = [name for name in self.run_ids() if name.startswith(run_id)]
+        if len(matches) == 1:
+            return StoredRun(matches[0], self.runs_dir / matches[0])
+        if len(matches) > 1:
+            raise StoreError(f"{run_id!r} is the start of {len(matches)} run ids; give more of "
+                             "it (`effiscope runs` lists them)")
+        raise StoreError(f"no run {run_id!r} in {self.runs_dir}; `effiscope runs` lists them")
 
     def run_ids(self) -> list[str]:
-        if not self.runs_dir.exists():
+        try:
+            return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir())
+        except OSError:
             return []
-        return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir())
 
     def delete_run(self, run_id: str) -> None:
         import shutil
 
         run = self.open_run(run_id)
         shutil.rmtree(run.path)
-        with self._db() as db:
-            db.execute("DELETE FROM runs WHERE id = ?", (run.run_id,))
+        try:
+            db = self._connect()
+            try:
+                with db:
+                    db.execute("DELETE FROM runs WHERE id = ?", (run.run_id,))
+            finally:
+                db.close()
+        except (IndexUnavailable, sqlite3.Error):
+            self._mark_stale()
 
-    def set_status(self, run: StoredRun, status: str) -> None:
+    def set_status(self, run: StoredRun, status: str, end: str | None = None) -> None:
         meta = run.meta()
         meta["status"] = status
+        if end:
+            meta["end"] = end[:300]
         run.write_meta(meta)
         self.update_index(run)
 
@@ -284,20 +449,54 @@ class RunStore:
         self.update_index(run)
 
     # --- index ---------------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        self.ensure()
-        fresh = not self.index_path.exists()
-        db = sqlite3.connect(self.index_path, timeout=5)
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, created TEXT, "
-            "status TEXT, workload TEXT, model TEXT, device TEXT, steps INTEGER, "
-            "tokens_per_s REAL, loss_train_final REAL, loss_val_final REAL, "
-            "peak_rss_bytes REAL, tags TEXT)"
-        )
-        if fresh and self.runs_dir.exists():
-            for run_id in self.run_ids():
-                db.execute(self._upsert_sql(), self._row(StoredRun(run_id, self.runs_dir / run_id)))
-            db.commit()
+    _CREATE = ("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, created TEXT, "
+               "status TEXT, workload TEXT, model TEXT, device TEXT, steps INTEGER, "
+               "tokens_per_s REAL, loss_train_final REAL, loss_val_final REAL, "
+               "peak_rss_bytes REAL, tags TEXT)")
+
+    def _writable(self) -> bool:
+        return os.access(self.home, os.W_OK) and os.access(self.runs_dir, os.W_OK)
+
+    def _connect(self, path: Path | None = None, timeout: float = 5.0) -> sqlite3.Connection:
+        """The index, filled from the folders when it has no table yet (new, or 0 bytes).
+
+        Raises IndexUnavailable when it cannot be used now (locked, a folder, read-only and
+        missing, no room), sqlite3.DatabaseError when the file is damaged.
+        """
+        path = path or self.index_path
+        if path.is_dir():
+            raise IndexUnavailable(f"{path} is a folder, not an index; remove it and run "
+                                   "`effiscope runs --rebuild`")
+        writable = self._writable()
+        if not writable and not path.exists():
+            raise IndexUnavailable(f"{path} is missing and the store is read-only")
+        try:
+            if writable:
+                db = sqlite3.connect(path, timeout=timeout)
+            else:
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", timeout=timeout,
+                                     uri=True)
+        except sqlite3.OperationalError as exc:
+            raise IndexUnavailable(f"cannot open {path} ({exc})") from None
+        try:
+            have = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                              "name = 'runs'").fetchone()
+            if have is None and writable:
+                with db:
+                    db.execute(self._CREATE)
+                    db.executemany(self._upsert_sql(), self._folder_rows())
+            elif have is None:
+                raise IndexUnavailable(f"{path} has no runs table and the store is read-only")
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if _locked(exc):
+                raise IndexUnavailable(f"{path} is locked by another process") from None
+            if "malformed" in str(exc) or "not a database" in str(exc):
+                raise sqlite3.DatabaseError(str(exc)) from None
+            raise IndexUnavailable(f"cannot use {path} ({exc})") from None
+        except BaseException:
+            db.close()
+            raise
         return db
 
     @staticmethod
@@ -306,53 +505,117 @@ class RunStore:
         marks = ", ".join("?" for _ in _INDEX_COLUMNS)
         return f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({marks})"
 
-    @staticmethod
-    def _row(run: StoredRun) -> tuple:
+    def _folder_rows(self) -> list[tuple]:
+        """An index row per run folder; a folder that cannot be read is skipped with a warning
+        naming it, and the others are still listed."""
+        rows = []
+        for run_id in self.run_ids():
+            run = StoredRun(run_id, self.runs_dir / run_id)
+            try:
+                row = self._row(run)
+            except Exception as exc:  # noqa: BLE001 - one damaged folder never hides the others
+                self._warn(f"run folder {run.path} is damaged and was skipped ({exc})")
+                continue
+            if row is None:
+                continue
+            rows.append(row)
+        return rows
+
+    def _row(self, run: StoredRun) -> tuple | None:
+        """The run's index row, read defensively; None (with a warning) for a folder that is
+        not a run at all. Damaged files are named in a warning; the rest of the row stays."""
+        has_meta = (run.path / "meta.json").exists()
         meta = run.meta()
         summary = run.summary() or {}
-        figures = summary.get("figures", {})
+        if not has_meta and not (run.path / "config.toml").exists():
+            self._warn(f"run folder {run.path} has neither meta.json nor config.toml and was "
+                       "skipped")
+            return None
+        figures = summary.get("figures")
+        figures = figures if isinstance(figures, dict) else {}
 
-        def fig(key: str) -> Any:
-            return (figures.get(key) or {}).get("value")
+        def fig(key: str) -> float | None:
+            item = figures.get(key)
+            return _number(item.get("value")) if isinstance(item, dict) else None
 
-        try:
-            config = run.config()
-            from profiler.checkpoints import model_label
-
-            workload, model, device = config.workload, model_label(config.model), config.device
-        except Exception:  # noqa: BLE001 - a damaged config still gets a row
-            workload = model = device = "?"
-        return (run.run_id, meta.get("name", run.run_id), meta.get("created", ""),
-                meta.get("status", "unknown"), workload, model,
-                summary.get("device", device), summary.get("steps_completed"),
+        workload, model, device = (_text(meta.get("workload")), _text(meta.get("model")),
+                                   _text(meta.get("device")))
+        if not (workload and model and device):  # a run from before meta held them
+            try:
+                config = run.config_dict()
+            except StoreError as exc:
+                run._note(str(exc))
+                config = {}
+            model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
+            workload = workload or _text(config.get("workload"), "?")
+            device = device or _text(config.get("device"), "?")
+            model = model or _text(model_cfg.get("preset") if model_cfg.get(
+                "source", "preset") == "preset" else model_cfg.get("path") or
+                model_cfg.get("run_id"), "?")
+        for problem in run.problems:
+            self._warn(f"run folder {run.path}: {problem}; listed with what could be read")
+        tags = meta.get("tags")
+        tags = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+        steps = summary.get("steps_completed")
+        return (run.run_id, _text(meta.get("name"), run.run_id), _text(meta.get("created")),
+                _text(meta.get("status"), "unknown"), workload, model,
+                _text(summary.get("device"), device),
+                steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
                 fig("tokens_per_s"), fig("loss_train_final"), fig("loss_val_final"),
-                fig("peak_rss_bytes"), json.dumps(meta.get("tags", [])))
+                fig("peak_rss_bytes"), json.dumps(tags))
+
+    def _mark_stale(self) -> None:
+        """The index missed an update (locked, no room): the next listing resyncs it."""
+        try:
+            self.stale_path.touch()
+        except OSError:
+            pass
 
     def update_index(self, run: StoredRun) -> None:
+        """Put one run's row in the index. Never fails a run: the folder is the truth, and an
+        index that cannot take the row now (locked, a folder, no room) is resynced later."""
         try:
-            with self._db() as db:
-                db.execute(self._upsert_sql(), self._row(run))
-        except sqlite3.OperationalError as exc:  # disk full, read-only: the folders stay the truth
-            raise StoreError(f"cannot update {self.index_path} ({exc}); free disk space or set "
-                             "EFFISCOPE_HOME to a writable folder with room") from None
+            row = self._row(run)
+        except Exception as exc:  # noqa: BLE001 - a damaged folder is listed from the folders
+            self._warn(f"run folder {run.path} cannot be indexed ({exc})")
+            return
+        if row is None:
+            return
+        try:
+            db = self._connect()
+        except IndexUnavailable as exc:
+            self._warn(str(exc))
+            self._mark_stale()
+            return
         except sqlite3.DatabaseError:
-            self.rebuild_index()  # a damaged index is rebuilt from the folders (this run included)
+            self._rebuild_damaged()  # a damaged index is rebuilt from the folders (this run included)
+            return
+        try:
+            with db:
+                db.execute(self._upsert_sql(), row)
+        except sqlite3.Error as exc:
+            self._warn(f"cannot update {self.index_path} ({exc}); the run folder is kept")
+            self._mark_stale()
+        finally:
+            db.close()
 
     def reconcile(self) -> list[str]:
         """Mark runs still "running" whose front end is gone as crashed; returns their ids.
 
         A front end killed with SIGKILL cannot close its run; the next look at the history does.
         """
-        if not self.index_path.exists():
-            ids = self.run_ids()
-        else:
+        ids = None
+        if self.index_path.is_file() and not self.stale_path.exists():
             try:
-                with self._db() as db:
+                db = self._connect(timeout=READ_TIMEOUT_S)
+                try:
                     ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")]
-            except sqlite3.DatabaseError:
-                ids = self.run_ids()
+                finally:
+                    db.close()
+            except (IndexUnavailable, sqlite3.Error):
+                ids = None
         orphaned = []
-        for run_id in ids:
+        for run_id in self.run_ids() if ids is None else ids:
             run = StoredRun(run_id, self.runs_dir / run_id)
             meta = run.meta()
             if meta.get("status") != "running" or _alive(meta.get("front")):
@@ -372,35 +635,105 @@ class RunStore:
             orphaned.append(run_id)
         return orphaned
 
-    def rebuild_index(self) -> int:
-        """Drop and rebuild index.sqlite from the run folders; returns the number of runs."""
+    def rebuild_index(self, timeout: float = 5.0) -> int:
+        """Rebuild index.sqlite from the run folders; returns the number of runs.
+
+        The rows are replaced inside one transaction, so another process's lock is waited for
+        (and a StoreError says so if it is held too long), and a full disk leaves the old index
+        as it was. A damaged index file is replaced by a fresh one, built aside first.
+        """
+        if self.index_path.is_dir():
+            raise StoreError(f"{self.index_path} is a folder, not an index; remove it (the runs "
+                             "are listed from their folders meanwhile) and rebuild again")
         try:
-            self.index_path.unlink()
-        except FileNotFoundError:
+            db = self._connect(timeout=timeout)
+        except IndexUnavailable as exc:
+            raise StoreError(f"cannot rebuild the index: {exc}; the runs are listed from "
+                             "their folders meanwhile, try again later") from None
+        except sqlite3.DatabaseError:
+            return self._rebuild_damaged()
+        try:
+            rows = self._folder_rows()
+            with db:
+                db.execute("DELETE FROM runs")
+                db.executemany(self._upsert_sql(), rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot rebuild {self.index_path} ({exc}); the old index is kept "
+                             "and the runs are listed from their folders meanwhile") from None
+        finally:
+            db.close()
+        self._clear_stale()
+        return len(rows)
+
+    def _clear_stale(self) -> None:
+        try:
+            self.stale_path.unlink()
+        except OSError:
             pass
-        with self._db() as db:
-            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def _rebuild_damaged(self) -> int:
+        """Replace a damaged index: build a new one beside it, then swap it in (a failure on
+        the way leaves no empty index behind)."""
+        fresh = self.home / "index.sqlite.new"
+        try:
+            fresh.unlink(missing_ok=True)
+            db = self._connect(fresh)
+            count = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            db.close()
+            os.replace(fresh, self.index_path)
+        except (IndexUnavailable, sqlite3.Error, OSError) as exc:
+            try:
+                fresh.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise StoreError(f"{self.index_path} is damaged and cannot be rebuilt now ({exc}); "
+                             "the runs are listed from their folders meanwhile") from None
+        self._clear_stale()
+        return count
 
     def list_runs(self) -> list[dict]:
-        """Rows of the index, newest first (orphaned runs marked crashed first)."""
-        if not self.runs_dir.exists():
+        """Every run, newest first (orphaned runs marked crashed first), from the index when it
+        can be used and from the folders when not: the history is never hidden by its cache."""
+        if not self.runs_dir.is_dir():
             return []
         self.reconcile()
+        rows = None
         try:
-            with self._db() as db:
-                rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs "
-                                  "ORDER BY created DESC, id DESC").fetchall()
-        except sqlite3.DatabaseError:
-            self.rebuild_index()  # a damaged index is rebuilt from the folders
-            with self._db() as db:
-                rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs "
-                                  "ORDER BY created DESC, id DESC").fetchall()
+            if self.stale_path.exists() and self._writable():
+                self.rebuild_index(timeout=READ_TIMEOUT_S)
+            db = self._connect(timeout=READ_TIMEOUT_S)
+            try:
+                rows = db.execute(f"SELECT {', '.join(_INDEX_COLUMNS)} FROM runs").fetchall()
+            finally:
+                db.close()
+        except IndexUnavailable as exc:
+            self._warn(f"{exc}; the runs are listed from their folders")
+        except StoreError as exc:
+            self._warn(str(exc))
+        except sqlite3.DatabaseError as exc:
+            if _locked(exc):
+                self._warn(f"{self.index_path} is locked by another process; the runs are "
+                           "listed from their folders")
+            else:
+                try:
+                    self._rebuild_damaged()  # a damaged index is rebuilt from the folders
+                except StoreError as error:
+                    self._warn(str(error))
+        if rows is None:
+            rows = self._folder_rows()
         out = []
         for row in rows:
             item = dict(zip(_INDEX_COLUMNS, row, strict=True))
             try:
                 item["tags"] = json.loads(item["tags"] or "[]")
-            except ValueError:
+            except (ValueError, TypeError):
                 item["tags"] = []
             out.append(item)
+        out.sort(key=lambda r: (str(r["created"] or ""), str(r["id"])), reverse=True)
         return out
+
+
+def _shown(text: Any) -> str:
+    """A value from outside, safe to put in a sentence (short, control characters escaped)."""
+    value = repr(text if isinstance(text, str) else str(text))
+    return value if len(value) <= 80 else value[:77] + "..."

@@ -269,9 +269,9 @@ def predict_hf(config: object, world_size: int | None = None) -> dict:
     (fp32 weights, as EffiScope trains); activations and the total are None (n/a), not guessed.
 
     Adam(W)'s small per-tensor `step` counters are left out (a few hundred bytes)."""
-    from profiler import checkpoints
+    from profiler import model_source
 
-    shape = checkpoints.model_shape(config.model)
+    shape = model_source.model_shape(config.model)
     n = shape.parameters
     techniques = getattr(config, "techniques", {}) or {}
     optimizer = techniques.get("optimizer", {})

@@ -28,6 +28,7 @@ class Channel:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._lock = threading.Lock()
         self.alive = True
+        self.last_sent = time.monotonic()
 
     def send(self, message: dict) -> None:
         data = protocol.encode(message, "worker").encode("utf-8")
@@ -36,6 +37,7 @@ class Channel:
                 return
             try:
                 self._file.write(data)
+                self.last_sent = time.monotonic()
             except (BrokenPipeError, OSError):
                 self.alive = False
 
@@ -80,7 +82,14 @@ class Control:
                 out.append(command)
 
     def wait(self) -> dict:
-        return self._commands.get()
+        """The next command; `_eof` once stdin has closed or a SIGTERM asked the worker to go
+        (a blocking get would not wake for the signal)."""
+        while True:
+            try:
+                return self._commands.get(timeout=0.25)
+            except queue.Empty:
+                if self.stdin_closed:
+                    return {"type": "_eof"}
 
 
 def _claim_stdout() -> int:
@@ -91,34 +100,104 @@ def _claim_stdout() -> int:
 
 
 def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
+    """Queue each valid command; answer each bad line with a warning; `_eof` when stdin ends.
+
+    Nothing a front end sends can end this thread early: whatever one line does, `_eof` still
+    comes, so the worker always exits when its stdin closes.
+    """
     stream = sys.stdin.buffer
-    while True:
-        try:
-            line = stream.readline(protocol.MAX_LINE_BYTES + 1)
-        except (OSError, ValueError):
-            line = b""
-        if not line:
-            break
-        if len(line) > protocol.MAX_LINE_BYTES:
-            # Drop the rest of an oversize line, then say so; the stream goes on.
-            while line and not line.endswith(b"\n"):
-                line = stream.readline(protocol.MAX_LINE_BYTES)
-            channel.send({"type": "event", "kind": "warning",
-                          "message": f"ignored a command over {protocol.MAX_LINE_BYTES} bytes"})
-            continue
-        if not line.strip():
-            continue
-        try:
-            command = protocol.decode(line, "front")
-            version = command.get("protocol", protocol.PROTOCOL_VERSION)
-            if version != protocol.PROTOCOL_VERSION:
-                raise protocol.ProtocolError(
-                    f"the command is protocol {version!r}, this worker speaks "
-                    f"{protocol.PROTOCOL_VERSION}: install the same EffiScope version on both sides")
-            commands.put(command)
-        except protocol.ProtocolError as exc:
-            channel.send({"type": "event", "kind": "warning", "message": f"ignored a bad command: {exc}"})
-    commands.put({"type": "_eof"})
+    try:
+        while True:
+            try:
+                line = stream.readline(protocol.MAX_LINE_BYTES + 1)
+            except (OSError, ValueError):
+                line = b""
+            if not line:
+                break
+            if len(line) > protocol.MAX_LINE_BYTES:
+                # Drop the rest of an oversize line, then say so; the stream goes on.
+                while line and not line.endswith(b"\n"):
+                    line = stream.readline(protocol.MAX_LINE_BYTES)
+                channel.send({"type": "event", "kind": "warning",
+                              "message": f"ignored a command over {protocol.MAX_LINE_BYTES} bytes"})
+                continue
+            if not line.strip():
+                continue
+            try:
+                command = protocol.decode(line, "front")
+                version = command.get("protocol", protocol.PROTOCOL_VERSION)
+                if version != protocol.PROTOCOL_VERSION:
+                    raise protocol.ProtocolError(
+                        f"the command is protocol {repr(version)[:40]}, this worker speaks "
+                        f"{protocol.PROTOCOL_VERSION}: install the same EffiScope version on "
+                        "both sides")
+                commands.put(command)
+            except Exception as exc:  # noqa: BLE001 - one bad line must not end the reader
+                reason = exc if isinstance(exc, protocol.ProtocolError) else f"{type(exc).__name__}: {exc}"
+                channel.send({"type": "event", "kind": "warning",
+                              "message": f"ignored a bad command: {str(reason)[:500]}"})
+    finally:
+        commands.put({"type": "_eof"})
+
+
+def _heartbeat(channel: Channel, stop: threading.Event) -> None:
+    """While nothing else goes out, a heartbeat about once a second (see SilenceWatch)."""
+    while not stop.wait(protocol.HEARTBEAT_PERIOD_S / 2):
+        if time.monotonic() - channel.last_sent >= protocol.HEARTBEAT_PERIOD_S:
+            channel.send({"type": "heartbeat", "time": time.time()})
+
+
+def start_heartbeat(channel: Channel) -> threading.Event:
+    """Start the heartbeat thread; set the returned event to end it."""
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(channel, stop), daemon=True,
+                     name="effiscope-heartbeat").start()
+    return stop
+
+
+class MeasuredSoFar:
+    """What the worker has sent during a run, for a summary when the workload fails mid-way
+    (out of memory at step 40 still says how far it got and what it measured)."""
+
+    def __init__(self, send):
+        self._send = send
+        self.started: dict | None = None
+        self.samples: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        if message.get("type") == "sample" and message.get("phase") != "eval":
+            self.samples.append({"step": message.get("step"), "phase": message.get("phase"),
+                                 "metrics": message.get("metrics") or {}})
+            del self.samples[:-10_000]  # a bounded memory of a long run
+        elif message.get("type") == "started":
+            self.started = message
+        self._send(message)
+
+    def summary(self, reason: str) -> dict:
+        if self.started is None:
+            return {}
+        steps = [s["step"] for s in self.samples if isinstance(s["step"], int) and s["step"] > 0]
+        measured = [s for s in self.samples if s["phase"] == "measure"]
+        out: dict[str, Any] = {"partial": True, "stopped_early": True, "stop_reason": reason,
+                               "steps_completed": max(steps) if steps else 0,
+                               "measured_steps": len(measured)}
+        run = self.started.get("run") or {}
+        if isinstance(run.get("device"), str):
+            out["device"] = run["device"]
+        rates = sorted(s["metrics"]["tokens_per_s"] for s in measured
+                       if isinstance(s["metrics"].get("tokens_per_s"), (int, float)))
+        figures = {}
+        if rates:
+            figures["tokens_per_s"] = {"value": rates[len(rates) // 2], "unit": "tokens/s",
+                                       "how": f"median of {len(rates)} measured steps before "
+                                              "the run failed"}
+        losses = [s["metrics"].get("loss_train") for s in self.samples]
+        losses = [v for v in losses if isinstance(v, (int, float))]
+        if losses:
+            figures["loss_train_final"] = {"value": losses[-1], "unit": "nats/token",
+                                           "how": "last training loss before the run failed"}
+        out["figures"] = figures
+        return out
 
 
 def device_info() -> dict:
@@ -189,10 +268,11 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         return "failed"
     import importlib
 
+    measured = MeasuredSoFar(channel.send)
     try:
         # One module per workload (profiler/workloads/<workload>.py), each with run(config, emit, control).
         workload = importlib.import_module(f"profiler.workloads.{config.workload}")
-        summary = workload.run(config, channel.send, control)
+        summary = workload.run(config, measured.send, control)
         status = "stopped" if summary.get("stopped_early") else "completed"
         channel.send({"type": "done", "status": status, "summary": summary})
         return status
@@ -203,7 +283,15 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         text = errors.user_facing(exc, kind)  # the user's choices read as sentences
         channel.send({"type": "error", "kind": kind, "message": text,
                       "hint": hint, "traceback": log[-8000:]})
-        channel.send({"type": "done", "status": "failed", "summary": getattr(exc, "partial_summary", {})})
+        # What was measured before the failure still goes out (out of memory at step 40).
+        partial = getattr(exc, "partial_summary", None)
+        if not isinstance(partial, dict) or not partial:
+            partial = measured.summary(f"{kind}: {text.splitlines()[0][:200] if text else kind}")
+        done = {"type": "done", "status": "failed", "summary": partial}
+        try:
+            channel.send(done)
+        except protocol.ProtocolError:  # a partial summary the schema refuses: the bare end
+            channel.send({"type": "done", "status": "failed", "summary": {}})
         return "failed"
 
 
@@ -225,6 +313,7 @@ def main_distributed(proto_fd: int) -> int:
         hello["job"] = {"world_size": dist.world_size, "backend": dist.backend, "rank": dist.rank,
                         "node_rank": dist.node_rank, "local_world_size": dist.local_world_size}
         channel.send(hello)
+        start_heartbeat(channel)
     else:
         os.close(proto_fd)
         channel = SilentChannel()
@@ -276,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(pid {os.getpid()})", file=sys.stderr, flush=True)
     threading.Thread(target=_read_stdin, args=(commands, channel), daemon=True,
                      name="effiscope-stdin").start()
+    start_heartbeat(channel)
     while channel.alive and not control.stdin_closed:
         command = control.wait()
         kind = command["type"]

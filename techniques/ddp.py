@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from techniques.registry import Param, TechniqueInfo, register
-
-
-def _check(params: dict, caps: dict) -> str | None:
-    if caps.get("world_size", 1) < 2:
-        return ("data parallel needs 2 or more processes; set launch.nproc_per_node (or "
-                "launch.nnodes) so that the job has at least 2")
-    return None
-
 
 INFO = register(TechniqueInfo(
     name="ddp",
@@ -26,30 +20,25 @@ INFO = register(TechniqueInfo(
         Param("gradient_as_bucket_view", bool, True, "Gradients live in the buckets (saves a copy)"),
         Param("static_graph", bool, False, "Promise the graph never changes (enables optimisations)"),
     ),
-    requires=("distributed",),
+    requires=("distributed", "processes"),
     conflicts=("fsdp",),
-    check=_check,
 ))
 
 
 def apply(state, params: dict) -> str:
+    import torch
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [state.device.index] if state.device.type == "cuda" else None
-    if state.compiled:
-        # Wrap the plain module and compile the wrapper: DDP's hooks must see the real params.
-        import torch
-
-        ddp = DistributedDataParallel(state.model, device_ids=device_ids,
-                                      bucket_cap_mb=params["bucket_cap_mb"],
-                                      gradient_as_bucket_view=params["gradient_as_bucket_view"],
-                                      static_graph=params["static_graph"])
-        state.forward_model = torch.compile(ddp)
-    else:
-        state.forward_model = DistributedDataParallel(
-            state.model, device_ids=device_ids, bucket_cap_mb=params["bucket_cap_mb"],
-            gradient_as_bucket_view=params["gradient_as_bucket_view"],
-            static_graph=params["static_graph"])
+    # Wrap the plain module (DDP's hooks must see the real parameters), then compile the wrapper
+    # with compile's own options when compile is on.
+    ddp = DistributedDataParallel(state.model, device_ids=device_ids,
+                                  bucket_cap_mb=params["bucket_cap_mb"],
+                                  gradient_as_bucket_view=params["gradient_as_bucket_view"],
+                                  static_graph=params["static_graph"])
+    state.forward_model = torch.compile(ddp, **state.compile_options) if state.compiled else ddp
+    # Accumulation: all-reduce once per optimizer step, on the last micro-batch's backward.
+    state.grad_sync = lambda sync: contextlib.nullcontext() if sync else ddp.no_sync()
     world = state.caps.get("world_size", 1)
     return (f"DDP over {world} processes ({state.caps.get('dist_backend', '?')}), "
             f"{params['bucket_cap_mb']:g} MB buckets, gradient_as_bucket_view="

@@ -3,13 +3,12 @@ optimizer states split across processes, gathered layer by layer when needed."""
 
 from __future__ import annotations
 
+import contextlib
+
 from techniques.registry import Param, TechniqueInfo, register
 
 
 def _check(params: dict, caps: dict) -> str | None:
-    if caps.get("world_size", 1) < 2:
-        return ("FSDP shards the model across processes; with one process there is nothing to "
-                "shard: set launch.nproc_per_node (or launch.nnodes) to 2 or more")
     if params["mixed_precision"] != "none" and not caps.get("cuda"):
         return "an FSDP mixed-precision policy needs CUDA; set mixed_precision = \"none\" on CPU"
     return None
@@ -29,7 +28,7 @@ INFO = register(TechniqueInfo(
         Param("mixed_precision", str, "none", "Parameter dtype for compute on CUDA",
               choices=("none", "bf16", "fp16")),
     ),
-    requires=("distributed",),
+    requires=("distributed", "processes"),
     conflicts=("ddp",),
     check=_check,
 ))
@@ -41,6 +40,17 @@ def _fully_shard():
     except ImportError:  # torch < 2.6 kept it under _composable
         from torch.distributed._composable.fsdp import fully_shard
     return fully_shard
+
+
+@contextlib.contextmanager
+def _gradient_sync(model, sync: bool):
+    """Accumulation: reduce-scatter once per optimizer step (the last micro-batch's backward);
+    the other micro-batches accumulate unsharded gradients locally."""
+    model.set_requires_gradient_sync(sync)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def apply(state, params: dict) -> str:
@@ -59,6 +69,7 @@ def apply(state, params: dict) -> str:
     for block in model.blocks:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)  # the root holds embeddings, final norm and the tied head
+    state.grad_sync = lambda sync: _gradient_sync(model, sync)
     world = state.caps.get("world_size", 1)
     return (f"FSDP2 fully_shard on {len(model.blocks)} blocks + root over {world} processes, "
             f"reshard_after_forward={params['reshard_after_forward']}, "

@@ -190,19 +190,19 @@ def save(state, steps: int, emit) -> list[str]:
     weights where a plain run saves its own (model.safetensors, or hf-model/ for a Hugging Face
     model), so model.source = "run" loads the fine-tuned model. Returns the paths written.
 
-    The train workload calls this instead of checkpoints.save_run_weights when LoRA is active
+    The train workload calls this instead of weights.save_run_weights when LoRA is active
     (the adapted model's state dict has base_layer / lora_ names no loader of ours reads)."""
-    from profiler import checkpoints
+    from profiler import weights
 
     config = state.config
     if not config.train.save_checkpoint:
         return []
     if not (config.output_dir and steps):  # says why nothing is saved, as for a plain run
-        checkpoints.save_run_weights(config, state.model, steps, emit)
+        weights.save_run_weights(config, state.model, steps, emit)
         return []
     folder = save_adapter(state.model, Path(config.output_dir) / ADAPTER_DIR,
                           state.active.get("lora") or INFO.defaults())
     emit({"type": "event", "kind": "info", "message": f"LoRA adapter saved to {folder} "
           "(adapter_model.safetensors, adapter_config.json)"})
-    merged = checkpoints.save_run_weights(config, merged_copy(state.model), steps, emit)
+    merged = weights.save_run_weights(config, merged_copy(state.model), steps, emit)
     return [str(folder)] + ([merged] if merged else [])

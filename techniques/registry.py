@@ -41,7 +41,8 @@ class TechniqueInfo:
     source: str
     params: tuple[Param, ...] = ()
     requires: tuple[str, ...] = ()
-    """Capabilities needed: "cuda", "bf16", "distributed", "package:NAME"."""
+    """Capabilities needed: "cuda", "bf16", "distributed", "processes" (2 or more in the job),
+    "package:NAME"."""
     conflicts: tuple[str, ...] = ()
     mid_run: tuple[str, ...] = ()
     """What a `set` may change while a run goes: "enabled" (switch on / off) and parameter names."""
@@ -67,6 +68,9 @@ class UnknownTechnique(ValueError):
 
 
 _REGISTRY: dict[str, TechniqueInfo] = {}
+
+NEEDS_PROCESSES = ("needs 2 or more processes; set launch.nproc_per_node (or launch.nnodes) so "
+                   "that the job has at least 2")
 
 
 def register(info: TechniqueInfo) -> TechniqueInfo:
@@ -168,6 +172,8 @@ def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[s
             return "torch.compile needs a C++ compiler (gcc or clang) on the PATH"
         if need == "distributed" and not caps.get("distributed"):
             return "this torch build has no torch.distributed"
+        if need == "processes" and caps.get("world_size", 1) < 2:
+            return NEEDS_PROCESSES
         if need.startswith("package:") and need[8:] not in caps.get("packages", []):
             return f"needs the Python package {need[8:]} (pip install {need[8:]})"
     if info.check is not None:

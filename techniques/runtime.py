@@ -1,13 +1,22 @@
-"""The training state techniques act on, and the engine that applies them (imports torch).
+"""The one technique engine (imports torch): the state techniques act on, and check / apply /
+change / finalize for every workload.
 
 Every switch has a null object as its "off" state — autocast disabled, a GradScaler with
-enabled=False, one micro-batch, a constant schedule — so the training loop has no branches for
-techniques: it always asks the state, and the state answers with the right object.
+enabled=False, one micro-batch, a constant schedule, gradients synchronised on every backward —
+so the loops have no branches for techniques: they ask the state, and the state answers with the
+right object.
+
+Order: techniques apply in registry.STAGES order. Inside the compress stage they follow
+COMPRESSION_ORDER (why: pruning ranks float weights; masks are folded in — after an optional
+fine-tune — before any format change; a cast precedes weight-only quantization, which wants
+bf16; int8 dynamic replaces the Linear modules last). A workload that trains keeps the pruning
+masks through training (they hold pruned weights at zero) and folds them in `finalize`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +46,12 @@ class TrainState:
     lr_factor: Callable[[int], float] = lambda step: 1.0
     sdpa_backends: list | None = None
     compiled: bool = False
+    compile_options: dict = field(default_factory=dict)
+    """torch.compile's keyword arguments, for a wrapper that must be compiled again (DDP)."""
+    grad_sync: Callable[[bool], contextlib.AbstractContextManager] = \
+        lambda sync: contextlib.nullcontext()
+    """grad_sync(sync) wraps one micro-batch's backward: sync=False on all but the last
+    micro-batch of a step, so a parallel wrapper reduces gradients once per optimizer step."""
     dist: Any = None
     """The torchrun job (profiler.distributed.DistContext) or None."""
     warn: Callable[[str], None] = print
@@ -47,6 +62,8 @@ class TrainState:
     active: dict[str, dict] = field(default_factory=dict)
     """Technique name -> parameters currently in force."""
     reports: dict[str, str] = field(default_factory=dict)
+    finalized: set[str] = field(default_factory=set)
+    """Techniques whose finalize() ran (pruning masks folded in)."""
 
     def __post_init__(self) -> None:
         if self.forward_model is None:
@@ -76,6 +93,19 @@ class TrainState:
     def learning_rate(self, step: int) -> float:
         return self.base_lr * self.lr_factor(step)
 
+    @classmethod
+    def plain(cls, model: torch.nn.Module, device: torch.device | str = "cpu",
+              config: Any = None) -> TrainState:
+        """A state with no technique in force, for measuring a model as it is."""
+        return cls(config=config, device=torch.device(device), caps={}, model=model)
+
+    def fork(self, model: torch.nn.Module) -> TrainState:
+        """The same techniques in force (autocast, SDPA backend) for another model, e.g. the
+        compressed copy measured beside its original."""
+        return dataclasses.replace(self, model=model, forward_model=model, optimizer=None,
+                                   active=dict(self.active), reports=dict(self.reports),
+                                   finalized=set(self.finalized), compiled=False)
+
 
 def make_scaler(device: torch.device, enabled: bool):
     """A GradScaler; disabled it passes losses and steps through unchanged (the null object)."""
@@ -89,6 +119,31 @@ def implementation(name: str):
     return importlib.import_module(registry.get(name).module)
 
 
+# The compress stage's own order (see the module docstring for why): pruners (techniques that
+# leave masks for finalize() to fold in), then other compression, then format changes.
+PRUNE_ORDER = ("prune_structured", "prune_magnitude", "prune_semi_structured")
+FORMAT_ORDER = ("weight_cast", "quantize_weight_only", "quantize_int8_dynamic")
+
+
+def is_pruner(name: str) -> bool:
+    info = registry.get(name)
+    return (info.stage == "compress" and name not in FORMAT_ORDER
+            and hasattr(implementation(name), "finalize"))
+
+
+def order_key(info: registry.TechniqueInfo) -> tuple:
+    """Sort key: STAGES order; inside compress, pruning, then other compression, then formats."""
+    stage = registry.STAGES.index(info.stage)
+    if info.stage != "compress":
+        return (stage, 0, 0, info.name)
+    if is_pruner(info.name):
+        rank = PRUNE_ORDER.index(info.name) if info.name in PRUNE_ORDER else len(PRUNE_ORDER)
+        return (stage, 0, rank, info.name)
+    if info.name in FORMAT_ORDER:
+        return (stage, 2, FORMAT_ORDER.index(info.name), info.name)
+    return (stage, 1, 0, info.name)
+
+
 def enabled_techniques(config: Any) -> dict[str, dict]:
     """Config techniques plus the always-on ones, with defaults filled and values checked."""
     wanted = dict(config.techniques)
@@ -98,9 +153,21 @@ def enabled_techniques(config: Any) -> dict[str, dict]:
     return {name: registry.validate_params(name, params) for name, params in wanted.items()}
 
 
-def check_all(config: Any, caps: dict) -> None:
-    """Refuse, before the run, anything this machine cannot do or that conflicts."""
-    wanted = enabled_techniques(config)
+def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
+         warn: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """The techniques this run applies, checked before any work: Unsupported says what this
+    machine cannot do or what conflicts. Techniques of other stages than `stages` (training
+    techniques in an inference workload) are left out, with a warning for those the config
+    named."""
+    wanted = {}
+    for name, params in enabled_techniques(config).items():
+        info = registry.get(name)
+        if info.stage not in stages:
+            if warn is not None and name in config.techniques:
+                warn(f"techniques.{name} acts on training and is ignored by the "
+                     f"{config.workload} workload")
+            continue
+        wanted[name] = params
     for name, params in wanted.items():
         info = registry.get(name)
         why = registry.unavailable_reason(info, params, caps)
@@ -110,20 +177,76 @@ def check_all(config: Any, caps: dict) -> None:
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
+    return wanted
 
 
-def apply_all(state: TrainState) -> list[dict]:
-    """Apply every enabled technique in registry.STAGES order; return what each one did."""
-    wanted = enabled_techniques(state.config)
-    order = [info for info in registry.all_techniques() if info.name in wanted]
-    applied = []
+def check_all(config: Any, caps: dict) -> None:
+    """Refuse, before the run, anything this machine cannot do or that conflicts."""
+    plan(config, caps)
+
+
+def _record(state: TrainState, name: str, params: dict, report: str) -> dict:
+    state.active[name] = params
+    state.reports[name] = report
+    return {"name": name, "label": registry.get(name).label, "params": params, "report": report}
+
+
+def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
+              finetune: Callable[[], str] | None = None, keep_masks: bool = False) -> list[dict]:
+    """Apply `wanted` (default: every enabled technique) in the engine's order; return what each
+    step did as {name, label, params, report}.
+
+    Pruning masks are folded in before the first format change; otherwise at the end of the
+    compress stage, after `finetune` (a callable that trains the pruned model and says what it
+    did) — unless keep_masks (a training workload), which leaves them to `finalize`.
+    """
+    if wanted is None:
+        wanted = plan(state.config, state.caps)
+    order = sorted((registry.get(name) for name in wanted), key=order_key)
+    applied: list[dict] = []
+    convert = getattr(state.model, "convert_conv1d", None)  # HF GPT-2: Conv1D -> nn.Linear
+    if convert is not None and any(info.stage == "compress" for info in order):
+        if count := convert():
+            applied.append({"name": "conv1d_to_linear", "label": "GPT-2 Conv1D as nn.Linear",
+                            "params": {}, "report": f"{count} Conv1D layers of the blocks "
+                            "replaced by nn.Linear with the transposed weight (the same math), "
+                            "so the techniques below can act on them"})
+    pending: list[str] = []  # pruners whose masks are not folded in yet
+
+    def fold() -> None:
+        if finetune is not None and pending:
+            applied.append({"name": "finetune", "label": "Fine-tuning after pruning",
+                            "params": {}, "report": finetune()})
+        for name in pending:
+            applied.append(_finalize_one(state, name))
+        pending.clear()
+
     for info in order:
-        params = wanted[info.name]
-        report = implementation(info.name).apply(state, params)
-        state.active[info.name] = params
-        state.reports[info.name] = report
-        applied.append({"name": info.name, "label": info.label, "params": params, "report": report})
+        leaving_pruning = pending and not is_pruner(info.name)
+        if leaving_pruning and (info.name in FORMAT_ORDER or not keep_masks):
+            fold()
+        report = implementation(info.name).apply(state, wanted[info.name])
+        applied.append(_record(state, info.name, wanted[info.name], report))
+        if is_pruner(info.name):
+            pending.append(info.name)
+    if pending and not keep_masks:
+        fold()
     return applied
+
+
+def _finalize_one(state: TrainState, name: str) -> dict:
+    module = implementation(name)
+    report = module.finalize(state, state.active[name])
+    state.finalized.add(name)
+    return {"name": name, "label": registry.get(name).label, "params": state.active[name],
+            "report": report}
+
+
+def finalize(state: TrainState) -> list[dict]:
+    """Every workload's last step: techniques with a finalize() that has not run yet (pruning
+    masks kept through training) finish now, before weights are measured or saved."""
+    return [_finalize_one(state, name) for name in list(state.active)
+            if name not in state.finalized and hasattr(implementation(name), "finalize")]
 
 
 def change(state: TrainState, name: str, params: dict) -> str:

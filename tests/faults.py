@@ -120,3 +120,52 @@ def one_torch_thread(monkeypatch):
     """Workers use one intra-op thread: on a busy machine two OpenMP threads that wait for each
     other turn a millisecond step of gpt-nano into seconds, and the timings here are tight."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+# A worker that is not ours to trust (what `launch.ssh` may reach): it answers a start with the
+# lines in the file named by argv[1] (one per line, sent as they are), then does what argv[2]
+# says: "exit" (ends), "hang" (stays silent until killed) or "beat" (heartbeats, then done).
+HOSTILE_WORKER = r"""
+import json, sys, time
+lines = open(sys.argv[1], encoding="utf-8").read().split("\n")
+mode = sys.argv[2] if len(sys.argv) > 2 else "exit"
+out = sys.stdout.buffer
+out.write(b'{"type":"hello","protocol":1,"versions":{},"device":{},"environment":{}}\n')
+out.flush()
+sys.stdin.buffer.readline()
+for line in lines:
+    if line:
+        out.write(line.encode("utf-8") + b"\n")
+        out.flush()
+if mode == "hang":
+    time.sleep(600)
+"""
+
+
+def hostile_worker(tmp_path: Path, lines: list[str], mode: str = "exit") -> list[str]:
+    """The command that starts HOSTILE_WORKER with these lines."""
+    script = tmp_path / "hostile_lines.txt"
+    script.write_text("\n".join(lines), encoding="utf-8")
+    return [sys.executable, "-c", HOSTILE_WORKER, str(script), mode]
+
+
+def run_hostile(tmp_path: Path, lines: list[str], mode: str = "exit", **kwargs):
+    """Record a run against HOSTILE_WORKER; (status, recorder, run)."""
+    from profiler.client import run_to_completion
+    from profiler.recorder import RunRecorder
+    from profiler.store import RunStore
+
+    store = RunStore()
+    config = tiny_config(steps=2)
+    run = store.create_run(config)
+    recorder = RunRecorder(store, run)
+    status = run_to_completion(config.to_dict(), recorder,
+                               command=hostile_worker(tmp_path, lines, mode), **kwargs)
+    return status, recorder, run
+
+
+def assert_sentence(text: str) -> None:
+    """Said in words: one line or a few, never a traceback or a bare exception name."""
+    assert text.strip(), "nothing was said"
+    assert "Traceback (most recent call last)" not in text, text
+    assert len(text) < 2000, text[:300]

@@ -204,11 +204,11 @@ class ListChannel:
 
 
 def _truncated_checkpoint(folder: Path) -> Path:
-    from profiler import checkpoints
+    from profiler import weights
     from profiler.models.gpt import build_gpt
 
     path = folder / "cut.safetensors"
-    checkpoints.save_model(build_gpt("gpt-nano", 0.0), path, "gpt-nano")
+    weights.save_model(build_gpt("gpt-nano", 0.0), path, "gpt-nano")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # a copy that stopped half way
     return path

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from profiler import checkpoints
+from profiler import sizes, weights
 from profiler.capabilities import detect
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
 from profiler.models.gpt import GPT
@@ -44,10 +44,9 @@ def tiny_state(techniques: dict | None = None, seed: int = 0) -> runtime.TrainSt
 
 
 def compress(state: runtime.TrainState) -> list[dict]:
-    from profiler.workloads.infer import apply_compression, inference_techniques
+    from profiler.workloads.setup import INFER_STAGES
 
-    wanted = inference_techniques(state.config, state.caps, state.warn)
-    return apply_compression(state, wanted)
+    return runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
 
 
 def block_linears(model) -> dict[str, torch.nn.Module]:
@@ -70,7 +69,7 @@ def test_int8_dynamic_converts_every_block_linear_and_is_about_4x_smaller():
     assert len(converted) == 4 * TINY.n_layer
     assert all(isinstance(m, DynamicLinear) for m in block_linears(state.model).values())
     assert state.model.lm_head.weight is state.model.wte.weight
-    tensors = checkpoints.weight_tensors(state.model)
+    tensors = sizes.weight_tensors(state.model)
     int8_bytes = sum(t.numel() * t.element_size() for name, t in tensors.items()
                      if name.startswith("blocks.") and ".weight." in name)
     assert all(t.dtype == torch.int8 for n, t in tensors.items() if n.endswith("int_repr"))
@@ -86,9 +85,9 @@ def test_int8_dynamic_converts_every_block_linear_and_is_about_4x_smaller():
 
 def test_weight_cast_halves_the_weight_bytes():
     state = tiny_state({"weight_cast": {"dtype": "bf16"}})
-    before = checkpoints.model_bytes(state.model)
+    before = sizes.model_bytes(state.model)
     compress(state)
-    assert checkpoints.model_bytes(state.model) == before // 2
+    assert sizes.model_bytes(state.model) == before // 2
     assert all(p.dtype == torch.bfloat16 for p in state.model.parameters())
 
 
@@ -111,21 +110,20 @@ def test_permanent_pruning_survives_save_and_load(tmp_path):
     compress(state)
     assert not any(name.endswith(("_orig", "_mask")) for name in state.model.state_dict())
     zeros = {n: int((m.weight == 0).sum()) for n, m in block_linears(state.model).items()}
-    checkpoints.save_model(state.model, tmp_path / "model.safetensors", "tiny")
-    loaded, _ = checkpoints.load_model(ModelConfig(source="checkpoint", path=str(tmp_path)))
+    weights.save_model(state.model, tmp_path / "model.safetensors", "tiny")
+    loaded, _ = weights.load_model(ModelConfig(source="checkpoint", path=str(tmp_path)))
     assert {n: int((m.weight == 0).sum()) for n, m in block_linears(loaded).items()} == zeros
 
 
 def test_masks_kept_during_fine_tuning_hold_pruned_weights_at_zero():
     from profiler.data import BatchSampler
     from profiler.workloads.compress import finetune
-    from profiler.workloads.infer import apply_compression
 
     state = tiny_state()
     wanted = {"prune_magnitude": registry.validate_params("prune_magnitude", {"amount": 0.4})}
     batches = BatchSampler(torch.randint(0, 256, (5000,), dtype=torch.uint8), 4, 16, 0, CPU)
-    applied = apply_compression(state, wanted, lambda: finetune(
-        state.model, batches, 3, 1e-2, lambda message: None, _Control()))
+    applied = runtime.apply_all(state, wanted, finetune=lambda: finetune(
+        state, batches, 3, 1e-2, lambda message: None, _Control()))
     assert [a["name"] for a in applied] == ["prune_magnitude", "finetune", "prune_magnitude"]
     assert "3 AdamW steps" in applied[1]["report"]
     for module in block_linears(state.model).values():
@@ -198,7 +196,7 @@ def test_compress_run_compares_original_and_compressed_side_by_side(tmp_path):
     from profiler.workloads import compress as workload
 
     torch.manual_seed(0)
-    checkpoints.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
+    weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
     config = RunConfig(workload="compress", device="cpu",
                        techniques={"prune_magnitude": {"amount": 0.5}})
     config.model = ModelConfig(source="checkpoint", path=str(tmp_path))

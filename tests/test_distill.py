@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from profiler import checkpoints
+from profiler import model_source, weights
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
 from profiler.data import BatchSampler, load_corpus
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from profiler.workloads import distill
+from techniques import runtime
 
 TEACHER = GPTShape(2, 4, 64, 64, 256, "tiny-teacher")
 STUDENT = GPTShape(1, 2, 64, 64, 256, "tiny-student")
@@ -79,10 +80,10 @@ def test_the_student_learns_from_the_teacher(tmp_path, one_thread):
     teacher = GPT(TEACHER)
     corpus = load_corpus("stdlib", "", 200_000, 0.1, 256, 0)
     batches = BatchSampler(corpus.train, 16, 64, 0, torch.device("cpu"))
-    distill.pretrain_teacher(teacher, batches, 300, 3e-3, lambda m: None, _Control())
-    checkpoints.save_model(teacher, tmp_path / "teacher.safetensors", "tiny-teacher")
+    distill.pretrain_teacher(runtime.TrainState.plain(teacher), batches, 300, 3e-3, lambda m: None, _Control())
+    weights.save_model(teacher, tmp_path / "teacher.safetensors", "tiny-teacher")
     torch.manual_seed(1)
-    checkpoints.save_model(GPT(STUDENT), tmp_path / "student.safetensors", "tiny-student")
+    weights.save_model(GPT(STUDENT), tmp_path / "student.safetensors", "tiny-student")
 
     runs = {}
     for alpha in (0.9, 0.0):
@@ -112,5 +113,5 @@ def test_the_student_learns_from_the_teacher(tmp_path, one_thread):
     assert math.isfinite(figures["teacher_loss_val"]["value"])
     saved = tmp_path / "run-0.9" / "model.safetensors"
     assert summary["checkpoint"] == str(saved)
-    saved_shape = checkpoints.model_shape(ModelConfig(source="checkpoint", path=str(saved)))
+    saved_shape = model_source.model_shape(ModelConfig(source="checkpoint", path=str(saved)))
     assert saved_shape.as_dict() == STUDENT.as_dict()

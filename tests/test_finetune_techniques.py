@@ -89,7 +89,7 @@ def test_lora_keeps_the_models_own_forward_and_starts_from_it():
 
 
 def test_lora_saves_adapter_and_merged_weights_that_load(tmp_path):
-    from profiler import checkpoints
+    from profiler import weights
     from profiler.config import ModelConfig
     from techniques import lora
 
@@ -107,7 +107,7 @@ def test_lora_saves_adapter_and_merged_weights_that_load(tmp_path):
     assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["lora_alpha"] == 8.0
-    loaded, _ = checkpoints.load_model(ModelConfig(source="checkpoint", path=str(tmp_path)))
+    loaded, _ = weights.load_model(ModelConfig(source="checkpoint", path=str(tmp_path)))
     x = torch.randint(0, TINY.vocab_size, (2, 8))
     state.model.eval()
     torch.testing.assert_close(loaded.eval()(x)[0], state.model(x)[0], rtol=1e-4, atol=1e-5)

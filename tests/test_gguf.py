@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler.checkpoints import CheckpointError
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
+from profiler.errors import CheckpointError
 from tests import hf_fixtures
 
 gguf = pytest.importorskip("gguf")

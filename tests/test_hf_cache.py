@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler import checkpoints
+from profiler import errors, model_source, weights
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.models.hf_cache import list_cached_models
 from tests import hf_fixtures as fx
@@ -46,13 +46,13 @@ def test_a_model_in_the_local_hub_cache_is_found_and_listed_offline(hub, capsys)
     llama = items["tiny-org/tiny-llama"]
     assert llama["usable"] and llama["kind"] == "hf-causal" and llama["model_type"] == "llama"
     assert llama["weights"] == "safetensors" and llama["path"].endswith("snapshots/0123abcd")
-    assert llama["parameters"] == checkpoints.model_shape(
+    assert llama["parameters"] == model_source.model_shape(
         hf_run(str(fx.checkpoints_root() / "llama")).model).parameters
     assert not items["evil-org/needs-code"]["usable"]
     assert "remote code" in items["evil-org/needs-code"]["reason"]
     assert "incomplete download" in items["someone/half-downloaded"]["reason"]
     config = validate(hf_run("tiny-org/tiny-llama"))  # a model id resolves to its snapshot
-    assert checkpoints.model_shape(config.model).description.endswith("snapshots/0123abcd")
+    assert model_source.model_shape(config.model).description.endswith("snapshots/0123abcd")
     from profiler.cli import main
 
     assert main(["models", "--json"]) == 0
@@ -85,8 +85,8 @@ def test_damaged_and_unsafe_checkpoints_are_refused_with_a_sentence(tmp_path):
     evil = fx.needs_remote_code(copy("gpt2", "evil"))
     with pytest.raises(ConfigError, match="auto_map.*never runs remote code"):
         validate(hf_run(str(evil)))
-    with pytest.raises(checkpoints.CheckpointError, match="model.path: .*auto_map"):  # loader too
-        checkpoints.load_model(hf_run(str(evil)).model)
+    with pytest.raises(errors.CheckpointError, match="model.path: .*auto_map"):  # loader too
+        weights.load_model(hf_run(str(evil)).model)
     assert "modeling_evil" not in sys.modules
     bare = copy("gpt2", "no-weights")
     (bare / "model.safetensors").unlink()
@@ -117,10 +117,10 @@ def test_bin_weights_are_read_with_torch_load_weights_only(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "load", spy)
     config = validate(hf_run(str(folder)))
-    assert checkpoints.model_shape(config.model).parameters_how == "estimated from config.json"
-    model, _ = checkpoints.load_model(config.model)
+    assert model_source.model_shape(config.model).parameters_how == "estimated from config.json"
+    model, _ = weights.load_model(config.model)
     assert calls and all(flag is True for flag in calls)
-    assert model.parameter_count() == checkpoints.model_shape(config.model).parameters
+    assert model.parameter_count() == model_source.model_shape(config.model).parameters
 
 
 def _python(code: str, **env) -> str:
@@ -149,9 +149,9 @@ def test_validation_and_listing_import_neither_torch_nor_transformers(hub):
 def test_the_built_in_gpt_never_imports_transformers():
     out = _python(
         "import sys, torch\n"
-        "from profiler import checkpoints\n"
+        "from profiler import weights\n"
         "from profiler.config import RunConfig\n"
-        "model, _ = checkpoints.load_model(RunConfig().model)\n"
+        "model, _ = weights.load_model(RunConfig().model)\n"
         "model(torch.zeros(1, 8, dtype=torch.long))\n"
         "print('transformers' in sys.modules)\n")
     assert out.strip() == "False"

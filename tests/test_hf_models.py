@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-from profiler import checkpoints
+from profiler import model_source, weights
 from profiler.config import ArchConfig, ConfigError, ModelConfig, RunConfig, validate
 from profiler.models.hf_arch import ARCHITECTURES
 from profiler.theory import flops_per_token
@@ -32,8 +32,8 @@ def arch_model(name: str, **sizes) -> ModelConfig:
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
 def test_the_shape_read_from_disk_is_the_built_models(name):
     model_cfg = hf_config(name).model
-    on_disk = checkpoints.model_shape(model_cfg)  # torch-free: config.json + safetensors header
-    model, origin = checkpoints.load_model(model_cfg)
+    on_disk = model_source.model_shape(model_cfg)  # torch-free: config.json + safetensors header
+    model, origin = weights.load_model(model_cfg)
     assert str(checkpoints_root() / name) in origin
     assert (on_disk.n_layer, on_disk.n_head, on_disk.n_embd) == (2, 2 if name != "llama" else 4, 32)
     assert on_disk.kind == ("hf-encoder" if name == "bert" else "hf-causal")
@@ -46,9 +46,9 @@ def test_the_shape_read_from_disk_is_the_built_models(name):
 def test_each_architecture_is_built_at_the_chosen_size_and_its_formula_counts_it(name):
     sizes = {"n_kv_head": 2} if ARCHITECTURES[name].grouped_kv else {}
     model_cfg = arch_model(name, **sizes)
-    predicted = checkpoints.model_shape(model_cfg)
+    predicted = model_source.model_shape(model_cfg)
     torch.manual_seed(0)
-    model, _ = checkpoints.load_model(model_cfg)
+    model, _ = weights.load_model(model_cfg)
     assert model.kind == ARCHITECTURES[name].kind == predicted.kind
     assert len(model.blocks) == 2 and model.shape.vocab_size == 256  # byte tokens by default
     assert predicted.parameters == model.parameter_count()
@@ -58,7 +58,7 @@ def test_each_architecture_is_built_at_the_chosen_size_and_its_formula_counts_it
 
 
 def test_flops_per_token_count_the_models_matmul_parameters():
-    model, _ = checkpoints.load_model(hf_config("llama").model)
+    model, _ = weights.load_model(hf_config("llama").model)
     shape = model.shape
     # Llama's embedding is a lookup (untied): 6N counts the blocks, the norms and the head.
     assert shape.matmul_parameters == shape.parameters - shape.vocab_size * shape.n_embd
@@ -69,7 +69,7 @@ def test_flops_per_token_count_the_models_matmul_parameters():
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 @torch.no_grad()
 def test_kv_cache_decoding_gives_the_logits_of_full_recomputation(name):
-    model, _ = checkpoints.load_model(hf_config(name).model)
+    model, _ = weights.load_model(hf_config(name).model)
     model.eval()
     tokens = torch.randint(0, model.shape.vocab_size, (2, 20))
     full, _ = model(tokens)
@@ -86,7 +86,7 @@ def test_kv_cache_decoding_gives_the_logits_of_full_recomputation(name):
 def test_the_corpus_is_tokenized_with_the_models_own_tokenizer():
     from profiler.data import load_corpus
 
-    model, _ = checkpoints.load_model(hf_config("llama").model)
+    model, _ = weights.load_model(hf_config("llama").model)
     corpus = load_corpus("stdlib", "", 30_000, 0.1, model.shape.vocab_size, 1,
                          tokenizer=model.tokenizer)
     assert corpus.train.dtype == torch.int32 and int(corpus.train.max()) < len(model.tokenizer)
@@ -115,7 +115,7 @@ def test_checkpointing_through_transformers_saves_activations_and_keeps_gradient
     from techniques import activation_checkpointing
 
     torch.manual_seed(0)
-    model, _ = checkpoints.load_model(arch_model("llama", n_layer=4, n_embd=64, n_head=4))
+    model, _ = weights.load_model(arch_model("llama", n_layer=4, n_embd=64, n_head=4))
     model.train()
     tokens = torch.randint(0, 256, (4, 65))
     plain_bytes, plain_grads = _saved_bytes_and_grads(model, tokens)
@@ -133,7 +133,7 @@ def test_checkpointing_through_transformers_saves_activations_and_keeps_gradient
 def test_attention_switches_through_attn_implementation_and_agrees():
     from techniques import attention
 
-    model, _ = checkpoints.load_model(hf_config("gpt2").model)
+    model, _ = weights.load_model(hf_config("gpt2").model)
     model.eval()
     tokens = torch.randint(0, model.shape.vocab_size, (2, 24))
     with torch.no_grad():
@@ -185,7 +185,7 @@ def test_a_llama_checkpoint_trains_with_its_tokenizer_and_the_loss_falls():
     assert summary["steps_completed"] == 20
     assert figures["loss_val_final"]["value"] < figures["loss_val_first"]["value"] - 0.3
     assert figures["flops_per_token"]["value"] == flops_per_token(
-        checkpoints.load_model(hf_config("llama").model)[0].shape, 32)
+        weights.load_model(hf_config("llama").model)[0].shape, 32)
     # Theory: optimizer states from the counted parameters; activations are n/a, never guessed.
     assert figures["predicted_optimizer_state_bytes"]["value"] == pytest.approx(
         figures["optimizer_state_bytes"]["value"], rel=0.01)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from profiler import checkpoints, protocol
+from profiler import model_source, protocol
 from profiler.client import WorkerProcess
 from profiler.config import validate
 from tests import hf_fixtures as fx
@@ -35,7 +35,7 @@ def test_a_gpt2_checkpoint_trains_from_the_cli_and_saves_its_weights(tmp_path, c
     assert (saved / "model.safetensors").is_file() and (saved / "tokenizer.json").is_file()
     again = fx.hf_config("gpt2", workload="infer")
     again.model.path = str(saved)
-    shape = checkpoints.model_shape(validate(again).model)  # the saved folder is a checkpoint
+    shape = model_source.model_shape(validate(again).model)  # the saved folder is a checkpoint
     assert shape.arch == "gpt2" and shape.parameters == summary["parameters"]
     stored = (effiscope_home / "runs" / summary["run_id"] / "config.toml").read_text()
     assert 'source = "hf"' in stored and "[model.arch]" in stored

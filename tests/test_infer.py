@@ -9,11 +9,12 @@ import textwrap
 import pytest
 import torch
 
-from profiler import checkpoints
+from profiler import model_source, weights
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
-from profiler.workloads.infer import eval_windows, generate_once, score
+from profiler.workloads.generation import eval_windows, generate_once, score
+from techniques import runtime
 
 TINY = GPTShape(2, 2, 32, 48, 256, "tiny")
 
@@ -71,7 +72,7 @@ def test_perplexity_is_exp_of_the_mean_token_cross_entropy():
             logp = torch.log_softmax(logits[0].double(), dim=-1)
             nll += (-logp[torch.arange(16), w[1:].long()]).tolist()
     expected = math.exp(sum(nll) / len(nll))
-    got = score([model], windows, torch.device("cpu"), batch_size=7)
+    got = score([runtime.TrainState.plain(model)], windows, batch_size=7)
     assert got["tokens"] == 400
     assert got["perplexity"][0] == pytest.approx(expected, rel=1e-5)
 
@@ -79,7 +80,7 @@ def test_perplexity_is_exp_of_the_mean_token_cross_entropy():
 def test_generation_times_prefill_and_every_decode_step():
     model = tiny_model()
     prompts = torch.randint(0, 256, (2, 10))
-    result = generate_once(model, prompts, gen_len=5, device=torch.device("cpu"))
+    result = generate_once(runtime.TrainState.plain(model), prompts, gen_len=5)
     assert len(result["_decode_steps_s"]) == 4 and result["_decode_tokens"] == 8
     assert 0 < result["prefill_latency_s"] <= result["ttft_s"]
     # keys + values, every layer, batch 2, all 15 positions, fp32
@@ -88,10 +89,10 @@ def test_generation_times_prefill_and_every_decode_step():
 
 def test_checkpoint_round_trip_keeps_weights_and_tying(tmp_path):
     model = tiny_model(3)
-    checkpoints.save_model(model, tmp_path / "model.safetensors", "tiny")
+    weights.save_model(model, tmp_path / "model.safetensors", "tiny")
     source = ModelConfig(source="checkpoint", path=str(tmp_path))
-    assert checkpoints.model_shape(source).as_dict() == TINY.as_dict()
-    loaded, origin = checkpoints.load_model(source)
+    assert model_source.model_shape(source).as_dict() == TINY.as_dict()
+    loaded, origin = weights.load_model(source)
     assert "tiny" in origin
     assert loaded.lm_head.weight is loaded.wte.weight
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
@@ -157,7 +158,7 @@ def test_train_saves_weights_and_infer_loads_them_from_the_run(tmp_path, capsys,
     trained = _run_cli(capsys, tmp_path / "train.toml")
     run_dir = effiscope_home / "runs" / trained["run_id"]
     assert trained["checkpoint"] == str(run_dir / "model.safetensors")
-    assert checkpoints.read_header(run_dir / "model.safetensors")[1]["preset"] == "gpt-nano"
+    assert model_source.read_header(run_dir / "model.safetensors")[1]["preset"] == "gpt-nano"
 
     (tmp_path / "infer.toml").write_text('workload = "infer"\n' + common + textwrap.dedent(f"""
         [model]

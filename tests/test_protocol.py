@@ -20,6 +20,7 @@ WORKER_EXAMPLES = [
     {"type": "profile", "step": 7, "operators": [{"name": "aten::mm", "calls": 3}]},
     {"type": "error", "kind": "oom", "message": "out of memory", "hint": "lower the batch"},
     {"type": "done", "status": "completed", "summary": {"figures": {}}},
+    {"type": "heartbeat", "time": 1700000000.5},
 ]
 FRONT_EXAMPLES = [
     protocol.start({"model": {"preset": "gpt-nano"}}),
@@ -61,12 +62,12 @@ def test_non_finite_numbers_travel_as_null():
     ('{"step": 1}', "'type'"),
     ('{"type": "launch_missiles"}', "unknown"),
     ('{"type": "sample", "step": "1", "time": 0, "metrics": {}}', "step"),
-    ('{"type": "sample", "step": true, "time": 0, "metrics": {}}', "bool"),
+    ('{"type": "sample", "step": true, "time": 0, "metrics": {}}', "true or false"),
     ('{"type": "sample", "step": 1, "time": 0, "metrics": {"a": "b"}}', "number or null"),
     ('{"type": "sample", "step": 1, "time": NaN, "metrics": {}}', "NaN"),
     ('{"type": "hello", "protocol": 2, "versions": {}, "device": {}, "environment": {}}', "protocol 2"),
-    ('{"type": "error", "kind": "meltdown", "message": "m", "hint": "h"}', "error kind"),
-    ('{"type": "done", "status": "exploded", "summary": {}}', "done status"),
+    ('{"type": "error", "kind": "meltdown", "message": "m", "hint": "h"}', "'error'.kind"),
+    ('{"type": "done", "status": "exploded", "summary": {}}', "'done'.status"),
     ("[" * 100000 + "]" * 100000, "deeply"),
 ])
 def test_bad_lines_are_rejected_with_a_reason(line, reason):

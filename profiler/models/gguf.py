@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.checkpoints import CheckpointError
+from profiler.errors import CheckpointError
 
 # llama.cpp's architecture names where transformers calls them differently.
 _ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",

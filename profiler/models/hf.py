@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profiler.checkpoints import CheckpointError
-from profiler.errors import Unsupported
+from profiler.errors import CheckpointError, Unsupported
 from profiler.models import hf_arch, hf_cache
 from profiler.models.hf_shape import CAUSAL, DROPOUT_KEYS, ENCODER, HFShape, shape_from_config
 

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.checkpoints import CheckpointError
+from profiler.errors import CheckpointError
 from profiler.models import hf_arch
 from profiler.models.hf_shape import model_kind, needs_remote_code
 

@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from profiler import checkpoints
-from profiler.capabilities import detect
+from profiler import model_source, weights
 from profiler.config import RunConfig
-from profiler.data import BatchSampler, load_corpus
+from profiler.data import BatchSampler
 from profiler.errors import Unsupported
 from profiler.stats import figure, percentile
-from profiler.system import SystemSampler
-from profiler.workloads.train import resolve_device, synchronize
+from profiler.workloads.setup import Emit, prepare
+from profiler.workloads.train import accumulated_step, brief_training
 from techniques import runtime
-
-Emit = Callable[[dict], None]
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -40,25 +35,13 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
 
 
-def pretrain_teacher(teacher, batches: BatchSampler, steps: int, lr: float, emit: Emit,
-                     control: Any) -> str:
+def pretrain_teacher(teacher: runtime.TrainState, batches: BatchSampler, steps: int, lr: float,
+                     emit: Emit, control: Any) -> str:
     """Train a teacher briefly (AdamW, constant lr) so it has something to teach."""
-    teacher.train()
-    optimizer = torch.optim.AdamW(teacher.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
-    started = time.perf_counter()
-    losses = []
-    for step in range(1, steps + 1):
-        if control.should_stop:
-            break
-        x, y = batches.next()
-        _, loss = teacher(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
-              "phase": "teacher", "metrics": {"teacher_loss_train": losses[-1]}})
-    teacher.eval()
+    optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=lr, weight_decay=0.1,
+                                  betas=(0.9, 0.95))
+    losses = brief_training(teacher, batches, steps, optimizer, emit, control, "teacher",
+                            "teacher_loss_train")
     if not losses:
         return "the teacher was not trained (stopped)"
     return f"teacher trained {len(losses)} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
@@ -67,133 +50,107 @@ def pretrain_teacher(teacher, batches: BatchSampler, steps: int, lr: float, emit
 def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
                  alpha: float, temperature: float) -> dict:
     """One optimizer step of the student on the blended loss; returns its parts."""
-    optimizer = state.optimizer
-    for group in optimizer.param_groups:
-        group["lr"] = state.learning_rate(step)
-    micro = state.micro_batches
-    totals = torch.zeros(3, device=state.device)
-    tokens = 0
-    for _ in range(micro):
-        x, y = batches.next()
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), state.step_context():
             teacher_logits, _ = teacher(x)
         with state.step_context():
             logits, ce = state.forward_model(x, y)
         kl = kd_kl(logits, teacher_logits, temperature)
-        loss = alpha * kl * temperature ** 2 + (1 - alpha) * ce
-        state.scaler.scale(loss / micro).backward()
-        totals += torch.stack([loss.detach(), ce.detach(), kl.detach()])
-        tokens += x.numel()
-    grad_norm = state.clip_gradients()
-    state.scaler.step(optimizer)
-    state.scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    synchronize(state.device)
-    loss, ce, kl = (totals / micro).tolist()
+        return torch.stack([alpha * kl * temperature ** 2 + (1 - alpha) * ce, ce, kl])
+
+    totals, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    loss, ce, kl = totals.tolist()
     return {"loss_train": loss, "loss_ce": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
             "tokens": tokens}
 
 
 @torch.no_grad()
-def evaluate(student, teacher, batches: list, state: runtime.TrainState) -> tuple[float, float]:
-    """Student's held-out cross-entropy and its KL to the teacher at T = 1."""
-    student.eval()
+def evaluate(student: runtime.TrainState, teacher: runtime.TrainState,
+             batches: list) -> tuple[float, float]:
+    """Student's held-out cross-entropy and its KL to the teacher at T = 1, each forward pass in
+    its state's step context."""
+    student.model.eval()
     ces, kls = [], []
     for x, y in batches:
-        with state.step_context():
-            logits, ce = state.forward_model(x, y)
-            teacher_logits, _ = teacher(x)
+        with student.step_context():
+            logits, ce = student.forward_model(x, y)
+        with teacher.step_context():
+            teacher_logits, _ = teacher.model(x)
         ces.append(ce.item())
         kls.append(kd_kl(logits, teacher_logits, 1.0).item())
-    student.train()
+    student.model.train()
     return sum(ces) / len(ces), sum(kls) / len(kls)
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Distill the teacher into the student `model`; return the summary."""
     train_cfg, limits, dist = config.train, config.limits, config.distill
-    device = resolve_device(config.device)
-    caps = {**detect(device), **checkpoints.model_caps(config.model)}
-    runtime.check_all(config, caps)
-    torch.manual_seed(config.seed)
-
-    def warn(text: str) -> None:
-        emit({"type": "event", "kind": "warning", "message": text})
-
-    setup_started = time.perf_counter()
-    student, student_origin = checkpoints.load_model(config.model, device)
-    teacher, teacher_origin = checkpoints.load_model(dist.teacher, device, dropout=0.0)
+    # The student trains with every technique; pruning masks stay through training.
+    prep = prepare(config, emit, control, keep_masks=True)
+    state, device, student = prep.state, prep.device, prep.model
+    student_origin = prep.origin
+    teacher, teacher_origin = weights.load_model(dist.teacher, device, dropout=0.0)
     if teacher.shape.vocab_size != student.shape.vocab_size:  # validate() says so too
         raise Unsupported(
             f"distill.teacher: the teacher's vocabulary ({teacher.shape.vocab_size} tokens) "
             f"differs from the student's ({student.shape.vocab_size}); KL needs the same one")
     from profiler.models.hf import same_vocabulary
 
-    tokenizer = getattr(student, "tokenizer", None)
-    if not same_vocabulary(getattr(teacher, "tokenizer", None), tokenizer):
+    if not same_vocabulary(getattr(teacher, "tokenizer", None),
+                           getattr(student, "tokenizer", None)):
         raise Unsupported(
             "distill.teacher: the teacher and the student use different tokenizers, so the same "
             "token id means different text to each; choose a teacher with the student's tokenizer")
-    corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, student.shape.vocab_size, config.seed,
-                         tokenizer=tokenizer)
-    batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len, config.seed,
-                           device)
-    val_sampler = BatchSampler(corpus.val, train_cfg.batch_size, train_cfg.seq_len,
-                               config.seed + 1, device)
+    # The teacher runs forward in the same step context (autocast, SDPA backend) as the student.
+    teacher_state = state.fork(teacher)
+    batches = prep.batches(train_cfg.batch_size, train_cfg.seq_len)
+    val_sampler = prep.batches(train_cfg.batch_size, train_cfg.seq_len, 1, val=True)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
-    state = runtime.TrainState(config=config, device=device, caps=caps, model=student, warn=warn)
-    applied = runtime.apply_all(state)
+    applied = prep.applied
     teacher_params, student_params = teacher.parameter_count(), student.parameter_count()
-    emit({"type": "started", "run": {
-        "workload": "distill", "device": str(device),
-        "model": {"preset": checkpoints.model_name(config.model), "origin": student_origin,
-                  "parameters": student_params, **student.shape.as_dict()},
-        "teacher": {"preset": checkpoints.model_name(dist.teacher), "origin": teacher_origin,
-                    "parameters": teacher_params, **teacher.shape.as_dict()},
-        "data": corpus.description, "batch_size": train_cfg.batch_size,
-        "seq_len": train_cfg.seq_len, "steps": limits.steps, "warmup_steps": limits.warmup_steps,
-        "alpha": dist.alpha, "temperature": dist.temperature, "techniques": applied,
-        "capabilities": caps, "setup_time_s": time.perf_counter() - setup_started,
-    }})
-    for item in applied:
-        emit({"type": "event", "kind": "info", "step": 0, "technique": item["name"],
-              "message": f"{item['label']}: {item['report']}"})
+    prep.started(
+        "distill",
+        teacher={"preset": model_source.model_name(dist.teacher), "origin": teacher_origin,
+                 "parameters": teacher_params, **teacher.shape.as_dict()},
+        batch_size=train_cfg.batch_size, seq_len=train_cfg.seq_len, steps=limits.steps,
+        warmup_steps=limits.warmup_steps, alpha=dist.alpha, temperature=dist.temperature)
     teacher.eval()
     teacher.requires_grad_(False)
     if dist.teacher_train_steps:
         teacher.requires_grad_(True)
-        teacher_batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len,
-                                       config.seed + 2, device)
-        report = pretrain_teacher(teacher, teacher_batches, dist.teacher_train_steps,
+        teacher_batches = prep.batches(train_cfg.batch_size, train_cfg.seq_len, 2)
+        report = pretrain_teacher(teacher_state, teacher_batches, dist.teacher_train_steps,
                                   train_cfg.learning_rate, emit, control)
         teacher.requires_grad_(False)
         emit({"type": "event", "kind": "info", "step": 0, "message": report})
-    teacher_val = evaluate(teacher, teacher, val_batches, runtime.TrainState(
-        config=config, device=device, caps=caps, model=teacher, warn=warn))[0]
+    teacher_val = evaluate(teacher_state, teacher_state, val_batches)[0]
 
     run_started = time.perf_counter()
     step_times: list[float] = []
     history: list[dict] = []
     evals: list[tuple[int, float, float]] = []
     stopped_early, stop_reason, steps_done = False, "step limit reached", 0
+    eval_time = 0.0
 
     def validation(step: int) -> dict:
-        loss_val, kl_val = evaluate(student, teacher, val_batches, state)
+        nonlocal eval_time
+        started = time.perf_counter()
+        loss_val, kl_val = evaluate(state, teacher_state, val_batches)
+        eval_time += time.perf_counter() - started
         evals.append((step, loss_val, kl_val))
         return {"loss_val": loss_val, "kl_to_teacher_val": kl_val}
 
     emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
           "metrics": {**validation(0), "teacher_loss_val": teacher_val}})
-    sampler = SystemSampler(period_s=0.2, gpu_index=(device.index or 0) if device.type == "cuda"
-                            else None).start()
+    sampler = prep.sampler
     try:
         for step in range(1, limits.steps + 1):
             control.poll()
             if control.should_stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
-            if limits.time_s and time.perf_counter() - run_started >= limits.time_s:
+            # The time limit counts training, not validation (as in the train workload).
+            if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
                 stop_reason = "time limit reached"
                 break
             started = time.perf_counter()
@@ -209,22 +166,16 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
                        **sampler.latest()}
             if not math.isfinite(parts["loss_train"]):
-                warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
+                prep.warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
     finally:
-        sampler.stop()
-
-    saved = None
-    if train_cfg.save_checkpoint and config.output_dir and steps_done:
-        path = Path(config.output_dir) / checkpoints.FILENAME
-        checkpoints.save_model(student, path, checkpoints.model_name(config.model),
-                               {"workload": "distill", "steps": steps_done})
-        saved = str(path)
-        emit({"type": "event", "kind": "info", "message": f"student weights saved to {path}"})
+        prep.stop_sampler()
+    # Masks folded in; the student's weights saved through the one save path (HF layouts too).
+    saved = prep.finish(steps_done)["checkpoint"]
     return summarize(locals())
 
 

@@ -15,47 +15,15 @@ from typing import Any
 
 import torch
 
-from profiler import checkpoints
-from profiler.capabilities import detect
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
-from profiler.data import BatchSampler, load_corpus
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported, out_of_memory
 from profiler.stats import figure, percentile
-from profiler.system import SystemSampler
 from profiler.theory import flops_per_token, mfu, predict_for_config
+from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
 from techniques import runtime
 from techniques.optimizer import state_bytes
-
-Emit = Callable[[dict], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise Unsupported(
-            f"device = {name!r} but this machine has no CUDA GPU visible to torch; use cpu or auto"
-        )
-    device = torch.device(name)
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise Unsupported(f"{name} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-    return device
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def torch_memory(device: torch.device) -> dict[str, float | None]:
-    if device.type != "cuda":
-        return {"torch_allocated_bytes": None, "torch_reserved_bytes": None,
-                "torch_peak_allocated_bytes": None}
-    return {"torch_allocated_bytes": torch.cuda.memory_allocated(device),
-            "torch_reserved_bytes": torch.cuda.memory_reserved(device),
-            "torch_peak_allocated_bytes": torch.cuda.max_memory_allocated(device)}
 
 
 @torch.no_grad()
@@ -69,98 +37,106 @@ def evaluate(state: runtime.TrainState, batches: list[tuple[torch.Tensor, torch.
     return sum(losses) / len(losses)
 
 
-def train_step(state: runtime.TrainState, batches: BatchSampler, step: int) -> tuple[float, float | None, int]:
-    """One optimizer step over state.micro_batches micro-batches: (loss, grad norm, tokens)."""
+def accumulated_step(state: runtime.TrainState, batches: Any, step: int,
+                     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, float | None, int]:
+    """One optimizer step over state.micro_batches micro-batches. loss_of(x, y) returns a vector
+    whose first entry is the loss to minimise (the others are reported beside it); returns the
+    vector's mean over micro-batches, the pre-clip gradient norm and the tokens seen.
+
+    Gradients are synchronised across processes once, on the last micro-batch's backward
+    (state.grad_sync is a no-op without a parallel wrapper)."""
     optimizer = state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = state.learning_rate(step)
     micro = state.micro_batches
-    loss_sum = torch.zeros((), device=state.device)
+    totals = None
     tokens = 0
-    for _ in range(micro):
+    for index in range(micro):
         x, y = batches.next()
-        with state.step_context():
-            _, loss = state.forward_model(x, y)
-        state.scaler.scale(loss / micro).backward()
-        loss_sum += loss.detach()
+        with state.grad_sync(index == micro - 1):
+            parts = loss_of(x, y)
+            state.scaler.scale(parts[0] / micro).backward()
+        totals = parts.detach() if totals is None else totals + parts.detach()
         tokens += x.numel()
     grad_norm = state.clip_gradients()
     state.scaler.step(optimizer)
     state.scaler.update()
     optimizer.zero_grad(set_to_none=True)
     synchronize(state.device)
-    return (loss_sum / micro).item(), grad_norm, tokens
+    return totals / micro, grad_norm, tokens
+
+
+def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with state.step_context():
+            _, loss = state.forward_model(x, y)
+        return loss.reshape(1)
+
+    parts, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    return parts[0].item(), grad_norm, tokens
+
+
+def brief_training(state: runtime.TrainState, batches: Any, steps: int,
+                   optimizer: torch.optim.Optimizer, emit: Emit, control: Any, phase: str,
+                   metric: str) -> list[float]:
+    """A few plain steps outside the measured loop (a teacher's pre-training, fine-tuning after
+    pruning), one `phase` sample each; returns the losses. The model is left in eval mode."""
+    model = state.model
+    model.train()
+    losses: list[float] = []
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        if control.should_stop:
+            break
+        x, y = batches.next()
+        with state.step_context():
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
+              "phase": phase, "metrics": {metric: losses[-1]}})
+    model.eval()
+    return losses
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     """Train per `config`, emitting started / sample / event messages; return the summary."""
     train_cfg, limits = config.train, config.limits
-    dist = getattr(control, "dist", None) or DistContext()
-    device = dist.device_for(resolve_device(config.device))
-    caps = {**detect(device), "world_size": dist.world_size, "dist_backend": dist.backend,
-            **checkpoints.model_caps(config.model)}
-    runtime.check_all(config, caps)  # refuse what this machine cannot do before any work
-    torch.manual_seed(config.seed)
-    setup_started = time.perf_counter()
-
-    def warn(text: str) -> None:
-        emit({"type": "event", "kind": "warning", "message": text})
-
-    # One loader for every model: the built-in GPT, or a Hugging Face model behind its interface.
-    model, origin = checkpoints.load_model(config.model, device, config.model.dropout)
-    shape = model.shape
-    corpus = load_corpus(config.data.source, config.data.path, config.data.max_train_bytes,
-                         config.data.val_fraction, shape.vocab_size, config.seed,
-                         tokenizer=getattr(model, "tokenizer", None))
-    # Each rank takes its own slice of every global batch (the same global batch a single
-    # process with batch_size x world_size would draw).
-    train_batches = BatchSampler(corpus.train, train_cfg.batch_size, train_cfg.seq_len,
-                                 config.seed, device, rank=dist.rank, world_size=dist.world_size)
-    # Fixed validation batches: every evaluation sees the same text, so the curve is comparable.
-    # The job's global batch size, so a 2-process run and a 1-process run with twice the batch
+    # Pruning masks stay through training (they hold pruned weights at zero); finish() folds them.
+    prep = prepare(config, emit, control, keep_masks=True)
+    state, dist, device, model = prep.state, prep.dist, prep.device, prep.model
+    # Each rank takes its own slice of every global batch.
+    train_batches = prep.batches(train_cfg.batch_size, train_cfg.seq_len, sharded=True)
+    # Fixed validation batches: every evaluation sees the same text, so the curve is comparable;
+    # the job's global batch size, so a 2-process run and a 1-process run with twice the batch
     # are validated on the same text.
-    val_sampler = BatchSampler(corpus.val, train_cfg.batch_size * dist.world_size,
-                               train_cfg.seq_len, config.seed + 1, device)
+    val_sampler = prep.batches(train_cfg.batch_size * dist.world_size, train_cfg.seq_len, 1,
+                               val=True)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
-    # Techniques in registry.STAGES order: model switches -> checkpointing -> compile ->
-    # optimizer over the final parameters -> loop context (autocast, scaler, accumulation).
-    state = runtime.TrainState(config=config, device=device, caps=caps, model=model, warn=warn)
-    state.dist = dist
-    applied = runtime.apply_all(state)
+    applied = prep.applied
     # A `profile` command records the next N steps with torch.profiler (rank 0 only).
     capture = ProfileCapture(config.output_dir, model, device, emit, compiled=state.compiled,
                              enabled=dist.is_speaker)
     n_params = model.parameter_count()
-    flops_token = flops_per_token(shape, train_cfg.seq_len)
-    gpu_index = (device.index or 0) if device.type == "cuda" else None
-    sampler = SystemSampler(period_s=0.2, gpu_index=gpu_index).start()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    emit({"type": "started", "run": {
-        "workload": "train",
-        "device": str(device),
-        "model": {"preset": checkpoints.model_name(config.model), "origin": origin,
-                  "parameters": n_params, **shape.as_dict()},
-        "data": corpus.description,
-        "batch_size": train_cfg.batch_size,
-        "seq_len": train_cfg.seq_len,
-        "micro_batches": state.micro_batches,
-        "world_size": dist.world_size,
-        "effective_batch": state.micro_batches * train_cfg.batch_size * dist.world_size,
-        "tokens_per_step": (state.micro_batches * train_cfg.batch_size * train_cfg.seq_len
-                            * dist.world_size),
-        "warmup_steps": limits.warmup_steps,
-        "steps": limits.steps,
-        "techniques": applied,
-        "capabilities": caps,
-        "theory": {"flops_per_token": flops_token,
-                   "predicted_memory_bytes": predict_for_config(config, dist.world_size)},
-        "setup_time_s": time.perf_counter() - setup_started,
-    }})
-    for item in applied:
-        emit({"type": "event", "kind": "info", "step": 0, "technique": item["name"],
-              "message": f"{item['label']}: {item['report']}"})
+    flops_token = flops_per_token(model.shape, train_cfg.seq_len)
+    sampler = prep.sampler
+    prep.started(
+        "train",
+        batch_size=train_cfg.batch_size,
+        seq_len=train_cfg.seq_len,
+        micro_batches=state.micro_batches,
+        effective_batch=state.micro_batches * train_cfg.batch_size * dist.world_size,
+        tokens_per_step=(state.micro_batches * train_cfg.batch_size * train_cfg.seq_len
+                         * dist.world_size),
+        warmup_steps=limits.warmup_steps,
+        steps=limits.steps,
+        theory={"flops_per_token": flops_token,
+                "predicted_memory_bytes": predict_for_config(config, dist.world_size)},
+    )
 
     run_started = time.perf_counter()
     step_times: list[float] = []   # measured steps only
@@ -267,11 +243,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     finally:
         capture.finish()
         energy_end = sampler.read_now()["gpu_energy_j"]
-        sampler.stop()
+        prep.stop_sampler()
 
-    # Rank 0 holds the whole model under DDP; sharded (FSDP) weights are refused with a warning.
-    saved = (checkpoints.save_run_weights(config, state.model, steps_done, emit)
-             if dist.is_speaker else None)
+    # Masks folded in, then weights saved (rank 0 holds the whole model under DDP; sharded FSDP
+    # weights are refused with a warning).
+    saved = prep.finish(steps_done)["checkpoint"]
     summary = summarize(state, locals_for_summary=dict(
         steps_done=steps_done, step_times=step_times, measured_tokens=measured_tokens,
         train_losses=train_losses, val_losses=val_losses, eval_time=eval_time,

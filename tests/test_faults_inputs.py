@@ -1,0 +1,287 @@
+"""Inputs and resources that used to end in a traceback or a misleading error (issue 17, items 6,
+10, 11): each is now one sentence that names the setting and the fix, or the right error kind.
+
+Config cases go through validate() or `effiscope run` in-process (no worker starts); worker
+cases through run_one with a stand-in workload; two cases run a real process under a memory
+limit."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from profiler import cli, errors, protocol, worker
+from profiler.client import failure_explanation, run_to_completion, worker_env
+from profiler.config import ConfigError, RunConfig, validate
+from profiler.recorder import RunRecorder
+from profiler.store import RunStore, StoreError
+from tests.faults import assert_sentence, one_torch_thread, tiny_config  # noqa: F401 - autouse
+from tests.test_bad_input import assert_sentence as assert_fix_sentence
+
+LONG = "/tmp/" + "d" * 5000
+
+# (case id, TOML text, the field the sentence must name). {fifo} is a named pipe.
+CONFIG_CASES = [
+    # Item 11: inf and nan are not numbers a run can use (TOML allows them).
+    ("weight-decay-inf", "[train]\nweight_decay = inf", "train.weight_decay"),
+    ("weight-decay-nan", "[train]\nweight_decay = nan", "train.weight_decay"),
+    ("peak-tflops-inf", "peak_tflops = inf", "peak_tflops"),
+    ("learning-rate-nan", "[train]\nlearning_rate = nan", "train.learning_rate"),
+    ("beta1-minus-inf", "[train]\nbeta1 = -inf", "train.beta1"),
+    ("time-limit-inf", "[limits]\ntime_s = inf", "limits.time_s"),
+    ("val-fraction-nan", "[data]\nval_fraction = nan", "data.val_fraction"),
+    ("dropout-nan", "[model]\ndropout = nan", "model.dropout"),
+    ("temperature-inf", "[distill]\ntemperature = inf", "distill.temperature"),
+    ("float-overflow", "[train]\nweight_decay = 1e400", "train.weight_decay"),
+    ("grad-clip-inf", "[techniques.grad_clip]\nmax_norm = inf", "techniques.grad_clip.max_norm"),
+    ("min-lr-ratio-nan", "[techniques.lr_schedule]\nmin_lr_ratio = nan",
+     "techniques.lr_schedule.min_lr_ratio"),
+    ("prune-amount-nan", "workload = 'compress'\n[techniques.prune_magnitude]\namount = nan",
+     "techniques.prune_magnitude.amount"),
+    ("integer-beyond-int64", "[limits]\nsteps = 99999999999999999999", "limits.steps"),
+    # Item 10: nesting, sizes and paths the system refuses.
+    ("toml-nested-100000-deep", "a = " + "[" * 100_000, "TOML"),
+    ("toml-inline-tables-deep", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000, "TOML"),
+    ("data-path-too-long", f"[data]\nsource = 'path'\npath = '{LONG}'", "data.path"),
+    ("model-path-too-long", f"workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '{LONG}'",
+     "model.path"),
+    ("hf-path-too-long", f"workload = 'infer'\n[model]\nsource = 'hf'\npath = '{LONG}'", "model.path"),
+    ("teacher-path-too-long", f"workload = 'distill'\n[distill.teacher]\nsource = 'checkpoint'\n"
+     f"path = '{LONG}'", "distill.teacher.path"),
+    # Item 11: a device or a pipe is not "missing".
+    ("data-path-dev-zero", "[data]\nsource = 'path'\npath = '/dev/zero'", "data.path"),
+    ("data-path-fifo", "[data]\nsource = 'path'\npath = '{fifo}'", "data.path"),
+    ("checkpoint-dev-zero", "workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '/dev/zero'",
+     "model.path"),
+]
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("text, field", [c[1:] for c in CONFIG_CASES],
+                         ids=[c[0] for c in CONFIG_CASES])
+def test_config_inputs_are_refused_with_a_sentence(text, field, fifo):
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(text.replace("{fifo}", str(fifo))))
+    assert_fix_sentence(str(info.value), field)
+    assert "got None" not in str(info.value) and "does not exist" not in str(info.value)
+
+
+def test_a_device_or_pipe_says_what_it_is(fifo):
+    for path, kind in (("/dev/zero", "a device"), (str(fifo), "a pipe (FIFO)")):
+        with pytest.raises(ConfigError, match=f"is {kind.replace('(', '[(]').replace(')', '[)]')}"):
+            validate(RunConfig.from_toml(f"[data]\nsource = 'path'\npath = '{path}'"))
+
+
+# `effiscope run TARGET` for targets that are not config files: exit 2, one sentence, nothing run.
+@pytest.mark.parametrize("target, words", [
+    ("/dev/zero", "not a regular file"),
+    ("{fifo}", "not a regular file"),
+    ("{dir}", "is a folder"),
+    ("{big}", "over the 1,000,000"),
+    (LONG + ".toml", "too long"),
+    ("x" * 5000, "cannot be a config"),
+    ("{deep}", "nested too deeply"),
+], ids=["dev-zero", "fifo", "folder", "huge-file", "long-path", "long-name", "deep-toml"])
+def test_cli_run_of_a_target_that_is_no_config_is_a_sentence(target, words, tmp_path, fifo,
+                                                              capsys, effiscope_home):
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * 1_100_000 + "\n")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000)
+    target = (target.replace("{fifo}", str(fifo)).replace("{dir}", str(tmp_path))
+              .replace("{big}", str(big)).replace("{deep}", str(deep)))
+    assert cli.main(["run", target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("effiscope: ") and words in err, err
+    assert_sentence(err)
+    assert len(err) < 600
+    assert not (effiscope_home / "runs").exists()
+
+
+# --- item 6: only what is used is read ------------------------------------------------------------
+READ_UNDER_LIMIT = """
+import resource, sys
+from profiler import data
+with open("/proc/self/status") as fh:
+    mapped = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+limit = mapped + 400 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+corpus = data.load_corpus("path", sys.argv[1], 200_000, 0.1, 256, 0)
+print(corpus.train.numel(), corpus.val.numel())
+"""
+
+
+def test_a_huge_data_file_is_read_only_up_to_max_train_bytes(tmp_path):
+    """A 4 GB (sparse) text file under a 400 MB memory allowance: the run reads ~220 kB."""
+    path = tmp_path / "huge.txt"
+    with path.open("wb") as fh:
+        fh.write(b"the quick brown fox jumps over the lazy dog\n" * 20_000)  # 900 kB of text
+        fh.truncate(4 * 2**30)  # then 4 GB of holes, never on disk
+    result = subprocess.run([sys.executable, "-c", READ_UNDER_LIMIT, str(path)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**worker_env(), **os.environ, "MALLOC_ARENA_MAX": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    train, val = map(int, result.stdout.split())
+    assert 199_000 <= train <= 200_000 and 0 < val <= 23_000
+
+
+def test_a_folder_corpus_reads_at_most_what_it_keeps(tmp_path, monkeypatch):
+    from profiler import data
+
+    for index in range(30):
+        (tmp_path / f"part{index:02}.txt").write_text("some words of text\n" * 5_000)  # 95 kB each
+    reads: list[int] = []
+    real = data._read_text_file
+    monkeypatch.setattr(data, "_read_text_file",
+                        lambda path, max_bytes=None: reads.append(max_bytes) or real(path, max_bytes))
+    corpus = data.path_corpus(str(tmp_path), 150_000, 0.1)
+    assert corpus.train.numel() <= 150_000 + 30  # joined with newlines
+    assert all(limit is not None and limit <= 150_001 for limit in reads)
+
+
+# --- item 11: the right error kind, a sentence, what was measured --------------------------------
+class ListChannel:
+    alive = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
+
+
+def _run_with(monkeypatch, run) -> list[dict]:
+    monkeypatch.setitem(sys.modules, "profiler.workloads.train", types.SimpleNamespace(run=run))
+    channel = ListChannel()
+    worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
+                   worker.Control(queue.Queue(), channel))
+    return channel.messages
+
+
+@pytest.mark.parametrize("exc", [
+    OSError(errno.ENOMEM, "Cannot allocate memory"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough "
+                 "memory: you tried to allocate 1 bytes. can't allocate memory"),
+    ImportError("libtorch_cpu.so: failed to map segment from shared object"),
+    RuntimeError("can't start new thread: Cannot allocate memory"),
+], ids=["enomem", "cpu-allocator", "map-segment", "thread"])
+def test_out_of_memory_during_set_up_is_oom_not_a_bug(exc, monkeypatch, capsys):
+    def run(config, emit, control):
+        raise exc
+
+    error, done = _run_with(monkeypatch, run)
+    capsys.readouterr()
+    assert error["kind"] == "oom", error
+    assert error["message"].startswith("out of memory while setting up the run")
+    assert "batch_size" in error["hint"] and "bug" not in error["hint"]
+    assert done["summary"] == {}
+
+
+def test_an_unknown_model_type_is_a_config_error_with_its_hint(monkeypatch, capsys):
+    transformers = pytest.importorskip("transformers")
+
+    def run(config, emit, control):
+        transformers.AutoConfig.for_model("flux-capacitor")
+
+    error, _ = _run_with(monkeypatch, run)
+    capsys.readouterr()
+    assert error["kind"] == "config", error
+    assert error["message"].startswith("model.path: ") and "flux-capacitor" in error["message"]
+    assert "model_type" in error["hint"] and "bug" not in error["hint"]
+    assert "\n" not in error["message"]
+
+
+def test_out_of_memory_mid_training_still_sends_what_was_measured(monkeypatch, capsys,
+                                                                 effiscope_home):
+    def run(config, emit, control):
+        emit({"type": "started", "run": {"workload": "train", "device": "cpu"}})
+        for step in range(1, 41):
+            emit({"type": "sample", "step": step, "time": step / 10, "phase":
+                  "warmup" if step <= 5 else "measure",
+                  "metrics": {"loss_train": 5 - step / 20, "tokens_per_s": 1000.0 + step}})
+        raise errors.out_of_memory(MemoryError(), "step 41")
+
+    messages = _run_with(monkeypatch, run)
+    capsys.readouterr()
+    error, done = messages[-2:]
+    assert error["kind"] == "oom" and error["message"].startswith("out of memory at step 41")
+    summary = done["summary"]
+    assert summary["steps_completed"] == 40 and summary["measured_steps"] == 35
+    assert summary["figures"]["tokens_per_s"]["value"] == 1023.0  # median of steps 6..40
+    assert summary["figures"]["loss_train_final"]["value"] == 3.0
+    assert "out of memory at step 41" in summary["stop_reason"]
+    # What the history and the report show: steps, not n/a; figures, not "never sent".
+    store = RunStore()
+    run = store.create_run(tiny_config(steps=50))
+    recorder = RunRecorder(store, run)
+    for message in messages:
+        recorder.handle_line(protocol.encode(message))
+    assert recorder.finish(1) == "failed"
+    row = next(r for r in store.list_runs() if r["id"] == run.run_id)
+    assert row["steps"] == 40 and row["tokens_per_s"] == 1023.0
+    report = pytest.importorskip("profiler.report")
+    text = report.render([run.run_id], "md")
+    assert "never sent its summary" not in text
+
+
+def test_a_worker_that_cannot_start_for_memory_says_so(effiscope_home):
+    """Python and torch cannot even load under a 100 MB address-space limit."""
+    store = RunStore()
+    config = tiny_config(steps=2)
+    run = store.create_run(config)
+    recorder = RunRecorder(store, run)
+    command = ["/bin/sh", "-c", f"ulimit -v 150000; exec {sys.executable} -m profiler.worker"]
+    status = run_to_completion(config.to_dict(), recorder, command=command)
+    end = run.summary()["end"]
+    assert status == "failed", end
+    assert end.startswith("the worker could not start: out of memory"), end
+    assert "exit code 127" not in end and "raise the memory limit" in end
+
+
+def test_the_memory_explanation_needs_a_worker_that_never_said_hello(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("Traceback...\nImportError: libtorch_cpu.so: failed to map segment from "
+                   "shared object\n")
+    fake = types.SimpleNamespace(run=types.SimpleNamespace(log_path=log), hello=None)
+    assert "out of memory" in failure_explanation(fake)
+    fake.hello = {"type": "hello"}
+    assert "could not start" not in (failure_explanation(fake) or "")
+
+
+def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
+    """summary.json cannot be written: meta.json, written with room to spare, still records
+    how the run ended, so the history never says "the front end ended without closing"."""
+    from profiler import store as store_module
+
+    store = RunStore()
+    run = store.create_run(tiny_config(steps=2))
+    recorder = RunRecorder(store, run)
+    recorder.handle_line(b'{"type":"sample","step":1,"time":0.1,"metrics":{}}')
+
+    def full(path, text):
+        raise StoreError(store_module.write_failure(path, OSError(errno.ENOSPC, "No space left on device")))
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(store_module, "_atomic_write", full)
+        disk.setattr(store_module.StreamWriter, "append", lambda self, message: full(self.path, ""))
+        recorder.handle_line(b'{"type":"done","status":"completed","summary":{}}')
+        assert recorder.finish(0) == "completed"
+    assert "No space left on device" in recorder.write_error
+    meta = json.loads((run.path / "meta.json").read_text())
+    assert meta["status"] == "completed" and "could not be written" in meta["end"]
+    row = next(r for r in RunStore().list_runs() if r["id"] == run.run_id)
+    assert row["status"] == "completed"  # not "crashed" by reconcile
