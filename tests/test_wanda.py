@@ -67,3 +67,39 @@ def test_wanda_without_calibration_text_says_what_to_use():
     state = planted_state(calibrate=False)
     with pytest.raises(runtime.Unsupported, match="prune_magnitude"):
         runtime.implementation("prune_wanda").apply(state, registry.get("prune_wanda").defaults())
+
+
+class _Control:
+    should_stop = False
+
+    def poll(self) -> list:
+        return []
+
+
+def test_a_compress_run_prunes_by_activation_on_calibration_text(tmp_path):
+    """Through the one engine: calibration batches come from the run's text, the masks are
+    folded in (finalize), and half of every block Linear is zero."""
+    from profiler import weights
+    from profiler.config import ModelConfig, validate
+    from profiler.workloads import compress as workload
+
+    torch.manual_seed(0)
+    weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
+    config = RunConfig(workload="compress", device="cpu",
+                       techniques={"prune_wanda": {"amount": 0.5, "calibration_batches": 2}})
+    config.model = ModelConfig(source="checkpoint", path=str(tmp_path))
+    config.data.max_train_bytes = 50_000
+    config.train.batch_size, config.train.seq_len = 2, 32
+    config.infer.prompt_len, config.infer.gen_len = 8, 4
+    config.infer.repeats, config.infer.warmup_runs = 2, 1
+    config.infer.eval_tokens, config.infer.eval_seq_len = 256, 32
+    validate(config)
+    messages: list[dict] = []
+    summary = workload.run(config, messages.append, _Control())
+    rows = {row["key"]: row for row in summary["comparison"]}
+    linear = TINY.n_layer * 12 * TINY.n_embd * TINY.n_embd
+    dropped = rows["nonzero_parameters"]["baseline"] - rows["nonzero_parameters"]["compressed"]
+    assert dropped == pytest.approx(linear / 2, rel=0.02)
+    events = " ".join(m.get("message", "") for m in messages if m["type"] == "event")
+    assert "2 calibration batches, 128 tokens" in events
+    assert "made permanent" in events
