@@ -101,6 +101,7 @@ def test_an_f32_gguf_gives_the_logits_of_its_safetensors(llama, tmp_path):
     assert (shape.n_layer, shape.n_embd, shape.arch) == (2, 32, "llama")
     model, origin = loader.load(config.model)
     assert "GGUF, F32" in origin and "UTF-8 bytes" in origin
+    assert loader.vocabulary_id(config.model) == "bytes"
     ids = torch.randint(0, shape.vocab_size, (2, 12))
     with torch.no_grad():
         logits, _ = model.eval()(ids)
@@ -116,6 +117,8 @@ def test_a_q8_0_gguf_names_its_quantization_and_stays_close(llama, tmp_path):
     assert loader.read(str(path)).quantization == "Q8_0"
     model, origin = loader.load(cfg)
     assert "GGUF, Q8_0" in origin
+    assert loader.vocabulary_id(cfg).startswith("gguf-tokens-")
+    assert loader.model_name(cfg) == "tiny-q8"
     ids = torch.randint(0, 300, (2, 12))
     with torch.no_grad():
         logits, _ = model.eval()(ids)

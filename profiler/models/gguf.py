@@ -156,6 +156,26 @@ def origin(info: GGUFInfo) -> str:
             f"tensors: {kinds}), dequantized to fp32")
 
 
+def vocabulary_id(model_cfg: Any) -> str:
+    """"bytes" without a tokenizer in the file, else a fingerprint of its token list (the same
+    ids as another model with an equal fingerprint); torch-free."""
+    import hashlib
+
+    import gguf
+
+    info = read(model_cfg.path)
+    if not info.has_tokenizer:
+        return "bytes"
+    reader = gguf.GGUFReader(str(info.path))
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    digest = hashlib.sha256("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()[:16]
+    return f"gguf-tokens-{digest}"
+
+
+def model_name(model_cfg: Any) -> str:
+    return Path(model_cfg.path.rstrip("/")).stem or "gguf"
+
+
 # --- torch: building the model --------------------------------------------------------------------
 def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
     """The model in a GGUF file, dequantized, behind the HF interface; (model, origin)."""
