@@ -42,7 +42,8 @@ def detect(device: torch.device | str | None = None) -> dict:
         "compiler": bool(shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
                          or shutil.which("g++")) or device.type == "cuda",
         "distributed": torch.distributed.is_available(),
-        "packages": [p for p in ("torchao", "transformers") if importlib.util.find_spec(p)],
+        "packages": [p for p in ("torchao", "transformers", "peft", "bitsandbytes", "gguf")
+                     if importlib.util.find_spec(p)],
         "fused": _fused_optimizers(device),
     }
     if caps["cuda"]:

@@ -27,7 +27,7 @@ from profiler.errors import ConfigError
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
-MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config")
+MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config", "gguf")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
 MAX_CONFIG_BYTES = 1_000_000
@@ -68,8 +68,9 @@ class ModelConfig:
     """Where the weights come from: "preset" (random weights of `preset`'s shape), "run" (the
     model.safetensors a past train run saved, see `run_id`), "checkpoint" (a .safetensors file
     of ours, or a folder holding model.safetensors, see `path`), "hf" (a Hugging Face checkpoint
-    on this machine, see `path`) or "hf-config" (a Hugging Face architecture with random
-    weights, see `arch`). The shape comes with the weights."""
+    on this machine, see `path`), "hf-config" (a Hugging Face architecture with random
+    weights, see `arch`) or "gguf" (a llama.cpp .gguf file, see `path`, dequantized to fp32).
+    The shape comes with the weights."""
     preset: str = "gpt-nano"
     """Built-in GPT size preset (gpt-nano, gpt-mini, gpt2-small, ...) when source = "preset"."""
     run_id: str = ""
@@ -77,7 +78,8 @@ class ModelConfig:
     path: str = ""
     """The checkpoint file or folder when source = "checkpoint"; for source = "hf", a local
     checkpoint folder (config.json, *.safetensors, tokenizer files) or a model id (org/name)
-    found in the local Hugging Face cache. Nothing is downloaded."""
+    found in the local Hugging Face cache; for source = "gguf", a .gguf file (or a folder
+    holding exactly one). Nothing is downloaded."""
     arch: ArchConfig = field(default_factory=ArchConfig)
     """The architecture and size when source = "hf-config"."""
     dropout: float = 0.0
@@ -453,6 +455,10 @@ def _model_shape(model: ModelConfig, where: str):
         _require(problem is None, f"{where}.path",
                  f"{problem}; give a checkpoint file or folder on this machine")
     try:
+        if model.source == "gguf":  # torch-free: the GGUF header, through the gguf package
+            from profiler.models import gguf
+
+            return gguf.shape(model)
         return model_source.model_shape(model)
     except errors.CheckpointError as exc:
         raise ConfigError(f"{where}.{exc.field}", str(exc)) from None

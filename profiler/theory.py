@@ -314,3 +314,42 @@ def predict_hf(config: object, world_size: int | None = None) -> dict:
                 pred[key] = -(-pred[key] // world)
         pred["sharded_over"] = world
     return pred
+
+
+# --- low-bit optimizer states (techniques/optimizer_low_bit.py) ----------------------------------
+# torchao.optim's block-wise quantized AdamW: each state of a tensor with at least
+# LOW_BIT_MIN_NUMEL elements (and a multiple of the block size) is stored as `bits`-bit codes, one
+# fp32 scale per block and a 2**bits-entry fp32 lookup table; smaller tensors keep fp32 states.
+LOW_BIT_BLOCK = {8: 256, 4: 128}
+LOW_BIT_MIN_NUMEL = 4096
+
+
+def low_bit_state_bytes(numel: int, bits: int, block_size: int | None = None) -> int:
+    """Bytes of ONE AdamW state (exp_avg or exp_avg_sq) of a tensor of numel elements."""
+    if bits == 32:
+        return numel * FP32_BYTES
+    block = block_size or LOW_BIT_BLOCK[bits]
+    if numel < LOW_BIT_MIN_NUMEL or numel % block:
+        return numel * FP32_BYTES
+    return numel * bits // 8 + numel // block * FP32_BYTES + 2**bits * FP32_BYTES
+
+
+def low_bit_adamw_bytes(numels: list[int], bits: int, block_size: int | None = None) -> int:
+    """Predicted AdamW state bytes (2 states per tensor, `step` scalars left out) over the
+    trainable tensors' sizes; bits = 32 is plain fp32 AdamW."""
+    return sum(2 * low_bit_state_bytes(n, bits, block_size) for n in numels)
+
+
+# --- LoRA (techniques/lora.py) ------------------------------------------------------------------
+LORA_LAYERS = {"attention": ((1, 3), (1, 1)), "mlp": ((1, 4), (4, 1))}
+"""Built-in GPT Linear layers per block as (in, out) multiples of the width C: attention qkv
+C -> 3C and proj C -> C; MLP fc C -> 4C and proj 4C -> C."""
+
+
+def lora_trainable_parameters(shape: GPTShape, rank: int, target: str) -> int:
+    """Adapter parameters LoRA adds to the built-in GPT: r·(in + out) per adapted Linear (A is
+    r x in, B is out x r); target = attention, mlp or all-linear."""
+    parts = ("attention", "mlp") if target == "all-linear" else (target,)
+    width = shape.n_embd
+    per_block = sum(rank * (i + o) * width for part in parts for i, o in LORA_LAYERS[part])
+    return shape.n_layer * per_block

@@ -141,6 +141,7 @@ _BUILTIN: tuple[str, ...] = (
     "grad_accumulation", "compile", "attention", "ddp", "fsdp",
     "quantize_int8_dynamic", "quantize_weight_only", "weight_cast", "prune_magnitude",
     "prune_structured", "prune_semi_structured",
+    "lora", "qlora", "prune_wanda", "float8_training", "optimizer_low_bit",
 )
 _loaded = False
 

@@ -1,0 +1,126 @@
+"""Low-bit optimizer states: AdamW whose two moments are stored block-wise quantized in 8 or 4
+bits (torchao.optim; bitsandbytes' 8-bit AdamW where installed) instead of fp32.
+
+Optimizer state is 8 bytes per parameter in fp32 AdamW, often the largest item of training
+memory; 8-bit states cut it about 4x, 4-bit about 8x (plus one fp32 scale per block). The update
+itself is computed in fp32 from the dequantized states. It replaces the optimizer the always-on
+`optimizer` technique built (same parameter groups, learning rate and betas): it is applied
+after it, in the same stage.
+"""
+
+from __future__ import annotations
+
+from profiler.errors import Unsupported
+from techniques.registry import Param, TechniqueInfo, register
+
+BACKENDS = ("torchao", "bitsandbytes")
+
+
+def _check(params: dict, caps: dict) -> str | None:
+    packages = caps.get("packages", [])
+    if params["backend"] == "bitsandbytes":
+        if "bitsandbytes" not in packages:
+            return "needs the Python package bitsandbytes (pip install bitsandbytes); or choose "\
+                   "backend = torchao"
+        if params["bits"] == 4:
+            return "bitsandbytes has no 4-bit AdamW; choose bits = 8 or backend = torchao"
+        return None
+    if "torchao" not in packages:
+        return "needs the Python package torchao (pip install torchao)"
+    if not caps.get("cuda") and not caps.get("compiler"):
+        return ("torchao's low-bit AdamW compiles its update with torch.compile, which on a CPU "
+                "needs a C++ compiler (gcc or clang) on the PATH")
+    return None
+
+
+INFO = register(TechniqueInfo(
+    name="optimizer_low_bit",
+    label="Low-bit optimizer states",
+    category="optimizer",
+    stage="optimizer",
+    summary="AdamW with its two moments stored in 8 or 4 bits (block-wise scales): about 4x / "
+            "8x less optimizer memory than fp32 AdamW, a loss curve close to it.",
+    source="Dettmers et al. 2022 (8-bit Optimizers via Block-wise Quantization); Li et al. 2023 "
+           "(Memory Efficient Optimizers with 4-bit States); torchao",
+    params=(
+        Param("bits", int, 8, "bits per stored state value", choices=(8, 4)),
+        Param("backend", str, "torchao", "torchao (8 or 4 bits, CPU and CUDA) or bitsandbytes "
+              "(8 bits)", choices=BACKENDS),
+    ),
+    check=_check,
+))
+
+
+def _torchao_class(bits: int):
+    import torch
+    from torchao.optim import AdamW4bit, AdamW8bit
+
+    base = AdamW8bit if bits == 8 else AdamW4bit
+
+    class LowBitAdamW(base):
+        """torchao keeps lr as a tensor inside its compiled step; the loop sets floats."""
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32)
+            try:
+                return super().step(closure)
+            finally:
+                for group in self.param_groups:
+                    group["lr"] = float(group["lr"])
+
+    return LowBitAdamW
+
+
+def apply(state, params: dict) -> str:
+    from profiler import theory
+
+    chosen = (state.active.get("optimizer") or {}).get("algorithm", "adamw")
+    if chosen != "adamw":
+        raise Unsupported(f"techniques.optimizer_low_bit: replaces AdamW, but optimizer.algorithm "
+                          f"is {chosen}; set optimizer.algorithm = adamw")
+    if state.optimizer is None:
+        raise Unsupported("techniques.optimizer_low_bit: no optimizer to replace")
+    train = state.config.train
+    groups = [{"params": list(g["params"]), "weight_decay": g["weight_decay"]}
+              for g in state.optimizer.param_groups if g["params"]]
+    kwargs = {"lr": train.learning_rate, "betas": (train.beta1, train.beta2)}
+    if params["backend"] == "bitsandbytes":
+        import bitsandbytes as bnb
+
+        state.optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
+        kind = "bitsandbytes AdamW8bit"
+        predicted = ""
+    else:
+        state.optimizer = _torchao_class(params["bits"])(groups, **kwargs)
+        kind = f"torchao AdamW{params['bits']}bit"
+        numels = [p.numel() for g in groups for p in g["params"]]
+        low = theory.low_bit_adamw_bytes(numels, params["bits"])
+        full = theory.low_bit_adamw_bytes(numels, 32)
+        predicted = (f"; predicted state {low / 2**20:.2f} MiB vs {full / 2**20:.2f} MiB in fp32 "
+                     f"({full / low:.1f}x less)")
+    return (f"{kind} over {sum(len(g['params']) for g in groups)} tensors, lr "
+            f"{train.learning_rate:g}, same weight decay groups{predicted}")
+
+
+def state_bytes(optimizer) -> int:
+    """Bytes held in optimizer state, measured: quantized states (tensor subclasses) count
+    their codes, scales and lookup tables, not their logical fp32 size."""
+    import torch
+
+    def parts(value):
+        flatten = getattr(value, "__tensor_flatten__", None)
+        if flatten is not None and type(value) not in (torch.Tensor, torch.nn.Parameter):
+            for attr in flatten()[0]:
+                yield from parts(getattr(value, attr))
+        else:
+            yield value
+
+    total = 0
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                for part in parts(value):
+                    total += part.numel() * part.element_size()
+    return total
