@@ -455,10 +455,6 @@ def _model_shape(model: ModelConfig, where: str):
         _require(problem is None, f"{where}.path",
                  f"{problem}; give a checkpoint file or folder on this machine")
     try:
-        if model.source == "gguf":  # torch-free: the GGUF header, through the gguf package
-            from profiler.models import gguf
-
-            return gguf.shape(model)
         return model_source.model_shape(model)
     except errors.CheckpointError as exc:
         raise ConfigError(f"{where}.{exc.field}", str(exc)) from None

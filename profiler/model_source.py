@@ -22,7 +22,8 @@ FORMAT = "effiscope-gpt"
 _SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 
 
-HF_SOURCES = ("hf", "hf-config")
+HF_SOURCES = ("hf", "hf-config", "gguf")
+"""Sources built behind the Hugging Face interface (profiler/models/hf.py; gguf.py for .gguf)."""
 
 
 def is_hf(model_cfg: Any) -> bool:
@@ -111,6 +112,10 @@ def model_shape(model_cfg: Any):
     """The GPTShape a ModelConfig describes: the preset's, or the one stored with the weights."""
     from profiler.models.presets import GPT_PRESETS, GPTShape
 
+    if model_cfg.source == "gguf":
+        from profiler.models import gguf
+
+        return gguf.shape(model_cfg)
     if is_hf(model_cfg):
         return _hf_shape(model_cfg)
     path = checkpoint_path(model_cfg)
@@ -165,6 +170,10 @@ def vocabulary_id(model_cfg: Any) -> str:
     tokenizer) or a fingerprint of an HF tokenizer's vocabulary; equal ids = same token ids."""
     from profiler.models import hf_cache
 
+    if model_cfg.source == "gguf":
+        from profiler.models import gguf
+
+        return gguf.vocabulary_id(model_cfg)
     if model_cfg.source == "hf":
         return hf_cache.vocabulary_fingerprint(hf_cache.resolve(model_cfg.path))
     if model_cfg.source == "hf-config" and model_cfg.arch.tokenizer:
@@ -188,6 +197,8 @@ def model_name(model_cfg: Any) -> str:
     """The preset name of a ModelConfig's model (as saved with the weights for a checkpoint)."""
     if model_cfg.source == "hf":
         return Path(model_cfg.path.rstrip("/")).name or model_cfg.path
+    if model_cfg.source == "gguf":
+        return Path(model_cfg.path.rstrip("/")).stem or "gguf"
     if model_cfg.source == "hf-config":
         arch = model_cfg.arch
         return f"{arch.name}-{arch.n_layer}x{arch.n_embd}"
@@ -200,6 +211,8 @@ def model_name(model_cfg: Any) -> str:
 def describe(model_cfg: Any) -> str:
     if model_cfg.source == "hf":
         return f"Hugging Face model {model_cfg.path}"
+    if model_cfg.source == "gguf":
+        return f"GGUF model {model_cfg.path}"
     if model_cfg.source == "hf-config":
         return f"{model_name(model_cfg)} ({model_cfg.arch.name}) with random weights"
     path = checkpoint_path(model_cfg)

@@ -26,6 +26,10 @@ def load_model(model_cfg: Any, device: Any = "cpu", dropout: float | None = None
     The built-in GPT for presets, runs and checkpoints of ours; a wrapped transformers model
     (profiler/models/hf.py, same interface) for source = "hf" or "hf-config".
     """
+    if model_cfg.source == "gguf":  # a llama.cpp file, dequantized behind the HF interface
+        from profiler.models import gguf
+
+        return gguf.load(model_cfg, device, dropout)
     if is_hf(model_cfg):
         from profiler.models import hf
 

@@ -249,6 +249,16 @@ def finalize(state: TrainState) -> list[dict]:
             if name not in state.finalized and hasattr(implementation(name), "finalize")]
 
 
+def weight_saver(state: TrainState) -> Callable | None:
+    """The save(state, steps, emit) of an active technique that must write the weights its own
+    way (LoRA: the adapter, and the merged weights), or None for the one plain save path."""
+    for name in state.active:
+        save = getattr(implementation(name), "save", None)
+        if save is not None:
+            return save
+    return None
+
+
 def change(state: TrainState, name: str, params: dict) -> str:
     """Apply a mid-run `set`; returns what changed, raises Refused with the reason otherwise."""
     try:

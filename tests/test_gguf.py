@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from profiler import model_source
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
 from profiler.errors import CheckpointError
 from tests import hf_fixtures
@@ -118,7 +119,7 @@ def test_a_q8_0_gguf_names_its_quantization_and_stays_close(llama, tmp_path):
     model, origin = loader.load(cfg)
     assert "GGUF, Q8_0" in origin
     assert loader.vocabulary_id(cfg).startswith("gguf-tokens-")
-    assert loader.model_name(cfg) == "tiny-q8"
+    assert model_source.model_name(cfg) == "tiny-q8"
     ids = torch.randint(0, 300, (2, 12))
     with torch.no_grad():
         logits, _ = model.eval()(ids)

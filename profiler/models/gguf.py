@@ -172,10 +172,6 @@ def vocabulary_id(model_cfg: Any) -> str:
     return f"gguf-tokens-{digest}"
 
 
-def model_name(model_cfg: Any) -> str:
-    return Path(model_cfg.path.rstrip("/")).stem or "gguf"
-
-
 # --- torch: building the model --------------------------------------------------------------------
 def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
     """The model in a GGUF file, dequantized, behind the HF interface; (model, origin)."""

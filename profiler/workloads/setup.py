@@ -146,7 +146,13 @@ class Prepared:
         self.stop_sampler()
         saved = None
         if save and self.dist.is_speaker:
-            saved = weights.save_run_weights(self.config, target.model, steps_done, self.emit)
+            own = runtime.weight_saver(target)  # e.g. LoRA: the adapter and the merged weights
+            if own is not None:
+                paths = own(target, steps_done, self.emit)
+                saved = paths[-1] if paths else None
+            else:
+                saved = weights.save_run_weights(self.config, target.model, steps_done,
+                                                 self.emit)
         return {"finalized": finalized, "checkpoint": saved}
 
     def stop_sampler(self) -> None:

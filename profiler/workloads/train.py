@@ -22,7 +22,7 @@ from profiler.errors import Unsupported, out_of_memory
 from profiler.stats import figure, percentile
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
-from techniques import runtime
+from techniques import registry, runtime
 from techniques.optimizer import state_bytes
 
 
@@ -427,6 +427,12 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     override = state.config.peak_tflops or None
     mfu_value, mfu_how = mfu(tokens_per_s or 0.0, v["flops_token"], device_name, dtype, override) \
         if tokens_per_s else (None, "n/a: no measured throughput")
+    # A technique whose matmuls run at another peak (fp8) makes MFU against this peak misleading.
+    other_peak = [registry.get(name).label for name in state.active
+                  if registry.get(name).extra.get("mfu") == "n/a"]
+    if other_peak:
+        mfu_value, mfu_how = None, (f"n/a: {', '.join(other_peak)} runs matmuls at a peak other "
+                                    f"than the {dtype} one")
     if mfu_value is not None and state.dist.enabled:
         # tokens_per_s is the job's; the peak is one device's.
         mfu_value /= state.dist.world_size
