@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# One intra-op thread for the tests and every worker they start (children inherit the
+# environment; set before any test module imports torch). The models here are tiny: a second
+# thread buys nothing, and on a shared 2-core machine two OpenMP pools that wait for each other
+# turn millisecond steps into seconds. A developer may still choose otherwise in the environment.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 
 @pytest.fixture(autouse=True)
 def effiscope_home(tmp_path, monkeypatch) -> Path:

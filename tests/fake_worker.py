@@ -18,9 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find profiler/
+
+from profiler import protocol  # noqa: E402 - after the path; light, no torch
+
 
 def send(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
+    """Every line goes through the protocol module, as the real worker's do: validated."""
+    sys.stdout.write(protocol.encode(message, "worker"))
     sys.stdout.flush()
 
 
@@ -29,8 +34,12 @@ STDIN_CLOSED = threading.Event()
 
 def read_commands(commands: queue.Queue) -> None:
     for line in sys.stdin:
-        if line.strip():
-            commands.put(json.loads(line))
+        if not line.strip():
+            continue
+        try:
+            commands.put(protocol.decode(line, "front"))
+        except protocol.ProtocolError as exc:
+            send({"type": "event", "kind": "warning", "message": f"bad command: {exc}"})
     STDIN_CLOSED.set()
     commands.put({"type": "stop"})  # stdin closed: the front end went away
 
@@ -55,7 +64,7 @@ def main() -> None:
     threading.Thread(target=read_commands, args=(commands,), daemon=True).start()
     start = commands.get()
     config = start["config"]
-    send({"type": "hello", "protocol": 1, "versions": {"torch": "fake"},
+    send({"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "versions": {"torch": "fake"},
           "device": {"name": "fake", "default": "cpu"}, "environment": {}})
     steps = config["limits"]["steps"]
     send({"type": "started", "run": {"workload": config["workload"], "device": "cpu",

@@ -19,6 +19,7 @@ def effiscope(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
                           text=True, env={**worker_env(), **os.environ}, timeout=timeout)
 
 
+@pytest.mark.slow  # ~12 s on an idle 2-core machine, over 20 s on a busy one
 def test_run_nano_then_runs_and_show():
     result = effiscope("run", "nano", "--steps", "12", "--batch-size", "4", "--seq-len", "64",
                        "--warmup", "2", "--name", "cli-test")
