@@ -90,9 +90,10 @@ SKIPPED = {"torch_peak_allocated_bytes"}
 """A running peak repeats what the allocated curve already shows."""
 PALETTE = ("#4f46e5", "#c2410c", "#0f766e", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8",
            "#7e22ce", "#0e7490", "#b91c1c")
-RUN_COLORS = ("#9333ea", "#d97706", "#0891b2", "#16a34a", "#db2777", "#64748b", "#dc2626",
-              "#4f46e5")
-"""Compared runs, one colour each across every chart (readable on light and dark)."""
+RUN_COLORS = ("#111827", "#d946ef", "#fb923c", "#22d3ee", "#57534e", "#78350f", "#365314",
+              "#a3a3a3")
+"""Compared runs, one colour each across every chart, none close to a live curve's colour
+(Process RSS is violet: an overlay never is); overlays are also drawn dashed."""
 
 _PERCENTILE = re.compile(r"_p\d\d_s$")
 _RANK = re.compile(r"^rank(\d+)_(.+)$")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from profiler.config import RunConfig
+from profiler.metrics import format_value
 
 MARKER_LABEL_CHARS = 40
 
@@ -59,3 +60,12 @@ def expected_steps(config: RunConfig) -> int:
 
 def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def figure_text(value: object, unit: str) -> str:
+    """A figure as the app shows it: format_value, with percentages below 10 to one decimal
+    ("0.6 %", as the report says it, never a rounded "1 %")."""
+    if unit == "%" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and abs(value) < 10:
+        return f"{value:.1f} %"
+    return format_value(value, unit)
