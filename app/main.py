@@ -17,6 +17,7 @@ import traceback
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QComboBox,
     QFrame,
@@ -78,6 +79,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         """The warm worker's command; None = the local worker (tests put a fake here)."""
         self.warm: WarmWorker | None = None
         self._warm_count = 0
+        self._closed = False
         self._restart_pending = False
         self._shown_run_id: str | None = None
 
@@ -119,6 +121,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         for combo in sections_widget.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
+            combo.setMinimumWidth(90)
+        # Nor may a field's widest possible number: the column keeps its width, so nothing is
+        # scrolled sideways out of reach (a click aimed at a check box would miss it).
+        for spin in sections_widget.findChildren(QAbstractSpinBox):
+            spin.setMinimumWidth(80)
         # The wheel over a field scrolls the panel; it never changes a setting.
         self.wheel_filter = WheelScrollsPanel(scroll, self)
         self.wheel_filter.watch(sections_widget)
@@ -420,7 +427,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
     # --- the warm worker --------------------------------------------------------------------------
     def start_warm_worker(self) -> None:
         """Start a worker in the background (once): torch imports while the user sets up."""
-        if not self.warm_enabled or self.running or (self.warm is not None and self.warm.alive):
+        if not self.warm_enabled or self._closed or self.running or (
+                self.warm is not None and self.warm.alive):
             return
         if self.warm is not None:
             self.warm.deleteLater()
@@ -488,11 +496,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             self._restart_pending = False
             QTimer.singleShot(0, self.start_run)
         else:
-            QTimer.singleShot(0, self.start_warm_worker)
+            QTimer.singleShot(0, self, self.start_warm_worker)
 
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Closing the window ends the worker too: no process is left behind."""
+        self._closed = True
         self.save_window_settings()
         self.stop_warm_worker()
         if self.link is not None and self.link.running:
@@ -521,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     window.raise_()
     window.activateWindow()
     window.run_button.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
-    QTimer.singleShot(0, window.start_warm_worker)
+    QTimer.singleShot(0, window, window.start_warm_worker)
     # Ctrl-C or a SIGTERM closes the window (ending its worker and recording the run) instead of
     # killing the app mid-run: Python runs handlers between bytecodes, a slow timer gives it turns.
     previous = {signum: signal.signal(signum, lambda *_: window.close())

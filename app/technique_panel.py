@@ -77,6 +77,7 @@ class TechniqueRow(QWidget):
             self.enable = QLabel(f"<b>{info.label}</b> · always on")
         else:
             self.enable = QCheckBox(info.label)
+            self.enable.setMinimumWidth(160)  # a long label may be clipped, never widen the column
             self.enable.toggled.connect(self._enable_toggled)
         self.enable.setObjectName(f"technique_{info.name}")
         layout.addWidget(self.enable)

@@ -96,9 +96,9 @@ class WorkerLink(QObject):
         process.setParent(self)
         self._process = process
         self._attach(process)
-        self.recorder.note("info", f"run started on a warm worker (pid {process.processId()})")
         self._take(received)
-        self._drain()
+        self._drain()  # its hello first, as from a worker started for this run
+        self.recorder.note("info", f"run started on a warm worker (pid {process.processId()})")
         if process.state() == QProcess.ProcessState.Running:
             self._on_started()
         else:  # it died while waiting: the run ends as that worker did
