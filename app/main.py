@@ -498,6 +498,14 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         else:
             QTimer.singleShot(0, self, self.start_warm_worker)
 
+    def take_focus(self) -> None:
+        """Make this the active window with keyboard focus (at launch; a no-op once it is)."""
+        if self.isActiveWindow() or not self.isVisible():
+            return
+        self.raise_()
+        self.activateWindow()
+        self.run_button.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Closing the window ends the worker too: no process is left behind."""
@@ -526,10 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings=settings, warm_worker=True)
     window.restore_window_settings()
     window.show()
-    # Keyboard focus on the window at launch: Ctrl+R works before any click.
-    window.raise_()
-    window.activateWindow()
-    window.run_button.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+    # Keyboard focus on the window at launch: Ctrl+R works before any click. Asked again once
+    # the window is on screen (X only grants focus to a mapped window, and without a window
+    # manager nobody else gives it).
+    for delay_ms in (0, 150, 500, 1000):
+        QTimer.singleShot(delay_ms, window, window.take_focus)
     QTimer.singleShot(0, window, window.start_warm_worker)
     # Ctrl-C or a SIGTERM closes the window (ending its worker and recording the run) instead of
     # killing the app mid-run: Python runs handlers between bytecodes, a slow timer gives it turns.
