@@ -8,6 +8,7 @@ cd "$ROOT"
 export QT_QPA_PLATFORM=offscreen
 bash "$ROOT/scripts/install_chromium.sh"  # headless Chromium opens the HTML reports
 bash "$ROOT/scripts/install_sshd.sh"      # a private sshd on 127.0.0.1 for the remote-worker test
+bash "$ROOT/scripts/install_xvfb.sh"      # Xvfb + xdotool for the real-X-server GUI test
 "$VENV/bin/python" -m ruff check app profiler techniques tests
 set +e
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,4 +1,5 @@
-"""How LiveCharts draws: which charts show, which curves changed, how many charts per turn.
+"""How LiveCharts draws: which charts show, which curves changed, one x range for all charts,
+marker label lanes, the hover read-out.
 
 A mixin of LiveCharts (app/charts.py). Each curve is redrawn only when its buffer or the view
 changed, from an O(pixels) slice of its buffer; Qt paints every updated chart in one event-loop
@@ -16,11 +17,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 
 from app.chart_specs import CHARTS, CurveSpec
-from app.series import SeriesBuffer
+from app.series import SeriesBuffer, Smoother
 
 THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
+LANE_SHARE = 0.06
+"""Markers closer than this share of the visible x range put their labels in different lanes."""
+LANE_POSITIONS = (0.97, 0.72, 0.47, 0.22)
 
 
 @dataclass
@@ -28,6 +32,11 @@ class TracedCurve:
     spec: CurveSpec
     item: pg.PlotDataItem
     buffer: SeriesBuffer = field(default_factory=SeriesBuffer)
+    smooth: SeriesBuffer = field(default_factory=SeriesBuffer)
+    """The EMA of the buffer (empty while smoothing is off)."""
+    smoother: Smoother = field(default_factory=Smoother)
+    shadow: pg.PlotDataItem | None = None
+    """The raw curve drawn faint behind the smoothed one."""
     drawn: tuple = ()
     """What the item shows now (buffer version, axis, range, width): redraw when it differs."""
 
@@ -37,27 +46,84 @@ class Overlay:
     label: str
     color: str
     curves: dict[str, TracedCurve] = field(default_factory=dict)
-    raw_loss: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    """The unsmoothed train loss, to smooth again when the slider moves."""
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
 class ChartDrawing:
     """The drawing half of LiveCharts (mixed in; uses its plots, buffers and options)."""
 
-    def _x_of_step(self, step: float) -> float:
-        return self._clock.x_at_step(step) if self.by_time else step
+    _lanes_for = None
 
-    def _follow_all(self) -> None:
-        for plot in self.plots.values():
-            plot.getPlotItem().enableAutoRange()
+    def _x_of_step(self, step: float) -> float:
+        if self.x_mode == "time":
+            return self._clock.x_at_step(step)
+        if self.x_mode == "tokens":
+            return step * self._clock.tokens_per_step
+        return step
 
     def _all_curves(self) -> list[tuple[TracedCurve, bool]]:
         """(curve, is_live) for every curve that may be drawn."""
         out = [(c, True) for c in self._series.values()]
-        out.append((self._smooth, True))
         out += [(c, False) for o in self._overlays.values() for c in o.curves.values()]
         return out
 
+    def _curve_label(self, curve: TracedCurve, live: bool) -> str:
+        if live:
+            return curve.spec.label
+        overlay = next(o for o in self._overlays.values() if curve in o.curves.values())
+        on_chart = [c for c in overlay.curves.values() if c.spec.chart == curve.spec.chart]
+        return overlay.label if len(on_chart) == 1 else f"{overlay.label} {curve.spec.label}"
+
+    # --- one x range -----------------------------------------------------------------------------
+    def _x_extent(self) -> tuple[float, float] | None:
+        low, high = math.inf, -math.inf
+        for curve, _ in self._all_curves():
+            if curve.spec.chart not in self._shown or not curve.buffer.has_values():
+                continue
+            xs = curve.buffer.x_values(self.x_mode)
+            finite = xs[np.isfinite(xs)]
+            if finite.size:
+                low, high = min(low, float(finite[0])), max(high, float(finite[-1]))
+        return (low, high) if high >= low else None
+
+    def _apply_x_range(self, low: float, high: float, skip: str | None = None) -> None:
+        self._syncing = True
+        try:
+            for name, plot in self.plots.items():
+                if name == skip:
+                    continue
+                view = plot.getPlotItem().getViewBox()
+                current = view.viewRange()[0]
+                if abs(current[0] - low) > 1e-9 * max(1, abs(low)) or \
+                        abs(current[1] - high) > 1e-9 * max(1, abs(high)):
+                    view.setXRange(low, high, padding=0)
+        finally:
+            self._syncing = False
+
+    def _follow_range(self) -> None:
+        extent = self._x_extent()
+        if extent is None:
+            return
+        low, high = extent
+        pad = max((high - low) * 0.02, 0.5 if self.x_mode == "step" else 1e-9)
+        self._apply_x_range(low - pad, high + pad)
+
+    def _zoomed_by_user(self, name: str) -> None:
+        """The user zoomed or panned one chart: every chart shows the same x range."""
+        if self._syncing:
+            return
+        self._x_follow = False
+        self.follow_button.setEnabled(True)
+        low, high = self.plots[name].getPlotItem().getViewBox().viewRange()[0]
+        self._apply_x_range(low, high, skip=name)
+        self._dirty = True
+
+    # --- redraw ------------------------------------------------------------------------------------
     def _redraw(self, everything: bool = False) -> None:
         """Update charts whose data or view changed, a few per event-loop turn.
 
@@ -67,9 +133,10 @@ class ChartDrawing:
         """
         if not self._dirty:
             return
-        smoothing = self.smoothing > 0
         with_data = {c.spec.chart for c, _ in self._all_curves() if c.buffer.has_values()}
         self._relayout(with_data)
+        if self._x_follow:
+            self._follow_range()
         by_chart: dict[str, list[tuple[TracedCurve, bool]]] = {name: [] for name in self._shown}
         for curve, live in self._all_curves():
             if curve.spec.chart in by_chart:
@@ -85,7 +152,7 @@ class ChartDrawing:
                 self._dirty = True  # the rest on the next tick
                 self._next_chart = (start + position) % len(names)
                 break
-            if self._draw_chart(name, by_chart[name], smoothing):
+            if self._draw_chart(name, by_chart[name]):
                 updated += 1
         else:
             self._next_chart = 0
@@ -96,6 +163,7 @@ class ChartDrawing:
                 self._paint_started = (time.perf_counter(), updated)
                 QTimer.singleShot(0, self._painted)
         self._draw_warmup()
+        self._place_marker_labels()
 
     def _painted(self) -> None:
         """The paints of the last update are done: learn what one chart costs to paint."""
@@ -108,60 +176,71 @@ class ChartDrawing:
         self._charts_per_tick = max(1, min(len(CHARTS),
                                            int(PAINT_BUDGET_S / max(self._paint_cost_s, 1e-4))))
 
-    def _draw_chart(self, name: str, curves: list[tuple[TracedCurve, bool]], smoothing: bool) -> bool:
-        changed = False
-        for curve, live in curves:
-            show = curve.buffer.has_values() and (curve is not self._smooth or smoothing)
+    def _draw_chart(self, name: str, curves: list[tuple[TracedCurve, bool]]) -> bool:
+        changed = name in self._legend_dirty
+        smoothing = self.smoothing > 0
+        for curve, _live in curves:
+            show = curve.buffer.has_values()
             if show != curve.item.isVisible():
                 curve.item.setVisible(show)
                 changed = True
-            if not show:
-                continue
-            if live and curve.spec.key == "loss_train" and curve is not self._smooth:
-                alpha = 60 if smoothing else 255
-                if curve.item.opts["pen"].color().alpha() != alpha:
-                    color = pg.mkColor(curve.spec.color)
-                    color.setAlpha(alpha)
-                    curve.item.setPen(pg.mkPen(color, width=1 if smoothing else 2))
-                    changed = True
-            changed = self._draw_curve(curve) or changed
+            faint = show and smoothing
+            if curve.shadow is not None and faint != curve.shadow.isVisible():
+                curve.shadow.setVisible(faint)
+                changed = True
+            if show:
+                changed = self._draw_curve(curve, smoothing) or changed
         if changed:
             self._refresh_legend(name)
         return changed
 
-    def _draw_curve(self, curve: TracedCurve) -> bool:
+    def _draw_curve(self, curve: TracedCurve, smoothing: bool) -> bool:
         plot = self.plots[curve.spec.chart].getPlotItem()
         view = plot.getViewBox()
-        following = view.autoRangeEnabled()[0]
-        x_range = None if following else tuple(view.viewRange()[0])
+        x_range = None if self._x_follow else tuple(view.viewRange()[0])
         width = max(100, int(view.width()))
-        key = (curve.buffer.version, self.by_time, x_range, width // 50)
+        key = (curve.buffer.version, curve.smooth.version, smoothing, self.x_mode, x_range,
+               width // 50)
         if key == curve.drawn:
             return False
         curve.drawn = key
-        x, y = curve.buffer.view(self.by_time, x_range, width)
+        x, y = curve.buffer.view(self.x_mode, x_range, width)
+        if smoothing and curve.smooth.size:
+            curve.shadow.setData(x, y, connect="finite")
+            x, y = curve.smooth.view(self.x_mode, x_range, width)
         curve.item.setData(x, y, connect="finite")
         return True
 
     def _refresh_legend(self, name: str) -> None:
-        """The legend is the chart's title line ("Loss  ━ Train loss  ━ Validation loss"): it
-        never covers a curve or a marker's label."""
-        plot = self.plots[name]
-        item = plot.getPlotItem()
-        wanted = [i for i in item.listDataItems()
-                  if i.isVisible() and i.name() and i.xData is not None and len(i.xData)]
+        """The legend is the chart header's word-wrapping line ("Loss  ━ Train loss  ━ run 2"):
+        it never covers a curve or a marker's label, and never widens the plot."""
+        self._legend_dirty.discard(name)
+        box = self.boxes[name]
+        curves = [(c, live) for c, live in self._all_curves()
+                  if c.spec.chart == name and c.buffer.has_values()]
         foreground = THEME_FOREGROUND[self.theme]
-        html = f"<span style='color:{foreground}; font-weight:600'>{plot.chart_title}</span>"
-        if len(wanted) > 1:
-            html += "&nbsp;&nbsp;&nbsp;" + "&nbsp;&nbsp;".join(
-                f"<span style='color:{pg.mkPen(i.opts['pen']).color().name()}'>━</span>"
-                f"&nbsp;<span style='color:{foreground}'>{i.name()}</span>" for i in wanted)
-        if html != plot.title_html:
-            plot.title_html = html
-            item.setTitle(html, size="9pt")
+        html = f"<span style='color:{foreground}; font-weight:600'>{box.title}</span>"
+        entries = []
+        for curve, live in curves:
+            color = pg.mkPen(curve.item.opts["pen"]).color().name()
+            mark = "┅" if not live and curve.spec.symbol is None else "━"
+            entries.append(f"<span style='color:{color}'>{mark}</span>&nbsp;"
+                           f"<span style='color:{foreground}'>{self._curve_label(curve, live)}"
+                           "</span>")
+        if len(entries) > 1:
+            html += "&nbsp;&nbsp; " + " &nbsp; ".join(entries)
+        if html != box.legend.text():
+            box.legend.setText(html)
+
+    def legend_text(self, name: str) -> str:
+        """The chart's legend as plain words (tests read it)."""
+        import re
+
+        return re.sub(r"<[^>]+>", "", self.boxes[name].legend.text()).replace("&nbsp;", " ")
 
     def _relayout(self, with_data: set[str] | None = None) -> None:
-        """Show the charts that have data (the core four while nothing has), two per row."""
+        """Show the charts that have data (the core four while nothing has): two per row, or
+        one per row when the charts area is narrow."""
         with_data = with_data or set()
         shown = tuple(spec.name for spec in CHARTS
                       if spec.name in with_data or (not with_data and spec.name in self._core)
@@ -169,25 +248,31 @@ class ChartDrawing:
         if shown == self._shown:
             return
         self._shown = shown
-        for plot in self.plots.values():
-            self._grid.removeWidget(plot)
-            plot.hide()
+        for box in self.boxes.values():
+            self._grid.removeWidget(box)
+            box.hide()
         row, column = 1, 0
         rest = [name for name in shown if name != "loss"]
+        wide = self._columns == 2
         for name in shown:
-            plot = self.plots[name]
-            if name == "loss":
-                self._grid.addWidget(plot, 0, 0, 1, 2)
+            box = self.boxes[name]
+            if name == "loss" or not wide:
+                self._grid.addWidget(box, 0 if name == "loss" else row, 0, 1, 2)
+                if name != "loss":
+                    row += 1
             elif name == rest[-1] and column == 0:  # an odd one out takes the whole row
-                self._grid.addWidget(plot, row, 0, 1, 2)
+                self._grid.addWidget(box, row, 0, 1, 2)
+                row += 1
             else:
-                self._grid.addWidget(plot, row, column)
+                self._grid.addWidget(box, row, column)
                 row, column = (row, 1) if column == 0 else (row + 1, 0)
-            plot.show()
+            box.show()
+        last = row if column == 0 else row + 1
         for r in range(self._grid.rowCount()):
-            self._grid.setRowStretch(r, 1 if r <= row else 0)
+            self._grid.setRowStretch(r, 1 if r < last else 0)
         self._grid.setColumnStretch(0, 1)
         self._grid.setColumnStretch(1, 1)
+        self._legend_dirty = set(self.plots)
 
     def _draw_warmup(self) -> None:
         if self._warmup_steps is None:
@@ -208,3 +293,91 @@ class ChartDrawing:
             elif region.getRegion() != (low, high):
                 region.setRegion((low, high))
 
+    # --- marker labels -----------------------------------------------------------------------------
+    def _place_marker_labels(self) -> None:
+        """Markers within LANE_SHARE of the visible range of each other take different heights,
+        so labels at steps 51 / 54 / 55 do not overlap."""
+        if not self.markers:
+            return
+        view = self.plots["loss"].getPlotItem().getViewBox()
+        low, high = view.viewRange()[0]
+        span = max(high - low, 1e-9)
+        state = (round(low, 6), round(high, 6), len(self.markers), self.x_mode)
+        if state == self._lanes_for:
+            return
+        self._lanes_for = state
+        lanes: dict[float, int] = {}
+        last_x_in_lane: list[float] = []
+        for step, _label in sorted(self.marker_steps):
+            x = self._x_of_step(step)
+            lane = next((i for i, last in enumerate(last_x_in_lane)
+                         if not math.isfinite(x) or (x - last) / span > LANE_SHARE), None)
+            if lane is None:
+                lane = len(last_x_in_lane)
+                last_x_in_lane.append(x)
+            else:
+                last_x_in_lane[lane] = x
+            lanes[step] = lane
+        for _plot, line in self.markers:
+            lane = lanes.get(line.step, 0)
+            line.label.setPosition(LANE_POSITIONS[lane % len(LANE_POSITIONS)])
+
+    # --- hover read-out ------------------------------------------------------------------------------
+    def _mouse_moved(self, name: str, pos) -> None:
+        view = self.plots[name].getPlotItem().getViewBox()
+        if not view.sceneBoundingRect().contains(pos):
+            self.hide_readout()
+            return
+        self.show_readout(name, view.mapSceneToView(pos).x())
+
+    def hide_readout(self) -> None:
+        for line in self._crosshairs.values():
+            line.hide()
+        for item in self._readout_items.values():
+            item.hide()
+        self.readouts.clear()
+
+    def show_readout(self, name: str, x: float) -> str:
+        """The value of every curve of a chart at x (the last reading at or before it), the
+        compared runs' too; a crosshair at x on every chart. Returns the read-out as words."""
+        lines: list[str] = []
+        html: list[str] = []
+        at, at_live = None, False
+        for curve, live in self._all_curves():
+            if curve.spec.chart != name or not curve.item.isVisible():
+                continue
+            found = curve.buffer.value_at(self.x_mode, x)
+            if found is None:
+                continue
+            if at is None or (live and not at_live):
+                at, at_live = found[0], live
+            value = found[1]
+            text = f"{self._curve_label(curve, live)}: {_fmt(value)} {self.plots[name].y_label}"
+            if self.smoothing > 0 and curve.smooth.size:
+                smooth = curve.smooth.value_at(self.x_mode, x)
+                if smooth is not None:
+                    text += f" (EMA {_fmt(smooth[1])})"
+            color = pg.mkPen(curve.item.opts["pen"]).color().name()
+            lines.append(text)
+            html.append(f"<span style='color:{color}'>■</span> {text}")
+        if not lines:
+            self.hide_readout()
+            return ""
+        unit = {"step": "step", "time": "t =", "tokens": "tokens"}[self.x_mode]
+        where = f"{unit} {_fmt(at)}" + (" s" if self.x_mode == "time" else "")
+        words = where + "\n" + "\n".join(lines)
+        for chart, line in self._crosshairs.items():
+            line.setValue(x)
+            line.setVisible(chart in self._shown)
+        for chart, item in self._readout_items.items():
+            item.setVisible(chart == name)
+        item = self._readout_items[name]
+        item.setHtml(f"<div style='color:#0f172a; font-size:8pt'><b>{where}</b><br>"
+                     + "<br>".join(html) + "</div>")
+        view = self.plots[name].getPlotItem().getViewBox()
+        (x_low, x_high), (_y_low, y_high) = view.viewRange()
+        right_half = x > (x_low + x_high) / 2
+        item.setAnchor((1, 0) if right_half else (0, 0))
+        item.setPos(x, y_high)
+        self.readouts = {name: words}
+        return words

@@ -63,9 +63,10 @@ PRIMARY = {"loss_train", "loss_val", "tokens_per_s", "decode_tokens_per_s", "ste
            "rss_bytes", "ttft_s", "gpu_util_percent", "gpu_power_w", "gpu_temperature_c"}
 PALETTE = ("#4f46e5", "#c2410c", "#0f766e", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8",
            "#7e22ce", "#0e7490", "#b91c1c")
-RUN_COLORS = ("#9333ea", "#d97706", "#0891b2", "#16a34a", "#db2777", "#64748b", "#dc2626",
-              "#4f46e5")
-"""Compared runs, one colour each across every chart (readable on light and dark)."""
+RUN_COLORS = ("#111827", "#d946ef", "#fb923c", "#22d3ee", "#57534e", "#78350f", "#365314",
+              "#a3a3a3")
+"""Compared runs, one colour each across every chart, none close to a live curve's colour
+(Process RSS is violet: an overlay never is); overlays are also drawn dashed."""
 
 
 def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:

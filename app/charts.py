@@ -3,6 +3,11 @@
 Samples are appended to SeriesBuffers (every reading kept, min/max pyramids beside them); a
 QTimer at 25 Hz redraws only the curves whose buffer or view changed, each from an O(pixels)
 slice, so 200,000 points per curve cost what 1,000 would. A burst of samples is one redraw.
+
+What a dashboard user expects is the app's own: one x axis for every chart (zoom one, all
+follow), by step, time or tokens seen; a hover read-out of every curve at that x (compared runs
+too); EMA smoothing of every curve with the raw curve faint behind; log scale, CSV and PNG per
+chart. The charts draw only what the stream says (the predicted memory comes from `started`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chart_box import ChartBox
 from app.chart_drawing import ChartDrawing, Overlay, TracedCurve
-from app.chart_specs import CHARTS, RUN_COLORS, CurveSpec, percentile_lines, route
+from app.chart_export import ChartExport
+from app.chart_specs import CHARTS, MIB, RUN_COLORS, CurveSpec, percentile_lines, route
 from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
-MIN_CHART_HEIGHT = 170
+MIN_CHART_HEIGHT = 150
 MARKER_POINT_SIZE = 7.5
+ONE_COLUMN_BELOW_PX = 640
+"""Narrower than this, the charts stack in one column (a half-screen window, a 150 % scale)."""
+AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen"}
 THEMES = {"light": {"background": "w", "foreground": "#334155", "label_fill": (255, 255, 255)},
           "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "label_fill": (15, 23, 42)}}
 
@@ -45,10 +55,18 @@ def _number(value: object) -> float:
     return float(value)
 
 
-class LiveCharts(ChartDrawing, QWidget):
+def tokens_per_step(started: dict | None) -> float:
+    """Tokens one step reads, from a `started` message's run (NaN when it does not say)."""
+    value = ((started or {}).get("run") or {}).get("tokens_per_step")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else math.nan
+
+
+class LiveCharts(ChartExport, ChartDrawing, QWidget):
     """Eight charts (loss across the top); GPU and latency charts appear once they have data."""
 
     axis_changed = Signal(str)
+    overlays_cleared = Signal()
+    """The user pressed Clear comparison: the window unticks the runs in the history."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -61,25 +79,32 @@ class LiveCharts(ChartDrawing, QWidget):
         self._grid = QGridLayout(self._grid_host)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(6)
-        scroll = QScrollArea()
-        scroll.setWidget(self._grid_host)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        outer.addWidget(scroll, 1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self._grid_host)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer.addWidget(self.scroll, 1)
 
+        self.x_mode = "step"
+        self.smoothing = 0.0
+        self._x_follow = True
+        self._syncing = False
+        self._columns = 2
         self.plots: dict[str, pg.PlotWidget] = {}
+        self.boxes: dict[str, ChartBox] = {}
+        self._zero_items: dict[str, pg.PlotDataItem] = {}
+        self._crosshairs: dict[str, pg.InfiniteLine] = {}
+        self._readout_items: dict[str, pg.TextItem] = {}
+        self.readouts: dict[str, str] = {}
+        """The hover read-out's text per chart (plain words; tests and screenshots read it)."""
         for spec in CHARTS:
-            self.plots[spec.name] = self._make_plot(spec.name, spec.title, spec.y_label,
-                                                    spec.zero_based)
+            self._make_chart(spec.name, spec.title, spec.y_label, spec.zero_based)
         self._core = {spec.name for spec in CHARTS if spec.core}
         self._shown: tuple[str, ...] = ()
         self._series: dict[str, TracedCurve] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         """The live run's curve per metric key (tests and screenshots read them)."""
-        self._smooth = TracedCurve(CurveSpec("loss_train", "loss", "#1d4ed8"),
-                              self._item("#1d4ed8", name="Train loss (smoothed)"))
-        self._smoother = Smoother(0.0)
-        self.plots["loss"].addItem(self._smooth.item)
         self._overlays: dict[str, Overlay] = {}
         self._clock = SeriesBuffer()
         self.markers: list[tuple[pg.PlotWidget, pg.InfiniteLine]] = []
@@ -87,8 +112,8 @@ class LiveCharts(ChartDrawing, QWidget):
         self._warmup_steps: tuple[float, float] | None = None
         self._warmup: dict[str, pg.LinearRegionItem] = {}
         self._hlines: list[tuple[pg.PlotWidget, pg.InfiniteLine]] = []
-        self.by_time = False
-        self.smoothing = 0.0
+        self._prediction: list[pg.GraphicsObject] = []
+        self.predicted_memory_bytes: float | None = None
         self._dirty = True
         self.redraws = 0
         """Event-loop turns that updated at least one chart."""
@@ -98,11 +123,16 @@ class LiveCharts(ChartDrawing, QWidget):
         self._charts_per_tick = 2  # until the first paints say how many fit the budget
         self._paint_cost_s = 0.0
         self._paint_started: tuple[float, int] | None = None
+        self._legend_dirty = set(self.plots)
         self._relayout()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_INTERVAL_MS)
         self._timer.timeout.connect(self._redraw)
         self._timer.start()
+
+    @property
+    def by_time(self) -> bool:
+        return self.x_mode == "time"
 
     # --- building -------------------------------------------------------------------------------
     def _build_toolbar(self) -> QHBoxLayout:
@@ -110,40 +140,51 @@ class LiveCharts(ChartDrawing, QWidget):
         bar.setContentsMargins(0, 0, 0, 4)
         bar.addWidget(QLabel("X axis"))
         self.axis_combo = QComboBox()
-        self.axis_combo.addItems(["step", "time"])
-        self.axis_combo.setToolTip("Draw every chart against the step number or the seconds "
-                                   "since the first step")
+        self.axis_combo.setObjectName("axisCombo")
+        for mode in AXIS_MODES:
+            self.axis_combo.addItem(mode, mode)
+        self.axis_combo.setToolTip("Draw every chart against the step, the seconds since the "
+                                   "first step, or the tokens seen (step x tokens per step)")
         self.axis_combo.currentTextChanged.connect(self.set_x_axis)
         bar.addWidget(self.axis_combo)
-        bar.addSpacing(12)
+        bar.addSpacing(8)
         bar.addWidget(QLabel("Smoothing"))
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setObjectName("smoothingSlider")
         self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setFixedWidth(100)
-        self.smoothing_slider.setToolTip("Exponential moving average of the train loss (the raw "
-                                         "curve stays, faint); 0 = off")
+        self.smoothing_slider.setFixedWidth(90)
+        self.smoothing_slider.setToolTip("Exponential moving average of every curve (the raw "
+                                         "curve stays, faint, behind it); 0 = off")
         self.smoothing_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
         bar.addWidget(self.smoothing_slider)
         self.smoothing_label = QLabel("off")
         self.smoothing_label.setMinimumWidth(30)
         bar.addWidget(self.smoothing_label)
+        self.follow_button = QPushButton("Follow")
+        self.follow_button.setObjectName("smallButton")
+        self.follow_button.setToolTip("Undo the zoom: every chart shows the whole run again and "
+                                      "follows new steps")
+        self.follow_button.clicked.connect(self.follow)
+        self.follow_button.setEnabled(False)
+        bar.addWidget(self.follow_button)
         bar.addStretch(1)
         self.clear_overlays_button = QPushButton("Clear comparison")
         self.clear_overlays_button.setObjectName("smallButton")
-        self.clear_overlays_button.setToolTip("Remove the compared runs from the charts")
-        self.clear_overlays_button.clicked.connect(self.clear_overlays)
+        self.clear_overlays_button.setToolTip("Remove the compared runs from the charts (and "
+                                              "untick them in the history)")
+        self.clear_overlays_button.clicked.connect(self._clear_pressed)
         self.clear_overlays_button.hide()
         bar.addWidget(self.clear_overlays_button)
         return bar
 
-    def _make_plot(self, name: str, title: str, y_label: str, zero_based: bool) -> pg.PlotWidget:
+    def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
         plot = pg.PlotWidget(background=THEMES[self.theme]["background"])
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)
-        item = plot.getPlotItem()
         plot.chart_title = title
-        plot.title_html = ""
-        item.setTitle(title, size="10pt")
+        plot.y_label = y_label
+        item = plot.getPlotItem()
+        item.hideButtons()  # the toolbar's Follow replaces the per-chart "A"
         item.setLabel("left", y_label)
         item.setLabel("bottom", "step")
         for side in ("left", "bottom"):
@@ -152,19 +193,62 @@ class LiveCharts(ChartDrawing, QWidget):
             item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         item.showGrid(x=True, y=True, alpha=0.15)
         if zero_based:
-            item.addItem(pg.PlotDataItem([0.0], [0.0], pen=None, symbol="o", symbolSize=0,
-                                         symbolPen=None, symbolBrush=None))
-        # The user's zoom (mouse wheel, drag) turns following off; redraw the new range in detail.
-        item.getViewBox().sigXRangeChanged.connect(self._view_moved)
-        plot.hide()
-        return plot
+            zero = pg.PlotDataItem([0.0], [0.0], pen=None, symbol="o", symbolSize=0,
+                                   symbolPen=None, symbolBrush=None)
+            item.addItem(zero)
+            self._zero_items[name] = zero
+        view = item.getViewBox()
+        view.enableAutoRange(x=False, y=True)
+        view.setAutoVisible(y=True)  # y fits the steps in view, so a zoom shows detail
+        view.sigXRangeChanged.connect(self._view_moved)
+        view.sigRangeChangedManually.connect(lambda _mask, n=name: self._zoomed_by_user(n))
+        crosshair = pg.InfiniteLine(angle=90, movable=False,
+                                    pen=pg.mkPen("#64748b", width=1, style=Qt.PenStyle.DotLine))
+        crosshair.setZValue(50)
+        crosshair.hide()
+        item.addItem(crosshair, ignoreBounds=True)
+        self._crosshairs[name] = crosshair
+        readout = pg.TextItem("", anchor=(0, 0), fill=pg.mkBrush(255, 255, 255, 225),
+                              border=pg.mkPen("#cbd5e1"))
+        readout.setZValue(60)
+        readout.hide()
+        item.addItem(readout, ignoreBounds=True)
+        self._readout_items[name] = readout
+        plot.scene().sigMouseMoved.connect(lambda pos, n=name: self._mouse_moved(n, pos))
+        box = ChartBox(name, title, plot)
+        box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
+        box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
+        box.png_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "png"))
+        box.hide()
+        self.plots[name] = plot
+        self.boxes[name] = box
 
     def _item(self, color: str, symbol: str | None = None, width: float = 2.0,
-              name: str | None = None) -> pg.PlotDataItem:
-        pen = pg.mkPen(color, width=width if symbol is None else 1.5)
+              name: str | None = None, dashed: bool = False) -> pg.PlotDataItem:
+        pen = pg.mkPen(color, width=width if symbol is None else 1.5,
+                       style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
         kwargs = {"symbol": symbol, "symbolSize": 6, "symbolBrush": color,
                   "symbolPen": color} if symbol else {}
         return pg.PlotDataItem(name=name, pen=pen, connect="finite", **kwargs)
+
+    def _shadow(self, color: str) -> pg.PlotDataItem:
+        """The raw curve, faint, behind its smoothed line."""
+        faint = pg.mkColor(color)
+        faint.setAlpha(60)
+        item = pg.PlotDataItem(pen=pg.mkPen(faint, width=1), connect="finite")
+        item.setZValue(-5)
+        item.setVisible(False)
+        return item
+
+    def _traced(self, spec: CurveSpec, item: pg.PlotDataItem, color: str,
+                tokens: float) -> TracedCurve:
+        curve = TracedCurve(spec, item, shadow=self._shadow(color))
+        curve.buffer.tokens_per_step = curve.smooth.tokens_per_step = tokens
+        curve.smoother = Smoother(self.smoothing)
+        plot = self.plots[spec.chart]
+        plot.addItem(curve.shadow)
+        plot.addItem(item)
+        return curve
 
     def _curve(self, key: str) -> TracedCurve | None:
         curve = self._series.get(key)
@@ -172,11 +256,11 @@ class LiveCharts(ChartDrawing, QWidget):
             spec = route(key, len(self._series))
             if spec is None:
                 return None
-            curve = TracedCurve(spec, self._item(spec.color, spec.symbol, name=spec.label))
-            curve.item.setVisible(False)
-            self.plots[spec.chart].addItem(curve.item)
+            item = self._item(spec.color, spec.symbol, name=spec.label)
+            item.setVisible(False)
+            curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step)
             self._series[key] = curve
-            self.curves[key] = curve.item
+            self.curves[key] = item
         return curve
 
     def _view_moved(self) -> None:
@@ -184,12 +268,13 @@ class LiveCharts(ChartDrawing, QWidget):
 
     # --- data -----------------------------------------------------------------------------------
     def clear(self) -> None:
-        """Forget the shown run: empty buffers, no markers, no warmup band (overlays stay)."""
+        """Forget the shown run: empty buffers, no markers, no bands or lines (overlays stay)."""
         for curve in self._series.values():
             curve.buffer.clear()
-        self._smooth.buffer.clear()
-        self._smoother.reset(self.smoothing)
+            curve.smooth.clear()
+            curve.smoother.reset(self.smoothing)
         self._clock.clear()
+        self.set_started(None)
         for plot, line in self.markers + self._hlines:
             plot.removeItem(line)
         self.markers.clear()
@@ -199,12 +284,50 @@ class LiveCharts(ChartDrawing, QWidget):
             self.plots[name].removeItem(region)
         self._warmup.clear()
         self._warmup_steps = None
-        self._follow_all()
+        self.follow()
+
+    def set_started(self, started: dict | None) -> None:
+        """The live run's `started` message: tokens per step (the tokens axis) and the predicted
+        memory drawn on the memory chart. None forgets both."""
+        tokens = tokens_per_step(started)
+        self._clock.tokens_per_step = tokens
+        for curve in self._series.values():
+            curve.buffer.tokens_per_step = curve.smooth.tokens_per_step = tokens
+            curve.drawn = ()
+        theory = (((started or {}).get("run") or {}).get("theory") or {})
+        predicted = theory.get("predicted_memory_bytes")
+        total = predicted.get("total") if isinstance(predicted, dict) else predicted
+        self.set_predicted_memory(total if isinstance(total, (int, float)) else None)
+        self._dirty = True
+
+    def set_predicted_memory(self, total_bytes: float | None) -> None:
+        """A dashed line at the predicted tensor memory on the memory chart (None removes it)."""
+        plot = self.plots["memory"]
+        for item in self._prediction:
+            plot.removeItem(item)
+        self._prediction.clear()
+        self.predicted_memory_bytes = total_bytes
+        if total_bytes is None or total_bytes <= 0:
+            return
+        mib = total_bytes / MIB
+        line = pg.InfiniteLine(pos=mib, angle=0, movable=False,
+                               label=f"predicted {mib:.0f} MiB (tensors)",
+                               pen=pg.mkPen("#475569", width=1.5, style=Qt.PenStyle.DashLine),
+                               labelOpts={"position": 0.02, "color": "#475569",
+                                          "anchors": [(0, 1), (0, 1)]})
+        line.setToolTip("Predicted memory of weights, gradients, optimizer states and "
+                        "activations (profiler.theory), from the run's start message")
+        keep_in_view = pg.PlotDataItem([math.nan], [mib], pen=None, symbol="o", symbolSize=0,
+                                       symbolPen=None, symbolBrush=None)
+        for item in (line, keep_in_view):
+            plot.addItem(item, ignoreBounds=item is line)
+            self._prediction.append(item)
         self._dirty = True
 
     def add_samples(self, messages: Iterable[dict]) -> int:
         """Take the sample messages among `messages`; returns how many there were."""
         count = 0
+        smoothing = self.smoothing > 0
         for message in messages:
             if message.get("type") != "sample":
                 continue
@@ -218,8 +341,8 @@ class LiveCharts(ChartDrawing, QWidget):
                     continue
                 value = _number(raw) / curve.spec.scale
                 curve.buffer.append(step, time_s, value)
-                if key == "loss_train":
-                    self._smooth.buffer.append(step, time_s, self._smoother.next(value))
+                if smoothing:
+                    curve.smooth.append(step, time_s, curve.smoother.next(value))
             if message.get("phase") in ("warmup", "compile"):
                 low, high = self._warmup_steps or (step, step)
                 self._warmup_steps = (min(low, step - 1), max(high, step))
@@ -230,9 +353,10 @@ class LiveCharts(ChartDrawing, QWidget):
     def add_marker(self, step: float, label: str, color: str = "#b45309") -> None:
         """A labelled vertical line at `step` on every chart (e.g. a technique toggled mid-run).
 
-        The label runs up along the line, so it hides no data beside it."""
+        The label runs up along the line, so it hides no data beside it; markers close together
+        get their labels at different heights (lanes), so none is drawn over another."""
         self.marker_steps.append((step, label))
-        fill = THEMES[self.theme]["label_fill"] + (120,)
+        fill = THEMES[self.theme]["label_fill"] + (150,)
         for plot in self.plots.values():
             line = pg.InfiniteLine(
                 pos=self._x_of_step(step), angle=90, movable=False, label=label,
@@ -247,6 +371,8 @@ class LiveCharts(ChartDrawing, QWidget):
             line.setToolTip(label)
             plot.addItem(line, ignoreBounds=True)
             self.markers.append((plot, line))
+        self._lanes_for = None
+        self._dirty = True
 
     def show_percentiles(self, summary: dict) -> None:
         """Horizontal lines for the latency percentiles of a finished infer run's summary."""
@@ -272,20 +398,32 @@ class LiveCharts(ChartDrawing, QWidget):
         """Many raw readings at once (benchmarks): vectorised, no per-sample work."""
         curve = self._curve(key)
         if curve is not None:
-            curve.buffer.extend(steps, times, np.asarray(values, float) / curve.spec.scale)
+            values = np.asarray(values, float) / curve.spec.scale
+            curve.buffer.extend(steps, times, values)
+            if self.smoothing > 0:
+                self._resmooth(curve)
             if self._clock.size == 0:
                 self._clock.extend(steps, times, np.full(len(steps), np.nan))
             self._dirty = True
 
     # --- compared runs --------------------------------------------------------------------------
     def set_overlay(self, run_id: str, label: str, messages: Iterable[dict]) -> None:
-        """Draw a stored run's primary curves over the charts, in one colour of its own."""
+        """Draw a stored run's primary curves over the charts: one colour of its own (none of a
+        live curve's), dashed."""
         self.remove_overlay(run_id)
-        color = RUN_COLORS[len(self._overlays) % len(RUN_COLORS)]
+        used = {o.color for o in self._overlays.values()}
+        color = next((c for c in RUN_COLORS if c not in used),
+                     RUN_COLORS[len(self._overlays) % len(RUN_COLORS)])
+        if self.theme == "dark" and color == RUN_COLORS[0]:
+            color = "#e5e7eb"
         overlay = Overlay(label, color)
         columns: dict[str, tuple[list, list, list]] = {}
+        tokens = math.nan
         for message in messages:
-            if message.get("type") != "sample":
+            kind = message.get("type")
+            if kind == "started":
+                tokens = tokens_per_step(message)
+            if kind != "sample":
                 continue
             for key, raw in message.get("metrics", {}).items():
                 spec = route(key)
@@ -297,17 +435,23 @@ class LiveCharts(ChartDrawing, QWidget):
                 values.append(_number(raw) / spec.scale)
         for key, (steps, times, values) in columns.items():
             spec = route(key)
-            steps, times, values = np.asarray(steps), np.asarray(times), np.asarray(values)
-            if key == "loss_train":
-                overlay.raw_loss = (steps, times, values)
-                values = smoothed(values, self.smoothing)
-            item = self._item(color, "t" if spec.symbol else None, width=1.5,
-                              name=f"{label}" if not spec.symbol else None)
-            self.plots[spec.chart].addItem(item)
-            curve = TracedCurve(spec, item)
-            curve.buffer.extend(steps, times, values)
+            item = self._item(color, "t" if spec.symbol else None, width=1.5, name=label,
+                              dashed=spec.symbol is None)
+            curve = self._traced(spec, item, color, tokens)
+            curve.buffer.extend(np.asarray(steps), np.asarray(times), np.asarray(values))
+            if self.smoothing > 0:
+                self._resmooth(curve)
             overlay.curves[key] = curve
         self._overlays[run_id] = overlay
+        self._overlays_changed()
+
+    def rename_overlay(self, run_id: str, label: str) -> None:
+        overlay = self._overlays.get(run_id)
+        if overlay is None:
+            return
+        overlay.label = label
+        for curve in overlay.curves.values():
+            curve.item.opts["name"] = label
         self._overlays_changed()
 
     def remove_overlay(self, run_id: str) -> None:
@@ -315,12 +459,18 @@ class LiveCharts(ChartDrawing, QWidget):
         if overlay is None:
             return
         for curve in overlay.curves.values():
-            self.plots[curve.spec.chart].removeItem(curve.item)
+            plot = self.plots[curve.spec.chart]
+            plot.removeItem(curve.item)
+            plot.removeItem(curve.shadow)
         self._overlays_changed()
 
     def clear_overlays(self) -> None:
         for run_id in list(self._overlays):
             self.remove_overlay(run_id)
+
+    def _clear_pressed(self) -> None:
+        self.clear_overlays()
+        self.overlays_cleared.emit()
 
     def overlay_ids(self) -> list[str]:
         return list(self._overlays)
@@ -329,34 +479,45 @@ class LiveCharts(ChartDrawing, QWidget):
         curve = self._overlays.get(run_id, Overlay("", "")).curves.get(key)
         return curve.item if curve else None
 
+    def overlay_color(self, run_id: str) -> str | None:
+        overlay = self._overlays.get(run_id)
+        return overlay.color if overlay else None
+
     def _overlays_changed(self) -> None:
         count = len(self._overlays)
         self.clear_overlays_button.setText(f"Clear comparison ({count})")
         self.clear_overlays_button.setVisible(bool(count))
-        self._follow_all()
-        self._dirty = True
+        self._legend_dirty = set(self.plots)
+        self.follow()
 
     # --- view options ---------------------------------------------------------------------------
+    def follow(self) -> None:
+        """Every chart shows the whole run (all compared runs too) and follows new steps."""
+        self._x_follow = True
+        self.follow_button.setEnabled(False)
+        self._dirty = True
+
     def set_x_axis(self, mode: str) -> None:
-        """"step" or "time": every curve, marker and band moves to the new axis."""
-        by_time = mode == "time"
+        """"step", "time" or "tokens": every curve, marker and band moves to the new axis."""
+        if mode not in AXIS_MODES:
+            return
         if self.axis_combo.currentText() != mode:
             self.axis_combo.setCurrentText(mode)
-        if by_time == self.by_time:
+        if mode == self.x_mode:
             return
-        self.by_time = by_time
+        self.x_mode = mode
         for plot in self.plots.values():
-            plot.getPlotItem().setLabel("bottom", "time (s)" if by_time else "step")
+            plot.getPlotItem().setLabel("bottom", AXIS_MODES[mode])
         for _, line in self.markers:
             line.setValue(self._x_of_step(line.step))
         for name in list(self._warmup):
             self.plots[name].removeItem(self._warmup.pop(name))
-        self._follow_all()
-        self._dirty = True
+        self.hide_readout()
+        self.follow()
         self.axis_changed.emit(mode)
 
     def set_smoothing(self, weight: float) -> None:
-        """EMA weight for the train loss, 0 (off) to 0.99; the raw curve stays, faint."""
+        """EMA weight for every curve, 0 (off) to 0.99; the raw curve stays, faint, behind."""
         weight = min(max(weight, 0.0), 0.99)
         if self.smoothing_slider.value() != round(weight * 100):
             self.smoothing_slider.setValue(round(weight * 100))
@@ -364,23 +525,39 @@ class LiveCharts(ChartDrawing, QWidget):
         if weight == self.smoothing:
             return
         self.smoothing = weight
-        self._smoother = Smoother(weight)
-        self._smooth.buffer.clear()
-        raw = self._series.get("loss_train")
-        if raw is not None and raw.buffer.size:
-            b = raw.buffer
-            # The running average continues from where the recomputed one ends.
-            values = np.fromiter((self._smoother.next(v) for v in b.values.tolist()),
+        for curve, _live in self._all_curves():
+            self._resmooth(curve)
+        self._dirty = True
+
+    def _resmooth(self, curve: TracedCurve) -> None:
+        """Recompute a curve's EMA from its raw readings; the running average continues on."""
+        curve.smoother = Smoother(self.smoothing)
+        curve.smooth.clear()
+        b = curve.buffer
+        if self.smoothing > 0 and b.size:
+            values = np.fromiter((curve.smoother.next(v) for v in b.values.tolist()),
                                  np.float64, b.size)
-            self._smooth.buffer.extend(b.steps, b.times, values)
-        for overlay in self._overlays.values():
-            curve = overlay.curves.get("loss_train")
-            if curve is not None and overlay.raw_loss is not None:
-                steps, times, values = overlay.raw_loss
-                curve.buffer = SeriesBuffer()
-                curve.buffer.extend(steps, times, smoothed(values, weight))
+            curve.smooth.extend(b.steps, b.times, values)
+        curve.drawn = ()
+
+    def set_log_scale(self, name: str, on: bool) -> None:
+        """Logarithmic y axis for one chart (its zero-keeping point is dropped meanwhile)."""
+        plot = self.plots[name]
+        box = self.boxes[name]
+        if box.log_button.isChecked() != on:
+            box.log_button.setChecked(on)
+            return
+        zero = self._zero_items.get(name)
+        if zero is not None:
+            zero.setVisible(not on)
+        plot.getPlotItem().setLogMode(x=False, y=on)
+        for curve, _live in self._all_curves():
+            if curve.spec.chart == name:
                 curve.drawn = ()
         self._dirty = True
+
+    def log_scale(self, name: str) -> bool:
+        return self.boxes[name].log_button.isChecked()
 
     def set_theme(self, theme: str) -> None:
         self.theme = theme if theme in THEMES else "light"
@@ -392,7 +569,7 @@ class LiveCharts(ChartDrawing, QWidget):
                 axis = item.getAxis(side)
                 axis.setPen(colors["foreground"])
                 axis.setTextPen(colors["foreground"])
-            plot.title_html = ""  # redrawn in the new colours
+        self._legend_dirty = set(self.plots)
         for name in self.plots:
             self._refresh_legend(name)
 
@@ -403,3 +580,14 @@ class LiveCharts(ChartDrawing, QWidget):
 
     def shown_charts(self) -> tuple[str, ...]:
         return self._shown
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
+        if columns != self._columns:
+            self._columns = columns
+            self._shown = ()  # lay the charts out again
+            self._dirty = True
+
+
+__all__ = ["LiveCharts", "smoothed"]

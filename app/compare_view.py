@@ -52,6 +52,28 @@ def summary_value(summary: dict, key: str) -> float | None:
     return value(key)
 
 
+def spread(summary: dict, key: str) -> tuple[float, float] | None:
+    """A figure's interval (low, high) when its summary carries one (a distribution's interval
+    from the noise figures); None for a bare number, whose delta gets no verdict."""
+    figure = (summary.get("figures") or {}).get(key) or {}
+    interval = figure.get("interval")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        low, high = interval
+    else:
+        low, high = figure.get("low"), figure.get("high")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return float(low), float(high)
+    return None
+
+
+def verdict(base: tuple[float, float] | None, other: tuple[float, float] | None) -> str:
+    """"better-or-worse" when the intervals are apart, "within noise" when they overlap,
+    "no spread" when either figure is a bare number (shown neutral: no pretended verdict)."""
+    if base is None or other is None:
+        return "no spread"
+    return "within noise" if base[0] <= other[1] and other[0] <= base[1] else "apart"
+
+
 BARE_UNITS = ("tokens/s", "nats/token")
 """Units said once in the Figure column; bytes and seconds keep theirs (MiB / GiB, ms / s)."""
 
@@ -68,6 +90,17 @@ def row_label(label: str, unit: str) -> str:
     short = {"Final validation loss": "Val loss (final)", "Final train loss": "Train loss (final)"
              }.get(short, short)
     return f"{short}, {unit}" if unit in BARE_UNITS else short
+
+
+def diff_keys(base: dict, other: dict) -> list[str]:
+    """Settings that differ, leaves only: an empty section ({}) against an absent one is no
+    difference when a setting under it already says what differs (no spurious `techniques {}`
+    row), but a technique without parameters switched on is one."""
+    keys = [k for k in set(base) | set(other) if base.get(k) != other.get(k) and k not in ("output_dir", "name")]
+    def covered(key: str) -> bool:
+        return {} in (base.get(key), other.get(key)) and any(
+            k.startswith(key + ".") for k in keys)
+    return sorted(k for k in keys if not covered(k))
 
 
 def _item(text: str, tip: str = "", right: bool = True) -> QTableWidgetItem:
@@ -220,8 +253,19 @@ class CompareView(QWidget):
             for column, value in enumerate(values[1:]):
                 self.table.setItem(index, 2 + 2 * column, _item(cell_value(value, unit)))
                 pct = change_pct(value, base)
-                cell = _item(format_change(pct))
-                if pct:
+                run_id = others[column]
+                noise = verdict(spread(self.summaries[base_id], key),
+                                spread(self.summaries[run_id], key))
+                text = format_change(pct)
+                if pct is not None and noise == "within noise":
+                    text += " (within noise)"
+                cell = _item(text, {"no spread": "The summaries carry no spread for this "
+                                    "figure: no better / worse verdict.",
+                                    "within noise": "The two intervals overlap: no real "
+                                    "difference.", "apart": "The intervals do not overlap."
+                                    }[noise])
+                cell.setData(Qt.ItemDataRole.UserRole, noise)
+                if pct and noise == "apart":
                     good = (pct > 0) == (better == "higher")
                     cell.setForeground(QColor(BETTER if good else WORSE))
                 self.table.setItem(index, 3 + 2 * column, cell)
@@ -257,14 +301,14 @@ class CompareView(QWidget):
                 flat[run_id] = flatten(RunConfig.from_toml(self.configs[run_id]).to_dict())
             except Exception:  # noqa: BLE001 - a config that no longer loads: text diff only
                 flat[run_id] = {}
-        keys = sorted(k for k in set(flat[base_id]) | set(flat[other_id])
-                      if flat[base_id].get(k) != flat[other_id].get(k) and k != "output_dir"
-                      and {} not in (flat[base_id].get(k), flat[other_id].get(k)))
+        keys = diff_keys(flat[base_id], flat[other_id])
         self.diff_keys.setRowCount(len(keys))
         for index, key in enumerate(keys):
             self.diff_keys.setItem(index, 0, _item(key, key, right=False))
             for column, run_id in enumerate((base_id, other_id), start=1):
                 value = flat[run_id].get(key, "—")
+                if value == {}:
+                    value = "on (no parameters)" if key.startswith("techniques.") else "(empty)"
                 self.diff_keys.setItem(index, column, _item(str(value), right=False))
         diff = "".join(difflib.unified_diff(
             self.configs[base_id].splitlines(keepends=True),

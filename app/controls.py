@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -22,6 +23,37 @@ from PySide6.QtWidgets import (
 )
 
 INT_LIMIT = 2**31 - 1
+TYPED_INT_LOW = -INT_LIMIT
+"""Spin boxes take any number typed into them; validate() says in words what is out of range,
+instead of the box silently turning 0 into 1 or 100000 into its maximum."""
+
+
+class WheelScrollsPanel(QObject):
+    """An event filter for a scrolled settings panel: the mouse wheel over a spin box or combo
+    box scrolls the panel instead of changing the value (values change by typing, the arrows or
+    the keyboard), so scrolling down a form never edits it."""
+
+    def __init__(self, scroll_area, parent: QObject | None = None):
+        super().__init__(parent)
+        self.scroll_area = scroll_area
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Wheel and isinstance(watched, (QAbstractSpinBox,
+                                                                      QComboBox)):
+            bar = self.scroll_area.verticalScrollBar()
+            delta = event.angleDelta().y()
+            if delta:
+                bar.setValue(bar.value() - int(delta / 120 * bar.singleStep() * 3))
+            return True
+        return False
+
+    def watch(self, root: QWidget) -> None:
+        """Filter every spin box and combo box under root (call again after adding fields)."""
+        for widget in root.findChildren(QAbstractSpinBox) + root.findChildren(QComboBox):
+            if not widget.property("wheel_filtered"):
+                widget.installEventFilter(self)
+                widget.setProperty("wheel_filtered", True)
+                widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # no focus from the wheel
 
 
 class ScientificSpinBox(QDoubleSpinBox):
@@ -30,7 +62,10 @@ class ScientificSpinBox(QDoubleSpinBox):
     def __init__(self, low: float = 1e-8, high: float = 10.0, parent: QWidget | None = None):
         super().__init__(parent)
         self.setDecimals(12)
-        self.setRange(low, high)
+        self.advised = (low, high)
+        """The range the arrows stay inside; a typed value outside it is kept (and refused in
+        words by validate) rather than silently corrected."""
+        self.setRange(-1e12, 1e12)
         self.setKeyboardTracking(False)
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
@@ -53,19 +88,27 @@ class ScientificSpinBox(QDoubleSpinBox):
         return (QValidator.State.Acceptable if inside else QValidator.State.Intermediate), text, pos
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
-        self.setValue(self.value() * (2.0**steps))
+        low, high = self.advised
+        value = self.value() if self.value() > 0 else low
+        self.setValue(min(max(value * (2.0**steps), low), high))
 
 
-class ParamControl(QWidget):
-    """Not a widget itself: `widget` is; this only gives every kind the same value API."""
+class ParamControl(QObject):
+    """Not a widget itself: `widget` is; this only gives every kind the same value API.
+
+    A QObject, never a QWidget: an invisible widget parented to the row would lie over the
+    row's check box and swallow the clicks meant for it."""
 
     changed = Signal()
 
-    def __init__(self, param: Any, parent: QWidget | None = None):
+    def __init__(self, param: Any, parent: QObject | None = None):
         super().__init__(parent)
         self.param = param
         self.widget = _build(param)
-        self.widget.setToolTip(param.help)
+        bounds = [f"{name} {value:g}" for name, value in (("at least", param.min),
+                                                           ("at most", param.max))
+                  if isinstance(value, (int, float))]
+        self.widget.setToolTip(param.help + (f" ({', '.join(bounds)})" if bounds else ""))
         self.widget.setObjectName(f"param_{param.name}")
         w = self.widget
         if isinstance(w, QCheckBox):
@@ -149,9 +192,7 @@ def _build(param: Any) -> QWidget:
         return box
     if param.type is int:
         spin = QSpinBox()
-        low = int(param.min) if param.min is not None else -INT_LIMIT
-        high = int(min(param.max, INT_LIMIT)) if param.max is not None else INT_LIMIT
-        spin.setRange(low, high)
+        spin.setRange(TYPED_INT_LOW, INT_LIMIT)  # validate() refuses what is out of range
         spin.setKeyboardTracking(False)
         return spin
     if param.type is float:
@@ -160,7 +201,7 @@ def _build(param: Any) -> QWidget:
         if low > 0 and high / low >= 1e4:  # rates and bounds spanning decades
             return ScientificSpinBox(low, high)
         spin = QDoubleSpinBox()
-        spin.setRange(low, high)
+        spin.setRange(-1e12, 1e12)  # validate() refuses what is out of range, in words
         spin.setDecimals(3)
         spin.setSingleStep(10 ** (round(math.log10(max(high - low, 1e-3))) - 2))
         spin.setKeyboardTracking(False)

@@ -159,6 +159,14 @@ class EstimatePanel(QWidget):
         layout.addWidget(self.note)
         self.result: dict = {}
 
+    def no_verdict(self, problem: str) -> None:
+        """Settings that cannot run get no "Fits": the verdict waits for valid settings."""
+        self.result["fits"] = None
+        self.fit.setText("No verdict until the settings are valid (see the sentence under Run).")
+        self.fit.setProperty("state", "")
+        self.fit.style().unpolish(self.fit)
+        self.fit.style().polish(self.fit)
+
     def update_for(self, config: RunConfig, host: dict) -> None:
         try:
             self.result = estimate(config, host)

@@ -79,6 +79,7 @@ class HistoryPanel(QWidget):
     show_on_charts = Signal(str)
     compare_changed = Signal(list)
     run_deleted = Signal(str)
+    run_renamed = Signal(str, str)
 
     def __init__(self, store: RunStore, parent: QWidget | None = None):
         super().__init__(parent)
@@ -258,6 +259,16 @@ class HistoryPanel(QWidget):
             self.table.item(row, 0).setCheckState(Qt.CheckState.Checked if checked
                                                   else Qt.CheckState.Unchecked)
 
+    def uncheck_all(self) -> None:
+        """Untick every run (Clear comparison); one compare_changed for all of them."""
+        self.table.blockSignals(True)
+        for row in range(self.table.rowCount()):
+            self.table.item(row, 0).setCheckState(Qt.CheckState.Unchecked)
+        self.table.blockSignals(False)
+        if self._checked:
+            self._checked = []
+            self.compare_changed.emit([])
+
     def _item_changed(self, item: QTableWidgetItem) -> None:
         if item.column() != 0:
             return
@@ -287,7 +298,8 @@ class HistoryPanel(QWidget):
             self.rename_run(run_id, name.strip())
 
     def rename_run(self, run_id: str, name: str) -> None:
-        self._store_action(lambda: self.store.rename(run_id, name), run_id)
+        if self._store_action(lambda: self.store.rename(run_id, name), run_id):
+            self.run_renamed.emit(run_id, name)
 
     def _ask_tags(self) -> None:
         run_id = self.selected_run_id()
@@ -376,9 +388,31 @@ class HistoryPanel(QWidget):
         for item in summary.get("techniques") or []:
             if isinstance(item, dict) and item.get("report"):
                 rows.append((str(item.get("label", item.get("name"))), str(item["report"]), ""))
-        if not rows:
-            rows.append(("samples received", str(summary.get("samples_received", 0)), ""))
+        if not rows:  # a run that ended without figures (killed, crashed): its last readings
+            rows = self._last_readings(run)
+            rows.insert(0, ("Samples received", str(summary.get("samples_received", 0)), ""))
         self._fill_summary(rows)
+
+    def _last_readings(self, run) -> list[tuple[str, str, str]]:
+        """The last reading of every metric in the stream, and the last step reached."""
+        latest: dict[str, object] = {}
+        last_step = None
+        try:
+            for message in run.messages([]):
+                if message.get("type") == "sample":
+                    last_step = message.get("step")
+                    for key, value in (message.get("metrics") or {}).items():
+                        if value is not None:
+                            latest[key] = value
+        except (StoreError, OSError):
+            return []
+        rows = [("Last step reached", str(last_step), "the last sample's step")] \
+            if last_step is not None else []
+        for key, value in latest.items():
+            m = metric(key)
+            rows.append((f"{m.label} (last)", format_value(value, m.unit),
+                         "the last reading before the run ended, not a summary figure"))
+        return rows
 
     def _fill_summary(self, rows: list[tuple[str, str, str]]) -> None:
         self.summary.setRowCount(len(rows))

@@ -9,6 +9,7 @@ app/window_runs.py.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import traceback
@@ -16,6 +17,7 @@ import traceback
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QComboBox,
     QFrame,
@@ -34,20 +36,22 @@ from PySide6.QtWidgets import (
 
 from app.charts import LiveCharts
 from app.compare_view import CompareView
+from app.controls import WheelScrollsPanel
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
 from app.labels import escape, expected_steps, host_line
 from app.launch_form import LaunchForm
 from app.profile_view import ProfileView
 from app.run_controls import RunControls
-from app.run_form import RunForm
+from app.run_form import RunForm, on_screen
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
+from app.warm_worker import WarmWorker
 from app.window_actions import WindowActions
 from app.window_runs import RunViews
 from app.worker_link import WorkerLink
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.launch import LaunchError, preflight
+from profiler.launch import LaunchError, preflight, worker_command
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError
 from profiler.system import describe_host, host_capabilities
@@ -56,7 +60,8 @@ from profiler.system import describe_host, host_capabilities
 class MainWindow(RunViews, WindowActions, QMainWindow):
     """EffiScope's window. `add_section` adds a titled panel to the left column."""
 
-    def __init__(self, store: RunStore | None = None, settings: AppSettings | None = None):
+    def __init__(self, store: RunStore | None = None, settings: AppSettings | None = None,
+                 warm_worker: bool = False):
         super().__init__()
         self.setWindowTitle("EffiScope")
         self.store = store or RunStore()
@@ -68,6 +73,13 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.run_config: RunConfig | None = None
         self.worker_command: list[str] | None = None
         """How to launch a worker; None = profiler.launch.worker_command (tests put a fake here)."""
+        self.warm_enabled = warm_worker
+        """Keep one worker started in the background (torch imported, waiting for `start`)."""
+        self.warm_command: list[str] | None = None
+        """The warm worker's command; None = the local worker (tests put a fake here)."""
+        self.warm: WarmWorker | None = None
+        self._warm_count = 0
+        self._closed = False
         self._restart_pending = False
         self._shown_run_id: str | None = None
 
@@ -102,13 +114,23 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.settings_scroll = scroll
         left_layout.addWidget(scroll, 1)
         # Long choices ("Python standard library (default)") must not widen the column: combo
         # boxes size to a short text and show the full one in their list.
         for combo in sections_widget.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
-        left_host.setMinimumWidth(372)
+            combo.setMinimumWidth(90)
+        # Nor may a field's widest possible number: the column keeps its width, so nothing is
+        # scrolled sideways out of reach (a click aimed at a check box would miss it).
+        for spin in sections_widget.findChildren(QAbstractSpinBox):
+            spin.setMinimumWidth(80)
+        # The wheel over a field scrolls the panel; it never changes a setting.
+        self.wheel_filter = WheelScrollsPanel(scroll, self)
+        self.wheel_filter.watch(sections_widget)
+        left_host.setMinimumWidth(300)
+        self.left_panel = left_host
 
         # --- centre: error banner and tabs --------------------------------------------------------
         centre = QWidget()
@@ -116,6 +138,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         centre_layout.setContentsMargins(6, 6, 6, 6)
         self.banner = self._build_banner()
         centre_layout.addWidget(self.banner)
+        self.notice = self._build_notice()
+        centre_layout.addWidget(self.notice)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.charts = LiveCharts()
@@ -128,7 +152,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
 
         # --- right: history ---------------------------------------------------------------------
         self.history = HistoryPanel(self.store)
-        self.history.setMinimumWidth(320)
+        self.history.setMinimumWidth(250)
+        centre.setMinimumWidth(380)
         self.history.setContentsMargins(4, 10, 10, 6)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -138,7 +163,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([372, 580, 320])
+        self.splitter.setSizes([340, 620, 300])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
@@ -166,6 +191,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.history.show_on_charts.connect(self.show_stored_run)
         self.history.compare_changed.connect(self.set_compared)
         self.history.run_deleted.connect(self._run_deleted)
+        self.history.run_renamed.connect(self._run_renamed)
+        self.history.table.itemSelectionChanged.connect(self._selection_moved)
+        self.charts.overlays_cleared.connect(self.history.uncheck_all)
         self.profile.capture_requested.connect(self.capture_profile)
         self.build_menus()
         self._preset_loaded()
@@ -181,6 +209,42 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         layout.addWidget(widget)
         self.sections.insertWidget(self.sections.count() - 1, box)
         return box
+
+    def _build_notice(self) -> QFrame:
+        """The run's warnings and results in words (a bf16 slowdown, a compression's quality
+        cost): kept in view for the run, not a status-bar message that scrolls away."""
+        frame = QFrame()
+        frame.setObjectName("noticeBar")
+        layout = QHBoxLayout(frame)
+        layout.setContentsMargins(10, 4, 6, 4)
+        self.notice_label = QLabel()
+        self.notice_label.setObjectName("noticeText")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.notice_label, 1)
+        close = QToolButton()
+        close.setText("×")
+        close.setToolTip("Dismiss")
+        close.clicked.connect(frame.hide)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        frame.hide()
+        self._notices: list[str] = []
+        return frame
+
+    def add_notice(self, text: str) -> None:
+        if text in self._notices:
+            return
+        self._notices.append(text)
+        self.notice_label.setText("<br>".join(escape(t) for t in self._notices))
+        self.notice.show()
+
+    def clear_notices(self) -> None:
+        self._notices = []
+        self.notice_label.setText("")
+        self.notice.hide()
+
+    def notice_text(self) -> str:
+        return "\n".join(self._notices) if self.notice.isVisible() else ""
 
     def _build_banner(self) -> QFrame:
         banner = QFrame()
@@ -271,7 +335,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         try:
             validate(config)
         except ConfigError as exc:
-            problem = str(exc)
+            problem = on_screen(str(exc))
         except Exception as exc:  # noqa: BLE001
             problem = f"the settings could not be checked ({exc})"
         if not problem:
@@ -279,7 +343,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
                            if name in self.techniques.rows and self.techniques.reason(name)]
             if unavailable:
                 name, why = unavailable[0]
-                problem = f"techniques.{name}: {why}"
+                problem = on_screen(f"techniques.{name}: {why}")
+        if problem:  # no "Fits" for settings that cannot run
+            self.estimate.no_verdict(problem)
         if not self.running:
             self.run_controls.set_problem(problem)
         return problem
@@ -301,13 +367,15 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             config = validate(self.build_config())
             preflight(config)
         except (ConfigError, LaunchError) as exc:
-            self.show_error(f"Cannot start: {exc}", "Change the setting and press Run again.")
+            self.show_error(f"Cannot start: {on_screen(str(exc))}",
+                            "Change the setting and press Run again.")
             return False
         except Exception as exc:  # noqa: BLE001 - a bug in checking must not take the window down
             traceback.print_exc()
             self.show_error(f"Cannot start: the settings could not be checked ({exc!r}).",
                             "This is a bug; the traceback is on the terminal.")
             return False
+        config.name = self.unique_run_name(config.name or config.model.preset)
         try:
             run = self.store.create_run(config)
         except StoreError as exc:
@@ -316,6 +384,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         if self.link is not None:
             self.link.deleteLater()
         self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
+        self.clear_notices()
+        self.charts.live_run_label = config.name
         self.link.messages.connect(self._on_messages)
         self.link.ended.connect(self._on_ended)
         self.run_id = self._shown_run_id = run.run_id
@@ -329,11 +399,54 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._freeze(True, config)
         payload = config.to_dict()
         payload["output_dir"] = str(run.path)  # artifacts (profiler traces) go to the run folder
-        self.link.start(payload)
+        if self._warm_fits(config):
+            warm, self.warm = self.warm, None
+            self.link.adopt(payload, warm)
+            warm.deleteLater()
+        else:
+            self.link.start(payload)
         self.history.live_run_id = run.run_id
         self.history.refresh(select_id=run.run_id)
         self.remember_config(config)
         return True
+
+    def unique_run_name(self, base: str) -> str:
+        """"nano #3": the preset's name and a number no stored run of that name has, so legends
+        and the history never read "nano, nano"."""
+        base = re.sub(r"\s+#\d+$", "", base).strip() or "run"
+        taken = set()
+        try:
+            for row in self.store.list_runs():
+                found = re.fullmatch(re.escape(base) + r"\s+#(\d+)", str(row.get("name") or ""))
+                if found:
+                    taken.add(int(found[1]))
+        except (StoreError, OSError):
+            pass
+        return f"{base} #{max(taken, default=0) + 1}"
+
+    # --- the warm worker --------------------------------------------------------------------------
+    def start_warm_worker(self) -> None:
+        """Start a worker in the background (once): torch imports while the user sets up."""
+        if not self.warm_enabled or self._closed or self.running or (
+                self.warm is not None and self.warm.alive):
+            return
+        if self.warm is not None:
+            self.warm.deleteLater()
+        self._warm_count += 1
+        log = self.store.home / "warm-workers" / f"{id(self):x}-{self._warm_count}.log"
+        self.warm = WarmWorker(log, self.warm_command, self)
+
+    def _warm_fits(self, config: RunConfig) -> bool:
+        """The warm worker serves a plain local run (not torchrun, not ssh, not a test's fake)."""
+        if self.warm is None or not self.warm.alive or self.worker_command is not None:
+            return False
+        return self.warm_command is not None or worker_command(config) == worker_command(None)
+
+    def stop_warm_worker(self) -> None:
+        if self.warm is not None:
+            self.warm.kill()
+            self.warm.deleteLater()
+            self.warm = None
 
     def _freeze(self, running: bool, config: RunConfig | None = None) -> None:
         self.form.set_running(running)
@@ -366,6 +479,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         end = link.end_text if link is not None else status
         self._set_state(status)
         self._freeze(False)
+        self.speed_label.setText("")  # no figure of a run that is over stays in the status bar
         self.run_controls.ended(status, end)
         self.history.live_run_id = None
         if status in ("killed", "crashed", "failed") and not self.error_text():
@@ -381,11 +495,23 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         if self._restart_pending:
             self._restart_pending = False
             QTimer.singleShot(0, self.start_run)
+        else:
+            QTimer.singleShot(0, self, self.start_warm_worker)
+
+    def take_focus(self) -> None:
+        """Make this the active window with keyboard focus (at launch; a no-op once it is)."""
+        if self.isActiveWindow() or not self.isVisible():
+            return
+        self.raise_()
+        self.activateWindow()
+        self.run_button.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
 
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Closing the window ends the worker too: no process is left behind."""
+        self._closed = True
         self.save_window_settings()
+        self.stop_warm_worker()
         if self.link is not None and self.link.running:
             self._set_state("closing: stopping the worker…")
             self.hide()  # gone at once for the user while the worker finishes its step
@@ -405,9 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName("EffiScope")
     settings = AppSettings()
     apply_theme(app, settings.theme)
-    window = MainWindow(settings=settings)
+    window = MainWindow(settings=settings, warm_worker=True)
     window.restore_window_settings()
     window.show()
+    # Keyboard focus on the window at launch: Ctrl+R works before any click. Asked again once
+    # the window is on screen (X only grants focus to a mapped window, and without a window
+    # manager nobody else gives it).
+    for delay_ms in (0, 150, 500, 1000):
+        QTimer.singleShot(delay_ms, window, window.take_focus)
+    QTimer.singleShot(0, window, window.start_warm_worker)
     # Ctrl-C or a SIGTERM closes the window (ending its worker and recording the run) instead of
     # killing the app mid-run: Python runs handlers between bytecodes, a slow timer gives it turns.
     previous = {signum: signal.signal(signum, lambda *_: window.close())

@@ -62,7 +62,10 @@ class RunControls(QWidget):
         self.validation = QLabel("")
         self.validation.setObjectName("validation")
         self.validation.setWordWrap(True)
-        self.validation.hide()
+        # Always there, at a fixed height: a sentence appearing never pushes the panel down
+        # under the mouse (the next click would land on another control).
+        self.validation.setFixedHeight(self.validation.fontMetrics().lineSpacing() * 4 + 4)
+        self.validation.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.validation)
         self.run_info = QLabel("Press Run to start; the run's figures stream into the charts.")
         self.run_info.setObjectName("hint")
@@ -81,7 +84,7 @@ class RunControls(QWidget):
     def set_problem(self, text: str) -> None:
         """What validate says about the current settings, under the buttons ("" hides it)."""
         self.validation.setText(f"Cannot run yet: {text}" if text else "")
-        self.validation.setVisible(bool(text))
+        self.validation.setToolTip(text)
 
     def starting(self, run_id: str, steps: int) -> None:
         self.steps = steps

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.controls import ScientificSpinBox
+from app.controls import INT_LIMIT, TYPED_INT_LOW, ScientificSpinBox
 from profiler import config as config_module
 from profiler.config import PRESETS_DIR, ConfigError, RunConfig, list_presets
 from profiler.models.presets import GPT_PRESETS
@@ -52,9 +52,47 @@ def preset_description(name: str) -> str:
     return first.lstrip("#").strip()
 
 
+FIELD_LABELS = {"limits.steps": "Steps", "train.batch_size": "Batch size",
+                "infer.batch_size": "Batch size", "train.seq_len": "Sequence length",
+                "train.learning_rate": "Learning rate", "infer.prompt_len": "Prompt tokens",
+                "infer.gen_len": "Generated tokens", "infer.repeats": "Repeats",
+                "compress.finetune_steps": "Fine-tune steps", "distill.teacher_train_steps":
+                "Teacher steps", "distill.alpha": "Distill weight", "distill.teacher.preset":
+                "Teacher", "model.preset": "Size", "model.run_id": "Model › Run",
+                "model.path": "Model › Weights", "data.path": "Data › Text", "device": "Device",
+                "launch.ssh": "Remote host", "launch.nproc_per_node": "Processes per node"}
+"""Config keys as the labels on screen: a sentence names the field the user can see."""
+RUN_SOURCE_WORKLOADS = ("infer", "compress", "distill")
+"""Workloads that can start from the weights of a past run (a train run starts from scratch)."""
+
+
+def on_screen(message: str) -> str:
+    """A validate() sentence with its config key ("train.seq_len: …") turned into the label on
+    screen ("Sequence length: …"); technique keys become "Technique › parameter"."""
+    key, sep, rest = message.partition(": ")
+    if not sep or " " in key:
+        return message
+    if key in FIELD_LABELS:
+        return f"{FIELD_LABELS[key]}: {rest}"
+    parts = key.split(".")
+    if parts[0] == "techniques" and len(parts) >= 2:
+        try:
+            from techniques import registry
+
+            title = registry.get(parts[1]).label
+        except Exception:  # noqa: BLE001 - an unknown technique keeps its name
+            title = parts[1]
+        words = " ".join(p.replace("_", " ") for p in parts[2:])
+        return f"{title}{' › ' + words if words else ''}: {rest}"
+    return message
+
+
 def _spin(low: int, high: int, tip: str) -> QSpinBox:
+    # Any typed number is kept: validate() says in words what is out of range (never a silent
+    # correction of 0 to 1 or 100000 to the maximum). low / high are what the arrows advise.
     box = QSpinBox()
-    box.setRange(low, high)
+    box.setRange(TYPED_INT_LOW, INT_LIMIT)
+    box.setProperty("advised", (low, high))
     box.setToolTip(tip)
     box.setKeyboardTracking(False)
     return box
@@ -199,6 +237,7 @@ class RunForm(QWidget):
         self.seq_len = _spin(2, 16_384, "Tokens per sequence; at most the model's context")
         form.addRow("Sequence length", self.seq_len)
         self.learning_rate = ScientificSpinBox(1e-6, 1.0)
+        self.learning_rate.setObjectName("learningRate")
         self.learning_rate.setToolTip("Peak learning rate (arrows double / halve it); while a "
                                       "run goes, a new value is sent to it")
         form.addRow("Learning rate", self.learning_rate)
@@ -222,7 +261,7 @@ class RunForm(QWidget):
         self.teacher_steps = _spin(0, 1_000_000, "Train the teacher this many steps first")
         form.addRow("Teacher steps", self.teacher_steps)
         self.alpha = QDoubleSpinBox()
-        self.alpha.setRange(0.0, 1.0)
+        self.alpha.setRange(-1e6, 1e6)  # validate() says what is out of range
         self.alpha.setSingleStep(0.1)
         self.alpha.setToolTip("Weight of the distillation term against plain cross-entropy")
         form.addRow("Distill weight", self.alpha)
@@ -230,6 +269,7 @@ class RunForm(QWidget):
         self.preset.currentTextChanged.connect(self.load_preset)
         for box in (self.workload, self.model_source, self.data_source):
             box.currentIndexChanged.connect(self._show_rows)
+        self.model_size.currentIndexChanged.connect(self._describe_model)
         for widget in self._inputs():
             signal = (getattr(widget, "currentIndexChanged", None)
                       or getattr(widget, "valueChanged", None) or getattr(widget, "toggled", None)
@@ -253,6 +293,15 @@ class RunForm(QWidget):
     # --- visibility ---------------------------------------------------------------------------
     def _show_rows(self) -> None:
         workload = self.workload.currentData()
+        run_item = self.model_source.findData("run")
+        if run_item >= 0:  # a train run starts from scratch: its weights option is not offered
+            offered = workload in RUN_SOURCE_WORKLOADS
+            item = self.model_source.model().item(run_item)
+            item.setEnabled(offered)
+            item.setToolTip("" if offered else "for inference, compress and distill runs")
+            if not offered and self.model_source.currentData() == "run":
+                self.model_source.setCurrentIndex(self.model_source.findData("preset"))
+                return  # the index change shows the rows again
         source = self.model_source.currentData()
         visible = {
             self.model_size: source == "preset", self.model_run: source == "run",
@@ -360,7 +409,10 @@ class RunForm(QWidget):
             index = self.device.findText(config.device)
             self.device.setCurrentIndex(index if index >= 0 and self._enabled(index) else 0)
             self.steps.setValue(config.limits.steps)
-            self.batch_size.setValue(config.train.batch_size)
+            infer = getattr(config, "infer", None)
+            batch = (infer.batch_size if infer is not None and config.workload
+                     in ("infer", "compress") else config.train.batch_size)
+            self.batch_size.setValue(batch)
             self.seq_len.setValue(config.train.seq_len)
             self.learning_rate.setValue(config.train.learning_rate)
             self.save_weights.setChecked(bool(getattr(config.train, "save_checkpoint", False)))
@@ -405,7 +457,10 @@ class RunForm(QWidget):
         config.device = self.device.currentText()
         config.limits.steps = self.steps.value()
         config.limits.warmup_steps = max(0, min(config.limits.warmup_steps, config.limits.steps - 1))
-        config.train.batch_size = self.batch_size.value()
+        if config.workload in ("infer", "compress") and hasattr(config, "infer"):
+            config.infer.batch_size = self.batch_size.value()  # sequences per generation
+        else:
+            config.train.batch_size = self.batch_size.value()
         config.train.seq_len = self.seq_len.value()
         config.train.learning_rate = float(f"{self.learning_rate.value():.6g}")
         if hasattr(config.train, "save_checkpoint"):

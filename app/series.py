@@ -82,6 +82,9 @@ class SeriesBuffer:
         """Smallest and largest finite reading (inf / -inf while there is none)."""
         self.version = 0
         """Bumped on every change, so a chart redraws only curves that changed."""
+        self.tokens_per_step = math.nan
+        """Tokens one step reads (from the run's `started` message): the x axis by tokens seen
+        is step x this; NaN (nothing drawn on that axis) when the run did not say."""
 
     @property
     def size(self) -> int:
@@ -138,16 +141,35 @@ class SeriesBuffer:
             self.high = max(self.high, float(finite.max()))
         self.version += 1
 
-    def x_values(self, by_time: bool) -> np.ndarray:
-        return self.times if by_time else self.steps
+    def x_values(self, mode: str | bool) -> np.ndarray:
+        """The x of every reading: "step", "time" (seconds) or "tokens" (tokens seen)."""
+        mode = axis_mode(mode)
+        if mode == "time":
+            return self.times
+        if mode == "tokens":
+            return self.steps * self.tokens_per_step
+        return self.steps
 
-    def view(self, by_time: bool, x_range: tuple[float, float] | None, width_px: int
+    def value_at(self, mode: str | bool, x: float) -> tuple[float, float] | None:
+        """(x, value) of the last reading at or before x (the hover read-out); None before the
+        first reading or where the axis has no meaning for this curve."""
+        xs = self.x_values(mode)
+        if not xs.size:
+            return None
+        index = int(np.searchsorted(xs, x, "right")) - 1
+        if index < 0 or not math.isfinite(float(xs[index])):
+            return None
+        return float(xs[index]), float(self.values[index])
+
+    def view(self, by_time: str | bool, x_range: tuple[float, float] | None, width_px: int
              ) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) to draw: the raw readings in range, or min/max pairs of a level's bins."""
+        """(x, y) to draw: the raw readings in range, or min/max pairs of a level's bins.
+        `by_time` is the axis mode ("step", "time", "tokens"; True / False mean time / step)."""
         n = self._raw.size
         if n == 0:
             return EMPTY, EMPTY
-        xs = self.x_values(by_time)
+        mode = axis_mode(by_time)
+        xs = self.x_values(mode)
         first, last = 0, n
         if x_range is not None:
             first = max(0, int(np.searchsorted(xs, x_range[0], "left")) - 1)
@@ -159,7 +181,9 @@ class SeriesBuffer:
         level = next((lv for lv in self._levels if count / lv.factor <= budget), self._levels[-1])
         b0 = first // level.factor
         b1 = min(level.bins.size, -(-last // level.factor))
-        bx = level.bins.data[1 if by_time else 0, b0:b1]
+        bx = level.bins.data[1 if mode == "time" else 0, b0:b1]
+        if mode == "tokens":
+            bx = bx * self.tokens_per_step
         x = np.repeat(bx, 2)
         y = np.empty(2 * len(bx))
         y[0::2] = level.bins.data[2, b0:b1]
@@ -173,6 +197,14 @@ class SeriesBuffer:
             return math.nan
         index = int(np.searchsorted(self.steps, step, "right")) - 1
         return float(self.times[max(index, 0)])
+
+
+def axis_mode(mode: str | bool) -> str:
+    if mode is True:
+        return "time"
+    if mode is False:
+        return "step"
+    return mode
 
 
 def smoothed(values: np.ndarray, weight: float) -> np.ndarray:

@@ -46,6 +46,21 @@ def tooltip_for(info: registry.TechniqueInfo, reason: str | None = None) -> str:
     return "<p>" + "</p><p>".join(lines) + "</p>"
 
 
+def conditions(info: registry.TechniqueInfo) -> dict[str, tuple[str, object]]:
+    """Parameters that apply to one choice of another parameter: {param: (other, choice)}.
+
+    Read from the metadata's own words: a help text that starts with a choice's name in capitals
+    ("SGD momentum …", "SDPA backend …") belongs to that choice, so AdamW shows no momentum."""
+    choices = {str(c).lower(): (p.name, c) for p in info.params for c in p.choices
+               if isinstance(c, str)}
+    out = {}
+    for param in info.params:
+        first = (param.help.split() or [""])[0]
+        if first.isupper() and first.lower() in choices and choices[first.lower()][0] != param.name:
+            out[param.name] = choices[first.lower()]
+    return out
+
+
 class TechniqueRow(QWidget):
     """One technique: enable box (or always-on title), parameter controls, unavailable reason."""
 
@@ -62,6 +77,7 @@ class TechniqueRow(QWidget):
             self.enable = QLabel(f"<b>{info.label}</b> · always on")
         else:
             self.enable = QCheckBox(info.label)
+            self.enable.setMinimumWidth(160)  # a long label may be clipped, never widen the column
             self.enable.toggled.connect(self._enable_toggled)
         self.enable.setObjectName(f"technique_{info.name}")
         layout.addWidget(self.enable)
@@ -69,12 +85,16 @@ class TechniqueRow(QWidget):
         form = QFormLayout(self.body)
         form.setContentsMargins(22, 0, 0, 4)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.form = form
         self.controls: dict[str, ParamControl] = {}
+        self.conditions = conditions(info)
         for param in info.params:
             control = ParamControl(param, self)
             control.changed.connect(lambda name=param.name: self.changed.emit(self.info.name, name))
+            control.changed.connect(self._sync_conditions)
             self.controls[param.name] = control
             form.addRow(param.name.replace("_", " "), control.widget)
+        self._sync_conditions()
         layout.addWidget(self.body)
         self.note = QLabel()
         self.note.setObjectName("hint")
@@ -100,7 +120,19 @@ class TechniqueRow(QWidget):
         values = {**self.info.defaults(), **params}
         for name, control in self.controls.items():
             control.set_value(values[name])
+        self._sync_conditions()
         self._sync_body()
+
+    def _sync_conditions(self) -> None:
+        """Show a parameter only while the choice it belongs to is chosen."""
+        for name, (other, choice) in self.conditions.items():
+            self.form.setRowVisible(self.controls[name].widget,
+                                    self.controls[other].value() == choice)
+
+    def shown_params(self) -> list[str]:
+        """Parameters whose control is on screen (with the row switched on)."""
+        return [name for name, control in self.controls.items() if self.form.isRowVisible(
+            control.widget)]
 
     def _enable_toggled(self) -> None:
         self._sync_body()

@@ -78,7 +78,8 @@ class WindowActions:
         view_menu.addSeparator()
         axis_group = QActionGroup(self)
         self.axis_actions = {}
-        for mode, label in (("step", "X axis: &step"), ("time", "X axis: &time")):
+        for mode, label in (("step", "X axis: &step"), ("time", "X axis: &time"),
+                            ("tokens", "X axis: to&kens seen")):
             action = QAction(label, self, checkable=True)
             action.triggered.connect(lambda _checked=False, m=mode: self.charts.set_x_axis(m))
             axis_group.addAction(action)
@@ -188,7 +189,7 @@ class WindowActions:
         s.set("window/geometry", self.saveGeometry())
         s.set("window/state", self.saveState())
         s.set("window/splitter", self.splitter.saveState())
-        s.set("view/x_axis", "time" if self.charts.by_time else "step")
+        s.set("view/x_axis", self.charts.x_mode)
         s.set("view/smoothing", self.charts.smoothing)
         s.set("view/tab", self.tabs.currentIndex())
         try:

@@ -57,6 +57,7 @@ class RunViews:
                 self._set_state(f"running {model.get('preset', '?')}{size} on "
                                 f"{run.get('device', '?')}")
                 self.run_controls.started(run)
+                self.charts.set_started(message)
             elif kind == "event":
                 self._on_event(message)
             elif kind == "profile":
@@ -67,6 +68,13 @@ class RunViews:
                                 message["hint"], run_id=self.run_id)
             elif kind == "done":
                 self.charts.show_percentiles(message.get("summary") or {})
+                self._show_results(message.get("summary") or {})
+
+    def _show_results(self, summary: dict) -> None:
+        """What a run concluded in words, kept above the charts (compress: the quality cost)."""
+        sentence = summary.get("quality_loss")
+        if isinstance(sentence, str) and sentence:
+            self.add_notice(f"Quality cost: {sentence}")
 
     def _on_event(self, message: dict) -> None:
         kind, text = message["kind"], message["message"]
@@ -83,7 +91,8 @@ class RunViews:
                 self.profile.status.setText(text)
                 self.profile.set_capturable(self.running, "")
             self.statusBar().showMessage(f"refused: {text}", 10000)
-        elif kind == "warning":
+        elif kind == "warning":  # kept in view: a status-bar message is gone in seconds
+            self.add_notice(f"Warning: {text}")
             self.statusBar().showMessage(text, 10000)
 
     # --- stored runs ----------------------------------------------------------------------------
@@ -99,11 +108,17 @@ class RunViews:
             return
         self.charts.clear()
         self.profile.clear()
+        self.clear_notices()
         warnings: list[str] = []
         messages = list(run.messages(warnings))
+        started = next((m for m in messages if m.get("type") == "started"), None)
+        self.charts.set_started(started)
+        self.charts.live_run_label = self.history.run_name(run_id)
         count = self.charts.add_samples(messages)
         for message in messages:
             kind = message.get("type")
+            if kind == "event" and message.get("kind") == "warning":
+                self.add_notice(f"Warning: {message.get('message')}")
             if kind == "event" and message.get("kind") == "toggle" \
                     and isinstance(message.get("step"), int):
                 self.charts.add_marker(message["step"], marker_label(message))
@@ -111,6 +126,7 @@ class RunViews:
                 self.profile.add_profile(message)
             elif kind == "done":
                 self.charts.show_percentiles(message.get("summary") or {})
+                self._show_results(message.get("summary") or {})
         self.charts.redraw_now()
         self._shown_run_id = run_id
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"
@@ -132,6 +148,23 @@ class RunViews:
             self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
         self.charts.redraw_now()
         self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
+
+    def _run_renamed(self, run_id: str, name: str) -> None:
+        """A new name shows at once: legend, Compare tab, the CSV's run column."""
+        self.charts.rename_overlay(run_id, name)
+        if run_id == self._shown_run_id:
+            self.charts.live_run_label = name
+        self.charts.redraw_now()
+        compared = self.history.checked_run_ids()
+        if run_id in compared:
+            self.compare.set_runs(compared, {r: self.history.run_name(r) for r in compared})
+
+    def _selection_moved(self) -> None:
+        """The red banner belongs to its run: selecting another run puts it away."""
+        selected = self.history.selected_run_id()
+        if self.banner.isVisible() and self._banner_run_id is not None \
+                and selected not in (None, self._banner_run_id):
+            self.clear_error()
 
     def _run_deleted(self, run_id: str) -> None:
         self.charts.remove_overlay(run_id)

@@ -61,12 +61,10 @@ class WorkerLink(QObject):
         self._stop_sent = False
         self._last_step_time_s = 0.0
 
+        self._warm_log = None
+        """The log of a warm worker this run took over (appended to the run's log at the end)."""
         self._process = QProcess(self)
-        self._process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
-        self._process.started.connect(self._on_started)
-        self._process.readyReadStandardOutput.connect(self._on_ready_read)
-        self._process.finished.connect(self._on_finished)
-        self._process.errorOccurred.connect(self._on_error)
+        self._attach(self._process)
         # Leftover lines are picked up on the next turn, after Qt has painted and handled input.
         self._drain_timer = QTimer(self)
         self._drain_timer.setSingleShot(True)
@@ -81,7 +79,36 @@ class WorkerLink(QObject):
         self._silence_timer.setInterval(1000)
         self._silence_timer.timeout.connect(self._check_silence)
 
+    def _attach(self, process: QProcess) -> None:
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        process.started.connect(self._on_started)
+        process.readyReadStandardOutput.connect(self._on_ready_read)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+
     # --- control --------------------------------------------------------------------------------
+    def adopt(self, config: dict, warm) -> None:
+        """Run on a warm worker (app/warm_worker.py) that has imported torch and waits: what it
+        already sent (its hello) is recorded first, then the start command goes out at once."""
+        self._start_line = protocol.encode(protocol.start(config), "front").encode("utf-8")
+        try:
+            self.config = RunConfig.from_dict(config)
+        except ConfigError:
+            self.config = None
+        process, received, self._warm_log = warm.take()
+        self.command = warm.command
+        self._process.deleteLater()
+        process.setParent(self)
+        self._process = process
+        self._attach(process)
+        self._take(received)
+        self._drain()  # its hello first, as from a worker started for this run
+        self.recorder.note("info", f"run started on a warm worker (pid {process.processId()})")
+        if process.state() == QProcess.ProcessState.Running:
+            self._on_started()
+        else:  # it died while waiting: the run ends as that worker did
+            self._on_finished(process.exitCode(), process.exitStatus())
+
     def start(self, config: dict) -> None:
         """Launch the worker; the start command goes out as soon as the process is up."""
         self._start_line = protocol.encode(protocol.start(config), "front").encode("utf-8")
@@ -313,11 +340,23 @@ class WorkerLink(QObject):
         self._exit = (None, False)
         self._drain()
 
+    def _keep_warm_log(self) -> None:
+        if self._warm_log is None:
+            return
+        try:
+            with open(self._warm_log, "rb") as src, open(self.recorder.run.log_path, "ab") as dst:
+                dst.write(src.read())
+            os.unlink(self._warm_log)
+        except OSError:
+            pass
+        self._warm_log = None
+
     def _finalize(self) -> None:
         if self._ended:
             return
         self._ended = True
         self._silence_timer.stop()
+        self._keep_warm_log()
         self._drain_timer.stop()
         self._kill_timer.stop()
         code, crashed = self._exit if self._exit is not None else (None, False)

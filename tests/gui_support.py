@@ -34,3 +34,54 @@ def window(qtbot):
     qtbot.waitExposed(win)
     yield win
     dispose(win)
+
+
+WARM_FAKE = """
+import sys
+sys.path.insert(0, {tests!r})
+import fake_worker
+send = fake_worker.send
+send({{"type": "hello", "protocol": 1, "versions": {{"torch": "fake"}},
+       "device": {{"name": "fake", "default": "cpu"}}, "environment": {{}}, "warm": True}})
+fake_worker.send = lambda m: None if m.get("type") == "hello" else send(m)
+fake_worker.main()
+"""
+
+
+def warm_fake_worker(step_delay_s: float = 0.02) -> list[str]:
+    """A fake worker that behaves like the real one towards a warm start: hello first (as soon as
+    it is up), then it waits for `start`."""
+    code = WARM_FAKE.format(tests=str(FAKE_WORKER.parent))
+    return [sys.executable, "-c", code, str(step_delay_s)]
+
+
+def stored_run(store, name: str, messages: list[dict], config=None, exit_code: int | None = 0,
+               killed: bool = False) -> str:
+    """A run in the store made of these messages (as if a worker had sent them)."""
+    from profiler.config import RunConfig
+    from profiler.recorder import RunRecorder
+
+    config = config or RunConfig(name=name, device="cpu")
+    config.name = name
+    run = store.create_run(config)
+    recorder = RunRecorder(store, run)
+    for message in messages:
+        recorder.handle_message(message)
+    recorder.finish(exit_code, killed_by_signal=killed)
+    return run.run_id
+
+
+def train_messages(steps: int, loss0: float = 3.0, rss_mib: float = 100.0,
+                   summary: dict | None = None) -> list[dict]:
+    out = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
+           {"type": "started", "run": {"workload": "train", "device": "cpu", "steps": steps,
+                                       "tokens_per_step": 256, "model": {"preset": "gpt-nano"},
+                                       "theory": {"predicted_memory_bytes": {
+                                           "total": int(80 * 2**20)}}}}]
+    for step in range(1, steps + 1):
+        out.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
+                    "metrics": {"loss_train": loss0 / step ** 0.2, "tokens_per_s": 1000.0 + step,
+                                "step_time_s": 0.05, "rss_bytes": int(rss_mib * 2**20)}})
+    if summary is not None:
+        out.append({"type": "done", "status": "completed", "summary": summary})
+    return out

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
@@ -183,7 +182,9 @@ def test_invalid_setting_is_explained_and_starts_nothing(qtbot, window):
     window.form.seq_len.setValue(1024)  # nano's context is 256 tokens
     qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
     text = window.error_text()
-    assert "train.seq_len" in text and "context of 256 tokens" in text
+    # The sentence names the field on screen, not the config key.
+    assert "Sequence length: 1024" in text and "context of 256 tokens" in text
+    assert "train.seq_len" not in text
     assert "set it to 256 or less" in text
     assert window.link is None and not window.running
     assert RunStore().list_runs() == []
@@ -232,10 +233,11 @@ def test_a_burst_of_lines_never_freezes_the_loop(qtbot):
     charts = LiveCharts()
     qtbot.addWidget(charts)
     batches = []
-    link.messages.connect(lambda batch: (batches.append(len(batch)), charts.add_samples(batch)))
-    ticks = []
+    order = []  # "b" for a batch, "t" for a timer tick: the loop ran between batches
+    link.messages.connect(lambda batch: (batches.append(len(batch)), order.append("b"),
+                                         charts.add_samples(batch)))
     ticker = QTimer()
-    ticker.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    ticker.timeout.connect(lambda: order.append("t"))
     ticker.start(10)
     with qtbot.waitSignal(link.ended, timeout=60_000) as ended:
         link.start(config.to_dict())
@@ -243,8 +245,9 @@ def test_a_burst_of_lines_never_freezes_the_loop(qtbot):
     assert ended.args == ["completed"]
     assert sum(batches) == n + 2
     assert len(batches) > 1  # the burst was split across event-loop turns
-    gaps = [ticks[i + 1] - ticks[i] for i in range(len(ticks) - 1)]
-    assert gaps and max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.3f} s"
+    # No wall clock here (that is `effiscope bench gui`): the timer got turns during the burst.
+    first, last = order.index("b"), len(order) - 1 - order[::-1].index("b")
+    assert "t" in order[first:last], "the timer never ran while the burst was handled"
     assert charts.point_count("loss_train") == n
     charts.redraw_now()
     drawn = charts.curves["loss_train"].yData  # full data kept, decimated only to draw

@@ -4,7 +4,6 @@ charts that appear only with data, compared runs, and the GUI benchmark in minia
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -66,8 +65,12 @@ def test_charts_follow_the_data(qtbot):
     charts.add_marker(20, "precision: bf16")
     charts.set_smoothing(0.9)
     charts.redraw_now()
-    assert charts._smooth.item.isVisible()
-    assert charts.curves["loss_train"].opts["pen"].color().alpha() < 255  # raw curve faint
+    raw = charts._series["loss_train"]
+    assert raw.shadow.isVisible()  # the raw curve, faint, behind the smoothed line
+    assert raw.shadow.opts["pen"].color().alpha() < 255
+    assert len(raw.shadow.yData) == len(charts.curves["loss_train"].yData) == 50
+    assert charts.curves["loss_train"].yData[-1] > 4.0 / 50  # the EMA lags the falling loss
+    assert charts._series["tokens_per_s"].shadow.isVisible()  # every chart is smoothed
     charts.set_x_axis("time")
     charts.redraw_now()
     assert charts.markers[0][1].value() == pytest.approx(10.0)  # step 20 is at 10 s
@@ -85,7 +88,7 @@ def test_charts_follow_the_data(qtbot):
     assert not charts.overlay_ids()
 
 
-def test_200k_points_per_curve_redraw_fast(qtbot):
+def test_200k_points_per_curve_draw_only_what_the_pixels_need(qtbot):
     charts = LiveCharts()
     qtbot.addWidget(charts)
     charts.resize(1000, 800)
@@ -95,15 +98,15 @@ def test_200k_points_per_curve_redraw_fast(qtbot):
     for key in ("loss_train", "tokens_per_s", "step_time_s", "rss_bytes"):
         charts.fill(key, steps, steps * 0.01, np.sin(steps / 1e4) + 2)
     charts.redraw_now()
-    started = time.perf_counter()
     for step in range(n + 1, n + 21):
         charts.add_samples([sample(step, loss_train=2.0, tokens_per_s=2.0, step_time_s=2.0,
                                    rss_bytes=2.0)])
         charts.redraw_now()
-    per_redraw_s = (time.perf_counter() - started) / 20
+    # Timings belong in `effiscope bench gui`; here: every reading kept, O(pixels) drawn.
     assert charts.point_count("loss_train") == n + 20
     assert charts.drawn_count("loss_train") < 5000
-    assert per_redraw_s < 0.1, f"a redraw of 4 x 200,000 points took {per_redraw_s * 1000:.0f} ms"
+    for plot in charts.plots.values():  # every chart shows up to the newest step
+        assert plot.getPlotItem().getViewBox().viewRange()[0][1] >= n + 20
 
 
 def test_bench_gui_in_miniature():
@@ -114,4 +117,3 @@ def test_bench_gui_in_miniature():
     assert result["points_after"] >= 20_100
     assert result["charts"] == 8
     assert result["redraw_turns_per_s"] > 1
-    assert result["stall_p99_ms"] >= 0
