@@ -124,7 +124,8 @@ def make_state(ctx: Context, config: RunConfig, extra_caps: dict | None = None,
     caps = {**ctx.caps, "world_size": 1, **(extra_caps or {})}
     state = runtime.TrainState(config=config, device=ctx.device, caps=caps, model=model,
                                warn=ctx.warnings.append)
-    runtime.apply_all(state)
+    # No runtime.plan: DDP / FSDP are proven here in a job of one process, which a run refuses.
+    runtime.apply_all(state, runtime.enabled_techniques(config))
     return state
 
 

@@ -121,8 +121,9 @@ def explain_failure(log_text: str, config: RunConfig | None = None) -> str | Non
     if not failures:
         return None
     # A rank killed by a signal is the cause; ranks that then failed in a collective
-    # ("connection closed by peer") are its consequence.
-    failures.sort(key=lambda f: (f[1] >= 0, f[0]))
+    # ("connection closed by peer") or that torchrun itself ended with SIGTERM once the job was
+    # lost are its consequence.
+    failures.sort(key=lambda f: (f[1] >= 0, f[1] == -15, f[0]))
     rank, code, trace = failures[0]
     last_error = _last_exception_line(log_text[:marker])
     detail = trace if trace and trace != "<N/A>" else (last_error or f"exit code {code}")

@@ -316,29 +316,9 @@ def predict_hf(config: object, world_size: int | None = None) -> dict:
     return pred
 
 
-# --- low-bit optimizer states (techniques/optimizer_low_bit.py) ----------------------------------
-# torchao.optim's block-wise quantized AdamW: each state of a tensor with at least
-# LOW_BIT_MIN_NUMEL elements (and a multiple of the block size) is stored as `bits`-bit codes, one
-# fp32 scale per block and a 2**bits-entry fp32 lookup table; smaller tensors keep fp32 states.
-LOW_BIT_BLOCK = {8: 256, 4: 128}
-LOW_BIT_MIN_NUMEL = 4096
-
-
-def low_bit_state_bytes(numel: int, bits: int, block_size: int | None = None) -> int:
-    """Bytes of ONE AdamW state (exp_avg or exp_avg_sq) of a tensor of numel elements."""
-    if bits == 32:
-        return numel * FP32_BYTES
-    block = block_size or LOW_BIT_BLOCK[bits]
-    if numel < LOW_BIT_MIN_NUMEL or numel % block:
-        return numel * FP32_BYTES
-    return numel * bits // 8 + numel // block * FP32_BYTES + 2**bits * FP32_BYTES
-
-
-def low_bit_adamw_bytes(numels: list[int], bits: int, block_size: int | None = None) -> int:
-    """Predicted AdamW state bytes (2 states per tensor, `step` scalars left out) over the
-    trainable tensors' sizes; bits = 32 is plain fp32 AdamW."""
-    return sum(2 * low_bit_state_bytes(n, bits, block_size) for n in numels)
-
+# --- low-bit optimizer states: the knowledge lives with the technique (techniques/
+# optimizer_low_bit.py, torch-free at the top); predictions read it from there.
+from techniques.optimizer_low_bit import low_bit_adamw_bytes, low_bit_state_bytes  # noqa: E402,F401
 
 # --- LoRA (techniques/lora.py) ------------------------------------------------------------------
 LORA_LAYERS = {"attention": ((1, 3), (1, 1)), "mlp": ((1, 4), (4, 1))}

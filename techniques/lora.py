@@ -185,24 +185,23 @@ def _plain(value):
     return str(value)
 
 
-def save(state, steps: int, emit) -> list[str]:
+def save(state, steps: int, emit, save_weights) -> list[str]:
     """When train.save_checkpoint is on: the adapter in <run folder>/adapter/ and the merged
     weights where a plain run saves its own (model.safetensors, or hf-model/ for a Hugging Face
     model), so model.source = "run" loads the fine-tuned model. Returns the paths written.
 
-    The train workload calls this instead of weights.save_run_weights when LoRA is active
-    (the adapted model's state dict has base_layer / lora_ names no loader of ours reads)."""
-    from profiler import weights
-
+    The engine calls this instead of the plain save path when LoRA is active (the adapted
+    model's state dict has base_layer / lora_ names no loader of ours reads); save_weights(model)
+    is that plain path (profiler.weights.save_run_weights for this run)."""
     config = state.config
     if not config.train.save_checkpoint:
         return []
     if not (config.output_dir and steps):  # says why nothing is saved, as for a plain run
-        weights.save_run_weights(config, state.model, steps, emit)
+        save_weights(state.model)
         return []
     folder = save_adapter(state.model, Path(config.output_dir) / ADAPTER_DIR,
                           state.active.get("lora") or INFO.defaults())
     emit({"type": "event", "kind": "info", "message": f"LoRA adapter saved to {folder} "
           "(adapter_model.safetensors, adapter_config.json)"})
-    merged = weights.save_run_weights(config, merged_copy(state.model), steps, emit)
+    merged = save_weights(merged_copy(state.model))
     return [str(folder)] + ([merged] if merged else [])

@@ -13,6 +13,28 @@ from __future__ import annotations
 from profiler.errors import Unsupported
 from techniques.registry import Param, TechniqueInfo, register
 
+# torchao.optim's block-wise quantized AdamW: each state of a tensor with at least
+# LOW_BIT_MIN_NUMEL elements (and a multiple of the block size) is stored as `bits`-bit codes, one
+# fp32 scale per block and a 2**bits-entry fp32 lookup table; smaller tensors keep fp32 states.
+LOW_BIT_BLOCK = {8: 256, 4: 128}
+LOW_BIT_MIN_NUMEL = 4096
+
+
+def low_bit_state_bytes(numel: int, bits: int, block_size: int | None = None) -> int:
+    """Bytes of ONE AdamW state (exp_avg or exp_avg_sq) of a tensor of numel elements."""
+    if bits == 32:
+        return numel * 4
+    block = block_size or LOW_BIT_BLOCK[bits]
+    if numel < LOW_BIT_MIN_NUMEL or numel % block:
+        return numel * 4
+    return numel * bits // 8 + numel // block * 4 + 2**bits * 4
+
+
+def low_bit_adamw_bytes(numels: list[int], bits: int, block_size: int | None = None) -> int:
+    """Predicted AdamW state bytes (2 states per tensor, `step` scalars left out) over the
+    trainable tensors' sizes; bits = 32 is plain fp32 AdamW."""
+    return sum(2 * low_bit_state_bytes(n, bits, block_size) for n in numels)
+
 BACKENDS = ("torchao", "bitsandbytes")
 
 
@@ -74,8 +96,6 @@ def _torchao_class(bits: int):
 
 
 def apply(state, params: dict) -> str:
-    from profiler import theory
-
     chosen = (state.active.get("optimizer") or {}).get("algorithm", "adamw")
     if chosen != "adamw":
         raise Unsupported(f"techniques.optimizer_low_bit: replaces AdamW, but optimizer.algorithm "
@@ -96,8 +116,8 @@ def apply(state, params: dict) -> str:
         state.optimizer = _torchao_class(params["bits"])(groups, **kwargs)
         kind = f"torchao AdamW{params['bits']}bit"
         numels = [p.numel() for g in groups for p in g["params"]]
-        low = theory.low_bit_adamw_bytes(numels, params["bits"])
-        full = theory.low_bit_adamw_bytes(numels, 32)
+        low = low_bit_adamw_bytes(numels, params["bits"])
+        full = low_bit_adamw_bytes(numels, 32)
         predicted = (f"; predicted state {low / 2**20:.2f} MiB vs {full / 2**20:.2f} MiB in fp32 "
                      f"({full / low:.1f}x less)")
     return (f"{kind} over {sum(len(g['params']) for g in groups)} tensors, lr "

@@ -148,7 +148,8 @@ class Prepared:
         if save and self.dist.is_speaker:
             own = runtime.weight_saver(target)  # e.g. LoRA: the adapter and the merged weights
             if own is not None:
-                paths = own(target, steps_done, self.emit)
+                paths = own(target, steps_done, self.emit, lambda model: weights.save_run_weights(
+                    self.config, model, steps_done, self.emit))
                 saved = paths[-1] if paths else None
             else:
                 saved = weights.save_run_weights(self.config, target.model, steps_done,
