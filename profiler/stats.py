@@ -69,6 +69,24 @@ def distribution(values: list[float]) -> dict:
             "p90": percentile(data, 90), "ci_low": low, "ci_high": high}
 
 
+def timed_figure(values: list[float], unit: str, how: str) -> dict:
+    """A timed summary figure: the median of `values` (one per measurement, in `unit`) as its
+    value, and the whole distribution beside it. Every speed figure of a summary is one of these:
+    {"value", "unit", "how", "distribution": {"n", "median", "p10", "p90", "ci_low", "ci_high"}}.
+    """
+    dist = distribution(values)
+    return {**figure(dist["median"], unit, how), "distribution": dist}
+
+
+def figure_interval(fig: dict | None) -> tuple[float, float] | None:
+    """The 95 % interval of a timed figure's median, (low, high); None for a bare number."""
+    dist = (fig or {}).get("distribution") or {}
+    low, high = dist.get("ci_low"), dist.get("ci_high")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return float(low), float(high)
+    return None
+
+
 def _median(data: list[float]) -> float:
     data = sorted(data)
     mid = len(data) // 2
