@@ -52,6 +52,13 @@ def make_permanent(model: nn.Module) -> int:
     return count
 
 
+def finalize_masks(state, params: dict) -> str:
+    """A mask pruner's finalize(): fold its masks into the weights when `permanent` is set."""
+    if not params["permanent"]:
+        return "masks kept (weight_orig·weight_mask)"
+    return f"made permanent in {make_permanent(state.model)} tensors"
+
+
 def is_masked(model: nn.Module) -> bool:
     return any(isinstance(hook, prune.BasePruningMethod)
                for module in model.modules() for hook in module._forward_pre_hooks.values())

@@ -57,8 +57,6 @@ def apply(state, params: dict) -> str:
 
 
 def finalize(state, params: dict) -> str:
-    from techniques.compress_common import make_permanent
+    from techniques.compress_common import finalize_masks
 
-    if not params["permanent"]:
-        return "masks kept (weight_orig·weight_mask)"
-    return f"made permanent in {make_permanent(state.model)} tensors"
+    return finalize_masks(state, params)
