@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler.metrics import format_figure, format_value, metric
+from profiler.metrics import format_summary_figure, format_value, metric
 from profiler.store import RunStore, StoreError
 
 # Units sit in the headers so the cells stay narrow enough for a side panel.
@@ -382,8 +382,7 @@ class HistoryPanel(QWidget):
         for key, figure in (summary.get("figures") or {}).items():
             if not isinstance(figure, dict):
                 continue
-            rows.append((metric(key).label,
-                         format_figure(key, figure.get("value"), figure.get("unit") or ""),
+            rows.append((metric(key).label, format_summary_figure(key, figure),
                          figure.get("how", "")))
         for item in summary.get("techniques") or []:
             if isinstance(item, dict) and item.get("report"):

@@ -273,7 +273,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
-    from profiler.metrics import format_figure
+    from profiler.metrics import format_summary_figure
 
     def text(value: object) -> str:
         return safe(value if value is not None else "")
@@ -297,9 +297,7 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
     for key, fig in (figures.items() if isinstance(figures, dict) else ()):
         if not isinstance(fig, dict):
             continue
-        value = fig.get("value")
-        value = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        print(f"  {text(key):<28} {text(format_figure(str(key), value, str(fig.get('unit', '')))):>18}   "
+        print(f"  {text(key):<28} {text(format_summary_figure(str(key), fig)):>30}   "
               f"{text(fig.get('how', ''))}")
 
 

@@ -60,7 +60,11 @@ EVENT_KINDS = ("toggle", "phase", "warning", "info", "refused")
 
 # What a front end reads from a run summary (CLI, store index, reports); every other key is kept
 # as it came. A figure is {value, unit, how}: the value a number or null.
-FIGURE = _req(dict, fields={"value": _opt(*_NUM, _NONE), "unit": _opt(str), "how": _opt(str)})
+# A timed figure carries its distribution (profiler.stats.timed_figure) in the figure's unit.
+DISTRIBUTION = _opt(dict, fields={"n": _req(int), **{k: _opt(*_NUM, _NONE) for k in (
+    "median", "p10", "p90", "ci_low", "ci_high")}})
+FIGURE = _req(dict, fields={"value": _opt(*_NUM, _NONE), "unit": _opt(str), "how": _opt(str),
+                            "distribution": DISTRIBUTION})
 SUMMARY = {
     "figures": _opt(dict, each=FIGURE),
     "error": _opt(dict, fields={"kind": _opt(str, _NONE), "message": _opt(str, _NONE),

@@ -126,17 +126,13 @@ def ratio_interval(a: list[float], b: list[float], level: float = CI_LEVEL,
 
 def significant_digits(value: float | None, digits: int = 3) -> str:
     """A number with `digits` significant digits and thousands separators ("15,600", "1.81",
-    "0.00412"), never rounded to zero; "n/a" for a missing value."""
+    "0.00412"), never rounded to zero; "n/a" for a missing value (profiler.metrics.significant,
+    the project's one rounding rule)."""
+    from profiler.metrics import significant
+
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = digits - 1 - magnitude
-    if decimals <= 0:
-        scale = 10 ** -decimals
-        return f"{round(value / scale) * scale:,.0f}"
-    return f"{value:,.{decimals}f}"
+    return significant(value, digits)
 
 
 def describe(dist: dict, unit: str = "", scale: float = 1.0) -> str:

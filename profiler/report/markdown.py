@@ -6,7 +6,13 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
-from profiler.metrics import format_change, format_delta, format_figure, format_value, metric
+from profiler.metrics import (
+    format_change,
+    format_delta,
+    format_summary_figure,
+    format_value,
+    metric,
+)
 from profiler.report import compare
 from profiler.report.html import display_names
 from profiler.report.load import RunData
@@ -50,7 +56,7 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
                       [[md(cell) for cell in compression_cells(k, r)] for k, r in comp.items()],
                       {1, 2, 3})
     if run.figures:
-        rows = [[md(metric(k).label), md(format_figure(k, run.figure(k), str(f.get("unit", "")))),
+        rows = [[md(metric(k).label), md(format_summary_figure(k, f)),
                  md(f.get("how", ""))] for k, f in run.figures.items()]
         out += _table(["Figure", "Value", "How it was measured"], rows, {1})
     else:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from profiler.metrics import format_change, format_figure, format_value, metric
+from profiler.metrics import (
+    format_change,
+    format_figure,
+    format_summary_figure,
+    format_value,
+    metric,
+)
 from profiler.report.load import RunData
 
 PROFILE_ROWS = 30
@@ -96,7 +102,7 @@ def headline_cards(run: RunData) -> str:
             if any(k in figures for k in slot)]
     cards = "".join(
         f'<div class="card"><div class="card-label">{e(metric(k).label)}</div>'
-        f'<div class="card-value">{e(format_figure(k, run.figure(k), figures[k].get("unit", "")))}</div></div>'
+        f'<div class="card-value">{e(format_summary_figure(k, figures[k]))}</div></div>'
         for k in keys)
     return f'<div class="cards">{cards}</div>' if cards else ""
 
@@ -106,7 +112,7 @@ def headline_figures(run: RunData) -> str:
     if not figures:
         return ('<p class="muted">n/a: this run has no summary figures (the worker never sent its '
                 "summary). The charts below show what was received.</p>")
-    rows = [[e(metric(k).label), e(format_figure(k, run.figure(k), str(f.get("unit", "")))),
+    rows = [[e(metric(k).label), e(format_summary_figure(k, f)),
              f'<span class="how">{e(f.get("how", ""))}</span>'] for k, f in figures.items()]
     return table(["Figure", "Value", "How it was measured"], rows, {1}, "figures")
 

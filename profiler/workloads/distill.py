@@ -20,7 +20,7 @@ from profiler import model_source, weights
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.errors import Unsupported
-from profiler.stats import figure, percentile
+from profiler.stats import figure, timed_figure
 from profiler.workloads.setup import Emit, prepare
 from profiler.workloads.train import accumulated_step, brief_training
 from techniques import runtime
@@ -127,6 +127,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
 
     run_started = time.perf_counter()
     step_times: list[float] = []
+    step_rates: list[float] = []  # tokens/s of each measured step
     history: list[dict] = []
     evals: list[tuple[int, float, float]] = []
     stopped_early, stop_reason, steps_done = False, "step limit reached", 0
@@ -158,10 +159,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             step_time = time.perf_counter() - started
             steps_done = step
             warm = step <= limits.warmup_steps
-            if not warm:
-                step_times.append(step_time)
             history.append(parts)
             tokens = parts.pop("tokens")
+            if not warm:
+                step_times.append(step_time)
+                step_rates.append(tokens / step_time)
             metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
                        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
                        **sampler.latest()}
@@ -199,11 +201,9 @@ def summarize(v: dict) -> dict:
                                    "blended loss, mean of the last 10 steps"),
         "kl_to_teacher_final": figure(mean("kl_to_teacher"), "nats/token",
                                       f"KL at T = {config.distill.temperature}, last 10 steps"),
-        "step_time_p50_s": figure(percentile(v["step_times"], 50), "s", f"median over {window}"),
-        "tokens_per_s": figure(
-            len(v["step_times"]) * config.train.batch_size * config.train.seq_len
-            * v["state"].micro_batches / sum(v["step_times"]) if v["step_times"] else None,
-            "tokens/s", f"student training, over {window}"),
+        "step_time_p50_s": timed_figure(v["step_times"], "s", f"median over {window}"),
+        "tokens_per_s": timed_figure(v["step_rates"], "tokens/s",
+                                     f"median of the student's per-step tokens/s over {window}"),
         "teacher_parameters": figure(v["teacher_params"], "", "teacher"),
         "parameters": figure(v["student_params"], "", "student"),
         "compression_ratio": figure(v["teacher_params"] / v["student_params"], "x",

@@ -19,7 +19,7 @@ from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported, out_of_memory
-from profiler.stats import figure, percentile
+from profiler.stats import figure, percentile, timed_figure
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
 from techniques import registry, runtime
@@ -140,6 +140,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
 
     run_started = time.perf_counter()
     step_times: list[float] = []   # measured steps only
+    step_rates: list[float] = []   # tokens/s of each measured step
     train_losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
     measured_tokens = 0
@@ -215,6 +216,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             warm = step <= limits.warmup_steps
             if not warm:
                 step_times.append(step_time)
+                step_rates.append(tokens / step_time)
                 measured_tokens += tokens
             train_losses.append(loss_value)
             if not math.isfinite(loss_value):
@@ -249,7 +251,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     # weights are refused with a warning).
     saved = prep.finish(steps_done)["checkpoint"]
     summary = summarize(state, locals_for_summary=dict(
-        steps_done=steps_done, step_times=step_times, measured_tokens=measured_tokens,
+        steps_done=steps_done, step_times=step_times, step_rates=step_rates,
+        measured_tokens=measured_tokens,
         train_losses=train_losses, val_losses=val_losses, eval_time=eval_time,
         wall=time.perf_counter() - run_started, stopped_early=stopped_early,
         stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
@@ -350,7 +353,9 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     window = (f"steps {limits.warmup_steps + 1}..{v['steps_done']} ({measured} steps), "
               f"{limits.warmup_steps} warmup steps excluded") if measured else "no steps measured"
     total_time = sum(step_times)
-    tokens_per_s = v["measured_tokens"] / total_time if total_time > 0 else None
+    throughput = timed_figure(v["step_rates"], "tokens/s",
+                              f"median of the per-step tokens/s over {window}")
+    tokens_per_s = throughput["value"]
     last_losses = v["train_losses"][-10:]
     val_losses = v["val_losses"]
     peaks = v["peaks"]
@@ -360,8 +365,8 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     if state.compiled and v["first_step_time"] is not None and p50 is not None:
         compile_time = max(0.0, v["first_step_time"] - p50)
     figures = {
-        "tokens_per_s": figure(tokens_per_s, "tokens/s", f"tokens / summed step wall time over {window}"),
-        "step_time_p50_s": figure(p50, "s", f"median step time over {window}"),
+        "tokens_per_s": throughput,
+        "step_time_p50_s": timed_figure(step_times, "s", f"median step time over {window}"),
         "step_time_p90_s": figure(percentile(step_times, 90), "s", f"90th percentile over {window}"),
         "step_time_p99_s": figure(percentile(step_times, 99), "s", f"99th percentile over {window}"),
         "loss_train_final": figure(sum(last_losses) / len(last_losses) if last_losses else None,
