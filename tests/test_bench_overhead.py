@@ -36,7 +36,7 @@ def test_reference_loop_and_worker_train_the_same_curve(tmp_path, capsys):
         assert report[key]["ratio"] > 0
         assert report[key]["verdict"].startswith("n/a")  # one round: no interval claimed
     assert "0.2 s, default" in " ".join(candidates)
-    for key, paired in report["paired"].items():  # one round: a paired ratio, no interval
+    for paired in report["paired"].values():  # one round: a paired ratio, no interval
         assert paired["n"] == 1 and paired["ratio"] > 0 and paired["verdict"].startswith("n/a")
     assert report["overhead"]["resolves_1_percent"] is False
 
