@@ -180,9 +180,9 @@ def batch_note(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> s
     if not named or not quality.get("tokens"):
         return None
     return (f"{', '.join(named)} quantizes activations with ranges taken from each whole batch, "
-            f"so its perplexity and KL depend on batch composition: these were scored "
-            f"{quality['batch_size']} window(s) per forward pass, the latency batch size "
-            "(infer.batch_size); another batch size gives other figures")
+            f"so its perplexity and KL depend on batch composition: these were scored at the "
+            f"latency batch size (infer.batch_size = {quality['batch_size']}); another batch "
+            "size gives other figures")
 
 
 def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = None) -> Rows:
