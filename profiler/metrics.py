@@ -116,6 +116,12 @@ _CATALOGUE = (
        "loss).", sparse=True),
     _m("kl_to_baseline", "KL to the original", "nats/token", "quality", LOWER,
        "KL(original ‖ compressed) of next-token distributions.", sparse=True),
+    _m("kl_p99", "KL to the original, p99", "nats/token", "quality", LOWER,
+       "99th percentile over tokens of KL(original ‖ compressed) of next-token distributions.",
+       sparse=True),
+    _m("top1_agreement", "Top-1 agreement", "fraction", "quality", HIGHER,
+       "Share of positions where the original's and the compressed model's most likely next "
+       "token agree.", sparse=True),
     # --- model size (infer, compress, distill) -------------------------------------------------
     _m("sparsity", "Sparsity", "fraction", "compression", HIGHER,
        "Share of weights that are exactly zero, measured."),

@@ -36,6 +36,35 @@ def test_reference_loop_and_worker_train_the_same_curve(tmp_path, capsys):
         assert report[key]["ratio"] > 0
         assert report[key]["verdict"].startswith("n/a")  # one round: no interval claimed
     assert "0.2 s, default" in " ".join(candidates)
+    for paired in report["paired"].values():  # one round: a paired ratio, no interval
+        assert paired["n"] == 1 and paired["ratio"] > 0 and paired["verdict"].startswith("n/a")
+    assert report["overhead"]["resolves_1_percent"] is False
+
+
+def test_pairing_within_rounds_resolves_one_percent_under_drift():
+    """A planted 1 % cost under a drift of 2 % a round: the paired ratio resolves it, the ratio
+    of medians cannot; the overhead figure says which."""
+    from profiler.bench import loop
+
+    calls = {"n": 0}
+
+    def speed(cost: float) -> dict:
+        drift = 1.02 ** (calls["n"] // 2)  # both candidates of a round see the same moment
+        calls["n"] += 1
+        return {"tokens_per_s": 100 * drift * (1 - cost)}
+
+    result = loop.compare([loop.Candidate("reference loop", lambda: speed(0.0)),
+                           loop.Candidate("EffiScope worker", lambda: speed(0.01))],
+                          ["tokens_per_s"], repeats=20, order="rotate", log=lambda text: None)
+    assert [m["round"] for m in result["candidates"]["EffiScope worker"]["measurements"]] == \
+        list(range(20))
+    paired = loop.paired_ratio(result, "EffiScope worker", "tokens_per_s")
+    unpaired = loop.metric(result, "EffiScope worker", "tokens_per_s")["vs_baseline"]
+    assert paired["n"] == 20 and paired["significant"]
+    assert paired["ci_high"] - paired["ci_low"] < 0.01
+    assert unpaired["verdict"] == "no significant difference"
+    over = overhead.overhead_figure(paired)
+    assert over["resolves_1_percent"] and over["ci_low"] > 0
 
 
 def test_a_different_curve_is_reported_as_unequal():

@@ -221,6 +221,19 @@ def test_compress_run_compares_original_and_compressed_side_by_side(tmp_path):
         assert rows[key]["baseline"] > 0 and rows[key]["ratio"] > 0
     assert summary["quality_loss"].startswith("Perplexity ")
     assert "KL(baseline‖compressed)" in summary["quality_loss"]
+    # quality carries the batch size it was scored at, KL as mean and p99, top-1 agreement
+    figures = summary["figures"]
+    for key in ("perplexity", "kl_to_baseline", "kl_p99", "top1_agreement"):
+        assert "scored 1 window(s) per forward pass" in figures[key]["how"], key
+    assert figures["kl_p99"]["value"] >= figures["kl_to_baseline"]["value"] > 0
+    assert 0 < figures["top1_agreement"]["value"] < 1
+    assert "scored 1 window(s) per forward pass" in summary["quality_loss"]
+    assert "dynamic" not in summary["quality_loss"]  # pruning does not depend on the batch
+    # timed figures carry their distribution; two runs a side are too few for an interval
+    assert figures["decode_tokens_per_s"]["distribution"]["n"] == 2
+    assert figures["baseline_prefill_latency_p50_s"]["distribution"]["n"] == 2
+    assert figures["speedup_decode"]["vs_baseline"]["verdict"].startswith("n/a")
+    assert "no interval: too few timed runs" in summary["quality_loss"]
     samples = [m for m in messages if m["type"] == "sample"]
     assert [m["phase"] for m in samples] == ["warmup", "measure", "measure", "eval"]
     assert "baseline_decode_tokens_per_s" in samples[1]["metrics"]
@@ -245,3 +258,110 @@ def test_bench_compress_prints_ratios_against_fp32(capsys, tmp_path):
     text = record.read_text()
     assert text.startswith("# Benchmarks") and "| int8 dynamic (per-channel) |" in text
     assert "effiscope bench compress gpt-nano --train-steps 0" in text
+
+
+def _planted_run(tmp_path, monkeypatch, slowdown: float, techniques: dict) -> dict:
+    """A compress run whose timings are planted: each model's generations take the same cycle of
+    durations, the compressed model's scaled by `slowdown`; the models themselves are real."""
+    from profiler.workloads import compress as workload
+
+    first_seen: list[int] = []
+    calls = {"n": 0}
+
+    def planted(state, prompts, gen_len):
+        if id(state) not in first_seen:
+            first_seen.append(id(state))
+        scale = slowdown if first_seen.index(id(state)) == 1 else 1.0
+        calls["n"] += 1
+        base = (1.0, 1.1, 0.95, 1.05)[calls["n"] % 4] * 1e-3 * scale  # identical cycle per block
+        steps = [base] * (gen_len - 1)
+        return {"prefill_latency_s": 4 * base, "ttft_s": 4.5 * base, "decode_latency_s": base,
+                "decode_tokens_per_s": 1 / base, "prefill_tokens_per_s": 8 / (4 * base),
+                "kv_cache_bytes": 1, "_decode_steps_s": steps, "_decode_tokens": len(steps)}
+
+    monkeypatch.setattr(workload, "generate_once", planted)
+    torch.manual_seed(0)
+    weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
+    config = RunConfig(workload="compress", device="cpu", techniques=techniques)
+    config.model = ModelConfig(source="checkpoint", path=str(tmp_path))
+    config.data.max_train_bytes = 50_000
+    config.infer.prompt_len, config.infer.gen_len = 8, 4
+    config.infer.repeats, config.infer.warmup_runs = 8, 1
+    config.infer.eval_tokens, config.infer.eval_seq_len = 128, 32
+    validate(config)
+    return workload.run(config, lambda message: None, _Control())
+
+
+def test_a_technique_that_changes_nothing_shows_no_significant_difference(tmp_path, monkeypatch):
+    # pruning 0 % leaves every weight as it was: the planted equal pair
+    summary = _planted_run(tmp_path, monkeypatch, 1.0, {"prune_magnitude": {"amount": 0.0}})
+    rows = {row["key"]: row for row in summary["comparison"]}
+    for key in ("prefill_latency_p50_s", "ttft_p50_s", "decode_latency_p50_s",
+                "decode_tokens_per_s"):
+        interval = rows[key]["vs_baseline"]
+        assert interval["ratio"] == pytest.approx(1.0), key
+        assert interval["ci_low"] <= 1.0 <= interval["ci_high"], key
+        assert interval["verdict"] == "no significant difference", key
+    assert "vs_baseline" not in rows["decode_latency_p90_s"]  # no interval claimed for a p90
+    figures = summary["figures"]
+    assert figures["speedup_decode"]["vs_baseline"]["verdict"] == "no significant difference"
+    assert figures["decode_tokens_per_s_ratio"]["vs_baseline"]["significant"] is False
+    assert figures["decode_tokens_per_s"]["distribution"]["n"] == 8
+    sentence = summary["quality_loss"]
+    assert "decoding tokens/s: no significant difference (1.00x, 95 % interval" in sentence
+    assert "prefill latency: no significant difference" in sentence
+    # the original against itself: no divergence, every top-1 token the same
+    assert figures["kl_to_baseline"]["value"] == 0.0 and figures["kl_p99"]["value"] == 0.0
+    assert figures["top1_agreement"]["value"] == 1.0
+    assert rows["perplexity"]["baseline"] == rows["perplexity"]["compressed"]
+
+
+def test_a_planted_slowdown_is_reported_with_its_interval(tmp_path, monkeypatch):
+    summary = _planted_run(tmp_path, monkeypatch, 2.0, {"quantize_int8_dynamic": {}})
+    rows = {row["key"]: row for row in summary["comparison"]}
+    decode = rows["decode_tokens_per_s"]["vs_baseline"]
+    assert decode["ratio"] == pytest.approx(0.5) and decode["significant"]
+    assert decode["ci_high"] < 1
+    sentence = summary["quality_loss"]
+    assert "decoding runs at 0.500x (95 % interval" in sentence
+    assert "prefill takes 2.00x (95 % interval" in sentence
+    # dynamic int8: the quality figures depend on the batch they were scored in, and say so
+    assert "quantize_int8_dynamic quantizes activations with ranges taken from each whole batch"\
+        in sentence and "scored 1 window(s) per forward pass" in sentence
+
+
+def test_scoring_the_original_against_itself_and_against_a_changed_copy():
+    from profiler.workloads.generation import score
+
+    original = tiny_state()
+    changed = tiny_state(seed=0)
+    with torch.no_grad():
+        for p in changed.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    windows = [torch.randint(0, 256, (17,)) for _ in range(5)]
+    same = score([original, original], windows, batch_size=2)
+    assert same["kl"] == [0.0, 0.0] and same["kl_p99"] == [0.0, 0.0]
+    assert same["top1_agreement"] == [1.0, 1.0] and same["batch_size"] == 2
+    got = score([original, changed], windows, batch_size=2)
+    with torch.no_grad():  # independently, token by token
+        x = torch.stack(windows)[:, :-1]
+        p, q = (s.model(x)[0].double().log_softmax(-1) for s in (original, changed))
+    kl = (p.exp() * (p - q)).sum(-1).flatten()
+    assert got["kl"][1] == pytest.approx(float(kl.mean()), rel=1e-4)
+    assert got["kl_p99"][1] == pytest.approx(float(torch.quantile(kl, 0.99)), rel=1e-3)
+    assert got["kl_p99"][1] > got["kl"][1] > 0
+    agree = float((p.argmax(-1) == q.argmax(-1)).double().mean())
+    assert got["top1_agreement"][1] == pytest.approx(agree) and agree < 1
+
+
+def test_dynamic_int8_quality_depends_on_the_batch_it_is_scored_in():
+    from profiler.workloads.generation import score
+
+    original = tiny_state()
+    quantized = tiny_state({"quantize_int8_dynamic": {}})
+    compress(quantized)
+    windows = [torch.randint(0, 256, (33,)) for _ in range(8)]
+    one = score([original, quantized], windows, batch_size=1)
+    eight = score([original, quantized], windows, batch_size=8)
+    assert one["perplexity"][0] == pytest.approx(eight["perplexity"][0], rel=1e-5)  # fp32: same
+    assert one["kl"][1] != eight["kl"][1]  # int8: activation ranges taken per batch

@@ -183,6 +183,11 @@ def test_train_saves_weights_and_infer_loads_them_from_the_run(tmp_path, capsys,
         values = [figures[f"{key}_p{q}_s"]["value"] for q in (50, 90, 99)]
         assert all(v > 0 for v in values) and values == sorted(values)
     assert figures["decode_tokens_per_s"]["unit"] == "tokens/s"
+    for key in ("prefill_latency_p50_s", "ttft_p50_s", "decode_tokens_per_s"):  # timed figures
+        dist = figures[key]["distribution"]
+        assert dist["n"] == 3 and dist["median"] == figures[key]["value"] > 0, key
+    assert figures["decode_latency_p50_s"]["distribution"]["n"] == 3 * 5  # every decode step
+    assert "scored 2 window(s) per forward pass" in figures["perplexity"]["how"]
     assert 1 < figures["perplexity"]["value"] < 256
     assert figures["nonzero_parameters"]["value"] < figures["parameters"]["value"]
     stream_path = effiscope_home / "runs" / served["run_id"] / "stream.jsonl"

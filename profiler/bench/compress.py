@@ -5,7 +5,8 @@ generations are interleaved by the shared loop (profiler.bench.loop: fp32, A, B,
 so drift of the machine hits all alike. Each option is reported against fp32 — weights in memory,
 prefill and per-token decode latency, decode tokens/s, each a median with its interval and a ratio
 with its bootstrap interval — with its quality delta:
-perplexity on held-out text and KL(fp32‖option) of the next-token distributions.
+perplexity on held-out text, KL(fp32‖option) of the next-token distributions (mean and p99 over
+tokens) and top-1 agreement, scored at the timed batch size (--batch-size).
 By default the preset is first trained briefly in-process, so the quality delta means something.
 """
 
@@ -149,7 +150,8 @@ def measure(args: argparse.Namespace) -> dict:
     timed = loop.compare(candidates, TIMED, repeats=args.repeats, warmup=args.warmup,
                          order=args.order, seed=args.seed, log=_log)
     windows = eval_windows(corpus.val, 128, args.eval_tokens)
-    quality = score([models[n] for n in names], windows, batch_size=4)
+    # Scored at the timed batch size: dynamic int8's activation ranges come from the batch.
+    quality = score([models[n] for n in names], windows, batch_size=args.batch_size)
 
     measured = {}
     for i, name in enumerate(names):
@@ -165,6 +167,8 @@ def measure(args: argparse.Namespace) -> dict:
             "decode_tokens_per_s": figures["decode_tokens_per_s"]["distribution"]["median"],
             "perplexity": quality["perplexity"][i],
             "kl_to_fp32": quality["kl"][i] if i else 0.0,
+            "kl_p99_to_fp32": quality["kl_p99"][i] if i else 0.0,
+            "top1_agreement": quality["top1_agreement"][i] if i else 1.0,
         }
     ref = measured["fp32"]
     for row in rows:
@@ -193,7 +197,8 @@ def measure(args: argparse.Namespace) -> dict:
         "model": origin, "parameters": base.parameter_count(),
         "settings": {"batch_size": args.batch_size, "prompt_len": args.prompt_len,
                      "gen_len": args.gen_len, "repeats": args.repeats, "warmup": args.warmup,
-                     "order": args.order, "seed": args.seed, "eval_tokens": quality["tokens"]},
+                     "order": args.order, "seed": args.seed, "eval_tokens": quality["tokens"],
+                     "eval_batch_size": quality["batch_size"]},
         "rows": rows,
     }
 
@@ -235,15 +240,19 @@ def markdown(result: dict) -> str:
         f"Model: {result['model']} ({result['parameters']:,} parameters). Generation: batch "
         f"{s['batch_size']}, prompt {s['prompt_len']}, {s['gen_len']} new tokens, greedy, KV "
         f"cache; {s['repeats']} timed generations per option after {s['warmup']} warmup, "
-        f"interleaved ({s['order']} order). Quality on {s['eval_tokens']:,} held-out tokens.",
+        f"interleaved ({s['order']} order). Quality on {s['eval_tokens']:,} held-out tokens, "
+        f"scored {s.get('eval_batch_size', 'n/a')} window(s) of 128 per forward pass (the "
+        "timed batch size: dynamic int8 takes its activation ranges from the whole batch, so "
+        "its quality depends on batch composition).",
         "",
         "| option | weights (× fp32) | prefill | (× fp32) | decode per token | (× fp32) | "
-        "decode tokens/s | (× fp32) | perplexity (Δ %) | KL(fp32‖option) | sparsity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "decode tokens/s | (× fp32) | perplexity (Δ %) | KL(fp32‖option) mean / p99 | "
+        "top-1 agreement | sparsity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if not row["available"]:
-            lines.append(f"| {row['option']} | unavailable: {row['report']} |" + " |" * 9)
+            lines.append(f"| {row['option']} | unavailable: {row['report']} |" + " |" * 10)
             continue
         timed = []
         for key, unit, scale in (("prefill_latency_s", "ms", 1e3), ("decode_latency_s", "ms", 1e3),
@@ -255,7 +264,8 @@ def markdown(result: dict) -> str:
             f"| {row['option']} | {row['model_bytes'] / 2**20:.2f} MiB "
             f"({_num(row['bytes_ratio'], '.2f')}) | " + " | ".join(timed) +
             f" | {_num(row['perplexity'], '.3f')} ({_num(row['perplexity_change_percent'], '+.2f')}) "
-            f"| {_num(row['kl_to_fp32'], '.4f')} | {_num(row['sparsity'], '.1%')} |")
+            f"| {_num(row['kl_to_fp32'], '.4f')} / {_num(row.get('kl_p99_to_fp32'), '.4f')} "
+            f"| {_num(row.get('top1_agreement'), '.1%')} | {_num(row['sparsity'], '.1%')} |")
     lines += ["", "Timed figures: median over the interleaved generations with its 95 % interval; "
               "ratios option / fp32 of the medians with a 95 % bootstrap interval, \"no "
               "significant difference\" where it contains 1. Below 1 is smaller or faster for "

@@ -82,7 +82,7 @@ def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: in
             if "error" in result:
                 errors[name].append(str(result["error"]))
             elif index >= warmup:
-                kept[name].append(result)
+                kept[name].append({**result, "round": index - warmup})
     baseline = candidates[0].name
     out = {}
     for name in by_name:
@@ -99,6 +99,35 @@ def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: in
         out[name] = {"measurements": kept[name], "errors": errors[name], "metrics": per_metric}
     return {"baseline": baseline, "order": order, "repeats": repeats, "warmup_rounds": warmup,
             "seed": seed, "rounds": rounds, "candidates": out}
+
+
+def paired_ratio(result: dict, name: str, key: str) -> dict:
+    """candidate / baseline of `key` within each round (both measured minutes apart at most),
+    then the median of those per-round ratios with its 95 % interval (order statistics). Drift
+    slower than a round cancels in each ratio, so this resolves a smaller difference than the
+    ratio of the two medians; `significant` only when the interval excludes 1."""
+    by_round = {}
+    for m in result["candidates"][result["baseline"]]["measurements"]:
+        if m.get(key) is not None:
+            by_round[m["round"]] = float(m[key])
+    ratios = [float(m[key]) / by_round[m["round"]]
+              for m in result["candidates"][name]["measurements"]
+              if m.get(key) is not None and by_round.get(m["round"])]
+    dist = distribution(ratios)
+    low, high = dist["ci_low"], dist["ci_high"]
+    if dist["median"] is None:
+        verdict, significant = "n/a: no round measured both", False
+    elif low is None or high is None:
+        verdict = f"n/a: an interval needs 6 or more paired rounds (have {len(ratios)})"
+        significant = False
+    else:
+        significant = not low <= 1.0 <= high
+        verdict = ("no significant difference" if not significant else
+                   "significantly higher" if dist["median"] > 1 else "significantly lower")
+    return {"ratio": dist["median"], "ci_low": low, "ci_high": high, "n": len(ratios),
+            "ratios": ratios, "significant": significant, "verdict": verdict,
+            "how": f"median over rounds of {name} / {result['baseline']} within the round, "
+                   "95 % interval of that median (order statistics)"}
 
 
 def metric(result: dict, name: str, key: str) -> dict:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler import sizes
-from profiler.stats import figure
+from profiler.stats import figure, ratio_interval, significant_digits
+from profiler.workloads.generation import scoring_how
 from profiler.workloads.setup import Prepared
 from techniques import registry
 from techniques.runtime import TrainState
@@ -78,31 +79,80 @@ class Rows:
         self.add("disk_bytes", "Weights on disk", "bytes", b["disk_bytes"], c["disk_bytes"],
                  "size of a safetensors file of those tensors, written to a temporary folder")
 
-    def add_speed(self, speed: dict, measures: tuple) -> None:
+    def add_speed(self, speed: dict, measures: tuple, samples: dict | None = None) -> None:
+        """The speed rows; where `samples` holds one value per timed run of each model
+        ({"baseline": {key: [...]}, "compressed": {...}}), the ratio comes with its bootstrap
+        interval and verdict (stats.ratio_interval); a percentile row other than the median
+        keeps a bare ratio (no interval is claimed for it)."""
         for key, label, unit, better in measures:
             base = speed["baseline"].get(key, {})
             comp = speed["compressed"].get(key, {})
             self.add(key, label, unit, base.get("value"), comp.get("value"),
                      comp.get("how", "not measured"), better)
+            row = self.rows[-1]
+            for name, fig in (("baseline", base), ("compressed", comp)):
+                if fig.get("distribution"):
+                    row[f"{name}_distribution"] = fig["distribution"]
+            a = (samples or {}).get("compressed", {}).get(key)
+            b = (samples or {}).get("baseline", {}).get(key)
+            if a is not None and b is not None:
+                row["vs_baseline"] = ratio_interval(a, b)
+                row["ratio"] = row["vs_baseline"]["ratio"]
 
     def by_key(self) -> dict[str, dict]:
         return {row["key"]: row for row in self.rows}
 
     def figures(self, unpaired: tuple[str, ...] = ()) -> dict:
         """Each row as the compressed model's figure, the original's (baseline_KEY) and their
-        ratio (KEY_ratio, for rows with a unit); `unpaired` rows have no baseline figure."""
+        ratio (KEY_ratio, for rows with a unit, with its interval and verdict as `vs_baseline`
+        where the row has one); `unpaired` rows have no baseline figure. Timed rows keep each
+        model's distribution."""
         out = {}
         for row in self.rows:
             if row["key"] in unpaired:
                 out[row["key"]] = figure(row["compressed"], row["unit"], row["how"])
                 continue
-            out[row["key"]] = figure(row["compressed"], row["unit"],
-                                     f"compressed model: {row['how']}")
-            out[f"baseline_{row['key']}"] = figure(row["baseline"], row["unit"],
-                                                   f"original model: {row['how']}")
+            out[row["key"]] = _with_distribution(
+                figure(row["compressed"], row["unit"], f"compressed model: {row['how']}"),
+                row.get("compressed_distribution"))
+            out[f"baseline_{row['key']}"] = _with_distribution(
+                figure(row["baseline"], row["unit"], f"original model: {row['how']}"),
+                row.get("baseline_distribution"))
             if row["ratio"] is not None and row["unit"]:
-                out[f"{row['key']}_ratio"] = figure(row["ratio"], "x", "compressed / original")
+                out[f"{row['key']}_ratio"] = ratio_figure(row, "compressed / original")
         return out
+
+
+def _with_distribution(fig: dict, dist: dict | None) -> dict:
+    return {**fig, "distribution": dist} if dist else fig
+
+
+def ratio_figure(row: dict, how: str) -> dict:
+    """A row's compressed / original ratio as a figure; with `vs_baseline` (ratio, ci_low,
+    ci_high, verdict) where the row was measured often enough for an interval."""
+    fig = figure(row["ratio"], "x", how)
+    interval = row.get("vs_baseline")
+    if interval:
+        fig["how"] = (f"{how}: ratio of the medians over interleaved timed runs, 95 % bootstrap "
+                      "interval")
+        fig["vs_baseline"] = interval
+    return fig
+
+
+def ratio_text(row: dict | None) -> str | None:
+    """"1.53x (1.41-1.66)" or "no significant difference (1.02x, 0.97-1.06)"; None without a
+    ratio."""
+    if not row or row.get("ratio") is None:
+        return None
+    interval = row.get("vs_baseline") or {}
+    low, high = interval.get("ci_low"), interval.get("ci_high")
+    value = f"{significant_digits(row['ratio'])}x"
+    if low is None or high is None:
+        return f"{value} (no interval: too few timed runs)"
+    span = f"{significant_digits(low)}-{significant_digits(high)}"
+    if not interval.get("significant"):
+        return f"no significant difference ({value}, 95 % interval {span})"
+    return f"{value} (95 % interval {span})"
 
 
 GENERATION_MEASURES = (
@@ -119,24 +169,51 @@ ENCODER_MEASURES = (
 )
 
 
-def causal_rows(size: dict, speed: dict, quality: dict) -> Rows:
+BATCH_DEPENDENT = ("quantize_int8_dynamic",)
+"""Techniques whose outputs depend on what shares a batch (dynamic int8 takes each activation's
+quantization range from the whole batch), so quality is stated at the batch it was scored in."""
+
+
+def batch_note(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> str | None:
+    """The sentence a batch-dependent technique needs beside its quality figures, else None."""
+    named = [t for t in techniques if t in BATCH_DEPENDENT]
+    if not named or not quality.get("tokens"):
+        return None
+    return (f"{', '.join(named)} quantizes activations with ranges taken from each whole batch, "
+            f"so its perplexity and KL depend on batch composition: these were scored at the "
+            f"latency batch size (infer.batch_size = {quality['batch_size']}); another batch "
+            "size gives other figures")
+
+
+def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = None) -> Rows:
     rows = Rows()
     rows.add_sizes(size)
-    rows.add_speed(speed, GENERATION_MEASURES)
+    rows.add_speed(speed, GENERATION_MEASURES, samples)
+    have = bool(quality["tokens"])
+    how = scoring_how(quality) if have else "not measured (infer.eval_tokens = 0)"
     rows.add("perplexity", "Perplexity", "", quality["perplexity"][0], quality["perplexity"][1],
-             f"exp(mean token cross-entropy) on {quality['tokens']:,} held-out tokens")
+             f"exp(mean token cross-entropy) on {how}")
     rows.add("loss_val", "Validation loss", "nats/token", quality["loss"][0], quality["loss"][1],
-             "mean token cross-entropy on the same text")
-    rows.add("kl_to_baseline", "KL(baseline‖compressed)", "nats/token",
-             0.0 if quality["tokens"] else None, quality["kl"][1],
-             "mean over tokens of the KL divergence of the next-token distributions")
+             f"mean token cross-entropy on {how}")
+    rows.add("kl_to_baseline", "KL(baseline‖compressed), mean", "nats/token",
+             0.0 if have else None, quality["kl"][1],
+             f"mean over predicted tokens of the KL divergence of the next-token distributions, "
+             f"{how}")
+    rows.add("kl_p99", "KL(baseline‖compressed), p99", "nats/token", 0.0 if have else None,
+             quality["kl_p99"][1],
+             f"99th percentile over predicted tokens of the same KL divergence, {how}")
+    rows.add("top1_agreement", "Top-1 agreement", "fraction", 1.0 if have else None,
+             quality["top1_agreement"][1],
+             f"share of predicted positions where both models' most likely next token is the "
+             f"same, {how}", "higher")
     return rows
 
 
-def encoder_rows(size: dict, speed: dict, quality: dict, seq_len: int) -> Rows:
+def encoder_rows(size: dict, speed: dict, quality: dict, seq_len: int,
+                 samples: dict | None = None) -> Rows:
     rows = Rows()
     rows.add_sizes(size)
-    rows.add_speed(speed, ENCODER_MEASURES)
+    rows.add_speed(speed, ENCODER_MEASURES, samples)
     how = (f"over {quality['windows']} held-out windows of {seq_len} tokens, embeddings of the "
            "original vs the compressed model")
     have = bool(quality["windows"])
@@ -149,27 +226,47 @@ def encoder_rows(size: dict, speed: dict, quality: dict, seq_len: int) -> Rows:
     return rows
 
 
-def _size_and_speed(size: dict, rows: dict, speed_key: str, verb: str) -> list[str]:
+def _size_and_speed(size: dict, rows: dict, speed_key: str, verb: str,
+                    latency_key: str | None = None) -> list[str]:
     mem_b, mem_c = size["baseline"]["model_bytes"], size["compressed"]["model_bytes"]
     parts = [f"the weights take {mem_c / mem_b:.0%} of the original bytes in memory"]
-    speed = rows.get(speed_key)
-    if speed and speed["ratio"] is not None:
-        parts.append(f"{verb} runs at {speed['ratio']:.2f}x the original's tokens/s")
+    speed = ratio_text(rows.get(speed_key))
+    if speed is not None:
+        if speed.startswith("no significant"):
+            parts.append(f"{verb} tokens/s: {speed} against the original's")
+        else:
+            parts.append(f"{verb} runs at {speed} the original's tokens/s")
+    latency = ratio_text(rows.get(latency_key)) if latency_key else None
+    if latency is not None:
+        if latency.startswith("no significant"):
+            parts.append(f"prefill latency: {latency} against the original's")
+        else:
+            parts.append(f"prefill takes {latency} the original's time")
     return parts
 
 
-def causal_sentence(size: dict, rows: dict, quality: dict, finetune_steps: int = 0) -> str:
-    """The paper's 'performance loss after compression', in one plain sentence."""
+def causal_sentence(size: dict, rows: dict, quality: dict, finetune_steps: int = 0,
+                    techniques: list[str] | tuple[str, ...] = ()) -> str:
+    """The paper's 'performance loss after compression', in one plain sentence: quality at the
+    batch size it was scored in, then size, then speed ratios with their intervals ("no
+    significant difference" where the interval contains 1)."""
     ppl_b, ppl_c = quality["perplexity"]
     parts = []
     if ppl_b is not None and ppl_c is not None:
         change = (ppl_c / ppl_b - 1) * 100
         verb = "rose" if change > 0 else "fell" if change < 0 else "stayed the same,"
         parts.append(f"Perplexity {verb} from {ppl_b:.4g} to {ppl_c:.4g} ({change:+.2f} %), "
-                     f"KL(baseline‖compressed) = {quality['kl'][1]:.3g} nats/token")
+                     f"KL(baseline‖compressed) = {quality['kl'][1]:.3g} nats/token mean, "
+                     f"{quality['kl_p99'][1]:.3g} p99 over tokens, top-1 agreement "
+                     f"{quality['top1_agreement'][1]:.1%} (scored {quality['batch_size']} "
+                     "window(s) per forward pass)")
     else:
         parts.append("Quality was not measured (infer.eval_tokens = 0)")
-    parts += _size_and_speed(size, rows, "decode_tokens_per_s", "decoding")
+    note = batch_note(quality, techniques)
+    if note:
+        parts.append(note)
+    parts += _size_and_speed(size, rows, "decode_tokens_per_s", "decoding",
+                             "prefill_latency_p50_s")
     if finetune_steps:
         parts.append(f"the compressed model also had {finetune_steps} fine-tuning steps on the "
                      "text, so part of the quality change is training, not compression")

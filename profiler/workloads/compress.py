@@ -4,8 +4,10 @@ tokens/s, perplexity, and the KL divergence of their next-token distributions â€
 
 Techniques that are not compression (the attention kernel) apply to both models, so the
 comparison isolates what compression does. Both models are timed in the same run with their
-generations interleaved (baseline, compressed, compressed, baseline, ...), so a slower or busier
-moment of the machine hits both alike. Encoder models are handed to profiler/workloads/encode.py.
+generations interleaved (baseline x2, compressed x2, then compressed first, ...), so a slower or
+busier moment of the machine hits both alike; every speed ratio carries its bootstrap interval
+and says "no significant difference" when that interval contains 1. Quality is scored at the
+latency batch size (infer.batch_size), and the figures say so. Encoder models are handed to profiler/workloads/encode.py.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from profiler.workloads.comparison import (
     causal_sentence,
     compress_copy,
     measure_sizes,
+    ratio_figure,
 )
 from profiler.workloads.generation import (
+    GENERATION_SAMPLES,
     eval_windows,
     generate_once,
     latency_figures,
+    per_run_samples,
     prompts_from,
     score,
+    scoring_how,
     timed_loop,
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
@@ -39,6 +45,10 @@ from profiler.workloads.train import brief_training
 from techniques.runtime import TrainState
 
 VARIANTS = ("baseline", "compressed")
+PER_ROUND = 2
+"""Timed generations of one model in a row within a round; rounds alternate which model goes
+first (A A B B, B B A A, ...), so drift of the machine and the cost of switching models fall on
+both alike."""
 
 
 def finetune(state: TrainState, batches: BatchSampler, steps: int, lr: float, emit: Emit,
@@ -78,35 +88,42 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     try:
         runs, stopped, done = timed_loop(prep, states,
                                          lambda s: generate_once(s, prompts, cfg.gen_len),
-                                         cfg.warmup_runs, cfg.repeats)
-        quality = {"loss": [None, None], "perplexity": [None, None], "kl": [None, None],
-                   "tokens": 0}
+                                         cfg.warmup_runs, cfg.repeats, per_round=PER_ROUND)
+        quality = score([prep.state, compressed], [], cfg.batch_size)
         if cfg.eval_tokens and not stopped:
             windows = eval_windows(prep.corpus.val, cfg.eval_seq_len, cfg.eval_tokens)
-            quality = score([prep.state, compressed], windows)
+            # Scored at the latency batch size: batch-dependent techniques (dynamic int8) are
+            # judged in the batches they are timed in.
+            quality = score([prep.state, compressed], windows, cfg.batch_size)
             emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
                   "phase": "eval", "metrics": {"perplexity": quality["perplexity"][1],
                                                "baseline_perplexity": quality["perplexity"][0],
-                                               "kl_to_baseline": quality["kl"][1]}})
+                                               "kl_to_baseline": quality["kl"][1],
+                                               "kl_p99": quality["kl_p99"][1],
+                                               "top1_agreement": quality["top1_agreement"][1]}})
     finally:
         prep.stop_sampler()
     prep.finish(done, state=compressed, save=False)
 
-    window = (f"over {len(runs['compressed'])} interleaved timed generations per model "
-              f"({cfg.warmup_runs} warmup excluded), batch {cfg.batch_size}, prompt "
-              f"{cfg.prompt_len}, {cfg.gen_len} new tokens")
+    window = (f"over {len(runs['compressed'])} timed generations per model, interleaved "
+              f"{PER_ROUND} per model per round in alternating order ({cfg.warmup_runs} warmup "
+              f"rounds excluded), batch {cfg.batch_size}, prompt {cfg.prompt_len}, "
+              f"{cfg.gen_len} new tokens")
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
-    rows = causal_rows(size, speed, quality)
+    samples = {name: per_run_samples(runs[name], GENERATION_SAMPLES) for name in VARIANTS}
+    rows = causal_rows(size, speed, quality, samples)
     by_key = rows.by_key()
-    sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps)
+    sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps,
+                               list(prep.wanted))
     emit({"type": "event", "kind": "info", "message": sentence})
-    figures = rows.figures(unpaired=("kl_to_baseline",))
+    figures = rows.figures(unpaired=("kl_to_baseline", "kl_p99", "top1_agreement"))
     ppl = quality["perplexity"]
     figures["perplexity_change_percent"] = figure(
         (ppl[1] / ppl[0] - 1) * 100 if ppl[0] and ppl[1] else None, "%",
-        "(compressed / original perplexity - 1) x 100")
-    figures["speedup_decode"] = figure(by_key["decode_tokens_per_s"]["ratio"], "x",
-                                       "compressed / original decode tokens/s")
+        "(compressed / original perplexity - 1) x 100, "
+        + (scoring_how(quality) if quality["tokens"] else "not measured"))
+    figures["speedup_decode"] = ratio_figure(by_key["decode_tokens_per_s"],
+                                             "compressed / original decode tokens/s")
     figures["peak_rss_bytes"] = figure(prep.sampler.peaks().get("rss_bytes"), "bytes",
                                        "highest worker RSS seen (both models held)")
     return {"workload": "compress", "stopped_early": stopped,

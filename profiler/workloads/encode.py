@@ -21,11 +21,13 @@ from profiler.workloads.comparison import (
     measure_sizes,
 )
 from profiler.workloads.generation import (
+    ENCODER_SAMPLES,
     compare_embeddings,
     encode_figures,
     encode_once,
     eval_windows,
     model_figures,
+    per_run_samples,
     prompts_from,
     timed_loop,
 )
@@ -99,7 +101,8 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
     window = (f"over {len(runs['compressed'])} interleaved timed passes per model "
               f"({cfg.warmup_runs} warmup excluded), batch {cfg.batch_size} x {cfg.prompt_len}")
     speed = {name: encode_figures(runs[name], window) for name in states}
-    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len)
+    samples = {name: per_run_samples(runs[name], ENCODER_SAMPLES) for name in states}
+    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples)
     sentence = encoder_sentence(size, rows.by_key(), quality)
     emit({"type": "event", "kind": "info", "message": sentence})
     figures = rows.figures(unpaired=("embedding_cosine_mean", "embedding_cosine_min",

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from profiler import sizes
-from profiler.stats import figure, percentile
+from profiler.stats import figure, percentile, timed_figure
 from profiler.workloads.setup import Prepared, synchronize
 from techniques.runtime import TrainState
 
@@ -90,11 +90,17 @@ def encode_once(state: TrainState, batch: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int = 8) -> dict:
-    """Mean token cross-entropy of each model on the windows, and KL(first‖each other) of their
-    next-token distributions, averaged over every predicted token."""
+def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int) -> dict:
+    """Mean token cross-entropy of each model on the windows, scored `batch_size` windows per
+    forward pass (state it: dynamic int8 quantizes activations with each batch's own range, so
+    its logits depend on what shares the batch), and against the first model: KL(first‖each) of
+    the next-token distributions as mean and 99th percentile over predicted tokens, and top-1
+    agreement (share of positions where both models' most likely next token is the same)."""
+    if batch_size < 1:
+        raise ValueError(f"score batch_size = {batch_size}: score at least one window per pass")
     ce_sums = [0.0] * len(states)
-    kl_sums = [0.0] * len(states)
+    kls: list[list[torch.Tensor]] = [[] for _ in states]
+    agree = [0] * len(states)
     count = 0
     for start in range(0, len(windows), batch_size):
         batch = torch.stack(windows[start:start + batch_size]).to(states[0].device)
@@ -107,16 +113,28 @@ def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int
             ce_sums[i] += float(F.nll_loss(logp.flatten(0, 1), y.reshape(-1), reduction="sum"))
             if base_logp is None:
                 base_logp = logp
-            else:
-                kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
-                kl_sums[i] += float(kl.sum())
+                continue
+            kls[i].append((base_logp.exp() * (base_logp - logp)).sum(-1).flatten().cpu())
+            agree[i] += int((base_logp.argmax(-1) == logp.argmax(-1)).sum())
         count += y.numel()
+    out = {"batch_size": batch_size, "windows": len(windows),
+           "seq_len": int(windows[0].numel() - 1) if windows else 0, "tokens": count}
     if not count:
-        return {"loss": [None] * len(states), "perplexity": [None] * len(states),
-                "kl": [None] * len(states), "tokens": 0}
+        return {**out, "loss": [None] * len(states), "perplexity": [None] * len(states),
+                "kl": [None] * len(states), "kl_p99": [None] * len(states),
+                "top1_agreement": [None] * len(states)}
     losses = [s / count for s in ce_sums]
-    return {"loss": losses, "perplexity": [math.exp(v) for v in losses],
-            "kl": [None] + [s / count for s in kl_sums[1:]], "tokens": count}
+    per_token = [torch.cat(k).double() if k else None for k in kls]
+    return {**out, "loss": losses, "perplexity": [math.exp(v) for v in losses],
+            "kl": [0.0] + [float(k.mean()) for k in per_token[1:]],
+            "kl_p99": [0.0] + [float(torch.quantile(k, 0.99)) for k in per_token[1:]],
+            "top1_agreement": [1.0] + [a / count for a in agree[1:]]}
+
+
+def scoring_how(quality: dict) -> str:
+    """How a quality figure was scored: tokens, windows and the batch size of the passes."""
+    return (f"{quality['tokens']:,} held-out tokens in {quality['windows']} windows of "
+            f"{quality['seq_len']}, scored {quality['batch_size']} window(s) per forward pass")
 
 
 @torch.no_grad()
@@ -141,47 +159,80 @@ def compare_embeddings(baseline: TrainState, compressed: TrainState, windows: li
             "max_abs_diff": max_diff, "windows": len(cosines)}
 
 
+GENERATION_SAMPLES = {
+    "prefill_latency_p50_s": ("prefill_latency_s", "prefill latency of each generation"),
+    "ttft_p50_s": ("ttft_s", "time to first token of each generation"),
+    "decode_latency_p50_s": (None, "every decode step of every generation"),
+    "decode_tokens_per_s": ("decode_tokens_per_s", "decode tokens/s of each generation"),
+    "prefill_tokens_per_s": ("prefill_tokens_per_s", "prefill tokens/s of each generation"),
+}
+"""What a comparison of two models is computed from, keyed by the summary figure it stands for:
+one value per timed generation, and for the decode step every step (the values that figure's
+median is taken over, so a row's ratio is its two columns' ratio)."""
+
+ENCODER_SAMPLES = {
+    "encode_latency_p50_s": ("encode_latency_s", "latency of each pass"),
+    "encode_tokens_per_s": ("encode_tokens_per_s", "tokens/s of each pass"),
+    "encode_sequences_per_s": ("encode_sequences_per_s", "sequences/s of each pass"),
+}
+
+
+def per_run_samples(runs: list[dict], measures: dict) -> dict[str, list[float]]:
+    """One value per timed run for each key of `measures` (GENERATION_SAMPLES, ENCODER_SAMPLES)."""
+    out = {}
+    for key, (field, _) in measures.items():
+        if field is None:  # the decode step: all steps, as decode_latency_p50_s is taken
+            values = [s for r in runs for s in r["_decode_steps_s"]]
+        else:
+            values = [r.get(field) for r in runs]
+        out[key] = [v for v in values if v is not None]
+    return out
+
+
 def latency_figures(runs: list[dict], window: str = "") -> dict:
-    """p50 / p90 / p99 of each generation latency over the measured runs, and throughputs."""
+    """Latency of each generation phase (p50 as a timed figure with its distribution, p90 / p99
+    beside it) and throughputs (the median over generations, with their distribution)."""
     out = {}
     steps = [s for r in runs for s in r["_decode_steps_s"]]
     for key, label, values in (
-        ("prefill_latency_s", "prefill (prompt forward pass)",
+        ("prefill_latency_s", "prefill (prompt forward pass), one per generation",
          [r["prefill_latency_s"] for r in runs]),
-        ("ttft_s", "time to first token (prefill + picking the token)",
+        ("ttft_s", "time to first token (prefill + picking the token), one per generation",
          [r["ttft_s"] for r in runs]),
         ("decode_latency_s", "one decode step (one token per sequence, KV cache), all steps",
          steps),
     ):
-        for q in (50, 90, 99):
-            out[f"{key[:-2]}_p{q}_s"] = figure(
+        stem = key[:-2]
+        out[f"{stem}_p50_s"] = timed_figure(values, "s", f"median of {label} {window}")
+        for q in (90, 99):
+            out[f"{stem}_p{q}_s"] = figure(
                 percentile(values, q), "s", f"{q}th percentile of {label} {window}")
-    total_tokens = sum(r["_decode_tokens"] for r in runs)
-    total_s = sum(sum(r["_decode_steps_s"]) for r in runs)
-    out["decode_tokens_per_s"] = figure(
-        total_tokens / total_s if total_s > 0 else None, "tokens/s",
-        f"generated tokens / summed decode-step time {window}")
-    out["prefill_tokens_per_s"] = figure(
-        percentile([r["prefill_tokens_per_s"] for r in runs], 50), "tokens/s",
-        f"prompt tokens / prefill time, median {window}")
+    samples = per_run_samples(runs, GENERATION_SAMPLES)
+    out["decode_tokens_per_s"] = timed_figure(
+        samples["decode_tokens_per_s"], "tokens/s",
+        f"median over generations of generated tokens / decode time {window}")
+    out["prefill_tokens_per_s"] = timed_figure(
+        samples["prefill_tokens_per_s"], "tokens/s",
+        f"median over generations of prompt tokens / prefill time {window}")
     return out
 
 
 def encode_figures(runs: list[dict], window: str) -> dict:
-    """p50 / p90 / p99 of one encoder pass, and tokens / sequences per second."""
+    """One encoder pass: p50 as a timed figure, p90 / p99 beside it; tokens / sequences per
+    second as the median over passes with their distribution."""
     values = [r["encode_latency_s"] for r in runs]
-    out = {f"encode_latency_p{q}_s": figure(percentile(values, q), "s",
-                                            f"{q}th percentile of one forward pass {window}")
-           for q in (50, 90, 99)}
-    total = sum(values)
-    tokens = sum(r["encode_tokens_per_s"] * r["encode_latency_s"] for r in runs
-                 if r["encode_tokens_per_s"] is not None)
-    sequences = sum(r["encode_sequences_per_s"] * r["encode_latency_s"] for r in runs
-                    if r["encode_sequences_per_s"] is not None)
-    out["encode_tokens_per_s"] = figure(tokens / total if total > 0 else None, "tokens/s",
-                                        f"tokens encoded / summed pass time {window}")
-    out["encode_sequences_per_s"] = figure(sequences / total if total > 0 else None,
-                                           "sequences/s", f"sequences / summed pass time {window}")
+    out = {"encode_latency_p50_s": timed_figure(values, "s",
+                                                f"median of one forward pass {window}")}
+    for q in (90, 99):
+        out[f"encode_latency_p{q}_s"] = figure(percentile(values, q), "s",
+                                               f"{q}th percentile of one forward pass {window}")
+    samples = per_run_samples(runs, ENCODER_SAMPLES)
+    out["encode_tokens_per_s"] = timed_figure(
+        samples["encode_tokens_per_s"], "tokens/s",
+        f"median over passes of tokens encoded / pass time {window}")
+    out["encode_sequences_per_s"] = timed_figure(
+        samples["encode_sequences_per_s"], "sequences/s",
+        f"median over passes of sequences / pass time {window}")
     return out
 
 
@@ -200,32 +251,43 @@ def model_figures(prep: Prepared) -> dict:
 
 
 def timed_loop(prep: Prepared, states: dict[str, TrainState], measure, warmup: int,
-               repeats: int) -> tuple[dict[str, list[dict]], bool, int]:
-    """`warmup` untimed then `repeats` timed rounds; each round measures every state once, the
-    order alternating, so a slower moment of the machine hits all alike. One sample per round
-    (keys prefixed with the state's name when there are several, system readings beside them).
-    Returns (measured results per state, stopped early, rounds done)."""
+               repeats: int, per_round: int = 1) -> tuple[dict[str, list[dict]], bool, int]:
+    """`warmup` untimed rounds (each state once), then timed rounds until every state has
+    `repeats` measurements: each round measures every state `per_round` times in a row, the
+    order of the states alternating round by round (A A B B, B B A A, ...), so a slower moment
+    of the machine and the cost of switching models hit all alike. One sample per measurement
+    index (keys prefixed with the state's name when there are several, system readings beside).
+    Returns (measured results per state, stopped early, samples sent)."""
+    if per_round < 1:
+        raise ValueError(f"per_round = {per_round}: measure each state at least once a round")
     runs: dict[str, list[dict]] = {name: [] for name in states}
     started = time.perf_counter()
     names = list(states)
     done = 0
-    for index in range(1, warmup + repeats + 1):
+    plan = [("warmup", 1)] * warmup
+    left = repeats
+    while left > 0:
+        plan.append(("measure", min(per_round, left)))
+        left -= per_round
+    for round_index, (phase, count) in enumerate(plan):
         prep.control.poll()
         if prep.control.should_stop:
             return runs, True, done
-        warm = index <= warmup
-        if index == warmup + 1 and warmup:
-            prep.emit({"type": "event", "kind": "phase", "step": index,
-                       "message": f"warmup over: rounds {index}+ count in the summary"})
-        metrics: dict[str, Any] = {}
-        for name in (names if index % 2 else names[::-1]):
-            result = measure(states[name])
-            if not warm:
-                runs[name].append(result)
-            prefix = f"{name}_" if len(states) > 1 else ""
-            metrics.update({prefix + k: v for k, v in result.items() if not k.startswith("_")})
-        done = index
-        prep.emit({"type": "sample", "step": index, "time": time.perf_counter() - started,
-                   "phase": "warmup" if warm else "measure",
-                   "metrics": {**metrics, **prep.sampler.latest()}})
+        if phase == "measure" and round_index == warmup and warmup:
+            prep.emit({"type": "event", "kind": "phase", "step": done + 1,
+                       "message": f"warmup over: measurements {done + 1}+ count in the summary"})
+        results: dict[str, list[dict]] = {}
+        for name in (names if round_index % 2 == 0 else names[::-1]):
+            results[name] = [measure(states[name]) for _ in range(count)]
+            if phase == "measure":
+                runs[name] += results[name]
+        for index in range(count):
+            metrics: dict[str, Any] = {}
+            for name in names:
+                prefix = f"{name}_" if len(states) > 1 else ""
+                metrics.update({prefix + k: v for k, v in results[name][index].items()
+                                if not k.startswith("_")})
+            done += 1
+            prep.emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
+                       "phase": phase, "metrics": {**metrics, **prep.sampler.latest()}})
     return runs, False, done

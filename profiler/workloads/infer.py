@@ -22,6 +22,7 @@ from profiler.workloads.generation import (
     model_figures,
     prompts_from,
     score,
+    scoring_how,
     timed_loop,
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
@@ -43,10 +44,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                                          lambda s: generate_once(s, prompts, cfg.gen_len),
                                          cfg.warmup_runs, cfg.repeats)
         measured = runs["model"]
-        quality = {"loss": [None], "perplexity": [None], "tokens": 0}
+        quality = score([state], [], cfg.batch_size)
         if cfg.eval_tokens and not stopped:
             windows = eval_windows(prep.corpus.val, cfg.eval_seq_len, cfg.eval_tokens)
-            quality = score([state], windows)
+            quality = score([state], windows, cfg.batch_size)  # the latency batch size
             emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
                   "phase": "eval", "metrics": {"loss_val": quality["loss"][0],
                                                "perplexity": quality["perplexity"][0]}})
@@ -56,12 +57,12 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     window = (f"over {len(measured)} timed generations ({cfg.warmup_runs} warmup excluded), "
               f"batch {cfg.batch_size}, prompt {cfg.prompt_len}, {cfg.gen_len} new tokens")
     figures = latency_figures(measured, window=window)
+    how = scoring_how(quality) if quality["tokens"] else "no tokens (infer.eval_tokens = 0)"
     figures.update(model_figures(prep))
     figures.update({
-        "perplexity": figure(quality["perplexity"][0], "", f"exp(mean token cross-entropy) over "
-                             f"{quality['tokens']:,} held-out tokens in windows of "
-                             f"{cfg.eval_seq_len}"),
-        "loss_val": figure(quality["loss"][0], "nats/token", "mean token cross-entropy, same text"),
+        "perplexity": figure(quality["perplexity"][0], "",
+                             f"exp(mean token cross-entropy) over {how}"),
+        "loss_val": figure(quality["loss"][0], "nats/token", f"mean token cross-entropy over {how}"),
         "kv_cache_bytes": figure(measured[-1]["kv_cache_bytes"] if measured else None, "bytes",
                                  "keys and values of all layers for prompt + generation"),
     })
