@@ -299,6 +299,17 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
             continue
         print(f"  {text(key):<28} {text(format_summary_figure(str(key), fig)):>30}   "
               f"{text(fig.get('how', ''))}")
+    parts = summary.get("segments")
+    if isinstance(parts, list) and len(parts) > 1:  # a run whose techniques changed mid-run
+        print("segments (figures of each configuration the run went through)")
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            figs = part.get("figures") if isinstance(part.get("figures"), dict) else {}
+            print(f"  steps {text(part.get('start_step'))}..{text(part.get('end_step'))}  "
+                  f"{text(format_summary_figure('tokens_per_s', figs.get('tokens_per_s')))}  "
+                  f"{text(format_summary_figure('tokens_per_step', figs.get('tokens_per_step')))}"
+                  f" per step  after {text(part.get('label', '?'))}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

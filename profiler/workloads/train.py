@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from profiler import segments
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
@@ -141,6 +142,13 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     run_started = time.perf_counter()
     step_times: list[float] = []   # measured steps only
     step_rates: list[float] = []   # tokens/s of each measured step
+    step_records: list[dict] = []  # every step, for the figures of each segment between changes
+    toggles: list[dict] = []       # the mid-run changes that held (segment boundaries)
+
+    def note_toggle(message: dict) -> None:
+        if message.get("type") == "event" and message.get("kind") == "toggle":
+            toggles.append(message)
+        emit(message)
     train_losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
     measured_tokens = 0
@@ -174,7 +182,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 time.perf_counter() - run_started - eval_time >= limits.time_s)
             commands, stop, out_of_time = job_commands(control, dist, out_of_time)
             for command in commands:
-                changes += handle_command(command, state, step, emit, capture)
+                changes += handle_command(command, state, step, note_toggle, capture)
             if stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
@@ -219,6 +227,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 step_rates.append(tokens / step_time)
                 measured_tokens += tokens
             train_losses.append(loss_value)
+            step_records.append(segments.step_record(
+                step, step_time, tokens, loss_value, local["rss_bytes"],
+                torch_mem["torch_peak_allocated_bytes"]))
             if not math.isfinite(loss_value):
                 emit({"type": "event", "kind": "warning", "step": step,
                       "message": f"loss is {loss_value} at step {step}: lower the learning rate"})
@@ -250,6 +261,14 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     # Masks folded in, then weights saved (rank 0 holds the whole model under DDP; sharded FSDP
     # weights are refused with a warning).
     saved = prep.finish(steps_done)["checkpoint"]
+    parts = segments.split(step_records, toggles, limits.warmup_steps)
+    window = None
+    if len(parts) > 1:  # the headline is the configuration the run ended in, not an average
+        last = segments.last_timed(parts, step_records)
+        step_times = [r["step_time_s"] for r in last]
+        step_rates = [r["tokens"] / r["step_time_s"] for r in last]
+        measured_tokens = sum(r["tokens"] for r in last)
+        window = segments.headline_window(parts)
     summary = summarize(state, locals_for_summary=dict(
         steps_done=steps_done, step_times=step_times, step_rates=step_rates,
         measured_tokens=measured_tokens,
@@ -260,8 +279,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         rss_before_steps=rss_before_steps, rank_history=rank_history,
         energy=(energy_start, energy_end), power_readings=power_readings,
         replica_spread=replica_spread(state, dist),
-        flops_token=flops_token))
+        flops_token=flops_token, window=window))
     summary["checkpoint"] = saved
+    summary["segments"] = parts
     return summary
 
 
@@ -304,8 +324,11 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
             emit({"type": "event", "kind": "refused", "step": step, "technique": name,
                   "params": params, "message": str(exc)})
             return 0
+        config = state.config
+        tokens_per_step = (state.micro_batches * config.train.batch_size * config.train.seq_len
+                           * state.dist.world_size)
         emit({"type": "event", "kind": "toggle", "step": step, "technique": name,
-              "params": params, "message": report})
+              "params": params, "message": report, "tokens_per_step": tokens_per_step})
         return 1
     if command["type"] == "profile" and capture is not None:
         why = capture.request(command["steps"], step)
@@ -350,8 +373,9 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     device = state.device
     step_times = v["step_times"]
     measured = len(step_times)
-    window = (f"steps {limits.warmup_steps + 1}..{v['steps_done']} ({measured} steps), "
-              f"{limits.warmup_steps} warmup steps excluded") if measured else "no steps measured"
+    window = v.get("window") or (
+        f"steps {limits.warmup_steps + 1}..{v['steps_done']} ({measured} steps), "
+        f"{limits.warmup_steps} warmup steps excluded" if measured else "no steps measured")
     total_time = sum(step_times)
     throughput = timed_figure(v["step_rates"], "tokens/s",
                               f"median of the per-step tokens/s over {window}")
