@@ -30,9 +30,10 @@ from PySide6.QtWidgets import (
 
 from profiler.metrics import format_change, format_value
 from profiler.report.compare import DELTA_ROWS, change_pct, flatten
+from profiler.significance import SAMPLE_KEYS, TOOLTIPS, compare_samples, describe, run_samples
 from profiler.store import RunStore, StoreError
 
-BETTER, WORSE = "#15803d", "#b91c1c"
+BETTER, WORSE, NEUTRAL = "#15803d", "#b91c1c", "#6b7280"
 
 
 def summary_value(summary: dict, key: str) -> float | None:
@@ -130,6 +131,7 @@ class CompareView(QWidget):
         self.names: dict[str, str] = {}
         self.summaries: dict[str, dict] = {}
         self.configs: dict[str, str] = {}
+        self.samples: dict[str, dict] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.note = QLabel("Tick two or more runs in the history to compare them.")
@@ -188,6 +190,7 @@ class CompareView(QWidget):
         self.names = {}
         self.summaries.clear()
         self.configs.clear()
+        self.samples.clear()
         for run_id in run_ids:
             try:
                 run = self.store.open_run(run_id)
@@ -197,6 +200,7 @@ class CompareView(QWidget):
             self.names[run_id] = names.get(run_id, run_id)
             self.summaries[run_id] = run.summary() or {}
             self.configs[run_id] = run.config_text()
+            self.samples[run_id] = run_samples(run)
         keep = self.baseline.currentData()
         for box in (self.baseline, self.other):
             box.blockSignals(True)
@@ -254,23 +258,38 @@ class CompareView(QWidget):
                 self.table.setItem(index, 2 + 2 * column, _item(cell_value(value, unit)))
                 pct = change_pct(value, base)
                 run_id = others[column]
-                noise = verdict(spread(self.summaries[base_id], key),
-                                spread(self.summaries[run_id], key))
+                noise = self.judge(key, better, base_id, run_id)
                 text = format_change(pct)
-                if pct is not None and noise == "within noise":
+                if pct is not None and noise["verdict"] == "within noise":
                     text += " (within noise)"
-                cell = _item(text, {"no spread": "The summaries carry no spread for this "
-                                    "figure: no better / worse verdict.",
-                                    "within noise": "The two intervals overlap: no real "
-                                    "difference.", "apart": "The intervals do not overlap."
-                                    }[noise])
-                cell.setData(Qt.ItemDataRole.UserRole, noise)
-                if pct and noise == "apart":
-                    good = (pct > 0) == (better == "higher")
-                    cell.setForeground(QColor(BETTER if good else WORSE))
+                tip = TOOLTIPS[noise["verdict"]]
+                if noise.get("p_value") is not None:
+                    tip += f" {describe(noise)}; {noise['method']}."
+                cell = _item(text, tip)
+                cell.setData(Qt.ItemDataRole.UserRole, noise["verdict"])
+                if pct and noise["verdict"] in ("better", "worse"):
+                    cell.setForeground(QColor(BETTER if noise["verdict"] == "better" else WORSE))
+                elif pct:
+                    cell.setForeground(QColor(NEUTRAL))
                 self.table.setItem(index, 3 + 2 * column, cell)
         header = self.table.horizontalHeader()  # a wide table scrolls; the names stay readable
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+    def judge(self, key: str, better: str | None, base_id: str, run_id: str) -> dict:
+        """The verdict on a delta (profiler.significance): on the per-step samples when both
+        runs stored them, else on the summary figures' spread (intervals apart or not)."""
+        sample = SAMPLE_KEYS.get(key)
+        base_samples = (self.samples.get(base_id) or {}).get(sample) or []
+        other_samples = (self.samples.get(run_id) or {}).get(sample) or []
+        if sample and base_samples and other_samples:
+            return compare_samples(base_samples, other_samples, better)
+        noise = verdict(spread(self.summaries[base_id], key), spread(self.summaries[run_id], key))
+        pct = change_pct(summary_value(self.summaries[run_id], key),
+                         summary_value(self.summaries[base_id], key))
+        if noise == "apart" and pct and better in ("higher", "lower"):
+            noise = "better" if (pct > 0) == (better == "higher") else "worse"
+        return {"delta_pct": pct, "verdict": noise, "p_value": None,
+                "method": "95 % intervals of the summary figures"}
 
     def cell_text(self, key: str, run_id: str, delta: bool = False) -> str:
         """The table's text for a figure of a run (its value, or with delta its % change)."""

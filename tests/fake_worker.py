@@ -72,6 +72,7 @@ def main() -> None:
                                                "parameters": 1234},
                                      "steps": steps, "warmup_steps": 1, "tokens_per_step": 256,
                                      "data": "fake text"}})
+    speed = figures_for(config, steps)["tokens_per_s"]["value"]  # samples agree with the summary
     began = time.perf_counter()
     status, done_steps = "completed", 0
     profile_left, profile_first = 0, 0
@@ -95,7 +96,7 @@ def main() -> None:
         done_steps = step
         send({"type": "sample", "step": step, "time": time.perf_counter() - began,
               "phase": "warmup" if step == 1 else "measure",
-              "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": 1000.0 + step,
+              "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
                           "step_time_s": delay, "rss_bytes": 2**20 * (100 + step % 7),
                           "torch_allocated_bytes": None}})
         if profile_left:

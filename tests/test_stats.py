@@ -94,3 +94,45 @@ def test_figures_print_with_three_significant_digits():
     assert significant_digits(None) == "n/a"
     text = describe(distribution([100.0 + i for i in range(20)]), "tokens/s")
     assert text.startswith("110 tokens/s (±") and text.endswith("n=20)")
+
+
+# --- significance: the one verdict the app, the CLI and reports share ------------------------
+from profiler.significance import compare_figures, compare_samples, mann_whitney  # noqa: E402
+
+
+def test_mann_whitney_matches_known_values():
+    u, p = mann_whitney([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    assert u == 0 and p == pytest.approx(0.0122, abs=0.001)  # scipy, normal approx + continuity
+    assert mann_whitney([1, 1, 1], [1, 1, 1]) is None  # all tied: no test
+    assert mann_whitney([1, 2, 3], [1, 2, 3])[1] == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_planted_ten_percent_slowdown_is_called_worse():
+    rng = random.Random(11)
+    worse = sum(compare_samples(timings(rng, 60), timings(rng, 60, median=0.055), "lower")
+                ["verdict"] == "worse" for _ in range(20))
+    assert worse >= 19
+
+
+def test_no_planted_difference_is_mostly_within_noise():
+    rng = random.Random(12)
+    verdicts = [compare_samples(timings(rng, 60), timings(rng, 60), "lower")["verdict"]
+                for _ in range(40)]
+    assert verdicts.count("within noise") >= 37  # both tests must agree: false alarms < 5 %
+
+
+def test_too_few_samples_is_no_spread_and_direction_follows_better():
+    assert compare_samples([1.0, 2.0], [3.0, 4.0], "lower")["verdict"] == "no spread"
+    rng = random.Random(13)
+    faster = compare_samples([1000 * rng.gauss(1, 0.01) for _ in range(40)],
+                             [1100 * rng.gauss(1, 0.01) for _ in range(40)], "higher")
+    assert faster["verdict"] == "better" and faster["delta_pct"] == pytest.approx(10, abs=1)
+
+
+def test_figures_without_samples_use_their_intervals():
+    def fig(value, low=None, high=None):
+        return {"value": value, "distribution": {"ci_low": low, "ci_high": high}}
+    assert compare_figures(fig(100), fig(95), "lower")["verdict"] == "no spread"
+    assert compare_figures(fig(100, 98, 102), fig(101, 99, 103), "lower")["verdict"] == \
+        "within noise"
+    assert compare_figures(fig(100, 98, 102), fig(120, 118, 122), "lower")["verdict"] == "worse"
