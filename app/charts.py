@@ -317,11 +317,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                                           "anchors": [(0, 1), (0, 1)]})
         line.setToolTip("Predicted memory of weights, gradients, optimizer states and "
                         "activations (profiler.theory), from the run's start message")
-        keep_in_view = pg.PlotDataItem([math.nan], [mib], pen=None, symbol="o", symbolSize=0,
-                                       symbolPen=None, symbolBrush=None)
-        for item in (line, keep_in_view):
-            plot.addItem(item, ignoreBounds=item is line)
-            self._prediction.append(item)
+        # Not ignoreBounds: a horizontal line's y bound (its position, x unbounded) keeps it in the
+        # auto range, also with autoVisible, where a data point off the visible steps would not.
+        plot.addItem(line)
+        self._prediction.append(line)
         self._dirty = True
 
     def add_samples(self, messages: Iterable[dict]) -> int:
