@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from profiler.metrics import format_summary_figure
 from profiler.stats import figure, percentile, timed_figure
 
 RETIMED_STEPS = 1
@@ -205,3 +206,30 @@ def headline_window(segments: list[dict]) -> str:
     return (f"the last segment only: steps {last['timed_from']}..{last['end_step']} "
             f"({last['measured_steps']} steps, after {last['label']}); the run changed techniques "
             f"at step(s) {changed}, each segment's figures are listed apart")
+
+
+TABLE_COLUMNS = (("tokens_per_s", "Tokens/s"), ("step_time_s", "Step time p50"),
+                 ("step_time_p90_s", "Step time p90"), ("tokens_per_step", "Tokens/step"),
+                 ("peak_rss_bytes", "Peak RSS"), ("peak_torch_allocated_bytes", "Peak allocated"),
+                 ("loss_slope", "Loss slope"))
+"""The figures a segment table shows, in order, with their column headers."""
+
+
+def table(parts: object) -> tuple[list[str], list[list[str]]] | None:
+    """The segments of a run as a table of text for every front end (the CLI, the reports, the
+    app): (headers, rows), each row "#", steps, what opened it, then TABLE_COLUMNS formatted
+    with their spread; None when the run has one segment (its headline says everything) or the
+    summary's segments are not a list of dicts."""
+    if not isinstance(parts, list) or len(parts) < 2:
+        return None
+    headers = ["#", "Steps", "After"] + [header for _, header in TABLE_COLUMNS]
+    rows = []
+    for part in parts:
+        if not isinstance(part, dict):
+            return None
+        figures = part.get("figures") if isinstance(part.get("figures"), dict) else {}
+        rows.append([str(part.get("index", "?")),
+                     f"{part.get('start_step', '?')}..{part.get('end_step', '?')}",
+                     str(part.get("label", "?"))]
+                    + [format_summary_figure(key, figures.get(key)) for key, _ in TABLE_COLUMNS])
+    return headers, rows

@@ -3,6 +3,7 @@ configuration it ended in, never an average over configurations."""
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -83,3 +84,66 @@ def test_the_cli_lists_the_segments_of_a_toggled_run(capsys):
     out = capsys.readouterr().out
     assert "steps 1..5" in out and "steps 6..10" in out
     assert "after grad_accumulation micro_batches = 4" in out and "128 tokens per step" in out
+
+
+@pytest.mark.slow
+def test_a_distill_run_takes_mid_run_toggles_and_has_their_segments():
+    """Distill trains the student with train's machinery: a toggle applies there too, the
+    segments split at it and the headline is the last configuration's."""
+    from profiler.config import ModelConfig
+    from profiler.workloads import distill
+
+    config = nano_config(steps=10, eval_interval=0, batch_size=2, seq_len=16)
+    config.workload = "distill"
+    config.distill.teacher = ModelConfig(preset="gpt-nano")
+    config.limits.warmup_steps = 1
+    config.data.max_train_bytes = 40_000
+    validate(config)
+    messages: list[dict] = []
+    summary = distill.run(config, messages.append, _ToggleAt(5))
+    started = next(m for m in messages if m["type"] == "started")["run"]
+    assert started["tokens_per_step"] == 2 * 16
+    toggle = next(m for m in messages if m["type"] == "event" and m["kind"] == "toggle")
+    assert toggle["step"] == 5 and toggle["tokens_per_step"] == 4 * 2 * 16
+    parts = summary["segments"]
+    assert [(p["start_step"], p["end_step"]) for p in parts] == [(1, 4), (5, 10)]
+    assert parts[1]["figures"]["tokens_per_step"]["value"] == 4 * 2 * 16
+    samples = {m["step"]: m["metrics"] for m in messages
+               if m["type"] == "sample" and m.get("phase") in ("warmup", "measure")}
+    # Accumulation took effect: the steps after the toggle read 4x the tokens.
+    assert samples[7]["tokens_per_s"] * samples[7]["step_time_s"] == pytest.approx(4 * 2 * 16)
+    assert summary["figures"]["tokens_per_s"]["value"] == pytest.approx(
+        statistics.median(samples[s]["tokens_per_s"] for s in range(6, 11)))
+    assert "last segment" in summary["figures"]["tokens_per_s"]["how"]
+
+
+def test_the_reports_list_each_segment_with_its_own_figures(tmp_path):
+    """A toggled run's HTML and Markdown reports have one row per segment, each with that
+    segment's speed (and spread), not only the run's headline."""
+    from profiler.metrics import format_summary_figure
+    from profiler.report import render
+    from profiler.store import RunStore
+    from tests.test_report import synth_run
+
+    store = RunStore(tmp_path)
+    plain = synth_run(store, "plain", steps=30)
+    stream = store.open_run(plain).path / "stream.jsonl"
+    messages = [json.loads(line) for line in stream.read_text().splitlines()]
+    records, _, warmup = segments.records_from_messages(messages)
+    # The same steps, but the second half ran slower after a switch at step 15.
+    records = [dict(r, step_time_s=r["step_time_s"] * (2 if r["step"] >= 15 else 1))
+               for r in records]
+    toggle = {"type": "event", "kind": "toggle", "step": 15, "technique": "precision",
+              "params": {"dtype": "bf16"}, "message": "autocast now bf16"}
+    parts = segments.split(records, [toggle], warmup)
+    run_id = synth_run(store, "toggled", steps=30, toggle_at=15,
+                       extra_summary={"segments": parts})
+    expected = [format_summary_figure("tokens_per_s", p["figures"]["tokens_per_s"]) for p in parts]
+    assert expected[0] != expected[1] and "±" in expected[0]
+    for fmt in ("html", "md"):
+        text = render([run_id], fmt, store=store)
+        for cell in expected:
+            assert cell in text, (fmt, cell)
+        assert "precision dtype = bf16" in text and "15..30" in text
+    # A run with one configuration has no segment table.
+    assert "15..30" not in render([plain], "md", store=store)

@@ -18,6 +18,7 @@ from profiler.report.html import display_names
 from profiler.report.load import RunData
 from profiler.report.recommend import compression_cells, compression_rows, recommendations
 from profiler.report.sections import params_text, problems
+from profiler.segments import table as segment_table
 
 
 def md(text: object) -> str:
@@ -61,6 +62,12 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
         out += _table(["Figure", "Value", "How it was measured"], rows, {1})
     else:
         out += ["No summary figures: the worker never sent its summary.", ""]
+    found = segment_table(run.summary.get("segments"))
+    if found:
+        out += ["**Segments** (the configurations the run went through; the headline figures "
+                "are the last segment's)", ""]
+        out += _table(found[0], [[md(c) for c in row] for row in found[1]],
+                      set(range(3, len(found[0]))))
     if run.techniques:
         out += ["**Techniques**", ""]
         out += [f"- **{md(t.get('label') or t.get('name'))}** ({md(params_text(t.get('params')))}):"

@@ -117,6 +117,22 @@ def headline_figures(run: RunData) -> str:
     return table(["Figure", "Value", "How it was measured"], rows, {1}, "figures")
 
 
+def segments_html(run: RunData) -> str:
+    """A run whose techniques changed mid-run: each configuration's figures, one row each (the
+    headline figures above are the last segment's)."""
+    from profiler.segments import table as segment_table
+
+    found = segment_table(run.summary.get("segments"))
+    if found is None:
+        return ""
+    headers, rows = found
+    return ("<h3>Segments: the configurations the run went through</h3>"
+            '<p class="muted">The headline figures are the last segment\'s; the step right after '
+            "each change and the warmup steps are left out of each segment's timing.</p>"
+            + table(headers, [[e(c) for c in row] for row in rows],
+                    set(range(3, len(headers))), "segments"))
+
+
 def compression_html(run: RunData) -> str:
     """The compress workload's side-by-side table: original, compressed, ratio."""
     from profiler.report.recommend import compression_cells, compression_rows

@@ -16,13 +16,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from profiler import model_source, weights
+from profiler import model_source, segments, weights
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.errors import Unsupported
 from profiler.stats import figure, timed_figure
-from profiler.workloads.setup import Emit, prepare
-from profiler.workloads.train import accumulated_step, brief_training
+from profiler.workloads.setup import Emit, prepare, torch_memory
+from profiler.workloads.train import (
+    accumulated_step,
+    brief_training,
+    handle_command,
+    tokens_per_step,
+)
 from techniques import runtime
 
 
@@ -113,6 +118,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         teacher={"preset": model_source.model_name(dist.teacher), "origin": teacher_origin,
                  "parameters": teacher_params, **teacher.shape.as_dict()},
         batch_size=train_cfg.batch_size, seq_len=train_cfg.seq_len, steps=limits.steps,
+        micro_batches=state.micro_batches, tokens_per_step=tokens_per_step(state),
         warmup_steps=limits.warmup_steps, alpha=dist.alpha, temperature=dist.temperature)
     teacher.eval()
     teacher.requires_grad_(False)
@@ -130,7 +136,14 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     step_rates: list[float] = []  # tokens/s of each measured step
     history: list[dict] = []
     evals: list[tuple[int, float, float]] = []
+    step_records: list[dict] = []  # every step, for the figures of each segment between changes
+    toggles: list[dict] = []       # the mid-run changes that held (segment boundaries)
     stopped_early, stop_reason, steps_done = False, "step limit reached", 0
+
+    def note_toggle(message: dict) -> None:
+        if message.get("type") == "event" and message.get("kind") == "toggle":
+            toggles.append(message)
+        emit(message)
     eval_time = 0.0
 
     def validation(step: int) -> dict:
@@ -146,7 +159,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     sampler = prep.sampler
     try:
         for step in range(1, limits.steps + 1):
-            control.poll()
+            # Techniques switched mid-run apply from this step on, as in the train workload.
+            for command in control.poll():
+                handle_command(command, state, step, note_toggle)
             if control.should_stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
@@ -164,9 +179,13 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if not warm:
                 step_times.append(step_time)
                 step_rates.append(tokens / step_time)
+            local, torch_mem = sampler.latest(), torch_memory(device)
+            step_records.append(segments.step_record(
+                step, step_time, tokens, parts["loss_train"], local["rss_bytes"],
+                torch_mem["torch_peak_allocated_bytes"]))
             metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
                        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
-                       **sampler.latest()}
+                       **local, **torch_mem}
             if not math.isfinite(parts["loss_train"]):
                 prep.warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
             last = step == limits.steps
@@ -178,7 +197,16 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         prep.stop_sampler()
     # Masks folded in; the student's weights saved through the one save path (HF layouts too).
     saved = prep.finish(steps_done)["checkpoint"]
-    return summarize(locals())
+    parts = segments.split(step_records, toggles, limits.warmup_steps)
+    window = None
+    if len(parts) > 1:  # the headline is the configuration the run ended in, not an average
+        last_segment = segments.last_timed(parts, step_records)
+        step_times = [r["step_time_s"] for r in last_segment]
+        step_rates = [r["tokens"] / r["step_time_s"] for r in last_segment]
+        window = segments.headline_window(parts)
+    summary = summarize(locals())
+    summary["segments"] = parts
+    return summary
 
 
 def summarize(v: dict) -> dict:
@@ -188,7 +216,7 @@ def summarize(v: dict) -> dict:
     def mean(key: str) -> float | None:
         return sum(h[key] for h in last) / len(last) if last else None
 
-    window = f"{len(v['step_times'])} steps after {config.limits.warmup_steps} warmup"
+    window = v["window"] or f"{len(v['step_times'])} steps after {config.limits.warmup_steps} warmup"
     figures = {
         "loss_val_first": figure(evals[0][1], "nats/token", "student before the first step"),
         "loss_val_final": figure(evals[-1][1], "nats/token", f"student at step {evals[-1][0]}"),

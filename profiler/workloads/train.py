@@ -131,8 +131,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         seq_len=train_cfg.seq_len,
         micro_batches=state.micro_batches,
         effective_batch=state.micro_batches * train_cfg.batch_size * dist.world_size,
-        tokens_per_step=(state.micro_batches * train_cfg.batch_size * train_cfg.seq_len
-                         * dist.world_size),
+        tokens_per_step=tokens_per_step(state),
         warmup_steps=limits.warmup_steps,
         steps=limits.steps,
         theory={"flops_per_token": flops_token,
@@ -313,6 +312,13 @@ def replica_spread(state: runtime.TrainState, dist: DistContext) -> float | None
     return spread
 
 
+def tokens_per_step(state: runtime.TrainState) -> int:
+    """Tokens one optimizer step of the job reads: micro-batches x batch x sequence x ranks
+    (it changes when accumulation is switched mid-run)."""
+    train = state.config.train
+    return state.micro_batches * train.batch_size * train.seq_len * state.dist.world_size
+
+
 def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit,
                    capture: ProfileCapture | None = None) -> int:
     """A command that arrived mid-run; it applies from this step on. Returns 1 if it changed."""
@@ -324,11 +330,8 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
             emit({"type": "event", "kind": "refused", "step": step, "technique": name,
                   "params": params, "message": str(exc)})
             return 0
-        config = state.config
-        tokens_per_step = (state.micro_batches * config.train.batch_size * config.train.seq_len
-                           * state.dist.world_size)
         emit({"type": "event", "kind": "toggle", "step": step, "technique": name,
-              "params": params, "message": report, "tokens_per_step": tokens_per_step})
+              "params": params, "message": report, "tokens_per_step": tokens_per_step(state)})
         return 1
     if command["type"] == "profile" and capture is not None:
         why = capture.request(command["steps"], step)
@@ -337,7 +340,7 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
               f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with torch.profiler"})
         return 0
     emit({"type": "event", "kind": "refused", "step": step,
-          "message": f"{command['type']!r} is not available during a train run in this version"})
+          "message": f"{command['type']!r} is not available during a {state.config.workload} run in this version"})
     return 0
 
 
