@@ -158,3 +158,36 @@ def describe_ratio(result: dict) -> str:
         return f"{text} ({result['verdict']})"
     return (f"{text} ({significant_digits(result['ci_low'])}-"
             f"{significant_digits(result['ci_high'])}): {result['verdict']}")
+
+
+def ratio_text(row: dict | None) -> str | None:
+    """"1.53x (1.41-1.66)" or "no significant difference (1.02x, 0.97-1.06)"; None without a
+    ratio."""
+    if not row or row.get("ratio") is None:
+        return None
+    interval = row.get("vs_baseline") or {}
+    low, high = interval.get("ci_low"), interval.get("ci_high")
+    value = f"{significant_digits(row['ratio'])}x"
+    if low is None or high is None:
+        return f"{value} (no interval: too few timed runs)"
+    span = f"{significant_digits(low)}-{significant_digits(high)}"
+    if not interval.get("significant"):
+        return f"no significant difference ({value}, 95 % interval {span})"
+    return f"{value} (95 % interval {span})"
+
+
+def ratio_cell(row: dict | None) -> str:
+    """A ratio for a table cell: "1.53x (1.41-1.66)" with its 95 % interval where the row was
+    timed often enough for one, "1.02x (0.97-1.06), within noise" when the interval contains 1,
+    the bare ratio for a row that is not a timing (bytes), "n/a" without one."""
+    if not row or row.get("ratio") is None:
+        return "n/a"
+    value = f"{significant_digits(row['ratio'])}x"
+    interval = row.get("vs_baseline")
+    if not isinstance(interval, dict):
+        return value
+    low, high = interval.get("ci_low"), interval.get("ci_high")
+    if low is None or high is None:
+        return f"{value} (no interval: too few timed runs)"
+    span = f"({significant_digits(low)}-{significant_digits(high)})"
+    return f"{value} {span}" if interval.get("significant") else f"{value} {span}, within noise"

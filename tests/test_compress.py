@@ -314,6 +314,12 @@ def test_a_technique_that_changes_nothing_shows_no_significant_difference(tmp_pa
     assert figures["kl_to_baseline"]["value"] == 0.0 and figures["kl_p99"]["value"] == 0.0
     assert figures["top1_agreement"]["value"] == 1.0
     assert rows["perplexity"]["baseline"] == rows["perplexity"]["compressed"]
+    # The report's table says so too, with the interval; a size row keeps its bare ratio.
+    from profiler.report.recommend import compression_cells
+
+    cell = compression_cells("decode_tokens_per_s", rows["decode_tokens_per_s"])[3]
+    assert cell.startswith("1.00x (") and cell.endswith("), within noise")
+    assert compression_cells("model_bytes", rows["model_bytes"])[3] == "1.00x"
 
 
 def test_a_planted_slowdown_is_reported_with_its_interval(tmp_path, monkeypatch):
@@ -322,6 +328,10 @@ def test_a_planted_slowdown_is_reported_with_its_interval(tmp_path, monkeypatch)
     decode = rows["decode_tokens_per_s"]["vs_baseline"]
     assert decode["ratio"] == pytest.approx(0.5) and decode["significant"]
     assert decode["ci_high"] < 1
+    from profiler.report.recommend import compression_cells
+
+    cell = compression_cells("decode_tokens_per_s", rows["decode_tokens_per_s"])[3]
+    assert cell.startswith("0.500x (") and "within noise" not in cell
     sentence = summary["quality_loss"]
     assert "decoding runs at 0.500x (95 % interval" in sentence
     assert "prefill takes 2.00x (95 % interval" in sentence

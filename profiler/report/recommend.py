@@ -11,7 +11,7 @@ import math
 
 from profiler.metrics import format_figure, format_value, metric
 from profiler.report.load import RunData
-from profiler.stats import percentile
+from profiler.stats import percentile, ratio_cell
 
 STALL_RATIO = 3.0            # p99 / p50 step time above this: stalls
 OPTIMIZER_TO_WEIGHTS = 1.5   # optimizer state / weight bytes above this: a heavy optimizer
@@ -142,7 +142,7 @@ def compression_cells(key: str, row: dict) -> tuple[str, str, str, str]:
     """One comparison row as text: measure, original, compressed, compressed / original."""
     return (metric(key).label, format_figure(key, row.get("baseline"), str(row.get("unit", ""))),
             format_figure(key, row.get("compressed"), str(row.get("unit", ""))),
-            format_value(row.get("ratio"), "x"))
+            ratio_cell(row))
 
 
 def compression_cost(run: RunData) -> dict | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler import sizes
-from profiler.stats import figure, ratio_interval, significant_digits
+from profiler.stats import figure, ratio_interval, ratio_text
 from profiler.workloads.generation import scoring_how
 from profiler.workloads.setup import Prepared
 from techniques import registry
@@ -137,22 +137,6 @@ def ratio_figure(row: dict, how: str) -> dict:
                       "interval")
         fig["vs_baseline"] = interval
     return fig
-
-
-def ratio_text(row: dict | None) -> str | None:
-    """"1.53x (1.41-1.66)" or "no significant difference (1.02x, 0.97-1.06)"; None without a
-    ratio."""
-    if not row or row.get("ratio") is None:
-        return None
-    interval = row.get("vs_baseline") or {}
-    low, high = interval.get("ci_low"), interval.get("ci_high")
-    value = f"{significant_digits(row['ratio'])}x"
-    if low is None or high is None:
-        return f"{value} (no interval: too few timed runs)"
-    span = f"{significant_digits(low)}-{significant_digits(high)}"
-    if not interval.get("significant"):
-        return f"no significant difference ({value}, 95 % interval {span})"
-    return f"{value} (95 % interval {span})"
 
 
 GENERATION_MEASURES = (
