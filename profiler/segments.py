@@ -199,6 +199,19 @@ def last_timed(segments: list[dict], records: list[dict]) -> list[dict]:
             and r["step_time_s"]]
 
 
+def headline(segments: list[dict], records: list[dict]) -> dict | None:
+    """What a run's headline speed figures are taken from when it changed techniques mid-run:
+    the last segment's timed steps (step_times, step_rates in tokens/s, tokens) and how that was
+    taken in words (window); None for a run of one configuration (its measured steps are the
+    headline's)."""
+    if len(segments) < 2:
+        return None
+    last = last_timed(segments, records)
+    return {"step_times": [r["step_time_s"] for r in last],
+            "step_rates": [r["tokens"] / r["step_time_s"] for r in last],
+            "tokens": sum(r["tokens"] for r in last), "window": headline_window(segments)}
+
+
 def headline_window(segments: list[dict]) -> str:
     """How the headline of a run with several segments was taken, in words."""
     last = segments[-1]

@@ -199,11 +199,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     saved = prep.finish(steps_done)["checkpoint"]
     parts = segments.split(step_records, toggles, limits.warmup_steps)
     window = None
-    if len(parts) > 1:  # the headline is the configuration the run ended in, not an average
-        last_segment = segments.last_timed(parts, step_records)
-        step_times = [r["step_time_s"] for r in last_segment]
-        step_rates = [r["tokens"] / r["step_time_s"] for r in last_segment]
-        window = segments.headline_window(parts)
+    ended_in = segments.headline(parts, step_records)  # never an average of configurations
+    if ended_in:
+        step_times, step_rates, window = (ended_in["step_times"], ended_in["step_rates"],
+                                          ended_in["window"])
     summary = summarize(locals())
     summary["segments"] = parts
     return summary
