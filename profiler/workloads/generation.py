@@ -202,11 +202,7 @@ def latency_figures(runs: list[dict], window: str = "") -> dict:
         ("decode_latency_s", "one decode step (one token per sequence, KV cache), all steps",
          steps),
     ):
-        stem = key[:-2]
-        out[f"{stem}_p50_s"] = timed_figure(values, "s", f"median of {label} {window}")
-        for q in (90, 99):
-            out[f"{stem}_p{q}_s"] = figure(
-                percentile(values, q), "s", f"{q}th percentile of {label} {window}")
+        out.update(percentile_figures(key[:-2], values, label, window))
     samples = per_run_samples(runs, GENERATION_SAMPLES)
     out["decode_tokens_per_s"] = timed_figure(
         samples["decode_tokens_per_s"], "tokens/s",
@@ -217,15 +213,20 @@ def latency_figures(runs: list[dict], window: str = "") -> dict:
     return out
 
 
+def percentile_figures(stem: str, values: list[float], label: str, window: str) -> dict:
+    """STEM_p50_s as a timed figure (with its distribution), STEM_p90_s / STEM_p99_s beside it."""
+    out = {f"{stem}_p50_s": timed_figure(values, "s", f"median of {label} {window}")}
+    for q in (90, 99):
+        out[f"{stem}_p{q}_s"] = figure(percentile(values, q), "s",
+                                       f"{q}th percentile of {label} {window}")
+    return out
+
+
 def encode_figures(runs: list[dict], window: str) -> dict:
     """One encoder pass: p50 as a timed figure, p90 / p99 beside it; tokens / sequences per
     second as the median over passes with their distribution."""
-    values = [r["encode_latency_s"] for r in runs]
-    out = {"encode_latency_p50_s": timed_figure(values, "s",
-                                                f"median of one forward pass {window}")}
-    for q in (90, 99):
-        out[f"encode_latency_p{q}_s"] = figure(percentile(values, q), "s",
-                                               f"{q}th percentile of one forward pass {window}")
+    out = percentile_figures("encode_latency", [r["encode_latency_s"] for r in runs],
+                             "one forward pass", window)
     samples = per_run_samples(runs, ENCODER_SAMPLES)
     out["encode_tokens_per_s"] = timed_figure(
         samples["encode_tokens_per_s"], "tokens/s",
