@@ -562,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_arguments(p)
     p.set_defaults(func=doctor.run)
 
+    from profiler import roofline_cmd
+
+    p = sub.add_parser("roofline", help="measure this machine's matmul peaks and memory "
+                                        "bandwidth (cached), the peaks of MFU on a CPU")
+    roofline_cmd.add_arguments(p)
+    p.set_defaults(func=roofline_cmd.run)
+
     p = sub.add_parser("worker", help="speak the worker protocol on stdin/stdout (used by the app, "
                                       "torchrun and ssh)")
     p.set_defaults(func=cmd_worker)

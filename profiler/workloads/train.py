@@ -20,6 +20,7 @@ from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported, out_of_memory
+from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
@@ -459,14 +460,22 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     # A technique whose matmuls run at another peak (fp8) makes MFU against this peak misleading.
     other_peak = [registry.get(name).label for name in state.active
                   if registry.get(name).extra.get("mfu") == "n/a"]
-    if other_peak:
-        mfu_value, mfu_how = None, (f"n/a: {', '.join(other_peak)} runs matmuls at a peak other "
-                                    f"than the {dtype} one")
-    if mfu_value is not None and state.dist.enabled:
-        # tokens_per_s is the job's; the peak is one device's.
-        mfu_value /= state.dist.world_size
-        mfu_how += f", divided by {state.dist.world_size} devices"
-    figures["mfu"] = figure(mfu_value, "fraction", mfu_how)
+    # The measured roofline is read from its cache here, after the step loop: never measured
+    # during a run (`effiscope roofline` measures it), so no timed step pays for it.
+    measured_value, measured_how, measured_peak = mfu_vs_measured(
+        tokens_per_s, v["flops_token"], str(device), dtype)
+    for key, (value, how) in (("mfu", (mfu_value, mfu_how)),
+                              ("mfu_measured", (measured_value, measured_how))):
+        if other_peak:
+            value, how = None, (f"n/a: {', '.join(other_peak)} runs matmuls at a peak other "
+                                f"than the {dtype} one")
+        if value is not None and state.dist.enabled:
+            # tokens_per_s is the job's; the peak is one device's.
+            value /= state.dist.world_size
+            how += f", divided by {state.dist.world_size} devices"
+        figures[key] = figure(value, "fraction", how)
+    figures["measured_peak_flops"] = measured_peak or figure(
+        None, "FLOP/s", f"n/a: no measured {dtype} peak for this machine ({NA_HINT})")
     return {
         "workload": "train",
         "predicted_memory": predicted,
