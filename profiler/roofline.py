@@ -134,6 +134,10 @@ def _copy_rates(kind: str, device: str, nbytes: int, repeats: int, warmup: int) 
     return [moved / t for t in times if t > 0]
 
 
+def _warmups(count: int) -> str:
+    return f"{count} warmup{'' if count == 1 else 's'}"
+
+
 def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: int = REPEATS,
             warmup: int = WARMUP, copy_bytes: int | None = None,
             dtypes: tuple[str, ...] | None = None) -> dict:
@@ -167,14 +171,14 @@ def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: 
         tf32 = {"tf32": ", TF32 allowed", "fp32": ", TF32 off"}.get(dtype, "") \
             if kind == "cuda" else ""
         best["how"] = (f"median of {repeats} timed {best_n}x{best_n} {dtype} matmuls{per} after "
-                       f"{warmup} warmups{tf32}, {where}"
+                       f"{_warmups(warmup)}{tf32}, {where}"
                        + (f"; best of sizes {', '.join(map(str, sizes))}" if len(sizes) > 1 else "")
                        + ("; synchronised around each repeat" if kind == "cuda" else ""))
         best["size"] = best_n
         matmul[dtype] = best
     rates = _copy_rates(kind, device, copy_bytes, repeats, warmup)
     bandwidth = timed_figure(rates, "B/s", f"median of {repeats} timed copies of a "
-                             f"{copy_bytes / 2**20:g} MiB fp32 tensor after {warmup} warmups "
+                             f"{copy_bytes / 2**20:g} MiB fp32 tensor after {_warmups(warmup)} "
                              f"(bytes read + written / time), {where}")
     return {"schema": SCHEMA, "fingerprint": fp,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -228,11 +232,11 @@ def validate(result: Any) -> str | None:
 
 def _read_entries() -> tuple[dict, str | None]:
     """The cache's entries by fingerprint key, and a sentence when the file was damaged."""
-    from profiler.store import DamagedFile, _read_object
+    from profiler.store import DamagedFile, read_object
 
     path = cache_path()
     try:
-        data = _read_object(path)
+        data = read_object(path)
     except DamagedFile as exc:
         return {}, f"the roofline cache {path} is damaged ({exc}): measuring again"
     if data is None:
@@ -270,7 +274,7 @@ def load(device: str = "cpu") -> tuple[dict | None, str]:
 
 def save(result: dict) -> None:
     """Add result to the cache (keeping other machines' valid entries); StoreError on failure."""
-    from profiler.store import _atomic_write
+    from profiler.store import atomic_write
 
     problem = validate(result)
     if problem:
@@ -279,7 +283,7 @@ def save(result: dict) -> None:
     entries[fingerprint_key(result["fingerprint"])] = result
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps({"schema": SCHEMA, "machines": entries}, indent=2))
+    atomic_write(path, json.dumps({"schema": SCHEMA, "machines": entries}, indent=2))
 
 
 def get(device: str = "cpu", remeasure: bool = False, say: Callable[[str], None] | None = None,

@@ -41,9 +41,9 @@ def datasheet(result: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from profiler import roofline
-    from profiler.cli import safe
     from profiler.metrics import format_summary_figure, format_value
     from profiler.store import StoreError
+    from profiler.terminal import safe
 
     def say(text: str) -> None:
         print(f"effiscope: {safe(text)}", file=sys.stderr)
