@@ -186,8 +186,14 @@ _CATALOGUE = (
        "torch.cuda.max_memory_allocated."),
     _m("peak_gpu_memory_used_bytes", "Peak GPU memory (NVML)", "bytes", "memory", LOWER,
        "Highest NVML device memory seen."),
+    _m("saved_for_backward_bytes", "Saved for backward", "bytes", "memory", LOWER,
+       "Bytes autograd saves for backward in one micro-batch's forward (saved-tensor hooks on an "
+       "untimed probe after warmup; parameters not counted): what activation checkpointing "
+       "acts on."),
+    _m("gradient_bytes", "Gradients", "bytes", "memory", LOWER,
+       "Bytes of the parameters' gradients after a backward (frozen parameters hold none)."),
     _m("optimizer_state_bytes", "Optimizer state", "bytes", "memory", LOWER,
-       "Bytes of the optimizer's state tensors after the last step."),
+       "Bytes of the optimizer's state tensors after the last step (0 without state)."),
     _m("compile_time_s", "Compile time", "s", "time", LOWER,
        "First step's time minus the median step."),
     _m("train_time_s", "Training time", "s", "time", LOWER,

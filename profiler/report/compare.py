@@ -13,8 +13,11 @@ from typing import Any
 from profiler.metrics import metric
 from profiler.report.load import RunData
 
-DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s", "peak_torch_allocated_bytes",
-              "peak_gpu_memory_used_bytes", "peak_rss_bytes", "loss_train_final",
+DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
+              # memory: the parts a technique acts on first, then the process-wide peaks
+              "saved_for_backward_bytes", "gradient_bytes", "optimizer_state_bytes",
+              "peak_torch_allocated_bytes", "peak_gpu_memory_used_bytes", "peak_rss_bytes",
+              "loss_train_final",
               "loss_val_final", "perplexity", "mfu", "mfu_measured",
               # inference and compression runs
               "ttft_p50_s", "decode_latency_p50_s", "decode_tokens_per_s", "model_bytes")

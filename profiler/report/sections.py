@@ -193,6 +193,9 @@ def theory_html(run: RunData) -> str:
     pred = _prediction(run)
     on_cuda = run.device.startswith("cuda")
     measured = {"optimizer_states": ("optimizer_state_bytes", "optimizer state tensors"),
+                "gradients": ("gradient_bytes", "gradient tensors after a backward"),
+                "activations": ("saved_for_backward_bytes", "saved-tensor hooks on an untimed "
+                                "probe of one micro-batch"),
                 "total": ("peak_torch_allocated_bytes", "peak torch allocated") if on_cuda else
                 ("peak_rss_growth_bytes", "RSS added by training (approximate on CPU)")}
     parts = [p for p in PREDICTION_ORDER if p in pred] + [p for p in pred if p not in

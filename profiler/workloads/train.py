@@ -20,6 +20,7 @@ from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported, out_of_memory
+from profiler.memory_probe import probe_step
 from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
 from profiler.theory import flops_per_token, mfu, predict_for_config
@@ -69,15 +70,62 @@ def accumulated_step(state: runtime.TrainState, batches: Any, step: int,
     return totals / micro, grad_norm, tokens
 
 
-def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
-    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+def lm_loss_of(state: runtime.TrainState) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The language-modelling loss of one micro-batch, as accumulated_step's loss_of."""
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with state.step_context():
             _, loss = state.forward_model(x, y)
         return loss.reshape(1)
 
-    parts, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    return loss_of
+
+
+def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+    parts, grad_norm, tokens = accumulated_step(state, batches, step, lm_loss_of(state))
     return parts[0].item(), grad_norm, tokens
+
+
+class MemoryProbes:
+    """The bytes a step holds, measured on untimed probe forward/backwards (memory_probe): one
+    as the warmup ends and one after each mid-run change that held, each before that step's
+    clock starts, on a micro-batch of the step's shape drawn from its own sampler (the training
+    batches and the random state are left as they were)."""
+
+    def __init__(self, state: runtime.TrainState, batches: Any,
+                 loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.state, self.batches, self.loss_of = state, batches, loss_of
+        self.taken: list[dict] = []
+        self.why_not = "n/a: no step after warmup to probe"
+
+    def take(self, step: int) -> None:
+        if self.state.compiled:
+            self.why_not = ("n/a under torch.compile: the saved-tensor hooks would recompile "
+                            "the model, and the eager model's figure is not the compiled one's")
+            return
+        x, y = self.batches.next()
+        self.taken.append({"step": step, **probe_step(self.state, self.loss_of, x, y)})
+        synchronize(self.state.device)
+
+    def figures(self, optimizer_bytes: int | None) -> dict:
+        last = self.taken[-1] if self.taken else None
+        where = (f"one untimed probe forward/backward of a micro-batch before step "
+                 f"{last['step']} (after warmup{', after the last change' if len(self.taken) > 1 else ''}; "
+                 "not a timed step)") if last else self.why_not
+        return {
+            "saved_for_backward_bytes": figure(
+                last and last["saved_for_backward_bytes"], "bytes",
+                f"bytes autograd saves for backward in one micro-batch's forward, as "
+                f"saved_tensors_hooks see them (each storage once, parameters not counted): "
+                f"{where}" if last else where),
+            "gradient_bytes": figure(
+                last and last["gradient_bytes"], "bytes",
+                f"bytes of the parameters' gradients after the backward: {where}" if last
+                else where),
+            "optimizer_state_bytes": figure(
+                optimizer_bytes, "bytes", "bytes of the optimizer's state tensors after the last "
+                "step (0 for an optimizer without state, e.g. SGD without momentum)"),
+        }
 
 
 def brief_training(state: runtime.TrainState, batches: Any, steps: int,
@@ -126,6 +174,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     n_params = model.parameter_count()
     flops_token = flops_per_token(model.shape, train_cfg.seq_len)
     sampler = prep.sampler
+    # The probes draw micro-batches of the step's shape from their own sampler.
+    probes = MemoryProbes(state, prep.batches(train_cfg.batch_size, train_cfg.seq_len, 2,
+                                              sharded=True), lm_loss_of(state))
     prep.started(
         "train",
         batch_size=train_cfg.batch_size,
@@ -182,14 +233,18 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             out_of_time = bool(limits.time_s) and (
                 time.perf_counter() - run_started - eval_time >= limits.time_s)
             commands, stop, out_of_time = job_commands(control, dist, out_of_time)
+            changed = 0
             for command in commands:
-                changes += handle_command(command, state, step, note_toggle, capture)
+                changed += handle_command(command, state, step, note_toggle, capture)
+            changes += changed
             if stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
             if out_of_time:
                 stop_reason = "time limit reached"
                 break
+            if step == limits.warmup_steps + 1 or (changed and step > limits.warmup_steps):
+                probes.take(step)  # before the clock (and the energy counter) of this step
             if step == limits.warmup_steps + 1:
                 energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
@@ -280,7 +335,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         rss_before_steps=rss_before_steps, rank_history=rank_history,
         energy=(energy_start, energy_end), power_readings=power_readings,
         replica_spread=replica_spread(state, dist),
-        flops_token=flops_token, window=window))
+        flops_token=flops_token, window=window, probes=probes))
     summary["checkpoint"] = saved
     summary["segments"] = parts
     return summary
@@ -411,8 +466,7 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                              "torch.cuda.max_memory_allocated (n/a on CPU)"),
         "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
                                              "highest NVML device memory seen (n/a without a GPU)"),
-        "optimizer_state_bytes": figure(state_bytes(state.optimizer) if v["steps_done"] else None,
-                                        "bytes", "bytes of the optimizer's state tensors after the last step"),
+        **v["probes"].figures(state_bytes(state.optimizer) if v["steps_done"] else None),
         "compile_time_s": figure(compile_time, "s", "first step's time minus the median step "
                                  "(n/a without torch.compile)"),
         "flops_per_token": figure(v["flops_token"], "FLOP", "6N + 12·L·H·Q·T (training)"),

@@ -1,0 +1,102 @@
+"""Memory figures that show what a technique changes: the bytes autograd saves for backward, the
+gradients and the optimizer state, measured from the tensors on an untimed probe."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiler.config import validate
+from profiler.metrics import metric
+from profiler.report.compare import DELTA_KEYS, deltas
+from profiler.report.load import RunData
+from profiler.workloads import train
+from tests.helpers import nano_config
+
+
+class _Control:
+    should_stop = False
+    dist = None
+
+    def poll(self) -> list:
+        return []
+
+
+def run_train(techniques: dict | None = None, steps: int = 4) -> tuple[dict, list[dict]]:
+    config = nano_config(steps=steps, eval_interval=0, batch_size=2, seq_len=32)
+    config.limits.warmup_steps = 1
+    config.data.max_train_bytes = 40_000
+    config.techniques = techniques or {}
+    validate(config)
+    messages: list[dict] = []
+    return train.run(config, messages.append, _Control()), messages
+
+
+def losses(messages: list[dict]) -> list[float]:
+    return [m["metrics"]["loss_train"] for m in messages
+            if m["type"] == "sample" and "loss_train" in m.get("metrics", {})]
+
+
+@pytest.fixture(scope="module")
+def plain_and_checkpointed():
+    return run_train(), run_train({"activation_checkpointing": {"every": 1}})
+
+
+def _run_data(run_id: str, summary: dict) -> RunData:
+    return RunData(run_id=run_id, name=run_id, meta={}, config={}, config_text="",
+                   summary=summary, hello=None, started=None, series={}, samples=0, points=0,
+                   events=[], errors=[], profiles=[], done=None, load_warnings=[], path="")
+
+
+def test_checkpointing_cuts_the_saved_bytes_and_leaves_gradients_and_optimizer_state(
+        plain_and_checkpointed):
+    (plain, plain_msgs), (ckpt, ckpt_msgs) = plain_and_checkpointed
+    p, c = plain["figures"], ckpt["figures"]
+    assert p["saved_for_backward_bytes"]["unit"] == "bytes"
+    assert "saved_tensors_hooks" in p["saved_for_backward_bytes"]["how"]
+    assert "untimed probe" in p["saved_for_backward_bytes"]["how"] and "before step 2" in \
+        p["saved_for_backward_bytes"]["how"]
+    assert p["saved_for_backward_bytes"]["value"] > 0
+    assert c["saved_for_backward_bytes"]["value"] < 0.5 * p["saved_for_backward_bytes"]["value"]
+    assert p["gradient_bytes"]["value"] == c["gradient_bytes"]["value"] > 0
+    assert p["optimizer_state_bytes"]["value"] == c["optimizer_state_bytes"]["value"] > 0
+    # Checkpointing recomputes exactly: the same training with and without it.
+    assert losses(ckpt_msgs) == pytest.approx(losses(plain_msgs), rel=1e-5)
+
+
+def test_the_comparison_leads_with_the_saved_bytes(plain_and_checkpointed):
+    (plain, _), (ckpt, _) = plain_and_checkpointed
+    assert DELTA_KEYS.index("saved_for_backward_bytes") < DELTA_KEYS.index("peak_rss_bytes")
+    assert DELTA_KEYS.index("saved_for_backward_bytes") < DELTA_KEYS.index(
+        "peak_torch_allocated_bytes")
+    rows = {row["key"]: row for row in deltas([_run_data("ckpt", ckpt)],
+                                              _run_data("plain", plain))}
+    saved = rows["saved_for_backward_bytes"]
+    assert saved["better"] == metric("saved_for_backward_bytes").better == "lower"
+    assert saved["cells"][0]["change_pct"] < -50
+    assert rows["gradient_bytes"]["cells"][0]["change_pct"] == 0
+    assert rows["optimizer_state_bytes"]["cells"][0]["change_pct"] == 0
+
+
+def test_the_probe_is_no_step_and_changes_no_training(monkeypatch, plain_and_checkpointed):
+    (plain, plain_msgs), _ = plain_and_checkpointed
+    # Not a step: 4 steps of 2 x 32 tokens were seen and 3 measured (1 warmup).
+    assert plain["figures"]["tokens_seen"]["value"] == 4 * 2 * 32
+    assert plain["figures"]["tokens_per_s"]["distribution"]["n"] == 3
+    # A run without the probe trains the same model on the same batches, bit for bit.
+    monkeypatch.setattr(train.MemoryProbes, "take", lambda self, step: None)
+    unprobed, unprobed_msgs = run_train()
+    assert losses(unprobed_msgs) == losses(plain_msgs)
+    assert unprobed["figures"]["saved_for_backward_bytes"]["value"] is None
+    assert "n/a" in unprobed["figures"]["saved_for_backward_bytes"]["how"]
+
+
+@pytest.mark.parametrize(("optimizer", "states_per_param"),
+                         [({"algorithm": "sgd", "momentum": 0.0}, 0),
+                          ({"algorithm": "sgd", "momentum": 0.9}, 1),
+                          ({"algorithm": "adamw"}, 2)])
+def test_optimizer_state_bytes_follow_the_algorithm(optimizer, states_per_param):
+    summary, _ = run_train({"optimizer": optimizer}, steps=2)
+    figures = summary["figures"]
+    param_bytes = figures["gradient_bytes"]["value"]  # every parameter trains, in fp32
+    assert param_bytes == 4 * summary["parameters"]
+    assert figures["optimizer_state_bytes"]["value"] == states_per_param * param_bytes
