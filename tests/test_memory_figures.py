@@ -100,3 +100,56 @@ def test_optimizer_state_bytes_follow_the_algorithm(optimizer, states_per_param)
     param_bytes = figures["gradient_bytes"]["value"]  # every parameter trains, in fp32
     assert param_bytes == 4 * summary["parameters"]
     assert figures["optimizer_state_bytes"]["value"] == states_per_param * param_bytes
+
+
+def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
+    from profiler import weights
+    from profiler.models.gpt import GPT
+    from profiler.workloads import distill
+    from tests.test_distill import STUDENT, TEACHER, _config
+
+    weights.save_model(GPT(TEACHER), tmp_path / "teacher.safetensors", "tiny-teacher")
+    weights.save_model(GPT(STUDENT), tmp_path / "student.safetensors", "tiny-student")
+    config = _config(tmp_path, 0.5, 3)
+    config.train.batch_size, config.train.seq_len, config.train.eval_batches = 2, 16, 1
+    summary = distill.run(config, lambda message: None, _Control())
+    figures = summary["figures"]
+    student_bytes = 4 * STUDENT.parameter_count()
+    # The teacher runs without gradients: only the student's parameters have any.
+    assert figures["gradient_bytes"]["value"] == student_bytes
+    assert figures["optimizer_state_bytes"]["value"] == 2 * student_bytes  # AdamW
+    assert figures["saved_for_backward_bytes"]["value"] > 0
+    assert "before step 2" in figures["saved_for_backward_bytes"]["how"]
+
+
+class _CheckpointFrom:
+    """A front end that switches activation checkpointing on before step `step`."""
+
+    should_stop = False
+    dist = None
+
+    def __init__(self, step: int):
+        self.step, self.calls = step, 0
+
+    def poll(self) -> list:
+        self.calls += 1
+        if self.calls == self.step:
+            return [{"type": "set", "technique": "activation_checkpointing",
+                     "params": {"every": 1}}]
+        return []
+
+
+def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
+    (plain, _), (ckpt, _) = plain_and_checkpointed
+    config = nano_config(steps=5, eval_interval=0, batch_size=2, seq_len=32)
+    config.limits.warmup_steps = 1
+    config.data.max_train_bytes = 40_000
+    validate(config)
+    messages: list[dict] = []
+    summary = train.run(config, messages.append, _CheckpointFrom(4))
+    assert any(m["type"] == "event" and m["kind"] == "toggle" for m in messages)
+    saved = summary["figures"]["saved_for_backward_bytes"]
+    # The figure is the configuration the run ended in (as its headline), probed before step 4.
+    assert saved["value"] == ckpt["figures"]["saved_for_backward_bytes"]["value"]
+    assert saved["value"] < plain["figures"]["saved_for_backward_bytes"]["value"]
+    assert "before step 4" in saved["how"] and "after the last change" in saved["how"]
