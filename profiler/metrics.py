@@ -56,11 +56,14 @@ class Metric:
     """The chart (CHARTS) a sample of this key is drawn on; None: tables only."""
     sparse: bool = False
     """Read every N steps (validation): drawn as dots, not a line."""
+    exact: bool = False
+    """Counted from the tensors, not timed: the same configuration gives the same number, so a
+    difference between two runs is real, never noise (profiler.significance)."""
 
 
 def _m(key: str, label: str, unit: str, group: str, better: str | None, description: str,
-       chart: str | None = None, sparse: bool = False) -> Metric:
-    return Metric(key, label, unit, group, better, description, chart, sparse)
+       chart: str | None = None, sparse: bool = False, exact: bool = False) -> Metric:
+    return Metric(key, label, unit, group, better, description, chart, sparse, exact)
 
 
 ONE = DIMENSIONLESS
@@ -189,11 +192,11 @@ _CATALOGUE = (
     _m("saved_for_backward_bytes", "Saved for backward", "bytes", "memory", LOWER,
        "Bytes autograd saves for backward in one micro-batch's forward (saved-tensor hooks on an "
        "untimed probe after warmup; parameters not counted): what activation checkpointing "
-       "acts on."),
+       "acts on.", exact=True),
     _m("gradient_bytes", "Gradients", "bytes", "memory", LOWER,
-       "Bytes of the parameters' gradients after a backward (frozen parameters hold none)."),
+       "Bytes of the parameters' gradients after a backward (frozen parameters hold none).", exact=True),
     _m("optimizer_state_bytes", "Optimizer state", "bytes", "memory", LOWER,
-       "Bytes of the optimizer's state tensors after the last step (0 without state)."),
+       "Bytes of the optimizer's state tensors after the last step (0 without state).", exact=True),
     _m("compile_time_s", "Compile time", "s", "time", LOWER,
        "First step's time minus the median step."),
     _m("train_time_s", "Training time", "s", "time", LOWER,

@@ -153,3 +153,19 @@ def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     assert saved["value"] == ckpt["figures"]["saved_for_backward_bytes"]["value"]
     assert saved["value"] < plain["figures"]["saved_for_backward_bytes"]["value"]
     assert "before step 4" in saved["how"] and "after the last change" in saved["how"]
+
+
+def test_a_counted_figure_is_judged_without_noise():
+    from profiler.significance import judge
+
+    def summary(saved: int, rss: int) -> dict:
+        return {"figures": {"saved_for_backward_bytes": {"value": saved, "unit": "bytes"},
+                            "peak_rss_bytes": {"value": rss, "unit": "bytes"}}}
+
+    base, ckpt = summary(1000, 5000), summary(120, 5100)
+    lower = judge("saved_for_backward_bytes", "lower", base, ckpt)
+    assert lower["verdict"] == "better" and lower["delta_pct"] == pytest.approx(-88.0)
+    assert judge("saved_for_backward_bytes", "lower", ckpt, base)["verdict"] == "worse"
+    assert judge("saved_for_backward_bytes", "lower", base, base)["verdict"] == "equal"
+    assert judge("peak_rss_bytes", "lower", base, ckpt)["verdict"] == "no spread"  # not counted
+    assert metric("saved_for_backward_bytes").exact and not metric("peak_rss_bytes").exact
