@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from profiler.metrics import format_change, format_value, metric
-from profiler.report.compare import DELTA_ROWS, change_pct, flatten
+from profiler.report.compare import DELTA_ROWS, change_pct, delta_rows, flatten
 from profiler.significance import SAMPLE_KEYS, TOOLTIPS, compare_samples, describe, run_samples
 from profiler.significance import judge as judge_figures
 from profiler.store import RunStore, StoreError
@@ -241,7 +241,7 @@ class CompareView(QWidget):
         for run_id in others:
             headers += [wrapped(self.names[run_id]), "Δ %"]
         rows = []
-        for key, label, unit, better in DELTA_ROWS:
+        for key, label, unit, better in delta_rows([self.summaries[r] for r in [base_id, *others]]):
             values = [summary_value(self.summaries[r], key) for r in [base_id, *others]]
             if all(v is None for v in values):
                 continue

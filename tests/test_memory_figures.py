@@ -68,8 +68,11 @@ def test_the_comparison_leads_with_the_saved_bytes(plain_and_checkpointed):
     assert DELTA_KEYS.index("saved_for_backward_bytes") < DELTA_KEYS.index("peak_rss_bytes")
     assert DELTA_KEYS.index("saved_for_backward_bytes") < DELTA_KEYS.index(
         "peak_torch_allocated_bytes")
-    rows = {row["key"]: row for row in deltas([_run_data("ckpt", ckpt)],
-                                              _run_data("plain", plain))}
+    ordered = deltas([_run_data("ckpt", ckpt)], _run_data("plain", plain))
+    assert ordered[0]["key"] == "saved_for_backward_bytes"  # the figure checkpointing acts on
+    assert [r["key"] for r in deltas([_run_data("again", plain)], _run_data("plain", plain))
+            ][0] == "tokens_per_s"  # no technique differs: the usual order
+    rows = {row["key"]: row for row in ordered}
     saved = rows["saved_for_backward_bytes"]
     assert saved["better"] == metric("saved_for_backward_bytes").better == "lower"
     assert saved["cells"][0]["change_pct"] < -50
@@ -153,6 +156,22 @@ def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     assert saved["value"] == ckpt["figures"]["saved_for_backward_bytes"]["value"]
     assert saved["value"] < plain["figures"]["saved_for_backward_bytes"]["value"]
     assert "before step 4" in saved["how"] and "after the last change" in saved["how"]
+
+
+def test_the_techniques_runs_differ_in_choose_the_leading_rows():
+    from profiler.report.compare import acted_on
+
+    adamw = {"active_techniques": {"optimizer": {"algorithm": "adamw"}}}
+    low_bit = {"active_techniques": {"optimizer": {"algorithm": "adamw"},
+                                     "optimizer_low_bit": {"bits": 8}}}
+    sgd = {"active_techniques": {"optimizer": {"algorithm": "sgd"}}}
+    assert acted_on([adamw, low_bit]) == ["optimizer_state_bytes"]
+    assert acted_on([adamw, sgd]) == ["optimizer_state_bytes"]  # the same technique, other params
+    assert acted_on([adamw, adamw]) == []
+    # A summary from disk that is not what it should be: nothing leads, nothing raises.
+    assert acted_on([{"active_techniques": [1]}, {"techniques": "x"}, {}]) == []
+    assert acted_on([{"techniques": [{"name": "lora", "params": {}}]}, adamw]) == [
+        "gradient_bytes", "optimizer_state_bytes"]
 
 
 def test_a_counted_figure_is_judged_without_noise():
