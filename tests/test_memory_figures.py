@@ -188,3 +188,27 @@ def test_a_counted_figure_is_judged_without_noise():
     assert judge("saved_for_backward_bytes", "lower", base, base)["verdict"] == "equal"
     assert judge("peak_rss_bytes", "lower", base, ckpt)["verdict"] == "no spread"  # not counted
     assert metric("saved_for_backward_bytes").exact and not metric("peak_rss_bytes").exact
+
+
+def test_a_stored_runs_report_shows_the_measured_parts_beside_the_predicted(tmp_path, capsys):
+    from profiler import cli
+    from profiler.metrics import format_value
+    from profiler.report import render
+    from profiler.store import RunStore
+    from tests.faults import tiny_config, write_config
+
+    config = tiny_config(steps=3)
+    config.techniques = {"activation_checkpointing": {"every": 1}}
+    assert cli.main(["run", str(write_config(tmp_path / "run.toml", config))]) == 0
+    out = capsys.readouterr().out
+    assert "saved_for_backward_bytes" in out and "gradient_bytes" in out  # the CLI summary
+    store = RunStore()
+    run_id = store.list_runs()[0]["id"]
+    figures = store.open_run(run_id).summary()["figures"]
+    saved = figures["saved_for_backward_bytes"]["value"]
+    assert saved > 0
+    html = render([run_id], "html", store)
+    assert "Saved for backward" in html and "Gradients" in html
+    # The theory table: measured activations are the probe's saved bytes.
+    assert "saved-tensor hooks on an untimed probe of one micro-batch" in html
+    assert format_value(saved, "bytes") in html
