@@ -53,8 +53,8 @@ def test_checkpointing_cuts_the_saved_bytes_and_leaves_gradients_and_optimizer_s
     p, c = plain["figures"], ckpt["figures"]
     assert p["saved_for_backward_bytes"]["unit"] == "bytes"
     assert "saved_tensors_hooks" in p["saved_for_backward_bytes"]["how"]
-    assert "untimed probe" in p["saved_for_backward_bytes"]["how"] and "before step 2" in \
-        p["saved_for_backward_bytes"]["how"]
+    how = p["saved_for_backward_bytes"]["how"]
+    assert "untimed probe" in how and "after step 1, the last warmup step" in how
     assert p["saved_for_backward_bytes"]["value"] > 0
     assert c["saved_for_backward_bytes"]["value"] < 0.5 * p["saved_for_backward_bytes"]["value"]
     assert p["gradient_bytes"]["value"] == c["gradient_bytes"]["value"] > 0
@@ -122,7 +122,7 @@ def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
     assert figures["gradient_bytes"]["value"] == student_bytes
     assert figures["optimizer_state_bytes"]["value"] == 2 * student_bytes  # AdamW
     assert figures["saved_for_backward_bytes"]["value"] > 0
-    assert "before step 2" in figures["saved_for_backward_bytes"]["how"]
+    assert "after step 1, the last warmup step" in figures["saved_for_backward_bytes"]["how"]
 
 
 class _CheckpointFrom:
@@ -155,7 +155,7 @@ def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     # The figure is the configuration the run ended in (as its headline), probed before step 4.
     assert saved["value"] == ckpt["figures"]["saved_for_backward_bytes"]["value"]
     assert saved["value"] < plain["figures"]["saved_for_backward_bytes"]["value"]
-    assert "before step 4" in saved["how"] and "after the last change" in saved["how"]
+    assert "before step 4" in saved["how"] and "the last change's probe" in saved["how"]
 
 
 def test_the_techniques_runs_differ_in_choose_the_leading_rows():

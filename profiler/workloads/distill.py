@@ -166,8 +166,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
                 stop_reason = "time limit reached"
                 break
-            if step == limits.warmup_steps + 1:
-                probes.take(step)  # untimed: before this step's clock starts
+            if step == 1 and not limits.warmup_steps:
+                probes.take("before step 1")  # untimed: before this step's clock starts
             started = time.perf_counter()
             parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
             step_time = time.perf_counter() - started
@@ -186,6 +186,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
+            if step == limits.warmup_steps:  # untimed, before the measured steps' messages
+                probes.take(f"after step {step}, the last warmup step")
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
     finally:

@@ -88,9 +88,11 @@ def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[floa
 
 class MemoryProbes:
     """The bytes a step holds, measured on untimed probe forward/backwards (memory_probe): one
-    as the warmup ends and one after each mid-run change that held, each before that step's
-    clock starts, on a micro-batch of the step's shape drawn from its own sampler (the training
-    batches and the random state are left as they were)."""
+    between the last warmup step and its sample message (before step 1 without warmup), and
+    one before each mid-run change's first step (the switch step, left out of the segment's
+    timing), never inside a step's clock nor between two measured steps' messages; each on a
+    micro-batch of the step's shape drawn from its own sampler (the training batches and the
+    random state are left as they were)."""
 
     def __init__(self, state: runtime.TrainState, batches: Any,
                  loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -98,20 +100,22 @@ class MemoryProbes:
         self.taken: list[dict] = []
         self.why_not = "n/a: no step after warmup to probe"
 
-    def take(self, step: int) -> None:
+    def take(self, where: str) -> None:
+        """Probe now; `where` says when, for the figures' how ("after step 2, the last warmup
+        step")."""
         if self.state.compiled:
             self.why_not = ("n/a under torch.compile: the saved-tensor hooks would recompile "
                             "the model, and the eager model's figure is not the compiled one's")
             return
         x, y = self.batches.next()
-        self.taken.append({"step": step, **probe_step(self.state, self.loss_of, x, y)})
+        self.taken.append({"where": where, **probe_step(self.state, self.loss_of, x, y)})
         synchronize(self.state.device)
 
     def figures(self, optimizer_bytes: int | None) -> dict:
         last = self.taken[-1] if self.taken else None
-        where = (f"one untimed probe forward/backward of a micro-batch before step "
-                 f"{last['step']} (after warmup{', after the last change' if len(self.taken) > 1 else ''}; "
-                 "not a timed step)") if last else self.why_not
+        changed = ", the last change's probe" if len(self.taken) > 1 else ""
+        where = (f"one untimed probe forward/backward of a micro-batch {last['where']}"
+                 f"{changed} (not a timed step)") if last else self.why_not
         return {
             "saved_for_backward_bytes": figure(
                 last and last["saved_for_backward_bytes"], "bytes",
@@ -243,8 +247,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if out_of_time:
                 stop_reason = "time limit reached"
                 break
-            if step == limits.warmup_steps + 1 or (changed and step > limits.warmup_steps):
-                probes.take(step)  # before the clock (and the energy counter) of this step
+            if (step == 1 and not limits.warmup_steps) or (changed and step > limits.warmup_steps):
+                probes.take(f"before step {step}")  # before this step's clock and energy reading
             if step == limits.warmup_steps + 1:
                 energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
@@ -307,6 +311,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
                 metrics["loss_val"] = validation(step)
             phase = ("compile" if state.compiled and step == 1 else "warmup") if warm else "measure"
+            if step == limits.warmup_steps:  # timed steps and their messages come after it
+                probes.take(f"after step {step}, the last warmup step")
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
     finally:
