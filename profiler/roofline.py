@@ -134,8 +134,9 @@ def _copy_rates(kind: str, device: str, nbytes: int, repeats: int, warmup: int) 
     return [moved / t for t in times if t > 0]
 
 
-def _warmups(count: int) -> str:
-    return f"{count} warmup{'' if count == 1 else 's'}"
+def _count(count: int, one: str, many: str) -> str:
+    """"1 warmup", "2 warmups": a count with its noun in the right number."""
+    return f"{count} {one if count == 1 else many}"
 
 
 def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: int = REPEATS,
@@ -170,15 +171,18 @@ def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: 
         per = f" ({INNER[kind]} per repeat)" if INNER[kind] > 1 else ""
         tf32 = {"tf32": ", TF32 allowed", "fp32": ", TF32 off"}.get(dtype, "") \
             if kind == "cuda" else ""
-        best["how"] = (f"median of {repeats} timed {best_n}x{best_n} {dtype} matmuls{per} after "
-                       f"{_warmups(warmup)}{tf32}, {where}"
+        best["how"] = (f"median of {repeats} timed {best_n}x{best_n} {dtype} "
+                       f"{'matmul' if repeats == 1 else 'matmuls'}{per} after "
+                       f"{_count(warmup, 'warmup', 'warmups')}{tf32}, {where}"
                        + (f"; best of sizes {', '.join(map(str, sizes))}" if len(sizes) > 1 else "")
                        + ("; synchronised around each repeat" if kind == "cuda" else ""))
         best["size"] = best_n
         matmul[dtype] = best
     rates = _copy_rates(kind, device, copy_bytes, repeats, warmup)
-    bandwidth = timed_figure(rates, "B/s", f"median of {repeats} timed copies of a "
-                             f"{copy_bytes / 2**20:g} MiB fp32 tensor after {_warmups(warmup)} "
+    bandwidth = timed_figure(rates, "B/s", f"median of {repeats} timed "
+                             f"{'copy' if repeats == 1 else 'copies'} of a "
+                             f"{copy_bytes / 2**20:g} MiB fp32 tensor after "
+                             f"{_count(warmup, 'warmup', 'warmups')} "
                              f"(bytes read + written / time), {where}")
     return {"schema": SCHEMA, "fingerprint": fp,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

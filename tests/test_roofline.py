@@ -152,3 +152,15 @@ def test_the_cli_prints_the_peaks_with_their_method(counted, capsys):
     assert counted == ["cpu"]
     assert cli.main(["roofline", "--device", "tpu"]) == 2
     assert "cpu or cuda" in capsys.readouterr().err
+
+
+def test_the_method_sentence_counts_in_the_right_number():
+    one = roofline.measure("cpu", sizes=(16,), repeats=1, warmup=1, copy_bytes=1 << 16,
+                           dtypes=("fp32",))
+    assert "median of 1 timed 16x16 fp32 matmul after 1 warmup," in one["matmul"]["fp32"]["how"]
+    assert "median of 1 timed copy of a" in one["bandwidth"]["how"]
+    assert "after 1 warmup (" in one["bandwidth"]["how"]
+    two = roofline.measure("cpu", sizes=(16,), repeats=2, warmup=2, copy_bytes=1 << 16,
+                           dtypes=("fp32",))
+    assert "median of 2 timed 16x16 fp32 matmuls after 2 warmups," in two["matmul"]["fp32"]["how"]
+    assert "2 timed copies" in two["bandwidth"]["how"]
