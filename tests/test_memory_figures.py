@@ -212,3 +212,25 @@ def test_a_stored_runs_report_shows_the_measured_parts_beside_the_predicted(tmp_
     # The theory table: measured activations are the probe's saved bytes.
     assert "saved-tensor hooks on an untimed probe of one micro-batch" in html
     assert format_value(saved, "bytes") in html
+
+
+def test_a_probe_that_runs_out_of_memory_costs_its_figures_not_the_run(monkeypatch):
+    def no_room(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB; "
+                           "out of memory")
+
+    monkeypatch.setattr(train, "probe_step", no_room)
+    summary, messages = run_train(steps=3)
+    assert summary["steps_completed"] == 3 and len(losses(messages)) == 3
+    saved = summary["figures"]["saved_for_backward_bytes"]
+    assert saved["value"] is None
+    assert saved["how"].startswith("n/a: the memory probe after step 1") and "ran out of memory" \
+        in saved["how"]
+    assert summary["figures"]["gradient_bytes"]["value"] is None
+    assert summary["figures"]["optimizer_state_bytes"]["value"] > 0  # read after the last step
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(train, "probe_step", bug)  # any other error is not swallowed
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_train(steps=2)

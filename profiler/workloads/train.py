@@ -19,7 +19,7 @@ from profiler import segments
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
-from profiler.errors import Unsupported, out_of_memory
+from profiler.errors import Unsupported, is_out_of_memory, out_of_memory
 from profiler.memory_probe import probe_step
 from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
@@ -104,15 +104,31 @@ class MemoryProbes:
         """Probe now; `where` says when, for the figures' how ("after step 2, the last warmup
         step")."""
         if self.state.compiled:
-            self.why_not = ("n/a under torch.compile: the saved-tensor hooks would recompile "
-                            "the model, and the eager model's figure is not the compiled one's")
+            self.taken.append({"where": where, "why_not": (
+                "n/a under torch.compile: the saved-tensor hooks would recompile the model, and "
+                "the eager model's figure is not the compiled one's")})
             return
         x, y = self.batches.next()
-        self.taken.append({"where": where, **probe_step(self.state, self.loss_of, x, y)})
+        try:
+            found = probe_step(self.state, self.loss_of, x, y)
+        except (MemoryError, RuntimeError) as exc:
+            # Alone, a probe that does not fit costs its figures, not the run; in a job every
+            # rank must run the same backwards, so there it ends the job as a step would.
+            dist = self.state.dist
+            if not is_out_of_memory(exc) or (dist is not None and dist.enabled):
+                raise
+            self.state.optimizer.zero_grad(set_to_none=True)
+            self.taken.append({"where": where, "why_not": (
+                f"n/a: the memory probe {where} ran out of memory ({type(exc).__name__}); the "
+                "steps themselves went on")})
+            return
+        self.taken.append({"where": where, **found})
         synchronize(self.state.device)
 
     def figures(self, optimizer_bytes: int | None) -> dict:
         last = self.taken[-1] if self.taken else None
+        if last is not None and "why_not" in last:  # the configuration the run ended in
+            last, self.why_not = None, last["why_not"]
         changed = ", the last change's probe" if len(self.taken) > 1 else ""
         where = (f"one untimed probe forward/backward of a micro-batch {last['where']}"
                  f"{changed} (not a timed step)") if last else self.why_not
