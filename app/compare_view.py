@@ -28,9 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler.metrics import format_change, format_value
-from profiler.report.compare import DELTA_ROWS, change_pct, flatten
+from profiler.metrics import format_change, format_value, metric
+from profiler.report.compare import DELTA_ROWS, change_pct, delta_rows, flatten
 from profiler.significance import SAMPLE_KEYS, TOOLTIPS, compare_samples, describe, run_samples
+from profiler.significance import judge as judge_figures
 from profiler.store import RunStore, StoreError
 
 BETTER, WORSE, NEUTRAL = "#15803d", "#b91c1c", "#6b7280"
@@ -240,7 +241,7 @@ class CompareView(QWidget):
         for run_id in others:
             headers += [wrapped(self.names[run_id]), "Δ %"]
         rows = []
-        for key, label, unit, better in DELTA_ROWS:
+        for key, label, unit, better in delta_rows([self.summaries[r] for r in [base_id, *others]]):
             values = [summary_value(self.summaries[r], key) for r in [base_id, *others]]
             if all(v is None for v in values):
                 continue
@@ -262,7 +263,8 @@ class CompareView(QWidget):
                 text = format_change(pct)
                 if pct is not None and noise["verdict"] == "within noise":
                     text += " (within noise)"
-                tip = TOOLTIPS[noise["verdict"]]
+                counted = metric(key).exact and noise["verdict"] in ("better", "worse", "apart")
+                tip = TOOLTIPS["counted" if counted else noise["verdict"]]
                 if noise.get("p_value") is not None:
                     tip += f" {describe(noise)}; {noise['method']}."
                 cell = _item(text, tip)
@@ -278,6 +280,8 @@ class CompareView(QWidget):
     def judge(self, key: str, better: str | None, base_id: str, run_id: str) -> dict:
         """The verdict on a delta (profiler.significance): on the per-step samples when both
         runs stored them, else on the summary figures' spread (intervals apart or not)."""
+        if metric(key).exact:  # counted, not timed: no noise to exceed
+            return judge_figures(key, better, self.summaries[base_id], self.summaries[run_id])
         sample = SAMPLE_KEYS.get(key)
         base_samples = (self.samples.get(base_id) or {}).get(sample) or []
         other_samples = (self.samples.get(run_id) or {}).get(sample) or []

@@ -17,26 +17,14 @@ import sys
 import threading
 import time
 
+from profiler.terminal import safe
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _err(text: str) -> None:
     print(f"effiscope: {safe(text)}", file=sys.stderr)
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-_CONTROL.update({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})
-_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x202E: "\\u202e"})
-
-
-def safe(text: object, keep_newlines: bool = False) -> str:
-    """Text from a run or a worker, fit to print: escape sequences (ESC, CSI, bells, bidi
-    overrides) are shown as \\x.. instead of reaching the terminal."""
-    table = dict(_CONTROL)
-    if keep_newlines:
-        table.pop(0x0A)
-    return str(text).translate(table)
 
 
 # --- gui -------------------------------------------------------------------------------------------
@@ -561,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description=doctor.__doc__.splitlines()[0])
     doctor.add_arguments(p)
     p.set_defaults(func=doctor.run)
+
+    from profiler import roofline_cmd
+
+    p = sub.add_parser("roofline", help="measure this machine's matmul peaks and memory "
+                                        "bandwidth (cached), the peaks of MFU on a CPU")
+    roofline_cmd.add_arguments(p)
+    p.set_defaults(func=roofline_cmd.run)
 
     p = sub.add_parser("worker", help="speak the worker protocol on stdin/stdout (used by the app, "
                                       "torchrun and ssh)")

@@ -39,9 +39,9 @@ from profiler.doctor_base import (
     train,
     train_config,
 )
+from profiler.memory_probe import saved_bytes
 from profiler.models.gpt import build_gpt
 from profiler.theory import predict_for_config
-from techniques import runtime
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -236,23 +236,6 @@ def check_sdpa_cpu(ctx: Context) -> dict:
         raise CheckFailed("sdpa_kernel([EFFICIENT_ATTENTION]) ran on the CPU, which has no such "
                           "kernel: the backend restriction did not apply", figures)
     return figures
-
-
-def saved_bytes(state: runtime.TrainState, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes autograd saves for backward in one forward, as saved_tensors_hooks see them:
-    storages counted once (q, k, v are views of one), parameters left out."""
-    params = {p.untyped_storage().data_ptr() for p in state.model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor  # kept alive by the graph until backward, so no address is reused
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), state.step_context():
-        _, loss = state.forward_model(x, y)
-    del loss
-    return sum(n for ptr, n in saved.items() if ptr not in params)
 
 
 def _cuda_step_peak(ctx: Context, config: RunConfig) -> tuple[int, float, int]:

@@ -56,11 +56,14 @@ class Metric:
     """The chart (CHARTS) a sample of this key is drawn on; None: tables only."""
     sparse: bool = False
     """Read every N steps (validation): drawn as dots, not a line."""
+    exact: bool = False
+    """Counted from the tensors, not timed: the same configuration gives the same number, so a
+    difference between two runs is real, never noise (profiler.significance)."""
 
 
 def _m(key: str, label: str, unit: str, group: str, better: str | None, description: str,
-       chart: str | None = None, sparse: bool = False) -> Metric:
-    return Metric(key, label, unit, group, better, description, chart, sparse)
+       chart: str | None = None, sparse: bool = False, exact: bool = False) -> Metric:
+    return Metric(key, label, unit, group, better, description, chart, sparse, exact)
 
 
 ONE = DIMENSIONLESS
@@ -186,8 +189,14 @@ _CATALOGUE = (
        "torch.cuda.max_memory_allocated."),
     _m("peak_gpu_memory_used_bytes", "Peak GPU memory (NVML)", "bytes", "memory", LOWER,
        "Highest NVML device memory seen."),
+    _m("saved_for_backward_bytes", "Saved for backward", "bytes", "memory", LOWER,
+       "Bytes autograd saves for backward in one micro-batch's forward (saved-tensor hooks on an "
+       "untimed probe after warmup; parameters not counted): what activation checkpointing "
+       "acts on.", exact=True),
+    _m("gradient_bytes", "Gradients", "bytes", "memory", LOWER,
+       "Bytes of the parameters' gradients after a backward (frozen parameters hold none).", exact=True),
     _m("optimizer_state_bytes", "Optimizer state", "bytes", "memory", LOWER,
-       "Bytes of the optimizer's state tensors after the last step."),
+       "Bytes of the optimizer's state tensors after the last step (0 without state).", exact=True),
     _m("compile_time_s", "Compile time", "s", "time", LOWER,
        "First step's time minus the median step."),
     _m("train_time_s", "Training time", "s", "time", LOWER,
@@ -196,8 +205,16 @@ _CATALOGUE = (
     _m("tokens_seen", "Tokens seen", "tokens", "speed", None, "All steps, warmup included."),
     _m("flops_per_token", "FLOPs per token", "FLOP", "theory", None,
        "6N + 12·L·H·Q·T (training)."),
-    _m("mfu", "MFU (model FLOPs utilisation)", "fraction", "theory", HIGHER,
-       "Achieved FLOP/s / the device's peak for the dtype; n/a where it has no meaning."),
+    _m("mfu", "MFU (vs datasheet peak)", "fraction", "theory", HIGHER,
+       "Achieved FLOP/s / the device's datasheet peak for the dtype (or the config's peak_tflops); "
+       "n/a where it has no meaning (CPUs: see MFU vs measured peak)."),
+    _m("mfu_measured", "MFU (vs measured peak)", "fraction", "theory", HIGHER,
+       "Achieved FLOP/s / this machine's matmul peak for the dtype as measured by "
+       "`effiscope roofline`; n/a until it has been measured."),
+    _m("measured_peak_flops", "Measured matmul peak", "FLOP/s", "theory", None,
+       "Achievable matmul FLOP/s of this machine for the run's dtype (`effiscope roofline`)."),
+    _m("measured_bandwidth", "Measured memory bandwidth", "B/s", "theory", None,
+       "Bytes read + written per second by a large tensor copy (`effiscope roofline`)."),
     _m("predicted_memory_bytes", "Predicted memory", "bytes", "theory", None,
        "Weights + gradients + optimizer states + activations, predicted."),
     _m("predicted_activation_bytes", "Predicted activations", "bytes", "theory", None,
@@ -323,7 +340,7 @@ def significant(x: float, digits: int = SIGNIFICANT) -> str:
 
 def format_value(value: object, unit: str, with_unit: bool = True) -> str:
     """A reading as people read it: "n/a" when missing, three significant digits, bytes in
-    KiB / MiB / GiB, seconds in µs / ms / s, fractions and MFU as %, FLOPs with SI prefixes,
+    KiB / MiB / GiB, seconds in µs / ms / s, fractions and MFU as %, FLOPs and B/s with SI prefixes,
     whole counts exact. with_unit=False leaves the unit out (a column header says it)."""
     if is_missing(value) or isinstance(value, bool) or not isinstance(value, (int, float)):
         return "n/a"
@@ -338,7 +355,7 @@ def format_value(value: object, unit: str, with_unit: bool = True) -> str:
         number, shown = (value * 1e3, "ms") if abs(value) >= 1e-3 else (value * 1e6, "µs")
     elif unit == "fraction":
         number, shown = value * 100, "%"
-    elif unit in ("FLOP", "FLOP/s"):
+    elif unit in ("FLOP", "FLOP/s", "B/s"):
         for prefix, scale in _SI:
             if abs(value) >= scale:
                 number, shown = value / scale, prefix + unit

@@ -1,12 +1,14 @@
 """The one verdict on a difference between two runs: "better", "worse", "within noise" or
-"no spread". The app's Compare, `effiscope compare` and the reports all ask this module.
+"no spread" ("equal" for a figure counted from the tensors that did not change). The app's Compare, `effiscope compare` and the reports all ask this module.
 
 A speed figure with per-step samples (a run's measured steps in stream.jsonl) is judged on the
 samples: Mann-Whitney U (normal approximation, tie-corrected) and the bootstrap interval of the
 ratio of medians (stats.ratio_interval). The delta is called significant only when both agree:
 p < ALPHA and the ratio's interval excludes 1. A figure without samples (memory, loss) is judged
 on its summary interval (stats.figure_interval): intervals apart is a verdict, overlapping is
-"within noise", a bare number is "no spread" (shown neutral, never as a verdict).
+"within noise", a bare number is "no spread" (shown neutral, never as a verdict). A figure
+counted from the tensors (bytes saved for backward, gradients, optimizer state: Metric.exact)
+has no noise: any difference is a verdict.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 
 from profiler import stats
+from profiler.metrics import metric
 
 ALPHA = 0.05
 SAMPLE_KEYS = {"tokens_per_s": "tokens_per_s", "step_time_p50_s": "step_time_s"}
@@ -103,16 +106,39 @@ def compare_figures(base: dict | None, other: dict | None, better: str | None) -
     return out
 
 
+def compare_exact(base: dict | None, other: dict | None, better: str | None) -> dict:
+    """other against base for a figure counted from the tensors (metrics.Metric.exact): there is
+    no noise to exceed, so any difference is a verdict and none is "equal"."""
+    def value(fig):
+        found = (fig or {}).get("value")
+        return float(found) if _clean([found]) else None
+
+    b, o = value(base), value(other)
+    out = {"delta_pct": None, "verdict": "no spread", "p_value": None, "ci_low": None,
+           "ci_high": None, "method": "counted from the tensors: no measurement noise"}
+    if b is None or o is None:
+        return out
+    out["delta_pct"] = (o - b) / abs(b) * 100 if b else None
+    if o == b:
+        out["verdict"] = "equal"
+    elif b:
+        out["verdict"] = _direction(out["delta_pct"], better)
+    return out
+
+
 def judge(key: str, better: str | None, base_summary: dict, other_summary: dict,
           base_samples: dict | None = None, other_samples: dict | None = None) -> dict:
     """The verdict on summary figure `key`: from the per-step samples when both runs have them
     (samples: {sample key: values}), else from the summary figures' intervals."""
+    figures = lambda s: (s or {}).get("figures") or {}  # noqa: E731
+    if metric(key).exact:
+        return compare_exact(figures(base_summary).get(key), figures(other_summary).get(key),
+                             better)
     sample = SAMPLE_KEYS.get(key)
     if sample and base_samples and other_samples:
         a, b = base_samples.get(sample) or [], other_samples.get(sample) or []
         if a and b:
             return compare_samples(a, b, better)
-    figures = lambda s: (s or {}).get("figures") or {}  # noqa: E731
     return compare_figures(figures(base_summary).get(key), figures(other_summary).get(key), better)
 
 
@@ -136,7 +162,11 @@ TOOLTIPS = {
     "better": "Significant: outside the noise of both runs.",
     "worse": "Significant: outside the noise of both runs.",
     "apart": "Significant difference (this figure has no better direction).",
+    "equal": "The same in both runs (counted from the tensors: no measurement noise).",
+    "counted": "Counted from the tensors, not timed: no measurement noise, so the difference "
+               "is real.",
 }
+"""By verdict; "counted" replaces "better" / "worse" for a figure counted from the tensors."""
 
 
 def describe(result: dict) -> str:

@@ -91,7 +91,9 @@ def _alive(front: Any) -> bool:
         return False
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write text to path whole or not at all (a temporary file then a rename); StoreError says
+    what failed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -104,7 +106,7 @@ def _atomic_write(path: Path, text: str) -> None:
         raise StoreError(write_failure(path, exc)) from None
 
 
-def _read_object(path: Path) -> dict | None:
+def read_object(path: Path) -> dict | None:
     """A JSON file holding a table: None when absent, DamagedFile when it is anything else."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -192,7 +194,7 @@ class StoredRun:
         """meta.json as a table whose known fields have their types (a damaged field is left
         out and named in `problems`); a stand-in when the file is missing or damaged."""
         try:
-            meta = _read_object(self.path / "meta.json")
+            meta = read_object(self.path / "meta.json")
         except DamagedFile as exc:
             self._note(str(exc))
             meta = None
@@ -216,7 +218,7 @@ class StoredRun:
     def write_meta(self, meta: dict) -> None:
         text = json.dumps(meta, indent=2)
         try:
-            _atomic_write(self.path / "meta.json", text + " " * META_RESERVE)
+            atomic_write(self.path / "meta.json", text + " " * META_RESERVE)
         except StoreError:
             # The disk is full: meta.json was written with room to spare, so the run's status
             # can still be recorded in place (it never says "running" for a run that ended).
@@ -240,7 +242,7 @@ class StoredRun:
         """summary.json with the fields front ends read checked (protocol.SUMMARY); None when
         it is missing or damaged."""
         try:
-            summary = _read_object(self.path / "summary.json")
+            summary = read_object(self.path / "summary.json")
         except DamagedFile as exc:
             self._note(str(exc))
             return None
@@ -248,7 +250,7 @@ class StoredRun:
                                                           "summary.json")
 
     def write_summary(self, summary: dict) -> None:
-        _atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
 
     def messages(self, warnings: list[str] | None = None) -> Iterator[dict]:
         """Every stored message; a damaged line is skipped with a warning, the rest still loads."""

@@ -38,6 +38,7 @@ from profiler.models.presets import GPTShape
 from profiler.peaks import NO_MFU_DTYPES, lookup, normalize_dtype, peak_flops
 
 __all__ = ["flops_per_token", "predict_memory", "activation_breakdown", "peak_flops", "mfu",
+           "mfu_against",
            "format_breakdown", "parameter_tensor_count", "optimizer_state_bytes"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -225,11 +226,18 @@ def mfu(tokens_per_s: float, flops_per_token: float, device_name: str, dtype: ob
         peak, label = lookup(device_name, dtype)
     if peak is None:
         return None, f"n/a: {label}"
+    return mfu_against(tokens_per_s, flops_per_token, peak, label)
+
+
+def mfu_against(tokens_per_s: float, flops_per_token: float, peak: float, label: str
+                ) -> tuple[float | None, str]:
+    """tokens/s × FLOPs per token ÷ a peak FLOP/s (the datasheet's or a measured one, named by
+    label), and one line saying how."""
     if not tokens_per_s > 0 or not flops_per_token > 0:
         return None, "n/a: no throughput measured yet"
     value = tokens_per_s * flops_per_token / peak
     how = (f"{flops_per_token:.4g} FLOP/token × {tokens_per_s:.4g} tokens/s ÷ "
-           f"{peak / 1e12:g} TFLOP/s ({label})")
+           f"{peak / 1e12:.4g} TFLOP/s ({label})")
     if value > 1:
         how += " — above 1: the peak or the FLOP count is wrong for this run"
     return value, how

@@ -26,6 +26,7 @@ INFO = register(TechniqueInfo(
     params=(Param("every", int, 1, "Checkpoint every k-th block (1 = every block)", min=1, max=1000),),
     mid_run=("enabled", "every"),
     check=_check,
+    extra={"acts_on": ("saved_for_backward_bytes",)},
 ))
 
 

@@ -31,6 +31,7 @@ INFO = register(TechniqueInfo(
     requires=("distributed", "processes"),
     conflicts=("ddp",),
     check=_check,
+    extra={"acts_on": ("optimizer_state_bytes", "gradient_bytes")},
 ))
 
 

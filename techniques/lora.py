@@ -49,7 +49,7 @@ INFO = register(TechniqueInfo(
     requires=("package:peft",),
     conflicts=("qlora",),
     check=_check,
-    extra={"workloads": ("train",)},
+    extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes"), "workloads": ("train",)},
 ))
 
 

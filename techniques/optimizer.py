@@ -37,7 +37,7 @@ INFO = register(TechniqueInfo(
     mid_run=("learning_rate",),
     always_on=True,
     check=_check,
-    extra={"states_per_param": STATES_PER_PARAM},
+    extra={"acts_on": ("optimizer_state_bytes",), "states_per_param": STATES_PER_PARAM},
 ))
 
 

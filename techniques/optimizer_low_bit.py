@@ -70,6 +70,7 @@ INFO = register(TechniqueInfo(
               "(8 bits)", choices=BACKENDS),
     ),
     check=_check,
+    extra={"acts_on": ("optimizer_state_bytes",)},
 ))
 
 

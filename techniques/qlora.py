@@ -25,7 +25,7 @@ INFO = register(TechniqueInfo(
     requires=("cuda", "package:bitsandbytes", "package:peft"),
     conflicts=("lora",),
     check=lora.INFO.check,
-    extra={"workloads": ("train",)},
+    extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes", "model_bytes"), "workloads": ("train",)},
 ))
 
 

@@ -37,7 +37,7 @@ INFO = register(TechniqueInfo(
     ),
     conflicts=("quantize_weight_only", "weight_cast"),
     check=_check,
-    extra={"workloads": ("infer", "compress")},
+    extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
 ))
 
 

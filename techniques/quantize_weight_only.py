@@ -36,7 +36,7 @@ INFO = register(TechniqueInfo(
     requires=("cuda", "package:torchao"),
     conflicts=("quantize_int8_dynamic",),
     check=_check,
-    extra={"workloads": ("infer", "compress")},
+    extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
 ))
 
 

@@ -53,6 +53,9 @@ class TechniqueInfo:
     check: Callable[[dict, dict], str | None] | None = None
     """check(params, capabilities) -> why these params cannot run on this machine, or None."""
     extra: dict = field(default_factory=dict)
+    """Free-form metadata; known keys: "workloads" (where it applies), "mfu" ("n/a": its matmuls
+    run at another peak), "acts_on" (summary figures it changes first: a comparison of runs that
+    differ in it leads with them)."""
 
     @property
     def module(self) -> str:

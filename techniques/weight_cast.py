@@ -27,7 +27,7 @@ INFO = register(TechniqueInfo(
     params=(Param("dtype", str, "bf16", "16-bit format of the weights", choices=("bf16", "fp16")),),
     conflicts=("quantize_int8_dynamic",),
     check=_check,
-    extra={"workloads": ("infer", "compress")},
+    extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
 ))
 
 

@@ -276,7 +276,7 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
         raise StoreError(store_module.write_failure(path, OSError(errno.ENOSPC, "No space left on device")))
 
     with pytest.MonkeyPatch.context() as disk:
-        disk.setattr(store_module, "_atomic_write", full)
+        disk.setattr(store_module, "atomic_write", full)
         disk.setattr(store_module.StreamWriter, "append", lambda self, message: full(self.path, ""))
         recorder.handle_line(b'{"type":"done","status":"completed","summary":{}}')
         assert recorder.finish(0) == "completed"

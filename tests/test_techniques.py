@@ -9,6 +9,7 @@ import torch
 
 from profiler.capabilities import detect
 from profiler.config import RunConfig
+from profiler.memory_probe import saved_for_backward
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
@@ -82,20 +83,10 @@ def test_param_validation_names_the_field():
 
 # --- activation checkpointing --------------------------------------------------------------------
 def saved_bytes(state: runtime.TrainState, x, y) -> int:
-    """Bytes autograd saves for backward (each storage once, parameters excluded)."""
-    params = {p.untyped_storage().data_ptr() for p in state.model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _, loss = state.forward_model(x, y)
+    """Bytes autograd saves for backward (profiler.memory_probe), then the backward (gradients)."""
+    nbytes, loss = saved_for_backward(state.model, lambda: state.forward_model(x, y)[1])
     loss.backward()
-    return sum(seen.values())
+    return nbytes
 
 
 def test_checkpointing_halves_saved_activations_and_keeps_gradients():

@@ -7,20 +7,62 @@ each run's own report says; perplexity is exp(final validation loss).
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from typing import Any
 
 from profiler.metrics import metric
 from profiler.report.load import RunData
 
-DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s", "peak_torch_allocated_bytes",
-              "peak_gpu_memory_used_bytes", "peak_rss_bytes", "loss_train_final",
-              "loss_val_final", "perplexity", "mfu",
+DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
+              # memory: the parts a technique acts on first, then the process-wide peaks
+              "saved_for_backward_bytes", "gradient_bytes", "optimizer_state_bytes",
+              "peak_torch_allocated_bytes", "peak_gpu_memory_used_bytes", "peak_rss_bytes",
+              "loss_train_final",
+              "loss_val_final", "perplexity", "mfu", "mfu_measured",
               # inference and compression runs
               "ttft_p50_s", "decode_latency_p50_s", "decode_tokens_per_s", "model_bytes")
 DELTA_ROWS: tuple[tuple[str, str, str, str | None], ...] = tuple(
     (key, metric(key).label, metric(key).unit, metric(key).better) for key in DELTA_KEYS)
 """(key, label, unit, which way is better), from the metric catalogue."""
+
+
+def techniques_of(summary: dict) -> dict[str, str]:
+    """{technique name: its parameters as JSON} of a run's summary (the configuration it ended
+    in; a summary read from disk may be malformed: what cannot be read is left out)."""
+    active = summary.get("active_techniques") if isinstance(summary, dict) else None
+    if not isinstance(active, dict):
+        listed = summary.get("techniques") if isinstance(summary, dict) else None
+        active = {t["name"]: t.get("params") for t in listed or []
+                  if isinstance(t, dict) and isinstance(t.get("name"), str)} \
+            if isinstance(listed, list) else {}
+    return {str(name): json.dumps(params, sort_keys=True, default=str)
+            for name, params in active.items()}
+
+
+def acted_on(summaries: list[dict]) -> list[str]:
+    """The figures that the techniques these runs differ in act on (registry extra "acts_on"),
+    in DELTA_KEYS order: what a comparison of them should show first."""
+    from techniques import registry
+
+    configs = [techniques_of(s) for s in summaries]
+    names = set().union(*configs) if configs else set()
+    keys: set[str] = set()
+    for name in names:
+        if len({config.get(name) for config in configs}) < 2:
+            continue  # the same in every run
+        try:
+            keys.update(registry.get(name).extra.get("acts_on", ()))
+        except registry.UnknownTechnique:
+            continue
+    return [key for key in DELTA_KEYS if key in keys]
+
+
+def delta_rows(summaries: list[dict]) -> tuple[tuple[str, str, str, str | None], ...]:
+    """DELTA_ROWS with the figures the compared runs' differing techniques act on first (e.g.
+    the bytes saved for backward when one run checkpoints activations), the rest in order."""
+    lead = acted_on(summaries)
+    return tuple(sorted(DELTA_ROWS, key=lambda row: row[0] not in lead))
 
 
 def row_value(run: RunData, key: str) -> float | None:
@@ -46,7 +88,7 @@ def change_pct(value: float | None, base: float | None) -> float | None:
 def deltas(runs: list[RunData], baseline: RunData) -> list[dict]:
     """One row per figure: each run's value, its difference to the baseline and the % change."""
     rows = []
-    for key, label, unit, better in DELTA_ROWS:
+    for key, label, unit, better in delta_rows([baseline.summary] + [r.summary for r in runs]):
         base = row_value(baseline, key)
         cells = []
         for run in runs:

@@ -209,6 +209,9 @@ def theory_html(run: RunData) -> str:
     pred = _prediction(run)
     on_cuda = run.device.startswith("cuda")
     measured = {"optimizer_states": ("optimizer_state_bytes", "optimizer state tensors"),
+                "gradients": ("gradient_bytes", "gradient tensors after a backward"),
+                "activations": ("saved_for_backward_bytes", "saved-tensor hooks on an untimed "
+                                "probe of one micro-batch"),
                 "total": ("peak_torch_allocated_bytes", "peak torch allocated") if on_cuda else
                 ("peak_rss_growth_bytes", "RSS added by training (approximate on CPU)")}
     parts = [p for p in PREDICTION_ORDER if p in pred] + [p for p in pred if p not in
@@ -238,7 +241,13 @@ def theory_html(run: RunData) -> str:
     flop_rows = [("FLOPs per token", e(format_value(flops, "FLOP"))),
                  ("Achieved", e(format_value(achieved, "FLOP/s")) + '<div class="how">FLOPs per token × '
                   "tokens/s over the measured steps</div>"),
-                 ("MFU", e(format_figure("mfu", run.figure("mfu"))) + f'<div class="how">{e(mfu_how)}</div>')]
+                 (metric("mfu").label, e(format_figure("mfu", run.figure("mfu")))
+                  + f'<div class="how">{e(mfu_how)}</div>')]
+    measured_mfu = run.figures.get("mfu_measured")
+    if isinstance(measured_mfu, dict):  # runs recorded before the roofline have none
+        flop_rows.append((metric("mfu_measured").label,
+                          e(format_figure("mfu_measured", run.figure("mfu_measured")))
+                          + f'<div class="how">{e(measured_mfu.get("how") or "")}</div>'))
     return "<h3>Memory</h3>" + memory + "<h3>FLOPs</h3>" + kv_table(flop_rows)
 
 

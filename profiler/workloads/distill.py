@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,12 +24,14 @@ from profiler.errors import Unsupported
 from profiler.stats import figure, timed_figure
 from profiler.workloads.setup import Emit, prepare, torch_memory
 from profiler.workloads.train import (
+    MemoryProbes,
     accumulated_step,
     brief_training,
     handle_command,
     tokens_per_step,
 )
 from techniques import runtime
+from techniques.optimizer import state_bytes
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -52,9 +55,10 @@ def pretrain_teacher(teacher: runtime.TrainState, batches: BatchSampler, steps: 
     return f"teacher trained {len(losses)} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
-def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
-                 alpha: float, temperature: float) -> dict:
-    """One optimizer step of the student on the blended loss; returns its parts."""
+def distill_loss_of(state: runtime.TrainState, teacher, alpha: float, temperature: float
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The blended loss of one micro-batch and its parts (loss, ce, kl), as accumulated_step's
+    loss_of."""
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), state.step_context():
             teacher_logits, _ = teacher(x)
@@ -63,7 +67,14 @@ def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step
         kl = kd_kl(logits, teacher_logits, temperature)
         return torch.stack([alpha * kl * temperature ** 2 + (1 - alpha) * ce, ce, kl])
 
-    totals, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    return loss_of
+
+
+def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
+                 alpha: float, temperature: float) -> dict:
+    """One optimizer step of the student on the blended loss; returns its parts."""
+    totals, grad_norm, tokens = accumulated_step(state, batches, step,
+                                                 distill_loss_of(state, teacher, alpha, temperature))
     loss, ce, kl = totals.tolist()
     return {"loss_train": loss, "loss_ce": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
             "tokens": tokens}
@@ -157,11 +168,13 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
           "metrics": {**validation(0), "teacher_loss_val": teacher_val}})
     sampler = prep.sampler
+    probes = MemoryProbes(state, prep.batches(train_cfg.batch_size, train_cfg.seq_len, 3),
+                          distill_loss_of(state, teacher, dist.alpha, dist.temperature))
     try:
         for step in range(1, limits.steps + 1):
             # Techniques switched mid-run apply from this step on, as in the train workload.
-            for command in control.poll():
-                handle_command(command, state, step, note_toggle)
+            changed = sum(handle_command(command, state, step, note_toggle)
+                          for command in control.poll())
             if control.should_stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
@@ -169,6 +182,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
                 stop_reason = "time limit reached"
                 break
+            if (step == 1 and not limits.warmup_steps) or (changed and step > limits.warmup_steps):
+                probes.take(f"before step {step}")  # untimed: before this step's clock starts
             started = time.perf_counter()
             parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
             step_time = time.perf_counter() - started
@@ -191,6 +206,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
+            if step == limits.warmup_steps:  # untimed, before the measured steps' messages
+                probes.take(f"after step {step}, the last warmup step")
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
     finally:
@@ -235,6 +252,7 @@ def summarize(v: dict) -> dict:
         "parameters": figure(v["student_params"], "", "student"),
         "compression_ratio": figure(v["teacher_params"] / v["student_params"], "x",
                                     "teacher parameters / student parameters"),
+        **v["probes"].figures(state_bytes(v["state"].optimizer) if v["steps_done"] else None),
     }
     return {"workload": "distill", "stopped_early": v["stopped_early"],
             "stop_reason": v["stop_reason"], "steps_completed": v["steps_done"],

@@ -19,7 +19,9 @@ from profiler import segments
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
-from profiler.errors import Unsupported, out_of_memory
+from profiler.errors import Unsupported, is_out_of_memory, out_of_memory
+from profiler.memory_probe import probe_step
+from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
@@ -68,15 +70,82 @@ def accumulated_step(state: runtime.TrainState, batches: Any, step: int,
     return totals / micro, grad_norm, tokens
 
 
-def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
-    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+def lm_loss_of(state: runtime.TrainState) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The language-modelling loss of one micro-batch, as accumulated_step's loss_of."""
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with state.step_context():
             _, loss = state.forward_model(x, y)
         return loss.reshape(1)
 
-    parts, grad_norm, tokens = accumulated_step(state, batches, step, loss_of)
+    return loss_of
+
+
+def train_step(state: runtime.TrainState, batches: Any, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step of language modelling: (mean loss, grad norm, tokens)."""
+    parts, grad_norm, tokens = accumulated_step(state, batches, step, lm_loss_of(state))
     return parts[0].item(), grad_norm, tokens
+
+
+class MemoryProbes:
+    """The bytes a step holds, measured on untimed probe forward/backwards (memory_probe): one
+    between the last warmup step and its sample message (before step 1 without warmup), and
+    one before each mid-run change's first step (the switch step, left out of the segment's
+    timing), never inside a step's clock nor between two measured steps' messages; each on a
+    micro-batch of the step's shape drawn from its own sampler (the training batches and the
+    random state are left as they were)."""
+
+    def __init__(self, state: runtime.TrainState, batches: Any,
+                 loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.state, self.batches, self.loss_of = state, batches, loss_of
+        self.taken: list[dict] = []
+        self.why_not = "n/a: no step after warmup to probe"
+
+    def take(self, where: str) -> None:
+        """Probe now; `where` says when, for the figures' how ("after step 2, the last warmup
+        step")."""
+        if self.state.compiled:
+            self.taken.append({"where": where, "why_not": (
+                "n/a under torch.compile: the saved-tensor hooks would recompile the model, and "
+                "the eager model's figure is not the compiled one's")})
+            return
+        x, y = self.batches.next()
+        try:
+            found = probe_step(self.state, self.loss_of, x, y)
+        except (MemoryError, RuntimeError) as exc:
+            # Alone, a probe that does not fit costs its figures, not the run; in a job every
+            # rank must run the same backwards, so there it ends the job as a step would.
+            dist = self.state.dist
+            if not is_out_of_memory(exc) or (dist is not None and dist.enabled):
+                raise
+            self.state.optimizer.zero_grad(set_to_none=True)
+            self.taken.append({"where": where, "why_not": (
+                f"n/a: the memory probe {where} ran out of memory ({type(exc).__name__}); the "
+                "steps themselves went on")})
+            return
+        self.taken.append({"where": where, **found})
+        synchronize(self.state.device)
+
+    def figures(self, optimizer_bytes: int | None) -> dict:
+        last = self.taken[-1] if self.taken else None
+        if last is not None and "why_not" in last:  # the configuration the run ended in
+            last, self.why_not = None, last["why_not"]
+        changed = ", the last change's probe" if len(self.taken) > 1 else ""
+        where = (f"one untimed probe forward/backward of a micro-batch {last['where']}"
+                 f"{changed} (not a timed step)") if last else self.why_not
+        return {
+            "saved_for_backward_bytes": figure(
+                last and last["saved_for_backward_bytes"], "bytes",
+                f"bytes autograd saves for backward in one micro-batch's forward, as "
+                f"saved_tensors_hooks see them (each storage once, parameters not counted): "
+                f"{where}" if last else where),
+            "gradient_bytes": figure(
+                last and last["gradient_bytes"], "bytes",
+                f"bytes of the parameters' gradients after the backward: {where}" if last
+                else where),
+            "optimizer_state_bytes": figure(
+                optimizer_bytes, "bytes", "bytes of the optimizer's state tensors after the last "
+                "step (0 for an optimizer without state, e.g. SGD without momentum)"),
+        }
 
 
 def brief_training(state: runtime.TrainState, batches: Any, steps: int,
@@ -125,6 +194,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     n_params = model.parameter_count()
     flops_token = flops_per_token(model.shape, train_cfg.seq_len)
     sampler = prep.sampler
+    # The probes draw micro-batches of the step's shape from their own sampler.
+    probes = MemoryProbes(state, prep.batches(train_cfg.batch_size, train_cfg.seq_len, 2,
+                                              sharded=True), lm_loss_of(state))
     prep.started(
         "train",
         batch_size=train_cfg.batch_size,
@@ -180,14 +252,18 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             out_of_time = bool(limits.time_s) and (
                 time.perf_counter() - run_started - eval_time >= limits.time_s)
             commands, stop, out_of_time = job_commands(control, dist, out_of_time)
+            changed = 0
             for command in commands:
-                changes += handle_command(command, state, step, note_toggle, capture)
+                changed += handle_command(command, state, step, note_toggle, capture)
+            changes += changed
             if stop:
                 stopped_early, stop_reason = True, "stopped by request"
                 break
             if out_of_time:
                 stop_reason = "time limit reached"
                 break
+            if (step == 1 and not limits.warmup_steps) or (changed and step > limits.warmup_steps):
+                probes.take(f"before step {step}")  # before this step's clock and energy reading
             if step == limits.warmup_steps + 1:
                 energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
@@ -250,6 +326,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
                 metrics["loss_val"] = validation(step)
             phase = ("compile" if state.compiled and step == 1 else "warmup") if warm else "measure"
+            if step == limits.warmup_steps:  # timed steps and their messages come after it
+                probes.take(f"after step {step}, the last warmup step")
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
     finally:
@@ -276,7 +354,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         rss_before_steps=rss_before_steps, rank_history=rank_history,
         energy=(energy_start, energy_end), power_readings=power_readings,
         replica_spread=replica_spread(state, dist),
-        flops_token=flops_token, window=window))
+        flops_token=flops_token, window=window, probes=probes))
     summary["checkpoint"] = saved
     summary["segments"] = parts
     return summary
@@ -411,8 +489,7 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                              "torch.cuda.max_memory_allocated (n/a on CPU)"),
         "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
                                              "highest NVML device memory seen (n/a without a GPU)"),
-        "optimizer_state_bytes": figure(state_bytes(state.optimizer) if v["steps_done"] else None,
-                                        "bytes", "bytes of the optimizer's state tensors after the last step"),
+        **v["probes"].figures(state_bytes(state.optimizer) if v["steps_done"] else None),
         "compile_time_s": figure(compile_time, "s", "first step's time minus the median step "
                                  "(n/a without torch.compile)"),
         "flops_per_token": figure(v["flops_token"], "FLOP", "6N + 12·L·H·Q·T (training)"),
@@ -460,14 +537,22 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     # A technique whose matmuls run at another peak (fp8) makes MFU against this peak misleading.
     other_peak = [registry.get(name).label for name in state.active
                   if registry.get(name).extra.get("mfu") == "n/a"]
-    if other_peak:
-        mfu_value, mfu_how = None, (f"n/a: {', '.join(other_peak)} runs matmuls at a peak other "
-                                    f"than the {dtype} one")
-    if mfu_value is not None and state.dist.enabled:
-        # tokens_per_s is the job's; the peak is one device's.
-        mfu_value /= state.dist.world_size
-        mfu_how += f", divided by {state.dist.world_size} devices"
-    figures["mfu"] = figure(mfu_value, "fraction", mfu_how)
+    # The measured roofline is read from its cache here, after the step loop: never measured
+    # during a run (`effiscope roofline` measures it), so no timed step pays for it.
+    measured_value, measured_how, measured_peak = mfu_vs_measured(
+        tokens_per_s, v["flops_token"], str(device), dtype)
+    for key, (value, how) in (("mfu", (mfu_value, mfu_how)),
+                              ("mfu_measured", (measured_value, measured_how))):
+        if other_peak:
+            value, how = None, (f"n/a: {', '.join(other_peak)} runs matmuls at a peak other "
+                                f"than the {dtype} one")
+        if value is not None and state.dist.enabled:
+            # tokens_per_s is the job's; the peak is one device's.
+            value /= state.dist.world_size
+            how += f", divided by {state.dist.world_size} devices"
+        figures[key] = figure(value, "fraction", how)
+    figures["measured_peak_flops"] = measured_peak or figure(
+        None, "FLOP/s", f"n/a: no measured {dtype} peak for this machine ({NA_HINT})")
     return {
         "workload": "train",
         "predicted_memory": predicted,
