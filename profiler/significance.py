@@ -117,9 +117,19 @@ def judge(key: str, better: str | None, base_summary: dict, other_summary: dict,
 
 
 def run_samples(run) -> dict:
-    """{sample key: measured values} for every sample key a verdict reads, from one scan."""
+    """{sample key: measured values} for every sample key a verdict reads: from a stored run's
+    stream (profiler.store.StoredRun, one scan) or from a loaded one (profiler.report.load.RunData,
+    which keeps every reading with its phase). Warmup and compile steps are left out."""
     wanted = set(SAMPLE_KEYS.values())
     out: dict[str, list[float]] = {k: [] for k in wanted}
+    series = getattr(run, "series", None)
+    if isinstance(series, dict):
+        for k in wanted:
+            found = series.get(k)
+            if found is not None:
+                out[k] = _clean(v for v, phase in zip(found.values, found.phases, strict=True)
+                                if phase == "measure")
+        return out
     for message in run.messages(warnings=[]):
         if message.get("type") != "sample" or message.get("phase") != "measure":
             continue
@@ -127,6 +137,28 @@ def run_samples(run) -> dict:
         for k in wanted:
             out[k].extend(_clean([metrics.get(k)]))
     return out
+
+
+def judge_runs(key: str, better: str | None, base, other, samples: dict | None = None) -> dict:
+    """judge() for two runs (StoredRun summaries are read, RunData carries its own): `samples`
+    caches run_samples per run id so that a table of many figures scans each stream once."""
+    cache = samples if samples is not None else {}
+
+    def parts(run):
+        run_id = getattr(run, "run_id", id(run))
+        if run_id not in cache:
+            cache[run_id] = run_samples(run)
+        summary = run.summary if isinstance(getattr(run, "summary", None), dict) else \
+            (run.summary() or {})
+        return summary, cache[run_id]
+
+    (base_summary, base_samples), (other_summary, other_samples) = parts(base), parts(other)
+    return judge(key, better, base_summary, other_summary, base_samples, other_samples)
+
+
+WORDS = {"better": "significant: better", "worse": "significant: worse",
+         "apart": "significant", "within noise": "within noise", "no spread": "no spread"}
+"""A verdict as the CLI and the reports write it (the app colours the same verdicts)."""
 
 
 TOOLTIPS = {
