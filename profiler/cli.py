@@ -17,26 +17,14 @@ import sys
 import threading
 import time
 
+from profiler.text import safe  # the one escaping rule; cli.safe stays importable
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _err(text: str) -> None:
     print(f"effiscope: {safe(text)}", file=sys.stderr)
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-_CONTROL.update({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})
-_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x202E: "\\u202e"})
-
-
-def safe(text: object, keep_newlines: bool = False) -> str:
-    """Text from a run or a worker, fit to print: escape sequences (ESC, CSI, bells, bidi
-    overrides) are shown as \\x.. instead of reaching the terminal."""
-    table = dict(_CONTROL)
-    if keep_newlines:
-        table.pop(0x0A)
-    return str(text).translate(table)
 
 
 # --- gui -------------------------------------------------------------------------------------------
@@ -550,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="RUN_ID",
                    help="the run the others are compared against (default: the first)")
     p.set_defaults(func=cmd_report)
+
+    from profiler import compare_cmd
+
+    p = sub.add_parser("compare", help="runs against a baseline: value, delta, change and "
+                                       "whether it is significant or within noise",
+                       description=compare_cmd.__doc__.splitlines()[0])
+    compare_cmd.add_arguments(p)
+    p.set_defaults(func=compare_cmd.run)
 
     _add_bench_parsers(sub)
 
