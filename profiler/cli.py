@@ -177,9 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
               ) -> tuple[int, str | None]:
-    """One headless run of `config` into the store: (exit code, run id or None). `meta` is added
-    to the run's meta.json (a repeat's group); with it the summary is not printed as JSON (the
-    repeats print one document for the group)."""
+    """One headless run of `config` into the store: (exit code, run id or None). `meta` is a
+    repeat's place ({group, index, of}, profiler.repeats.mark); with it the summary is not
+    printed as JSON (the repeats print one document for the group)."""
     from profiler.client import StartRefused, run_to_completion
     from profiler.launch import worker_command
     from profiler.recorder import RunRecorder
@@ -190,9 +190,9 @@ def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
     try:
         run = store.create_run(config)
         if meta:
-            run.write_meta({**run.meta(), **{k: v for k, v in meta.items() if k != "tags"},
-                            "tags": sorted(set(meta.get("tags") or []))})
-            store.update_index(run)
+            from profiler.repeats import mark
+
+            mark(store, run, **meta)
         recorder = RunRecorder(store, run)
     except StoreError as exc:
         _err(str(exc))

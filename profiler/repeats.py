@@ -33,6 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the spread of the headline figures across the runs")
 
 
+def new_group() -> str:
+    return secrets.token_hex(4)
+
+
+def repeat_name(base: str, index: int, of: int) -> str:
+    return f"{base} repeat {index}/{of}"
+
+
+def mark(store, run, group: str, index: int, of: int) -> None:
+    """Write a repeat's place into its run's meta.json ({"repeat": {group, index, of}} and the
+    tag "repeats:GROUP") and the history's index; StoreError when the folder cannot be written."""
+    meta = run.meta()
+    tags = set(meta.get("tags") or []) | {f"repeats:{group}"}
+    run.write_meta({**meta, "repeat": {"group": group, "index": index, "of": of},
+                    "tags": sorted(tags)})
+    store.update_index(run)
+
+
 def spread(values: list[float]) -> dict:
     """The spread of one figure across runs: {n, median, min, max, cv_pct, ci_low, ci_high};
     cv_pct is the sample standard deviation over the mean (None below 2 runs or for a zero
@@ -84,52 +102,65 @@ def describe(row: dict) -> str:
     return text
 
 
-def run_repeats(config, repeats: int | None,
-                run_once: Callable[[object, dict], tuple[int, str | None]],
-                as_json: bool = False) -> int:
-    """Run `config` `repeats` times with run_once(config, meta) -> (exit code, run id) (the
-    CLI's one headless run), then print the spread across the runs that completed. Stops at the
-    first run that was interrupted; the exit code is the first non-zero one, else 0."""
-    from profiler.store import RunStore, StoreError
+def completed_summaries(store, run_ids: list[str]) -> list[dict]:
+    """The summaries of the runs that completed (a stopped or failed repeat is not a sample of
+    the config's speed)."""
+    from profiler.store import StoreError
 
-    if not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
-        print(f"effiscope: --repeats N runs the config N times: give N from 1 to {MAX_REPEATS}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    group = secrets.token_hex(4)
-    base_name = config.name or config.run_record()["model"]
-    codes: list[int] = []
-    run_ids: list[str] = []
-    for index in range(1, repeats + 1):
-        one = copy.deepcopy(config)
-        one.name = f"{base_name} repeat {index}/{repeats}"
-        print(f"repeat {index}/{repeats} (group {group})", file=sys.stderr)
-        code, run_id = run_once(one, {"repeat": {"group": group, "index": index, "of": repeats},
-                                      "tags": [f"repeats:{group}"]})
-        codes.append(code)
-        if run_id:
-            run_ids.append(run_id)
-        if code >= 128 or run_id is None:  # interrupted, or the store refused: no more repeats
-            break
-    store = RunStore()
-    summaries = []
+    out = []
     for run_id in run_ids:
         try:
             summary = store.open_run(run_id).summary() or {}
         except StoreError:
             continue
         if summary.get("status") == "completed":
-            summaries.append(summary)
+            out.append(summary)
+    return out
+
+
+def report_lines(store, group: str, run_ids: list[str], of: int) -> list[str]:
+    """The spread as the CLI prints it and the app shows it: a heading and a line per figure."""
+    summaries = completed_summaries(store, run_ids)
+    lines = [f"spread across {len(summaries)} of {of} repeats (group {group}; runs "
+             f"{', '.join(run_ids)}):"]
     rows = across(summaries)
+    lines += [f"  {describe(row)}" for row in rows] or ["  n/a: no repeat completed with figures"]
+    return lines
+
+
+def run_repeats(config, repeats: int | None,
+                run_once: Callable[[object, dict], tuple[int, str | None]],
+                as_json: bool = False) -> int:
+    """Run `config` `repeats` times with run_once(config, repeat) -> (exit code, run id) (the
+    CLI's one headless run; it marks the run with mark(..., **repeat)), then print the spread across the runs that completed. Stops at the
+    first run that was interrupted; the exit code is the first non-zero one, else 0."""
+    from profiler.store import RunStore
+
+    if not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        print(f"effiscope: --repeats N runs the config N times: give N from 1 to {MAX_REPEATS}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    group = new_group()
+    base_name = config.name or config.run_record()["model"]
+    codes: list[int] = []
+    run_ids: list[str] = []
+    for index in range(1, repeats + 1):
+        one = copy.deepcopy(config)
+        one.name = repeat_name(base_name, index, repeats)
+        print(f"repeat {index}/{repeats} (group {group})", file=sys.stderr)
+        code, run_id = run_once(one, {"group": group, "index": index, "of": repeats})
+        codes.append(code)
+        if run_id:
+            run_ids.append(run_id)
+        if code >= 128 or run_id is None:  # interrupted, or the store refused: no more repeats
+            break
+    store = RunStore()
     if as_json:
+        summaries = completed_summaries(store, run_ids)
         print(json.dumps({"group": group, "runs": run_ids, "completed": len(summaries),
-                          "spread": rows}, indent=2))
+                          "spread": across(summaries)}, indent=2))
     else:
         print()
-        print(f"spread across {len(summaries)} of {repeats} repeats (group {group}; runs "
-              f"{', '.join(safe(r) for r in run_ids)}):")
-        if not rows:
-            print("  n/a: no repeat completed with figures")
-        for row in rows:
-            print(f"  {describe(row)}")
+        for line in report_lines(store, group, run_ids, repeats):
+            print(safe(line))
     return next((c for c in codes if c != EXIT_OK), EXIT_OK)
