@@ -82,3 +82,42 @@ def test_html_and_markdown_grey_within_noise_and_colour_significant_deltas():
     md = render([base, slow], "md", store)
     assert "(significant: worse)" in next(x for x in md.splitlines()
                                           if x.startswith("| Throughput"))
+
+
+def toggled_run(store, name: str, before: float, after: float, seed: int) -> str:
+    """40 measured steps: `before` tokens/s until a toggle at step 21, `after` from there; the
+    summary's segments say so (its headline is the last segment)."""
+    import random
+
+    from tests.helpers import stored_run
+
+    rng = random.Random(seed)
+    messages = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
+                {"type": "started", "run": {"workload": "train", "device": "cpu", "steps": 40}}]
+    late = []
+    for step in range(1, 41):
+        value = (before if step < 21 else after) * rng.lognormvariate(0, 0.05)
+        if step >= 22:
+            late.append(value)
+        messages.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
+                         "metrics": {"tokens_per_s": value, "step_time_s": 256 / value}})
+    median = sorted(late)[len(late) // 2]
+    messages.append({"type": "done", "status": "completed", "summary": {
+        "figures": {"tokens_per_s": {"value": median, "unit": "tokens/s", "how": "median"}},
+        "segments": [{"index": 0, "start_step": 1, "end_step": 20, "timed_from": 1},
+                     {"index": 1, "start_step": 21, "end_step": 40, "timed_from": 22}]}})
+    return stored_run(store, name, messages)
+
+
+def test_a_toggled_run_is_judged_on_its_headline_segment_only():
+    """A run that went 1,000 -> 1,500 tokens/s mid-run has the headline 1,500: against a plain
+    1,500 run that is within noise, not a slowdown from mixing in the first configuration."""
+    store = RunStore()
+    plain, toggled = noisy_run(store, "plain", 1500, 11), toggled_run(store, "t", 1000, 1500, 12)
+    samples = significance.run_samples(store.open_run(toggled))["tokens_per_s"]
+    assert len(samples) == 19 and min(samples) > 1200  # steps 22..40 only
+    loaded = significance.run_samples(load_run(store.open_run(toggled)))["tokens_per_s"]
+    assert sorted(loaded) == sorted(samples)
+    verdict = significance.judge_runs("tokens_per_s", "higher", store.open_run(plain),
+                                      store.open_run(toggled))
+    assert verdict["verdict"] == "within noise"
