@@ -30,8 +30,7 @@ from PySide6.QtWidgets import (
 
 from profiler.metrics import format_change, format_value, metric
 from profiler.report.compare import DELTA_ROWS, change_pct, delta_rows, flatten
-from profiler.significance import SAMPLE_KEYS, TOOLTIPS, compare_samples, describe, run_samples
-from profiler.significance import judge as judge_figures
+from profiler.significance import TOOLTIPS, describe, judge, run_samples
 from profiler.store import RunStore, StoreError
 
 BETTER, WORSE, NEUTRAL = "#15803d", "#b91c1c", "#6b7280"
@@ -52,28 +51,6 @@ def summary_value(summary: dict, key: str) -> float | None:
         except OverflowError:
             return None
     return value(key)
-
-
-def spread(summary: dict, key: str) -> tuple[float, float] | None:
-    """A figure's interval (low, high) when its summary carries one (a distribution's interval
-    from the noise figures); None for a bare number, whose delta gets no verdict."""
-    figure = (summary.get("figures") or {}).get(key) or {}
-    interval = figure.get("interval")
-    if isinstance(interval, (list, tuple)) and len(interval) == 2:
-        low, high = interval
-    else:
-        low, high = figure.get("low"), figure.get("high")
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        return float(low), float(high)
-    return None
-
-
-def verdict(base: tuple[float, float] | None, other: tuple[float, float] | None) -> str:
-    """"better-or-worse" when the intervals are apart, "within noise" when they overlap,
-    "no spread" when either figure is a bare number (shown neutral: no pretended verdict)."""
-    if base is None or other is None:
-        return "no spread"
-    return "within noise" if base[0] <= other[1] and other[0] <= base[1] else "apart"
 
 
 BARE_UNITS = ("tokens/s", "nats/token")
@@ -278,22 +255,10 @@ class CompareView(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
 
     def judge(self, key: str, better: str | None, base_id: str, run_id: str) -> dict:
-        """The verdict on a delta (profiler.significance): on the per-step samples when both
-        runs stored them, else on the summary figures' spread (intervals apart or not)."""
-        if metric(key).exact:  # counted, not timed: no noise to exceed
-            return judge_figures(key, better, self.summaries[base_id], self.summaries[run_id])
-        sample = SAMPLE_KEYS.get(key)
-        base_samples = (self.samples.get(base_id) or {}).get(sample) or []
-        other_samples = (self.samples.get(run_id) or {}).get(sample) or []
-        if sample and base_samples and other_samples:
-            return compare_samples(base_samples, other_samples, better)
-        noise = verdict(spread(self.summaries[base_id], key), spread(self.summaries[run_id], key))
-        pct = change_pct(summary_value(self.summaries[run_id], key),
-                         summary_value(self.summaries[base_id], key))
-        if noise == "apart" and pct and better in ("higher", "lower"):
-            noise = "better" if (pct > 0) == (better == "higher") else "worse"
-        return {"delta_pct": pct, "verdict": noise, "p_value": None,
-                "method": "95 % intervals of the summary figures"}
+        """The verdict on a delta: profiler.significance.judge, the one the CLI and the reports
+        use (per-step samples when both runs stored them, else the summary figures' intervals)."""
+        return judge(key, better, self.summaries[base_id], self.summaries[run_id],
+                     self.samples.get(base_id), self.samples.get(run_id))
 
     def cell_text(self, key: str, run_id: str, delta: bool = False) -> str:
         """The table's text for a figure of a run (its value, or with delta its % change)."""

@@ -11,6 +11,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.repeats import MAX_REPEATS
 
 
 class LaunchForm(QWidget):
@@ -29,6 +30,13 @@ class LaunchForm(QWidget):
                                   "under torchrun and need Data parallel (DDP) or FSDP")
         self.processes.valueChanged.connect(lambda _v: self.changed.emit())
         form.addRow("Processes per node", self.processes)
+        self.repeats = QSpinBox()
+        self.repeats.setObjectName("repeatsSpin")
+        self.repeats.setRange(1, MAX_REPEATS)
+        self.repeats.setToolTip("Run the same config this many times, one after the other, and "
+                                "show the spread of the headline figures across the runs (like "
+                                "`effiscope run --repeats N`)")
+        form.addRow("Repeats", self.repeats)
         self.remote = QLineEdit()
         self.remote.setObjectName("remoteEdit")
         self.remote.setPlaceholderText("empty: this machine; or user@host")
@@ -74,6 +82,7 @@ class LaunchForm(QWidget):
 
     def set_running(self, running: bool) -> None:
         self.processes.setEnabled(not running)
+        self.repeats.setEnabled(not running)
         self.remote.setEnabled(not running)
 
 

@@ -42,6 +42,7 @@ from app.history import HistoryPanel
 from app.labels import escape, expected_steps, host_line
 from app.launch_form import LaunchForm
 from app.profile_view import ProfileView
+from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
 from app.run_form import RunForm, on_screen
 from app.technique_panel import TechniquePanel
@@ -81,6 +82,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._warm_count = 0
         self._closed = False
         self._restart_pending = False
+        self.repeats = RepeatPlan()
+        """A series of repeats in progress (the Launch section's Repeats)."""
         self._shown_run_id: str | None = None
 
         # --- left: run controls on top, settings in sections below ------------------------------
@@ -375,9 +378,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             self.show_error(f"Cannot start: the settings could not be checked ({exc!r}).",
                             "This is a bug; the traceback is on the terminal.")
             return False
-        config.name = self.unique_run_name(config.name or config.model.preset)
+        config.name = self.repeats.name_for(  # "nano #3", or "nano #3 repeat 2/3"
+            self.launch_form.repeats.value(), self.unique_run_name(config.name or config.model.preset))
         try:
             run = self.store.create_run(config)
+            self.repeats.started(self.store, run)
         except StoreError as exc:
             self.show_error(f"Cannot start: {exc}")
             return False
@@ -410,14 +415,23 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.remember_config(config)
         return True
 
+    def _next_repeat(self) -> None:
+        """Start the series' next repeat; one that cannot start ends the series."""
+        self.repeats.continuing = True
+        if not self.start_run():
+            self.repeats.continuing = False
+            for line in self.repeats.cancel(self.store):
+                self.add_notice(line.strip())
+
     def unique_run_name(self, base: str) -> str:
         """"nano #3": the preset's name and a number no stored run of that name has, so legends
         and the history never read "nano, nano"."""
-        base = re.sub(r"\s+#\d+$", "", base).strip() or "run"
+        base = re.sub(r"\s+#\d+(?: repeat \d+/\d+)?$", "", base).strip() or "run"
         taken = set()
         try:
             for row in self.store.list_runs():
-                found = re.fullmatch(re.escape(base) + r"\s+#(\d+)", str(row.get("name") or ""))
+                found = re.fullmatch(re.escape(base) + r"\s+#(\d+)(?: repeat \d+/\d+)?",
+                                     str(row.get("name") or ""))
                 if found:
                     taken.add(int(found[1]))
         except (StoreError, OSError):
@@ -492,9 +506,15 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.charts.redraw_now()
         self.history.refresh(select_id=self.run_id)
         self.check_settings()
+        follow, spread = (False, self.repeats.cancel(self.store)) if self._restart_pending \
+            else self.repeats.ended(status, self.store)
+        for line in spread:  # a series of repeats is over: the spread across its runs
+            self.add_notice(line.strip())
         if self._restart_pending:
             self._restart_pending = False
             QTimer.singleShot(0, self.start_run)
+        elif follow:
+            QTimer.singleShot(0, self._next_repeat)
         else:
             QTimer.singleShot(0, self, self.start_warm_worker)
 

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from profiler.terminal import safe
+from profiler.text import safe  # the one escaping rule; cli.safe stays importable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -152,11 +152,9 @@ class ProfileRequest:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from profiler.client import StartRefused, run_to_completion, start_line
+    from profiler.client import StartRefused, start_line
     from profiler.config import ConfigError, resolve
-    from profiler.launch import LaunchError, preflight, worker_command
-    from profiler.recorder import RunRecorder
-    from profiler.store import RunStore, StoreError
+    from profiler.launch import LaunchError, preflight
 
     try:
         config = _apply_overrides(resolve(args.target), args)
@@ -169,14 +167,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
              "a train run (workload = \"train\") and STEPS of 1 or more")
         return EXIT_USAGE
+    if getattr(args, "repeats", None) not in (None, 1):  # the config N times: profiler.repeats
+        from profiler.repeats import run_repeats
+
+        return run_repeats(config, args.repeats, lambda cfg, meta: _run_once(cfg, args, meta),
+                           as_json=args.json)
+    return _run_once(config, args)[0]
+
+
+def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
+              ) -> tuple[int, str | None]:
+    """One headless run of `config` into the store: (exit code, run id or None). `meta` is a
+    repeat's place ({group, index, of}, profiler.repeats.mark); with it the summary is not
+    printed as JSON (the repeats print one document for the group)."""
+    from profiler.client import StartRefused, run_to_completion
+    from profiler.launch import worker_command
+    from profiler.recorder import RunRecorder
+    from profiler.store import RunStore, StoreError
+
     profile = ProfileRequest(args.profile) if args.profile else None
     store = RunStore()
     try:
         run = store.create_run(config)
+        if meta:
+            from profiler.repeats import mark
+
+            mark(store, run, **meta)
         recorder = RunRecorder(store, run)
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_USAGE
+        return EXIT_USAGE, None
     generations = config.infer.warmup_runs + config.infer.repeats
     progress = Progress(generations if config.workload in ("infer", "compress")
                         else config.limits.steps)
@@ -214,17 +234,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         progress.close()
     summary = run.summary() or {}
-    if args.json:
+    if args.json and meta is None:
         print(json.dumps({"run_id": run.run_id, **summary}, indent=2))
-    else:
+    elif not args.json:
         _print_summary(run.run_id, run.meta(), summary)
     if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
         _err(f"{recorder.write_error}; the run was stopped and {len(recorder.unwritten)} "
              "received messages could not be stored")
-        return EXIT_FAILED
+        return EXIT_FAILED, run.run_id
     if interrupt.is_set():
-        return EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
-    return {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(status, EXIT_CRASHED)
+        return (EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED,
+                run.run_id)
+    return ({"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(
+        status, EXIT_CRASHED), run.run_id)
 
 
 # --- runs / show -----------------------------------------------------------------------------------
@@ -502,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record STEPS training steps with torch.profiler once the warmup is over "
                         "(at most 50): operator table and trace in the run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from profiler import repeats
+
+    repeats.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list past runs")
@@ -538,6 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="RUN_ID",
                    help="the run the others are compared against (default: the first)")
     p.set_defaults(func=cmd_report)
+
+    from profiler import compare_cmd
+
+    p = sub.add_parser("compare", help="runs against a baseline: value, delta, change and "
+                                       "whether it is significant or within noise",
+                       description=compare_cmd.__doc__.splitlines()[0])
+    compare_cmd.add_arguments(p)
+    p.set_defaults(func=compare_cmd.run)
 
     _add_bench_parsers(sub)
 

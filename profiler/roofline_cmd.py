@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from profiler import roofline
     from profiler.metrics import format_summary_figure, format_value
     from profiler.store import StoreError
-    from profiler.terminal import safe
+    from profiler.text import safe
 
     def say(text: str) -> None:
         print(f"effiscope: {safe(text)}", file=sys.stderr)

@@ -142,17 +142,74 @@ def judge(key: str, better: str | None, base_summary: dict, other_summary: dict,
     return compare_figures(figures(base_summary).get(key), figures(other_summary).get(key), better)
 
 
+def headline_steps(summary: dict | None) -> tuple[int, int] | None:
+    """The steps a run's headline speed was taken over when it changed techniques mid-run (the
+    timed steps of its last segment, profiler.segments.last_timed); None for a run of one
+    configuration, whose every measured step counts."""
+    parts = (summary or {}).get("segments")
+    if not isinstance(parts, list) or len(parts) < 2 or not isinstance(parts[-1], dict):
+        return None
+    low, high = parts[-1].get("timed_from"), parts[-1].get("end_step")
+    if isinstance(low, int) and isinstance(high, int):
+        return low, high
+    return (0, -1)  # the last segment has no timed step: no samples
+
+
 def run_samples(run) -> dict:
-    """{sample key: measured values} for every sample key a verdict reads, from one scan."""
+    """{sample key: measured values} for every sample key a verdict reads: from a stored run's
+    stream (profiler.store.StoredRun, one scan) or from a loaded one (profiler.report.load.RunData,
+    which keeps every reading with its phase). Warmup and compile steps are left out, and in a
+    run that changed techniques mid-run every step outside its headline's last segment: the
+    samples are the ones the headline figure is the median of."""
     wanted = set(SAMPLE_KEYS.values())
     out: dict[str, list[float]] = {k: [] for k in wanted}
+    series = getattr(run, "series", None)
+    loaded = isinstance(series, dict)
+    window = headline_steps(run.summary if loaded else run.summary())
+
+    def counts(step, phase) -> bool:
+        return phase == "measure" and (window is None or (
+            isinstance(step, int) and window[0] <= step <= window[1]))
+
+    if loaded:
+        for k in wanted:
+            found = series.get(k)
+            if found is not None:
+                out[k] = _clean(v for v, step, phase in zip(found.values, found.steps,
+                                                             found.phases, strict=True)
+                                if counts(step, phase))
+        return out
     for message in run.messages(warnings=[]):
-        if message.get("type") != "sample" or message.get("phase") != "measure":
+        if message.get("type") != "sample" or not counts(message.get("step"),
+                                                         message.get("phase")):
             continue
         metrics = message.get("metrics") or {}
         for k in wanted:
             out[k].extend(_clean([metrics.get(k)]))
     return out
+
+
+def judge_runs(key: str, better: str | None, base, other, samples: dict | None = None) -> dict:
+    """judge() for two runs (StoredRun summaries are read, RunData carries its own): `samples`
+    caches run_samples per run id so that a table of many figures scans each stream once."""
+    cache = samples if samples is not None else {}
+
+    def parts(run):
+        run_id = getattr(run, "run_id", id(run))
+        if run_id not in cache:
+            cache[run_id] = run_samples(run)
+        summary = run.summary if isinstance(getattr(run, "summary", None), dict) else \
+            (run.summary() or {})
+        return summary, cache[run_id]
+
+    (base_summary, base_samples), (other_summary, other_samples) = parts(base), parts(other)
+    return judge(key, better, base_summary, other_summary, base_samples, other_samples)
+
+
+WORDS = {"better": "significant: better", "worse": "significant: worse",
+         "apart": "significant", "within noise": "within noise", "no spread": "no spread",
+         "equal": "equal (counted)"}
+"""A verdict as the CLI and the reports write it (the app colours the same verdicts)."""
 
 
 TOOLTIPS = {

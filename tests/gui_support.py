@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtCore import QCoreApplication, QEvent
 
 from app.main import MainWindow
+from tests.helpers import stored_run  # noqa: F401 - the GUI tests import it from here
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 
@@ -53,22 +54,6 @@ def warm_fake_worker(step_delay_s: float = 0.02) -> list[str]:
     it is up), then it waits for `start`."""
     code = WARM_FAKE.format(tests=str(FAKE_WORKER.parent))
     return [sys.executable, "-c", code, str(step_delay_s)]
-
-
-def stored_run(store, name: str, messages: list[dict], config=None, exit_code: int | None = 0,
-               killed: bool = False) -> str:
-    """A run in the store made of these messages (as if a worker had sent them)."""
-    from profiler.config import RunConfig
-    from profiler.recorder import RunRecorder
-
-    config = config or RunConfig(name=name, device="cpu")
-    config.name = name
-    run = store.create_run(config)
-    recorder = RunRecorder(store, run)
-    for message in messages:
-        recorder.handle_message(message)
-    recorder.finish(exit_code, killed_by_signal=killed)
-    return run.run_id
 
 
 def train_messages(steps: int, loss0: float = 3.0, rss_mib: float = 100.0,

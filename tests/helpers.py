@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import random
 import time
 
 from profiler import protocol
@@ -42,3 +43,36 @@ def collect(worker: WorkerProcess, until: str = "done", timeout: float = 120.0) 
         if message["type"] == until:
             return messages
     raise AssertionError(f"no {until!r} message within {timeout} s; got {[m['type'] for m in messages]}")
+
+
+def stored_run(store, name: str, messages: list[dict], config=None, exit_code: int | None = 0,
+               killed: bool = False) -> str:
+    """A run in the store made of these messages (as if a worker had sent them)."""
+    from profiler.config import RunConfig
+    from profiler.recorder import RunRecorder
+
+    config = config or RunConfig(name=name, device="cpu")
+    config.name = name
+    run = store.create_run(config)
+    recorder = RunRecorder(store, run)
+    for message in messages:
+        recorder.handle_message(message)
+    recorder.finish(exit_code, killed_by_signal=killed)
+    return run.run_id
+
+
+def noisy_run(store, name: str, tokens: float, seed: int) -> str:
+    """A stored train run of 40 measured steps whose throughput is lognormal (5 %) around
+    `tokens` tokens/s, seeded: two runs of the same `tokens` differ by noise alone."""
+    rng = random.Random(seed)
+    messages = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
+                {"type": "started", "run": {"workload": "train", "device": "cpu", "steps": 40}}]
+    values = [tokens * rng.lognormvariate(0, 0.05) for _ in range(40)]
+    for step, value in enumerate(values, 1):
+        messages.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
+                         "metrics": {"tokens_per_s": value, "step_time_s": 256 / value}})
+    median = sorted(values)[20]
+    messages.append({"type": "done", "status": "completed", "summary": {"figures": {
+        "tokens_per_s": {"value": median, "unit": "tokens/s", "how": "median"},
+        "step_time_p50_s": {"value": 256 / median, "unit": "s", "how": "median"}}}})
+    return stored_run(store, name, messages)

@@ -4,31 +4,14 @@ coloured (profiler.significance decides both)."""
 
 from __future__ import annotations
 
-import random
-
 from PySide6.QtCore import QPoint, Qt
 
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import stored_run
+from tests.helpers import noisy_run
 
 window = gui_support.window
 NEUTRAL, BETTER, WORSE = "#6b7280", "#15803d", "#b91c1c"
-
-
-def noisy_run(store, name: str, tokens: float, seed: int) -> str:
-    rng = random.Random(seed)
-    messages = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
-                {"type": "started", "run": {"workload": "train", "device": "cpu", "steps": 40}}]
-    values = [tokens * rng.lognormvariate(0, 0.05) for _ in range(40)]
-    for step, value in enumerate(values, 1):
-        messages.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
-                         "metrics": {"tokens_per_s": value, "step_time_s": 256 / value}})
-    median = sorted(values)[20]
-    messages.append({"type": "done", "status": "completed", "summary": {"figures": {
-        "tokens_per_s": {"value": median, "unit": "tokens/s", "how": "median"},
-        "step_time_p50_s": {"value": 256 / median, "unit": "s", "how": "median"}}}})
-    return stored_run(store, name, messages)
 
 
 def tick(qtbot, history, run_id: str) -> None:

@@ -13,7 +13,7 @@ from profiler.store import RunStore, StoreError
 FORMATS = ("html", "json", "csv", "md", "trace")
 EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}
 
-__all__ = ["FORMATS", "ReportError", "default_filename", "export", "render"]
+__all__ = ["FORMATS", "ReportError", "default_filename", "export", "load_runs", "render"]
 
 
 class ReportError(ValueError):
@@ -36,6 +36,12 @@ def _resolve(run_ids: list[str], store: RunStore, baseline: str | None):
     runs = [load_run(item) for item in unique.values()]
     base = next(r for r in runs if r.run_id == base_stored.run_id)
     return runs, base
+
+
+def load_runs(run_ids: list[str], store: RunStore, baseline: str | None = None):
+    """(runs, baseline) loaded from the store (profiler.report.load.RunData each, the baseline
+    among them, default the first); ReportError names a run id that is not there."""
+    return _resolve(run_ids, store, baseline)
 
 
 def render(run_ids: list[str], fmt: str, store: RunStore | None = None,

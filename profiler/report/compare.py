@@ -1,7 +1,9 @@
 """Several runs against a baseline: the delta table and the config diff, as plain data.
 
 The deltas are computed from the runs' summary figures only, so a comparison says exactly what
-each run's own report says; perplexity is exp(final validation loss).
+each run's own report says; perplexity is exp(final validation loss). Whether a delta is a
+difference at all is profiler.significance's verdict (the same one the app and `effiscope compare`
+show): "better" / "worse" only outside the noise of both runs, else "within noise".
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from profiler import significance
 from profiler.metrics import metric
 from profiler.report.load import RunData
 
@@ -86,25 +89,26 @@ def change_pct(value: float | None, base: float | None) -> float | None:
 
 
 def deltas(runs: list[RunData], baseline: RunData) -> list[dict]:
-    """One row per figure: each run's value, its difference to the baseline and the % change."""
+    """One row per figure: each run's value, its difference to the baseline, the % change and
+    the verdict on it (significance.judge_runs; None for the baseline's own cell)."""
     rows = []
+    samples: dict = {}
     for key, label, unit, better in delta_rows([baseline.summary] + [r.summary for r in runs]):
         base = row_value(baseline, key)
         cells = []
         for run in runs:
             value = row_value(run, key)
             delta = value - base if value is not None and base is not None else None
+            verdict = p_value = None
+            if run is not baseline and value is not None and base is not None:
+                result = significance.judge_runs(key, better, baseline, run, samples)
+                verdict, p_value = result["verdict"], result["p_value"]
             cells.append({"run": run.run_id, "value": value, "delta": delta,
-                          "change_pct": change_pct(value, base)})
+                          "change_pct": change_pct(value, base), "verdict": verdict,
+                          "p_value": p_value})
         rows.append({"key": key, "label": label, "unit": unit, "better": better,
                      "baseline": base, "cells": cells})
     return rows
-
-
-def is_better(row: dict, delta: float | None) -> bool | None:
-    if delta is None or delta == 0:
-        return None
-    return (delta > 0) == (row["better"] == "higher")
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from profiler import __version__
+from profiler import __version__, significance
 from profiler.metrics import format_change, format_delta, format_value
 from profiler.report import charts, compare, sections
 from profiler.report.load import RunData
@@ -64,7 +64,7 @@ font-size:12px;overflow:auto;white-space:pre-wrap;word-break:break-word}
 .diff .del{color:#991b1b;background:#fef2f2;display:block}.diff .hunk{color:#6b7280;display:block}
 .rec{border-left:4px solid #2563eb;background:#eff6ff;padding:8px 12px;margin:8px 0;border-radius:4px}
 .rec.warning{border-left-color:#d97706;background:#fffbeb}.rec-title{font-weight:600}
-.better{color:#166534}.worse{color:#991b1b}
+.better{color:#166534}.worse{color:#991b1b}.noise{color:#6b7280}
 footer{margin-top:40px;color:#9ca3af;font-size:12px}
 @media print{body{background:#fff}main{padding:0}}
 """
@@ -153,15 +153,26 @@ def _delta_table(runs: list[RunData], baseline: RunData, names: dict[str, str]) 
         line = [e(row["label"]) + f'<div class="how">{e(row["better"])} is better</div>',
                 e(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
-            better = compare.is_better(row, cell["delta"])
-            cls = "" if better is None else ("better" if better else "worse")
+            cls = VERDICT_CLASS.get(cell["verdict"], "")
+            words = significance.WORDS.get(cell["verdict"], "")
+            tip = f' title="{e(words)}"' if words else ""
+            change = format_change(cell["change_pct"])
+            if cell["verdict"] == "within noise" and cell["change_pct"] is not None:
+                change += " (within noise)"
             line += [e(format_value(cell["value"], row["unit"])),
-                     f'<span class="{cls}">{e(format_delta(cell["delta"], row["unit"]))}</span>',
-                     f'<span class="{cls}">{e(format_change(cell["change_pct"]))}</span>']
+                     f'<span class="{cls}"{tip}>{e(format_delta(cell["delta"], row["unit"]))}</span>',
+                     f'<span class="{cls}"{tip}>{e(change)}</span>']
         rows.append(line)
     return ('<p class="how">Each run\'s own summary figures; Δ = run − baseline, % = Δ / baseline. '
-            "Green is better, red is worse.</p>"
+            "Green is better, red is worse, only where the difference is significant: outside the "
+            "noise of both runs (Mann-Whitney U on the per-step samples and the bootstrap interval "
+            "of the ratio of medians, or the figures' 95 % intervals apart). Grey is within noise; "
+            "uncoloured has no spread to judge by.</p>"
             + table(headers, rows, set(range(1, len(headers)))))
+
+
+VERDICT_CLASS = {"better": "better", "worse": "worse", "within noise": "noise"}
+"""The class of a delta cell by profiler.significance's verdict; none for "no spread"."""
 
 
 def _diff_html(text: str) -> str:

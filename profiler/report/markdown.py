@@ -6,6 +6,7 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
+from profiler import significance
 from profiler.metrics import (
     format_change,
     format_delta,
@@ -102,7 +103,8 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     ordered = [baseline] + [r for r in runs if r is not baseline]
     out = [f"# EffiScope comparison of {len(runs)} runs", "",
            f"Baseline: **{md(names[baseline.run_id])}** (`{md(baseline.run_id)}`). "
-           "Δ = run − baseline; % = Δ / baseline.", ""]
+           "Δ = run − baseline; % = Δ / baseline; \"significant\" only outside the noise of "
+           "both runs, else \"within noise\".", ""]
     headers = ["Figure", f"{md(names[baseline.run_id])} (baseline)"]
     for run in ordered[1:]:
         headers += [md(names[run.run_id]), "Δ", "%"]
@@ -113,9 +115,11 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
             continue
         line = [md(row["label"]), md(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
+            change = format_change(cell["change_pct"])
+            if cell["verdict"] in ("better", "worse", "apart", "within noise"):
+                change += f" ({significance.WORDS[cell['verdict']]})"
             line += [md(format_value(cell["value"], row["unit"])),
-                     md(format_delta(cell["delta"], row["unit"])),
-                     md(format_change(cell["change_pct"]))]
+                     md(format_delta(cell["delta"], row["unit"])), md(change)]
         rows.append(line)
     out += _table(headers, rows, set(range(1, len(headers))))
     diff = compare.config_diff(ordered, baseline)

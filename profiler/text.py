@@ -1,4 +1,4 @@
-"""Text fit to print on a terminal: control characters shown escaped (one home for every command)."""
+"""Text that came from a run (names, a remote worker's messages), made fit for a terminal."""
 
 from __future__ import annotations
 

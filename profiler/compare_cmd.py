@@ -1,0 +1,102 @@
+"""`effiscope compare RUN... --baseline RUN`: the delta table of the app's Compare, in a terminal.
+
+Per figure: the baseline's value, each run's value, the difference, the % change and the verdict
+of profiler.significance ("significant: better" / "significant: worse" only outside the noise of
+both runs, else "within noise"; "no spread" where a figure carries nothing to judge by). The
+rows, values and verdicts are profiler.report.compare.deltas, the same the reports print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from profiler.metrics import format_change, format_delta, format_value, spread_text
+from profiler.significance import WORDS
+from profiler.text import safe
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_ids", nargs="+", metavar="RUN",
+                        help="run ids from `effiscope runs` (a unique prefix is enough)")
+    parser.add_argument("--baseline", metavar="RUN",
+                        help="the run the others are compared against (default: the first)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the delta rows (values, deltas, verdicts) as JSON")
+
+
+def verdict_text(cell: dict) -> str:
+    """"significant: worse (p<0.001)", "within noise (p=0.41)", "no spread"."""
+    verdict = cell.get("verdict")
+    if verdict is None:
+        return "n/a"
+    text = WORDS.get(verdict, verdict)
+    p = cell.get("p_value")
+    if p is not None:
+        text += " (p<0.001)" if p < 0.001 else f" (p={p:.2g})"
+    return text
+
+
+def shown(value, unit: str, fig) -> str:
+    """A value with its spread where the summary figure carries one: "1,000 tokens/s (±2 %, n=40)"."""
+    text = format_value(value, unit)
+    spread = spread_text(fig)
+    return f"{text} ({spread})" if spread and text != "n/a" else text
+
+
+def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
+    """One run against the baseline: a row per figure either of them has."""
+    index = next(i for i, c in enumerate(rows[0]["cells"]) if c["run"] == run.run_id)
+    lines = [("Figure", "baseline", "this run", "Δ", "%", "verdict")]
+    for row in rows:
+        cell = row["cells"][index]
+        if row["baseline"] is None and cell["value"] is None:
+            continue
+        label = f"{row['label']} ({row['better']} is better)"
+        lines.append((label,
+                      shown(row["baseline"], row["unit"], figures[baseline.run_id].get(row["key"])),
+                      shown(cell["value"], row["unit"], figures[run.run_id].get(row["key"])),
+                      format_delta(cell["delta"], row["unit"]), format_change(cell["change_pct"]),
+                      verdict_text(cell)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for line in lines:
+        cells = [line[0].ljust(widths[0])]
+        cells += [text.rjust(width) for text, width in zip(line[1:5], widths[1:5], strict=True)]
+        out.append("  " + "  ".join(cells + [line[5]]).rstrip())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from profiler.report import ReportError, load_runs
+    from profiler.report.compare import deltas
+    from profiler.store import RunStore
+
+    try:
+        runs, baseline = load_runs(args.run_ids, RunStore(), args.baseline)
+    except ReportError as exc:
+        print(f"effiscope: {safe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(runs) < 2:
+        print("effiscope: compare needs two or more different runs: give the runs to compare "
+              "and, with --baseline, the one they are compared against", file=sys.stderr)
+        return EXIT_USAGE
+    others = [r for r in runs if r is not baseline]
+    rows = deltas([baseline, *others], baseline)
+    if args.json:
+        print(json.dumps({"baseline": baseline.run_id, "deltas": rows}, indent=2))
+        return EXIT_OK
+    figures = {r.run_id: r.figures for r in runs}
+    print(f"baseline: {safe(baseline.name)} ({safe(baseline.run_id)})")
+    print("verdicts: \"significant\" only outside the noise of both runs (Mann-Whitney U on the "
+          "per-step samples and the bootstrap interval of the ratio of medians, or the figures' "
+          "95 % intervals apart); else \"within noise\"")
+    for other in others:
+        print()
+        print(f"{safe(other.name)} ({safe(other.run_id)}) against the baseline:")
+        for line in table_lines(rows, baseline, other, figures):
+            print(safe(line))
+    return EXIT_OK
