@@ -234,3 +234,35 @@ def test_a_probe_that_runs_out_of_memory_costs_its_figures_not_the_run(monkeypat
     monkeypatch.setattr(train, "probe_step", bug)  # any other error is not swallowed
     with pytest.raises(RuntimeError, match="a bug"):
         run_train(steps=2)
+
+
+def test_a_comparison_report_words_counted_figures_without_noise(tmp_path):
+    """Markdown, HTML and JSON comparisons of two runs whose counted memory parts are equal or
+    differ: the verdict is written out ("equal (counted)", "significant: better"), never a
+    crash on a verdict only counted figures have."""
+    import json
+
+    from profiler.report import render
+    from profiler.store import RunStore
+    from tests.test_report import synth_run
+
+    def parts(saved: int) -> dict:
+        return {"saved_for_backward_bytes": {"value": saved, "unit": "bytes", "how": "probe"},
+                "gradient_bytes": {"value": 4096, "unit": "bytes", "how": "grads"}}
+
+    store = RunStore(tmp_path)
+    base = synth_run(store, "base")
+    base_summary = store.open_run(base).summary()
+    ckpt = synth_run(store, "ckpt", extra_summary={
+        "figures": {**base_summary["figures"], **parts(120)}})
+    plain = synth_run(store, "plain", extra_summary={
+        "figures": {**base_summary["figures"], **parts(1000)}})
+    md = render([plain, ckpt], "md", store=store, baseline=plain)
+    assert "equal (counted)" in md and "significant: better" in md
+    rows = json.loads(render([plain, ckpt], "json", store=store,
+                             baseline=plain))["comparison"]["deltas"]
+    verdicts = {row["key"]: [c["verdict"] for c in row["cells"]] for row in rows}
+    assert "equal" in verdicts["gradient_bytes"]
+    assert "better" in verdicts["saved_for_backward_bytes"]
+    assert "within noise" not in verdicts["saved_for_backward_bytes"]
+    render([plain, ckpt], "html", store=store, baseline=plain)

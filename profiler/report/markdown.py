@@ -116,7 +116,7 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
         line = [md(row["label"]), md(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
             change = format_change(cell["change_pct"])
-            if cell["verdict"] in ("better", "worse", "apart", "within noise"):
+            if cell["verdict"] in ("better", "worse", "apart", "within noise", "equal"):
                 change += f" ({significance.WORDS[cell['verdict']]})"
             line += [md(format_value(cell["value"], row["unit"])),
                      md(format_delta(cell["delta"], row["unit"])), md(change)]
