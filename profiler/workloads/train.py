@@ -282,6 +282,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         flops_token=flops_token, window=window))
     summary["checkpoint"] = saved
     summary["segments"] = parts
+    summary.update(prep.contention())
     return summary
 
 
