@@ -1,3 +1,4 @@
+import itertools
 import os
 import sys
 import time
@@ -9,7 +10,7 @@ from profiler.contention import CONTENDED_CORES, ContentionMeter, tree_cpu_secon
 
 
 def _meter(busy_steps, own_steps, cores=2):
-    clock = iter(float(i) for i in range(len(busy_steps)))
+    clock = itertools.count(0.0)
     busy = iter(busy_steps)
     own = iter(own_steps)
     return ContentionMeter(1, busy=lambda: next(busy), own=lambda pid: next(own),
@@ -120,3 +121,149 @@ def test_a_run_beside_a_cpu_hog_is_flagged_and_the_same_run_alone_is_not(tmp_pat
         assert alone["contended"] is False and alone["contention_sentence"] == ""
     else:  # someone else was busy: that is contention too, and reported
         assert alone["contended"] is True
+
+
+# --- NVML's other processes, torchrun's tree, the wire and the front ends ----------------------
+def test_other_gpu_processes_count_only_when_nvml_pids_are_comparable():
+    meter = ContentionMeter(10, busy=lambda: 0.0, own=lambda pid: 0.0, cores=2,
+                            pids=lambda root: {10, 11})  # the worker and its child
+    meter.note_gpu([(99, 5 * 2**30), (10, 2**30)])  # our rank and someone else's job
+    meter.note_gpu([(99, 6 * 2**30), (98, 2**20), (11, 2**30)])
+    s = meter.summary()
+    assert s["contention_gpu_other_processes"] == 2
+    assert s["contention_gpu_other_memory_bytes"] == 6 * 2**30 + 2**20
+    assert s["contended"] and s["contention_sentence"] == (
+        "2 other processes ran on the GPU during this run: its speed figures are unreliable")
+    # NVML in a container may list the host's pids: none is ours, nothing can be told apart.
+    blind = ContentionMeter(10, busy=lambda: 0.0, own=lambda pid: 0.0, cores=2,
+                            pids=lambda root: {10})
+    blind.note_gpu([(4242, 2**30)])
+    assert blind.summary()["contention_gpu_other_processes"] is None
+    assert not blind.summary()["contended"]
+
+
+def test_cpu_and_gpu_contention_share_one_sentence():
+    m = _meter([0, 1.5, 3.0], [0, 0.5, 1.0])
+    m._pids = lambda root: {1}
+    m.sample(), m.sample(), m.sample()
+    m.note_gpu([(1, None), (7, None)])
+    assert m.summary()["contention_sentence"] == (
+        "other processes used 1.0 of 2 cores and 1 other process ran on the GPU during this "
+        "run: its speed figures are unreliable")
+
+
+def test_the_meter_reads_at_most_once_a_second_but_always_at_the_end():
+    times = iter([0.0, 0.2, 0.4, 1.1, 1.3])
+    readings = []
+    meter = ContentionMeter(1, busy=lambda: readings.append(1) or 0.0, own=lambda pid: 0.0,
+                            clock=lambda: next(times), cores=2)
+    for _ in range(4):
+        meter.sample()  # 0.2 and 0.4 come too soon after 0.0
+    meter.sample(force=True)  # the sampler stopping: the last 0.2 s count
+    assert len(readings) == 3 and meter.walls == [pytest.approx(1.1), pytest.approx(0.2)]
+
+
+def test_mean_is_weighted_by_time():
+    m = _meter([0, 3.0, 3.0], [0, 1.0, 1.0])  # 2 cores for a second...
+    m._clock = iter([0.0, 1.0, 4.0]).__next__  # ... then none for 3 s
+    m.sample(), m.sample(), m.sample()
+    assert m.summary()["contention_other_cpu_cores_mean"] == pytest.approx(0.5)
+
+
+def test_under_torchrun_the_own_tree_is_the_launchers(monkeypatch):
+    from profiler.contention import own_root
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert own_root(False) == os.getpid()
+    assert own_root(True) == os.getppid()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    assert own_root(False) == os.getppid()
+
+
+def test_the_sampler_samples_the_meter_and_its_stop_reads_the_last_stretch():
+    from profiler.system import SystemSampler
+
+    calls = []
+    meter = ContentionMeter(os.getpid(), busy=lambda: calls.append("busy") or float(len(calls)),
+                            min_interval_s=0.0)
+    sampler = SystemSampler(period_s=0.1, contention=meter)  # reads once at creation
+    sampler.read_now()
+    sampler.stop()
+    assert len(calls) == 3 and meter.summary()["contention_samples"] == 2
+
+
+CONTENDED = {"contention_other_cpu_cores_mean": 1.42, "contention_other_cpu_cores_p90": 1.9,
+             "contention_machine_cpu_percent": 97.5, "contention_cores": 2,
+             "contention_samples": 12, "contention_gpu_other_processes": None,
+             "contention_gpu_other_memory_bytes": None, "contended": True,
+             "contention_sentence": "other processes used 1.4 of 2 cores during this run: its "
+                                    "speed figures are unreliable"}
+
+
+def test_contention_keys_are_checked_on_receipt():
+    import json
+
+    from profiler import protocol
+
+    done = {"type": "done", "status": "completed", "summary": dict(CONTENDED)}
+    assert protocol.decode(protocol.encode(done), "worker")["summary"]["contended"] is True
+    for key, bad in (("contended", "yes"), ("contention_other_cpu_cores_mean", "1.4"),
+                     ("contention_samples", True)):
+        line = json.dumps({**done, "summary": {**CONTENDED, key: bad}})  # a peer's bad line
+        with pytest.raises(protocol.ProtocolError, match=key):
+            protocol.decode(line, "worker")
+
+
+def test_load_line_states_units_and_spread_and_old_runs_show_nothing():
+    from profiler.contention import load_text, sentence
+
+    assert load_text(CONTENDED) == ("other processes 1.42 cores (p90 1.90 cores) of 2, machine "
+                                    "CPU 97.5 %, 12 samples")
+    assert load_text({}) == "" and sentence({}) == ""
+    assert sentence({**CONTENDED, "contended": False}) == ""
+
+
+def test_cli_prints_the_warning_beside_the_figures(capsys):
+    from profiler.cli import _print_summary
+    from profiler.stats import timed_figure
+
+    figures = {"tokens_per_s": timed_figure([100.0, 101.0, 99.0] * 4, "tokens/s", "median")}
+    _print_summary("r1", {}, {"status": "completed", **CONTENDED, "figures": figures})
+    out = capsys.readouterr().out.splitlines()
+    warning = next(i for i, line in enumerate(out) if line.startswith("warning  other processes"))
+    assert out[warning - 1].startswith("load     other processes 1.42 cores")
+    assert out[warning + 1].lstrip().startswith("tokens_per_s")  # right above the speed figures
+    _print_summary("r2", {}, {"status": "completed", **CONTENDED, "contended": False,
+                              "contention_sentence": "", "figures": figures})
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_reports_say_so_beside_the_headline_figures(tmp_path):
+    import json
+
+    import jsonschema
+
+    from profiler.report import export
+    from profiler.report.tidy import SCHEMA_PATH
+    from profiler.store import RunStore
+    from tests.test_report import synth_run
+
+    store = RunStore()
+    busy = synth_run(store, name="busy", extra_summary=CONTENDED)
+    quiet = synth_run(store, name="quiet")
+    html = export([busy], "html", tmp_path / "r.html", store=store).read_text(encoding="utf-8")
+    head = html[html.index("Headline figures"):]
+    assert head.index(CONTENDED["contention_sentence"]) < head.index("Throughput")
+    assert "Machine load during the run: other processes 1.42 cores" in html
+    md = export([busy], "md", tmp_path / "r.md", store=store).read_text(encoding="utf-8")
+    assert f"**Contended machine:** {CONTENDED['contention_sentence']}" in md
+    assert md.index("Contended machine") < md.index("| Throughput |")
+    quiet_md = export([quiet], "md", tmp_path / "q.md", store=store).read_text(encoding="utf-8")
+    assert "Contended" not in quiet_md and "Machine load" not in quiet_md
+    doc = json.loads(export([busy], "json", tmp_path / "r.json", store=store).read_text("utf-8"))
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    assert doc["runs"][0]["summary"]["contended"] is True
+    bad = {**doc, "runs": [{**doc["runs"][0], "summary": {**doc["runs"][0]["summary"],
+                                                          "contended": "yes"}}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
