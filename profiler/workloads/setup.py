@@ -169,6 +169,14 @@ class Prepared:
             self.sampler.stop()
 
 
+def start_sampler(dist: DistContext, gpu_index: int | None,
+                  period_s: float = SAMPLER_PERIOD_S) -> SystemSampler:
+    """The worker's system sampler thread, with the contention meter over the run's own process
+    tree (the worker, or under torchrun its launcher and every rank)."""
+    meter = ContentionMeter(own_root(dist.enabled))
+    return SystemSampler(period_s=period_s, gpu_index=gpu_index, contention=meter).start()
+
+
 def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, ...] =
             registry.STAGES, apply: bool = True, keep_masks: bool = False,
             dropout: float | None = None, train_mode: bool = True,
@@ -215,9 +223,7 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
         prepared.apply(keep_masks=keep_masks)
     gpu_index = (device.index or 0) if device.type == "cuda" else None
     if system_sampler:
-        meter = ContentionMeter(own_root(dist.enabled))
-        prepared.sampler = SystemSampler(period_s=SAMPLER_PERIOD_S, gpu_index=gpu_index,
-                                         contention=meter).start()
+        prepared.sampler = start_sampler(dist, gpu_index)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return prepared
