@@ -55,6 +55,25 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of one process, its children left out; 0 once it is gone."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system
+
+
+def front_end_pid(root_pid: int) -> int | None:
+    """The process that started the run's tree (the app, the CLI, a test; sshd's session for a
+    remote worker); None when that is init."""
+    try:
+        parent = psutil.Process(root_pid).ppid()
+    except psutil.Error:
+        return None
+    return parent if parent > 1 else None
+
+
 def tree_pids(root_pid: int) -> set[int]:
     return {proc.pid for proc in _tree(root_pid)}
 
@@ -73,7 +92,11 @@ def _p90(values: list[float]) -> float:
 
 
 class ContentionMeter:
-    """Samples machine busy time and own-tree CPU time; reports other processes' CPU in cores."""
+    """Samples machine busy time and own-tree CPU time; reports other processes' CPU in cores.
+
+    front_pid: the front end that drives the run (the app drawing its charts, the CLI). It is
+    EffiScope's own work, so it is reported on its own and left out of "other processes".
+    """
 
     def __init__(self, root_pid: int | None = None, *,
                  busy: Callable[[], float] = machine_busy_seconds,
@@ -81,8 +104,12 @@ class ContentionMeter:
                  clock: Callable[[], float] = time.monotonic,
                  cores: int | None = None,
                  pids: Callable[[int], set[int]] | None = None,
-                 min_interval_s: float = MIN_INTERVAL_S):
+                 min_interval_s: float = MIN_INTERVAL_S,
+                 front_pid: int | None = None,
+                 front: Callable[[int], float] = process_cpu_seconds):
         self.root_pid = root_pid or os.getpid()
+        self.front_pid = front_pid
+        self._front = front
         self._busy = busy
         self._own = own or tree_cpu_seconds
         self._pids = pids or tree_pids
@@ -90,11 +117,12 @@ class ContentionMeter:
         self.min_interval_s = min_interval_s
         self.cores = cores or psutil.cpu_count(logical=True) or 1
         self._lock = threading.Lock()
-        self._last: tuple[float, float, float] | None = None
+        self._last: tuple[float, float, float, float] | None = None
         self._last_at: float | None = None
         self.walls: list[float] = []
         self.other_cores: list[float] = []
         self.machine_cores: list[float] = []
+        self.front_cores: list[float] = []
         self.gpu_samples = 0
         self._mine: set[int] | None = None
         self._mine_at = 0.0
@@ -107,7 +135,8 @@ class ContentionMeter:
             if not force and self._last_at is not None \
                     and now_at - self._last_at < self.min_interval_s:
                 return
-            now = (now_at, self._busy(), self._own(self.root_pid))
+            front = self._front(self.front_pid) if self.front_pid else 0.0
+            now = (now_at, self._busy(), self._own(self.root_pid), front)
             last, self._last, self._last_at = self._last, now, now_at
             if last is None:
                 return
@@ -115,10 +144,12 @@ class ContentionMeter:
             if wall <= 0:
                 return
             busy = (now[1] - last[1]) / wall
-            own = (now[2] - last[2]) / wall  # a child that exited takes its time away: clamp at 0
+            own = max(0.0, (now[2] - last[2]) / wall)  # a process gone takes its time away
+            front = max(0.0, (now[3] - last[3]) / wall)
             self.walls.append(wall)
             self.machine_cores.append(max(0.0, min(float(self.cores), busy)))
-            self.other_cores.append(max(0.0, min(float(self.cores), busy - max(0.0, own))))
+            self.front_cores.append(front)
+            self.other_cores.append(max(0.0, min(float(self.cores), busy - own - front)))
 
     def note_gpu(self, processes: Iterable[tuple[int, int | None]]) -> None:
         """NVML's compute processes on the run's GPU, (pid, used bytes or None). Counted only
@@ -144,11 +175,12 @@ class ContentionMeter:
     def summary(self) -> dict:
         with self._lock:
             walls, other, machine = list(self.walls), list(self.other_cores), list(self.machine_cores)
+            front = list(self.front_cores)
             gpu_samples, gpu_others = self.gpu_samples, self.gpu_other_processes
             gpu_memory = self.gpu_other_memory_bytes
         out = {"contention_other_cpu_cores_mean": None, "contention_other_cpu_cores_p90": None,
                "contention_machine_cpu_percent": None, "contention_cores": self.cores,
-               "contention_samples": len(other),
+               "contention_samples": len(other), "contention_front_end_cpu_cores_mean": None,
                "contention_gpu_other_processes": gpu_others if gpu_samples else None,
                "contention_gpu_other_memory_bytes": gpu_memory,
                "contended": False, "contention_sentence": ""}
@@ -160,6 +192,9 @@ class ContentionMeter:
             out["contention_other_cpu_cores_p90"] = _p90(other)
             out["contention_machine_cpu_percent"] = (
                 100.0 * sum(m * w for m, w in zip(machine, walls, strict=True)) / total / self.cores)
+            if self.front_pid:
+                out["contention_front_end_cpu_cores_mean"] = (
+                    sum(f * w for f, w in zip(front, walls, strict=True)) / total)
             if mean > CONTENDED_CORES or mean > CONTENDED_FRACTION * self.cores:
                 parts.append(f"other processes used {mean:.1f} of {self.cores} cores")
         if gpu_samples and gpu_others:
@@ -190,6 +225,8 @@ def load_text(summary: dict) -> str:
             f"{shown('contention_other_cpu_cores_p90')}) of {summary.get('contention_cores', 'n/a')}"
             f", machine CPU {shown('contention_machine_cpu_percent')}, "
             f"{summary.get('contention_samples', 'n/a')} samples")
+    if isinstance(summary.get("contention_front_end_cpu_cores_mean"), (int, float)):
+        text += f", front end {shown('contention_front_end_cpu_cores_mean')} (not counted)"
     gpu = summary.get("contention_gpu_other_processes")
     if isinstance(gpu, int) and not isinstance(gpu, bool):
         text += f", {gpu} other process{'' if gpu == 1 else 'es'} on the GPU"

@@ -88,6 +88,9 @@ _CATALOGUE = (
        "90th percentile of the other processes' CPU over the run's sampling windows."),
     _m("contention_machine_cpu_percent", "Machine CPU", "%", "system", None,
        "The whole machine's CPU use over the run; 100 % is every core busy."),
+    _m("contention_front_end_cpu_cores_mean", "Front end's CPU", "cores", "system", LOWER,
+       "CPU used by the front end that drives the run (the app, the CLI), time-weighted mean; "
+       "EffiScope's own work, so not counted as other processes'."),
     _m("contention_gpu_other_processes", "Other GPU processes", "processes", "system", LOWER,
        "Most compute processes outside the run's tree seen on its GPU at once (NVML)."),
     _m("contention_gpu_other_memory_bytes", "Other GPU processes' memory", "bytes", "system",

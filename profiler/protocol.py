@@ -79,6 +79,7 @@ SUMMARY = {
     "contention_other_cpu_cores_p90": _opt(*_NUM, _NONE),
     "contention_machine_cpu_percent": _opt(*_NUM, _NONE),
     "contention_cores": _opt(int, _NONE), "contention_samples": _opt(int, _NONE),
+    "contention_front_end_cpu_cores_mean": _opt(*_NUM, _NONE),
     "contention_gpu_other_processes": _opt(int, _NONE),
     "contention_gpu_other_memory_bytes": _opt(int, _NONE),
     "contended": _opt(bool), "contention_sentence": _opt(str, _NONE),

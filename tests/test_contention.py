@@ -267,3 +267,25 @@ def test_reports_say_so_beside_the_headline_figures(tmp_path):
                                                           "contended": "yes"}}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
+def test_the_front_end_is_reported_on_its_own_and_not_counted_as_other_processes():
+    from profiler.contention import load_text
+
+    busy, own, front = iter([0, 1.5, 3.0]), iter([0, 1.0, 2.0]), iter([0, 0.3, 0.6])
+    clock = itertools.count(0.0)
+    m = ContentionMeter(1, busy=lambda: next(busy), own=lambda pid: next(own),
+                        clock=lambda: next(clock), cores=2, front_pid=2,
+                        front=lambda pid: next(front))  # the app drawing its charts: 0.3 core
+    m.sample(), m.sample(), m.sample()
+    s = m.summary()
+    assert s["contention_other_cpu_cores_mean"] == pytest.approx(0.2)
+    assert s["contention_front_end_cpu_cores_mean"] == pytest.approx(0.3)
+    assert not s["contended"]
+    assert load_text(s).endswith(", front end 0.300 cores (not counted)")
+
+
+def test_the_front_end_is_the_process_that_started_the_run():
+    from profiler.contention import front_end_pid
+
+    assert front_end_pid(os.getpid()) == os.getppid()

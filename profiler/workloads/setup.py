@@ -20,7 +20,7 @@ import torch
 from profiler import model_source, weights
 from profiler.capabilities import detect
 from profiler.config import RunConfig
-from profiler.contention import ContentionMeter, own_root
+from profiler.contention import ContentionMeter, front_end_pid, own_root
 from profiler.data import BatchSampler, Corpus, load_corpus
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported
@@ -173,7 +173,8 @@ def start_sampler(dist: DistContext, gpu_index: int | None,
                   period_s: float = SAMPLER_PERIOD_S) -> SystemSampler:
     """The worker's system sampler thread, with the contention meter over the run's own process
     tree (the worker, or under torchrun its launcher and every rank)."""
-    meter = ContentionMeter(own_root(dist.enabled))
+    root = own_root(dist.enabled)
+    meter = ContentionMeter(root, front_pid=front_end_pid(root))
     return SystemSampler(period_s=period_s, gpu_index=gpu_index, contention=meter).start()
 
 
