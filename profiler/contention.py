@@ -221,10 +221,11 @@ def load_text(summary: dict) -> str:
         value = summary.get(key)
         return format_figure(key, None if isinstance(value, bool) else value)
 
+    samples = summary.get("contention_samples", "n/a")
     text = (f"other processes {shown('contention_other_cpu_cores_mean')} (p90 "
             f"{shown('contention_other_cpu_cores_p90')}) of {summary.get('contention_cores', 'n/a')}"
             f", machine CPU {shown('contention_machine_cpu_percent')}, "
-            f"{summary.get('contention_samples', 'n/a')} samples")
+            f"{samples} sample{'' if samples == 1 else 's'}")
     if isinstance(summary.get("contention_front_end_cpu_cores_mean"), (int, float)):
         text += f", front end {shown('contention_front_end_cpu_cores_mean')} (not counted)"
     gpu = summary.get("contention_gpu_other_processes")
