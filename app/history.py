@@ -8,6 +8,7 @@ the charts and fills the comparison; selecting one shows its summary figures.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from html import escape
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from profiler import contention
 from profiler.metrics import format_summary_figure, format_value, metric
 from profiler.store import RunStore, StoreError
 
@@ -377,6 +379,10 @@ class HistoryPanel(QWidget):
         error = summary.get("error")
         if isinstance(error, dict) and error.get("message"):
             note += f"<br><span style='color:#b91c1c'>{error.get('message')}</span>"
+        if contention.sentence(summary):  # beside the figures below: measured alone or not
+            note += f"<br><span style='color:#b45309'>{escape(contention.sentence(summary))}</span>"
+        if contention.load_text(summary):
+            note += f"<br>Machine load: {escape(contention.load_text(summary))}"
         self.summary_note.setText(note)
         rows = []
         for key, figure in (summary.get("figures") or {}).items():

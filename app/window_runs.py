@@ -7,6 +7,7 @@ the technique panel and the profile view; stored runs are drawn and compared fro
 from __future__ import annotations
 
 from app.labels import marker_label
+from profiler import contention
 from profiler.metrics import format_value
 from profiler.store import StoreError
 
@@ -75,6 +76,8 @@ class RunViews:
         sentence = summary.get("quality_loss")
         if isinstance(sentence, str) and sentence:
             self.add_notice(f"Quality cost: {sentence}")
+        if contention.sentence(summary):  # the speed figures were measured beside other work
+            self.add_notice(f"Warning: {contention.sentence(summary)}")
 
     def _on_event(self, message: dict) -> None:
         kind, text = message["kind"], message["message"]

@@ -283,6 +283,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
+    from profiler import contention
     from profiler.metrics import format_summary_figure
 
     def text(value: object) -> str:
@@ -303,6 +304,10 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
               f"         hint: {text(err.get('hint'))}")
     if summary.get("quality_loss"):
         print(f"quality  {text(summary['quality_loss'])}")
+    if contention.load_text(summary):  # beside the speed figures: were they measured alone?
+        print(f"load     {text(contention.load_text(summary))}")
+    if contention.sentence(summary):
+        print(f"warning  {text(contention.sentence(summary))}")
     figures = summary.get("figures")
     for key, fig in (figures.items() if isinstance(figures, dict) else ()):
         if not isinstance(fig, dict):

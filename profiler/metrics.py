@@ -83,6 +83,21 @@ _CATALOGUE = (
     _m("rss_bytes", "Process RSS", "bytes", "memory", LOWER,
        "Resident memory of the worker (psutil).", "memory"),
     _m("cpu_percent", "CPU", "%", "system", None, "Worker CPU use; 100 % is one core (psutil)."),
+    # --- machine load over a run (summary keys, profiler.contention) ---------------------------
+    _m("contention_other_cpu_cores_mean", "Other processes' CPU", "cores", "system", LOWER,
+       "CPU used by processes outside the run's own tree, time-weighted mean over the run "
+       "(machine busy time minus the own tree's, psutil)."),
+    _m("contention_other_cpu_cores_p90", "Other processes' CPU, p90", "cores", "system", LOWER,
+       "90th percentile of the other processes' CPU over the run's sampling windows."),
+    _m("contention_machine_cpu_percent", "Machine CPU", "%", "system", None,
+       "The whole machine's CPU use over the run; 100 % is every core busy."),
+    _m("contention_front_end_cpu_cores_mean", "Front end's CPU", "cores", "system", LOWER,
+       "CPU used by the front end that drives the run (the app, the CLI), time-weighted mean; "
+       "EffiScope's own work, so not counted as other processes'."),
+    _m("contention_gpu_other_processes", "Other GPU processes", "processes", "system", LOWER,
+       "Most compute processes outside the run's tree seen on its GPU at once (NVML)."),
+    _m("contention_gpu_other_memory_bytes", "Other GPU processes' memory", "bytes", "system",
+       LOWER, "Most GPU memory those other processes held at once (NVML)."),
     _m("torch_allocated_bytes", "Torch allocated", "bytes", "memory", LOWER,
        "CUDA memory held by tensors.", "memory"),
     _m("torch_reserved_bytes", "Torch reserved", "bytes", "memory", LOWER,

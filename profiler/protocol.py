@@ -74,6 +74,15 @@ SUMMARY = {
     "device": _opt(str, _NONE), "workload": _opt(str, _NONE), "status": _opt(str, _NONE),
     "end": _opt(str, _NONE), "stop_reason": _opt(str, _NONE), "stopped_early": _opt(bool),
     "techniques": _opt(list), "environment": _opt(dict), "quality_loss": _opt(str, _NONE),
+    # The machine's load over the run (profiler.contention), a sentence when it was contended.
+    "contention_other_cpu_cores_mean": _opt(*_NUM, _NONE),
+    "contention_other_cpu_cores_p90": _opt(*_NUM, _NONE),
+    "contention_machine_cpu_percent": _opt(*_NUM, _NONE),
+    "contention_cores": _opt(int, _NONE), "contention_samples": _opt(int, _NONE),
+    "contention_front_end_cpu_cores_mean": _opt(*_NUM, _NONE),
+    "contention_gpu_other_processes": _opt(int, _NONE),
+    "contention_gpu_other_memory_bytes": _opt(int, _NONE),
+    "contended": _opt(bool), "contention_sentence": _opt(str, _NONE),
 }
 MODEL = {"preset": _opt(str), "parameters": _opt(int, _NONE)}
 RUN = {"model": _opt(dict, fields=MODEL), "teacher": _opt(dict, fields=MODEL),

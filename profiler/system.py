@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from profiler.contention import ContentionMeter
+
 try:  # nvidia-ml-py; importing it never touches the driver
     import pynvml
 except ImportError:  # pragma: no cover - it is a dependency, but stay honest without it
@@ -140,8 +142,12 @@ class SystemSampler:
     no meaning here (GPU figures without a GPU) are None.
     """
 
-    def __init__(self, period_s: float = 0.2, gpu_index: int | None = None, pid: int | None = None):
+    def __init__(self, period_s: float = 0.2, gpu_index: int | None = None, pid: int | None = None,
+                 contention: ContentionMeter | None = None):
         self.period_s = max(0.1, period_s)
+        self.contention = contention
+        """Sampled at every read (it keeps its own, slower pace): other processes' CPU and GPU
+        use over the run."""
         self.process = psutil.Process(pid or os.getpid())
         self.gpu_index = gpu_index
         self._handle = None
@@ -167,6 +173,8 @@ class SystemSampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+        if self.contention is not None:  # the run's last stretch counts, however short
+            self.contention.sample(force=True)
 
     def _run(self) -> None:
         deadline = time.monotonic()
@@ -206,6 +214,10 @@ class SystemSampler:
             mine = [p.usedGpuMemory for p in procs
                     if p.pid == self.process.pid and isinstance(p.usedGpuMemory, int)]
             snap["gpu_process_memory_bytes"] = sum(mine) if mine else None
+            if self.contention is not None:
+                self.contention.note_gpu((p.pid, p.usedGpuMemory) for p in procs)
+        if self.contention is not None:
+            self.contention.sample()
         with self._lock:
             self._latest = snap
             for key, value in snap.items():

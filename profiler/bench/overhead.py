@@ -64,8 +64,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
     import torch
 
     from profiler.capture import ProfileCapture
-    from profiler.system import SystemSampler
-    from profiler.workloads.setup import prepare
+    from profiler.workloads.setup import prepare, start_sampler
     from profiler.workloads.train import evaluate, train_step
 
     class _Quiet:
@@ -85,7 +84,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
     folder = tempfile.TemporaryDirectory(prefix="effiscope-overhead-")
     capture = ProfileCapture(folder.name, model, device, lambda message: None,
                              compiled=state.compiled)
-    sampler = (SystemSampler(period_s=sampler_period_s, gpu_index=None).start()
+    sampler = (start_sampler(prep.dist, None, sampler_period_s)  # the worker's, meter included
                if sampler_period_s else None)
     losses: list[float] = []
     val_losses: list[list] = []

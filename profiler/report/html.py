@@ -116,8 +116,8 @@ def render_run(run: RunData) -> str:
     header = f"<h1>{e(run.name)}</h1>{sub}{sections.headline_cards(run)}"
     body = [
         ("How the run ended", sections.how_it_ended(run)),
-        ("Headline figures", sections.compression_html(run) + sections.headline_figures(run)
-         + sections.segments_html(run)),
+        ("Headline figures", sections.contention_html(run) + sections.compression_html(run)
+         + sections.headline_figures(run) + sections.segments_html(run)),
         ("Recommendations", sections.recommendations_html(recommendations(run))),
         ("Charts", _run_charts(run)),
         ("Techniques", sections.techniques_html(run)),

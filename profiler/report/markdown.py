@@ -6,7 +6,7 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
-from profiler import significance
+from profiler import contention, significance
 from profiler.metrics import (
     format_change,
     format_delta,
@@ -50,6 +50,10 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
     out = [f"{level} {md(run.name)}", "",
            f"Run `{md(run.run_id)}` · **{md(run.status)}** ({md(run.end or 'n/a')}) · "
            f"{md(_environment_line(run))}", ""]
+    if contention.sentence(run.summary):  # beside the speed figures: measured alone or not
+        out += [f"**Contended machine:** {md(contention.sentence(run.summary))}", ""]
+    if contention.load_text(run.summary):
+        out += [f"Machine load during the run: {md(contention.load_text(run.summary))}", ""]
     comp = compression_rows(run)
     if comp:
         if run.summary.get("quality_loss"):

@@ -133,6 +133,19 @@ def segments_html(run: RunData) -> str:
                     set(range(3, len(headers))), "segments"))
 
 
+def contention_html(run: RunData) -> str:
+    """Beside the speed figures: whether other processes shared the machine while they were
+    measured (profiler.contention); "" for a run recorded without the readings."""
+    from profiler import contention
+
+    load, warning = contention.load_text(run.summary), contention.sentence(run.summary)
+    if not load and not warning:
+        return ""
+    lead = (f'<p class="lead rec warning"><b>Contended machine:</b> {e(warning)}</p>'
+            if warning else "")
+    return lead + (f'<p class="how">Machine load during the run: {e(load)}</p>' if load else "")
+
+
 def compression_html(run: RunData) -> str:
     """The compress workload's side-by-side table: original, compressed, ratio."""
     from profiler.report.recommend import compression_cells, compression_rows

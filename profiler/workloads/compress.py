@@ -131,4 +131,4 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             "steps_completed": done, "measured_steps": len(runs["compressed"]),
             "device": str(prep.device), "parameters": size["baseline"]["parameters"],
             "model": prep.origin, "techniques": prep.applied, "comparison": rows.rows,
-            "quality_loss": sentence, "figures": figures}
+            "quality_loss": sentence, "figures": figures, **prep.contention()}

@@ -259,4 +259,4 @@ def summarize(v: dict) -> dict:
             "measured_steps": len(v["step_times"]), "device": str(v["device"]),
             "parameters": v["student_params"], "teacher": v["teacher_origin"],
             "model": v["student_origin"], "techniques": v["applied"],
-            "checkpoint": v["saved"], "figures": figures}
+            "checkpoint": v["saved"], "figures": figures, **v["prep"].contention()}

@@ -71,7 +71,7 @@ def run_infer(config: RunConfig, emit: Emit, control: Any) -> dict:
             "stop_reason": "stopped by request" if stopped else "all passes done",
             "steps_completed": done, "measured_steps": len(measured),
             "device": str(prep.device), "parameters": figures["parameters"]["value"], "model": prep.origin,
-            "techniques": prep.applied, "figures": figures}
+            "techniques": prep.applied, "figures": figures, **prep.contention()}
 
 
 def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
@@ -113,4 +113,4 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
             "steps_completed": done, "measured_steps": len(runs["compressed"]),
             "device": str(prep.device), "parameters": size["baseline"]["parameters"],
             "model": prep.origin, "techniques": prep.applied, "comparison": rows.rows,
-            "quality_loss": sentence, "figures": figures}
+            "quality_loss": sentence, "figures": figures, **prep.contention()}

@@ -70,4 +70,4 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             "stop_reason": "stopped by request" if stopped else "all generations done",
             "steps_completed": done, "measured_steps": len(measured), "device": str(prep.device),
             "parameters": figures["parameters"]["value"], "model": prep.origin,
-            "techniques": prep.applied, "figures": figures}
+            "techniques": prep.applied, "figures": figures, **prep.contention()}

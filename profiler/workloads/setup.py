@@ -20,6 +20,7 @@ import torch
 from profiler import model_source, weights
 from profiler.capabilities import detect
 from profiler.config import RunConfig
+from profiler.contention import ContentionMeter, front_end_pid, own_root
 from profiler.data import BatchSampler, Corpus, load_corpus
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported
@@ -156,10 +157,25 @@ class Prepared:
                                                  self.emit)
         return {"finalized": finalized, "checkpoint": saved}
 
+    def contention(self) -> dict:
+        """The run's contention keys for its summary (profiler.contention): other processes'
+        CPU (and GPU) use while it ran, and a sentence when its speed figures are unreliable."""
+        meter = self.sampler.contention if self.sampler is not None else None
+        return meter.summary() if meter is not None else {}
+
     def stop_sampler(self) -> None:
         if self.sampler is not None and not self.sampler.stopped:
             self.sampler.read_now()
             self.sampler.stop()
+
+
+def start_sampler(dist: DistContext, gpu_index: int | None,
+                  period_s: float = SAMPLER_PERIOD_S) -> SystemSampler:
+    """The worker's system sampler thread, with the contention meter over the run's own process
+    tree (the worker, or under torchrun its launcher and every rank)."""
+    root = own_root(dist.enabled)
+    meter = ContentionMeter(root, front_pid=front_end_pid(root))
+    return SystemSampler(period_s=period_s, gpu_index=gpu_index, contention=meter).start()
 
 
 def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, ...] =
@@ -208,7 +224,7 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
         prepared.apply(keep_masks=keep_masks)
     gpu_index = (device.index or 0) if device.type == "cuda" else None
     if system_sampler:
-        prepared.sampler = SystemSampler(period_s=SAMPLER_PERIOD_S, gpu_index=gpu_index).start()
+        prepared.sampler = start_sampler(dist, gpu_index)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return prepared

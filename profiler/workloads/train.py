@@ -357,6 +357,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         flops_token=flops_token, window=window, probes=probes))
     summary["checkpoint"] = saved
     summary["segments"] = parts
+    summary.update(prep.contention())
     return summary
 
 
