@@ -1,0 +1,196 @@
+"""Auto-tune: the search on a deterministic cost model (no torch), and end to end on gpt-nano."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from profiler.config import RunConfig, validate
+from profiler.tune import search as tsearch
+from profiler.tune import space as tspace
+
+GPU_CAPS = {"device": "cuda", "cuda": True, "cuda_capability": 9.0, "bf16": True,
+            "compiler": True, "distributed": True, "packages": [], "fused": ["adamw", "adam", "sgd"]}
+CPU_CAPS = {"device": "cpu", "cuda": False, "cuda_capability": None, "bf16": True,
+            "compiler": False, "distributed": True, "packages": [], "fused": ["adamw"]}
+GiB = 2**30
+
+
+def nano(batch: int = 16) -> RunConfig:
+    config = RunConfig()
+    config.model.preset = "gpt-nano"
+    config.train.batch_size = batch
+    return validate(config)
+
+
+def gpu_space() -> tspace.Space:
+    return tspace.build_space(nano(), GPU_CAPS, {"batch": None, "checkpoint": None,
+                                                 "precision": None, "optimizer": None})
+
+
+# A known surface: tokens/s is a product of one factor per dimension. Unconstrained, micro-batch
+# 16 would win; the memory model below makes it not fit, so the optimum that fits is 8x2 + bf16 +
+# no checkpointing + fused.
+SPEED = {"batch": {"16x1": 1.30, "8x2": 1.20, "4x4": 1.00, "2x8": 0.80},
+         "checkpoint": {"off": 1.00, "1": 0.70, "2": 0.85},
+         "precision": {"fp32": 1.00, "bf16": 1.45, "fp16": 1.35},
+         "optimizer": {"auto": 1.00, "foreach": 1.02, "fused": 1.10}}
+OPTIMUM = {"batch": "8x2", "checkpoint": "off", "precision": "bf16", "optimizer": "fused"}
+
+
+def searched(candidate: tspace.Candidate) -> dict:
+    return {dim: candidate.value(dim) for dim in OPTIMUM}
+
+
+def fake_memory(candidate: tspace.Candidate) -> float:
+    micro, _ = tspace.parse_pair(candidate.value("batch"))
+    factor = {"off": 1.0, "1": 0.4, "2": 0.6}[candidate.value("checkpoint")]
+    return micro * 1 * GiB * factor + 2 * GiB
+
+
+def _noise(candidate: tspace.Candidate, steps: int) -> float:
+    """Deterministic noise of +-2 % at 4 steps, shrinking with more steps."""
+    digest = hashlib.sha256(f"{candidate.key}|{steps}".encode()).digest()
+    unit = digest[0] / 255 * 2 - 1
+    return 1 + unit * 0.02 * (4 / steps) ** 0.5
+
+
+class FakeCost:
+    """A deterministic cost model: throughput from SPEED, a trial costs 2 s + 0.1 s per step."""
+
+    def __init__(self, fail: set[str] = frozenset()):
+        self.calls: list[tuple[tspace.Candidate, int]] = []
+        self.fail = fail
+
+    def __call__(self, candidate: tspace.Candidate, steps: int) -> tsearch.Measurement:
+        self.calls.append((candidate, steps))
+        cost = 2.0 + 0.1 * steps
+        if candidate.value("precision") in self.fail:
+            return tsearch.Measurement(error="out of memory in the first step (fake)",
+                                       cost_s=cost, fixed_cost_s=2.0)
+        value = 1000.0 * _noise(candidate, steps)
+        for dim, table in SPEED.items():
+            value *= table[candidate.value(dim)]
+        return tsearch.Measurement(value=value, ci_low=value * 0.98, ci_high=value * 1.02,
+                                   peak_bytes=fake_memory(candidate), cost_s=cost,
+                                   fixed_cost_s=2.0)
+
+
+def run_search(evaluate, budget_s=10_000.0, limit=12 * GiB, **kw):
+    space = gpu_space()
+    return space, tsearch.search(space.candidates(), evaluate, predict=fake_memory,
+                                 memory_limit=limit, budget_s=budget_s, baseline=space.baseline,
+                                 min_steps=4, eta=3, max_steps=36, **kw)
+
+
+def test_search_finds_the_optimum_of_a_known_surface():
+    evaluate = FakeCost()
+    space, result = run_search(evaluate)
+    assert searched(result.best) == OPTIMUM
+    # Successive halving: far fewer trials at the longest rung than at the first.
+    by_rung = {}
+    for trial in result.trials:
+        by_rung[trial.rung] = by_rung.get(trial.rung, 0) + 1
+    assert by_rung[0] > by_rung[max(by_rung)] >= 2
+    assert result.ranking[0]["rung"] == max(by_rung)
+    assert space.label(result.best) == "micro-batch 8 x 2 accumulated + bf16 + fused AdamW"
+
+
+def test_predicted_not_to_fit_is_never_launched():
+    evaluate = FakeCost()
+    space, result = run_search(evaluate)
+    launched = {c for c, _ in evaluate.calls}
+    pruned = {item["candidate"] for item in result.pruned}
+    assert pruned, "the limit must prune something for this test to mean anything"
+    assert not launched & pruned
+    assert all(fake_memory(c) > 12 * GiB for c in pruned)
+    # Without the limit the fastest of all (micro-batch 16) wins: the pruning changed the answer.
+    _, free = run_search(FakeCost(), limit=None)
+    assert free.best.value("batch") == "16x1" and not free.pruned
+
+
+def test_a_failing_trial_does_not_stop_the_search():
+    evaluate = FakeCost(fail={"fp16"})
+    _, result = run_search(evaluate)
+    assert result.failed and all(t.candidate.value("precision") == "fp16" for t in result.failed)
+    assert all("out of memory" in t.measurement.error for t in result.failed)
+    # Candidates after the first failure were still measured, and the optimum is still found.
+    first_failure = result.failed[0].number
+    assert any(t.number > first_failure and not t.failed for t in result.trials)
+    assert searched(result.best) == OPTIMUM
+    assert all(entry["candidate"].value("precision") != "fp16" for entry in result.ranking)
+
+
+def test_an_evaluator_that_raises_is_a_failed_trial():
+    def evaluate(candidate, steps):
+        if candidate.value("optimizer") == "fused":
+            raise RuntimeError("worker vanished")
+        return FakeCost()(candidate, steps)
+
+    _, result = run_search(evaluate)
+    assert result.failed and "worker vanished" in result.failed[0].measurement.error
+    assert result.best.value("optimizer") != "fused"
+
+
+def test_budget_bounds_the_search():
+    evaluate = FakeCost()
+    _, result = run_search(evaluate, budget_s=60.0, limit=20 * GiB)  # the baseline fits
+    assert result.not_tried, "a 60 s budget cannot measure every candidate"
+    assert result.spent_s <= 60.0
+    assert result.trials[0].candidate == gpu_space().baseline  # the config as given comes first
+    _, ample = run_search(FakeCost())
+    assert not ample.not_tried and ample.spent_s > result.spent_s
+
+
+def test_global_batch_stays_constant_across_pairs():
+    space = gpu_space()
+    pairs = space.dimensions["batch"]
+    assert pairs == ["16x1", "8x2", "4x4", "2x8"]
+    seen = set()
+    for candidate in space.candidates():
+        config = space.config(candidate)
+        assert tspace.global_batch(config) == 16
+        seen.add((config.train.batch_size, tspace.micro_batches(config)))
+    assert seen == {(16, 1), (8, 2), (4, 4), (2, 8)}
+    with pytest.raises(tspace.SpaceError, match="global batch is 16"):
+        tspace.build_space(nano(), GPU_CAPS, {"batch": ["3x3"]})
+
+
+def test_baseline_is_the_config_as_given():
+    base = nano(8)
+    base.techniques = {"precision": {"dtype": "bf16"}, "grad_clip": {"max_norm": 1.0}}
+    space = tspace.build_space(base, GPU_CAPS, {"precision": None, "checkpoint": None})
+    assert space.config(space.baseline).to_dict() == base.to_dict()
+    assert space.dimensions["precision"][0] == "bf16"
+    other = next(c for c in space.candidates() if c.value("precision") == "fp32"
+                 and c.value("checkpoint") == "2")
+    config = space.config(other)
+    assert "precision" not in config.techniques
+    assert config.techniques["activation_checkpointing"] == {"every": 2}
+    assert config.techniques["grad_clip"] == {"max_norm": 1.0}  # what is not tuned stays
+
+
+def test_space_keeps_only_what_this_machine_can_run():
+    space = tspace.build_space(nano(), CPU_CAPS)
+    assert "fp16" not in space.dimensions["precision"]
+    assert "compile" not in space.dimensions  # no compiler: one value left, not searched
+    reasons = {(i["dimension"], i["value"]): i["reason"] for i in space.left_out}
+    assert "CUDA" in reasons[("precision", "fp16")]
+    assert ("attention", "flash") in reasons and ("compile", "default") in reasons
+    assert "parallel" not in space.dimensions  # one process
+    gpu = tspace.build_space(nano(), GPU_CAPS)
+    assert {"fp16", "bf16"} <= set(gpu.dimensions["precision"])
+    assert "flash" in gpu.dimensions["attention"] and "compile" in gpu.dimensions
+
+
+def test_parse_space_says_what_to_fix():
+    assert tspace.parse_space(["batch=4x1,2x2", "optimizer"], "train") == {
+        "batch": ["4x1", "2x2"], "optimizer": None}
+    assert tspace.parse_space(None, "train") is None
+    with pytest.raises(tspace.SpaceError, match="not a dimension of a train run"):
+        tspace.parse_space(["quantize"], "train")
+    with pytest.raises(tspace.SpaceError, match="give values after"):
+        tspace.parse_space(["batch="], "train")
+    with pytest.raises(tspace.SpaceError, match="not one of fp32, bf16, fp16"):
+        tspace.build_space(nano(), CPU_CAPS, {"precision": ["fp8"]})
