@@ -553,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_parsers(sub)
 
+    from profiler.tune import cli as tune_cli  # torch-free until it runs
+
+    p = sub.add_parser("tune", help="find the fastest configuration that fits in memory "
+                       "(trials are runs in the store)", description=tune_cli.__doc__)
+    tune_cli.add_arguments(p)
+    p.set_defaults(func=tune_cli.run)
+
     # The self-check; profiler.doctor imports torch only when it runs.
     from profiler import doctor
 

@@ -116,9 +116,10 @@ def judge(key: str, better: str | None, base_summary: dict, other_summary: dict,
     return compare_figures(figures(base_summary).get(key), figures(other_summary).get(key), better)
 
 
-def run_samples(run) -> dict:
-    """{sample key: measured values} for every sample key a verdict reads, from one scan."""
-    wanted = set(SAMPLE_KEYS.values())
+def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
+    """{sample key: measured values} for every sample key a verdict reads (or `keys`), from
+    one scan."""
+    wanted = set(keys or SAMPLE_KEYS.values())
     out: dict[str, list[float]] = {k: [] for k in wanted}
     for message in run.messages(warnings=[]):
         if message.get("type") != "sample" or message.get("phase") != "measure":

@@ -194,3 +194,89 @@ def test_parse_space_says_what_to_fix():
         tspace.parse_space(["batch="], "train")
     with pytest.raises(tspace.SpaceError, match="not one of fp32, bf16, fp16"):
         tspace.build_space(nano(), CPU_CAPS, {"precision": ["fp8"]})
+
+
+def test_final_check_judges_the_finalists_interleaved():
+    from profiler.tune import runner
+
+    space = gpu_space()
+    best = next(c for c in space.candidates() if searched(c) == OPTIMUM)
+    order = []
+
+    def evaluate(candidate, steps, final=False):
+        order.append(candidate)
+        speed = 1400.0 if candidate == best else 1000.0
+        samples = [speed * (1 + 0.01 * ((i * 7) % 5 - 2)) for i in range(steps)]
+        return tsearch.Measurement(value=speed, samples=samples, cost_s=1.0,
+                                   peak_bytes=6 * GiB if candidate == best else 10 * GiB)
+
+    runner_up = next(c for c in space.candidates() if c not in (best, space.baseline))
+    final = runner.final_check(evaluate, {"best": best, "runner-up": runner_up,
+                                          "baseline": space.baseline},
+                               steps=8, rounds=2, higher_is_better=True, log=lambda _: None)
+    assert order[:3] == [best, runner_up, space.baseline]  # round 1 in order,
+    assert order[3:] == [runner_up, space.baseline, best]  # round 2 rotated
+    assert final["winner"] == "best"
+    assert final["comparisons"]["baseline"]["verdict"] == "better"
+    report = {"final": final, "chosen": {"label": "bf16 + fused AdamW"}, "stop_reason": "",
+              "peak_label": "peak torch allocated"}
+    sentence = runner.verdict_sentence(report)
+    assert sentence.startswith("bf16 + fused AdamW: 1.40x the baseline (±")
+    assert "40 % less memory" in sentence and "runner-up significantly behind" in sentence
+
+
+def test_cli_refuses_bad_input_with_a_sentence(capsys):
+    from profiler.cli import main
+
+    assert main(["tune", "nano", "--memory-limit", "lots"]) == 2
+    assert "--memory-limit: give a size like 20GiB" in capsys.readouterr().err
+    assert main(["tune", "nano", "--budget", "soon"]) == 2
+    assert "--budget: give a duration like 15m" in capsys.readouterr().err
+    assert main(["tune", "nano", "--space", "batch=5x3"]) == 2
+    assert "global batch is 16" in capsys.readouterr().err
+
+
+def test_tune_end_to_end_on_gpt_nano(tmp_path, effiscope_home, capsys):
+    """A real tune on CPU (tiny space, few steps); its chosen config runs with `effiscope run`."""
+    import json
+
+    from profiler.cli import main
+    from profiler.store import RunStore
+
+    base = tmp_path / "tiny.toml"
+    base.write_text('name = "tiny"\nworkload = "train"\ndevice = "cpu"\n[model]\n'
+                    'preset = "gpt-nano"\n[data]\nsource = "random"\n[train]\nbatch_size = 4\n'
+                    'seq_len = 32\neval_interval = 0\n[limits]\nsteps = 10\nwarmup_steps = 1\n')
+    code = main(["tune", str(base), "--space", "batch=4x1,2x2", "--budget", "2m",
+                 "--min-steps", "3", "--max-steps", "6", "--final-rounds", "1", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads(out)
+    store = RunStore()
+    trials = report["trials"]
+    assert len(trials) == 2 and not report["failed"] and not report["pruned"]
+    for trial in trials:  # every trial is a stored run, grouped under the tune run
+        run = store.open_run(trial["run_id"])
+        assert f"tune:{report['tune_run']}" in run.meta()["tags"]
+        assert run.summary()["status"] == "completed"
+        assert trial["effective_batch"] == 4  # the global batch is kept by every pair
+        assert trial["predicted_bytes"] > 0 and trial["distribution"]["n"] == 3
+    batches = {store.open_run(t["run_id"]).config_dict()["train"]["batch_size"] for t in trials}
+    assert batches == {4, 2}
+    final = report["final"]
+    # Two finalists (the baseline is one of them, as best or as itself), measured again.
+    assert len(final["roles"]) == 2 and all(r["runs"] for r in final["roles"].values())
+    labels = {report["chosen"]["label"]} | {row["label"] for row in report["ranking"]}
+    assert labels == {"baseline", "micro-batch 2 x 2 accumulated"}
+    assert report["sentence"].startswith(report["chosen"]["label"]) or (
+        report["chosen"]["label"] == "baseline"
+        and report["sentence"].startswith("the config as given"))
+    path = report["chosen"]["config_file"]
+    assert path.endswith("best.toml")
+    assert main(["run", path, "--steps", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "completed" and summary["effective_batch"] == 4
+    chosen = report["chosen"]["candidate"]["batch"]
+    assert summary["figures"]["tokens_per_s"]["value"] > 0
+    ran = store.open_run(summary["run_id"]).config_dict()
+    assert f"{ran['train']['batch_size']}x" in chosen + "x"

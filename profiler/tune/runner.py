@@ -1,0 +1,502 @@
+"""Trials as real short runs, the final interleaved re-measure, and the tune run that groups them.
+
+Torch-free (the CLI and the app drive it): every trial is a worker run recorded in the store
+like any other (stream, summary, worker log), named "tune ... #N", tagged `tune:<tune run id>`;
+the tune run's own folder holds tune.json (every trial, every pruned candidate, the final
+comparison), tune.md (the table) and best.toml (the chosen config, runnable with `effiscope run`).
+
+Each trial's figure is the worker's own summary figure: the median over the measured steps with
+its 95 % interval, warmup (and so the compile step) excluded. The final answer is re-measured:
+the best, the runner-up and the config as given, interleaved round by round (bench.loop's
+rotation), each with the steps of the last rung; their per-step samples are judged by
+profiler.significance (Mann-Whitney and the bootstrap ratio must agree).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from profiler import metrics, significance, stats
+from profiler.config import RunConfig
+from profiler.tune import search as tsearch
+from profiler.tune.space import Candidate, Space, build_space, checked_config, global_batch
+
+OBJECTIVES = {
+    "train": {"tokens_per_s": "tokens_per_s", "step_time_p50_s": "step_time_s"},
+    "infer": {"decode_tokens_per_s": "decode_tokens_per_s",
+              "prefill_tokens_per_s": "prefill_tokens_per_s", "ttft_p50_s": "ttft_s"},
+}
+"""Per workload: the summary figure a search may optimise -> its per-step (per-generation)
+sample in the stream, which the final verdict reads."""
+DEFAULT_OBJECTIVE = {"train": "tokens_per_s", "infer": "decode_tokens_per_s"}
+MARGIN_FRACTION = 0.10
+MIN_MARGIN_BYTES = 512 * 2**20
+MARGIN_HOW = (f"{MARGIN_FRACTION * 100:.0f} % of it, at least {MIN_MARGIN_BYTES // 2**20} MiB, kept back "
+              "for what the prediction leaves out (allocator caching, workspaces, the CUDA "
+              "context or the worker's own Python and torch)")
+
+
+class TuneError(ValueError):
+    """A tune that cannot start; the text says what to change."""
+
+
+@dataclass
+class Settings:
+    budget_s: float = 900.0
+    """Seconds of trials (start-up included) the search may spend; the final re-measure gets
+    what is left, at least one round."""
+    memory_limit: float | None = None
+    """Bytes a candidate's predicted peak may reach; None = the device's free memory minus the
+    margin (CPU: the available RAM)."""
+    objective: str = ""
+    """A summary figure of OBJECTIVES; empty = the workload's default."""
+    dims: dict | None = None
+    """space.parse_space's result: {dimension: values or None}; None = every dimension."""
+    min_steps: int = 4
+    eta: int = 3
+    max_steps: int = 36
+    final_rounds: int = 3
+    """At most this many interleaved rounds of the final re-measure (budget permitting)."""
+
+
+def objective_of(config: RunConfig, objective: str) -> tuple[str, str, bool]:
+    """(summary figure, sample key, higher is better) for a config's workload."""
+    if config.workload not in OBJECTIVES:
+        raise TuneError(f"workload = {config.workload}: tune searches train and infer runs; "
+                        "set workload to train or infer")
+    objective = objective or DEFAULT_OBJECTIVE[config.workload]
+    choices = OBJECTIVES[config.workload]
+    if objective not in choices:
+        raise TuneError(f"--objective: {objective!r} is not a figure a {config.workload} tune "
+                        f"can optimise; choose one of {', '.join(choices)}")
+    return objective, choices[objective], metrics.metric(objective).better != metrics.LOWER
+
+
+# --- memory ------------------------------------------------------------------------------------
+def default_memory_limit(config: RunConfig, caps: dict) -> tuple[float | None, str]:
+    """The device's free memory minus the margin (CPU: available RAM); (None, why) when unknown."""
+    import psutil
+
+    from profiler import system
+
+    if caps.get("cuda"):
+        index = int(config.device[5:]) if config.device.startswith("cuda:") else 0
+        gpu = next((g for g in system.gpus() if g["index"] == index), None)
+        free = (gpu or {}).get("memory_free_bytes")
+        where = f"free memory of GPU {index} (NVML)"
+    else:
+        free = psutil.virtual_memory().available
+        where = "available RAM (psutil)"
+    if not free:
+        return None, f"n/a: the {where} could not be read; no candidate is pruned"
+    margin = max(MIN_MARGIN_BYTES, free * MARGIN_FRACTION)
+    limit = free - margin
+    return limit, (f"{metrics.format_value(limit, 'bytes')}: the {where}, "
+                   f"{metrics.format_value(free, 'bytes')}, minus {MARGIN_HOW}")
+
+
+def predicted_peak(space: Space, candidate: Candidate) -> float | None:
+    """Predicted training memory per process (profiler.theory); None where there is none (an
+    inference run, a Hugging Face model's activations)."""
+    from profiler.theory import predict_for_config
+
+    if space.base.workload != "train":
+        return None
+    config, _ = checked_config(space, candidate)
+    if config is None:
+        return None
+    try:
+        return predict_for_config(config).get("total")
+    except (ValueError, KeyError):
+        return None
+
+
+# --- trials --------------------------------------------------------------------------------------
+def trial_config(space: Space, candidate: Candidate, steps: int, final: bool) -> RunConfig:
+    """The candidate's config for a trial of `steps` measured steps (or generations): no
+    validation or saving during trials; the config's warmup kept (at least 3 steps with compile,
+    so its compile and recompile steps are excluded)."""
+    config, why = checked_config(space, candidate)
+    if config is None:
+        raise TuneError(why or "not a valid run")
+    if config.workload == "infer":
+        config.infer.repeats = steps
+        if not final:
+            config.infer.eval_tokens = 0  # quality is measured in the final re-measure
+    else:
+        warmup = config.limits.warmup_steps
+        if "compile" in config.techniques:
+            warmup = max(warmup, 3)
+        config.limits.warmup_steps = warmup
+        config.limits.steps = warmup + steps
+        config.limits.time_s = 0.0
+        config.train.eval_interval = 0
+        config.train.save_checkpoint = False
+    return config
+
+
+class RunEvaluator:
+    """Runs a candidate as a recorded worker run: the search's evaluator."""
+
+    def __init__(self, space: Space, store, tag: str, objective: str, sample_key: str,
+                 log: Callable[[str], Any] = print, interrupt: threading.Event | None = None):
+        self.space, self.store, self.tag = space, store, tag
+        self.objective, self.sample_key = objective, sample_key
+        self.log, self.interrupt = log, interrupt
+        self.count = 0
+
+    def __call__(self, candidate: Candidate, steps: int, final: bool = False) -> tsearch.Measurement:
+        from profiler.client import StartRefused, run_to_completion
+        from profiler.launch import worker_command
+        from profiler.recorder import RunRecorder
+
+        started = time.monotonic()
+        try:
+            config = trial_config(self.space, candidate, steps, final)
+        except TuneError as exc:
+            return tsearch.Measurement(error=str(exc))
+        self.count += 1
+        label = self.space.label(candidate)
+        config.name = f"tune {'final' if final else 'trial'} #{self.count}: {label}"[:200]
+        run = self.store.create_run(config)
+        self.store.set_tags(run.run_id, ["tune", self.tag])
+        recorder = RunRecorder(self.store, run)
+        first_measured: list[float] = []
+
+        def on_message(message: dict) -> list:
+            if (message.get("type") == "sample" and message.get("phase") == "measure"
+                    and not first_measured):
+                first_measured.append(time.monotonic())
+            return []
+
+        try:
+            status = run_to_completion(config.to_dict(), recorder, on_message=on_message,
+                                       interrupt=self.interrupt, command=worker_command(config))
+        except StartRefused as exc:
+            status = recorder.finish(None, explanation=str(exc))
+        cost = time.monotonic() - started
+        fixed = (first_measured[0] - started) if first_measured else cost
+        summary = run.summary() or {}
+        figures = summary.get("figures") or {}
+        fig = figures.get(self.objective) or {}
+        dist = fig.get("distribution") or {}
+        cuda = str(summary.get("device", "")).startswith("cuda")
+        peak_key = "peak_torch_allocated_bytes" if cuda else "peak_rss_growth_bytes"
+        peak = (figures.get(peak_key) or {}).get("value")
+        error = None
+        if status != "completed":
+            error = ((summary.get("error") or {}).get("message") or summary.get("end")
+                     or f"the run ended {status}")
+        samples = significance.run_samples(run, (self.sample_key,))[self.sample_key]
+        extra = {"distribution": dist, "peak_key": peak_key, "status": status,
+                 "effective_batch": summary.get("effective_batch"),
+                 "perplexity": (figures.get("perplexity") or {}).get("value")}
+        self.log(f"{'final' if final else 'trial'} #{self.count} ({steps} steps): {label}: "
+                 + (f"failed: {error}" if error else
+                    stats.describe(dist, metrics.metric(self.objective).unit)))
+        return tsearch.Measurement(
+            value=None if error else fig.get("value"), ci_low=dist.get("ci_low"),
+            ci_high=dist.get("ci_high"), peak_bytes=peak, cost_s=cost, fixed_cost_s=fixed,
+            error=error, run_id=run.run_id, samples=samples, extra=extra)
+
+
+# --- the final re-measure ------------------------------------------------------------------------
+def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[str, Candidate],
+                steps: int, rounds: int, higher_is_better: bool,
+                log: Callable[[str], Any] = print) -> dict:
+    """Measure each finalist ("best", "runner-up", "baseline") `rounds` times, interleaved, and
+    judge them on their pooled per-step samples."""
+    from profiler.bench.loop import round_order
+
+    better = metrics.HIGHER if higher_is_better else metrics.LOWER
+    samples: dict[str, list[float]] = {role: [] for role in finalists}
+    peaks: dict[str, list[float]] = {role: [] for role in finalists}
+    perplexity: dict[str, list[float]] = {role: [] for role in finalists}
+    runs: dict[str, list[str]] = {role: [] for role in finalists}
+    errors: dict[str, list[str]] = {role: [] for role in finalists}
+    spent = 0.0
+    for index in range(rounds):
+        for role in round_order(list(finalists), index, "rotate", 0):
+            m = evaluate(finalists[role], steps, final=True)
+            spent += m.cost_s
+            if m.run_id:
+                runs[role].append(m.run_id)
+            if m.error:
+                errors[role].append(m.error)
+                continue
+            samples[role].extend(m.samples)
+            if m.peak_bytes is not None:
+                peaks[role].append(float(m.peak_bytes))
+            if m.extra.get("perplexity") is not None:
+                perplexity[role].append(float(m.extra["perplexity"]))
+    out: dict[str, Any] = {"rounds": rounds, "steps": steps, "spent_s": spent, "roles": {}}
+    for role in finalists:
+        out["roles"][role] = {
+            "candidate": finalists[role].as_dict(), "runs": runs[role], "errors": errors[role],
+            "distribution": stats.distribution(samples[role]),
+            "peak_bytes": stats.percentile(peaks[role], 50),
+            "perplexity": stats.percentile(perplexity[role], 50),
+        }
+    measured = [r for r in finalists if samples[r]]
+    pick = max if higher_is_better else min
+    out["winner"] = pick(measured, key=lambda r: out["roles"][r]["distribution"]["median"]) \
+        if measured else None
+    winner = out["winner"]
+    out["comparisons"] = {}
+    for role in measured:
+        if role != winner:
+            out["comparisons"][role] = significance.compare_samples(samples[role], samples[winner],
+                                                                    better)
+    return out
+
+
+# --- the whole tune -------------------------------------------------------------------------------
+def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store=None,
+         evaluator=None, log: Callable[[str], Any] = print,
+         interrupt: threading.Event | None = None,
+         on_trial: Callable[[tsearch.Trial, Space], Any] | None = None) -> dict:
+    """Search, re-measure, write the tune run; the report (also tune.json in the tune run)."""
+    from profiler.store import RunStore
+
+    objective, sample_key, higher = objective_of(base, settings.objective)
+    if caps is None:
+        from profiler.system import host_capabilities
+
+        caps = host_capabilities()
+    space = build_space(base, caps, settings.dims)
+    if settings.memory_limit is not None:
+        limit, limit_how = settings.memory_limit, (
+            f"{metrics.format_value(settings.memory_limit, 'bytes')} (--memory-limit)")
+    else:
+        limit, limit_how = default_memory_limit(base, caps)
+    store = store or RunStore()
+    tune_config = RunConfig.from_dict(base.to_dict())
+    tune_config.name = f"tune: {base.name or base.model.preset}"[:200]
+    tune_run = store.create_run(tune_config)
+    tag = f"tune:{tune_run.run_id}"
+    store.set_tags(tune_run.run_id, ["tune"])
+    evaluate = evaluator or RunEvaluator(space, store, tag, objective, sample_key, log, interrupt)
+    started = time.monotonic()
+    log(f"tune {tune_run.run_id}: {space.size()} combinations of "
+        f"{', '.join(space.dimensions) or 'nothing'}; memory limit {limit_how}")
+    result = tsearch.search(
+        space.candidates(), evaluate, predict=lambda c: predicted_peak(space, c),
+        memory_limit=limit, budget_s=settings.budget_s, baseline=space.baseline,
+        min_steps=settings.min_steps, eta=settings.eta, max_steps=settings.max_steps,
+        higher_is_better=higher, on_trial=(lambda t: on_trial(t, space)) if on_trial else None,
+        should_stop=(interrupt.is_set if interrupt is not None else None))
+    log(f"search: {len(result.trials)} trials, {len(result.pruned)} predicted not to fit, "
+        f"{result.stop_reason}")
+    final = None
+    finalists = _finalists(result, space)
+    if finalists and not (interrupt is not None and interrupt.is_set()):
+        steps = settings.max_steps  # the last rung's length, whichever rung the search reached
+        reached = result.ranking[0]
+        per_run = (_mean([e["trial"].measurement.cost_s for e in result.ranking[:2]]) or 1.0
+                   ) * max(1.0, steps / reached["steps"])
+        left = settings.budget_s - result.spent_s
+        rounds = max(1, min(settings.final_rounds, int(left // (per_run * len(finalists)))))
+        log(f"final re-measure: {', '.join(finalists)}, {rounds} interleaved round(s) of "
+            f"{steps} steps")
+        final = final_check(evaluate, finalists, steps, rounds, higher, log)
+    report = _report(base, space, settings, objective, higher, limit, limit_how, result, final,
+                     tune_run, time.monotonic() - started)
+    _write(store, tune_run, base, space, report, finalists, final)
+    return report
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v]
+    return sum(values) / len(values) if values else None
+
+
+def _finalists(result: tsearch.SearchResult, space: Space) -> dict[str, Candidate]:
+    out: dict[str, Candidate] = {}
+    if result.best is None:
+        return out
+    out["best"] = result.best
+    if result.runner_up is not None and result.runner_up != space.baseline:
+        out["runner-up"] = result.runner_up
+    measured = {e["candidate"] for e in result.ranking}
+    if space.baseline in measured and space.baseline != result.best:
+        out["baseline"] = space.baseline
+    return out
+
+
+def _pct(value: float) -> str:
+    return stats.significant_digits(abs(value), 2) + " %"
+
+
+def verdict_sentence(report: dict) -> str:
+    """"bf16 + fused AdamW: 1.38x the baseline (±3 %), 41 % less memory; runner-up within
+    noise" — or why there is no answer."""
+    final = report.get("final")
+    chosen = report.get("chosen")
+    if not chosen:
+        return "no configuration was measured: " + (report["stop_reason"] or "nothing fit")
+    if not final:
+        return f"{chosen['label']}: best of the search (not re-measured: stopped)"
+    roles = final["roles"]
+    winner = final["winner"]
+    comparisons = final["comparisons"]
+    label = chosen["label"]
+    parts = []
+    if "baseline" in comparisons:
+        c = comparisons["baseline"]  # winner against the baseline
+        ratio = 1 + c["delta_pct"] / 100 if c["delta_pct"] is not None else None
+        if ratio is not None:
+            text = f"{stats.significant_digits(ratio)}x the baseline"
+            if c["ci_low"] is not None:
+                spread = max(ratio - c["ci_low"], c["ci_high"] - ratio) / ratio * 100
+                text += f" (±{stats.significant_digits(spread, 2)} %)"
+            text += {"better": "", "worse": ""}.get(
+                c["verdict"], ", within noise" if c["verdict"] == "within noise"
+                else ", not judged (too few samples for a verdict)")
+            parts.append(text)
+        base_peak, win_peak = roles["baseline"]["peak_bytes"], roles[winner]["peak_bytes"]
+        if base_peak and win_peak:
+            change = (win_peak / base_peak - 1) * 100
+            parts.append(f"{_pct(change)} {'less' if change < 0 else 'more'} memory "
+                         f"({report['peak_label']})")
+        else:
+            parts.append("memory n/a")
+    elif winner == "baseline" or label == "baseline":
+        label = "the config as given (baseline)"
+        parts.append("no candidate beat it")
+    for role in ("runner-up", "best"):
+        if role in comparisons:
+            verdict = comparisons[role]["verdict"]  # the winner judged against this one
+            name = "runner-up" if role == "runner-up" else "the search's best"
+            parts.append(f"{name} " + {"better": "significantly behind",
+                                       "worse": "significantly ahead on the samples"}.get(
+                verdict, "within noise" if verdict == "within noise" else
+                "not judged (too few samples)"))
+    return f"{label}: " + "; ".join(parts)
+
+
+def _trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
+    m = trial.measurement
+    return {"number": trial.number, "label": space.label(trial.candidate),
+            "candidate": trial.candidate.as_dict(), "rung": trial.rung, "steps": trial.steps,
+            "run_id": m.run_id, "value": m.value, "distribution": m.extra.get("distribution")
+            or {"n": 0, "median": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high},
+            "peak_bytes": m.peak_bytes, "predicted_bytes": predicted.get(trial.candidate),
+            "cost_s": m.cost_s, "error": m.error,
+            "effective_batch": m.extra.get("effective_batch")}
+
+
+def _report(base, space, settings, objective, higher, limit, limit_how, result, final,
+            tune_run, elapsed) -> dict:
+    cuda = any(t.measurement.extra.get("peak_key") == "peak_torch_allocated_bytes"
+               for t in result.trials)
+    peak_label = "peak torch allocated" if cuda else "RSS added by training"
+    chosen = None
+    pick = result.best
+    if final and final["winner"]:
+        pick = space.baseline if final["winner"] == "baseline" else _finalists(result, space)[
+            final["winner"]]
+    if pick is not None:
+        chosen = {"label": space.label(pick), "candidate": pick.as_dict()}
+    report = {
+        "tune_run": tune_run.run_id, "path": str(tune_run.path), "objective": objective,
+        "higher_is_better": higher, "unit": metrics.metric(objective).unit,
+        "peak_label": peak_label, "budget_s": settings.budget_s, "elapsed_s": elapsed,
+        "search_spent_s": result.spent_s, "stop_reason": result.stop_reason,
+        "memory_limit_bytes": limit, "memory_limit_how": limit_how,
+        "global_batch": global_batch(base) if base.workload == "train" else None,
+        "space": space.dimensions, "fixed": space.fixed, "left_out": space.left_out,
+        "ranking": [_trial_row(e["trial"], space, result.predicted) for e in result.ranking],
+        "failed": [_trial_row(t, space, result.predicted) for t in result.failed],
+        "trials": [_trial_row(t, space, result.predicted) for t in result.trials],
+        "pruned": [{"label": space.label(p["candidate"]), "candidate": p["candidate"].as_dict(),
+                    "predicted_bytes": p["predicted_bytes"], "limit_bytes": p["limit_bytes"]}
+                   for p in result.pruned],
+        "not_tried": [{"label": space.label(c), "candidate": c.as_dict()}
+                      for c in result.not_tried],
+        "final": final, "chosen": chosen,
+    }
+    report["sentence"] = verdict_sentence(report)
+    return report
+
+
+def _write(store, tune_run, base: RunConfig, space: Space, report: dict, finalists, final) -> None:
+    chosen = report["chosen"]
+    if chosen is not None:
+        candidate = Candidate(tuple(chosen["candidate"].items()))
+        config, _ = checked_config(space, candidate)
+        if config is not None:
+            config.name = f"tuned: {chosen['label']}"[:200]
+            path = tune_run.path / "best.toml"
+            config.save(path)
+            chosen["config_file"] = str(path)
+    (tune_run.path / "tune.json").write_text(json.dumps(report, indent=2, default=str),
+                                             encoding="utf-8")
+    (tune_run.path / "tune.md").write_text(format_report(report) + "\n", encoding="utf-8")
+    summary = {"workload": base.workload, "status": "completed" if chosen else "failed",
+               "end": report["sentence"][:300], "tune": {
+                   "trials": len(report["trials"]), "pruned": len(report["pruned"]),
+                   "chosen": chosen}}
+    tune_run.write_summary(summary)
+    store.set_status(tune_run, summary["status"], end=report["sentence"])
+
+
+# --- the table --------------------------------------------------------------------------------------
+def _bytes(value) -> str:
+    return metrics.format_value(value, "bytes")
+
+
+def format_report(report: dict) -> str:
+    unit = report["unit"]
+    lines = [f"tune {report['tune_run']}: objective {report['objective']} ({unit}, "
+             f"{'higher' if report['higher_is_better'] else 'lower'} is better), "
+             f"{len(report['trials'])} trials in {report['search_spent_s']:.0f} s of a "
+             f"{report['budget_s']:.0f} s budget; {report['stop_reason']}",
+             f"memory limit: {report['memory_limit_how']}"]
+    if report["global_batch"]:
+        lines.append(f"global batch kept at {report['global_batch']} sequences per optimizer "
+                     "step (micro-batch x accumulation x processes)")
+    lines += ["", f"| rank | configuration | {report['objective']} (median, 95 % interval) | "
+              f"steps | {report['peak_label']} | predicted peak | run |",
+              "|---:|---|---|---:|---:|---:|---|"]
+    for rank, row in enumerate(report["ranking"], 1):
+        lines.append(f"| {rank} | {row['label']} | {stats.describe(row['distribution'], unit)} | "
+                     f"{row['steps']} | {_bytes(row['peak_bytes'])} | "
+                     f"{_bytes(row['predicted_bytes'])} | {row['run_id']} |")
+    for row in report["failed"]:
+        lines.append(f"| - | {row['label']} | failed: {row['error']} | {row['steps']} | | "
+                     f"{_bytes(row['predicted_bytes'])} | {row['run_id'] or ''} |")
+    for row in report["pruned"]:
+        lines.append(f"| - | {row['label']} | predicted not to fit: "
+                     f"{_bytes(row['predicted_bytes'])} > {_bytes(row['limit_bytes'])} | | | "
+                     f"{_bytes(row['predicted_bytes'])} | never launched |")
+    if report["not_tried"]:
+        lines.append(f"| - | {len(report['not_tried'])} more combinations | not tried: the "
+                     "budget | | | | |")
+    for item in report["left_out"]:
+        lines.append(f"| - | {item['dimension']} = {item['value']} | not searched: "
+                     f"{item['reason']} | | | | |")
+    final = report.get("final")
+    if final:
+        lines += ["", f"final re-measure: {final['rounds']} interleaved round(s) of "
+                  f"{final['steps']} steps each, per-step samples pooled "
+                  "(Mann-Whitney U and bootstrap ratio of medians must agree)"]
+        for role, item in final["roles"].items():
+            extra = (f", perplexity {stats.significant_digits(item['perplexity'])}"
+                     if item.get("perplexity") is not None else "")
+            error = f", errors: {item['errors'][0]}" if item["errors"] else ""
+            lines.append(f"- {role}: {stats.describe(item['distribution'], unit)}, "
+                         f"{report['peak_label']} {_bytes(item['peak_bytes'])}{extra}{error}")
+    lines += ["", f"answer: {report['sentence']}"]
+    if report.get("chosen", {}) and report["chosen"].get("config_file"):
+        lines.append(f"chosen config: {report['chosen']['config_file']} "
+                     "(effiscope run PATH runs it)")
+    return "\n".join(lines)
+
+
+__all__ = ["Settings", "tune", "format_report", "RunEvaluator", "final_check",
+           "default_memory_limit", "objective_of", "TuneError"]
