@@ -185,9 +185,7 @@ class RunEvaluator:
         figures = summary.get("figures") or {}
         fig = figures.get(self.objective) or {}
         dist = fig.get("distribution") or {}
-        cuda = str(summary.get("device", "")).startswith("cuda")
-        peak_key = "peak_torch_allocated_bytes" if cuda else "peak_rss_growth_bytes"
-        peak = (figures.get(peak_key) or {}).get("value")
+        peak_key, peak = _peak(figures, str(summary.get("device", "")).startswith("cuda"))
         error = None
         if status != "completed":
             error = ((summary.get("error") or {}).get("message") or summary.get("end")
@@ -203,6 +201,21 @@ class RunEvaluator:
             value=None if error else fig.get("value"), ci_low=dist.get("ci_low"),
             ci_high=dist.get("ci_high"), peak_bytes=peak, cost_s=cost, fixed_cost_s=fixed,
             error=error, run_id=run.run_id, samples=samples, extra=extra)
+
+
+PEAK_KEYS = {True: ("peak_torch_allocated_bytes", "peak_gpu_memory_used_bytes"),
+             False: ("peak_rss_growth_bytes", "peak_rss_bytes")}
+"""The memory figure a trial is ranked with, first one present: CUDA, or CPU (a train run's
+RSS added by training; an inference run has only the process's peak RSS)."""
+
+
+def _peak(figures: dict, cuda: bool) -> tuple[str, float | None]:
+    keys = PEAK_KEYS[cuda]
+    for key in keys:
+        value = (figures.get(key) or {}).get("value")
+        if value is not None:
+            return key, value
+    return keys[0], None
 
 
 # --- the final re-measure ------------------------------------------------------------------------
@@ -368,6 +381,10 @@ def verdict_sentence(report: dict) -> str:
     elif winner == "baseline" or label == "baseline":
         label = "the config as given (baseline)"
         parts.append("no candidate beat it")
+    elif any(p["label"] == "baseline" for p in report.get("pruned", [])):
+        parts.append("no ratio: the config as given is predicted not to fit")
+    elif any(f["label"] == "baseline" for f in report.get("failed", [])):
+        parts.append("no ratio: the config as given failed")
     for role in ("runner-up", "best"):
         if role in comparisons:
             verdict = comparisons[role]["verdict"]  # the winner judged against this one
@@ -392,9 +409,9 @@ def _trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
 
 def _report(base, space, settings, objective, higher, limit, limit_how, result, final,
             tune_run, elapsed) -> dict:
-    cuda = any(t.measurement.extra.get("peak_key") == "peak_torch_allocated_bytes"
-               for t in result.trials)
-    peak_label = "peak torch allocated" if cuda else "RSS added by training"
+    keys = [t.measurement.extra.get("peak_key") for t in result.trials
+            if t.measurement.peak_bytes is not None]
+    peak_label = metrics.metric(keys[0]).label if keys else "peak memory"
     chosen = None
     pick = result.best
     if final and final["winner"]:
@@ -403,7 +420,7 @@ def _report(base, space, settings, objective, higher, limit, limit_how, result, 
     if pick is not None:
         chosen = {"label": space.label(pick), "candidate": pick.as_dict()}
     report = {
-        "tune_run": tune_run.run_id, "path": str(tune_run.path), "objective": objective,
+        "tune_run": tune_run.run_id, "workload": base.workload, "path": str(tune_run.path), "objective": objective,
         "higher_is_better": higher, "unit": metrics.metric(objective).unit,
         "peak_label": peak_label, "budget_s": settings.budget_s, "elapsed_s": elapsed,
         "search_spent_s": result.spent_s, "stop_reason": result.stop_reason,
@@ -461,7 +478,8 @@ def format_report(report: dict) -> str:
         lines.append(f"global batch kept at {report['global_batch']} sequences per optimizer "
                      "step (micro-batch x accumulation x processes)")
     lines += ["", f"| rank | configuration | {report['objective']} (median, 95 % interval) | "
-              f"steps | {report['peak_label']} | predicted peak | run |",
+              f"{'generations' if report['workload'] == 'infer' else 'steps'} | {report['peak_label']} | "
+              "predicted peak | run |",
               "|---:|---|---|---:|---:|---:|---|"]
     for rank, row in enumerate(report["ranking"], 1):
         lines.append(f"| {rank} | {row['label']} | {stats.describe(row['distribution'], unit)} | "
