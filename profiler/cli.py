@@ -424,6 +424,8 @@ BENCHES = {
                  "sampler and of a profile capture"),
     "parallel": ("profiler.bench.parallel", "tokens/s of 1 against N processes (torchrun) and "
                  "the scaling efficiency"),
+    "tune": ("profiler.bench.tune", "the tuner against an exhaustive grid over the same "
+             "space: best found (ratio with its interval) and trial time of each"),
     "startup": ("profiler.bench.startup", "from Run to the first training sample, part by part, "
                 "with a worker spawned at Run (cold) and one already started (warm)"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
