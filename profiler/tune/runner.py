@@ -396,7 +396,7 @@ def verdict_sentence(report: dict) -> str:
     return f"{label}: " + "; ".join(parts)
 
 
-def _trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
+def trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
     m = trial.measurement
     return {"number": trial.number, "label": space.label(trial.candidate),
             "candidate": trial.candidate.as_dict(), "rung": trial.rung, "steps": trial.steps,
@@ -410,7 +410,7 @@ def _trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
 def _report(base, space, settings, objective, higher, limit, limit_how, result, final,
             tune_run, elapsed) -> dict:
     keys = [t.measurement.extra.get("peak_key") for t in result.trials
-            if t.measurement.peak_bytes is not None]
+            if t.measurement.peak_bytes is not None and t.measurement.extra.get("peak_key")]
     peak_label = metrics.metric(keys[0]).label if keys else "peak memory"
     chosen = None
     pick = result.best
@@ -427,9 +427,9 @@ def _report(base, space, settings, objective, higher, limit, limit_how, result, 
         "memory_limit_bytes": limit, "memory_limit_how": limit_how,
         "global_batch": global_batch(base) if base.workload == "train" else None,
         "space": space.dimensions, "fixed": space.fixed, "left_out": space.left_out,
-        "ranking": [_trial_row(e["trial"], space, result.predicted) for e in result.ranking],
-        "failed": [_trial_row(t, space, result.predicted) for t in result.failed],
-        "trials": [_trial_row(t, space, result.predicted) for t in result.trials],
+        "ranking": [trial_row(e["trial"], space, result.predicted) for e in result.ranking],
+        "failed": [trial_row(t, space, result.predicted) for t in result.failed],
+        "trials": [trial_row(t, space, result.predicted) for t in result.trials],
         "pruned": [{"label": space.label(p["candidate"]), "candidate": p["candidate"].as_dict(),
                     "predicted_bytes": p["predicted_bytes"], "limit_bytes": p["limit_bytes"]}
                    for p in result.pruned],
