@@ -271,6 +271,9 @@ def test_tune_end_to_end_on_gpt_nano(tmp_path, effiscope_home, capsys):
     assert report["sentence"].startswith(report["chosen"]["label"]) or (
         report["chosen"]["label"] == "baseline"
         and report["sentence"].startswith("the config as given"))
+    tune_summary = store.open_run(report["tune_run"]).summary()  # the history shows the answer
+    winner = final["roles"][final["winner"]]["distribution"]["median"]
+    assert tune_summary["figures"]["tokens_per_s"]["value"] == winner
     path = report["chosen"]["config_file"]
     assert path.endswith("best.toml")
     assert main(["run", path, "--steps", "3", "--json"]) == 0

@@ -251,7 +251,7 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     for role in finalists:
         out["roles"][role] = {
             "candidate": finalists[role].as_dict(), "runs": runs[role], "errors": errors[role],
-            "distribution": stats.distribution(samples[role]),
+            "distribution": stats.distribution(samples[role]), "samples": samples[role],
             "peak_bytes": stats.percentile(peaks[role], 50),
             "perplexity": stats.percentile(perplexity[role], 50),
         }
@@ -454,8 +454,18 @@ def _write(store, tune_run, base: RunConfig, space: Space, report: dict, finalis
     (tune_run.path / "tune.json").write_text(json.dumps(report, indent=2, default=str),
                                              encoding="utf-8")
     (tune_run.path / "tune.md").write_text(format_report(report) + "\n", encoding="utf-8")
+    figures = {}
+    final = report.get("final")
+    if final and final.get("winner"):
+        role = final["roles"][final["winner"]]
+        objective = report["objective"]
+        figures[objective] = stats.timed_figure(
+            role["samples"], report["unit"],
+            f"the chosen configuration ({chosen['label'] if chosen else 'n/a'}) in the final "
+            f"re-measure: median of its per-step samples over {final['rounds']} interleaved "
+            f"round(s) of {final['steps']} steps, warmup excluded")
     summary = {"workload": base.workload, "status": "completed" if chosen else "failed",
-               "end": report["sentence"][:300], "tune": {
+               "figures": figures, "end": report["sentence"][:300], "tune": {
                    "trials": len(report["trials"]), "pruned": len(report["pruned"]),
                    "chosen": chosen}}
     tune_run.write_summary(summary)
