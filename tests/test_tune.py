@@ -283,3 +283,40 @@ def test_tune_end_to_end_on_gpt_nano(tmp_path, effiscope_home, capsys):
     assert summary["figures"]["tokens_per_s"]["value"] > 0
     ran = store.open_run(summary["run_id"]).config_dict()
     assert f"{ran['train']['batch_size']}x" in chosen + "x"
+
+
+def test_parallel_dimension_when_the_job_has_processes():
+    from profiler.tune import runner
+
+    base = nano(8)
+    base.launch.nproc_per_node = 2
+    base.techniques = {"ddp": {}}
+    base = validate(base)
+    space = tspace.build_space(base, GPU_CAPS, {"parallel": None, "batch": ["8x1", "4x2"]})
+    assert space.dimensions["parallel"] == ["ddp", "fsdp"]
+    assert "parallel" not in tspace.build_space(nano(), GPU_CAPS).dimensions  # one process
+    predicted = {}
+    for candidate in space.candidates():
+        config = space.config(candidate)
+        assert tspace.global_batch(config) == 16  # 8 per process x 2 processes, every pair
+        assert ("ddp" in config.techniques) != ("fsdp" in config.techniques)
+        predicted[(candidate.value("parallel"), candidate.value("batch"))] = \
+            runner.predicted_peak(space, candidate)
+    # FSDP shards weights, gradients and optimizer states: predicted lower than DDP.
+    assert predicted[("fsdp", "8x1")] < predicted[("ddp", "8x1")]
+    assert predicted[("ddp", "4x2")] < predicted[("ddp", "8x1")]  # half the activations
+
+
+def test_a_stop_request_ends_the_search_and_keeps_what_was_measured():
+    calls = []
+
+    def evaluate(candidate, steps):
+        calls.append(candidate)
+        return FakeCost()(candidate, steps)
+
+    space = gpu_space()
+    result = tsearch.search(space.candidates(), evaluate, predict=fake_memory, memory_limit=None,
+                            budget_s=1e9, baseline=space.baseline,
+                            should_stop=lambda: len(calls) >= 5)
+    assert len(result.trials) == 5 and result.stop_reason == "stopped on request"
+    assert len(result.not_tried) == len(space.candidates()) - 5 and result.best is not None

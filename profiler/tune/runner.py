@@ -319,7 +319,8 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
         final = final_check(evaluate, finalists, steps, rounds, higher, log)
     report = _report(base, space, settings, objective, higher, limit, limit_how, result, final,
                      tune_run, time.monotonic() - started)
-    _write(store, tune_run, base, space, report, finalists, final)
+    stopped = interrupt is not None and interrupt.is_set()
+    _write(store, tune_run, base, space, report, stopped)
     return report
 
 
@@ -441,7 +442,7 @@ def _report(base, space, settings, objective, higher, limit, limit_how, result, 
     return report
 
 
-def _write(store, tune_run, base: RunConfig, space: Space, report: dict, finalists, final) -> None:
+def _write(store, tune_run, base: RunConfig, space: Space, report: dict, stopped: bool) -> None:
     chosen = report["chosen"]
     if chosen is not None:
         candidate = Candidate(tuple(chosen["candidate"].items()))
@@ -464,7 +465,8 @@ def _write(store, tune_run, base: RunConfig, space: Space, report: dict, finalis
             f"the chosen configuration ({chosen['label'] if chosen else 'n/a'}) in the final "
             f"re-measure: median of its per-step samples over {final['rounds']} interleaved "
             f"round(s) of {final['steps']} steps, warmup excluded")
-    summary = {"workload": base.workload, "status": "completed" if chosen else "failed",
+    status = "stopped" if stopped else "completed" if chosen else "failed"
+    summary = {"workload": base.workload, "status": status,
                "figures": figures, "end": report["sentence"][:300], "tune": {
                    "trials": len(report["trials"]), "pruned": len(report["pruned"]),
                    "chosen": chosen}}

@@ -226,9 +226,12 @@ def successive_halving(candidates: Sequence[Candidate], evaluate: Evaluator, *, 
                 break
             if not run(candidate, rung).failed:
                 promoted.append(candidate)
-        alive = promoted if promoted else alive
         if stop_reason:
             break
+        if not promoted:
+            stop_reason = f"every trial of rung {rung + 1} failed"
+            break
+        alive = promoted
     ranking = sorted(best_at.values(), key=lambda t: (t.rung, sign(t)), reverse=True)
     return {"trials": trials, "not_tried": not_tried, "failed": [t for t in trials if t.failed],
             "ranking": [{"candidate": t.candidate, "rung": t.rung, "steps": t.steps, "trial": t}
