@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-steps", type=int, default=24,
                         help="measured steps of each grid trial and the tuner's last rung "
                              "(default 24)")
-    parser.add_argument("--min-steps", type=int, default=4,
-                        help="measured steps of the tuner's first rung (default 4)")
+    parser.add_argument("--min-steps", type=int, default=6,
+                        help="measured steps of the tuner's first rung (default 6, as tune)")
     parser.add_argument("--eta", type=int, default=3, help="successive halving's eta (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="warmup steps excluded (default 2)")
     parser.add_argument("--repeats", type=int, default=6,

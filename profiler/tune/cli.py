@@ -65,10 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "precision, optimizer, attention, compile, parallel (train); batch, "
                         "quantize (infer). With '=values' only those values, e.g. "
                         "--space batch=8x2,4x4 --space precision=fp32,bf16")
-    p.add_argument("--min-steps", type=int, default=4,
-                   help="measured steps of each first-rung trial (default 4)")
-    p.add_argument("--max-steps", type=int, default=36,
-                   help="measured steps of the last rung and of the final re-measure (default 36)")
+    p.add_argument("--min-steps", type=int, default=6,
+                   help="measured steps of each first-rung trial (default 6, the fewest whose "
+                        "median has a 95 %% interval)")
+    p.add_argument("--max-steps", type=int, default=54,
+                   help="measured steps of the last rung and of the final re-measure (default 54)")
     p.add_argument("--eta", type=int, default=3,
                    help="successive halving keeps 1/eta per rung and gives it eta x the steps "
                         "(default 3)")

@@ -57,9 +57,10 @@ class Settings:
     """A summary figure of OBJECTIVES; empty = the workload's default."""
     dims: dict | None = None
     """space.parse_space's result: {dimension: values or None}; None = every dimension."""
-    min_steps: int = 4
+    min_steps: int = 6
+    """Measured steps of a first-rung trial: 6 is the fewest with a 95 % interval."""
     eta: int = 3
-    max_steps: int = 36
+    max_steps: int = 54
     final_rounds: int = 3
     """At most this many interleaved rounds of the final re-measure (budget permitting)."""
 

@@ -154,7 +154,7 @@ class _CostModel:
 
 
 def successive_halving(candidates: Sequence[Candidate], evaluate: Evaluator, *, budget_s: float,
-                       min_steps: int = 4, eta: int = 3, max_steps: int = 64,
+                       min_steps: int = 6, eta: int = 3, max_steps: int = 54,
                        higher_is_better: bool = True, baseline: Candidate | None = None,
                        on_trial: Callable[[Trial], Any] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> dict:
