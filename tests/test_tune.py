@@ -320,3 +320,24 @@ def test_a_stop_request_ends_the_search_and_keeps_what_was_measured():
                             should_stop=lambda: len(calls) >= 5)
     assert len(result.trials) == 5 and result.stop_reason == "stopped on request"
     assert len(result.not_tried) == len(space.candidates()) - 5 and result.best is not None
+
+
+def test_first_rung_order_baseline_then_single_changes_cheap_dimensions_first():
+    space = tspace.build_space(nano(), GPU_CAPS, {"batch": ["16x1", "8x2"],
+                                                  "compile": None, "precision": ["fp32", "bf16"]})
+    ordered = tsearch.priority(space.candidates(), space.baseline)
+    labels = [space.label(c) for c in ordered]
+    assert labels[:4] == ["baseline", "micro-batch 8 x 2 accumulated", "bf16",
+                          "torch.compile (default)"]
+    assert all(" + " in label for label in labels[4:])  # combinations after single changes
+
+
+def test_the_config_as_given_keeps_its_name_in_the_final_check():
+    from profiler.tune import runner
+
+    space = gpu_space()
+    other = space.candidates()[1]
+    trial = lambda c, n: tsearch.Trial(n, c, 0, 6, tsearch.Measurement(value=1.0))  # noqa: E731
+    result = tsearch.SearchResult([], [], [], [{"candidate": space.baseline, "trial": trial(
+        space.baseline, 1)}, {"candidate": other, "trial": trial(other, 2)}], [], 0, 1, {}, "")
+    assert runner._finalists(result, space) == {"runner-up": other, "baseline": space.baseline}

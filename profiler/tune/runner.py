@@ -34,6 +34,10 @@ OBJECTIVES = {
 """Per workload: the summary figure a search may optimise -> its per-step (per-generation)
 sample in the stream, which the final verdict reads."""
 DEFAULT_OBJECTIVE = {"train": "tokens_per_s", "infer": "decode_tokens_per_s"}
+COMPILE_WARMUP_STEPS = 5
+"""Warmup of a trial with torch.compile: its first steps compile (forward, backward, and a
+recompile when shapes or grad modes change); on CPU a 3-step warmup still left compile time in
+the measured steps."""
 MARGIN_FRACTION = 0.10
 MIN_MARGIN_BYTES = 512 * 2**20
 MARGIN_HOW = (f"{MARGIN_FRACTION * 100:.0f} % of it, at least {MIN_MARGIN_BYTES // 2**20} MiB, kept back "
@@ -120,8 +124,8 @@ def predicted_peak(space: Space, candidate: Candidate) -> float | None:
 # --- trials --------------------------------------------------------------------------------------
 def trial_config(space: Space, candidate: Candidate, steps: int, final: bool) -> RunConfig:
     """The candidate's config for a trial of `steps` measured steps (or generations): no
-    validation or saving during trials; the config's warmup kept (at least 3 steps with compile,
-    so its compile and recompile steps are excluded)."""
+    validation or saving during trials; the config's warmup kept (at least COMPILE_WARMUP_STEPS
+    with compile, so its compile and recompile steps are excluded)."""
     config, why = checked_config(space, candidate)
     if config is None:
         raise TuneError(why or "not a valid run")
@@ -132,7 +136,7 @@ def trial_config(space: Space, candidate: Candidate, steps: int, final: bool) ->
     else:
         warmup = config.limits.warmup_steps
         if "compile" in config.techniques:
-            warmup = max(warmup, 3)
+            warmup = max(warmup, COMPILE_WARMUP_STEPS)
         config.limits.warmup_steps = warmup
         config.limits.steps = warmup + steps
         config.limits.time_s = 0.0
@@ -334,11 +338,13 @@ def _finalists(result: tsearch.SearchResult, space: Space) -> dict[str, Candidat
     out: dict[str, Candidate] = {}
     if result.best is None:
         return out
-    out["best"] = result.best
+    # The config as given is always called "baseline", whichever place it took.
+    if result.best != space.baseline:
+        out["best"] = result.best
     if result.runner_up is not None and result.runner_up != space.baseline:
         out["runner-up"] = result.runner_up
     measured = {e["candidate"] for e in result.ranking}
-    if space.baseline in measured and space.baseline != result.best:
+    if space.baseline in measured:
         out["baseline"] = space.baseline
     return out
 

@@ -104,11 +104,16 @@ def prune(candidates: Sequence[Candidate], predict: Callable[[Candidate], float 
 
 
 def priority(candidates: Sequence[Candidate], baseline: Candidate) -> list[Candidate]:
-    """The baseline first, then by how many dimensions differ from it (stable)."""
-    def changes(c: Candidate) -> int:
-        return sum(1 for d, v in c.values if baseline.value(d) != v)
+    """The baseline first, then by how many dimensions differ from it; among as many changes,
+    the earlier dimensions first (the space lists cheap, common ones such as the batch before
+    torch.compile, whose cold compile makes a trial long)."""
+    order = {d: i for i, (d, _) in enumerate(baseline.values)}
 
-    return sorted(candidates, key=lambda c: (c != baseline, changes(c)))
+    def key(c: Candidate) -> tuple:
+        changed = [order[d] for d, v in c.values if baseline.value(d) != v]
+        return (c != baseline, len(changed), changed)
+
+    return sorted(candidates, key=key)
 
 
 def rung_steps(min_steps: int, eta: int, max_steps: int) -> list[int]:
