@@ -341,3 +341,35 @@ def test_the_config_as_given_keeps_its_name_in_the_final_check():
     result = tsearch.SearchResult([], [], [], [{"candidate": space.baseline, "trial": trial(
         space.baseline, 1)}, {"candidate": other, "trial": trial(other, 2)}], [], 0, 1, {}, "")
     assert runner._finalists(result, space) == {"runner-up": other, "baseline": space.baseline}
+
+
+def test_within_noise_of_the_baseline_keeps_the_config_as_given():
+    from profiler.tune import runner
+
+    space = gpu_space()
+    other = next(c for c in space.candidates() if c != space.baseline)
+
+    def evaluate(candidate, steps, final=False):
+        speed = 1010.0 if candidate == other else 1000.0  # 1 %: inside a +-5 % step noise
+        samples = [speed * (1 + 0.05 * ((i * 7) % 5 - 2) / 2) for i in range(steps)]
+        return tsearch.Measurement(value=speed, samples=samples, cost_s=1.0, peak_bytes=GiB)
+
+    final = runner.final_check(evaluate, {"best": other, "baseline": space.baseline}, steps=12,
+                               rounds=2, higher_is_better=True, log=lambda _: None)
+    assert final["winner"] == "best"
+    assert final["comparisons"]["baseline"]["verdict"] == "within noise"
+    trial = lambda c, n: tsearch.Trial(n, c, 0, 6, tsearch.Measurement(value=1.0))  # noqa: E731
+    result = tsearch.SearchResult([], [], [], [{"candidate": other, "trial": trial(other, 1)},
+                                               {"candidate": space.baseline,
+                                                "trial": trial(space.baseline, 2)}],
+                                  [], 0, 1, {}, "")
+
+    class Run:
+        run_id, path = "tune-x", "."
+
+    report = runner._report(space.base, space, runner.Settings(), "tokens_per_s", True, None,
+                            "n/a", result, final, Run(), 1.0)
+    assert report["chosen"]["candidate"] == space.baseline.as_dict()
+    assert report["sentence"].startswith("the config as given (baseline): nothing was "
+                                         f"measurably faster (the fastest measured, "
+                                         f"{space.label(other)}: 1.01x the baseline")

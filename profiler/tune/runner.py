@@ -401,6 +401,11 @@ def verdict_sentence(report: dict) -> str:
                                        "worse": "significantly ahead on the samples"}.get(
                 verdict, "within noise" if verdict == "within noise" else
                 "not judged (too few samples)"))
+    if chosen.get("fastest_measured"):
+        head = "; ".join(parts[:2])
+        rest = "".join(f"; {p}" for p in parts[2:])
+        return (f"the config as given (baseline): nothing was measurably faster (the fastest "
+                f"measured, {chosen['fastest_measured']}: {head}){rest}")
     return f"{label}: " + "; ".join(parts)
 
 
@@ -427,6 +432,11 @@ def _report(base, space, settings, objective, higher, limit, limit_how, result, 
             final["winner"]]
     if pick is not None:
         chosen = {"label": space.label(pick), "candidate": pick.as_dict()}
+        against = ((final or {}).get("comparisons") or {}).get("baseline")
+        if against is not None and against["verdict"] != "better":
+            # Not measurably faster than the config as given: the config as given is the answer.
+            chosen = {"label": space.label(space.baseline),
+                      "candidate": space.baseline.as_dict(), "fastest_measured": chosen["label"]}
     report = {
         "tune_run": tune_run.run_id, "workload": base.workload, "path": str(tune_run.path), "objective": objective,
         "higher_is_better": higher, "unit": metrics.metric(objective).unit,
