@@ -373,3 +373,23 @@ def test_within_noise_of_the_baseline_keeps_the_config_as_given():
     assert report["sentence"].startswith("the config as given (baseline): nothing was "
                                          f"measurably faster (the fastest measured, "
                                          f"{space.label(other)}: 1.01x the baseline")
+
+
+def test_default_memory_limit_is_free_memory_minus_a_stated_margin(monkeypatch):
+    from profiler import system
+    from profiler.tune import runner
+
+    monkeypatch.setattr(system, "gpus", lambda: [{"index": 0, "memory_free_bytes": 80 * GiB},
+                                                 {"index": 1, "memory_free_bytes": 10 * GiB}])
+    config = nano()
+    config.device = "cuda:1"
+    limit, how = runner.default_memory_limit(config, GPU_CAPS)
+    assert limit == 9 * GiB  # 10 GiB free on GPU 1, minus 10 %
+    assert "free memory of GPU 1" in how and "10 % of it" in how
+    config.device = "cuda"
+    assert runner.default_memory_limit(config, GPU_CAPS)[0] == 72 * GiB
+    monkeypatch.setattr(system, "gpus", lambda: [])
+    limit, how = runner.default_memory_limit(config, GPU_CAPS)
+    assert limit is None and "no candidate is pruned" in how
+    cpu_limit, cpu_how = runner.default_memory_limit(nano(), CPU_CAPS)
+    assert cpu_limit > 0 and "available RAM" in cpu_how
