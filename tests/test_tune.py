@@ -393,3 +393,31 @@ def test_default_memory_limit_is_free_memory_minus_a_stated_margin(monkeypatch):
     assert limit is None and "no candidate is pruned" in how
     cpu_limit, cpu_how = runner.default_memory_limit(nano(), CPU_CAPS)
     assert cpu_limit > 0 and "available RAM" in cpu_how
+
+
+def test_trial_configs_measure_what_the_rung_asks():
+    from profiler.tune import runner
+
+    train = nano()
+    train.techniques = {"compile": {"mode": "default"}}
+    space = tspace.build_space(train, GPU_CAPS, {"batch": ["16x1", "8x2"]})
+    config = runner.trial_config(space, space.baseline, 12, final=False)
+    assert config.limits.warmup_steps == runner.COMPILE_WARMUP_STEPS
+    assert config.limits.steps == runner.COMPILE_WARMUP_STEPS + 12
+    assert config.train.eval_interval == 0 and not config.train.save_checkpoint
+    infer = nano()
+    infer.workload = "infer"
+    infer.infer.eval_tokens = 2048
+    infer = validate(infer)
+    space = tspace.build_space(infer, CPU_CAPS, {"batch": ["1", "4"], "quantize": None})
+    assert space.dimensions["batch"] == ["1", "4"]
+    assert "int8_dynamic" in space.dimensions["quantize"]
+    assert any(i["value"] == "int4_weight_only" for i in space.left_out)  # needs CUDA
+    quantized = next(c for c in space.candidates() if c.value("quantize") == "int8_dynamic"
+                     and c.value("batch") == "4")
+    trial = runner.trial_config(space, quantized, 7, final=False)
+    assert trial.infer.repeats == 7 and trial.infer.batch_size == 4
+    assert trial.infer.eval_tokens == 0  # quality is scored in the final re-measure only
+    assert "quantize_int8_dynamic" in trial.techniques
+    assert runner.trial_config(space, quantized, 7, final=True).infer.eval_tokens == 2048
+    assert runner.predicted_peak(space, quantized) is None  # no training prediction for infer
