@@ -241,6 +241,14 @@ class TuneDialog(QDialog):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def shutdown(self, timeout_s: float = 15.0) -> None:
+        """Stop the tune and wait (at most timeout_s) for its trial in flight to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.timer.stop()
+        self.close()
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self._stop.set()  # a trial in flight is asked to stop; the rest are never started
         super().closeEvent(event)

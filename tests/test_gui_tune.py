@@ -59,3 +59,24 @@ def test_find_the_fastest_says_what_to_fix(qtbot, window):  # noqa: F811
     assert "--memory-limit: give a size like 20GiB" in dialog.answer.text()
     assert window.tune_evaluator.calls == 0 and dialog.start_button.isEnabled()
     dialog.close()
+
+
+def test_closing_the_window_stops_a_tune_in_flight(qtbot, window):  # noqa: F811
+    import threading
+
+    release = threading.Event()
+    seen = []
+
+    def slow(candidate, steps, final=False):
+        seen.append(candidate)
+        release.wait(0.2)  # a trial that takes a while
+        return Surface()(candidate, steps, final)
+
+    window.tune_evaluator = slow
+    dialog = window.open_tune()
+    dialog.space.setText("batch")
+    qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(seen) >= 1, timeout=5_000)
+    window.close()
+    assert not dialog.running()  # the search ended with the window
+    assert len(seen) <= 2  # of 4 + 2 + 3 trials, it did not go on (rungs, final re-measure)
