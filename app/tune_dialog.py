@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from profiler import metrics, stats
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.tune import report as tune_report
 from profiler.tune import runner
 from profiler.tune.cli import parse_duration, parse_size
 from profiler.tune.space import SpaceError, build_space, parse_space
@@ -159,7 +160,7 @@ class TuneDialog(QDialog):
             report = runner.tune(
                 config, settings, caps=self.caps, store=self.store, evaluator=self.evaluator,
                 log=lambda text: put(("log", text)), interrupt=self._stop,
-                on_trial=lambda trial, space: put(("trial", runner.trial_row(
+                on_trial=lambda trial, space: put(("trial", tune_report.trial_row(
                     trial, space, {trial.candidate: runner.predicted_peak(space, trial.candidate)}))))
             put(("done", report))
         except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a dead thread

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from profiler.config import RunConfig, validate
+from profiler.tune import report as tune_report
 from profiler.tune import search as tsearch
 from profiler.tune import space as tspace
 
@@ -220,7 +221,7 @@ def test_final_check_judges_the_finalists_interleaved():
     assert final["comparisons"]["baseline"]["verdict"] == "better"
     report = {"final": final, "chosen": {"label": "bf16 + fused AdamW"}, "stop_reason": "",
               "peak_label": "peak torch allocated"}
-    sentence = runner.verdict_sentence(report)
+    sentence = tune_report.verdict_sentence(report)
     assert sentence.startswith("bf16 + fused AdamW: 1.40x the baseline (±")
     assert "40 % less memory" in sentence and "runner-up significantly behind" in sentence
 
@@ -333,14 +334,13 @@ def test_first_rung_order_baseline_then_single_changes_cheap_dimensions_first():
 
 
 def test_the_config_as_given_keeps_its_name_in_the_final_check():
-    from profiler.tune import runner
 
     space = gpu_space()
     other = space.candidates()[1]
     trial = lambda c, n: tsearch.Trial(n, c, 0, 6, tsearch.Measurement(value=1.0))  # noqa: E731
     result = tsearch.SearchResult([], [], [], [{"candidate": space.baseline, "trial": trial(
         space.baseline, 1)}, {"candidate": other, "trial": trial(other, 2)}], [], 0, 1, {}, "")
-    assert runner._finalists(result, space) == {"runner-up": other, "baseline": space.baseline}
+    assert tune_report.finalists(result, space) == {"runner-up": other, "baseline": space.baseline}
 
 
 def test_within_noise_of_the_baseline_keeps_the_config_as_given():
@@ -367,7 +367,7 @@ def test_within_noise_of_the_baseline_keeps_the_config_as_given():
     class Run:
         run_id, path = "tune-x", "."
 
-    report = runner._report(space.base, space, runner.Settings(), "tokens_per_s", True, None,
+    report = tune_report.build_report(space.base, space, runner.Settings(), "tokens_per_s", True, None,
                             "n/a", result, final, Run(), 1.0)
     assert report["chosen"]["candidate"] == space.baseline.as_dict()
     assert report["sentence"].startswith("the config as given (baseline): nothing was "

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from profiler.config import ConfigError, resolve, validate
     from profiler.launch import LaunchError, preflight
     from profiler.store import StoreError
+    from profiler.tune import report as tune_report
     from profiler.tune import runner
     from profiler.tune.space import SpaceError, build_space, parse_space
 
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(json.dumps(report, indent=2, default=str) if args.json else runner.format_report(report))
+    print(json.dumps(report, indent=2, default=str) if args.json else tune_report.format_report(report))
     if interrupt.is_set():
         return EXIT_INTERRUPTED
     return EXIT_OK if report.get("chosen") else EXIT_FAILED
