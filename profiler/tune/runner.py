@@ -295,7 +295,7 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
         limit, limit_how = default_memory_limit(base, caps)
     store = store or RunStore()
     tune_config = RunConfig.from_dict(base.to_dict())
-    tune_config.name = f"tune: {base.name or base.model.preset}"[:200]
+    tune_config.name = f"tune: {base.run_record()['name']}"[:200]
     tune_run = store.create_run(tune_config)
     tag = f"tune:{tune_run.run_id}"
     store.set_tags(tune_run.run_id, ["tune"])
