@@ -532,6 +532,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._closed = True
         self.save_window_settings()
         self.stop_warm_worker()
+        if getattr(self, "tune_dialog", None) is not None:
+            self.tune_dialog.shutdown()  # a tune's trial in flight is stopped, not orphaned
         if self.link is not None and self.link.running:
             self._set_state("closing: stopping the worker…")
             self.hide()  # gone at once for the user while the worker finishes its step

@@ -60,7 +60,11 @@ class WindowActions:
             "Capture &profile", "Ctrl+P",
             lambda: self.profile.capture_button.isEnabled() and self.profile.capture_button.click(),
             "Record the next steps of the running train run with torch.profiler")
-        for action in (self.action_run, self.action_stop, self.action_profile):
+        self.action_tune = self._action(
+            "Find the &fastest…", "", self.open_tune,
+            "Search the fastest combination of techniques that fits in memory for these "
+            "settings (each trial is a short run)")
+        for action in (self.action_run, self.action_stop, self.action_profile, self.action_tune):
             run_menu.addAction(action)
         self.run_button.setToolTip("Start a run with these settings (Ctrl+R)")
         self.stop_button.setToolTip("Stop after the current step; the run is kept (Esc)")
@@ -106,6 +110,20 @@ class WindowActions:
         action.triggered.connect(lambda _checked=False: slot())
         self.addAction(action)  # shortcuts work even when the menu bar is hidden
         return action
+
+    def open_tune(self):
+        """Run ▸ Find the fastest: a tune of the current settings in its own window."""
+        from app.tune_dialog import TuneDialog
+
+        dialog = getattr(self, "tune_dialog", None)
+        if dialog is not None and dialog.running():
+            dialog.raise_()
+            return dialog
+        self.tune_dialog = TuneDialog(self.build_config(), self.host_caps, self.store, self,
+                                      evaluator=getattr(self, "tune_evaluator", None),
+                                      on_use=self.open_config)
+        self.tune_dialog.show()
+        return self.tune_dialog
 
     # --- config files ----------------------------------------------------------------------------
     def open_config(self, path: str | None = None) -> bool:

@@ -439,6 +439,8 @@ BENCHES = {
                  "sampler and of a profile capture"),
     "parallel": ("profiler.bench.parallel", "tokens/s of 1 against N processes (torchrun) and "
                  "the scaling efficiency"),
+    "tune": ("profiler.bench.tune", "the tuner against an exhaustive grid over the same "
+             "space: best found (ratio with its interval) and trial time of each"),
     "startup": ("profiler.bench.startup", "from Run to the first training sample, part by part, "
                 "with a worker spawned at Run (cold) and one already started (warm)"),
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
@@ -578,6 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=compare_cmd.run)
 
     _add_bench_parsers(sub)
+
+    from profiler.tune import cli as tune_cli  # torch-free until it runs
+
+    p = sub.add_parser("tune", help="find the fastest configuration that fits in memory "
+                       "(trials are runs in the store)", description=tune_cli.__doc__)
+    tune_cli.add_arguments(p)
+    p.set_defaults(func=tune_cli.run)
 
     # The self-check; profiler.doctor imports torch only when it runs.
     from profiler import doctor

@@ -155,13 +155,13 @@ def headline_steps(summary: dict | None) -> tuple[int, int] | None:
     return (0, -1)  # the last segment has no timed step: no samples
 
 
-def run_samples(run) -> dict:
-    """{sample key: measured values} for every sample key a verdict reads: from a stored run's
+def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
+    """{sample key: measured values} for every sample key a verdict reads (or `keys`): from a stored run's
     stream (profiler.store.StoredRun, one scan) or from a loaded one (profiler.report.load.RunData,
     which keeps every reading with its phase). Warmup and compile steps are left out, and in a
     run that changed techniques mid-run every step outside its headline's last segment: the
     samples are the ones the headline figure is the median of."""
-    wanted = set(SAMPLE_KEYS.values())
+    wanted = set(keys or SAMPLE_KEYS.values())
     out: dict[str, list[float]] = {k: [] for k in wanted}
     series = getattr(run, "series", None)
     loaded = isinstance(series, dict)

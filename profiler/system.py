@@ -75,6 +75,7 @@ def gpus() -> list[dict]:
             "index": index,
             "name": _text(_query(pynvml.nvmlDeviceGetName, handle)),
             "memory_total_bytes": getattr(memory, "total", None),
+            "memory_free_bytes": getattr(memory, "free", None),
             "driver": driver,
         })
     return out
