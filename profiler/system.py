@@ -136,6 +136,10 @@ def host_capabilities() -> dict:
     }
 
 
+SAMPLER_PERIOD_S = 0.2
+"""How often the system sampler reads psutil / NVML by default (seconds)."""
+
+
 class SystemSampler:
     """A daemon thread reading psutil (and NVML for one GPU) every `period_s`.
 
@@ -143,7 +147,7 @@ class SystemSampler:
     no meaning here (GPU figures without a GPU) are None.
     """
 
-    def __init__(self, period_s: float = 0.2, gpu_index: int | None = None, pid: int | None = None,
+    def __init__(self, period_s: float = SAMPLER_PERIOD_S, gpu_index: int | None = None, pid: int | None = None,
                  contention: ContentionMeter | None = None):
         self.period_s = max(0.1, period_s)
         self.contention = contention

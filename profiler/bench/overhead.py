@@ -21,7 +21,6 @@ stated in percent with its interval and whether that interval is narrow enough t
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import subprocess
 import sys
@@ -50,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_sampler_period_s() -> float:
-    from profiler.system import SystemSampler
+    from profiler.system import SAMPLER_PERIOD_S
 
-    return inspect.signature(SystemSampler).parameters["period_s"].default
+    return SAMPLER_PERIOD_S
 
 
 # --- the reference loop (runs in its own process) -----------------------------------------------

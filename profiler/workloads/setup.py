@@ -24,13 +24,12 @@ from profiler.contention import ContentionMeter, front_end_pid, own_root
 from profiler.data import BatchSampler, Corpus, load_corpus
 from profiler.distributed import DistContext
 from profiler.errors import Unsupported
-from profiler.system import SystemSampler
+from profiler.system import SAMPLER_PERIOD_S, SystemSampler
 from techniques import registry, runtime
 
 Emit = Callable[[dict], None]
 INFER_STAGES = ("compress", "model")
 """Techniques that act on a model that is only run forward; the others act on training."""
-SAMPLER_PERIOD_S = 0.2
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,6 +23,7 @@ from profiler.errors import Unsupported, is_out_of_memory, out_of_memory
 from profiler.memory_probe import probe_step
 from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
+from profiler.system import SAMPLER_PERIOD_S
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
 from techniques import registry, runtime
@@ -480,7 +481,8 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
         "loss_val_final": figure(val_losses[-1][1] if val_losses else None, "nats/token",
                                  f"validation loss at step {val_losses[-1][0] if val_losses else 'n/a'}"),
         "peak_rss_bytes": figure(peaks.get("rss_bytes"), "bytes",
-                                 "highest worker RSS seen by the 0.2 s sampler and at each step"),
+                                 f"highest worker RSS seen by the {SAMPLER_PERIOD_S:g} s sampler and at each "
+                                 "step"),
         "peak_rss_growth_bytes": figure(
             peaks["rss_bytes"] - v["rss_before_steps"]
             if peaks.get("rss_bytes") is not None and v["rss_before_steps"] is not None else None,
