@@ -63,7 +63,7 @@ class ChartDrawing:
         if self.x_mode == "time":
             return self._clock.x_at_step(step)
         if self.x_mode == "tokens":
-            return step * self._clock.tokens_per_step
+            return float(self._clock.tokens_seen(np.array([step]))[0])
         return step
 
     def _all_curves(self) -> list[tuple[TracedCurve, bool]]:

@@ -1,0 +1,105 @@
+"""A run whose techniques change mid-run, as a user makes one: press Run, click the square of
+"Gradient accumulation" while it goes. The table under the charts lists each configuration's
+figures (live, and again when the run is shown from the history), the run's account says the
+new tokens per step, and the x axis by tokens seen adds each segment up at its own rate."""
+
+from __future__ import annotations
+
+import re
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication
+
+from profiler.store import RunStore
+from tests import gui_support
+from tests.gui_support import fake_worker, stored_run, train_messages
+from tests.test_gui_defects import indicator_centre
+
+window = gui_support.window
+
+STEPS = 60
+
+
+def number(text: str) -> float:
+    """The leading number of a shown figure: "1,024 tokens" -> 1024."""
+    match = re.match(r"-?[\d,]+(\.\d+)?", text.replace("−", "-"))
+    assert match, text
+    return float(match.group(0).replace(",", ""))
+
+
+def click_square(qtbot, window, name: str) -> None:
+    box = window.techniques.rows[name].enable
+    window.settings_scroll.ensureWidgetVisible(box)
+    QApplication.processEvents()
+    point = indicator_centre(box)
+    assert box.window().childAt(box.mapTo(box.window(), point)) is box
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=point)
+
+
+def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot, window):
+    window.worker_command = fake_worker(0.03)
+    window.form.device.setCurrentText("cpu")
+    window.form.steps.setValue(STEPS)
+    table = window.segments
+    qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.run_controls.last_step >= 10, timeout=30_000)
+    assert not table.isVisible()  # one configuration so far: its figures are the headline
+    assert "256 tokens per step" in window.run_controls.run_info.text()
+
+    click_square(qtbot, window, "grad_accumulation")  # on, 4 micro batches (its default)
+    qtbot.waitUntil(lambda: bool(window.charts.marker_steps), timeout=30_000)
+    change = int(window.charts.marker_steps[0][0])
+    # While the run goes: two rows, the run's account says the new tokens per step.
+    qtbot.waitUntil(table.isVisible, timeout=5000)
+    assert len(table.segments) == 2
+    assert (f"1,024 tokens per step from step {change} (256 before)"
+            in window.run_controls.run_info.text())
+    qtbot.waitUntil(lambda: not window.running, timeout=60_000)
+    window.charts.redraw_now()
+
+    assert table.table.rowCount() == 2
+    assert table.table.item(0, 0).text() == f"1..{change - 1}"
+    assert table.table.item(1, 0).text() == f"{change}..{STEPS}"
+    assert table.table.item(1, 1).text().startswith("after grad_accumulation")
+    per_step = [number(table.cell_text(r, "tokens_per_step")) for r in range(2)]
+    assert per_step[1] / per_step[0] == __import__("pytest").approx(4, rel=0.01)
+    for row in range(2):
+        speed = table.cell_text(row, "tokens_per_s")
+        assert "tokens/s" in speed and "n=" in speed  # a timed figure with its spread
+    # The first step after the change and the warmup step are left out of the timing.
+    assert table.segments[1]["measured_steps"] == STEPS - change
+    assert table.segments[0]["measured_steps"] == change - 2
+
+    # Tokens seen: 256 a step before the change, 1,024 a step from it on.
+    window.charts.set_x_axis("tokens")
+    window.charts.redraw_now()
+    expected = (change - 1) * 256 + (STEPS - change + 1) * 1024
+    assert window.charts.curves["loss_train"].xData[-1] == expected
+    marker = next(line for plot, line in window.charts.markers)
+    assert marker.value() == (change - 1) * 256 + 1024
+    window.charts.set_x_axis("step")
+
+    # Shown again from the history: the same rows, read from the stored run.
+    run_id = window.run_id
+    other = stored_run(RunStore(), "plain", train_messages(5, summary={}))
+    window.history.refresh()
+    window.show_stored_run(other)
+    assert not table.isVisible()  # no change mid-run: no table
+    window.show_stored_run(run_id)
+    assert table.isVisible() and table.table.rowCount() == 2
+    assert table.table.item(1, 0).text() == f"{change}..{STEPS}"
+    window.charts.set_x_axis("tokens")
+    window.charts.redraw_now()
+    assert window.charts.curves["loss_train"].xData[-1] == expected
+
+    # Collapsed with its own arrow; the window still fits at 1024x700 with the table open.
+    qtbot.mouseClick(table.toggle_button, Qt.MouseButton.LeftButton)
+    assert not table.table.isVisible()
+    qtbot.mouseClick(table.toggle_button, Qt.MouseButton.LeftButton)
+    assert table.table.isVisible()
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700), timeout=3000)
+    qtbot.wait(50)
+    rect = table.rect().translated(table.mapTo(window, QPoint(0, 0)))
+    assert window.rect().contains(rect)
+    assert window.charts.scroll.viewport().height() >= 150  # a chart still has room above it
