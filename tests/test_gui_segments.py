@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from profiler.store import RunStore
@@ -103,3 +104,21 @@ def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot
     rect = table.rect().translated(table.mapTo(window, QPoint(0, 0)))
     assert window.rect().contains(rect)
     assert window.charts.scroll.viewport().height() >= 150  # a chart still has room above it
+
+
+def test_side_panels_fold_away_from_the_keyboard_and_the_charts_widen(qtbot, window):
+    window.resize(1024, 700)
+    window.activateWindow()
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700), timeout=3000)
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    narrow = window.charts.width()
+    modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    QTest.keyClick(window, Qt.Key.Key_L, modifiers)
+    QTest.keyClick(window, Qt.Key.Key_H, modifiers)
+    qtbot.waitUntil(lambda: not window.left_panel.isVisible() and not window.history.isVisible(),
+                    timeout=3000)
+    qtbot.waitUntil(lambda: window.charts.width() > narrow + 400, timeout=3000)
+    assert not window.panel_actions["settings"].isChecked()
+    QTest.keyClick(window, Qt.Key.Key_L, modifiers)
+    qtbot.waitUntil(window.left_panel.isVisible, timeout=3000)
+    assert window.run_button.isVisible()
