@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QPoint, Qt
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -63,7 +64,7 @@ def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot
     assert table.table.item(1, 0).text() == f"{change}..{STEPS}"
     assert table.table.item(1, 1).text().startswith("after grad_accumulation")
     per_step = [number(table.cell_text(r, "tokens_per_step")) for r in range(2)]
-    assert per_step[1] / per_step[0] == __import__("pytest").approx(4, rel=0.01)
+    assert per_step[1] / per_step[0] == pytest.approx(4, rel=0.01)
     for row in range(2):
         speed = table.cell_text(row, "tokens_per_s")
         assert "tokens/s" in speed and "n=" in speed  # a timed figure with its spread
@@ -122,3 +123,25 @@ def test_side_panels_fold_away_from_the_keyboard_and_the_charts_widen(qtbot, win
     QTest.keyClick(window, Qt.Key.Key_L, modifiers)
     qtbot.waitUntil(window.left_panel.isVisible, timeout=3000)
     assert window.run_button.isVisible()
+
+
+def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_own(qtbot, window):
+    messages = train_messages(40)
+    for step in (10, 20, 30):  # validation every 10 steps, as a run evaluates
+        messages.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "eval",
+                         "metrics": {"loss_val": 2.5 - step / 100}})
+    run_id = stored_run(RunStore(), "sparse", messages)
+    window.history.refresh()
+    window.show_stored_run(run_id)
+    charts = window.charts
+    charts.redraw_now()
+    qtbot.wait(50)
+    plot = charts.plots["loss"]
+    view = plot.getPlotItem().getViewBox()
+    scene = view.mapViewToScene(QPointF(26.3, 2.0))
+    QTest.mouseMove(plot.viewport(), plot.mapFromScene(scene))
+    qtbot.waitUntil(lambda: "loss" in charts.readouts, timeout=2000)
+    text = charts.readouts["loss"]
+    assert text.startswith("step 26\n")  # the train loss' step, where the mouse is
+    assert "(at step 20)" in text  # the validation's last reading, said as such
+    assert "Train loss: " + format(3.0 / 26 ** 0.2, ".4g") in text
