@@ -149,6 +149,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         # Under the charts: each configuration's figures of a run that changed mid-run.
         self.segments = SegmentTable()
         self.charts.layout().addWidget(self.segments)
+        self.segments.watch(self.charts)
         self.tabs.addTab(self.charts, "Charts")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.profile, "Profile")

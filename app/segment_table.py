@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QLabel,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -39,7 +38,10 @@ COLUMNS = (
 LIVE_REFRESH_MS = 1000
 """A live run's table is recomputed at most this often (and at once on a change or the end)."""
 
-MAX_VISIBLE_ROWS = 5
+MAX_VISIBLE_ROWS = 4
+COMPACT_BELOW_PX = 700
+"""A charts area shorter than this (a 1024x700 window, a 150 % scale) starts with the table
+folded to its one-line header, so the charts keep their room; the arrow opens it."""
 
 
 class SegmentFeed:
@@ -95,12 +97,11 @@ class SegmentTable(QWidget):
         self.toggle_button.setArrowType(Qt.ArrowType.DownArrow)
         self.toggle_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.toggle_button.setAutoRaise(True)
+        self.toggle_button.clicked.connect(self._clicked)
         self.toggle_button.toggled.connect(self._expand)
         layout.addWidget(self.toggle_button)
-        self.note = QLabel("")
-        self.note.setObjectName("hint")
-        self.note.setWordWrap(True)
-        layout.addWidget(self.note)
+        self._user_choice: bool | None = None
+        """Open / folded as the user last clicked it (None: follow the charts' height)."""
         self.table = QTableWidget(0, 2 + len(COLUMNS))
         self.table.setHorizontalHeaderLabels(["Steps", "Configuration"]
                                              + [title for _key, title in COLUMNS])
@@ -167,10 +168,11 @@ class SegmentTable(QWidget):
         changed = ", ".join(str(p.get("start_step")) for p in parts[1:])
         self.toggle_button.setText(f"Segments: {len(parts)} configurations (changed at step "
                                    f"{changed})")
-        self.note.setText(
-            "Each configuration's own figures; the run's headline is the last segment. Timing "
-            f"leaves out warmup and the first {segment_figures.RETIMED_STEPS} step after each "
-            "change (it pays for the switch); hover a cell for how it was taken.")
+        note = ("Each configuration's own figures; the run's headline is the last segment. "
+                f"Timing leaves out warmup and the first {segment_figures.RETIMED_STEPS} step "
+                "after each change (it pays for the switch); hover a cell for how it was taken.")
+        self.toggle_button.setToolTip(note)
+        self.table.setToolTip(note)
         self.table.setRowCount(len(parts))
         for row, part in enumerate(parts):
             figures = part.get("figures") if isinstance(part.get("figures"), dict) else {}
@@ -197,14 +199,36 @@ class SegmentTable(QWidget):
                   + 2 * self.table.frameWidth() + 2
                   + self.table.horizontalScrollBar().sizeHint().height())  # room for it if wide
         self.table.setFixedHeight(height)
+        self._fit()
         self.table.setVisible(self.toggle_button.isChecked())
-        self.note.setVisible(self.toggle_button.isChecked())
         self.show()
+
+    def _fit(self) -> None:
+        """Fold or open by the room the charts have, unless the user chose."""
+        host = self.parentWidget()
+        if self._user_choice is None and host is not None:
+            self.toggle_button.setChecked(host.height() >= COMPACT_BELOW_PX)
+
+    def fit_to(self, height: int) -> None:
+        """The charts area is `height` px tall now (its resize)."""
+        if self._user_choice is None and self.isVisible():
+            self.toggle_button.setChecked(height >= COMPACT_BELOW_PX)
+
+    def watch(self, host: QWidget) -> None:
+        """Follow the height of the charts area it sits in."""
+        host.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Resize and watched is self.parentWidget():
+            self.fit_to(watched.height())
+        return False
+
+    def _clicked(self, on: bool) -> None:
+        self._user_choice = on
 
     def _expand(self, on: bool) -> None:
         self.toggle_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
-        self.table.setVisible(on)
-        self.note.setVisible(on)
+        self.table.setVisible(on and bool(self.segments))
 
     def cell_text(self, row: int, key: str) -> str:
         """The shown text of one segment's figure (tests and screenshots read it)."""
