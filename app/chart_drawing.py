@@ -381,8 +381,19 @@ class ChartDrawing:
                      + "<br>".join(html) + "</div>")
         view = self.plots[name].getPlotItem().getViewBox()
         (x_low, x_high), (_y_low, y_high) = view.viewRange()
-        right_half = x > (x_low + x_high) / 2
-        item.setAnchor((1, 0) if right_half else (0, 0))
-        item.setPos(x, y_high)
+        # Beside the crosshair on the side with room; wider than either side (a narrow chart),
+        # from the chart's left edge, so no line of it is cut off.
+        per_px = view.viewPixelSize()[0] or 1.0
+        width = item.boundingRect().width()
+        left, right = (x - x_low) / per_px, (x_high - x) / per_px
+        if right >= width or (right >= left and left < width):
+            item.setAnchor((0, 0))
+            item.setPos(x if right >= width else x_low, y_high)
+        elif left >= width:
+            item.setAnchor((1, 0))
+            item.setPos(x, y_high)
+        else:
+            item.setAnchor((0, 0))
+            item.setPos(x_low, y_high)
         self.readouts = {name: words}
         return words

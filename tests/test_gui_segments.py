@@ -152,3 +152,17 @@ def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_ow
     assert text.startswith("step 26\n")  # the train loss' step, where the mouse is
     assert "(at step 20)" in text  # the validation's last reading, said as such
     assert "Train loss: " + format(3.0 / 26 ** 0.2, ".4g") in text
+
+    # A narrow chart, the mouse near its right end: the read-out's lines start inside the chart
+    # (never cut off at the left, where each line's name and value are).
+    charts.set_smoothing(0.6)  # longer lines: "(EMA …)" after each value
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700), timeout=3000)
+    charts.redraw_now()
+    qtbot.wait(50)
+    scene = view.mapViewToScene(QPointF(38.2, 2.0))
+    QTest.mouseMove(plot.viewport(), plot.mapFromScene(scene))
+    qtbot.waitUntil(lambda: charts.readouts.get("loss", "").startswith("step 38"), timeout=2000)
+    box = charts._readout_items["loss"].sceneBoundingRect()
+    inside = view.sceneBoundingRect()
+    assert box.left() >= inside.left() - 1, (box, inside)
