@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
@@ -215,6 +215,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         item.addItem(readout, ignoreBounds=True)
         self._readout_items[name] = readout
         plot.scene().sigMouseMoved.connect(lambda pos, n=name: self._mouse_moved(n, pos))
+        plot.viewport().installEventFilter(self)  # the mouse leaving: the read-out goes
         box = ChartBox(name, title, plot)
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
@@ -599,8 +600,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     def shown_charts(self) -> tuple[str, ...]:
         return self._shown
 
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        """A chart the mouse left has no read-out (it would show a stale step)."""
+        if event.type() == QEvent.Type.Leave and self.readouts:
+            self.hide_readout()
+        return False
+
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        self.hide_readout()  # its place was worked out for the old size
         columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
         if columns != self._columns:
             self._columns = columns

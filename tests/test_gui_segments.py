@@ -152,6 +152,11 @@ def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_ow
     assert text.startswith("step 26\n")  # the train loss' step, where the mouse is
     assert "(at step 20)" in text  # the validation's last reading, said as such
     assert "Train loss: " + format(3.0 / 26 ** 0.2, ".4g") in text
+    # The mouse moves on to the history: no read-out is left behind showing a stale step.
+    QTest.mouseMove(window.history.table.viewport(), QPoint(20, 20))
+    qtbot.waitUntil(lambda: not charts.readouts, timeout=2000)
+    assert not charts._readout_items["loss"].isVisible()
+    assert not charts._crosshairs["loss"].isVisible()
 
     # A narrow chart, the mouse near its right end: the read-out's lines start inside the chart
     # (never cut off at the left, where each line's name and value are).
