@@ -1,7 +1,10 @@
-"""A run whose techniques change mid-run, as a user makes one: press Run, click the square of
-"Gradient accumulation" while it goes. The table under the charts lists each configuration's
-figures (live, and again when the run is shown from the history), the run's account says the
-new tokens per step, and the x axis by tokens seen adds each segment up at its own rate."""
+"""Issue 16, what the first rounds left open, done as a user does it. A run whose techniques
+change mid-run: press Run, click the square of "Gradient accumulation" while it goes; the table
+under the charts lists each configuration's figures (live, and again when the run is shown from
+the history), the run's account says the new tokens per step, and the x axis by tokens seen adds
+each segment up at its own rate. Also: the side columns fold away from the keyboard, the hover
+read-out names the step under the mouse and goes when the mouse leaves, and inference charts keep
+their newest steps beside long legends."""
 
 from __future__ import annotations
 
@@ -171,3 +174,43 @@ def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_ow
     box = charts._readout_items["loss"].sceneBoundingRect()
     inside = view.sceneBoundingRect()
     assert box.left() >= inside.left() - 1, (box, inside)
+
+
+def infer_messages(steps: int, scale: float) -> list[dict]:
+    out = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
+           {"type": "started", "run": {"workload": "infer", "device": "cpu", "steps": steps,
+                                       "model": {"preset": "gpt-nano"}}}]
+    for step in range(1, steps + 1):
+        out.append({"type": "sample", "step": step, "time": step * 0.3,
+                    "phase": "warmup" if step <= 2 else "measure",
+                    "metrics": {"prefill_latency_s": 0.01 * scale, "ttft_s": 0.012 * scale,
+                                "decode_latency_s": 0.004 * scale,
+                                "decode_tokens_per_s": 250.0 / scale,
+                                "prefill_tokens_per_s": 6400.0 / scale,
+                                "kv_cache_bytes": 2**20, "rss_bytes": 300 * 2**20}})
+    return out
+
+
+def test_inference_charts_keep_their_newest_steps_with_long_legends(qtbot, window):
+    """Defect 4 as reported: an inference run of 12 timed generations, overlaid with long run
+    names, at the default 1280 px: every chart shows up to step 12."""
+    store = RunStore()
+    ids = [stored_run(store, f"inference with a long name for the legend {i}",
+                      infer_messages(12, 1 + i / 10)) for i in range(4)]
+    window.history.refresh()
+    window.show_stored_run(ids[0])
+    for run_id in ids[1:]:
+        window.history.set_checked(run_id, True)
+    window.resize(1280, 860)
+    qtbot.waitUntil(lambda: window.width() == 1280, timeout=3000)
+    charts = window.charts
+    charts.redraw_now()
+    qtbot.wait(50)
+    assert charts.shown_charts()
+    for name in charts.shown_charts():
+        view = charts.plots[name].getPlotItem().getViewBox()
+        low, high = view.viewRange()[0]
+        assert low <= 1 and high >= 12, f"{name}: shows steps {low:.1f}..{high:.1f} of 12"
+        plot = charts.plots[name]
+        right = plot.mapFromScene(view.sceneBoundingRect().topRight()).x()
+        assert right <= plot.width() + 1, f"{name}: the plot runs past its chart"
