@@ -63,7 +63,7 @@ class ChartDrawing:
         if self.x_mode == "time":
             return self._clock.x_at_step(step)
         if self.x_mode == "tokens":
-            return step * self._clock.tokens_per_step
+            return float(self._clock.tokens_seen(np.array([step]))[0])
         return step
 
     def _all_curves(self) -> list[tuple[TracedCurve, bool]]:
@@ -342,17 +342,23 @@ class ChartDrawing:
         compared runs' too; a crosshair at x on every chart. Returns the read-out as words."""
         lines: list[str] = []
         html: list[str] = []
-        at, at_live = None, False
+        unit = {"step": "step", "time": "t =", "tokens": "tokens"}[self.x_mode]
+        readings = []
         for curve, live in self._all_curves():
             if curve.spec.chart != name or not curve.item.isVisible():
                 continue
             found = curve.buffer.value_at(self.x_mode, x)
-            if found is None:
-                continue
-            if at is None or (live and not at_live):
-                at, at_live = found[0], live
+            if found is not None:
+                readings.append((curve, live, found))
+        # The header is the reading nearest the crosshair (the live run's, when it has one); a
+        # sparser curve (validation every N steps) says where its own last reading is.
+        pool = [f[0] for _c, live, f in readings if live] or [f[0] for _c, _l, f in readings]
+        at = max(pool) if pool else None
+        for curve, live, found in readings:
             value = found[1]
             text = f"{self._curve_label(curve, live)}: {_fmt(value)} {self.plots[name].y_label}"
+            if found[0] != at:
+                text += f" (at {unit} {_fmt(found[0])}" + (" s)" if self.x_mode == "time" else ")")
             if self.smoothing > 0 and curve.smooth.size:
                 smooth = curve.smooth.value_at(self.x_mode, x)
                 if smooth is not None:
@@ -363,7 +369,6 @@ class ChartDrawing:
         if not lines:
             self.hide_readout()
             return ""
-        unit = {"step": "step", "time": "t =", "tokens": "tokens"}[self.x_mode]
         where = f"{unit} {_fmt(at)}" + (" s" if self.x_mode == "time" else "")
         words = where + "\n" + "\n".join(lines)
         for chart, line in self._crosshairs.items():
@@ -376,8 +381,19 @@ class ChartDrawing:
                      + "<br>".join(html) + "</div>")
         view = self.plots[name].getPlotItem().getViewBox()
         (x_low, x_high), (_y_low, y_high) = view.viewRange()
-        right_half = x > (x_low + x_high) / 2
-        item.setAnchor((1, 0) if right_half else (0, 0))
-        item.setPos(x, y_high)
+        # Beside the crosshair on the side with room; wider than either side (a narrow chart),
+        # from the chart's left edge, so no line of it is cut off.
+        per_px = view.viewPixelSize()[0] or 1.0
+        width = item.boundingRect().width()
+        left, right = (x - x_low) / per_px, (x_high - x) / per_px
+        if right >= width or (right >= left and left < width):
+            item.setAnchor((0, 0))
+            item.setPos(x if right >= width else x_low, y_high)
+        elif left >= width:
+            item.setAnchor((1, 0))
+            item.setPos(x, y_high)
+        else:
+            item.setAnchor((0, 0))
+            item.setPos(x_low, y_high)
         self.readouts = {name: words}
         return words

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
@@ -215,6 +215,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         item.addItem(readout, ignoreBounds=True)
         self._readout_items[name] = readout
         plot.scene().sigMouseMoved.connect(lambda pos, n=name: self._mouse_moved(n, pos))
+        plot.viewport().installEventFilter(self)  # the mouse leaving: the read-out goes
         box = ChartBox(name, title, plot)
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
@@ -241,9 +242,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return item
 
     def _traced(self, spec: CurveSpec, item: pg.PlotDataItem, color: str,
-                tokens: float) -> TracedCurve:
+                tokens: float, changes: list[tuple[float, float]]) -> TracedCurve:
         curve = TracedCurve(spec, item, shadow=self._shadow(color))
         curve.buffer.tokens_per_step = curve.smooth.tokens_per_step = tokens
+        curve.buffer.token_changes = curve.smooth.token_changes = changes  # one list per run
         curve.smoother = Smoother(self.smoothing)
         plot = self.plots[spec.chart]
         plot.addItem(curve.shadow)
@@ -258,7 +260,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                 return None
             item = self._item(spec.color, spec.symbol, name=spec.label)
             item.setVisible(False)
-            curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step)
+            curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step,
+                                 self._clock.token_changes)
             self._series[key] = curve
             self.curves[key] = item
         return curve
@@ -291,8 +294,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         memory drawn on the memory chart. None forgets both."""
         tokens = tokens_per_step(started)
         self._clock.tokens_per_step = tokens
+        self._clock.token_changes = []
         for curve in self._series.values():
             curve.buffer.tokens_per_step = curve.smooth.tokens_per_step = tokens
+            curve.buffer.token_changes = curve.smooth.token_changes = self._clock.token_changes
             curve.drawn = ()
         theory = (((started or {}).get("run") or {}).get("theory") or {})
         predicted = theory.get("predicted_memory_bytes")
@@ -348,6 +353,16 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         if count:
             self._dirty = True
         return count
+
+    def tokens_changed(self, step: float, tokens: float) -> None:
+        """A mid-run change of the tokens one step reads (a toggle event's tokens_per_step,
+        holding from `step` on): the tokens-seen axis adds up each segment at its own rate."""
+        self._clock.token_changes.append((float(step), float(tokens)))
+        for curve in self._series.values():
+            curve.drawn = ()
+        for _, line in self.markers:
+            line.setValue(self._x_of_step(line.step))
+        self._dirty = True
 
     def add_marker(self, step: float, label: str, color: str = "#b45309") -> None:
         """A labelled vertical line at `step` on every chart (e.g. a technique toggled mid-run).
@@ -418,10 +433,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         overlay = Overlay(label, color)
         columns: dict[str, tuple[list, list, list]] = {}
         tokens = math.nan
+        changes: list[tuple[float, float]] = []
         for message in messages:
             kind = message.get("type")
             if kind == "started":
                 tokens = tokens_per_step(message)
+            elif kind == "event" and message.get("kind") == "toggle" \
+                    and isinstance(message.get("step"), int) \
+                    and isinstance(message.get("tokens_per_step"), int):
+                changes.append((float(message["step"]), float(message["tokens_per_step"])))
             if kind != "sample":
                 continue
             for key, raw in message.get("metrics", {}).items():
@@ -436,7 +456,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             spec = route(key)
             item = self._item(color, "t" if spec.symbol else None, width=1.5, name=label,
                               dashed=spec.symbol is None)
-            curve = self._traced(spec, item, color, tokens)
+            curve = self._traced(spec, item, color, tokens, changes)
             curve.buffer.extend(np.asarray(steps), np.asarray(times), np.asarray(values))
             if self.smoothing > 0:
                 self._resmooth(curve)
@@ -580,8 +600,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     def shown_charts(self) -> tuple[str, ...]:
         return self._shown
 
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        """A chart the mouse left has no read-out (it would show a stale step)."""
+        if event.type() == QEvent.Type.Leave and self.readouts:
+            self.hide_readout()
+        return False
+
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        self.hide_readout()  # its place was worked out for the old size
         columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
         if columns != self._columns:
             self._columns = columns

@@ -45,6 +45,7 @@ from app.profile_view import ProfileView
 from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
 from app.run_form import RunForm, on_screen
+from app.segment_table import SegmentTable
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
 from app.warm_worker import WarmWorker
@@ -148,6 +149,10 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.charts = LiveCharts()
         self.compare = CompareView(self.store)
         self.profile = ProfileView()
+        # Under the charts: each configuration's figures of a run that changed mid-run.
+        self.segments = SegmentTable()
+        self.charts.layout().addWidget(self.segments)
+        self.segments.watch(self.charts)
         self.tabs.addTab(self.charts, "Charts")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.profile, "Profile")
@@ -396,6 +401,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.run_id = self._shown_run_id = run.run_id
         self.run_config = config
         self.charts.clear()
+        self.segments.start_live()
         self.profile.clear()
         self.run_controls.starting(run.run_id, expected_steps(config))
         self.run_controls.set_problem("")

@@ -19,8 +19,15 @@ def run_description(run: dict) -> str:
              + f", on {run.get('device', '?')}"]
     tokens = run.get("tokens_per_step")
     if isinstance(tokens, int):
-        lines.append(f"{tokens:,} tokens per step, {run.get('steps', '?')} steps "
-                     f"({run.get('warmup_steps', 0)} warmup)")
+        changes = [c for c in run.get("token_changes") or () if isinstance(c, tuple)]
+        if changes:  # changed mid-run: the tokens per step now, and since when
+            step, now = changes[-1]
+            before = changes[-2][1] if len(changes) > 1 else tokens
+            lines.append(f"{now:,} tokens per step from step {step} ({before:,} before), "
+                         f"{run.get('steps', '?')} steps ({run.get('warmup_steps', 0)} warmup)")
+        else:
+            lines.append(f"{tokens:,} tokens per step, {run.get('steps', '?')} steps "
+                         f"({run.get('warmup_steps', 0)} warmup)")
     if run.get("data"):
         lines.append(f"Data: {run['data']}")
     return "\n".join(lines)
@@ -74,6 +81,7 @@ class RunControls(QWidget):
         layout.addSpacing(6)
         layout.addWidget(self.run_info)
         self.steps = 0
+        self._run: dict | None = None
         self._origin: tuple[float, int] | None = None
         self.last_step = 0
 
@@ -95,11 +103,21 @@ class RunControls(QWidget):
         self.progress.setFormat("")
         self.eta_label.setText("starting the worker…")
         self.run_info.setText(f"Run {run_id}")
+        self._run = None
 
     def started(self, run: dict) -> None:
         self.steps = int(run.get("steps") or self.steps)
         self.eta_label.setText("first step…")
-        self.run_info.setText(run_description(run))
+        self._run = dict(run, token_changes=[])
+        self.run_info.setText(run_description(self._run))
+
+    def tokens_changed(self, step: int, tokens: int) -> None:
+        """A mid-run change announced new tokens per step (a toggle event): the account says
+        it, and from which step."""
+        if self._run is None:
+            return
+        self._run["token_changes"].append((step, tokens))
+        self.run_info.setText(run_description(self._run))
 
     def stopping(self) -> None:
         self.stop_button.setEnabled(False)

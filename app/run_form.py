@@ -9,6 +9,7 @@ sentence.
 from __future__ import annotations
 
 import copy
+import re
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -71,20 +72,35 @@ def on_screen(message: str) -> str:
     screen ("Sequence length: …"); technique keys become "Technique › parameter"."""
     key, sep, rest = message.partition(": ")
     if not sep or " " in key:
-        return message
+        return _named_techniques(message)
+    rest = _named_techniques(rest)
     if key in FIELD_LABELS:
         return f"{FIELD_LABELS[key]}: {rest}"
+    if key == "techniques":
+        return f"Techniques: {rest}"
     parts = key.split(".")
     if parts[0] == "techniques" and len(parts) >= 2:
-        try:
-            from techniques import registry
-
-            title = registry.get(parts[1]).label
-        except Exception:  # noqa: BLE001 - an unknown technique keeps its name
-            title = parts[1]
         words = " ".join(p.replace("_", " ") for p in parts[2:])
-        return f"{title}{' › ' + words if words else ''}: {rest}"
-    return message
+        return f"{_technique_label(parts[1])}{' › ' + words if words else ''}: {rest}"
+    return f"{key}: {rest}"
+
+
+def _technique_label(name: str) -> str:
+    try:
+        from techniques import registry
+
+        return registry.get(name).label
+    except Exception:  # noqa: BLE001 - an unknown technique keeps its name
+        return name
+
+
+def _named_techniques(text: str) -> str:
+    """"add e.g. [techniques.prune_magnitude]" (the TOML a config file needs) as the panel's
+    words: "tick e.g. “Magnitude pruning”"."""
+    text = re.sub(r"\badd (e\.g\. )?(?=\[techniques\.)", lambda m: "tick " + (m.group(1) or ""),
+                  text)
+    return re.sub(r"\[?techniques\.(\w+)\]?", lambda m: f"“{_technique_label(m.group(1))}”",
+                  text)
 
 
 def _spin(low: int, high: int, tip: str) -> QSpinBox:

@@ -85,6 +85,9 @@ class SeriesBuffer:
         self.tokens_per_step = math.nan
         """Tokens one step reads (from the run's `started` message): the x axis by tokens seen
         is step x this; NaN (nothing drawn on that axis) when the run did not say."""
+        self.token_changes: list[tuple[float, float]] = []
+        """(step, tokens per step from that step on): a mid-run change (gradient accumulation,
+        batch) that the toggle event announced; tokens seen add up segment by segment."""
 
     @property
     def size(self) -> int:
@@ -147,8 +150,22 @@ class SeriesBuffer:
         if mode == "time":
             return self.times
         if mode == "tokens":
-            return self.steps * self.tokens_per_step
+            return self.tokens_seen(self.steps)
         return self.steps
+
+    def tokens_seen(self, steps: np.ndarray) -> np.ndarray:
+        """Tokens read up to and including each step: tokens per step x step, and after a
+        change at step c (it holds from c on) the tokens of steps 1..c-1 at the old rate plus
+        the new rate for each step since."""
+        steps = np.asarray(steps, dtype=np.float64)
+        rate = self.tokens_per_step
+        out = steps * rate
+        base_step, base_tokens = 0.0, 0.0
+        for change_step, tokens in sorted(self.token_changes):
+            base_tokens += (change_step - 1 - base_step) * rate
+            base_step, rate = change_step - 1, tokens
+            out = np.where(steps >= change_step, base_tokens + (steps - base_step) * rate, out)
+        return out
 
     def value_at(self, mode: str | bool, x: float) -> tuple[float, float] | None:
         """(x, value) of the last reading at or before x (the hover read-out); None before the
@@ -183,7 +200,7 @@ class SeriesBuffer:
         b1 = min(level.bins.size, -(-last // level.factor))
         bx = level.bins.data[1 if mode == "time" else 0, b0:b1]
         if mode == "tokens":
-            bx = bx * self.tokens_per_step
+            bx = self.tokens_seen(bx)
         x = np.repeat(bx, 2)
         y = np.empty(2 * len(bx))
         y[0::2] = level.bins.data[2, b0:b1]

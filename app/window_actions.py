@@ -91,6 +91,20 @@ class WindowActions:
             self.axis_actions[mode] = action
         self.axis_actions["step"].setChecked(True)
         self.charts.axis_changed.connect(lambda mode: self.axis_actions[mode].setChecked(True))
+        view_menu.addSeparator()
+        # Side panels fold away, so a half-screen window or a 150 % scale keeps room for charts.
+        self.panel_actions = {}
+        for key, label, shortcut, panel in (
+                ("settings", "Settings &panel", "Ctrl+Shift+L", self.left_panel),
+                ("history", "&History panel", "Ctrl+Shift+H", self.history)):
+            action = QAction(label, self, checkable=True)
+            action.setChecked(True)
+            action.setShortcut(QKeySequence(shortcut))
+            action.setToolTip(f"Show or hide the {key} column ({shortcut})")
+            action.toggled.connect(panel.setVisible)
+            self.addAction(action)
+            view_menu.addAction(action)
+            self.panel_actions[key] = action
         for index, name in enumerate(("&Charts", "C&ompare", "&Profile"), start=1):
             view_menu.addAction(self._action(name, f"Ctrl+{index}",
                                              lambda _c=False, i=index - 1: self.tabs.setCurrentIndex(i),

@@ -33,6 +33,7 @@ class RunViews:
 
     def _on_messages(self, batch: list[dict]) -> None:
         self.charts.add_samples(batch)
+        self.segments.add_live(batch)
         last = next((m for m in reversed(batch) if m["type"] == "sample"), None)
         if last is not None and self.run_id is not None:
             self.history.show_live(self.run_id, last)
@@ -84,6 +85,10 @@ class RunViews:
         technique = message.get("technique")
         if kind == "toggle" and isinstance(message.get("step"), int):
             self.charts.add_marker(message["step"], marker_label(message))
+            tokens = message.get("tokens_per_step")
+            if isinstance(tokens, int) and not isinstance(tokens, bool):
+                self.charts.tokens_changed(message["step"], tokens)
+                self.run_controls.tokens_changed(message["step"], tokens)
             if technique:
                 self.techniques.confirm(technique, message.get("params") or {})
             self.statusBar().showMessage(f"step {message['step']}: {text}", 10000)
@@ -114,6 +119,7 @@ class RunViews:
         self.clear_notices()
         warnings: list[str] = []
         messages = list(run.messages(warnings))
+        self.segments.show_stored(messages)
         started = next((m for m in messages if m.get("type") == "started"), None)
         self.charts.set_started(started)
         self.charts.live_run_label = self.history.run_name(run_id)
@@ -125,6 +131,9 @@ class RunViews:
             if kind == "event" and message.get("kind") == "toggle" \
                     and isinstance(message.get("step"), int):
                 self.charts.add_marker(message["step"], marker_label(message))
+                tokens = message.get("tokens_per_step")
+                if isinstance(tokens, int) and not isinstance(tokens, bool):
+                    self.charts.tokens_changed(message["step"], tokens)
             elif kind == "profile":
                 self.profile.add_profile(message)
             elif kind == "done":
@@ -173,4 +182,5 @@ class RunViews:
         self.charts.remove_overlay(run_id)
         if self._shown_run_id == run_id and not self.running:
             self.charts.clear()
+            self.segments.clear()
             self.profile.clear()

@@ -76,6 +76,7 @@ def main() -> None:
     began = time.perf_counter()
     status, done_steps = "completed", 0
     profile_left, profile_first = 0, 0
+    step_time = delay
     for step in range(1, steps + 1):
         stop = False
         while not commands.empty():
@@ -85,8 +86,16 @@ def main() -> None:
             elif command["type"] == "set":
                 name = command["technique"]
                 kind = "refused" if name == "refuse_me" else "toggle"
-                send({"type": "event", "kind": kind, "step": step, "technique": name,
-                      "params": command["params"], "message": f"{name} changed: {command['params']}"})
+                event = {"type": "event", "kind": kind, "step": step, "technique": name,
+                         "params": command["params"],
+                         "message": f"{name} changed: {command['params']}"}
+                if name == "grad_accumulation" and kind == "toggle":  # as train.py announces it
+                    params = command["params"]
+                    micro = int(params.get("micro_batches", 4)) if params.get("enabled", True) \
+                        else 1
+                    event["tokens_per_step"] = 256 * micro
+                    step_time = delay * micro  # the fake's steps read `micro` times the tokens
+                send(event)
             elif command["type"] == "profile":
                 profile_left, profile_first = command["steps"], step
         if stop:
@@ -97,7 +106,7 @@ def main() -> None:
         send({"type": "sample", "step": step, "time": time.perf_counter() - began,
               "phase": "warmup" if step == 1 else "measure",
               "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
-                          "step_time_s": delay, "rss_bytes": 2**20 * (100 + step % 7),
+                          "step_time_s": step_time, "rss_bytes": 2**20 * (100 + step % 7),
                           "torch_allocated_bytes": None}})
         if profile_left:
             profile_left -= 1

@@ -71,16 +71,27 @@ def test_every_technique_check_box_toggles_from_a_click_on_its_square(qtbot, win
 
 
 # --- 2: batch size of inference ----------------------------------------------------------------------
-def test_inference_uses_the_forms_batch_size(qtbot, window):
+@pytest.mark.parametrize("workload", ["infer", "compress"])
+def test_inference_uses_the_forms_batch_size(qtbot, window, workload):
     window.worker_command = fake_worker()
     form = window.form
-    form.workload.setCurrentIndex(form.workload.findData("infer"))
+    form.workload.setCurrentIndex(form.workload.findData(workload))
     form.device.setCurrentText("cpu")
     type_into(form.batch_size, "16")
+    if workload == "compress":
+        # Refused in the panel's words (not "[techniques.NAME]" TOML); the user ticks one.
+        problem = window.check_settings()
+        assert problem.startswith("Techniques: a compress run needs")
+        assert "[techniques." not in problem and "“Int8 dynamic quantization”" in problem
+        box = window.techniques.rows["quantize_int8_dynamic"].enable
+        window.settings_scroll.ensureWidgetVisible(box)
+        QApplication.processEvents()
+        qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=indicator_centre(box))
+        assert window.check_settings() == ""
     qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.running, timeout=30_000)
     stored = RunConfig.from_toml(RunStore().open_run(window.run_id).config_text())
-    assert stored.workload == "infer" and stored.infer.batch_size == 16
+    assert stored.workload == workload and stored.infer.batch_size == 16
     window.set_config(stored)  # and back: the form shows the inference batch
     assert form.batch_size.value() == 16
 
@@ -258,11 +269,12 @@ def test_typed_out_of_range_values_are_kept_and_refused_in_the_words_on_screen(q
     type_into(spin, "100000")
     assert spin.value() == 100000
     problem = window.check_settings()
-    assert problem.startswith("Gradient accumulation › micro batches") or \
-        "micro batches" in problem or problem == ""
+    assert problem.startswith("Gradient accumulation › micro batches: must be at most 1024, "
+                              "got 100000"), problem
+    assert "techniques." not in window.run_controls.validation.text()
     qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
-    if problem:
-        assert "micro" in window.error_text() and "techniques." not in window.error_text()
+    assert window.run_id is None  # refused, in the panel's words
+    assert "micro" in window.error_text() and "techniques." not in window.error_text()
 
 
 # --- 10: stale or wrong ------------------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""The per-segment table under the charts: a run whose techniques changed mid-run is several
+configurations, and each one's figures (speed with its spread, tokens per step, memory peaks,
+loss slope) are listed apart, never averaged into one number.
+
+The figures are profiler/segments.py's: a finished run's from its summary, a live run's computed
+from the stream as it comes (the same function on the same records). This module only lays them
+out; the table is hidden while a run has a single segment (its figures are the headline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from profiler import segments as segment_figures
+from profiler.metrics import format_summary_figure
+
+COLUMNS = (
+    ("tokens_per_s", "Tokens/s"),
+    ("step_time_s", "Step time"),
+    ("tokens_per_step", "Tokens per step"),
+    ("peak_rss_bytes", "Peak RSS"),
+    ("peak_torch_allocated_bytes", "Peak torch allocated"),
+    ("loss_slope", "Loss slope"),
+)
+"""The segment figures shown, in order (keys of a segment's "figures"), with their headers."""
+
+LIVE_REFRESH_MS = 1000
+"""A live run's table is recomputed at most this often (and at once on a change or the end)."""
+
+MAX_VISIBLE_ROWS = 4
+COMPACT_BELOW_PX = 700
+"""A charts area shorter than this (a 1024x700 window, a 150 % scale) starts with the table
+folded to its one-line header, so the charts keep their room; the arrow opens it."""
+
+
+class SegmentFeed:
+    """A live run's step records and toggles, gathered batch by batch, so its segments can be
+    computed at any moment without keeping the stream; a `done` with segments is final."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, dict] = {}
+        self.toggles: list[dict] = []
+        self.warmup = 0
+        self.final: list[dict] | None = None
+
+    def add(self, batch: Iterable[dict]) -> bool:
+        """Take a batch of messages; True when the segment boundaries may have moved (a toggle,
+        the start, the end)."""
+        batch = list(batch)
+        records, toggles, warmup = segment_figures.records_from_messages(batch)
+        for record in records:
+            self.records[record["step"]] = record
+        self.toggles.extend(toggles)
+        moved = bool(toggles)
+        for message in batch:
+            kind = message.get("type")
+            if kind == "started":
+                self.warmup, moved = warmup, True
+            elif kind == "done":
+                stored = (message.get("summary") or {}).get("segments")
+                if isinstance(stored, list):
+                    self.final = stored
+                moved = True
+        return moved
+
+    def segments(self) -> list[dict]:
+        if self.final is not None:
+            return self.final
+        return segment_figures.split([self.records[s] for s in sorted(self.records)],
+                                     self.toggles, self.warmup)
+
+
+class SegmentTable(QWidget):
+    """"Segments" and its table; collapsible, hidden for a run that never changed mid-run."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("segmentTable")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.setSpacing(2)
+        self.toggle_button = QToolButton()
+        self.toggle_button.setObjectName("segmentToggle")
+        self.toggle_button.setCheckable(True)
+        self.toggle_button.setChecked(True)
+        self.toggle_button.setArrowType(Qt.ArrowType.DownArrow)
+        self.toggle_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle_button.setAutoRaise(True)
+        self.toggle_button.clicked.connect(self._clicked)
+        self.toggle_button.toggled.connect(self._expand)
+        layout.addWidget(self.toggle_button)
+        self._user_choice: bool | None = None
+        """Open / folded as the user last clicked it (None: follow the charts' height)."""
+        self.table = QTableWidget(0, 2 + len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(["Steps", "Configuration"]
+                                             + [title for _key, title in COLUMNS])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        layout.addWidget(self.table)
+        self.segments: list[dict] = []
+        """What the table shows (profiler.segments' dicts; tests read them)."""
+        self.feed: SegmentFeed | None = None
+        self._stale = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(LIVE_REFRESH_MS)
+        self._timer.timeout.connect(self._refresh_live)
+        self.hide()
+
+    # --- what feeds it --------------------------------------------------------------------------
+    def start_live(self) -> None:
+        """A new live run: an empty feed, refreshed on a timer while it goes."""
+        self.feed = SegmentFeed()
+        self.show_segments([])
+        self._timer.start()
+
+    def add_live(self, batch: list[dict]) -> None:
+        if self.feed is None:
+            return
+        if self.feed.add(batch):
+            self._stale = False
+            self.show_segments(self.feed.segments())
+        else:
+            self._stale = True
+        if self.feed.final is not None:
+            self._timer.stop()
+
+    def _refresh_live(self) -> None:
+        if self.feed is not None and self._stale and len(self.segments) > 1:
+            self._stale = False
+            self.show_segments(self.feed.segments())
+
+    def show_stored(self, messages: Iterable[dict]) -> None:
+        """A stored run's segments (its summary's, or computed from its stream)."""
+        self.feed = None
+        self._timer.stop()
+        self.show_segments(segment_figures.from_messages(messages))
+
+    def clear(self) -> None:
+        self.feed = None
+        self._timer.stop()
+        self.show_segments([])
+
+    # --- drawing --------------------------------------------------------------------------------
+    def show_segments(self, parts: list[dict]) -> None:
+        parts = [p for p in parts if isinstance(p, dict)]
+        self.segments = parts
+        if len(parts) < 2:
+            self.table.setRowCount(0)
+            self.hide()
+            return
+        changed = ", ".join(str(p.get("start_step")) for p in parts[1:])
+        self.toggle_button.setText(f"Segments: {len(parts)} configurations (changed at step "
+                                   f"{changed})")
+        note = ("Each configuration's own figures; the run's headline is the last segment. "
+                f"Timing leaves out warmup and the first {segment_figures.RETIMED_STEPS} step "
+                "after each change (it pays for the switch); hover a cell for how it was taken.")
+        self.toggle_button.setToolTip(note)
+        self.table.setToolTip(note)
+        self.table.setRowCount(len(parts))
+        for row, part in enumerate(parts):
+            figures = part.get("figures") if isinstance(part.get("figures"), dict) else {}
+            steps = QTableWidgetItem(f"{part.get('start_step', '?')}..{part.get('end_step', '?')}")
+            steps.setToolTip(f"{part.get('steps', '?')} steps, {part.get('measured_steps', '?')} "
+                             "timed")
+            label = str(part.get("label") or "?")
+            what = QTableWidgetItem("start" if label == "start" else f"after {label}")
+            what.setToolTip("\n".join(str(c.get("message") or "") for c in part.get("changes")
+                                      or [] if isinstance(c, dict)) or "the run's start")
+            self.table.setItem(row, 0, steps)
+            self.table.setItem(row, 1, what)
+            for column, (key, _title) in enumerate(COLUMNS, start=2):
+                fig = figures.get(key)
+                item = QTableWidgetItem(format_summary_figure(key, fig))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if isinstance(fig, dict) and fig.get("how"):
+                    item.setToolTip(str(fig["how"]))
+                self.table.setItem(row, column, item)
+        self.table.setColumnWidth(1, min(260, max(120, self.table.sizeHintForColumn(1))))
+        rows = min(len(parts), MAX_VISIBLE_ROWS)
+        height = (self.table.horizontalHeader().sizeHint().height()
+                  + sum(self.table.rowHeight(r) for r in range(rows))
+                  + 2 * self.table.frameWidth() + 2
+                  + self.table.horizontalScrollBar().sizeHint().height())  # room for it if wide
+        self.table.setFixedHeight(height)
+        self._fit()
+        self.table.setVisible(self.toggle_button.isChecked())
+        self.show()
+
+    def _fit(self) -> None:
+        """Fold or open by the room the charts have, unless the user chose."""
+        host = self.parentWidget()
+        if self._user_choice is None and host is not None:
+            self.toggle_button.setChecked(host.height() >= COMPACT_BELOW_PX)
+
+    def fit_to(self, height: int) -> None:
+        """The charts area is `height` px tall now (its resize)."""
+        if self._user_choice is None and self.isVisible():
+            self.toggle_button.setChecked(height >= COMPACT_BELOW_PX)
+
+    def watch(self, host: QWidget) -> None:
+        """Follow the height of the charts area it sits in."""
+        host.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Resize and watched is self.parentWidget():
+            self.fit_to(watched.height())
+        return False
+
+    def _clicked(self, on: bool) -> None:
+        self._user_choice = on
+
+    def _expand(self, on: bool) -> None:
+        self.toggle_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.table.setVisible(on and bool(self.segments))
+
+    def cell_text(self, row: int, key: str) -> str:
+        """The shown text of one segment's figure (tests and screenshots read it)."""
+        column = 2 + [k for k, _t in COLUMNS].index(key)
+        return self.table.item(row, column).text()
