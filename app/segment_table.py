@@ -25,15 +25,8 @@ from PySide6.QtWidgets import (
 from profiler import segments as segment_figures
 from profiler.metrics import format_summary_figure
 
-COLUMNS = (
-    ("tokens_per_s", "Tokens/s"),
-    ("step_time_s", "Step time"),
-    ("tokens_per_step", "Tokens per step"),
-    ("peak_rss_bytes", "Peak RSS"),
-    ("peak_torch_allocated_bytes", "Peak torch allocated"),
-    ("loss_slope", "Loss slope"),
-)
-"""The segment figures shown, in order (keys of a segment's "figures"), with their headers."""
+COLUMNS = segment_figures.TABLE_COLUMNS
+"""The segment figures shown (profiler.segments: the same columns as the CLI and the reports)."""
 
 LIVE_REFRESH_MS = 1000
 """A live run's table is recomputed at most this often (and at once on a change or the end)."""
