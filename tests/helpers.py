@@ -76,3 +76,20 @@ def noisy_run(store, name: str, tokens: float, seed: int) -> str:
         "tokens_per_s": {"value": median, "unit": "tokens/s", "how": "median"},
         "step_time_p50_s": {"value": 256 / median, "unit": "s", "how": "median"}}}})
     return stored_run(store, name, messages)
+
+
+class SetAt:
+    """A front end that sends one mid-run `set` (TECHNIQUE with PARAMS) at its `step`-th poll,
+    i.e. before step `step` of a train or distill run."""
+
+    should_stop = False
+    dist = None
+
+    def __init__(self, step: int, technique: str, params: dict):
+        self.step, self.calls = step, 0
+        self.command = {"type": "set", "technique": technique, "params": params}
+
+    def poll(self) -> list:
+        self.calls += 1
+        return [dict(self.command)] if self.calls == self.step else []
+

@@ -10,7 +10,7 @@ from profiler.metrics import metric
 from profiler.report.compare import DELTA_KEYS, deltas
 from profiler.report.load import RunData
 from profiler.workloads import train
-from tests.helpers import nano_config
+from tests.helpers import SetAt, nano_config
 
 
 class _Control:
@@ -125,23 +125,6 @@ def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
     assert "after step 1, the last warmup step" in figures["saved_for_backward_bytes"]["how"]
 
 
-class _CheckpointFrom:
-    """A front end that switches activation checkpointing on before step `step`."""
-
-    should_stop = False
-    dist = None
-
-    def __init__(self, step: int):
-        self.step, self.calls = step, 0
-
-    def poll(self) -> list:
-        self.calls += 1
-        if self.calls == self.step:
-            return [{"type": "set", "technique": "activation_checkpointing",
-                     "params": {"every": 1}}]
-        return []
-
-
 def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     (plain, _), (ckpt, _) = plain_and_checkpointed
     config = nano_config(steps=5, eval_interval=0, batch_size=2, seq_len=32)
@@ -149,7 +132,7 @@ def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     config.data.max_train_bytes = 40_000
     validate(config)
     messages: list[dict] = []
-    summary = train.run(config, messages.append, _CheckpointFrom(4))
+    summary = train.run(config, messages.append, SetAt(4, "activation_checkpointing", {"every": 1}))
     assert any(m["type"] == "event" and m["kind"] == "toggle" for m in messages)
     saved = summary["figures"]["saved_for_backward_bytes"]
     # The figure is the configuration the run ended in (as its headline), probed before step 4.

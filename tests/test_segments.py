@@ -11,24 +11,7 @@ import pytest
 from profiler import segments
 from profiler.config import validate
 from profiler.workloads import train
-from tests.helpers import nano_config
-
-
-class _ToggleAt:
-    """A front end that turns on gradient accumulation (4 micro-batches) before step `step`."""
-
-    should_stop = False
-    dist = None
-
-    def __init__(self, step: int):
-        self.step, self.calls = step, 0
-
-    def poll(self) -> list:
-        self.calls += 1
-        if self.calls == self.step:
-            return [{"type": "set", "technique": "grad_accumulation",
-                     "params": {"micro_batches": 4}}]
-        return []
+from tests.helpers import SetAt, nano_config
 
 
 @pytest.mark.slow
@@ -38,7 +21,7 @@ def test_a_toggled_runs_segments_equal_a_recomputation_from_its_stream():
     config.data.max_train_bytes = 40_000
     validate(config)
     messages: list[dict] = []
-    summary = train.run(config, messages.append, _ToggleAt(7))
+    summary = train.run(config, messages.append, SetAt(7, "grad_accumulation", {"micro_batches": 4}))
     parts = summary["segments"]
     assert [(p["start_step"], p["end_step"]) for p in parts] == [(1, 6), (7, 14)]
     # Accumulation made every step read 4x the tokens: each segment says its own.
@@ -100,7 +83,7 @@ def test_a_distill_run_takes_mid_run_toggles_and_has_their_segments():
     config.data.max_train_bytes = 40_000
     validate(config)
     messages: list[dict] = []
-    summary = distill.run(config, messages.append, _ToggleAt(5))
+    summary = distill.run(config, messages.append, SetAt(5, "grad_accumulation", {"micro_batches": 4}))
     started = next(m for m in messages if m["type"] == "started")["run"]
     assert started["tokens_per_step"] == 2 * 16
     toggle = next(m for m in messages if m["type"] == "event" and m["kind"] == "toggle")
