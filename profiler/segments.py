@@ -188,15 +188,27 @@ def from_messages(messages: Iterable[dict]) -> list[dict]:
     return split(*records_from_messages(messages))
 
 
+def headline_span(segments: object) -> tuple[int, int] | None:
+    """The steps (first, last) a run's headline speed figures are taken over when it changed
+    techniques mid-run: the timed steps of its last segment, the configuration it ended in;
+    None for a run of one configuration (every measured step counts); (0, -1), no step at all,
+    when the last segment has no timed step. Reads a summary's segments as stored, so anything
+    that is not a list of segments counts as one configuration."""
+    if not isinstance(segments, list) or len(segments) < 2 or not isinstance(segments[-1], dict):
+        return None
+    low, high = segments[-1].get("timed_from"), segments[-1].get("end_step")
+    if isinstance(low, int) and isinstance(high, int):
+        return low, high
+    return (0, -1)
+
+
 def last_timed(segments: list[dict], records: list[dict]) -> list[dict]:
     """The step records the run's headline speed figures are computed from when it changed
-    techniques mid-run: the timed steps of its last segment (the configuration it ended in),
-    never an average over configurations."""
-    if not segments or segments[-1]["timed_from"] is None:
+    techniques mid-run (headline_span), never an average over configurations."""
+    span = headline_span(segments)
+    if span is None:
         return []
-    last = segments[-1]
-    return [r for r in records if last["timed_from"] <= r["step"] <= last["end_step"]
-            and r["step_time_s"]]
+    return [r for r in records if span[0] <= r["step"] <= span[1] and r["step_time_s"]]
 
 
 def headline(segments: list[dict], records: list[dict]) -> dict | None:

@@ -17,6 +17,7 @@ import math
 
 from profiler import stats
 from profiler.metrics import metric
+from profiler.segments import headline_span
 
 ALPHA = 0.05
 SAMPLE_KEYS = {"tokens_per_s": "tokens_per_s", "step_time_p50_s": "step_time_s"}
@@ -142,19 +143,6 @@ def judge(key: str, better: str | None, base_summary: dict, other_summary: dict,
     return compare_figures(figures(base_summary).get(key), figures(other_summary).get(key), better)
 
 
-def headline_steps(summary: dict | None) -> tuple[int, int] | None:
-    """The steps a run's headline speed was taken over when it changed techniques mid-run (the
-    timed steps of its last segment, profiler.segments.last_timed); None for a run of one
-    configuration, whose every measured step counts."""
-    parts = (summary or {}).get("segments")
-    if not isinstance(parts, list) or len(parts) < 2 or not isinstance(parts[-1], dict):
-        return None
-    low, high = parts[-1].get("timed_from"), parts[-1].get("end_step")
-    if isinstance(low, int) and isinstance(high, int):
-        return low, high
-    return (0, -1)  # the last segment has no timed step: no samples
-
-
 def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
     """{sample key: measured values} for every sample key a verdict reads (or `keys`): from a stored run's
     stream (profiler.store.StoredRun, one scan) or from a loaded one (profiler.report.load.RunData,
@@ -165,7 +153,7 @@ def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
     out: dict[str, list[float]] = {k: [] for k in wanted}
     series = getattr(run, "series", None)
     loaded = isinstance(series, dict)
-    window = headline_steps(run.summary if loaded else run.summary())
+    window = headline_span((run.summary if loaded else run.summary() or {}).get("segments"))
 
     def counts(step, phase) -> bool:
         return phase == "measure" and (window is None or (

@@ -70,3 +70,14 @@ def train_messages(steps: int, loss0: float = 3.0, rss_mib: float = 100.0,
     if summary is not None:
         out.append({"type": "done", "status": "completed", "summary": summary})
     return out
+
+
+def hover_at(chart, x: float, y: float) -> None:
+    """Move the mouse over a chart (a pyqtgraph PlotWidget) to the data point (x, y), the way a
+    user's pointer gets there: a real mouse-move event on its viewport."""
+    from PySide6.QtCore import QPointF
+    from PySide6.QtTest import QTest
+
+    scene = chart.getPlotItem().getViewBox().mapViewToScene(QPointF(x, y))
+    QTest.mouseMove(chart.viewport(), chart.mapFromScene(scene))
+

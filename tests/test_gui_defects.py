@@ -353,9 +353,7 @@ def test_hover_readout_linked_axes_tokens_log_and_export(qtbot, window, tmp_path
 
     # Hover: the mouse over step ~20 of the loss chart reads every curve, the other run's too.
     plot = charts.plots["loss"]
-    view = plot.getPlotItem().getViewBox()
-    scene = view.mapViewToScene(QPointF(20.2, 2.0))
-    QTest.mouseMove(plot.viewport(), plot.mapFromScene(scene))
+    gui_support.hover_at(plot, 20.2, 2.0)
     qtbot.waitUntil(lambda: "loss" in charts.readouts, timeout=2000)
     text = charts.readouts["loss"]
     assert text.startswith("step 20")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -148,8 +148,7 @@ def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_ow
     qtbot.wait(50)
     plot = charts.plots["loss"]
     view = plot.getPlotItem().getViewBox()
-    scene = view.mapViewToScene(QPointF(26.3, 2.0))
-    QTest.mouseMove(plot.viewport(), plot.mapFromScene(scene))
+    gui_support.hover_at(plot, 26.3, 2.0)
     qtbot.waitUntil(lambda: "loss" in charts.readouts, timeout=2000)
     text = charts.readouts["loss"]
     assert text.startswith("step 26\n")  # the train loss' step, where the mouse is
@@ -168,8 +167,7 @@ def test_hover_header_is_the_step_under_the_mouse_and_a_sparse_curve_says_its_ow
     qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700), timeout=3000)
     charts.redraw_now()
     qtbot.wait(50)
-    scene = view.mapViewToScene(QPointF(38.2, 2.0))
-    QTest.mouseMove(plot.viewport(), plot.mapFromScene(scene))
+    gui_support.hover_at(plot, 38.2, 2.0)
     qtbot.waitUntil(lambda: charts.readouts.get("loss", "").startswith("step 38"), timeout=2000)
     box = charts._readout_items["loss"].sceneBoundingRect()
     inside = view.sceneBoundingRect()
