@@ -91,8 +91,9 @@ def _no_memory_to_start(log_text: str, recorder) -> str | None:
             "close other programs")
 
 
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: this one, the project on PYTHONPATH, and `extra` over both."""
+    env = {**os.environ, **(extra or {})}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -102,14 +103,16 @@ def worker_env() -> dict[str, str]:
 class WorkerProcess:
     """A worker child process; `lines` yields raw protocol lines, then EOF when it exits."""
 
-    def __init__(self, log_path: str | Path | None = None, command: list[str] | None = None):
+    def __init__(self, log_path: str | Path | None = None, command: list[str] | None = None,
+                 env: dict[str, str] | None = None):
+        """`env`: variables set for the worker over this process's (e.g. OMP_NUM_THREADS)."""
         self._log: IO | int
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         # A session of its own: the terminal's Ctrl-C reaches the CLI, which asks the worker to
         # stop through the protocol instead of killing it mid-step.
         self.proc = subprocess.Popen(
             command or worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, env=worker_env(), start_new_session=True,
+            stderr=self._log, env=worker_env(env), start_new_session=True,
         )
         self.lines: queue.Queue = queue.Queue()
         self.last_heard = time.monotonic()

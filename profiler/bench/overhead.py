@@ -4,10 +4,17 @@ The same run config is trained (a) by the EffiScope worker, with streaming, per-
 its system sampler, and (b) by a reference loop in a process of its own that does exactly the
 worker's work and nothing else: the same set-up (model, corpus, batch samplers, techniques through
 the one engine, so the same resolved optimizer implementation), the same threads, the worker's own
-`train_step` and `evaluate` on the same validation schedule. Both loss curves must agree step by
-step (the report says whether they do). The reference loop also runs with the system sampler
-alone (at its default period and at 10 Hz) and with a torch.profiler capture, so each cost is
-reported on its own.
+`train_step` and `evaluate` on the same validation schedule, the worker's untimed memory probes
+on the worker's schedule. Both loss curves must agree step by step (the report says whether they
+do). In rounds of their own, the reference loop also runs with the system sampler alone (at its
+default period and at 10 Hz) and with a torch.profiler capture, so each cost is reported on its
+own.
+
+Both measured processes get the same torch threads (default: every core but one) and are pinned
+to the same cores, the bench's own process (which reads the worker's messages, as the app does)
+to the core left over: unpinned on a 2-core VM, the scheduler moves the step between cores and a
+front end's read lands on the step's core, and one 60-step measurement of the same loop spreads
+by several percent, too much to resolve 1 %.
 
 Both loops are timed the same way: from the end of the last warmup step to the end of the last
 step (for the worker: arrival of those samples at the front end), validation passes included in
@@ -28,7 +35,7 @@ import tempfile
 import time
 
 from profiler.bench import loop
-from profiler.bench.workers import drive, wait_for_hello
+from profiler.bench.workers import drive, front_end_on, placement, wait_for_hello
 from profiler.config import RunConfig
 from profiler.stats import describe_ratio
 
@@ -41,7 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
     parser.add_argument("--steps", type=int, default=60, help="steps per measurement (default 60)")
     parser.add_argument("--warmup", type=int, default=10, help="warmup steps excluded (default 10)")
-    parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds (default 10)")
+    parser.add_argument("--repeats", type=int, default=16,
+                        help="interleaved rounds of the worker against the reference (default 16)")
+    parser.add_argument("--cost-repeats", type=int, default=0,
+                        help="rounds of the sampler and profile-capture costs (default: --repeats)")
+    parser.add_argument("--cost-steps", type=int, default=0,
+                        help="steps per measurement of the costs (default: --steps)")
+    parser.add_argument("--warmup-rounds", type=int, default=1,
+                        help="rounds run first and dropped, in each comparison (default 1)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the worker and of the reference (default: every "
+                        "core but one, which the bench's front end keeps)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="pin the measured processes to their cores, the front end to the "
+                        "rest (default on where a core is left over)")
     parser.add_argument("--profile-steps", type=int, default=10,
                         help="steps of the profile capture measured on its own (default 10)")
     loop.add_order_arguments(parser)
@@ -64,7 +84,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
 
     from profiler.capture import ProfileCapture
     from profiler.workloads.setup import prepare, start_sampler
-    from profiler.workloads.train import evaluate, train_step
+    from profiler.workloads.train import MemoryProbes, evaluate, lm_loss_of, train_step
 
     class _Quiet:
         should_stop = False
@@ -83,6 +103,10 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
     folder = tempfile.TemporaryDirectory(prefix="effiscope-overhead-")
     capture = ProfileCapture(folder.name, model, device, lambda message: None,
                              compiled=state.compiled)
+    # The worker's untimed memory probes, on the worker's schedule: a probe's forward/backward
+    # leaves the allocator and caches as the worker's does before the timed steps.
+    probes = MemoryProbes(state, prep.batches(train.batch_size, train.seq_len, 2, sharded=True),
+                          lm_loss_of(state))
     sampler = (start_sampler(prep.dist, None, sampler_period_s)  # the worker's, meter included
                if sampler_period_s else None)
     losses: list[float] = []
@@ -94,12 +118,14 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
         for step in range(1, limits.steps + 1):
             if capture_profile and step == limits.warmup_steps + 1:
                 capture.request(window_steps, step)
+            probes.before_step(step, limits.warmup_steps, changed=False)
             started = time.perf_counter()
             loss, _, _ = train_step(state, batches, step)
             capture.step_done(time.perf_counter() - started)
             losses.append(loss)
             if train.eval_interval and (step % train.eval_interval == 0 or step == limits.steps):
                 val_losses.append([step, evaluate(state, validation)])
+            probes.after_step(step, limits.warmup_steps)
             ends[step] = time.perf_counter()
     finally:
         capture.finish()
@@ -141,12 +167,12 @@ def serve() -> int:
 class ReferenceProcess:
     """The reference loop's process, started once and kept for every round (as the worker is)."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
         from profiler.client import worker_env
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "profiler.bench.overhead", "--serve"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(), text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(env), text=True)
 
     def run(self, config: RunConfig, **options) -> dict:
         assert self.proc.stdin and self.proc.stdout
@@ -191,30 +217,32 @@ def worker_run(worker, config: RunConfig, window_steps: int) -> dict:
 
 
 # --- the bench ---------------------------------------------------------------------------------
-def loss_check(result: dict) -> dict:
-    """Whether every measurement's loss curves equal the first reference run's, step by step."""
-    reference = result["candidates"][result["baseline"]]["measurements"]
+def loss_check(results: list[dict]) -> dict:
+    """Whether every measurement's loss curves, in every comparison, equal the first reference
+    run's, step by step."""
+    reference = results[0]["candidates"][results[0]["baseline"]]["measurements"]
     if not reference:
         return {"equal": None, "compared": 0, "steps": 0,
                 "how": "n/a: no reference run completed"}
     first = reference[0]
     compared, unequal = 0, []
-    for name, item in result["candidates"].items():
-        for index, m in enumerate(item["measurements"]):
-            compared += 1
-            if m["losses"] != first["losses"] or m["val_losses"] != first["val_losses"]:
-                unequal.append(f"{name} #{index + 1}")
+    for result in results:
+        for name, item in result["candidates"].items():
+            for index, m in enumerate(item["measurements"]):
+                compared += 1
+                if m["losses"] != first["losses"] or m["val_losses"] != first["val_losses"]:
+                    unequal.append(f"{name} #{index + 1}")
     return {"equal": not unequal, "compared": compared, "steps": len(first["losses"]),
             "validations": len(first["val_losses"]), "unequal": unequal,
             "how": "train loss of every step and every validation loss, compared exactly"}
 
 
-PAIRED = (("worker_vs_reference", 1, "tokens_per_s"),
-          ("sampler_default_vs_reference", 2, "tokens_per_s"),
-          ("sampler_10hz_vs_reference", 3, "tokens_per_s"),
-          ("profile_capture_window_vs_reference", 4, "capture_window_s"))
-"""(report key, candidate index, metric): each cost as the per-round ratio against the reference
-loop measured in the same round (profiler.bench.loop.paired_ratio)."""
+REFERENCE, WORKER = "reference loop", "EffiScope worker"
+COSTS = (("sampler_default_vs_reference", 1, "tokens_per_s"),
+         ("sampler_10hz_vs_reference", 2, "tokens_per_s"),
+         ("profile_capture_window_vs_reference", 3, "capture_window_s"))
+"""(report key, candidate index in the costs comparison, metric): each cost as the per-round
+ratio against the reference loop measured in the same round (profiler.bench.loop.paired_ratio)."""
 RESOLUTION = 0.01
 """The bench must resolve a 1 % overhead: the paired interval of worker / reference narrower."""
 
@@ -240,55 +268,71 @@ def run(args: argparse.Namespace) -> int:
     config = loop.config_or_none(args.preset)
     if config is None:
         return 2
-    if not 0 <= args.warmup < args.steps or args.profile_steps < 1:
-        print("effiscope: --warmup must be 0 or more and below --steps, --profile-steps 1 or "
+    if not 0 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
+            or args.warmup_rounds < 0 or args.cost_repeats < 0 \
+            or not (args.cost_steps == 0 or args.warmup < args.cost_steps):
+        print("effiscope: --warmup must be 0 or more and below --steps and --cost-steps, "
+              "--profile-steps 1 or more, --threads, --warmup-rounds and --cost-repeats 0 or "
               "more", file=sys.stderr)
         return 2
     config.limits.steps, config.limits.warmup_steps = args.steps, args.warmup
     config.limits.time_s = 0
+    cost_config = RunConfig.from_dict(config.to_dict())
+    cost_config.limits.steps = args.cost_steps or args.steps
     default_period = default_sampler_period_s()
-    profile_steps = min(args.profile_steps, args.steps - args.warmup)
-    reference = ReferenceProcess()
-    worker = WorkerProcess()
-    try:
-        hello = wait_for_hello(worker)
-        labels = {
-            "reference loop": {},
-            "EffiScope worker": None,
-            f"reference + system sampler ({default_period:g} s, default)":
-                {"sampler_period_s": default_period},
-            "reference + system sampler (0.1 s, 10 Hz)": {"sampler_period_s": 0.1},
-            f"reference + profile capture ({profile_steps} steps)": {"capture_profile": True},
-        }
+    profile_steps = min(args.profile_steps, cost_config.limits.steps - args.warmup)
+    cost_repeats = args.cost_repeats or args.repeats
+    where = placement(args.threads or None, pin=args.pin)
+    with front_end_on(where):
+        reference = ReferenceProcess(where.env())
+        where.pin(reference.proc.pid)
+        worker = WorkerProcess(env=where.env())
+        where.pin(worker.pid)
+        try:
+            hello = wait_for_hello(worker)
 
-        def measure(options: dict | None) -> dict:
-            if options is None:
-                return worker_run(worker, config, profile_steps)
-            return reference.run(config, window_steps=profile_steps, **options)
+            def measure(options: dict | None, run_config: RunConfig) -> dict:
+                if options is None:
+                    return worker_run(worker, run_config, profile_steps)
+                return reference.run(run_config, window_steps=profile_steps, **options)
 
-        candidates = [loop.Candidate(name, lambda o=options: measure(o))
-                      for name, options in labels.items()]
-        result = loop.compare(candidates, METRICS, repeats=args.repeats, order=args.order,
-                              seed=args.seed)
-    finally:
-        worker.shutdown()
-        reference.close()
+            def compare(labels: dict, repeats: int, run_config: RunConfig) -> dict:
+                return loop.compare([loop.Candidate(name, lambda o=options: measure(o, run_config))
+                                     for name, options in labels.items()], METRICS,
+                                    repeats=repeats, warmup=args.warmup_rounds,
+                                    order=args.order, seed=args.seed)
+
+            # The worker against the reference alone: the pair that must resolve 1 %, so every
+            # round is spent on it; the costs of the sampler and a capture in rounds of their own.
+            main = compare({REFERENCE: {}, WORKER: None}, args.repeats, config)
+            costs = compare({
+                REFERENCE: {},
+                f"reference + system sampler ({default_period:g} s, default)":
+                    {"sampler_period_s": default_period},
+                "reference + system sampler (0.1 s, 10 Hz)": {"sampler_period_s": 0.1},
+                f"reference + profile capture ({profile_steps} steps)": {"capture_profile": True},
+            }, cost_repeats, cost_config)
+        finally:
+            worker.shutdown()
+            reference.close()
     threads = {"worker": hello["device"].get("torch_threads"),
                "reference": next((m["torch_threads"] for m in
-                                  result["candidates"]["reference loop"]["measurements"]), None)}
-    ratios = [result["candidates"][name]["metrics"] for name in labels]
-    names = list(labels)
-    paired = {key: loop.paired_ratio(result, names[index], metric_key)
-              for key, index, metric_key in PAIRED}
+                                  main["candidates"][REFERENCE]["measurements"]), None)}
+    cost_names = list(costs["candidates"])
+    paired = {"worker_vs_reference": loop.paired_ratio(main, WORKER, "tokens_per_s")}
+    unpaired = {"worker_vs_reference": loop.metric(main, WORKER, "tokens_per_s")["vs_baseline"]}
+    for key, index, metric_key in COSTS:
+        paired[key] = loop.paired_ratio(costs, cost_names[index], metric_key)
+        unpaired[key] = loop.metric(costs, cost_names[index], metric_key)["vs_baseline"]
     report = {
         "bench": "overhead", "preset": args.preset, "steps": args.steps,
+        "cost_steps": cost_config.limits.steps,
         "warmup_steps": args.warmup, "profile_steps": profile_steps, "cpu": cpu_name(),
-        "date": time.strftime("%Y-%m-%d"), "threads": threads, "comparison": result,
-        "loss_curves": loss_check(result),
-        "worker_vs_reference": ratios[1]["tokens_per_s"]["vs_baseline"],
-        "sampler_default_vs_reference": ratios[2]["tokens_per_s"]["vs_baseline"],
-        "sampler_10hz_vs_reference": ratios[3]["tokens_per_s"]["vs_baseline"],
-        "profile_capture_window_vs_reference": ratios[4]["capture_window_s"]["vs_baseline"],
+        "date": time.strftime("%Y-%m-%d"), "threads": threads, "placement": where.describe(),
+        "comparison": main, "costs": costs,
+        "loss_curves": loss_check([main]),
+        "cost_loss_curves": loss_check([costs]),
+        **unpaired,
         "paired": paired,
         "overhead": overhead_figure(paired["worker_vs_reference"]),
     }
@@ -308,24 +352,35 @@ def _overhead_text(report: dict) -> str:
             f"{over['width_percent']:.2f} %: {resolved})")
 
 
+def _same(curves: dict) -> str:
+    return {True: "equal", False: f"NOT equal ({', '.join(curves.get('unequal', []))})",
+            None: "n/a"}[curves["equal"]]
+
+
 def format_table(report: dict) -> str:
     paired = report["paired"]
     curves = report["loss_curves"]
-    same = {True: "equal", False: f"NOT equal ({', '.join(curves.get('unequal', []))})",
-            None: "n/a"}[curves["equal"]]
+    cost_curves = report["cost_loss_curves"]
+    same = _same(curves)
+    columns = [("tokens_per_s", "tokens/s", "tokens/s", 1.0),
+               ("capture_window_s", f"first {report['profile_steps']} measured steps", "s", 1.0)]
     lines = [
         f"bench overhead: preset {report['preset']}, {report['steps']} steps per measurement "
         f"({report['warmup_steps']} warmup steps excluded, validation as configured), "
         f"{report['cpu']}, torch threads: worker {report['threads']['worker']}, reference "
-        f"{report['threads']['reference']}",
-        loop.header(report["comparison"]),
+        f"{report['threads']['reference']}; {report['placement']}",
         f"loss curves of all {curves['compared']} measurements: {same} "
-        f"({curves['steps']} train steps, {curves.get('validations', 0)} validations)",
+        f"({curves['steps']} train steps, {curves.get('validations', 0)} validations); of the "
+        f"costs' {cost_curves['compared']}: {_same(cost_curves)} ({cost_curves['steps']} steps)",
         "",
-        *loop.markdown_table(report["comparison"], [
-            ("tokens_per_s", "tokens/s", "tokens/s", 1.0),
-            ("capture_window_s", f"first {report['profile_steps']} measured steps", "s", 1.0)],
-            first="loop"),
+        f"the worker against the reference: {loop.header(report['comparison'])}",
+        "",
+        *loop.markdown_table(report["comparison"], columns, first="loop"),
+        "",
+        f"the costs of the sampler and of a profile capture, {report['cost_steps']} steps per "
+        f"measurement: {loop.header(report['costs'])}",
+        "",
+        *loop.markdown_table(report["costs"], columns, first="loop"),
         "",
         f"worker / reference (tokens/s), paired within rounds: "
         f"{describe_ratio(paired['worker_vs_reference'])}; overhead {_overhead_text(report)}; "

@@ -182,8 +182,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
                 stop_reason = "time limit reached"
                 break
-            if (step == 1 and not limits.warmup_steps) or (changed and step > limits.warmup_steps):
-                probes.take(f"before step {step}")  # untimed: before this step's clock starts
+            probes.before_step(step, limits.warmup_steps, bool(changed))  # before the clock
             started = time.perf_counter()
             parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
             step_time = time.perf_counter() - started
@@ -206,8 +205,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
-            if step == limits.warmup_steps:  # untimed, before the measured steps' messages
-                probes.take(f"after step {step}, the last warmup step")
+            probes.after_step(step, limits.warmup_steps)  # before the measured steps' messages
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
     finally:

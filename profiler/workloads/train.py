@@ -126,6 +126,17 @@ class MemoryProbes:
         self.taken.append({"where": where, **found})
         synchronize(self.state.device)
 
+    # The probes' schedule, one for every loop that trains (train, distill, bench overhead's
+    # reference loop): before step 1 of a run without warmup, before the first step of each change
+    # after warmup, and after the last warmup step; never inside a step's clock.
+    def before_step(self, step: int, warmup_steps: int, changed: bool) -> None:
+        if (step == 1 and not warmup_steps) or (changed and step > warmup_steps):
+            self.take(f"before step {step}")
+
+    def after_step(self, step: int, warmup_steps: int) -> None:
+        if step == warmup_steps:
+            self.take(f"after step {step}, the last warmup step")
+
     def figures(self, optimizer_bytes: int | None) -> dict:
         last = self.taken[-1] if self.taken else None
         if last is not None and "why_not" in last:  # the configuration the run ended in
@@ -263,8 +274,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if out_of_time:
                 stop_reason = "time limit reached"
                 break
-            if (step == 1 and not limits.warmup_steps) or (changed and step > limits.warmup_steps):
-                probes.take(f"before step {step}")  # before this step's clock and energy reading
+            probes.before_step(step, limits.warmup_steps, bool(changed))  # before clock and energy
             if step == limits.warmup_steps + 1:
                 energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
@@ -327,8 +337,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if train_cfg.eval_interval and (step % train_cfg.eval_interval == 0 or last):
                 metrics["loss_val"] = validation(step)
             phase = ("compile" if state.compiled and step == 1 else "warmup") if warm else "measure"
-            if step == limits.warmup_steps:  # timed steps and their messages come after it
-                probes.take(f"after step {step}, the last warmup step")
+            probes.after_step(step, limits.warmup_steps)  # timed steps and their messages after it
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
     finally:
