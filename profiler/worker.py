@@ -61,6 +61,12 @@ class Control:
         self.stdin_closed = False
         self.dist = dist
         """The torchrun job (profiler.distributed.DistContext), or None for a single process."""
+        self.prepared: Any = None
+        """The running workload's set-up (profiler.workloads.setup.Prepared) once it is built: a
+        run that fails after it still reports the contention measured over it."""
+
+    def note_prepared(self, prepared: Any) -> None:
+        self.prepared = prepared
 
     @property
     def should_stop(self) -> bool:
@@ -200,6 +206,20 @@ class MeasuredSoFar:
         return out
 
 
+def contention_so_far(control: Control) -> dict:
+    """The contention keys of a run that failed after its set-up (its sampler stopped here, if
+    the workload did not): its speed figures so far carry the same warning as a whole run's."""
+    prepared = getattr(control, "prepared", None)
+    if prepared is None:
+        return {}
+    try:
+        prepared.stop_sampler()
+        return prepared.contention()
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
+        print(f"effiscope: no contention figures for the failed run: {exc}", file=sys.stderr)
+        return {}
+
+
 def device_info() -> dict:
     import torch
 
@@ -269,6 +289,7 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
     import importlib
 
     measured = MeasuredSoFar(channel.send)
+    control.prepared = None
     try:
         # One module per workload (profiler/workloads/<workload>.py), each with run(config, emit, control).
         workload = importlib.import_module(f"profiler.workloads.{config.workload}")
@@ -287,6 +308,8 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         partial = getattr(exc, "partial_summary", None)
         if not isinstance(partial, dict) or not partial:
             partial = measured.summary(f"{kind}: {text.splitlines()[0][:200] if text else kind}")
+        if partial:
+            partial = {**contention_so_far(control), **partial}
         done = {"type": "done", "status": "failed", "summary": partial}
         try:
             channel.send(done)

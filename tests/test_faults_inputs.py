@@ -191,6 +191,36 @@ def test_out_of_memory_during_set_up_is_oom_not_a_bug(exc, monkeypatch, capsys):
     assert done["summary"] == {}
 
 
+def test_a_run_failing_mid_way_still_reports_the_contention_over_it(monkeypatch, capsys):
+    """A real gpt-nano run whose 4th step fails: its partial summary carries the contention the
+    run's sampler measured (the sentence beside its speed figures has its source) and the sampler
+    thread is stopped with the run; before, a failed run's summary had no contention keys."""
+    import threading
+
+    from profiler.workloads import train
+
+    real_step = train.train_step
+
+    def failing_step(state, batches, step):
+        if step == 4:
+            raise RuntimeError("a planted failure at step 4")
+        return real_step(state, batches, step)
+
+    monkeypatch.setattr(train, "train_step", failing_step)
+    channel = ListChannel()
+    config = tiny_config(steps=10)
+    assert worker.run_one(protocol.start(config.to_dict()), channel,
+                          worker.Control(queue.Queue(), channel)) == "failed"
+    capsys.readouterr()
+    done = channel.messages[-1]
+    summary = done["summary"]
+    assert done["status"] == "failed" and summary["steps_completed"] == 3
+    assert summary["contention_cores"] == (os.cpu_count() or 1)
+    assert summary["contention_samples"] >= 1  # at least the reading taken when it stopped
+    assert isinstance(summary["contended"], bool) and "contention_sentence" in summary
+    assert not any(t.name == "effiscope-sampler" and t.is_alive() for t in threading.enumerate())
+
+
 def test_an_unknown_model_type_is_a_config_error_with_its_hint(monkeypatch, capsys):
     transformers = pytest.importorskip("transformers")
 

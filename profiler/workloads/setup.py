@@ -224,6 +224,9 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
     gpu_index = (device.index or 0) if device.type == "cuda" else None
     if system_sampler:
         prepared.sampler = start_sampler(dist, gpu_index)
+    note = getattr(control, "note_prepared", None)  # the worker's: a failed run's contention
+    if note is not None:
+        note(prepared)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return prepared
