@@ -128,3 +128,93 @@ def test_a_pinned_process_and_its_later_threads_run_on_the_measured_cores():
 def _masks(out: str) -> tuple[list[int], list[int]]:
     first, second = out.strip().split("|")
     return json.loads(first), json.loads(second)
+
+
+def _clock(first: float, start: float, end: float, last: float) -> dict:
+    return {"first": first, "start": start, "end": end, "last": last}
+
+
+def test_a_concurrent_round_counts_only_when_each_window_overlaps_the_others_run():
+    """A side that measures steps while the other has already stopped runs them alone (faster):
+    such a round is dropped and counted, and the error says the fix; overlapping ones are kept,
+    paired round by round."""
+    from profiler.bench import pairs
+
+    both = _clock(0.0, 1.0, 9.0, 10.0)
+    assert pairs.overlaps(both, _clock(0.1, 1.1, 9.1, 10.1))
+    assert not pairs.overlaps(both, _clock(0.1, 1.1, 10.5, 11.0))  # its tail after the other's end
+    assert not pairs.overlaps(both, _clock(1.5, 2.0, 9.5, 9.9))  # the other began inside its window
+
+    def measure(index: int) -> tuple[dict, dict]:
+        late = 11.0 if index == 2 else 9.1  # round 3: the worker's window ends alone
+        return ({"tokens_per_s": 100.0, "clock": both},
+                {"tokens_per_s": 99.0, "clock": _clock(0.1, 1.1, late, late + 1)})
+
+    result = pairs.compare(["reference loop", "EffiScope worker"], measure, ["tokens_per_s"],
+                           repeats=7, warmup=1, log=lambda text: None)
+    worker = result["candidates"]["EffiScope worker"]
+    assert result["not_overlapping"] == 1 and len(worker["measurements"]) == 6
+    assert "raise --pad-steps" in worker["errors"][0]
+    paired = loop_paired(result)
+    assert paired["n"] == 6 and paired["ratio"] == pytest.approx(0.99)
+    assert result["order"] == "concurrent" and "rounds with both running at once" in \
+        overhead.loop.header(result)
+
+
+def loop_paired(result: dict) -> dict:
+    return overhead.loop.paired_ratio(result, "EffiScope worker", "tokens_per_s")
+
+
+def test_pair_placement_swaps_the_cores_every_round_and_says_what_it_cannot_do(monkeypatch):
+    from profiler.bench import pairs
+
+    monkeypatch.setattr(pairs, "available_cores", lambda: [0, 1])
+    pair = pairs.pair_placement()
+    assert pair.threads == 1 and pair.env()["OMP_NUM_THREADS"] == "1"
+    assert pair.round_cores(0) == ({0}, {1}, {0})  # the front end with the worker, side a
+    assert pair.round_cores(1) == ({1}, {0}, {1})
+    assert "its cost counts against the worker" in pair.describe()
+    assert pairs.pair_placement(threads=2) == ("running both at once needs two sets of 2 cores "
+                                               "and this machine lets the bench use 2: use "
+                                               "--threads 1")
+    monkeypatch.setattr(pairs, "available_cores", lambda: [0, 1, 2])
+    spare = pairs.pair_placement()
+    assert spare.round_cores(1) == ({1}, {0}, {2}) and "front end on core 2" in spare.describe()
+    monkeypatch.setattr(pairs, "available_cores", lambda: [0])
+    assert "needs 2 cores" in pairs.pair_placement()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="running both at once needs 2 cores")
+def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys):
+    """--concurrent: the worker and the reference run at once (their measured windows inside each
+    other's run), both train the same curve including the padding steps, and the bench's process
+    gets its own cores back afterwards."""
+    from profiler.cli import main
+
+    # steps long enough (tens of ms) that the reference's go, a pipe's latency after the
+    # worker's first sample, lands within the warmup
+    config = nano_config(steps=8, batch_size=8, seq_len=64, eval_interval=4)
+    path = tmp_path / "tiny.toml"
+    config.save(path)
+    before = os.sched_getaffinity(0)
+    code = main(["bench", "overhead", str(path), "--steps", "8", "--warmup", "3", "--repeats", "2",
+                 "--warmup-rounds", "0", "--profile-steps", "2", "--concurrent", "--pad-steps",
+                 "4", "--cost-repeats", "1", "--json"])
+    assert code == 0
+    assert os.sched_getaffinity(0) == before
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairing"] == "concurrent" and report["pad_steps"] == 4
+    main_pair = report["comparison"]["candidates"]
+    references = main_pair["reference loop"]["measurements"]
+    workers_ = main_pair["EffiScope worker"]["measurements"]
+    assert len(references) == len(workers_) == 2
+    for ref, work in zip(references, workers_, strict=True):
+        assert len(ref["losses"]) == 12 and ref["losses"] == work["losses"]
+        assert [s for s, _ in ref["val_losses"]] == [0, 4, 8, 12]
+        a, b = ref["clock"], work["clock"]
+        assert b["first"] <= a["start"] < a["end"] <= b["last"]
+        assert a["first"] <= b["start"] < b["end"] <= a["last"]
+    assert report["loss_curves"]["equal"] is True and report["loss_curves"]["compared"] == 4
+    assert "swapped every round" in report["placement"]
+    assert report["cost_loss_curves"]["equal"] is True

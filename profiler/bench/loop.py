@@ -83,9 +83,19 @@ def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: in
                 errors[name].append(str(result["error"]))
             elif index >= warmup:
                 kept[name].append({**result, "round": index - warmup})
-    baseline = candidates[0].name
+    return summarise([c.name for c in candidates], kept, errors, metrics,
+                     {"order": order, "repeats": repeats, "warmup_rounds": warmup, "seed": seed,
+                      "rounds": rounds})
+
+
+def summarise(names: Sequence[str], kept: dict[str, list[Measurement]],
+              errors: dict[str, list[str]], metrics: Sequence[str], how: dict) -> dict:
+    """compare()'s result from the kept measurements (each with its "round"), the first name the
+    baseline; `how` says how they were taken ("order", "repeats", "warmup_rounds", "seed",
+    "rounds", and anything a bench adds)."""
+    baseline = names[0]
     out = {}
-    for name in by_name:
+    for name in names:
         per_metric = {}
         for key in metrics:
             samples = [m.get(key) for m in kept[name]]
@@ -94,11 +104,10 @@ def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: in
             per_metric[key] = {
                 "samples": samples,
                 "distribution": distribution(samples),
-                "vs_baseline": ratio_interval(samples, base, seed=seed),
+                "vs_baseline": ratio_interval(samples, base, seed=how.get("seed", 0)),
             }
         out[name] = {"measurements": kept[name], "errors": errors[name], "metrics": per_metric}
-    return {"baseline": baseline, "order": order, "repeats": repeats, "warmup_rounds": warmup,
-            "seed": seed, "rounds": rounds, "candidates": out}
+    return {"baseline": baseline, **how, "candidates": out}
 
 
 def paired_ratio(result: dict, name: str, key: str) -> dict:
@@ -156,6 +165,12 @@ def markdown_table(result: dict, columns: Sequence[tuple[str, str, str, float]],
 
 def header(result: dict) -> str:
     """The sentence under every bench's title: how the measurements were taken."""
+    if result["order"] == "concurrent":
+        return (f"{result['repeats']} rounds with both running at once (profiler.bench.pairs), "
+                f"{result['warmup_rounds']} warmup rounds dropped, "
+                f"{result.get('not_overlapping', 0)} rounds not overlapping dropped; median with "
+                "its 95 % interval (order statistics); ratios against the baseline with a 95 % "
+                "bootstrap interval")
     return (f"{result['repeats']} interleaved rounds ({result['order']} order"
             f"{', seed ' + str(result['seed']) if result['order'] == 'random' else ''}), "
             f"{result['warmup_rounds']} warmup rounds dropped; median with its 95 % interval "

@@ -29,18 +29,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
-from profiler.bench import loop
-from profiler.bench.workers import drive, front_end_on, placement, wait_for_hello
+from profiler.bench import loop, pairs
+from profiler.bench.workers import drive, front_end_on, pin_process, placement, wait_for_hello
 from profiler.config import RunConfig
 from profiler.stats import describe_ratio
 
 RESULT_PREFIX = "effiscope-reference "
 """The reference process's result lines start with this; anything else on its stdout is a log."""
+READY, GO = "effiscope-reference-ready", "go"
+"""A held request (run both at once): the reference says READY once set up and its step-0
+validation done, and starts its steps when the front end sends GO."""
 METRICS = ("tokens_per_s", "capture_window_s")
 
 
@@ -62,6 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="pin the measured processes to their cores, the front end to the "
                         "rest (default on where a core is left over)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run the worker and the reference at the same time, on cores of "
+                        "their own swapped every round (profiler.bench.pairs): both see the same "
+                        "moment of the machine, so the pair resolves a smaller overhead; needs 2 "
+                        "cores, the front end shares the worker's")
+    parser.add_argument("--pad-steps", type=int, default=0,
+                        help="with --concurrent: unmeasured steps each side runs after its "
+                        "window, so that each window overlaps the other's run (default a tenth "
+                        "of --steps, at least 5)")
     parser.add_argument("--profile-steps", type=int, default=10,
                         help="steps of the profile capture measured on its own (default 10)")
     loop.add_order_arguments(parser)
@@ -76,9 +90,11 @@ def default_sampler_period_s() -> float:
 
 # --- the reference loop (runs in its own process) -----------------------------------------------
 def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float | None = None,
-                  capture_profile: bool = False) -> dict:
+                  capture_profile: bool = False, measured_steps: int = 0,
+                  hold: Callable[[], None] | None = None) -> dict:
     """The worker's training work without the worker: the same set-up (prepare), then its
-    train_step / evaluate, with nothing streamed and nothing sampled (unless asked)."""
+    train_step / evaluate, with nothing streamed and nothing sampled (unless asked). Timed up to
+    step `measured_steps` (default the last); `hold` is called before the first step."""
 
     import torch
 
@@ -114,6 +130,8 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
     ends: dict[int, float] = {}
     if train.eval_interval:
         val_losses.append([0, evaluate(state, validation)])
+    if hold is not None:
+        hold()
     try:
         for step in range(1, limits.steps + 1):
             if capture_profile and step == limits.warmup_steps + 1:
@@ -132,36 +150,51 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
         if sampler is not None:
             sampler.stop()
         folder.cleanup()
-    return {**timed_figures(config, ends, window_steps), "losses": losses,
+    return {**timed_figures(config, ends, window_steps, measured_steps), "losses": losses,
             "val_losses": val_losses, "torch_threads": torch.get_num_threads()}
 
 
-def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int) -> dict:
-    """tokens/s from the end of the last warmup step to the end of the last step, and the
-    seconds of the first `window_steps` measured steps (a profile capture's window)."""
+def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int,
+                  measured_steps: int = 0) -> dict:
+    """tokens/s from the end of the last warmup step to the end of step `measured_steps`
+    (default the last), the seconds of the first `window_steps` measured steps (a profile
+    capture's window), and the step clock (profiler.bench.pairs.Clock)."""
     warm, steps = config.limits.warmup_steps, config.limits.steps
-    tokens = (steps - warm) * config.train.batch_size * config.train.seq_len
-    window_end = min(steps, warm + max(1, window_steps))
-    return {"tokens_per_s": tokens / (ends[steps] - ends[warm]),
-            "capture_window_s": ends[window_end] - ends[warm]}
+    last = min(measured_steps or steps, steps)
+    tokens = (last - warm) * config.train.batch_size * config.train.seq_len
+    window_end = min(last, warm + max(1, window_steps))
+    return {"tokens_per_s": tokens / (ends[last] - ends[warm]),
+            "capture_window_s": ends[window_end] - ends[warm],
+            "clock": {"first": ends[1], "start": ends[warm], "end": ends[last],
+                      "last": ends[steps]}}
 
 
 def serve() -> int:
     """The reference process: one JSON request per stdin line, one result line per request."""
-    for line in sys.stdin:
+    while line := sys.stdin.readline():
         if not line.strip():
             continue
         request = json.loads(line)
         config = RunConfig.from_dict(request["config"])
         try:
-            result = reference_run(config, request["window_steps"],
+            result = reference_run(config, int(request["window_steps"]),
                                    request.get("sampler_period_s"),
-                                   request.get("capture_profile", False))
+                                   bool(request.get("capture_profile", False)),
+                                   int(request.get("measured_steps", 0)),
+                                   _wait_for_go if request.get("hold") else None)
         except Exception as exc:  # noqa: BLE001 - the front end reports it and goes on
             result = {"error": f"the reference loop failed: {type(exc).__name__}: {exc}"}
         sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
         sys.stdout.flush()
     return 0
+
+
+def _wait_for_go() -> None:
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+    while (line := sys.stdin.readline()).strip() != GO:
+        if not line:
+            raise EOFError("the front end closed the pipe before its go")
 
 
 class ReferenceProcess:
@@ -175,13 +208,37 @@ class ReferenceProcess:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(env), text=True)
 
     def run(self, config: RunConfig, **options) -> dict:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps({"config": config.to_dict(), **options}) + "\n")
-        self.proc.stdin.flush()
-        for line in self.proc.stdout:
+        self.request(config, **options)
+        return self.result()
+
+    def request(self, config: RunConfig, **options) -> None:
+        """Start one run (hold=True: it waits for go() after its set-up, see ready())."""
+        self._write(json.dumps({"config": config.to_dict(), **options}))
+
+    def ready(self) -> dict | None:
+        """Wait until a held run is set up: None when ready, else its error result."""
+        assert self.proc.stdout
+        while line := self.proc.stdout.readline():
+            if line.strip() == READY:
+                return None
             if line.startswith(RESULT_PREFIX):
                 return json.loads(line[len(RESULT_PREFIX):])
         return {"error": "the reference process exited"}
+
+    def go(self) -> None:
+        self._write(GO)
+
+    def result(self) -> dict:
+        assert self.proc.stdout
+        while line := self.proc.stdout.readline():
+            if line.startswith(RESULT_PREFIX):
+                return json.loads(line[len(RESULT_PREFIX):])
+        return {"error": "the reference process exited"}
+
+    def _write(self, line: str) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -194,14 +251,18 @@ class ReferenceProcess:
 
 
 # --- the worker, timed from the front end ------------------------------------------------------
-def worker_run(worker, config: RunConfig, window_steps: int) -> dict:
-    """One run in the kept worker: sample arrival times, its loss curves."""
+def worker_run(worker, config: RunConfig, window_steps: int, measured_steps: int = 0,
+               on_first: Callable[[], None] | None = None) -> dict:
+    """One run in the kept worker: sample arrival times, its loss curves; `on_first` is called
+    when its first sample arrives (its step-0 validation, or else its first step)."""
     ends: dict[int, float] = {}
     losses: dict[int, float] = {}
     val_losses: list[list] = []
 
     def on_message(message: dict, now: float) -> None:
         if message["type"] == "sample":
+            if on_first is not None and not ends and not val_losses:
+                on_first()
             metrics = message["metrics"]
             if message["step"] >= 1:
                 ends[message["step"]] = now
@@ -212,7 +273,7 @@ def worker_run(worker, config: RunConfig, window_steps: int) -> dict:
     result = drive(config.to_dict(), on_message, worker=worker)
     if result["error"]:
         return {"error": result["error"]}
-    return {**timed_figures(config, ends, window_steps),
+    return {**timed_figures(config, ends, window_steps, measured_steps),
             "losses": [losses[s] for s in sorted(losses)], "val_losses": val_losses}
 
 
@@ -268,12 +329,17 @@ def run(args: argparse.Namespace) -> int:
     config = loop.config_or_none(args.preset)
     if config is None:
         return 2
-    if not 0 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
-            or args.warmup_rounds < 0 or args.cost_repeats < 0 \
+    if not 1 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
+            or args.warmup_rounds < 0 or args.cost_repeats < 0 or args.pad_steps < 0 \
             or not (args.cost_steps == 0 or args.warmup < args.cost_steps):
-        print("effiscope: --warmup must be 0 or more and below --steps and --cost-steps, "
-              "--profile-steps 1 or more, --threads, --warmup-rounds and --cost-repeats 0 or "
-              "more", file=sys.stderr)
+        print("effiscope: --warmup must be 1 or more (timing starts at the end of the last "
+              "warmup step) and below --steps and --cost-steps, --profile-steps 1 or more, "
+              "--threads, --warmup-rounds, --cost-repeats and --pad-steps 0 or more",
+              file=sys.stderr)
+        return 2
+    pair = pairs.pair_placement(args.threads or None) if args.concurrent else None
+    if isinstance(pair, str):
+        print(f"effiscope: --concurrent: {pair}", file=sys.stderr)
         return 2
     config.limits.steps, config.limits.warmup_steps = args.steps, args.warmup
     config.limits.time_s = 0
@@ -282,7 +348,11 @@ def run(args: argparse.Namespace) -> int:
     default_period = default_sampler_period_s()
     profile_steps = min(args.profile_steps, cost_config.limits.steps - args.warmup)
     cost_repeats = args.cost_repeats or args.repeats
-    where = placement(args.threads or None, pin=args.pin)
+    pad = args.pad_steps or max(5, args.steps // 10)
+    pair_config = RunConfig.from_dict(config.to_dict())
+    pair_config.limits.steps = args.steps + pad
+    where = placement(pair.threads if pair else args.threads or None, pin=args.pin)
+    mask = os.sched_getaffinity(0) if pair else None
     with front_end_on(where):
         reference = ReferenceProcess(where.env())
         where.pin(reference.proc.pid)
@@ -290,6 +360,27 @@ def run(args: argparse.Namespace) -> int:
         where.pin(worker.pid)
         try:
             hello = wait_for_hello(worker)
+
+            def both(index: int) -> tuple[dict, dict]:
+                """Round `index` of the pair: the reference set up and held, then the worker
+                started, the reference let go at the worker's first sample."""
+                assert pair is not None
+                pair.apply(index, worker.pid, reference.proc.pid)
+                reference.request(pair_config, window_steps=profile_steps, hold=True,
+                                  measured_steps=args.steps)
+                failed = reference.ready()
+                if failed is not None:
+                    return failed, {"error": "not run: the reference failed to set up"}
+                went: list[bool] = []
+
+                def go() -> None:
+                    went.append(True)
+                    reference.go()
+
+                ran = worker_run(worker, pair_config, profile_steps, args.steps, on_first=go)
+                if not went:  # the worker failed before its first sample: release the reference
+                    reference.go()
+                return reference.result(), ran
 
             def measure(options: dict | None, run_config: RunConfig) -> dict:
                 if options is None:
@@ -304,7 +395,15 @@ def run(args: argparse.Namespace) -> int:
 
             # The worker against the reference alone: the pair that must resolve 1 %, so every
             # round is spent on it; the costs of the sampler and a capture in rounds of their own.
-            main = compare({REFERENCE: {}, WORKER: None}, args.repeats, config)
+            if pair is None:
+                main = compare({REFERENCE: {}, WORKER: None}, args.repeats, config)
+            else:
+                main = pairs.compare([REFERENCE, WORKER], both, METRICS, args.repeats,
+                                     args.warmup_rounds)
+                # back to the sequential placement for the costs
+                where.pin(reference.proc.pid)
+                where.pin(worker.pid)
+                pin_process(os.getpid(), where.front_end or mask)
             costs = compare({
                 REFERENCE: {},
                 f"reference + system sampler ({default_period:g} s, default)":
@@ -315,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             worker.shutdown()
             reference.close()
+            if mask is not None:
+                pin_process(os.getpid(), mask)
     threads = {"worker": hello["device"].get("torch_threads"),
                "reference": next((m["torch_threads"] for m in
                                   main["candidates"][REFERENCE]["measurements"]), None)}
@@ -326,9 +427,13 @@ def run(args: argparse.Namespace) -> int:
         unpaired[key] = loop.metric(costs, cost_names[index], metric_key)["vs_baseline"]
     report = {
         "bench": "overhead", "preset": args.preset, "steps": args.steps,
+        "pairing": ("concurrent" if pair else "sequential"),
+        "pad_steps": pad if pair else 0,
         "cost_steps": cost_config.limits.steps,
         "warmup_steps": args.warmup, "profile_steps": profile_steps, "cpu": cpu_name(),
-        "date": time.strftime("%Y-%m-%d"), "threads": threads, "placement": where.describe(),
+        "date": time.strftime("%Y-%m-%d"), "threads": threads,
+        "placement": pair.describe() if pair else where.describe(),
+        "cost_placement": where.describe(),
         "comparison": main, "costs": costs,
         "loss_curves": loss_check([main]),
         "cost_loss_curves": loss_check([costs]),
@@ -368,7 +473,9 @@ def format_table(report: dict) -> str:
         f"bench overhead: preset {report['preset']}, {report['steps']} steps per measurement "
         f"({report['warmup_steps']} warmup steps excluded, validation as configured), "
         f"{report['cpu']}, torch threads: worker {report['threads']['worker']}, reference "
-        f"{report['threads']['reference']}; {report['placement']}",
+        f"{report['threads']['reference']}; {report['placement']}"
+        + (f" ({report['pad_steps']} unmeasured steps after each window); the costs one after "
+           f"the other: {report['cost_placement']}" if report["pairing"] == "concurrent" else ""),
         f"loss curves of all {curves['compared']} measurements: {same} "
         f"({curves['steps']} train steps, {curves.get('validations', 0)} validations); of the "
         f"costs' {cost_curves['compared']}: {_same(cost_curves)} ({cost_curves['steps']} steps)",

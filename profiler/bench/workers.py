@@ -85,21 +85,26 @@ class Placement:
     def pin(self, pid: int) -> None:
         """Put every thread of process `pid` on the measured cores; threads it starts later
         inherit them (call it right after the process is started, before it imports torch)."""
-        if self.measured is None:
-            return
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(int(tid), self.measured)
+        if self.measured is not None:
+            pin_process(pid, self.measured)
 
     def describe(self) -> str:
         if self.measured is None:
             return f"{self.threads} torch threads per measured process, not pinned ({self.why_not})"
         return (f"{self.threads} torch thread{'s' if self.threads > 1 else ''} per measured "
-                f"process, pinned to core {_cores(self.measured)}; the bench's front end on core "
-                f"{_cores(self.front_end or set())}")
+                f"process, pinned to core {cores_text(self.measured)}; the bench's front end on "
+                f"core {cores_text(self.front_end or set())}")
 
 
-def _cores(cores: set[int]) -> str:
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Every thread of process `pid` (this one's too) on `cores`; threads it starts later
+    inherit the mask of the thread that starts them."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cores)
+
+
+def cores_text(cores: set[int]) -> str:
     return ", ".join(str(c) for c in sorted(cores))
 
 

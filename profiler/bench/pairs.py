@@ -1,0 +1,129 @@
+"""Two measured processes at once, each on cores of its own: a paired measurement whose two
+halves see the same moment of the machine.
+
+Run one after the other, two measurements of the same loop on a shared VM differ by a few
+percent from one round to the next (the machine's speed drifts within seconds), and the paired
+ratio of a round inherits that noise. Run at the same time, both halves see the same drift, and
+the ratio of a round spreads about 2.5 times less (an A/A pilot on a 2-core VM: 1.3 % against
+3.2 % for 60 steps). Two things then have to hold for the ratio to be fair:
+
+- both measured windows overlap the other's run completely: a process that runs its last steps
+  alone no longer shares the machine's caches and memory bandwidth and runs faster (in the pilot,
+  without this, whichever process finished last was about 1 % faster in every round). Each side
+  therefore runs `pad` unmeasured steps after its window, starts when the other does (the
+  reference waits for a go), and a round whose windows do not overlap is not counted (`overlaps`);
+- the cores are swapped every round, so a difference between the two cores cancels.
+
+The bench's front end (which reads the worker's messages, as the app does) shares the worker's
+cores unless a core is left over: its cost then lands on the worker, never on the reference, so
+the overhead measured this way is an upper bound of the worker's own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from profiler.bench import loop
+from profiler.bench.workers import available_cores, cores_text, pin_process
+
+Clock = dict
+"""A side's step clock (perf_counter, the same clock in every process on this machine):
+"first" the end of its first step, "start" and "end" its measured window, "last" its last step."""
+
+
+@dataclass
+class PairPlacement:
+    """Cores of the two sides (`first` runs the front end's candidate, the worker) and of the
+    bench's own process; `round_cores(index)` swaps the sides on odd rounds."""
+
+    threads: int
+    first: set[int]
+    second: set[int]
+    spare: set[int]
+
+    def env(self) -> dict[str, str]:
+        return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+
+    def round_cores(self, index: int) -> tuple[set[int], set[int], set[int]]:
+        """(cores of side a, of side b, of the front end) in round `index`."""
+        a, b = (self.first, self.second) if index % 2 == 0 else (self.second, self.first)
+        return a, b, self.spare or a
+
+    def apply(self, index: int, a_pid: int, b_pid: int) -> None:
+        """Pin side a, side b and this process for round `index`."""
+        a, b, front = self.round_cores(index)
+        pin_process(a_pid, a)
+        pin_process(b_pid, b)
+        pin_process(os.getpid(), front)
+
+    def describe(self) -> str:
+        front = (f"the bench's front end on core {cores_text(self.spare)}" if self.spare else
+                 "the bench's front end on the worker's core (its cost counts against the "
+                 "worker)")
+        return (f"{self.threads} torch thread{'s' if self.threads > 1 else ''} per measured "
+                f"process, both running at once, on core {cores_text(self.first)} and core "
+                f"{cores_text(self.second)}, swapped every round; {front}")
+
+
+def pair_placement(threads: int | None = None) -> PairPlacement | str:
+    """Two sides of `threads` cores each (default half the cores), or why not."""
+    cores = available_cores()
+    if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return "this platform cannot pin processes to cores, which running both at once needs"
+    threads = threads or len(cores) // 2
+    if threads < 1 or 2 * threads > len(cores):
+        return (f"running both at once needs two sets of {max(threads, 1)} cores and this "
+                f"machine lets the bench use {len(cores)}: use --threads {len(cores) // 2}"
+                if len(cores) > 1 else "running both at once needs 2 cores and this machine has 1")
+    return PairPlacement(threads, set(cores[:threads]), set(cores[threads:2 * threads]),
+                         set(cores[2 * threads:]))
+
+
+def overlaps(a: Clock, b: Clock) -> bool:
+    """Whether each side's measured window lies inside the other side's run (first to last
+    step), so neither measured a step while the other was not running."""
+    return (b["first"] <= a["start"] and a["end"] <= b["last"]
+            and a["first"] <= b["start"] and b["end"] <= a["last"])
+
+
+MeasurePair = Callable[[int], tuple[loop.Measurement, loop.Measurement]]
+"""Runs round `index`: both sides at once; their measurements, each with its "clock"."""
+
+
+def compare(names: Sequence[str], measure: MeasurePair, metrics: Sequence[str], repeats: int,
+            warmup: int = 0, log: Callable[[str], None] | None = None) -> dict:
+    """`warmup + repeats` concurrent rounds of the two sides `names` (the first the baseline);
+    the result has loop.compare()'s shape, order "concurrent", so loop.paired_ratio and the
+    tables read it. A round with an error, or whose windows do not overlap, is not kept."""
+    if len(names) != 2 or names[0] == names[1]:
+        raise ValueError("a concurrent comparison has two sides with different names")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be 1 or more and warmup 0 or more")
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    kept: dict[str, list[loop.Measurement]] = {name: [] for name in names}
+    errors: dict[str, list[str]] = {name: [] for name in names}
+    total, apart = warmup + repeats, 0
+    for index in range(total):
+        tag = "warmup" if index < warmup else "repeat"
+        log(f"{tag} {index + 1}/{total}: {names[0]} and {names[1]} at once")
+        pair = measure(index)
+        failed = [(name, m["error"]) for name, m in zip(names, pair, strict=True) if "error" in m]
+        for name, error in failed:
+            errors[name].append(str(error))
+        if failed:
+            continue
+        if not overlaps(pair[0]["clock"], pair[1]["clock"]):
+            apart += 1
+            for name in names:
+                errors[name].append(f"round {index + 1}: the two measured windows did not overlap "
+                                    "completely (raise --pad-steps)")
+            continue
+        if index >= warmup:
+            for name, m in zip(names, pair, strict=True):
+                kept[name].append({**m, "round": index - warmup})
+    return loop.summarise(names, kept, errors, metrics,
+                          {"order": "concurrent", "repeats": repeats, "warmup_rounds": warmup,
+                           "seed": 0, "rounds": [list(names)] * total, "not_overlapping": apart})
