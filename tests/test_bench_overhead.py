@@ -215,6 +215,9 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
         a, b = ref["clock"], work["clock"]
         assert b["first"] <= a["start"] < a["end"] <= b["last"]
         assert a["first"] <= b["start"] < b["end"] <= a["last"]
+        for side in (ref, work):  # the measured window's steps, and nothing outside it
+            assert len(side["step_s"]) == 8 - 3
+            assert sum(side["step_s"]) == pytest.approx(side["clock"]["end"] - side["clock"]["start"])
     assert report["loss_curves"]["equal"] is True and report["loss_curves"]["compared"] == 4
     assert "swapped every round" in report["placement"]
     assert report["cost_loss_curves"]["equal"] is True

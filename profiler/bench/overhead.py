@@ -158,7 +158,8 @@ def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int,
                   measured_steps: int = 0) -> dict:
     """tokens/s from the end of the last warmup step to the end of step `measured_steps`
     (default the last), the seconds of the first `window_steps` measured steps (a profile
-    capture's window), and the step clock (profiler.bench.pairs.Clock)."""
+    capture's window), the step clock (profiler.bench.pairs.Clock) and the seconds of each
+    measured step (whether a slow round was slow throughout or in a burst)."""
     warm, steps = config.limits.warmup_steps, config.limits.steps
     last = min(measured_steps or steps, steps)
     tokens = (last - warm) * config.train.batch_size * config.train.seq_len
@@ -166,7 +167,8 @@ def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int,
     return {"tokens_per_s": tokens / (ends[last] - ends[warm]),
             "capture_window_s": ends[window_end] - ends[warm],
             "clock": {"first": ends[1], "start": ends[warm], "end": ends[last],
-                      "last": ends[steps]}}
+                      "last": ends[steps]},
+            "step_s": [ends[i] - ends[i - 1] for i in range(warm + 1, last + 1)]}
 
 
 def serve() -> int:

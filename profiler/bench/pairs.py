@@ -8,8 +8,9 @@ the ratio of a round spreads about 2.5 times less (an A/A pilot on a 2-core VM: 
 3.2 % for 60 steps). Two things then have to hold for the ratio to be fair:
 
 - both measured windows overlap the other's run completely: a process that runs its last steps
-  alone no longer shares the machine's caches and memory bandwidth and runs faster (in the pilot,
-  without this, whichever process finished last was about 1 % faster in every round). Each side
+  alone no longer shares the machine's caches and memory bandwidth with the other (a pilot
+  without the padding below saw whichever process finished last about 1 % faster in most rounds;
+  a solo tail is the likely cause, not a proven one, and the padding removes it either way). Each side
   therefore runs `pad` unmeasured steps after its window, starts when the other does (the
   reference waits for a go), and a round whose windows do not overlap is not counted (`overlaps`);
 - the cores are swapped every round, so a difference between the two cores cancels.
