@@ -184,6 +184,43 @@ def test_pair_placement_swaps_the_cores_every_round_and_says_what_it_cannot_do(m
     assert "needs 2 cores" in pairs.pair_placement()
 
 
+def test_pair_swaps_the_cores_within_a_round_and_restores_the_rounds_placement(monkeypatch):
+    """swap_s: while a round runs, the two sides trade cores every swap_s seconds (always on
+    different cores, the front end with side a), and the round's placement comes back after."""
+    import threading
+    import time
+
+    from profiler.bench import pairs
+
+    monkeypatch.setattr(pairs, "available_cores", lambda: [0, 1])
+    calls: list[tuple[int, frozenset]] = []
+    lock = threading.Lock()
+
+    def record(pid: int, cores: set[int]) -> None:
+        with lock:
+            calls.append((pid, frozenset(cores)))
+
+    monkeypatch.setattr(pairs, "pin_process", record)
+    pair = pairs.pair_placement(swap_s=0.01)
+    assert "every 0.01 s within it" in pair.describe()
+    with pair.swapping(1, 101, 202):  # round 1: side a (101) starts on core 1
+        deadline = time.monotonic() + 5.0
+        while len(calls) < 3 * 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    applies = [dict(calls[i:i + 3]) for i in range(0, len(calls) - len(calls) % 3, 3)]
+    assert len(applies) >= 4 and len(calls) % 3 == 0
+    a_cores = [apply[101] for apply in applies]
+    for apply in applies:
+        assert apply[101].isdisjoint(apply[202]) and apply[os.getpid()] == apply[101]
+    assert a_cores[:-1] == [frozenset({0}), frozenset({1})] * (len(a_cores[:-1]) // 2) \
+        + [frozenset({0})] * (len(a_cores[:-1]) % 2)  # swapped from round 1's {1}, in turn
+    assert a_cores[-1] == frozenset({1})  # round 1's placement restored on leaving
+    calls.clear()
+    with pairs.pair_placement().swapping(0, 101, 202):  # swap_s 0: nothing moves
+        time.sleep(0.05)
+    assert calls == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="running both at once needs 2 cores")
 def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys):

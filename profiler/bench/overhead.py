@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --concurrent: unmeasured steps each side runs after its "
                         "window, so that each window overlaps the other's run (default a tenth "
                         "of --steps, at least 5)")
+    parser.add_argument("--swap-s", type=float, default=2.0,
+                        help="with --concurrent: swap the two sides' cores this often within a "
+                        "round too, so that a core slower for a while slows both alike "
+                        "(default 2 s; 0: only between rounds)")
     parser.add_argument("--profile-steps", type=int, default=10,
                         help="steps of the profile capture measured on its own (default 10)")
     loop.add_order_arguments(parser)
@@ -332,14 +336,14 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     if not 1 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
-            or args.warmup_rounds < 0 or args.cost_repeats < 0 or args.pad_steps < 0 \
+            or args.warmup_rounds < 0 or args.cost_repeats < 0 or args.pad_steps < 0 or args.swap_s < 0 \
             or not (args.cost_steps == 0 or args.warmup < args.cost_steps):
         print("effiscope: --warmup must be 1 or more (timing starts at the end of the last "
               "warmup step) and below --steps and --cost-steps, --profile-steps 1 or more, "
-              "--threads, --warmup-rounds, --cost-repeats and --pad-steps 0 or more",
+              "--threads, --warmup-rounds, --cost-repeats, --pad-steps and --swap-s 0 or more",
               file=sys.stderr)
         return 2
-    pair = pairs.pair_placement(args.threads or None) if args.concurrent else None
+    pair = pairs.pair_placement(args.threads or None, args.swap_s) if args.concurrent else None
     if isinstance(pair, str):
         print(f"effiscope: --concurrent: {pair}", file=sys.stderr)
         return 2
@@ -379,10 +383,11 @@ def run(args: argparse.Namespace) -> int:
                     went.append(True)
                     reference.go()
 
-                ran = worker_run(worker, pair_config, profile_steps, args.steps, on_first=go)
-                if not went:  # the worker failed before its first sample: release the reference
-                    reference.go()
-                return reference.result(), ran
+                with pair.swapping(index, worker.pid, reference.proc.pid):
+                    ran = worker_run(worker, pair_config, profile_steps, args.steps, on_first=go)
+                    if not went:  # the worker failed before its first sample: release it
+                        reference.go()
+                    return reference.result(), ran
 
             def measure(options: dict | None, run_config: RunConfig) -> dict:
                 if options is None:
@@ -431,6 +436,7 @@ def run(args: argparse.Namespace) -> int:
         "bench": "overhead", "preset": args.preset, "steps": args.steps,
         "pairing": ("concurrent" if pair else "sequential"),
         "pad_steps": pad if pair else 0,
+        "swap_s": pair.swap_s if pair else 0.0,
         "cost_steps": cost_config.limits.steps,
         "warmup_steps": args.warmup, "profile_steps": profile_steps, "cpu": cpu_name(),
         "date": time.strftime("%Y-%m-%d"), "threads": threads,

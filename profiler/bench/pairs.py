@@ -13,7 +13,11 @@ the ratio of a round spreads about 2.5 times less (an A/A pilot on a 2-core VM: 
   a solo tail is the likely cause, not a proven one, and the padding removes it either way). Each side
   therefore runs `pad` unmeasured steps after its window, starts when the other does (the
   reference waits for a go), and a round whose windows do not overlap is not counted (`overlaps`);
-- the cores are swapped every round, so a difference between the two cores cancels.
+- the cores are swapped every round, and within a round every `swap_s` seconds: on this VM
+  one core can run a few percent slower than the other for a whole round (the host's load on
+  it; a 120-step pilot saw ratios of 0.90x-1.09x, each side slow uniformly over every step),
+  which a swap per round cancels only on average; swapped every few seconds, each side spends
+  about as long on either core within the round.
 
 The bench's front end (which reads the worker's messages, as the app does) shares the worker's
 cores unless a core is left over: its cost then lands on the worker, never on the reference, so
@@ -22,8 +26,10 @@ the overhead measured this way is an upper bound of the worker's own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +50,7 @@ class PairPlacement:
     first: set[int]
     second: set[int]
     spare: set[int]
+    swap_s: float = 0.0
 
     def env(self) -> dict[str, str]:
         return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
@@ -60,17 +67,47 @@ class PairPlacement:
         pin_process(b_pid, b)
         pin_process(os.getpid(), front)
 
+    @contextlib.contextmanager
+    def swapping(self, index: int, a_pid: int, b_pid: int):
+        """While inside, swap the two sides' cores every `swap_s` seconds (starting from round
+        `index`'s placement); on leaving, round `index`'s placement again. Nothing with
+        `swap_s` 0."""
+        if self.swap_s <= 0:
+            yield
+            return
+        stop = threading.Event()
+
+        def swap() -> None:
+            flips = 0
+            while not stop.wait(self.swap_s):
+                flips += 1
+                with contextlib.suppress(OSError):  # a side that has just exited
+                    self.apply(index + flips, a_pid, b_pid)
+
+        thread = threading.Thread(target=swap, name="effiscope-core-swap", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(OSError):
+                self.apply(index, a_pid, b_pid)
+
     def describe(self) -> str:
         front = (f"the bench's front end on core {cores_text(self.spare)}" if self.spare else
                  "the bench's front end on the worker's core (its cost counts against the "
                  "worker)")
         return (f"{self.threads} torch thread{'s' if self.threads > 1 else ''} per measured "
                 f"process, both running at once, on core {cores_text(self.first)} and core "
-                f"{cores_text(self.second)}, swapped every round; {front}")
+                f"{cores_text(self.second)}, swapped every round"
+                + (f" and every {self.swap_s:g} s within it" if self.swap_s > 0 else "")
+                + f"; {front}")
 
 
-def pair_placement(threads: int | None = None) -> PairPlacement | str:
-    """Two sides of `threads` cores each (default half the cores), or why not."""
+def pair_placement(threads: int | None = None, swap_s: float = 0.0) -> PairPlacement | str:
+    """Two sides of `threads` cores each (default half the cores), swapped every `swap_s`
+    seconds within a round, or why not."""
     cores = available_cores()
     if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
         return "this platform cannot pin processes to cores, which running both at once needs"
@@ -80,7 +117,7 @@ def pair_placement(threads: int | None = None) -> PairPlacement | str:
                 f"machine lets the bench use {len(cores)}: use --threads {len(cores) // 2}"
                 if len(cores) > 1 else "running both at once needs 2 cores and this machine has 1")
     return PairPlacement(threads, set(cores[:threads]), set(cores[threads:2 * threads]),
-                         set(cores[2 * threads:]))
+                         set(cores[2 * threads:]), swap_s)
 
 
 def overlaps(a: Clock, b: Clock) -> bool:
