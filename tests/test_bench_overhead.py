@@ -258,3 +258,35 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
     assert report["loss_curves"]["equal"] is True and report["loss_curves"]["compared"] == 4
     assert "swapped every round" in report["placement"]
     assert report["cost_loss_curves"]["equal"] is True
+
+
+def test_the_reference_pipe_is_checked_on_both_sides():
+    """A malformed request gets an error result and the process serves the next line; a result
+    whose fields are wrong reaches the bench as an error sentence, never as a speed."""
+    from profiler.client import worker_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "profiler.bench.overhead", "--serve"], capture_output=True,
+        text=True, timeout=120, env=worker_env(),
+        input='{"config": {}, "window_steps": "3"}\nnot json\n[1, 2]\n')
+    results = [overhead.received(line) for line in proc.stdout.splitlines()
+               if line.startswith(overhead.RESULT_PREFIX)]
+    assert proc.returncode == 0 and len(results) == 3  # one answer per line, the process lived
+    assert "window_steps must be an integer" in results[0]["error"]
+    assert "JSONDecodeError" in results[1]["error"]
+    assert "must be a table" in results[2]["error"]
+
+    good = {"tokens_per_s": 900.0, "capture_window_s": 0.5,
+            "clock": {"first": 1.0, "start": 2.0, "end": 3.0, "last": 3.5},
+            "step_s": [0.1, 0.1], "losses": [4.2, 4.1], "val_losses": [[0, 4.3]],
+            "torch_threads": 1}
+    line = overhead.RESULT_PREFIX + json.dumps(good)
+    assert overhead.received(line) == good
+    for broken, says in (({**good, "tokens_per_s": "fast"}, "tokens_per_s must be a number"),
+                         ({**good, "tokens_per_s": -1.0}, "tokens_per_s is -1.0"),
+                         ({k: v for k, v in good.items() if k != "clock"}, "lacks its field"),
+                         ({**good, "step_s": [0.1, None]}, "step_s[1] must be a number"),
+                         ({"error": 3}, "error must be a string")):
+        error = overhead.received(overhead.RESULT_PREFIX + json.dumps(broken))["error"]
+        assert error.startswith("the reference process sent a malformed result") and says in error
+    assert "malformed" in overhead.received(overhead.RESULT_PREFIX + "{")["error"]

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from profiler.bench import loop, pairs
 from profiler.bench.workers import drive, front_end_on, pin_process, placement, wait_for_hello
 from profiler.config import RunConfig
+from profiler.protocol import Field, ProtocolError, check
 from profiler.stats import describe_ratio
 
 RESULT_PREFIX = "effiscope-reference "
@@ -47,6 +48,22 @@ READY, GO = "effiscope-reference-ready", "go"
 """A held request (run both at once): the reference says READY once set up and its step-0
 validation done, and starts its steps when the front end sends GO."""
 METRICS = ("tokens_per_s", "capture_window_s")
+
+# What crosses the pipe to and from the reference process, checked on the receiving side (the
+# same checker as the worker protocol's): a request, and a result or an error.
+_NUM, _NUMBERS = (int, float), Field((list,), each=Field((int, float)))
+REQUEST = Field((dict,), fields={
+    "config": Field((dict,)), "window_steps": Field((int,)),
+    "sampler_period_s": Field((int, float, type(None)), required=False),
+    "capture_profile": Field((bool,), required=False),
+    "measured_steps": Field((int,), required=False), "hold": Field((bool,), required=False)})
+RESULT = Field((dict,), fields={
+    "tokens_per_s": Field(_NUM), "capture_window_s": Field(_NUM),
+    "clock": Field((dict,), fields={k: Field(_NUM) for k in ("first", "start", "end", "last")}),
+    "step_s": _NUMBERS, "losses": _NUMBERS,
+    "val_losses": Field((list,), each=Field((list,), each=Field(_NUM))),
+    "torch_threads": Field((int,))})
+ERROR = Field((dict,), fields={"error": Field((str,))})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,23 +193,38 @@ def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int,
 
 
 def serve() -> int:
-    """The reference process: one JSON request per stdin line, one result line per request."""
+    """The reference process: one JSON request per stdin line, one result line per request; a
+    malformed request gets an error result, and the process waits for the next."""
     while line := sys.stdin.readline():
         if not line.strip():
             continue
-        request = json.loads(line)
-        config = RunConfig.from_dict(request["config"])
         try:
-            result = reference_run(config, int(request["window_steps"]),
-                                   request.get("sampler_period_s"),
-                                   bool(request.get("capture_profile", False)),
-                                   int(request.get("measured_steps", 0)),
+            request = json.loads(line)
+            check(request, REQUEST, "the reference request")
+            result = reference_run(RunConfig.from_dict(request["config"]),
+                                   request["window_steps"], request.get("sampler_period_s"),
+                                   request.get("capture_profile", False),
+                                   request.get("measured_steps", 0),
                                    _wait_for_go if request.get("hold") else None)
         except Exception as exc:  # noqa: BLE001 - the front end reports it and goes on
             result = {"error": f"the reference loop failed: {type(exc).__name__}: {exc}"}
         sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
         sys.stdout.flush()
     return 0
+
+
+def received(line: str) -> dict:
+    """One result line of the reference process, checked before the bench reads a field of it:
+    a result as reference_run writes it or {"error": sentence}; anything else is an error."""
+    try:
+        result = json.loads(line[len(RESULT_PREFIX):])
+        check(result, ERROR if isinstance(result, dict) and "error" in result else RESULT,
+              "the reference result")
+        if "error" not in result and not result["tokens_per_s"] > 0:
+            raise ProtocolError(f"the reference result's tokens_per_s is {result['tokens_per_s']}")
+    except ValueError as exc:  # a JSON decode error or a ProtocolError
+        return {"error": f"the reference process sent a malformed result: {exc}"}
+    return result
 
 
 def _wait_for_go() -> None:
@@ -228,7 +260,7 @@ class ReferenceProcess:
             if line.strip() == READY:
                 return None
             if line.startswith(RESULT_PREFIX):
-                return json.loads(line[len(RESULT_PREFIX):])
+                return received(line)
         return {"error": "the reference process exited"}
 
     def go(self) -> None:
@@ -238,7 +270,7 @@ class ReferenceProcess:
         assert self.proc.stdout
         while line := self.proc.stdout.readline():
             if line.startswith(RESULT_PREFIX):
-                return json.loads(line[len(RESULT_PREFIX):])
+                return received(line)
         return {"error": "the reference process exited"}
 
     def _write(self, line: str) -> None:
