@@ -19,34 +19,41 @@ if TYPE_CHECKING:
     from techniques import runtime
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of a tensor this process holds: a sharded DTensor's local shard, else itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def local_bytes(tensor: torch.Tensor) -> int:
     """Bytes of a tensor this process holds (a sharded DTensor: its local shard)."""
-    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    return local.numel() * local.element_size()
+    part = local(tensor)
+    return part.numel() * part.element_size()
 
 
 def _storage_ptr(tensor: torch.Tensor) -> int:
-    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    return local.untyped_storage().data_ptr()
+    return local(tensor).untyped_storage().data_ptr()
 
 
 def saved_for_backward(model: torch.nn.Module, forward: Callable[[], Any]) -> tuple[int, Any]:
     """Bytes autograd saves for backward while forward() runs, as saved_tensors_hooks see them:
     each storage counted once (q, k, v are views of one), the parameters' storages left out;
     returns (bytes, what forward returned). Run its backward after this returns: the
-    recomputation of checkpointed blocks in backward is not a saved tensor."""
-    params = {_storage_ptr(p) for p in model.parameters()}
+    recomputation of checkpointed blocks in backward is not a saved tensor.
+
+    The parameters are read again at each saved tensor: FSDP2 swaps a module's sharded
+    parameters for all-gathered ones while it runs, and those are weights (freed or kept by
+    FSDP's resharding), not activations."""
     saved: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-        storage = local.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
+        storage = local(tensor).untyped_storage()
+        if storage.data_ptr() not in {_storage_ptr(p) for p in model.parameters()}:
+            saved[storage.data_ptr()] = storage.nbytes()
         return tensor  # kept alive by the graph until backward, so no address is reused
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         result = forward()
-    return sum(n for ptr, n in saved.items() if ptr not in params), result
+    return sum(saved.values()), result
 
 
 def saved_bytes(state: runtime.TrainState, x: torch.Tensor, y: torch.Tensor) -> int:

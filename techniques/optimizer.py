@@ -101,14 +101,12 @@ def remove(state) -> str:  # pragma: no cover - the optimizer cannot be switched
 
 
 def state_bytes(optimizer) -> int:
-    """Bytes held in optimizer state tensors (measured, after at least one step)."""
+    """Bytes held in optimizer state tensors (measured, after at least one step); a sharded
+    (DTensor) state counts what this process holds, not the global size."""
     import torch
 
-    total = 0
-    for per_param in optimizer.state.values():
-        for value in per_param.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                # A sharded (DTensor) state counts what this process holds, not the global size.
-                local = value.to_local() if hasattr(value, "to_local") else value
-                total += local.numel() * local.element_size()
-    return total
+    from profiler.memory_probe import local_bytes
+
+    return sum(local_bytes(value) for per_param in optimizer.state.values()
+               for value in per_param.values()
+               if isinstance(value, torch.Tensor) and value.dim() > 0)

@@ -71,6 +71,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(strategy, si
     assert job_val == pytest.approx(single_val, rel=2e-4)
     started = next(m for m in job if m["type"] == "started")["run"]
     assert started["tokens_per_step"] == 2 * 4 * 32
+    # Each rank saves the activations of its 4 sequences for backward, half of what one process
+    # saves for 8; FSDP's all-gathered weights are weights, not saved activations.
+    one = single[-1]["summary"]["figures"]["saved_for_backward_bytes"]["value"]
+    assert summary["figures"]["saved_for_backward_bytes"]["value"] == pytest.approx(one / 2,
+                                                                                   rel=0.02)
     if strategy == "fsdp":
         # Each rank holds half of the optimizer state.
         full = single[-1]["summary"]["figures"]["optimizer_state_bytes"]["value"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import profiler.models.gpt as gpt_module
+from profiler.memory_probe import saved_for_backward
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPT_PRESETS, GPTShape
 from profiler.theory import (
@@ -73,41 +75,33 @@ def _saved_by_grad_fn(loss: torch.Tensor, param_storages: set[int]) -> dict[str,
     return dict(sorted(per_op.items(), key=lambda item: -item[1]))
 
 
-def _forward(shape: GPTShape, attention: str, checkpoint_every: int, autocast: str | None,
-             pack) -> tuple[torch.Tensor, set[int]]:
-    """One training forward under saved_tensors_hooks(pack): the loss and the param storages."""
+def _forward(shape: GPTShape, attention: str, checkpoint_every: int,
+             autocast: str | None) -> tuple[GPT, Callable[[], torch.Tensor]]:
+    """The model and one training forward of it (in its autocast), which returns the loss."""
     model = _model(shape, attention, checkpoint_every)
     idx, targets = _batch(shape)
-    param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    autocast_ctx = (torch.autocast("cpu", dtype=AUTOCAST[autocast]) if autocast
-                    else nullcontext())
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast_ctx:
-        _, loss = model(idx, targets)
-    return loss, param_storages
+
+    def forward() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=AUTOCAST[autocast]) if autocast else nullcontext():
+            return model(idx, targets)[1]
+
+    return model, forward
 
 
 def measure_saved_bytes(shape: GPTShape, attention: str = "sdpa", checkpoint_every: int = 0,
                         autocast: str | None = None) -> int:
-    """Bytes saved for backward by one forward, as saved_tensors_hooks see them: storages
-    counted once (q, k, v are views of one), parameters and their storages left out."""
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor  # holding it keeps the storage (and its address) alive until backward
-
-    _, param_storages = _forward(shape, attention, checkpoint_every, autocast, pack)
-    return sum(nbytes for ptr, nbytes in saved.items() if ptr not in param_storages)
+    """Bytes saved for backward by one forward, measured as the workloads measure them
+    (profiler.memory_probe: storages counted once, the parameters' left out)."""
+    return saved_for_backward(*_forward(shape, attention, checkpoint_every, autocast))[0]
 
 
 def explain(shape: GPTShape, attention: str, checkpoint_every: int, autocast: str | None) -> str:
     """Saved bytes per grad_fn (a storage goes to the first node found holding it): built only
     when a case drifts, since walking a checkpointed graph recomputes its blocks (slow) and
     shows their recomputed tensors, not the checkpoint inputs."""
-    loss, param_storages = _forward(shape, attention, checkpoint_every, autocast,
-                                    lambda tensor: tensor)
-    return f"saved per grad_fn: {_saved_by_grad_fn(loss, param_storages)}"
+    model, forward = _forward(shape, attention, checkpoint_every, autocast)
+    param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return f"saved per grad_fn: {_saved_by_grad_fn(forward(), param_storages)}"
 
 
 _MEASURED: dict[tuple, int] = {}
