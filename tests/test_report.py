@@ -112,7 +112,7 @@ def synth_run(store: RunStore, name: str = "synthetic", steps: int = 30, *, devi
         "steps_completed": steps, "measured_steps": len(step_times), "device": device,
         "parameters": 858880, "techniques": techniques,
         "active_techniques": {t["name"]: t["params"] for t in techniques}, "mid_run_changes": 0,
-        "figures": {
+        "figures": {} if not step_times else {
             "tokens_per_s": figure(512 * len(step_times) / total, "tokens/s", "measured steps"),
             "step_time_p50_s": figure(percentile(step_times, 50), "s", "median"),
             "step_time_p99_s": figure(percentile(step_times, 99), "s", "p99"),
@@ -296,6 +296,19 @@ def test_killed_and_failed_runs_render_how_they_ended(tmp_path, end, status, wor
         assert f">{title}</h2>" in html
     jsonschema.validate(json.loads(render([run_id], "json", store)), schema())
     assert status in render([run_id], "md", store)
+
+
+def test_a_run_without_figures_says_why():
+    """A run stopped within its warmup sent a summary without figures: the report says so, and
+    says "never sent" only of a run whose worker sent no summary."""
+    store = RunStore()
+    stopped = render([synth_run(store, steps=2)], "md", store)
+    assert ("No summary figures: it ended after 2 steps, all within its 2 warmup steps, so no "
+            "step was measured.") in stopped and "never sent" not in stopped
+    html = render([synth_run(store, steps=2)], "html", store)
+    assert "no summary figures (it ended after 2 steps, all within its 2 warmup" in html
+    killed = render([synth_run(store, steps=2, end="killed")], "md", store)
+    assert "No summary figures: the worker never sent its summary." in killed
 
 
 def test_damaged_stream_and_missing_summary_still_render():

@@ -92,6 +92,22 @@ class RunData:
         return {k: v for k, v in figs.items() if isinstance(v, dict)}
 
     @property
+    def no_figures_reason(self) -> str:
+        """Why the run has no summary figures, as a clause ("the worker never sent its
+        summary"), for a run whose summary holds none."""
+        if self.done is None:
+            return "the worker never sent its summary"
+        completed, measured = (self.summary.get("steps_completed"),
+                               self.summary.get("measured_steps"))
+        if isinstance(completed, int) and (measured == 0 or completed == 0):
+            warmup = self.run_info.get("warmup_steps")
+            within = (f", all within its {warmup} warmup steps"
+                      if isinstance(warmup, int) and 0 < completed <= warmup else "")
+            return (f"it ended after {completed} step{'' if completed == 1 else 's'}{within}, so "
+                    "no step was measured")
+        return "the worker's summary holds no figures"
+
+    @property
     def run_info(self) -> dict:
         """The `started` message's run description ({} when the run never started)."""
         return (self.started or {}).get("run") or {}

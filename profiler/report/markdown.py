@@ -66,7 +66,7 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
                  md(f.get("how", ""))] for k, f in run.figures.items()]
         out += _table(["Figure", "Value", "How it was measured"], rows, {1})
     else:
-        out += ["No summary figures: the worker never sent its summary.", ""]
+        out += [f"No summary figures: {md(run.no_figures_reason)}.", ""]
     found = segment_table(run.summary.get("segments"))
     if found:
         out += ["**Segments** (the configurations the run went through; the headline figures "

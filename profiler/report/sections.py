@@ -110,8 +110,8 @@ def headline_cards(run: RunData) -> str:
 def headline_figures(run: RunData) -> str:
     figures = run.figures
     if not figures:
-        return ('<p class="muted">n/a: this run has no summary figures (the worker never sent its '
-                "summary). The charts below show what was received.</p>")
+        return (f'<p class="muted">n/a: this run has no summary figures '
+                f"({e(run.no_figures_reason)}). The charts below show what was received.</p>")
     rows = [[e(metric(k).label), e(format_summary_figure(k, f)),
              f'<span class="how">{e(f.get("how", ""))}</span>'] for k, f in figures.items()]
     return table(["Figure", "Value", "How it was measured"], rows, {1}, "figures")
