@@ -45,10 +45,17 @@ class Progress:
         self.started = time.monotonic()
         self.last_print = 0.0
         self.last_step = 0
+        self.cores: int | None = None  # the worker's machine's, from its hello
 
     def update(self, message: dict) -> None:
+        from profiler.contention import live_text
+        from profiler.metrics import format_value
+
         kind = message["type"]
-        if kind == "started":
+        if kind == "hello":
+            cores = message["environment"].get("cpu_cores_logical")
+            self.cores = cores if isinstance(cores, int) else None
+        elif kind == "started":
             run = message["run"]
             model = run.get("model") or {}
             verb = {"infer": "generating with", "compress": "compressing",
@@ -76,14 +83,18 @@ class Progress:
             loss = m.get("loss_train")
             val = m.get("loss_val")
             loss_text = f"loss {loss:.3f}" if loss is not None else "loss n/a"
-            rate_tps = (m.get("tokens_per_s") or m.get("decode_tokens_per_s")
-                        or m.get("compressed_decode_tokens_per_s") or m.get("encode_tokens_per_s")
-                        or m.get("compressed_encode_tokens_per_s") or 0)
+            rate_tps = next((m[k] for k in ("tokens_per_s", "decode_tokens_per_s",
+                                            "compressed_decode_tokens_per_s",
+                                            "encode_tokens_per_s", "compressed_encode_tokens_per_s")
+                             if m.get(k) is not None), None)
             text = (f"[{bar}] step {message['step']}/{self.total} | "
-                    f"{rate_tps:,.0f} tokens/s | {loss_text}")
+                    f"{format_value(rate_tps, 'tokens/s')} | {loss_text}")
             if val is not None:
                 text += f" | val {val:.3f}"
             text += f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+            load, contended = live_text(m.get("other_cpu_cores"), self.cores)
+            if contended:  # the speed on this line was measured beside other work
+                text += f" | {load}"
             self._line(text)
         elif kind == "event" and message["kind"] in ("warning", "refused", "toggle"):
             self._line(safe(f"{message['kind']}: {message['message']}"), final=True)
@@ -285,6 +296,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
     from profiler import contention
     from profiler.metrics import format_summary_figure
+    from profiler.segments import table as segment_table
+    from profiler.text import aligned
 
     def text(value: object) -> str:
         return safe(value if value is not None else "")
@@ -314,17 +327,10 @@ def _print_summary(run_id: str, meta: dict, summary: dict) -> None:
             continue
         print(f"  {text(key):<28} {text(format_summary_figure(str(key), fig)):>30}   "
               f"{text(fig.get('how', ''))}")
-    parts = summary.get("segments")
-    if isinstance(parts, list) and len(parts) > 1:  # a run whose techniques changed mid-run
+    found = segment_table(summary.get("segments"))
+    if found:  # a run whose techniques changed mid-run: the headline is its last segment's
         print("segments (figures of each configuration the run went through)")
-        for part in parts:
-            if not isinstance(part, dict):
-                continue
-            figs = part.get("figures") if isinstance(part.get("figures"), dict) else {}
-            print(f"  steps {text(part.get('start_step'))}..{text(part.get('end_step'))}  "
-                  f"{text(format_summary_figure('tokens_per_s', figs.get('tokens_per_s')))}  "
-                  f"{text(format_summary_figure('tokens_per_step', figs.get('tokens_per_step')))}"
-                  f" per step  after {text(part.get('label', '?'))}")
+        print("\n".join(aligned([found[0], *found[1]], right=set(range(3, len(found[0]))))))
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import sys
 
 from profiler.metrics import format_change, format_delta, format_value, spread_text
 from profiler.significance import WORDS
-from profiler.text import safe
+from profiler.text import aligned, safe
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -61,13 +61,7 @@ def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
                       shown(cell["value"], row["unit"], figures[run.run_id].get(row["key"])),
                       format_delta(cell["delta"], row["unit"]), format_change(cell["change_pct"]),
                       verdict_text(cell)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = []
-    for line in lines:
-        cells = [line[0].ljust(widths[0])]
-        cells += [text.rjust(width) for text, width in zip(line[1:5], widths[1:5], strict=True)]
-        out.append("  " + "  ".join(cells + [line[5]]).rstrip())
-    return out
+    return aligned(lines, right={1, 2, 3, 4})
 
 
 def run(args: argparse.Namespace) -> int:

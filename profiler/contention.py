@@ -86,6 +86,27 @@ def own_root(distributed: bool) -> int:
     return os.getpid()
 
 
+def contended(other_cores: float, cores: int | None) -> bool:
+    """Whether other processes using this many cores of `cores` (None: not known, then only
+    the absolute rule applies) make speed figures unreliable."""
+    return other_cores > CONTENDED_CORES or (
+        cores is not None and other_cores > CONTENDED_FRACTION * cores)
+
+
+def live_text(other_cores: object, cores: object) -> tuple[str, bool]:
+    """A sample's live reading for a status line, and whether it is contended: ("other
+    processes: 1.20 cores of 2 now: speeds unreliable", True); ("", False) without a reading."""
+    from profiler.metrics import format_figure
+
+    if not isinstance(other_cores, (int, float)) or isinstance(other_cores, bool):
+        return "", False
+    size = cores if isinstance(cores, int) and not isinstance(cores, bool) and cores > 0 else None
+    text = (f"other processes: {format_figure('other_cpu_cores', other_cores)}"
+            + (f" of {size}" if size else "") + " now")
+    busy = contended(float(other_cores), size)
+    return (text + ": speeds unreliable" if busy else text), busy
+
+
 def _p90(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
@@ -151,6 +172,12 @@ class ContentionMeter:
             self.front_cores.append(front)
             self.other_cores.append(max(0.0, min(float(self.cores), busy - own - front)))
 
+    def latest(self) -> float | None:
+        """Other processes' CPU in cores over the newest window (at most a couple of seconds
+        old), None before two readings: the live reading each sample carries."""
+        with self._lock:
+            return self.other_cores[-1] if self.other_cores else None
+
     def note_gpu(self, processes: Iterable[tuple[int, int | None]]) -> None:
         """NVML's compute processes on the run's GPU, (pid, used bytes or None). Counted only
         when the list holds a process of the own tree: NVML inside a container may report the
@@ -195,7 +222,7 @@ class ContentionMeter:
             if self.front_pid:
                 out["contention_front_end_cpu_cores_mean"] = (
                     sum(f * w for f, w in zip(front, walls, strict=True)) / total)
-            if mean > CONTENDED_CORES or mean > CONTENDED_FRACTION * self.cores:
+            if contended(mean, self.cores):
                 parts.append(f"other processes used {mean:.1f} of {self.cores} cores")
         if gpu_samples and gpu_others:
             parts.append(f"{gpu_others} other process{'es' if gpu_others > 1 else ''} ran on the "

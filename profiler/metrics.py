@@ -83,6 +83,9 @@ _CATALOGUE = (
     _m("rss_bytes", "Process RSS", "bytes", "memory", LOWER,
        "Resident memory of the worker (psutil).", "memory"),
     _m("cpu_percent", "CPU", "%", "system", None, "Worker CPU use; 100 % is one core (psutil)."),
+    _m("other_cpu_cores", "Other processes' CPU, now", "cores", "system", LOWER,
+       "CPU used by processes outside the run's own tree over the contention meter's newest "
+       "window (about a second; psutil): the live reading, the summary keeps the run's mean."),
     # --- machine load over a run (summary keys, profiler.contention) ---------------------------
     _m("contention_other_cpu_cores_mean", "Other processes' CPU", "cores", "system", LOWER,
        "CPU used by processes outside the run's own tree, time-weighted mean over the run "

@@ -223,6 +223,7 @@ class SystemSampler:
                 self.contention.note_gpu((p.pid, p.usedGpuMemory) for p in procs)
         if self.contention is not None:
             self.contention.sample()
+            snap["other_cpu_cores"] = self.contention.latest()
         with self._lock:
             self._latest = snap
             for key, value in snap.items():

@@ -14,3 +14,14 @@ def safe(text: object, keep_newlines: bool = False) -> str:
     if keep_newlines:
         table.pop(0x0A)
     return str(text).translate(table)
+
+
+def aligned(rows: list[list[str]] | list[tuple[str, ...]], right: set[int],
+            indent: str = "  ") -> list[str]:
+    """Rows of cells as lines of a terminal table: each column as wide as its widest cell, the
+    columns in `right` aligned right (figures), the others left; made safe to print."""
+    cells = [[safe(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))] if cells else []
+    return [indent + "  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in cells]

@@ -1,12 +1,13 @@
 import itertools
 import os
+import statistics
 import sys
 import time
 
 import psutil
 import pytest
 
-from profiler.contention import CONTENDED_CORES, ContentionMeter, tree_cpu_seconds
+from profiler.contention import CONTENDED_CORES, ContentionMeter, live_text, tree_cpu_seconds
 
 
 def _meter(busy_steps, own_steps, cores=2):
@@ -56,10 +57,12 @@ def _cpu_seconds(procs: list[psutil.Process]) -> float:
     return sum(tree_cpu_seconds(proc.pid) for proc in procs)
 
 
-def _worker_run(tmp_path, name: str, hogs: list[psutil.Process]) -> tuple[dict, float, float]:
+def _worker_run(tmp_path, name: str,
+                hogs: list[psutil.Process]) -> tuple[dict, float, float, list[float]]:
     """A real worker (a process tree of its own) trains gpt-nano for 4 s. Returns its summary
     (decoded and validated on receipt) and, measured here from outside between its `started`
-    and `done` messages, the cores its own tree used and the cores the hogs used."""
+    and `done` messages, the cores its own tree used and the cores the hogs used; and the live
+    readings of other processes' CPU its samples carried."""
     from profiler import protocol
     from profiler.client import WorkerProcess
     from tests.helpers import collect, nano_config
@@ -79,7 +82,9 @@ def _worker_run(tmp_path, name: str, hogs: list[psutil.Process]) -> tuple[dict, 
     done = messages[-1]
     assert done["type"] == "done" and done["status"] == "completed", done
     wall = end[0] - start[0]
-    return done["summary"], (end[1] - start[1]) / wall, (end[2] - start[2]) / wall
+    live = [m["metrics"]["other_cpu_cores"] for m in messages if m["type"] == "sample"
+            and m["metrics"].get("other_cpu_cores") is not None]
+    return (done["summary"], (end[1] - start[1]) / wall, (end[2] - start[2]) / wall, live)
 
 
 @pytest.mark.slow
@@ -87,10 +92,10 @@ def test_a_run_beside_a_cpu_hog_is_flagged_and_the_same_run_alone_is_not(tmp_pat
     # The machine may be shared (other users' work is contention too, and is reported as such),
     # so each run is checked against what is measured here from outside: the meter must count
     # the hogs as other processes and never the worker's own tree.
-    alone, worker_alone, _ = _worker_run(tmp_path, "alone", [])
+    alone, worker_alone, _, live_alone = _worker_run(tmp_path, "alone", [])
     hogs = [psutil.Popen([sys.executable, "-c", HOG]) for _ in range(2)]  # both cores busy
     try:
-        beside, _, hog_cores = _worker_run(tmp_path, "beside", hogs)
+        beside, _, hog_cores, live_beside = _worker_run(tmp_path, "beside", hogs)
     finally:
         for hog in hogs:
             hog.kill()
@@ -110,6 +115,9 @@ def test_a_run_beside_a_cpu_hog_is_flagged_and_the_same_run_alone_is_not(tmp_pat
     assert beside["contention_sentence"] == (
         f"other processes used {other:.1f} of {cores} cores during this run: "
         "its speed figures are unreliable")
+    # While it ran, its samples said so too (the live reading the app's status bar shows).
+    assert len(live_beside) >= 2 and statistics.median(live_beside) >= hog_cores - 0.3
+    assert live_text(statistics.median(live_beside), cores)[1] is True
 
     # Alone: the worker's own CPU (about a core) is never counted as another process's, so a
     # quiet machine gives a quiet run; what is left is the rest of the machine.
@@ -119,6 +127,7 @@ def test_a_run_beside_a_cpu_hog_is_flagged_and_the_same_run_alone_is_not(tmp_pat
     assert alone["contention_other_cpu_cores_mean"] <= outside + 0.2, (alone, worker_alone)
     if outside < CONTENDED_CORES - 0.1:  # the machine was quiet, as on an idle workstation
         assert alone["contended"] is False and alone["contention_sentence"] == ""
+        assert len(live_alone) >= 2 and statistics.median(live_alone) < CONTENDED_CORES
     else:  # someone else was busy: that is contention too, and reported
         assert alone["contended"] is True
 
@@ -221,6 +230,30 @@ def test_load_line_states_units_and_spread_and_old_runs_show_nothing():
                                     "CPU 97.5 %, 12 samples")
     assert load_text({}) == "" and sentence({}) == ""
     assert sentence({**CONTENDED, "contended": False}) == ""
+
+
+def test_the_cli_progress_line_says_when_other_processes_use_the_machine_now():
+    """The live line of `effiscope run`: three significant digits (1.81 tokens/s, never "2"),
+    and, only while a sample's reading is contended, the meter's live reading beside it."""
+    import io
+
+    from profiler.cli import Progress
+
+    stream = io.StringIO()
+    progress = Progress(2, stream)
+    progress.update({"type": "hello", "environment": {"cpu_cores_logical": 2}})
+    for step, other in ((1, 0.02), (2, 1.3)):
+        progress.last_print = 0.0  # a line per sample: the throttle is not what is tested
+        progress.update({"type": "sample", "step": step, "metrics": {
+            "tokens_per_s": 1.81, "loss_train": 3.0, "other_cpu_cores": other}})
+    quiet, busy = stream.getvalue().splitlines()
+    assert "| 1.81 tokens/s |" in quiet and "other processes" not in quiet
+    assert busy.endswith("| other processes: 1.30 cores of 2 now: speeds unreliable")
+    assert live_text(None, 2) == ("", False)
+    # Without the machine's size, only the absolute rule (a quarter of a core) is applied.
+    assert live_text(0.3, None) == ("other processes: 0.300 cores now: speeds unreliable", True)
+    assert live_text(0.2, None) == ("other processes: 0.200 cores now", False)
+    assert live_text(0.2, 1) == ("other processes: 0.200 cores of 1 now: speeds unreliable", True)
 
 
 def test_cli_prints_the_warning_beside_the_figures(capsys):

@@ -64,9 +64,14 @@ def test_the_cli_lists_the_segments_of_a_toggled_run(capsys):
               "params": {"micro_batches": 4}, "message": "on"}
     parts = segments.split(records, [toggle], warmup_steps=1)
     _print_summary("r", {}, {"status": "completed", "figures": {}, "segments": parts})
-    out = capsys.readouterr().out
-    assert "steps 1..5" in out and "steps 6..10" in out
-    assert "after grad_accumulation micro_batches = 4" in out and "128 tokens per step" in out
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "Steps", "After"])
+    first, second = lines[header + 1], lines[header + 2]
+    # The reports' table (profiler.segments.table), its columns aligned under their headers.
+    assert first.split()[:2] == ["1", "1..5"] and second.split()[:2] == ["2", "6..10"]
+    assert "grad_accumulation micro_batches = 4" in second
+    column = lines[header].index("Tokens/step") + len("Tokens/step")  # right-aligned figures
+    assert first[:column].endswith("32 tokens") and second[:column].endswith("128 tokens")
 
 
 @pytest.mark.slow
