@@ -180,8 +180,15 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("stateLabel")
         self.speed_label = QLabel("")
+        self.load_label = QLabel("")  # other processes' CPU now (profiler.contention.live_text)
+        self.load_label.setObjectName("loadLabel")
+        self.load_label.setToolTip("CPU used by processes outside the run's own tree over the "
+                                   "last second or so; above a quarter of a core (or a tenth of "
+                                   "the machine) the speed figures are unreliable")
+        self.worker_cores: int | None = None
         status = self.statusBar()
         status.addWidget(self.device_label, 1)
+        status.addPermanentWidget(self.load_label)
         status.addPermanentWidget(self.speed_label)
         status.addPermanentWidget(self.state_label)
 
@@ -406,6 +413,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.run_controls.starting(run.run_id, expected_steps(config))
         self.run_controls.set_problem("")
         self.speed_label.setText("")
+        self.show_load(None)
         self._set_state(f"starting {config.name or config.model.preset}")
         self._freeze(True, config)
         payload = config.to_dict()
@@ -500,6 +508,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._set_state(status)
         self._freeze(False)
         self.speed_label.setText("")  # no figure of a run that is over stays in the status bar
+        self.show_load(None)
         self.run_controls.ended(status, end)
         self.history.live_run_id = None
         if status in ("killed", "crashed", "failed") and not self.error_text():

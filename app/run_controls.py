@@ -119,6 +119,18 @@ class RunControls(QWidget):
         self._run["token_changes"].append((step, tokens))
         self.run_info.setText(run_description(self._run))
 
+    def showing(self, name: str, run: dict | None, changes: list[tuple[int, int]]) -> None:
+        """A stored run drawn on the charts: the account and the progress describe that run,
+        not the last live one (`changes`: its (step, tokens per step) toggles)."""
+        self._run = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.eta_label.setText("")
+        account = (run_description(dict(run, token_changes=changes)) if run
+                   else "its worker never described it (no started message)")
+        self.run_info.setText(f"Showing stored run {name}:\n{account}")
+
     def stopping(self) -> None:
         self.stop_button.setEnabled(False)
         self.eta_label.setText("stopping after this step…")

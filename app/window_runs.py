@@ -46,7 +46,11 @@ class RunViews:
                     tokens = message["metrics"].get("decode_tokens_per_s")
                 if tokens is not None:
                     self.speed_label.setText(format_value(tokens, "tokens/s"))
+                if message["metrics"].get("other_cpu_cores") is not None:
+                    self.show_load(message["metrics"]["other_cpu_cores"])
             elif kind == "hello":
+                cores = (message.get("environment") or {}).get("cpu_cores_logical")
+                self.worker_cores = cores if isinstance(cores, int) else None
                 device = message.get("device", {})
                 torch_version = message.get("versions", {}).get("torch", "?")
                 self.device_label.setText(f"Worker: {device.get('name', '?')} "
@@ -71,6 +75,13 @@ class RunViews:
             elif kind == "done":
                 self.charts.show_percentiles(message.get("summary") or {})
                 self._show_results(message.get("summary") or {})
+
+    def show_load(self, other_cores: float | None) -> None:
+        """The live reading of other processes' CPU in the status bar, amber when it makes the
+        speed figures unreliable; None clears it (no run, or a run that is over)."""
+        text, busy = contention.live_text(other_cores, self.worker_cores)
+        self.load_label.setText(text)
+        self.load_label.setStyleSheet("color: #b45309; font-weight: 600;" if busy else "")
 
     def _show_results(self, summary: dict) -> None:
         """What a run concluded in words, kept above the charts (compress: the quality cost)."""
@@ -124,6 +135,7 @@ class RunViews:
         self.charts.set_started(started)
         self.charts.live_run_label = self.history.run_name(run_id)
         count = self.charts.add_samples(messages)
+        changes: list[tuple[int, int]] = []
         for message in messages:
             kind = message.get("type")
             if kind == "event" and message.get("kind") == "warning":
@@ -134,11 +146,15 @@ class RunViews:
                 tokens = message.get("tokens_per_step")
                 if isinstance(tokens, int) and not isinstance(tokens, bool):
                     self.charts.tokens_changed(message["step"], tokens)
+                    changes.append((message["step"], tokens))
             elif kind == "profile":
                 self.profile.add_profile(message)
             elif kind == "done":
                 self.charts.show_percentiles(message.get("summary") or {})
                 self._show_results(message.get("summary") or {})
+        run_info = started.get("run") if isinstance(started, dict) else None
+        self.run_controls.showing(self.history.run_name(run_id),
+                                  run_info if isinstance(run_info, dict) else None, changes)
         self.charts.redraw_now()
         self._shown_run_id = run_id
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import queue
 import sys
 import threading
@@ -65,7 +66,9 @@ def main() -> None:
     start = commands.get()
     config = start["config"]
     send({"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "versions": {"torch": "fake"},
-          "device": {"name": "fake", "default": "cpu"}, "environment": {}})
+          "device": {"name": "fake", "default": "cpu"}, "environment": {"cpu_cores_logical": 2}})
+    # Other processes' CPU as the contention meter would read it (None: no reading yet).
+    other = os.environ.get("EFFISCOPE_FAKE_OTHER_CORES")
     steps = config["limits"]["steps"]
     send({"type": "started", "run": {"workload": config["workload"], "device": "cpu",
                                      "model": {"preset": config["model"]["preset"],
@@ -107,7 +110,8 @@ def main() -> None:
               "phase": "warmup" if step == 1 else "measure",
               "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
                           "step_time_s": step_time, "rss_bytes": 2**20 * (100 + step % 7),
-                          "torch_allocated_bytes": None}})
+                          "torch_allocated_bytes": None,
+                          "other_cpu_cores": float(other) if other and step > 1 else None}})
         if profile_left:
             profile_left -= 1
             if profile_left == 0:

@@ -3,9 +3,12 @@ run's note in the history panel; a run measured alone shows neither."""
 
 from __future__ import annotations
 
+import pytest
+from PySide6.QtCore import Qt
+
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import stored_run, train_messages
+from tests.gui_support import fake_worker, stored_run, train_messages
 from tests.test_contention import CONTENDED
 
 window = gui_support.window
@@ -30,3 +33,24 @@ def test_a_contended_run_says_so_in_the_app(qtbot, window):
     window.history.select(quiet)
     note = window.history.summary_note.text()
     assert "other processes used" not in note and "other processes 0.0200 cores" in note
+
+
+@pytest.mark.parametrize("other, shown, amber", [
+    ("1.3", "other processes: 1.30 cores of 2 now: speeds unreliable", True),
+    ("0.02", "other processes: 0.0200 cores of 2 now", False),
+])
+def test_the_status_bar_shows_other_processes_cpu_while_a_run_goes(qtbot, window, monkeypatch,
+                                                                     other, shown, amber):
+    """Each sample carries the meter's newest reading: the status bar says it while the run
+    goes, amber when the speeds it shows are unreliable, and clears it when the run is over."""
+    monkeypatch.setenv("EFFISCOPE_FAKE_OTHER_CORES", other)
+    window.worker_command = fake_worker(0.02)
+    window.form.device.setCurrentText("cpu")
+    window.form.steps.setValue(2000)
+    qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.run_controls.last_step >= 5, timeout=30_000)
+    assert window.load_label.text() == shown and window.load_label.isVisible()
+    assert ("#b45309" in window.load_label.styleSheet()) is amber
+    qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.running, timeout=30_000)
+    assert window.load_label.text() == ""  # no reading of a run that is over stays

@@ -90,8 +90,14 @@ def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot
     window.history.refresh()
     window.show_stored_run(other)
     assert not table.isVisible()  # no change mid-run: no table
+    account = window.run_controls.run_info.text()  # the shown run's, not the last live one's
+    assert account.startswith("Showing stored run plain:") and "256 tokens per step, 5 steps" \
+        in account and "1,024" not in account
+    assert window.run_controls.progress.format() == ""
     window.show_stored_run(run_id)
     assert table.isVisible() and table.table.rowCount() == 2
+    assert (f"1,024 tokens per step from step {change} (256 before)"
+            in window.run_controls.run_info.text())
     assert table.table.item(1, 0).text() == f"{change}..{STEPS}"
     window.charts.set_x_axis("tokens")
     window.charts.redraw_now()
