@@ -119,14 +119,22 @@ class RunControls(QWidget):
         self._run["token_changes"].append((step, tokens))
         self.run_info.setText(run_description(self._run))
 
-    def showing(self, name: str, run: dict | None, changes: list[tuple[int, int]]) -> None:
+    def showing(self, name: str, run: dict | None, changes: list[tuple[int, int]],
+                last_step: int = 0, end: str = "") -> None:
         """A stored run drawn on the charts: the account and the progress describe that run,
-        not the last live one (`changes`: its (step, tokens per step) toggles)."""
+        not the last live one (`changes`: its (step, tokens per step) toggles; `last_step`: the
+        last step its stream holds; `end`: how it ended, "stopped: stopped on request")."""
         self._run = None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("")
-        self.eta_label.setText("")
+        steps = run.get("steps") if run else None
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 and last_step:
+            self.progress.setRange(0, steps)
+            self.progress.setValue(min(last_step, steps))
+            self.progress.setFormat(f"step {last_step} / {steps}")
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("")
+        self.eta_label.setText(end)
         account = (run_description(dict(run, token_changes=changes)) if run
                    else "its worker never described it (no started message)")
         self.run_info.setText(f"Showing stored run {name}:\n{account}")

@@ -153,8 +153,13 @@ class RunViews:
                 self.charts.show_percentiles(message.get("summary") or {})
                 self._show_results(message.get("summary") or {})
         run_info = started.get("run") if isinstance(started, dict) else None
-        self.run_controls.showing(self.history.run_name(run_id),
-                                  run_info if isinstance(run_info, dict) else None, changes)
+        summary = run.summary() or {}
+        status, end = summary.get("status"), summary.get("end")
+        last_step = max((m["step"] for m in messages if m.get("type") == "sample"
+                         and isinstance(m.get("step"), int)), default=0)
+        self.run_controls.showing(
+            self.history.run_name(run_id), run_info if isinstance(run_info, dict) else None,
+            changes, last_step, f"{status}: {end}" if status and end else str(status or ""))
         self.charts.redraw_now()
         self._shown_run_id = run_id
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"

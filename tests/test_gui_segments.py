@@ -93,7 +93,8 @@ def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot
     account = window.run_controls.run_info.text()  # the shown run's, not the last live one's
     assert account.startswith("Showing stored run plain:") and "256 tokens per step, 5 steps" \
         in account and "1,024" not in account
-    assert window.run_controls.progress.format() == ""
+    assert window.run_controls.progress.format() == "step 5 / 5"  # what its stream holds
+    assert window.run_controls.eta_label.text().startswith("completed")
     window.show_stored_run(run_id)
     assert table.isVisible() and table.table.rowCount() == 2
     assert (f"1,024 tokens per step from step {change} (256 before)"
