@@ -15,19 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from techniques.runtime import local, local_bytes
+
 if TYPE_CHECKING:
     from techniques import runtime
-
-
-def local(tensor: torch.Tensor) -> torch.Tensor:
-    """The part of a tensor this process holds: a sharded DTensor's local shard, else itself."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
-
-
-def local_bytes(tensor: torch.Tensor) -> int:
-    """Bytes of a tensor this process holds (a sharded DTensor: its local shard)."""
-    part = local(tensor)
-    return part.numel() * part.element_size()
 
 
 def _storage_ptr(tensor: torch.Tensor) -> int:

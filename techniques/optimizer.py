@@ -105,7 +105,7 @@ def state_bytes(optimizer) -> int:
     (DTensor) state counts what this process holds, not the global size."""
     import torch
 
-    from profiler.memory_probe import local_bytes
+    from techniques.runtime import local_bytes
 
     return sum(local_bytes(value) for per_param in optimizer.state.values()
                for value in per_param.values()

@@ -298,3 +298,14 @@ def change(state: TrainState, name: str, params: dict) -> str:
 
 class Refused(ValueError):
     """A mid-run change that cannot apply; the text says why."""
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of a tensor this process holds: a sharded DTensor's local shard, else itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def local_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of a tensor this process holds (a sharded DTensor: its local shard)."""
+    part = local(tensor)
+    return part.numel() * part.element_size()

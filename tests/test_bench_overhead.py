@@ -230,30 +230,32 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
     from profiler.cli import main
 
     # steps long enough (tens of ms) that the reference's go, a pipe's latency after the
-    # worker's first sample, lands within the warmup
-    config = nano_config(steps=8, batch_size=8, seq_len=64, eval_interval=4)
+    # worker's first sample, lands within the warmup; 15 padding steps keep each window inside
+    # the other's run even when a busy machine slows one side to half speed (such a round would
+    # be dropped, rightly, and the test would have nothing to compare)
+    config = nano_config(steps=10, batch_size=8, seq_len=64, eval_interval=4)
     path = tmp_path / "tiny.toml"
     config.save(path)
     before = os.sched_getaffinity(0)
-    code = main(["bench", "overhead", str(path), "--steps", "8", "--warmup", "3", "--repeats", "2",
+    code = main(["bench", "overhead", str(path), "--steps", "10", "--warmup", "5", "--repeats", "2",
                  "--warmup-rounds", "0", "--profile-steps", "2", "--concurrent", "--pad-steps",
-                 "4", "--cost-repeats", "1", "--json"])
+                 "15", "--cost-repeats", "1", "--json"])
     assert code == 0
     assert os.sched_getaffinity(0) == before
     report = json.loads(capsys.readouterr().out)
-    assert report["pairing"] == "concurrent" and report["pad_steps"] == 4
+    assert report["pairing"] == "concurrent" and report["pad_steps"] == 15
     main_pair = report["comparison"]["candidates"]
     references = main_pair["reference loop"]["measurements"]
     workers_ = main_pair["EffiScope worker"]["measurements"]
     assert len(references) == len(workers_) == 2
     for ref, work in zip(references, workers_, strict=True):
-        assert len(ref["losses"]) == 12 and ref["losses"] == work["losses"]
-        assert [s for s, _ in ref["val_losses"]] == [0, 4, 8, 12]
+        assert len(ref["losses"]) == 25 and ref["losses"] == work["losses"]
+        assert [s for s, _ in ref["val_losses"]] == [0, 4, 8, 12, 16, 20, 24, 25]
         a, b = ref["clock"], work["clock"]
         assert b["first"] <= a["start"] < a["end"] <= b["last"]
         assert a["first"] <= b["start"] < b["end"] <= a["last"]
         for side in (ref, work):  # the measured window's steps, and nothing outside it
-            assert len(side["step_s"]) == 8 - 3
+            assert len(side["step_s"]) == 10 - 5
             assert sum(side["step_s"]) == pytest.approx(side["clock"]["end"] - side["clock"]["start"])
     assert report["loss_curves"]["equal"] is True and report["loss_curves"]["compared"] == 4
     assert "swapped every round" in report["placement"]
