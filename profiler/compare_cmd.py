@@ -92,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"{safe(other.name)} ({safe(other.run_id)}) against the baseline:")
         for line in table_lines(rows, baseline, other, figures):
-            print(safe(line))
+            print(line)  # made safe by text.aligned
     return EXIT_OK

@@ -38,8 +38,9 @@ def saved_for_backward(model: torch.nn.Module, forward: Callable[[], Any]) -> tu
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = local(tensor).untyped_storage()
-        if storage.data_ptr() not in {_storage_ptr(p) for p in model.parameters()}:
-            saved[storage.data_ptr()] = storage.nbytes()
+        ptr = storage.data_ptr()
+        if ptr not in saved and ptr not in {_storage_ptr(p) for p in model.parameters()}:
+            saved[ptr] = storage.nbytes()  # q, k, v and other views of one storage: read once
         return tensor  # kept alive by the graph until backward, so no address is reused
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
