@@ -4,6 +4,7 @@ at every step and every validation), and each cost is reported as a ratio with i
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -161,6 +162,72 @@ def test_a_concurrent_round_counts_only_when_each_window_overlaps_the_others_run
         overhead.loop.header(result)
 
 
+def test_concurrent_blocks_restart_the_processes_and_drop_each_blocks_warmup():
+    """--restart-every 2: the kept rounds run in blocks of fresh processes, each block opened by
+    its warmup round, whose measurement (planted far off here) is never kept."""
+    from profiler.bench import pairs
+
+    assert pairs.schedule(5, 1, 2) == [("warmup", 0), ("repeat", 0), ("repeat", 0),
+                                       ("warmup", 1), ("repeat", 1), ("repeat", 1),
+                                       ("warmup", 2), ("repeat", 2)]
+    assert pairs.schedule(3, 1) == [("warmup", 0)] + [("repeat", 0)] * 3
+    events: list[str] = []
+    kinds = [kind for kind, _ in pairs.schedule(5, 1, 2)]
+
+    def measure(index: int) -> tuple[dict, dict]:
+        events.append(f"round {index}")
+        worker = 50.0 if kinds[index] == "warmup" else 99.0
+        return ({"tokens_per_s": 100.0, "clock": _clock(0.0, 1.0, 9.0, 10.0)},
+                {"tokens_per_s": worker, "clock": _clock(0.1, 1.1, 9.1, 10.1)})
+
+    result = pairs.compare(["reference loop", "EffiScope worker"], measure, ["tokens_per_s"],
+                           repeats=5, warmup=1, log=lambda text: None, restart_every=2,
+                           restart=lambda: events.append("restart"))
+    assert events == ["round 0", "round 1", "round 2", "restart", "round 3", "round 4",
+                      "round 5", "restart", "round 6", "round 7"]
+    kept = result["candidates"]["EffiScope worker"]["measurements"]
+    assert [m["tokens_per_s"] for m in kept] == [99.0] * 5
+    assert [m["round"] for m in kept] == [0, 1, 2, 3, 4]
+    assert [m["block"] for m in kept] == [0, 0, 1, 1, 2]
+    assert result["blocks"] == 3 and "in 3 blocks of 2 by fresh processes" in \
+        overhead.loop.header(result)
+    with pytest.raises(ValueError, match="restart"):
+        pairs.compare(["a", "b"], measure, ["tokens_per_s"], repeats=2, restart_every=1)
+
+
+def test_rounds_whose_drift_carries_over_do_not_resolve_one_percent():
+    """A worker whose cost wanders slowly from round to round (each round carrying the last
+    one's state): the interval of 40 rounds is narrower than 1 %, but the rounds are not
+    independent, so the figure does not claim to resolve 1 %, and says why."""
+    from profiler.bench import loop
+
+    def result_of(costs: list[float]) -> dict:
+        rounds = iter(costs)
+
+        def speed_pair(index: int) -> tuple[dict, dict]:
+            clock = _clock(0.0, 1.0, 9.0, 10.0)
+            return ({"tokens_per_s": 100.0, "clock": clock},
+                    {"tokens_per_s": 100.0 * (1 - next(rounds)), "clock": clock})
+
+        from profiler.bench import pairs
+        return pairs.compare(["reference loop", "EffiScope worker"], speed_pair,
+                             ["tokens_per_s"], repeats=len(costs), log=lambda text: None)
+
+    wandering = [0.01 + 0.003 * math.sin(i / 4) for i in range(40)]
+    shuffled = wandering[::2] + wandering[1::2][::-1]  # the same values, the drift broken up
+    shuffled = [shuffled[(i * 17) % 40] for i in range(40)]
+    carried = loop.paired_ratio(result_of(wandering), "EffiScope worker", "tokens_per_s")
+    apart = loop.paired_ratio(result_of(shuffled), "EffiScope worker", "tokens_per_s")
+    assert carried["lag1_autocorrelation"] > 0.8 and carried["rounds_independent"] is False
+    assert apart["rounds_independent"] is True
+    over, fine = overhead.overhead_figure(carried), overhead.overhead_figure(apart)
+    assert over["width_percent"] < 1 and not over["resolves_1_percent"]
+    assert fine["resolves_1_percent"] and 0.9 < fine["percent"] < 1.1
+    assert over["percent"] == pytest.approx(fine["percent"])  # the same values: the same centre
+    text = overhead._overhead_text({"overhead": over})
+    assert "rounds are not independent" in text and "--restart-every" in text
+
+
 def loop_paired(result: dict) -> dict:
     return overhead.loop.paired_ratio(result, "EffiScope worker", "tokens_per_s")
 
@@ -225,8 +292,8 @@ def test_pair_swaps_the_cores_within_a_round_and_restores_the_rounds_placement(m
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="running both at once needs 2 cores")
 def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys):
     """--concurrent: the worker and the reference run at once (their measured windows inside each
-    other's run), both train the same curve including the padding steps, and the bench's process
-    gets its own cores back afterwards."""
+    other's run), both train the same curve including the padding steps, in fresh processes each
+    round with --restart-every 1, and the bench's process gets its own cores back afterwards."""
     from profiler.cli import main
 
     # steps long enough (tens of ms) that the reference's go, a pipe's latency after the
@@ -239,7 +306,7 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
     before = os.sched_getaffinity(0)
     code = main(["bench", "overhead", str(path), "--steps", "10", "--warmup", "5", "--repeats", "2",
                  "--warmup-rounds", "0", "--profile-steps", "2", "--concurrent", "--pad-steps",
-                 "15", "--cost-repeats", "1", "--json"])
+                 "15", "--cost-repeats", "1", "--restart-every", "1", "--json"])
     assert code == 0
     assert os.sched_getaffinity(0) == before
     report = json.loads(capsys.readouterr().out)
@@ -248,6 +315,7 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
     references = main_pair["reference loop"]["measurements"]
     workers_ = main_pair["EffiScope worker"]["measurements"]
     assert len(references) == len(workers_) == 2
+    assert [m["block"] for m in workers_] == [0, 1] and report["restart_every"] == 1
     for ref, work in zip(references, workers_, strict=True):
         assert len(ref["losses"]) == 25 and ref["losses"] == work["losses"]
         assert [s for s, _ in ref["val_losses"]] == [0, 4, 8, 12, 16, 20, 24, 25]
@@ -292,3 +360,12 @@ def test_the_reference_pipe_is_checked_on_both_sides():
         error = overhead.received(overhead.RESULT_PREFIX + json.dumps(broken))["error"]
         assert error.startswith("the reference process sent a malformed result") and says in error
     assert "malformed" in overhead.received(overhead.RESULT_PREFIX + "{")["error"]
+
+
+def test_restarting_needs_the_concurrent_pairs_and_says_so(capsys):
+    from profiler.cli import main
+
+    assert main(["bench", "overhead", "--restart-every", "4"]) == 2
+    assert "add --concurrent" in capsys.readouterr().err
+    assert main(["bench", "overhead", "--concurrent", "--restart-every", "-1"]) == 2
+    assert "--restart-every 0 or more" in capsys.readouterr().err

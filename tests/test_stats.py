@@ -136,3 +136,79 @@ def test_figures_without_samples_use_their_intervals():
     assert compare_figures(fig(100, 98, 102), fig(101, 99, 103), "lower")["verdict"] == \
         "within noise"
     assert compare_figures(fig(100, 98, 102), fig(120, 118, 122), "lower")["verdict"] == "worse"
+
+
+def test_signed_rank_null_distribution_matches_every_sign_pattern():
+    """The exact null distribution of the signed-rank statistic: each of the 2^n sign patterns
+    of ranks 1..n equally likely, T the sum of the positive ranks."""
+    from itertools import product
+
+    from profiler.stats import _signed_rank_tail
+
+    n = 8
+    sums = [sum(rank for rank, sign in zip(range(1, n + 1), signs, strict=True) if sign)
+            for signs in product((0, 1), repeat=n)]
+    tails = _signed_rank_tail(n)
+    assert len(tails) == n * (n + 1) // 2 + 1 and tails[-1] == pytest.approx(1.0)
+    for t in range(len(tails)):
+        assert tails[t] == pytest.approx(sum(s <= t for s in sums) / 2**n)
+
+
+def test_signed_rank_interval_covers_the_centre_at_its_nominal_rate_and_is_narrower():
+    """Symmetric noise (the log of a ratio of like measurements): the Hodges-Lehmann interval
+    covers the true centre at its exact nominal rate, and is narrower than the median's."""
+    from profiler.stats import _signed_rank_tail, signed_rank_interval
+
+    n, trials = 20, 500
+    tails = _signed_rank_tail(n)
+    k = max(k for k in range(1, 106) if 1 - 2 * tails[k - 1] >= 0.95)
+    nominal = 1 - 2 * tails[k - 1]
+    rng = random.Random(20261205)
+    covered, ratio_of_widths = 0, []
+    for _ in range(trials):
+        values = [0.01 + rng.gauss(0, 0.01) for _ in range(n)]
+        estimate, low, high = signed_rank_interval(values)
+        covered += low <= 0.01 <= high
+        m_low, m_high = median_interval(values)
+        ratio_of_widths.append((m_high - m_low) / (high - low))
+    assert 0.95 <= nominal < 0.96
+    assert abs(covered / trials - nominal) < 0.03, covered / trials
+    assert sorted(ratio_of_widths)[trials // 2] > 1.1  # the median's interval is wider
+    assert signed_rank_interval([1.0, 2.0, 3.0, 4.0, 5.0])[1:] == (None, None)  # n < 6 at 95 %
+    assert signed_rank_interval([])[0] is None
+    assert signed_rank_interval([3.0, 1.0, 2.0, 10.0])[0] == 2.75  # the Walsh averages' median
+
+
+def test_signed_rank_interval_calls_a_planted_shift_and_not_none():
+    """A planted 1 % shift in 30 rounds of 1 % noise lies outside zero; no shift mostly not."""
+    from profiler.stats import signed_rank_interval
+
+    rng = random.Random(3)
+    shifted = excluded_null = 0
+    for _ in range(100):
+        _, low, _ = signed_rank_interval([0.01 + rng.gauss(0, 0.01) for _ in range(30)])
+        shifted += low > 0
+        _, low, high = signed_rank_interval([rng.gauss(0, 0.01) for _ in range(30)])
+        excluded_null += not low <= 0 <= high
+    assert shifted >= 95 and excluded_null <= 10
+
+
+def test_lag1_autocorrelation_flags_a_drift_that_carries_and_not_independent_rounds():
+    """Rounds where each carries part of the last one's deviation (an AR(1) drift) are flagged
+    as not independent nearly always; independent rounds about 5 % of the time."""
+    from profiler.stats import independent_enough, lag1_autocorrelation
+
+    rng = random.Random(11)
+    flagged_iid = flagged_drift = 0
+    for _ in range(200):
+        iid = [rng.gauss(0, 1) for _ in range(60)]
+        drift, last = [], 0.0
+        for noise in iid:
+            last = 0.6 * last + noise
+            drift.append(last)
+        flagged_iid += independent_enough(lag1_autocorrelation(iid), 60) is False
+        flagged_drift += independent_enough(lag1_autocorrelation(drift), 60) is False
+    assert flagged_drift >= 190 and flagged_iid <= 20
+    assert lag1_autocorrelation([1.0, 1.0, 1.0]) is None and lag1_autocorrelation([1.0, 2.0]) is None
+    assert lag1_autocorrelation([1.0, 1.0 + 2.3e-16, 1.0, 1.0 + 4.5e-16]) is None  # rounding
+    assert independent_enough(None, 60) is None

@@ -8,12 +8,21 @@ is then one sample, so a spread over rounds is the honest noise of the compariso
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from profiler.stats import describe, describe_ratio, distribution, ratio_interval
+from profiler.stats import (
+    describe,
+    describe_ratio,
+    distribution,
+    independent_enough,
+    lag1_autocorrelation,
+    ratio_interval,
+    signed_rank_interval,
+)
 
 Measurement = dict
 """What a candidate's `measure()` returns: metric name -> value (None where it has no reading),
@@ -133,10 +142,28 @@ def paired_ratio(result: dict, name: str, key: str) -> dict:
         significant = not low <= 1.0 <= high
         verdict = ("no significant difference" if not significant else
                    "significantly higher" if dist["median"] > 1 else "significantly lower")
+    r1 = lag1_autocorrelation(ratios)
     return {"ratio": dist["median"], "ci_low": low, "ci_high": high, "n": len(ratios),
             "ratios": ratios, "significant": significant, "verdict": verdict,
             "how": f"median over rounds of {name} / {result['baseline']} within the round, "
-                   "95 % interval of that median (order statistics)"}
+                   "95 % interval of that median (order statistics)",
+            "centre": _log_centre(ratios), "lag1_autocorrelation": r1,
+            "rounds_independent": independent_enough(r1, len(ratios))}
+
+
+def _log_centre(ratios: list[float]) -> dict:
+    """The centre of the per-round ratios on a log scale (a ratio of like measurements spreads
+    symmetrically there), the Hodges-Lehmann estimate with its signed-rank interval
+    (profiler.stats.signed_rank_interval), back as ratios."""
+    logs = [math.log(r) for r in ratios if r > 0]
+    estimate, low, high = signed_rank_interval(logs)
+
+    def back(value: float | None) -> float | None:
+        return None if value is None else math.exp(value)
+
+    return {"ratio": back(estimate), "ci_low": back(low), "ci_high": back(high),
+            "how": "Hodges-Lehmann centre of the per-round log-ratios, 95 % interval from the "
+                   "signed-rank test (assumes rounds independent, log-ratios symmetric)"}
 
 
 def metric(result: dict, name: str, key: str) -> dict:
@@ -166,8 +193,12 @@ def markdown_table(result: dict, columns: Sequence[tuple[str, str, str, float]],
 def header(result: dict) -> str:
     """The sentence under every bench's title: how the measurements were taken."""
     if result["order"] == "concurrent":
-        return (f"{result['repeats']} rounds with both running at once (profiler.bench.pairs), "
-                f"{result['warmup_rounds']} warmup rounds dropped, "
+        blocks = result.get("blocks", 1)
+        fresh = (f" in {blocks} blocks of {result['restart_every']} by fresh processes"
+                 if blocks > 1 else "")
+        return (f"{result['repeats']} rounds with both running at once (profiler.bench.pairs)"
+                f"{fresh}, {result['warmup_rounds']} warmup rounds dropped"
+                f"{' per block' if blocks > 1 else ''}, "
                 f"{result.get('not_overlapping', 0)} rounds not overlapping dropped; median with "
                 "its 95 % interval (order statistics); ratios against the baseline with a 95 % "
                 "bootstrap interval")

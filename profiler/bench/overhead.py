@@ -18,11 +18,16 @@ by several percent, too much to resolve 1 %.
 
 Both loops are timed the same way: from the end of the last warmup step to the end of the last
 step (for the worker: arrival of those samples at the front end), validation passes included in
-both. Each process stays up for every round; the candidates are interleaved by the shared loop
-(profiler.bench.loop). Each cost is the ratio against the reference loop measured in the same
-round, its median over rounds with a 95 % interval (paired: drift slower than a round cancels),
-beside the unpaired ratio of medians with its bootstrap interval; the worker's overhead is
-stated in percent with its interval and whether that interval is narrow enough to resolve 1 %.
+both. Each process stays up for every round (with --concurrent and --restart-every K, a fresh
+pair every K rounds: a process's lasting state, such as where its memory landed, then cannot
+favour one side for the whole bench); the candidates are interleaved by the shared loop
+(profiler.bench.loop) or run at once (profiler.bench.pairs). Each cost is the ratio against the
+reference loop measured in the same round (paired: drift slower than a round cancels): the
+worker's overhead is the Hodges-Lehmann centre of those ratios with its signed-rank 95 %
+interval, the median round with its order-statistics interval beside it, and the lag-1
+autocorrelation of the rounds, since both intervals assume independent rounds; the overhead is
+stated in percent with its interval and whether that interval resolves 1 %. The unpaired ratio
+of medians with its bootstrap interval is reported too.
 """
 
 from __future__ import annotations
@@ -97,6 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --concurrent: swap the two sides' cores this often within a "
                         "round too, so that a core slower for a while slows both alike "
                         "(default 2 s; 0: only between rounds)")
+    parser.add_argument("--restart-every", type=int, default=0,
+                        help="with --concurrent: start a fresh worker and reference process every "
+                        "this many kept rounds, each block opened by --warmup-rounds dropped "
+                        "rounds, so that a process's lasting state (where its memory landed) "
+                        "does not favour one side for the whole bench (default 0: never)")
     parser.add_argument("--profile-steps", type=int, default=10,
                         help="steps of the profile capture measured on its own (default 10)")
     loop.add_order_arguments(parser)
@@ -288,6 +298,40 @@ class ReferenceProcess:
             self.proc.wait(5)
 
 
+class Processes:
+    """The measured pair, the worker and the reference process, started on `where`'s cores;
+    restart() replaces both with fresh ones (pairs.compare's blocks)."""
+
+    def __init__(self, where):
+        self.where = where
+        self.closed = True
+        self.start()
+
+    def start(self) -> None:
+        from profiler.client import WorkerProcess
+
+        self.reference = ReferenceProcess(self.where.env())
+        self.where.pin(self.reference.proc.pid)
+        self.worker = WorkerProcess(env=self.where.env())
+        self.where.pin(self.worker.pid)
+        self.closed = False
+        try:
+            self.hello = wait_for_hello(self.worker)
+        except BaseException:
+            self.close()
+            raise
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.worker.shutdown()
+            self.reference.close()
+
+
 # --- the worker, timed from the front end ------------------------------------------------------
 def worker_run(worker, config: RunConfig, window_steps: int, measured_steps: int = 0,
                on_first: Callable[[], None] | None = None) -> dict:
@@ -348,20 +392,36 @@ RESOLUTION = 0.01
 
 def overhead_figure(paired: dict) -> dict:
     """The worker's overhead in percent of the reference loop's tokens/s, with its interval, and
-    whether the interval is narrow enough (RESOLUTION) to tell a 1 % cost from none."""
-    ratio, low, high = paired["ratio"], paired["ci_low"], paired["ci_high"]
+    whether the interval is narrow enough (RESOLUTION) to tell a 1 % cost from none.
+
+    The figure is the centre of the per-round ratios (Hodges-Lehmann on their logs, with the
+    signed-rank interval: nearly as efficient as a mean on normal noise, robust to a stray
+    round like the median), the median's interval beside it. Both intervals assume rounds
+    independent of each other; rounds whose ratios carry over from one to the next (a lag-1
+    autocorrelation beyond what chance gives) do not resolve anything, however narrow the
+    interval."""
+    centre = paired.get("centre") or {}
+    ratio, low, high = centre.get("ratio"), centre.get("ci_low"), centre.get("ci_high")
+    if ratio is None:  # a paired ratio without its centre (an older report): the median's
+        ratio, low, high = paired["ratio"], paired["ci_low"], paired["ci_high"]
+    independent = paired.get("rounds_independent")
+    common = {"verdict": paired["verdict"], "lag1_autocorrelation":
+              paired.get("lag1_autocorrelation"), "rounds_independent": independent,
+              "median_percent": None if paired["ratio"] is None else (1 - paired["ratio"]) * 100,
+              "median_ci": None if paired["ci_low"] is None else
+              [(1 - paired["ci_high"]) * 100, (1 - paired["ci_low"]) * 100]}
     percent = None if ratio is None else (1 - ratio) * 100
     if low is None or high is None:
         return {"percent": percent, "ci_low": None, "ci_high": None, "width_percent": None,
-                "resolves_1_percent": False, "verdict": paired["verdict"]}
+                "resolves_1_percent": False, **common}
     width = (high - low) * 100
     return {"percent": percent, "ci_low": (1 - high) * 100, "ci_high": (1 - low) * 100,
-            "width_percent": width, "resolves_1_percent": width < RESOLUTION * 100,
-            "verdict": paired["verdict"]}
+            "width_percent": width,
+            "resolves_1_percent": width < RESOLUTION * 100 and independent is not False,
+            **common}
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.client import WorkerProcess
     from profiler.system import cpu_name
 
     config = loop.config_or_none(args.preset)
@@ -369,10 +429,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not 1 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
             or args.warmup_rounds < 0 or args.cost_repeats < 0 or args.pad_steps < 0 or args.swap_s < 0 \
+            or args.restart_every < 0 \
             or not (args.cost_steps == 0 or args.warmup < args.cost_steps):
         print("effiscope: --warmup must be 1 or more (timing starts at the end of the last "
               "warmup step) and below --steps and --cost-steps, --profile-steps 1 or more, "
-              "--threads, --warmup-rounds, --cost-repeats, --pad-steps and --swap-s 0 or more",
+              "--threads, --warmup-rounds, --cost-repeats, --pad-steps, --swap-s and "
+              "--restart-every 0 or more",
+              file=sys.stderr)
+        return 2
+    if args.restart_every and not args.concurrent:
+        print("effiscope: --restart-every works with --concurrent (the sequential rounds keep "
+              "one worker and one reference for the whole bench): add --concurrent or drop it",
               file=sys.stderr)
         return 2
     pair = pairs.pair_placement(args.threads or None, args.swap_s) if args.concurrent else None
@@ -392,17 +459,15 @@ def run(args: argparse.Namespace) -> int:
     where = placement(pair.threads if pair else args.threads or None, pin=args.pin)
     mask = os.sched_getaffinity(0) if pair else None
     with front_end_on(where):
-        reference = ReferenceProcess(where.env())
-        where.pin(reference.proc.pid)
-        worker = WorkerProcess(env=where.env())
-        where.pin(worker.pid)
+        procs = Processes(where)
         try:
-            hello = wait_for_hello(worker)
+            hello = procs.hello
 
             def both(index: int) -> tuple[dict, dict]:
                 """Round `index` of the pair: the reference set up and held, then the worker
                 started, the reference let go at the worker's first sample."""
                 assert pair is not None
+                worker, reference = procs.worker, procs.reference
                 pair.apply(index, worker.pid, reference.proc.pid)
                 reference.request(pair_config, window_steps=profile_steps, hold=True,
                                   measured_steps=args.steps)
@@ -423,8 +488,8 @@ def run(args: argparse.Namespace) -> int:
 
             def measure(options: dict | None, run_config: RunConfig) -> dict:
                 if options is None:
-                    return worker_run(worker, run_config, profile_steps)
-                return reference.run(run_config, window_steps=profile_steps, **options)
+                    return worker_run(procs.worker, run_config, profile_steps)
+                return procs.reference.run(run_config, window_steps=profile_steps, **options)
 
             def compare(labels: dict, repeats: int, run_config: RunConfig) -> dict:
                 return loop.compare([loop.Candidate(name, lambda o=options: measure(o, run_config))
@@ -438,10 +503,11 @@ def run(args: argparse.Namespace) -> int:
                 main = compare({REFERENCE: {}, WORKER: None}, args.repeats, config)
             else:
                 main = pairs.compare([REFERENCE, WORKER], both, METRICS, args.repeats,
-                                     args.warmup_rounds)
+                                     args.warmup_rounds, restart_every=args.restart_every,
+                                     restart=procs.restart)
                 # back to the sequential placement for the costs
-                where.pin(reference.proc.pid)
-                where.pin(worker.pid)
+                where.pin(procs.reference.proc.pid)
+                where.pin(procs.worker.pid)
                 pin_process(os.getpid(), where.front_end or mask)
             costs = compare({
                 REFERENCE: {},
@@ -451,8 +517,7 @@ def run(args: argparse.Namespace) -> int:
                 f"reference + profile capture ({profile_steps} steps)": {"capture_profile": True},
             }, cost_repeats, cost_config)
         finally:
-            worker.shutdown()
-            reference.close()
+            procs.close()
             if mask is not None:
                 pin_process(os.getpid(), mask)
     threads = {"worker": hello["device"].get("torch_threads"),
@@ -469,6 +534,7 @@ def run(args: argparse.Namespace) -> int:
         "pairing": ("concurrent" if pair else "sequential"),
         "pad_steps": pad if pair else 0,
         "swap_s": pair.swap_s if pair else 0.0,
+        "restart_every": args.restart_every,
         "cost_steps": cost_config.limits.steps,
         "warmup_steps": args.warmup, "profile_steps": profile_steps, "cpu": cpu_name(),
         "date": time.strftime("%Y-%m-%d"), "threads": threads,
@@ -490,11 +556,24 @@ def _overhead_text(report: dict) -> str:
         return "n/a"
     if over["ci_low"] is None:
         return f"{over['percent']:+.2f} % (no interval: {over['verdict']})"
-    resolved = ("resolves 1 %" if over["resolves_1_percent"] else
-                "does NOT resolve 1 %: raise --repeats or --steps, or run on an idle machine")
-    return (f"{over['percent']:+.2f} % of the reference's tokens/s (95 % interval "
-            f"{over['ci_low']:+.2f} to {over['ci_high']:+.2f} %, width "
-            f"{over['width_percent']:.2f} %: {resolved})")
+    r1 = over.get("lag1_autocorrelation")
+    carried = over.get("rounds_independent") is False
+    if over["resolves_1_percent"]:
+        resolved = "resolves 1 %"
+    elif carried:
+        resolved = ("does NOT resolve 1 %: the rounds are not independent (a drift carries from "
+                    "one to the next), so no interval of them can; raise --restart-every's "
+                    "frequency or run on an idle machine")
+    else:
+        resolved = ("does NOT resolve 1 %: raise --repeats, or run on an idle machine")
+    median = over.get("median_ci")
+    beside = ("" if median is None else
+              f"; the median round {over['median_percent']:+.2f} % ({median[0]:+.2f} to "
+              f"{median[1]:+.2f} %)")
+    lag = "" if r1 is None else f"; lag-1 autocorrelation of the rounds {r1:+.2f}"
+    return (f"{over['percent']:+.2f} % of the reference's tokens/s (centre of the rounds, 95 % "
+            f"interval {over['ci_low']:+.2f} to {over['ci_high']:+.2f} %, width "
+            f"{over['width_percent']:.2f} %: {resolved}{beside}{lag})")
 
 
 def _same(curves: dict) -> str:

@@ -131,23 +131,54 @@ MeasurePair = Callable[[int], tuple[loop.Measurement, loop.Measurement]]
 """Runs round `index`: both sides at once; their measurements, each with its "clock"."""
 
 
+def schedule(repeats: int, warmup: int, restart_every: int = 0) -> list[tuple[str, int]]:
+    """The rounds of a concurrent comparison, in order, as (kind, block): `restart_every` kept
+    rounds per block (0: one block), each block run by processes of its own and opened by
+    `warmup` dropped rounds."""
+    per_block = restart_every or repeats
+    rounds, block, left = [], 0, repeats
+    while left > 0:
+        kept = min(per_block, left)
+        rounds += [("warmup", block)] * warmup + [("repeat", block)] * kept
+        left -= kept
+        block += 1
+    return rounds
+
+
 def compare(names: Sequence[str], measure: MeasurePair, metrics: Sequence[str], repeats: int,
-            warmup: int = 0, log: Callable[[str], None] | None = None) -> dict:
-    """`warmup + repeats` concurrent rounds of the two sides `names` (the first the baseline);
-    the result has loop.compare()'s shape, order "concurrent", so loop.paired_ratio and the
-    tables read it. A round with an error, or whose windows do not overlap, is not kept."""
+            warmup: int = 0, log: Callable[[str], None] | None = None, restart_every: int = 0,
+            restart: Callable[[], None] | None = None) -> dict:
+    """`repeats` concurrent rounds of the two sides `names` (the first the baseline), in blocks
+    of `restart_every` rounds (0: one block), `restart()` called between blocks so that each
+    block runs in fresh processes, and `warmup` dropped rounds opening each block; the result has
+    loop.compare()'s shape, order "concurrent", so loop.paired_ratio and the tables read it. A
+    round with an error, or whose windows do not overlap, is not kept.
+
+    Why blocks: a measured process's state (where its memory landed, how its heap has grown)
+    lasts as long as the process, and on a shared VM it can favour one side for many rounds in
+    a row; rounds of one process pair are then not independent, and their interval too narrow.
+    Fresh processes every few rounds draw that state anew."""
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError("a concurrent comparison has two sides with different names")
-    if repeats < 1 or warmup < 0:
-        raise ValueError("repeats must be 1 or more and warmup 0 or more")
+    if repeats < 1 or warmup < 0 or restart_every < 0:
+        raise ValueError("repeats must be 1 or more, warmup and restart_every 0 or more")
+    if restart_every and restart is None:
+        raise ValueError("restarting every few rounds needs a restart()")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     kept: dict[str, list[loop.Measurement]] = {name: [] for name in names}
     errors: dict[str, list[str]] = {name: [] for name in names}
-    total, apart = warmup + repeats, 0
-    for index in range(total):
-        tag = "warmup" if index < warmup else "repeat"
-        log(f"{tag} {index + 1}/{total}: {names[0]} and {names[1]} at once")
+    rounds = schedule(repeats, warmup, restart_every)
+    apart, repeat, block_now = 0, 0, 0
+    for index, (tag, block) in enumerate(rounds):
+        if block != block_now:
+            block_now = block
+            log(f"fresh processes for rounds block {block + 1}")
+            assert restart is not None
+            restart()
+        log(f"{tag} {index + 1}/{len(rounds)}: {names[0]} and {names[1]} at once")
         pair = measure(index)
+        if tag == "repeat":
+            repeat += 1
         failed = [(name, m["error"]) for name, m in zip(names, pair, strict=True) if "error" in m]
         for name, error in failed:
             errors[name].append(str(error))
@@ -159,9 +190,11 @@ def compare(names: Sequence[str], measure: MeasurePair, metrics: Sequence[str], 
                 errors[name].append(f"round {index + 1}: the two measured windows did not overlap "
                                     "completely (raise --pad-steps)")
             continue
-        if index >= warmup:
+        if tag == "repeat":
             for name, m in zip(names, pair, strict=True):
-                kept[name].append({**m, "round": index - warmup})
+                kept[name].append({**m, "round": repeat - 1, "block": block})
     return loop.summarise(names, kept, errors, metrics,
                           {"order": "concurrent", "repeats": repeats, "warmup_rounds": warmup,
-                           "seed": 0, "rounds": [list(names)] * total, "not_overlapping": apart})
+                           "restart_every": restart_every, "blocks": rounds[-1][1] + 1,
+                           "seed": 0, "rounds": [list(names)] * len(rounds),
+                           "not_overlapping": apart})
