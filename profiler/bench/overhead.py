@@ -400,13 +400,11 @@ def overhead_figure(paired: dict) -> dict:
     independent of each other; rounds whose ratios carry over from one to the next (a lag-1
     autocorrelation beyond what chance gives) do not resolve anything, however narrow the
     interval."""
-    centre = paired.get("centre") or {}
-    ratio, low, high = centre.get("ratio"), centre.get("ci_low"), centre.get("ci_high")
-    if ratio is None:  # a paired ratio without its centre (an older report): the median's
-        ratio, low, high = paired["ratio"], paired["ci_low"], paired["ci_high"]
-    independent = paired.get("rounds_independent")
+    centre = paired["centre"]
+    ratio, low, high = centre["ratio"], centre["ci_low"], centre["ci_high"]
+    independent = paired["rounds_independent"]
     common = {"verdict": paired["verdict"], "lag1_autocorrelation":
-              paired.get("lag1_autocorrelation"), "rounds_independent": independent,
+              paired["lag1_autocorrelation"], "rounds_independent": independent,
               "median_percent": None if paired["ratio"] is None else (1 - paired["ratio"]) * 100,
               "median_ci": None if paired["ci_low"] is None else
               [(1 - paired["ci_high"]) * 100, (1 - paired["ci_low"]) * 100]}
@@ -556,17 +554,16 @@ def _overhead_text(report: dict) -> str:
         return "n/a"
     if over["ci_low"] is None:
         return f"{over['percent']:+.2f} % (no interval: {over['verdict']})"
-    r1 = over.get("lag1_autocorrelation")
-    carried = over.get("rounds_independent") is False
+    r1 = over["lag1_autocorrelation"]
     if over["resolves_1_percent"]:
         resolved = "resolves 1 %"
-    elif carried:
+    elif over["rounds_independent"] is False:
         resolved = ("does NOT resolve 1 %: the rounds are not independent (a drift carries from "
                     "one to the next), so no interval of them can; raise --restart-every's "
                     "frequency or run on an idle machine")
     else:
         resolved = ("does NOT resolve 1 %: raise --repeats, or run on an idle machine")
-    median = over.get("median_ci")
+    median = over["median_ci"]
     beside = ("" if median is None else
               f"; the median round {over['median_percent']:+.2f} % ({median[0]:+.2f} to "
               f"{median[1]:+.2f} %)")

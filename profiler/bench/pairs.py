@@ -168,10 +168,9 @@ def compare(names: Sequence[str], measure: MeasurePair, metrics: Sequence[str], 
     kept: dict[str, list[loop.Measurement]] = {name: [] for name in names}
     errors: dict[str, list[str]] = {name: [] for name in names}
     rounds = schedule(repeats, warmup, restart_every)
-    apart, repeat, block_now = 0, 0, 0
+    apart, repeat = 0, 0
     for index, (tag, block) in enumerate(rounds):
-        if block != block_now:
-            block_now = block
+        if index and block != rounds[index - 1][1]:
             log(f"fresh processes for rounds block {block + 1}")
             assert restart is not None
             restart()
