@@ -96,10 +96,10 @@ class ProfileView(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
 
-        breakdown_title = QLabel("Step time breakdown (mean per step, under the profiler)")
-        breakdown_title.setWordWrap(True)
-        breakdown_title.setObjectName("sectionTitle")
-        layout.addWidget(breakdown_title)
+        self.breakdown_title = QLabel("Step time breakdown (mean per step, under the profiler)")
+        self.breakdown_title.setWordWrap(True)
+        self.breakdown_title.setObjectName("sectionTitle")
+        layout.addWidget(self.breakdown_title)
         self.bar = BreakdownBar()
         self.bar.setMinimumHeight(18)
         self.bar.setMaximumHeight(18)
@@ -195,6 +195,10 @@ class ProfileView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortItems(4 if cuda else 2, Qt.SortOrder.DescendingOrder)
         breakdown = message.get("breakdown")
+        how = message.get("breakdown_how")
+        # Which clock the parts are on: host time on a CPU, GPU kernel time on CUDA.
+        self.breakdown_title.setText("Step time breakdown" + (
+            f": {how}" if isinstance(how, str) and how else " (mean per step, under the profiler)"))
         if isinstance(breakdown, dict):
             total = sum(v for v in breakdown.values() if isinstance(v, (int, float))) or 1.0
             self.bar.set_parts([(breakdown.get(key) or 0.0, color) for key, _, color in PARTS])

@@ -12,6 +12,8 @@ import shutil
 
 import torch
 
+from profiler.system import bf16_native
+
 
 def _fused_optimizers(device: torch.device) -> list[str]:
     found = []
@@ -49,5 +51,18 @@ def detect(device: torch.device | str | None = None) -> dict:
     if caps["cuda"]:
         major, minor = torch.cuda.get_device_capability(device)
         caps["cuda_capability"] = major + minor / 10
-        caps["bf16"] = torch.cuda.is_bf16_supported()
+        # Not torch.cuda.is_bf16_supported(): it says yes where bf16 is only emulated (V100, T4).
+        caps["bf16"] = bf16_native("cuda", caps["cuda_capability"])
+        caps["gpu_uuid"] = device_uuid(device)
     return caps
+
+
+def device_uuid(device: torch.device | str) -> str | None:
+    """The UUID of a CUDA device as torch sees it (CUDA_VISIBLE_DEVICES applied), bare, for
+    profiler.system.gpu_by_uuid; None for a CPU or when torch does not report one."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return str(uuid) if uuid is not None and str(uuid).strip("0-") else None

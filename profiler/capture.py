@@ -105,9 +105,12 @@ class ProfileCapture:
                    "step_time_s": list(self._step_times), "trace_path": trace,
                    "how": "times measured under torch.profiler (it slows small operators); "
                           "% of steps = the operator's self time / the captured steps' wall time"}
-        breakdown = step_breakdown(prof, self._step_times) if not self.compiled else None
+        on_device = self.device.type == "cuda"
+        breakdown = (step_breakdown(prof, self._step_times, device_time=on_device)
+                     if not self.compiled else None)
         if breakdown is not None:
             message["breakdown"] = breakdown
+            message["breakdown_how"] = BREAKDOWN_HOW[on_device]
         if note:
             message["note"] = note
         self.emit(message)
@@ -148,32 +151,66 @@ def operator_table(prof: Any, steps_wall_s: float, cuda: bool) -> list[dict]:
     return rows[:TOP_OPERATORS]
 
 
-def step_breakdown(prof: Any, step_times_s: list[float]) -> dict | None:
-    """Mean seconds per step in forward, backward, optimizer and the rest, from the CPU timeline.
+PHASES = ("forward", "backward", "optimizer")
 
-    Forward is our own label around the model call; backward is the autograd engine's top-level
-    work; optimizer is torch.optim's own `Optimizer.step` / `zero_grad` spans. None when the
-    forward label never showed up (nothing honest to split).
-    """
-    spans: dict[str, list[tuple[float, float]]] = {"forward": [], "backward": [], "optimizer": []}
+
+def _phase(name: str) -> str | None:
+    """Which part of a step a profiler span belongs to: forward is our own label around the
+    model call; backward the autograd engine's top-level work; optimizer torch.optim's own
+    `Optimizer.step` / `zero_grad` spans."""
+    if name == FORWARD_LABEL:
+        return "forward"
+    if name.startswith("autograd::engine::evaluate_function"):
+        return "backward"
+    if name.startswith(("Optimizer.step#", "Optimizer.zero_grad#")):
+        return "optimizer"
+    return None
+
+
+def _outermost(event: Any, part: str) -> bool:
+    """No enclosing span of the same part (a backward inside a backward counts once)."""
+    parent = getattr(event, "cpu_parent", None)
+    while parent is not None:
+        if _phase(parent.name) == part:
+            return False
+        parent = getattr(parent, "cpu_parent", None)
+    return True
+
+
+def step_breakdown(prof: Any, step_times_s: list[float], device_time: bool = False
+                   ) -> dict | None:
+    """Mean seconds per step in forward, backward, optimizer and the rest; None when the forward
+    label never showed up (nothing honest to split).
+
+    On a CPU the parts are spans of the host's timeline. On CUDA the host only launches: a span
+    there is launch time, over before its kernels run. So with `device_time` each part is the
+    GPU time of the kernels launched inside its spans (the profiler links each kernel to the op
+    that launched it), and "other" is the step's wall time the three leave over (idle GPU,
+    synchronisation, kernels launched elsewhere)."""
+    spans: dict[str, list] = {part: [] for part in PHASES}
     for event in prof.events():
-        name = event.name
-        if name == FORWARD_LABEL:
-            part = "forward"
-        elif name.startswith("autograd::engine::evaluate_function"):
-            part = "backward"
-        elif name.startswith(("Optimizer.step#", "Optimizer.zero_grad#")):
-            part = "optimizer"
-        else:
-            continue
-        spans[part].append((event.time_range.start, event.time_range.end))
+        part = _phase(event.name)
+        if part is not None:
+            spans[part].append(event)
     if not spans["forward"] or not step_times_s:
         return None
     steps = len(step_times_s)
-    out = {f"{part}_s": _union_us(ranges) / 1e6 / steps for part, ranges in spans.items()}
+    if device_time:
+        out = {f"{part}_s": sum(e.device_time_total for e in events if _outermost(e, part))
+               / 1e6 / steps for part, events in spans.items()}
+    else:
+        out = {f"{part}_s": _union_us([(e.time_range.start, e.time_range.end) for e in events])
+               / 1e6 / steps for part, events in spans.items()}
     mean_step = sum(step_times_s) / steps
     out["other_s"] = max(0.0, mean_step - sum(out.values()))
     return out
+
+
+BREAKDOWN_HOW = {
+    False: "host (CPU) time of each part's spans, mean per step, under the profiler",
+    True: "GPU time of the kernels each part launched (the host only queues them on CUDA), mean "
+          "per step, under the profiler; other = the step's wall time left over",
+}
 
 
 def _union_us(ranges: list[tuple[float, float]]) -> float:

@@ -14,6 +14,7 @@ torch is imported only inside the functions that measure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler.stats import timed_figure
+from profiler.system import bf16_native
 
 SCHEMA = 1
 CACHE_NAME = "roofline.json"
@@ -34,6 +36,9 @@ REPEATS, WARMUP = 7, 2
 INNER = {"cpu": 1, "cuda": 10}
 """Matmuls per timed repeat: one GPU matmul is too short for a host clock around two syncs."""
 NA_HINT = "run `effiscope roofline` to measure this machine's peak"
+DATASHEET_MARGIN = 1.1
+"""A measured peak above the datasheet's by more than this factor is a timing error (the clock
+read before the GPU finished), never a faster GPU: it is refused, not cached."""
 
 
 class RooflineError(ValueError):
@@ -74,26 +79,50 @@ def fingerprint_key(fp: dict) -> str:
 _TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def _sync(kind: str) -> None:
-    if kind == "cuda":
+def _sync(device: str) -> None:
+    """Wait for the measured device's queue: torch.cuda.synchronize() without an argument waits
+    for the *current* device, so timing cuda:1 from a process on cuda:0 would stop the clock
+    while the matmuls still run and report a FLOP/s far above the hardware's."""
+    if device_kind(device) == "cuda":
         import torch
 
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch.device(device))
 
 
-def _time_repeats(kind: str, work: Callable[[], None], repeats: int, warmup: int) -> list[float]:
-    """Seconds of each timed call of `work`, after `warmup` untimed ones; synchronised on CUDA."""
+def _capability(torch: Any, device: str) -> float:
+    major, minor = torch.cuda.get_device_capability(torch.device(device))
+    return major + minor / 10
+
+
+def _time_repeats(device: str, work: Callable[[], None], repeats: int, warmup: int
+                  ) -> list[float]:
+    """Seconds of each timed call of `work`, after `warmup` untimed ones; the measured device
+    synchronised around each (CUDA)."""
     for _ in range(warmup):
         work()
-    _sync(kind)
+    _sync(device)
     times = []
     for _ in range(repeats):
-        _sync(kind)
+        _sync(device)
         start = time.perf_counter()
         work()
-        _sync(kind)
+        _sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def above_datasheet(device_name: str, dtype: str, flops: float) -> str | None:
+    """Why a measured matmul peak cannot be true (above DATASHEET_MARGIN x the vendor's dense
+    figure for this GPU and dtype), or None when it is plausible or no datasheet is known."""
+    from profiler.peaks import lookup
+
+    sheet, label = lookup(device_name, dtype)
+    if sheet is None or flops <= DATASHEET_MARGIN * sheet:
+        return None
+    return (f"the measured {dtype} matmul rate {flops / 1e12:.0f} TFLOP/s is "
+            f"{flops / sheet:.1f}x the datasheet's {sheet / 1e12:.0f} TFLOP/s ({label}): the "
+            "timer did not wait for the GPU, so nothing was cached; measure again, and report it "
+            "if it repeats")
 
 
 def _matmul_rates(kind: str, device: str, dtype: str, n: int, repeats: int, warmup: int
@@ -116,7 +145,9 @@ def _matmul_rates(kind: str, device: str, dtype: str, n: int, repeats: int, warm
             torch.mm(a, b, out=out)
 
     try:
-        times = _time_repeats(kind, work, repeats, warmup)
+        with (torch.cuda.device(torch.device(device)) if kind == "cuda"
+              else contextlib.nullcontext()):
+            times = _time_repeats(device, work, repeats, warmup)
     finally:
         if kind == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32_before
@@ -130,7 +161,7 @@ def _copy_rates(kind: str, device: str, nbytes: int, repeats: int, warmup: int) 
     src = torch.ones(max(1, nbytes // 4), dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     moved = 2.0 * src.numel() * src.element_size()
-    times = _time_repeats(kind, lambda: dst.copy_(src), repeats, warmup)
+    times = _time_repeats(device, lambda: dst.copy_(src), repeats, warmup)
     return [moved / t for t in times if t > 0]
 
 
@@ -158,8 +189,9 @@ def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: 
     where = fp["name"] if kind == "cuda" else threads
     matmul = {}
     for dtype in dtypes or DTYPES[kind]:
-        if kind == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
-            continue
+        if kind == "cuda" and dtype == "bf16" and not bf16_native(
+                "cuda", _capability(torch, device)):
+            continue  # emulated bf16 (before Ampere) has no peak of its own
         best_n, best = None, None
         for n in sizes:
             rates = _matmul_rates(kind, device, dtype, n, repeats, warmup)
@@ -177,6 +209,10 @@ def measure(device: str = "cpu", sizes: tuple[int, ...] | None = None, repeats: 
                        + (f"; best of sizes {', '.join(map(str, sizes))}" if len(sizes) > 1 else "")
                        + ("; synchronised around each repeat" if kind == "cuda" else ""))
         best["size"] = best_n
+        if kind == "cuda":
+            impossible = above_datasheet(fp["name"], dtype, best["value"])
+            if impossible:
+                raise RooflineError(impossible)
         matmul[dtype] = best
     rates = _copy_rates(kind, device, copy_bytes, repeats, warmup)
     bandwidth = timed_figure(rates, "B/s", f"median of {repeats} timed "
@@ -227,6 +263,8 @@ def validate(result: Any) -> str | None:
     for dtype, fig in matmul.items():
         if dtype not in DTYPES[fp["device"]] or not _valid_figure(fig, "FLOP/s"):
             return f"the {dtype!r} matmul peak is malformed"
+        if fp["device"] == "cuda" and above_datasheet(fp["name"], dtype, fig["value"]):
+            return f"the {dtype!r} matmul peak is above the GPU's datasheet (a timing error)"
     if not _valid_figure(result.get("bandwidth"), "B/s"):
         return "the bandwidth figure is malformed"
     if not isinstance(result.get("measured_at"), str):

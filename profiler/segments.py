@@ -118,6 +118,11 @@ def _segment(index: int, changes: list[dict], records: list[dict], warmup_steps:
     token_counts = Counter(r["tokens"] for r in records if r.get("tokens"))
     tokens_per_step = token_counts.most_common(1)[0][0] if token_counts else None
     slope = loss_slope([(r["step"], r.get("loss_train")) for r in records])
+    # The run's first segment holds its warmup, whose peak (a compile, the first optimizer
+    # states) is not the configuration's: the allocator's counter restarts after warmup.
+    settled = [r for r in records if r["step"] > warmup_steps] or records
+    settled_span = (span if settled is records
+                    else f"steps {settled[0]['step']}..{last}, after warmup")
     return {
         "index": index,
         "start_step": first,
@@ -142,9 +147,10 @@ def _segment(index: int, changes: list[dict], records: list[dict], warmup_steps:
                 f"highest worker RSS read after a step in {span} (RSS seldom shrinks: it "
                 "includes what earlier segments left allocated)"),
             "peak_torch_allocated_bytes": figure(
-                _peak([r.get("torch_peak_allocated_bytes") for r in records]), "bytes",
-                f"torch peak allocated in {span}; the peak counter restarts at each change "
-                "(n/a on CPU)"),
+                _peak([r.get("torch_peak_allocated_bytes") for r in settled]), "bytes",
+                f"torch peak allocated in {settled_span}: the workloads restart the allocator's "
+                "peak counter after warmup and at each change, on every rank, so the figure is "
+                "this segment's own (n/a on CPU)"),
             "loss_slope": figure(slope, "nats/token per step",
                                  f"least-squares slope of the train loss over all {len(records)} "
                                  f"steps of {span} (negative: learning)"),

@@ -231,7 +231,10 @@ def device_info() -> dict:
                 "index": index, "name": props.name, "memory_total_bytes": props.total_memory,
                 "capability": f"{props.major}.{props.minor}",
             })
-        info["bf16"] = torch.cuda.is_bf16_supported()
+        from profiler.system import bf16_native
+
+        props = torch.cuda.get_device_properties(0)
+        info["bf16"] = bf16_native("cuda", props.major + props.minor / 10)
         info["default"] = "cuda"
         info["name"] = info["cuda_devices"][0]["name"]
     else:

@@ -71,6 +71,10 @@ def apply(state, params: dict) -> str:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)  # the root holds embeddings, final norm and the tied head
     state.grad_sync = lambda sync: _gradient_sync(model, sync)
+    state.active["fsdp"] = params  # the scaler rule reads it (recorded again by the engine)
+    from techniques.runtime import refresh_scaler
+
+    refresh_scaler(state)  # fp16 parameters need loss scaling, reduced over the job
     world = state.caps.get("world_size", 1)
     return (f"FSDP2 fully_shard on {len(model.blocks)} blocks + root over {world} processes, "
             f"reshard_after_forward={params['reshard_after_forward']}, "

@@ -15,6 +15,11 @@ def _check(params: dict, caps: dict) -> str | None:
         return ("fp16 autocast with a gradient scaler needs a CUDA GPU; on this CPU choose "
                 "dtype = bf16 or fp32")
     if dtype == "bf16" and not caps.get("bf16"):
+        capability = caps.get("cuda_capability")
+        if caps.get("cuda") and capability:
+            return (f"this GPU (compute capability {capability:g}) has no bf16 units: torch "
+                    "would emulate bf16, slower than fp32; choose dtype = fp16 or fp32 (bf16 "
+                    "needs compute capability 8.0+, Ampere or newer)")
         return "this device has no bf16 support; choose fp16 (CUDA) or fp32"
     return None
 
@@ -53,16 +58,17 @@ def _bf16_slowdown_on_cpu() -> float:
 def apply(state, params: dict) -> str:
     import torch
 
-    from techniques.runtime import make_scaler
+    from techniques.runtime import refresh_scaler
 
     dtype = params["dtype"]
     state.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    state.scaler = make_scaler(state.device, enabled=dtype == "fp16")
+    refresh_scaler(state)
     if dtype == "fp32":
         return "fp32 everywhere (autocast off)"
     text = f"{dtype} autocast on {state.device.type}, weights and optimizer in fp32"
     if dtype == "fp16":
-        text += ", dynamic loss scaling (GradScaler)"
+        text += (", dynamic loss scaling (ShardedGradScaler: inf checks reduced over the job)"
+                 if "fsdp" in state.active else ", dynamic loss scaling (GradScaler)")
     if dtype == "bf16" and state.device.type == "cpu":
         slowdown = _bf16_slowdown_on_cpu()
         if slowdown > 1.2:

@@ -83,11 +83,21 @@ class TrainState:
         return stack
 
     def clip_gradients(self) -> float | None:
-        """Clip to grad_clip_norm and return the pre-clip global norm; None when clipping is off."""
+        """Clip to grad_clip_norm and return the pre-clip global norm; None when clipping is off.
+
+        Under FSDP2 the gradients are DTensor shards and the norm torch computes over them is a
+        partial (each rank's shards only): it is reduced over the job (`full_tensor`) before it
+        clips or is reported, so every rank clips by, and reports, the whole model's norm."""
         if not self.grad_clip_norm:
             return None
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        utils = torch.nn.utils
+        if hasattr(utils, "get_total_norm"):  # torch 2.6+: the norm, then the clip by it
+            norm = whole_norm(utils.get_total_norm([p.grad for p in params], 2.0))
+            utils.clip_grads_with_norm_(params, self.grad_clip_norm, norm)
+        else:
+            norm = whole_norm(utils.clip_grad_norm_(params, self.grad_clip_norm))
         return float(norm)
 
     def learning_rate(self, step: int) -> float:
@@ -107,12 +117,34 @@ class TrainState:
                                    finalized=set(self.finalized), compiled=False)
 
 
-def make_scaler(device: torch.device, enabled: bool):
-    """A GradScaler; disabled it passes losses and steps through unchanged (the null object)."""
+def whole_norm(norm: torch.Tensor) -> torch.Tensor:
+    """A norm over sharded (DTensor) gradients reduced over every rank; a plain tensor as is."""
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def make_scaler(device: torch.device, enabled: bool, sharded: bool = False):
+    """A GradScaler; disabled it passes losses and steps through unchanged (the null object).
+
+    sharded (FSDP): ShardedGradScaler, which all-reduces "found an inf" over the job, so that
+    every rank skips the same steps and lowers its scale alike; a plain scaler would let one
+    rank step on a shard the others skipped."""
+    if sharded and enabled:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device.type, enabled=True)
     try:
         return torch.amp.GradScaler(device.type, enabled=enabled)
     except (AttributeError, TypeError):  # torch < 2.3
         return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
+
+
+def refresh_scaler(state: TrainState) -> None:
+    """The one rule for the loss scaler, after any technique that bears on it changes: on when
+    fp16 is computed (fp16 autocast, or FSDP's fp16 parameter policy), sharded under FSDP."""
+    fsdp = state.active.get("fsdp")
+    fp16 = (state.autocast_dtype == torch.float16
+            or (fsdp is not None and fsdp.get("mixed_precision") == "fp16"))
+    state.scaler = make_scaler(state.device, enabled=fp16, sharded=fsdp is not None)
 
 
 def implementation(name: str):

@@ -22,7 +22,7 @@ from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.errors import Unsupported
 from profiler.stats import figure, timed_figure
-from profiler.workloads.setup import Emit, prepare, torch_memory
+from profiler.workloads.setup import Emit, prepare
 from profiler.workloads.train import (
     MemoryProbes,
     accumulated_step,
@@ -183,6 +183,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 stop_reason = "time limit reached"
                 break
             probes.before_step(step, limits.warmup_steps, bool(changed))  # before the clock
+            if step == limits.warmup_steps + 1 or changed:
+                prep.memory.restart()  # each segment's allocator peak is its own
             started = time.perf_counter()
             parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
             step_time = time.perf_counter() - started
@@ -193,7 +195,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             if not warm:
                 step_times.append(step_time)
                 step_rates.append(tokens / step_time)
-            local, torch_mem = sampler.latest(), torch_memory(device)
+            local, torch_mem = sampler.latest(), prep.memory.read()
             step_records.append(segments.step_record(
                 step, step_time, tokens, parts["loss_train"], local["rss_bytes"],
                 torch_mem["torch_peak_allocated_bytes"]))

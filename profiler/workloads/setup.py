@@ -60,6 +60,65 @@ def torch_memory(device: torch.device) -> dict[str, float | None]:
             "torch_peak_allocated_bytes": torch.cuda.max_memory_allocated(device)}
 
 
+class CudaAllocator:
+    """torch's CUDA caching allocator of one device: what it holds now and its peak counter."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def read(self) -> dict[str, float | None]:
+        return torch_memory(self.device)
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+
+class NoAllocator:
+    """A CPU's null allocator: no counter, every figure n/a (None)."""
+
+    def read(self) -> dict[str, float | None]:
+        return torch_memory(torch.device("cpu"))
+
+    def reset_peak(self) -> None:
+        return None
+
+
+def allocator_for(device: torch.device) -> CudaAllocator | NoAllocator:
+    return CudaAllocator(device) if device.type == "cuda" else NoAllocator()
+
+
+class PeakMemory:
+    """The allocator's peak, per segment and for the whole run.
+
+    torch keeps one peak counter per device. `restart()` (after warmup and when a mid-run
+    change holds, on every rank alike) folds the counter into the run-wide peak and starts it
+    again, so each step's `torch_peak_allocated_bytes` is its own segment's peak — the figure
+    that shows checkpointing or LoRA switched on mid-run saving memory — while `run_peak()`
+    keeps the highest of the whole run."""
+
+    def __init__(self, allocator: CudaAllocator | NoAllocator) -> None:
+        self.allocator = allocator
+        self._earlier: float | None = None
+        """The highest peak of the stretches before the last restart."""
+        allocator.reset_peak()  # the run's peak counts from here (after set-up)
+
+    def read(self) -> dict[str, float | None]:
+        """allocated / reserved now, and the current segment's peak (None on a CPU)."""
+        return self.allocator.read()
+
+    def restart(self) -> None:
+        peak = self.read()["torch_peak_allocated_bytes"]
+        if peak is not None:
+            self._earlier = peak if self._earlier is None else max(self._earlier, peak)
+        self.allocator.reset_peak()
+
+    def run_peak(self) -> float | None:
+        peak = self.read()["torch_peak_allocated_bytes"]
+        if peak is None or self._earlier is None:
+            return peak if peak is not None else self._earlier
+        return max(peak, self._earlier)
+
+
 @dataclass
 class Prepared:
     """Everything a workload's loop needs, set up the same way for every workload."""
@@ -80,6 +139,8 @@ class Prepared:
     applied: list[dict] = field(default_factory=list)
     sampler: SystemSampler | None = None
     setup_started: float = 0.0
+    memory: PeakMemory | None = None
+    """The allocator's peak per segment and for the run (figures None on a CPU)."""
 
     @property
     def model(self) -> Any:
@@ -168,13 +229,14 @@ class Prepared:
             self.sampler.stop()
 
 
-def start_sampler(dist: DistContext, gpu_index: int | None,
+def start_sampler(dist: DistContext, gpu_uuid: str | None,
                   period_s: float = SAMPLER_PERIOD_S) -> SystemSampler:
-    """The worker's system sampler thread, with the contention meter over the run's own process
-    tree (the worker, or under torchrun its launcher and every rank)."""
+    """The worker's system sampler thread, reading the run's own GPU (by its UUID: see
+    profiler.system.gpu_by_uuid), with the contention meter over the run's own process tree (the
+    worker, or under torchrun its launcher and every rank)."""
     root = own_root(dist.enabled)
     meter = ContentionMeter(root, front_pid=front_end_pid(root))
-    return SystemSampler(period_s=period_s, gpu_index=gpu_index, contention=meter).start()
+    return SystemSampler(period_s=period_s, gpu_uuid=gpu_uuid, contention=meter).start()
 
 
 def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, ...] =
@@ -221,12 +283,10 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
     state.calibration = calibration
     if apply:
         prepared.apply(keep_masks=keep_masks)
-    gpu_index = (device.index or 0) if device.type == "cuda" else None
     if system_sampler:
-        prepared.sampler = start_sampler(dist, gpu_index)
+        prepared.sampler = start_sampler(dist, caps.get("gpu_uuid"))
     note = getattr(control, "note_prepared", None)  # the worker's: a failed run's contention
     if note is not None:
         note(prepared)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    prepared.memory = PeakMemory(allocator_for(device))
     return prepared

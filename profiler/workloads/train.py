@@ -19,13 +19,14 @@ from profiler import segments
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.distributed import DistContext
+from profiler.energy import EnergyMeter, energy_figures, job_joules
 from profiler.errors import Unsupported, is_out_of_memory, out_of_memory
 from profiler.memory_probe import probe_step
 from profiler.roofline import NA_HINT, mfu_vs_measured
 from profiler.stats import figure, percentile, timed_figure
 from profiler.system import SAMPLER_PERIOD_S
 from profiler.theory import flops_per_token, mfu, predict_for_config
-from profiler.workloads.setup import Emit, prepare, synchronize, torch_memory
+from profiler.workloads.setup import Emit, prepare, synchronize
 from techniques import registry, runtime
 from techniques.optimizer import state_bytes
 
@@ -243,8 +244,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     eval_time = 0.0
     changes = 0
     rank_history: list[list[list[float | None]]] = []
-    energy_start: float | None = None
-    power_readings: list[float] = []
+    memory = prep.memory
+    energy = EnergyMeter(sampler)
+    step_energy: dict[int, float | None] = {}  # joules of each step, summed over the job's GPUs
 
     def validation(step: int) -> float:
         nonlocal eval_time
@@ -276,10 +278,12 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                 break
             probes.before_step(step, limits.warmup_steps, bool(changed))  # before clock and energy
             if step == limits.warmup_steps + 1:
-                energy_start = sampler.read_now()["gpu_energy_j"]
                 emit({"type": "event", "kind": "phase", "step": step,
                       "message": f"warmup over: steps {step}+ count in the summary"})
+            if step == limits.warmup_steps + 1 or changed:
+                memory.restart()  # each segment's peak is its own; the run's is kept apart
 
+            energy.begin()
             started = time.perf_counter()
             try:
                 loss_value, grad_norm, tokens = train_step(state, train_batches, step)
@@ -289,19 +293,19 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                     raise
                 raise oom from exc
             step_time = time.perf_counter() - started
+            joules = energy.end(step_time)
             capture.step_done(step_time)
             local = sampler.latest()
-            if step > limits.warmup_steps and local["gpu_power_w"] is not None:
-                power_readings.append(local["gpu_power_w"])
-            torch_mem = torch_memory(device)
+            torch_mem = memory.read()
             # Every rank's figures reach rank 0; a single process gathers only its own.
             ranks = dist.gather_floats([step_time, tokens, loss_value, local["rss_bytes"],
-                                        torch_mem["torch_peak_allocated_bytes"]])
+                                        torch_mem["torch_peak_allocated_bytes"], joules])
             per_rank_times = [r[0] for r in ranks]
             step_time = max(per_rank_times)  # the job's step ends when its slowest rank is done
             tokens = int(sum(r[1] for r in ranks))
             loss_value = sum(r[2] for r in ranks) / len(ranks)
             rank_history.append(ranks)
+            step_energy[step] = job_joules(ranks, 5)  # every GPU's joules, summed
 
             steps_done = step
             tokens_seen += tokens
@@ -342,7 +346,6 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                   "phase": phase, "metrics": metrics})
     finally:
         capture.finish()
-        energy_end = sampler.read_now()["gpu_energy_j"]
         prep.stop_sampler()
 
     # Masks folded in, then weights saved (rank 0 holds the whole model under DDP; sharded FSDP
@@ -351,9 +354,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     parts = segments.split(step_records, toggles, limits.warmup_steps)
     window = None
     ended_in = segments.headline(parts, step_records)  # never an average of configurations
+    headline_steps = [r["step"] for r in step_records if r["step"] > limits.warmup_steps]
     if ended_in:
         step_times, step_rates = ended_in["step_times"], ended_in["step_rates"]
         measured_tokens, window = ended_in["tokens"], ended_in["window"]
+        headline_steps = [r["step"] for r in segments.last_timed(parts, step_records)]
     summary = summarize(state, locals_for_summary=dict(
         steps_done=steps_done, step_times=step_times, step_rates=step_rates,
         measured_tokens=measured_tokens,
@@ -362,8 +367,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         stop_reason=stop_reason, tokens_seen=tokens_seen, first_step_time=first_step_time,
         applied=applied, changes=changes, peaks=sampler.peaks(), n_params=n_params,
         rss_before_steps=rss_before_steps, rank_history=rank_history,
-        energy=(energy_start, energy_end), power_readings=power_readings,
-        replica_spread=replica_spread(state, dist),
+        energy=[step_energy.get(s) for s in headline_steps], energy_meter=energy,
+        run_peak=memory.run_peak(), replica_spread=replica_spread(state, dist),
         flops_token=flops_token, window=window, probes=probes))
     summary["checkpoint"] = saved
     summary["segments"] = parts
@@ -431,32 +436,6 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
     return 0
 
 
-def energy_figures(energy: tuple, power: list[float], measured_time: float, steps: int,
-                   tokens: int, device: torch.device) -> dict:
-    """Joules per token and per step over the measured steps: NVML's energy counter where the
-    GPU has one; mean power x time (labelled as such) where it has only a power reading."""
-    start, end = energy
-    if device.type != "cuda":
-        how = "n/a: no energy counter for CPUs"
-        joules = None
-    elif start is not None and end is not None:
-        joules, how = end - start, "NVML total-energy counter over the measured steps"
-    elif power:
-        joules = sum(power) / len(power) * measured_time
-        how = "fallback: mean NVML power x measured time (this GPU has no energy counter)"
-    else:
-        joules, how = None, "n/a: NVML gives neither energy nor power for this GPU"
-    # The counter also runs during the validation passes between steps: this is an upper bound
-    # when validation is on, stated in `how`.
-    return {
-        "energy_j": figure(joules, "J", how),
-        "energy_per_token_j": figure(joules / tokens if joules is not None and tokens else None,
-                                     "J/token", how),
-        "energy_per_step_j": figure(joules / steps if joules is not None and steps else None,
-                                    "J/step", how),
-    }
-
-
 def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     v = locals_for_summary
     limits = state.config.limits
@@ -466,21 +445,24 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     window = v.get("window") or (
         f"steps {limits.warmup_steps + 1}..{v['steps_done']} ({measured} steps), "
         f"{limits.warmup_steps} warmup steps excluded" if measured else "no steps measured")
-    total_time = sum(step_times)
     throughput = timed_figure(v["step_rates"], "tokens/s",
                               f"median of the per-step tokens/s over {window}")
     tokens_per_s = throughput["value"]
     last_losses = v["train_losses"][-10:]
     val_losses = v["val_losses"]
     peaks = v["peaks"]
-    mem = torch_memory(device)
     p50 = percentile(step_times, 50)
     compile_time = None
     if state.compiled and v["first_step_time"] is not None and p50 is not None:
         compile_time = max(0.0, v["first_step_time"] - p50)
+    synced = ("; each step ends with the device synchronised (torch.cuda.synchronize), so the "
+              "host's launches of one step never overlap the GPU's work of the last"
+              if device.type == "cuda" else "")
+    throughput["how"] += synced
     figures = {
         "tokens_per_s": throughput,
-        "step_time_p50_s": timed_figure(step_times, "s", f"median step time over {window}"),
+        "step_time_p50_s": timed_figure(step_times, "s", f"median step time over {window}"
+                                        f"{synced}"),
         "step_time_p90_s": figure(percentile(step_times, 90), "s", f"90th percentile over {window}"),
         "step_time_p99_s": figure(percentile(step_times, 99), "s", f"99th percentile over {window}"),
         "loss_train_final": figure(sum(last_losses) / len(last_losses) if last_losses else None,
@@ -497,8 +479,9 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
             if peaks.get("rss_bytes") is not None and v["rss_before_steps"] is not None else None,
             "bytes", "peak RSS minus RSS just before the first step: what training added "
             "(gradients, optimizer state, activations, allocator caches)"),
-        "peak_torch_allocated_bytes": figure(mem["torch_peak_allocated_bytes"], "bytes",
-                                             "torch.cuda.max_memory_allocated (n/a on CPU)"),
+        "peak_torch_allocated_bytes": figure(
+            v["run_peak"], "bytes", "torch.cuda.max_memory_allocated over the whole run, warmup "
+            "included (each segment's own peak is in its row; n/a on CPU)"),
         "peak_gpu_memory_used_bytes": figure(peaks.get("gpu_memory_used_bytes"), "bytes",
                                              "highest NVML device memory seen (n/a without a GPU)"),
         **v["probes"].figures(state_bytes(state.optimizer) if v["steps_done"] else None),
@@ -526,8 +509,9 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
                                             f"slowest rank ({slow}) median step time / fastest rank's")
         figures["replica_param_spread"] = figure(v["replica_spread"], "",
                                                  "largest relative difference of parameter checksums across ranks")
-    figures.update(energy_figures(v["energy"], v["power_readings"], total_time, measured,
-                                  v["measured_tokens"], device))
+    meter = v["energy_meter"]
+    figures.update(energy_figures(v["energy"], step_times, v["measured_tokens"],
+                                  state.dist.world_size, meter.method, meter.why_not(), window))
     predicted = predict_for_config(state.config, state.dist.world_size)
     na = predicted.get("activations_how")  # a Hugging Face model: activations not predicted
     figures["predicted_memory_bytes"] = figure(
