@@ -39,16 +39,21 @@ class Check:
     reason: str | None = None
     figures: dict = field(default_factory=dict)
     traceback: str | None = None
+    would_check: str | None = None
+    """In a rehearsal (--rehearse, on a CPU): what this GPU-only check proves on a GPU."""
 
 
 def all_checks() -> list:
     """Every check in the order it runs (quick facts first, the long GPU runs last)."""
-    from profiler import doctor_checks, doctor_checks_gpu
+    from profiler import doctor_checks, doctor_checks_cuda, doctor_checks_gpu
 
-    by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS}
-    order = ["versions", "nvml", "train_fp32", "train_bf16", "train_fp16", "tf32", "adamw",
-             "sdpa", "compile", "activation_checkpointing", "memory_prediction", "torchao",
-             "sparse_2to4", "ddp", "fsdp", "gpt2_throughput", "energy_per_token"]
+    by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS
+               + doctor_checks_cuda.CHECKS}
+    order = ["versions", "nvml", "nvml_uuid", "train_fp32", "train_bf16", "train_fp16", "tf32",
+             "adamw", "sdpa", "compile", "activation_checkpointing", "memory_prediction",
+             "segment_peak", "torchao", "sparse_2to4", "ddp", "fsdp", "fsdp_fp16",
+             "roofline_ceiling", "step_sync", "gpt2_throughput", "energy_per_token",
+             "energy_window", "energy_ranks"]
     return [by_name[n] for n in order if n in by_name] + [
         spec for name, spec in by_name.items() if name not in order]
 
@@ -66,13 +71,23 @@ def _json_safe(value):
     return str(value)
 
 
-def run_one(spec, ctx) -> Check:
+def proves(spec) -> str:
+    """What a check proves, in its own words: its docstring's first paragraph (else its title)."""
+    doc = (spec.run.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.split()) or spec.title
+
+
+def run_one(spec, ctx, rehearse: bool = False) -> Check:
     import torch
 
     from profiler.doctor_base import CheckFailed, Skip
 
     check = Check(spec.name, spec.title, "pass")
     if spec.cuda_only and not ctx.cuda:
+        if rehearse:
+            check.would_check = proves(spec)
+            check.status, check.reason = "skip", f"rehearsal on a CPU; on a GPU: {check.would_check}"
+            return check
         check.status, check.reason = "skip", ("no CUDA GPU" if not torch.cuda.is_available()
                                               else f"needs a CUDA device; --device is {ctx.device}")
         return check
@@ -169,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the JSON and Markdown here (default: the data directory's "
                              "doctor/ folder)")
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="run the whole self-check on the CPU: the CPU checks run, each GPU-only "
+                             "check says what it would prove on a GPU (for CI)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     from profiler.capabilities import detect
     from profiler.doctor_base import Context
 
-    if args.device == "auto":
+    if args.rehearse:
+        device = torch.device("cpu")
+    elif args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         try:
@@ -228,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         return {
             "doctor": FORMAT_VERSION, "created": created, "finished": finished,
             "environment": environment,
-            "options": {"quick": args.quick, "full": args.full, "only": args.only},
+            "options": {"quick": args.quick, "full": args.full, "only": args.only,
+                        "rehearse": args.rehearse},
             "result": {"exit_code": EXIT_FAILED if failed else EXIT_OK, "failed": failed,
                        **counts, "text": text},
             "warnings": sorted(set(ctx.warnings)),
@@ -247,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         ctx = Context(device=device, quick=args.quick, full=args.full, workdir=Path(workdir),
                       caps=detect(device))
         for spec in specs:
-            check = run_one(spec, ctx)
+            check = run_one(spec, ctx, rehearse=args.rehearse)
             checks.append(check)
             print(line(check), file=progress, flush=True)
             if check.status != "skip" and spec is not specs[-1]:

@@ -47,7 +47,7 @@ def check_nvml(ctx: Context) -> dict:
     ok, why = nvml_available()
     if not ok:
         raise CheckFailed(f"NVML does not answer on a CUDA machine: {why}")
-    sampler = SystemSampler(period_s=0.1, gpu_index=ctx.device.index or 0)
+    sampler = SystemSampler(period_s=0.1, gpu_uuid=ctx.caps.get("gpu_uuid"))
     before = sampler.read_now()
     sampler.start()
     a = torch.randn(8192, 8192, device=ctx.device, dtype=torch.bfloat16)
@@ -346,7 +346,7 @@ def _gpt2_run(ctx: Context, techniques: dict, batch: int, measured: int, warmup:
     config = run_config(ctx, "gpt2-small", batch, 1024, techniques)
     state = make_state(ctx, config)
     batches = make_batches(ctx, config, 4)
-    sampler = SystemSampler(period_s=0.2, gpu_index=ctx.device.index or 0)
+    sampler = SystemSampler(period_s=0.2, gpu_uuid=ctx.caps.get("gpu_uuid"))
     train(state, batches, warmup)
     start = sampler.read_now()["gpu_energy_j"]
     result = train(state, batches, measured)

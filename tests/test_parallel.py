@@ -24,8 +24,10 @@ pytestmark = pytest.mark.slow
 def parallel_config(strategy: str, steps: int = 8, nproc: int = 2, batch_size: int = 4):
     config = nano_config(steps=steps, batch_size=batch_size, seq_len=32, eval_interval=4)
     config.launch.nproc_per_node = nproc
+    # Clipping far above any norm: it never clips, and every step reports the global norm.
+    config.techniques = {"grad_clip": {"max_norm": 1e6}}
     if strategy:
-        config.techniques = {strategy: {}}
+        config.techniques[strategy] = {}
     return config
 
 
@@ -36,6 +38,13 @@ def run_job(config, tmp_path, name: str) -> list[dict]:
         return collect(worker, timeout=180)
     finally:
         worker.shutdown()
+
+
+def grad_norms(messages: list[dict]) -> list[float]:
+    norms = [m["metrics"]["grad_norm"] for m in messages if m["type"] == "sample" and m["step"] > 0
+             and m.get("phase") != "eval"]
+    assert norms and all(isinstance(n, float) and n > 0 for n in norms)
+    return norms
 
 
 def losses(messages: list[dict]) -> list[float]:
@@ -66,6 +75,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(strategy, si
     assert {"rank0_step_time_s", "rank1_step_time_s", "rank1_rss_bytes"} <= set(sample["metrics"])
     # 2 x 4 sequences per step against 1 x 8: the same global batch, the same losses.
     assert losses(job) == pytest.approx(losses(single), rel=2e-4)
+    # ... and the same gradient norm: under FSDP each rank holds only its shards' gradients,
+    # and the reported norm is the whole model's (reduced over the job), not one rank's part.
+    assert grad_norms(job) == pytest.approx(grad_norms(single), rel=2e-4)
     job_val = [m["metrics"]["loss_val"] for m in job if "loss_val" in m.get("metrics", {})]
     single_val = [m["metrics"]["loss_val"] for m in single if "loss_val" in m.get("metrics", {})]
     assert job_val == pytest.approx(single_val, rel=2e-4)

@@ -154,7 +154,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
     # leaves the allocator and caches as the worker's does before the timed steps.
     probes = MemoryProbes(state, prep.batches(train.batch_size, train.seq_len, 2, sharded=True),
                           lm_loss_of(state))
-    sampler = (start_sampler(prep.dist, None, sampler_period_s)  # the worker's, meter included
+    sampler = (start_sampler(prep.dist, prep.caps.get("gpu_uuid"), sampler_period_s)  # as the worker
                if sampler_period_s else None)
     losses: list[float] = []
     val_losses: list[list] = []
