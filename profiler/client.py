@@ -221,6 +221,28 @@ class WorkerProcess:
         return code if code is not None else -9
 
 
+def read_messages(worker: WorkerProcess, until: tuple[str, ...] = ("done",),
+                  timeout_s: float = 120.0) -> list[dict]:
+    """The worker's messages, checked on arrival, until one whose type is in `until` (or the
+    worker's EOF); TimeoutError, carrying what came, when none arrives within timeout_s."""
+    messages: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            item = worker.lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if item is EOF:
+            return messages
+        messages.append(protocol.decode(item, "worker"))
+        if messages[-1]["type"] in until:
+            return messages
+    error = TimeoutError(f"no {' or '.join(until)} message within {timeout_s:g} s; got "
+                         f"{[m['type'] for m in messages]}")
+    error.messages = messages  # type: ignore[attr-defined]
+    raise error
+
+
 def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s: float | None = None,
                       interrupt: threading.Event | None = None, command: list[str] | None = None,
                       silence: protocol.SilenceWatch | None = None) -> str:

@@ -6,7 +6,6 @@ logic of each is proven on a CPU by tests/test_cuda_paths.py; these prove the re
 
 from __future__ import annotations
 
-import queue
 import time
 
 import torch
@@ -223,29 +222,21 @@ def check_energy_window(ctx: Context) -> dict:
 
 
 def _job(config_dict: dict, timeout_s: float) -> list[dict]:
+    """A run through the worker (under torchrun where the config has several processes), as the
+    CLI starts it; its messages up to `done` or `error`."""
     from profiler import protocol
-    from profiler.client import EOF, WorkerProcess
+    from profiler.client import WorkerProcess, read_messages
     from profiler.config import RunConfig
     from profiler.launch import worker_command
 
     worker = WorkerProcess(command=worker_command(RunConfig.from_dict(config_dict)))
-    messages: list[dict] = []
     try:
         worker.send(protocol.start(config_dict))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                item = worker.lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if item is EOF:
-                break
-            messages.append(protocol.decode(item, "worker"))
-            if messages[-1]["type"] in ("done", "error"):
-                break
+        return read_messages(worker, ("done", "error"), timeout_s)
+    except TimeoutError as exc:
+        return exc.messages  # type: ignore[attr-defined]
     finally:
         worker.shutdown()
-    return messages
 
 
 def check_energy_ranks(ctx: Context) -> dict:

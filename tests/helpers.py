@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import queue
 import random
-import time
 
-from profiler import protocol
-from profiler.client import EOF, WorkerProcess
+from profiler.client import WorkerProcess, read_messages
 from profiler.config import RunConfig
 
 
@@ -29,20 +26,10 @@ def nano_config(steps: int = 20, **train) -> RunConfig:
 
 def collect(worker: WorkerProcess, until: str = "done", timeout: float = 120.0) -> list[dict]:
     """Decode the worker's messages until one of type `until` (or EOF); fail on timeout."""
-    messages: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            item = worker.lines.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if item is EOF:
-            return messages
-        message = protocol.decode(item, "worker")
-        messages.append(message)
-        if message["type"] == until:
-            return messages
-    raise AssertionError(f"no {until!r} message within {timeout} s; got {[m['type'] for m in messages]}")
+    try:
+        return read_messages(worker, (until,), timeout)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def stored_run(store, name: str, messages: list[dict], config=None, exit_code: int | None = 0,
