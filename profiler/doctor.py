@@ -43,9 +43,10 @@ class Check:
 
 def all_checks() -> list:
     """Every check in the order it runs (quick facts first, the long GPU runs last)."""
-    from profiler import doctor_checks, doctor_checks_gpu
+    from profiler import doctor_checks, doctor_checks_gpu, doctor_checks_techniques
 
-    by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS}
+    by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS
+               + doctor_checks_techniques.CHECKS}
     order = ["versions", "nvml", "train_fp32", "train_bf16", "train_fp16", "tf32", "adamw",
              "sdpa", "compile", "activation_checkpointing", "memory_prediction", "torchao",
              "sparse_2to4", "ddp", "fsdp", "gpt2_throughput", "energy_per_token"]

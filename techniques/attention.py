@@ -8,6 +8,9 @@ from techniques.registry import Param, TechniqueInfo, register
 
 IMPLEMENTATIONS = ("sdpa", "math")
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+SIXTEEN_BIT_ONLY = ("flash", "cudnn")
+"""Backends with no fp32 kernel: they refuse fp32 inputs at the first call (flash also refuses
+any attn_mask; the built-in GPT passes none, with or without its KV cache)."""
 
 
 def _check(params: dict, caps: dict) -> str | None:
@@ -17,6 +20,24 @@ def _check(params: dict, caps: dict) -> str | None:
     if params["backend"] != "auto" and params["implementation"] != "sdpa":
         return "a backend applies to implementation = sdpa only"
     return None
+
+
+def _check_combination(params: dict, in_force: dict, workload: str) -> str | None:
+    from techniques import dtypes
+
+    backend = params["backend"]
+    if params["implementation"] != "sdpa" or backend not in SIXTEEN_BIT_ONLY:
+        return None
+    if workload == "compress":
+        return (f"the {backend} SDPA backend has no fp32 kernel, and a compress run times the "
+                "original fp32 model beside the compressed one; choose backend = auto or "
+                "efficient")
+    if dtypes.activations(in_force, workload) != dtypes.FP32:
+        return None
+    fix = ("add [techniques.weight_cast] (bf16 or fp16)" if workload == "infer"
+           else "set [techniques.precision] dtype = bf16 (or fp16)")
+    return (f"the {backend} SDPA backend has no fp32 kernel and this {workload} run computes "
+            f"attention in fp32; {fix}, or choose backend = auto or efficient")
 
 
 INFO = register(TechniqueInfo(
@@ -34,6 +55,7 @@ INFO = register(TechniqueInfo(
     ),
     mid_run=("enabled", "implementation", "backend"),
     check=_check,
+    check_combination=_check_combination,
 ))
 
 

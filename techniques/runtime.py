@@ -146,11 +146,7 @@ def order_key(info: registry.TechniqueInfo) -> tuple:
 
 def enabled_techniques(config: Any) -> dict[str, dict]:
     """Config techniques plus the always-on ones, with defaults filled and values checked."""
-    wanted = dict(config.techniques)
-    for info in registry.all_techniques():
-        if info.always_on and info.name not in wanted:
-            wanted[info.name] = {}
-    return {name: registry.validate_params(name, params) for name, params in wanted.items()}
+    return registry.in_force(config.techniques)
 
 
 def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
@@ -177,6 +173,9 @@ def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
+    why = registry.combination_reason(wanted, config.workload)
+    if why:
+        raise Unsupported(why)
     return wanted
 
 
@@ -281,6 +280,7 @@ def change(state: TrainState, name: str, params: dict) -> str:
     if not enabled:
         if current is None:
             return f"{info.label} was already off"
+        _refuse_combination(state, {n: p for n, p in state.active.items() if n != name})
         report = module.remove(state)
         state.active.pop(name, None)
         return report
@@ -291,6 +291,7 @@ def change(state: TrainState, name: str, params: dict) -> str:
     for other in info.conflicts:
         if other in state.active:
             raise Refused(f"{info.label} conflicts with {registry.get(other).label}; switch that off first")
+    _refuse_combination(state, {**state.active, name: new_params})
     report = module.change(state, new_params) if current is not None else module.apply(state, new_params)
     state.active[name] = new_params
     return report
@@ -298,6 +299,15 @@ def change(state: TrainState, name: str, params: dict) -> str:
 
 class Refused(ValueError):
     """A mid-run change that cannot apply; the text says why."""
+
+
+def _refuse_combination(state: TrainState, after: dict[str, dict]) -> None:
+    """Refuse a mid-run change that would leave techniques that cannot run together (flash
+    attention once autocast is switched off), as the plan refuses them before a run."""
+    workload = getattr(state.config, "workload", None)
+    why = registry.combination_reason(after, workload) if workload else None
+    if why:
+        raise Refused(f"{why}; the run goes on as it was")
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from profiler.config import RunConfig
+from profiler.doctor_checks_techniques import recording_sdpa
 from profiler.errors import Unsupported
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
@@ -106,3 +107,119 @@ def test_layers_torchao_leaves_unpacked_are_not_counted_as_converted(monkeypatch
                                                              {"bits": 4, "group_size": 256}))
     assert "converted 0 Linear layers" in report
     assert "blocks.0.attn.qkv (in_features not a multiple of 256)" in report
+
+
+# --- 4. forced SDPA backends: the cached path passes no mask; fp32 + flash refused -------------
+@torch.no_grad()
+def test_cached_generation_passes_no_mask_and_equals_the_uncached_model():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    tokens = torch.randint(0, TINY.vocab_size, (2, 14))
+    with recording_sdpa() as calls:
+        cache = model.new_kv_cache(14)
+        cached = [model(tokens[:, :8], kv_cache=cache)[0]]  # prefill from an empty cache
+        prefill_calls = list(calls)
+        for position in range(8, 14):  # one-token decode steps
+            cached.append(model(tokens[:, position:position + 1], kv_cache=cache)[0])
+        decode_calls = calls[len(prefill_calls):]
+    full = model(tokens)[0]  # the training forward, no cache
+    assert torch.allclose(cached[0], full[:, :8], atol=1e-5)
+    for step, logits in enumerate(cached[1:]):
+        assert torch.allclose(logits[:, 0], full[:, 8 + step], atol=1e-5)
+    assert len(prefill_calls) == TINY.n_layer and len(decode_calls) == 6 * TINY.n_layer
+    assert all(c["mask"] is None and c["is_causal"] and c["queries"] == c["keys"] == 8
+               for c in prefill_calls)
+    assert all(c["mask"] is None and not c["is_causal"] and c["queries"] == 1
+               for c in decode_calls)
+    assert [c["keys"] for c in decode_calls[::TINY.n_layer]] == list(range(9, 15))
+
+
+@torch.no_grad()
+def test_a_chunk_appended_to_a_filled_cache_keeps_its_mask_and_the_same_result():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    tokens = torch.randint(0, TINY.vocab_size, (1, 12))
+    cache = model.new_kv_cache(12)
+    model(tokens[:, :5], kv_cache=cache)
+    with recording_sdpa() as calls:
+        chunk = model(tokens[:, 5:], kv_cache=cache)[0]  # 7 queries after 5 cached positions
+    assert len(calls) == TINY.n_layer
+    assert all(c["mask"] is not None and c["mask"].shape == (7, 12) for c in calls)
+    assert torch.allclose(chunk, model(tokens)[0][:, 5:], atol=1e-5)
+
+
+def test_the_workload_generation_path_never_passes_a_mask():
+    from profiler.workloads.generation import generate_once
+
+    state = runtime.TrainState.plain(GPT(TINY).eval())
+    with recording_sdpa() as calls:
+        result = generate_once(state, torch.randint(0, TINY.vocab_size, (2, 6)), gen_len=4)
+    assert result["_decode_tokens"] == 2 * 3
+    assert len(calls) == 4 * TINY.n_layer and all(c["mask"] is None for c in calls)
+
+
+def _validated(workload: str, techniques: dict) -> RunConfig:
+    from profiler.config import validate
+
+    config = RunConfig(workload=workload, device="cpu", techniques=techniques)
+    if workload == "train":
+        config.train.seq_len = 32
+    return validate(config)
+
+
+@pytest.mark.parametrize(("workload", "techniques", "words"), [
+    ("infer", {"attention": {"backend": "flash"}}, "add \\[techniques.weight_cast\\]"),
+    ("infer", {"attention": {"backend": "cudnn"}}, "cudnn SDPA backend has no fp32 kernel"),
+    ("compress", {"attention": {"backend": "flash"}, "weight_cast": {}},
+     "times the original fp32 model"),
+    ("train", {"attention": {"backend": "flash"}}, "set \\[techniques.precision\\] dtype = bf16"),
+    ("train", {"attention": {"backend": "flash"}, "precision": {"dtype": "fp32"}},
+     "computes attention in fp32"),
+])
+def test_a_16_bit_only_backend_on_fp32_is_refused_before_the_run(workload, techniques, words):
+    from profiler.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"techniques.attention: .*{words}"):
+        _validated(workload, techniques)
+
+
+@pytest.mark.parametrize(("workload", "techniques"), [
+    ("infer", {"attention": {"backend": "flash"}, "weight_cast": {"dtype": "bf16"}}),
+    ("infer", {"attention": {"backend": "flash"}, "quantize_weight_only": {"bits": 4}}),
+    ("infer", {"attention": {"backend": "efficient"}}),  # efficient has an fp32 kernel
+    ("train", {"attention": {"backend": "flash"}, "precision": {"dtype": "bf16"}}),
+    ("train", {"attention": {"backend": "cudnn"}, "precision": {"dtype": "fp16"}}),
+])
+def test_16_bit_backends_on_16_bit_runs_pass_validation(workload, techniques):
+    assert _validated(workload, techniques).techniques == techniques
+
+
+def test_the_cli_exits_2_with_the_sentence_for_flash_on_fp32(tmp_path, capsys):
+    from profiler import cli
+
+    path = tmp_path / "flash.toml"
+    path.write_text('workload = "infer"\ndevice = "cpu"\n[techniques.attention]\n'
+                    'backend = "flash"\n', encoding="utf-8")
+    assert cli.main(["run", str(path)]) == 2
+    assert "flash SDPA backend has no fp32 kernel" in capsys.readouterr().err
+
+
+def test_switching_autocast_off_under_flash_is_refused_mid_run():
+    state = runtime.TrainState.plain(GPT(TINY), config=RunConfig(workload="train"))
+    state.active = {"precision": {"dtype": "bf16"},
+                    "attention": {"implementation": "sdpa", "backend": "flash"}}
+    with pytest.raises(runtime.Refused, match="no fp32 kernel.*the run goes on as it was"):
+        runtime.change(state, "precision", {"enabled": False})
+    with pytest.raises(runtime.Refused, match="no fp32 kernel"):
+        runtime.change(state, "precision", {"dtype": "fp32"})
+    assert state.active["precision"] == {"dtype": "bf16"}
+
+
+def test_the_doctors_flash_generation_check_runs_its_host_side_on_a_cpu():
+    from profiler.doctor_base import Context
+    from profiler.doctor_checks_techniques import check_flash_generation
+
+    figures = check_flash_generation(Context(device=torch.device("cpu"), quick=True))
+    assert figures["sdpa_calls"] == 16 * 4 and figures["sdpa_calls_with_mask"] == 0
+    assert figures["logits_rel_error_vs_uncached_math"] <= 1e-4
+    assert "flash kernel needs CUDA" in figures["summary"]
