@@ -9,8 +9,10 @@ right object.
 Order: techniques apply in registry.STAGES order. Inside the compress stage they follow
 COMPRESSION_ORDER (why: pruning ranks float weights; masks are folded in — after an optional
 fine-tune — before any format change; a cast precedes weight-only quantization, which wants
-bf16; int8 dynamic replaces the Linear modules last). A workload that trains keeps the pruning
-masks through training (they hold pruned weights at zero) and folds them in `finalize`.
+bf16; int8 dynamic replaces the Linear modules last; last of all, a technique's
+`after_formats` stores its weights in a sparse form that needs their final dtype — the 2:4
+compressed form, whose kernels take fp16 / bf16, not fp32). A workload that trains keeps the
+pruning masks through training (they hold pruned weights at zero) and folds them in `finalize`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class TrainState:
     reports: dict[str, str] = field(default_factory=dict)
     finalized: set[str] = field(default_factory=set)
     """Techniques whose finalize() ran (pruning masks folded in)."""
+    formatted: set[str] = field(default_factory=set)
+    """Techniques whose after_formats() ran (weights in a sparse form made after the cast)."""
 
     def __post_init__(self) -> None:
         if self.forward_model is None:
@@ -104,7 +108,8 @@ class TrainState:
         compressed copy measured beside its original."""
         return dataclasses.replace(self, model=model, forward_model=model, optimizer=None,
                                    active=dict(self.active), reports=dict(self.reports),
-                                   finalized=set(self.finalized), compiled=False)
+                                   finalized=set(self.finalized),
+                                   formatted=set(self.formatted), compiled=False)
 
 
 def make_scaler(device: torch.device, enabled: bool):
@@ -220,17 +225,37 @@ def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
             applied.append(_finalize_one(state, name))
         pending.clear()
 
+    def after_formats() -> None:  # the compress stage is over: weights have their final dtype
+        applied.extend(_after_formats(state, [info.name for info in order]))
+
     for info in order:
         leaving_pruning = pending and not is_pruner(info.name)
         if leaving_pruning and (info.name in FORMAT_ORDER or not keep_masks):
             fold()
+        if info.stage != "compress":
+            after_formats()
         report = implementation(info.name).apply(state, wanted[info.name])
         applied.append(_record(state, info.name, wanted[info.name], report))
         if is_pruner(info.name):
             pending.append(info.name)
     if pending and not keep_masks:
         fold()
+    after_formats()
     return applied
+
+
+def _after_formats(state: TrainState, names: list[str]) -> list[dict]:
+    """Run after_formats() of these techniques whose masks are folded in and whose after_formats
+    has not run yet (once each: a technique still holding masks gets it in `finalize`)."""
+    out = []
+    for name in names:
+        hook = getattr(implementation(name), "after_formats", None)
+        if hook is None or name not in state.finalized or name in state.formatted:
+            continue
+        state.formatted.add(name)
+        out.append({"name": name, "label": registry.get(name).label,
+                    "params": state.active[name], "report": hook(state, state.active[name])})
+    return out
 
 
 def _finalize_one(state: TrainState, name: str) -> dict:
@@ -244,8 +269,9 @@ def _finalize_one(state: TrainState, name: str) -> dict:
 def finalize(state: TrainState) -> list[dict]:
     """Every workload's last step: techniques with a finalize() that has not run yet (pruning
     masks kept through training) finish now, before weights are measured or saved."""
-    return [_finalize_one(state, name) for name in list(state.active)
+    done = [_finalize_one(state, name) for name in list(state.active)
             if name not in state.finalized and hasattr(implementation(name), "finalize")]
+    return done + _after_formats(state, list(state.active))
 
 
 def weight_saver(state: TrainState) -> Callable | None:

@@ -223,3 +223,54 @@ def test_the_doctors_flash_generation_check_runs_its_host_side_on_a_cpu():
     assert figures["sdpa_calls"] == 16 * 4 and figures["sdpa_calls_with_mask"] == 0
     assert figures["logits_rel_error_vs_uncached_math"] <= 1e-4
     assert "flash kernel needs CUDA" in figures["summary"]
+
+
+# --- 5. 2:4 sparsity: the compressed form is made after the weight cast ------------------------
+def test_2to4_weights_are_converted_after_the_cast_in_their_16_bit_dtype(monkeypatch):
+    import torch.sparse
+
+    seen: list[torch.Tensor] = []
+
+    def to_sparse_semi_structured(weight):  # cuSPARSELt's converter, faked: records its input
+        seen.append(weight.detach().clone())
+        return weight.detach().as_subclass(_Packed)
+
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", to_sparse_semi_structured)
+    techniques = {"prune_semi_structured": {}, "weight_cast": {"dtype": "bf16"}}
+    state = cuda_state(techniques, workload="infer")
+    from profiler.workloads.setup import INFER_STAGES
+
+    applied = runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
+    assert [a["name"] for a in applied] == ["prune_semi_structured", "prune_semi_structured",
+                                            "weight_cast", "prune_semi_structured"]
+    assert "8 layers in compressed 2:4 form (bfloat16)" in applied[-1]["report"]
+    assert len(seen) == 8 and all(w.dtype == torch.bfloat16 for w in seen)
+    for weight in seen:  # masks folded in before: 2 zeros in every 4
+        assert ((weight.view(weight.size(0), -1, 4) == 0).sum(-1) >= 2).all()
+    converted = [m.weight for n, m in state.model.named_modules()
+                 if n.startswith("blocks.") and isinstance(m, torch.nn.Linear)]
+    assert all(isinstance(w, _Packed) for w in converted)
+    assert runtime.finalize(state) == []  # once only
+
+
+@pytest.mark.parametrize(("techniques", "words"), [
+    ({"prune_semi_structured": {}}, "weights stay fp32; add \\[techniques.weight_cast\\]"),
+    ({"prune_semi_structured": {}, "quantize_weight_only": {"bits": 4}}, "a weight has one format"),
+    ({"prune_semi_structured": {"layers": "mlp"}, "weight_cast": {},
+      "quantize_weight_only": {"layers": "all"}}, "a weight has one format"),
+])
+def test_2to4_acceleration_that_cannot_work_is_refused_before_the_run(techniques, words):
+    from profiler.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"techniques.prune_semi_structured: .*{words}"):
+        _validated("compress", techniques)
+
+
+@pytest.mark.parametrize("techniques", [
+    {"prune_semi_structured": {}, "weight_cast": {"dtype": "fp16"}},
+    {"prune_semi_structured": {"accelerate": False}},
+    {"prune_semi_structured": {"layers": "attention"}, "quantize_weight_only": {"bits": 4,
+                                                                              "layers": "mlp"}},
+])
+def test_2to4_combinations_that_work_pass_validation(techniques):
+    assert _validated("compress", techniques).techniques == techniques
