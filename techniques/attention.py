@@ -59,23 +59,37 @@ INFO = register(TechniqueInfo(
 ))
 
 
+def _backends(params: dict) -> list | None:
+    """The SDPA backends to allow (None: PyTorch picks)."""
+    if params["implementation"] != "sdpa" or params["backend"] == "auto":
+        return None
+    from torch.nn.attention import SDPBackend
+
+    return [{"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]]
+
+
 def apply(state, params: dict) -> str:
     model = state.model
     if not hasattr(model, "set_attention"):
         raise Unsupported("this model has no attention switch")
+    backends = _backends(params)
+    if state.compiled and backends != state.sdpa_backends:
+        from techniques.runtime import Refused
+
+        # The backend is chosen when torch.compile traces SDPA and baked into the graph; no
+        # guard sees the sdpa_kernel context change, so the compiled model would go on as it was.
+        raise Refused("Attention kernel: under torch.compile the SDPA backend is fixed in the "
+                      "compiled graph, so changing it mid-run would not take effect; restart "
+                      f"the run with backend = {params['backend']}")
     model.set_attention(params["implementation"])
-    state.sdpa_backends = None
+    state.sdpa_backends = backends
     text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"
             else "torch scaled_dot_product_attention (causal)")
     if hasattr(model, "hf"):  # a Hugging Face model: its own attn_implementation switch
         text = (f"transformers attn_implementation = "
                 f"{'eager' if params['implementation'] == 'math' else 'sdpa'}")
-    if params["implementation"] == "sdpa" and params["backend"] != "auto":
-        from torch.nn.attention import SDPBackend
-
-        backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]
-        state.sdpa_backends = [backend]
+    if backends:
         text += f", {params['backend']} backend only"
     return text + f" in {len(model.blocks)} blocks"
 

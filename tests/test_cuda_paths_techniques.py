@@ -274,3 +274,42 @@ def test_2to4_acceleration_that_cannot_work_is_refused_before_the_run(techniques
 ])
 def test_2to4_combinations_that_work_pass_validation(techniques):
     assert _validated("compress", techniques).techniques == techniques
+
+
+# --- 10. under torch.compile the SDPA backend cannot change mid-run ----------------------------
+def compiled_train_state(backend: str = "auto") -> runtime.TrainState:
+    """A train state whose model the compile technique has wrapped (a stub: compiled is set,
+    nothing is traced), with the attention technique in force."""
+    state = runtime.TrainState.plain(GPT(TINY), config=RunConfig(workload="train"))
+    state.caps = {"cuda": True, "cuda_capability": 9.0, "bf16": True, "compiler": True}
+    params = {"implementation": "sdpa", "backend": backend}
+    runtime.implementation("attention").apply(state, params)
+    state.active = {"attention": params, "precision": {"dtype": "bf16"}, "compile": {}}
+    state.compiled = True
+    return state
+
+
+@pytest.mark.parametrize("params", [{"backend": "efficient"}, {"backend": "flash"},
+                                    {"enabled": False}])
+def test_a_backend_change_while_compiled_is_refused_and_draws_no_segment(params):
+    from profiler.workloads.train import handle_command
+
+    state = compiled_train_state("cudnn")
+    events: list[dict] = []
+    changed = handle_command({"type": "set", "technique": "attention", "params": params},
+                             state, 7, events.append)
+    assert changed == 0  # no segment starts for a change that did not happen
+    (event,) = events
+    assert event["kind"] == "refused" and "fixed in the compiled graph" in event["message"]
+    assert state.active["attention"]["backend"] == "cudnn"
+    assert state.sdpa_backends == [torch.nn.attention.SDPBackend.CUDNN_ATTENTION]
+
+
+def test_while_compiled_a_change_that_keeps_the_backend_still_applies():
+    state = compiled_train_state()
+    report = runtime.change(state, "attention", {"implementation": "math"})  # a guarded attribute
+    assert "explicit softmax" in report and state.model.blocks[0].attn.attention == "math"
+    state.compiled = False  # eager: the backend changes
+    assert "efficient backend only" in runtime.change(state, "attention",
+                                                      {"implementation": "sdpa",
+                                                       "backend": "efficient"})
