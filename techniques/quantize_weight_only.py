@@ -19,6 +19,7 @@ import inspect
 import re
 
 from profiler.errors import Unsupported
+from techniques.compile import eager_note
 from techniques.registry import Param, TechniqueInfo, register
 
 TINYGEMM_PACKING = "tile_packed_to_4d"
@@ -148,5 +149,10 @@ def apply(state, params: dict) -> str:
         why = (f"in_features not a multiple of {group}" if bits == 4  # the group) as it was
                else "left unquantized by torchao")
         skipped = skipped + [f"{n} ({why})" for n in left]
+    eager = eager_note({**(getattr(state.config, "techniques", None) or {}), INFO.name: params},
+                       getattr(state.config, "workload", "infer"))
+    if eager:
+        state.warn(eager)
+        note += f"; {eager}"
     return (f"converted {len(converted)} Linear layers to {kind} (torchao){note}"
             f"{skipped_text(skipped)}")

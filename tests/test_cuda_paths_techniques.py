@@ -313,3 +313,54 @@ def test_while_compiled_a_change_that_keeps_the_backend_still_applies():
     assert "efficient backend only" in runtime.change(state, "attention",
                                                       {"implementation": "sdpa",
                                                        "backend": "efficient"})
+
+
+# --- 11. torchao formats that need torch.compile say "eager" when it is missing ----------------
+def test_int8_weight_only_warns_that_it_runs_eager_and_int4_does_not(monkeypatch):
+    import torchao.quantization as tq
+
+    monkeypatch.setattr(tq, "quantize_", recording_quantize([]))
+    warnings: list[str] = []
+    report = wo.apply(cuda_state({"quantize_weight_only": {}}, warnings=warnings),
+                      registry.validate_params("quantize_weight_only", {}))
+    assert "eager mode: int8 weight-only runs slower than its baseline" in report
+    assert len(warnings) == 1 and warnings[0] in report
+    warnings.clear()
+    report = wo.apply(cuda_state({"quantize_weight_only": {"bits": 4}}, warnings=warnings),
+                      registry.validate_params("quantize_weight_only", {"bits": 4}))
+    assert "eager" not in report and warnings == []  # tinygemm is a fused kernel
+
+
+@pytest.mark.parametrize(("techniques", "eager"), [
+    ({"float8_training": {}}, True),
+    ({"float8_training": {}, "compile": {}}, False),
+])
+def test_fp8_training_says_eager_unless_the_run_compiles(monkeypatch, techniques, eager):
+    import torchao.float8
+
+    from techniques import float8_training
+
+    converted: list[str] = []
+
+    def convert_to_float8_training(model, config=None, module_filter_fn=None):
+        converted.extend(n for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and module_filter_fn(m, n))
+        return model
+
+    monkeypatch.setattr(torchao.float8, "convert_to_float8_training", convert_to_float8_training)
+    warnings: list[str] = []
+    report = float8_training.apply(cuda_state(techniques, workload="train", warnings=warnings),
+                                   registry.validate_params("float8_training", {}))
+    assert len(converted) == 8 and "converted 8 Linear layers" in report
+    assert ("eager mode: fp8 training" in report) == eager
+    assert len(warnings) == int(eager)
+    assert all("add [techniques.compile]" in w for w in warnings)
+
+
+def test_the_infer_figures_how_text_says_eager_for_int8_weight_only():
+    from techniques.compile import eager_how
+
+    assert eager_how(registry.in_force({"quantize_weight_only": {}}), "infer") == \
+        "; eager: int8 weight-only without torch.compile"
+    assert eager_how(registry.in_force({"quantize_weight_only": {"bits": 4}}), "infer") == ""
+    assert eager_how(registry.in_force({"weight_cast": {}}), "compress") == ""
