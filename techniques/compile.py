@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from techniques.registry import Param, TechniqueInfo, register
 
 MODES = ("default", "reduce-overhead", "max-autotune")
@@ -19,14 +21,52 @@ INFO = register(TechniqueInfo(
 ))
 
 
-def apply(state, params: dict) -> str:
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""Modes in which inductor records CUDA graphs (max-autotune turns them on as well)."""
+
+
+class CudaGraphForward:
+    """The compiled model under a CUDA-graph mode. Its outputs live in the graph's static memory,
+    which the next replay overwrites, so a loss kept across micro-steps (accumulation sums them)
+    would silently read a later one. Each call therefore first marks a new step for cudagraph
+    trees (torch.compiler.cudagraph_mark_step_begin, "before each model invocation": the earlier
+    outputs may be reused) and returns the loss cloned out of the graph's memory. The logits are
+    not cloned: every loop reads them within the micro-step, and a clone would double the
+    largest activation."""
+
+    def __init__(self, compiled: Callable, mark: Callable[[], None]):
+        self.compiled, self.mark = compiled, mark
+
+    def __call__(self, *args, **kwargs):
+        self.mark()
+        out = self.compiled(*args, **kwargs)
+        if isinstance(out, tuple) and len(out) == 2 and out[1] is not None:
+            return out[0], out[1].clone()
+        return out
+
+
+def compiled_forward(module, options: dict) -> Callable:
+    """torch.compile(module, **options), behind CudaGraphForward when the mode records CUDA
+    graphs; the one way the engine compiles what the loop calls (ddp compiles its wrapper here)."""
     import torch
 
+    compiled = torch.compile(module, **options)
+    if options.get("mode") not in CUDAGRAPH_MODES:
+        return compiled
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    return CudaGraphForward(compiled, mark or (lambda: None))
+
+
+def apply(state, params: dict) -> str:
     state.compile_options = {"mode": params["mode"]}
-    state.forward_model = torch.compile(state.model, **state.compile_options)
+    state.forward_model = compiled_forward(state.model, state.compile_options)
     state.compiled = True
-    return (f"torch.compile(mode={params['mode']!r}); compilation happens in the first steps, "
+    text = (f"torch.compile(mode={params['mode']!r}); compilation happens in the first steps, "
             "which are reported as compile time and left out of throughput")
+    if params["mode"] in CUDAGRAPH_MODES:
+        text += ("; CUDA graphs: each model call marks a new cudagraph step and the loss is "
+                 "cloned out of the graph's memory, so accumulated micro-steps keep their own")
+    return text
 
 
 FORWARD_ONLY = ("infer", "compress")

@@ -364,3 +364,70 @@ def test_the_infer_figures_how_text_says_eager_for_int8_weight_only():
         "; eager: int8 weight-only without torch.compile"
     assert eager_how(registry.in_force({"quantize_weight_only": {"bits": 4}}), "infer") == ""
     assert eager_how(registry.in_force({"weight_cast": {}}), "compress") == ""
+
+
+# --- 13. CUDA-graph compile modes: a mark per model call, the loss cloned out of the graph ------
+class _StaticLoss(torch.autograd.Function):
+    """Returns the loss through one buffer that every call overwrites, as a CUDA graph's static
+    output memory is overwritten by its next replay; gradients pass straight through."""
+
+    @staticmethod
+    def forward(ctx, loss, buffer):
+        buffer.copy_(loss)
+        return buffer.view_as(buffer)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _GraphReplay:
+    """What torch.compile returns under a CUDA-graph mode, faked on the CPU."""
+
+    def __init__(self, model):
+        self.model, self.buffer = model, torch.zeros(())
+
+    def __call__(self, x, y=None):
+        logits, loss = self.model(x, y)
+        return logits, (None if loss is None else _StaticLoss.apply(loss, self.buffer))
+
+
+class _Batches:
+    def __init__(self, batches):
+        self.batches, self.index = batches, 0
+
+    def next(self):
+        self.index += 1
+        return self.batches[self.index - 1]
+
+
+@pytest.mark.parametrize(("mode", "marks"), [("reduce-overhead", 2 * 3), ("max-autotune", 2 * 3),
+                                             ("default", 0)])
+def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(monkeypatch, mode,
+                                                                             marks):
+    from profiler.workloads.train import accumulated_step, lm_loss_of
+    from techniques import compile as compile_technique
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: _GraphReplay(module))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    state = runtime.TrainState.plain(model, config=RunConfig(workload="train"))
+    state.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    state.base_lr = 0.0  # the weights stay, so every micro-batch's loss is known beforehand
+    state.micro_batches = 2
+    report = compile_technique.apply(state, {"mode": mode})
+    assert ("marks a new cudagraph step" in report) == (mode != "default")
+    batches = [(torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))) for _ in range(6)]
+    with torch.no_grad():
+        eager = [model(x, y)[1].item() for x, y in batches]
+    feed = _Batches(batches)
+    means = [accumulated_step(state, feed, step, lm_loss_of(state))[0].item()
+             for step in (1, 2, 3)]
+    assert len(calls) == marks  # one mark before every model call, and only under CUDA graphs
+    expected = [(eager[i] + eager[i + 1]) / 2 for i in (0, 2, 4)]
+    if mode == "default":  # the fake's overwritten buffer: what an unguarded loop would read
+        assert means == pytest.approx([eager[i + 1] for i in (0, 2, 4)], rel=1e-5)
+    else:
+        assert means == pytest.approx(expected, rel=1e-5)
