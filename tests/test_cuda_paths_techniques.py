@@ -431,3 +431,47 @@ def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(mon
         assert means == pytest.approx([eager[i + 1] for i in (0, 2, 4)], rel=1e-5)
     else:
         assert means == pytest.approx(expected, rel=1e-5)
+
+
+# --- QLoRA: the merged weights are saved dequantized -------------------------------------------
+class _Fake4bit(torch.nn.Module):
+    """Stands for a bitsandbytes Linear4bit: packed bytes as its weight, the float weight it
+    would dequantize to kept aside."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = torch.nn.Parameter(torch.zeros(linear.weight.numel() // 2, 1,
+                                                     dtype=torch.uint8), requires_grad=False)
+        self.bias = linear.bias
+        self.dequantized = linear.weight.detach().clone()
+
+
+def test_qlora_saves_merged_weights_dequantized_with_the_adapter_added(monkeypatch, tmp_path):
+    from techniques import lora, qlora
+
+    monkeypatch.setattr(qlora, "_bnb_four_bit", lambda: (
+        lambda m: isinstance(m, _Fake4bit), lambda m: m.dequantized))
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    lora.inject(model, registry.validate_params("lora", {"target": "attention"}))
+    for _, layer in lora.lora_layers(model):
+        for b in layer.lora_B.values():  # peft starts B at zero: give the update a value
+            torch.nn.init.normal_(b.weight, std=0.1)
+    expected = {k: v.clone() for k, v in lora.merged_copy(model).state_dict().items()}
+    for _, layer in lora.lora_layers(model):  # now store the bases 4-bit, as QLoRA does
+        layer.base_layer = _Fake4bit(layer.base_layer)
+    model.blocks[0].mlp.fc = _Fake4bit(model.blocks[0].mlp.fc)  # a 4-bit layer, no adapter
+    config = RunConfig(workload="train", output_dir=str(tmp_path))
+    config.train.save_checkpoint = True
+    state = runtime.TrainState.plain(model, config=config)
+    state.active = {"qlora": registry.validate_params("qlora", {"target": "attention"})}
+    saved: list[torch.nn.Module] = []
+    qlora.save(state, 5, lambda message: None, lambda m: saved.append(m) or "model.safetensors")
+    (merged,) = saved
+    assert not any(isinstance(m, _Fake4bit) for m in merged.modules())
+    weights = merged.state_dict()
+    assert set(weights) == set(expected)
+    assert all(torch.allclose(weights[k].float(), expected[k].float(), atol=1e-6)
+               for k in expected)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
