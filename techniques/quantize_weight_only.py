@@ -115,7 +115,7 @@ def is_quantized(weight) -> bool:
 def apply(state, params: dict) -> str:
     import torch
 
-    from techniques.compress_common import skipped_text, target_linears
+    from techniques.compress_common import keep_matmul_precision, skipped_text, target_linears
 
     if state.device.type != "cuda":
         raise Unsupported("techniques.quantize_weight_only: runs on CUDA only; on this "
@@ -140,7 +140,8 @@ def apply(state, params: dict) -> str:
     try:
         from torchao.quantization import quantize_
 
-        quantize_(model, _config(bits, group), filter_fn=lambda module, fqn: fqn in names)
+        with keep_matmul_precision():
+            quantize_(model, _config(bits, group), filter_fn=lambda module, fqn: fqn in names)
     except ImportError as exc:
         raise refusal(exc, kind) from None
     converted = [n for n, m in chosen if is_quantized(m.weight)]

@@ -475,3 +475,26 @@ def test_qlora_saves_merged_weights_dequantized_with_the_adapter_added(monkeypat
     assert all(torch.allclose(weights[k].float(), expected[k].float(), atol=1e-6)
                for k in expected)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# --- torchao <= 0.17 turned TF32 on process-wide inside quantize_ -------------------------------
+def test_quantizing_leaves_the_processes_fp32_matmul_precision_as_it_was(monkeypatch):
+    import torchao.quantization as tq
+
+    from techniques import quantize_int8_dynamic
+    from techniques.compress_common import target_linears
+
+    def quantize_(model, config, filter_fn=None):  # what torchao 0.10 .. 0.17 did
+        torch.set_float32_matmul_precision("high")
+
+    monkeypatch.setattr(tq, "quantize_", quantize_)
+    original = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        wo.apply(cuda_state(), registry.validate_params("quantize_weight_only", {}))
+        assert torch.get_float32_matmul_precision() == "highest"
+        model = GPT(TINY)
+        quantize_int8_dynamic._apply_torchao(model, *target_linears(model))  # its CUDA path
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(original)
