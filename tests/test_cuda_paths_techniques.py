@@ -498,3 +498,20 @@ def test_quantizing_leaves_the_processes_fp32_matmul_precision_as_it_was(monkeyp
         assert torch.get_float32_matmul_precision() == "highest"
     finally:
         torch.set_float32_matmul_precision(original)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_a_hugging_face_models_cached_generation_passes_sdpa_no_mask(name):
+    """transformers skips its mask for a prefill from an empty cache and a one-token step (no
+    padding), so backend = flash can run an HF model's generation too."""
+    from profiler import weights
+    from profiler.config import ArchConfig, ModelConfig
+    from profiler.workloads.generation import generate_once
+
+    arch = ArchConfig(name=name, n_layer=2, n_head=4, n_embd=32, block_size=64)
+    model, _ = weights.load_model(ModelConfig(source="hf-config", arch=arch), torch.device("cpu"),
+                                  0.0)
+    with recording_sdpa() as calls:
+        generate_once(runtime.TrainState.plain(model.eval()), torch.randint(0, 256, (2, 8)), 4)
+    assert len(calls) == 4 * 2 and all(c["mask"] is None for c in calls)
+    assert [c["is_causal"] for c in calls[::2]] == [True, False, False, False]
