@@ -247,6 +247,7 @@ def check_torchao(ctx: Context) -> dict:
 
     base = build_gpt("gpt2-small").to(ctx.device, torch.bfloat16).eval()
     config = run_config(ctx, "gpt2-small", 4, 256)
+    config.workload = "infer"  # where the technique runs (eager: no compile stage)
     x, _ = make_batches(ctx, config, 1)[0]
     prompt, gen = x[:1, :64], 32 if ctx.quick else 64
     with torch.no_grad():
