@@ -74,7 +74,7 @@ def apply(state, params: dict) -> str:
     if not hasattr(model, "set_attention"):
         raise Unsupported("this model has no attention switch")
     backends = _backends(params)
-    if state.compiled and backends != state.sdpa_backends:
+    if getattr(state, "compiled", False) and backends != state.sdpa_backends:
         from techniques.runtime import Refused
 
         # The backend is chosen when torch.compile traces SDPA and baked into the graph; no
