@@ -309,15 +309,15 @@ def check_sparse_2to4(ctx: Context) -> dict:
     from techniques.compress_common import target_linears
 
     base = build_gpt("gpt-mini").to(ctx.device).eval()
-    states = {}
+    states, reports = {}, {}
     for name, accelerate in (("sparse", True), ("dense", False)):
         config = run_config(ctx, "gpt-mini", 16, 256, {
             "prune_semi_structured": {"accelerate": accelerate}, "weight_cast": {"dtype": "bf16"}})
         config.workload = "compress"
         state = runtime.TrainState(config=config, device=ctx.device, caps=ctx.caps,
                                    model=copy.deepcopy(base), warn=ctx.warnings.append)
-        runtime.apply_all(state, runtime.plan(config, ctx.caps, INFER_STAGES))  # as a run does
-        states[name] = state
+        applied = runtime.apply_all(state, runtime.plan(config, ctx.caps, INFER_STAGES))
+        states[name], reports[name] = state, [a["report"] for a in applied]  # as a run does
     layers = target_linears(states["sparse"].model, "all")[0]
     dense_left = [n for n, m in layers if not isinstance(m.weight, SparseSemiStructuredTensor)]
     x, _ = make_batches(ctx, run_config(ctx, "gpt-mini", 16, 256), 1)[0]
@@ -333,13 +333,13 @@ def check_sparse_2to4(ctx: Context) -> dict:
     times = {name: distribution(time_calls(ctx, lambda s=state: forward(s), 20, 3), "s")
              for name, state in states.items()}
     figures = {"model": "gpt-mini", "batch": list(x.shape), "dtype": "bf16",
-               "report": "; ".join(states["sparse"].reports.values()),
+               "reports": reports,
                "layers": len(layers), "layers_left_dense": dense_left,
                "sparse_kind": sorted({type(m.weight).__name__ for _, m in layers}),
                "logits_rel_error_vs_dense": error, "sparse_forward_s": times["sparse"],
                "dense_forward_s": times["dense"],
                "speedup_x": times["dense"]["median"] / times["sparse"]["median"]}
-    del states
+    del states, state
     free(ctx)
     if dense_left:
         raise CheckFailed(f"{len(dense_left)} of {len(layers)} layers are not in the compressed "
