@@ -121,7 +121,9 @@ def check_cudagraph_accumulation(ctx: Context) -> dict:
     step, through the compile and grad_accumulation techniques and the train loop's step, on
     gpt-mini in bf16: every step's loss and the losses after several optimizer steps match
     eager within 2 % — proof that no micro-step's loss or gradient was read after a later graph
-    replay overwrote it (the compile technique marks each call and clones the loss)."""
+    replay overwrote it (the compile technique marks each call, clones the loss and, while
+    steps accumulate, copies each gradient out of the graph's memory: PyTorch issues 96693 and
+    169545 show the accumulated gradient losing micro-steps, or the run failing, without)."""
     techniques = {"precision": {"dtype": "bf16"}, "grad_accumulation": {"micro_batches": 2}}
     config = train_config(ctx, techniques)
     batches = make_batches(ctx, config, 8)

@@ -57,6 +57,23 @@ def compiled_forward(module, options: dict) -> Callable:
     return CudaGraphForward(compiled, mark or (lambda: None))
 
 
+def keep_gradients_apart(state) -> int:
+    """Under CUDA graphs the backward's gradients live in the graph's memory too, and autograd
+    adopts the first micro-step's as the parameter's .grad without a copy, so the next replay
+    overwrites it before the second micro-step adds to it (PyTorch issues 96693, 169545: the
+    accumulated gradient silently loses micro-steps, or the run fails). A hook on each trainable
+    parameter copies its gradient out of the graph's memory while steps accumulate (micro_batches
+    is read at each call: accumulation can change mid-run); without accumulation the optimizer
+    consumes .grad before the next replay and nothing is copied. Returns the hooked parameters."""
+    def own_copy(grad):
+        return grad.clone() if state.micro_batches > 1 else grad
+
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    for param in params:
+        param.register_hook(own_copy)
+    return len(params)
+
+
 def apply(state, params: dict) -> str:
     state.compile_options = {"mode": params["mode"]}
     state.forward_model = compiled_forward(state.model, state.compile_options)
@@ -64,8 +81,10 @@ def apply(state, params: dict) -> str:
     text = (f"torch.compile(mode={params['mode']!r}); compilation happens in the first steps, "
             "which are reported as compile time and left out of throughput")
     if params["mode"] in CUDAGRAPH_MODES:
-        text += ("; CUDA graphs: each model call marks a new cudagraph step and the loss is "
-                 "cloned out of the graph's memory, so accumulated micro-steps keep their own")
+        hooked = keep_gradients_apart(state)
+        text += ("; CUDA graphs: each model call marks a new cudagraph step, the loss is cloned "
+                 f"out of the graph's memory and, while steps accumulate, so are the gradients "
+                 f"of {hooked} parameters, so every micro-step keeps its own")
     return text
 
 

@@ -419,6 +419,7 @@ def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(mon
     state.micro_batches = 2
     report = compile_technique.apply(state, {"mode": mode})
     assert ("marks a new cudagraph step" in report) == (mode != "default")
+    assert ("gradients of 28 parameters" in report) == (mode != "default")
     batches = [(torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))) for _ in range(6)]
     with torch.no_grad():
         eager = [model(x, y)[1].item() for x, y in batches]
@@ -515,3 +516,62 @@ def test_a_hugging_face_models_cached_generation_passes_sdpa_no_mask(name):
         generate_once(runtime.TrainState.plain(model.eval()), torch.randint(0, 256, (2, 8)), 4)
     assert len(calls) == 4 * 2 and all(c["mask"] is None for c in calls)
     assert [c["is_causal"] for c in calls[::2]] == [True, False, False, False]
+
+
+class _StaticGrad(torch.autograd.Function):
+    """Identity forward; backward hands out its gradient through one buffer every call
+    overwrites, as a tensor object of its own (autograd may adopt it as .grad without a copy),
+    as the backward of a CUDA graph does."""
+
+    buffer: torch.Tensor | None = None
+
+    @staticmethod
+    def forward(ctx, weight):
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if _StaticGrad.buffer is None or _StaticGrad.buffer.shape != grad.shape:
+            _StaticGrad.buffer = torch.zeros_like(grad)
+        _StaticGrad.buffer.copy_(grad)
+        return _StaticGrad.buffer.view_as(grad)
+
+
+class _Regression(torch.nn.Module):
+    """A Linear layer whose weight gradient comes back through _StaticGrad."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1, bias=False)
+
+    def forward(self, x, y=None):
+        out = torch.nn.functional.linear(x, _StaticGrad.apply(self.linear.weight))
+        return out, ((out - y) ** 2).mean()
+
+
+@pytest.mark.parametrize(("mode", "exact"), [("reduce-overhead", True), ("default", False)])
+def test_cudagraph_modes_keep_each_micro_steps_gradient(monkeypatch, mode, exact):
+    from profiler.workloads.train import accumulated_step, lm_loss_of
+    from techniques import compile as compile_technique
+
+    monkeypatch.setattr(torch, "compile", lambda module, **options: module)
+    torch.manual_seed(0)
+    batches = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(2)]
+    start = torch.randn(1, 4)
+
+    def weight_after_one_step(graphed: bool) -> torch.Tensor:
+        model = _Regression()
+        with torch.no_grad():
+            model.linear.weight.copy_(start)
+        state = runtime.TrainState.plain(model, config=RunConfig(workload="train"))
+        state.optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        state.base_lr, state.micro_batches = 1.0, 2
+        if graphed:
+            compile_technique.apply(state, {"mode": mode})
+        accumulated_step(state, _Batches(list(batches)), 1, lm_loss_of(state))
+        return model.linear.weight.detach().clone()
+
+    reference = start - sum(2 * ((x @ start.T - y) * x).mean(0) for x, y in batches) / 2
+    # Unguarded, the second micro-step's backward overwrites the first one's adopted .grad:
+    assert not torch.allclose(weight_after_one_step(graphed=False), reference, atol=1e-3)
+    assert torch.allclose(weight_after_one_step(graphed=True), reference, atol=1e-6) == exact
