@@ -45,15 +45,20 @@ class Check:
 
 def all_checks() -> list:
     """Every check in the order it runs (quick facts first, the long GPU runs last)."""
-    from profiler import doctor_checks, doctor_checks_cuda, doctor_checks_gpu
+    from profiler import (
+        doctor_checks,
+        doctor_checks_cuda,
+        doctor_checks_gpu,
+        doctor_checks_techniques,
+    )
 
     by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS
-               + doctor_checks_cuda.CHECKS}
+               + doctor_checks_cuda.CHECKS + doctor_checks_techniques.CHECKS}
     order = ["versions", "nvml", "nvml_uuid", "train_fp32", "train_bf16", "train_fp16", "tf32",
-             "adamw", "sdpa", "compile", "activation_checkpointing", "memory_prediction",
-             "segment_peak", "torchao", "sparse_2to4", "ddp", "fsdp", "fsdp_fp16",
-             "roofline_ceiling", "step_sync", "gpt2_throughput", "energy_per_token",
-             "energy_window", "energy_ranks"]
+             "adamw", "sdpa", "flash_generation", "compile", "cudagraph_accumulation",
+             "activation_checkpointing", "memory_prediction", "segment_peak", "torchao",
+             "sparse_2to4", "ddp", "fsdp", "fsdp_fp16", "roofline_ceiling", "step_sync",
+             "gpt2_throughput", "energy_per_token", "energy_window", "energy_ranks"]
     return [by_name[n] for n in order if n in by_name] + [
         spec for name, spec in by_name.items() if name not in order]
 

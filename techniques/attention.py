@@ -8,6 +8,9 @@ from techniques.registry import Param, TechniqueInfo, register
 
 IMPLEMENTATIONS = ("sdpa", "math")
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+SIXTEEN_BIT_ONLY = ("flash", "cudnn")
+"""Backends with no fp32 kernel: they refuse fp32 inputs at the first call (flash also refuses
+any attn_mask; the built-in GPT passes none, with or without its KV cache)."""
 
 
 def _check(params: dict, caps: dict) -> str | None:
@@ -17,6 +20,24 @@ def _check(params: dict, caps: dict) -> str | None:
     if params["backend"] != "auto" and params["implementation"] != "sdpa":
         return "a backend applies to implementation = sdpa only"
     return None
+
+
+def _check_combination(params: dict, in_force: dict, workload: str) -> str | None:
+    from techniques import dtypes
+
+    backend = params["backend"]
+    if params["implementation"] != "sdpa" or backend not in SIXTEEN_BIT_ONLY:
+        return None
+    if workload == "compress":
+        return (f"the {backend} SDPA backend has no fp32 kernel, and a compress run times the "
+                "original fp32 model beside the compressed one; choose backend = auto or "
+                "efficient")
+    if dtypes.activations(in_force, workload) != dtypes.FP32:
+        return None
+    fix = ("add [techniques.weight_cast] (bf16 or fp16)" if workload == "infer"
+           else "set [techniques.precision] dtype = bf16 (or fp16)")
+    return (f"the {backend} SDPA backend has no fp32 kernel and this {workload} run computes "
+            f"attention in fp32; {fix}, or choose backend = auto or efficient")
 
 
 INFO = register(TechniqueInfo(
@@ -34,26 +55,41 @@ INFO = register(TechniqueInfo(
     ),
     mid_run=("enabled", "implementation", "backend"),
     check=_check,
+    check_combination=_check_combination,
 ))
+
+
+def _backends(params: dict) -> list | None:
+    """The SDPA backends to allow (None: PyTorch picks)."""
+    if params["implementation"] != "sdpa" or params["backend"] == "auto":
+        return None
+    from torch.nn.attention import SDPBackend
+
+    return [{"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]]
 
 
 def apply(state, params: dict) -> str:
     model = state.model
     if not hasattr(model, "set_attention"):
         raise Unsupported("this model has no attention switch")
+    backends = _backends(params)
+    if getattr(state, "compiled", False) and backends != state.sdpa_backends:
+        from techniques.runtime import Refused
+
+        # The backend is chosen when torch.compile traces SDPA and baked into the graph; no
+        # guard sees the sdpa_kernel context change, so the compiled model would go on as it was.
+        raise Refused("Attention kernel: under torch.compile the SDPA backend is fixed in the "
+                      "compiled graph, so changing it mid-run would not take effect; restart "
+                      f"the run with backend = {params['backend']}")
     model.set_attention(params["implementation"])
-    state.sdpa_backends = None
+    state.sdpa_backends = backends
     text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"
             else "torch scaled_dot_product_attention (causal)")
     if hasattr(model, "hf"):  # a Hugging Face model: its own attn_implementation switch
         text = (f"transformers attn_implementation = "
                 f"{'eager' if params['implementation'] == 'math' else 'sdpa'}")
-    if params["implementation"] == "sdpa" and params["backend"] != "auto":
-        from torch.nn.attention import SDPBackend
-
-        backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]
-        state.sdpa_backends = [backend]
+    if backends:
         text += f", {params['backend']} backend only"
     return text + f" in {len(model.blocks)} blocks"
 

@@ -7,6 +7,9 @@ removes pruning masks, and counts sparsity as measured on the weights.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -34,6 +37,20 @@ def target_linears(model: nn.Module,
             continue
         chosen.append((name, module))
     return chosen, skipped
+
+
+@contextlib.contextmanager
+def keep_matmul_precision() -> Iterator[None]:
+    """Restore torch's fp32 matmul precision after torchao's quantize_: torchao up to 0.17 calls
+    torch.set_float32_matmul_precision("high") when a config keeps set_inductor_config (the
+    default), which turns TF32 on for every fp32 matmul of the process, never restored — the
+    baseline model measured beside the quantized one would silently run TF32. torchao 0.18
+    stopped; restoring here keeps older torchao usable without that side effect."""
+    precision = torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 def skipped_text(skipped: list[str]) -> str:

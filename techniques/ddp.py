@@ -26,8 +26,9 @@ INFO = register(TechniqueInfo(
 
 
 def apply(state, params: dict) -> str:
-    import torch
     from torch.nn.parallel import DistributedDataParallel
+
+    from techniques.compile import compiled_forward
 
     device_ids = [state.device.index] if state.device.type == "cuda" else None
     # Wrap the plain module (DDP's hooks must see the real parameters), then compile the wrapper
@@ -36,7 +37,7 @@ def apply(state, params: dict) -> str:
                                   bucket_cap_mb=params["bucket_cap_mb"],
                                   gradient_as_bucket_view=params["gradient_as_bucket_view"],
                                   static_graph=params["static_graph"])
-    state.forward_model = torch.compile(ddp, **state.compile_options) if state.compiled else ddp
+    state.forward_model = compiled_forward(ddp, state.compile_options) if state.compiled else ddp
     # Accumulation: all-reduce once per optimizer step, on the last micro-batch's backward.
     state.grad_sync = lambda sync: contextlib.nullcontext() if sync else ddp.no_sync()
     world = state.caps.get("world_size", 1)

@@ -9,6 +9,7 @@ and an fp8 peak would count work the non-fp8 parts (attention, norms) never do a
 from __future__ import annotations
 
 from profiler.errors import Unsupported
+from techniques.compile import eager_note
 from techniques.registry import Param, TechniqueInfo, register
 
 RECIPES = ("tensorwise", "rowwise")
@@ -72,5 +73,11 @@ def apply(state, params: dict) -> str:
     config = Float8LinearConfig.from_recipe_name(params["recipe"])
     convert_to_float8_training(state.model, config=config,
                                module_filter_fn=lambda module, fqn: fqn in names)
-    return (f"converted {len(names)} Linear layers to torchao Float8Linear ({params['recipe']} "
-            f"scaling); MFU n/a under fp8{skipped_text(skipped)}")
+    text = (f"converted {len(names)} Linear layers to torchao Float8Linear ({params['recipe']} "
+            f"scaling); MFU n/a under fp8")
+    eager = eager_note({**(getattr(state.config, "techniques", None) or {}), INFO.name: params},
+                       getattr(state.config, "workload", "train"))
+    if eager:
+        state.warn(eager)
+        text += f"; {eager}"
+    return text + skipped_text(skipped)

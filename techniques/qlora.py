@@ -3,7 +3,8 @@
 
 The frozen weights shrink about 4x against bf16 (plus one scale per 64 weights), on top of
 LoRA's small gradient and optimizer memory. bitsandbytes' 4-bit kernels need a CUDA GPU: on any
-other machine the technique is refused with the reason.
+other machine the technique is refused with the reason. The merged weights a run saves are
+dequantized to fp32 first (the adapter is saved beside them as for LoRA).
 """
 
 from __future__ import annotations
@@ -61,4 +62,60 @@ def apply(state, params: dict) -> str:
     return f"{quantized} block Linear layers stored in 4-bit NF4 (bitsandbytes); {report}"
 
 
-save = lora.save
+def _bnb_four_bit():
+    """(is this a 4-bit layer, its weight dequantized) from bitsandbytes."""
+    import bitsandbytes as bnb
+
+    return (lambda module: isinstance(module, bnb.nn.Linear4bit),
+            lambda module: bnb.functional.dequantize_4bit(module.weight.data,
+                                                          module.weight.quant_state))
+
+
+def dequantized_merged_copy(model):
+    """A copy of model with every adapter merged and every 4-bit layer back in fp32: W =
+    dequantize(W_nf4) + scale·B·A as a plain nn.Linear. The saved merged weights must be floats
+    any loader reads; bitsandbytes' packed NF4 bytes (two weights per uint8, with a separate
+    quantization state) would load as garbage, and peft's own merge would quantize the sum
+    again, adding a second rounding."""
+    import copy
+
+    import torch
+
+    is_4bit, dequantize = _bnb_four_bit()
+    merged = copy.deepcopy(model)
+
+    def as_linear(base, delta=None) -> torch.nn.Linear:
+        weight = dequantize(base).float()
+        if delta is not None:
+            weight = weight + delta
+        linear = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                                 device=weight.device)
+        with torch.no_grad():
+            linear.weight.copy_(weight.reshape(base.out_features, base.in_features))
+            if base.bias is not None:
+                linear.bias.copy_(base.bias.float())
+        return linear
+
+    def replace(name: str, module: torch.nn.Module) -> None:
+        owner, _, attr = name.rpartition(".")
+        setattr(merged.get_submodule(owner) if owner else merged, attr, module)
+
+    for name, layer in lora.lora_layers(merged):
+        base = layer.get_base_layer()
+        if is_4bit(base):
+            delta = sum(layer.get_delta_weight(a).float() for a in layer.active_adapters)
+            replace(name, as_linear(base, delta))
+        else:
+            layer.merge(safe_merge=True)
+            replace(name, base)
+    for name, module in list(merged.named_modules()):
+        if is_4bit(module):  # a quantized layer without an adapter
+            replace(name, as_linear(module))
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged
+
+
+def save(state, steps: int, emit, save_weights) -> list[str]:
+    """LoRA's save (the adapter, and the merged weights) with the merged weights dequantized."""
+    return lora.save(state, steps, emit, save_weights, merge=dequantized_merged_copy)

@@ -86,9 +86,11 @@ def _apply_torchao(model, chosen: list, skipped: list) -> str:
         from torchao.quantization import int8_dynamic_activation_int8_weight
 
         config = int8_dynamic_activation_int8_weight()
+    from techniques.compress_common import keep_matmul_precision, skipped_text
+
     names = {name for name, _ in chosen}
-    quantize_(model, config, filter_fn=lambda module, fqn: fqn in names)
-    from techniques.compress_common import skipped_text
+    with keep_matmul_precision():
+        quantize_(model, config, filter_fn=lambda module, fqn: fqn in names)
 
     return (f"converted {len(names)} Linear layers to int8 dynamic (torchao, CUDA)"
             f"{skipped_text(skipped)}")

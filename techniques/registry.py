@@ -52,6 +52,10 @@ class TechniqueInfo:
     """Always applied (with defaults when the config does not name it), e.g. the optimizer."""
     check: Callable[[dict, dict], str | None] | None = None
     """check(params, capabilities) -> why these params cannot run on this machine, or None."""
+    check_combination: Callable[[dict, dict[str, dict], str], str | None] | None = None
+    """check_combination(params, in_force, workload) -> why these params cannot run beside the
+    techniques in force (name -> params, defaults filled) in this workload, or None. Asked by the
+    config's validation (before the run), the engine's plan and every mid-run change."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata; known keys: "workloads" (where it applies), "mfu" ("n/a": its matmuls
     run at another peak), "acts_on" (summary figures it changes first: a comparison of runs that
@@ -156,6 +160,28 @@ def _load_builtin() -> None:
     _loaded = True
     for module in _BUILTIN:
         importlib.import_module(f"techniques.{module}")
+
+
+def in_force(techniques: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The techniques a config names plus the always-on ones, defaults filled, values checked
+    (ValueError names the parameter and the fix)."""
+    wanted = dict(techniques)
+    for info in all_techniques():
+        if info.always_on and info.name not in wanted:
+            wanted[info.name] = {}
+    return {name: validate_params(name, params) for name, params in wanted.items()}
+
+
+def combination_reason(techniques: dict[str, dict[str, Any]], workload: str) -> str | None:
+    """Why these techniques (name -> params with defaults) cannot run together in this workload
+    (the first technique whose check_combination objects), or None."""
+    for name, params in techniques.items():
+        info = get(name)
+        why = info.check_combination(params, techniques, workload) if info.check_combination \
+            else None
+        if why:
+            return f"techniques.{name}: {why}"
+    return None
 
 
 def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[str, Any]) -> str | None:

@@ -9,8 +9,10 @@ right object.
 Order: techniques apply in registry.STAGES order. Inside the compress stage they follow
 COMPRESSION_ORDER (why: pruning ranks float weights; masks are folded in — after an optional
 fine-tune — before any format change; a cast precedes weight-only quantization, which wants
-bf16; int8 dynamic replaces the Linear modules last). A workload that trains keeps the pruning
-masks through training (they hold pruned weights at zero) and folds them in `finalize`.
+bf16; int8 dynamic replaces the Linear modules last; last of all, a technique's
+`after_formats` stores its weights in a sparse form that needs their final dtype — the 2:4
+compressed form, whose kernels take fp16 / bf16, not fp32). A workload that trains keeps the
+pruning masks through training (they hold pruned weights at zero) and folds them in `finalize`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class TrainState:
     reports: dict[str, str] = field(default_factory=dict)
     finalized: set[str] = field(default_factory=set)
     """Techniques whose finalize() ran (pruning masks folded in)."""
+    formatted: set[str] = field(default_factory=set)
+    """Techniques whose after_formats() ran (weights in a sparse form made after the cast)."""
 
     def __post_init__(self) -> None:
         if self.forward_model is None:
@@ -114,7 +118,8 @@ class TrainState:
         compressed copy measured beside its original."""
         return dataclasses.replace(self, model=model, forward_model=model, optimizer=None,
                                    active=dict(self.active), reports=dict(self.reports),
-                                   finalized=set(self.finalized), compiled=False)
+                                   finalized=set(self.finalized),
+                                   formatted=set(self.formatted), compiled=False)
 
 
 def whole_norm(norm: torch.Tensor) -> torch.Tensor:
@@ -178,11 +183,7 @@ def order_key(info: registry.TechniqueInfo) -> tuple:
 
 def enabled_techniques(config: Any) -> dict[str, dict]:
     """Config techniques plus the always-on ones, with defaults filled and values checked."""
-    wanted = dict(config.techniques)
-    for info in registry.all_techniques():
-        if info.always_on and info.name not in wanted:
-            wanted[info.name] = {}
-    return {name: registry.validate_params(name, params) for name, params in wanted.items()}
+    return registry.in_force(config.techniques)
 
 
 def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
@@ -209,6 +210,9 @@ def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
+    why = registry.combination_reason(wanted, config.workload)
+    if why:
+        raise Unsupported(why)
     return wanted
 
 
@@ -253,17 +257,37 @@ def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
             applied.append(_finalize_one(state, name))
         pending.clear()
 
+    def after_formats() -> None:  # the compress stage is over: weights have their final dtype
+        applied.extend(_after_formats(state, [info.name for info in order]))
+
     for info in order:
         leaving_pruning = pending and not is_pruner(info.name)
         if leaving_pruning and (info.name in FORMAT_ORDER or not keep_masks):
             fold()
+        if info.stage != "compress":
+            after_formats()
         report = implementation(info.name).apply(state, wanted[info.name])
         applied.append(_record(state, info.name, wanted[info.name], report))
         if is_pruner(info.name):
             pending.append(info.name)
     if pending and not keep_masks:
         fold()
+    after_formats()
     return applied
+
+
+def _after_formats(state: TrainState, names: list[str]) -> list[dict]:
+    """Run after_formats() of these techniques whose masks are folded in and whose after_formats
+    has not run yet (once each: a technique still holding masks gets it in `finalize`)."""
+    out = []
+    for name in names:
+        hook = getattr(implementation(name), "after_formats", None)
+        if hook is None or name not in state.finalized or name in state.formatted:
+            continue
+        state.formatted.add(name)
+        out.append({"name": name, "label": registry.get(name).label,
+                    "params": state.active[name], "report": hook(state, state.active[name])})
+    return out
 
 
 def _finalize_one(state: TrainState, name: str) -> dict:
@@ -277,8 +301,9 @@ def _finalize_one(state: TrainState, name: str) -> dict:
 def finalize(state: TrainState) -> list[dict]:
     """Every workload's last step: techniques with a finalize() that has not run yet (pruning
     masks kept through training) finish now, before weights are measured or saved."""
-    return [_finalize_one(state, name) for name in list(state.active)
+    done = [_finalize_one(state, name) for name in list(state.active)
             if name not in state.finalized and hasattr(implementation(name), "finalize")]
+    return done + _after_formats(state, list(state.active))
 
 
 def weight_saver(state: TrainState) -> Callable | None:
@@ -313,6 +338,7 @@ def change(state: TrainState, name: str, params: dict) -> str:
     if not enabled:
         if current is None:
             return f"{info.label} was already off"
+        _refuse_combination(state, {n: p for n, p in state.active.items() if n != name})
         report = module.remove(state)
         state.active.pop(name, None)
         return report
@@ -323,6 +349,7 @@ def change(state: TrainState, name: str, params: dict) -> str:
     for other in info.conflicts:
         if other in state.active:
             raise Refused(f"{info.label} conflicts with {registry.get(other).label}; switch that off first")
+    _refuse_combination(state, {**state.active, name: new_params})
     report = module.change(state, new_params) if current is not None else module.apply(state, new_params)
     state.active[name] = new_params
     return report
@@ -330,6 +357,15 @@ def change(state: TrainState, name: str, params: dict) -> str:
 
 class Refused(ValueError):
     """A mid-run change that cannot apply; the text says why."""
+
+
+def _refuse_combination(state: TrainState, after: dict[str, dict]) -> None:
+    """Refuse a mid-run change that would leave techniques that cannot run together (flash
+    attention once autocast is switched off), as the plan refuses them before a run."""
+    workload = getattr(state.config, "workload", None)
+    why = registry.combination_reason(after, workload) if workload else None
+    if why:
+        raise Refused(f"{why}; the run goes on as it was")
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

@@ -250,11 +250,11 @@ def test_bench_compress_prints_ratios_against_fp32(capsys, tmp_path):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     rows = {row["option"]: row for row in result["rows"]}
-    assert set(rows) == {"fp32", "int8 dynamic (per-channel)", "2:4 semi-structured"}
+    assert set(rows) == {"fp32", "int8 dynamic (per-channel)", "2:4 semi-structured (bf16)"}
     assert rows["fp32"]["speedup"] == 1.0
     int8 = rows["int8 dynamic (per-channel)"]
     assert 0.2 < int8["bytes_ratio"] < 0.5 and int8["speedup"] > 0 and int8["kl_to_fp32"] >= 0
-    assert not rows["2:4 semi-structured"]["available"]
+    assert not rows["2:4 semi-structured (bf16)"]["available"]
     text = record.read_text()
     assert text.startswith("# Benchmarks") and "| int8 dynamic (per-channel) |" in text
     assert "effiscope bench compress gpt-nano --train-steps 0" in text

@@ -84,12 +84,20 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y))
 
     def _attend_cached(self, q, k, v, cache: KVCache, layer: int) -> torch.Tensor:
-        """New queries at positions start.. attend to every cached key up to their own position."""
-        start = cache.length
+        """New queries at positions start.. attend to every cached key up to their own position.
+
+        The two cases generation has pass SDPA no mask, so every backend (flash refuses any
+        attn_mask) can run them: a prefill from an empty cache is the plain causal pass
+        (is_causal=True), and one new token may see every key there is. Only a chunk appended
+        to a non-empty cache needs the explicit mask."""
+        start, new = cache.length, q.size(2)
         keys, values = cache.update(layer, k, v)
-        mask = self.causal_mask[start:start + q.size(2), :keys.size(2)]
         if self.attention == "sdpa":
+            if start == 0 or new == 1:
+                return F.scaled_dot_product_attention(q, keys, values, is_causal=start == 0 and new > 1)
+            mask = self.causal_mask[start:start + new, :keys.size(2)]
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        mask = self.causal_mask[start:start + new, :keys.size(2)]
         scores = (q @ keys.transpose(-2, -1)) / math.sqrt(keys.size(-1))
         return F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ values
 

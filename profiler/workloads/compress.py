@@ -42,6 +42,7 @@ from profiler.workloads.generation import (
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
 from profiler.workloads.train import brief_training
+from techniques.compile import eager_how
 from techniques.runtime import TrainState
 
 VARIANTS = ("baseline", "compressed")
@@ -108,7 +109,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     window = (f"over {len(runs['compressed'])} timed generations per model, interleaved "
               f"{PER_ROUND} per model per round in alternating order ({cfg.warmup_runs} warmup "
               f"rounds excluded), batch {cfg.batch_size}, prompt {cfg.prompt_len}, "
-              f"{cfg.gen_len} new tokens")
+              f"{cfg.gen_len} new tokens{eager_how(prep.wanted, config.workload)}")
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
     samples = {name: per_run_samples(runs[name], GENERATION_SAMPLES) for name in VARIANTS}
     rows = causal_rows(size, speed, quality, samples)

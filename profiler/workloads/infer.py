@@ -26,6 +26,7 @@ from profiler.workloads.generation import (
     timed_loop,
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
+from techniques.compile import eager_how
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:
@@ -55,7 +56,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         prep.stop_sampler()
     prep.finish(done, save=False)
     window = (f"over {len(measured)} timed generations ({cfg.warmup_runs} warmup excluded), "
-              f"batch {cfg.batch_size}, prompt {cfg.prompt_len}, {cfg.gen_len} new tokens")
+              f"batch {cfg.batch_size}, prompt {cfg.prompt_len}, {cfg.gen_len} new tokens"
+              f"{eager_how(prep.wanted, config.workload)}")
     figures = latency_figures(measured, window=window)
     how = scoring_how(quality) if quality["tokens"] else "no tokens (infer.eval_tokens = 0)"
     figures.update(model_figures(prep))
