@@ -28,6 +28,7 @@ from profiler.system import SAMPLER_PERIOD_S
 from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize
 from techniques import registry, runtime
+from techniques.compile import eager_how
 from techniques.optimizer import state_bytes
 
 
@@ -458,6 +459,7 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     synced = ("; each step ends with the device synchronised (torch.cuda.synchronize), so the "
               "host's launches of one step never overlap the GPU's work of the last"
               if device.type == "cuda" else "")
+    synced += eager_how(state.active, "train")  # fp8 training without compile is said so
     throughput["how"] += synced
     figures = {
         "tokens_per_s": throughput,
