@@ -31,26 +31,20 @@ def _clean(values) -> list[float]:
 
 def mann_whitney(a: list[float], b: list[float]) -> tuple[float, float] | None:
     """Two-sided Mann-Whitney U test: (U of a, p-value), normal approximation with tie and
-    continuity correction; None when either side is empty or every value is tied."""
+    continuity correction (scipy.stats.mannwhitneyu's method="asymptotic"); None when either
+    side is empty or every value is tied."""
+    import numpy as np
+
     a, b = _clean(a), _clean(b)
     n1, n2 = len(a), len(b)
     if not n1 or not n2:
         return None
-    pooled = sorted([(v, 0) for v in a] + [(v, 1) for v in b])
-    ranks_a = 0.0
-    tie_term = 0.0
-    i = 0
-    while i < len(pooled):
-        j = i
-        while j + 1 < len(pooled) and pooled[j + 1][0] == pooled[i][0]:
-            j += 1
-        rank = (i + j) / 2 + 1  # mean rank of the tied block
-        ranks_a += rank * sum(1 for k in range(i, j + 1) if pooled[k][1] == 0)
-        t = j - i + 1
-        tie_term += t**3 - t
-        i = j + 1
-    u = ranks_a - n1 * (n1 + 1) / 2
+    pooled = np.asarray(a + b, dtype=float)
+    _, where, counts = np.unique(pooled, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # the mean rank of each tied block
+    u = float(mean_rank[where[:n1]].sum()) - n1 * (n1 + 1) / 2
     n = n1 + n2
+    tie_term = float((counts.astype(float) ** 3 - counts).sum())
     variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
     if variance <= 0:
         return None
