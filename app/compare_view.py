@@ -283,8 +283,8 @@ class CompareView(QWidget):
         self.table.setRowCount(len(shown))
         for index, row in enumerate(shown):
             key, label, unit, better = row["key"], row["label"], row["unit"], row["better"]
-            self.table.setItem(index, 0, _item(row_label(label, unit),
-                                               f"{label}: {key} ({better} is better)", right=False))
+            tip = f"{label}: {key} ({better} is better). {metric(key).description}"
+            self.table.setItem(index, 0, _item(row_label(label, unit), tip, right=False))
             self.table.setItem(index, 1, _item(cell_value(row["baseline"], unit)))
             for column, cell in enumerate(row["cells"][1:]):
                 tip = ""

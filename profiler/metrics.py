@@ -145,7 +145,10 @@ _CATALOGUE = (
        "Keys and values kept for every layer and position.", "memory"),
     _m("perplexity", "Perplexity", ONE, "quality", LOWER,
        "exp(mean token cross-entropy) on held-out text (train runs: of the final validation "
-       "loss).", sparse=True),
+       "loss). infer and compress score windows of held-out text, several per forward pass "
+       "(infer.batch_size; the figure's how says how many): under dynamic int8 each forward "
+       "input's activations get one quantization scale, so the figure holds for that number of "
+       "windows per pass only.", sparse=True),
     _m("kl_to_baseline", "KL to the original", "nats/token", "quality", LOWER,
        "KL(original ‖ compressed) of next-token distributions.", sparse=True),
     _m("kl_p99", "KL to the original, p99", "nats/token", "quality", LOWER,
@@ -270,6 +273,29 @@ _CATALOGUE = (
 CATALOGUE: dict[str, Metric] = {m.key: m for m in _CATALOGUE}
 ORDER = {m.key: index for index, m in enumerate(_CATALOGUE)}
 """Catalogue position: charts list their curves in this order."""
+
+BATCH_DEPENDENT = {
+    "quantize_int8_dynamic": "dynamic int8 quantizes each forward input's activations with one "
+                             "scale taken over the whole input",
+}
+"""Techniques whose outputs depend on what shares a forward pass, and why: their quality
+figures (perplexity, loss, KL, top-1 agreement) hold for the number of windows scored per pass
+only. The how-text of those figures says it (scoring_note), and comparisons of figures scored
+with another number per pass are not comparable (profiler.significance)."""
+
+
+def scoring_note(windows_per_pass: int, techniques: list[str] | tuple[str, ...]) -> str:
+    """"dynamic int8 quantizes each forward input's activations with one scale taken over the
+    whole input (here 8 windows): this figure holds for 8 windows per forward pass, another
+    number gives another figure" for a batch-dependent technique; "" otherwise."""
+    named = [BATCH_DEPENDENT[t] for t in techniques if t in BATCH_DEPENDENT]
+    if not named:
+        return ""
+    plural = "s" if windows_per_pass != 1 else ""
+    return (f"{'; '.join(named)} (here {windows_per_pass} window{plural}): this figure holds for "
+            f"{windows_per_pass} window{plural} per forward pass, another number gives another "
+            "figure")
+
 
 # Keys built from a catalogued key; each resolves to that key's entry.
 VARIANT_PREFIXES = {"baseline_": "original", "compressed_": "compressed"}

@@ -303,6 +303,23 @@ def _steps_apart(key: str, base: Evidence, other: Evidence) -> str:
             "of the same length (or their curves at one step)")
 
 
+def _scored_apart(key: str, base: Evidence, other: Evidence) -> str:
+    """Why two quality figures were not scored alike: a batch-dependent technique (dynamic
+    int8, metrics.BATCH_DEPENDENT) with a different number of windows per forward pass."""
+    if metric(key).group != "quality":
+        return ""
+    found = [e.summary.get("scoring") for e in (base, other)]
+    if not all(isinstance(f, dict) for f in found):
+        return ""
+    per_pass = [f.get("windows_per_pass") for f in found]
+    named = sorted({t for f in found for t in f.get("batch_dependent") or []})
+    if not named or per_pass[0] == per_pass[1]:
+        return ""
+    return (f"scored {per_pass[0]} vs {per_pass[1]} windows per forward pass under "
+            f"{', '.join(named)}, whose figure depends on that number (one activation scale per "
+            "forward input)")
+
+
 def segment_value(key: str, summary: dict, part: dict | None) -> float | None:
     """A figure of a run for a comparison: the segment's own figure when the comparison reads a
     segment (SEGMENT_FIGURES), else the summary's; perplexity is exp(final validation loss)
@@ -354,6 +371,8 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
             not_comparable = _steps_apart(key, base, other)
     if not not_comparable and key == "loss_distill_final":
         not_comparable = _steps_apart(key, base, other)
+    if not not_comparable:
+        not_comparable = _scored_apart(key, base, other)
     windows = tuple(segments.timed_window(p) for p in parts)
     busy = ""
     if entry.timed:

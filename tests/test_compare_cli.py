@@ -252,3 +252,24 @@ def test_the_settings_diff_shows_what_the_workloads_read_by_current_names():
     assert [k["key"] for k in diff["keys"]] == ["train.batch_size"]  # no distill.alpha, no name
     assert diff["unified"][0]["diff"].startswith("--- renamed (baseline)\n+++ b\n")
     assert "-batch_size = 4" in diff["unified"][0]["diff"]
+
+
+def test_int8_perplexities_scored_with_other_windows_per_pass_are_not_comparable():
+    """Dynamic int8's perplexity depends on how many windows share a forward pass (one
+    activation scale per forward input): 46.3 with one, ~70 with eight on the same text."""
+    def infer(perplexity: float, per_pass: int, techniques: list[str]) -> dict:
+        return {"workload": "infer", "figures": {"perplexity": {
+                    "value": perplexity, "unit": "", "how": "exp(mean token cross-entropy)"}},
+                "scoring": {"windows_per_pass": per_pass, "windows": 128, "seq_len": 128,
+                            "batch_dependent": techniques}}
+
+    one, eight = infer(46.3, 1, ["quantize_int8_dynamic"]), infer(70.4, 8,
+                                                                  ["quantize_int8_dynamic"])
+    found = significance.judge("perplexity", "lower", one, eight)
+    assert found["verdict"] == "not comparable"
+    assert "scored 1 vs 8 windows per forward pass under quantize_int8_dynamic" in \
+        found["reason"]
+    fp32 = infer(16.3, 8, [])
+    assert significance.judge("perplexity", "lower", fp32, eight)["reason"].startswith(
+        "no spread")  # scored alike: compared (a bare number each, so no verdict on noise)
+    assert "windows per pass only" in metric("perplexity").description
