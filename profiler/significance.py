@@ -17,16 +17,16 @@ reports and the tuner all ask this module, and `verdict` is the rule they all go
   optimizer state) has no noise: any difference is real, none is "equal".
 
 The reason is always said (result["reason"], verdict_text). What a run offers a comparison
-(summary, per-step samples, segments, machine state) is an `Evidence`, read once per run.
+(summary, per-step samples, machine state) is a profiler.evidence.Evidence, read once per run.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from profiler import contention, segments, stats
-from profiler.metrics import format_value, metric
+from profiler import segments, stats
+from profiler.evidence import Evidence, evidence_of
+from profiler.metrics import metric
 
 ALPHA = 0.05
 NOISE_FLOOR_PCT = 1.0
@@ -43,9 +43,6 @@ Every other figure describes the configuration the run ended in (its last segmen
 STEP_LOSSES = {"loss_train_final": "loss_train", "loss_distill_final": "loss_distill",
                "loss_val_final": "loss_val", "perplexity": "loss_val"}
 """Figures taken at a run's last steps -> the sample whose last step they were taken at."""
-READ_KEYS = ("tokens_per_s", "step_time_s", "other_cpu_cores", "loss_train", "loss_distill",
-             "loss_val")
-"""The per-step readings a comparison reads from a run's stream."""
 SIGNIFICANT, WITHIN_NOISE = ("better", "worse", "apart"), "within noise"
 BUSY, NOT_COMPARABLE = "machine busy", "not comparable"
 
@@ -196,85 +193,6 @@ def compare_exact(base: dict | None, other: dict | None, better: str | None, *,
     return verdict(found, better, not_comparable=not_comparable)
 
 
-# --- what a run offers a comparison --------------------------------------------------------------
-@dataclass
-class Evidence:
-    """A run as a comparison reads it, read once: its summary, and from its stream the per-step
-    readings of READ_KEYS, each (step, value, phase)."""
-
-    run_id: str
-    name: str
-    summary: dict
-    readings: dict[str, list[tuple[int, float, str | None]]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, run) -> Evidence:
-        """From a stored run (profiler.store.StoredRun: one scan of its stream) or a loaded one
-        (profiler.report.load.RunData, which keeps every reading with its phase)."""
-        series = getattr(run, "series", None)
-        if isinstance(series, dict):  # RunData
-            summary = run.summary if isinstance(run.summary, dict) else {}
-            readings = {k: [(s, v, p) for v, s, p in zip(found.values, found.steps, found.phases,
-                                                         strict=True)
-                            if isinstance(s, int) and _clean([v])]
-                        for k in READ_KEYS if (found := series.get(k)) is not None}
-            return cls(run.run_id, str(run.name), summary, readings)
-        summary = run.summary() or {}
-        readings: dict[str, list] = {}
-        for message in run.messages(warnings=[]):
-            step, found = message.get("step"), message.get("metrics")
-            if message.get("type") != "sample" or not isinstance(step, int) \
-                    or isinstance(step, bool) or not isinstance(found, dict):
-                continue
-            for key in READ_KEYS:
-                value = found.get(key)
-                if _clean([value]):
-                    readings.setdefault(key, []).append((step, float(value),
-                                                         message.get("phase")))
-        name = (run.meta() or {}).get("name") if hasattr(run, "meta") else None
-        return cls(run.run_id, str(name or run.run_id), summary, readings)
-
-    def measured(self, key: str, window: tuple[int, int] | None) -> list[float]:
-        """The measured-phase readings of `key` in the steps `window` (None: every measured
-        step, or for a run that changed techniques mid-run its headline's last segment)."""
-        span = window if window is not None else segments.headline_span(
-            self.summary.get("segments"))
-        return [v for step, v, phase in self.readings.get(key, [])
-                if phase == "measure" and (span is None or span[0] <= step <= span[1])]
-
-    def last_step(self, key: str) -> int | None:
-        steps = [step for step, _, phase in self.readings.get(key, []) if phase != "teacher"]
-        return max(steps) if steps else None
-
-    def busy(self, window: tuple[int, int] | None) -> str:
-        """Why this run's measured steps shared the machine ("" when they did not): the run's
-        contention flag (profiler.contention), or other processes' CPU read during the steps."""
-        cores = self.summary.get("contention_cores")
-        cores = cores if isinstance(cores, int) and not isinstance(cores, bool) else None
-        readings = self.measured("other_cpu_cores", window)
-        if readings and contention.contended(sum(readings) / len(readings), cores):
-            mean = sum(readings) / len(readings)
-            return (f"during the measured steps of {self.name!r} other processes used "
-                    f"{format_value(mean, 'cores')}" + (f" of {cores}" if cores else ""))
-        sentence = contention.sentence(self.summary)
-        return f"{self.name!r}: {sentence}" if sentence else ""
-
-
-def evidence_of(run, cache: dict | None = None) -> Evidence:
-    """Evidence.of(run), once per run id when a cache is given; a bare summary (a dict) is
-    evidence without per-step readings."""
-    if isinstance(run, Evidence):
-        return run
-    if isinstance(run, dict):
-        return Evidence(str(run.get("run_id", "")), "a run", run)
-    if cache is None:
-        return Evidence.of(run)
-    key = getattr(run, "run_id", id(run))
-    if key not in cache:
-        cache[key] = Evidence.of(run)
-    return cache[key]
-
-
 # --- judging a figure of two runs --------------------------------------------------------------
 def _blended_as_train_loss(summary: dict) -> bool:
     """A distill run recorded before its objective had its own key: its loss_train_final is the
@@ -406,17 +324,6 @@ def scope_text(pair: dict) -> str:
         return ""
     return (f"baseline: {segments.segment_name(pair['base'], pair['count'][0])}; other run: "
             f"{segments.segment_name(pair['other'], pair['count'][1])}")
-
-
-def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
-    """{sample key: measured values} for every sample key a verdict reads (or `keys`), warmup
-    and compile steps left out, and in a run that changed techniques mid-run every step outside
-    its headline's last segment: the samples the headline figure is the median of."""
-    found = Evidence.of(run) if not isinstance(run, Evidence) else run
-    wanted = keys or tuple(SAMPLE_KEYS.values())
-    if any(k not in READ_KEYS for k in wanted):
-        raise ValueError(f"run_samples reads {', '.join(READ_KEYS)}; not {wanted}")
-    return {k: found.measured(k, None) for k in wanted}
 
 
 # --- words ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 from profiler import contention, metrics, significance, stats
 from profiler.config import RunConfig
+from profiler.evidence import run_samples
 from profiler.tune import report as report_of
 from profiler.tune import search as tsearch
 from profiler.tune.space import Candidate, Space, build_space, checked_config
@@ -197,7 +198,7 @@ class RunEvaluator:
         if status != "completed":
             error = ((summary.get("error") or {}).get("message") or summary.get("end")
                      or f"the run ended {status}")
-        samples = significance.run_samples(run, (self.sample_key,))[self.sample_key]
+        samples = run_samples(run, (self.sample_key,))[self.sample_key]
         busy = contention.sentence(summary)
         extra = {"distribution": dist, "peak_key": peak_key, "status": status,
                  "effective_batch": summary.get("effective_batch"),
