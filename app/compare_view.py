@@ -123,7 +123,8 @@ class CompareView(QWidget):
         self._pool.setMaxThreadCount(1)  # one comparison at a time; a newer one supersedes
         self._signals = JobSignals()
         self._signals.done.connect(self._finished)
-        self.destroyed.connect(lambda *_: self._pool.waitForDone(10_000))
+        # A pool waits for its running job when it is destroyed (QThreadPool's destructor): no
+        # job outlives the view.
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.note = QLabel("Tick two or more runs in the history to compare them.")

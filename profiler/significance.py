@@ -277,9 +277,10 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
         # An end-of-run figure describes a run's last segment only.
         for part, count, which in zip(parts, pair["count"], (base, other), strict=True):
             if part is not None and part.get("index") != count:
-                not_comparable = (f"{which.name!r}'s {entry.label.lower()} is of its last "
-                                  f"segment, not of {segments.segment_name(part, count)}, the "
-                                  "one with the other run's configuration")
+                not_comparable = (f"the {entry.label.lower()} of {which.name!r} is its last "
+                                  "segment's, not that of "
+                                  f"{segments.segment_name(part, count)} (the one with the "
+                                  "other run's configuration)")
     if not not_comparable and key in ("loss_train_final", "perplexity", "loss_val_final"):
         blended = [e.name for e in (base, other) if _blended_as_train_loss(e.summary)]
         if blended and key == "loss_train_final":
@@ -295,7 +296,6 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
     busy = ""
     if entry.timed:
         busy = "; ".join(b for b in (base.busy(windows[0]), other.busy(windows[1])) if b)
-        busy = busy and busy + ": speeds measured beside other work say what the machine was doing"
     if entry.exact:
         result = compare_exact(_figure(key, base.summary, parts[0]),
                                _figure(key, other.summary, parts[1]), better,

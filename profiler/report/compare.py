@@ -122,7 +122,8 @@ def machine(summary: dict) -> dict:
         return {"busy": True, "text": f"busy: {sentence}" + (f" ({load})" if load else "")}
     if load:
         return {"busy": False, "text": f"quiet: {load}"}
-    return {"busy": False, "text": "not recorded (a run from before the contention meter)"}
+    return {"busy": False, "text": "not recorded (the summary holds no contention readings: a "
+                                   "run shorter than the meter's first second, or from before it)"}
 
 
 def segment_lines(runs: list) -> list[dict]:
