@@ -39,8 +39,11 @@ def estimate(config: RunConfig, host: dict) -> dict:
         pred = theory.predict_for_config(config, world)
         out["parts"] = {key: pred[key] for key, _, _ in PARTS}
         out["total"] = pred["total"]
+        missing = [pred.get(f"{key}_how") for key in ("activations", "optimizer", "weights")]
+        out["note"] = " ".join(m for m in missing if m)
         if pred.get("sharded_over"):
-            out["note"] = f"Per process: weights, gradients and optimizer states sharded over {world}."
+            out["note"] = (f"Per process: weights, gradients and optimizer states sharded over "
+                           f"{world}. {out['note']}").strip()
     else:
         weights = shape.parameter_count() * 4
         out["parts"] = {"weights": weights}
@@ -68,7 +71,10 @@ def _shape(config: RunConfig):
         return GPT_PRESETS.get(config.model.preset)
 
 
-def _fit(config: RunConfig, host: dict, total: int) -> dict:
+def _fit(config: RunConfig, host: dict, total: int | None) -> dict:
+    if total is None:
+        return {"fits": None, "fit_text": "Cannot tell: part of the prediction is n/a (see the "
+                                          "note below)."}
     if config.launch.ssh:
         return {"fits": None, "fit_text": f"Cannot tell here: the memory of {config.launch.ssh} "
                                           "is known to its worker only."}
@@ -177,7 +183,8 @@ class EstimatePanel(QWidget):
             self.value_labels[key].setText(format_value(parts.get(key), "bytes")
                                            if key in parts else "–")
         self.value_labels["total"].setText(format_value(self.result.get("total"), "bytes"))
-        self.bar.set_parts([(parts[key], color) for key, _, color in PARTS if key in parts])
+        self.bar.set_parts([(parts[key], color) for key, _, color in PARTS
+                            if parts.get(key) is not None])
         per_token = self.result.get("flops_per_token")
         text = ""
         if per_token:

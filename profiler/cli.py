@@ -452,6 +452,8 @@ BENCHES = {
     # The app's module: it imports Qt only inside run(), so building this parser stays Qt-free.
     "gui": ("app.bench_gui", "event-loop stall and redraw rate of the app's charts (200,000 "
             "points each) while a synthetic worker streams 100 samples/s"),
+    "compare": ("app.bench_compare", "time of a verdict's statistics per figure pair at 5,000 "
+                "samples a run, and the event-loop stall while the Compare tab computes them"),
 }
 
 

@@ -1,9 +1,11 @@
 """`effiscope compare RUN... --baseline RUN`: the delta table of the app's Compare, in a terminal.
 
 Per figure: the baseline's value, each run's value, the difference, the % change and the verdict
-of profiler.significance ("significant: better" / "significant: worse" only outside the noise of
-both runs, else "within noise"; "no spread" where a figure carries nothing to judge by). The
-rows, values and verdicts are profiler.report.compare.deltas, the same the reports print.
+of profiler.significance with its reason ("significant: better" / "significant: worse" only
+outside the noise of both runs and beyond the noise floor; else "within noise", "machine busy:
+no verdict" or "not comparable: <reason>"). The machine each run was measured on is said beside
+its figures. The rows, values and verdicts are profiler.report.compare.deltas, the same the
+reports and the app show.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import sys
 
 from profiler.metrics import format_change, format_delta, format_value, spread_text
-from profiler.significance import WORDS
+from profiler.significance import NOISE_FLOOR_PCT
 from profiler.text import aligned, safe
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -29,15 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def verdict_text(cell: dict) -> str:
-    """"significant: worse (p<0.001)", "within noise (p=0.41)", "no spread"."""
-    verdict = cell.get("verdict")
-    if verdict is None:
-        return "n/a"
-    text = WORDS.get(verdict, verdict)
-    p = cell.get("p_value")
-    if p is not None:
-        text += " (p<0.001)" if p < 0.001 else f" (p={p:.2g})"
-    return text
+    """"significant: worse (p<0.001)", "within noise (p=0.41)", "not comparable: ..."."""
+    return cell.get("text") or "n/a"
 
 
 def shown(value, unit: str, fig) -> str:
@@ -56,9 +51,12 @@ def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
         if row["baseline"] is None and cell["value"] is None:
             continue
         label = f"{row['label']} ({row['better']} is better)"
+        base_fig = figures[baseline.run_id].get(row["key"]) if cell["base_value"] == \
+            row["baseline"] else None  # a segment of the baseline: its value, not the headline's
         lines.append((label,
-                      shown(row["baseline"], row["unit"], figures[baseline.run_id].get(row["key"])),
-                      shown(cell["value"], row["unit"], figures[run.run_id].get(row["key"])),
+                      shown(cell["base_value"], row["unit"], base_fig),
+                      shown(cell["value"], row["unit"], figures[run.run_id].get(row["key"])
+                            if not cell["scope"] else None),
                       format_delta(cell["delta"], row["unit"]), format_change(cell["change_pct"]),
                       verdict_text(cell)))
     return aligned(lines, right={1, 2, 3, 4})
@@ -66,7 +64,7 @@ def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from profiler.report import ReportError, load_runs
-    from profiler.report.compare import deltas
+    from profiler.report.compare import comparison
     from profiler.store import RunStore
 
     try:
@@ -79,18 +77,33 @@ def run(args: argparse.Namespace) -> int:
               "and, with --baseline, the one they are compared against", file=sys.stderr)
         return EXIT_USAGE
     others = [r for r in runs if r is not baseline]
-    rows = deltas([baseline, *others], baseline)
+    found = comparison([baseline, *others], baseline)
+    rows = found["deltas"]
     if args.json:
-        print(json.dumps({"baseline": baseline.run_id, "deltas": rows}, indent=2))
+        print(json.dumps(found, indent=2))
         return EXIT_OK
     figures = {r.run_id: r.figures for r in runs}
+    machines = found["machine"]
     print(f"baseline: {safe(baseline.name)} ({safe(baseline.run_id)})")
-    print("verdicts: \"significant\" only outside the noise of both runs (Mann-Whitney U on the "
+    print(f"  machine: {safe(machines[baseline.run_id]['text'])}")
+    print(f"verdicts: \"significant\" only outside the noise of both runs (Mann-Whitney U on the "
           "per-step samples and the bootstrap interval of the ratio of medians, or the figures' "
-          "95 % intervals apart); else \"within noise\"")
+          f"95 % intervals apart) and beyond the {NOISE_FLOOR_PCT:g} % noise floor; else \"within "
+          "noise\", \"machine busy: no verdict\" for a speed measured beside other work, or "
+          "\"not comparable\" with the reason")
+    scopes = {c["run"]: c["scope"] for row in rows for c in row["cells"] if c["scope"]}
     for other in others:
         print()
         print(f"{safe(other.name)} ({safe(other.run_id)}) against the baseline:")
+        print(f"  machine: {safe(machines[other.run_id]['text'])}")
+        if scopes.get(other.run_id):
+            print(f"  compared like with like: {safe(scopes[other.run_id])}")
         for line in table_lines(rows, baseline, other, figures):
             print(line)  # made safe by text.aligned
+    for item in found["config_diff"]["segments"]:
+        name = next(r.name for r in runs if r.run_id == item["run"])
+        print()
+        print(f"segments of {safe(name)} (techniques changed mid-run):")
+        for line in item["segments"]:
+            print(f"  {safe(line)}")
     return EXIT_OK

@@ -27,6 +27,16 @@ from profiler.errors import ConfigError
 from profiler.models.presets import GPT_PRESETS
 
 WORKLOADS = ("train", "infer", "compress", "distill")
+SECTIONS_READ = {
+    "train": ("model", "data", "train", "limits", "launch", "techniques"),
+    "infer": ("model", "data", "infer", "launch", "techniques"),
+    "compress": ("model", "data", "infer", "compress", "train", "launch", "techniques"),
+    "distill": ("model", "data", "train", "limits", "distill", "launch", "techniques"),
+}
+"""The config sections each workload reads (the top-level settings apply to all of them);
+techniques that calibrate on training text (CALIBRATING) read `train` in any workload. A
+settings diff shows only what the compared runs' workloads read (profiler.report.compare)."""
+CALIBRATING = ("prune_wanda",)
 MODEL_SOURCES = ("preset", "run", "checkpoint", "hf", "hf-config", "gguf")
 DATA_SOURCES = ("stdlib", "path", "random")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"

@@ -6,6 +6,10 @@ technique that acts on one of them (checkpointing on the saved activations, LoRA
 gradients, an 8-bit optimizer on its state) can look as if it changed nothing; these figures show
 the part it acts on. The train and distill workloads measure them on one untimed probe
 forward/backward after warmup (never on a timed step); `effiscope doctor` uses saved_bytes.
+The optimizer's state is counted where it lives, techniques.optimizer.state_bytes (each storage
+once, a quantized state by its real storage), which the train and distill summaries read
+beside these figures (their probes' optimizer_state_bytes) and profiler.theory predicts
+(techniques.optimizer.predicted_state_bytes).
 """
 
 from __future__ import annotations

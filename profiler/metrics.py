@@ -60,17 +60,28 @@ class Metric:
     """Counted from the tensors, not timed: the same configuration gives the same number, so a
     difference between two runs is real, never noise (profiler.significance)."""
 
+    @property
+    def timed(self) -> bool:
+        """A figure read off a clock (speed, latency, time, energy, MFU): other processes on the
+        machine change it, so a contended run gives it no verdict (profiler.significance)."""
+        return (self.group in TIMED_GROUPS and self.unit not in COUNT_UNITS) or \
+            self.key.split("_")[0] == "mfu"
+
 
 def _m(key: str, label: str, unit: str, group: str, better: str | None, description: str,
        chart: str | None = None, sparse: bool = False, exact: bool = False) -> Metric:
     return Metric(key, label, unit, group, better, description, chart, sparse, exact)
 
 
+TIMED_GROUPS = ("speed", "latency", "time", "energy")
+"""Groups whose figures are read off a clock (Metric.timed)."""
 ONE = DIMENSIONLESS
 _CATALOGUE = (
     # --- training samples -----------------------------------------------------------------------
     _m("loss_train", "Train loss", "nats/token", "loss", LOWER,
-       "Loss of the step's batch (distill: the blended loss).", "loss"),
+       "Mean token cross-entropy of the step's batch on the text (distill: the student's "
+       "cross-entropy part of its objective, the figure comparable with a train run's loss).",
+       "loss"),
     _m("loss_val", "Validation loss", "nats/token", "loss", LOWER,
        "Mean cross-entropy on held-out text.", "loss", sparse=True),
     _m("lr", "Learning rate", ONE, "optimizer", None, "Learning rate used by the step."),
@@ -134,7 +145,10 @@ _CATALOGUE = (
        "Keys and values kept for every layer and position.", "memory"),
     _m("perplexity", "Perplexity", ONE, "quality", LOWER,
        "exp(mean token cross-entropy) on held-out text (train runs: of the final validation "
-       "loss).", sparse=True),
+       "loss). infer and compress score windows of held-out text, several per forward pass "
+       "(infer.batch_size; the figure's how says how many): under dynamic int8 each forward "
+       "input's activations get one quantization scale, so the figure holds for that number of "
+       "windows per pass only.", sparse=True),
     _m("kl_to_baseline", "KL to the original", "nats/token", "quality", LOWER,
        "KL(original ‖ compressed) of next-token distributions.", sparse=True),
     _m("kl_p99", "KL to the original, p99", "nats/token", "quality", LOWER,
@@ -172,8 +186,13 @@ _CATALOGUE = (
     _m("embedding_max_abs_diff", "Largest embedding difference", ONE, "quality", LOWER,
        "Largest absolute difference between the two encoders' embeddings."),
     # --- distillation ----------------------------------------------------------------------------
-    _m("loss_ce", "Cross-entropy part", "nats/token", "loss", LOWER,
-       "The student's cross-entropy on the text (the (1 - alpha) term).", "loss"),
+    _m("loss_distill", "Distillation objective", "nats/token", "loss", LOWER,
+       "What the student minimises: alpha·KL(teacher ‖ student at T)·T² + (1 - alpha)·cross-"
+       "entropy. A blend of two losses, so never compared with a train run's loss (its "
+       "cross-entropy part is: loss_train).", "loss"),
+    _m("loss_ce", "Cross-entropy part (older distill runs)", "nats/token", "loss", LOWER,
+       "Distill runs recorded before the objective had its own key kept the student's "
+       "cross-entropy here and the blended objective under loss_train.", "loss"),
     _m("kl_to_teacher", "KL to the teacher", "nats/token", "loss", LOWER,
        "KL(teacher ‖ student) at the distillation temperature.", "loss"),
     _m("kl_to_teacher_val", "KL to the teacher (held out)", "nats/token", "loss", LOWER,
@@ -194,7 +213,9 @@ _CATALOGUE = (
        "Teacher parameters / student parameters."),
     # --- training summary figures --------------------------------------------------------------
     _m("loss_train_final", "Final train loss", "nats/token", "loss", LOWER,
-       "Mean train loss of the last steps."),
+       "Mean train loss (cross-entropy) of the last steps."),
+    _m("loss_distill_final", "Final distillation objective", "nats/token", "loss", LOWER,
+       "Mean distillation objective (the blend of KL and cross-entropy) of the last steps."),
     _m("loss_val_first", "Validation loss before training", "nats/token", "loss", LOWER,
        "Validation loss before the first step."),
     _m("loss_val_final", "Final validation loss", "nats/token", "loss", LOWER,
@@ -252,6 +273,29 @@ _CATALOGUE = (
 CATALOGUE: dict[str, Metric] = {m.key: m for m in _CATALOGUE}
 ORDER = {m.key: index for index, m in enumerate(_CATALOGUE)}
 """Catalogue position: charts list their curves in this order."""
+
+BATCH_DEPENDENT = {
+    "quantize_int8_dynamic": "dynamic int8 quantizes each forward input's activations with one "
+                             "scale taken over the whole input",
+}
+"""Techniques whose outputs depend on what shares a forward pass, and why: their quality
+figures (perplexity, loss, KL, top-1 agreement) hold for the number of windows scored per pass
+only. The how-text of those figures says it (scoring_note), and comparisons of figures scored
+with another number per pass are not comparable (profiler.significance)."""
+
+
+def scoring_note(windows_per_pass: int, techniques: list[str] | tuple[str, ...]) -> str:
+    """"dynamic int8 quantizes each forward input's activations with one scale taken over the
+    whole input (here 8 windows): this figure holds for 8 windows per forward pass, another
+    number gives another figure" for a batch-dependent technique; "" otherwise."""
+    named = [BATCH_DEPENDENT[t] for t in techniques if t in BATCH_DEPENDENT]
+    if not named:
+        return ""
+    plural = "s" if windows_per_pass != 1 else ""
+    return (f"{'; '.join(named)} (here {windows_per_pass} window{plural}): this figure holds for "
+            f"{windows_per_pass} window{plural} per forward pass, another number gives another "
+            "figure")
+
 
 # Keys built from a catalogued key; each resolves to that key's entry.
 VARIANT_PREFIXES = {"baseline_": "original", "compressed_": "compressed"}

@@ -1,8 +1,15 @@
-"""Small statistics on plain lists (no numpy, no torch): percentiles and summary figures."""
+"""Small statistics on plain lists: percentiles, summary figures, intervals and the bootstrap.
+
+No torch. numpy (a dependency through pyqtgraph and torch) is imported only inside the functions
+that resample or rank, so that importing this module stays cheap for the CLI."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,15 +71,15 @@ def median_interval(values: list[float],
 def _signed_rank_tail(n: int) -> list[float]:
     """P(T <= t) for t = 0..n(n+1)/2, T the Wilcoxon signed-rank statistic of n values under
     symmetry about the true centre (exact: the count of subsets of ranks 1..n with each sum)."""
-    dist = [1.0]
-    for rank in range(1, n + 1):
-        dist = [(a + b) / 2 for a, b in zip(dist + [0.0] * rank, [0.0] * rank + dist,
-                                            strict=True)]
-    tails, total = [], 0.0
-    for p in dist:
-        total += p
-        tails.append(total)
-    return tails
+    import numpy as np
+
+    dist = np.ones(1)
+    for rank in range(1, n + 1):  # each rank is in the positive set or not, with chance 1/2
+        grown = np.zeros(len(dist) + rank)
+        grown[:len(dist)] += dist
+        grown[rank:] += dist
+        dist = grown / 2
+    return np.cumsum(dist).tolist()
 
 
 def signed_rank_interval(values: list[float], level: float = CI_LEVEL
@@ -86,21 +93,22 @@ def signed_rank_interval(values: list[float], level: float = CI_LEVEL
     order statistics' interval of the median is about 1.25 times as wide). (None, None, None)
     without values; an estimate and (None, None) when n is too small for `level` (n < 6 at
     95 %)."""
-    data = _clean(values)
+    import numpy as np
+
+    data = np.asarray(_clean(values), dtype=float)
     n = len(data)
     if n == 0:
         return None, None, None
-    walsh = sorted((data[i] + data[j]) / 2 for i in range(n) for j in range(i, n))
-    estimate = _median(walsh)
-    tails = _signed_rank_tail(n)
-    best = None
-    for k in range(1, len(walsh) // 2 + 1):
-        if 1 - 2 * tails[k - 1] < level:
-            break
-        best = k
-    if best is None:
+    upper = np.triu_indices(n)
+    walsh = np.sort((data[upper[0]] + data[upper[1]]) / 2)
+    estimate = float(np.median(walsh))
+    tails = np.asarray(_signed_rank_tail(n))
+    # The largest k whose interval still covers at least `level`: 1 - 2 P(T <= k - 1) >= level.
+    covering = np.nonzero(1 - 2 * tails[:len(walsh) // 2] >= level)[0]
+    if not len(covering):
         return estimate, None, None
-    return estimate, walsh[best - 1], walsh[len(walsh) - best]
+    best = int(covering[-1]) + 1
+    return estimate, float(walsh[best - 1]), float(walsh[len(walsh) - best])
 
 
 def lag1_autocorrelation(values: list[float]) -> float | None:
@@ -158,11 +166,34 @@ def _median(data: list[float]) -> float:
     return data[mid] if len(data) % 2 else (data[mid - 1] + data[mid]) / 2
 
 
+def bootstrap_medians(values: list[float], resamples: int, rng) -> np.ndarray:
+    """The medians of `resamples` bootstrap resamples (n values drawn with replacement from the n
+    `values`), drawn without building a resample: a resample's k-th smallest value is
+    x_(ceil(n·U)) of the sorted values, U the k-th smallest of n uniforms, which is Beta(k, n + 1
+    - k) distributed; the (k+1)-th is U + (1 - U)·Beta(1, n - k). The same distribution as
+    resampling (tests/test_stats.py checks it against resampling and scipy.stats.bootstrap), at a
+    cost that does not grow with n. rng: a numpy Generator."""
+    import numpy as np
+
+    data = np.sort(np.asarray(values, dtype=float))
+    n = len(data)
+
+    def order_statistic(u):
+        return data[np.clip(np.ceil(u * n).astype(np.int64), 1, n) - 1]
+
+    k = (n + 1) // 2 if n % 2 else n // 2
+    low = rng.beta(k, n + 1 - k, resamples)
+    if n % 2:
+        return order_statistic(low)
+    high = low + (1 - low) * rng.beta(1, n - k, resamples)
+    return (order_statistic(low) + order_statistic(high)) / 2
+
+
 def ratio_interval(a: list[float], b: list[float], level: float = CI_LEVEL,
                    resamples: int = 2000, seed: int = 0) -> dict:
     """median(a) / median(b) with a seeded percentile-bootstrap interval (a and b resampled
-    independently); `significant` only when the interval excludes 1."""
-    import random
+    independently, bootstrap_medians); `significant` only when the interval excludes 1."""
+    import numpy as np
 
     a, b = _clean(a), _clean(b)
     if not a or not b or _median(b) == 0:
@@ -172,14 +203,14 @@ def ratio_interval(a: list[float], b: list[float], level: float = CI_LEVEL,
     if min(len(a), len(b)) < MIN_BOOTSTRAP_N:
         return {"ratio": ratio, "ci_low": None, "ci_high": None, "significant": False,
                 "verdict": f"n/a: an interval needs {MIN_BOOTSTRAP_N} or more measurements of each"}
-    rng = random.Random(seed)
-    ratios = []
-    for _ in range(resamples):
-        denominator = _median(rng.choices(b, k=len(b)))
-        if denominator:
-            ratios.append(_median(rng.choices(a, k=len(a))) / denominator)
+    rng = np.random.default_rng(seed)
+    numerators = bootstrap_medians(a, resamples, rng)
+    denominators = bootstrap_medians(b, resamples, rng)
+    keep = denominators != 0
+    ratios = numerators[keep] / denominators[keep]
     tail = (1 - level) / 2 * 100
-    low, high = percentile(ratios, tail), percentile(ratios, 100 - tail)
+    low, high = (float(v) for v in np.percentile(ratios, [tail, 100 - tail])) if len(ratios) \
+        else (None, None)
     significant = low is not None and high is not None and not low <= 1.0 <= high
     if not significant:
         verdict = "no significant difference"

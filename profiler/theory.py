@@ -70,6 +70,17 @@ def parameter_tensor_count(shape: GPTShape) -> int:
     return 12 * shape.n_layer + 4
 
 
+def parameter_numels(shape: GPTShape) -> list[int]:
+    """The size of each parameter tensor of the built-in GPT, in the order parameter_tensor_count
+    counts them: wte (tied to lm_head, once), wpe, per block ln_1, qkv, attention proj, ln_2,
+    fc and MLP proj (weight and bias each), ln_f."""
+    width = shape.n_embd
+    block = [width, width, 3 * width * width, 3 * width, width * width, width, width, width,
+             4 * width * width, 4 * width, 4 * width * width, width]
+    return [shape.vocab_size * width, shape.block_size * width] + block * shape.n_layer + \
+        [width, width]
+
+
 def checkpointed_blocks(n_layer: int, checkpoint_every: int) -> int:
     """How many blocks the model recomputes: those with index i % k == 0."""
     return len(range(0, n_layer, checkpoint_every)) if checkpoint_every > 0 else 0
@@ -154,11 +165,17 @@ def activation_breakdown(shape: GPTShape, batch_size: int, seq_len: int, *, para
     }
 
 
+FROZEN_ACTIVATIONS_NA = (
+    "n/a: with a frozen base (LoRA) autograd keeps only what the trained adapters need, which "
+    "depends on where they sit; the measured bytes saved for backward say it")
+
+
 def predict_memory(shape: GPTShape, batch_size: int, seq_len: int, *, optimizer: str = "adamw",
                    sgd_momentum: float = 0.9, param_bytes: int = 4,
                    autocast_dtype: str | None = None, checkpoint_every: int = 0,
                    attention: str = "sdpa", micro_batches: int = 1,
-                   device_type: str = "cuda") -> dict[str, int]:
+                   device_type: str = "cuda", trained: list[int] | None = None,
+                   adapter_parameters: int = 0, low_bit: dict | None = None) -> dict:
     """Predicted training memory in bytes, by part, for the built-in GPT.
 
     `batch_size` is per micro-batch (as in the run config): gradient accumulation over
@@ -176,8 +193,8 @@ def predict_memory(shape: GPTShape, batch_size: int, seq_len: int, *, optimizer:
                                  autocast_dtype=autocast_dtype, checkpoint_every=checkpoint_every,
                                  attention=attention, device_type=device_type)
     autograd_saved = sum(parts.values())  # the checkpoint inputs are saved tensors too
-    pred = {
-        "weights": n * param_bytes,
+    pred: dict = {
+        "weights": n * param_bytes + adapter_parameters * FP32_BYTES,
         "buffers": shape.n_layer * shape.block_size * shape.block_size,  # bool causal masks
         "gradients": n * param_bytes,
         "optimizer_states": optimizer_state_bytes(shape, optimizer, sgd_momentum=sgd_momentum,
@@ -186,9 +203,24 @@ def predict_memory(shape: GPTShape, batch_size: int, seq_len: int, *, optimizer:
         "checkpoint_inputs": parts["checkpoint_inputs"],  # included in the line above
         "activations": autograd_saved,
     }
-    pred["total"] = sum(pred[k] for k in ("weights", "buffers", "gradients", "optimizer_states",
-                                          "activations"))
+    if trained is not None or low_bit is not None:
+        from techniques.optimizer import predicted_state_bytes
+
+        numels = trained if trained is not None else parameter_numels(shape)
+        pred["gradients"] = sum(numels) * param_bytes
+        pred["optimizer_states"], pred["optimizer_how"] = predicted_state_bytes(
+            numels, optimizer, sgd_momentum, low_bit)
+        if sum(numels) != n:  # a frozen base: which activations autograd keeps depends on it
+            pred.update(activations=None, activations_autograd_saved=None,
+                        checkpoint_inputs=None, activations_how=FROZEN_ACTIVATIONS_NA)
+    pred["total"] = _total(pred)
     return pred
+
+
+def _total(pred: dict) -> int | None:
+    parts = [pred.get(k) for k in ("weights", "buffers", "gradients", "optimizer_states",
+                                   "activations")]
+    return None if any(p is None for p in parts) else sum(parts)
 
 
 def _validate(shape: GPTShape, batch_size: int, seq_len: int, optimizer: str, param_bytes: int,
@@ -253,16 +285,34 @@ def format_breakdown(pred: dict[str, int]) -> str:
                      for key, label in labels.items() if key in pred)
 
 
-def predict_for_config(config: object, world_size: int | None = None) -> dict[str, int]:
+def _trained_by_technique(techniques: dict, shape) -> tuple[list[int] | None, str]:
+    """The tensors LoRA / QLoRA train on the built-in GPT (its adapters), from the shape; None
+    and why for a model whose layers are known only once it is built."""
+    for name in ("lora", "qlora"):
+        params = technique_params(techniques, name)
+        if params is None:
+            continue
+        if not isinstance(shape, GPTShape):
+            return None, (f"n/a: {name}'s adapters on a Hugging Face model are counted once it is "
+                          "built (the run's summary predicts them from the built model)")
+        return lora_tensor_numels(shape, params["rank"], params["target"]), ""
+    return None, ""
+
+
+def predict_for_config(config: object, world_size: int | None = None,
+                       trained: list[int] | None = None) -> dict:
     """predict_memory for a run config (torch-free: the app's estimate panel uses it too).
 
-    Per process: with FSDP, weights, gradients and optimizer states are split across the job's
-    processes; activations are per process either way.
+    trained: the sizes of the tensors the optimizer updates, read from the built model
+    (techniques.optimizer.trained_numels) where there is one; else what the config says trains
+    (every parameter, or LoRA's adapters). Per process: with FSDP, weights, gradients and
+    optimizer states are split across the job's processes; activations are per process either
+    way.
     """
     from profiler.models.presets import GPT_PRESETS
 
     if getattr(config.model, "source", "preset") in ("hf", "hf-config"):
-        return predict_hf(config, world_size)
+        return predict_hf(config, world_size, trained)
     techniques = getattr(config, "techniques", {}) or {}
     shape = GPT_PRESETS[config.model.preset]
     optimizer = technique_params(techniques, "optimizer")
@@ -270,6 +320,10 @@ def predict_for_config(config: object, world_size: int | None = None) -> dict[st
     checkpoint = technique_params(techniques, "activation_checkpointing")
     attention = technique_params(techniques, "attention")
     accumulation = technique_params(techniques, "grad_accumulation")
+    low_bit = technique_params(techniques, "optimizer_low_bit")
+    adapters, _ = _trained_by_technique(techniques, shape)
+    if trained is None:
+        trained = adapters
     device = config.device if config.device != "auto" else "cuda"
     prediction = predict_memory(
         shape, config.train.batch_size, config.train.seq_len,
@@ -278,14 +332,19 @@ def predict_for_config(config: object, world_size: int | None = None) -> dict[st
         checkpoint_every=checkpoint["every"] if checkpoint else 0,
         attention=attention["implementation"] if attention else "sdpa",
         micro_batches=accumulation["micro_batches"] if accumulation else 1,
-        device_type="cpu" if device == "cpu" else "cuda",
+        device_type="cpu" if device == "cpu" else "cuda", trained=trained,
+        adapter_parameters=sum(trained) if adapters is not None and trained else 0,
+        low_bit=low_bit,
     )
+    if "qlora" in techniques:
+        prediction.update(weights=None, total=None, weights_how=(
+            "n/a: QLoRA's 4-bit NF4 base weights (bitsandbytes) are not predicted"))
     world = world_size or config.launch.nproc_per_node * config.launch.nnodes
     if "fsdp" in techniques and world > 1:
         for key in ("weights", "gradients", "optimizer_states"):
-            prediction[key] = -(-prediction[key] // world)  # ceil: shards are padded
-        prediction["total"] = sum(prediction[k] for k in ("weights", "buffers", "gradients",
-                                                          "optimizer_states", "activations"))
+            if prediction[key] is not None:
+                prediction[key] = -(-prediction[key] // world)  # ceil: shards are padded
+        prediction["total"] = _total(prediction)
         prediction["sharded_over"] = world
     return prediction
 
@@ -294,31 +353,45 @@ HF_ACTIVATIONS_NA = ("n/a: activations are predicted op by op for the built-in G
                      "Hugging Face model they depend on its own code (see the measured peak)")
 
 
-def predict_hf(config: object, world_size: int | None = None) -> dict:
+def predict_hf(config: object, world_size: int | None = None,
+               trained: list[int] | None = None) -> dict:
     """Weights, gradients and optimizer states of a Hugging Face model from its parameter count
-    (fp32 weights, as EffiScope trains); activations and the total are None (n/a), not guessed.
+    (fp32 weights, as EffiScope trains), or from the tensors that train where the built model
+    gave them (`trained`); activations and the total are None (n/a), not guessed.
 
-    Adam(W)'s small per-tensor `step` counters are left out (a few hundred bytes)."""
+    Without `trained`, Adam(W)'s small per-tensor `step` counters are left out (a few hundred
+    bytes), and what LoRA or a low-bit optimizer keeps is n/a: both depend on each tensor."""
     from profiler import model_source
+    from techniques.optimizer import predicted_state_bytes
 
     shape = model_source.model_shape(config.model)
     n = shape.parameters
     techniques = getattr(config, "techniques", {}) or {}
     optimizer = technique_params(techniques, "optimizer")
-    states = states_per_param(optimizer["algorithm"], optimizer["momentum"])
-    pred: dict = {
-        "weights": n * FP32_BYTES if n is not None else None,
-        "gradients": n * FP32_BYTES if n is not None else None,
-        "optimizer_states": states * n * FP32_BYTES if n is not None else None,
-        "activations": None,
-        "total": None,
-        "activations_how": HF_ACTIVATIONS_NA,
-        "parameters_how": shape.parameters_how,
-    }
+    low_bit = technique_params(techniques, "optimizer_low_bit")
+    _, lora_why = _trained_by_technique(techniques, shape)
+    adapters = 0
+    pred: dict = {"activations": None, "total": None, "activations_how": HF_ACTIVATIONS_NA,
+                  "parameters_how": shape.parameters_how}
+    if trained is not None:
+        adapters = sum(trained) if lora_why else 0
+        pred["gradients"] = sum(trained) * FP32_BYTES
+        pred["optimizer_states"], pred["optimizer_how"] = predicted_state_bytes(
+            trained, optimizer["algorithm"], optimizer["momentum"], low_bit)
+    elif lora_why or low_bit is not None:
+        why = lora_why or ("n/a: low-bit states depend on each tensor's size; the run's summary "
+                           "predicts them from the built model")
+        pred.update(gradients=None if lora_why else (n * FP32_BYTES if n is not None else None),
+                    optimizer_states=None, optimizer_how=why)
+    else:
+        states = states_per_param(optimizer["algorithm"], optimizer["momentum"])
+        pred["gradients"] = n * FP32_BYTES if n is not None else None
+        pred["optimizer_states"] = states * n * FP32_BYTES if n is not None else None
+    pred["weights"] = n * FP32_BYTES + adapters * FP32_BYTES if n is not None else None
     world = world_size or config.launch.nproc_per_node * config.launch.nnodes
     if "fsdp" in techniques and world > 1:
         for key in ("weights", "gradients", "optimizer_states"):
-            if pred[key] is not None:
+            if pred.get(key) is not None:
                 pred[key] = -(-pred[key] // world)
         pred["sharded_over"] = world
     return pred
@@ -334,10 +407,16 @@ LORA_LAYERS = {"attention": ((1, 3), (1, 1)), "mlp": ((1, 4), (4, 1))}
 C -> 3C and proj C -> C; MLP fc C -> 4C and proj 4C -> C."""
 
 
-def lora_trainable_parameters(shape: GPTShape, rank: int, target: str) -> int:
-    """Adapter parameters LoRA adds to the built-in GPT: r·(in + out) per adapted Linear (A is
-    r x in, B is out x r); target = attention, mlp or all-linear."""
+def lora_tensor_numels(shape: GPTShape, rank: int, target: str) -> list[int]:
+    """The adapter tensors LoRA adds to the built-in GPT, the only ones that train: per adapted
+    Linear A (r x in) and B (out x r); target = attention, mlp or all-linear."""
     parts = ("attention", "mlp") if target == "all-linear" else (target,)
     width = shape.n_embd
-    per_block = sum(rank * (i + o) * width for part in parts for i, o in LORA_LAYERS[part])
-    return shape.n_layer * per_block
+    per_block = [size for part in parts for i, o in LORA_LAYERS[part]
+                 for size in (rank * i * width, o * width * rank)]
+    return per_block * shape.n_layer
+
+
+def lora_trainable_parameters(shape: GPTShape, rank: int, target: str) -> int:
+    """Adapter parameters LoRA adds to the built-in GPT: r·(in + out) per adapted Linear."""
+    return sum(lora_tensor_numels(shape, rank, target))

@@ -80,8 +80,9 @@ def apply(state, params: dict) -> str:
         decay_text = f"decoupled weight decay {train.weight_decay} on {len(decay)} matrices"
     state.optimizer = opt
     states = STATES_PER_PARAM[algorithm] if (algorithm != "sgd" or params["momentum"] > 0) else 0
-    n = sum(p.numel() for p in decay + no_decay)
-    state_mb = states * n * 4 / 2**20
+    predicted, _ = predicted_state_bytes([p.numel() for p in decay + no_decay], algorithm,
+                                         params["momentum"])
+    state_mb = (predicted or 0) / 2**20
     return (f"{algorithm.upper() if algorithm == 'sgd' else {'adam': 'Adam', 'adamw': 'AdamW'}[algorithm]} "
             f"({chosen}), lr {train.learning_rate:g}, {decay_text}; {states} fp32 state(s) per "
             f"parameter, {state_mb:.1f} MiB of optimizer state")
@@ -100,13 +101,78 @@ def remove(state) -> str:  # pragma: no cover - the optimizer cannot be switched
     raise ValueError("the optimizer cannot be switched off")
 
 
+# --- how many bytes the optimizer's state holds: the one home ----------------------------------
+FP32_BYTES = 4
+
+
+def trained_numels(optimizer) -> list[int]:
+    """The size of every tensor the optimizer updates (its param groups): the parameters that
+    train, each once, and so the tensors it keeps state for. A sharded (DTensor) parameter
+    counts its global size."""
+    seen: set[int] = set()
+    out = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if id(param) not in seen:
+                seen.add(id(param))
+                out.append(int(param.numel()))
+    return out
+
+
+def _storages(value):
+    """The plain tensors that hold a state value's data: a tensor subclass (torchao's block-wise
+    quantized states: codes, scales, lookup table; a DTensor: its local shard) is unwrapped into
+    the tensors it is made of, as PyTorch's own flattening (__tensor_flatten__) lists them."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(value):
+        names, _ = value.__tensor_flatten__()
+        for name in names:
+            yield from _storages(getattr(value, name))
+    else:
+        yield value
+
+
 def state_bytes(optimizer) -> int:
-    """Bytes held in optimizer state tensors (measured, after at least one step); a sharded
-    (DTensor) state counts what this process holds, not the global size."""
+    """Bytes the optimizer's state holds now, measured from its tensors (after at least one
+    step): every storage its state tensors use, each once (views and a lookup table two states
+    share count once), the real storage of a quantized state (8-bit codes, not the fp32 size it
+    stands for), a sharded state's local part, and the per-tensor `step` counters. The summary
+    (optimizer_state_bytes) and the memory probe read this; profiler.theory predicts it with
+    predicted_state_bytes."""
     import torch
 
-    from techniques.runtime import local_bytes
+    seen: dict[tuple[str, int], int] = {}
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if not isinstance(value, torch.Tensor):
+                continue
+            for part in _storages(value):
+                storage = part.untyped_storage()
+                if storage.nbytes():
+                    seen[(str(part.device), storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
 
-    return sum(local_bytes(value) for per_param in optimizer.state.values()
-               for value in per_param.values()
-               if isinstance(value, torch.Tensor) and value.dim() > 0)
+
+def predicted_state_bytes(numels: list[int], algorithm: str = "adamw", momentum: float = 0.9,
+                          low_bit: dict | None = None) -> tuple[int | None, str]:
+    """(bytes, how) the optimizer's state will hold for tensors of these sizes (the ones that
+    train), in the layout state_bytes measures: fp32 states (STATES_PER_PARAM a parameter) and
+    Adam's fp32 `step` a tensor, or with optimizer_low_bit (torchao) its block-wise quantized
+    moments (techniques.optimizer_low_bit.low_bit_state_bytes) and a `step` a tensor. None
+    where the layout is not known here (bitsandbytes' 8-bit states)."""
+    if low_bit is not None:
+        from techniques.optimizer_low_bit import low_bit_adamw_bytes
+
+        if low_bit.get("backend", "torchao") != "torchao":
+            return None, ("n/a: bitsandbytes' 8-bit state layout is not predicted (the measured "
+                          "figure counts its tensors)")
+        bits = int(low_bit.get("bits", 8))
+        return (low_bit_adamw_bytes(numels, bits) + FP32_BYTES * len(numels),
+                f"AdamW with {bits}-bit block-wise states (torchao) over {len(numels)} trained "
+                "tensors, and a 4-byte step each")
+    states = 0 if algorithm == "sgd" and momentum == 0 else STATES_PER_PARAM[algorithm]
+    steps = FP32_BYTES * len(numels) if algorithm in ("adam", "adamw") else 0
+    return (states * sum(numels) * FP32_BYTES + steps,
+            f"{states} fp32 state(s) a parameter over {len(numels)} trained tensors"
+            + (", and a 4-byte step each" if steps else ""))

@@ -123,25 +123,3 @@ def apply(state, params: dict) -> str:
                      f"({full / low:.1f}x less)")
     return (f"{kind} over {sum(len(g['params']) for g in groups)} tensors, lr "
             f"{train.learning_rate:g}, same weight decay groups{predicted}")
-
-
-def state_bytes(optimizer) -> int:
-    """Bytes held in optimizer state, measured: quantized states (tensor subclasses) count
-    their codes, scales and lookup tables, not their logical fp32 size."""
-    import torch
-
-    def parts(value):
-        flatten = getattr(value, "__tensor_flatten__", None)
-        if flatten is not None and type(value) not in (torch.Tensor, torch.nn.Parameter):
-            for attr in flatten()[0]:
-                yield from parts(getattr(value, attr))
-        else:
-            yield value
-
-    total = 0
-    for per_param in optimizer.state.values():
-        for value in per_param.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                for part in parts(value):
-                    total += part.numel() * part.element_size()
-    return total

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from profiler import cli, significance
+from profiler.metrics import metric
 from profiler.report import render
 from profiler.report.load import load_run
 from profiler.store import RunStore
@@ -58,8 +61,8 @@ def test_reports_and_app_share_one_verdict():
     loaded = [load_run(r) for r in stored]
     for key in ("tokens_per_s", "step_time_p50_s"):
         better = "higher" if key == "tokens_per_s" else "lower"
-        app = significance.judge_runs(key, better, *stored)
-        report = significance.judge_runs(key, better, *loaded)
+        app = significance.judge(key, better, *stored)
+        report = significance.judge(key, better, *loaded)
         assert app["verdict"] == report["verdict"] == "worse"  # a planted 10 % slowdown
         assert app["p_value"] == report["p_value"]
 
@@ -78,46 +81,195 @@ def test_html_and_markdown_grey_within_noise_and_colour_significant_deltas():
     throughput = table[table.index("Throughput"):table.index("</tr>", table.index("Throughput"))]
     assert 'class="worse"' in throughput and "within noise" not in throughput
     md = render([base, again], "md", store)
-    assert "(within noise)" in next(x for x in md.splitlines() if x.startswith("| Throughput"))
+    assert "— within noise (p=" in next(x for x in md.splitlines() if x.startswith("| Throughput"))
     md = render([base, slow], "md", store)
-    assert "(significant: worse)" in next(x for x in md.splitlines()
-                                          if x.startswith("| Throughput"))
+    assert "— significant: worse (p&lt;0.001)" in next(x for x in md.splitlines()
+                                                    if x.startswith("| Throughput"))
 
 
-def toggled_run(store, name: str, before: float, after: float, seed: int) -> str:
-    """40 measured steps: `before` tokens/s until a toggle at step 21, `after` from there; the
-    summary's segments say so (its headline is the last segment)."""
+def segmented_run(store, name: str, parts: list[tuple[float, dict | None]], seed: int,
+                  steps_per_part: int = 20, contended: bool = False) -> str:
+    """A stored train run whose techniques changed mid-run: part i runs steps_per_part steps
+    at its tokens/s (lognormal 5 %) after its change (technique, params), as a worker sends
+    it; its summary's segments are profiler.segments.split's, and it starts with the optimizer
+    alone."""
     import random
 
+    from profiler.segments import split, step_record
     from tests.helpers import stored_run
 
     rng = random.Random(seed)
+    start = {"optimizer": {"algorithm": "adamw", "implementation": "auto", "momentum": 0.9}}
     messages = [{"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}},
-                {"type": "started", "run": {"workload": "train", "device": "cpu", "steps": 40}}]
-    late = []
-    for step in range(1, 41):
-        value = (before if step < 21 else after) * rng.lognormvariate(0, 0.05)
-        if step >= 22:
-            late.append(value)
-        messages.append({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
-                         "metrics": {"tokens_per_s": value, "step_time_s": 256 / value}})
-    median = sorted(late)[len(late) // 2]
-    messages.append({"type": "done", "status": "completed", "summary": {
-        "figures": {"tokens_per_s": {"value": median, "unit": "tokens/s", "how": "median"}},
-        "segments": [{"index": 0, "start_step": 1, "end_step": 20, "timed_from": 1},
-                     {"index": 1, "start_step": 21, "end_step": 40, "timed_from": 22}]}})
+                {"type": "started", "run": {"workload": "train", "device": "cpu",
+                                            "warmup_steps": 2}}]
+    records, toggles, active = [], [], {k: dict(v) for k, v in start.items()}
+    step = 0
+    for rate, change in parts:
+        if change is not None:
+            technique, params = change
+            toggle = {"type": "event", "kind": "toggle", "step": step + 1,
+                      "technique": technique, "params": params, "message": "changed"}
+            toggles.append(toggle)
+            messages.append(toggle)
+            active[technique] = {**active.get(technique, {}), **params}
+        for _ in range(steps_per_part):
+            step += 1
+            value = rate * rng.lognormvariate(0, 0.05)
+            records.append(step_record(step, 256 / value, 256, 3.0))
+            messages.append({"type": "sample", "step": step, "time": step * 0.1,
+                             "phase": "warmup" if step <= 2 else "measure",
+                             "metrics": {"tokens_per_s": value, "step_time_s": 256 / value,
+                                         "loss_train": 3.0}})
+    segments = split(records, toggles, 2)
+    last = segments[-1]["figures"]
+    summary = {"workload": "train", "steps_completed": step,
+               "techniques": [{"name": k, "params": v} for k, v in start.items()],
+               "active_techniques": active, "segments": segments if len(segments) > 1 else [],
+               "figures": {"tokens_per_s": last["tokens_per_s"],
+                           "step_time_p50_s": last["step_time_s"],
+                           "loss_train_final": {"value": 3.0, "unit": "nats/token",
+                                                "how": "mean of the last 10 steps"}}}
+    if contended:
+        summary.update(contended=True, contention_cores=2, contention_samples=12,
+                       contention_other_cpu_cores_mean=1.7,
+                       contention_sentence="other processes used 1.7 of 2 cores during this "
+                                           "run: its speed figures are unreliable")
+    messages.append({"type": "done", "status": "completed", "summary": summary})
     return stored_run(store, name, messages)
 
 
-def test_a_toggled_run_is_judged_on_its_headline_segment_only():
-    """A run that went 1,000 -> 1,500 tokens/s mid-run has the headline 1,500: against a plain
-    1,500 run that is within noise, not a slowdown from mixing in the first configuration."""
+BF16 = ("precision", {"dtype": "bf16"})
+CKPT = ("activation_checkpointing", {"every": 1})
+
+
+def test_a_run_with_three_segments_is_compared_on_its_matching_segment(capsys):
+    """fp32 1,000 -> bf16 1,500 -> bf16 + checkpointing 1,200 tokens/s, against single runs:
+    a bf16 run at 1,500 is like its second segment (within noise), one at 1,300 is slower than
+    that segment (not than the 1,200 headline), a compiled run matches no segment."""
     store = RunStore()
-    plain, toggled = noisy_run(store, "plain", 1500, 11), toggled_run(store, "t", 1000, 1500, 12)
-    samples = significance.run_samples(store.open_run(toggled))["tokens_per_s"]
-    assert len(samples) == 19 and min(samples) > 1200  # steps 22..40 only
-    loaded = significance.run_samples(load_run(store.open_run(toggled)))["tokens_per_s"]
-    assert sorted(loaded) == sorted(samples)
-    verdict = significance.judge_runs("tokens_per_s", "higher", store.open_run(plain),
-                                      store.open_run(toggled))
-    assert verdict["verdict"] == "within noise"
+    three = segmented_run(store, "three", [(1000, None), (1500, BF16), (1200, CKPT)], seed=1)
+    bf16 = segmented_run(store, "bf16", [(1500, BF16)], seed=2)
+    slow_bf16 = segmented_run(store, "slow bf16", [(1300, BF16)], seed=3)
+    compiled = segmented_run(store, "compiled", [(1500, ("compile", {}))], seed=4)
+    runs = {r: load_run(store.open_run(r)) for r in (three, bf16, slow_bf16, compiled)}
+    parts = runs[three].summary["segments"]
+    assert len(parts) == 3
+
+    like = significance.judge("tokens_per_s", "higher", runs[bf16], runs[three])
+    assert like["verdict"] == "within noise", like
+    assert like["value"] == parts[1]["figures"]["tokens_per_s"]["value"]  # segment 2, not 1,200
+    assert "segment 2 of 3" in like["scope"] and "whole run" in like["scope"]
+    slower = significance.judge("tokens_per_s", "higher", runs[three], runs[slow_bf16])
+    assert slower["verdict"] == "worse" and slower["base_value"] == like["value"]
+    assert slower["delta_pct"] == pytest.approx(-13, abs=4)  # 1,300 against 1,500
+
+    none = significance.judge("tokens_per_s", "higher", runs[three], runs[compiled])
+    assert none["verdict"] == "not comparable" and "no matching segment" in none["reason"]
+    # A figure of the run's end describes its last segment, not the matching second one.
+    loss = significance.judge("loss_train_final", "lower", runs[bf16], runs[three])
+    assert loss["verdict"] == "not comparable" and "last segment" in loss["reason"]
+
+    assert cli.main(["compare", bf16, three]) == 0
+    out = capsys.readouterr().out
+    assert "compared like with like: baseline: the whole run; other run: segment 2 of 3" in out
+    assert "segments of three" in out and "precision (dtype = bf16)" in out
+
+
+def test_two_identical_runs_one_contended_give_machine_busy(capsys):
+    store = RunStore()
+    quiet = segmented_run(store, "quiet", [(1000, None)], seed=5)
+    busy = segmented_run(store, "busy", [(1000, None)], seed=5, contended=True)  # same numbers
+    slowed = segmented_run(store, "slowed", [(100, None)], seed=6, contended=True)  # -90 %
+    for other in (busy, slowed):
+        found = significance.judge("tokens_per_s", "higher", store.open_run(quiet),
+                                   store.open_run(other))
+        assert found["verdict"] == "machine busy", found
+        assert "1.7 of 2 cores" in significance.verdict_text(found)
+    assert cli.main(["compare", quiet, slowed]) == 0
+    out = capsys.readouterr().out
+    assert "machine busy: no verdict" in throughput_line(out) and "significant" not in \
+        throughput_line(out)
+    assert "machine: busy: other processes used 1.7 of 2 cores" in out
+    assert "machine: not recorded" in out  # the quiet run predates nothing: it has no readings
+    # A figure counted from the tensors is not timed: a busy machine changes nothing of it.
+    assert not metric("saved_for_backward_bytes").timed and metric("tokens_per_s").timed
+
+
+def test_final_losses_at_different_steps_are_flagged():
+    store = RunStore()
+    long = segmented_run(store, "long", [(1000, None)], seed=7, steps_per_part=200)
+    short = segmented_run(store, "short", [(1000, None)], seed=8, steps_per_part=65)
+    found = significance.judge("loss_train_final", "lower", store.open_run(long),
+                               store.open_run(short))
+    assert found["verdict"] == "not comparable"
+    assert "at steps 200 vs 65" in significance.verdict_text(found)
+    same = significance.judge("loss_train_final", "lower", store.open_run(long),
+                              store.open_run(long))
+    assert same["verdict"] == "not comparable" and same["reason"].startswith("no spread")
+
+
+def test_distill_and_train_never_share_a_loss_key():
+    """A distill run's blended objective has its own key and label; its train loss is its
+    cross-entropy, the figure a train run's loss is compared with. A distill run recorded before
+    (blend under the train loss key) is not comparable on it."""
+    assert metric("loss_distill").label != metric("loss_train").label
+    assert metric("loss_distill_final").label != metric("loss_train_final").label
+
+    def summary(workload: str, figures: dict) -> dict:
+        return {"workload": workload, "steps_completed": 100,
+                "figures": {k: {"value": v, "unit": "nats/token", "how": how}
+                            for k, (v, how) in figures.items()}}
+
+    train = summary("train", {"loss_train_final": (3.4, "mean of the last 10 steps")})
+    distill = summary("distill", {"loss_train_final": (3.3, "the student's cross-entropy"),
+                                  "loss_distill_final": (1.8, "the distillation objective")})
+    older = summary("distill", {"loss_train_final": (1.8, "blended loss, mean of the last 10 "
+                                                          "steps")})
+    found = significance.judge("loss_train_final", "lower", train, distill)
+    assert (found["base_value"], found["value"]) == (3.4, 3.3)  # cross-entropy against it
+    assert found["verdict"] == "not comparable" and found["reason"].startswith("no spread")
+    blended = significance.judge("loss_train_final", "lower", train, older)
+    assert blended["verdict"] == "not comparable" and "blended objective" in blended["reason"]
+    assert significance.judge("loss_distill_final", "lower", train, distill)["value"] == 1.8
+
+
+def test_the_settings_diff_shows_what_the_workloads_read_by_current_names():
+    from profiler.config import RunConfig
+    from profiler.report.compare import config_diff
+    from tests.helpers import noisy_run
+
+    store = RunStore()
+    a, b = noisy_run(store, "a", 1000, 1), noisy_run(store, "b", 1000, 2)
+    small, large = RunConfig.from_dict({"train": {"batch_size": 4}, "distill": {"alpha": 0.1}}), \
+        RunConfig.from_dict({"train": {"batch_size": 8}, "distill": {"alpha": 0.9}})
+    for run_id, config in ((a, small), (b, large)):
+        (store.open_run(run_id).path / "config.toml").write_text(config.to_toml(),
+                                                                  encoding="utf-8")
+    store.rename(a, "renamed")
+    runs = [load_run(store.open_run(r)) for r in (a, b)]
+    diff = config_diff(runs, runs[0])
+    assert [k["key"] for k in diff["keys"]] == ["train.batch_size"]  # no distill.alpha, no name
+    assert diff["unified"][0]["diff"].startswith("--- renamed (baseline)\n+++ b\n")
+    assert "-batch_size = 4" in diff["unified"][0]["diff"]
+
+
+def test_int8_perplexities_scored_with_other_windows_per_pass_are_not_comparable():
+    """Dynamic int8's perplexity depends on how many windows share a forward pass (one
+    activation scale per forward input): 46.3 with one, ~70 with eight on the same text."""
+    def infer(perplexity: float, per_pass: int, techniques: list[str]) -> dict:
+        return {"workload": "infer", "figures": {"perplexity": {
+                    "value": perplexity, "unit": "", "how": "exp(mean token cross-entropy)"}},
+                "scoring": {"windows_per_pass": per_pass, "windows": 128, "seq_len": 128,
+                            "batch_dependent": techniques}}
+
+    one, eight = infer(46.3, 1, ["quantize_int8_dynamic"]), infer(70.4, 8,
+                                                                  ["quantize_int8_dynamic"])
+    found = significance.judge("perplexity", "lower", one, eight)
+    assert found["verdict"] == "not comparable"
+    assert "scored 1 vs 8 windows per forward pass under quantize_int8_dynamic" in \
+        found["reason"]
+    fp32 = infer(16.3, 8, [])
+    assert significance.judge("perplexity", "lower", fp32, eight)["reason"].startswith(
+        "no spread")  # scored alike: compared (a bare number each, so no verdict on noise)
+    assert "windows per pass only" in metric("perplexity").description

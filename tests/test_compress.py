@@ -335,9 +335,16 @@ def test_a_planted_slowdown_is_reported_with_its_interval(tmp_path, monkeypatch)
     sentence = summary["quality_loss"]
     assert "decoding runs at 0.500x (95 % interval" in sentence
     assert "prefill takes 2.00x (95 % interval" in sentence
-    # dynamic int8: the quality figures depend on the batch they were scored in, and say so
-    assert "quantize_int8_dynamic quantizes activations with ranges taken from each whole batch"\
-        in sentence and "scored 1 window(s) per forward pass" in sentence
+    # dynamic int8: the quality figures depend on how many windows share a forward pass (one
+    # activation scale per forward input), and say so beside each figure and in the sentence
+    protocol = ("dynamic int8 quantizes each forward input's activations with one scale taken "
+                "over the whole input (here 1 window): this figure holds for 1 window per "
+                "forward pass")
+    assert protocol in sentence and "scored 1 window(s) per forward pass" in sentence
+    for key in ("perplexity", "kl_to_baseline", "perplexity_change_percent"):
+        assert protocol in summary["figures"][key]["how"], key
+    assert summary["scoring"] == {"windows_per_pass": 1, "windows": 4, "seq_len": 32,
+                                  "batch_dependent": ["quantize_int8_dynamic"]}
 
 
 def test_scoring_the_original_against_itself_and_against_a_changed_copy():

@@ -101,7 +101,16 @@ def test_the_student_learns_from_the_teacher(tmp_path, one_thread):
     assert kls[-1] < 0.5 * kls[0]  # the student's KL to the teacher falls
     assert all(b < a for a, b in zip(kls, kls[1:], strict=False))
     train_samples = [m for m in messages if m["type"] == "sample" and m["phase"] == "measure"]
-    assert {"loss_train", "loss_ce", "kl_to_teacher"} <= set(train_samples[0]["metrics"])
+    assert {"loss_train", "loss_distill", "kl_to_teacher"} <= set(train_samples[0]["metrics"])
+    # loss_train is the student's cross-entropy, the blend has its own key: with alpha = 0 the
+    # objective is the cross-entropy, with alpha = 0.9 it is not.
+    plain = [m["metrics"] for m in runs[0.0][1] if m["type"] == "sample" and m["phase"] == "measure"]
+    assert all(s["loss_distill"] == pytest.approx(s["loss_train"]) for s in plain)
+    assert all(abs(m["metrics"]["loss_distill"] - m["metrics"]["loss_train"]) > 1e-3
+               for m in train_samples)
+    last = [m["metrics"]["loss_train"] for m in train_samples[-10:]]
+    assert figures["loss_train_final"]["value"] == pytest.approx(sum(last) / len(last))
+    assert "loss_distill_final" in figures and "cross-entropy" in figures["loss_train_final"]["how"]
     alone = runs[0.0][0]["figures"]
     gap = figures["loss_val_final"]["value"] - alone["loss_val_final"]["value"]
     kl_gap = figures["kl_to_teacher_val_final"]["value"] - alone["kl_to_teacher_val_final"]["value"]

@@ -323,6 +323,7 @@ def test_stale_and_wrong_words_are_gone(qtbot, window, tmp_path):
     b = stored_run(store, "tf32", train_messages(2), config=tf32)
     window.history.refresh()
     window.set_compared([a, b])
+    assert window.compare.wait()
     keys = [window.compare.diff_keys.item(r, 0).text()
             for r in range(window.compare.diff_keys.rowCount())]
     assert "techniques" not in keys and "techniques.tf32" in keys
@@ -417,11 +418,13 @@ def test_compress_quality_sentence_and_neutral_deltas(qtbot, window):
     assert sentence in window.notice_text()
     window.set_compared([base, noisy])
     window.compare.set_baseline(base)
+    assert window.compare.wait()
     table = window.compare.table
     cell = next(table.item(r, 3) for r in range(table.rowCount())
                 if table.item(r, 0).text().startswith("Throughput"))
-    assert cell.text() == "+10.0 %"
-    assert cell.data(Qt.ItemDataRole.UserRole) == "no spread"  # a bare number: no verdict
+    assert cell.text() == "+10.0 % (not comparable)"
+    assert cell.data(Qt.ItemDataRole.UserRole) == "not comparable"  # a bare number: no verdict
+    assert "too few measured steps" in cell.toolTip()  # the reason, said
     assert cell.foreground().color().name() not in ("#15803d", "#b91c1c")
 
 

@@ -73,14 +73,26 @@ def _samples(received):
 
 
 def test_tokens_per_s_agrees_with_a_clock_outside_the_worker(observed):
+    """Every measured step's time agrees with the front end's clock: between two sample
+    messages the worker takes exactly one step plus its own bookkeeping (reading the sampler,
+    writing the sample), so the interval an outside clock sees between their arrivals is that
+    step's step_time and a little more. Work of a step that escaped the step's clock would
+    lengthen every interval; the median over the measured steps sees that, while a late read
+    by the front end (which moves one arrival, lengthening one interval and shortening the
+    next) or one stretch with the worker descheduled on a busy machine does not move it. (One
+    span from the first to the last arrival carried both end points' delays whole: 2.2 % apart
+    on a loaded machine, where the bookkeeping alone is ~1 % of a 20 ms step.)"""
     config, received, _, summary = observed
     arrivals = {m["step"]: t for t, m in _samples(received)}
-    tokens = (STEPS - WARMUP) * config.train.batch_size * config.train.seq_len
-    outside = tokens / (arrivals[STEPS] - arrivals[WARMUP])
-    # The stream's step times add up to what a clock outside the worker saw.
-    measured = [m for _, m in _samples(received) if m["phase"] == "measure"]
-    inside = tokens / sum(m["metrics"]["step_time_s"] for m in measured)
-    assert inside == pytest.approx(outside, rel=0.02)
+    step_times = {m["step"]: m["metrics"]["step_time_s"] for _, m in _samples(received)}
+    ratios = sorted((arrivals[step] - arrivals[step - 1]) / step_times[step]
+                    for step in range(WARMUP + 1, STEPS + 1))
+    assert float(np.median(ratios)) == pytest.approx(1.0, rel=0.02), ratios
+    # The summary's tokens/s is the median of those steps' tokens / step time.
+    tokens = config.train.batch_size * config.train.seq_len
+    assert summary["figures"]["tokens_per_s"]["value"] == pytest.approx(
+        float(np.median([tokens / step_times[s] for s in range(WARMUP + 1, STEPS + 1)])),
+        rel=1e-9)
 
 
 def test_step_time_percentiles_come_from_the_raw_step_times(observed):

@@ -22,7 +22,7 @@ import pytest
 from profiler import cli
 from profiler.client import worker_env
 from profiler.recorder import RunRecorder
-from profiler.report import ReportError, export, render
+from profiler.report import ReportError, compare, export, render
 from profiler.report.html import COMPARISON_SECTIONS, RUN_SECTIONS
 from profiler.report.svg import Chart, Line, decimate, nice_ticks
 from profiler.report.svg import render as render_svg
@@ -269,8 +269,9 @@ def test_comparison_deltas_equal_the_summaries(tmp_path):
     assert rows["tokens_per_s"]["cells"][1]["change_pct"] == pytest.approx(50.0, rel=1e-3)
     ppl = next(c for c in rows["perplexity"]["cells"] if c["run"] == fast)
     assert ppl["value"] == pytest.approx(math.exp(figures[fast]["loss_val_final"]["value"]))
-    assert comp["config_diff"]["keys"][0]["key"] == "name"
-    assert '-name = "fp32"' in comp["config_diff"]["unified"][0]["diff"]
+    # A run's name is no setting (the runs are shown by their current names): nothing differs.
+    assert comp["config_diff"]["keys"] == [] and comp["config_diff"]["unified"][0]["diff"] == ""
+    assert comp["machine"][base] == {"busy": False, "text": compare.machine({})["text"]}
 
     html = render([base, fast], "html", store)
     for title in COMPARISON_SECTIONS:

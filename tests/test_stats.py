@@ -121,8 +121,9 @@ def test_no_planted_difference_is_mostly_within_noise():
     assert verdicts.count("within noise") >= 37  # both tests must agree: false alarms < 5 %
 
 
-def test_too_few_samples_is_no_spread_and_direction_follows_better():
-    assert compare_samples([1.0, 2.0], [3.0, 4.0], "lower")["verdict"] == "no spread"
+def test_too_few_samples_is_not_comparable_and_direction_follows_better():
+    few = compare_samples([1.0, 2.0], [3.0, 4.0], "lower")
+    assert few["verdict"] == "not comparable" and "too few measured steps" in few["reason"]
     rng = random.Random(13)
     faster = compare_samples([1000 * rng.gauss(1, 0.01) for _ in range(40)],
                              [1100 * rng.gauss(1, 0.01) for _ in range(40)], "higher")
@@ -132,7 +133,8 @@ def test_too_few_samples_is_no_spread_and_direction_follows_better():
 def test_figures_without_samples_use_their_intervals():
     def fig(value, low=None, high=None):
         return {"value": value, "distribution": {"ci_low": low, "ci_high": high}}
-    assert compare_figures(fig(100), fig(95), "lower")["verdict"] == "no spread"
+    bare = compare_figures(fig(100), fig(95), "lower")
+    assert bare["verdict"] == "not comparable" and bare["reason"].startswith("no spread")
     assert compare_figures(fig(100, 98, 102), fig(101, 99, 103), "lower")["verdict"] == \
         "within noise"
     assert compare_figures(fig(100, 98, 102), fig(120, 118, 122), "lower")["verdict"] == "worse"
@@ -212,3 +214,39 @@ def test_lag1_autocorrelation_flags_a_drift_that_carries_and_not_independent_rou
     assert lag1_autocorrelation([1.0, 1.0, 1.0]) is None and lag1_autocorrelation([1.0, 2.0]) is None
     assert lag1_autocorrelation([1.0, 1.0 + 2.3e-16, 1.0, 1.0 + 4.5e-16]) is None  # rounding
     assert independent_enough(None, 60) is None
+
+
+def test_a_difference_under_the_noise_floor_is_within_noise_whatever_its_p():
+    """Thousands of steps make a 0.5 % shift statistically clear; it is still no verdict."""
+    from profiler.significance import NOISE_FLOOR_PCT, verdict_text
+
+    rng = random.Random(14)
+    base = [1000 * rng.lognormvariate(0, 0.01) for _ in range(4000)]
+    other = [1005 * rng.lognormvariate(0, 0.01) for _ in range(4000)]
+    found = compare_samples(base, other, "higher")
+    assert found["p_value"] < 0.001 and found["ci_low"] > 1  # statistically apart ...
+    assert 0 < found["delta_pct"] < NOISE_FLOOR_PCT            # ... but under the floor
+    assert found["verdict"] == "within noise" and "noise floor" in found["reason"]
+    assert verdict_text(found).startswith("within noise: +0.") and "% is under the 1 % noise " \
+        "floor (p<0.001)" in verdict_text(found)
+    clear = compare_samples(base, [1030 * rng.lognormvariate(0, 0.01) for _ in range(400)],
+                            "higher")
+    assert clear["verdict"] == "better" and verdict_text(clear) == "significant: better (p<0.001)"
+
+
+def test_every_verdict_says_its_reason():
+    from profiler.significance import verdict, verdict_text
+
+    apart = {"delta_pct": -20.0, "apart": True, "p_value": 1e-6}
+    assert verdict(apart, "higher")["verdict"] == "worse"
+    busy = verdict(apart, "higher", busy="'b': other processes used 1.7 of 2 cores")
+    assert busy["verdict"] == "machine busy"
+    assert verdict_text(busy) == ("machine busy: no verdict ('b': other processes used 1.7 of 2 "
+                                  "cores)")
+    odd = verdict(apart, "higher", not_comparable="no matching segment", busy="x")
+    assert verdict_text(odd) == "not comparable: no matching segment"  # the first reason wins
+    overlap = verdict({"delta_pct": 3.0, "apart": False, "p_value": None}, "higher")
+    assert verdict_text(overlap) == "within noise (the 95 % intervals overlap)"
+    counted = verdict({"delta_pct": -50.0, "apart": True, "counted": True}, "lower",
+                      busy="x")  # counted bytes: other processes change nothing
+    assert counted["verdict"] == "better" and "counted" in counted["reason"]

@@ -421,3 +421,57 @@ def test_trial_configs_measure_what_the_rung_asks():
     assert "quantize_int8_dynamic" in trial.techniques
     assert runner.trial_config(space, quantized, 7, final=True).infer.eval_tokens == 2048
     assert runner.predicted_peak(space, quantized) is None  # no training prediction for infer
+
+
+def _report_of(space, ranking_candidates, final, stopped):
+    from profiler.tune import runner
+
+    trial = lambda c, n: tsearch.Trial(n, c, 0, 6, tsearch.Measurement(value=1.0))  # noqa: E731
+    ranking = [{"candidate": c, "trial": trial(c, i)} for i, c in enumerate(ranking_candidates)]
+    result = tsearch.SearchResult([r["trial"] for r in ranking], [], [], ranking, [], 0, 1, {},
+                                  "stopped on request" if stopped else "")
+
+    class Run:
+        run_id, path = "tune-x", "."
+
+    return tune_report.build_report(space.base, space, runner.Settings(), "tokens_per_s", True,
+                                    None, "n/a", result, final, Run(), 1.0, stopped=stopped)
+
+
+def test_a_stopped_tune_says_what_it_measured_and_answers_nothing_from_one():
+    space = gpu_space()
+    one = _report_of(space, [space.baseline], None, stopped=True)
+    assert one["chosen"] is None
+    assert one["sentence"] == (f"stopped after measuring 1 of {space.size()} candidate: no answer "
+                               "(one measured candidate has nothing to be compared with)")
+    assert "no candidate beat it" not in tune_report.format_report(one)
+    others = [c for c in space.candidates() if c != space.baseline][:2]
+    three = _report_of(space, [others[0], space.baseline, others[1]], None, stopped=True)
+    assert three["chosen"] is None  # no best.toml from an unconfirmed search
+    assert three["sentence"].startswith(f"stopped after measuring 3 of {space.size()} "
+                                        "candidates, before the final re-measure: no answer")
+    alone = _report_of(space, [space.baseline], None, stopped=False)  # the rest failed or pruned
+    assert alone["chosen"] is None and alone["sentence"].startswith("no answer: only one")
+
+
+def test_a_final_re_measure_on_a_busy_machine_gives_no_verdict():
+    from profiler.tune import runner
+
+    space = gpu_space()
+    other = next(c for c in space.candidates() if c != space.baseline)
+
+    def evaluate(candidate, steps, final=False):
+        speed = 1400.0 if candidate == other else 1000.0  # clearly faster ...
+        samples = [speed * (1 + 0.01 * ((i * 7) % 5 - 2)) for i in range(steps)]
+        busy = "trial #2: other processes used 1.7 of 2 cores during this run" \
+            if candidate == space.baseline else ""  # ... but measured beside other work
+        return tsearch.Measurement(value=speed, samples=samples, cost_s=1.0, peak_bytes=GiB,
+                                   extra={"busy": busy})
+
+    final = runner.final_check(evaluate, {"best": other, "baseline": space.baseline}, steps=12,
+                               rounds=2, higher_is_better=True, log=lambda _: None)
+    against = final["comparisons"]["baseline"]
+    assert against["verdict"] == "machine busy" and "1.7 of 2 cores" in against["reason"]
+    report = _report_of(space, [other, space.baseline], final, stopped=False)
+    assert report["chosen"]["candidate"] == space.baseline.as_dict()  # not measurably faster
+    assert "machine busy: no verdict" in report["sentence"]

@@ -1,27 +1,28 @@
-"""Several runs against a baseline: the delta table and the config diff, as plain data.
+"""Several runs against a baseline: the delta table, the settings diff and the machine each run
+was measured on, as plain data. The app's Compare, `effiscope compare` and the reports all draw
+these rows, so they say the same thing.
 
-The deltas are computed from the runs' summary figures only, so a comparison says exactly what
-each run's own report says; perplexity is exp(final validation loss). Whether a delta is a
-difference at all is profiler.significance's verdict (the same one the app and `effiscope compare`
-show): "better" / "worse" only outside the noise of both runs, else "within noise".
+Each cell's value, difference and verdict come from profiler.significance.judge, the one verdict
+rule: like with like (a run that changed techniques mid-run is read on its segment with the
+other's configuration, final losses at one step), no verdict on a timed figure from a busy
+machine, "significant" only outside both runs' noise and beyond the noise floor, and otherwise
+the reason. Perplexity is exp(final validation loss) unless measured.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 from typing import Any
 
-from profiler import significance
+from profiler import contention, segments, significance
 from profiler.metrics import metric
-from profiler.report.load import RunData
 
 DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
               # memory: the parts a technique acts on first, then the process-wide peaks
               "saved_for_backward_bytes", "gradient_bytes", "optimizer_state_bytes",
               "peak_torch_allocated_bytes", "peak_gpu_memory_used_bytes", "peak_rss_bytes",
-              "loss_train_final",
+              "loss_train_final", "loss_distill_final",
               "loss_val_final", "perplexity", "mfu", "mfu_measured",
               # inference and compression runs
               "ttft_p50_s", "decode_latency_p50_s", "decode_tokens_per_s", "model_bytes")
@@ -68,18 +69,9 @@ def delta_rows(summaries: list[dict]) -> tuple[tuple[str, str, str, str | None],
     return tuple(sorted(DELTA_ROWS, key=lambda row: row[0] not in lead))
 
 
-def row_value(run: RunData, key: str) -> float | None:
-    if key == "perplexity":
-        if run.figure("perplexity") is not None:  # infer / compress measure it directly
-            return run.figure("perplexity")
-        loss = run.figure("loss_val_final")
-        if loss is None:
-            return None
-        try:
-            return math.exp(loss)
-        except OverflowError:
-            return None
-    return run.figure(key)
+def row_value(run, key: str) -> float | None:
+    """A run's headline value of a figure (the configuration it ended in)."""
+    return significance.segment_value(key, run.summary, None)
 
 
 def change_pct(value: float | None, base: float | None) -> float | None:
@@ -88,27 +80,70 @@ def change_pct(value: float | None, base: float | None) -> float | None:
     return (value - base) / abs(base) * 100.0
 
 
-def deltas(runs: list[RunData], baseline: RunData) -> list[dict]:
-    """One row per figure: each run's value, its difference to the baseline, the % change and
-    the verdict on it (significance.judge_runs; None for the baseline's own cell)."""
+def deltas(runs: list, baseline, cache: dict | None = None) -> list[dict]:
+    """One row per figure: the baseline's headline value, and per run the figures compared (a
+    run's segment with the other's configuration where one changed techniques mid-run: then
+    base_value may be a segment of the baseline), the difference, the % change and the verdict
+    with its reason and words (significance.judge; None for the baseline's own cell or a
+    missing value). `cache` keeps each run's significance.Evidence by run id."""
+    cache = {} if cache is None else cache
+    pairs = {run.run_id: segments.pairing(baseline.summary, run.summary) for run in runs
+             if run is not baseline}
     rows = []
-    samples: dict = {}
     for key, label, unit, better in delta_rows([baseline.summary] + [r.summary for r in runs]):
         base = row_value(baseline, key)
         cells = []
         for run in runs:
-            value = row_value(run, key)
-            delta = value - base if value is not None and base is not None else None
-            verdict = p_value = None
-            if run is not baseline and value is not None and base is not None:
-                result = significance.judge_runs(key, better, baseline, run, samples)
-                verdict, p_value = result["verdict"], result["p_value"]
-            cells.append({"run": run.run_id, "value": value, "delta": delta,
-                          "change_pct": change_pct(value, base), "verdict": verdict,
-                          "p_value": p_value})
+            cell = {"run": run.run_id, "value": row_value(run, key), "base_value": base,
+                    "delta": None, "change_pct": None, "verdict": None, "reason": "",
+                    "text": "", "p_value": None, "method": "", "scope": ""}
+            if run is not baseline:
+                result = significance.judge(key, better, baseline, run, cache,
+                                            pair=pairs[run.run_id])
+                value, against = result["value"], result["base_value"]
+                cell.update(value=value, base_value=against, scope=result["scope"])
+                if value is not None and against is not None:
+                    cell.update(delta=value - against, change_pct=change_pct(value, against),
+                                verdict=result["verdict"], reason=result["reason"],
+                                text=significance.verdict_text(result),
+                                p_value=result["p_value"], method=result.get("method", ""))
+            cells.append(cell)
         rows.append({"key": key, "label": label, "unit": unit, "better": better,
                      "baseline": base, "cells": cells})
     return rows
+
+
+def machine(summary: dict) -> dict:
+    """The machine a run was measured on, said beside its figures: {"busy": bool, "text":
+    "busy: other processes used 1.7 of 2 cores during this run ..." / "quiet: other processes
+    0.05 cores ..." / "not recorded"}."""
+    sentence, load = contention.sentence(summary), contention.load_text(summary)
+    if sentence:
+        return {"busy": True, "text": f"busy: {sentence}" + (f" ({load})" if load else "")}
+    if load:
+        return {"busy": False, "text": f"quiet: {load}"}
+    return {"busy": False, "text": "not recorded (the summary holds no contention readings: a "
+                                   "run shorter than the meter's first second, or from before it)"}
+
+
+def segment_lines(runs: list) -> list[dict]:
+    """Each run's segments, for the settings diff: [{"run", "segments": ["1: steps 1..20, from
+    the start: optimizer (...)", ...]}] for the runs that changed techniques mid-run."""
+    out = []
+    for run in runs:
+        parts = run.summary.get("segments") if isinstance(run.summary, dict) else None
+        if not isinstance(parts, list) or len(parts) < 2:
+            continue
+        configs = segments.configurations(run.summary) or [None] * len(parts)
+        lines = []
+        for part, config in zip(parts, configs, strict=False):
+            if not isinstance(part, dict):
+                continue
+            text = segments.segment_name(part, len(parts))
+            lines.append(text + (f": {segments.configuration_text(config)}"
+                                 if config is not None else ""))
+        out.append({"run": run.run_id, "segments": lines})
+    return out
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -122,27 +157,75 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(runs: list[RunData], baseline: RunData) -> dict:
-    """Key by key (only keys that differ somewhere) and a unified diff of each config.toml."""
-    flat = {run.run_id: flatten(run.config) for run in runs}
+NOT_SETTINGS = ("name", "output_dir")
+"""Config keys that are no setting: the run's name (shown as it is now, from the store, not as
+config.toml recorded it) and the folder the front end chose."""
+
+
+def relevant(config: dict, workloads: set[str]) -> dict:
+    """The settings of a config that the compared runs' workloads read (config.SECTIONS_READ):
+    a train-against-train diff lists no distill teacher or inference setting neither run used."""
+    from profiler.config import CALIBRATING, SECTIONS_READ, WORKLOADS
+
+    sections: set[str] = set()
+    for workload in workloads:
+        sections.update(SECTIONS_READ.get(workload, ()))
+    if not workloads & set(WORKLOADS):
+        sections.update(s for read in SECTIONS_READ.values() for s in read)
+    techniques = config.get("techniques") if isinstance(config.get("techniques"), dict) else {}
+    if any(name in techniques for name in CALIBRATING):
+        sections.add("train")
+    return {k: v for k, v in config.items() if k not in NOT_SETTINGS
+            and (not isinstance(v, dict) or k in sections)}
+
+
+def _workload(run) -> str:
+    return str(run.config.get("workload") or run.summary.get("workload") or "train")
+
+
+def config_diff(runs: list, baseline, names: dict[str, str] | None = None) -> dict:
+    """The settings that differ (only those the runs' workloads read), each run's segments where
+    one changed techniques mid-run, and a unified diff of those settings as TOML, headed by the
+    runs' current names."""
+    import tomli_w
+
+    names = names or {run.run_id: run.name for run in runs}
+    workloads = {_workload(run) for run in runs}
+    kept = {run.run_id: relevant(run.config, workloads) for run in runs}
+    flat = {run_id: flatten(config) for run_id, config in kept.items()}
     keys = sorted({k for f in flat.values() for k in f})
-    table = []
-    for key in keys:
-        values = [flat[run.run_id].get(key) for run in runs]
-        if any(v != values[0] for v in values):
-            table.append({"key": key, "values": [{"run": run.run_id, "value": v}
-                                                 for run, v in zip(runs, values, strict=True)]})
+    differ = {k: [flat[run.run_id].get(k) for run in runs] for k in keys}
+    differ = {k: v for k, v in differ.items() if any(x != v[0] for x in v)}
+
+    def covered(key: str, values: list) -> bool:
+        """An empty section ({}) against an absent one is no difference when a setting under
+        it says what differs (no `techniques {}` row beside `techniques.tf32`); a technique
+        switched on without parameters is one."""
+        return {} in values and any(k.startswith(key + ".") for k in differ)
+
+    table = [{"key": key, "values": [{"run": run.run_id, "value": v}
+                                     for run, v in zip(runs, values, strict=True)]}
+             for key, values in differ.items() if not covered(key, values)]
+
+    def toml(run) -> list[str]:
+        try:
+            return tomli_w.dumps(kept[run.run_id]).splitlines(keepends=True)
+        except (TypeError, ValueError):  # a config that does not round-trip: its text as read
+            return run.config_text.splitlines(keepends=True)
+
     unified = []
     for run in runs:
         if run is baseline:
             continue
         text = "".join(difflib.unified_diff(
-            baseline.config_text.splitlines(keepends=True), run.config_text.splitlines(keepends=True),
-            fromfile=f"{baseline.run_id}/config.toml", tofile=f"{run.run_id}/config.toml"))
+            toml(baseline), toml(run), fromfile=f"{names[baseline.run_id]} (baseline)",
+            tofile=names[run.run_id]))
         unified.append({"run": run.run_id, "diff": text})
-    return {"keys": table, "unified": unified}
+    return {"keys": table, "segments": segment_lines(runs), "unified": unified}
 
 
-def comparison(runs: list[RunData], baseline: RunData) -> dict:
-    return {"baseline": baseline.run_id, "deltas": deltas(runs, baseline),
+def comparison(runs: list, baseline, cache: dict | None = None) -> dict:
+    """The delta rows, each run's machine and the settings diff (`cache`: see deltas)."""
+    return {"baseline": baseline.run_id, "deltas": deltas(runs, baseline, cache),
+            "machine": {run.run_id: machine(run.summary) for run in runs},
             "config_diff": config_diff(runs, baseline)}

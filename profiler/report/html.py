@@ -64,7 +64,7 @@ font-size:12px;overflow:auto;white-space:pre-wrap;word-break:break-word}
 .diff .del{color:#991b1b;background:#fef2f2;display:block}.diff .hunk{color:#6b7280;display:block}
 .rec{border-left:4px solid #2563eb;background:#eff6ff;padding:8px 12px;margin:8px 0;border-radius:4px}
 .rec.warning{border-left-color:#d97706;background:#fffbeb}.rec-title{font-weight:600}
-.better{color:#166534}.worse{color:#991b1b}.noise{color:#6b7280}
+.better{color:#166534}.worse{color:#991b1b}.noise{color:#6b7280}.busy{color:#b45309}
 footer{margin-top:40px;color:#9ca3af;font-size:12px}
 @media print{body{background:#fff}main{padding:0}}
 """
@@ -140,13 +140,14 @@ def display_names(runs: list[RunData]) -> dict[str, str]:
             for run in runs}
 
 
-def _delta_table(runs: list[RunData], baseline: RunData, names: dict[str, str]) -> str:
-    others = [r for r in runs if r is not baseline]
+def _delta_table(found: dict, baseline: RunData, others: list[RunData],
+                 names: dict[str, str]) -> str:
     headers = ["Figure", f"{e(names[baseline.run_id])} (baseline)"]
     for run in others:
         headers += [e(names[run.run_id]), "Δ", "%"]
     rows = []
-    for row in compare.deltas([baseline] + others, baseline):
+    notes: list[str] = []
+    for row in found["deltas"]:
         cells = row["cells"]
         if all(c["value"] is None for c in cells):
             continue
@@ -154,25 +155,37 @@ def _delta_table(runs: list[RunData], baseline: RunData, names: dict[str, str]) 
                 e(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
             cls = VERDICT_CLASS.get(cell["verdict"], "")
-            words = significance.WORDS.get(cell["verdict"], "")
-            tip = f' title="{e(words)}"' if words else ""
+            tip = f' title="{e(cell["text"])}"' if cell["text"] else ""
             change = format_change(cell["change_pct"])
-            if cell["verdict"] == "within noise" and cell["change_pct"] is not None:
-                change += " (within noise)"
-            line += [e(format_value(cell["value"], row["unit"])),
+            if cell["verdict"] in significance.SHORT and cell["change_pct"] is not None:
+                change += f" ({significance.SHORT[cell['verdict']]})"
+            value = e(format_value(cell["value"], row["unit"]))
+            if cell["base_value"] != row["baseline"] and cell["base_value"] is not None:
+                against = format_value(cell["base_value"], row["unit"])
+                value += f'<div class="how">against {e(against)}</div>'
+            why = (f'<div class="how">{e(cell["text"])}</div>'
+                   if cell["verdict"] in significance.SHORT else "")
+            line += [value,
                      f'<span class="{cls}"{tip}>{e(format_delta(cell["delta"], row["unit"]))}</span>',
-                     f'<span class="{cls}"{tip}>{e(change)}</span>']
+                     f'<span class="{cls}"{tip}>{e(change)}</span>{why}']
+            if cell["scope"] and cell["scope"] not in notes:
+                notes.append(cell["scope"])
         rows.append(line)
+    scope = ("<p class=\"how\">Compared like with like, segment against segment: "
+             + "; ".join(e(n) for n in notes) + ".</p>") if notes else ""
     return ('<p class="how">Each run\'s own summary figures; Δ = run − baseline, % = Δ / baseline. '
             "Green is better, red is worse, only where the difference is significant: outside the "
             "noise of both runs (Mann-Whitney U on the per-step samples and the bootstrap interval "
-            "of the ratio of medians, or the figures' 95 % intervals apart). Grey is within noise; "
-            "uncoloured has no spread to judge by.</p>"
-            + table(headers, rows, set(range(1, len(headers)))))
+            "of the ratio of medians, or the figures' 95 % intervals apart) and beyond the "
+            f"{significance.NOISE_FLOOR_PCT:g} % noise floor. Grey is within noise or not "
+            "comparable (the reason is said); amber is a speed measured while other processes "
+            "used the machine, which gets no verdict.</p>"
+            + table(headers, rows, set(range(1, len(headers)))) + scope)
 
 
-VERDICT_CLASS = {"better": "better", "worse": "worse", "within noise": "noise"}
-"""The class of a delta cell by profiler.significance's verdict; none for "no spread"."""
+VERDICT_CLASS = {"better": "better", "worse": "worse", "within noise": "noise",
+                 "not comparable": "noise", "machine busy": "busy"}
+"""The class of a delta cell by profiler.significance's verdict."""
 
 
 def _diff_html(text: str) -> str:
@@ -184,18 +197,26 @@ def _diff_html(text: str) -> str:
     return "".join(out)
 
 
-def _config_diff(runs: list[RunData], baseline: RunData, names: dict[str, str]) -> str:
-    diff = compare.config_diff(runs, baseline)
-    if not diff["keys"]:
-        return '<p class="muted">The configs are identical.</p>'
-    headers = ["Key"] + [e(names[r.run_id]) + (" (baseline)" if r is baseline else "") for r in runs]
-    rows = [[f"<code>{e(item['key'])}</code>"]
-            + [e("(absent)" if c["value"] is None else c["value"]) for c in item["values"]]
-            for item in diff["keys"]]
+def _config_diff(diff: dict, runs: list[RunData], baseline: RunData,
+                 names: dict[str, str]) -> str:
+    if not diff["keys"] and not diff["segments"]:
+        return '<p class="muted">The settings the runs\' workloads read are identical.</p>'
+    out = ('<p class="how">Only the settings the runs\' workloads read; the runs by the names '
+           "they have now.</p>")
+    if diff["keys"]:
+        headers = ["Key"] + [e(names[r.run_id]) + (" (baseline)" if r is baseline else "")
+                             for r in runs]
+        rows = [[f"<code>{e(item['key'])}</code>"]
+                + [e("(absent)" if c["value"] is None else c["value"]) for c in item["values"]]
+                for item in diff["keys"]]
+        out += table(headers, rows)
+    for item in diff["segments"]:
+        out += (f"<h3>Segments of {e(names[item['run']])}</h3><ul>"
+                + "".join(f"<li>{e(line)}</li>" for line in item["segments"]) + "</ul>")
     unified = "".join(f"<h3>{e(names[u['run']])} against the baseline</h3>"
                       f'<pre class="diff">{_diff_html(u["diff"]) or "(no difference)"}</pre>'
                       for u in diff["unified"])
-    return table(headers, rows) + unified
+    return out + unified
 
 
 def _per_run(runs: list[RunData], names: dict[str, str], render_one) -> str:
@@ -206,9 +227,18 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     """Several runs: who they are, deltas against the baseline, overlaid charts, config diff."""
     names = display_names(runs)
     ordered = [baseline] + [r for r in runs if r is not baseline]
+    found = compare.comparison(ordered, baseline)
+    found["config_diff"] = compare.config_diff(ordered, baseline, names)
+
+    def machine(run: RunData) -> str:
+        state = found["machine"][run.run_id]
+        return f'<span class="busy">{e(state["text"])}</span>' if state["busy"] else \
+            e(state["text"])
+
     run_rows = [[e(names[r.run_id]) + (" <b>(baseline)</b>" if r is baseline else ""),
                  f"<code>{e(r.run_id)}</code>", badge(r.status), e(r.end or "n/a"), e(r.device),
-                 e(r.summary.get("steps_completed", r.summary.get("last_step", "n/a")))]
+                 e(r.summary.get("steps_completed", r.summary.get("last_step", "n/a"))),
+                 machine(r)]
                 for r in ordered]
     overlay = []
     for spec in charts.overlay_specs(ordered):
@@ -220,12 +250,13 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     env_rows = [[e(k)] + [e(env_values[r.run_id].get(k, "n/a")) for r in ordered]
                 for k in env_keys]
     body = [
-        ("Runs", table(["Run", "Run id", "Status", "How it ended", "Device", "Steps"], run_rows)),
-        ("Deltas against the baseline", _delta_table(ordered, baseline, names)),
+        ("Runs", table(["Run", "Run id", "Status", "How it ended", "Device", "Steps",
+                        "Machine during the run"], run_rows)),
+        ("Deltas against the baseline", _delta_table(found, baseline, ordered[1:], names)),
         ("Charts", '<p class="how">One colour per run; validation loss dashed. Dashed vertical '
                    "lines: mid-run technique changes, in the run's colour.</p>"
          + _chart_grid(overlay)),
-        ("Configuration diff", _config_diff(ordered, baseline, names)),
+        ("Configuration diff", _config_diff(found["config_diff"], ordered, baseline, names)),
         ("Techniques", _per_run(ordered, names, sections.techniques_html)),
         ("Recommendations", _per_run(ordered, names,
                                      lambda r: sections.recommendations_html(recommendations(r)))),

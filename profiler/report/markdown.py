@@ -105,33 +105,52 @@ def render_run(run: RunData) -> str:
 def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     names = display_names(runs)
     ordered = [baseline] + [r for r in runs if r is not baseline]
+    found = compare.comparison(ordered, baseline)
     out = [f"# EffiScope comparison of {len(runs)} runs", "",
            f"Baseline: **{md(names[baseline.run_id])}** (`{md(baseline.run_id)}`). "
            "Δ = run − baseline; % = Δ / baseline; \"significant\" only outside the noise of "
-           "both runs, else \"within noise\".", ""]
+           f"both runs and beyond the {significance.NOISE_FLOOR_PCT:g} % noise floor, else "
+           "\"within noise\"; no verdict on a speed measured on a busy machine, and \"not "
+           "comparable\" with its reason where the figures are not like with like.", ""]
+    out += ["**Machine during each run**", ""]
+    out += [f"- {md(names[r.run_id])}: {md(found['machine'][r.run_id]['text'])}" for r in ordered]
+    out.append("")
     headers = ["Figure", f"{md(names[baseline.run_id])} (baseline)"]
     for run in ordered[1:]:
         headers += [md(names[run.run_id]), "Δ", "%"]
     rows = []
-    for row in compare.deltas(ordered, baseline):
+    notes: list[str] = []
+    for row in found["deltas"]:
         cells = row["cells"]
         if all(c["value"] is None for c in cells):
             continue
         line = [md(row["label"]), md(format_value(cells[0]["value"], row["unit"]))]
         for cell in cells[1:]:
             change = format_change(cell["change_pct"])
-            if cell["verdict"] in ("better", "worse", "apart", "within noise", "equal"):
-                change += f" ({significance.WORDS[cell['verdict']]})"
-            line += [md(format_value(cell["value"], row["unit"])),
-                     md(format_delta(cell["delta"], row["unit"])), md(change)]
+            if cell["verdict"] is not None:
+                change += f" — {cell['text']}"
+            value = format_value(cell["value"], row["unit"])
+            if cell["base_value"] != row["baseline"] and cell["base_value"] is not None:
+                value += f" (vs {format_value(cell['base_value'], row['unit'])})"
+            line += [md(value), md(format_delta(cell["delta"], row["unit"])), md(change)]
+            if cell["scope"] and cell["scope"] not in notes:
+                notes.append(cell["scope"])
         rows.append(line)
     out += _table(headers, rows, set(range(1, len(headers))))
-    diff = compare.config_diff(ordered, baseline)
+    if notes:
+        out += ["Compared like with like, segment against segment: " + "; ".join(
+            md(n) for n in notes) + ".", ""]
+    diff = found["config_diff"]
+    out += ["## Config differences", "",
+            "Only the settings the runs' workloads read; names as the runs are called now."
+            + ("" if diff["keys"] or diff["segments"] else " They are identical."), ""]
     if diff["keys"]:
-        out += ["## Config differences", ""]
         out += _table(["Key"] + [md(names[r.run_id]) for r in ordered],
                       [[md(item["key"])] + [md("(absent)" if c["value"] is None else c["value"])
                                             for c in item["values"]] for item in diff["keys"]])
+    for item in diff["segments"]:
+        out += [f"**Segments of {md(names[item['run']])}**", ""]
+        out += [f"- {md(line)}" for line in item["segments"]] + [""]
     for run in ordered:
         out += _run_section(run, "##")
     return "\n".join(out).rstrip() + "\n"

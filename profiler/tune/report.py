@@ -29,15 +29,39 @@ def _pct(value: float) -> str:
     return stats.significant_digits(abs(value), 2) + " %"
 
 
+def _no_verdict(comparison: dict) -> str:
+    """", within noise (...)" / ", machine busy: no verdict (...)" for a comparison that is no
+    verdict (profiler.significance's rule, its reason said)."""
+    from profiler.significance import verdict_text
+
+    if comparison["verdict"] in ("better", "worse"):
+        return ""
+    return f", {verdict_text(comparison)}"
+
+
 def verdict_sentence(report: dict) -> str:
     """"bf16 + fused AdamW: 1.38x the baseline (±3 %), 41 % less memory; runner-up within
-    noise" — or why there is no answer."""
+    noise" — or why there is no answer: a stopped tune says how many candidates it measured,
+    and no answer comes from one measured candidate."""
     final = report.get("final")
     chosen = report.get("chosen")
+    measured = len(report.get("ranking") or [])
+    total = report.get("candidates")
+    of = f" of {total}" if isinstance(total, int) else ""
+    if report.get("stopped") and not final:
+        head = f"stopped after measuring {measured}{of} candidate{'s' if measured != 1 else ''}"
+        if measured < 2:
+            return f"{head}: no answer (one measured candidate has nothing to be compared with)"
+        best = (report.get("best_so_far") or {}).get("label", "n/a")
+        return (f"{head}, before the final re-measure: no answer (the best so far, {best}, was "
+                "not re-measured against the others)")
     if not chosen:
+        if measured == 1:
+            return ("no answer: only one candidate was measured, with nothing to compare it with "
+                    f"({report['stop_reason'] or 'the others failed or did not fit'})")
         return "no configuration was measured: " + (report["stop_reason"] or "nothing fit")
     if not final:
-        return f"{chosen['label']}: best of the search (not re-measured: stopped)"
+        return f"{chosen['label']}: best of the search (not re-measured)"
     roles = final["roles"]
     winner = final["winner"]
     comparisons = final["comparisons"]
@@ -51,10 +75,7 @@ def verdict_sentence(report: dict) -> str:
             if c["ci_low"] is not None:
                 spread = max(ratio - c["ci_low"], c["ci_high"] - ratio) / ratio * 100
                 text += f" (±{stats.significant_digits(spread, 2)} %)"
-            text += {"better": "", "worse": ""}.get(
-                c["verdict"], ", within noise" if c["verdict"] == "within noise"
-                else ", not judged (too few samples for a verdict)")
-            parts.append(text)
+            parts.append(text + _no_verdict(c))
         base_peak, win_peak = roles["baseline"]["peak_bytes"], roles[winner]["peak_bytes"]
         if base_peak and win_peak:
             change = (win_peak / base_peak - 1) * 100
@@ -62,21 +83,28 @@ def verdict_sentence(report: dict) -> str:
                          f"({report['peak_label']})")
         else:
             parts.append("memory n/a")
-    elif winner == "baseline" or label == "baseline":
+    elif (winner == "baseline" or label == "baseline") and comparisons:
         label = "the config as given (baseline)"
-        parts.append("no candidate beat it")
+        # comparisons[role]: the winner (here the baseline) judged against that candidate
+        ahead = [c for c in comparisons.values() if c["verdict"] == "better"]
+        parts.append("no candidate beat it" if len(ahead) == len(comparisons) else
+                     "no candidate was measurably faster"
+                     + "".join(_no_verdict(c) for c in comparisons.values()
+                               if c["verdict"] != "better")[:400])
     elif any(p["label"] == "baseline" for p in report.get("pruned", [])):
         parts.append("no ratio: the config as given is predicted not to fit")
     elif any(f["label"] == "baseline" for f in report.get("failed", [])):
         parts.append("no ratio: the config as given failed")
+    elif not comparisons:
+        return ("no answer: the final re-measure measured one candidate only, with nothing to "
+                "compare it with")
     for role in ("runner-up", "best"):
         if role in comparisons:
-            verdict = comparisons[role]["verdict"]  # the winner judged against this one
+            c = comparisons[role]  # the winner judged against this one
             name = "runner-up" if role == "runner-up" else "the search's best"
             parts.append(f"{name} " + {"better": "significantly behind",
                                        "worse": "significantly ahead on the samples"}.get(
-                verdict, "within noise" if verdict == "within noise" else
-                "not judged (too few samples)"))
+                c["verdict"], _no_verdict(c).removeprefix(", ")))
     if chosen.get("fastest_measured"):
         head = "; ".join(parts[:2])
         rest = "".join(f"; {p}" for p in parts[2:])
@@ -97,8 +125,10 @@ def trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
 
 
 def build_report(base, space, settings, objective, higher, limit, limit_how, result, final,
-                 tune_run, elapsed) -> dict:
-    """The report of a tune as plain data (tune.json): ranking, failures, pruned, final."""
+                 tune_run, elapsed, stopped: bool = False) -> dict:
+    """The report of a tune as plain data (tune.json): ranking, failures, pruned, final. A tune
+    stopped before its final re-measure, or one that measured a single candidate, chooses
+    nothing (no best.toml): one measurement is no answer."""
     keys = [t.measurement.extra.get("peak_key") for t in result.trials
             if t.measurement.peak_bytes is not None and t.measurement.extra.get("peak_key")]
     peak_label = metrics.metric(keys[0]).label if keys else "peak memory"
@@ -107,6 +137,9 @@ def build_report(base, space, settings, objective, higher, limit, limit_how, res
     if final and final["winner"]:
         pick = space.baseline if final["winner"] == "baseline" else finalists(result, space)[
             final["winner"]]
+    best_so_far = {"label": space.label(pick), "candidate": pick.as_dict()} if pick else None
+    if (stopped and not final) or len(result.ranking) < 2:
+        pick = None  # no answer from an unconfirmed search or from one candidate
     if pick is not None:
         chosen = {"label": space.label(pick), "candidate": pick.as_dict()}
         against = ((final or {}).get("comparisons") or {}).get("baseline")
@@ -130,7 +163,8 @@ def build_report(base, space, settings, objective, higher, limit, limit_how, res
                    for p in result.pruned],
         "not_tried": [{"label": space.label(c), "candidate": c.as_dict()}
                       for c in result.not_tried],
-        "final": final, "chosen": chosen,
+        "final": final, "chosen": chosen, "stopped": stopped, "best_so_far": best_so_far,
+        "candidates": space.size(),
     }
     report["sentence"] = verdict_sentence(report)
     return report

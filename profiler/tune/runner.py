@@ -9,7 +9,8 @@ Each trial's figure is the worker's own summary figure: the median over the meas
 its 95 % interval, warmup (and so the compile step) excluded. The final answer is re-measured:
 the best, the runner-up and the config as given, interleaved round by round (bench.loop's
 rotation), each with the steps of the last rung; their per-step samples are judged by
-profiler.significance (Mann-Whitney and the bootstrap ratio must agree).
+profiler.significance's one verdict rule (Mann-Whitney and the bootstrap ratio must agree, the
+difference must pass the noise floor, and no verdict when a trial's machine was busy).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from profiler import metrics, significance, stats
+from profiler import contention, metrics, significance, stats
 from profiler.config import RunConfig
+from profiler.evidence import run_samples
 from profiler.tune import report as report_of
 from profiler.tune import search as tsearch
 from profiler.tune.space import Candidate, Space, build_space, checked_config
@@ -196,10 +198,12 @@ class RunEvaluator:
         if status != "completed":
             error = ((summary.get("error") or {}).get("message") or summary.get("end")
                      or f"the run ended {status}")
-        samples = significance.run_samples(run, (self.sample_key,))[self.sample_key]
+        samples = run_samples(run, (self.sample_key,))[self.sample_key]
+        busy = contention.sentence(summary)
         extra = {"distribution": dist, "peak_key": peak_key, "status": status,
                  "effective_batch": summary.get("effective_batch"),
-                 "perplexity": (figures.get("perplexity") or {}).get("value")}
+                 "perplexity": (figures.get("perplexity") or {}).get("value"),
+                 "busy": f"trial #{self.count} ({label}): {busy}" if busy else ""}
         self.log(f"{'final' if final else 'trial'} #{self.count} ({steps} steps): {label}: "
                  + (f"failed: {error}" if error else
                     stats.describe(dist, metrics.metric(self.objective).unit)))
@@ -238,6 +242,7 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     perplexity: dict[str, list[float]] = {role: [] for role in finalists}
     runs: dict[str, list[str]] = {role: [] for role in finalists}
     errors: dict[str, list[str]] = {role: [] for role in finalists}
+    busy: dict[str, list[str]] = {role: [] for role in finalists}
     spent = 0.0
     for index in range(rounds):
         for role in round_order(list(finalists), index, "rotate", 0):
@@ -249,6 +254,8 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
                 errors[role].append(m.error)
                 continue
             samples[role].extend(m.samples)
+            if m.extra.get("busy"):
+                busy[role].append(m.extra["busy"])
             if m.peak_bytes is not None:
                 peaks[role].append(float(m.peak_bytes))
             if m.extra.get("perplexity") is not None:
@@ -259,7 +266,7 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
             "candidate": finalists[role].as_dict(), "runs": runs[role], "errors": errors[role],
             "distribution": stats.distribution(samples[role]), "samples": samples[role],
             "peak_bytes": stats.percentile(peaks[role], 50),
-            "perplexity": stats.percentile(perplexity[role], 50),
+            "perplexity": stats.percentile(perplexity[role], 50), "busy": busy[role],
         }
     measured = [r for r in finalists if samples[r]]
     pick = max if higher_is_better else min
@@ -269,8 +276,9 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     out["comparisons"] = {}
     for role in measured:
         if role != winner:
-            out["comparisons"][role] = significance.compare_samples(samples[role], samples[winner],
-                                                                    better)
+            out["comparisons"][role] = significance.compare_samples(
+                samples[role], samples[winner], better,
+                busy="; ".join(busy[role] + busy[winner]))
     return out
 
 
@@ -323,9 +331,10 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
         log(f"final re-measure: {', '.join(finalists)}, {rounds} interleaved round(s) of "
             f"{steps} steps")
         final = final_check(evaluate, finalists, steps, rounds, higher, log)
-    report = report_of.build_report(base, space, settings, objective, higher, limit, limit_how,
-                                    result, final, tune_run, time.monotonic() - started)
     stopped = interrupt is not None and interrupt.is_set()
+    report = report_of.build_report(base, space, settings, objective, higher, limit, limit_how,
+                                    result, final, tune_run, time.monotonic() - started,
+                                    stopped=stopped)
     _write(store, tune_run, base, space, report, stopped)
     return report
 

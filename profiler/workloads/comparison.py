@@ -153,28 +153,25 @@ ENCODER_MEASURES = (
 )
 
 
-BATCH_DEPENDENT = ("quantize_int8_dynamic",)
-"""Techniques whose outputs depend on what shares a batch (dynamic int8 takes each activation's
-quantization range from the whole batch), so quality is stated at the batch it was scored in."""
-
-
 def batch_note(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> str | None:
-    """The sentence a batch-dependent technique needs beside its quality figures, else None."""
-    named = [t for t in techniques if t in BATCH_DEPENDENT]
-    if not named or not quality.get("tokens"):
+    """The sentence a batch-dependent technique needs beside its quality figures, else None
+    (metrics.scoring_note, the one wording; scored at the latency batch size)."""
+    from profiler.metrics import scoring_note
+
+    if not quality.get("tokens"):
         return None
-    return (f"{', '.join(named)} quantizes activations with ranges taken from each whole batch, "
-            f"so its perplexity and KL depend on batch composition: these were scored at the "
-            f"latency batch size (infer.batch_size = {quality['batch_size']}); another batch "
-            "size gives other figures")
+    note = scoring_note(quality["batch_size"], techniques)
+    return (f"{note} (scored at the latency batch size, infer.batch_size = "
+            f"{quality['batch_size']})") if note else None
 
 
-def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = None) -> Rows:
+def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = None,
+                techniques: list[str] | tuple[str, ...] = ()) -> Rows:
     rows = Rows()
     rows.add_sizes(size)
     rows.add_speed(speed, GENERATION_MEASURES, samples)
     have = bool(quality["tokens"])
-    how = scoring_how(quality) if have else "not measured (infer.eval_tokens = 0)"
+    how = scoring_how(quality, techniques) if have else "not measured (infer.eval_tokens = 0)"
     rows.add("perplexity", "Perplexity", "", quality["perplexity"][0], quality["perplexity"][1],
              f"exp(mean token cross-entropy) on {how}")
     rows.add("loss_val", "Validation loss", "nats/token", quality["loss"][0], quality["loss"][1],

@@ -37,6 +37,7 @@ from profiler.workloads.generation import (
     per_run_samples,
     prompts_from,
     score,
+    scoring,
     scoring_how,
     timed_loop,
 )
@@ -112,7 +113,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"{cfg.gen_len} new tokens{eager_how(prep.wanted, config.workload)}")
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
     samples = {name: per_run_samples(runs[name], GENERATION_SAMPLES) for name in VARIANTS}
-    rows = causal_rows(size, speed, quality, samples)
+    rows = causal_rows(size, speed, quality, samples, list(prep.wanted))
     by_key = rows.by_key()
     sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps,
                                list(prep.wanted))
@@ -122,7 +123,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     figures["perplexity_change_percent"] = figure(
         (ppl[1] / ppl[0] - 1) * 100 if ppl[0] and ppl[1] else None, "%",
         "(compressed / original perplexity - 1) x 100, "
-        + (scoring_how(quality) if quality["tokens"] else "not measured"))
+        + (scoring_how(quality, list(prep.wanted)) if quality["tokens"] else "not measured"))
     figures["speedup_decode"] = ratio_figure(by_key["decode_tokens_per_s"],
                                              "compressed / original decode tokens/s")
     figures["peak_rss_bytes"] = figure(prep.sampler.peaks().get("rss_bytes"), "bytes",
@@ -132,4 +133,6 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             "steps_completed": done, "measured_steps": len(runs["compressed"]),
             "device": str(prep.device), "parameters": size["baseline"]["parameters"],
             "model": prep.origin, "techniques": prep.applied, "comparison": rows.rows,
-            "quality_loss": sentence, "figures": figures, **prep.contention()}
+            "quality_loss": sentence, "figures": figures,
+            "scoring": scoring(quality, list(prep.wanted)) if quality["tokens"] else None,
+            **prep.contention()}

@@ -72,11 +72,13 @@ def distill_loss_of(state: runtime.TrainState, teacher, alpha: float, temperatur
 
 def distill_step(state: runtime.TrainState, teacher, batches: BatchSampler, step: int,
                  alpha: float, temperature: float) -> dict:
-    """One optimizer step of the student on the blended loss; returns its parts."""
+    """One optimizer step of the student on the blended loss; returns its parts. The blend has
+    its own key (loss_distill); the student's cross-entropy on the text is loss_train, the same
+    figure a train run reports, so the two are compared like with like."""
     totals, grad_norm, tokens = accumulated_step(state, batches, step,
                                                  distill_loss_of(state, teacher, alpha, temperature))
     loss, ce, kl = totals.tolist()
-    return {"loss_train": loss, "loss_ce": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
+    return {"loss_distill": loss, "loss_train": ce, "kl_to_teacher": kl, "grad_norm": grad_norm,
             "tokens": tokens}
 
 
@@ -202,8 +204,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
                        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
                        **local, **torch_mem}
-            if not math.isfinite(parts["loss_train"]):
-                prep.warn(f"loss is {parts['loss_train']} at step {step}: lower the learning rate")
+            if not math.isfinite(parts["loss_distill"]):
+                prep.warn(f"loss is {parts['loss_distill']} at step {step}: lower the learning "
+                          "rate")
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
@@ -242,7 +245,12 @@ def summarize(v: dict) -> dict:
                                           f"the same at step {evals[-1][0]}"),
         "teacher_loss_val": figure(v["teacher_val"], "nats/token", "teacher on the same text"),
         "loss_train_final": figure(mean("loss_train"), "nats/token",
-                                   "blended loss, mean of the last 10 steps"),
+                                   "the student's cross-entropy on the text (the part of its "
+                                   "objective a train run's loss is), mean of the last 10 steps"),
+        "loss_distill_final": figure(mean("loss_distill"), "nats/token",
+                                     f"the distillation objective (alpha = {config.distill.alpha}"
+                                     ": KL·T² and cross-entropy blended), mean of the last 10 "
+                                     "steps"),
         "kl_to_teacher_final": figure(mean("kl_to_teacher"), "nats/token",
                                       f"KL at T = {config.distill.temperature}, last 10 steps"),
         "step_time_p50_s": timed_figure(v["step_times"], "s", f"median over {window}"),

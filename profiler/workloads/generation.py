@@ -131,10 +131,30 @@ def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int
             "top1_agreement": [1.0] + [a / count for a in agree[1:]]}
 
 
-def scoring_how(quality: dict) -> str:
-    """How a quality figure was scored: tokens, windows and the batch size of the passes."""
-    return (f"{quality['tokens']:,} held-out tokens in {quality['windows']} windows of "
+def scoring_how(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> str:
+    """How a quality figure was scored: tokens, windows and how many share a forward pass, and
+    for a technique whose outputs depend on that (metrics.batch_dependent: dynamic int8) that
+    the figure holds for that number only."""
+    text = (f"{quality['tokens']:,} held-out tokens in {quality['windows']} windows of "
             f"{quality['seq_len']}, scored {quality['batch_size']} window(s) per forward pass")
+    note = batch_dependent(quality["batch_size"], techniques)
+    return f"{text}; {note}" if note else text
+
+
+def scoring(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> dict:
+    """The scoring protocol a summary keeps beside its quality figures, so that comparisons
+    can tell figures scored alike from figures that are not (profiler.significance)."""
+    from profiler.metrics import BATCH_DEPENDENT
+
+    return {"windows_per_pass": quality["batch_size"], "windows": quality["windows"],
+            "seq_len": quality["seq_len"],
+            "batch_dependent": [t for t in techniques if t in BATCH_DEPENDENT]}
+
+
+def batch_dependent(windows_per_pass: int, techniques: list[str] | tuple[str, ...]) -> str:
+    from profiler.metrics import scoring_note
+
+    return scoring_note(windows_per_pass, techniques)
 
 
 @torch.no_grad()

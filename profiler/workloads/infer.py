@@ -22,6 +22,7 @@ from profiler.workloads.generation import (
     model_figures,
     prompts_from,
     score,
+    scoring,
     scoring_how,
     timed_loop,
 )
@@ -59,7 +60,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"batch {cfg.batch_size}, prompt {cfg.prompt_len}, {cfg.gen_len} new tokens"
               f"{eager_how(prep.wanted, config.workload)}")
     figures = latency_figures(measured, window=window)
-    how = scoring_how(quality) if quality["tokens"] else "no tokens (infer.eval_tokens = 0)"
+    how = scoring_how(quality, list(prep.wanted)) if quality["tokens"] else \
+        "no tokens (infer.eval_tokens = 0)"
     figures.update(model_figures(prep))
     figures.update({
         "perplexity": figure(quality["perplexity"][0], "",
@@ -72,4 +74,6 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             "stop_reason": "stopped by request" if stopped else "all generations done",
             "steps_completed": done, "measured_steps": len(measured), "device": str(prep.device),
             "parameters": figures["parameters"]["value"], "model": prep.origin,
-            "techniques": prep.applied, "figures": figures, **prep.contention()}
+            "techniques": prep.applied, "figures": figures,
+            "scoring": scoring(quality, list(prep.wanted)) if quality["tokens"] else None,
+            **prep.contention()}

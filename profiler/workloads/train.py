@@ -29,7 +29,7 @@ from profiler.theory import flops_per_token, mfu, predict_for_config
 from profiler.workloads.setup import Emit, prepare, synchronize
 from techniques import registry, runtime
 from techniques.compile import eager_how
-from techniques.optimizer import state_bytes
+from techniques.optimizer import state_bytes, trained_numels
 
 
 @torch.no_grad()
@@ -221,7 +221,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         warmup_steps=limits.warmup_steps,
         steps=limits.steps,
         theory={"flops_per_token": flops_token,
-                "predicted_memory_bytes": predict_for_config(config, dist.world_size)},
+                "predicted_memory_bytes": predict_for_config(
+                    config, dist.world_size, trained_numels(state.optimizer))},
     )
 
     run_started = time.perf_counter()
@@ -514,15 +515,18 @@ def summarize(state: runtime.TrainState, locals_for_summary: dict) -> dict:
     meter = v["energy_meter"]
     figures.update(energy_figures(v["energy"], step_times, v["measured_tokens"],
                                   state.dist.world_size, meter.method, meter.why_not(), window))
-    predicted = predict_for_config(state.config, state.dist.world_size)
+    predicted = predict_for_config(state.config, state.dist.world_size,
+                                   trained_numels(state.optimizer))  # what really trains
     na = predicted.get("activations_how")  # a Hugging Face model: activations not predicted
     figures["predicted_memory_bytes"] = figure(
         predicted["total"], "bytes", na or "weights + gradients + optimizer states + activations "
         "saved for backward, predicted for this model, batch, precision and checkpointing")
     figures["predicted_activation_bytes"] = figure(predicted["activations"], "bytes", na or
                                                    "activations saved for backward (predicted)")
-    figures["predicted_optimizer_state_bytes"] = figure(predicted["optimizer_states"], "bytes",
-                                                        "optimizer states (predicted)")
+    figures["predicted_optimizer_state_bytes"] = figure(
+        predicted["optimizer_states"], "bytes",
+        f"optimizer states (predicted: {predicted['optimizer_how']})"
+        if predicted.get("optimizer_how") else "optimizer states (predicted)")
     dtype = "fp32"
     if state.autocast_dtype is not None:
         dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}[state.autocast_dtype]
