@@ -136,6 +136,27 @@ def verdict(evidence: dict, better: str | None, *, not_comparable: str = "",
                 f"{NOISE_FLOOR_PCT:g} % floor" + (f" ({p_text})" if p_text else ""))
 
 
+def paired_verdict(interval: dict, better: str | None, busy: str = "") -> dict:
+    """The one rule over a ratio measured side by side in one run (a compress run's original
+    and compressed model timed interleaved, stats.ratio_interval): outside the noise when its
+    95 % bootstrap interval excludes 1, then the noise floor and the machine's state as for any
+    comparison. Returns the interval with "verdict", "reason" and "significant" (better or
+    worse) set by `verdict`."""
+    ratio = interval.get("ratio")
+    evidence = {**interval, "delta_pct": (ratio - 1) * 100 if ratio is not None else None,
+                "p_value": None, "method": "bootstrap ratio of medians over interleaved runs"}
+    if interval.get("ci_low") is None or interval.get("ci_high") is None:
+        evidence["apart"] = None
+        evidence["why_not"] = str(interval.get("verdict") or "no interval")
+    else:
+        evidence["apart"] = not interval["ci_low"] <= 1.0 <= interval["ci_high"]
+    out = verdict(evidence, better, busy=busy)
+    if out["verdict"] == WITHIN_NOISE and not evidence["apart"]:
+        out["reason"] = "the 95 % interval of the ratio contains 1"
+    out["significant"] = out["verdict"] in ("better", "worse")
+    return out
+
+
 def compare_samples(base: list[float], other: list[float], better: str | None, *,
                     busy: str = "", not_comparable: str = "") -> dict:
     """other against base from per-step samples: {delta_pct, verdict, reason, p_value, ci_low,

@@ -257,8 +257,8 @@ def describe_ratio(result: dict) -> str:
 
 
 def ratio_text(row: dict | None) -> str | None:
-    """"1.53x (1.41-1.66)" or "no significant difference (1.02x, 0.97-1.06)"; None without a
-    ratio."""
+    """"1.53x (1.41-1.66)" or "within noise (1.02x, 0.97-1.06)" ("machine busy (...)" on a
+    shared machine); None without a ratio."""
     if not row or row.get("ratio") is None:
         return None
     interval = row.get("vs_baseline") or {}
@@ -267,8 +267,8 @@ def ratio_text(row: dict | None) -> str | None:
     if low is None or high is None:
         return f"{value} (no interval: too few timed runs)"
     span = f"{significant_digits(low)}-{significant_digits(high)}"
-    if not interval.get("significant"):
-        return f"no significant difference ({value}, 95 % interval {span})"
+    if not interval.get("significant"):  # the one rule's verdict (significance.paired_verdict)
+        return f"{interval.get('verdict') or 'within noise'} ({value}, 95 % interval {span})"
     return f"{value} (95 % interval {span})"
 
 
@@ -286,4 +286,8 @@ def ratio_cell(row: dict | None) -> str:
     if low is None or high is None:
         return f"{value} (no interval: too few timed runs)"
     span = f"({significant_digits(low)}-{significant_digits(high)})"
-    return f"{value} {span}" if interval.get("significant") else f"{value} {span}, within noise"
+    if interval.get("significant"):
+        return f"{value} {span}"
+    if interval.get("verdict") in ("machine busy", "not comparable"):
+        return f"{value} {span}, {interval['verdict']}"
+    return f"{value} {span}, within noise"

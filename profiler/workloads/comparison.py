@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler import sizes
+from profiler.significance import paired_verdict
 from profiler.stats import figure, ratio_interval, ratio_text
 from profiler.workloads.generation import scoring_how
 from profiler.workloads.setup import Prepared
@@ -55,8 +56,10 @@ def measure_sizes(models: dict[str, Any]) -> dict[str, dict]:
 class Rows:
     """The comparison table being built: one row per measure."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy: str = "") -> None:
         self.rows: list[dict] = []
+        self.busy = busy
+        """Why the run's timings shared the machine ("" when they did not): no speed verdict."""
 
     def add(self, key: str, label: str, unit: str, base, comp, how: str,
             better: str = "lower") -> None:
@@ -82,7 +85,8 @@ class Rows:
     def add_speed(self, speed: dict, measures: tuple, samples: dict | None = None) -> None:
         """The speed rows; where `samples` holds one value per timed run of each model
         ({"baseline": {key: [...]}, "compressed": {...}}), the ratio comes with its bootstrap
-        interval and verdict (stats.ratio_interval); a percentile row other than the median
+        interval and verdict (stats.ratio_interval judged by significance.paired_verdict); a
+        percentile row other than the median
         keeps a bare ratio (no interval is claimed for it)."""
         for key, label, unit, better in measures:
             base = speed["baseline"].get(key, {})
@@ -95,8 +99,8 @@ class Rows:
                     row[f"{name}_distribution"] = fig["distribution"]
             a = (samples or {}).get("compressed", {}).get(key)
             b = (samples or {}).get("baseline", {}).get(key)
-            if a is not None and b is not None:
-                row["vs_baseline"] = ratio_interval(a, b)
+            if a is not None and b is not None:  # judged by the one rule (significance)
+                row["vs_baseline"] = paired_verdict(ratio_interval(a, b), better, self.busy)
                 row["ratio"] = row["vs_baseline"]["ratio"]
 
     def by_key(self) -> dict[str, dict]:
@@ -166,8 +170,8 @@ def batch_note(quality: dict, techniques: list[str] | tuple[str, ...] = ()) -> s
 
 
 def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = None,
-                techniques: list[str] | tuple[str, ...] = ()) -> Rows:
-    rows = Rows()
+                techniques: list[str] | tuple[str, ...] = (), busy: str = "") -> Rows:
+    rows = Rows(busy)
     rows.add_sizes(size)
     rows.add_speed(speed, GENERATION_MEASURES, samples)
     have = bool(quality["tokens"])
@@ -191,8 +195,8 @@ def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = N
 
 
 def encoder_rows(size: dict, speed: dict, quality: dict, seq_len: int,
-                 samples: dict | None = None) -> Rows:
-    rows = Rows()
+                 samples: dict | None = None, busy: str = "") -> Rows:
+    rows = Rows(busy)
     rows.add_sizes(size)
     rows.add_speed(speed, ENCODER_MEASURES, samples)
     how = (f"over {quality['windows']} held-out windows of {seq_len} tokens, embeddings of the "
@@ -213,13 +217,13 @@ def _size_and_speed(size: dict, rows: dict, speed_key: str, verb: str,
     parts = [f"the weights take {mem_c / mem_b:.0%} of the original bytes in memory"]
     speed = ratio_text(rows.get(speed_key))
     if speed is not None:
-        if speed.startswith("no significant"):
+        if not rows[speed_key]["vs_baseline"].get("significant"):
             parts.append(f"{verb} tokens/s: {speed} against the original's")
         else:
             parts.append(f"{verb} runs at {speed} the original's tokens/s")
     latency = ratio_text(rows.get(latency_key)) if latency_key else None
     if latency is not None:
-        if latency.startswith("no significant"):
+        if not rows[latency_key]["vs_baseline"].get("significant"):
             parts.append(f"prefill latency: {latency} against the original's")
         else:
             parts.append(f"prefill takes {latency} the original's time")

@@ -6,7 +6,8 @@ Techniques that are not compression (the attention kernel) apply to both models,
 comparison isolates what compression does. Both models are timed in the same run with their
 generations interleaved (baseline x2, compressed x2, then compressed first, ...), so a slower or
 busier moment of the machine hits both alike; every speed ratio carries its bootstrap interval
-and says "no significant difference" when that interval contains 1. Quality is scored at the
+and judges it by the one verdict rule (profiler.significance.paired_verdict: "within noise"
+when that interval contains 1, "machine busy" on a shared machine). Quality is scored at the
 latency batch size (infer.batch_size), and the figures say so. Encoder models are handed to profiler/workloads/encode.py.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from profiler import model_source
+from profiler import contention, model_source
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.stats import figure
@@ -113,7 +114,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"{cfg.gen_len} new tokens{eager_how(prep.wanted, config.workload)}")
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
     samples = {name: per_run_samples(runs[name], GENERATION_SAMPLES) for name in VARIANTS}
-    rows = causal_rows(size, speed, quality, samples, list(prep.wanted))
+    busy = contention.sentence(prep.contention())  # no speed verdict on a busy machine
+    rows = causal_rows(size, speed, quality, samples, list(prep.wanted), busy)
     by_key = rows.by_key()
     sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps,
                                list(prep.wanted))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from profiler import contention
 from profiler.config import RunConfig
 from profiler.stats import figure
 from profiler.workloads.comparison import (
@@ -102,7 +103,8 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"({cfg.warmup_runs} warmup excluded), batch {cfg.batch_size} x {cfg.prompt_len}")
     speed = {name: encode_figures(runs[name], window) for name in states}
     samples = {name: per_run_samples(runs[name], ENCODER_SAMPLES) for name in states}
-    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples)
+    busy = contention.sentence(prep.contention())  # no speed verdict on a busy machine
+    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples, busy)
     sentence = encoder_sentence(size, rows.by_key(), quality)
     emit({"type": "event", "kind": "info", "message": sentence})
     figures = rows.figures(unpaired=("embedding_cosine_mean", "embedding_cosine_min",
