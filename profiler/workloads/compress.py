@@ -8,7 +8,8 @@ generations interleaved (baseline x2, compressed x2, then compressed first, ...)
 busier moment of the machine hits both alike; every speed ratio carries its bootstrap interval
 and judges it by the one verdict rule (profiler.significance.paired_verdict: "within noise"
 when that interval contains 1, "machine busy" on a shared machine). Quality is scored at the
-latency batch size (infer.batch_size), and the figures say so. Encoder models are handed to profiler/workloads/encode.py.
+latency batch size (infer.batch_size), and the figures say so. Encoder models are handed to
+profiler/workloads/encode.py.
 """
 
 from __future__ import annotations
