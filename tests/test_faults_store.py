@@ -200,3 +200,36 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "ead-only" in err and "set EFFISCOPE_HOME to a writable folder" in err
+
+
+# --- issue 34 item 7: a name that is not valid text ------------------------------------------
+@pytest.mark.parametrize("field", ["name", "config_toml"])
+def test_invalid_utf8_is_refused_before_the_run_folder_is_made(effiscope_home, field):
+    record = {"config_toml": 'name = "x"\n', "name": "ok", "model": "gpt-nano",
+              "workload": "train", "device": "cpu"}
+    record[field] += "bad\udcffbytes"  # what a name of invalid UTF-8 bytes becomes in argv
+    with pytest.raises(StoreError, match="not valid text.*plain UTF-8"):
+        RunStore().create_run(record)
+    runs = effiscope_home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []  # nothing left behind
+
+
+def test_a_run_named_in_invalid_utf8_on_the_cli_is_a_sentence_and_leaves_nothing(
+        effiscope_home, capsys):
+    code = cli.main(["run", "nano", "--steps", "10", "--warmup", "1", "--name", "caf\udce9"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "UTF-8" in err
+    runs = effiscope_home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert cli.main(["runs"]) == 0 and "unknown" not in capsys.readouterr().out
+
+
+def test_a_run_folder_that_cannot_be_written_whole_is_removed(effiscope_home, monkeypatch):
+    def no_room(path, text):
+        raise StoreError(store_module.write_failure(path, OSError(errno.ENOSPC, "No space left")))
+
+    monkeypatch.setattr(store_module, "atomic_write", no_room)
+    with pytest.raises(StoreError, match="No space left"):
+        RunStore().create_run(RunConfig(name="half"))
+    assert list((effiscope_home / "runs").iterdir()) == []

@@ -211,6 +211,8 @@ def load_run(stored: StoredRun) -> RunData:
         elif kind == "done":
             done = message
     summary = stored.summary()
+    # What could not be read in the folder (a symlink, a FIFO, a file over its size) comes first.
+    warnings[:0] = [f"{problem} (in {stored.path})" for problem in stored.problems]
     if summary is None:
         status = meta.get("status", "unknown")
         if status == "running":
