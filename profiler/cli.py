@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from profiler.metrics import json_safe  # non-finite figures are n/a (null) in JSON
 from profiler.text import safe  # the one escaping rule; cli.safe stays importable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -249,7 +250,8 @@ def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
         progress.close()
     summary = run.summary() or {}
     if args.json and meta is None:
-        print(json.dumps({"run_id": run.run_id, **summary}, indent=2))
+        print(json.dumps(json_safe({"run_id": run.run_id, **summary}), indent=2,
+                         allow_nan=False))
     elif not args.json:
         _print_summary(run.run_id, run.meta(), summary)
     if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
@@ -280,7 +282,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for warning in store.warnings:  # damaged folders, a locked index: said, never hidden
         print(f"warning: {safe(warning)}", file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(json_safe(rows), indent=2, allow_nan=False))
         return EXIT_OK
     if not rows:
         print(f"no runs yet in {safe(store.home)}; start one with `effiscope run nano`")
@@ -358,8 +360,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 config = run.config_dict()
             except StoreError as exc:
                 print(f"warning: {safe(exc)}", file=sys.stderr)
-        print(json.dumps({"run_id": run.run_id, "meta": meta, "config": config,
-                          "summary": summary}, indent=2, default=str))
+        print(json.dumps(json_safe({"run_id": run.run_id, "meta": meta, "config": config,
+                                    "summary": summary}), indent=2, default=str,
+                         allow_nan=False))
     else:
         _print_summary(run.run_id, meta, summary)
     return EXIT_OK

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from profiler.metrics import format_change, format_delta, format_value, spread_text
+from profiler.metrics import format_change, format_delta, format_value, json_safe, spread_text
 from profiler.significance import WORDS
 from profiler.text import aligned, safe
 
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     others = [r for r in runs if r is not baseline]
     rows = deltas([baseline, *others], baseline)
     if args.json:
-        print(json.dumps({"baseline": baseline.run_id, "deltas": rows}, indent=2))
+        print(json.dumps(json_safe({"baseline": baseline.run_id, "deltas": rows}), indent=2,
+                         allow_nan=False))
         return EXIT_OK
     figures = {r.run_id: r.figures for r in runs}
     print(f"baseline: {safe(baseline.name)} ({safe(baseline.run_id)})")

@@ -356,6 +356,7 @@ class StoredRun:
         except OSError as exc:
             warn(f"stream.jsonl was not read: {exc.strerror or exc}")
             return
+        notes: list[str] = []
         with fh:
             for number, line in files.bounded_lines(fh, STREAM_LINE_LIMIT):
                 if line is None:
@@ -365,12 +366,16 @@ class StoredRun:
                 if not line.strip():
                     continue
                 try:
-                    message = parse_json(line.decode("utf-8", errors="replace"), exact=False)
+                    message = parse_json(line.decode("utf-8", errors="replace"), notes,
+                                         f"{self.stream_path}: line {number}", exact=False)
                     if not isinstance(message, dict):
                         raise ValueError("not an object")
                 except (ValueError, RecursionError):
                     warn(f"{self.stream_path}: line {number} is damaged and was skipped")
                     continue
+                finally:
+                    while notes:  # NaN / Infinity where a figure belongs: n/a, and said
+                        warn(notes.pop(0))
                 yield message
 
 

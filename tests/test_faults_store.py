@@ -233,3 +233,92 @@ def test_a_run_folder_that_cannot_be_written_whole_is_removed(effiscope_home, mo
     with pytest.raises(StoreError, match="No space left"):
         RunStore().create_run(RunConfig(name="half"))
     assert list((effiscope_home / "runs").iterdir()) == []
+
+
+# --- issue 34 item 8: figures that are not finite numbers ---------------------------------------
+def _strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as strict JSON readers (browsers, jq) do."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _forge_figures(run_path, figures: str) -> None:
+    """Put figures into summary.json as raw JSON text (Infinity, NaN, 1e999 are not JSON)."""
+    summary = json.loads((run_path / "summary.json").read_text())
+    summary["figures"] = {"__FIGURES__": 0}
+    text = json.dumps(summary).replace('{"__FIGURES__": 0}', figures)
+    (run_path / "summary.json").write_text(text)
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_non_finite_figures_are_n_a_with_their_reason_everywhere(effiscope_home, literal,
+                                                                 capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"tokens_per_s": {"value": 1000.0, "unit": "tokens/s"}, '
+                              '"step_time_p50_s": {"value": 0.5, "unit": "s"}}')
+    _forge_figures(other.path, f'{{"tokens_per_s": {{"value": {literal}, "unit": "tokens/s"}}, '
+                               f'"step_time_p50_s": {{"value": {literal}, "unit": "s"}}}}')
+    assert cli.main(["show", other.run_id]) == 0
+    out, err = capsys.readouterr()
+    assert "inf" not in out.lower().replace("info", "") and "nan" not in out.lower()
+    assert "n/a" in out and literal in err and "shown as n/a" in err
+    assert cli.main(["report", other.run_id, "--format", "json", "--out", "-"]) == 0
+    out, err = capsys.readouterr()
+    doc = _strict_json(out)["runs"][0]
+    assert doc["figures"]["tokens_per_s"]["value"] is None
+    assert any(literal in w for w in doc["load_warnings"]) and literal in err
+    for argv in (["compare", base.run_id, other.run_id],
+                 ["report", base.run_id, other.run_id, "--format", "md", "--out", "-"]):
+        assert cli.main(argv) == 0
+        out, _ = capsys.readouterr()
+        figures = "\n".join(line for line in out.splitlines() if "shown as n/a" not in line)
+        assert "inf %" not in figures and "+inf" not in figures
+        assert "nan" not in figures.lower() and "n/a" in figures
+    assert cli.main(["compare", base.run_id, other.run_id, "--json"]) == 0
+    rows = _strict_json(capsys.readouterr().out)["deltas"]
+    speed = next(r for r in rows if r["key"] == "tokens_per_s")
+    assert speed["cells"][1]["value"] is None and speed["cells"][1]["change_pct"] is None
+
+
+def test_a_change_too_large_for_a_float_is_n_a_not_inf(effiscope_home, capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"step_time_p50_s": {"value": -1e308, "unit": "s"}}')
+    _forge_figures(other.path, '{"step_time_p50_s": {"value": 1e308, "unit": "s"}}')
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "n/a" in out
+    assert cli.main(["compare", base.run_id, other.run_id, "--json"]) == 0
+    _strict_json(capsys.readouterr().out)
+
+
+def test_nan_in_a_stream_or_a_config_still_gives_strict_json(effiscope_home, capsys):
+    store = RunStore()
+    run, _ = _recorded_run(store)
+    with run.stream_path.open("a") as fh:
+        fh.write('{"type":"event","kind":"warning","message":"x","value":NaN}\n')
+        fh.write('{"type":"sample","step":99,"time":1e999,"metrics":{"loss_train":Infinity}}\n')
+    (run.path / "config.toml").write_text("[train]\nlearning_rate = inf\nweight_decay = nan\n")
+    assert cli.main(["report", run.run_id, "--format", "json", "--out", "-"]) == 0
+    out, err = capsys.readouterr()
+    doc = _strict_json(out)["runs"][0]
+    assert doc["config"]["train"]["learning_rate"] is None
+    assert doc["series"]["loss_train"]["value"][-1] is None
+    assert "NaN where a finite number belongs" in err
+    assert cli.main(["show", run.run_id, "--json"]) == 0
+    assert _strict_json(capsys.readouterr().out)["config"]["train"]["weight_decay"] is None
+
+
+def test_the_one_formatting_rule_says_n_a_for_what_is_not_finite():
+    from profiler.metrics import format_change, format_delta, format_summary_figure, format_value
+
+    for value in (float("inf"), float("-inf"), float("nan")):
+        assert format_value(value, "s") == "n/a"
+        assert format_delta(value, "tokens/s") == "n/a"
+        assert format_change(value) == "n/a"
+        assert format_summary_figure("tokens_per_s", {"value": value}) == "n/a"

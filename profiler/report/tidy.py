@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from profiler import __version__
+from profiler.metrics import json_safe
 from profiler.report.compare import comparison
 from profiler.report.load import RunData
 from profiler.report.recommend import recommendations
@@ -68,9 +69,9 @@ def report_document(runs: list[RunData], baseline: RunData | None = None) -> dic
 
 
 def to_json(runs: list[RunData], baseline: RunData | None = None) -> str:
-    # allow_nan=False: the stream never holds NaN (the protocol sends null), so this cannot fail
-    # on real data, and a report that did hold NaN would not be valid JSON for other readers.
-    return json.dumps(report_document(runs, baseline), indent=1, allow_nan=False,
+    # Strict JSON: a value that is not finite (a forged or hand-edited file; the protocol sends
+    # null) is null, n/a, and the run's load warnings say where it was.
+    return json.dumps(json_safe(report_document(runs, baseline)), indent=1, allow_nan=False,
                       ensure_ascii=False) + "\n"
 
 
