@@ -481,7 +481,7 @@ def _add_bench_parsers(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from profiler.report import ReportError, export, render
+    from profiler.report import ReportError, export, write
 
     fmt = args.format or _format_from_suffix(args.out) or "html"
     warnings: list[str] = []
@@ -493,9 +493,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             if not _stdout_open():
                 _err("stdout is closed, so --out - has nowhere to write; give --out PATH")
                 return EXIT_USAGE
-            text = render(args.run_ids, fmt, baseline=args.baseline, warnings=warnings)
+            write(sys.stdout, args.run_ids, fmt, baseline=args.baseline, warnings=warnings)
             _print_warnings(warnings)
-            sys.stdout.write(text)
             return EXIT_OK
         path = export(args.run_ids, fmt, args.out or ".", baseline=args.baseline,
                       warnings=warnings)

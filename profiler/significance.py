@@ -152,8 +152,10 @@ def run_samples(run, keys: tuple[str, ...] | None = None) -> dict:
     wanted = set(keys or SAMPLE_KEYS.values())
     out: dict[str, list[float]] = {k: [] for k in wanted}
     series = getattr(run, "series", None)
-    loaded = isinstance(series, dict)
-    window = headline_span((run.summary if loaded else run.summary() or {}).get("segments"))
+    # A loaded run whose long series were reduced for drawing is read from its stream again.
+    loaded = isinstance(series, dict) and getattr(run, "complete", True)
+    summary = run.summary if isinstance(getattr(run, "summary", None), dict) else run.summary()
+    window = headline_span((summary or {}).get("segments"))
 
     def counts(step, phase) -> bool:
         return phase == "measure" and (window is None or (

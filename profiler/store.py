@@ -152,7 +152,8 @@ def parse_json(text: str, notes: list[str] | None = None, what: str = "the file"
     if found and notes is not None:
         notes.append(f"{what} holds {found[0]} where a finite number belongs"
                      f"{f' ({len(found)} such values)' if len(found) > 1 else ''}; shown as n/a")
-    if _SURROGATE_ESCAPE.search(text):  # only an escape makes a lone surrogate of UTF-8 text
+    if ("\\ud" in text or "\\uD" in text) and _SURROGATE_ESCAPE.search(text):
+        # only an escape makes a lone surrogate out of UTF-8 text
         data = _clean_text(data)
     return data
 

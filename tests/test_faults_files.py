@@ -368,3 +368,73 @@ def test_the_roofline_cache_as_a_fifo_never_blocks(monkeypatch, capsys, effiscop
     assert_sentence(err)
     assert "could not be written" in err and "pipe (FIFO)" in err
     assert stat.S_ISFIFO(os.lstat(roofline.cache_path()).st_mode)
+
+
+# --- issue 34: a long stream is exported in bounded memory --------------------------------------
+def long_run(store: RunStore, lines: int) -> str:
+    """A run whose stream holds `lines` samples of four metrics (a gap every 1000th step)."""
+    run = store.open_run(recorded_run(store, "long", steps=0))
+    with run.stream_path.open("a", encoding="utf-8") as fh:
+        for step in range(1, lines + 1):
+            loss = "null" if step % 1000 == 0 else f"{5 - step / lines:.6f}"
+            fh.write(f'{{"type":"sample","step":{step},"time":{step / 100},"phase":"measure",'
+                     f'"metrics":{{"loss_train":{loss},"tokens_per_s":{1000 + step % 7},'
+                     f'"step_time_s":{0.01 + (step % 5) / 1000},"peak_rss_bytes":{step}}}}}\n')
+    return run.run_id
+
+
+def peak_bytes(work) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("fmt", ("json", "csv", "md"))
+def test_a_long_stream_is_exported_in_bounded_memory(tmp_path, fmt):
+    """Four times the readings may not need much more memory: the series held for drawing are
+    bounded, the JSON / CSV readings are streamed from the stream to the file."""
+    from profiler.report import export
+
+    store = RunStore()
+    small, large = long_run(store, 10_000), long_run(store, 40_000)
+    peaks = {}
+    for run_id in (small, large):
+        out = tmp_path / f"{run_id}.{fmt}"
+        peaks[run_id] = peak_bytes(lambda: export([run_id], fmt, out, store=store))  # noqa: B023
+    assert peaks[large] < peaks[small] * 1.3 + (2 << 20), peaks
+    assert peaks[large] < 32 << 20, peaks  # before: 67 MiB (JSON) and 51 MiB (CSV) held whole
+    text = (tmp_path / f"{large}.{fmt}").read_text(encoding="utf-8")
+    if fmt == "json":
+        doc = json.loads(text)["runs"][0]
+        loss = doc["series"]["loss_train"]
+        assert doc["points"] == 4 * 40_000 and len(loss["value"]) == 40_000  # every reading
+        assert loss["step"][:3] == [1, 2, 3] and loss["value"][999] is None
+        assert doc["series"]["peak_rss_bytes"]["value"][-1] == 40_000.0
+    elif fmt == "csv":
+        assert text.count("\n") == 1 + 4 * 40_000
+    else:
+        assert "long" in text and "<svg" not in text
+
+
+def test_a_long_series_is_drawn_from_its_extremes_and_judged_from_every_reading():
+    from profiler import significance
+    from profiler.report.load import DRAWN_BUCKETS, load_run
+
+    store = RunStore()
+    run = load_run(store.open_run(long_run(store, 12_000)))
+    loss = run.series["loss_train"]
+    assert loss.decimated and loss.count == 12_000 and len(loss.values) <= 3 * DRAWN_BUCKETS
+    present = [v for v in loss.values if v is not None]
+    assert min(present) == pytest.approx(5 - 11_999 / 12_000) and max(present) == pytest.approx(
+        5 - 1 / 12_000)
+    assert None in loss.values  # the gaps are kept
+    assert loss.steps == sorted(loss.steps) and run.points == 4 * 12_000 and not run.complete
+    samples = significance.run_samples(run, ("tokens_per_s",))
+    assert len(samples["tokens_per_s"]) == 12_000  # a verdict reads every reading again

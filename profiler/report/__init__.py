@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import IO
 
 from profiler import files
 from profiler.store import RunStore, StoreError
@@ -14,7 +16,7 @@ from profiler.store import RunStore, StoreError
 FORMATS = ("html", "json", "csv", "md", "trace")
 EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}
 
-__all__ = ["FORMATS", "ReportError", "default_filename", "export", "load_runs", "render"]
+__all__ = ["FORMATS", "ReportError", "default_filename", "export", "load_runs", "render", "write"]
 
 
 class ReportError(ValueError):
@@ -22,7 +24,7 @@ class ReportError(ValueError):
 
 
 def _resolve(run_ids: list[str], store: RunStore, baseline: str | None,
-             warnings: list[str] | None = None):
+             warnings: list[str] | None = None, sink_for=None):
     from profiler.report.load import load_run
 
     if not run_ids:
@@ -35,7 +37,8 @@ def _resolve(run_ids: list[str], store: RunStore, baseline: str | None,
     unique = {}
     for item in [base_stored, *stored] if baseline else stored:
         unique.setdefault(item.run_id, item)
-    runs = [load_run(item) for item in unique.values()]
+    runs = [load_run(item, sink_for(item.run_id) if sink_for else None)
+            for item in unique.values()]
     base = next(r for r in runs if r.run_id == base_stored.run_id)
     if warnings is not None:  # for a front end to say beside the report
         warnings.extend(f"run {run.run_id}: {w}" for run in runs for w in run.load_warnings)
@@ -50,22 +53,35 @@ def load_runs(run_ids: list[str], store: RunStore, baseline: str | None = None,
     return _resolve(run_ids, store, baseline, warnings)
 
 
-def render(run_ids: list[str], fmt: str, store: RunStore | None = None,
-           baseline: str | None = None, warnings: list[str] | None = None) -> str:
-    """A text report (html, json, csv, md) of one run, or a comparison of several; `warnings`
-    gets what could not be read (see load_runs)."""
+def write(fh: IO[str], run_ids: list[str], fmt: str, store: RunStore | None = None,
+          baseline: str | None = None, warnings: list[str] | None = None) -> None:
+    """A text report (html, json, csv, md) of one run, or a comparison of several, written to
+    fh as it is made (the JSON and CSV readings streamed: bounded memory); `warnings` gets what
+    could not be read (see load_runs)."""
     from profiler.report import html, markdown, tidy
 
     if fmt not in FORMATS or fmt == "trace":
         raise ReportError(f"format {fmt!r} is not a text report; use one of html, json, csv, md")
-    runs, base = _resolve(run_ids, store or RunStore(), baseline, warnings)
-    several = len(runs) > 1
-    if fmt == "json":
-        return tidy.to_json(runs, base)
-    if fmt == "csv":
-        return tidy.to_csv(runs)
-    module = html if fmt == "html" else markdown
-    return module.render_comparison(runs, base) if several else module.render_run(runs[0])
+    store = store or RunStore()
+    if fmt == "csv":  # the rows are written as the streams are read: one pass each
+        _resolve(run_ids, store, baseline, warnings, tidy.csv_rows(fh))
+    elif fmt == "json":  # the readings are spilled as the streams are read, then copied in
+        with tidy.Spill() as spill:
+            runs, base = _resolve(run_ids, store, baseline, warnings, spill.for_run)
+            tidy.write_json(fh, runs, base, spill)
+    else:
+        runs, base = _resolve(run_ids, store, baseline, warnings)
+        module = html if fmt == "html" else markdown
+        fh.write(module.render_comparison(runs, base) if len(runs) > 1 else
+                 module.render_run(runs[0]))
+
+
+def render(run_ids: list[str], fmt: str, store: RunStore | None = None,
+           baseline: str | None = None, warnings: list[str] | None = None) -> str:
+    """write() into a string."""
+    out = io.StringIO()
+    write(out, run_ids, fmt, store, baseline, warnings)
+    return out.getvalue()
 
 
 def default_filename(run_ids: list[str], fmt: str, baseline: str | None = None) -> str:
@@ -97,7 +113,7 @@ def export(run_ids: list[str], fmt: str, out_path: str | os.PathLike, store: Run
             _export_trace(list(run_ids), store, out, fix)
         else:
             with files.replacing(out, fix=fix) as fh:
-                fh.write(render(list(run_ids), fmt, store, baseline, warnings))
+                write(fh, list(run_ids), fmt, store, baseline, warnings)
     except files.FileRefused as exc:
         raise ReportError(str(exc)) from None
     except OSError as exc:
