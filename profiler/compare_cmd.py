@@ -67,17 +67,26 @@ def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from profiler.report import ReportError, load_runs
     from profiler.report.compare import deltas
-    from profiler.store import RunStore
+    from profiler.store import RunStore, StoreError
 
-    try:
-        runs, baseline = load_runs(args.run_ids, RunStore(), args.baseline)
-    except ReportError as exc:
+    store = RunStore()
+    try:  # the ids first: `compare X X` is refused before any stream is read
+        named = {store.open_run(r).run_id for r in [*args.run_ids, *filter(None, [args.baseline])]}
+    except StoreError as exc:
         print(f"effiscope: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    if len(runs) < 2:
+    if len(named) < 2:
         print("effiscope: compare needs two or more different runs: give the runs to compare "
               "and, with --baseline, the one they are compared against", file=sys.stderr)
         return EXIT_USAGE
+    warnings: list[str] = []
+    try:
+        runs, baseline = load_runs(args.run_ids, store, args.baseline, warnings)
+    except ReportError as exc:
+        print(f"effiscope: {safe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in warnings:  # damaged lines, files not read: said, as the reports say them
+        print(f"warning: {safe(warning)}", file=sys.stderr)
     others = [r for r in runs if r is not baseline]
     rows = deltas([baseline, *others], baseline)
     if args.json:
@@ -88,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"baseline: {safe(baseline.name)} ({safe(baseline.run_id)})")
     print("verdicts: \"significant\" only outside the noise of both runs (Mann-Whitney U on the "
           "per-step samples and the bootstrap interval of the ratio of medians, or the figures' "
-          "95 % intervals apart); else \"within noise\"")
+          "95 % intervals apart); else \"within noise\"; \"no spread\" where a figure has "
+          "neither per-step samples nor an interval to judge by")
     for other in others:
         print()
         print(f"{safe(other.name)} ({safe(other.run_id)}) against the baseline:")

@@ -322,3 +322,50 @@ def test_the_one_formatting_rule_says_n_a_for_what_is_not_finite():
         assert format_delta(value, "tokens/s") == "n/a"
         assert format_change(value) == "n/a"
         assert format_summary_figure("tokens_per_s", {"value": value}) == "n/a"
+
+
+# --- issue 34: compare refuses one run early and says what it skipped ----------------------------
+def test_compare_of_one_run_with_itself_is_refused_before_loading(effiscope_home, monkeypatch,
+                                                                  capsys):
+    from profiler.report import load as report_load
+
+    store = RunStore()
+    run, _ = _recorded_run(store)
+
+    def loads(*args, **kwargs):
+        raise AssertionError("a run was loaded")
+
+    monkeypatch.setattr(report_load, "load_run", loads)
+    for argv in (["compare", run.run_id, run.run_id], ["compare", run.run_id[:20], run.run_id],
+                 ["compare", run.run_id, "--baseline", run.run_id]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "two or more different runs" in err and "Traceback" not in err
+
+
+def test_compare_says_which_stream_lines_it_skipped(effiscope_home, capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    with other.stream_path.open("ab") as fh:
+        fh.write(b"\x00 a bad sector\n")
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    err = capsys.readouterr().err
+    assert "line 9 is damaged and was skipped" in err and other.run_id in err
+
+
+def test_one_wording_for_a_figure_without_spread(effiscope_home, capsys):
+    """A figure with neither samples nor an interval reads "no spread" in the table, and the
+    legend of `compare` and of the Markdown report says what that means."""
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"model_bytes": {"value": 1000, "unit": "bytes"}}')
+    _forge_figures(other.path, '{"model_bytes": {"value": 2000, "unit": "bytes"}}')
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("Weights in memory"))
+    assert line.rstrip().endswith("no spread") and "within noise" not in line
+    assert '"no spread" where a figure has neither per-step samples nor an interval' in out
+    assert cli.main(["report", base.run_id, other.run_id, "--format", "md", "--out", "-"]) == 0
+    assert '"no spread" where a figure has neither' in capsys.readouterr().out

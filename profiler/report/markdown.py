@@ -108,7 +108,8 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
     out = [f"# EffiScope comparison of {len(runs)} runs", "",
            f"Baseline: **{md(names[baseline.run_id])}** (`{md(baseline.run_id)}`). "
            "Δ = run − baseline; % = Δ / baseline; \"significant\" only outside the noise of "
-           "both runs, else \"within noise\".", ""]
+           "both runs, else \"within noise\"; \"no spread\" where a figure has neither "
+           "per-step samples nor an interval to judge by.", ""]
     headers = ["Figure", f"{md(names[baseline.run_id])} (baseline)"]
     for run in ordered[1:]:
         headers += [md(names[run.run_id]), "Δ", "%"]
