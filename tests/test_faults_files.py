@@ -438,3 +438,36 @@ def test_a_long_series_is_drawn_from_its_extremes_and_judged_from_every_reading(
     assert loss.steps == sorted(loss.steps) and run.points == 4 * 12_000 and not run.complete
     samples = significance.run_samples(run, ("tokens_per_s",))
     assert len(samples["tokens_per_s"]) == 12_000  # a verdict reads every reading again
+
+
+@pytest.mark.timeout(30)
+def test_the_apps_log_view_never_opens_a_fifo(tmp_path):
+    from app.dialogs import read_log_tail
+
+    log = tmp_path / "worker.log"
+    os.mkfifo(log)
+    text = read_log_tail(log)
+    assert "cannot be read" in text and "pipe (FIFO)" in text
+    log.unlink()
+    log.symlink_to(Path("/dev/zero"))
+    assert "symbolic link" in read_log_tail(log)
+    log.unlink()
+    log.write_bytes(b"x" * 300_000 + b"the end\n")
+    assert read_log_tail(log).endswith("the end\n")
+
+
+def test_a_roofline_cache_under_a_home_that_is_a_file_is_a_sentence(monkeypatch, tmp_path,
+                                                                   capsys):
+    import copy
+
+    from profiler import roofline
+
+    result = roofline.measure("cpu", sizes=(32,), repeats=3, warmup=1, copy_bytes=1 << 16)
+    monkeypatch.setattr(roofline, "measure", lambda device="cpu", **kw: copy.deepcopy(result))
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("EFFISCOPE_HOME", str(home))
+    assert cli.main(["roofline", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert_sentence(err)
+    assert "could not be written" in err and "not a folder" in err
