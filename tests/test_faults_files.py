@@ -471,3 +471,20 @@ def test_a_roofline_cache_under_a_home_that_is_a_file_is_a_sentence(monkeypatch,
     err = capsys.readouterr().err
     assert_sentence(err)
     assert "could not be written" in err and "not a folder" in err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ("fifo", "symlink"))
+def test_a_run_s_weights_that_are_not_a_regular_file_are_refused(tmp_path, kind):
+    """model.source = "run" reads the run folder's model.safetensors: never a FIFO (it would
+    block) and never through a link (to a file outside the store)."""
+    from profiler.errors import CheckpointError
+    from profiler.model_source import FILENAME, checkpoint_path
+
+    store = RunStore()
+    run = store.open_run(recorded_run(store))
+    path, _ = hostile(run.path, kind, FILENAME)
+    config = RunConfig()
+    config.model.source, config.model.run_id = "run", run.run_id
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint_path(config.model)
