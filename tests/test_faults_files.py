@@ -394,8 +394,7 @@ def peak_bytes(work) -> int:
         tracemalloc.stop()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("fmt", ("json", "csv", "md"))
 def test_a_long_stream_is_exported_in_bounded_memory(tmp_path, fmt):
     """Four times the readings may not need much more memory: the series held for drawing are
@@ -403,22 +402,23 @@ def test_a_long_stream_is_exported_in_bounded_memory(tmp_path, fmt):
     from profiler.report import export
 
     store = RunStore()
-    small, large = long_run(store, 10_000), long_run(store, 40_000)
+    small, large = long_run(store, 6_000), long_run(store, 24_000)
     peaks = {}
     for run_id in (small, large):
         out = tmp_path / f"{run_id}.{fmt}"
         peaks[run_id] = peak_bytes(lambda: export([run_id], fmt, out, store=store))  # noqa: B023
+    # Before, every reading was held (and the JSON text whole): 4x the readings took ~4x.
     assert peaks[large] < peaks[small] * 1.3 + (2 << 20), peaks
-    assert peaks[large] < 32 << 20, peaks  # before: 67 MiB (JSON) and 51 MiB (CSV) held whole
+    assert peaks[large] < 32 << 20, peaks
     text = (tmp_path / f"{large}.{fmt}").read_text(encoding="utf-8")
     if fmt == "json":
         doc = json.loads(text)["runs"][0]
         loss = doc["series"]["loss_train"]
-        assert doc["points"] == 4 * 40_000 and len(loss["value"]) == 40_000  # every reading
+        assert doc["points"] == 4 * 24_000 and len(loss["value"]) == 24_000  # every reading
         assert loss["step"][:3] == [1, 2, 3] and loss["value"][999] is None
-        assert doc["series"]["peak_rss_bytes"]["value"][-1] == 40_000.0
+        assert doc["series"]["peak_rss_bytes"]["value"][-1] == 24_000.0
     elif fmt == "csv":
-        assert text.count("\n") == 1 + 4 * 40_000
+        assert text.count("\n") == 1 + 4 * 24_000
     else:
         assert "long" in text and "<svg" not in text
 
