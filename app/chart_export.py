@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
+from profiler import files
+
 CSV_COLUMNS = ("run", "metric", "label", "step", "time_s", "value", "unit")
 
 
@@ -39,7 +41,7 @@ class ChartExport:
     def export_csv(self, name: str, path: str | Path) -> str:
         """Every reading of every curve on the chart, one row each, in the chart's unit."""
         unit = self.plots[name].y_label
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        with files.replacing(path) as fh:  # whole or not at all; never onto a FIFO or device
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             groups = [(self.live_run_label, self._series.values(), True)]
@@ -58,7 +60,13 @@ class ChartExport:
 
     def export_png(self, name: str, path: str | Path) -> str:
         """The chart with its header (title, legend) as it is on screen."""
+        from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+
         self.redraw_now()
-        if not self.boxes[name].grab().save(str(path), "PNG"):
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not self.boxes[name].grab().save(buffer, "PNG"):
             raise OSError(5, "the image could not be written", str(path))
+        files.write_bytes(path, bytes(data))
         return str(path)

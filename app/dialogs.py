@@ -78,14 +78,13 @@ def show_about(parent: QWidget, host: dict, data_dir: str) -> QDialog:
 
 
 def read_log_tail(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - LOG_TAIL_BYTES))
-            text = fh.read().decode("utf-8", errors="replace")
+    from profiler import files
+
+    try:  # a regular file in the run folder only: a FIFO would freeze the window
+        data, size = files.read_tail(path, LOG_TAIL_BYTES, inside=path.parent)
+        text = data.decode("utf-8", errors="replace")
     except OSError as exc:
-        return f"The log {path} cannot be read ({exc.strerror})."
+        return f"The log {path} cannot be read ({exc.strerror or exc})."
     if size > LOG_TAIL_BYTES:
         text = f"… (the first {size - LOG_TAIL_BYTES:,} bytes are not shown)\n" + text
     return text or "(the worker wrote nothing to its log)"

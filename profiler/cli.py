@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the run failed (an error from the worker, or the store could not be
 written); 2 bad input (config, run id, arguments); 3 the worker crashed or was killed; 130
-interrupted with Ctrl-C, 143 ended by SIGTERM (either way the run is stopped and kept).
+interrupted with Ctrl-C, 143 ended by SIGTERM (either way the run is stopped and kept); 141 the
+reader of stdout went away (`| head`), ended quietly as Unix tools do.
 
 Text that came from a run (names, messages of a worker that may be on another machine) is
 printed with its control characters escaped: a name cannot drive the terminal.
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
 
+from profiler.metrics import json_safe  # non-finite figures are n/a (null) in JSON
 from profiler.text import safe  # the one escaping rule; cli.safe stays importable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_PIPE = 128 + 13  # SIGPIPE (a literal: Windows has no signal.SIGPIPE)
 
 
 def _err(text: str) -> None:
@@ -246,7 +250,8 @@ def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
         progress.close()
     summary = run.summary() or {}
     if args.json and meta is None:
-        print(json.dumps({"run_id": run.run_id, **summary}, indent=2))
+        print(json.dumps(json_safe({"run_id": run.run_id, **summary}), indent=2,
+                         allow_nan=False))
     elif not args.json:
         _print_summary(run.run_id, run.meta(), summary)
     if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
@@ -277,7 +282,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for warning in store.warnings:  # damaged folders, a locked index: said, never hidden
         print(f"warning: {safe(warning)}", file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(json_safe(rows), indent=2, allow_nan=False))
         return EXIT_OK
     if not rows:
         print(f"no runs yet in {safe(store.home)}; start one with `effiscope run nano`")
@@ -355,8 +360,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 config = run.config_dict()
             except StoreError as exc:
                 print(f"warning: {safe(exc)}", file=sys.stderr)
-        print(json.dumps({"run_id": run.run_id, "meta": meta, "config": config,
-                          "summary": summary}, indent=2, default=str))
+        print(json.dumps(json_safe({"run_id": run.run_id, "meta": meta, "config": config,
+                                    "summary": summary}), indent=2, default=str,
+                         allow_nan=False))
     else:
         _print_summary(run.run_id, meta, summary)
     return EXIT_OK
@@ -477,22 +483,53 @@ def _add_bench_parsers(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from profiler.report import ReportError, export, render
+    from profiler.report import ReportError, export, write
 
     fmt = args.format or _format_from_suffix(args.out) or "html"
+    warnings: list[str] = []
     try:
         if args.out == "-":
             if fmt == "trace":
                 _err("--format trace writes a gzip file; give --out PATH")
                 return EXIT_USAGE
-            sys.stdout.write(render(args.run_ids, fmt, baseline=args.baseline))
+            if not _stdout_open():
+                _err("stdout is closed, so --out - has nowhere to write; give --out PATH")
+                return EXIT_USAGE
+            write(sys.stdout, args.run_ids, fmt, baseline=args.baseline, warnings=warnings)
+            _print_warnings(warnings)
             return EXIT_OK
-        path = export(args.run_ids, fmt, args.out or ".", baseline=args.baseline)
+        path = export(args.run_ids, fmt, args.out or ".", baseline=args.baseline,
+                      warnings=warnings)
     except ReportError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    _print_warnings(warnings)
     print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK
+
+
+def _stdout_open() -> bool:
+    """Whether stdout can be written (`>&-` leaves sys.stdout None; a closed fd 1 fails fstat)."""
+    if sys.stdout is None:
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (tests, an embedding)
+        return not getattr(sys.stdout, "closed", False)
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _print_warnings(warnings: list[str], shown: int = 20) -> None:
+    """What a report could not read (damaged lines, files refused), said beside it."""
+    for warning in warnings[:shown]:
+        print(f"warning: {safe(warning)}", file=sys.stderr)
+    if len(warnings) > shown:
+        print(f"warning: and {len(warnings) - shown} more (--format json lists them all)",
+              file=sys.stderr)
 
 
 def _format_from_suffix(out: str | None) -> str | None:
@@ -619,11 +656,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from profiler.files import FileRefused
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         return cmd_gui(args)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+    except FileRefused as exc:  # a path to write that is a FIFO, a device, a link, a folder
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (`effiscope runs --json | head -1`): end quietly, as
+    Unix tools do, with the shell's status for SIGPIPE; nothing more is written to the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":

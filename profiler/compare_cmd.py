@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from profiler.metrics import format_change, format_delta, format_value, spread_text
+from profiler.metrics import format_change, format_delta, format_value, json_safe, spread_text
 from profiler.significance import NOISE_FLOOR_PCT
 from profiler.text import aligned, safe
 
@@ -65,22 +65,31 @@ def table_lines(rows: list[dict], baseline, run, figures: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from profiler.report import ReportError, load_runs
     from profiler.report.compare import comparison
-    from profiler.store import RunStore
+    from profiler.store import RunStore, StoreError
 
-    try:
-        runs, baseline = load_runs(args.run_ids, RunStore(), args.baseline)
-    except ReportError as exc:
+    store = RunStore()
+    try:  # the ids first: `compare X X` is refused before any stream is read
+        named = {store.open_run(r).run_id for r in [*args.run_ids, *filter(None, [args.baseline])]}
+    except StoreError as exc:
         print(f"effiscope: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    if len(runs) < 2:
+    if len(named) < 2:
         print("effiscope: compare needs two or more different runs: give the runs to compare "
               "and, with --baseline, the one they are compared against", file=sys.stderr)
         return EXIT_USAGE
+    warnings: list[str] = []
+    try:
+        runs, baseline = load_runs(args.run_ids, store, args.baseline, warnings)
+    except ReportError as exc:
+        print(f"effiscope: {safe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in warnings:  # damaged lines, files not read: said, as the reports say them
+        print(f"warning: {safe(warning)}", file=sys.stderr)
     others = [r for r in runs if r is not baseline]
     found = comparison([baseline, *others], baseline)
     rows = found["deltas"]
     if args.json:
-        print(json.dumps(found, indent=2))
+        print(json.dumps(json_safe(found), indent=2, allow_nan=False))
         return EXIT_OK
     figures = {r.run_id: r.figures for r in runs}
     machines = found["machine"]
@@ -90,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
           "per-step samples and the bootstrap interval of the ratio of medians, or the figures' "
           f"95 % intervals apart) and beyond the {NOISE_FLOOR_PCT:g} % noise floor; else \"within "
           "noise\", \"machine busy: no verdict\" for a speed measured beside other work, or "
-          "\"not comparable\" with the reason")
+          "\"not comparable\" with the reason (\"no spread\" where a figure has neither per-step "
+          "samples nor an interval to judge by)")
     scopes = {c["run"]: c["scope"] for row in rows for c in row["cells"] if c["scope"]}
     for other in others:
         print()

@@ -296,7 +296,11 @@ class RunConfig:
         return cls.from_toml(text)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_toml(), encoding="utf-8")
+        """Write the TOML whole, onto a regular file or a new path only (files.FileRefused, an
+        OSError, for a FIFO, device, symlink or folder)."""
+        from profiler import files
+
+        files.write_text(path, self.to_toml())
 
 
 def _type_name(tp: Any) -> str:

@@ -168,11 +168,14 @@ def write_files(report: dict, out: str | None) -> tuple[Path, Path]:
         from profiler.store import data_home
 
         folder = data_home() / "doctor"
-    folder.mkdir(parents=True, exist_ok=True)
+    from profiler import files
+
+    fix = "choose another --out"  # written whole or not at all, never onto a FIFO or device
+    files.output_folder(folder, fix)
     stem = f"doctor-{report['created'].replace(':', '').replace('-', '')}-{report['environment']['device_kind']}"
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(markdown(report), encoding="utf-8")
+    files.write_text(json_path, json.dumps(report, indent=2) + "\n", fix)
+    files.write_text(md_path, markdown(report), fix)
     return json_path, md_path
 
 

@@ -37,14 +37,17 @@ class Evidence:
         """From a stored run (profiler.store.StoredRun: one scan of its stream) or a loaded one
         (profiler.report.load.RunData, which keeps every reading with its phase)."""
         series = getattr(run, "series", None)
-        if isinstance(series, dict):  # RunData
+        # A loaded run (RunData) keeps every reading with its phase, unless its long series were
+        # reduced for drawing: then its stream is read again, since a verdict needs them all.
+        if isinstance(series, dict) and getattr(run, "complete", True):
             summary = run.summary if isinstance(run.summary, dict) else {}
             readings = {k: [(s, v, p) for v, s, p in zip(found.values, found.steps, found.phases,
                                                          strict=True)
                             if isinstance(s, int) and _clean([v])]
                         for k in READ_KEYS if (found := series.get(k)) is not None}
             return cls(run.run_id, str(run.name), summary, readings)
-        summary = run.summary() or {}
+        summary = (run.summary if isinstance(getattr(run, "summary", None), dict)
+                   else run.summary() or {})
         readings: dict[str, list] = {}
         for message in run.messages(warnings=[]):
             step, found = message.get("step"), message.get("metrics")
@@ -56,7 +59,9 @@ class Evidence:
                 if _clean([value]):
                     readings.setdefault(key, []).append((step, float(value),
                                                          message.get("phase")))
-        name = (run.meta() or {}).get("name") if hasattr(run, "meta") else None
+        meta = getattr(run, "meta", None)
+        name = ((meta() if callable(meta) else meta) or {}).get("name") if meta is not None \
+            else getattr(run, "name", None)
         return cls(run.run_id, str(name or run.run_id), summary, readings)
 
     def measured(self, key: str, window: tuple[int, int] | None) -> list[float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 HIGHER, LOWER = "higher", "lower"
 DIMENSIONLESS = "1"
@@ -381,16 +382,31 @@ _BINARY = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def is_missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """No reading: None, NaN, or a value that is not finite (an infinite time, rate or change
+    is not a figure anyone can read; it is shown "n/a" and its reason is said beside it)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def json_safe(value: Any) -> Any:
+    """value with every non-finite float replaced by None, so that JSON written from it is
+    valid (strict JSON has no NaN or Infinity) and says n/a where the figure has none."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def significant(x: float, digits: int = SIGNIFICANT) -> str:
     """x to `digits` significant digits in plain notation with thousands separators; a value
-    that is not zero never prints as zero ("0.00123", "1.81", "12,300")."""
+    that is not zero never prints as zero ("0.00123", "1.81", "12,300"); "n/a" for one that
+    is not finite."""
     if x == 0:
         return "0"
     if not math.isfinite(x):
-        return "inf" if x > 0 else "-inf"
+        return "n/a"
     exponent = math.floor(math.log10(abs(x)))
     if abs(round(x, digits - 1 - exponent)) >= 10 ** (exponent + 1):
         exponent += 1  # 0.9996 rounds up to 1.00, not 1.000

@@ -61,11 +61,18 @@ def checkpoint_path(model_cfg: Any) -> Path | None:
             run = RunStore().open_run(model_cfg.run_id)
         except StoreError as exc:
             raise CheckpointError("run_id", str(exc)) from None
+        from profiler import files
+
         path = run.path / FILENAME
-        if not path.exists():
+        try:  # an artifact of the store: a regular file in the run folder, never a link or FIFO
+            files.open_regular(path, inside=run.path).close()
+        except FileNotFoundError:
             raise CheckpointError("run_id", f"run {run.run_id} saved no weights ({FILENAME} is "
                                   "missing); train with train.save_checkpoint = true, or pick "
-                                  "another run")
+                                  "another run") from None
+        except OSError as exc:
+            raise CheckpointError("run_id", f"the weights of run {run.run_id} were not read: "
+                                  f"{exc}; pick another run") from None
         return path
     if not model_cfg.path:
         raise CheckpointError("path", 'is empty; give a .safetensors file or a folder holding '

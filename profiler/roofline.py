@@ -316,7 +316,8 @@ def load(device: str = "cpu") -> tuple[dict | None, str]:
 
 def save(result: dict) -> None:
     """Add result to the cache (keeping other machines' valid entries); StoreError on failure."""
-    from profiler.store import atomic_write
+    from profiler import files
+    from profiler.store import StoreError, atomic_write
 
     problem = validate(result)
     if problem:
@@ -324,7 +325,10 @@ def save(result: dict) -> None:
     entries, _ = _read_entries()
     entries[fingerprint_key(result["fingerprint"])] = result
     path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        files.output_folder(path.parent, "set EFFISCOPE_HOME to a writable folder")
+    except files.FileRefused as exc:
+        raise StoreError(str(exc)) from None
     atomic_write(path, json.dumps({"schema": SCHEMA, "machines": entries}, indent=2))
 
 

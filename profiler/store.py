@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import secrets
 import socket
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler import protocol
+from profiler import files, protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,31 +93,88 @@ def _alive(front: Any) -> bool:
         return False
 
 
+STORE_FIX = "remove it (EffiScope keeps its own files in the data directory) or set EFFISCOPE_HOME to another folder"
+META_LIMIT = 1_000_000
+"""The most bytes meta.json may have (it holds a name, tags and a few labels)."""
+SUMMARY_LIMIT = 16 * 1024 * 1024
+"""The most bytes summary.json may have (a `done` message is at most protocol.MAX_LINE_BYTES)."""
+CONFIG_LIMIT = 1_000_000
+"""The most bytes a run's config.toml may have (profiler.config.MAX_CONFIG_BYTES, the same)."""
+STREAM_LINE_LIMIT = 8 * protocol.MAX_LINE_BYTES
+"""The longest stream.jsonl line read (a message re-encoded with escapes grows up to 3x)."""
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write text to path whole or not at all (a temporary file then a rename); StoreError says
-    what failed."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write text to path whole or not at all (files.write_text: a temporary file then a
+    rename, onto a regular file or a new path only); StoreError says what failed."""
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        files.write_text(path, text, fix=STORE_FIX)
+    except files.FileRefused as exc:
+        raise StoreError(str(exc)) from None
     except OSError as exc:
-        try:
-            tmp.unlink()  # never leave a half-written file behind
-        except OSError:
-            pass
         raise StoreError(write_failure(path, exc)) from None
 
 
-def read_object(path: Path) -> dict | None:
-    """A JSON file holding a table: None when absent, DamagedFile when it is anything else."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _clean_text(value: Any) -> Any:
+    """value with lone surrogates (a JSON "\\udcff" escape decodes to one) replaced: such text
+    cannot be printed, written as UTF-8 or put in the index."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_text(k): _clean_text(v) for k, v in value.items()}
+    return value
+
+
+def parse_json(text: str, notes: list[str] | None = None, what: str = "the file",
+               exact: bool = True) -> Any:
+    """json.loads for files of the store: NaN, Infinity and numbers too large for a float become
+    None (n/a) with a note saying so, and lone surrogates are replaced. exact=False (stream
+    lines, millions of them) leaves out the per-number check: 1e999 then reads as inf, which
+    every reader of a stream already takes as a missing reading."""
+    found: list[str] = []
+
+    def constant(name: str) -> None:
+        found.append(name)
+
+    def number(literal: str) -> float | None:
+        value = float(literal)
+        if math.isfinite(value):
+            return value
+        found.append(literal if len(literal) <= 24 else literal[:21] + "...")
+        return None
+
+    data = json.loads(text, parse_constant=constant, parse_float=number if exact else None)
+    if found and notes is not None:
+        notes.append(f"{what} holds {found[0]} where a finite number belongs"
+                     f"{f' ({len(found)} such values)' if len(found) > 1 else ''}; shown as n/a")
+    if ("\\ud" in text or "\\uD" in text) and _SURROGATE_ESCAPE.search(text):
+        # only an escape makes a lone surrogate out of UTF-8 text
+        data = _clean_text(data)
+    return data
+
+
+def read_object(path: Path, limit: int = SUMMARY_LIMIT, inside: Path | None = None,
+                notes: list[str] | None = None) -> dict | None:
+    """A JSON file holding a table, read under files' rule (a regular file, at most `limit`
+    bytes, never through a symlink): None when absent, DamagedFile when it is anything else.
+    `notes` collects what was read but not as written (a non-finite number)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = files.read_bytes(path, limit, inside)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DamagedFile(f"{path.name} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    except files.FileRefused as exc:
+        raise DamagedFile(str(exc)) from None
+    except OSError as exc:
+        raise DamagedFile(f"{path.name} cannot be read ({exc.strerror or exc})") from None
     try:
-        data = json.loads(text)
+        data = parse_json(raw.decode("utf-8"), notes, path.name)
+    except UnicodeDecodeError:
+        raise DamagedFile(f"{path.name} cannot be read (it is not UTF-8 text)") from None
     except (ValueError, RecursionError):
         raise DamagedFile(f"{path.name} is not valid JSON") from None
     if not isinstance(data, dict):
@@ -125,6 +184,14 @@ def read_object(path: Path) -> dict | None:
 
 def _text(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else default
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value: Any) -> float | None:
@@ -167,22 +234,31 @@ class StoredRun:
     def log_path(self) -> Path:
         return self.path / "worker.log"
 
+    def _read_config(self) -> str:
+        """config.toml's text under files' rule; FileNotFoundError when absent, OSError (a
+        sentence) when it is not a regular file in the folder, too large or not UTF-8."""
+        return files.read_text(self.path / "config.toml", CONFIG_LIMIT, inside=self.path)
+
     def config_text(self) -> str:
+        """config.toml's text; "" (with the reason in `problems`) when it cannot be read."""
         try:
-            return (self.path / "config.toml").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            return self._read_config()
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            self._note(f"config.toml was not read: {exc.strerror or exc}")
             return ""
 
     def config_dict(self) -> dict:
         """config.toml as plain data; StoreError with a sentence when it is missing or damaged
         (profiler.config.RunConfig.from_dict turns it into a checked RunConfig)."""
-        path = self.path / "config.toml"
         try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
+            return tomllib.loads(self._read_config())
         except FileNotFoundError:
             raise StoreError(f"run {self.run_id} has no config.toml") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        except (OSError, tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+            reason = ("nested too deeply" if isinstance(exc, RecursionError) else
+                      str(getattr(exc, "strerror", None) or exc)[:300])
             raise StoreError(f"the config.toml of run {self.run_id} is damaged ({reason}); "
                              "its summary and stream are still readable") from None
 
@@ -193,11 +269,14 @@ class StoredRun:
     def meta(self) -> dict:
         """meta.json as a table whose known fields have their types (a damaged field is left
         out and named in `problems`); a stand-in when the file is missing or damaged."""
+        notes: list[str] = []
         try:
-            meta = read_object(self.path / "meta.json")
+            meta = read_object(self.path / "meta.json", META_LIMIT, self.path, notes)
         except DamagedFile as exc:
             self._note(str(exc))
             meta = None
+        for note in notes:
+            self._note(note)
         if meta is None:
             return {"name": self.run_id, "tags": [], "created": "", "status": "unknown"}
         return self._checked(meta, META_FIELDS, "meta.json")
@@ -228,24 +307,32 @@ class StoredRun:
     @staticmethod
     def _write_in_place(path: Path, text: str) -> bool:
         data = text.encode("utf-8")
+        try:  # a regular file only: a FIFO would block the write, a symlink is not followed
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            return False
         try:
-            size = path.stat().st_size
-            if len(data) > size:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or len(data) > info.st_size:
                 return False
-            with path.open("r+b") as fh:
-                fh.write(data + b" " * (size - len(data)))
+            os.write(fd, data + b" " * (info.st_size - len(data)))
             return True
         except OSError:
             return False
+        finally:
+            os.close(fd)
 
     def summary(self) -> dict | None:
         """summary.json with the fields front ends read checked (protocol.SUMMARY); None when
         it is missing or damaged."""
+        notes: list[str] = []
         try:
-            summary = read_object(self.path / "summary.json")
+            summary = read_object(self.path / "summary.json", SUMMARY_LIMIT, self.path, notes)
         except DamagedFile as exc:
             self._note(str(exc))
             return None
+        for note in notes:
+            self._note(note)
         return None if summary is None else self._checked(summary, protocol.SUMMARY,
                                                           "summary.json")
 
@@ -253,26 +340,43 @@ class StoredRun:
         atomic_write(self.path / "summary.json", json.dumps(summary, indent=2))
 
     def messages(self, warnings: list[str] | None = None) -> Iterator[dict]:
-        """Every stored message; a damaged line is skipped with a warning, the rest still loads."""
+        """Every stored message, streamed (memory stays bounded whatever the file holds); a
+        damaged or overlong line is skipped with a warning, the rest still loads. A stream
+        that is not a regular file in the folder (a FIFO, a symlink) is not read: a warning."""
+
+        def warn(note: str) -> None:
+            if warnings is not None:
+                warnings.append(note)
+            else:
+                print(f"warning: {note}", file=sys.stderr)
+
         try:
-            fh = self.stream_path.open("r", encoding="utf-8", errors="replace")
-        except OSError:
+            fh = files.open_regular(self.stream_path, inside=self.path)
+        except FileNotFoundError:
             return
+        except OSError as exc:
+            warn(f"stream.jsonl was not read: {exc.strerror or exc}")
+            return
+        notes: list[str] = []
         with fh:
-            for number, line in enumerate(fh, 1):
+            for number, line in files.bounded_lines(fh, STREAM_LINE_LIMIT):
+                if line is None:
+                    warn(f"{self.stream_path}: line {number} is longer than "
+                         f"{STREAM_LINE_LIMIT:,} bytes and was skipped")
+                    continue
                 if not line.strip():
                     continue
                 try:
-                    message = json.loads(line)
+                    message = parse_json(line.decode("utf-8", errors="replace"), notes,
+                                         f"{self.stream_path}: line {number}", exact=False)
                     if not isinstance(message, dict):
                         raise ValueError("not an object")
                 except (ValueError, RecursionError):
-                    note = f"{self.stream_path}: line {number} is damaged and was skipped"
-                    if warnings is not None:
-                        warnings.append(note)
-                    else:
-                        print(f"warning: {note}", file=sys.stderr)
+                    warn(f"{self.stream_path}: line {number} is damaged and was skipped")
                     continue
+                finally:
+                    while notes:  # NaN / Infinity where a figure belongs: n/a, and said
+                        warn(notes.pop(0))
                 yield message
 
 
@@ -292,10 +396,19 @@ class StreamWriter:
     def __init__(self, path: Path):
         self.path = path
         self._cut = False
-        try:
-            self._fh = path.open("ab", buffering=0)
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:  # never a FIFO (it would block) or a symlink: the run's own regular file
+            fd = os.open(path, flags, 0o600)
         except OSError as exc:
             raise StoreError(write_failure(path, exc)) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise StoreError(f"{path} is {files.kind(info.st_mode)}, not a regular file; "
+                             f"{STORE_FIX}")
+        os.set_blocking(fd, True)
+        self._fh = os.fdopen(fd, "ab", buffering=0)
 
     def append(self, message: dict) -> None:
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
@@ -345,6 +458,7 @@ class RunStore:
     def ensure(self) -> None:
         """Create the data directory if needed. Only folders EffiScope creates get its private
         mode: an existing EFFISCOPE_HOME (even /tmp) is never chmodded."""
+        self._check_home()
         try:
             for folder in (self.home, self.runs_dir):
                 if not folder.is_dir():
@@ -362,8 +476,21 @@ class RunStore:
 
     def create_run(self, config: Any) -> StoredRun:
         """A new run folder for `config`: a mapping {config_toml, name, model, workload, device}
-        or an object whose `run_record()` returns one (profiler.config.RunConfig)."""
+        or an object whose `run_record()` returns one (profiler.config.RunConfig).
+
+        Everything is checked before the folder is made, and a folder that cannot be written
+        whole is removed: a refused run leaves nothing behind.
+        """
         record = config if isinstance(config, Mapping) else config.run_record()
+        for key in ("config_toml", "name", "model", "workload", "device"):
+            value = record.get(key)
+            if isinstance(value, str) and not _encodable(value):
+                what = "run name" if key == "name" else "run config" if key == "config_toml" \
+                    else f"run's {key}"
+                raise StoreError(f"the {what} holds characters that are not valid text "
+                                 f"(invalid UTF-8: {_shown(value)}); give it in plain UTF-8")
+        if not isinstance(record.get("config_toml"), str):
+            raise StoreError("the run has no config to store")
         self.ensure()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         label = _text(record.get("model"), "model")
@@ -372,8 +499,12 @@ class RunStore:
         path = self.runs_dir / run_id
         try:
             path.mkdir(mode=0o700)  # runs may hold private text and paths: owner only
-            (path / "config.toml").write_text(record["config_toml"], encoding="utf-8")
-            (path / "stream.jsonl").touch()
+        except OSError as exc:
+            raise StoreError(f"cannot write the run folder {path} ({exc.strerror}); free disk "
+                             "space or set EFFISCOPE_HOME to a writable folder") from None
+        try:
+            atomic_write(path / "config.toml", record["config_toml"])
+            StreamWriter(path / "stream.jsonl").close()
             run = StoredRun(run_id, path)
             run.write_meta({"name": name, "tags": [],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -384,11 +515,33 @@ class RunStore:
                             # says "running", the run was orphaned (see reconcile).
                             "front": _this_process()})
         except (OSError, StoreError) as exc:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)  # no half-made run in the history
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise StoreError(f"cannot write the run folder {path} ({reason}); free disk "
                              "space or set EFFISCOPE_HOME to a writable folder") from None
         self.update_index(run)
         return run
+
+    def _check_home(self) -> None:
+        """StoreError when the data directory or its runs/ exists but is not a folder (a file
+        named by EFFISCOPE_HOME): said, rather than "no runs yet"."""
+        for folder in (self.home, self.runs_dir):
+            try:
+                info = os.stat(folder)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StoreError(f"cannot read the data directory {folder} "
+                                 f"({exc.strerror or exc}); set EFFISCOPE_HOME to a readable "
+                                 "folder") from None
+            if not stat.S_ISDIR(info.st_mode):
+                named = " (EFFISCOPE_HOME)" if folder == self.home and os.environ.get(
+                    "EFFISCOPE_HOME") else ""
+                raise StoreError(f"the data directory {folder}{named} is "
+                                 f"{files.kind(info.st_mode)}, not a folder; set EFFISCOPE_HOME "
+                                 "to a writable folder (it is created when missing)")
 
     def open_run(self, run_id: str) -> StoredRun:
         """The run with this id, or the only one it is a prefix of (taken literally: glob
@@ -396,7 +549,11 @@ class RunStore:
         if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or len(run_id) > 200:
             raise StoreError(f"{_shown(run_id)} is not a run id (run ids are letters, digits, "
                              "'-', '_' and '.'); `effiscope runs` lists them")
+        self._check_home()
         path = self.runs_dir / run_id
+        if path.is_symlink():
+            raise StoreError(f"the run folder {path} is a symbolic link; runs are read only "
+                             "from real folders in the data directory")
         if (path / "meta.json").exists() or (path / "config.toml").exists():
             return StoredRun(run_id, path)
         matches = [name for name in self.run_ids() if name.startswith(run_id)]
@@ -408,10 +565,25 @@ class RunStore:
         raise StoreError(f"no run {run_id!r} in {self.runs_dir}; `effiscope runs` lists them")
 
     def run_ids(self) -> list[str]:
+        """The run folders: real folders only (a symbolic link is skipped with a warning)."""
         try:
-            return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir())
+            entries = list(os.scandir(self.runs_dir))
         except OSError:
             return []
+        ids = []
+        for entry in entries:
+            try:
+                if not _encodable(entry.name):
+                    self._warn(f"{_shown(entry.path)} has a name that is not valid UTF-8, so it "
+                               "is not a run folder; it was skipped")
+                elif entry.is_dir(follow_symlinks=False):
+                    ids.append(entry.name)
+                elif entry.is_symlink():
+                    self._warn(f"{entry.path} is a symbolic link, not a run folder; it was "
+                               "skipped")
+            except OSError:
+                continue
+        return sorted(ids)
 
     def delete_run(self, run_id: str) -> None:
         import shutil
@@ -619,16 +791,20 @@ class RunStore:
         orphaned = []
         for run_id in self.run_ids() if ids is None else ids:
             run = StoredRun(run_id, self.runs_dir / run_id)
+            if not run.path.is_dir() or run.path.is_symlink():
+                continue  # an index row whose folder is gone: list_runs drops it
             meta = run.meta()
             if meta.get("status") != "running" or _alive(meta.get("front")):
                 continue
-            messages = list(run.messages(warnings=[]))
-            samples = [m for m in messages if m.get("type") == "sample"]
+            samples, last_step = 0, None
+            for message in run.messages(warnings=[]):  # streamed: a long stream stays on disk
+                if message.get("type") == "sample":
+                    samples, last_step = samples + 1, message.get("step")
             summary = run.summary() or {}
             summary.update({"status": "crashed", "end": "the front end ended without closing the run",
-                            "samples_received": len(samples)})
+                            "samples_received": samples})
             if samples:
-                summary.setdefault("last_step", samples[-1].get("step"))
+                summary.setdefault("last_step", last_step)
             try:
                 run.write_summary(summary)
                 self.set_status(run, "crashed")
@@ -644,6 +820,7 @@ class RunStore:
         (and a StoreError says so if it is held too long), and a full disk leaves the old index
         as it was. A damaged index file is replaced by a fresh one, built aside first.
         """
+        self._check_home()
         if self.index_path.is_dir():
             raise StoreError(f"{self.index_path} is a folder, not an index; remove it (the runs "
                              "are listed from their folders meanwhile) and rebuild again")
@@ -695,7 +872,10 @@ class RunStore:
 
     def list_runs(self) -> list[dict]:
         """Every run, newest first (orphaned runs marked crashed first), from the index when it
-        can be used and from the folders when not: the history is never hidden by its cache."""
+        can be used and from the folders when not: the history is never hidden by its cache.
+        The folders are the truth: an index row without its folder is dropped and a folder the
+        index lacks is added (both said in `warnings`, and the index is mended)."""
+        self._check_home()
         if not self.runs_dir.is_dir():
             return []
         self.reconcile()
@@ -721,8 +901,7 @@ class RunStore:
                     self._rebuild_damaged()  # a damaged index is rebuilt from the folders
                 except StoreError as error:
                     self._warn(str(error))
-        if rows is None:
-            rows = self._folder_rows()
+        rows = self._folder_rows() if rows is None else self._against_folders(rows)
         out = []
         for row in rows:
             item = dict(zip(_INDEX_COLUMNS, row, strict=True))
@@ -733,6 +912,49 @@ class RunStore:
             out.append(item)
         out.sort(key=lambda r: (str(r["created"] or ""), str(r["id"])), reverse=True)
         return out
+
+    def _against_folders(self, rows: list[tuple]) -> list[tuple]:
+        """The index's rows checked against the run folders: rows without a folder (deleted by
+        hand, or forged) are dropped, folders without a row are read; the index is mended."""
+        folders = set(self.run_ids())
+        listed = {row[0] for row in rows}
+        gone = sorted(str(i) for i in listed - folders)
+        missing = sorted(folders - listed)
+        if not gone and not missing:
+            return rows
+        if gone:
+            self._warn(f"{len(gone)} run{'s' if len(gone) > 1 else ''} in {self.index_path} "
+                       f"{'have' if len(gone) > 1 else 'has'} no folder in {self.runs_dir} "
+                       f"(e.g. {_shown(gone[0])}) and {'are' if len(gone) > 1 else 'is'} not "
+                       "listed; the index was corrected")
+        added = []
+        for run_id in missing:
+            try:
+                row = self._row(StoredRun(run_id, self.runs_dir / run_id))
+            except Exception as exc:  # noqa: BLE001 - one damaged folder never hides the others
+                self._warn(f"run folder {self.runs_dir / run_id} is damaged and was skipped ({exc})")
+                continue
+            if row is not None:
+                added.append(row)
+        self._mend_index(gone, added)
+        return [row for row in rows if row[0] in folders] + added
+
+    def _mend_index(self, gone: list[str], added: list[tuple]) -> None:
+        if not self._writable():
+            return
+        try:
+            db = self._connect(timeout=READ_TIMEOUT_S)
+        except (IndexUnavailable, sqlite3.Error):
+            self._mark_stale()
+            return
+        try:
+            with db:
+                db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in gone])
+                db.executemany(self._upsert_sql(), added)
+        except sqlite3.Error:
+            self._mark_stale()
+        finally:
+            db.close()
 
 
 def _shown(text: Any) -> str:

@@ -267,3 +267,114 @@ def test_names_are_printed_with_escapes_escaped(effiscope_home, name, capsys):
     for raw in ("\x1b", "\x07", "\r", "\u202e", "\x9b"):
         assert raw not in out
     assert any(f"\\{code}" in out for code in ("x1b", "x0d", "u202e", "u009b"))
+
+
+# --- issue 34 item 16: the folders are the truth, the index is checked against them ------------
+def test_a_run_folder_deleted_by_hand_is_no_longer_listed(two_runs, capsys):
+    import shutil
+
+    store, ids = two_runs
+    gone, kept = sorted(ids)
+    assert cli.main(["runs"]) == 0 and gone in capsys.readouterr().out  # the index has it
+    shutil.rmtree(store.runs_dir / gone)
+    code, out, err = _listed(capsys)
+    assert code == 0 and gone not in out and kept in out
+    assert "has no folder" in err and "corrected" in err
+    assert cli.main(["runs", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [kept]
+    code, out, err = _listed(capsys)
+    assert gone not in out and err == ""  # the index was mended: said once
+    ids_in_index = {r[0] for r in sqlite3.connect(store.index_path).execute("SELECT id FROM runs")}
+    assert ids_in_index == {kept}
+
+
+def test_forged_index_rows_are_not_listed(two_runs, capsys):
+    store, ids = two_runs
+    store.list_runs()
+    db = sqlite3.connect(store.index_path)
+    with db:
+        db.execute("INSERT INTO runs (id, name, created, status) VALUES "
+                   "('20990101-000000-forged-0000', 'forged', '2099-01-01', 'completed')")
+    db.close()
+    code, out, err = _listed(capsys)
+    assert code == 0 and "forged" not in out and all(run_id in out for run_id in ids)
+    assert "has no folder" in err
+
+
+def test_a_run_folder_the_index_lacks_is_listed(two_runs, capsys):
+    store, ids = two_runs
+    store.list_runs()
+    db = sqlite3.connect(store.index_path)
+    with db:
+        db.execute("DELETE FROM runs WHERE id = ?", (sorted(ids)[0],))
+    db.close()
+    code, out, _ = _listed(capsys)
+    assert code == 0 and all(run_id in out for run_id in ids)
+
+
+@pytest.mark.parametrize("where", ["home", "runs"])
+def test_a_data_directory_that_is_a_file_is_said_not_called_empty(tmp_path, monkeypatch, where,
+                                                                  capsys):
+    home = tmp_path / "home"
+    if where == "home":
+        home.write_text("a file")
+    else:
+        home.mkdir()
+        (home / "runs").write_text("a file")
+    monkeypatch.setenv("EFFISCOPE_HOME", str(home))
+    for argv in (["runs"], ["show", "x"], ["runs", "--rebuild"]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert_sentence(err)
+        assert "is a file, not a folder" in err and "EFFISCOPE_HOME" in err
+        assert "no runs yet" not in err
+
+
+# --- issue 34 item 9: stdout closed, or its reader gone -----------------------------------------
+def _cli_with_stdout(args: list[str], stdout) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "profiler.cli", *args], stdout=stdout,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**worker_env(), **os.environ})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("argv", [["runs", "--json"], ["runs"], ["show", "RUN"],
+                                  ["show", "RUN", "--json"], ["report", "RUN", "--out", "-"],
+                                  ["compare", "RUN", "OTHER"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(two_runs, argv):
+    """`effiscope runs --json | head -1`: the pipe is closed before anything is written, so
+    every write meets EPIPE; the command ends without a traceback, with SIGPIPE's status."""
+    _, ids = two_runs
+    first, other = sorted(ids)
+    argv = [first if a == "RUN" else other if a == "OTHER" else a for a in argv]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = _cli_with_stdout(argv, write)
+    finally:
+        os.close(write)
+    _, err = proc.communicate(timeout=100)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == cli.EXIT_PIPE
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("when", ["at-start", "after-start"])
+def test_report_to_a_closed_stdout_is_a_sentence(two_runs, when):
+    """`effiscope report RUN --out - >&-` (Python then has no sys.stdout), and fd 1 closed
+    after Python started (sys.stdout is there, its descriptor is not)."""
+    _, ids = two_runs
+    run_id = sorted(ids)[0]
+    if when == "at-start":
+        argv = ["bash", "-c", f'exec "$0" -m profiler.cli report {run_id} --out - >&-',
+                sys.executable]
+    else:
+        argv = [sys.executable, "-c", "import os, sys; os.close(1); "
+                f"from profiler.cli import main; sys.exit(main(['report', {run_id!r}, "
+                "'--out', '-']))"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True,
+                            env={**worker_env(), **os.environ})
+    _, err = proc.communicate(timeout=100)
+    assert proc.returncode == 2, err
+    assert_sentence(err)
+    assert "stdout is closed" in err and "--out PATH" in err

@@ -200,3 +200,172 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "ead-only" in err and "set EFFISCOPE_HOME to a writable folder" in err
+
+
+# --- issue 34 item 7: a name that is not valid text ------------------------------------------
+@pytest.mark.parametrize("field", ["name", "config_toml"])
+def test_invalid_utf8_is_refused_before_the_run_folder_is_made(effiscope_home, field):
+    record = {"config_toml": 'name = "x"\n', "name": "ok", "model": "gpt-nano",
+              "workload": "train", "device": "cpu"}
+    record[field] += "bad\udcffbytes"  # what a name of invalid UTF-8 bytes becomes in argv
+    with pytest.raises(StoreError, match="not valid text.*plain UTF-8"):
+        RunStore().create_run(record)
+    runs = effiscope_home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []  # nothing left behind
+
+
+def test_a_run_named_in_invalid_utf8_on_the_cli_is_a_sentence_and_leaves_nothing(
+        effiscope_home, capsys):
+    code = cli.main(["run", "nano", "--steps", "10", "--warmup", "1", "--name", "caf\udce9"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "UTF-8" in err
+    runs = effiscope_home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert cli.main(["runs"]) == 0 and "unknown" not in capsys.readouterr().out
+
+
+def test_a_run_folder_that_cannot_be_written_whole_is_removed(effiscope_home, monkeypatch):
+    def no_room(path, text):
+        raise StoreError(store_module.write_failure(path, OSError(errno.ENOSPC, "No space left")))
+
+    monkeypatch.setattr(store_module, "atomic_write", no_room)
+    with pytest.raises(StoreError, match="No space left"):
+        RunStore().create_run(RunConfig(name="half"))
+    assert list((effiscope_home / "runs").iterdir()) == []
+
+
+# --- issue 34 item 8: figures that are not finite numbers ---------------------------------------
+def _strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as strict JSON readers (browsers, jq) do."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _forge_figures(run_path, figures: str) -> None:
+    """Put figures into summary.json as raw JSON text (Infinity, NaN, 1e999 are not JSON)."""
+    summary = json.loads((run_path / "summary.json").read_text())
+    summary["figures"] = {"__FIGURES__": 0}
+    text = json.dumps(summary).replace('{"__FIGURES__": 0}', figures)
+    (run_path / "summary.json").write_text(text)
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_non_finite_figures_are_n_a_with_their_reason_everywhere(effiscope_home, literal,
+                                                                 capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"tokens_per_s": {"value": 1000.0, "unit": "tokens/s"}, '
+                              '"step_time_p50_s": {"value": 0.5, "unit": "s"}}')
+    _forge_figures(other.path, f'{{"tokens_per_s": {{"value": {literal}, "unit": "tokens/s"}}, '
+                               f'"step_time_p50_s": {{"value": {literal}, "unit": "s"}}}}')
+    assert cli.main(["show", other.run_id]) == 0
+    out, err = capsys.readouterr()
+    assert "inf" not in out.lower().replace("info", "") and "nan" not in out.lower()
+    assert "n/a" in out and literal in err and "shown as n/a" in err
+    assert cli.main(["report", other.run_id, "--format", "json", "--out", "-"]) == 0
+    out, err = capsys.readouterr()
+    doc = _strict_json(out)["runs"][0]
+    assert doc["figures"]["tokens_per_s"]["value"] is None
+    assert any(literal in w for w in doc["load_warnings"]) and literal in err
+    for argv in (["compare", base.run_id, other.run_id],
+                 ["report", base.run_id, other.run_id, "--format", "md", "--out", "-"]):
+        assert cli.main(argv) == 0
+        out, _ = capsys.readouterr()
+        figures = "\n".join(line for line in out.splitlines() if "shown as n/a" not in line)
+        assert "inf %" not in figures and "+inf" not in figures
+        assert "nan" not in figures.lower() and "n/a" in figures
+    assert cli.main(["compare", base.run_id, other.run_id, "--json"]) == 0
+    rows = _strict_json(capsys.readouterr().out)["deltas"]
+    speed = next(r for r in rows if r["key"] == "tokens_per_s")
+    assert speed["cells"][1]["value"] is None and speed["cells"][1]["change_pct"] is None
+
+
+def test_a_change_too_large_for_a_float_is_n_a_not_inf(effiscope_home, capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"step_time_p50_s": {"value": -1e308, "unit": "s"}}')
+    _forge_figures(other.path, '{"step_time_p50_s": {"value": 1e308, "unit": "s"}}')
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "n/a" in out
+    assert cli.main(["compare", base.run_id, other.run_id, "--json"]) == 0
+    _strict_json(capsys.readouterr().out)
+
+
+def test_nan_in_a_stream_or_a_config_still_gives_strict_json(effiscope_home, capsys):
+    store = RunStore()
+    run, _ = _recorded_run(store)
+    with run.stream_path.open("a") as fh:
+        fh.write('{"type":"event","kind":"warning","message":"x","value":NaN}\n')
+        fh.write('{"type":"sample","step":99,"time":1e999,"metrics":{"loss_train":Infinity}}\n')
+    (run.path / "config.toml").write_text("[train]\nlearning_rate = inf\nweight_decay = nan\n")
+    assert cli.main(["report", run.run_id, "--format", "json", "--out", "-"]) == 0
+    out, err = capsys.readouterr()
+    doc = _strict_json(out)["runs"][0]
+    assert doc["config"]["train"]["learning_rate"] is None
+    assert doc["series"]["loss_train"]["value"][-1] is None
+    assert "NaN where a finite number belongs" in err
+    assert cli.main(["show", run.run_id, "--json"]) == 0
+    assert _strict_json(capsys.readouterr().out)["config"]["train"]["weight_decay"] is None
+
+
+def test_the_one_formatting_rule_says_n_a_for_what_is_not_finite():
+    from profiler.metrics import format_change, format_delta, format_summary_figure, format_value
+
+    for value in (float("inf"), float("-inf"), float("nan")):
+        assert format_value(value, "s") == "n/a"
+        assert format_delta(value, "tokens/s") == "n/a"
+        assert format_change(value) == "n/a"
+        assert format_summary_figure("tokens_per_s", {"value": value}) == "n/a"
+
+
+# --- issue 34: compare refuses one run early and says what it skipped ----------------------------
+def test_compare_of_one_run_with_itself_is_refused_before_loading(effiscope_home, monkeypatch,
+                                                                  capsys):
+    from profiler.report import load as report_load
+
+    store = RunStore()
+    run, _ = _recorded_run(store)
+
+    def loads(*args, **kwargs):
+        raise AssertionError("a run was loaded")
+
+    monkeypatch.setattr(report_load, "load_run", loads)
+    for argv in (["compare", run.run_id, run.run_id], ["compare", run.run_id[:20], run.run_id],
+                 ["compare", run.run_id, "--baseline", run.run_id]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "two or more different runs" in err and "Traceback" not in err
+
+
+def test_compare_says_which_stream_lines_it_skipped(effiscope_home, capsys):
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    with other.stream_path.open("ab") as fh:
+        fh.write(b"\x00 a bad sector\n")
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    err = capsys.readouterr().err
+    assert "line 9 is damaged and was skipped" in err and other.run_id in err
+
+
+def test_one_wording_for_a_figure_without_spread(effiscope_home, capsys):
+    """A figure with neither samples nor an interval reads "no spread" in the table, and the
+    legend of `compare` and of the Markdown report says what that means."""
+    store = RunStore()
+    base, _ = _recorded_run(store)
+    other, _ = _recorded_run(store)
+    _forge_figures(base.path, '{"model_bytes": {"value": 1000, "unit": "bytes"}}')
+    _forge_figures(other.path, '{"model_bytes": {"value": 2000, "unit": "bytes"}}')
+    assert cli.main(["compare", base.run_id, other.run_id]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("Weights in memory"))
+    assert line.rstrip().endswith("no spread") and "within noise" not in line
+    assert '"no spread" where a figure has neither per-step samples nor an interval' in out
+    assert cli.main(["report", base.run_id, other.run_id, "--format", "md", "--out", "-"]) == 0
+    assert '"no spread" where a figure has neither' in capsys.readouterr().out

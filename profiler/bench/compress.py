@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from profiler import files
 from profiler.bench import loop
 from profiler.errors import Unsupported
 from profiler.stats import describe, describe_ratio
@@ -297,8 +298,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.record)
         path.parent.mkdir(parents=True, exist_ok=True)
         head = "" if path.exists() else "# Benchmarks\n\nMeasured with `effiscope bench ...`.\n\n"
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(head + ("\n" if not head else "") + text)
+        files.append_text(path, head + ("\n" if not head else "") + text)  # never onto a FIFO
         _log(f"appended to {path}")
     print(json.dumps(result, indent=2) if args.json else text)
     return 0

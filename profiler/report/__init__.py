@@ -5,22 +5,26 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import IO
 
+from profiler import files
 from profiler.store import RunStore, StoreError
 
 FORMATS = ("html", "json", "csv", "md", "trace")
 EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}
 
-__all__ = ["FORMATS", "ReportError", "default_filename", "export", "load_runs", "render"]
+__all__ = ["FORMATS", "ReportError", "default_filename", "export", "load_runs", "render", "write"]
 
 
 class ReportError(ValueError):
     """A report cannot be made; the text names what is wrong and how to fix it."""
 
 
-def _resolve(run_ids: list[str], store: RunStore, baseline: str | None):
+def _resolve(run_ids: list[str], store: RunStore, baseline: str | None,
+             warnings: list[str] | None = None, sink_for=None):
     from profiler.report.load import load_run
 
     if not run_ids:
@@ -33,32 +37,51 @@ def _resolve(run_ids: list[str], store: RunStore, baseline: str | None):
     unique = {}
     for item in [base_stored, *stored] if baseline else stored:
         unique.setdefault(item.run_id, item)
-    runs = [load_run(item) for item in unique.values()]
+    runs = [load_run(item, sink_for(item.run_id) if sink_for else None)
+            for item in unique.values()]
     base = next(r for r in runs if r.run_id == base_stored.run_id)
+    if warnings is not None:  # for a front end to say beside the report
+        warnings.extend(f"run {run.run_id}: {w}" for run in runs for w in run.load_warnings)
     return runs, base
 
 
-def load_runs(run_ids: list[str], store: RunStore, baseline: str | None = None):
+def load_runs(run_ids: list[str], store: RunStore, baseline: str | None = None,
+              warnings: list[str] | None = None):
     """(runs, baseline) loaded from the store (profiler.report.load.RunData each, the baseline
-    among them, default the first); ReportError names a run id that is not there."""
-    return _resolve(run_ids, store, baseline)
+    among them, default the first); ReportError names a run id that is not there. `warnings`
+    gets each run's load warnings (damaged lines, files not read), prefixed by its id."""
+    return _resolve(run_ids, store, baseline, warnings)
 
 
-def render(run_ids: list[str], fmt: str, store: RunStore | None = None,
-           baseline: str | None = None) -> str:
-    """A text report (html, json, csv, md) of one run, or a comparison of several."""
+def write(fh: IO[str], run_ids: list[str], fmt: str, store: RunStore | None = None,
+          baseline: str | None = None, warnings: list[str] | None = None) -> None:
+    """A text report (html, json, csv, md) of one run, or a comparison of several, written to
+    fh as it is made (the JSON and CSV readings streamed: bounded memory); `warnings` gets what
+    could not be read (see load_runs)."""
     from profiler.report import html, markdown, tidy
 
     if fmt not in FORMATS or fmt == "trace":
         raise ReportError(f"format {fmt!r} is not a text report; use one of html, json, csv, md")
-    runs, base = _resolve(run_ids, store or RunStore(), baseline)
-    several = len(runs) > 1
-    if fmt == "json":
-        return tidy.to_json(runs, base)
-    if fmt == "csv":
-        return tidy.to_csv(runs)
-    module = html if fmt == "html" else markdown
-    return module.render_comparison(runs, base) if several else module.render_run(runs[0])
+    store = store or RunStore()
+    if fmt == "csv":  # the rows are written as the streams are read: one pass each
+        _resolve(run_ids, store, baseline, warnings, tidy.csv_rows(fh))
+    elif fmt == "json":  # the readings are spilled as the streams are read, then copied in
+        with tidy.Spill() as spill:
+            runs, base = _resolve(run_ids, store, baseline, warnings, spill.for_run)
+            tidy.write_json(fh, runs, base, spill)
+    else:
+        runs, base = _resolve(run_ids, store, baseline, warnings)
+        module = html if fmt == "html" else markdown
+        fh.write(module.render_comparison(runs, base) if len(runs) > 1 else
+                 module.render_run(runs[0]))
+
+
+def render(run_ids: list[str], fmt: str, store: RunStore | None = None,
+           baseline: str | None = None, warnings: list[str] | None = None) -> str:
+    """write() into a string."""
+    out = io.StringIO()
+    write(out, run_ids, fmt, store, baseline, warnings)
+    return out.getvalue()
 
 
 def default_filename(run_ids: list[str], fmt: str, baseline: str | None = None) -> str:
@@ -69,7 +92,7 @@ def default_filename(run_ids: list[str], fmt: str, baseline: str | None = None) 
 
 
 def export(run_ids: list[str], fmt: str, out_path: str | os.PathLike, store: RunStore | None = None,
-           baseline: str | None = None) -> Path:
+           baseline: str | None = None, warnings: list[str] | None = None) -> Path:
     """Write a report of `run_ids` (several: a comparison against `baseline`, default the first)
     to `out_path` (a file, or an existing folder to put the default file name in); returns it."""
     if fmt not in FORMATS:
@@ -83,29 +106,22 @@ def export(run_ids: list[str], fmt: str, out_path: str | os.PathLike, store: Run
         except StoreError as exc:
             raise ReportError(str(exc)) from None
         out = out / default_filename(full, fmt, base)
+    fix = "choose another --out"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir():
-            raise ReportError(f"{out} is a folder; give a file name for --out")
-    except OSError as exc:
-        raise ReportError(f"cannot create the folder {out.parent} ({exc.strerror}); choose "
-                          "another --out") from None
-    tmp = out.with_name(out.name + ".part")
-    try:
+        files.output_folder(out.parent, fix)
         if fmt == "trace":
-            _export_trace(list(run_ids), store, tmp)
+            _export_trace(list(run_ids), store, out, fix)
         else:
-            tmp.write_text(render(list(run_ids), fmt, store, baseline), encoding="utf-8")
-        os.replace(tmp, out)
+            with files.replacing(out, fix=fix) as fh:
+                write(fh, list(run_ids), fmt, store, baseline, warnings)
+    except files.FileRefused as exc:
+        raise ReportError(str(exc)) from None
     except OSError as exc:
-        raise ReportError(f"cannot write {out} ({exc.strerror}); choose another --out") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise ReportError(f"cannot write {files.shown(out)} ({exc.strerror or exc}); {fix}") from None
     return out
 
 
-def _export_trace(run_ids: list[str], store: RunStore, tmp: Path) -> None:
+def _export_trace(run_ids: list[str], store: RunStore, out: Path, fix: str) -> None:
     from profiler.report.trace import HOW_TO_CAPTURE, find_trace, write_trace
 
     if len(set(run_ids)) != 1:
@@ -118,6 +134,6 @@ def _export_trace(run_ids: list[str], store: RunStore, tmp: Path) -> None:
     if source is None:
         raise ReportError(f"run {stored.run_id} has no torch.profiler trace; {HOW_TO_CAPTURE}")
     try:
-        write_trace(source, tmp)
+        write_trace(source, out, fix=fix, inside=stored.path)
     except ValueError as exc:
         raise ReportError(str(exc)) from None

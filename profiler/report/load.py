@@ -3,13 +3,21 @@
 Nothing here trusts the run: a damaged line, a missing summary, a config that no longer
 validates, a worker that died mid-step — each becomes a value (None, "n/a", a warning) so that a
 report of a broken run still renders and says how the run ended.
+
+Memory stays bounded whatever the stream holds (a run of a million steps, or a forged stream):
+a long series is kept as the min and max of each stretch of readings (what a chart can draw,
+with every gap), events, profiles and warnings are capped with a warning saying how many were
+left out, and whatever needs every reading (the JSON and CSV exports, the verdicts) reads the
+stream again, streamed (RunData.messages).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from profiler.metrics import metric
@@ -21,17 +29,32 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 WARMUP_PHASES = ("warmup", "compile")
+DRAWN_BUCKETS = 4096
+"""A series past this many readings is kept as the min, max and gap of each of at most this
+many stretches (a chart is a few hundred pixels wide; svg reduces it further)."""
+MAX_SERIES = 1000
+"""Distinct metric keys kept per run (the catalogue has about a hundred); more is a forged
+stream, and their readings are left out with a warning."""
+MAX_EVENTS, MAX_ERRORS, MAX_PROFILES, MAX_WARNINGS = 10_000, 1_000, 20, 200
 
 
 @dataclass
 class Series:
-    """Every reading of one metric, in stream order; value None is a missing reading (a gap)."""
+    """The readings of one metric, in stream order; value None is a missing reading (a gap).
+    Every reading while there are at most DRAWN_BUCKETS of them; past that (`decimated`) the
+    min and max and first gap of each stretch, and `count` says how many the stream holds."""
 
     key: str
     steps: list[int] = field(default_factory=list)
     times_s: list[float | None] = field(default_factory=list)
     phases: list[str | None] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
+    count: int | None = None
+    """Readings in the stream (None: as many as held)."""
+
+    @property
+    def decimated(self) -> bool:
+        return self.count is not None and self.count > len(self.values)
 
     @property
     def label(self) -> str:
@@ -68,6 +91,21 @@ class RunData:
     done: dict | None
     load_warnings: list[str]
     path: str
+    phase_steps: dict[str, list[int]] | None = None
+    """The steps recorded in the warmup and compile phases (None: read from the series)."""
+
+    def messages(self, warnings: list[str] | None = None) -> Iterator[dict]:
+        """The run's stream read again, streamed: for what needs every reading (the JSON and
+        CSV exports, the verdicts) where the series hold a drawn view."""
+        if not self.path:
+            return iter(())
+        return StoredRun(self.run_id, Path(self.path)).messages(
+            warnings if warnings is not None else [])
+
+    @property
+    def complete(self) -> bool:
+        """Whether the series hold every reading (none was reduced for drawing)."""
+        return not any(s.decimated for s in self.series.values())
 
     # --- how the run ended ---------------------------------------------------------------------
     @property
@@ -143,18 +181,17 @@ class RunData:
 
     def warmup_steps(self) -> list[int]:
         """Steps recorded in a warmup or compile phase (left out of the summary figures)."""
-        seen: set[int] = set()
-        for series in self.series.values():
-            for step, phase in zip(series.steps, series.phases, strict=True):
-                if phase in WARMUP_PHASES:
-                    seen.add(step)
-        return sorted(seen)
+        return sorted(set(self._steps_in("warmup")) | set(self._steps_in("compile")))
 
     def compile_steps(self) -> list[int]:
+        return self._steps_in("compile")
+
+    def _steps_in(self, phase: str) -> list[int]:
+        if self.phase_steps is not None:
+            return self.phase_steps.get(phase, [])
         seen: set[int] = set()
         for series in self.series.values():
-            seen.update(s for s, p in zip(series.steps, series.phases, strict=True)
-                        if p == "compile")
+            seen.update(s for s, p in zip(series.steps, series.phases, strict=True) if p == phase)
         return sorted(seen)
 
 
@@ -164,8 +201,116 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def load_run(stored: StoredRun) -> RunData:
-    """Everything the reports need from one run folder; never raises for damaged content."""
+Point = tuple[int, int, float | None, str | None, float | None]
+"""(order in the stream, step, time, phase, value)."""
+
+
+def _extremes(points: list[Point]) -> list[Point]:
+    """The min, the max and the first gap of some readings, in stream order."""
+    present = [p for p in points if p[4] is not None]
+    keep = {min(present, key=lambda p: p[4]), max(present, key=lambda p: p[4])} if present else set()
+    gap = next((p for p in points if p[4] is None), None)
+    if gap is not None:
+        keep.add(gap)
+    return sorted(keep)
+
+
+class _Drawn:
+    """One series as loaded: every reading up to DRAWN_BUCKETS, then the extremes (min, max,
+    first gap) of stretches that double in length whenever there would be more stretches."""
+
+    def __init__(self, buckets: int = DRAWN_BUCKETS):
+        self.buckets_max = buckets
+        self.width = 1
+        self.buckets: list[list[Point]] = []
+        self.count = 0
+        self._reset()
+
+    def _reset(self, points: list[Point] = ()) -> None:
+        """The open stretch: empty, or holding the extremes of `points`."""
+        present = [p for p in points if p[4] is not None]
+        self.low = min(present, key=lambda p: p[4]) if present else None
+        self.high = max(present, key=lambda p: p[4]) if present else None
+        self.gap = next((p for p in points if p[4] is None), None)
+        self.open_n = 0
+
+    def add(self, step: int, time_s: float | None, phase: str | None,
+            value: float | None) -> None:
+        self.count += 1
+        point = (self.count, step, time_s, phase, value)
+        if self.width == 1:
+            self.buckets.append([point])
+        else:
+            if value is None:
+                if self.gap is None:
+                    self.gap = point
+            else:
+                if self.low is None or value < self.low[4]:
+                    self.low = point
+                if self.high is None or value > self.high[4]:
+                    self.high = point
+            self.open_n += 1
+            if self.open_n < self.width:
+                return
+            self.buckets.append(self._open_points())
+            self._reset()
+        if len(self.buckets) > self.buckets_max:
+            self._halve()
+
+    def _open_points(self) -> list[Point]:
+        return sorted({p for p in (self.low, self.high, self.gap) if p is not None})
+
+    def _halve(self) -> None:
+        odd = self.buckets.pop() if len(self.buckets) % 2 else None
+        self.buckets = [_extremes(a + b) for a, b in zip(self.buckets[0::2], self.buckets[1::2],
+                                                         strict=True)]
+        if odd is not None:  # half a stretch of the new width: it stays open
+            self._reset(odd)
+            self.open_n = self.width
+        self.width *= 2
+
+    def series(self, key: str) -> Series:
+        points = [p for bucket in self.buckets for p in bucket] + self._open_points()
+        return Series(key, [p[1] for p in points], [p[2] for p in points],
+                      [p[3] for p in points], [p[4] for p in points],
+                      count=self.count if self.count > len(points) else None)
+
+
+class _Capped(list):
+    """A list that keeps its first `cap` items and counts the rest."""
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap, self.left_out = cap, 0
+
+    def append(self, item: Any) -> None:
+        if len(self) < self.cap:
+            super().append(item)
+        else:
+            self.left_out += 1
+
+
+def sample_readings(message: dict) -> Iterator[tuple[str, int, float | None, str | None,
+                                                      float | None]] | None:
+    """(key, step, time, phase, value) of each reading of a sample message as every report reads
+    it (value None: missing or not finite); None for a sample without a step or metrics."""
+    metrics = message.get("metrics")
+    step = message.get("step")
+    if not isinstance(metrics, dict) or isinstance(step, bool) or not isinstance(step, int):
+        return None
+    time_s = _number(message.get("time"))
+    phase = message.get("phase") if isinstance(message.get("phase"), str) else None
+    return ((str(key), step, time_s, phase, _number(value)) for key, value in metrics.items())
+
+
+Sink = Callable[[str, int, "float | None", "str | None", "float | None"], None]
+"""Takes each kept reading as it is read: (key, step, time, phase, value)."""
+
+
+def load_run(stored: StoredRun, sink: Sink | None = None) -> RunData:
+    """Everything the reports need from one run folder; never raises for damaged content.
+    `sink` gets every kept reading in stream order as it is read (an export streams them to its
+    file in the same pass)."""
     warnings: list[str] = []
     meta = stored.meta()
     config_text = stored.config_text()
@@ -175,29 +320,32 @@ def load_run(stored: StoredRun) -> RunData:
         config = {}
         warnings.append(f"config.toml could not be parsed ({exc}); shown as text only")
     hello = started = done = None
-    series: dict[str, Series] = {}
-    events: list[dict] = []
-    errors: list[dict] = []
-    profiles: list[dict] = []
-    samples = points = 0
-    for message in stored.messages(warnings):
+    drawn: dict[str, _Drawn] = {}
+    events, errors, profiles = _Capped(MAX_EVENTS), _Capped(MAX_ERRORS), _Capped(MAX_PROFILES)
+    skipped_samples = unkept = samples = points = 0
+    phase_steps: dict[str, set[int]] = {"warmup": set(), "compile": set()}
+    stream_warnings = _Capped(MAX_WARNINGS)
+    for message in stored.messages(stream_warnings):
         kind = message.get("type")
         if kind == "sample":
-            metrics = message.get("metrics")
-            step = message.get("step")
-            if not isinstance(metrics, dict) or isinstance(step, bool) or not isinstance(step, int):
-                warnings.append("a sample without a step or metrics was skipped")
+            readings = sample_readings(message)
+            if readings is None:
+                skipped_samples += 1
                 continue
             samples += 1
-            time_s = _number(message.get("time"))
-            phase = message.get("phase") if isinstance(message.get("phase"), str) else None
-            for key, value in metrics.items():
+            for key, step, time_s, phase, value in readings:
+                series = drawn.get(key)
+                if series is None:
+                    if len(drawn) >= MAX_SERIES:
+                        unkept += 1
+                        continue
+                    series = drawn[key] = _Drawn()
                 points += 1
-                s = series.setdefault(str(key), Series(str(key)))
-                s.steps.append(step)
-                s.times_s.append(time_s)
-                s.phases.append(phase)
-                s.values.append(_number(value))
+                series.add(step, time_s, phase, value)
+                if sink is not None:
+                    sink(key, step, time_s, phase, value)
+                if phase in phase_steps and len(phase_steps[phase]) < 100_000:
+                    phase_steps[phase].add(step)
         elif kind == "event":
             events.append(message)
         elif kind == "error":
@@ -210,7 +358,24 @@ def load_run(stored: StoredRun) -> RunData:
             started = message
         elif kind == "done":
             done = message
+    warnings.extend(stream_warnings)
+    if stream_warnings.left_out:
+        warnings.append(f"{stream_warnings.left_out:,} more lines of the stream were skipped "
+                        "(damaged or overlong)")
+    if skipped_samples:
+        warnings.append(f"{skipped_samples:,} sample{'s' if skipped_samples > 1 else ''} without "
+                        "a step or metrics were skipped")
+    if unkept:
+        warnings.append(f"{unkept:,} readings of metrics beyond the first {MAX_SERIES:,} "
+                        "distinct metric names were left out")
+    for what, kept in (("events", events), ("errors", errors), ("profiles", profiles)):
+        if kept.left_out:
+            warnings.append(f"{kept.left_out:,} more {what} than the {kept.cap:,} kept were "
+                            "left out")
+    series = {key: d.series(key) for key, d in drawn.items()}
     summary = stored.summary()
+    # What could not be read in the folder (a symlink, a FIFO, a file over its size) comes first.
+    warnings[:0] = [f"{problem} (in {stored.path})" for problem in stored.problems]
     if summary is None:
         status = meta.get("status", "unknown")
         if status == "running":
@@ -224,6 +389,7 @@ def load_run(stored: StoredRun) -> RunData:
     return RunData(
         run_id=stored.run_id, name=str(meta.get("name") or stored.run_id), meta=meta,
         config=config, config_text=config_text, summary=summary, hello=hello, started=started,
-        series=series, samples=samples, points=points, events=events, errors=errors,
-        profiles=profiles, done=done, load_warnings=warnings, path=str(stored.path),
+        series=series, samples=samples, points=points, events=list(events), errors=list(errors),
+        profiles=list(profiles), done=done, load_warnings=warnings, path=str(stored.path),
+        phase_steps={phase: sorted(steps) for phase, steps in phase_steps.items()},
     )

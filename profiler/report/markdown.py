@@ -111,7 +111,9 @@ def render_comparison(runs: list[RunData], baseline: RunData) -> str:
            "Δ = run − baseline; % = Δ / baseline; \"significant\" only outside the noise of "
            f"both runs and beyond the {significance.NOISE_FLOOR_PCT:g} % noise floor, else "
            "\"within noise\"; no verdict on a speed measured on a busy machine, and \"not "
-           "comparable\" with its reason where the figures are not like with like.", ""]
+           "comparable\" with its reason where the figures are not like with like (\"no "
+           "spread\" where a figure has neither per-step samples nor an interval to judge by).",
+           ""]
     out += ["**Machine during each run**", ""]
     out += [f"- {md(names[r.run_id])}: {md(found['machine'][r.run_id]['text'])}" for r in ordered]
     out.append("")

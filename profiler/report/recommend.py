@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from profiler.metrics import format_figure, format_value, metric
-from profiler.report.load import RunData
+from profiler.report.load import RunData, sample_readings
 from profiler.stats import percentile, ratio_cell
 
 STALL_RATIO = 3.0            # p99 / p50 step time above this: stalls
@@ -52,14 +52,7 @@ def overfitting(run: RunData) -> dict | None:
     train = run.series.get("loss_train")
     if val is None or train is None:
         return None
-    train_points = train.present()
-    gaps = []
-    previous_step = -1
-    for step, val_loss in val.present():
-        window = [v for s, v in train_points if previous_step < s <= step]
-        previous_step = step
-        if window and step > 0:
-            gaps.append((step, val_loss - sum(window) / len(window)))
+    gaps = _stream_gaps(run) if val.decimated or train.decimated else _gaps(val, train)
     last = gaps[-3:]
     if len(last) < 3:
         return None
@@ -74,6 +67,65 @@ def overfitting(run: RunData) -> dict | None:
                 "is fitting the training text faster than it generalises: add data, dropout or "
                 "weight decay, or stop earlier (the best validation loss so far is "
                 f"{min(v for _, v in val.present()):.3f} nats/token).")
+
+
+def _gaps(val, train) -> list[tuple[int, float]]:
+    """(step, validation loss minus the mean train loss since the previous evaluation)."""
+    train_points = train.present()
+    gaps = []
+    previous_step = -1
+    for step, val_loss in val.present():
+        window = [v for s, v in train_points if previous_step < s <= step]
+        previous_step = step
+        if window and step > 0:
+            gaps.append((step, val_loss - sum(window) / len(window)))
+    return gaps
+
+
+def _stream_gaps(run: RunData) -> list[tuple[int, float]]:
+    """_gaps of a run whose series were reduced for drawing: from its stream, in one pass
+    holding a running train-loss sum (memory: one entry per evaluation)."""
+    gaps, total, count = [], 0.0, 0
+    for message in run.messages():
+        if message.get("type") != "sample":
+            continue
+        readings = {key: (step, value) for key, step, _, _, value in
+                    sample_readings(message) or ()}
+        step, train_loss = readings.get("loss_train", (None, None))
+        if train_loss is not None:
+            total, count = total + train_loss, count + 1
+        step, val_loss = readings.get("loss_val", (None, None))
+        if val_loss is not None:
+            if count and step > 0:
+                gaps.append((step, val_loss - total / count))
+            total, count = 0.0, 0
+    return gaps
+
+
+def _median_percent(run: RunData, key: str) -> float | None:
+    """The median of a percentage series after step 0, exact to 0.1 %: from the series, or
+    for a series reduced for drawing from a histogram of its stream (bounded memory)."""
+    series = run.series.get(key)
+    if series is None:
+        return None
+    if not series.decimated:
+        return percentile([v for s, v in series.present() if s > 0], 50)
+    bins = [0] * 1001
+    for message in run.messages():
+        if message.get("type") != "sample":
+            continue
+        for found, step, _, _, value in sample_readings(message) or ():
+            if found == key and value is not None and step > 0:
+                bins[min(1000, max(0, round(value * 10)))] += 1
+    total = sum(bins)
+    if not total:
+        return None
+    seen = 0
+    for tenth, n in enumerate(bins):
+        seen += n
+        if seen * 2 >= total:
+            return tenth / 10
+    return None
 
 
 def heavy_optimizer(run: RunData) -> dict | None:
@@ -110,11 +162,9 @@ def stalls(run: RunData) -> dict | None:
 
 
 def gpu_idle(run: RunData) -> dict | None:
-    util = run.series.get("gpu_util_percent")
-    if util is None or not run.device.startswith("cuda"):
+    if not run.device.startswith("cuda"):
         return None
-    values = [v for s, v in util.present() if s > 0]
-    median = percentile(values, 50)
+    median = _median_percent(run, "gpu_util_percent")
     if median is None or median >= GPU_UTIL_LOW_PCT:
         return None
     return _rec("gpu_idle", "info", "The GPU is idle much of the time",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from profiler import contention, metrics, significance, stats
+from profiler import contention, files, metrics, significance, stats
 from profiler.config import RunConfig
 from profiler.evidence import run_samples
 from profiler.tune import report as report_of
@@ -354,10 +354,8 @@ def _write(store, tune_run, base: RunConfig, space: Space, report: dict, stopped
             path = tune_run.path / "best.toml"
             config.save(path)
             chosen["config_file"] = str(path)
-    (tune_run.path / "tune.json").write_text(json.dumps(report, indent=2, default=str),
-                                             encoding="utf-8")
-    (tune_run.path / "tune.md").write_text(report_of.format_report(report) + "\n",
-                                           encoding="utf-8")
+    files.write_text(tune_run.path / "tune.json", json.dumps(report, indent=2, default=str))
+    files.write_text(tune_run.path / "tune.md", report_of.format_report(report) + "\n")
     figures = {}
     final = report.get("final")
     if final and final.get("winner"):
