@@ -355,8 +355,9 @@ def test_compare_says_which_stream_lines_it_skipped(effiscope_home, capsys):
 
 
 def test_one_wording_for_a_figure_without_spread(effiscope_home, capsys):
-    """A figure with neither samples nor an interval reads "no spread" in the table, and the
-    legend of `compare` and of the Markdown report says what that means."""
+    """A figure with neither samples nor an interval is "not comparable: no spread" in the
+    table (the one verdict rule's words), and the legend of `compare` and of the Markdown report
+    says what that means."""
     store = RunStore()
     base, _ = _recorded_run(store)
     other, _ = _recorded_run(store)
@@ -365,7 +366,7 @@ def test_one_wording_for_a_figure_without_spread(effiscope_home, capsys):
     assert cli.main(["compare", base.run_id, other.run_id]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.strip().startswith("Weights in memory"))
-    assert line.rstrip().endswith("no spread") and "within noise" not in line
+    assert "not comparable: no spread" in line and "within noise" not in line
     assert '"no spread" where a figure has neither per-step samples nor an interval' in out
     assert cli.main(["report", base.run_id, other.run_id, "--format", "md", "--out", "-"]) == 0
     assert '"no spread" where a figure has neither' in capsys.readouterr().out
