@@ -123,12 +123,15 @@ def _storages(value):
     """The plain tensors that hold a state value's data: a tensor subclass (torchao's block-wise
     quantized states: codes, scales, lookup table; a DTensor: its local shard) is unwrapped into
     the tensors it is made of, as PyTorch's own flattening (__tensor_flatten__) lists them."""
+    import torch
     from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
     if is_traceable_wrapper_subclass(value):
         names, _ = value.__tensor_flatten__()
         for name in names:
-            yield from _storages(getattr(value, name))
+            inner = getattr(value, name)
+            if isinstance(inner, torch.Tensor):  # a DTensor also lists its device mesh
+                yield from _storages(inner)
     else:
         yield value
 
