@@ -443,3 +443,44 @@ def test_cli_run_of_a_model_too_big_for_this_machine_is_exit_2_and_no_run(tmp_pa
     err = capsys.readouterr().err
     assert "more than this machine's" in err
     assert not (effiscope_home / "runs").exists()
+
+
+def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsys):
+    """Item 10: a checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
+    float) used to end in OverflowError with nothing kept; now the run completes, the loss is
+    kept and the perplexity is n/a with its reason."""
+    import torch
+
+    from profiler.models.gpt import GPT
+    from profiler.models.presets import GPT_PRESETS
+    from profiler.weights import save_model
+
+    model = GPT(GPT_PRESETS["gpt-nano"])
+    with torch.no_grad():
+        model.wte.weight.mul_(1e5)  # tied to the head: logits thousands of nats apart
+    path = tmp_path / "loud.safetensors"
+    save_model(model, path, "gpt-nano")
+    config = RunConfig.from_toml(
+        f"workload = 'infer'\ndevice = 'cpu'\n[model]\nsource = 'checkpoint'\npath = '{path}'\n"
+        "[data]\nsource = 'random'\n[infer]\nrepeats = 1\nwarmup_runs = 0\nprompt_len = 8\n"
+        "gen_len = 2\neval_tokens = 256\neval_seq_len = 32\n").to_dict()
+    channel = _ListChannel()
+    status = worker.run_one(protocol.start(config), channel,
+                            worker.Control(queue.Queue(), channel))
+    capsys.readouterr()
+    assert status == "completed", [m for m in channel.messages if m["type"] == "error"]
+    figures = channel.messages[-1]["summary"]["figures"]
+    assert figures["loss_val"]["value"] > 709
+    assert figures["perplexity"]["value"] is None
+    assert figures["perplexity"]["how"].startswith("n/a: infinite (the loss is ")
+    assert figures["decode_tokens_per_s"]["value"] > 0  # the latency figures are kept
+
+
+class _ListChannel:
+    alive = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
