@@ -19,7 +19,9 @@ from profiler.bench.workers import drive
 from profiler.config import RunConfig
 from profiler.system import cpu_name
 
-# (label, techniques) — each a single change against the baseline.
+# (label, techniques) — each a single change against the baseline, whose optimizer kernel is
+# fixed (implementation = auto times the kernels on a CPU and may pick either).
+BASELINE = {"optimizer": {"implementation": "foreach"}}
 VARIANTS: list[tuple[str, dict]] = [
     ("baseline (AdamW foreach, fp32, SDPA)", {}),
     ("optimizer: AdamW fused", {"optimizer": {"implementation": "fused"}}),
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if techniques and wanted and not any(w in label for w in wanted):
             continue
         config = RunConfig.from_dict(base.to_dict())
-        config.techniques = techniques
+        config.techniques = {name: {**BASELINE.get(name, {}), **techniques.get(name, {})}
+                             for name in {**BASELINE, **techniques}}
         try:
             runtime.check_all(config, caps)
         except (runtime.Unsupported, ValueError) as exc:
