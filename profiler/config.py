@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import re
 import stat
 import sys
 import typing
@@ -404,8 +405,9 @@ def validate(config: RunConfig) -> RunConfig:
     _require(config.workload in WORKLOADS, "workload",
              f"{config.workload!r} is not a workload; choose one of {', '.join(WORKLOADS)}")
     dev = config.device
-    _require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-             "device", f"{dev!r} is not a device; use auto, cpu, cuda or cuda:N")
+    _require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]{1,4}", dev) is not None,
+             "device", f"{_shown(dev)} is not a device; use auto, cpu, cuda or cuda:N (N the "
+             "GPU's index, e.g. cuda:0)")
     shape = _model_shape(config.model, "model")
     data = config.data
     _require(data.source in DATA_SOURCES, "data.source",

@@ -134,8 +134,8 @@ def model_shape(model_cfg: Any):
                               "are not supported yet)") from None
     lie = _shape_against_tensors(header, values)
     if lie:  # the metadata, not the run, is wrong: say so before a model of that shape is built
-        raise CheckpointError(field, f"{path}: its metadata does not describe its tensors ({lie}); "
-                              "the file is damaged or was edited: give the checkpoint as it was saved, or save it again")
+        raise CheckpointError(field, f"{path}: its metadata does not describe its tensors "
+                              f"({lie}); the file is damaged or was edited: give the checkpoint as it was saved, or save it again")
     return GPTShape(description=metadata.get("preset", "checkpoint"), **values)
 
 

@@ -185,7 +185,8 @@ def _clean(value: Any) -> Any:
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not -10**MAX_INT_DIGITS < value < 10**MAX_INT_DIGITS:
+    if (isinstance(value, int) and not isinstance(value, bool)
+            and not -10**MAX_INT_DIGITS < value < 10**MAX_INT_DIGITS):
         # What the receiver would refuse is refused before it leaves (decode's _parse_int).
         digits = f"about {int(value.bit_length() * 0.30103) + 1:,}"  # str() refuses > 4,300
         raise ProtocolError(f"an integer of {digits} digits is out of range "

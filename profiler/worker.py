@@ -446,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     commands: queue.Queue = queue.Queue()
     control = Control(commands, channel)
 
+    signalled: list[int] = []
+
     def _graceful(signum, frame):  # SIGTERM / SIGINT: finish the step, send done, exit
+        if not signalled:  # ...within STDIN_GRACE_S, even in the middle of a model build
+            _leave_if_still_running(STDIN_GRACE_S)
+        signalled.append(signum)
         control.stop_event.set()
         control.stdin_closed = True
 

@@ -51,10 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="built-in model preset (default gpt-micro)")
     parser.add_argument("--run", default="", help="use the weights a past train run saved "
                         "(train.save_checkpoint) instead of training the preset here")
-    parser.add_argument("--train-steps", type=loop.whole(0), default=150, help="train the preset this "
+    parser.add_argument("--train-steps", type=loop.whole(0, loop.MAX_STEPS), default=150,
+                        help="train the preset this "
                         "many steps first (default 150; 0 = random weights)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--repeats", type=loop.whole(1), default=10, help="timed generations per option "
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=10,
+                        help="timed generations per option "
                         "(interleaved rounds)")
     parser.add_argument("--warmup", type=loop.whole(0), default=2,
                         help="warmup generations per option")

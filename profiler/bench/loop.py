@@ -38,6 +38,12 @@ class Candidate:
     measure: Callable[[], Measurement]
 
 
+MAX_REPEATS = 1000
+"""A bench of more rounds than this would run for days: a typo, refused by the parser."""
+MAX_STEPS = 100_000
+"""Steps per measurement, likewise."""
+
+
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number from `low` (to `high`); anything else is refused by the
     parser, before any process starts, with a sentence naming the flag and the bound (exit 2)."""

@@ -73,13 +73,15 @@ ERROR = Field((dict,), fields={"error": Field((str,))})
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
-    parser.add_argument("--steps", type=loop.whole(2), default=60, help="steps per measurement (default 60)")
-    parser.add_argument("--warmup", type=loop.whole(1), default=10, help="warmup steps excluded (default 10)")
-    parser.add_argument("--repeats", type=loop.whole(1), default=16,
+    parser.add_argument("--steps", type=loop.whole(2, loop.MAX_STEPS), default=60,
+                        help="steps per measurement (default 60)")
+    parser.add_argument("--warmup", type=loop.whole(1), default=10,
+                        help="warmup steps excluded (default 10)")
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=16,
                         help="interleaved rounds of the worker against the reference (default 16)")
-    parser.add_argument("--cost-repeats", type=loop.whole(0), default=0,
+    parser.add_argument("--cost-repeats", type=loop.whole(0, loop.MAX_REPEATS), default=0,
                         help="rounds of the sampler and profile-capture costs (default: --repeats)")
-    parser.add_argument("--cost-steps", type=loop.whole(0), default=0,
+    parser.add_argument("--cost-steps", type=loop.whole(0, loop.MAX_STEPS), default=0,
                         help="steps per measurement of the costs (default: --steps)")
     parser.add_argument("--warmup-rounds", type=loop.whole(0), default=1,
                         help="rounds run first and dropped, in each comparison (default 1)")

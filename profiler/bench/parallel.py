@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=loop.whole(2, 1024), default=2,
                         help="processes to compare with 1 (default 2)")
     parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
-    parser.add_argument("--steps", type=loop.whole(1), default=30,
+    parser.add_argument("--steps", type=loop.whole(1, loop.MAX_STEPS), default=30,
                         help="steps per measurement (default 30)")
     parser.add_argument("--warmup", type=loop.whole(0), default=5,
                         help="warmup steps excluded (default 5)")
-    parser.add_argument("--repeats", type=loop.whole(1), default=6,
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
                         help="interleaved rounds (default 6)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -42,11 +42,11 @@ VARIANTS: list[tuple[str, dict]] = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano",
                         help="run preset or TOML config to measure (default: nano)")
-    parser.add_argument("--steps", type=loop.whole(1), default=30,
+    parser.add_argument("--steps", type=loop.whole(1, loop.MAX_STEPS), default=30,
                         help="steps per measurement (default 30)")
     parser.add_argument("--warmup", type=loop.whole(0), default=5,
                         help="warmup steps excluded (default 5)")
-    parser.add_argument("--repeats", type=loop.whole(1), default=6,
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
                         help="interleaved rounds (default 6, "
                         "the fewest with a 95 %% interval of the median)")
     loop.add_order_arguments(parser)

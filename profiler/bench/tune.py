@@ -30,14 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", action="append", metavar="DIM[=V1,V2]",
                         help="dimensions searched, as for `effiscope tune` (default: "
                              + ", ".join(DEFAULT_SPACE) + ")")
-    parser.add_argument("--grid-steps", type=loop.whole(1), default=24,
+    parser.add_argument("--grid-steps", type=loop.whole(1, loop.MAX_STEPS), default=24,
                         help="measured steps of each grid trial and the tuner's last rung "
                              "(default 24)")
-    parser.add_argument("--min-steps", type=loop.whole(1), default=6,
+    parser.add_argument("--min-steps", type=loop.whole(1, loop.MAX_STEPS), default=6,
                         help="measured steps of the tuner's first rung (default 6, as tune)")
     parser.add_argument("--eta", type=loop.whole(2), default=3, help="successive halving's eta (default 3)")
     parser.add_argument("--warmup", type=loop.whole(0), default=2, help="warmup steps excluded (default 2)")
-    parser.add_argument("--repeats", type=loop.whole(1), default=6,
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
                         help="interleaved rounds of tuner's best against grid's best (default 6)")
     parser.add_argument("--batch-size", type=loop.whole(1), help="override train.batch_size")
     parser.add_argument("--seq-len", type=loop.whole(2), help="override train.seq_len")
