@@ -345,3 +345,17 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
         worker.shutdown(0)
     assert code is not None and code != 0
     assert "still busy" in log.read_text(errors="replace")
+
+
+def test_a_stop_a_worker_never_answers_still_ends_the_run(tmp_path, effiscope_home):
+    """Item 3's other half: whatever a worker does with a start (an older worker that ignores
+    it), Ctrl-C or SIGTERM in the CLI (the `interrupt` here) ends the wait: the stop goes out,
+    and a worker that does not answer it is killed; the run is marked, never left waiting."""
+    from tests.faults import run_hostile
+
+    interrupt = threading.Event()
+    interrupt.set()  # the user pressed Ctrl-C (or sent SIGTERM) while the worker stays silent
+    status, recorder, run = run_hostile(tmp_path, [], mode="hang", interrupt=interrupt)
+    assert status == "killed" and recorder.stop_requested
+    assert run.meta()["status"] == "killed"
+    assert "killed" in run.summary()["end"]
