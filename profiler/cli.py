@@ -139,7 +139,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _with_flag(exc: Exception, args: argparse.Namespace) -> str:
     """A config sentence that also names the flag: the one given (`--lr 1e10: ...`), or the one
-    that would change a setting the preset or file chose (`...; set it with --warmup`)."""
+    that would change a setting the preset or file chose (`... (the value of nano; change it
+    with --warmup)`)."""
     field = getattr(exc, "field", "")
     for flag, attr, setting in RUN_OVERRIDES:
         if setting != field:

@@ -479,8 +479,8 @@ def _model_shape(model: ModelConfig, where: str):
     _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
     from profiler import errors, model_source  # torch-free: reads the safetensors header only
 
-    if model.source in ("checkpoint", "hf") and model.path:
-        problem = path_problem(model.path, allow_missing=model.source == "hf")
+    if model.source in ("checkpoint", "hf", "gguf") and model.path:
+        problem = path_problem(model.path, allow_missing=model.source in ("hf", "gguf"))
         _require(problem is None, f"{where}.path",
                  f"{problem}; give a checkpoint file or folder on this machine")
     try:

@@ -72,13 +72,9 @@ def resolve(path: str) -> Path:
             raise CheckpointError("path", f"{file} holds {len(found)} .gguf files; give the "
                                   "file itself")
         file = found[0]
-    from profiler.config import path_problem  # a pipe or a device is not "missing"
-
-    problem = path_problem(str(file))
-    if problem is None and not file.is_file():
-        problem = f"{file} is not a regular file"
-    if problem is not None:
-        raise CheckpointError("path", f"{problem}; give an existing .gguf file")
+    if not file.is_file():  # a pipe or a device is not "missing" (validation names its kind)
+        what = "is not a regular file" if file.exists() else "does not exist"
+        raise CheckpointError("path", f"{file} {what}; give an existing .gguf file")
     return file
 
 
