@@ -1,9 +1,9 @@
 """The `effiscope` command: the app, headless runs, the run history, the worker.
 
-Exit codes: 0 success; 1 the run failed (an error from the worker, or the store could not be
-written); 2 bad input (config, run id, arguments); 3 the worker crashed or was killed; 130
-interrupted with Ctrl-C, 143 ended by SIGTERM (either way the run is stopped and kept); 141 the
-reader of stdout went away (`| head`), ended quietly as Unix tools do.
+Exit codes: 0 success; 1 the run failed (an error from the worker, a loss that diverged, or the
+store could not be written); 2 bad input (config, run id, arguments); 3 the worker crashed or
+was killed; 130 interrupted with Ctrl-C, 143 ended by SIGTERM (either way the run is stopped
+and kept); 141 the reader of stdout went away (`| head`), ended quietly as Unix tools do.
 
 Text that came from a run (names, messages of a worker that may be on another machine) is
 printed with its control characters escaped: a name cannot drive the terminal.
@@ -127,26 +127,33 @@ class Progress:
             self.stream.flush()
 
 
-def _apply_overrides(config, args: argparse.Namespace):
-    from profiler.config import validate
+# `effiscope run` flags that override a setting: (flag, argparse attribute, dotted setting).
+RUN_OVERRIDES = (
+    ("--steps", "steps", "limits.steps"), ("--device", "device", "device"),
+    ("--batch-size", "batch_size", "train.batch_size"), ("--seq-len", "seq_len", "train.seq_len"),
+    ("--lr", "lr", "train.learning_rate"), ("--name", "name", "name"),
+    ("--nproc", "nproc", "launch.nproc_per_node"), ("--warmup", "warmup", "limits.warmup_steps"),
+)
 
-    if args.steps is not None:
-        config.limits.steps = args.steps
-    if args.device is not None:
-        config.device = args.device
-    if args.batch_size is not None:
-        config.train.batch_size = args.batch_size
-    if args.seq_len is not None:
-        config.train.seq_len = args.seq_len
-    if args.lr is not None:
-        config.train.learning_rate = args.lr
-    if args.name is not None:
-        config.name = args.name
-    if args.nproc is not None:
-        config.launch.nproc_per_node = args.nproc
-    if args.warmup is not None:
-        config.limits.warmup_steps = args.warmup
-    return validate(config)
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {setting: getattr(args, attr, None) for _, attr, setting in RUN_OVERRIDES}
+
+
+def _with_flag(exc: Exception, args: argparse.Namespace) -> str:
+    """A config sentence that also names the flag: the one given (`--lr 1e10: ...`), or the one
+    that would change a setting the preset or file chose (`... (the value of nano; change it
+    with --warmup)`)."""
+    field = getattr(exc, "field", "")
+    for flag, attr, setting in RUN_OVERRIDES:
+        if setting != field:
+            continue
+        value = getattr(args, attr, None)
+        if value is not None:
+            shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}..."
+            return f"{flag} {shown}: {exc}"
+        return f"{exc} (the value of {args.target}; change it with {flag})"
+    return str(exc)
 
 
 class ProfileRequest:
@@ -172,16 +179,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from profiler.launch import LaunchError, preflight
 
     try:
-        config = _apply_overrides(resolve(args.target), args)
+        config = resolve(args.target, _overrides(args))  # the file and the flags judged together
+    except ConfigError as exc:
+        _err(_with_flag(exc, args))
+        return EXIT_USAGE
+    try:
         preflight(config)
         start_line(config.to_dict())  # a start the protocol cannot carry: refused now, not hung
-    except (ConfigError, LaunchError, StartRefused) as exc:
+    except (LaunchError, StartRefused) as exc:
         _err(str(exc))
         return EXIT_USAGE
     if args.profile is not None and (args.profile < 1 or config.workload != "train"):
         _err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
              "a train run (workload = \"train\") and STEPS of 1 or more")
         return EXIT_USAGE
+    from profiler import machine_check
+
+    if machine_check.needs_check(config):  # what the worker would refuse: before a run exists
+        why = machine_check.refusal(config)
+        if why is not None:
+            _err(f"{why} (nothing was run)")
+            return EXIT_USAGE
     if getattr(args, "repeats", None) not in (None, 1):  # the config N times: profiler.repeats
         from profiler.repeats import run_repeats
 
@@ -261,7 +279,8 @@ def _run_once(config, args: argparse.Namespace, meta: dict | None = None,
     if interrupt.is_set():
         return (EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED,
                 run.run_id)
-    return ({"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}.get(
+    return ({"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED,
+             "diverged": EXIT_FAILED}.get(
         status, EXIT_CRASHED), run.run_id)
 
 

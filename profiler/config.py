@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import re
 import stat
 import sys
 import typing
@@ -44,6 +45,8 @@ MAX_CONFIG_BYTES = 1_000_000
 """A config file is a few kB; a bigger one (or /dev/zero) is refused before it is read."""
 MAX_TEXT_CHARS = 100_000
 """Longest text setting (a name, a path): a config must fit in one protocol message."""
+MAX_LEARNING_RATE = 10.0
+"""Above this no optimizer here trains: the loss diverges on the first steps."""
 
 
 @dataclass
@@ -391,13 +394,34 @@ def _require(ok: bool, field: str, message: str) -> None:
         raise ConfigError(field, message)
 
 
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of config with settings replaced by dotted name ({"limits.steps": 50}), each
+    value checked for its type and range like the same setting read from TOML (not validated:
+    call validate() on the result, after every override, so the file and the overrides are
+    judged together)."""
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        table = data
+        *sections, name = dotted.split(".")
+        for section in sections:
+            table = table[section]
+        table[name] = value
+    return RunConfig.from_dict(data)
+
+
 def validate(config: RunConfig) -> RunConfig:
     """Check values and combinations; raise ConfigError naming the field and the fix."""
+    # A config built in code (the app's form, CLI overrides) gets the same type and range checks
+    # as one read from TOML: a 20-digit step count is refused here, never sent to a worker.
+    _build(RunConfig, config.to_dict(), "")
     _require(config.workload in WORKLOADS, "workload",
              f"{config.workload!r} is not a workload; choose one of {', '.join(WORKLOADS)}")
     dev = config.device
-    _require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-             "device", f"{dev!r} is not a device; use auto, cpu, cuda or cuda:N")
+    _require(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]{1,4}", dev) is not None,
+             "device", f"{_shown(dev)} is not a device; use auto, cpu, cuda or cuda:N (N the "
+             "GPU's index, e.g. cuda:0)")
     shape = _model_shape(config.model, "model")
     data = config.data
     _require(data.source in DATA_SOURCES, "data.source",
@@ -409,7 +433,8 @@ def validate(config: RunConfig) -> RunConfig:
     _require(data.max_train_bytes >= 10_000, "data.max_train_bytes",
              f"must be at least 10000, got {data.max_train_bytes}")
     _require(0.0 < data.val_fraction < 0.9, "data.val_fraction",
-             f"must be between 0 and 0.9, got {data.val_fraction}")
+             f"must be above 0 and below 0.9 (both ends excluded; e.g. 0.1), got "
+             f"{data.val_fraction}")
     train = config.train
     _require(train.batch_size >= 1, "train.batch_size", f"must be 1 or more, got {train.batch_size}")
     _require(train.seq_len >= 2, "train.seq_len", f"must be 2 or more, got {train.seq_len}")
@@ -418,8 +443,9 @@ def validate(config: RunConfig) -> RunConfig:
     _require(not trains or train.seq_len <= shape.block_size, "train.seq_len",
              f"{train.seq_len} is longer than the model's context of "
              f"{shape.block_size} tokens; set it to {shape.block_size} or less")
-    _require(0.0 < train.learning_rate <= 10.0, "train.learning_rate",
-             f"must be a positive number (typically 1e-4 to 1e-2), got {train.learning_rate}")
+    _require(0.0 < train.learning_rate <= MAX_LEARNING_RATE, "train.learning_rate",
+             f"must be above 0 and at most {MAX_LEARNING_RATE:g} (typically 1e-4 to 1e-2), got "
+             f"{train.learning_rate:g}")
     _require(train.weight_decay >= 0.0, "train.weight_decay",
              f"must be 0 or more, got {train.weight_decay}")
     for name in ("beta1", "beta2"):
@@ -457,6 +483,9 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError("", str(exc)) from None
     _require(why is None, "", why or "")
     _validate_workloads(config, shape)
+    from profiler import config_rules  # torch-free
+
+    config_rules.check(config, shape)
     return config
 
 
@@ -469,8 +498,8 @@ def _model_shape(model: ModelConfig, where: str):
     _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
     from profiler import errors, model_source  # torch-free: reads the safetensors header only
 
-    if model.source in ("checkpoint", "hf") and model.path:
-        problem = path_problem(model.path, allow_missing=model.source == "hf")
+    if model.source in ("checkpoint", "hf", "gguf") and model.path:
+        problem = path_problem(model.path, allow_missing=model.source in ("hf", "gguf"))
         _require(problem is None, f"{where}.path",
                  f"{problem}; give a checkpoint file or folder on this machine")
     try:
@@ -511,7 +540,8 @@ def _validate_workloads(config: RunConfig, shape) -> None:
     _require(comp.finetune_steps >= 0, "compress.finetune_steps",
              f"must be 0 (none) or more, got {comp.finetune_steps}")
     _require(0.0 < comp.finetune_learning_rate <= 1.0, "compress.finetune_learning_rate",
-             f"must be a positive number (typically 1e-5 to 1e-3), got {comp.finetune_learning_rate}")
+             f"must be above 0 and at most 1 (typically 1e-5 to 1e-3), got "
+             f"{comp.finetune_learning_rate:g}")
     if config.workload == "compress":
         from techniques import registry
 
@@ -521,7 +551,7 @@ def _validate_workloads(config: RunConfig, shape) -> None:
     dist = config.distill
     _require(0.0 <= dist.alpha <= 1.0, "distill.alpha", f"must be in [0, 1], got {dist.alpha}")
     _require(0.0 < dist.temperature <= 100.0, "distill.temperature",
-             f"must be a positive number (typically 1 to 10), got {dist.temperature}")
+             f"must be above 0 and at most 100 (typically 1 to 10), got {dist.temperature:g}")
     _require(dist.teacher_train_steps >= 0, "distill.teacher_train_steps",
              f"must be 0 or more, got {dist.teacher_train_steps}")
     if config.workload == "distill":
@@ -600,8 +630,14 @@ def path_problem(text: str, allow_missing: bool = False) -> str | None:
     return f"{shown} is {kind}, not a file or folder"
 
 
-def resolve(target: str) -> RunConfig:
-    """A preset's name (nano) or the path of a TOML file, loaded and validated."""
+def resolve(target: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A preset's name (nano) or the path of a TOML file, loaded, with `overrides` (dotted
+    setting -> value, None = not given) applied, then validated as a whole."""
+    return validate(apply_overrides(load_target(target), overrides or {}))
+
+
+def load_target(target: str) -> RunConfig:
+    """A preset's name (nano) or the path of a TOML file, loaded (types checked, not validated)."""
     if "\x00" in target:
         raise ConfigError("", "the config path holds a NUL character; give a preset name or a "
                           "TOML file's path")
@@ -612,10 +648,10 @@ def resolve(target: str) -> RunConfig:
         raise ConfigError("", f"{_short_path(target)} cannot be a config ({exc.strerror or exc}); "
                           "give a preset name or a shorter path") from None
     if path.suffix == ".toml" or exists:
-        return validate(RunConfig.load(path))
+        return RunConfig.load(path)
     preset = PRESETS_DIR / f"{target}.toml"
     if "/" not in target and len(target) < 100 and preset.exists():
-        return validate(RunConfig.load(preset))
+        return RunConfig.load(preset)
     raise ConfigError(
         "", f"{_shown(target)} is neither a preset ({', '.join(list_presets())}) nor a TOML "
         "file; give one of those names or the path of a config"

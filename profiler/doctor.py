@@ -204,8 +204,13 @@ def run(args: argparse.Namespace) -> int:
             where = "CUDA" if spec.cuda_only else "CPU + CUDA"
             print(f"  {spec.name:<26} {where:<11} {spec.title}")
         return EXIT_OK
-    if args.only:
+    if args.only is not None:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        if not wanted:
+            print(f"effiscope: doctor --only {args.only!r} names no check; give one or more "
+                  f"names separated by commas (see --list): {', '.join(s.name for s in specs)}",
+                  file=sys.stderr)
+            return EXIT_USAGE
         unknown = [n for n in wanted if n not in {s.name for s in specs}]
         if unknown:
             print(f"effiscope: doctor --only: no check named {', '.join(unknown)}; the checks "

@@ -128,18 +128,45 @@ def model_shape(model_cfg: Any):
     path = checkpoint_path(model_cfg)
     if path is None:
         return GPT_PRESETS[model_cfg.preset]
-    _, metadata = read_header(path)
+    header, metadata = read_header(path)
+    field = "run_id" if model_cfg.source == "run" else "path"
     try:
         if metadata.get("format") != FORMAT:
             raise ValueError
         raw = json.loads(metadata["shape"])
         values = {k: int(raw[k]) for k in _SHAPE_KEYS}
     except (KeyError, TypeError, ValueError):
-        field = "run_id" if model_cfg.source == "run" else "path"
         raise CheckpointError(field, f"{path} carries no EffiScope model shape in its metadata; "
                               "give a checkpoint saved by EffiScope (Hugging Face checkpoints "
                               "are not supported yet)") from None
+    lie = _shape_against_tensors(header, values)
+    if lie:  # the metadata, not the run, is wrong: say so before a model of that shape is built
+        raise CheckpointError(field, f"{path}: its metadata does not describe its tensors "
+                              f"({lie}); the file is damaged or was edited: give the checkpoint as it was saved, or save it again")
     return GPTShape(description=metadata.get("preset", "checkpoint"), **values)
+
+
+def _shape_against_tensors(header: dict, values: dict) -> str | None:
+    """What the stored shape claims that the tensors contradict, in words, or None."""
+    def dims(name: str) -> list | None:
+        entry = header.get(name)
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        return shape if isinstance(shape, list) else None
+
+    claims = [("vocab_size", "wte.weight", 0), ("n_embd", "wte.weight", 1),
+              ("block_size", "wpe.weight", 0)]
+    for key, tensor, axis in claims:
+        shape = dims(tensor)
+        if shape is None or len(shape) != 2:
+            return f"it has no 2-D {tensor}"
+        if shape[axis] != values[key]:
+            return f"the metadata says {key} = {values[key]:,}, the weights hold {shape[axis]:,}"
+    layers = {name.split(".")[1] for name in header if name.startswith("blocks.")}
+    if len(layers) != values["n_layer"]:
+        return f"the metadata says n_layer = {values['n_layer']:,}, the weights hold {len(layers)}"
+    if values["n_head"] < 1 or values["n_embd"] % values["n_head"]:
+        return f"n_head = {values['n_head']:,} does not divide n_embd = {values['n_embd']:,}"
+    return None
 
 
 def _hf_shape(model_cfg: Any):

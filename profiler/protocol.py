@@ -55,7 +55,8 @@ def _opt(*types: type, **extra: Any) -> Field:
 
 
 ERROR_KINDS = ("config", "oom", "crash", "unsupported")
-DONE_STATUSES = ("completed", "stopped", "failed")
+DONE_STATUSES = ("completed", "stopped", "failed", "diverged")
+"""diverged: the loss stopped being a number and the run stopped there (figures up to it)."""
 EVENT_KINDS = ("toggle", "phase", "warning", "info", "refused")
 
 # What a front end reads from a run summary (CLI, store index, reports); every other key is kept
@@ -73,6 +74,7 @@ SUMMARY = {
     "last_step": _opt(int, _NONE), "samples_received": _opt(int, _NONE),
     "device": _opt(str, _NONE), "workload": _opt(str, _NONE), "status": _opt(str, _NONE),
     "end": _opt(str, _NONE), "stop_reason": _opt(str, _NONE), "stopped_early": _opt(bool),
+    "diverged": _opt(bool),
     "techniques": _opt(list), "environment": _opt(dict), "quality_loss": _opt(str, _NONE),
     # The machine's load over the run (profiler.contention), a sentence when it was contended.
     "contention_other_cpu_cores_mean": _opt(*_NUM, _NONE),
@@ -183,6 +185,12 @@ def _clean(value: Any) -> Any:
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if (isinstance(value, int) and not isinstance(value, bool)
+            and not -10**MAX_INT_DIGITS < value < 10**MAX_INT_DIGITS):
+        # What the receiver would refuse is refused before it leaves (decode's _parse_int).
+        digits = f"about {int(value.bit_length() * 0.30103) + 1:,}"  # str() refuses > 4,300
+        raise ProtocolError(f"an integer of {digits} digits is out of range "
+                            f"(at most {MAX_INT_DIGITS})")
     return value
 
 

@@ -104,7 +104,7 @@ class RunRecorder:
             status = self.done["status"]
             summary = dict(self.done["summary"])
             end = {"completed": "finished", "stopped": "stopped on request",
-                   "failed": "failed"}[status]
+                   "failed": "failed"}.get(status) or str(summary.get("stop_reason") or status)
             if explanation and status == "failed":
                 # The launcher knows the root cause (e.g. which rank died); the worker's own
                 # error is its consequence and stays in the stream.

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         device = _device(args.device)
+        roofline.fingerprint(device)  # a device this machine lacks: said once, before anything
         cached, _ = (None, "") if args.remeasure else roofline.load(device)
         if cached is None:
             say(f"measuring the roofline of {device} (a few seconds)...")

@@ -42,7 +42,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-RUN_STATUSES = ("running", "completed", "stopped", "failed", "killed", "crashed")
+RUN_STATUSES = ("running", "completed", "stopped", "failed", "killed", "crashed", "diverged")
 READ_TIMEOUT_S = 1.0
 """How long a listing waits for another process's lock on the index before reading the folders."""
 META_RESERVE = 512

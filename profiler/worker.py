@@ -8,6 +8,7 @@ When stdin closes (the front end died or is done), the current run ends and the 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import queue
@@ -84,6 +85,9 @@ class Control:
                 self.stdin_closed = True
             elif command["type"] == "stop":
                 self.stop_event.set()
+            elif command["type"] == "_bad_start":  # a run is going: this start is not for it
+                self._channel.send({"type": "event", "kind": "warning",
+                                    "message": f"ignored a bad command: {command['reason']}"})
             else:
                 out.append(command)
 
@@ -103,6 +107,45 @@ def _claim_stdout() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return proto_fd
+
+
+STDIN_GRACE_S = 10.0
+"""After its stdin closes the worker ends its run at the next step and exits; one still here
+this much later is busy where no step boundary comes (building a huge model): it exits anyway."""
+
+
+def die_with_parent() -> None:
+    """On Linux, ask the kernel to SIGKILL this process when the one that started it dies (a
+    front end killed with SIGKILL cannot close anything): nothing the worker sends could be
+    received any more, and a model being built would keep allocating. Elsewhere the stdin
+    watch alone ends an orphaned worker."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # no libc to ask: the stdin watch still works
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _leave_if_still_running(grace_s: float) -> None:
+    """Started when stdin closes: exit once grace_s has passed (the run did not end by then)."""
+    def leave() -> None:
+        time.sleep(grace_s)
+        print(f"effiscope: stdin closed {grace_s:.0f} s ago and the worker is still busy "
+              "(e.g. building a model); exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=leave, daemon=True, name="effiscope-orphan-exit").start()
 
 
 def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
@@ -140,10 +183,33 @@ def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
                 commands.put(command)
             except Exception as exc:  # noqa: BLE001 - one bad line must not end the reader
                 reason = exc if isinstance(exc, protocol.ProtocolError) else f"{type(exc).__name__}: {exc}"
+                if _command_type(line) == "start":  # answered, or its front end waits forever
+                    commands.put({"type": "_bad_start", "reason": str(reason)[:500]})
+                    continue
                 channel.send({"type": "event", "kind": "warning",
                               "message": f"ignored a bad command: {str(reason)[:500]}"})
     finally:
         commands.put({"type": "_eof"})
+        _leave_if_still_running(STDIN_GRACE_S)
+
+
+def _command_type(line: bytes) -> str | None:
+    """The `type` of a line that failed validation, read leniently (numbers kept as text), so
+    a refused start can be answered; None when it is no JSON object."""
+    try:
+        message = json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
+    except Exception:  # noqa: BLE001 - anything unreadable simply has no type
+        return None
+    kind = message.get("type") if isinstance(message, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def refuse_start(channel: Channel | SilentChannel, reason: str) -> None:
+    """A start the protocol refused ends as a failed run with the reason (never silence)."""
+    channel.send({"type": "error", "kind": "config",
+                  "message": f"the start command was refused: {reason}",
+                  "hint": "fix the run config (every number within its range) and start again"})
+    channel.send({"type": "done", "status": "failed", "summary": {}})
 
 
 def _heartbeat(channel: Channel, stop: threading.Event) -> None:
@@ -297,7 +363,8 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         # One module per workload (profiler/workloads/<workload>.py), each with run(config, emit, control).
         workload = importlib.import_module(f"profiler.workloads.{config.workload}")
         summary = workload.run(config, measured.send, control)
-        status = "stopped" if summary.get("stopped_early") else "completed"
+        status = ("diverged" if summary.get("diverged") else
+                  "stopped" if summary.get("stopped_early") else "completed")
         channel.send({"type": "done", "status": status, "summary": summary})
         return status
     except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
@@ -355,6 +422,8 @@ def main_distributed(proto_fd: int) -> int:
                 break
             if command["type"] == "start":
                 config = command["config"]
+            elif command["type"] == "_bad_start":
+                refuse_start(channel, command["reason"])
             else:
                 channel.send({"type": "event", "kind": "refused",
                               "message": f"no run in progress: {command['type']!r} ignored"})
@@ -372,6 +441,7 @@ def main_distributed(proto_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     proto_fd = _claim_stdout()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return main_distributed(proto_fd)
@@ -379,7 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     commands: queue.Queue = queue.Queue()
     control = Control(commands, channel)
 
+    signalled: list[int] = []
+
     def _graceful(signum, frame):  # SIGTERM / SIGINT: finish the step, send done, exit
+        if not signalled:  # ...within STDIN_GRACE_S, even in the middle of a model build
+            _leave_if_still_running(STDIN_GRACE_S)
+        signalled.append(signum)
         control.stop_event.set()
         control.stdin_closed = True
 
@@ -400,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "start":
             control.stop_event.clear()
             run_one(command, channel, control)
+        elif kind == "_bad_start":
+            refuse_start(channel, command["reason"])
         elif kind == "stop":
             continue  # nothing is running
         else:

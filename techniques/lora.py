@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, register
 
 TARGETS = ("attention", "mlp", "all-linear")
 ADAPTER_DIR = "adapter"
@@ -23,6 +23,18 @@ ADAPTER_DIR = "adapter"
 def _check(params: dict, caps: dict) -> str | None:
     if caps.get("model_kind") == "hf-encoder":
         return "an encoder model is not trained here (infer and compress only); nothing to adapt"
+    return None
+
+
+def config_check(params: dict, facts: RunFacts) -> str | None:
+    """A rank above a layer's narrowest side adds parameters and no capacity: B·A of an
+    out x in layer has rank at most min(out, in)."""
+    groups = ("attention", "mlp") if params["target"] == "all-linear" else (params["target"],)
+    widths = [facts.linear_widths[g] for g in groups if g in facts.linear_widths]
+    if widths and params["rank"] > min(widths):
+        return (f"rank = {params['rank']} is above the narrowest adapted layer's width "
+                f"({min(widths)}), where an update B·A can have rank {min(widths)} at most; "
+                f"set rank to {min(widths)} or less (typically 4 to 64)")
     return None
 
 
@@ -49,6 +61,7 @@ INFO = register(TechniqueInfo(
     requires=("package:peft",),
     conflicts=("qlora",),
     check=_check,
+    config_check=config_check,
     extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes"), "workloads": ("train",)},
 ))
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, register
+
+
+def _config_check(params: dict, facts: RunFacts) -> str | None:
+    if facts.workload in ("train", "distill") and params["warmup_steps"] > facts.steps:
+        return (f"warmup_steps = {params['warmup_steps']} is longer than the run (limits.steps = "
+                f"{facts.steps}), so the learning rate would never reach its peak; set "
+                f"warmup_steps to {facts.steps} or less, or run more steps")
+    return None
+
 
 INFO = register(TechniqueInfo(
     name="lr_schedule",
@@ -18,6 +27,7 @@ INFO = register(TechniqueInfo(
         Param("warmup_steps", int, 20, "Steps of linear warmup", min=0, max=1_000_000),
         Param("min_lr_ratio", float, 0.1, "Floor of the decay as a fraction of the peak", min=0.0, max=1.0),
     ),
+    config_check=_config_check,
 ))
 
 

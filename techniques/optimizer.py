@@ -41,14 +41,63 @@ INFO = register(TechniqueInfo(
 ))
 
 
-def _kernel_options(state, algorithm: str, choice: str) -> tuple[dict, str]:
-    fused_ok = algorithm in state.caps.get("fused", [])
-    if choice == "auto":
-        # Fused is the fastest where it exists; on CPU torch's fused kernels are new, foreach is
-        # the long-standing default there.
-        choice = "fused" if fused_ok and state.device.type == "cuda" else "foreach"
-    return ({"fused": {"fused": True}, "foreach": {"foreach": True},
-             "for-loop": {"foreach": False}}[choice], choice)
+KERNELS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+MEASURED_ELEMENTS = 1_000_000
+"""`auto` on a CPU times the kernels on copies of at most this many parameter elements."""
+
+
+def _kernel_options(state, algorithm: str, choice: str) -> tuple[dict, str, str]:
+    """(torch kwargs, kernel, why) for `implementation = choice`; `why` explains an auto pick."""
+    if choice != "auto":
+        return KERNELS[choice], choice, ""
+    if algorithm not in state.caps.get("fused", []):
+        return KERNELS["foreach"], "foreach", f"auto: this torch has no fused {algorithm} here"
+    if state.device.type == "cuda":
+        return KERNELS["fused"], "fused", "auto: fused, one kernel for all tensors on CUDA"
+    if getattr(getattr(state, "dist", None), "enabled", False):
+        return KERNELS["foreach"], "foreach", ("auto: foreach on every rank of the job (each "
+                                               "rank timing its own could pick differently)")
+    # On a CPU neither is faster everywhere (fused kernels are new there): time both.
+    times, elements = _time_kernels(state, algorithm, ("foreach", "fused"))
+    chosen = min(times, key=times.get)
+    other = "fused" if chosen == "foreach" else "foreach"
+    return KERNELS[chosen], chosen, (
+        f"auto: {chosen} took {times[chosen] * 1e3:.3g} ms per update against {other} "
+        f"{times[other] * 1e3:.3g} ms, median of 5 updates each on copies of {elements:,} "
+        "parameters")
+
+
+def _time_kernels(state, algorithm: str, kernels: tuple[str, ...]) -> tuple[dict, int]:
+    """Median seconds of one optimizer update per kernel, on copies of (a bounded share of) the
+    model's trainable parameters with small random gradients; kernels interleaved round by
+    round, so a slower moment of the machine hits both."""
+    import statistics
+    import time
+
+    import torch
+
+    sample, elements = [], 0
+    for param in state.model.parameters():  # whole tensors, the last (or a huge one) cut short
+        take = min(param.numel(), MEASURED_ELEMENTS - elements)
+        if param.requires_grad and take > 0:
+            sample.append(param.detach().flatten()[:take])
+            elements += take
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[algorithm]
+    extra = {"momentum": 0.9} if algorithm == "sgd" else {}
+    optimizers = {}
+    for kernel in kernels:
+        copies = [torch.nn.Parameter(p.clone()) for p in sample]
+        for copy in copies:
+            copy.grad = torch.randn_like(copy) * 1e-3
+        optimizers[kernel] = cls(copies, lr=1e-4, **extra, **KERNELS[kernel])
+        optimizers[kernel].step()  # states allocated, kernels loaded: not timed
+    times: dict[str, list[float]] = {kernel: [] for kernel in kernels}
+    for round_index in range(5):
+        for kernel in (kernels if round_index % 2 == 0 else kernels[::-1]):
+            started = time.perf_counter()
+            optimizers[kernel].step()
+            times[kernel].append(time.perf_counter() - started)
+    return {kernel: statistics.median(values) for kernel, values in times.items()}, elements
 
 
 def apply(state, params: dict) -> str:
@@ -59,7 +108,7 @@ def apply(state, params: dict) -> str:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     algorithm = params["algorithm"]
-    kernel, chosen = _kernel_options(state, algorithm, params["implementation"])
+    kernel, chosen, why = _kernel_options(state, algorithm, params["implementation"])
     state.base_lr = train.learning_rate
     if algorithm == "sgd":
         groups = [{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}]
@@ -84,7 +133,8 @@ def apply(state, params: dict) -> str:
                                          params["momentum"])
     state_mb = (predicted or 0) / 2**20
     return (f"{algorithm.upper() if algorithm == 'sgd' else {'adam': 'Adam', 'adamw': 'AdamW'}[algorithm]} "
-            f"({chosen}), lr {train.learning_rate:g}, {decay_text}; {states} fp32 state(s) per "
+            f"({chosen}{'; ' + why if why else ''}), lr {train.learning_rate:g}, {decay_text}; "
+            f"{states} fp32 state(s) per "
             f"parameter, {state_mb:.1f} MiB of optimizer state")
 
 

@@ -11,7 +11,7 @@ after it, in the same stage.
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, register
 
 # torchao.optim's block-wise quantized AdamW: each state of a tensor with at least
 # LOW_BIT_MIN_NUMEL elements (and a multiple of the block size) is stored as `bits`-bit codes, one
@@ -55,6 +55,14 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
+def _config_check(params: dict, facts: RunFacts) -> str | None:
+    algorithm = (facts.techniques.get("optimizer") or {}).get("algorithm", "adamw")
+    if algorithm != "adamw":
+        return (f"stores AdamW's two moments in low bits, but optimizer.algorithm is {algorithm}; "
+                "set [techniques.optimizer] algorithm = \"adamw\" or remove optimizer_low_bit")
+    return None
+
+
 INFO = register(TechniqueInfo(
     name="optimizer_low_bit",
     label="Low-bit optimizer states",
@@ -70,6 +78,7 @@ INFO = register(TechniqueInfo(
               "(8 bits)", choices=BACKENDS),
     ),
     check=_check,
+    config_check=_config_check,
     extra={"acts_on": ("optimizer_state_bytes",)},
 ))
 

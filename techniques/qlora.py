@@ -26,6 +26,7 @@ INFO = register(TechniqueInfo(
     requires=("cuda", "package:bitsandbytes", "package:peft"),
     conflicts=("lora",),
     check=lora.INFO.check,
+    config_check=lora.config_check,
     extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes", "model_bytes"), "workloads": ("train",)},
 ))
 

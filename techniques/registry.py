@@ -51,11 +51,17 @@ class TechniqueInfo:
     always_on: bool = False
     """Always applied (with defaults when the config does not name it), e.g. the optimizer."""
     check: Callable[[dict, dict], str | None] | None = None
-    """check(params, capabilities) -> why these params cannot run on this machine, or None."""
+    """check(params, capabilities) -> why these params cannot run on this machine, or None.
+    Validation also runs it against machines that can do everything (`config_problem`): what it
+    refuses there is a contradiction of the config itself, refused before a run exists."""
     check_combination: Callable[[dict, dict[str, dict], str], str | None] | None = None
     """check_combination(params, in_force, workload) -> why these params cannot run beside the
     techniques in force (name -> params, defaults filled) in this workload, or None. Asked by the
     config's validation (before the run), the engine's plan and every mid-run change."""
+    config_check: Callable[[dict, RunFacts], str | None] | None = None
+    """config_check(params, facts) -> why these params contradict the rest of the run config
+    (another technique's settings, the run's length, the model's shape), or None. Torch-free;
+    validation runs it before a run exists, the worker's validation again."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata; known keys: "workloads" (where it applies), "mfu" ("n/a": its matmuls
     run at another peak), "acts_on" (summary figures it changes first: a comparison of runs that
@@ -68,6 +74,23 @@ class TechniqueInfo:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a config-only check may read: facts of the run config that need no machine."""
+
+    workload: str = "train"
+    steps: int = 0
+    """limits.steps: optimizer steps of the run."""
+    device: str = "auto"
+    techniques: dict[str, dict] = field(default_factory=dict)
+    """Every technique the run names plus the always-on ones, parameters with defaults filled."""
+    world_size: int = 1
+    model_kind: str = "builtin"
+    linear_widths: dict[str, int] = field(default_factory=dict)
+    """The narrowest input or output width of the blocks' Linear layers, by group ("attention",
+    "mlp"); empty when the model's shape is not known."""
 
 
 class UnknownTechnique(ValueError):
@@ -207,4 +230,51 @@ def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[s
             return f"needs the Python package {need[8:]} (pip install {need[8:]})"
     if info.check is not None:
         return info.check(params, caps)
+    return None
+
+
+def _ideal_machines(facts: RunFacts) -> list[dict]:
+    """Capabilities of machines that can do everything the configured device allows: a check
+    that refuses on every one of them refuses the config, not a machine."""
+    common = {"bf16": True, "compiler": True, "distributed": True, "hf_checkpoint_every": True,
+              "packages": [p.split(":", 1)[1] for info in _REGISTRY.values()
+                           for p in info.requires if p.startswith("package:")],
+              "fused": ["adamw", "adam", "sgd"], "world_size": facts.world_size,
+              "model_kind": facts.model_kind}
+    cuda = {**common, "device": "cuda", "cuda": True, "cuda_capability": 100.0}
+    cpu = {**common, "device": "cpu", "cuda": False, "cuda_capability": None}
+    if facts.device == "cpu":
+        return [cpu]
+    if facts.device.startswith("cuda"):
+        return [cuda]
+    return [cuda, cpu]
+
+
+def config_problem(facts: RunFacts) -> tuple[str, str] | None:
+    """(technique name, sentence) for the first contradiction within a run config, or None:
+    declared conflicts, a check that refuses on every machine the configured device allows,
+    then each technique's config_check. Torch-free: validation runs it before a run exists."""
+    _load_builtin()
+    names = list(facts.techniques)
+    for i, name in enumerate(names):
+        for other in names[i + 1:]:
+            if other in get(name).conflicts or name in get(other).conflicts:
+                return name, (f"cannot be combined with techniques.{other} "
+                              f"({get(name).label} and {get(other).label} are exclusive); "
+                              "enable only one of them")
+    machines = _ideal_machines(facts)
+    everywhere = _ideal_machines(RunFacts(device="auto", world_size=facts.world_size,
+                                          model_kind=facts.model_kind))
+    for name in names:
+        info, params = get(name), facts.techniques[name]
+        reasons = [unavailable_reason(info, params, caps) for caps in machines]
+        if all(reasons):
+            if not all(unavailable_reason(info, params, caps) for caps in everywhere):
+                return name, (f"cannot run with device = {facts.device!r} ({reasons[0]}); set "
+                              f"device = \"auto\" (or another device), or remove it")
+            return name, str(reasons[0])
+        if info.config_check is not None:
+            why = info.config_check(params, facts)
+            if why:
+                return name, why
     return None

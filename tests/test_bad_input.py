@@ -221,12 +221,16 @@ WORKER_CASES = [
      "config"),
     ("binary-data-file", {"data": {"source": "path", "path": "{dir}/one.bin"}}, "data.path", "config"),
     ("too-little-text", {"data": {"source": "path", "path": "{dir}/tiny.txt"}}, "data.path", "config"),
+    # device = "cpu" with fp16 contradicts itself: the worker's validation refuses it (config);
+    # with device = "auto" only this machine says no (its plan: unsupported).
     ("fp16-on-cpu", {"techniques": {"precision": {"dtype": "fp16"}}}, "techniques.precision",
-     "unsupported"),
+     "config"),
+    ("fp16-on-auto-here", {"device": "auto", "techniques": {"precision": {"dtype": "fp16"}}},
+     "techniques.precision", "unsupported"),
     ("cuda-without-gpu", {"device": "cuda"}, "device", "unsupported"),
     ("conflicting-quantizations", {"workload": "infer", "techniques": {
         "quantize_int8_dynamic": {}, "weight_cast": {}}}, "techniques.quantize_int8_dynamic",
-     "unsupported"),
+     "config"),
     ("truncated-checkpoint", {"workload": "infer", "model": {
         "source": "checkpoint", "path": "{cut}"}}, "model.path", "config"),
 ]

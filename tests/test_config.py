@@ -31,7 +31,7 @@ def test_presets_load_and_validate():
     ("[train]\nbatch_size = true", "train.batch_size", "integer"),
     ("[train]\nlearning_rate = 'fast'", "train.learning_rate", "number"),
     ("[train]\nbatch_size = 0", "train.batch_size", "1 or more"),
-    ("[train]\nlearning_rate = -1e-3", "train.learning_rate", "positive"),
+    ("[train]\nlearning_rate = -1e-3", "train.learning_rate", "above 0 and at most 10"),
     ("[train]\nseq_len = 4096", "train.seq_len", "context"),
     ("[model]\npreset = 'gpt-5'", "model.preset", "choose one of"),
     ("device = 'tpu'", "device", "auto, cpu, cuda"),

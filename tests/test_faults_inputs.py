@@ -315,3 +315,172 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     assert meta["status"] == "completed" and "could not be written" in meta["end"]
     row = next(r for r in RunStore().list_runs() if r["id"] == run.run_id)
     assert row["status"] == "completed"  # not "crashed" by reconcile
+
+
+# --- issue 34, items 5 and 14: model files that lie, and models this machine cannot hold --------
+def _nano_checkpoint(path: Path, **lies) -> Path:
+    """gpt-nano saved by EffiScope, its metadata's shape then edited by `lies`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from profiler.models.gpt import GPT
+    from profiler.models.presets import GPT_PRESETS
+    from profiler.weights import save_model
+
+    save_model(GPT(GPT_PRESETS["gpt-nano"]), path, "gpt-nano")
+    with safe_open(str(path), "pt") as fh:
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+        metadata = dict(fh.metadata())
+    metadata["shape"] = json.dumps({**json.loads(metadata["shape"]), **lies})
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("lie, words", [
+    ({"n_embd": 100_000}, "n_embd = 100,000, the weights hold 128"),
+    ({"n_layer": 1_000_000}, "n_layer = 1,000,000, the weights hold 4"),
+    ({"vocab_size": 10**9}, "vocab_size = 1,000,000,000, the weights hold 256"),
+], ids=["width", "layers", "vocabulary"])
+def test_a_checkpoint_whose_metadata_lies_about_its_shape_is_blamed(lie, words, tmp_path):
+    """Item 14: the file is named as the fault, before a model of the claimed shape is built
+    (it used to end as "out of memory ... lower train.batch_size")."""
+    path = _nano_checkpoint(tmp_path / "model.safetensors", **lie)
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+                                     f"path = '{path}'"))
+    text = str(info.value)
+    assert text.startswith("model.path: ") and "metadata does not describe its tensors" in text
+    assert words in text and "batch_size" not in text
+    assert_fix_sentence(text, "model.path")
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory) -> Path:
+    from tests.hf_fixtures import bpe_tokenizer, save_llama
+
+    return save_llama(tmp_path_factory.mktemp("llama"), bpe_tokenizer())
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("hidden_size", 64, "config.json says hidden_size = 64, but the weights' "
+                        "model.embed_tokens.weight is 320 x 32"),
+    ("vocab_size", 10**9, "config.json's vocab_size is wrong"),
+    ("num_hidden_layers", 10**6, "config.json says num_hidden_layers = 1,000,000, but the "
+                                 "weights hold 2 layers"),
+], ids=["hidden-size", "vocabulary", "layers"])
+def test_a_hugging_face_config_that_lies_names_the_wrong_field(key, value, words, llama_folder,
+                                                               tmp_path):
+    """Item 14 (and item 5's huge claim in a checkpoint folder): the field named, before
+    transformers builds anything (it used to say "look at the above report!", with no
+    report, or build for minutes)."""
+    import shutil
+
+    folder = tmp_path / "lying-llama"
+    shutil.copytree(llama_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'hf'\n"
+                                     f"path = '{folder}'"))
+    text = str(info.value)
+    assert words in text and f"config.json's {key} is wrong" in text, text
+    assert_fix_sentence(text, "model.path")
+
+
+def test_an_honest_hugging_face_folder_still_validates(llama_folder):
+    validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'hf'\n"
+                                 f"path = '{llama_folder}'"))
+
+
+@pytest.mark.parametrize("path, kind", [("/dev/zero", "is a device"), ("{fifo}", "is a pipe")],
+                         ids=["dev-zero", "fifo"])
+def test_a_gguf_path_that_is_no_regular_file_says_what_it_is(path, kind, fifo):
+    """Item 14: a FIFO or a device given as the .gguf file "does not exist" no longer."""
+    path = path.replace("{fifo}", str(fifo))
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'gguf'\n"
+                                     f"path = '{path}'"))
+    text = str(info.value)
+    assert kind in text and "not a file or folder" in text and "does not exist" not in text
+    assert_fix_sentence(text, "model.path")
+
+
+HUGE_ARCH = ("workload = 'infer'\n[model]\nsource = 'hf-config'\n[model.arch]\nname = 'llama'\n"
+             "n_layer = 1000000\nvocab_size = 1000000000\n")
+
+
+def test_a_model_bigger_than_this_machine_is_refused_before_it_is_built():
+    """Item 5: 10**6 layers and a 10**9 vocabulary (trillions of parameters) are refused with
+    the predicted size against this machine's memory; nothing is built."""
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(HUGE_ARCH))
+    text = str(info.value)
+    assert text.startswith("model: the model has about ") and "more than this machine's" in text
+    assert "TiB in fp32" in text and "choose a smaller model" in text
+    assert_fix_sentence(text, "model")
+
+
+def test_the_size_check_counts_every_process_and_spares_a_model_that_fits():
+    from profiler import config_rules
+    from profiler.models.presets import GPT_PRESETS
+
+    config = RunConfig()
+    nano = GPT_PRESETS["gpt-nano"]
+    assert config_rules.model_memory_problem(config, nano, memory=2**30) is None
+    config.launch.nproc_per_node = 8
+    needed = nano.parameter_count() * 4
+    text = config_rules.model_memory_problem(config, nano, memory=needed * 4)
+    assert text and "in each of 8 processes" in text
+    config.launch.ssh = "gpu-box"  # judged on that machine, by its own worker's validation
+    assert config_rules.model_memory_problem(config, nano, memory=1) is None
+
+
+def test_cli_run_of_a_model_too_big_for_this_machine_is_exit_2_and_no_run(tmp_path, capsys,
+                                                                          effiscope_home):
+    toml = tmp_path / "huge.toml"
+    toml.write_text(HUGE_ARCH)
+    assert cli.main(["run", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "more than this machine's" in err
+    assert not (effiscope_home / "runs").exists()
+
+
+def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsys):
+    """Item 10: a checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
+    float) used to end in OverflowError with nothing kept; now the run completes, the loss is
+    kept and the perplexity is n/a with its reason."""
+    import torch
+
+    from profiler.models.gpt import GPT
+    from profiler.models.presets import GPT_PRESETS
+    from profiler.weights import save_model
+
+    model = GPT(GPT_PRESETS["gpt-nano"])
+    with torch.no_grad():
+        model.wte.weight.mul_(1e5)  # tied to the head: logits thousands of nats apart
+    path = tmp_path / "loud.safetensors"
+    save_model(model, path, "gpt-nano")
+    config = RunConfig.from_toml(
+        f"workload = 'infer'\ndevice = 'cpu'\n[model]\nsource = 'checkpoint'\npath = '{path}'\n"
+        "[data]\nsource = 'random'\n[infer]\nrepeats = 1\nwarmup_runs = 0\nprompt_len = 8\n"
+        "gen_len = 2\neval_tokens = 256\neval_seq_len = 32\n").to_dict()
+    channel = _ListChannel()
+    status = worker.run_one(protocol.start(config), channel,
+                            worker.Control(queue.Queue(), channel))
+    capsys.readouterr()
+    assert status == "completed", [m for m in channel.messages if m["type"] == "error"]
+    figures = channel.messages[-1]["summary"]["figures"]
+    assert figures["loss_val"]["value"] > 709
+    assert figures["perplexity"]["value"] is None
+    assert figures["perplexity"]["how"].startswith("n/a: infinite (the loss is ")
+    assert figures["decode_tokens_per_s"]["value"] > 0  # the latency figures are kept
+
+
+class _ListChannel:
+    alive = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))

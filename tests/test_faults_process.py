@@ -226,3 +226,136 @@ def test_a_silent_hostile_worker_is_noted_and_the_run_still_closes(tmp_path, eff
     assert status == "killed"
     assert said and said[0].startswith("the worker has sent nothing for")
     assert run.meta()["status"] == "killed"
+
+
+# --- issue 34: a start that cannot run ends the run; a worker dies with its front end ----------
+TWENTY_DIGITS = "10000000000000000000"
+
+
+def test_a_start_the_worker_cannot_read_ends_as_a_failed_run(tmp_path):
+    """Item 3: a start line the worker refuses (a 20-digit step count) is answered with an
+    error and `done`, so a front end waiting for the run is never left waiting."""
+    from profiler import protocol
+    from profiler.client import WorkerProcess
+
+    worker = WorkerProcess(log_path=tmp_path / "worker.log")
+    try:
+        worker.send(b'{"type":"start","config":{"limits":{"steps":' + TWENTY_DIGITS.encode()
+                    + b"}}}\n")
+        messages = []
+        while not messages or messages[-1]["type"] != "done":
+            line = worker.lines.get(timeout=60)  # hang guard: it used to wait forever here
+            messages.append(protocol.decode(line))
+    finally:
+        worker.shutdown()
+    error = next(m for m in messages if m["type"] == "error")
+    assert error["kind"] == "config" and "20 digits is out of range" in error["message"]
+    assert messages[-1]["status"] == "failed"
+
+
+def test_the_front_end_never_sends_what_the_worker_would_refuse():
+    from profiler import protocol
+    from profiler.client import StartRefused, start_line
+
+    with pytest.raises(protocol.ProtocolError, match="20 digits"):
+        protocol.encode(protocol.start({"limits": {"steps": int(TWENTY_DIGITS)}}), "front")
+    with pytest.raises(StartRefused, match="out of range"):
+        start_line({"limits": {"steps": -int(TWENTY_DIGITS)}})
+
+
+def test_cli_run_with_a_20_digit_step_count_is_refused_before_a_run_exists(effiscope_home):
+    proc = cli("run", "nano", "--steps", TWENTY_DIGITS)
+    try:
+        out, err = proc.communicate(timeout=60)  # hang guard: it used to wait forever
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, err
+    assert "--steps" in err and "limits.steps" in err and "2**63" in err
+    assert not (effiscope_home / "runs").exists() or not any((effiscope_home / "runs").iterdir())
+
+
+# A front end that starts a worker whose stdin stays open elsewhere (the test holds the pipe),
+# then waits: SIGKILLing it leaves the worker no closed stdin to notice.
+INTERMEDIATE = r"""
+import subprocess, sys
+stdin_fd, log = int(sys.argv[1]), open(sys.argv[2], "ab")
+worker = subprocess.Popen([sys.executable, "-m", "profiler.worker"], stdin=stdin_fd,
+                          stdout=subprocess.DEVNULL, stderr=log, pass_fds=(stdin_fd,))
+print(worker.pid, flush=True)
+worker.wait()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
+    """Item 5: SIGKILL of the front end ends its worker even while the worker's stdin is still
+    open (held here), as when a child of the front end keeps the pipe: the kernel's
+    parent-death signal, not the stdin watch."""
+    import os
+    import subprocess
+
+    from profiler.client import worker_env
+
+    read_end, write_end = os.pipe()
+    log = tmp_path / "worker.log"
+    front = subprocess.Popen([sys.executable, "-c", INTERMEDIATE, str(read_end), str(log)],
+                             stdout=subprocess.PIPE, text=True, env=worker_env(),
+                             pass_fds=(read_end,))
+    os.close(read_end)
+    worker_pid = None
+    try:
+        worker_pid = int(front.stdout.readline())
+        wait_for(lambda: "ready in" in log.read_text(errors="replace"), 60, "the worker's hello")
+        front.kill()
+        front.wait(30)
+        wait_for(lambda: gone(worker_pid), 10, "the orphaned worker to die", step_s=0.02)
+    finally:
+        os.close(write_end)
+        if front.poll() is None:
+            front.kill()
+            front.wait()
+        if worker_pid is not None and not gone(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
+    """Item 5: the stdin watch holds during set-up too: a worker busy building a model (here a
+    build that never ends) exits within its grace once its front end has gone."""
+    from profiler import protocol
+    from profiler.client import WorkerProcess
+    from profiler.worker import STDIN_GRACE_S
+
+    log = tmp_path / "worker.log"
+    script = ("import sys, time, profiler.weights as weights, profiler.worker as worker\n"
+              "def endless_build(*args, **kwargs):\n"
+              "    print('building the model', file=sys.stderr, flush=True)\n"
+              "    time.sleep(600)\n"
+              "weights.load_model = endless_build\n"
+              "worker.main()\n")
+    worker = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
+    try:
+        worker.send(protocol.start(tiny_config(steps=5).to_dict()))
+        wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
+                 "the model build to start")
+        worker.close_stdin()
+        code = worker.wait(STDIN_GRACE_S + 30)  # hang guard: it used to build for 600 s
+    finally:
+        worker.shutdown(0)
+    assert code is not None and code != 0
+    assert "still busy" in log.read_text(errors="replace")
+
+
+def test_a_stop_a_worker_never_answers_still_ends_the_run(tmp_path, effiscope_home):
+    """Item 3's other half: whatever a worker does with a start (an older worker that ignores
+    it), Ctrl-C or SIGTERM in the CLI (the `interrupt` here) ends the wait: the stop goes out,
+    and a worker that does not answer it is killed; the run is marked, never left waiting."""
+    from tests.faults import run_hostile
+
+    interrupt = threading.Event()
+    interrupt.set()  # the user pressed Ctrl-C (or sent SIGTERM) while the worker stays silent
+    status, recorder, run = run_hostile(tmp_path, [], mode="hang", interrupt=interrupt)
+    assert status == "killed" and recorder.stop_requested
+    assert run.meta()["status"] == "killed"
+    assert "killed" in run.summary()["end"]

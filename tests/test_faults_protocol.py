@@ -25,7 +25,9 @@ SENTINEL = protocol.encode(protocol.profile_request(1), "front").encode()
 
 
 def rejected(line: bytes) -> bool:
-    """Whether the worker must answer this line with a warning (blank lines are skipped)."""
+    """Whether the worker must answer this line (blank lines are skipped): with a warning, or,
+    for a start it cannot take, with an error and done (issue 34: a front end waiting for that
+    run is never left waiting)."""
     if not line.strip():
         return False
     try:
@@ -93,11 +95,20 @@ def _send_and_collect(worker: WorkerProcess, lines: list[bytes]) -> list[dict]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(fuzzed_line, min_size=1, max_size=6))
 def test_fuzzed_lines_are_each_rejected_with_a_message(live_worker, lines):
+    from profiler.worker import _command_type
+
     lines = [line for line in lines if rejected(line) or not line.strip()]  # no real commands
     replies = _send_and_collect(live_worker, lines)
-    assert all(m["type"] == "event" and m["kind"] == "warning" for m in replies), replies
-    assert all(m["message"].startswith("ignored a bad command: ") for m in replies), replies
-    assert len(replies) == sum(rejected(line) for line in lines)
+    starts = sum(rejected(line) and _command_type(line) == "start" for line in lines)
+    warnings = [m for m in replies if m["type"] == "event"]
+    assert all(m["kind"] == "warning" and m["message"].startswith("ignored a bad command: ")
+               for m in warnings), replies
+    errors = [m for m in replies if m["type"] == "error"]
+    assert len(errors) == starts and all(
+        m["message"].startswith("the start command was refused: ") for m in errors), replies
+    assert [m["status"] for m in replies if m["type"] == "done"] == ["failed"] * starts
+    assert len(warnings) + 2 * starts == len(replies) == sum(
+        (2 if _command_type(line) == "start" else 1) for line in lines if rejected(line))
 
 
 def test_huge_and_wrong_version_lines_are_rejected_and_a_run_still_starts(live_worker):
@@ -106,10 +117,12 @@ def test_huge_and_wrong_version_lines_are_rejected_and_a_run_still_starts(live_w
     deep = b"[" * 50_000 + b"]" * 50_000
     wrong = json.dumps({**protocol.start(tiny_config(steps=3).to_dict()), "protocol": 2}).encode()
     replies = _send_and_collect(worker, [huge, deep, wrong])
-    assert [m["kind"] for m in replies] == ["warning"] * 3
+    assert [m.get("kind") for m in replies] == ["warning", "warning", "config", None]
     assert f"over {protocol.MAX_LINE_BYTES} bytes" in replies[0]["message"]
     assert "nested too deeply" in replies[1]["message"]
+    # A start of another version is answered with its reason and the end of that run.
     assert "protocol 2, this worker speaks 1" in replies[2]["message"]
+    assert replies[3] == {"type": "done", "status": "failed", "summary": {}}
     # The stream goes on: the same worker runs a real start to the end.
     worker.send(protocol.start(tiny_config(steps=3).to_dict()))
     messages = [_next_message(worker, 120)]

@@ -212,7 +212,8 @@ def test_an_oversize_start_is_refused_before_the_worker_starts(tmp_path, capsys,
     code = cli.main(["run", str(toml), "--name", "n" * 5_000_000])
     err = capsys.readouterr().err
     assert code == 2
-    assert "cannot be sent to the worker" in err and "the longest text is name" in err
+    # The flag's value is checked like the same setting in a file (issue 34), before any send.
+    assert "--name nnnnnnnnnnnnnnnnnnnn...: name: is 5,000,000 characters long" in err
     assert_sentence(err)
     assert not (effiscope_home / "runs").exists() or not any((effiscope_home / "runs").iterdir())
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before

@@ -186,6 +186,7 @@ def test_set_mid_run_changes_behaviour_from_the_next_step(worker):
 
 def test_unsupported_technique_is_refused_before_the_run(worker):
     config = nano_config()
+    config.device = "auto"  # with device = "cpu" validation refuses it (a config error)
     config.techniques = {"precision": {"dtype": "fp16"}}
     worker.send(protocol.start(config.to_dict()))
     messages = collect(worker, timeout=60)

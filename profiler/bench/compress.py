@@ -54,19 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="built-in model preset (default gpt-micro)")
     parser.add_argument("--run", default="", help="use the weights a past train run saved "
                         "(train.save_checkpoint) instead of training the preset here")
-    parser.add_argument("--train-steps", type=int, default=150, help="train the preset this "
+    parser.add_argument("--train-steps", type=loop.whole(0, loop.MAX_STEPS), default=150,
+                        help="train the preset this "
                         "many steps first (default 150; 0 = random weights)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--repeats", type=int, default=10, help="timed generations per option "
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=10,
+                        help="timed generations per option "
                         "(interleaved rounds)")
-    parser.add_argument("--warmup", type=int, default=2, help="warmup generations per option")
+    parser.add_argument("--warmup", type=loop.whole(0), default=2,
+                        help="warmup generations per option")
     loop.add_order_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=1, help="sequences per generation")
-    parser.add_argument("--prompt-len", type=int, default=64, help="prompt tokens")
-    parser.add_argument("--gen-len", type=int, default=32, help="generated tokens")
-    parser.add_argument("--eval-tokens", type=int, default=8192,
+    parser.add_argument("--batch-size", type=loop.whole(1), default=1,
+                        help="sequences per generation")
+    parser.add_argument("--prompt-len", type=loop.whole(1), default=64, help="prompt tokens")
+    parser.add_argument("--gen-len", type=loop.whole(1), default=32, help="generated tokens")
+    parser.add_argument("--eval-tokens", type=loop.whole(0), default=8192,
                         help="held-out tokens for perplexity and KL")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=loop.whole(0), default=0,
                         help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--only", default="", help="comma-separated substrings of option labels")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -284,10 +288,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"effiscope: {args.preset!r} is not a built-in model; choose one of "
               f"{', '.join(GPT_PRESETS)}", file=sys.stderr)
         return 2
-    if args.repeats < 1 or args.warmup < 0 or args.gen_len < 1 or args.prompt_len < 1:
-        print("effiscope: --repeats, --gen-len and --prompt-len must be 1 or more, --warmup 0 "
-              "or more", file=sys.stderr)
-        return 2
+    problem = loop.only_problem(args.only, [label for label, _ in OPTIONS], "option")
+    if problem:
+        return loop.usage_error(problem)
+    from profiler.config import RunConfig, validate
+
+    try:  # the run config the options are measured with: the same checks as `effiscope run`
+        probe = RunConfig(workload="compress", device=args.device,
+                          techniques={"quantize_int8_dynamic": {}})
+        probe.infer.batch_size, probe.infer.prompt_len = args.batch_size, args.prompt_len
+        probe.infer.gen_len, probe.infer.repeats = args.gen_len, args.repeats
+        probe.infer.warmup_runs, probe.infer.eval_tokens = args.warmup, args.eval_tokens
+        if args.run:
+            probe.model.source, probe.model.run_id = "run", args.run
+        else:
+            probe.model.preset = args.preset
+        validate(probe)
+    except ConfigError as exc:
+        return loop.usage_error(loop.with_flag(exc, {
+            "infer.gen_len": "--gen-len", "infer.prompt_len": "--prompt-len",
+            "infer.batch_size": "--batch-size", "device": "--device", "model.run_id": "--run"}))
     try:
         result = measure(args)
     except (ConfigError, ValueError, Unsupported) as exc:

@@ -8,6 +8,7 @@ is then one sample, so a spread over rounds is the honest noise of the compariso
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import sys
@@ -35,6 +36,75 @@ class Candidate:
 
     name: str
     measure: Callable[[], Measurement]
+
+
+MAX_REPEATS = 1000
+"""A bench of more rounds than this would run for days: a typo, refused by the parser."""
+MAX_STEPS = 100_000
+"""Steps per measurement, likewise."""
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` (to `high`); anything else is refused by the
+    parser, before any process starts, with a sentence naming the flag and the bound (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(low: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of `low` or more (see `whole`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be a number of {low:g} or more, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def usage_error(text: str) -> int:
+    """A bench's refusal of its arguments: the sentence, exit code 2, nothing started."""
+    print(f"effiscope: {text}", file=sys.stderr)
+    return 2
+
+
+def with_flag(exc: Exception, flags: dict[str, str]) -> str:
+    """A config sentence with the bench flag that set its field in front (`--gen-len 900:
+    infer.gen_len: ...`), so the user knows which argument to change."""
+    flag = flags.get(getattr(exc, "field", ""))
+    return f"{flag}: {exc}" if flag else str(exc)
+
+
+def warmup_problem(steps: int, warmup: int, steps_flag: str = "--steps") -> str | None:
+    """--warmup must leave measured steps: the sentence when it does not."""
+    if warmup >= steps:
+        return (f"--warmup {warmup} leaves no measured step of {steps_flag} {steps}; give "
+                f"--warmup below {steps_flag} (e.g. --warmup {max(0, steps // 5)})")
+    return None
+
+
+def only_problem(only: str, labels: Sequence[str], what: str) -> str | None:
+    """--only that matches nothing would measure the baseline alone: the sentence."""
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    if only and not wanted:
+        return f"--only {only!r} names nothing; give comma-separated parts of {what} labels"
+    if wanted and not any(w in label for w in wanted for label in labels):
+        return (f"--only {only!r} matches no {what}; the {what}s are: {', '.join(labels)}")
+    return None
 
 
 def add_order_arguments(parser) -> None:
@@ -208,14 +278,21 @@ def header(result: dict) -> str:
             "(order statistics); ratios against the baseline with a 95 % bootstrap interval")
 
 
-def config_or_none(target: str):
-    """The bench's run config (a preset or a TOML path), or None after saying why not."""
+BENCH_FLAGS = {"limits.steps": "--steps", "limits.warmup_steps": "--warmup", "device": "--device",
+               "train.batch_size": "--batch-size", "train.seq_len": "--seq-len"}
+"""The run settings bench flags override: a refusal of one names the flag."""
+
+
+def config_or_none(target: str, overrides: dict | None = None):
+    """The bench's run config (a preset or a TOML path) with its overrides (dotted setting ->
+    value, None = not given), validated as a whole; or None after saying why not."""
     from profiler.config import ConfigError, resolve
 
     try:
-        return resolve(target)
+        return resolve(target, overrides)
     except ConfigError as exc:
-        print(f"effiscope: {exc}", file=sys.stderr)
+        given = {k: v for k, v in BENCH_FLAGS.items() if (overrides or {}).get(k) is not None}
+        print(f"effiscope: {with_flag(exc, given)}", file=sys.stderr)
         return None
 
 

@@ -73,17 +73,19 @@ ERROR = Field((dict,), fields={"error": Field((str,))})
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
-    parser.add_argument("--steps", type=int, default=60, help="steps per measurement (default 60)")
-    parser.add_argument("--warmup", type=int, default=10, help="warmup steps excluded (default 10)")
-    parser.add_argument("--repeats", type=int, default=16,
+    parser.add_argument("--steps", type=loop.whole(2, loop.MAX_STEPS), default=60,
+                        help="steps per measurement (default 60)")
+    parser.add_argument("--warmup", type=loop.whole(1), default=10,
+                        help="warmup steps excluded (default 10)")
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=16,
                         help="interleaved rounds of the worker against the reference (default 16)")
-    parser.add_argument("--cost-repeats", type=int, default=0,
+    parser.add_argument("--cost-repeats", type=loop.whole(0, loop.MAX_REPEATS), default=0,
                         help="rounds of the sampler and profile-capture costs (default: --repeats)")
-    parser.add_argument("--cost-steps", type=int, default=0,
+    parser.add_argument("--cost-steps", type=loop.whole(0, loop.MAX_STEPS), default=0,
                         help="steps per measurement of the costs (default: --steps)")
-    parser.add_argument("--warmup-rounds", type=int, default=1,
+    parser.add_argument("--warmup-rounds", type=loop.whole(0), default=1,
                         help="rounds run first and dropped, in each comparison (default 1)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=loop.whole(0), default=0,
                         help="torch threads of the worker and of the reference (default: every "
                         "core but one, which the bench's front end keeps)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
@@ -94,20 +96,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "their own swapped every round (profiler.bench.pairs): both see the same "
                         "moment of the machine, so the pair resolves a smaller overhead; needs 2 "
                         "cores, the front end shares the worker's")
-    parser.add_argument("--pad-steps", type=int, default=0,
+    parser.add_argument("--pad-steps", type=loop.whole(0), default=0,
                         help="with --concurrent: unmeasured steps each side runs after its "
                         "window, so that each window overlaps the other's run (default a tenth "
                         "of --steps, at least 5)")
-    parser.add_argument("--swap-s", type=float, default=2.0,
+    parser.add_argument("--swap-s", type=loop.number(0), default=2.0,
                         help="with --concurrent: swap the two sides' cores this often within a "
                         "round too, so that a core slower for a while slows both alike "
                         "(default 2 s; 0: only between rounds)")
-    parser.add_argument("--restart-every", type=int, default=0,
+    parser.add_argument("--restart-every", type=loop.whole(0), default=0,
                         help="with --concurrent: start a fresh worker and reference process every "
                         "this many kept rounds, each block opened by --warmup-rounds dropped "
                         "rounds, so that a process's lasting state (where its memory landed) "
                         "does not favour one side for the whole bench (default 0: never)")
-    parser.add_argument("--profile-steps", type=int, default=10,
+    parser.add_argument("--profile-steps", type=loop.whole(1), default=10,
                         help="steps of the profile capture measured on its own (default 10)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -422,18 +424,15 @@ def overhead_figure(paired: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from profiler.system import cpu_name
 
-    config = loop.config_or_none(args.preset)
+    # Each flag's own bound is the parser's (loop.whole): here what flags say of each other.
+    problem = loop.warmup_problem(args.steps, args.warmup) or (
+        loop.warmup_problem(args.cost_steps, args.warmup, "--cost-steps")
+        if args.cost_steps else None)
+    if problem:
+        return loop.usage_error(problem)
+    config = loop.config_or_none(args.preset, {"limits.steps": args.steps,
+                                               "limits.warmup_steps": args.warmup})
     if config is None:
-        return 2
-    if not 1 <= args.warmup < args.steps or args.profile_steps < 1 or args.threads < 0 \
-            or args.warmup_rounds < 0 or args.cost_repeats < 0 or args.pad_steps < 0 or args.swap_s < 0 \
-            or args.restart_every < 0 \
-            or not (args.cost_steps == 0 or args.warmup < args.cost_steps):
-        print("effiscope: --warmup must be 1 or more (timing starts at the end of the last "
-              "warmup step) and below --steps and --cost-steps, --profile-steps 1 or more, "
-              "--threads, --warmup-rounds, --cost-repeats, --pad-steps, --swap-s and "
-              "--restart-every 0 or more",
-              file=sys.stderr)
         return 2
     if args.restart_every and not args.concurrent:
         print("effiscope: --restart-every works with --concurrent (the sequential rounds keep "

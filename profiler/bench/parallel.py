@@ -14,17 +14,21 @@ import time
 
 from profiler.bench import loop
 from profiler.bench.workers import drive
-from profiler.config import RunConfig
+from profiler.config import ConfigError, RunConfig, validate
 from profiler.stats import describe, significant_digits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
-    parser.add_argument("--nproc", type=int, default=2, help="processes to compare with 1 (default 2)")
+    parser.add_argument("--nproc", type=loop.whole(2, 1024), default=2,
+                        help="processes to compare with 1 (default 2)")
     parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
-    parser.add_argument("--steps", type=int, default=30, help="steps per measurement (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="warmup steps excluded (default 5)")
-    parser.add_argument("--repeats", type=int, default=6, help="interleaved rounds (default 6)")
+    parser.add_argument("--steps", type=loop.whole(1, loop.MAX_STEPS), default=30,
+                        help="steps per measurement (default 30)")
+    parser.add_argument("--warmup", type=loop.whole(0), default=5,
+                        help="warmup steps excluded (default 5)")
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
+                        help="interleaved rounds (default 6)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -40,16 +44,23 @@ def measure(config: RunConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = loop.config_or_none(args.preset)
+    problem = loop.warmup_problem(args.steps, args.warmup)
+    if problem:
+        return loop.usage_error(problem)
+    base = loop.config_or_none(args.preset, {"limits.steps": args.steps,
+                                             "limits.warmup_steps": args.warmup,
+                                             "train.eval_interval": 0})
     if base is None:
         return 2
-    base.limits.steps, base.limits.warmup_steps = args.steps, args.warmup
-    base.train.eval_interval = 0
     base.techniques = {}
     single = RunConfig.from_dict(base.to_dict())
     parallel = RunConfig.from_dict(base.to_dict())
     parallel.launch.nproc_per_node = args.nproc
     parallel.techniques = {args.strategy: {}}
+    try:  # both jobs pass the run's own checks before the first process starts
+        validate(single), validate(parallel)
+    except ConfigError as exc:
+        return loop.usage_error(str(exc))
     many = f"{args.nproc} processes"
     result = loop.compare([loop.Candidate("1 process", lambda: measure(single)),
                            loop.Candidate(many, lambda: measure(parallel))],

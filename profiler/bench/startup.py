@@ -27,7 +27,7 @@ LABELS = {"process_and_imports_s": "process start + imports (to hello)",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano", help="run preset or TOML (default nano)")
-    parser.add_argument("--repeats", type=int, default=6,
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
                         help="interleaved rounds, one cold and one warm worker each (default 6)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

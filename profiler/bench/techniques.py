@@ -19,7 +19,9 @@ from profiler.bench.workers import drive
 from profiler.config import RunConfig
 from profiler.system import cpu_name
 
-# (label, techniques) — each a single change against the baseline.
+# (label, techniques) — each a single change against the baseline, whose optimizer kernel is
+# fixed (implementation = auto times the kernels on a CPU and may pick either).
+BASELINE = {"optimizer": {"implementation": "foreach"}}
 VARIANTS: list[tuple[str, dict]] = [
     ("baseline (AdamW foreach, fp32, SDPA)", {}),
     ("optimizer: AdamW fused", {"optimizer": {"implementation": "fused"}}),
@@ -40,9 +42,12 @@ VARIANTS: list[tuple[str, dict]] = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", nargs="?", default="nano",
                         help="run preset or TOML config to measure (default: nano)")
-    parser.add_argument("--steps", type=int, default=30, help="steps per measurement (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="warmup steps excluded (default 5)")
-    parser.add_argument("--repeats", type=int, default=6, help="interleaved rounds (default 6, "
+    parser.add_argument("--steps", type=loop.whole(1, loop.MAX_STEPS), default=30,
+                        help="steps per measurement (default 30)")
+    parser.add_argument("--warmup", type=loop.whole(0), default=5,
+                        help="warmup steps excluded (default 5)")
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
+                        help="interleaved rounds (default 6, "
                         "the fewest with a 95 %% interval of the median)")
     loop.add_order_arguments(parser)
     parser.add_argument("--device", default=None, help="device (default: the config's)")
@@ -66,20 +71,24 @@ def _measure(config: RunConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.capabilities import detect
     from techniques import runtime
 
-    base = loop.config_or_none(args.preset)
+    problem = loop.warmup_problem(args.steps, args.warmup) or loop.only_problem(
+        args.only, [label for label, techniques in VARIANTS if techniques], "variant")
+    if problem:
+        return loop.usage_error(problem)
+    base = loop.config_or_none(args.preset, {
+        "limits.steps": args.steps, "limits.warmup_steps": args.warmup,
+        "train.eval_interval": 0, "device": args.device})
     if base is None:
         return 2
-    base.limits.steps = args.steps
-    base.limits.warmup_steps = args.warmup
-    base.train.eval_interval = 0
     base.techniques = {}
-    if args.device:
-        base.device = args.device
-    device = base.device if base.device != "auto" else None
-    caps = detect(device)
+    from profiler import machine_check
+
+    try:
+        caps = machine_check.capabilities(base)
+    except runtime.Unsupported as exc:
+        return loop.usage_error(str(exc))
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
 
     candidates = []
@@ -92,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if techniques and wanted and not any(w in label for w in wanted):
             continue
         config = RunConfig.from_dict(base.to_dict())
-        config.techniques = techniques
+        config.techniques = {name: {**BASELINE.get(name, {}), **techniques.get(name, {})}
+                             for name in {**BASELINE, **techniques}}
         try:
             runtime.check_all(config, caps)
         except (runtime.Unsupported, ValueError) as exc:

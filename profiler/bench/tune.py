@@ -30,49 +30,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", action="append", metavar="DIM[=V1,V2]",
                         help="dimensions searched, as for `effiscope tune` (default: "
                              + ", ".join(DEFAULT_SPACE) + ")")
-    parser.add_argument("--grid-steps", type=int, default=24,
+    parser.add_argument("--grid-steps", type=loop.whole(1, loop.MAX_STEPS), default=24,
                         help="measured steps of each grid trial and the tuner's last rung "
                              "(default 24)")
-    parser.add_argument("--min-steps", type=int, default=6,
+    parser.add_argument("--min-steps", type=loop.whole(1, loop.MAX_STEPS), default=6,
                         help="measured steps of the tuner's first rung (default 6, as tune)")
-    parser.add_argument("--eta", type=int, default=3, help="successive halving's eta (default 3)")
-    parser.add_argument("--warmup", type=int, default=2, help="warmup steps excluded (default 2)")
-    parser.add_argument("--repeats", type=int, default=6,
+    parser.add_argument("--eta", type=loop.whole(2), default=3, help="successive halving's eta (default 3)")
+    parser.add_argument("--warmup", type=loop.whole(0), default=2, help="warmup steps excluded (default 2)")
+    parser.add_argument("--repeats", type=loop.whole(1, loop.MAX_REPEATS), default=6,
                         help="interleaved rounds of tuner's best against grid's best (default 6)")
-    parser.add_argument("--batch-size", type=int, help="override train.batch_size")
-    parser.add_argument("--seq-len", type=int, help="override train.seq_len")
+    parser.add_argument("--batch-size", type=loop.whole(1), help="override train.batch_size")
+    parser.add_argument("--seq-len", type=loop.whole(2), help="override train.seq_len")
     parser.add_argument("--device", default=None, help="device (default: the config's)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.capabilities import detect
     from profiler.store import RunStore
     from profiler.tune import search as tsearch
     from profiler.tune.runner import RunEvaluator, predicted_peak
     from profiler.tune.space import SpaceError, build_space, parse_space
 
-    base = loop.config_or_none(args.preset)
+    if args.grid_steps < args.min_steps:
+        return loop.usage_error(f"--grid-steps {args.grid_steps} is below --min-steps "
+                                f"{args.min_steps}; give --grid-steps of {args.min_steps} or more")
+    base = loop.config_or_none(args.preset, {
+        "limits.warmup_steps": args.warmup, "train.eval_interval": 0, "device": args.device,
+        "train.batch_size": args.batch_size, "train.seq_len": args.seq_len})
     if base is None:
         return 2
     if base.workload != "train":
         print("effiscope: bench tune measures a train config; give one with workload = train",
               file=sys.stderr)
         return 2
-    base.limits.warmup_steps = args.warmup
-    base.train.eval_interval = 0
-    if args.device:
-        base.device = args.device
-    if args.batch_size:
-        base.train.batch_size = args.batch_size
-    if args.seq_len:
-        base.train.seq_len = args.seq_len
-    if args.min_steps < 1 or args.grid_steps < args.min_steps or args.eta < 2 or args.repeats < 1:
-        print("effiscope: give --min-steps 1 or more, --grid-steps at least --min-steps, --eta 2 "
-              "or more and --repeats 1 or more", file=sys.stderr)
-        return 2
-    caps = detect(None if base.device == "auto" else base.device)
+    from profiler import machine_check
+    from profiler.errors import Unsupported
+
+    try:
+        caps = machine_check.capabilities(base)
+    except Unsupported as exc:
+        return loop.usage_error(str(exc))
     try:
         space = build_space(base, caps, parse_space(args.space or DEFAULT_SPACE, base.workload))
     except SpaceError as exc:

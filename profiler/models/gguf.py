@@ -72,8 +72,9 @@ def resolve(path: str) -> Path:
             raise CheckpointError("path", f"{file} holds {len(found)} .gguf files; give the "
                                   "file itself")
         file = found[0]
-    if not file.is_file():
-        raise CheckpointError("path", f"{file} does not exist; give an existing .gguf file")
+    if not file.is_file():  # a pipe or a device is not "missing" (validation names its kind)
+        what = "is not a regular file" if file.exists() else "does not exist"
+        raise CheckpointError("path", f"{file} {what}; give an existing .gguf file")
     return file
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from profiler.errors import CheckpointError
 from profiler.models import hf_arch
-from profiler.models.hf_shape import model_kind, needs_remote_code
+from profiler.models.hf_shape import config_against_tensors, model_kind, needs_remote_code
 
 _MAX_HEADER_BYTES = 100_000_000
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -194,14 +194,20 @@ def inspect(folder: Path, field: str = "path") -> CheckpointInfo:
     estimate = hf_arch.parameter_estimate(config)
     if fmt == "safetensors":
         total, lm_head = 0, 0
+        shapes: dict[str, list] = {}
         for path in files:
             for name, entry in safetensors_header(path, field).items():
                 count = 1
                 for dim in entry.get("shape", []):
                     count *= int(dim)
                 total += count
+                shapes[name] = [int(dim) for dim in entry.get("shape", [])]
                 if name.endswith("lm_head.weight"):
                     lm_head = count
+        lie = config_against_tensors(config, shapes)
+        if lie:
+            raise CheckpointError(field, f"{folder}: {lie}; fix config.json or re-download the "
+                                  "checkpoint")
         if config.get("tie_word_embeddings", True) and lm_head:
             total -= lm_head  # stored twice, tied once when loaded
         info.parameters, info.parameters_how = total, "counted from the safetensors headers"

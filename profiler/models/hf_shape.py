@@ -8,6 +8,7 @@ model: causal language models run every workload, encoders (BERT-style) run infe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 CAUSAL = "hf-causal"
@@ -122,3 +123,37 @@ def shape_from_config(config: dict, description: str, parameters: int | None = N
                    kind=kind or CAUSAL, n_kv_head=int(n_kv), intermediate_size=int(inter),
                    parameters=parameters, matmul_parameters=matmul_parameters,
                    parameters_how=how, **values)
+
+
+_EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight",
+                       "word_embeddings.weight")
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
+
+
+def config_against_tensors(config: dict, shapes: dict[str, list]) -> str | None:
+    """Which config.json field the weight files contradict, in words, or None.
+
+    transformers builds the model from config.json, then fills it from the weights: a field
+    that lies (hidden_size, num_hidden_layers, vocab_size) ends in a size-mismatch error deep
+    inside it, or a model built far bigger than its weights. The token embedding ([vocab,
+    width]) and the count of numbered layers are in every family's weights.
+    """
+    embedding = next(((name, shape) for name, shape in shapes.items()
+                      if name.endswith(_EMBEDDING_SUFFIXES) and len(shape) == 2), None)
+    if embedding is not None:
+        name, (rows, width) = embedding
+        for key, held in (("n_embd", width), ("vocab_size", rows)):
+            claimed = lookup(config, key)
+            if claimed is not None and claimed != held:
+                field = next(k for k in _KEYS[key] if k in config or k in (config.get(
+                    "text_config") or {}))
+                return (f"config.json says {field} = {claimed:,}, but the weights' {name} is "
+                        f"{rows:,} x {width:,} ({key.replace('n_embd', 'width')} {held:,}): "
+                        f"config.json's {field} is wrong")
+    layers = {int(m[1]) for name in shapes if (m := _LAYER_INDEX.search(name))}
+    claimed = lookup(config, "n_layer")
+    if layers and claimed is not None and claimed != len(layers):
+        field = next((k for k in _KEYS["n_layer"] if k in config), "num_hidden_layers")
+        return (f"config.json says {field} = {claimed:,}, but the weights hold {len(layers)} "
+                f"layers: config.json's {field} is wrong")
+    return None

@@ -65,6 +65,8 @@ END_EXPLAINED = {
     "completed": "The worker finished the run and sent its summary.",
     "stopped": "The run was stopped on request; the summary covers the steps done.",
     "failed": "The worker reported an error; the figures cover what was measured before it.",
+    "diverged": "The loss stopped being a number and the run stopped at that step; the figures "
+                "cover the steps before it.",
     "killed": "The worker was killed before it finished: no summary figures were sent, the "
               "charts show every step received before it died.",
     "crashed": "The worker exited without finishing: no summary figures were sent, the charts "

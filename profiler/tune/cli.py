@@ -9,8 +9,10 @@ import signal
 import sys
 import threading
 
-# profiler.cli's exit codes (that module imports this one, so they are repeated, not imported).
+# profiler.cli's exit codes (that module imports this one, so they are repeated, not imported):
+# Ctrl-C 130 and SIGTERM 143, as `effiscope run`.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _err(text: str) -> None:
@@ -80,7 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.config import ConfigError, resolve, validate
+    from profiler.config import ConfigError, resolve
+    from profiler.errors import Unsupported
     from profiler.launch import LaunchError, preflight
     from profiler.store import StoreError
     from profiler.tune import report as tune_report
@@ -96,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
                                  f"{2 if name == 'eta' else 1} or more")
         if args.max_steps < args.min_steps:
             raise ValueError("--max-steps: give at least --min-steps")
-        config = resolve(args.target)
-        if args.device:
-            config.device = args.device
-            config = validate(config)
+        try:
+            config = resolve(args.target, {"device": args.device})
+        except ConfigError as exc:  # the flag that set the refused setting is named
+            if args.device and exc.field == "device":
+                raise ValueError(f"--device {args.device}: {exc}") from None
+            raise
         preflight(config)
         if config.launch.ssh:
             raise ValueError("launch.ssh: tune runs its trials on this machine (its space and "
@@ -108,17 +113,19 @@ def run(args: argparse.Namespace) -> int:
         dims = parse_space(args.space, config.workload)
         caps = _capabilities(config)
         build_space(config, caps, dims)  # a space that cannot be searched: said before anything runs
-    except (ValueError, ConfigError, LaunchError, SpaceError) as exc:
+    except (ValueError, ConfigError, LaunchError, SpaceError, Unsupported) as exc:
         _err(str(exc))
         return EXIT_USAGE
     settings = runner.Settings(budget_s=budget, memory_limit=limit, objective=args.objective,
                                dims=dims, min_steps=args.min_steps, eta=args.eta,
                                max_steps=args.max_steps, final_rounds=args.final_rounds)
     interrupt = threading.Event()
+    first_signal: list[int] = []
 
     def on_signal(signum, frame):
         if interrupt.is_set():
             raise KeyboardInterrupt
+        first_signal.append(signum)
         interrupt.set()
         print("\nstopping after this trial (again to kill it)...", file=sys.stderr)
 
@@ -134,13 +141,13 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print(json.dumps(report, indent=2, default=str) if args.json else tune_report.format_report(report))
     if interrupt.is_set():
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
     return EXIT_OK if report.get("chosen") else EXIT_FAILED
 
 
 def _capabilities(config) -> dict:
-    """What this machine's torch can do (detected by trying, as the worker will)."""
-    from profiler.capabilities import detect
+    """What this machine's torch can do (detected by trying, as the worker will); Unsupported
+    with a sentence for a device it does not have (`--device cuda` on a CPU-only torch)."""
+    from profiler import machine_check
 
-    device = None if config.device == "auto" else config.device
-    return detect(device)
+    return machine_check.capabilities(config)

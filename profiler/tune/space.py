@@ -381,6 +381,9 @@ def parse_space(texts: list[str] | None, workload: str) -> dict[str, list[str] |
                 raise SpaceError(f"--space {dim}=: give values after '=' ("
                                  f"{ALL_VALUES_HELP[dim]}) or leave '=' out for the defaults")
             out[dim] = listed
+    if not out:  # `--space ''` would search one combination of nothing
+        raise SpaceError(f"--space {', '.join(repr(t) for t in texts)} names no dimension; give "
+                         f"one or more of {', '.join(allowed)} (or leave --space out for all)")
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from profiler import sizes
 from profiler.significance import paired_verdict
 from profiler.stats import figure, ratio_interval, ratio_text
-from profiler.workloads.generation import scoring_how
+from profiler.workloads.generation import perplexity_how, scoring_how
 from profiler.workloads.setup import Prepared
 from techniques import registry
 from techniques.runtime import TrainState
@@ -177,7 +177,7 @@ def causal_rows(size: dict, speed: dict, quality: dict, samples: dict | None = N
     have = bool(quality["tokens"])
     how = scoring_how(quality, techniques) if have else "not measured (infer.eval_tokens = 0)"
     rows.add("perplexity", "Perplexity", "", quality["perplexity"][0], quality["perplexity"][1],
-             f"exp(mean token cross-entropy) on {how}")
+             perplexity_how(max(quality["loss"], key=lambda v: v or 0.0), how))
     rows.add("loss_val", "Validation loss", "nats/token", quality["loss"][0], quality["loss"][1],
              f"mean token cross-entropy on {how}")
     rows.add("kl_to_baseline", "KL(baseline‖compressed), mean", "nats/token",
@@ -245,6 +245,10 @@ def causal_sentence(size: dict, rows: dict, quality: dict, finetune_steps: int =
                      f"{quality['kl_p99'][1]:.3g} p99 over tokens, top-1 agreement "
                      f"{quality['top1_agreement'][1]:.1%} (scored {quality['batch_size']} "
                      "window(s) per forward pass)")
+    elif quality["tokens"]:
+        losses = " and ".join(f"{v:.4g}" for v in quality["loss"] if v is not None)
+        parts.append(f"Perplexity is n/a: infinite at a loss of {losses} nats/token "
+                     "(original and compressed; exp of it is beyond any float)")
     else:
         parts.append("Quality was not measured (infer.eval_tokens = 0)")
     note = batch_note(quality, techniques)

@@ -9,7 +9,6 @@ A preset teacher can first be trained briefly on the same text (distill.teacher_
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +23,11 @@ from profiler.errors import Unsupported
 from profiler.stats import figure, timed_figure
 from profiler.workloads.setup import Emit, prepare
 from profiler.workloads.train import (
+    DIVERGED,
     MemoryProbes,
     accumulated_step,
     brief_training,
+    divergence,
     handle_command,
     tokens_per_step,
 )
@@ -204,15 +205,18 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
                        "step_time_s": step_time, "tokens_per_s": tokens / step_time,
                        **local, **torch_mem}
-            if not math.isfinite(parts["loss_distill"]):
-                prep.warn(f"loss is {parts['loss_distill']} at step {step}: lower the learning "
-                          "rate")
+            diverged = divergence(parts["loss_distill"], step, metrics["lr"])  # what it minimises
+            if diverged:
+                prep.warn(diverged)
             last = step == limits.steps
             if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
                 metrics.update(validation(step))
             probes.after_step(step, limits.warmup_steps)  # before the measured steps' messages
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": "warmup" if warm else "measure", "metrics": metrics})
+            if diverged:  # as in the train workload: stop, keep what was measured
+                stop_reason = diverged
+                break
     finally:
         prep.stop_sampler()
     # Masks folded in; the student's weights saved through the one save path (HF layouts too).
@@ -225,6 +229,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
                                           ended_in["window"])
     summary = summarize(locals())
     summary["segments"] = parts
+    summary["diverged"] = stop_reason.startswith(DIVERGED)
     return summary
 
 

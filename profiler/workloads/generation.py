@@ -89,6 +89,25 @@ def encode_once(state: TrainState, batch: torch.Tensor) -> dict:
             "encode_sequences_per_s": batch.size(0) / seconds if seconds > 0 else None}
 
 
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss); None where it is beyond any float (a loss above ~709 nats/token: the
+    perplexity is infinite, and `perplexity_how` says so beside the n/a)."""
+    if loss is None or not math.isfinite(loss):
+        return None
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return None
+
+
+def perplexity_how(loss: float | None, how: str) -> str:
+    """The `how` of a perplexity figure: its reason when it is n/a for an overflowing loss."""
+    if loss is not None and perplexity(loss) is None:
+        return (f"n/a: infinite (the loss is {loss:.4g} nats/token and exp of it is beyond any "
+                f"float); exp(mean token cross-entropy) over {how}")
+    return f"exp(mean token cross-entropy) over {how}"
+
+
 @torch.no_grad()
 def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int) -> dict:
     """Mean token cross-entropy of each model on the windows, scored `batch_size` windows per
@@ -125,7 +144,7 @@ def score(states: list[TrainState], windows: list[torch.Tensor], batch_size: int
                 "top1_agreement": [None] * len(states)}
     losses = [s / count for s in ce_sums]
     per_token = [torch.cat(k).double() if k else None for k in kls]
-    return {**out, "loss": losses, "perplexity": [math.exp(v) for v in losses],
+    return {**out, "loss": losses, "perplexity": [perplexity(v) for v in losses],
             "kl": [0.0] + [float(k.mean()) for k in per_token[1:]],
             "kl_p99": [0.0] + [float(torch.quantile(k, 0.99)) for k in per_token[1:]],
             "top1_agreement": [1.0] + [a / count for a in agree[1:]]}

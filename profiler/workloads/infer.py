@@ -20,6 +20,7 @@ from profiler.workloads.generation import (
     generate_once,
     latency_figures,
     model_figures,
+    perplexity_how,
     prompts_from,
     score,
     scoring,
@@ -64,8 +65,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         "no tokens (infer.eval_tokens = 0)"
     figures.update(model_figures(prep))
     figures.update({
-        "perplexity": figure(quality["perplexity"][0], "",
-                             f"exp(mean token cross-entropy) over {how}"),
+        "perplexity": figure(quality["perplexity"][0], "", perplexity_how(quality["loss"][0], how)),
         "loss_val": figure(quality["loss"][0], "nats/token", f"mean token cross-entropy over {how}"),
         "kv_cache_bytes": figure(measured[-1]["kv_cache_bytes"] if measured else None, "bytes",
                                  "keys and values of all layers for prompt + generation"),

@@ -322,9 +322,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             step_records.append(segments.step_record(
                 step, step_time, tokens, loss_value, local["rss_bytes"],
                 torch_mem["torch_peak_allocated_bytes"]))
-            if not math.isfinite(loss_value):
-                emit({"type": "event", "kind": "warning", "step": step,
-                      "message": f"loss is {loss_value} at step {step}: lower the learning rate"})
+            diverged = divergence(loss_value, step, state.optimizer.param_groups[0]["lr"])
+            if diverged:
+                emit({"type": "event", "kind": "warning", "step": step, "message": diverged})
             metrics: dict[str, float | None] = {
                 "loss_train": loss_value,
                 "lr": state.optimizer.param_groups[0]["lr"],
@@ -346,6 +346,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             probes.after_step(step, limits.warmup_steps)  # timed steps and their messages after it
             emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
                   "phase": phase, "metrics": metrics})
+            if diverged:  # every later step would train on nan: stop, keep what was measured
+                stop_reason = diverged
+                break
     finally:
         capture.finish()
         prep.stop_sampler()
@@ -374,8 +377,22 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         flops_token=flops_token, window=window, probes=probes))
     summary["checkpoint"] = saved
     summary["segments"] = parts
+    summary["diverged"] = stop_reason.startswith(DIVERGED)
     summary.update(prep.contention())
     return summary
+
+
+DIVERGED = "diverged"
+
+
+def divergence(loss: float, step: int, lr: float) -> str | None:
+    """Why a run must stop when its loss is no longer a number (nan, inf): every later step
+    trains on garbage, and a figure taken over them would be a lie. None while it is finite."""
+    if math.isfinite(loss):
+        return None
+    return (f"{DIVERGED}: the training loss is {loss} at step {step} (learning rate {lr:g}), so "
+            "the run stopped there; lower train.learning_rate, or enable grad_clip or "
+            "lr_schedule")
 
 
 def job_commands(control: Any, dist: DistContext, out_of_time: bool) -> tuple[list[dict], bool, bool]:
