@@ -161,7 +161,8 @@ def test_the_workload_generation_path_never_passes_a_mask():
 def _validated(workload: str, techniques: dict) -> RunConfig:
     from profiler.config import validate
 
-    config = RunConfig(workload=workload, device="cpu", techniques=techniques)
+    # A CUDA run's config (validation is torch-free: it judges the config, not this machine).
+    config = RunConfig(workload=workload, device="cuda", techniques=techniques)
     if workload == "train":
         config.train.seq_len = 32
     return validate(config)

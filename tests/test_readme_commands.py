@@ -32,6 +32,7 @@ def readme_commands() -> list[str]:
                 found.append(re.split(r"\s{2,}|\s#", line)[0].strip())
     commands = []
     for command in found:
+        command = command.split(" | ")[0]  # `runs --json | head -1`: the effiscope part
         words = shlex.split(command.replace("[", "").replace("]", ""))[1:]
         if not any(TEMPLATE.match(word) for word in words):
             commands.append(" ".join(words))
