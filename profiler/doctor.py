@@ -217,6 +217,14 @@ def run(args: argparse.Namespace) -> int:
                   f"are {', '.join(s.name for s in specs)}", file=sys.stderr)
             return EXIT_USAGE
         specs = [s for s in specs if s.name in wanted]
+    if args.out:  # a folder the report cannot be written into is refused before any check
+        from profiler import files
+
+        try:
+            files.output_folder(Path(args.out).expanduser(), "choose another --out")
+        except OSError as exc:
+            print(f"effiscope: doctor --out: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     import torch
 

@@ -488,3 +488,13 @@ def test_a_run_s_weights_that_are_not_a_regular_file_are_refused(tmp_path, kind)
     config.model.source, config.model.run_id = "run", run.run_id
     with pytest.raises(CheckpointError, match="not a regular file"):
         checkpoint_path(config.model)
+
+
+def test_doctor_out_onto_a_fifo_is_refused_before_any_check(tmp_path, capsys):
+    """`doctor --out DIR` that cannot hold the report: exit 2 with the sentence, no check run."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cli.main(["doctor", "--only", "versions", "--out", str(fifo)]) == 2
+    captured = capsys.readouterr()
+    assert "is a pipe (FIFO)" in captured.err and "choose another --out" in captured.err
+    assert "PASS" not in captured.out and stat.S_ISFIFO(os.lstat(fifo).st_mode)
