@@ -19,7 +19,7 @@ from profiler.config import RunConfig
 from profiler.data import BatchSampler, random_corpus, stdlib_corpus
 from profiler.models.gpt import build_gpt
 from profiler.stats import percentile
-from profiler.workloads.train import train_step
+from profiler.workloads.steps import train_step
 from techniques import runtime
 
 

@@ -165,7 +165,7 @@ def _energy_loop(ctx: Context, steps_n: int) -> dict:
     meter = EnergyMeter(sampler)
     train(state, batches, 3)  # warm
     from profiler.doctor_base import FixedBatches
-    from profiler.workloads.train import train_step
+    from profiler.workloads.steps import train_step
 
     feed = FixedBatches(batches)
     per_step, times = [], []
@@ -312,7 +312,7 @@ def check_step_sync(ctx: Context) -> dict:
     as one window between CUDA events, the losses read at the end. Fails above 10 %, the point
     at which a run's per-step figures would understate the GPU's throughput."""
     from profiler.doctor_base import FixedBatches
-    from profiler.workloads import train as train_workload
+    from profiler.workloads import steps as step_code
 
     config = run_config(ctx, "gpt2-small", 8, 1024, {"precision": {"dtype": "bf16"}})
     state = make_state(ctx, config)
@@ -321,22 +321,22 @@ def check_step_sync(ctx: Context) -> dict:
     train(state, batches, 3)  # warm
     synced = train(state, batches, n)
     feed, losses = FixedBatches(batches), []
-    loss_of = train_workload.lm_loss_of(state)
-    real_sync = train_workload.synchronize
-    train_workload.synchronize = lambda device: None  # the step's own wait, off for this window
+    loss_of = step_code.lm_loss_of(state)
+    real_sync = step_code.synchronize
+    step_code.synchronize = lambda device: None  # the step's own wait, off for this window
     try:
         ctx.sync()
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
         tokens = 0
         for step in range(1, n + 1):
-            parts, _, count = train_workload.accumulated_step(state, feed, step, loss_of)
+            parts, _, count = step_code.accumulated_step(state, feed, step, loss_of)
             losses.append(parts[0])
             tokens += count
         end.record()
         end.synchronize()
     finally:
-        train_workload.synchronize = real_sync
+        step_code.synchronize = real_sync
     windowed = tokens / (begin.elapsed_time(end) / 1e3)
     per_step = synced["tokens"] / sum(synced["times"])
     cost = 1 - per_step / windowed

@@ -1,7 +1,7 @@
 """A run's segments: the stretches of steps between mid-run changes, each with its own figures.
 
 A `set` the worker applies is announced as an `event` of kind "toggle" at step s and holds from
-step s on (profiler/workloads/train.handle_command runs before step s is taken), so step s opens
+step s on (profiler/workloads/loop.handle_command runs before step s is taken), so step s opens
 a new segment. Each segment has its own speed, tokens per step, memory and loss slope: a run
 that went fp32 -> bf16 -> accumulation is three configurations, and one number over all of them
 describes none. The workloads build the summary's "segments" from their step records; the app

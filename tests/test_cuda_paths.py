@@ -13,7 +13,7 @@ import torch
 
 from profiler import capabilities, energy, roofline, system
 from profiler.config import validate
-from profiler.workloads import setup, train
+from profiler.workloads import setup, steps, train
 from techniques import precision, registry, runtime
 from tests.fake_nvml import FakeGpu, FakeNvml, install
 from tests.helpers import SetAt, nano_config
@@ -186,7 +186,7 @@ class FakeAllocator:
 def test_switching_checkpointing_on_mid_run_shows_its_lower_peak_and_keeps_the_runs(monkeypatch):
     fake = FakeAllocator()
     monkeypatch.setattr(setup, "allocator_for", lambda device: fake)
-    real_step = train.train_step
+    real_step = steps.train_step
 
     def step(state, batches, number):
         out = real_step(state, batches, number)
@@ -194,7 +194,7 @@ def test_switching_checkpointing_on_mid_run_shows_its_lower_peak_and_keeps_the_r
         fake.note(400 if "activation_checkpointing" in state.active else 1000)
         return out
 
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(steps, "train_step", step)
     config = nano_config(steps=8, eval_interval=0, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     validate(config)

@@ -293,7 +293,7 @@ def compiled_train_state(backend: str = "auto") -> runtime.TrainState:
 @pytest.mark.parametrize("params", [{"backend": "efficient"}, {"backend": "flash"},
                                     {"enabled": False}])
 def test_a_backend_change_while_compiled_is_refused_and_draws_no_segment(params):
-    from profiler.workloads.train import handle_command
+    from profiler.workloads.loop import handle_command
 
     state = compiled_train_state("cudnn")
     events: list[dict] = []
@@ -406,7 +406,7 @@ class _Batches:
                                              ("default", 0)])
 def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(monkeypatch, mode,
                                                                              marks):
-    from profiler.workloads.train import accumulated_step, lm_loss_of
+    from profiler.workloads.steps import accumulated_step, lm_loss_of
     from techniques import compile as compile_technique
 
     calls: list[int] = []
@@ -552,7 +552,7 @@ class _Regression(torch.nn.Module):
 
 @pytest.mark.parametrize(("mode", "exact"), [("reduce-overhead", True), ("default", False)])
 def test_cudagraph_modes_keep_each_micro_steps_gradient(monkeypatch, mode, exact):
-    from profiler.workloads.train import accumulated_step, lm_loss_of
+    from profiler.workloads.steps import accumulated_step, lm_loss_of
     from techniques import compile as compile_technique
 
     monkeypatch.setattr(torch, "compile", lambda module, **options: module)

@@ -79,7 +79,7 @@ def full_parameters(model) -> dict[str, list]:
 def _rank_main(rank: int, strategy: str, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from profiler.workloads.train import train_step
+    from profiler.workloads.steps import train_step
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -137,7 +137,7 @@ def test_accumulation_synchronises_once_per_step_and_matches_one_process(strateg
     import subprocess
     import sys
 
-    from profiler.workloads.train import train_step
+    from profiler.workloads.steps import train_step
 
     port = _free_port()
     code = ("import sys; from tests.test_engine import _rank_main; "

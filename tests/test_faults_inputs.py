@@ -197,16 +197,16 @@ def test_a_run_failing_mid_way_still_reports_the_contention_over_it(monkeypatch,
     thread is stopped with the run; before, a failed run's summary had no contention keys."""
     import threading
 
-    from profiler.workloads import train
+    from profiler.workloads import steps
 
-    real_step = train.train_step
+    real_step = steps.train_step
 
     def failing_step(state, batches, step):
         if step == 4:
             raise RuntimeError("a planted failure at step 4")
         return real_step(state, batches, step)
 
-    monkeypatch.setattr(train, "train_step", failing_step)
+    monkeypatch.setattr(steps, "train_step", failing_step)
     channel = ListChannel()
     config = tiny_config(steps=10)
     assert worker.run_one(protocol.start(config.to_dict()), channel,

@@ -222,7 +222,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_its_figures(tmp_path,
 
 
 def test_the_divergence_rule_is_one_function_of_the_loss():
-    from profiler.workloads.train import divergence
+    from profiler.workloads.loop import divergence
 
     assert divergence(2.5, 3, 1e-3) is None
     for value in (float("nan"), float("inf"), float("-inf")):

@@ -183,7 +183,7 @@ def test_every_summary_figure_states_its_unit_and_method(observed):
 def test_step_time_is_synchronised_with_the_device():
     from profiler.capabilities import detect
     from profiler.config import RunConfig
-    from profiler.workloads.train import train_step
+    from profiler.workloads.steps import train_step
     from techniques import runtime
 
     config = RunConfig()

@@ -9,7 +9,7 @@ from profiler.config import validate
 from profiler.metrics import metric
 from profiler.report.compare import DELTA_KEYS, deltas
 from profiler.report.load import RunData
-from profiler.workloads import train
+from profiler.workloads import steps, train
 from tests.helpers import SetAt, nano_config
 
 
@@ -86,7 +86,7 @@ def test_the_probe_is_no_step_and_changes_no_training(monkeypatch, plain_and_che
     assert plain["figures"]["tokens_seen"]["value"] == 4 * 2 * 32
     assert plain["figures"]["tokens_per_s"]["distribution"]["n"] == 3
     # A run without the probe trains the same model on the same batches, bit for bit.
-    monkeypatch.setattr(train.MemoryProbes, "take", lambda self, step: None)
+    monkeypatch.setattr(steps.MemoryProbes, "take", lambda self, step: None)
     unprobed, unprobed_msgs = run_train()
     assert losses(unprobed_msgs) == losses(plain_msgs)
     assert unprobed["figures"]["saved_for_backward_bytes"]["value"] is None
@@ -216,7 +216,7 @@ def test_a_probe_that_runs_out_of_memory_costs_its_figures_not_the_run(monkeypat
         raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB; "
                            "out of memory")
 
-    monkeypatch.setattr(train, "probe_step", no_room)
+    monkeypatch.setattr(steps, "probe_step", no_room)
     summary, messages = run_train(steps=3)
     assert summary["steps_completed"] == 3 and len(losses(messages)) == 3
     saved = summary["figures"]["saved_for_backward_bytes"]
@@ -228,7 +228,7 @@ def test_a_probe_that_runs_out_of_memory_costs_its_figures_not_the_run(monkeypat
     def bug(*args, **kwargs):
         raise RuntimeError("a bug, not memory")
 
-    monkeypatch.setattr(train, "probe_step", bug)  # any other error is not swallowed
+    monkeypatch.setattr(steps, "probe_step", bug)  # any other error is not swallowed
     with pytest.raises(RuntimeError, match="a bug"):
         run_train(steps=2)
 

@@ -198,7 +198,7 @@ def test_grad_clip_bounds_the_update_norm():
 
 # --- accumulation --------------------------------------------------------------------------------
 def test_accumulation_equals_one_k_times_larger_batch():
-    from profiler.workloads.train import train_step
+    from profiler.workloads.steps import train_step
 
     class Fixed:
         def __init__(self, x, y, parts):
@@ -231,7 +231,7 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_tracks_fp32():
     assert seen == [torch.bfloat16]
 
     def curve(techniques):
-        from profiler.workloads.train import train_step
+        from profiler.workloads.steps import train_step
 
         s = make_state(techniques, learning_rate=3e-3)
 

@@ -125,66 +125,72 @@ def default_sampler_period_s() -> float:
 def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float | None = None,
                   capture_profile: bool = False, measured_steps: int = 0,
                   hold: Callable[[], None] | None = None) -> dict:
-    """The worker's training work without the worker: the same set-up (prepare), then its
-    train_step / evaluate, with nothing streamed and nothing sampled (unless asked). Timed up to
-    step `measured_steps` (default the last); `hold` is called before the first step."""
+    """The worker's training work without the worker's measuring: the same set-up (prepare) and
+    the same loop (profiler.workloads.loop.Loop) with null sinks, nothing streamed and nothing
+    sampled (unless asked). Timed up to step `measured_steps` (default the last); `hold` is
+    called before the first step."""
 
     import torch
 
     from profiler.capture import ProfileCapture
+    from profiler.workloads import steps
+    from profiler.workloads.loop import Loop, StepResult
     from profiler.workloads.setup import prepare, start_sampler
-    from profiler.workloads.train import MemoryProbes, evaluate, lm_loss_of, train_step
 
-    class _Quiet:
+    class Control:
+        """The front end of a reference run: no commands, but `hold` before the first step
+        and, with capture_profile, a profile request when warmup is over."""
+
         should_stop = False
 
+        def __init__(self) -> None:
+            self.polls = 0
+
         def poll(self) -> list:
+            self.polls += 1
+            if self.polls == 1 and hold is not None:
+                hold()
+            if capture_profile and self.polls == config.limits.warmup_steps + 1:
+                return [{"type": "profile", "steps": window_steps}]
             return []
 
+    def quiet(message: dict) -> None:
+        return None
+
+    control = Control()
     # The worker's own set-up (profiler/workloads/setup.py), without its sampler thread.
-    prep = prepare(config, lambda message: None, _Quiet(), keep_masks=True,
-                   system_sampler=False)
-    state, model, device = prep.state, prep.model, prep.device
-    train, limits = config.train, config.limits
+    prep = prepare(config, quiet, control, keep_masks=True, system_sampler=False)
+    state, train = prep.state, config.train
     batches = prep.batches(train.batch_size, train.seq_len, sharded=True)
     held_out = prep.batches(train.batch_size, train.seq_len, 1, val=True)
     validation = [held_out.next() for _ in range(train.eval_batches)]
     folder = tempfile.TemporaryDirectory(prefix="effiscope-overhead-")
-    capture = ProfileCapture(folder.name, model, device, lambda message: None,
+    capture = ProfileCapture(folder.name, prep.model, prep.device, quiet,
                              compiled=state.compiled)
     # The worker's untimed memory probes, on the worker's schedule: a probe's forward/backward
     # leaves the allocator and caches as the worker's does before the timed steps.
-    probes = MemoryProbes(state, prep.batches(train.batch_size, train.seq_len, 2, sharded=True),
-                          lm_loss_of(state))
-    sampler = (start_sampler(prep.dist, prep.caps.get("gpu_uuid"), sampler_period_s)  # as the worker
-               if sampler_period_s else None)
-    losses: list[float] = []
-    val_losses: list[list] = []
-    ends: dict[int, float] = {}
-    if train.eval_interval:
-        val_losses.append([0, evaluate(state, validation)])
-    if hold is not None:
-        hold()
+    probes = steps.MemoryProbes(state, prep.batches(train.batch_size, train.seq_len, 2,
+                                                    sharded=True), steps.lm_loss_of(state))
+    sampler = (start_sampler(prep.dist, prep.caps.get("gpu_uuid"), sampler_period_s)
+               if sampler_period_s else None)  # the worker's, meter included
+
+    def step(number: int) -> StepResult:
+        loss, grad_norm, tokens = steps.train_step(state, batches, number)
+        return StepResult(loss, {"loss_train": loss, "grad_norm": grad_norm}, tokens)
+
+    loop = Loop(prep, control, quiet, step,
+                lambda: {"loss_val": steps.evaluate(state, validation)}, probes, "loss_train",
+                capture, sampler=sampler)
     try:
-        for step in range(1, limits.steps + 1):
-            if capture_profile and step == limits.warmup_steps + 1:
-                capture.request(window_steps, step)
-            probes.before_step(step, limits.warmup_steps, changed=False)
-            started = time.perf_counter()
-            loss, _, _ = train_step(state, batches, step)
-            capture.step_done(time.perf_counter() - started)
-            losses.append(loss)
-            if train.eval_interval and (step % train.eval_interval == 0 or step == limits.steps):
-                val_losses.append([step, evaluate(state, validation)])
-            probes.after_step(step, limits.warmup_steps)
-            ends[step] = time.perf_counter()
+        record = loop.run()
     finally:
-        capture.finish()
         if sampler is not None:
             sampler.stop()
         folder.cleanup()
-    return {**timed_figures(config, ends, window_steps, measured_steps), "losses": losses,
-            "val_losses": val_losses, "torch_threads": torch.get_num_threads()}
+    return {**timed_figures(config, record.step_ends, window_steps, measured_steps),
+            "losses": record.losses("loss_train"),
+            "val_losses": [[step, found["loss_val"]] for step, found in record.evaluations],
+            "torch_threads": torch.get_num_threads()}
 
 
 def timed_figures(config: RunConfig, ends: dict[int, float], window_steps: int,

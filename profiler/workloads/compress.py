@@ -44,7 +44,7 @@ from profiler.workloads.generation import (
     timed_loop,
 )
 from profiler.workloads.setup import INFER_STAGES, Emit, prepare
-from profiler.workloads.train import brief_training
+from profiler.workloads.steps import brief_training
 from techniques.compile import eager_how
 from techniques.runtime import TrainState
 

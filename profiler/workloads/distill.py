@@ -9,28 +9,22 @@ A preset teacher can first be trained briefly on the same text (distill.teacher_
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from profiler import model_source, segments, weights
+from profiler import model_source, weights
+from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.errors import Unsupported
-from profiler.stats import figure, timed_figure
+from profiler.stats import figure
+from profiler.workloads.loop import Loop, StepResult, tokens_per_step
+from profiler.workloads.loop_figures import Headline, common_figures, headline
 from profiler.workloads.setup import Emit, prepare
-from profiler.workloads.train import (
-    DIVERGED,
-    MemoryProbes,
-    accumulated_step,
-    brief_training,
-    divergence,
-    handle_command,
-    tokens_per_step,
-)
+from profiler.workloads.steps import MemoryProbes, accumulated_step, brief_training
 from techniques import runtime
 from techniques.optimizer import state_bytes
 
@@ -125,7 +119,6 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     batches = prep.batches(train_cfg.batch_size, train_cfg.seq_len)
     val_sampler = prep.batches(train_cfg.batch_size, train_cfg.seq_len, 1, val=True)
     val_batches = [val_sampler.next() for _ in range(train_cfg.eval_batches)]
-    applied = prep.applied
     teacher_params, student_params = teacher.parameter_count(), student.parameter_count()
     prep.started(
         "distill",
@@ -145,110 +138,62 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         emit({"type": "event", "kind": "info", "step": 0, "message": report})
     teacher_val = evaluate(teacher_state, teacher_state, val_batches)[0]
 
-    run_started = time.perf_counter()
-    step_times: list[float] = []
-    step_rates: list[float] = []  # tokens/s of each measured step
-    history: list[dict] = []
-    evals: list[tuple[int, float, float]] = []
-    step_records: list[dict] = []  # every step, for the figures of each segment between changes
-    toggles: list[dict] = []       # the mid-run changes that held (segment boundaries)
-    stopped_early, stop_reason, steps_done = False, "step limit reached", 0
+    def step(number: int) -> StepResult:
+        parts = distill_step(state, teacher, batches, number, dist.alpha, dist.temperature)
+        tokens = parts.pop("tokens")
+        return StepResult(parts["loss_distill"], parts, tokens)
 
-    def note_toggle(message: dict) -> None:
-        if message.get("type") == "event" and message.get("kind") == "toggle":
-            toggles.append(message)
-        emit(message)
-    eval_time = 0.0
-
-    def validation(step: int) -> dict:
-        nonlocal eval_time
-        started = time.perf_counter()
+    def validate() -> dict:
         loss_val, kl_val = evaluate(state, teacher_state, val_batches)
-        eval_time += time.perf_counter() - started
-        evals.append((step, loss_val, kl_val))
-        return {"loss_val": loss_val, "kl_to_teacher_val": kl_val}
+        found = {"loss_val": loss_val, "kl_to_teacher_val": kl_val}
+        if not loop.record.evaluations:  # the first: the teacher's beside the student's
+            found["teacher_loss_val"] = teacher_val
+        return found
 
-    emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
-          "metrics": {**validation(0), "teacher_loss_val": teacher_val}})
-    sampler = prep.sampler
     probes = MemoryProbes(state, prep.batches(train_cfg.batch_size, train_cfg.seq_len, 3),
                           distill_loss_of(state, teacher, dist.alpha, dist.temperature))
-    try:
-        for step in range(1, limits.steps + 1):
-            # Techniques switched mid-run apply from this step on, as in the train workload.
-            changed = sum(handle_command(command, state, step, note_toggle)
-                          for command in control.poll())
-            if control.should_stop:
-                stopped_early, stop_reason = True, "stopped by request"
-                break
-            # The time limit counts training, not validation (as in the train workload).
-            if limits.time_s and time.perf_counter() - run_started - eval_time >= limits.time_s:
-                stop_reason = "time limit reached"
-                break
-            probes.before_step(step, limits.warmup_steps, bool(changed))  # before the clock
-            if step == limits.warmup_steps + 1 or changed:
-                prep.memory.restart()  # each segment's allocator peak is its own
-            started = time.perf_counter()
-            parts = distill_step(state, teacher, batches, step, dist.alpha, dist.temperature)
-            step_time = time.perf_counter() - started
-            steps_done = step
-            warm = step <= limits.warmup_steps
-            history.append(parts)
-            tokens = parts.pop("tokens")
-            if not warm:
-                step_times.append(step_time)
-                step_rates.append(tokens / step_time)
-            local, torch_mem = sampler.latest(), prep.memory.read()
-            step_records.append(segments.step_record(
-                step, step_time, tokens, parts["loss_train"], local["rss_bytes"],
-                torch_mem["torch_peak_allocated_bytes"]))
-            metrics = {**parts, "lr": state.optimizer.param_groups[0]["lr"],
-                       "step_time_s": step_time, "tokens_per_s": tokens / step_time,
-                       **local, **torch_mem}
-            diverged = divergence(parts["loss_distill"], step, metrics["lr"])  # what it minimises
-            if diverged:
-                prep.warn(diverged)
-            last = step == limits.steps
-            if last or (train_cfg.eval_interval and step % train_cfg.eval_interval == 0):
-                metrics.update(validation(step))
-            probes.after_step(step, limits.warmup_steps)  # before the measured steps' messages
-            emit({"type": "sample", "step": step, "time": time.perf_counter() - run_started,
-                  "phase": "warmup" if warm else "measure", "metrics": metrics})
-            if diverged:  # as in the train workload: stop, keep what was measured
-                stop_reason = diverged
-                break
-    finally:
-        prep.stop_sampler()
+    # A `profile` command records the student's next N steps with torch.profiler.
+    capture = ProfileCapture(config.output_dir, student, device, emit, compiled=state.compiled,
+                             enabled=prep.dist.is_speaker)
+    loop = Loop(prep, control, emit, step, validate, probes, "loss_distill", capture)
+    record = loop.run()
     # Masks folded in; the student's weights saved through the one save path (HF layouts too).
-    saved = prep.finish(steps_done)["checkpoint"]
-    parts = segments.split(step_records, toggles, limits.warmup_steps)
-    window = None
-    ended_in = segments.headline(parts, step_records)  # never an average of configurations
-    if ended_in:
-        step_times, step_rates, window = (ended_in["step_times"], ended_in["step_rates"],
-                                          ended_in["window"])
-    summary = summarize(locals())
-    summary["segments"] = parts
-    summary["diverged"] = stop_reason.startswith(DIVERGED)
+    saved = prep.finish(record.steps_done)["checkpoint"]
+    head = headline(record)  # never an average of configurations
+    summary = summarize(loop, head, teacher_val, (teacher_params, student_params),
+                        (teacher_origin, student_origin))
+    summary["checkpoint"] = saved
+    summary["segments"] = head.segments
+    summary["diverged"] = record.diverged
+    summary.update(prep.contention())
     return summary
 
 
-def summarize(v: dict) -> dict:
-    evals, history, config = v["evals"], v["history"], v["config"]
-    last = history[-10:]
+def summarize(loop: Loop, head: Headline, teacher_val: float, params: tuple[int, int],
+              origins: tuple[str, str]) -> dict:
+    """The distill workload's summary, read from the loop's record: the figures every training
+    workload shares, and distillation's own."""
+    record, config = loop.record, loop.state.config
+    last = record.step_metrics[-10:]
+    teacher_params, student_params = params
 
     def mean(key: str) -> float | None:
-        return sum(h[key] for h in last) / len(last) if last else None
+        values = [m[key] for m in last if isinstance(m.get(key), (int, float))]
+        return sum(values) / len(values) if values else None
 
-    window = v["window"] or f"{len(v['step_times'])} steps after {config.limits.warmup_steps} warmup"
-    figures = {
-        "loss_val_first": figure(evals[0][1], "nats/token", "student before the first step"),
-        "loss_val_final": figure(evals[-1][1], "nats/token", f"student at step {evals[-1][0]}"),
-        "kl_to_teacher_val_first": figure(evals[0][2], "nats/token",
+    evals = record.evaluations
+    first, final = (evals[0], evals[-1]) if evals else ((None, {}), (None, {}))
+    figures = common_figures(loop, head, unit_of_work="student's per-step")
+    figures.update({
+        "loss_val_first": figure(first[1].get("loss_val"), "nats/token",
+                                 "student before the first step"),
+        "loss_val_final": figure(final[1].get("loss_val"), "nats/token",
+                                 f"student at step {final[0] if evals else 'n/a'}"),
+        "kl_to_teacher_val_first": figure(first[1].get("kl_to_teacher_val"), "nats/token",
                                           "KL(teacher‖student) at T = 1 on held-out text, before"),
-        "kl_to_teacher_val_final": figure(evals[-1][2], "nats/token",
-                                          f"the same at step {evals[-1][0]}"),
-        "teacher_loss_val": figure(v["teacher_val"], "nats/token", "teacher on the same text"),
+        "kl_to_teacher_val_final": figure(final[1].get("kl_to_teacher_val"), "nats/token",
+                                          f"the same at step {final[0] if evals else 'n/a'}"),
+        "teacher_loss_val": figure(teacher_val, "nats/token", "teacher on the same text"),
         "loss_train_final": figure(mean("loss_train"), "nats/token",
                                    "the student's cross-entropy on the text (the part of its "
                                    "objective a train run's loss is), mean of the last 10 steps"),
@@ -258,18 +203,14 @@ def summarize(v: dict) -> dict:
                                      "steps"),
         "kl_to_teacher_final": figure(mean("kl_to_teacher"), "nats/token",
                                       f"KL at T = {config.distill.temperature}, last 10 steps"),
-        "step_time_p50_s": timed_figure(v["step_times"], "s", f"median over {window}"),
-        "tokens_per_s": timed_figure(v["step_rates"], "tokens/s",
-                                     f"median of the student's per-step tokens/s over {window}"),
-        "teacher_parameters": figure(v["teacher_params"], "", "teacher"),
-        "parameters": figure(v["student_params"], "", "student"),
-        "compression_ratio": figure(v["teacher_params"] / v["student_params"], "x",
+        "teacher_parameters": figure(teacher_params, "", "teacher"),
+        "parameters": figure(student_params, "", "student"),
+        "compression_ratio": figure(teacher_params / student_params, "x",
                                     "teacher parameters / student parameters"),
-        **v["probes"].figures(state_bytes(v["state"].optimizer) if v["steps_done"] else None),
-    }
-    return {"workload": "distill", "stopped_early": v["stopped_early"],
-            "stop_reason": v["stop_reason"], "steps_completed": v["steps_done"],
-            "measured_steps": len(v["step_times"]), "device": str(v["device"]),
-            "parameters": v["student_params"], "teacher": v["teacher_origin"],
-            "model": v["student_origin"], "techniques": v["applied"],
-            "checkpoint": v["saved"], "figures": figures, **v["prep"].contention()}
+        **loop.probes.figures(state_bytes(loop.state.optimizer) if record.steps_done else None),
+    })
+    return {"workload": "distill", "stopped_early": record.stopped_early,
+            "stop_reason": record.stop_reason, "steps_completed": record.steps_done,
+            "measured_steps": len(head.records), "device": str(loop.state.device),
+            "parameters": student_params, "teacher": origins[0], "model": origins[1],
+            "techniques": loop.prep.applied, "figures": figures}
