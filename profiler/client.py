@@ -262,7 +262,7 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
 def _front_warning(recorder, on_message, text: str) -> None:
     recorder.note("warning", text)
     if on_message is not None:
-        on_message({"type": "event", "kind": "warning", "message": text, "origin": "front"})
+        on_message(protocol.warning(text, origin="front"))
 
 
 def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorder, on_message,

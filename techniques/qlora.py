@@ -117,6 +117,6 @@ def dequantized_merged_copy(model):
     return merged
 
 
-def save(state, steps: int, emit, save_weights) -> list[str]:
+def save(state, steps: int, tell, save_weights) -> list[str]:
     """LoRA's save (the adapter, and the merged weights) with the merged weights dequantized."""
-    return lora.save(state, steps, emit, save_weights, merge=dequantized_merged_copy)
+    return lora.save(state, steps, tell, save_weights, merge=dequantized_merged_copy)
