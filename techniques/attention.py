@@ -40,7 +40,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
             f"attention in fp32; {fix}, or choose backend = auto or efficient")
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="attention",
     label="Attention kernel",
     category="speed",
@@ -56,7 +56,7 @@ INFO = register(TechniqueInfo(
     mid_run=("enabled", "implementation", "backend"),
     check=_check,
     check_combination=_check_combination,
-))
+)
 
 
 def _backends(params: dict) -> list | None:
@@ -94,8 +94,11 @@ def apply(state, params: dict) -> str:
     return text + f" in {len(model.blocks)} blocks"
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     return apply(state, {"implementation": "sdpa", "backend": "auto"})
+
+
+register(INFO, apply=apply, change=change, remove=remove)

@@ -48,7 +48,7 @@ PARAMS = (
           "attention, mlp or all-linear (both)", choices=TARGETS),
 )
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="lora",
     label="LoRA adapters",
     category="memory",
@@ -63,7 +63,7 @@ INFO = register(TechniqueInfo(
     check=_check,
     config_check=config_check,
     extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes"), "workloads": ("train",)},
-))
+)
 
 
 # --- implementation (imports torch and peft) ------------------------------------------------------
@@ -219,3 +219,6 @@ def save(state, steps: int, tell, save_weights, merge=None) -> list[str]:
     tell(f"LoRA adapter saved to {folder} (adapter_model.safetensors, adapter_config.json)")
     merged = save_weights((merge or merged_copy)(state.model))
     return [str(folder)] + ([merged] if merged else [])
+
+
+register(INFO, apply=apply, save=save)

@@ -41,7 +41,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="prune_semi_structured",
     label="2:4 semi-structured sparsity",
     category="compression",
@@ -60,7 +60,7 @@ INFO = register(TechniqueInfo(
     requires=("cuda", "ampere"),
     check_combination=_check_combination,
     extra={"workloads": ("infer", "compress")},
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -119,3 +119,6 @@ def after_formats(state, params: dict) -> str:
     if failed:
         text += f"; kept dense: {', '.join(failed[:3])}" + (" ..." if len(failed) > 3 else "")
     return text
+
+
+register(INFO, apply=apply, finalize=finalize, after_formats=after_formats)

@@ -128,3 +128,105 @@ def test_no_module_builds_a_protocol_message_as_a_raw_dict():
                         raw.append(f"{where}:{node.lineno}")
     assert raw == []
 
+
+# --- technique hooks: a contract checked at registration ----------------------------------------
+BAD_MODULE = '''
+from techniques.registry import Param, TechniqueInfo, register
+
+INFO = TechniqueInfo(name="zz_bad", label="Bad", category="speed", stage="loop",
+                     summary="test only", source="tests",
+                     params=(Param("size", int, 1, "a size", min=1, max=9),),
+                     mid_run={mid_run!r})
+
+
+{hooks}
+
+register(INFO, {names})
+'''
+
+
+def _import_technique(tmp_path, mid_run: tuple, hooks: str, names: str):
+    """Import a technique module written to a file, as a plugin would be imported."""
+    import importlib.util
+
+    path = tmp_path / "zz_bad.py"
+    path.write_text(BAD_MODULE.format(mid_run=mid_run, hooks=hooks, names=names),
+                    encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("zz_bad", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("mid_run", "hooks", "names", "words"), [
+    (("enabled", "size"), "def apply(state, params):\n    return 'on'\n\n"
+     "def remove(state):\n    return 'off'\n", "apply=apply, remove=remove",
+     "mid_run names size but it has no change hook, so a mid-run set would fail; define "
+     "change\\(state, params\\)"),
+    (("enabled",), "def apply(state, params):\n    return 'on'\n", "apply=apply, change=apply",
+     "mid_run has \"enabled\" but it has no remove hook"),
+    ((), "def apply(state):\n    return 'on'\n", "apply=apply",
+     "its apply takes \\(state\\) but the engine calls apply\\(state, params\\)"),
+    (("size",), "def apply(state, params):\n    return 'on'\n\n"
+     "def change(state, params, extra):\n    return 'x'\n", "apply=apply, change=change",
+     "its change takes \\(state, params, extra\\) but the engine calls change\\(state, params\\)"),
+    (("sise",), "def apply(state, params):\n    return 'on'\n", "apply=apply, change=apply",
+     "mid_run names sise, which is no parameter of it"),
+    ((), "def apply(state, params):\n    return 'on'\n\ndef remove(state):\n    return 'off'\n",
+     "apply=apply, remove=remove", "it has a remove hook the engine never calls"),
+], ids=["mid-run-param-without-change", "enabled-without-remove", "apply-wrong-arguments",
+        "change-wrong-arguments", "mid-run-names-no-parameter", "dead-remove"])
+def test_a_bad_technique_module_fails_at_import_with_a_sentence(tmp_path, mid_run, hooks, names,
+                                                               words):
+    from techniques import registry
+
+    try:
+        with pytest.raises(registry.BadTechnique, match=f"technique 'zz_bad' .*: {words}"):
+            _import_technique(tmp_path, mid_run, hooks, names)
+        with pytest.raises(registry.UnknownTechnique):  # nothing half-registered is left
+            registry.get("zz_bad")
+    finally:
+        registry.unregister("zz_bad")
+
+
+def test_a_good_plugin_module_registers_and_the_engine_calls_its_hooks(tmp_path):
+    """The engine reaches a technique only through its registered hooks: this one has no module
+    under techniques/, and a mid-run change and removal still reach its functions."""
+    import torch
+
+    from techniques import registry, runtime
+
+    hooks = ("calls = []\n\ndef apply(state, params):\n    calls.append(('apply', params.get("
+             "'size')))\n    return 'on'\n\ndef change(state, params):\n    calls.append(("
+             "'change', params.get('size')))\n    return 'changed'\n\ndef remove(state):\n"
+             "    calls.append(('remove', None))\n    return 'off'\n")
+    try:
+        module = _import_technique(tmp_path, ("enabled", "size"), hooks,
+                                   "apply=apply, change=change, remove=remove")
+        state = runtime.TrainState.plain(torch.nn.Linear(2, 2))
+        assert runtime.change(state, "zz_bad", {"size": 3}) == "on"
+        assert runtime.change(state, "zz_bad", {"size": 4}) == "changed"
+        assert runtime.change(state, "zz_bad", {"enabled": False}) == "off"
+        assert module.calls == [("apply", 3), ("change", 4), ("remove", None)]
+    finally:
+        registry.unregister("zz_bad")
+
+
+def test_every_registered_technique_keeps_the_hook_contract():
+    """Every built-in technique registered (the contract held at import); what its metadata
+    promises, its hooks can do."""
+    from techniques import registry, runtime
+
+    techniques = registry.all_techniques()
+    assert len(techniques) == len(registry._BUILTIN)
+    for info in techniques:
+        hooks = registry.hooks(info.name)
+        assert callable(hooks.apply), info.name
+        if info.mid_run:
+            assert callable(hooks.change), info.name
+        assert (hooks.remove is not None) == ("enabled" in info.mid_run), info.name
+    pruners = {info.name for info in techniques if runtime.is_pruner(info.name)}
+    assert set(runtime.PRUNE_ORDER) <= pruners == {
+        "prune_magnitude", "prune_structured", "prune_semi_structured", "prune_wanda"}
+    assert {info.name for info in techniques if registry.hooks(info.name).save} == {
+        "lora", "qlora"}
