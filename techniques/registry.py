@@ -55,14 +55,12 @@ class TechniqueInfo:
     """check(params, capabilities) -> why these params cannot run on this machine, or None.
     Validation also runs it against machines that can do everything (`config_problem`): what it
     refuses there is a contradiction of the config itself, refused before a run exists."""
-    check_combination: Callable[[dict, dict[str, dict], str], str | None] | None = None
-    """check_combination(params, in_force, workload) -> why these params cannot run beside the
-    techniques in force (name -> params, defaults filled) in this workload, or None. Asked by the
-    config's validation (before the run), the engine's plan and every mid-run change."""
     config_check: Callable[[dict, RunFacts], str | None] | None = None
-    """config_check(params, facts) -> why these params contradict the rest of the run config
-    (another technique's settings, the run's length, the model's shape), or None. Torch-free;
-    validation runs it before a run exists, the worker's validation again."""
+    """config_check(params, facts) -> why these params contradict the rest of the run: the
+    techniques in force beside it (facts.techniques, defaults filled), the workload, the run's
+    length, the model's shape; or None. Torch-free, the one rule mechanism (`rule_problem`),
+    asked by the config's validation (before the run, and again in the worker), the engine's
+    plan and every mid-run change."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata; known keys: "workloads" (where it applies), "mfu" ("n/a": its matmuls
     run at another peak), "acts_on" (summary figures it changes first: a comparison of runs that
@@ -92,6 +90,21 @@ class RunFacts:
     linear_widths: dict[str, int] = field(default_factory=dict)
     """The narrowest input or output width of the blocks' Linear layers, by group ("attention",
     "mlp"); empty when the model's shape is not known."""
+
+
+def run_facts(config: Any, techniques: dict[str, Any], *, world_size: int | None = None,
+              model_kind: str | None = None,
+              linear_widths: dict[str, int] | None = None) -> RunFacts:
+    """The RunFacts of a run config (a RunConfig, read by attribute) with these techniques in
+    force: validation passes the model's shape facts, the engine what its machine says."""
+    launch = getattr(config, "launch", None)
+    limits = getattr(config, "limits", None)
+    if world_size is None:
+        world_size = (launch.nproc_per_node * launch.nnodes) if launch is not None else 1
+    return RunFacts(workload=getattr(config, "workload", "train"),
+                    steps=getattr(limits, "steps", 0), device=getattr(config, "device", "auto"),
+                    techniques=dict(techniques), world_size=world_size,
+                    model_kind=model_kind or "builtin", linear_widths=dict(linear_widths or {}))
 
 
 class UnknownTechnique(ValueError):
@@ -147,12 +160,6 @@ class MachineCheck(Protocol):
     def __call__(self, params: Any, caps: dict, /) -> str | None: ...
 
 
-class CombinationCheck(Protocol):
-    """check_combination(params, in_force, workload) -> why not beside these techniques."""
-
-    def __call__(self, params: Any, in_force: dict, workload: str, /) -> str | None: ...
-
-
 class ConfigCheck(Protocol):
     """config_check(params, facts) -> why these params contradict the run config, or None."""
 
@@ -165,8 +172,7 @@ HOOK_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "apply": ("state", "params"), "change": ("state", "params"), "remove": ("state",),
     "finalize": ("state", "params"), "after_formats": ("state", "params"),
     "save": ("state", "steps", "tell", "save_weights"),
-    "check": ("params", "caps"), "check_combination": ("params", "in_force", "workload"),
-    "config_check": ("params", "facts"),
+    "check": ("params", "caps"), "config_check": ("params", "facts"),
 }
 
 
@@ -223,7 +229,7 @@ def _hooks_problem(info: TechniqueInfo, hooks: Hooks) -> str | None:
         why = _signature_problem(hook, function)
         if why:
             return why
-    for hook in ("check", "check_combination", "config_check"):
+    for hook in ("check", "config_check"):
         function = getattr(info, hook)
         why = _signature_problem(hook, function) if function is not None else None
         if why:
@@ -374,15 +380,15 @@ def in_force(techniques: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {name: validate_params(name, params) for name, params in wanted.items()}
 
 
-def combination_reason(techniques: dict[str, dict[str, Any]], workload: str) -> str | None:
-    """Why these techniques (name -> params with defaults) cannot run together in this workload
-    (the first technique whose check_combination objects), or None."""
-    for name, params in techniques.items():
-        info = get(name)
-        why = info.check_combination(params, techniques, workload) if info.check_combination \
-            else None
+def rule_problem(facts: RunFacts) -> tuple[str, str] | None:
+    """(technique name, sentence) for the first technique in force whose config_check objects
+    to the run, or None: the one call path of the rules, for validation, the engine's plan and
+    every mid-run change."""
+    for name, params in facts.techniques.items():
+        rule = get(name).config_check
+        why = rule(params, facts) if rule is not None else None
         if why:
-            return f"techniques.{name}: {why}"
+            return name, why
     return None
 
 
@@ -431,9 +437,13 @@ def _ideal_machines(facts: RunFacts) -> list[dict]:
 
 def config_problem(facts: RunFacts) -> tuple[str, str] | None:
     """(technique name, sentence) for the first contradiction within a run config, or None:
-    declared conflicts, a check that refuses on every machine the configured device allows,
-    then each technique's config_check. Torch-free: validation runs it before a run exists."""
+    the rules (each technique's config_check), declared conflicts, then a check that refuses on
+    every machine the configured device allows. Torch-free: validation runs it before a run
+    exists."""
     _load_builtin()
+    problem = rule_problem(facts)
+    if problem is not None:
+        return problem
     names = list(facts.techniques)
     for i, name in enumerate(names):
         for other in names[i + 1:]:
@@ -452,8 +462,4 @@ def config_problem(facts: RunFacts) -> tuple[str, str] | None:
                 return name, (f"cannot run with device = {facts.device!r} ({reasons[0]}); set "
                               f"device = \"auto\" (or another device), or remove it")
             return name, str(reasons[0])
-        if info.config_check is not None:
-            why = info.config_check(params, facts)
-            if why:
-                return name, why
     return None

@@ -209,10 +209,18 @@ def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
-    why = registry.combination_reason(wanted, config.workload)
-    if why:
-        raise Unsupported(why)
+    problem = registry.rule_problem(run_facts(config, caps, wanted))
+    if problem is not None:
+        raise Unsupported(f"techniques.{problem[0]}: {problem[1]}")
     return wanted
+
+
+def run_facts(config: Any, caps: dict, techniques: dict[str, dict]) -> registry.RunFacts:
+    """The rules' facts of this run as the engine knows them: the config, the techniques in
+    force, and the job's size and model kind from the machine's capabilities (the model's layer
+    widths were judged at validation)."""
+    return registry.run_facts(config, techniques, world_size=caps.get("world_size", 1),
+                              model_kind=caps.get("model_kind"))
 
 
 def check_all(config: Any, caps: dict) -> None:
@@ -361,11 +369,12 @@ class Refused(ValueError):
 
 def _refuse_combination(state: TrainState, after: dict[str, dict]) -> None:
     """Refuse a mid-run change that would leave techniques that cannot run together (flash
-    attention once autocast is switched off), as the plan refuses them before a run."""
-    workload = getattr(state.config, "workload", None)
-    why = registry.combination_reason(after, workload) if workload else None
-    if why:
-        raise Refused(f"{why}; the run goes on as it was")
+    attention once autocast is switched off): the rules the plan and validation ask."""
+    if getattr(state.config, "workload", None) is None:  # a bare state measures a model as is
+        return
+    problem = registry.rule_problem(run_facts(state.config, state.caps, after))
+    if problem is not None:
+        raise Refused(f"techniques.{problem[0]}: {problem[1]}; the run goes on as it was")
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

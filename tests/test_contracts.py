@@ -230,3 +230,59 @@ def test_every_registered_technique_keeps_the_hook_contract():
         "prune_magnitude", "prune_structured", "prune_semi_structured", "prune_wanda"}
     assert {info.name for info in techniques if registry.hooks(info.name).save} == {
         "lora", "qlora"}
+
+
+# --- one rule mechanism --------------------------------------------------------------------------
+def test_a_rule_is_asked_by_validation_the_plan_and_a_mid_run_change_alike():
+    """One contract, config_check(params, facts), one call path (registry.rule_problem): a rule
+    that reads the techniques in force and the workload refuses the same combination before the
+    run (ConfigError), in the engine's plan (Unsupported) and in a mid-run `set` (Refused)."""
+    import torch
+
+    from profiler.config import ConfigError, RunConfig, validate
+    from profiler.errors import Unsupported
+    from techniques import registry, runtime
+
+    asked = []
+
+    def rule(params, facts):
+        asked.append(facts.workload)
+        if "grad_clip" in facts.techniques and facts.workload == "train":
+            return "cannot run beside grad_clip in a train run; remove one of them"
+        return None
+
+    registry.register(registry.TechniqueInfo(
+        name="zz_rule", label="Rule probe", category="speed", stage="loop", summary="test only",
+        source="tests", mid_run=("enabled",), config_check=rule),
+        apply=lambda state, params: "on", change=lambda state, params: "on",
+        remove=lambda state: "off")
+    sentence = "techniques.zz_rule: cannot run beside grad_clip in a train run; remove one"
+    try:
+        both = {"zz_rule": {}, "grad_clip": {}}
+        with pytest.raises(ConfigError, match=sentence):
+            validate(RunConfig(techniques=both))
+        with pytest.raises(Unsupported, match=sentence):
+            runtime.plan(RunConfig(techniques=both), {"world_size": 1})
+        state = runtime.TrainState.plain(torch.nn.Linear(2, 2), config=RunConfig())
+        state.active["grad_clip"] = registry.validate_params("grad_clip", {})
+        with pytest.raises(runtime.Refused, match=f"{sentence}.*the run goes on as it was"):
+            runtime.change(state, "zz_rule", {"enabled": True})
+        assert "zz_rule" not in state.active
+        assert asked == ["train"] * 3
+        validate(RunConfig(techniques={"zz_rule": {}}))  # alone it passes
+        state.config = RunConfig(workload="infer")
+        assert runtime.change(state, "zz_rule", {"enabled": True}) == "on"
+    finally:
+        registry.unregister("zz_rule")
+
+
+def test_the_combination_rules_are_config_checks_of_the_one_contract():
+    """The two former combination checks (attention's fp32 kernels, 2:4's formats) are
+    config_checks now; no technique declares a second mechanism."""
+    from techniques import registry
+
+    assert not hasattr(registry.TechniqueInfo, "check_combination")
+    assert not hasattr(registry, "combination_reason")
+    ruled = {info.name for info in registry.all_techniques() if info.config_check}
+    assert {"attention", "prune_semi_structured", "lora", "qlora", "lr_schedule",
+            "optimizer_low_bit"} == ruled
