@@ -283,6 +283,23 @@ class MeasuredSoFar:
         return out
 
 
+def failure_summary(measured: MeasuredSoFar, control: Control, reason: str) -> dict:
+    """The one summary of a failed run: what it measured before the failure (out of memory at
+    step 40 still says how far it got, its speed and its last loss) with the contention over
+    it; {} when it failed before its `started`, or when what it measured does not fit the
+    summary schema (the end still goes out)."""
+    summary = measured.summary(reason)
+    if not summary:
+        return {}
+    summary = {**contention_so_far(control), **summary}
+    try:
+        protocol.encode(protocol.done("failed", summary), "worker")
+    except protocol.ProtocolError as exc:
+        print(f"effiscope: the failed run's summary is dropped: {exc}", file=sys.stderr)
+        return {}
+    return summary
+
+
 def contention_so_far(control: Control) -> dict:
     """The contention keys of a run that failed after its set-up (its sampler stopped here, if
     the workload did not): its speed figures so far carry the same warning as a whole run's."""
@@ -379,17 +396,8 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         print(log, file=sys.stderr, flush=True)
         text = errors.user_facing(exc, kind)  # the user's choices read as sentences
         channel.send(protocol.error(kind, text, hint, traceback=log[-8000:]))
-        # What was measured before the failure still goes out (out of memory at step 40).
-        partial = getattr(exc, "partial_summary", None)
-        if not isinstance(partial, dict) or not partial:
-            partial = measured.summary(f"{kind}: {text.splitlines()[0][:200] if text else kind}")
-        if partial:
-            partial = {**contention_so_far(control), **partial}
-        done = protocol.done("failed", partial)
-        try:
-            channel.send(done)
-        except protocol.ProtocolError:  # a partial summary the schema refuses: the bare end
-            channel.send(protocol.done("failed", {}))
+        reason = f"{kind}: {text.splitlines()[0][:200] if text else kind}"
+        channel.send(protocol.done("failed", failure_summary(measured, control, reason)))
         return "failed"
 
 

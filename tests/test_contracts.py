@@ -286,3 +286,72 @@ def test_the_combination_rules_are_config_checks_of_the_one_contract():
     ruled = {info.name for info in registry.all_techniques() if info.config_check}
     assert {"attention", "prune_semi_structured", "lora", "qlora", "lr_schedule",
             "optimizer_low_bit"} == ruled
+
+
+# --- one summary path for a failed run -----------------------------------------------------------
+class _Channel:
+    alive = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        from profiler import protocol
+
+        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
+
+
+def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> list[dict]:
+    """Run a fake train workload that sends `started`, 5 steps, then raises `exc`."""
+    import queue
+    import types
+
+    from profiler import protocol, worker
+    from tests.faults import tiny_config
+
+    def run(config, emit, control):
+        if control_prepared is not None:
+            control.note_prepared(control_prepared)
+        emit(protocol.started({"workload": "train", "device": "cpu"}))
+        for step in range(1, 6):
+            emit(protocol.sample(step, step / 10, {"tokens_per_s": 100.0 * step,
+                                                   "loss_train": 4.0 - step / 10},
+                                 phase="warmup" if step == 1 else "measure"))
+        raise exc
+
+    monkeypatch.setitem(sys.modules, "profiler.workloads.train", types.SimpleNamespace(run=run))
+    channel = _Channel()
+    assert worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
+                          worker.Control(queue.Queue(), channel)) == "failed"
+    return channel.messages
+
+
+def test_a_failed_run_has_one_summary_what_the_worker_saw_it_measure(monkeypatch, capsys):
+    """Before, a `partial_summary` attribute nobody set was read first; now an exception's
+    attributes have no say: the figures are the measured steps' (one path)."""
+    exc = RuntimeError("a planted failure at step 6")
+    exc.partial_summary = {"steps_completed": 999, "figures": {}}  # type: ignore[attr-defined]
+    messages = _fail_after_steps(monkeypatch, exc)
+    capsys.readouterr()
+    dones = [m for m in messages if m["type"] == "done"]
+    assert len(dones) == 1 and dones[0]["status"] == "failed"
+    summary = dones[0]["summary"]
+    assert summary["steps_completed"] == 5 and summary["measured_steps"] == 4
+    assert summary["figures"]["tokens_per_s"]["value"] == 400.0  # median of steps 2..5
+    assert summary["figures"]["loss_train_final"]["value"] == 3.5
+    assert "a planted failure at step 6" in summary["stop_reason"]
+
+
+def test_a_failed_runs_summary_the_schema_refuses_ends_bare_but_ends(monkeypatch, capsys):
+    """Contention figures of the wrong type (a bug elsewhere) must not lose the run's end: one
+    `done`, failed, with an empty summary, and the reason on stderr."""
+    import types
+
+    prepared = types.SimpleNamespace(stop_sampler=lambda: None,
+                                     contention=lambda: {"contended": "very"})
+    messages = _fail_after_steps(monkeypatch, RuntimeError("boom"), prepared)
+    err = capsys.readouterr().err
+    dones = [m for m in messages if m["type"] == "done"]
+    assert dones == [{"type": "done", "status": "failed", "summary": {}}]
+    assert "the failed run's summary is dropped" in err and "contended" in err
+
