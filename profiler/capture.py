@@ -1,7 +1,7 @@
 """On-demand torch.profiler capture of N training steps, for the `profile` command.
 
-The train loop asks for a capture (`request`) when the front end sends {"type": "profile",
-"steps": N}; the profiler then runs around the next N steps (`step_done` after each one), and one
+The train loop asks for a capture (`request`) when the front end sends a profile request
+(protocol.profile_request(N)); the profiler then runs around the next N steps (`step_done` after each one), and one
 `profile` message goes out with the top operators, each step's wall time, where the time went
 (forward / backward / optimizer / other) and the path of the gzipped Chrome trace, which Perfetto
 (ui.perfetto.dev) and chrome://tracing open. All times are measured under the profiler, which
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from profiler import protocol
 
 MAX_STEPS = 50
 """A longer capture makes a trace too big to open; the request is clipped to this."""
@@ -99,12 +101,12 @@ class ProfileCapture:
         if not self._step_times:
             return
         trace, note = self._write_trace(prof)
-        message = {"type": "profile", "step": self._first_step, "steps": len(self._step_times),
-                   "operators": operator_table(prof, sum(self._step_times),
-                                               cuda=self.device.type == "cuda"),
-                   "step_time_s": list(self._step_times), "trace_path": trace,
-                   "how": "times measured under torch.profiler (it slows small operators); "
-                          "% of steps = the operator's self time / the captured steps' wall time"}
+        message = protocol.profile(
+            self._first_step, operator_table(prof, sum(self._step_times),
+                                             cuda=self.device.type == "cuda"),
+            steps=len(self._step_times), step_time_s=list(self._step_times), trace_path=trace,
+            how="times measured under torch.profiler (it slows small operators); "
+                "% of steps = the operator's self time / the captured steps' wall time")
         on_device = self.device.type == "cuda"
         breakdown = (step_breakdown(prof, self._step_times, device_time=on_device)
                      if not self.compiled else None)

@@ -10,13 +10,12 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO
 
-from profiler import protocol
+from profiler import launch, protocol
 
 EOF = object()
 OVERSIZE = object()
@@ -55,15 +54,8 @@ def _longest_text(value: object, path: str = "") -> tuple[str, int] | None:
     return best
 
 
-def worker_command() -> list[str]:
-    """How to start a local worker: this interpreter, so the worker sees the same packages."""
-    return [sys.executable, "-m", "profiler.worker"]
-
-
 def failure_explanation(recorder, config=None) -> str | None:
     """Why a worker (or a torchrun job) ended without `done`, read from its log."""
-    from profiler.launch import explain_failure
-
     try:
         with open(recorder.run.log_path, encoding="utf-8", errors="replace") as fh:
             fh.seek(0, 2)
@@ -71,7 +63,7 @@ def failure_explanation(recorder, config=None) -> str | None:
             text = fh.read()
     except OSError:
         return None
-    return _no_memory_to_start(text, recorder) or explain_failure(text, config)
+    return _no_memory_to_start(text, recorder) or launch.explain_failure(text, config)
 
 
 _NO_MEMORY = ("Cannot allocate memory", "failed to map segment", "MemoryError",
@@ -111,7 +103,7 @@ class WorkerProcess:
         # A session of its own: the terminal's Ctrl-C reaches the CLI, which asks the worker to
         # stop through the protocol instead of killing it mid-step.
         self.proc = subprocess.Popen(
-            command or worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            command or launch.worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, env=worker_env(env), start_new_session=True,
         )
         self.lines: queue.Queue = queue.Queue()
@@ -270,7 +262,7 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
 def _front_warning(recorder, on_message, text: str) -> None:
     recorder.note("warning", text)
     if on_message is not None:
-        on_message({"type": "event", "kind": "warning", "message": text, "origin": "front"})
+        on_message(protocol.warning(text, origin="front"))
 
 
 def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorder, on_message,

@@ -477,11 +477,6 @@ def validate(config: RunConfig) -> RunConfig:
         _require(not workloads or config.workload in workloads, f"techniques.{name}",
                  f"does not apply to workload = {config.workload} (its weights cannot be "
                  f"trained); use it with workload = {' or '.join(workloads or ())}")
-    try:  # techniques that cannot run together here (flash attention on fp32): refused now
-        why = registry.combination_reason(registry.in_force(config.techniques), config.workload)
-    except ValueError as exc:
-        raise ConfigError("", str(exc)) from None
-    _require(why is None, "", why or "")
     _validate_workloads(config, shape)
     from profiler import config_rules  # torch-free
 

@@ -38,9 +38,8 @@ def facts(config: Any, shape: Any = None) -> Any:
         if info.always_on and info.name not in named:
             named[info.name] = {}
     techniques = {name: registry.validate_params(name, params) for name, params in named.items()}
-    return registry.RunFacts(
-        workload=config.workload, steps=config.limits.steps, device=config.device,
-        techniques=techniques, world_size=config.launch.nproc_per_node * config.launch.nnodes,
+    return registry.run_facts(
+        config, techniques,
         model_kind=getattr(shape, "kind", "builtin") if shape is not None else "builtin",
         linear_widths=linear_widths(shape) if shape is not None else {})
 

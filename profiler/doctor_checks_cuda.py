@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from profiler import protocol
 from profiler.doctor_base import (
     CheckFailed,
     CheckSpec,
@@ -80,7 +81,7 @@ class _SetAt:
 
     def __init__(self, step: int, technique: str, params: dict) -> None:
         self.step, self.calls = step, 0
-        self.command = {"type": "set", "technique": technique, "params": params}
+        self.command = protocol.set_technique(technique, params)
 
     def poll(self) -> list:
         self.calls += 1

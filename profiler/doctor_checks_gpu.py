@@ -261,7 +261,7 @@ def check_torchao(ctx: Context) -> dict:
             state = runtime.TrainState(config=config, device=ctx.device, caps=ctx.caps, model=model,
                                        warn=ctx.warnings.append)
             params = registry.validate_params("quantize_weight_only", {"bits": bits})
-            report = runtime.implementation("quantize_weight_only").apply(state, params)
+            report = runtime.hooks("quantize_weight_only").apply(state, params)
             from techniques.compress_common import target_linears
             from techniques.quantize_weight_only import is_quantized
 

@@ -26,7 +26,9 @@ def world_size(config: RunConfig) -> int:
 
 
 def worker_command(config: RunConfig | None = None) -> list[str]:
-    """The command line that starts the worker (or the whole local part of a job) for config."""
+    """The one command line that starts the worker (or the whole local part of a job) for
+    config; None: a local worker on this interpreter, so it sees the same packages. Every
+    launcher (CLI, app, tests, benchmarks) asks here."""
     local = [sys.executable, "-m", "profiler.worker"]
     if config is not None and config.launch.ssh:
         return ssh_command(config)

@@ -306,18 +306,109 @@ class SilenceWatch:
                 "(SIGSTOP), hung or cut off; the run is kept, and Stop ends it")
 
 
-# Small constructors keep both sides honest about field names.
+# --- constructors ---------------------------------------------------------------------------------
+# Every message either side sends is built here, never as a raw dict at the call site: the field
+# names live beside the tables that check them (a test builds each one and validates it). Extra
+# keyword fields travel as they are (a newer peer may read them; validation keeps them).
+def hello(versions: dict, device: dict, environment: dict, *, pid: int | None = None,
+          **extra: Any) -> dict:
+    """The worker's first message: protocol version, package versions, device, machine."""
+    message = {"type": "hello", "protocol": PROTOCOL_VERSION, "versions": versions,
+               "device": device, "environment": environment, **extra}
+    if pid is not None:
+        message["pid"] = pid
+    return message
+
+
+def started(run: dict) -> dict:
+    """A run was set up: what runs, on what, with which techniques (see RUN)."""
+    return {"type": "started", "run": run}
+
+
+def sample(step: int, time: float, metrics: dict, phase: str | None = None,
+           **extra: Any) -> dict:
+    """One step's (or one timed pass's) readings; phase: warmup / measure / eval / ..."""
+    message = {"type": "sample", "step": step, "time": time, **extra}
+    if phase is not None:
+        message["phase"] = phase
+    message["metrics"] = metrics
+    return message
+
+
+def event(kind: str, message: str, *, step: int | None = None, **extra: Any) -> dict:
+    """An event of one of EVENT_KINDS; extra fields (technique, origin, ...) ride along."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
+    out = {"type": "event", "kind": kind, "message": message, **extra}
+    if step is not None:
+        out["step"] = step
+    return out
+
+
+def warning(message: str, *, step: int | None = None, **extra: Any) -> dict:
+    """Something the user should know that does not stop the run."""
+    return event("warning", message, step=step, **extra)
+
+
+def info(message: str, *, step: int | None = None, **extra: Any) -> dict:
+    """What a technique or the workload did (drawn as a marker when it has a step)."""
+    return event("info", message, step=step, **extra)
+
+
+def phase(message: str, *, step: int, **extra: Any) -> dict:
+    """The run moves to another phase (warmup over, compile done) at this step."""
+    return event("phase", message, step=step, **extra)
+
+
+def toggle(message: str, *, step: int, technique: str, **extra: Any) -> dict:
+    """A mid-run `set` changed a technique at this step."""
+    return event("toggle", message, step=step, technique=technique, **extra)
+
+
+def refused(message: str, *, step: int | None = None, **extra: Any) -> dict:
+    """A command that cannot apply (a mid-run change, a command with no run); the run goes on."""
+    return event("refused", message, step=step, **extra)
+
+
+def profile(step: int, operators: list, **extra: Any) -> dict:
+    """An operator table captured over some steps, starting at `step`."""
+    return {"type": "profile", "step": step, "operators": operators, **extra}
+
+
+def error(kind: str, message: str, hint: str, traceback: str | None = None,
+          **extra: Any) -> dict:
+    """Why a run failed (kind one of ERROR_KINDS) and what to do about it."""
+    out = {"type": "error", "kind": kind, "message": message, "hint": hint, **extra}
+    if traceback is not None:
+        out["traceback"] = traceback
+    return out
+
+
+def done(status: str, summary: dict) -> dict:
+    """The run's end (status one of DONE_STATUSES) with its summary (see SUMMARY)."""
+    return {"type": "done", "status": status, "summary": summary}
+
+
+def heartbeat(time: float) -> dict:
+    """An idle worker's proof of life (transport only, never stored)."""
+    return {"type": "heartbeat", "time": time}
+
+
 def start(config: dict) -> dict:
+    """Front end: run this config (plain data, RunConfig.to_dict())."""
     return {"type": "start", "config": config}
 
 
 def set_technique(technique: str, params: dict) -> dict:
+    """Front end: change a technique mid-run ({"enabled": false} switches it off)."""
     return {"type": "set", "technique": technique, "params": params}
 
 
 def stop() -> dict:
+    """Front end: end the run at the next step boundary, with its summary."""
     return {"type": "stop"}
 
 
 def profile_request(steps: int) -> dict:
+    """Front end: capture an operator profile over the next `steps` steps."""
     return {"type": "profile", "steps": steps}

@@ -57,8 +57,7 @@ class RunRecorder:
         self.warnings.append(note)
         del self.warnings[:-100]
         # The rejection is itself recorded (as the front end's own event), the stream goes on.
-        self._store({"type": "event", "kind": "warning", "message": note,
-                     "origin": "front", "received": time.time()})
+        self._store(protocol.warning(note, origin="front", received=time.time()))
 
     def handle_message(self, message: dict) -> None:
         self._store(message)
@@ -87,8 +86,8 @@ class RunRecorder:
 
     def note(self, kind: str, message: str, **extra: Any) -> None:
         """An event of the front end's own (stop requested, worker died) in the same stream."""
-        self._store({"type": "event", "kind": kind, "message": message, "origin": "front",
-                            "received": time.time(), **extra})
+        self._store(protocol.event(kind, message, origin="front", received=time.time(),
+                                   **extra))
 
     def finish(self, exit_code: int | None, killed_by_signal: bool = False,
                explanation: str | None = None) -> str:
@@ -109,8 +108,9 @@ class RunRecorder:
                 # The launcher knows the root cause (e.g. which rank died); the worker's own
                 # error is its consequence and stays in the stream.
                 end = explanation
-                error = {"type": "error", "kind": "crash", "message": explanation,
-                         "hint": "the run's worker log holds each rank's output", "origin": "front"}
+                error = protocol.error("crash", explanation,
+                                       "the run's worker log holds each rank's output",
+                                       origin="front")
                 self._store(error)
                 self.errors.append(error)
         else:
@@ -121,9 +121,9 @@ class RunRecorder:
                    f"the worker exited with code {exit_code} without finishing")
             if explanation:
                 status, end = "failed", explanation
-                error = {"type": "error", "kind": "crash", "message": explanation,
-                         "hint": "the worker log of the run has each rank's output",
-                         "origin": "front"}
+                error = protocol.error("crash", explanation,
+                                       "the worker log of the run has each rank's output",
+                                       origin="front")
                 self._store(error)
                 self.errors.append(error)
             self.note("warning", end)

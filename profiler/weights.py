@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from profiler import protocol
 from profiler.errors import CheckpointError
 from profiler.model_source import (
     FILENAME,
@@ -114,27 +115,26 @@ def save_run_weights(config: Any, model: Any, steps: int, emit: Any) -> str | No
     if not config.train.save_checkpoint:
         return None
     if not config.output_dir:
-        emit({"type": "event", "kind": "warning", "message": "train.save_checkpoint is on but "
-              "the front end gave no run folder (output_dir is empty): weights not saved"})
+        emit(protocol.warning("train.save_checkpoint is on but the front end gave no run "
+                              "folder (output_dir is empty): weights not saved"))
         return None
     if not steps:
         return None
     if any(type(p).__name__ == "DTensor" for p in model.parameters()):
-        emit({"type": "event", "kind": "warning", "message": "train.save_checkpoint: sharded "
-              "(FSDP) weights are not saved in this version; run without FSDP to save them"})
+        emit(protocol.warning("train.save_checkpoint: sharded (FSDP) weights are not saved in "
+                              "this version; run without FSDP to save them"))
         return None
     if getattr(model, "hf", None) is not None:  # a Hugging Face model: its own folder layout
         from profiler.models import hf
 
         folder = Path(config.output_dir) / "hf-model"
         size = hf.save(model, folder)
-        emit({"type": "event", "kind": "info", "message": f"weights saved to {folder} "
-              f"({size / 2**20:.1f} MiB, safetensors, with config and tokenizer); load them with "
-              f'model.source = "hf", model.path = "{folder}"'})
+        emit(protocol.info(f"weights saved to {folder} ({size / 2**20:.1f} MiB, safetensors, "
+                           "with config and tokenizer); load them with "
+                           f'model.source = "hf", model.path = "{folder}"'))
         return str(folder)
     path = Path(config.output_dir) / FILENAME
     size = save_model(model, path, model_name(config.model),
                       {"workload": config.workload, "steps": steps, "run": config.name})
-    emit({"type": "event", "kind": "info",
-          "message": f"weights saved to {path} ({size / 2**20:.1f} MiB, safetensors)"})
+    emit(protocol.info(f"weights saved to {path} ({size / 2**20:.1f} MiB, safetensors)"))
     return str(path)

@@ -86,8 +86,8 @@ class Control:
             elif command["type"] == "stop":
                 self.stop_event.set()
             elif command["type"] == "_bad_start":  # a run is going: this start is not for it
-                self._channel.send({"type": "event", "kind": "warning",
-                                    "message": f"ignored a bad command: {command['reason']}"})
+                self._channel.send(protocol.warning(
+                    f"ignored a bad command: {command['reason']}"))
             else:
                 out.append(command)
 
@@ -99,7 +99,19 @@ class Control:
                 return self._commands.get(timeout=0.25)
             except queue.Empty:
                 if self.stdin_closed:
-                    return {"type": "_eof"}
+                    return _eof()
+
+
+# Notes the stdin reader queues beside the front end's commands; never on the wire (a leading
+# underscore no protocol type has).
+def _eof() -> dict:
+    """stdin has ended (or a signal asked the worker to go)."""
+    return {"type": "_eof"}
+
+
+def _bad_start(reason: str) -> dict:
+    """A start the protocol refused: answered with a failed run, never silence."""
+    return {"type": "_bad_start", "reason": reason}
 
 
 def _claim_stdout() -> int:
@@ -167,8 +179,8 @@ def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
                 # Drop the rest of an oversize line, then say so; the stream goes on.
                 while line and not line.endswith(b"\n"):
                     line = stream.readline(protocol.MAX_LINE_BYTES)
-                channel.send({"type": "event", "kind": "warning",
-                              "message": f"ignored a command over {protocol.MAX_LINE_BYTES} bytes"})
+                channel.send(protocol.warning(
+                    f"ignored a command over {protocol.MAX_LINE_BYTES} bytes"))
                 continue
             if not line.strip():
                 continue
@@ -184,12 +196,11 @@ def _read_stdin(commands: queue.Queue, channel: Channel) -> None:
             except Exception as exc:  # noqa: BLE001 - one bad line must not end the reader
                 reason = exc if isinstance(exc, protocol.ProtocolError) else f"{type(exc).__name__}: {exc}"
                 if _command_type(line) == "start":  # answered, or its front end waits forever
-                    commands.put({"type": "_bad_start", "reason": str(reason)[:500]})
+                    commands.put(_bad_start(str(reason)[:500]))
                     continue
-                channel.send({"type": "event", "kind": "warning",
-                              "message": f"ignored a bad command: {str(reason)[:500]}"})
+                channel.send(protocol.warning(f"ignored a bad command: {str(reason)[:500]}"))
     finally:
-        commands.put({"type": "_eof"})
+        commands.put(_eof())
         _leave_if_still_running(STDIN_GRACE_S)
 
 
@@ -206,17 +217,17 @@ def _command_type(line: bytes) -> str | None:
 
 def refuse_start(channel: Channel | SilentChannel, reason: str) -> None:
     """A start the protocol refused ends as a failed run with the reason (never silence)."""
-    channel.send({"type": "error", "kind": "config",
-                  "message": f"the start command was refused: {reason}",
-                  "hint": "fix the run config (every number within its range) and start again"})
-    channel.send({"type": "done", "status": "failed", "summary": {}})
+    channel.send(protocol.error(
+        "config", f"the start command was refused: {reason}",
+        "fix the run config (every number within its range) and start again"))
+    channel.send(protocol.done("failed", {}))
 
 
 def _heartbeat(channel: Channel, stop: threading.Event) -> None:
     """While nothing else goes out, a heartbeat about once a second (see SilenceWatch)."""
     while not stop.wait(protocol.HEARTBEAT_PERIOD_S / 2):
         if time.monotonic() - channel.last_sent >= protocol.HEARTBEAT_PERIOD_S:
-            channel.send({"type": "heartbeat", "time": time.time()})
+            channel.send(protocol.heartbeat(time.time()))
 
 
 def start_heartbeat(channel: Channel) -> threading.Event:
@@ -270,6 +281,23 @@ class MeasuredSoFar:
                                            "how": "last training loss before the run failed"}
         out["figures"] = figures
         return out
+
+
+def failure_summary(measured: MeasuredSoFar, control: Control, reason: str) -> dict:
+    """The one summary of a failed run: what it measured before the failure (out of memory at
+    step 40 still says how far it got, its speed and its last loss) with the contention over
+    it; {} when it failed before its `started`, or when what it measured does not fit the
+    summary schema (the end still goes out)."""
+    summary = measured.summary(reason)
+    if not summary:
+        return {}
+    summary = {**contention_so_far(control), **summary}
+    try:
+        protocol.encode(protocol.done("failed", summary), "worker")
+    except protocol.ProtocolError as exc:
+        print(f"effiscope: the failed run's summary is dropped: {exc}", file=sys.stderr)
+        return {}
+    return summary
 
 
 def contention_so_far(control: Control) -> dict:
@@ -328,15 +356,10 @@ def hello_message() -> dict:
 
     from profiler.system import describe_host
 
-    return {
-        "type": "hello",
-        "protocol": protocol.PROTOCOL_VERSION,
-        "versions": {"effiscope": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "cuda": torch.version.cuda},
-        "device": device_info(),
-        "environment": describe_host(),
-        "pid": os.getpid(),
-    }
+    return protocol.hello(
+        versions={"effiscope": __version__, "python": platform.python_version(),
+                  "torch": torch.__version__, "cuda": torch.version.cuda},
+        device=device_info(), environment=describe_host(), pid=os.getpid())
 
 
 def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -> str:
@@ -351,9 +374,9 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
     try:
         config = validate(RunConfig.from_dict(command["config"]))
     except (ConfigError, ValueError) as exc:
-        channel.send({"type": "error", "kind": "config", "message": str(exc),
-                      "hint": "fix this setting in the run config and start again"})
-        channel.send({"type": "done", "status": "failed", "summary": summary})
+        channel.send(protocol.error("config", str(exc),
+                                    "fix this setting in the run config and start again"))
+        channel.send(protocol.done("failed", summary))
         return "failed"
     import importlib
 
@@ -365,26 +388,16 @@ def run_one(command: dict, channel: Channel | SilentChannel, control: Control) -
         summary = workload.run(config, measured.send, control)
         status = ("diverged" if summary.get("diverged") else
                   "stopped" if summary.get("stopped_early") else "completed")
-        channel.send({"type": "done", "status": status, "summary": summary})
+        channel.send(protocol.done(status, summary))
         return status
     except Exception as exc:  # noqa: BLE001 - every failure must reach the front end as data
         kind, hint = errors.classify(exc)
         log = traceback.format_exc()
         print(log, file=sys.stderr, flush=True)
         text = errors.user_facing(exc, kind)  # the user's choices read as sentences
-        channel.send({"type": "error", "kind": kind, "message": text,
-                      "hint": hint, "traceback": log[-8000:]})
-        # What was measured before the failure still goes out (out of memory at step 40).
-        partial = getattr(exc, "partial_summary", None)
-        if not isinstance(partial, dict) or not partial:
-            partial = measured.summary(f"{kind}: {text.splitlines()[0][:200] if text else kind}")
-        if partial:
-            partial = {**contention_so_far(control), **partial}
-        done = {"type": "done", "status": "failed", "summary": partial}
-        try:
-            channel.send(done)
-        except protocol.ProtocolError:  # a partial summary the schema refuses: the bare end
-            channel.send({"type": "done", "status": "failed", "summary": {}})
+        channel.send(protocol.error(kind, text, hint, traceback=log[-8000:]))
+        reason = f"{kind}: {text.splitlines()[0][:200] if text else kind}"
+        channel.send(protocol.done("failed", failure_summary(measured, control, reason)))
         return "failed"
 
 
@@ -425,12 +438,12 @@ def main_distributed(proto_fd: int) -> int:
             elif command["type"] == "_bad_start":
                 refuse_start(channel, command["reason"])
             else:
-                channel.send({"type": "event", "kind": "refused",
-                              "message": f"no run in progress: {command['type']!r} ignored"})
+                channel.send(protocol.refused(
+                    f"no run in progress: {command['type']!r} ignored"))
     config = dist.broadcast_json(config)
     if config is not None:
         print(f"rank {dist.rank}/{dist.world_size} starts the run", file=sys.stderr, flush=True)
-        status = run_one({"type": "start", "config": config}, channel, control)
+        status = run_one(protocol.start(config), channel, control)
         if status == "failed":
             os._exit(1)  # torchrun then ends the other ranks, which may wait in a collective
     dist.shutdown()
@@ -480,8 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "stop":
             continue  # nothing is running
         else:
-            channel.send({"type": "event", "kind": "refused",
-                          "message": f"no run in progress: {kind!r} ignored"})
+            channel.send(protocol.refused(f"no run in progress: {kind!r} ignored"))
     # Everything is sent and flushed: leave now. A normal interpreter exit spends seconds
     # tearing torch down, and a front end that died must see its worker (and GPU) gone at once.
     sys.stderr.flush()

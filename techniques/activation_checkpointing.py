@@ -15,7 +15,7 @@ def _check(params: dict, caps: dict) -> str | None:
                 "gradient_checkpointing_enable has no every_n_layers); set every = 1")
     return None
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="activation_checkpointing",
     label="Activation checkpointing",
     category="memory",
@@ -27,7 +27,7 @@ INFO = register(TechniqueInfo(
     mid_run=("enabled", "every"),
     check=_check,
     extra={"acts_on": ("saved_for_backward_bytes",)},
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -46,7 +46,7 @@ def apply(state, params: dict) -> str:
     return f"recomputing {count} of {blocks} transformer blocks in backward (every {every})"
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
@@ -55,3 +55,6 @@ def remove(state) -> str:
         return "activation checkpointing off: all activations kept"
     state.model.checkpoint_every = 0
     return "activation checkpointing off: all activations kept"
+
+
+register(INFO, apply=apply, change=change, remove=remove)

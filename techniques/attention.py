@@ -4,7 +4,7 @@ scaled_dot_product_attention (with a choice of its CUDA backends)."""
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, register
 
 IMPLEMENTATIONS = ("sdpa", "math")
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
@@ -22,9 +22,11 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-def _check_combination(params: dict, in_force: dict, workload: str) -> str | None:
+def _config_check(params: dict, facts: RunFacts) -> str | None:
+    """A 16-bit-only backend where attention runs in fp32 (the techniques in force decide)."""
     from techniques import dtypes
 
+    workload = facts.workload
     backend = params["backend"]
     if params["implementation"] != "sdpa" or backend not in SIXTEEN_BIT_ONLY:
         return None
@@ -32,7 +34,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
         return (f"the {backend} SDPA backend has no fp32 kernel, and a compress run times the "
                 "original fp32 model beside the compressed one; choose backend = auto or "
                 "efficient")
-    if dtypes.activations(in_force, workload) != dtypes.FP32:
+    if dtypes.activations(facts.techniques, workload) != dtypes.FP32:
         return None
     fix = ("add [techniques.weight_cast] (bf16 or fp16)" if workload == "infer"
            else "set [techniques.precision] dtype = bf16 (or fp16)")
@@ -40,7 +42,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
             f"attention in fp32; {fix}, or choose backend = auto or efficient")
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="attention",
     label="Attention kernel",
     category="speed",
@@ -55,8 +57,8 @@ INFO = register(TechniqueInfo(
     ),
     mid_run=("enabled", "implementation", "backend"),
     check=_check,
-    check_combination=_check_combination,
-))
+    config_check=_config_check,
+)
 
 
 def _backends(params: dict) -> list | None:
@@ -94,8 +96,11 @@ def apply(state, params: dict) -> str:
     return text + f" in {len(model.blocks)} blocks"
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     return apply(state, {"implementation": "sdpa", "backend": "auto"})
+
+
+register(INFO, apply=apply, change=change, remove=remove)

@@ -8,7 +8,7 @@ from techniques.registry import Param, TechniqueInfo, register
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="compile",
     label="torch.compile",
     category="speed",
@@ -18,7 +18,7 @@ INFO = register(TechniqueInfo(
     source="Ansel et al. 2024 (PyTorch 2)",
     params=(Param("mode", str, "default", "Compile mode (reduce-overhead adds CUDA graphs)", choices=MODES),),
     requires=("compiler",),
-))
+)
 
 
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -124,3 +124,6 @@ def eager_how(in_force: dict[str, dict], workload: str) -> str:
     """What a timed figure's how-text adds for eager_formats ("" when none)."""
     slow = eager_formats(in_force, workload)
     return f"; eager: {' and '.join(slow)} without torch.compile" if slow else ""
+
+
+register(INFO, apply=apply)

@@ -6,7 +6,7 @@ import contextlib
 
 from techniques.registry import Param, TechniqueInfo, register
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="ddp",
     label="Data parallel (DDP)",
     category="parallel",
@@ -22,7 +22,7 @@ INFO = register(TechniqueInfo(
     ),
     requires=("distributed", "processes"),
     conflicts=("fsdp",),
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -44,3 +44,6 @@ def apply(state, params: dict) -> str:
     return (f"DDP over {world} processes ({state.caps.get('dist_backend', '?')}), "
             f"{params['bucket_cap_mb']:g} MB buckets, gradient_as_bucket_view="
             f"{params['gradient_as_bucket_view']}, static_graph={params['static_graph']}")
+
+
+register(INFO, apply=apply)

@@ -23,7 +23,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="float8_training",
     label="fp8 training (float8 Linear)",
     category="precision",
@@ -39,7 +39,7 @@ INFO = register(TechniqueInfo(
     conflicts=("lora", "qlora"),
     check=_check,
     extra={"workloads": ("train",), "mfu": "n/a"},
-))
+)
 
 
 def eligible(model) -> tuple[set[str], list[str]]:
@@ -81,3 +81,6 @@ def apply(state, params: dict) -> str:
         state.warn(eager)
         text += f"; {eager}"
     return text + skipped_text(skipped)
+
+
+register(INFO, apply=apply)

@@ -14,7 +14,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="fsdp",
     label="Sharded data parallel (FSDP2)",
     category="parallel",
@@ -32,7 +32,7 @@ INFO = register(TechniqueInfo(
     conflicts=("ddp",),
     check=_check,
     extra={"acts_on": ("optimizer_state_bytes", "gradient_bytes")},
-))
+)
 
 
 def _fully_shard():
@@ -80,3 +80,6 @@ def apply(state, params: dict) -> str:
             f"reshard_after_forward={params['reshard_after_forward']}, "
             f"mixed precision {params['mixed_precision']}: each rank holds ~1/{world} of weights, "
             "gradients and optimizer states")
+
+
+register(INFO, apply=apply)

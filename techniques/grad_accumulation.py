@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from techniques.registry import Param, TechniqueInfo, register
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="grad_accumulation",
     label="Gradient accumulation",
     category="memory",
@@ -15,7 +15,7 @@ INFO = register(TechniqueInfo(
     source="common practice (e.g. Ott et al. 2018, fairseq)",
     params=(Param("micro_batches", int, 4, "Micro-batches per optimizer step", min=1, max=1024),),
     mid_run=("enabled", "micro_batches"),
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -26,9 +26,12 @@ def apply(state, params: dict) -> str:
             f"{k * batch * state.config.train.seq_len:,} tokens per step")
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     state.micro_batches = 1
     return f"one batch of {state.config.train.batch_size} per step"
+
+
+register(INFO, apply=apply, change=change, remove=remove)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from techniques.registry import Param, TechniqueInfo, register
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="grad_clip",
     label="Gradient clipping",
     category="optimizer",
@@ -14,7 +14,7 @@ INFO = register(TechniqueInfo(
     source="Pascanu et al. 2013",
     params=(Param("max_norm", float, 1.0, "Largest allowed global gradient norm", min=1e-6, max=1e6),),
     mid_run=("enabled", "max_norm"),
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -22,9 +22,12 @@ def apply(state, params: dict) -> str:
     return f"global gradient norm clipped at {params['max_norm']:g} (the norm is reported each step)"
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     state.grad_clip_norm = 0.0
     return "gradient clipping off"
+
+
+register(INFO, apply=apply, change=change, remove=remove)

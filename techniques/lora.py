@@ -48,7 +48,7 @@ PARAMS = (
           "attention, mlp or all-linear (both)", choices=TARGETS),
 )
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="lora",
     label="LoRA adapters",
     category="memory",
@@ -63,7 +63,7 @@ INFO = register(TechniqueInfo(
     check=_check,
     config_check=config_check,
     extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes"), "workloads": ("train",)},
-))
+)
 
 
 # --- implementation (imports torch and peft) ------------------------------------------------------
@@ -198,15 +198,16 @@ def _plain(value):
     return str(value)
 
 
-def save(state, steps: int, emit, save_weights, merge=None) -> list[str]:
+def save(state, steps: int, tell, save_weights, merge=None) -> list[str]:
     """When train.save_checkpoint is on: the adapter in <run folder>/adapter/ and the merged
     weights where a plain run saves its own (model.safetensors, or hf-model/ for a Hugging Face
     model), so model.source = "run" loads the fine-tuned model. Returns the paths written.
 
     The engine calls this instead of the plain save path when LoRA is active (the adapted
     model's state dict has base_layer / lora_ names no loader of ours reads); save_weights(model)
-    is that plain path (profiler.weights.save_run_weights for this run); merge(model) makes the
-    merged copy (default merged_copy; QLoRA's dequantizes its 4-bit layers)."""
+    is that plain path (profiler.weights.save_run_weights for this run); tell(text) says what
+    was saved (an info event); merge(model) makes the merged copy (default merged_copy;
+    QLoRA's dequantizes its 4-bit layers)."""
     config = state.config
     if not config.train.save_checkpoint:
         return []
@@ -215,7 +216,9 @@ def save(state, steps: int, emit, save_weights, merge=None) -> list[str]:
         return []
     folder = save_adapter(state.model, Path(config.output_dir) / ADAPTER_DIR,
                           state.active.get("lora") or INFO.defaults())
-    emit({"type": "event", "kind": "info", "message": f"LoRA adapter saved to {folder} "
-          "(adapter_model.safetensors, adapter_config.json)"})
+    tell(f"LoRA adapter saved to {folder} (adapter_model.safetensors, adapter_config.json)")
     merged = save_weights((merge or merged_copy)(state.model))
     return [str(folder)] + ([merged] if merged else [])
+
+
+register(INFO, apply=apply, save=save)

@@ -15,7 +15,7 @@ def _config_check(params: dict, facts: RunFacts) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="lr_schedule",
     label="LR warmup + cosine",
     category="optimizer",
@@ -28,7 +28,7 @@ INFO = register(TechniqueInfo(
         Param("min_lr_ratio", float, 0.1, "Floor of the decay as a fraction of the peak", min=0.0, max=1.0),
     ),
     config_check=_config_check,
-))
+)
 
 
 def factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -47,6 +47,4 @@ def apply(state, params: dict) -> str:
     return (f"linear warmup over {warmup} steps, cosine decay to {floor:g} x peak at step {total}")
 
 
-def remove(state) -> str:
-    state.lr_factor = lambda step: 1.0
-    return "constant learning rate"
+register(INFO, apply=apply)

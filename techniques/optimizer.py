@@ -19,7 +19,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="optimizer",
     label="Optimizer",
     category="optimizer",
@@ -38,7 +38,7 @@ INFO = register(TechniqueInfo(
     always_on=True,
     check=_check,
     extra={"acts_on": ("optimizer_state_bytes",), "states_per_param": STATES_PER_PARAM},
-))
+)
 
 
 KERNELS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
@@ -147,10 +147,6 @@ def change(state, params: dict) -> str:
     return f"peak learning rate {old:g} -> {lr:g}"
 
 
-def remove(state) -> str:  # pragma: no cover - the optimizer cannot be switched off
-    raise ValueError("the optimizer cannot be switched off")
-
-
 # --- how many bytes the optimizer's state holds: the one home ----------------------------------
 FP32_BYTES = 4
 
@@ -229,3 +225,6 @@ def predicted_state_bytes(numels: list[int], algorithm: str = "adamw", momentum:
     return (states * sum(numels) * FP32_BYTES + steps,
             f"{states} fp32 state(s) a parameter over {len(numels)} trained tensors"
             + (", and a 4-byte step each" if steps else ""))
+
+
+register(INFO, apply=apply, change=change)

@@ -63,7 +63,7 @@ def _config_check(params: dict, facts: RunFacts) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="optimizer_low_bit",
     label="Low-bit optimizer states",
     category="optimizer",
@@ -80,7 +80,7 @@ INFO = register(TechniqueInfo(
     check=_check,
     config_check=_config_check,
     extra={"acts_on": ("optimizer_state_bytes",)},
-))
+)
 
 
 def _torchao_class(bits: int):
@@ -132,3 +132,6 @@ def apply(state, params: dict) -> str:
                      f"({full / low:.1f}x less)")
     return (f"{kind} over {sum(len(g['params']) for g in groups)} tensors, lr "
             f"{train.learning_rate:g}, same weight decay groups{predicted}")
+
+
+register(INFO, apply=apply)

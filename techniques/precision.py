@@ -24,7 +24,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="precision",
     label="Mixed precision",
     category="precision",
@@ -35,7 +35,7 @@ INFO = register(TechniqueInfo(
     params=(Param("dtype", str, "bf16", "Autocast dtype (fp16 adds a gradient scaler)", choices=DTYPES),),
     mid_run=("enabled", "dtype"),
     check=_check,
-))
+)
 
 
 def _bf16_slowdown_on_cpu() -> float:
@@ -79,8 +79,11 @@ def apply(state, params: dict) -> str:
     return text
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     return apply(state, {"dtype": "fp32"})
+
+
+register(INFO, apply=apply, change=change, remove=remove)

@@ -17,7 +17,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="prune_magnitude",
     label="Magnitude pruning (unstructured)",
     category="compression",
@@ -35,7 +35,7 @@ INFO = register(TechniqueInfo(
               "fine-tuning, so saved weights stay pruned without masks"),
     ),
     check=_check,
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -60,3 +60,6 @@ def finalize(state, params: dict) -> str:
     from techniques.compress_common import finalize_masks
 
     return finalize_masks(state, params)
+
+
+register(INFO, apply=apply, finalize=finalize)

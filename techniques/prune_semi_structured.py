@@ -14,7 +14,7 @@ conversion before the weight cast would leave every layer dense. `accelerate` th
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, register
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -22,9 +22,12 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or "all" in (a, b)
 
 
-def _check_combination(params: dict, in_force: dict, workload: str) -> str | None:
+def _config_check(params: dict, facts: RunFacts) -> str | None:
+    """2:4's compressed form against the other formats in force (one format per weight, and
+    sparse kernels that take 16-bit weights)."""
     from techniques import dtypes
 
+    in_force = facts.techniques
     if not params["accelerate"]:
         return None
     quantized = in_force.get("quantize_weight_only")
@@ -33,7 +36,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
                 "quantize_weight_only stores the same layers in torchao's integer form; a weight "
                 "has one format, so set accelerate = false (2:4-pruned weights, then quantized) "
                 "or give them different layers (attention / mlp)")
-    weights = dtypes.weights(in_force, workload)
+    weights = dtypes.weights(in_force, facts.workload)
     if weights == dtypes.FP32:
         return ("accelerate = true converts the weights to the compressed 2:4 form, whose sparse "
                 "kernels take fp16 / bf16 weights, and this model's weights stay fp32; add "
@@ -41,7 +44,7 @@ def _check_combination(params: dict, in_force: dict, workload: str) -> str | Non
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="prune_semi_structured",
     label="2:4 semi-structured sparsity",
     category="compression",
@@ -58,9 +61,9 @@ INFO = register(TechniqueInfo(
               "bf16 weights)"),
     ),
     requires=("cuda", "ampere"),
-    check_combination=_check_combination,
+    config_check=_config_check,
     extra={"workloads": ("infer", "compress")},
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -119,3 +122,6 @@ def after_formats(state, params: dict) -> str:
     if failed:
         text += f"; kept dense: {', '.join(failed[:3])}" + (" ..." if len(failed) > 3 else "")
     return text
+
+
+register(INFO, apply=apply, finalize=finalize, after_formats=after_formats)

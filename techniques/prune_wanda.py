@@ -23,7 +23,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="prune_wanda",
     label="Activation-aware pruning (Wanda)",
     category="compression",
@@ -46,7 +46,7 @@ INFO = register(TechniqueInfo(
     ),
     check=_check,
     extra={"compress_order": "prune"},
-))
+)
 
 
 # --- implementation (imports torch) ---------------------------------------------------------------
@@ -136,3 +136,6 @@ def finalize(state, params: dict) -> str:
     from techniques.compress_common import finalize_masks
 
     return finalize_masks(state, params)
+
+
+register(INFO, apply=apply, finalize=finalize)

@@ -13,7 +13,7 @@ from profiler.errors import Unsupported
 from techniques import lora
 from techniques.registry import TechniqueInfo, register
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="qlora",
     label="QLoRA (4-bit base + LoRA)",
     category="memory",
@@ -28,7 +28,7 @@ INFO = register(TechniqueInfo(
     check=lora.INFO.check,
     config_check=lora.config_check,
     extra={"acts_on": ("gradient_bytes", "optimizer_state_bytes", "model_bytes"), "workloads": ("train",)},
-))
+)
 
 
 def quantize_base(model, device) -> int:
@@ -117,6 +117,9 @@ def dequantized_merged_copy(model):
     return merged
 
 
-def save(state, steps: int, emit, save_weights) -> list[str]:
+def save(state, steps: int, tell, save_weights) -> list[str]:
     """LoRA's save (the adapter, and the merged weights) with the merged weights dequantized."""
-    return lora.save(state, steps, emit, save_weights, merge=dequantized_merged_copy)
+    return lora.save(state, steps, tell, save_weights, merge=dequantized_merged_copy)
+
+
+register(INFO, apply=apply, save=save)

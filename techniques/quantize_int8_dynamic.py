@@ -20,7 +20,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="quantize_int8_dynamic",
     label="Int8 dynamic quantization",
     category="compression",
@@ -38,7 +38,7 @@ INFO = register(TechniqueInfo(
     conflicts=("quantize_weight_only", "weight_cast"),
     check=_check,
     extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -94,3 +94,6 @@ def _apply_torchao(model, chosen: list, skipped: list) -> str:
 
     return (f"converted {len(names)} Linear layers to int8 dynamic (torchao, CUDA)"
             f"{skipped_text(skipped)}")
+
+
+register(INFO, apply=apply)

@@ -36,7 +36,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="quantize_weight_only",
     label="Weight-only quantization",
     category="compression",
@@ -56,7 +56,7 @@ INFO = register(TechniqueInfo(
     conflicts=("quantize_int8_dynamic",),
     check=_check,
     extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
-))
+)
 
 
 def int4_config(config_cls, group_size: int):
@@ -157,3 +157,6 @@ def apply(state, params: dict) -> str:
         note += f"; {eager}"
     return (f"converted {len(converted)} Linear layers to {kind} (torchao){note}"
             f"{skipped_text(skipped)}")
+
+
+register(INFO, apply=apply)

@@ -7,9 +7,10 @@ this table, the config validates against it, and the worker applies techniques i
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # The order in which the worker applies techniques; why: compression changes the weights that
 # later wrappers see, checkpointing wraps blocks before compile traces them, compile comes before
@@ -54,14 +55,12 @@ class TechniqueInfo:
     """check(params, capabilities) -> why these params cannot run on this machine, or None.
     Validation also runs it against machines that can do everything (`config_problem`): what it
     refuses there is a contradiction of the config itself, refused before a run exists."""
-    check_combination: Callable[[dict, dict[str, dict], str], str | None] | None = None
-    """check_combination(params, in_force, workload) -> why these params cannot run beside the
-    techniques in force (name -> params, defaults filled) in this workload, or None. Asked by the
-    config's validation (before the run), the engine's plan and every mid-run change."""
     config_check: Callable[[dict, RunFacts], str | None] | None = None
-    """config_check(params, facts) -> why these params contradict the rest of the run config
-    (another technique's settings, the run's length, the model's shape), or None. Torch-free;
-    validation runs it before a run exists, the worker's validation again."""
+    """config_check(params, facts) -> why these params contradict the rest of the run: the
+    techniques in force beside it (facts.techniques, defaults filled), the workload, the run's
+    length, the model's shape; or None. Torch-free, the one rule mechanism (`rule_problem`),
+    asked by the config's validation (before the run, and again in the worker), the engine's
+    plan and every mid-run change."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata; known keys: "workloads" (where it applies), "mfu" ("n/a": its matmuls
     run at another peak), "acts_on" (summary figures it changes first: a comparison of runs that
@@ -93,29 +92,212 @@ class RunFacts:
     "mlp"); empty when the model's shape is not known."""
 
 
+def run_facts(config: Any, techniques: dict[str, Any], *, world_size: int | None = None,
+              model_kind: str | None = None,
+              linear_widths: dict[str, int] | None = None) -> RunFacts:
+    """The RunFacts of a run config (a RunConfig, read by attribute) with these techniques in
+    force: validation passes the model's shape facts, the engine what its machine says."""
+    launch = getattr(config, "launch", None)
+    limits = getattr(config, "limits", None)
+    if world_size is None:
+        world_size = (launch.nproc_per_node * launch.nnodes) if launch is not None else 1
+    return RunFacts(workload=getattr(config, "workload", "train"),
+                    steps=getattr(limits, "steps", 0), device=getattr(config, "device", "auto"),
+                    techniques=dict(techniques), world_size=world_size,
+                    model_kind=model_kind or "builtin", linear_widths=dict(linear_widths or {}))
+
+
 class UnknownTechnique(ValueError):
     pass
 
 
+# --- the hooks a technique gives the engine: the contract, checked at registration ---------------
+class ApplyHook(Protocol):
+    """apply(state, params) -> what it did: switch the technique on (build, wrap, convert)."""
+
+    def __call__(self, state: Any, params: Any, /) -> str: ...
+
+
+class ChangeHook(Protocol):
+    """change(state, params) -> what changed: a mid-run `set` on a technique already on, with
+    its new parameters in full."""
+
+    def __call__(self, state: Any, params: Any, /) -> str: ...
+
+
+class RemoveHook(Protocol):
+    """remove(state) -> what it undid: a mid-run `set` with enabled = false."""
+
+    def __call__(self, state: Any, /) -> str: ...
+
+
+class FinalizeHook(Protocol):
+    """finalize(state, params) -> what it did: fold pruning masks into the weights; a technique
+    with it is a pruner (the engine orders and folds it as one)."""
+
+    def __call__(self, state: Any, params: Any, /) -> str: ...
+
+
+class AfterFormatsHook(Protocol):
+    """after_formats(state, params) -> what it did: once its masks are folded in and every
+    format change is done, store the weights in a form that needs their final dtype."""
+
+    def __call__(self, state: Any, params: Any, /) -> str: ...
+
+
+class SaveHook(Protocol):
+    """save(state, steps, tell, save_weights) -> paths written: save the weights this
+    technique's own way (LoRA: the adapter and the merged model) instead of the plain path;
+    tell(text) says what was saved, save_weights(model) is the plain path."""
+
+    def __call__(self, state: Any, steps: int, tell: Callable[[str], None],
+                 save_weights: Callable[[Any], str | None], /) -> list[str]: ...
+
+
+class MachineCheck(Protocol):
+    """check(params, caps) -> why these params cannot run on this machine, or None."""
+
+    def __call__(self, params: Any, caps: dict, /) -> str | None: ...
+
+
+class ConfigCheck(Protocol):
+    """config_check(params, facts) -> why these params contradict the run config, or None."""
+
+    def __call__(self, params: Any, facts: RunFacts, /) -> str | None: ...
+
+
+# Each hook's arguments, as the engine passes them (positionally): a hook must accept exactly
+# these (more only with defaults).
+HOOK_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "apply": ("state", "params"), "change": ("state", "params"), "remove": ("state",),
+    "finalize": ("state", "params"), "after_formats": ("state", "params"),
+    "save": ("state", "steps", "tell", "save_weights"),
+    "check": ("params", "caps"), "config_check": ("params", "facts"),
+}
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the engine calls on a technique (techniques.runtime, through `hooks(name)`); built
+    and checked by `register`, so a missing or misshapen hook fails at import, not mid-run."""
+
+    apply: ApplyHook
+    change: ChangeHook | None = None
+    """Required when `mid_run` names anything: a `set` on a running technique comes here."""
+    remove: RemoveHook | None = None
+    """Required when `mid_run` has "enabled" (and only then)."""
+    finalize: FinalizeHook | None = None
+    after_formats: AfterFormatsHook | None = None
+    save: SaveHook | None = None
+
+    @property
+    def folds_masks(self) -> bool:
+        """A pruner: it leaves masks that `finalize` folds into the weights."""
+        return self.finalize is not None
+
+
+class BadTechnique(TypeError):
+    """A technique module that breaks the hook contract; the text names the module and the fix."""
+
+
+def _signature_problem(hook: str, function: Any) -> str | None:
+    """Why `function` cannot be called the way the engine calls `hook`, or None."""
+    wanted = HOOK_ARGUMENTS[hook]
+    shape = f"{hook}({', '.join(wanted)})"
+    if not callable(function):
+        return f"its {hook} is not a function; define {shape}"
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: trusted as it is
+        return None
+    try:
+        signature.bind(*wanted)
+    except TypeError:
+        return (f"its {hook} takes ({', '.join(signature.parameters)}) but the engine calls "
+                f"{shape}; give it exactly those arguments")
+    return None
+
+
+def _hooks_problem(info: TechniqueInfo, hooks: Hooks) -> str | None:
+    """Why these hooks do not fit this technique's metadata (the contract), or None."""
+    for hook in ("apply", "change", "remove", "finalize", "after_formats", "save"):
+        function = getattr(hooks, hook)
+        if function is None:
+            if hook == "apply":
+                return "it has no apply; define apply(state, params) and pass it to register"
+            continue
+        why = _signature_problem(hook, function)
+        if why:
+            return why
+    for hook in ("check", "config_check"):
+        function = getattr(info, hook)
+        why = _signature_problem(hook, function) if function is not None else None
+        if why:
+            return why
+    changes = [name for name in info.mid_run if name != "enabled"]
+    if "enabled" in info.mid_run and hooks.remove is None:
+        return ("mid_run has \"enabled\" but it has no remove hook, so switching it off "
+                "mid-run would fail; define remove(state) or take \"enabled\" out of mid_run")
+    if info.mid_run and hooks.change is None:
+        what = ", ".join(changes) or "enabled"
+        return (f"mid_run names {what} but it has no change hook, so a mid-run set would fail; "
+                "define change(state, params) (or change = apply) or empty mid_run")
+    if hooks.remove is not None and "enabled" not in info.mid_run:
+        return ("it has a remove hook the engine never calls (mid_run lacks \"enabled\"); add "
+                "\"enabled\" to mid_run or drop remove")
+    if hooks.change is not None and not info.mid_run:
+        return ("it has a change hook the engine never calls (mid_run is empty); name what may "
+                "change in mid_run or drop change")
+    known = {p.name for p in info.params} | {p.name for p in info.runtime_params} | {"enabled"}
+    unknown = [name for name in info.mid_run if name not in known]
+    if unknown:
+        return (f"mid_run names {', '.join(unknown)}, which is no parameter of it; name its "
+                "parameters (or \"enabled\") only")
+    if hooks.after_formats is not None and hooks.finalize is None:
+        return ("its after_formats runs once its masks are folded in, and it has no finalize "
+                "to fold them; define finalize(state, params) or drop after_formats")
+    return None
+
+
 _REGISTRY: dict[str, TechniqueInfo] = {}
+_HOOKS: dict[str, Hooks] = {}
 
 NEEDS_PROCESSES = ("needs 2 or more processes; set launch.nproc_per_node (or launch.nnodes) so "
                    "that the job has at least 2")
 
 
-def register(info: TechniqueInfo) -> TechniqueInfo:
+def register(info: TechniqueInfo, *, apply: ApplyHook, change: ChangeHook | None = None,
+             remove: RemoveHook | None = None, finalize: FinalizeHook | None = None,
+             after_formats: AfterFormatsHook | None = None,
+             save: SaveHook | None = None) -> TechniqueInfo:
+    """Register a technique's metadata with its hooks (a module's last statement, once its
+    hooks exist). BadTechnique names what breaks the contract: a mid-run parameter without a
+    change hook, "enabled" without remove, a hook with the wrong arguments."""
     if info.name in _REGISTRY:
         raise ValueError(f"technique {info.name!r} is registered twice")
     if info.stage not in STAGES:
         raise ValueError(f"technique {info.name!r} has unknown stage {info.stage!r}")
     if info.category not in CATEGORIES:
         raise ValueError(f"technique {info.name!r} has unknown category {info.category!r}")
+    hooks = Hooks(apply=apply, change=change, remove=remove, finalize=finalize,
+                  after_formats=after_formats, save=save)
+    why = _hooks_problem(info, hooks)
+    if why:
+        raise BadTechnique(f"technique {info.name!r} ({info.module}): {why}")
     _REGISTRY[info.name] = info
+    _HOOKS[info.name] = hooks
     return info
 
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+    _HOOKS.pop(name, None)
+
+
+def hooks(name: str) -> Hooks:
+    """The checked hooks of a technique: the only way the engine reaches its code."""
+    get(name)  # UnknownTechnique with the list of known ones
+    return _HOOKS[name]
 
 
 def all_techniques() -> list[TechniqueInfo]:
@@ -183,6 +365,9 @@ def _load_builtin() -> None:
     _loaded = True
     for module in _BUILTIN:
         importlib.import_module(f"techniques.{module}")
+        if module not in _REGISTRY:
+            raise BadTechnique(f"techniques.{module} registers no technique; end the module "
+                               "with register(INFO, apply=apply, ...)")
 
 
 def in_force(techniques: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -195,15 +380,15 @@ def in_force(techniques: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {name: validate_params(name, params) for name, params in wanted.items()}
 
 
-def combination_reason(techniques: dict[str, dict[str, Any]], workload: str) -> str | None:
-    """Why these techniques (name -> params with defaults) cannot run together in this workload
-    (the first technique whose check_combination objects), or None."""
-    for name, params in techniques.items():
-        info = get(name)
-        why = info.check_combination(params, techniques, workload) if info.check_combination \
-            else None
+def rule_problem(facts: RunFacts) -> tuple[str, str] | None:
+    """(technique name, sentence) for the first technique in force whose config_check objects
+    to the run, or None: the one call path of the rules, for validation, the engine's plan and
+    every mid-run change."""
+    for name, params in facts.techniques.items():
+        rule = get(name).config_check
+        why = rule(params, facts) if rule is not None else None
         if why:
-            return f"techniques.{name}: {why}"
+            return name, why
     return None
 
 
@@ -252,9 +437,13 @@ def _ideal_machines(facts: RunFacts) -> list[dict]:
 
 def config_problem(facts: RunFacts) -> tuple[str, str] | None:
     """(technique name, sentence) for the first contradiction within a run config, or None:
-    declared conflicts, a check that refuses on every machine the configured device allows,
-    then each technique's config_check. Torch-free: validation runs it before a run exists."""
+    the rules (each technique's config_check), declared conflicts, then a check that refuses on
+    every machine the configured device allows. Torch-free: validation runs it before a run
+    exists."""
     _load_builtin()
+    problem = rule_problem(facts)
+    if problem is not None:
+        return problem
     names = list(facts.techniques)
     for i, name in enumerate(names):
         for other in names[i + 1:]:
@@ -273,8 +462,4 @@ def config_problem(facts: RunFacts) -> tuple[str, str] | None:
                 return name, (f"cannot run with device = {facts.device!r} ({reasons[0]}); set "
                               f"device = \"auto\" (or another device), or remove it")
             return name, str(reasons[0])
-        if info.config_check is not None:
-            why = info.config_check(params, facts)
-            if why:
-                return name, why
     return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,8 +151,9 @@ def refresh_scaler(state: TrainState) -> None:
     state.scaler = make_scaler(state.device, enabled=fp16, sharded=fsdp is not None)
 
 
-def implementation(name: str):
-    return importlib.import_module(registry.get(name).module)
+def hooks(name: str) -> registry.Hooks:
+    """A technique's code, as the contract checked at its registration (registry.Hooks)."""
+    return registry.hooks(name)
 
 
 # The compress stage's own order (see the module docstring for why): pruners (techniques that
@@ -164,8 +164,7 @@ FORMAT_ORDER = ("weight_cast", "quantize_weight_only", "quantize_int8_dynamic")
 
 def is_pruner(name: str) -> bool:
     info = registry.get(name)
-    return (info.stage == "compress" and name not in FORMAT_ORDER
-            and hasattr(implementation(name), "finalize"))
+    return info.stage == "compress" and name not in FORMAT_ORDER and hooks(name).folds_masks
 
 
 def order_key(info: registry.TechniqueInfo) -> tuple:
@@ -210,10 +209,18 @@ def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
             if other in wanted:
                 raise Unsupported(f"techniques.{name} and techniques.{other} cannot be combined; "
                                   "enable only one of them")
-    why = registry.combination_reason(wanted, config.workload)
-    if why:
-        raise Unsupported(why)
+    problem = registry.rule_problem(run_facts(config, caps, wanted))
+    if problem is not None:
+        raise Unsupported(f"techniques.{problem[0]}: {problem[1]}")
     return wanted
+
+
+def run_facts(config: Any, caps: dict, techniques: dict[str, dict]) -> registry.RunFacts:
+    """The rules' facts of this run as the engine knows them: the config, the techniques in
+    force, and the job's size and model kind from the machine's capabilities (the model's layer
+    widths were judged at validation)."""
+    return registry.run_facts(config, techniques, world_size=caps.get("world_size", 1),
+                              model_kind=caps.get("model_kind"))
 
 
 def check_all(config: Any, caps: dict) -> None:
@@ -266,7 +273,7 @@ def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
             fold()
         if info.stage != "compress":
             after_formats()
-        report = implementation(info.name).apply(state, wanted[info.name])
+        report = hooks(info.name).apply(state, wanted[info.name])
         applied.append(_record(state, info.name, wanted[info.name], report))
         if is_pruner(info.name):
             pending.append(info.name)
@@ -281,7 +288,7 @@ def _after_formats(state: TrainState, names: list[str]) -> list[dict]:
     has not run yet (once each: a technique still holding masks gets it in `finalize`)."""
     out = []
     for name in names:
-        hook = getattr(implementation(name), "after_formats", None)
+        hook = hooks(name).after_formats
         if hook is None or name not in state.finalized or name in state.formatted:
             continue
         state.formatted.add(name)
@@ -291,8 +298,9 @@ def _after_formats(state: TrainState, names: list[str]) -> list[dict]:
 
 
 def _finalize_one(state: TrainState, name: str) -> dict:
-    module = implementation(name)
-    report = module.finalize(state, state.active[name])
+    fold = hooks(name).finalize
+    assert fold is not None, f"{name} has no finalize"  # callers ask folds_masks first
+    report = fold(state, state.active[name])
     state.finalized.add(name)
     return {"name": name, "label": registry.get(name).label, "params": state.active[name],
             "report": report}
@@ -302,7 +310,7 @@ def finalize(state: TrainState) -> list[dict]:
     """Every workload's last step: techniques with a finalize() that has not run yet (pruning
     masks kept through training) finish now, before weights are measured or saved."""
     done = [_finalize_one(state, name) for name in list(state.active)
-            if name not in state.finalized and hasattr(implementation(name), "finalize")]
+            if name not in state.finalized and hooks(name).folds_masks]
     return done + _after_formats(state, list(state.active))
 
 
@@ -310,7 +318,7 @@ def weight_saver(state: TrainState) -> Callable | None:
     """The save(state, steps, emit) of an active technique that must write the weights its own
     way (LoRA: the adapter, and the merged weights), or None for the one plain save path."""
     for name in state.active:
-        save = getattr(implementation(name), "save", None)
+        save = hooks(name).save
         if save is not None:
             return save
     return None
@@ -334,12 +342,12 @@ def change(state: TrainState, name: str, params: dict) -> str:
                       "with the change")
     enabled = checked.pop("enabled", True)
     current = state.active.get(name)
-    module = implementation(name)
+    code = hooks(name)  # registration checked: mid_run's entries have their change / remove
     if not enabled:
         if current is None:
             return f"{info.label} was already off"
         _refuse_combination(state, {n: p for n, p in state.active.items() if n != name})
-        report = module.remove(state)
+        report = code.remove(state)
         state.active.pop(name, None)
         return report
     new_params = {**(current or info.defaults()), **{k: v for k, v in checked.items() if k in params}}
@@ -350,7 +358,7 @@ def change(state: TrainState, name: str, params: dict) -> str:
         if other in state.active:
             raise Refused(f"{info.label} conflicts with {registry.get(other).label}; switch that off first")
     _refuse_combination(state, {**state.active, name: new_params})
-    report = module.change(state, new_params) if current is not None else module.apply(state, new_params)
+    report = code.change(state, new_params) if current is not None else code.apply(state, new_params)
     state.active[name] = new_params
     return report
 
@@ -361,11 +369,12 @@ class Refused(ValueError):
 
 def _refuse_combination(state: TrainState, after: dict[str, dict]) -> None:
     """Refuse a mid-run change that would leave techniques that cannot run together (flash
-    attention once autocast is switched off), as the plan refuses them before a run."""
-    workload = getattr(state.config, "workload", None)
-    why = registry.combination_reason(after, workload) if workload else None
-    if why:
-        raise Refused(f"{why}; the run goes on as it was")
+    attention once autocast is switched off): the rules the plan and validation ask."""
+    if getattr(state.config, "workload", None) is None:  # a bare state measures a model as is
+        return
+    problem = registry.rule_problem(run_facts(state.config, state.caps, after))
+    if problem is not None:
+        raise Refused(f"techniques.{problem[0]}: {problem[1]}; the run goes on as it was")
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from techniques.registry import TechniqueInfo, register
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="tf32",
     label="TF32 matmuls",
     category="precision",
@@ -14,7 +14,7 @@ INFO = register(TechniqueInfo(
     source="NVIDIA A100 whitepaper (2020)",
     requires=("cuda", "ampere"),
     mid_run=("enabled",),
-))
+)
 
 
 def _set(enabled: bool) -> None:
@@ -29,9 +29,12 @@ def apply(state, params: dict) -> str:
     return "fp32 matmuls and convolutions may use TF32 tensor cores"
 
 
-change = apply
+change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
     _set(False)
     return "TF32 off: full fp32 matmuls"
+
+
+register(INFO, apply=apply, change=change, remove=remove)

@@ -16,7 +16,7 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-INFO = register(TechniqueInfo(
+INFO = TechniqueInfo(
     name="weight_cast",
     label="Weight cast (fp16 / bf16)",
     category="compression",
@@ -28,7 +28,7 @@ INFO = register(TechniqueInfo(
     conflicts=("quantize_int8_dynamic",),
     check=_check,
     extra={"acts_on": ("model_bytes",), "workloads": ("infer", "compress")},
-))
+)
 
 
 def apply(state, params: dict) -> str:
@@ -40,3 +40,6 @@ def apply(state, params: dict) -> str:
     model.to(dtype)
     return (f"cast {len(floats)} weight tensors ({sum(p.numel() for p in floats):,} values) to "
             f"{params['dtype']}; activations follow the weights' dtype")
+
+
+register(INFO, apply=apply)

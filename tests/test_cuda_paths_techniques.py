@@ -284,7 +284,7 @@ def compiled_train_state(backend: str = "auto") -> runtime.TrainState:
     state = runtime.TrainState.plain(GPT(TINY), config=RunConfig(workload="train"))
     state.caps = {"cuda": True, "cuda_capability": 9.0, "bf16": True, "compiler": True}
     params = {"implementation": "sdpa", "backend": backend}
-    runtime.implementation("attention").apply(state, params)
+    runtime.hooks("attention").apply(state, params)
     state.active = {"attention": params, "precision": {"dtype": "bf16"}, "compile": {}}
     state.compiled = True
     return state

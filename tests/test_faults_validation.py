@@ -112,7 +112,8 @@ def test_every_technique_plugs_its_config_check_into_validation():
     info = registry.register(registry.TechniqueInfo(
         name="zz_probe", label="Probe", category="speed", stage="loop", summary="test only",
         source="test", params=(registry.Param("size", int, 1, "size"),),
-        conflicts=("grad_clip",), check=machine_check, config_check=config_check))
+        conflicts=("grad_clip",), check=machine_check, config_check=config_check),
+        apply=lambda state, params: "probed")
     try:
         assert info.config_check is config_check
         for text, words in (("[techniques.zz_probe]\n[techniques.grad_clip]\n", "grad_clip"),

@@ -313,12 +313,15 @@ def test_worker_stdin_reader_always_ends_with_eof(monkeypatch):
         def readline(self, limit):
             raise RuntimeError("unexpected")
 
-    sent = []
+    sent, armed = [], []
     monkeypatch.setattr(worker.sys, "stdin", type("S", (), {"buffer": Boom()})())
+    # The reader arms the orphan exit (os._exit after STDIN_GRACE_S): here it would end pytest.
+    monkeypatch.setattr(worker, "_leave_if_still_running", armed.append)
     commands: queue.Queue = queue.Queue()
     with pytest.raises(RuntimeError):
         worker._read_stdin(commands, type("C", (), {"send": lambda self, m: sent.append(m)})())
     assert commands.get_nowait() == {"type": "_eof"}
+    assert armed == [worker.STDIN_GRACE_S]
 
 
 def test_a_cli_subprocess_given_a_huge_integer_config_says_so(tmp_path, effiscope_home):

@@ -101,8 +101,9 @@ def test_lora_saves_adapter_and_merged_weights_that_load(tmp_path):
     state.config.train.save_checkpoint = True
     state.config.output_dir = str(tmp_path)
     events = []
-    written = lora.save(state, 3, events.append, lambda model: weights.save_run_weights(
-        state.config, model, 3, events.append))
+    written = lora.save(state, 3, lambda text: events.append({"message": text}),
+                        lambda model: weights.save_run_weights(state.config, model, 3,
+                                                               events.append))
     assert len(written) == 2 and all("saved to" in e["message"] for e in events)
     from safetensors.torch import load_file
 

@@ -77,8 +77,9 @@ def test_registry_technique_appears_with_the_right_controls(window):
         name="fake_never", label="Fake never", category="memory", stage="loop",
         summary="Cannot run anywhere.", source="tests",
         check=lambda params, caps: "it needs a machine that does not exist")
-    registry.register(fake)
-    registry.register(never)
+    registry.register(fake, apply=lambda state, params: "on", change=lambda state, params: "on",
+                      remove=lambda state: "off")
+    registry.register(never, apply=lambda state, params: "on")
     try:
         panel = window.techniques
         panel.rebuild()

@@ -48,7 +48,7 @@ def test_registry_refuses_duplicates_and_lists_every_module():
     assert {"optimizer", "precision", "activation_checkpointing", "grad_accumulation", "compile",
             "attention", "lr_schedule", "grad_clip", "tf32"} <= names
     with pytest.raises(ValueError, match="twice"):
-        registry.register(registry.get("precision"))
+        registry.register(registry.get("precision"), apply=lambda state, params: "again")
     for info in registry.all_techniques():
         assert info.summary and info.source and info.label
 

@@ -35,7 +35,7 @@ def planted_state(calibrate: bool = True) -> runtime.TrainState:
 def prune(name: str, **params) -> tuple[runtime.TrainState, str]:
     state = planted_state()
     checked = registry.validate_params(name, params)
-    module = runtime.implementation(name)
+    module = runtime.hooks(name)
     report = module.apply(state, checked)
     module.finalize(state, checked)
     return state, report
@@ -66,7 +66,7 @@ def test_wanda_2_4_keeps_two_of_every_four_and_the_planted_channel():
 def test_wanda_without_calibration_text_says_what_to_use():
     state = planted_state(calibrate=False)
     with pytest.raises(runtime.Unsupported, match="prune_magnitude"):
-        runtime.implementation("prune_wanda").apply(state, registry.get("prune_wanda").defaults())
+        runtime.hooks("prune_wanda").apply(state, registry.get("prune_wanda").defaults())
 
 
 class _Control:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from profiler import contention, model_source
+from profiler import contention, model_source, protocol
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
 from profiler.stats import figure
@@ -99,12 +99,11 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
             # Scored at the latency batch size: batch-dependent techniques (dynamic int8) are
             # judged in the batches they are timed in.
             quality = score([prep.state, compressed], windows, cfg.batch_size)
-            emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
-                  "phase": "eval", "metrics": {"perplexity": quality["perplexity"][1],
-                                               "baseline_perplexity": quality["perplexity"][0],
-                                               "kl_to_baseline": quality["kl"][1],
-                                               "kl_p99": quality["kl_p99"][1],
-                                               "top1_agreement": quality["top1_agreement"][1]}})
+            emit(protocol.sample(done, time.perf_counter() - started, phase="eval", metrics={
+                "perplexity": quality["perplexity"][1],
+                "baseline_perplexity": quality["perplexity"][0],
+                "kl_to_baseline": quality["kl"][1], "kl_p99": quality["kl_p99"][1],
+                "top1_agreement": quality["top1_agreement"][1]}))
     finally:
         prep.stop_sampler()
     prep.finish(done, state=compressed, save=False)
@@ -120,7 +119,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     by_key = rows.by_key()
     sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps,
                                list(prep.wanted))
-    emit({"type": "event", "kind": "info", "message": sentence})
+    emit(protocol.info(sentence))
     figures = rows.figures(unpaired=("kl_to_baseline", "kl_p99", "top1_agreement"))
     ppl = quality["perplexity"]
     figures["perplexity_change_percent"] = figure(

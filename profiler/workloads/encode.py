@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler import contention
+from profiler import contention, protocol
 from profiler.config import RunConfig
 from profiler.stats import figure
 from profiler.workloads.comparison import (
@@ -51,7 +51,7 @@ def run_infer(config: RunConfig, emit: Emit, control: Any) -> dict:
     prep = prepare(config, emit, control, stages=INFER_STAGES, dropout=0.0, train_mode=False)
     batch = prompts_from(prep.corpus.val, cfg.batch_size, cfg.prompt_len, prep.device)
     prep.started("infer", **_started_fields(cfg))
-    emit({"type": "event", "kind": "info", "step": 0, "message": measures(cfg).capitalize()})
+    emit(protocol.info(measures(cfg).capitalize(), step=0))
     try:
         runs, stopped, done = timed_loop(prep, {"model": prep.state},
                                          lambda s: encode_once(s, batch), cfg.warmup_runs,
@@ -93,9 +93,9 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
         if cfg.eval_tokens and not stopped:
             windows = eval_windows(prep.corpus.val, cfg.eval_seq_len, cfg.eval_tokens)
             quality = compare_embeddings(prep.state, compressed, windows)
-            emit({"type": "sample", "step": done, "time": 0.0, "phase": "eval", "metrics": {
+            emit(protocol.sample(done, 0.0, phase="eval", metrics={
                 "embedding_cosine_mean": quality["cosine_mean"],
-                "embedding_max_abs_diff": quality["max_abs_diff"]}})
+                "embedding_max_abs_diff": quality["max_abs_diff"]}))
     finally:
         prep.stop_sampler()
     prep.finish(done, state=compressed, save=False)
@@ -106,7 +106,7 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
     busy = contention.sentence(prep.contention())  # no speed verdict on a busy machine
     rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples, busy)
     sentence = encoder_sentence(size, rows.by_key(), quality)
-    emit({"type": "event", "kind": "info", "message": sentence})
+    emit(protocol.info(sentence))
     figures = rows.figures(unpaired=("embedding_cosine_mean", "embedding_cosine_min",
                                      "embedding_max_abs_diff"))
     return {"workload": "compress", "model_kind": "hf-encoder", "measures": measures(cfg),

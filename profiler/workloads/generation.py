@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from profiler import sizes
+from profiler import protocol, sizes
 from profiler.stats import figure, percentile, timed_figure
 from profiler.workloads.setup import Prepared, synchronize
 from techniques.runtime import TrainState
@@ -314,8 +314,8 @@ def timed_loop(prep: Prepared, states: dict[str, TrainState], measure, warmup: i
         if prep.control.should_stop:
             return runs, True, done
         if phase == "measure" and round_index == warmup and warmup:
-            prep.emit({"type": "event", "kind": "phase", "step": done + 1,
-                       "message": f"warmup over: measurements {done + 1}+ count in the summary"})
+            prep.emit(protocol.phase(
+                f"warmup over: measurements {done + 1}+ count in the summary", step=done + 1))
         results: dict[str, list[dict]] = {}
         for name in (names if round_index % 2 == 0 else names[::-1]):
             results[name] = [measure(states[name]) for _ in range(count)]
@@ -328,6 +328,6 @@ def timed_loop(prep: Prepared, states: dict[str, TrainState], measure, warmup: i
                 metrics.update({prefix + k: v for k, v in results[name][index].items()
                                 if not k.startswith("_")})
             done += 1
-            prep.emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
-                       "phase": phase, "metrics": {**metrics, **prep.sampler.latest()}})
+            prep.emit(protocol.sample(done, time.perf_counter() - started, phase=phase,
+                                      metrics={**metrics, **prep.sampler.latest()}))
     return runs, False, done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from profiler import model_source
+from profiler import model_source, protocol
 from profiler.config import RunConfig
 from profiler.stats import figure
 from profiler.workloads import encode
@@ -51,9 +51,9 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         if cfg.eval_tokens and not stopped:
             windows = eval_windows(prep.corpus.val, cfg.eval_seq_len, cfg.eval_tokens)
             quality = score([state], windows, cfg.batch_size)  # the latency batch size
-            emit({"type": "sample", "step": done, "time": time.perf_counter() - started,
-                  "phase": "eval", "metrics": {"loss_val": quality["loss"][0],
-                                               "perplexity": quality["perplexity"][0]}})
+            emit(protocol.sample(done, time.perf_counter() - started, phase="eval",
+                                 metrics={"loss_val": quality["loss"][0],
+                                          "perplexity": quality["perplexity"][0]}))
     finally:
         prep.stop_sampler()
     prep.finish(done, save=False)

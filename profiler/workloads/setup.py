@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from profiler import model_source, weights
+from profiler import model_source, protocol, weights
 from profiler.capabilities import detect
 from profiler.config import RunConfig
 from profiler.contention import ContentionMeter, front_end_pid, own_root
@@ -151,7 +151,7 @@ class Prepared:
         return self.state.model.shape
 
     def warn(self, text: str) -> None:
-        self.emit({"type": "event", "kind": "warning", "message": text})
+        self.emit(protocol.warning(text))
 
     def batches(self, batch_size: int, seq_len: int, seed_offset: int = 0, *,
                 val: bool = False, sharded: bool = False) -> BatchSampler:
@@ -176,7 +176,7 @@ class Prepared:
         """The `started` message: what runs, on what, with which techniques, and what each did;
         then one info event per technique (drawn as markers at step 0)."""
         model = self.model
-        self.emit({"type": "started", "run": {
+        self.emit(protocol.started({
             "workload": workload,
             "device": str(self.device),
             "model": {"preset": model_source.model_name(self.config.model), "origin": self.origin,
@@ -187,13 +187,13 @@ class Prepared:
             "world_size": self.dist.world_size,
             "setup_time_s": time.perf_counter() - self.setup_started,
             **extra,
-        }})
+        }))
         self.announce(self.applied)
 
     def announce(self, applied: list[dict]) -> None:
         for item in applied:
-            self.emit({"type": "event", "kind": "info", "step": 0, "technique": item["name"],
-                       "message": f"{item['label']}: {item['report']}"})
+            self.emit(protocol.info(f"{item['label']}: {item['report']}", step=0,
+                                    technique=item["name"]))
 
     def finish(self, steps_done: int, state: runtime.TrainState | None = None,
                save: bool = True) -> dict:
@@ -209,8 +209,9 @@ class Prepared:
         if save and self.dist.is_speaker:
             own = runtime.weight_saver(target)  # e.g. LoRA: the adapter and the merged weights
             if own is not None:
-                paths = own(target, steps_done, self.emit, lambda model: weights.save_run_weights(
-                    self.config, model, steps_done, self.emit))
+                paths = own(target, steps_done, lambda text: self.emit(protocol.info(text)),
+                            lambda model: weights.save_run_weights(self.config, model,
+                                                                   steps_done, self.emit))
                 saved = paths[-1] if paths else None
             else:
                 saved = weights.save_run_weights(self.config, target.model, steps_done,
@@ -257,7 +258,7 @@ def prepare(config: RunConfig, emit: Emit, control: Any, *, stages: tuple[str, .
             **model_source.model_caps(config.model)}
 
     def warn(text: str) -> None:
-        emit({"type": "event", "kind": "warning", "message": text})
+        emit(protocol.warning(text))
 
     wanted = runtime.plan(config, caps, stages, warn)  # refuse before any work
     torch.manual_seed(config.seed)
