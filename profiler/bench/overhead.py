@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from profiler import protocol
 from profiler.bench import loop, pairs
 from profiler.bench.workers import drive, front_end_on, pin_process, placement, wait_for_hello
 from profiler.config import RunConfig
@@ -151,7 +152,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
             if self.polls == 1 and hold is not None:
                 hold()
             if capture_profile and self.polls == config.limits.warmup_steps + 1:
-                return [{"type": "profile", "steps": window_steps}]
+                return [protocol.profile_request(window_steps)]
             return []
 
     def quiet(message: dict) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from profiler import model_source, weights
+from profiler import model_source, protocol, weights
 from profiler.capture import ProfileCapture
 from profiler.config import RunConfig
 from profiler.data import BatchSampler
@@ -135,7 +135,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
         report = pretrain_teacher(teacher_state, teacher_batches, dist.teacher_train_steps,
                                   train_cfg.learning_rate, emit, control)
         teacher.requires_grad_(False)
-        emit({"type": "event", "kind": "info", "step": 0, "message": report})
+        emit(protocol.info(report, step=0))
     teacher_val = evaluate(teacher_state, teacher_state, val_batches)[0]
 
     def step(number: int) -> StepResult:

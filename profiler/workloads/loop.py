@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler import segments
+from profiler import protocol, segments
 from profiler.capture import ProfileCapture
 from profiler.distributed import DistContext
 from profiler.energy import EnergyMeter, job_joules
@@ -161,21 +161,19 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
         try:
             report = runtime.change(state, name, params)
         except (runtime.Refused, Unsupported) as exc:
-            emit({"type": "event", "kind": "refused", "step": step, "technique": name,
-                  "params": params, "message": str(exc)})
+            emit(protocol.refused(str(exc), step=step, technique=name, params=params))
             return 0
-        emit({"type": "event", "kind": "toggle", "step": step, "technique": name,
-              "params": params, "message": report, "tokens_per_step": tokens_per_step(state)})
+        emit(protocol.toggle(report, step=step, technique=name, params=params,
+                             tokens_per_step=tokens_per_step(state)))
         return 1
     if command["type"] == "profile" and capture is not None:
         why = capture.request(command["steps"], step)
-        emit({"type": "event", "kind": "refused" if why else "info", "step": step,
-              "message": f"profile: {why}" if why else
-              f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with torch.profiler"})
+        emit(protocol.refused(f"profile: {why}", step=step) if why else protocol.info(
+            f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with torch.profiler",
+            step=step))
         return 0
-    emit({"type": "event", "kind": "refused", "step": step,
-          "message": f"{command['type']!r} is not available during a {state.config.workload} "
-                     "run in this version"})
+    emit(protocol.refused(f"{command['type']!r} is not available during a "
+                          f"{state.config.workload} run in this version", step=step))
     return 0
 
 
@@ -229,8 +227,7 @@ class Loop:
         record, state, dist, limits = self.record, self.state, self.dist, self.limits
         record.started_at = time.perf_counter()
         if self.schedule.should_validate(0):
-            self.emit({"type": "sample", "step": 0, "time": 0.0, "phase": "eval",
-                       "metrics": self.validation(0)})
+            self.emit(protocol.sample(0, 0.0, self.validation(0), "eval"))
         record.rss_before_steps = self.sampler.read_now().get("rss_bytes")
         try:
             for step in range(1, limits.steps + 1):
@@ -259,8 +256,8 @@ class Loop:
         record, state, dist, limits = self.record, self.state, self.dist, self.limits
         self.probes.before_step(step, limits.warmup_steps, changed)  # before clock and energy
         if step == limits.warmup_steps + 1:
-            self.emit({"type": "event", "kind": "phase", "step": step,
-                       "message": f"warmup over: steps {step}+ count in the summary"})
+            self.emit(protocol.phase(f"warmup over: steps {step}+ count in the summary",
+                                     step=step))
         if step == limits.warmup_steps + 1 or changed:
             self.prep.memory.restart()  # each segment's peak is its own; the run's kept apart
         self.energy.begin()
@@ -299,7 +296,7 @@ class Loop:
         lr = state.optimizer.param_groups[0]["lr"]
         diverged = divergence(loss, step, lr)
         if diverged:
-            self.emit({"type": "event", "kind": "warning", "step": step, "message": diverged})
+            self.emit(protocol.warning(diverged, step=step))
         metrics.update({"lr": lr, "step_time_s": step_time, "tokens_per_s": tokens / step_time,
                         **local, **memory})
         if dist.enabled:
@@ -312,9 +309,7 @@ class Loop:
         warm = step <= limits.warmup_steps
         phase = ("compile" if state.compiled and step == 1 else "warmup") if warm else "measure"
         self.probes.after_step(step, limits.warmup_steps)  # timed steps and messages after it
-        self.emit({"type": "sample", "step": step,
-                   "time": time.perf_counter() - record.started_at, "phase": phase,
-                   "metrics": metrics})
+        self.emit(protocol.sample(step, time.perf_counter() - record.started_at, metrics, phase))
         record.step_ends[step] = time.perf_counter()
         if diverged:  # every later step would train on nan: stop, keep what was measured
             record.stop_reason = diverged

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from profiler import protocol
 from profiler.distributed import DistContext
 from profiler.errors import is_out_of_memory
 from profiler.memory_probe import probe_step
@@ -170,8 +171,7 @@ def brief_training(state: runtime.TrainState, batches: Any, steps: int,
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        emit({"type": "sample", "step": step, "time": time.perf_counter() - started,
-              "phase": phase, "metrics": {metric: losses[-1]}})
+        emit(protocol.sample(step, time.perf_counter() - started, {metric: losses[-1]}, phase))
     model.eval()
     return losses
 
