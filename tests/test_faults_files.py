@@ -245,7 +245,7 @@ def test_a_symlinked_store_file_is_refused_with_a_warning_naming_it(tmp_path, na
 
 
 def test_store_files_are_read_up_to_a_size(capsys, monkeypatch):
-    from profiler import store as store_module
+    from profiler.store import runfolder as store_module
 
     store = RunStore()
     run_id = recorded_run(store)
@@ -328,7 +328,7 @@ def test_a_stream_line_without_end_is_read_in_bounded_memory(monkeypatch):
     read in pieces, the line skipped with a warning, memory bounded by the line limit."""
     import tracemalloc
 
-    from profiler import store as store_module
+    from profiler.store import runfolder as store_module
 
     monkeypatch.setattr(store_module, "STREAM_LINE_LIMIT", 1 << 20)
     store = RunStore()

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from profiler import cli
-from profiler import store as store_module
+from profiler.store import runfolder as store_module
 from profiler.config import RunConfig
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError, StreamWriter
