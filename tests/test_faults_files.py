@@ -137,7 +137,7 @@ def test_a_report_replaces_a_regular_file_whole_and_keeps_its_mode(tmp_path, cap
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ("fifo", "symlink", "device"))
 def test_doctor_files_are_never_written_onto_anything_but_a_file(tmp_path, kind):
-    from profiler import doctor
+    from profiler.cli.doctor import command as doctor
 
     report = {"created": "2026-01-01T00:00:00Z", "environment": {"device_kind": "cpu"},
               "result": {"text": "0 checks"}, "checks": []}
@@ -181,7 +181,7 @@ def test_a_store_file_that_is_a_fifo_is_not_replaced(tmp_path):
 def test_the_cli_says_a_refused_path_in_a_sentence_with_exit_2(monkeypatch, tmp_path, capsys):
     """Any command whose writer refuses a path (doctor --out, tune's best.toml) ends with the
     sentence and exit 2, never a traceback."""
-    from profiler import doctor
+    from profiler.cli.doctor import command as doctor
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -9,10 +9,14 @@ import signal
 import sys
 import threading
 
-# profiler.cli's exit codes (that module imports this one, so they are repeated, not imported):
 # Ctrl-C 130 and SIGTERM 143, as `effiscope run`.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
+from profiler.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
 
 
 def _err(text: str) -> None:
