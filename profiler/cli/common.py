@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from profiler.text import safe
 
@@ -47,3 +49,36 @@ def print_warnings(warnings: list[str], shown: int = 20) -> None:
     if len(warnings) > shown:
         print(f"warning: and {len(warnings) - shown} more (--format json lists them all)",
               file=sys.stderr)
+
+
+class SignalStop:
+    """Ctrl-C and SIGTERM alike: the first asks the work to stop after its step (`interrupt` is
+    set, and `said(how)` is printed), the second raises KeyboardInterrupt (kill it). install()
+    puts the handlers in, restore() gives back the ones before; exit_code is 130 after Ctrl-C,
+    143 after SIGTERM."""
+
+    def __init__(self, said: Callable[[str], str]):
+        self.interrupt = threading.Event()
+        self.first: int | None = None
+        self._said = said
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.interrupt.is_set():
+            raise KeyboardInterrupt
+        self.first = signum
+        self.interrupt.set()
+        how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        print(self._said(how), file=sys.stderr)
+
+    def install(self) -> None:
+        self._previous = {sig: signal.signal(sig, self._handle)
+                          for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.first == signal.SIGTERM else EXIT_INTERRUPTED

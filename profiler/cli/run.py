@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 
 from profiler.cli.common import (
     EXIT_CRASHED,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_USAGE,
+    SignalStop,
     err,
 )
 from profiler.cli.progress import Progress
@@ -111,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.profile is not None and (args.profile < 1 or config.workload != "train"):
         err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
-             "a train run (workload = \"train\") and STEPS of 1 or more")
+            "a train run (workload = \"train\") and STEPS of 1 or more")
         return EXIT_USAGE
     from profiler import machine_check
 
@@ -153,19 +150,10 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
     generations = config.infer.warmup_runs + config.infer.repeats
     progress = Progress(generations if config.workload in ("infer", "compress")
                         else config.limits.steps)
-    interrupt = threading.Event()
-    first_signal: list[int] = []
-
-    def on_signal(signum, frame):
-        # Ctrl-C and SIGTERM alike: stop after this step and keep the summary; twice: kill.
-        if interrupt.is_set():
-            raise KeyboardInterrupt
-        first_signal.append(signum)
-        interrupt.set()
-        how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        print(f"\nstopping after this step ({how} again to kill the worker)...", file=sys.stderr)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C and SIGTERM alike: stop after this step and keep the summary; twice: kill.
+    stop = SignalStop(lambda how: f"\nstopping after this step ({how} again to kill the "
+                                  "worker)...")
+    stop.install()
     print(f"run {run.run_id} (stored in {run.path})", file=sys.stderr)
     try:
         start = config.to_dict()
@@ -176,15 +164,14 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
             return profile.commands(message) if profile else []
 
         status = run_to_completion(start, recorder, on_message=on_message,
-                                   interrupt=interrupt, command=worker_command(config))
+                                   interrupt=stop.interrupt, command=worker_command(config))
     except KeyboardInterrupt:
         status = recorder.finish(None, killed_by_signal=True)
     except StartRefused as exc:
         recorder.note("warning", str(exc))
         status = recorder.finish(None, explanation=str(exc))
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.restore()
         progress.close()
     summary = run.summary() or {}
     if args.json and meta is None:
@@ -194,11 +181,10 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
         print_summary(run.run_id, run.meta(), summary)
     if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
         err(f"{recorder.write_error}; the run was stopped and {len(recorder.unwritten)} "
-             "received messages could not be stored")
+            "received messages could not be stored")
         return EXIT_FAILED, run.run_id
-    if interrupt.is_set():
-        return (EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED,
-                run.run_id)
+    if stop.interrupt.is_set():
+        return stop.exit_code, run.run_id
     return ({"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED,
              "diverged": EXIT_FAILED}.get(
         status, EXIT_CRASHED), run.run_id)
