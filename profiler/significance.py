@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from profiler import segments, stats
+from profiler import segment_pairing, stats
 from profiler.evidence import Evidence, evidence_of
 from profiler.metrics import metric
 
@@ -289,7 +289,7 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
     samples when both runs have them, else from the figures' intervals. Adds "base_value",
     "value" (the figures compared) and "scope" (which stretch of each run was read)."""
     base, other = evidence_of(base, cache), evidence_of(other, cache)
-    pair = pair or segments.pairing(base.summary, other.summary)
+    pair = pair or segment_pairing.pairing(base.summary, other.summary)
     entry = metric(key)
     parts = pair["base"], pair["other"]
     not_comparable = pair["reason"]
@@ -300,7 +300,7 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
             if part is not None and part.get("index") != count:
                 not_comparable = (f"the {entry.label.lower()} of {which.name!r} is its last "
                                   "segment's, not that of "
-                                  f"{segments.segment_name(part, count)} (the one with the "
+                                  f"{segment_pairing.segment_name(part, count)} (the one with the "
                                   "other run's configuration)")
     if not not_comparable and key in ("loss_train_final", "perplexity", "loss_val_final"):
         blended = [e.name for e in (base, other) if _blended_as_train_loss(e.summary)]
@@ -313,7 +313,7 @@ def judge(key: str, better: str | None, base, other, cache: dict | None = None,
         not_comparable = _steps_apart(key, base, other)
     if not not_comparable:
         not_comparable = _scored_apart(key, base, other)
-    windows = tuple(segments.timed_window(p) for p in parts)
+    windows = tuple(segment_pairing.timed_window(p) for p in parts)
     busy = ""
     if entry.timed:
         busy = "; ".join(b for b in (base.busy(windows[0]), other.busy(windows[1])) if b)
@@ -343,8 +343,8 @@ def scope_text(pair: dict) -> str:
     """Which stretch of each run a comparison read ("" for two whole runs)."""
     if pair["base"] is None and pair["other"] is None:
         return ""
-    return (f"baseline: {segments.segment_name(pair['base'], pair['count'][0])}; other run: "
-            f"{segments.segment_name(pair['other'], pair['count'][1])}")
+    return (f"baseline: {segment_pairing.segment_name(pair['base'], pair['count'][0])}; other run: "
+            f"{segment_pairing.segment_name(pair['other'], pair['count'][1])}")
 
 
 # --- words ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from profiler.bench import overhead
+from profiler.bench import overhead, overhead_report, reference
 from tests.helpers import nano_config
 
 
@@ -72,7 +72,7 @@ def test_pairing_within_rounds_resolves_one_percent_under_drift():
     assert paired["n"] == 20 and paired["significant"]
     assert paired["ci_high"] - paired["ci_low"] < 0.01
     assert unpaired["verdict"] == "no significant difference"
-    over = overhead.overhead_figure(paired)
+    over = overhead_report.overhead_figure(paired)
     assert over["resolves_1_percent"] and over["ci_low"] > 0
 
 
@@ -82,7 +82,7 @@ def test_a_different_curve_is_reported_as_unequal():
     result = {"baseline": "reference loop", "candidates": {
         "reference loop": {"measurements": [first]},
         "EffiScope worker": {"measurements": [other]}}}
-    check = overhead.loss_check([result])
+    check = overhead_report.loss_check([result])
     assert check["equal"] is False and check["unequal"] == ["EffiScope worker #1"]
 
 
@@ -220,11 +220,11 @@ def test_rounds_whose_drift_carries_over_do_not_resolve_one_percent():
     apart = loop.paired_ratio(result_of(shuffled), "EffiScope worker", "tokens_per_s")
     assert carried["lag1_autocorrelation"] > 0.8 and carried["rounds_independent"] is False
     assert apart["rounds_independent"] is True
-    over, fine = overhead.overhead_figure(carried), overhead.overhead_figure(apart)
+    over, fine = overhead_report.overhead_figure(carried), overhead_report.overhead_figure(apart)
     assert over["width_percent"] < 1 and not over["resolves_1_percent"]
     assert fine["resolves_1_percent"] and 0.9 < fine["percent"] < 1.1
     assert over["percent"] == pytest.approx(fine["percent"])  # the same values: the same centre
-    text = overhead._overhead_text({"overhead": over})
+    text = overhead_report._overhead_text({"overhead": over})
     assert "rounds are not independent" in text and "--restart-every" in text
 
 
@@ -336,11 +336,11 @@ def test_the_reference_pipe_is_checked_on_both_sides():
     from profiler.client import worker_env
 
     proc = subprocess.run(
-        [sys.executable, "-m", "profiler.bench.overhead", "--serve"], capture_output=True,
+        [sys.executable, "-m", "profiler.bench.reference", "--serve"], capture_output=True,
         text=True, timeout=120, env=worker_env(),
         input='{"config": {}, "window_steps": "3"}\nnot json\n[1, 2]\n')
-    results = [overhead.received(line) for line in proc.stdout.splitlines()
-               if line.startswith(overhead.RESULT_PREFIX)]
+    results = [reference.received(line) for line in proc.stdout.splitlines()
+               if line.startswith(reference.RESULT_PREFIX)]
     assert proc.returncode == 0 and len(results) == 3  # one answer per line, the process lived
     assert "window_steps must be an integer" in results[0]["error"]
     assert "JSONDecodeError" in results[1]["error"]
@@ -350,16 +350,16 @@ def test_the_reference_pipe_is_checked_on_both_sides():
             "clock": {"first": 1.0, "start": 2.0, "end": 3.0, "last": 3.5},
             "step_s": [0.1, 0.1], "losses": [4.2, 4.1], "val_losses": [[0, 4.3]],
             "torch_threads": 1}
-    line = overhead.RESULT_PREFIX + json.dumps(good)
-    assert overhead.received(line) == good
+    line = reference.RESULT_PREFIX + json.dumps(good)
+    assert reference.received(line) == good
     for broken, says in (({**good, "tokens_per_s": "fast"}, "tokens_per_s must be a number"),
                          ({**good, "tokens_per_s": -1.0}, "tokens_per_s is -1.0"),
                          ({k: v for k, v in good.items() if k != "clock"}, "lacks its field"),
                          ({**good, "step_s": [0.1, None]}, "step_s[1] must be a number"),
                          ({"error": 3}, "error must be a string")):
-        error = overhead.received(overhead.RESULT_PREFIX + json.dumps(broken))["error"]
+        error = reference.received(reference.RESULT_PREFIX + json.dumps(broken))["error"]
         assert error.startswith("the reference process sent a malformed result") and says in error
-    assert "malformed" in overhead.received(overhead.RESULT_PREFIX + "{")["error"]
+    assert "malformed" in reference.received(reference.RESULT_PREFIX + "{")["error"]
 
 
 def test_restarting_needs_the_concurrent_pairs_and_says_so(capsys):

@@ -237,7 +237,7 @@ def test_the_cli_progress_line_says_when_other_processes_use_the_machine_now():
     and, only while a sample's reading is contended, the meter's live reading beside it."""
     import io
 
-    from profiler.cli import Progress
+    from profiler.cli.progress import Progress
 
     stream = io.StringIO()
     progress = Progress(2, stream)
@@ -257,7 +257,7 @@ def test_the_cli_progress_line_says_when_other_processes_use_the_machine_now():
 
 
 def test_cli_prints_the_warning_beside_the_figures(capsys):
-    from profiler.cli import _print_summary
+    from profiler.cli.show import print_summary as _print_summary
     from profiler.stats import timed_figure
 
     figures = {"tokens_per_s": timed_figure([100.0, 101.0, 99.0] * 4, "tokens/s", "median")}

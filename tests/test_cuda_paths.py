@@ -2,7 +2,7 @@
 reads, bf16 gating, the loss scaler under FSDP, the whole-job gradient norm, per-segment
 allocator peaks, energy over the timed steps summed over ranks, the roofline's synchronised
 device and datasheet ceiling, and the profile's device-time breakdown. What only a GPU can tell
-is a doctor check (profiler/doctor_checks_gpu.py)."""
+is a doctor check (profiler/cli/doctor/checks_gpu.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """CUDA paths of the techniques, proved on the CPU: what each sends to torch / torchao is
 checked through fakes and stubs (a CUDA device object, a recording quantize_, a compiled-state
 stub), so a GPU run meets no surprise the host side could have caught (issue 32). What only a
-GPU can tell is in profiler/doctor_checks_techniques.py."""
+GPU can tell is in profiler/cli/doctor/checks_techniques.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import dataclasses
 import pytest
 import torch
 
+from profiler.cli.doctor.checks_techniques import recording_sdpa
 from profiler.config import RunConfig
-from profiler.doctor_checks_techniques import recording_sdpa
 from profiler.errors import Unsupported
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
@@ -217,8 +217,8 @@ def test_switching_autocast_off_under_flash_is_refused_mid_run():
 
 
 def test_the_doctors_flash_generation_check_runs_its_host_side_on_a_cpu():
-    from profiler.doctor_base import Context
-    from profiler.doctor_checks_techniques import check_flash_generation
+    from profiler.cli.doctor.base import Context
+    from profiler.cli.doctor.checks_techniques import check_flash_generation
 
     figures = check_flash_generation(Context(device=torch.device("cpu"), quick=True))
     assert figures["sdpa_calls"] == 16 * 4 and figures["sdpa_calls_with_mask"] == 0

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler import cli, doctor, doctor_base
+from profiler import cli
+from profiler.cli.doctor import base as doctor_base
+from profiler.cli.doctor import command as doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_CHECKS = ["versions", "train_fp32", "adamw", "sdpa", "activation_checkpointing", "ddp",

@@ -137,7 +137,7 @@ def test_a_report_replaces_a_regular_file_whole_and_keeps_its_mode(tmp_path, cap
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ("fifo", "symlink", "device"))
 def test_doctor_files_are_never_written_onto_anything_but_a_file(tmp_path, kind):
-    from profiler import doctor
+    from profiler.cli.doctor import command as doctor
 
     report = {"created": "2026-01-01T00:00:00Z", "environment": {"device_kind": "cpu"},
               "result": {"text": "0 checks"}, "checks": []}
@@ -181,7 +181,7 @@ def test_a_store_file_that_is_a_fifo_is_not_replaced(tmp_path):
 def test_the_cli_says_a_refused_path_in_a_sentence_with_exit_2(monkeypatch, tmp_path, capsys):
     """Any command whose writer refuses a path (doctor --out, tune's best.toml) ends with the
     sentence and exit 2, never a traceback."""
-    from profiler import doctor
+    from profiler.cli.doctor import command as doctor
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -245,7 +245,7 @@ def test_a_symlinked_store_file_is_refused_with_a_warning_naming_it(tmp_path, na
 
 
 def test_store_files_are_read_up_to_a_size(capsys, monkeypatch):
-    from profiler import store as store_module
+    from profiler.store import runfolder as store_module
 
     store = RunStore()
     run_id = recorded_run(store)
@@ -328,7 +328,7 @@ def test_a_stream_line_without_end_is_read_in_bounded_memory(monkeypatch):
     read in pieces, the line skipped with a warning, memory bounded by the line limit."""
     import tracemalloc
 
-    from profiler import store as store_module
+    from profiler.store import runfolder as store_module
 
     monkeypatch.setattr(store_module, "STREAM_LINE_LIMIT", 1 << 20)
     store = RunStore()

@@ -295,7 +295,7 @@ def test_the_memory_explanation_needs_a_worker_that_never_said_hello(tmp_path):
 def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     """summary.json cannot be written: meta.json, written with room to spare, still records
     how the run ended, so the history never says "the front end ended without closing"."""
-    from profiler import store as store_module
+    from profiler.store import runfolder as store_module
 
     store = RunStore()
     run = store.create_run(tiny_config(steps=2))

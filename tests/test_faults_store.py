@@ -18,10 +18,10 @@ import psutil
 import pytest
 
 from profiler import cli
-from profiler import store as store_module
 from profiler.config import RunConfig
 from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError, StreamWriter
+from profiler.store import runfolder as store_module
 from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from profiler import cli
+from profiler.cli.run import overrides
 from profiler.config import resolve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -66,7 +67,7 @@ def test_every_readme_run_validates_as_written(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my-run.toml").write_text(readme_run_config(), encoding="utf-8")
     args = cli.build_parser().parse_args(shlex.split(command))
-    config = resolve(args.target, cli._overrides(args))  # what cmd_run checks before a run
+    config = resolve(args.target, overrides(args))  # what cmd_run checks before a run
     assert config.limits.steps >= 1
 
 

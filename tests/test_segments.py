@@ -57,7 +57,7 @@ def test_a_run_without_changes_is_one_segment_and_keeps_its_headline():
 
 
 def test_the_cli_lists_the_segments_of_a_toggled_run(capsys):
-    from profiler.cli import _print_summary
+    from profiler.cli.show import print_summary as _print_summary
 
     records = [segments.step_record(s, 0.1, 32 if s < 6 else 128, 3.0) for s in range(1, 11)]
     toggle = {"type": "event", "kind": "toggle", "step": 6, "technique": "grad_accumulation",

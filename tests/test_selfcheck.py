@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from profiler import doctor
+from profiler.cli.doctor import command as doctor
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -80,7 +80,7 @@ def test_too_few_measurements_say_so_and_a_bare_figure_stays_bare():
 
 
 def test_the_cli_and_the_reports_print_the_spread(capsys):
-    from profiler.cli import _print_summary
+    from profiler.cli.show import print_summary as _print_summary
     from profiler.report.load import RunData
     from profiler.report.markdown import render_run
     from profiler.report.sections import headline_figures

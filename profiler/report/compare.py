@@ -15,7 +15,7 @@ import difflib
 import json
 from typing import Any
 
-from profiler import contention, segments, significance
+from profiler import contention, segment_pairing, significance
 from profiler.metrics import metric
 
 DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
@@ -87,7 +87,7 @@ def deltas(runs: list, baseline, cache: dict | None = None) -> list[dict]:
     with its reason and words (significance.judge; None for the baseline's own cell or a
     missing value). `cache` keeps each run's significance.Evidence by run id."""
     cache = {} if cache is None else cache
-    pairs = {run.run_id: segments.pairing(baseline.summary, run.summary) for run in runs
+    pairs = {run.run_id: segment_pairing.pairing(baseline.summary, run.summary) for run in runs
              if run is not baseline}
     rows = []
     for key, label, unit, better in delta_rows([baseline.summary] + [r.summary for r in runs]):
@@ -134,13 +134,13 @@ def segment_lines(runs: list) -> list[dict]:
         parts = run.summary.get("segments") if isinstance(run.summary, dict) else None
         if not isinstance(parts, list) or len(parts) < 2:
             continue
-        configs = segments.configurations(run.summary) or [None] * len(parts)
+        configs = segment_pairing.configurations(run.summary) or [None] * len(parts)
         lines = []
         for part, config in zip(parts, configs, strict=False):
             if not isinstance(part, dict):
                 continue
-            text = segments.segment_name(part, len(parts))
-            lines.append(text + (f": {segments.configuration_text(config)}"
+            text = segment_pairing.segment_name(part, len(parts))
+            lines.append(text + (f": {segment_pairing.configuration_text(config)}"
                                  if config is not None else ""))
         out.append({"run": run.run_id, "segments": lines})
     return out

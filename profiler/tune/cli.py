@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
-import threading
 
-# profiler.cli's exit codes (that module imports this one, so they are repeated, not imported):
-# Ctrl-C 130 and SIGTERM 143, as `effiscope run`.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
+# Ctrl-C 130 and SIGTERM 143, as `effiscope run` (cli.common.SignalStop).
+from profiler.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SignalStop
 
 
 def _err(text: str) -> None:
@@ -119,29 +115,19 @@ def run(args: argparse.Namespace) -> int:
     settings = runner.Settings(budget_s=budget, memory_limit=limit, objective=args.objective,
                                dims=dims, min_steps=args.min_steps, eta=args.eta,
                                max_steps=args.max_steps, final_rounds=args.final_rounds)
-    interrupt = threading.Event()
-    first_signal: list[int] = []
-
-    def on_signal(signum, frame):
-        if interrupt.is_set():
-            raise KeyboardInterrupt
-        first_signal.append(signum)
-        interrupt.set()
-        print("\nstopping after this trial (again to kill it)...", file=sys.stderr)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = SignalStop(lambda how: "\nstopping after this trial (again to kill it)...")
+    stop.install()
     try:
-        report = runner.tune(config, settings, caps=caps, interrupt=interrupt,
+        report = runner.tune(config, settings, caps=caps, interrupt=stop.interrupt,
                              log=lambda text: print(text, file=sys.stderr, flush=True))
     except StoreError as exc:
         _err(str(exc))
         return EXIT_USAGE
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.restore()
     print(json.dumps(report, indent=2, default=str) if args.json else tune_report.format_report(report))
-    if interrupt.is_set():
-        return EXIT_TERMINATED if first_signal[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
+    if stop.interrupt.is_set():
+        return stop.exit_code
     return EXIT_OK if report.get("chosen") else EXIT_FAILED
 
 

@@ -1,4 +1,6 @@
-"""Theory beside measurement: FLOPs per token, predicted memory and MFU, without torch.
+"""The built-in GPT in numbers, without torch: FLOPs per token, parameter tensors, and the
+memory a training step holds, part by part (profiler.theory.for_config applies it to a run
+config, profiler.theory.mfu turns FLOPs into MFU).
 
 FLOPs per token for training follow the PaLM / nanoGPT estimate: 6·N for the matrix multiplies
 of forward and backward over N parameters, plus 12·L·H·Q·T for attention (L layers, H heads,
@@ -35,11 +37,6 @@ checkpointed block is recomputed at a time: that transient is not included.
 from __future__ import annotations
 
 from profiler.models.presets import GPTShape
-from profiler.peaks import NO_MFU_DTYPES, lookup, normalize_dtype, peak_flops
-
-__all__ = ["flops_per_token", "predict_memory", "activation_breakdown", "peak_flops", "mfu",
-           "mfu_against",
-           "format_breakdown", "parameter_tensor_count", "optimizer_state_bytes"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 """The optimizers this module predicts (each must be in the optimizer technique's states table)."""
@@ -94,17 +91,6 @@ def states_per_param(algorithm: str, momentum: float = 0.9) -> int:
     if algorithm == "sgd" and momentum == 0:
         return 0
     return registry.get("optimizer").extra["states_per_param"][algorithm]
-
-
-def technique_params(techniques: dict, name: str) -> dict | None:
-    """A technique's parameters as a run uses them (the registry's defaults filled in), or None
-    when the config leaves it out; an always-on technique (the optimizer) is never left out."""
-    from techniques import registry
-
-    info = registry.get(name)
-    if name not in techniques and not info.always_on:
-        return None
-    return {**info.defaults(), **(techniques.get(name) or {})}
 
 
 def optimizer_state_bytes(shape: GPTShape, optimizer: str = "adamw", *, sgd_momentum: float = 0.9,
@@ -213,11 +199,12 @@ def predict_memory(shape: GPTShape, batch_size: int, seq_len: int, *, optimizer:
         if sum(numels) != n:  # a frozen base: which activations autograd keeps depends on it
             pred.update(activations=None, activations_autograd_saved=None,
                         checkpoint_inputs=None, activations_how=FROZEN_ACTIVATIONS_NA)
-    pred["total"] = _total(pred)
+    pred["total"] = total_of(pred)
     return pred
 
 
-def _total(pred: dict) -> int | None:
+def total_of(pred: dict) -> int | None:
+    """The sum of the parts, or None where one of them is n/a."""
     parts = [pred.get(k) for k in ("weights", "buffers", "gradients", "optimizer_states",
                                    "activations")]
     return None if any(p is None for p in parts) else sum(parts)
@@ -242,39 +229,6 @@ def _validate(shape: GPTShape, batch_size: int, seq_len: int, optimizer: str, pa
                          f"0 or more, got {batch_size}, {micro_batches}, {checkpoint_every}")
 
 
-def mfu(tokens_per_s: float, flops_per_token: float, device_name: str, dtype: object,
-        override_tflops: float | None = None) -> tuple[float | None, str]:
-    """Model FLOPs utilisation (nanoGPT / PaLM style) and one line saying how, or why n/a.
-
-    None where a number would mislead: CPU, an unknown device, a dtype the device lacks, and
-    int8 / fp8, whose scaled matmuls are not what 6N+12LHQT counts.
-    """
-    key = normalize_dtype(dtype)
-    if key in NO_MFU_DTYPES:
-        return None, f"n/a: MFU is not defined for {key} (FLOPs per token count dense matmuls)"
-    if override_tflops is not None:
-        peak, label = peak_flops(device_name, dtype, override_tflops), "user override"
-    else:
-        peak, label = lookup(device_name, dtype)
-    if peak is None:
-        return None, f"n/a: {label}"
-    return mfu_against(tokens_per_s, flops_per_token, peak, label)
-
-
-def mfu_against(tokens_per_s: float, flops_per_token: float, peak: float, label: str
-                ) -> tuple[float | None, str]:
-    """tokens/s × FLOPs per token ÷ a peak FLOP/s (the datasheet's or a measured one, named by
-    label), and one line saying how."""
-    if not tokens_per_s > 0 or not flops_per_token > 0:
-        return None, "n/a: no throughput measured yet"
-    value = tokens_per_s * flops_per_token / peak
-    how = (f"{flops_per_token:.4g} FLOP/token × {tokens_per_s:.4g} tokens/s ÷ "
-           f"{peak / 1e12:.4g} TFLOP/s ({label})")
-    if value > 1:
-        how += " — above 1: the peak or the FLOP count is wrong for this run"
-    return value, how
-
-
 def format_breakdown(pred: dict[str, int]) -> str:
     """A few aligned lines in MiB, for logs and the estimate panel."""
     labels = {"weights": "weights", "buffers": "buffers", "gradients": "gradients",
@@ -284,122 +238,6 @@ def format_breakdown(pred: dict[str, int]) -> str:
                      else f"{label:<29}{'n/a':>14}"
                      for key, label in labels.items() if key in pred)
 
-
-def _trained_by_technique(techniques: dict, shape) -> tuple[list[int] | None, str]:
-    """The tensors LoRA / QLoRA train on the built-in GPT (its adapters), from the shape; None
-    and why for a model whose layers are known only once it is built."""
-    for name in ("lora", "qlora"):
-        params = technique_params(techniques, name)
-        if params is None:
-            continue
-        if not isinstance(shape, GPTShape):
-            return None, (f"n/a: {name}'s adapters on a Hugging Face model are counted once it is "
-                          "built (the run's summary predicts them from the built model)")
-        return lora_tensor_numels(shape, params["rank"], params["target"]), ""
-    return None, ""
-
-
-def predict_for_config(config: object, world_size: int | None = None,
-                       trained: list[int] | None = None) -> dict:
-    """predict_memory for a run config (torch-free: the app's estimate panel uses it too).
-
-    trained: the sizes of the tensors the optimizer updates, read from the built model
-    (techniques.optimizer.trained_numels) where there is one; else what the config says trains
-    (every parameter, or LoRA's adapters). Per process: with FSDP, weights, gradients and
-    optimizer states are split across the job's processes; activations are per process either
-    way.
-    """
-    from profiler.models.presets import GPT_PRESETS
-
-    if getattr(config.model, "source", "preset") in ("hf", "hf-config"):
-        return predict_hf(config, world_size, trained)
-    techniques = getattr(config, "techniques", {}) or {}
-    shape = GPT_PRESETS[config.model.preset]
-    optimizer = technique_params(techniques, "optimizer")
-    precision = technique_params(techniques, "precision")
-    checkpoint = technique_params(techniques, "activation_checkpointing")
-    attention = technique_params(techniques, "attention")
-    accumulation = technique_params(techniques, "grad_accumulation")
-    low_bit = technique_params(techniques, "optimizer_low_bit")
-    adapters, _ = _trained_by_technique(techniques, shape)
-    if trained is None:
-        trained = adapters
-    device = config.device if config.device != "auto" else "cuda"
-    prediction = predict_memory(
-        shape, config.train.batch_size, config.train.seq_len,
-        optimizer=optimizer["algorithm"], sgd_momentum=optimizer["momentum"],
-        autocast_dtype=None if not precision or precision["dtype"] == "fp32" else precision["dtype"],
-        checkpoint_every=checkpoint["every"] if checkpoint else 0,
-        attention=attention["implementation"] if attention else "sdpa",
-        micro_batches=accumulation["micro_batches"] if accumulation else 1,
-        device_type="cpu" if device == "cpu" else "cuda", trained=trained,
-        adapter_parameters=sum(trained) if adapters is not None and trained else 0,
-        low_bit=low_bit,
-    )
-    if "qlora" in techniques:
-        prediction.update(weights=None, total=None, weights_how=(
-            "n/a: QLoRA's 4-bit NF4 base weights (bitsandbytes) are not predicted"))
-    world = world_size or config.launch.nproc_per_node * config.launch.nnodes
-    if "fsdp" in techniques and world > 1:
-        for key in ("weights", "gradients", "optimizer_states"):
-            if prediction[key] is not None:
-                prediction[key] = -(-prediction[key] // world)  # ceil: shards are padded
-        prediction["total"] = _total(prediction)
-        prediction["sharded_over"] = world
-    return prediction
-
-
-HF_ACTIVATIONS_NA = ("n/a: activations are predicted op by op for the built-in GPT only; for a "
-                     "Hugging Face model they depend on its own code (see the measured peak)")
-
-
-def predict_hf(config: object, world_size: int | None = None,
-               trained: list[int] | None = None) -> dict:
-    """Weights, gradients and optimizer states of a Hugging Face model from its parameter count
-    (fp32 weights, as EffiScope trains), or from the tensors that train where the built model
-    gave them (`trained`); activations and the total are None (n/a), not guessed.
-
-    Without `trained`, Adam(W)'s small per-tensor `step` counters are left out (a few hundred
-    bytes), and what LoRA or a low-bit optimizer keeps is n/a: both depend on each tensor."""
-    from profiler import model_source
-    from techniques.optimizer import predicted_state_bytes
-
-    shape = model_source.model_shape(config.model)
-    n = shape.parameters
-    techniques = getattr(config, "techniques", {}) or {}
-    optimizer = technique_params(techniques, "optimizer")
-    low_bit = technique_params(techniques, "optimizer_low_bit")
-    _, lora_why = _trained_by_technique(techniques, shape)
-    adapters = 0
-    pred: dict = {"activations": None, "total": None, "activations_how": HF_ACTIVATIONS_NA,
-                  "parameters_how": shape.parameters_how}
-    if trained is not None:
-        adapters = sum(trained) if lora_why else 0
-        pred["gradients"] = sum(trained) * FP32_BYTES
-        pred["optimizer_states"], pred["optimizer_how"] = predicted_state_bytes(
-            trained, optimizer["algorithm"], optimizer["momentum"], low_bit)
-    elif lora_why or low_bit is not None:
-        why = lora_why or ("n/a: low-bit states depend on each tensor's size; the run's summary "
-                           "predicts them from the built model")
-        pred.update(gradients=None if lora_why else (n * FP32_BYTES if n is not None else None),
-                    optimizer_states=None, optimizer_how=why)
-    else:
-        states = states_per_param(optimizer["algorithm"], optimizer["momentum"])
-        pred["gradients"] = n * FP32_BYTES if n is not None else None
-        pred["optimizer_states"] = states * n * FP32_BYTES if n is not None else None
-    pred["weights"] = n * FP32_BYTES + adapters * FP32_BYTES if n is not None else None
-    world = world_size or config.launch.nproc_per_node * config.launch.nnodes
-    if "fsdp" in techniques and world > 1:
-        for key in ("weights", "gradients", "optimizer_states"):
-            if pred.get(key) is not None:
-                pred[key] = -(-pred[key] // world)
-        pred["sharded_over"] = world
-    return pred
-
-
-# --- low-bit optimizer states: the knowledge lives with the technique (techniques/
-# optimizer_low_bit.py, torch-free at the top); predictions read it from there.
-from techniques.optimizer_low_bit import low_bit_adamw_bytes, low_bit_state_bytes  # noqa: E402,F401
 
 # --- LoRA (techniques/lora.py) ------------------------------------------------------------------
 LORA_LAYERS = {"attention": ((1, 3), (1, 1)), "mlp": ((1, 4), (4, 1))}

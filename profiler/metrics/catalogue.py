@@ -1,23 +1,20 @@
-"""The metric catalogue: every key a sample or a summary may carry, and how to show it.
-
-Each key has a label, a unit, a group, which way is better and, for sample keys, the chart that
-draws it. The app's charts and tables, the CLI and the reports read this module and nothing
-else; `format_value` is the one way a figure becomes text. Keys built from another key (a
-parallel run's `rank1_step_time_s`, a compress run's `baseline_ttft_p50_s` and
-`model_bytes_ratio`, a percentile `decode_latency_p90_s`) are resolved from that key's entry.
-Missing readings are None: shown "n/a", drawn as a gap, never an exception.
+"""The metric catalogue, plain data: every key a sample or a summary may carry, with its label,
+unit, group, which way is better, and for sample keys the chart that draws it (CHARTS). Keys
+built from another key are resolved in profiler.metrics.keys; figures become text in
+profiler.metrics.format. Import from profiler.metrics.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 HIGHER, LOWER = "higher", "lower"
 DIMENSIONLESS = "1"
 """The unit of a pure number (perplexity, a gradient norm): stated, and printed as nothing."""
+TIMED_GROUPS = ("speed", "latency", "time", "energy")
+"""Groups whose figures are read off a clock (Metric.timed)."""
+COUNT_UNITS = ("parameters", "tokens", "steps")
+"""Units of whole counts: never a clock's reading, printed exact."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +71,6 @@ def _m(key: str, label: str, unit: str, group: str, better: str | None, descript
     return Metric(key, label, unit, group, better, description, chart, sparse, exact)
 
 
-TIMED_GROUPS = ("speed", "latency", "time", "energy")
-"""Groups whose figures are read off a clock (Metric.timed)."""
 ONE = DIMENSIONLESS
 _CATALOGUE = (
     # --- training samples -----------------------------------------------------------------------
@@ -283,218 +278,3 @@ BATCH_DEPENDENT = {
 figures (perplexity, loss, KL, top-1 agreement) hold for the number of windows scored per pass
 only. The how-text of those figures says it (scoring_note), and comparisons of figures scored
 with another number per pass are not comparable (profiler.significance)."""
-
-
-def scoring_note(windows_per_pass: int, techniques: list[str] | tuple[str, ...]) -> str:
-    """"dynamic int8 quantizes each forward input's activations with one scale taken over the
-    whole input (here 8 windows): this figure holds for 8 windows per forward pass, another
-    number gives another figure" for a batch-dependent technique; "" otherwise."""
-    named = [BATCH_DEPENDENT[t] for t in techniques if t in BATCH_DEPENDENT]
-    if not named:
-        return ""
-    plural = "s" if windows_per_pass != 1 else ""
-    return (f"{'; '.join(named)} (here {windows_per_pass} window{plural}): this figure holds for "
-            f"{windows_per_pass} window{plural} per forward pass, another number gives another "
-            "figure")
-
-
-# Keys built from a catalogued key; each resolves to that key's entry.
-VARIANT_PREFIXES = {"baseline_": "original", "compressed_": "compressed"}
-"""A compress run reports both models: `baseline_KEY` and `compressed_KEY` share KEY's unit."""
-_RANK = re.compile(r"^rank(\d+)_(.+)$")
-_PERCENTILE = re.compile(r"^(.+)_p(\d\d)_s$")
-PATTERNS = ("rank{N}_KEY", "baseline_KEY", "compressed_KEY", "KEY_ratio", "STEM_pNN_s")
-"""The key forms resolved from a catalogued KEY (STEM_s for a percentile)."""
-
-
-def _resolve(key: str) -> Metric | None:
-    """The entry for a catalogued key or one built from it; None for an unknown key."""
-    found = CATALOGUE.get(key)
-    if found is not None:
-        return found
-    rank = _RANK.match(key)
-    if rank:
-        base = _resolve(rank[2])
-        if base is not None:
-            return replace(base, key=key, label=f"Rank {rank[1]} {_lower_first(base.label)}",
-                           description=f"{base.description} Rank {rank[1]} of the job.")
-    for prefix, model in VARIANT_PREFIXES.items():
-        base = _resolve(key[len(prefix):]) if key.startswith(prefix) else None
-        if base is not None:
-            return replace(base, key=key, label=f"{base.label} ({model})",
-                           description=f"{base.description} The {model} model.")
-    if key.endswith("_ratio"):
-        base = _resolve(key[:-len("_ratio")])
-        if base is not None:
-            return replace(base, key=key, label=f"{base.label}, compressed / original", unit="x",
-                           chart=None, sparse=False, description="Compressed / original.")
-    percentile = _PERCENTILE.match(key)
-    if percentile:
-        base = _resolve(f"{percentile[1]}_s")
-        if base is not None and base.unit == "s":
-            q = percentile[2]
-            return replace(base, key=key, label=f"{base.label} p{q}", chart=None,
-                           description=f"{q}th percentile over the measured steps. "
-                                       f"{base.description}")
-    return None
-
-
-def _lower_first(text: str) -> str:
-    """"Step time" -> "step time", but "GPU power" stays."""
-    return text if text[1:2].isupper() else text[:1].lower() + text[1:]
-
-
-_ACRONYMS = {"ttft": "TTFT", "kv": "KV", "mfu": "MFU", "gpu": "GPU", "cpu": "CPU", "rss": "RSS",
-             "flops": "FLOPs"}
-_SUFFIX_UNITS = (("tokens_per_s", "tokens/s"), ("_bytes", "bytes"), ("_percent", "%"),
-                 ("_s", "s"), ("_w", "W"), ("_j", "J"), ("_c", "°C"))
-
-
-def _unknown(key: str) -> Metric:
-    """A key a newer worker sends that this catalogue lacks: words from the key, the unit its
-    name carries, drawn nowhere."""
-    unit, stem = "", key
-    for suffix, suffix_unit in _SUFFIX_UNITS:
-        if key.endswith(suffix):
-            unit = suffix_unit
-            stem = key if suffix == "tokens_per_s" else key[:-len(suffix)]
-            break
-    words = [_ACRONYMS.get(w, w) for w in stem.replace("_per_", "/").split("_")]
-    text = " ".join(words)
-    return Metric(key, text[:1].upper() + text[1:], unit, "other", None, "")
-
-
-def known(key: str) -> bool:
-    """Whether the catalogue describes key (itself, or as one of PATTERNS)."""
-    return _resolve(key) is not None
-
-
-def metric(key: str) -> Metric:
-    """The catalogue entry for key; an unknown key gets a neutral entry, never an exception."""
-    return _resolve(key) or _unknown(key)
-
-
-# --- figures as text ----------------------------------------------------------------------------
-SIGNIFICANT = 3
-COUNT_UNITS = ("parameters", "tokens", "steps")
-_SI = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
-_BINARY = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-
-
-def is_missing(value: object) -> bool:
-    """No reading: None, NaN, or a value that is not finite (an infinite time, rate or change
-    is not a figure anyone can read; it is shown "n/a" and its reason is said beside it)."""
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def json_safe(value: Any) -> Any:
-    """value with every non-finite float replaced by None, so that JSON written from it is
-    valid (strict JSON has no NaN or Infinity) and says n/a where the figure has none."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def significant(x: float, digits: int = SIGNIFICANT) -> str:
-    """x to `digits` significant digits in plain notation with thousands separators; a value
-    that is not zero never prints as zero ("0.00123", "1.81", "12,300"); "n/a" for one that
-    is not finite."""
-    if x == 0:
-        return "0"
-    if not math.isfinite(x):
-        return "n/a"
-    exponent = math.floor(math.log10(abs(x)))
-    if abs(round(x, digits - 1 - exponent)) >= 10 ** (exponent + 1):
-        exponent += 1  # 0.9996 rounds up to 1.00, not 1.000
-    if exponent < -6 or exponent >= 18:
-        return f"{x:.{digits - 1}e}"
-    decimals = digits - 1 - exponent
-    return f"{round(x, decimals):,.{max(decimals, 0)}f}"
-
-
-def format_value(value: object, unit: str, with_unit: bool = True) -> str:
-    """A reading as people read it: "n/a" when missing, three significant digits, bytes in
-    KiB / MiB / GiB, seconds in µs / ms / s, fractions and MFU as %, FLOPs and B/s with SI prefixes,
-    whole counts exact. with_unit=False leaves the unit out (a column header says it)."""
-    if is_missing(value) or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "n/a"
-    number, shown = value, unit
-    if unit == "bytes":
-        number, shown = value, "B"
-        for name, scale in _BINARY:
-            if abs(value) >= scale:
-                number, shown = value / scale, name
-                break
-    elif unit == "s" and value != 0 and abs(value) < 1:
-        number, shown = (value * 1e3, "ms") if abs(value) >= 1e-3 else (value * 1e6, "µs")
-    elif unit == "fraction":
-        number, shown = value * 100, "%"
-    elif unit in ("FLOP", "FLOP/s", "B/s"):
-        for prefix, scale in _SI:
-            if abs(value) >= scale:
-                number, shown = value / scale, prefix + unit
-                break
-    elif unit == DIMENSIONLESS:
-        shown = ""
-    if isinstance(number, int) and (unit in COUNT_UNITS or unit in ("", DIMENSIONLESS, "bytes")):
-        text = f"{number:,}"
-    else:
-        text = significant(float(number))
-    if not with_unit or not shown:
-        return text
-    return f"{text}×" if shown == "x" else f"{text} {shown}"
-
-
-def format_figure(key: str, value: object, unit: str = "") -> str:
-    """A figure of `key`: in the catalogue's unit, or for a key the catalogue lacks in the unit
-    it came with."""
-    return format_value(value, metric(key).unit if known(key) else unit or metric(key).unit)
-
-
-def spread_text(fig: object) -> str:
-    """The spread of a timed summary figure (one with a "distribution", see
-    stats.timed_figure) as people read it: "±2.1 %, n=195"; "interval n/a, n=3" with too few
-    measurements for an honest interval; "" for a bare number."""
-    dist = fig.get("distribution") if isinstance(fig, dict) else None
-    if not isinstance(dist, dict):
-        return ""
-    n, median = dist.get("n"), dist.get("median")
-    low, high = dist.get("ci_low"), dist.get("ci_high")
-    numbers = (median, low, high)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) \
-            or not median:
-        return f"interval n/a, n={n}" if isinstance(n, int) else ""
-    half = max(median - low, high - median) / abs(median) * 100
-    return f"±{significant(half, 2)} %, n={n}"
-
-
-def format_summary_figure(key: str, fig: object) -> str:
-    """A summary figure dict as text: its value in the catalogue's unit, and for a timed figure
-    its spread: "15,600 tokens/s (±2.1 %, n=195)"."""
-    if not isinstance(fig, dict):
-        return "n/a"
-    value = fig.get("value")
-    text = format_figure(key, value if isinstance(value, (int, float)) and not
-                         isinstance(value, bool) else None, str(fig.get("unit", "")))
-    spread = spread_text(fig)
-    return f"{text} ({spread})" if spread and text != "n/a" else text
-
-
-def format_delta(delta: float | None, unit: str) -> str:
-    """A signed difference in the figure's own unit: "+1.20 MiB", "−3.40 ms"."""
-    if is_missing(delta):
-        return "n/a"
-    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
-    return sign + format_value(abs(delta), unit)
-
-
-def format_change(pct: float | None) -> str:
-    """A percentage change: "+12.3 %", "−0.0456 %", "0 %"."""
-    if is_missing(pct):
-        return "n/a"
-    sign = "+" if pct > 0 else "−" if pct < 0 else ""
-    return f"{sign}{significant(abs(pct))} %"

@@ -1,47 +1,43 @@
 """The checks of `effiscope doctor` that mean something on a CPU too (and run on CUDA as well).
 
-A check is a small function of a Context (profiler.doctor_base) that returns its figures (a
+A check is a small function of a Context (profiler.cli.doctor.base) that returns its figures (a
 JSON-able dict; the key "summary" becomes its one line on the terminal). It raises Skip(reason) where it has no meaning
 here and CheckFailed(message, figures) where what it measured is wrong; any other exception is a
 failure as well. Each check builds on the project's own pieces — the built-in GPT, RunConfig, the
 technique engine (techniques.runtime) and the train workload's train_step — so it verifies the
-paths a run takes, not a copy of them. The CUDA-only checks live in doctor_checks_gpu.py.
+paths a run takes, not a copy of them. The memory and distributed checks are in
+checks_memory.py and checks_distributed.py, the CUDA-only ones in checks_gpu.py, checks_cuda.py,
+checks_compression.py and checks_techniques.py.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.metadata
-import itertools
 import math
 import platform
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-from profiler.config import RunConfig
-from profiler.doctor_base import (
+from profiler.cli.doctor.base import (
     CheckFailed,
     CheckSpec,
     Context,
     Skip,
     distribution,
     finite,
-    free,
     make_batches,
     make_state,
     max_rel_diff,
-    run_config,
     steps,
     time_calls,
     train,
     train_config,
 )
-from profiler.memory_probe import saved_bytes
+from profiler.config import RunConfig
 from profiler.models.gpt import build_gpt
-from profiler.theory import predict_for_config
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -238,164 +234,6 @@ def check_sdpa_cpu(ctx: Context) -> dict:
     return figures
 
 
-def _cuda_step_peak(ctx: Context, config: RunConfig) -> tuple[int, float, int]:
-    """Peak allocated bytes of one train step after a warm step, above what was allocated
-    before the model was built; that step's loss; and what was allocated when it began."""
-    free(ctx)
-    base = torch.cuda.memory_allocated(ctx.device)
-    state = make_state(ctx, config)
-    batches = make_batches(ctx, config, 2)
-    train(state, batches[:1], 1)  # optimizer states exist from here on
-    torch.cuda.reset_peak_memory_stats(ctx.device)
-    start = torch.cuda.memory_allocated(ctx.device) - base
-    loss = train(state, batches[1:], 1)["losses"][0]
-    peak = torch.cuda.max_memory_allocated(ctx.device) - base
-    del state, batches
-    free(ctx)
-    return peak, loss, start
-
-
-def check_activation_checkpointing(ctx: Context) -> dict:
-    ckpt = {"activation_checkpointing": {"every": 1}}
-    if ctx.cuda:
-        config = run_config(ctx, "gpt-mini", 16, 256)
-        plain_peak, plain_loss, _ = _cuda_step_peak(ctx, config)
-        ckpt_peak, ckpt_loss, _ = _cuda_step_peak(ctx, run_config(ctx, "gpt-mini", 16, 256, ckpt))
-        figures = {"method": "torch.cuda.max_memory_allocated over one train step",
-                   "peak_allocated_bytes": plain_peak, "checkpointed_peak_allocated_bytes": ckpt_peak,
-                   "loss": plain_loss, "checkpointed_loss": ckpt_loss}
-        lower, key = ckpt_peak < plain_peak, "peak allocated"
-        same = abs(plain_loss - ckpt_loss) <= 1e-3 * abs(plain_loss)
-    else:
-        measured = {}
-        for name, techniques in (("plain", {}), ("checkpointed", ckpt)):
-            config = train_config(ctx, techniques)
-            state = make_state(ctx, config)
-            x, y = make_batches(ctx, config, 1)[0]
-            measured[name] = saved_bytes(state, x, y)
-        figures = {"method": "bytes saved for backward (saved_tensors_hooks), one forward",
-                   "saved_bytes": measured["plain"],
-                   "checkpointed_saved_bytes": measured["checkpointed"]}
-        lower, key, same = measured["checkpointed"] < measured["plain"], "saved bytes", True
-        plain_peak, ckpt_peak = measured["plain"], measured["checkpointed"]
-    figures["ratio"] = ckpt_peak / plain_peak
-    figures["summary"] = (f"{key} {plain_peak / 2**20:.1f} MiB -> {ckpt_peak / 2**20:.1f} MiB "
-                          "with every block checkpointed")
-    if not lower:
-        raise CheckFailed(f"checkpointing did not lower the {key}", figures)
-    if not same:
-        raise CheckFailed("the checkpointed step's loss differs from the plain one", figures)
-    return figures
-
-
-def check_memory_prediction(ctx: Context) -> dict:
-    """profiler.theory's prediction against measurement over 16 configurations, like with like:
-    the activations saved for backward (what saved_tensors_hooks count, one forward) against the
-    predicted activations, everywhere; on CUDA also what the allocator holds as a step begins
-    (weights, buffers, optimizer states) against the prediction of those parts. The step's peak
-    is shown beside the predicted total but not judged: it also holds backward's transients
-    (the logits' gradient, workspaces, the recompute of a checkpointed block), which the
-    prediction leaves out by design."""
-    if ctx.cuda:
-        preset, batches_, seqs = "gpt-mini", (8, 16), (128, 256)
-    else:
-        preset, batches_, seqs = "gpt-nano", (2, 4), (32, 64)
-    rows = []
-    for batch, seq, every, dtype in itertools.product(batches_, seqs, (0, 1), ("fp32", "bf16")):
-        techniques = {}
-        if every:
-            techniques["activation_checkpointing"] = {"every": every}
-        if dtype != "fp32":
-            techniques["precision"] = {"dtype": dtype}
-        config = run_config(ctx, preset, batch, seq, techniques)
-        predicted = predict_for_config(config, 1)
-        row = {"batch": batch, "seq_len": seq, "checkpoint_every": every, "dtype": dtype}
-        state = make_state(ctx, config)
-        x, y = make_batches(ctx, config, 1)[0]
-        measured, expected = saved_bytes(state, x, y), predicted["activations"]
-        del state
-        row.update(predicted_bytes=expected, measured_bytes=measured, ratio=measured / expected)
-        if ctx.cuda:
-            peak, _, start = _cuda_step_peak(ctx, config)
-            resident = sum(predicted[k] for k in ("weights", "buffers", "optimizer_states"))
-            row.update(step_start_bytes=start, predicted_resident_bytes=resident,
-                       resident_ratio=start / resident, step_peak_bytes=peak,
-                       predicted_total_bytes=predicted["total"],
-                       transient_bytes=peak - predicted["total"])
-        rows.append(row)
-    off = [r for r in rows if abs(r["ratio"] - 1) > 0.10
-           or abs(r.get("resident_ratio", 1.0) - 1) > 0.10]
-    figures = {"model": preset,
-               "compared": ("saved_tensors_hooks bytes vs predicted activations"
-                            + ("; allocated at a step's start vs predicted weights + buffers + "
-                               "optimizer states; the peak beside the predicted total, with the "
-                               "transient between them (not judged)" if ctx.cuda else "")),
-               "configs": rows, "ratio_min": min(r["ratio"] for r in rows),
-               "ratio_max": max(r["ratio"] for r in rows),
-               "summary": f"{len(rows) - len(off)} of {len(rows)} configurations within 10 %"}
-    if off:
-        names = "; ".join(f"b{r['batch']} s{r['seq_len']} ckpt{r['checkpoint_every']} "
-                          f"{r['dtype']}: {r['ratio']:.2f}x"
-                          + (f", resident {r['resident_ratio']:.2f}x" if "resident_ratio" in r
-                             else "") for r in off[:6])
-        raise CheckFailed(f"{len(off)} of {len(rows)} configurations off by more than 10 % "
-                          f"(measured / predicted): {names}", figures)
-    return figures
-
-
-def process_group(ctx: Context, backend: str):
-    """A world-size-1 process group over a file store in the check's own folder."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        raise Skip("this torch build has no torch.distributed")
-    if dist.is_initialized():
-        raise Skip("a process group is already running in this process (torchrun?)")
-    if backend == "nccl" and not dist.is_nccl_available():
-        raise CheckFailed("this torch build has no NCCL backend")
-    path = ctx.workdir / f"store-{backend}-{time.time_ns()}"
-    store = dist.FileStore(str(path), 1)
-    if ctx.cuda:
-        torch.cuda.set_device(ctx.device)
-    dist.init_process_group(backend, store=store, rank=0, world_size=1)
-    probe = torch.full((4,), 3.0, device=ctx.device)
-    dist.all_reduce(probe)
-    if not torch.equal(probe, torch.full_like(probe, 3.0)):
-        dist.destroy_process_group()
-        raise CheckFailed(f"all_reduce over {backend} with one rank changed the tensor")
-    return dist
-
-
-def check_ddp(ctx: Context) -> dict:
-    backend = "nccl" if ctx.cuda else "gloo"
-    config = train_config(ctx)
-    batches = make_batches(ctx, config, 4)
-    n = 5
-    plain = train(make_state(ctx, config), batches, n)["losses"]
-    dist = process_group(ctx, backend)
-    try:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_config = copy.deepcopy(config)
-        ddp_config.techniques = {"ddp": {}}
-        state = make_state(ctx, ddp_config, {"dist_backend": backend})
-        if not isinstance(state.forward_model, DistributedDataParallel):
-            raise CheckFailed("the ddp technique did not wrap the model in DistributedDataParallel")
-        losses = train(state, batches, n)["losses"]
-    finally:
-        dist.destroy_process_group()
-    diff = max_rel_diff(losses, plain) if finite(losses) else None
-    tolerance = 1e-3 if ctx.cuda else 1e-5
-    figures = {"backend": backend, "world_size": 1, "steps": n, "losses": losses,
-               "plain_losses": plain, "max_rel_diff_vs_plain": diff, "tolerance": tolerance,
-               "report": state.reports.get("ddp")}
-    if diff is None or diff > tolerance:
-        raise CheckFailed(f"DDP ({backend}, 1 process) losses differ from a plain run by "
-                          f"{diff if diff is None else f'{diff:.3g}'}", figures)
-    figures["summary"] = f"DDP over {backend}, 1 process: {n} steps equal to a plain run ({diff:.2g})"
-    return figures
-
-
 CHECKS = [
     CheckSpec("versions", "torch / CUDA / driver versions and packages", check_versions),
     CheckSpec("train_fp32", "train step in fp32 (finite, learning)", check_train_fp32),
@@ -403,9 +241,4 @@ CHECKS = [
     CheckSpec("train_fp16", "train step under fp16 autocast + GradScaler, close to fp32",
               check_train_fp16, cuda_only=True),
     CheckSpec("adamw", "AdamW for-loop / foreach / fused give equal updates", check_adamw),
-    CheckSpec("activation_checkpointing", "activation checkpointing lowers memory",
-              check_activation_checkpointing),
-    CheckSpec("memory_prediction", "predicted memory against measurement, 16 configurations",
-              check_memory_prediction),
-    CheckSpec("ddp", "DDP in one process (gloo on CPU, NCCL on CUDA)", check_ddp),
 ]

@@ -10,7 +10,14 @@ import argparse
 import json
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from profiler.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("roofline", help="measure this machine's matmul peaks and memory "
+                                        "bandwidth (cached), the peaks of MFU on a CPU")
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,11 +14,18 @@ import argparse
 import json
 import sys
 
+from profiler.cli.common import EXIT_OK, EXIT_USAGE
 from profiler.metrics import format_change, format_delta, format_value, json_safe, spread_text
 from profiler.significance import NOISE_FLOOR_PCT
 from profiler.text import aligned, safe
 
-EXIT_OK, EXIT_USAGE = 0, 2
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="runs against a baseline: value, delta, change and "
+                                       "whether it is significant or within noise",
+                       description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """`effiscope doctor`: does this set-up work, and how fast is it? One command, every path.
 
-Each check (profiler/doctor_checks.py and doctor_checks_gpu.py) ends as pass, fail (with the
+Each check (the checks*.py modules of profiler/cli/doctor/) ends as pass, fail (with the
 error) or skip (with the reason, e.g. "no CUDA GPU"), with its figures. Results go to the
 terminal and to a JSON and a Markdown file under the data directory ($EFFISCOPE_HOME or the
 platform's, see profiler.store), or under --out; the files are rewritten after each check, so a
@@ -22,8 +22,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# The CLI's exit codes (profiler.cli), repeated here so this module does not import the CLI.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from profiler.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 FORMAT_VERSION = 1
 
 
@@ -45,15 +45,20 @@ class Check:
 
 def all_checks() -> list:
     """Every check in the order it runs (quick facts first, the long GPU runs last)."""
-    from profiler import (
-        doctor_checks,
-        doctor_checks_cuda,
-        doctor_checks_gpu,
-        doctor_checks_techniques,
+    from profiler.cli.doctor import (
+        checks,
+        checks_compression,
+        checks_cuda,
+        checks_distributed,
+        checks_gpu,
+        checks_memory,
+        checks_techniques,
     )
 
-    by_name = {spec.name: spec for spec in doctor_checks.CHECKS + doctor_checks_gpu.CHECKS
-               + doctor_checks_cuda.CHECKS + doctor_checks_techniques.CHECKS}
+    by_name = {spec.name: spec for module in (checks, checks_memory, checks_distributed,
+                                              checks_gpu, checks_compression, checks_cuda,
+                                              checks_techniques)
+               for spec in module.CHECKS}
     order = ["versions", "nvml", "nvml_uuid", "train_fp32", "train_bf16", "train_fp16", "tf32",
              "adamw", "sdpa", "flash_generation", "compile", "cudagraph_accumulation",
              "activation_checkpointing", "memory_prediction", "segment_peak", "torchao",
@@ -85,7 +90,7 @@ def proves(spec) -> str:
 def run_one(spec, ctx, rehearse: bool = False) -> Check:
     import torch
 
-    from profiler.doctor_base import CheckFailed, Skip
+    from profiler.cli.doctor.base import CheckFailed, Skip
 
     check = Check(spec.name, spec.title, "pass")
     if spec.cuda_only and not ctx.cuda:
@@ -179,6 +184,15 @@ def write_files(report: dict, out: str | None) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def add_parser(sub) -> None:
+    """`doctor`; profiler.cli.doctor imports torch only when it runs."""
+    p = sub.add_parser("doctor", help="self-check: every CPU / CUDA path of EffiScope, pass / "
+                                      "fail / skip with figures (exit 1 when a check fails)",
+                       description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON on stdout (progress goes to stderr)")
@@ -229,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from profiler.capabilities import detect
-    from profiler.doctor_base import Context
+    from profiler.cli.doctor.base import Context
 
     if args.rehearse:
         device = torch.device("cpu")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from profiler.doctor_base import (
+from profiler.cli.doctor.base import (
     CheckFailed,
     CheckSpec,
     Context,

@@ -11,7 +11,7 @@ import time
 import torch
 
 from profiler import protocol
-from profiler.doctor_base import (
+from profiler.cli.doctor.base import (
     CheckFailed,
     CheckSpec,
     Context,
@@ -26,7 +26,7 @@ from profiler.doctor_base import (
     train,
     train_config,
 )
-from profiler.doctor_checks import process_group
+from profiler.cli.doctor.checks_distributed import process_group
 
 GIB = 2**30
 
@@ -165,7 +165,7 @@ def _energy_loop(ctx: Context, steps_n: int) -> dict:
     sampler = SystemSampler(gpu_uuid=ctx.caps.get("gpu_uuid"))
     meter = EnergyMeter(sampler)
     train(state, batches, 3)  # warm
-    from profiler.doctor_base import FixedBatches
+    from profiler.cli.doctor.base import FixedBatches
     from profiler.workloads.steps import train_step
 
     feed = FixedBatches(batches)
@@ -312,7 +312,7 @@ def check_step_sync(ctx: Context) -> dict:
     synchronised and the loss read each step (as a run times it) against the same steps timed
     as one window between CUDA events, the losses read at the end. Fails above 10 %, the point
     at which a run's per-step figures would understate the GPU's throughput."""
-    from profiler.doctor_base import FixedBatches
+    from profiler.cli.doctor.base import FixedBatches
     from profiler.workloads import steps as step_code
 
     config = run_config(ctx, "gpt2-small", 8, 1024, {"precision": {"dtype": "bf16"}})

@@ -1,7 +1,7 @@
 """What every check of `effiscope doctor` uses: the outcomes (Skip, CheckFailed), the Context a
 check runs in, its spec, and small helpers that set up and train the built-in GPT the way a run
 does — through RunConfig, the technique engine (techniques.runtime) and the train workload's
-train_step. The checks themselves are in doctor_checks.py (CPU and CUDA) and doctor_checks_gpu.py.
+train_step. The checks themselves are the checks*.py modules beside this one.
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ class CheckSpec:
 
 
 # --- helpers -------------------------------------------------------------------------------
+def needs_ampere(ctx: Context, what: str) -> None:
+    """Skip where the GPU is older than Ampere (compute capability 8.0)."""
+    if (ctx.caps.get("cuda_capability") or 0) < 8.0:
+        raise Skip(f"{what} needs an Ampere or newer GPU (compute capability 8.0+), this one "
+                   f"is {ctx.caps.get('cuda_capability')}")
+
+
 def distribution(values: list[float], unit: str) -> dict:
     """A timed figure as n, median and the 10th / 90th percentiles (never a bare number)."""
     return {"n": len(values), "median": percentile(values, 50), "p10": percentile(values, 10),
