@@ -2,7 +2,7 @@
 stays responsive while it computes them.
 
 1. The statistics of one figure pair at n per-step samples a run (default 5,000): the bootstrap
-   interval of the ratio of medians (profiler.stats.ratio_interval, 2,000 resamples) and the
+   interval of the ratio of medians (profiler.figures.stats.ratio_interval, 2,000 resamples) and the
    Mann-Whitney test, repeated; median and p90 per pair (aim: under 50 ms at n = 5,000).
 2. Two stored runs of n measured steps each are compared in the app's CompareView, as a user
    ticking them does: reading the streams and judging every figure run on its worker thread.
@@ -46,8 +46,8 @@ def time_statistics(n: int, repeats: int) -> dict:
     """Milliseconds per figure pair for the bootstrap ratio interval and Mann-Whitney at n."""
     import random
 
-    from profiler.significance import mann_whitney
-    from profiler.stats import ratio_interval
+    from profiler.figures.significance import mann_whitney
+    from profiler.figures.stats import ratio_interval
 
     rng = random.Random(0)
     a = [1000 * rng.lognormvariate(0, 0.05) for _ in range(n)]
@@ -73,8 +73,8 @@ def _stored_run(store, name: str, tokens: float, n: int, seed: int) -> str:
     import random
 
     from profiler.config import RunConfig
-    from profiler.recorder import RunRecorder
-    from profiler.stats import timed_figure
+    from profiler.figures.stats import timed_figure
+    from profiler.wire.recorder import RunRecorder
 
     rng = random.Random(seed)
     config = RunConfig(name=name, device="cpu")

@@ -1,6 +1,6 @@
 """How the live charts look: display units, colours and which curves compared runs show.
 
-Which chart draws which key is the metric catalogue's (profiler.metrics: `Metric.chart`, also
+Which chart draws which key is the metric catalogue's (profiler.figures.metrics: `Metric.chart`, also
 for the keys built from another one, such as `baseline_ttft_s` or `rank1_step_time_s`); keys
 that fit no chart (learning rate, CPU %) stay in the summary table.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profiler import metrics
+from profiler.figures import metrics
 
 MIB = 2.0**20
 MS = 1e-3

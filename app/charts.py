@@ -321,7 +321,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                                labelOpts={"position": 0.02, "color": "#475569",
                                           "anchors": [(0, 1), (0, 1)]})
         line.setToolTip("Predicted memory of weights, gradients, optimizer states and "
-                        "activations (profiler.theory), from the run's start message")
+                        "activations (profiler.figures.theory), from the run's start message")
         # Not ignoreBounds: a horizontal line's y bound (its position, x unbounded) keeps it in the
         # auto range, also with autoVisible, where a data point off the visible steps would not.
         plot.addItem(line)

@@ -2,7 +2,7 @@
 
 Every row, value and verdict is profiler.report.compare's (the same the CLI and the reports
 print), so the table says what each run's summary says, judged by the one verdict rule
-(profiler.significance). Reading the runs' streams and the statistics run in the background
+(profiler.figures.significance). Reading the runs' streams and the statistics run in the background
 (app.comparison_job, a worker thread): the window stays responsive and draws the table when the
 comparison is ready. The settings diff lists the settings the runs' workloads read, each run's
 segments where it changed techniques mid-run, and the runs by their current names.
@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.comparison_job import ComparisonJob, JobSignals
-from profiler.metrics import format_change, format_value, metric
+from profiler.figures.metrics import format_change, format_value, metric
+from profiler.figures.significance import SHORT, TOOLTIPS, segment_value
 from profiler.report.compare import DELTA_ROWS
-from profiler.significance import SHORT, TOOLTIPS, segment_value
 from profiler.store import RunStore
 
 BETTER, WORSE, NEUTRAL, BUSY = "#15803d", "#b91c1c", "#6b7280", "#b45309"
@@ -39,7 +39,7 @@ BETTER, WORSE, NEUTRAL, BUSY = "#15803d", "#b91c1c", "#6b7280", "#b45309"
 
 def summary_value(summary: dict, key: str) -> float | None:
     """A figure's headline value from a summary; perplexity is exp(final validation loss) unless
-    measured (profiler.significance.segment_value, the one the comparisons read)."""
+    measured (profiler.figures.significance.segment_value, the one the comparisons read)."""
     return segment_value(key, summary, None)
 
 

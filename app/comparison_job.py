@@ -1,5 +1,5 @@
 """The Compare tab's work, off the GUI thread: read the ticked runs from the store, judge every
-figure (profiler.report.compare, profiler.significance: per-step Mann-Whitney and the bootstrap)
+figure (profiler.report.compare, profiler.figures.significance: per-step Mann-Whitney and the bootstrap)
 and build each settings diff, then hand the plain result back through a queued Qt signal.
 
 The view starts one job per request on a one-thread pool and keeps only the newest answer

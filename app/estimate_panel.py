@@ -1,6 +1,6 @@
 """Before Run: the predicted memory breakdown and FLOPs of the current choices, and whether it fits.
 
-The numbers come from profiler.theory (the same prediction every train summary puts beside its
+The numbers come from profiler.figures.theory (the same prediction every train summary puts beside its
 measurement); the panel only lays them out. "Fits" compares the prediction with this machine:
 available RAM on the CPU, the GPU's memory (NVML) on CUDA.
 """
@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from profiler.config import RunConfig
-from profiler.metrics import format_value
+from profiler.figures.metrics import format_value
 
 PARTS = (("weights", "Weights", "#2563eb"), ("buffers", "Buffers", "#94a3b8"),
          ("gradients", "Gradients", "#7c3aed"), ("optimizer_states", "Optimizer states", "#db2777"),
@@ -24,7 +24,7 @@ RUNTIME_NOTE = ("Tensors only: the worker process itself (Python, torch, allocat
 
 def estimate(config: RunConfig, host: dict) -> dict:
     """Predicted bytes by part, FLOPs per token and per step, and the fit verdict (torch-free)."""
-    from profiler import theory
+    from profiler.figures import theory
 
     world = config.launch.nproc_per_node * config.launch.nnodes
     training = config.workload in ("train", "distill") or (
@@ -62,7 +62,7 @@ def estimate(config: RunConfig, host: dict) -> dict:
 
 def _shape(config: RunConfig):
     try:
-        from profiler import model_source
+        from profiler.engine import model_source
 
         return model_source.model_shape(config.model)
     except Exception:  # noqa: BLE001 - a missing checkpoint: no estimate, validate says why

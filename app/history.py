@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler import contention
-from profiler.metrics import format_summary_figure, format_value, metric
+from profiler.figures.metrics import format_summary_figure, format_value, metric
+from profiler.measure import contention
 from profiler.store import RunStore, StoreError
 
 # Units sit in the headers so the cells stay narrow enough for a side panel.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
+from profiler.cli.repeats import MAX_REPEATS
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.repeats import MAX_REPEATS
 
 
 class LaunchForm(QWidget):

@@ -53,10 +53,10 @@ from app.window_actions import WindowActions
 from app.window_runs import RunViews
 from app.worker_link import WorkerLink
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.launch import LaunchError, preflight, worker_command
-from profiler.recorder import RunRecorder
+from profiler.measure.system import describe_host, host_capabilities
 from profiler.store import RunStore, StoreError
-from profiler.system import describe_host, host_capabilities
+from profiler.wire.launch import LaunchError, preflight, worker_command
+from profiler.wire.recorder import RunRecorder
 
 
 class MainWindow(RunViews, WindowActions, QMainWindow):
@@ -74,7 +74,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.run_id: str | None = None
         self.run_config: RunConfig | None = None
         self.worker_command: list[str] | None = None
-        """How to launch a worker; None = profiler.launch.worker_command (tests put a fake here)."""
+        """How to launch a worker; None = profiler.wire.launch.worker_command (tests put a fake here)."""
         self.warm_enabled = warm_worker
         """Keep one worker started in the background (torch imported, waiting for `start`)."""
         self.warm_command: list[str] | None = None
@@ -180,7 +180,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("stateLabel")
         self.speed_label = QLabel("")
-        self.load_label = QLabel("")  # other processes' CPU now (profiler.contention.live_text)
+        self.load_label = QLabel("")  # other processes' CPU now (profiler.measure.contention.live_text)
         self.load_label.setObjectName("loadLabel")
         self.load_label.setToolTip("CPU used by processes outside the run's own tree over the "
                                    "last second or so; above a quarter of a core (or a tenth of "

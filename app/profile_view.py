@@ -1,6 +1,6 @@
 """The profile view: capture N steps of a running worker with torch.profiler, and read the result.
 
-The worker does the capture (profiler/capture.py) and sends one `profile` message: the top
+The worker does the capture (profiler/measure/capture.py) and sends one `profile` message: the top
 operators, each captured step's time, where the time went (forward / backward / optimizer /
 other) and the path of its gzipped Chrome trace, which this view saves wherever the user wants
 for Perfetto (ui.perfetto.dev) or chrome://tracing.
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.estimate_panel import BreakdownBar
-from profiler.metrics import format_value
+from profiler.figures.metrics import format_value
 
 COLUMNS = (("name", "Operator"), ("calls", "Calls"), ("self_cpu_s", "Self CPU"),
            ("total_cpu_s", "Total CPU"), ("self_cuda_s", "Self CUDA"),

@@ -1,12 +1,12 @@
 """The app's repeats: Run with "Repeats" at N starts the same config N times, one run after the
-other, then shows the spread across them (profiler.repeats, the same as `effiscope run
+other, then shows the spread across them (profiler.cli.repeats, the same as `effiscope run
 --repeats N`). Each repeat is a normal run in the history, named "NAME repeat i/N" and tagged
 with its group. Stopping a repeat, a failed one, or a restart ends the series; the spread counts
 the repeats that completed. Plain Python: the window calls it from start_run and _on_ended."""
 
 from __future__ import annotations
 
-from profiler import repeats
+from profiler.cli import repeats
 
 
 class RepeatPlan:

@@ -2,7 +2,7 @@
 configurations, and each one's figures (speed with its spread, tokens per step, memory peaks,
 loss slope) are listed apart, never averaged into one number.
 
-The figures are profiler/segments.py's: a finished run's from its summary, a live run's computed
+The figures are profiler/figures/segments.py's: a finished run's from its summary, a live run's computed
 from the stream as it comes (the same function on the same records). This module only lays them
 out; the table is hidden while a run has a single segment (its figures are the headline).
 """
@@ -22,11 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from profiler import segments as segment_figures
-from profiler.metrics import format_summary_figure
+from profiler.figures import segments as segment_figures
+from profiler.figures.metrics import format_summary_figure
 
 COLUMNS = segment_figures.TABLE_COLUMNS
-"""The segment figures shown (profiler.segments: the same columns as the CLI and the reports)."""
+"""The segment figures shown (profiler.figures.segments: the same columns as the CLI and the reports)."""
 
 LIVE_REFRESH_MS = 1000
 """A live run's table is recomputed at most this often (and at once on a change or the end)."""
@@ -108,7 +108,7 @@ class SegmentTable(QWidget):
         header.setStretchLastSection(True)
         layout.addWidget(self.table)
         self.segments: list[dict] = []
-        """What the table shows (profiler.segments' dicts; tests read them)."""
+        """What the table shows (profiler.figures.segments' dicts; tests read them)."""
         self.feed: SegmentFeed | None = None
         self._stale = False
         self._timer = QTimer(self)

@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from profiler import metrics, stats
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.figures import metrics, stats
 from profiler.tune import report as tune_report
 from profiler.tune import runner
 from profiler.tune.cli import parse_duration, parse_size

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QIODevice, QObject, QProcess, QProcessEnvironment, Signal
 
-from profiler.client import worker_env
-from profiler.launch import worker_command
+from profiler.wire.client import worker_env
+from profiler.wire.launch import worker_command
 
 
 class WarmWorker(QObject):

@@ -7,8 +7,8 @@ the technique panel and the profile view; stored runs are drawn and compared fro
 from __future__ import annotations
 
 from app.labels import marker_label
-from profiler import contention
-from profiler.metrics import format_value
+from profiler.figures.metrics import format_value
+from profiler.measure import contention
 from profiler.store import StoreError
 
 

@@ -15,11 +15,11 @@ from collections import deque
 
 from PySide6.QtCore import QIODevice, QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from profiler import protocol
-from profiler.client import failure_explanation, worker_env
 from profiler.config import ConfigError, RunConfig
-from profiler.launch import worker_command
-from profiler.recorder import RunRecorder
+from profiler.wire import protocol
+from profiler.wire.client import failure_explanation, worker_env
+from profiler.wire.launch import worker_command
+from profiler.wire.recorder import RunRecorder
 
 READ_BUDGET_S = 0.008
 """Time one event-loop turn may spend recording lines; the rest waits for the next turn."""
@@ -43,7 +43,7 @@ class WorkerLink(QObject):
         super().__init__(parent)
         self.recorder = recorder
         self.command = command
-        """The launch command; None = profiler.launch.worker_command for the run's config (the
+        """The launch command; None = profiler.wire.launch.worker_command for the run's config (the
         plain worker, torchrun for a parallel job, ssh for a remote one)."""
         self.config: RunConfig | None = None
         self.stop_grace_s = stop_grace_s

@@ -88,7 +88,7 @@ def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOut
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """Error kind and a hint for an exception raised by a workload."""
-    from profiler.data import DataError
+    from profiler.engine.data import DataError
 
     if isinstance(exc, DataError):
         return "config", "fix the data settings and start again"

@@ -205,7 +205,7 @@ def save(state, steps: int, tell, save_weights, merge=None) -> list[str]:
 
     The engine calls this instead of the plain save path when LoRA is active (the adapted
     model's state dict has base_layer / lora_ names no loader of ours reads); save_weights(model)
-    is that plain path (profiler.weights.save_run_weights for this run); tell(text) says what
+    is that plain path (profiler.engine.weights.save_run_weights for this run); tell(text) says what
     was saved (an info event); merge(model) makes the merged copy (default merged_copy;
     QLoRA's dequantizes its 4-bit layers)."""
     config = state.config

@@ -9,7 +9,7 @@ ALGORITHMS = ("adamw", "adam", "sgd")
 IMPLEMENTATIONS = ("auto", "for-loop", "foreach", "fused")
 STATES_PER_PARAM = {"adamw": 2, "adam": 2, "sgd": 1}
 """State tensors (each the size of the weights) the optimizer keeps per parameter; SGD keeps
-its one only with momentum. profiler.theory reads it from the registry entry's `extra`."""
+its one only with momentum. profiler.figures.theory reads it from the registry entry's `extra`."""
 
 
 def _check(params: dict, caps: dict) -> str | None:
@@ -187,7 +187,7 @@ def state_bytes(optimizer) -> int:
     step): every storage its state tensors use, each once (views and a lookup table two states
     share count once), the real storage of a quantized state (8-bit codes, not the fp32 size it
     stands for), a sharded state's local part, and the per-tensor `step` counters. The summary
-    (optimizer_state_bytes) and the memory probe read this; profiler.theory predicts it with
+    (optimizer_state_bytes) and the memory probe read this; profiler.figures.theory predicts it with
     predicted_state_bytes."""
     import torch
 

@@ -54,7 +54,7 @@ class TrainState:
     """grad_sync(sync) wraps one micro-batch's backward: sync=False on all but the last
     micro-batch of a step, so a parallel wrapper reduces gradients once per optimizer step."""
     dist: Any = None
-    """The torchrun job (profiler.distributed.DistContext) or None."""
+    """The torchrun job (profiler.engine.distributed.DistContext) or None."""
     warn: Callable[[str], None] = print
     calibration: Callable[[int], list] | None = None
     """calibration(n) -> n batches of input token ids (LongTensor [batch, seq]) from the run's

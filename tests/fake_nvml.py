@@ -1,4 +1,4 @@
-"""A fake NVML (the slice of pynvml that profiler.system calls) for testing the GPU readings on a
+"""A fake NVML (the slice of pynvml that profiler.measure.system calls) for testing the GPU readings on a
 machine without a GPU: each device has its own UUID, memory, power and energy counter, and NVML
 numbers the devices in its own (PCI) order, which a test sets apart from CUDA's."""
 
@@ -101,8 +101,8 @@ class FakeNvml:
 
 
 def install(monkeypatch, fake: FakeNvml) -> FakeNvml:
-    """Make profiler.system read `fake` as if a driver had answered."""
-    from profiler import system
+    """Make profiler.measure.system read `fake` as if a driver had answered."""
+    from profiler.measure import system
 
     monkeypatch.setattr(system, "pynvml", fake)
     monkeypatch.setattr(system, "_nvml_state", {"tried": True, "ok": True, "reason": ""})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find profiler/
 
-from profiler import protocol  # noqa: E402 - after the path; light, no torch
+from profiler.wire import protocol  # noqa: E402 - after the path; light, no torch
 
 
 def send(message: dict) -> None:

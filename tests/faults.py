@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from profiler.client import worker_env
 from profiler.config import RunConfig
+from profiler.wire.client import worker_env
 
 
 def tiny_config(steps: int = 100_000, **train) -> RunConfig:
@@ -94,7 +94,7 @@ def worker_child(front_pid: int, timeout_s: float = 60) -> psutil.Process:
             children = psutil.Process(front_pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return None
-        return next((c for c in children if "profiler.worker" in " ".join(_cmdline(c))), None)
+        return next((c for c in children if "profiler.engine.worker" in " ".join(_cmdline(c))), None)
 
     return wait_for(find, timeout_s, "the worker process")
 
@@ -151,9 +151,9 @@ def hostile_worker(tmp_path: Path, lines: list[str], mode: str = "exit") -> list
 
 def run_hostile(tmp_path: Path, lines: list[str], mode: str = "exit", **kwargs):
     """Record a run against HOSTILE_WORKER; (status, recorder, run)."""
-    from profiler.client import run_to_completion
-    from profiler.recorder import RunRecorder
     from profiler.store import RunStore
+    from profiler.wire.client import run_to_completion
+    from profiler.wire.recorder import RunRecorder
 
     store = RunStore()
     config = tiny_config(steps=2)

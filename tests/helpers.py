@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from profiler.client import WorkerProcess, read_messages
 from profiler.config import RunConfig
+from profiler.wire.client import WorkerProcess, read_messages
 
 
 def nano_config(steps: int = 20, **train) -> RunConfig:
@@ -36,7 +36,7 @@ def stored_run(store, name: str, messages: list[dict], config=None, exit_code: i
                killed: bool = False) -> str:
     """A run in the store made of these messages (as if a worker had sent them)."""
     from profiler.config import RunConfig
-    from profiler.recorder import RunRecorder
+    from profiler.wire.recorder import RunRecorder
 
     config = config or RunConfig(name=name, device="cpu")
     config.name = name

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler import protocol, worker
-from profiler.client import worker_env
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.engine import worker
+from profiler.wire import protocol
+from profiler.wire.client import worker_env
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
 
 # A fix is said with a verb (give, set, choose...), as the rule the value must follow, or as the
@@ -204,7 +205,7 @@ class ListChannel:
 
 
 def _truncated_checkpoint(folder: Path) -> Path:
-    from profiler import weights
+    from profiler.engine import weights
     from profiler.models.gpt import build_gpt
 
     path = folder / "cut.safetensors"

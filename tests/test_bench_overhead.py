@@ -333,7 +333,7 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
 def test_the_reference_pipe_is_checked_on_both_sides():
     """A malformed request gets an error result and the process serves the next line; a result
     whose fields are wrong reaches the bench as an error sentence, never as a speed."""
-    from profiler.client import worker_env
+    from profiler.wire.client import worker_env
 
     proc = subprocess.run(
         [sys.executable, "-m", "profiler.bench.reference", "--serve"], capture_output=True,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from profiler.client import worker_env
+from profiler.wire.client import worker_env
 
 
 @pytest.mark.slow

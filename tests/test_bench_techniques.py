@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from profiler.client import worker_env
+from profiler.wire.client import worker_env
 
 
 def test_bench_techniques_reports_ratios_against_the_baseline():

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from profiler.client import worker_env
+from profiler.wire.client import worker_env
 
 
 def test_bench_tune_compares_the_tuner_with_the_grid(effiscope_home):

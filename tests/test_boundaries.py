@@ -58,7 +58,7 @@ def test_technique_metadata_imports_without_torch():
 
 
 def test_light_profiler_modules_do_not_import_torch():
-    light = ["profiler", "profiler.protocol", "profiler.config", "profiler.store",
-             "profiler.recorder", "profiler.client", "profiler.metrics", "profiler.system",
-             "profiler.theory", "profiler.models.presets"]
+    light = ["profiler", "profiler.wire.protocol", "profiler.config", "profiler.store",
+             "profiler.wire.recorder", "profiler.wire.client", "profiler.figures.metrics", "profiler.measure.system",
+             "profiler.figures.theory", "profiler.models.presets"]
     assert "torch" not in _imported_after(light)

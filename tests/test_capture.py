@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from profiler import protocol
-from profiler.client import WorkerProcess
+from profiler.wire import protocol
+from profiler.wire.client import WorkerProcess
 from tests.helpers import collect, nano_config
 
 

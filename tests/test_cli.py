@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from profiler.client import worker_env
+from profiler.wire.client import worker_env
 
 
 def effiscope(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

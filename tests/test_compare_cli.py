@@ -1,5 +1,5 @@
 """`effiscope compare` and the reports give the app's verdict: a delta is "significant" only
-outside the noise of both runs (profiler.significance), "within noise" otherwise."""
+outside the noise of both runs (profiler.figures.significance), "within noise" otherwise."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from profiler import cli, significance
-from profiler.metrics import metric
+from profiler import cli
+from profiler.figures import significance
+from profiler.figures.metrics import metric
 from profiler.report import render
 from profiler.report.load import load_run
 from profiler.store import RunStore
@@ -91,11 +92,11 @@ def segmented_run(store, name: str, parts: list[tuple[float, dict | None]], seed
                   steps_per_part: int = 20, contended: bool = False) -> str:
     """A stored train run whose techniques changed mid-run: part i runs steps_per_part steps
     at its tokens/s (lognormal 5 %) after its change (technique, params), as a worker sends
-    it; its summary's segments are profiler.segments.split's, and it starts with the optimizer
+    it; its summary's segments are profiler.figures.segments.split's, and it starts with the optimizer
     alone."""
     import random
 
-    from profiler.segments import split, step_record
+    from profiler.figures.segments import split, step_record
     from tests.helpers import stored_run
 
     rng = random.Random(seed)

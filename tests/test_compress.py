@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from profiler import sizes, weights
-from profiler.capabilities import detect
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
+from profiler.engine import weights
+from profiler.measure import sizes
+from profiler.measure.capabilities import detect
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
@@ -44,7 +45,7 @@ def tiny_state(techniques: dict | None = None, seed: int = 0) -> runtime.TrainSt
 
 
 def compress(state: runtime.TrainState) -> list[dict]:
-    from profiler.workloads.setup import INFER_STAGES
+    from profiler.engine.workloads.setup import INFER_STAGES
 
     return runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
 
@@ -116,8 +117,8 @@ def test_permanent_pruning_survives_save_and_load(tmp_path):
 
 
 def test_masks_kept_during_fine_tuning_hold_pruned_weights_at_zero():
-    from profiler.data import BatchSampler
-    from profiler.workloads.compress import finetune
+    from profiler.engine.data import BatchSampler
+    from profiler.engine.workloads.compress import finetune
 
     state = tiny_state()
     wanted = {"prune_magnitude": registry.validate_params("prune_magnitude", {"amount": 0.4})}
@@ -193,7 +194,7 @@ def test_quantized_weights_cannot_be_trained_and_the_config_says_so():
 
 
 def test_compress_run_compares_original_and_compressed_side_by_side(tmp_path):
-    from profiler.workloads import compress as workload
+    from profiler.engine.workloads import compress as workload
 
     torch.manual_seed(0)
     weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
@@ -268,7 +269,7 @@ def _planted_run(tmp_path, monkeypatch, slowdown: float, techniques: dict, busy:
                  ) -> dict:
     """A compress run whose timings are planted: each model's generations take the same cycle of
     durations, the compressed model's scaled by `slowdown`; the models themselves are real."""
-    from profiler.workloads import compress as workload
+    from profiler.engine.workloads import compress as workload
 
     first_seen: list[int] = []
     calls = {"n": 0}
@@ -355,7 +356,7 @@ def test_a_planted_slowdown_is_reported_with_its_interval(tmp_path, monkeypatch)
 
 
 def test_scoring_the_original_against_itself_and_against_a_changed_copy():
-    from profiler.workloads.generation import score
+    from profiler.engine.workloads.generation import score
 
     original = tiny_state()
     changed = tiny_state(seed=0)
@@ -379,7 +380,7 @@ def test_scoring_the_original_against_itself_and_against_a_changed_copy():
 
 
 def test_dynamic_int8_quality_depends_on_the_batch_it_is_scored_in():
-    from profiler.workloads.generation import score
+    from profiler.engine.workloads.generation import score
 
     original = tiny_state()
     quantized = tiny_state({"quantize_int8_dynamic": {}})
@@ -393,7 +394,7 @@ def test_dynamic_int8_quality_depends_on_the_batch_it_is_scored_in():
 
 def test_a_compress_run_on_a_busy_machine_gives_no_speed_verdict(tmp_path, monkeypatch):
     # The same planted 2x slowdown, but the run's machine was shared: the one verdict rule
-    # (profiler.significance) withholds the speed verdict and says why; sizes are still judged.
+    # (profiler.figures.significance) withholds the speed verdict and says why; sizes are still judged.
     busy = "other processes used 1.7 of 2 cores during this run: its speed figures are unreliable"
     summary = _planted_run(tmp_path, monkeypatch, 2.0, {"quantize_int8_dynamic": {}}, busy)
     rows = {row["key"]: row for row in summary["comparison"]}

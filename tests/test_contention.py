@@ -7,7 +7,12 @@ import time
 import psutil
 import pytest
 
-from profiler.contention import CONTENDED_CORES, ContentionMeter, live_text, tree_cpu_seconds
+from profiler.measure.contention import (
+    CONTENDED_CORES,
+    ContentionMeter,
+    live_text,
+    tree_cpu_seconds,
+)
 
 
 def _meter(busy_steps, own_steps, cores=2):
@@ -63,8 +68,8 @@ def _worker_run(tmp_path, name: str,
     (decoded and validated on receipt) and, measured here from outside between its `started`
     and `done` messages, the cores its own tree used and the cores the hogs used; and the live
     readings of other processes' CPU its samples carried."""
-    from profiler import protocol
-    from profiler.client import WorkerProcess
+    from profiler.wire import protocol
+    from profiler.wire.client import WorkerProcess
     from tests.helpers import collect, nano_config
 
     config = nano_config(steps=100_000, batch_size=2, seq_len=16, eval_interval=0)
@@ -180,7 +185,7 @@ def test_mean_is_weighted_by_time():
 
 
 def test_under_torchrun_the_own_tree_is_the_launchers(monkeypatch):
-    from profiler.contention import own_root
+    from profiler.measure.contention import own_root
 
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     assert own_root(False) == os.getpid()
@@ -190,7 +195,7 @@ def test_under_torchrun_the_own_tree_is_the_launchers(monkeypatch):
 
 
 def test_the_sampler_samples_the_meter_and_its_stop_reads_the_last_stretch():
-    from profiler.system import SystemSampler
+    from profiler.measure.system import SystemSampler
 
     calls = []
     meter = ContentionMeter(os.getpid(), busy=lambda: calls.append("busy") or float(len(calls)),
@@ -212,7 +217,7 @@ CONTENDED = {"contention_other_cpu_cores_mean": 1.42, "contention_other_cpu_core
 def test_contention_keys_are_checked_on_receipt():
     import json
 
-    from profiler import protocol
+    from profiler.wire import protocol
 
     done = {"type": "done", "status": "completed", "summary": dict(CONTENDED)}
     assert protocol.decode(protocol.encode(done), "worker")["summary"]["contended"] is True
@@ -224,7 +229,7 @@ def test_contention_keys_are_checked_on_receipt():
 
 
 def test_load_line_states_units_and_spread_and_old_runs_show_nothing():
-    from profiler.contention import load_text, sentence
+    from profiler.measure.contention import load_text, sentence
 
     assert load_text(CONTENDED) == ("other processes 1.42 cores (p90 1.90 cores) of 2, machine "
                                     "CPU 97.5 %, 12 samples")
@@ -258,7 +263,7 @@ def test_the_cli_progress_line_says_when_other_processes_use_the_machine_now():
 
 def test_cli_prints_the_warning_beside_the_figures(capsys):
     from profiler.cli.show import print_summary as _print_summary
-    from profiler.stats import timed_figure
+    from profiler.figures.stats import timed_figure
 
     figures = {"tokens_per_s": timed_figure([100.0, 101.0, 99.0] * 4, "tokens/s", "median")}
     _print_summary("r1", {}, {"status": "completed", **CONTENDED, "figures": figures})
@@ -303,7 +308,7 @@ def test_reports_say_so_beside_the_headline_figures(tmp_path):
 
 
 def test_the_front_end_is_reported_on_its_own_and_not_counted_as_other_processes():
-    from profiler.contention import load_text
+    from profiler.measure.contention import load_text
 
     busy, own, front = iter([0, 1.5, 3.0]), iter([0, 1.0, 2.0]), iter([0, 0.3, 0.6])
     clock = itertools.count(0.0)
@@ -319,6 +324,6 @@ def test_the_front_end_is_reported_on_its_own_and_not_counted_as_other_processes
 
 
 def test_the_front_end_is_the_process_that_started_the_run():
-    from profiler.contention import front_end_pid
+    from profiler.measure.contention import front_end_pid
 
     assert front_end_pid(os.getpid()) == os.getppid()

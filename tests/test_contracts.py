@@ -25,12 +25,12 @@ def _definitions(name: str) -> list[str]:
 
 # --- one worker command --------------------------------------------------------------------------
 def test_the_worker_command_has_one_home_that_every_launcher_uses(monkeypatch):
-    """profiler.launch.worker_command is the only one; a WorkerProcess given no command starts
-    what it names (before, profiler.client had a second copy that ignored launch settings)."""
-    from profiler import client, launch
+    """profiler.wire.launch.worker_command is the only one; a WorkerProcess given no command starts
+    what it names (before, profiler.wire.client had a second copy that ignored launch settings)."""
+    from profiler.wire import client, launch
 
-    assert _definitions("worker_command") == ["profiler/launch.py"]
-    assert launch.worker_command() == [sys.executable, "-m", "profiler.worker"]
+    assert _definitions("worker_command") == ["profiler/wire/launch.py"]
+    assert launch.worker_command() == [sys.executable, "-m", "profiler.engine.worker"]
     monkeypatch.setattr(launch, "worker_command", lambda config=None: [
         sys.executable, "-c", "print('from the one worker command', flush=True)"])
     worker = client.WorkerProcess()
@@ -42,7 +42,7 @@ def test_the_worker_command_has_one_home_that_every_launcher_uses(monkeypatch):
 
 # --- a constructor per message -------------------------------------------------------------------
 def _every_constructed_message() -> list[tuple[str, dict]]:
-    from profiler import protocol as p
+    from profiler.wire import protocol as p
 
     summary = {"figures": {"tokens_per_s": {"value": 1.0, "unit": "tokens/s", "how": "median"}},
                "steps_completed": 3}
@@ -76,7 +76,7 @@ def _every_constructed_message() -> list[tuple[str, dict]]:
 def test_every_message_constructor_builds_a_message_the_protocol_accepts():
     """Each constructor's output passes protocol.validate and survives an encode/decode round
     trip; together they cover every message type of both directions and every event kind."""
-    from profiler import protocol
+    from profiler.wire import protocol
 
     built = _every_constructed_message()
     for direction, message in built:
@@ -92,7 +92,7 @@ def test_every_message_constructor_builds_a_message_the_protocol_accepts():
 
 
 def test_a_constructor_refuses_what_the_protocol_would_not_carry():
-    from profiler import protocol
+    from profiler.wire import protocol
 
     with pytest.raises(ValueError, match="event kind 'shout' is not one of toggle"):
         protocol.event("shout", "loud")
@@ -105,14 +105,14 @@ def test_a_constructor_refuses_what_the_protocol_would_not_carry():
 def test_no_module_builds_a_protocol_message_as_a_raw_dict():
     """A dict literal whose "type" is a protocol message type is built only in protocol.py (the
     worker's internal `_eof` / `_bad_start` notes are no protocol types)."""
-    from profiler import protocol
+    from profiler.wire import protocol
 
     types = set(protocol.WORKER_MESSAGES) | set(protocol.FRONT_MESSAGES)
     raw = []
     for package in ("profiler", "techniques"):
         for path in sorted((ROOT / package).rglob("*.py")):
             where = path.relative_to(ROOT).as_posix()
-            if where == "profiler/protocol.py":
+            if where == "profiler/wire/protocol.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if not isinstance(node, ast.Dict):
@@ -291,7 +291,7 @@ class _Channel:
         self.messages: list[dict] = []
 
     def send(self, message: dict) -> None:
-        from profiler import protocol
+        from profiler.wire import protocol
 
         self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
 
@@ -301,7 +301,8 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
     import queue
     import types
 
-    from profiler import protocol, worker
+    from profiler.engine import worker
+    from profiler.wire import protocol
     from tests.faults import tiny_config
 
     def run(config, emit, control):
@@ -314,7 +315,7 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
                                  phase="warmup" if step == 1 else "measure"))
         raise exc
 
-    monkeypatch.setitem(sys.modules, "profiler.workloads.train", types.SimpleNamespace(run=run))
+    monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
     channel = _Channel()
     assert worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
                           worker.Control(queue.Queue(), channel)) == "failed"

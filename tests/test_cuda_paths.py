@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from profiler import capabilities, energy, roofline, system
 from profiler.config import validate
-from profiler.workloads import setup, steps, train
+from profiler.engine.workloads import setup, steps, train
+from profiler.figures import energy
+from profiler.measure import capabilities, roofline, system
 from techniques import precision, registry, runtime
 from tests.fake_nvml import FakeGpu, FakeNvml, install
 from tests.helpers import SetAt, nano_config
@@ -295,7 +296,7 @@ class _Event(SimpleNamespace):
 
 
 def test_on_cuda_the_step_breakdown_is_the_gpu_time_of_each_parts_kernels():
-    from profiler.capture import FORWARD_LABEL, step_breakdown
+    from profiler.measure.capture import FORWARD_LABEL, step_breakdown
 
     def ev(name, start, end, device_us, parent=None):
         return _Event(name=name, time_range=SimpleNamespace(start=start, end=end),

@@ -149,7 +149,7 @@ def test_a_chunk_appended_to_a_filled_cache_keeps_its_mask_and_the_same_result()
 
 
 def test_the_workload_generation_path_never_passes_a_mask():
-    from profiler.workloads.generation import generate_once
+    from profiler.engine.workloads.generation import generate_once
 
     state = runtime.TrainState.plain(GPT(TINY).eval())
     with recording_sdpa() as calls:
@@ -239,7 +239,7 @@ def test_2to4_weights_are_converted_after_the_cast_in_their_16_bit_dtype(monkeyp
     monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", to_sparse_semi_structured)
     techniques = {"prune_semi_structured": {}, "weight_cast": {"dtype": "bf16"}}
     state = cuda_state(techniques, workload="infer")
-    from profiler.workloads.setup import INFER_STAGES
+    from profiler.engine.workloads.setup import INFER_STAGES
 
     applied = runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
     assert [a["name"] for a in applied] == ["prune_semi_structured", "prune_semi_structured",
@@ -293,7 +293,7 @@ def compiled_train_state(backend: str = "auto") -> runtime.TrainState:
 @pytest.mark.parametrize("params", [{"backend": "efficient"}, {"backend": "flash"},
                                     {"enabled": False}])
 def test_a_backend_change_while_compiled_is_refused_and_draws_no_segment(params):
-    from profiler.workloads.loop import handle_command
+    from profiler.engine.workloads.loop import handle_command
 
     state = compiled_train_state("cudnn")
     events: list[dict] = []
@@ -406,7 +406,7 @@ class _Batches:
                                              ("default", 0)])
 def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(monkeypatch, mode,
                                                                              marks):
-    from profiler.workloads.steps import accumulated_step, lm_loss_of
+    from profiler.engine.workloads.steps import accumulated_step, lm_loss_of
     from techniques import compile as compile_technique
 
     calls: list[int] = []
@@ -506,9 +506,9 @@ def test_quantizing_leaves_the_processes_fp32_matmul_precision_as_it_was(monkeyp
 def test_a_hugging_face_models_cached_generation_passes_sdpa_no_mask(name):
     """transformers skips its mask for a prefill from an empty cache and a one-token step (no
     padding), so backend = flash can run an HF model's generation too."""
-    from profiler import weights
     from profiler.config import ArchConfig, ModelConfig
-    from profiler.workloads.generation import generate_once
+    from profiler.engine import weights
+    from profiler.engine.workloads.generation import generate_once
 
     arch = ArchConfig(name=name, n_layer=2, n_head=4, n_embd=32, block_size=64)
     model, _ = weights.load_model(ModelConfig(source="hf-config", arch=arch), torch.device("cpu"),
@@ -552,7 +552,7 @@ class _Regression(torch.nn.Module):
 
 @pytest.mark.parametrize(("mode", "exact"), [("reduce-overhead", True), ("default", False)])
 def test_cudagraph_modes_keep_each_micro_steps_gradient(monkeypatch, mode, exact):
-    from profiler.workloads.steps import accumulated_step, lm_loss_of
+    from profiler.engine.workloads.steps import accumulated_step, lm_loss_of
     from techniques import compile as compile_technique
 
     monkeypatch.setattr(torch, "compile", lambda module, **options: module)

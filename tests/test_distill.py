@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from profiler import model_source, weights
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
-from profiler.data import BatchSampler, load_corpus
+from profiler.engine import model_source, weights
+from profiler.engine.data import BatchSampler, load_corpus
+from profiler.engine.workloads import distill
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
-from profiler.workloads import distill
 from techniques import runtime
 
 TEACHER = GPTShape(2, 4, 64, 64, 256, "tiny-teacher")

@@ -79,7 +79,7 @@ def full_parameters(model) -> dict[str, list]:
 def _rank_main(rank: int, strategy: str, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from profiler.workloads.steps import train_step
+    from profiler.engine.workloads.steps import train_step
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -137,7 +137,7 @@ def test_accumulation_synchronises_once_per_step_and_matches_one_process(strateg
     import subprocess
     import sys
 
-    from profiler.workloads.steps import train_step
+    from profiler.engine.workloads.steps import train_step
 
     port = _free_port()
     code = ("import sys; from tests.test_engine import _rank_main; "
@@ -196,7 +196,7 @@ def _ran_attention_kernels(run) -> set[str]:
 
 
 def _compress_config(tmp_path: Path, **techniques) -> RunConfig:
-    from profiler import weights
+    from profiler.engine import weights
 
     torch.manual_seed(0)
     weights.save_model(GPT(GPTShape(2, 2, 32, 64, 256, "tiny")), tmp_path / "model.safetensors",
@@ -212,7 +212,7 @@ def _compress_config(tmp_path: Path, **techniques) -> RunConfig:
 
 @pytest.mark.parametrize("backend", ["math", "auto"])
 def test_the_sdpa_backend_is_in_force_while_compress_measures(tmp_path, backend):
-    from profiler.workloads import compress
+    from profiler.engine.workloads import compress
 
     config = _compress_config(tmp_path, quantize_int8_dynamic={},
                               attention={"implementation": "sdpa", "backend": backend})
@@ -231,7 +231,7 @@ def test_the_sdpa_backend_is_in_force_while_compress_measures(tmp_path, backend)
 
 @pytest.mark.parametrize("permanent", [True, False])
 def test_train_honours_pruning_permanent(tmp_path, permanent):
-    from profiler.workloads import train
+    from profiler.engine.workloads import train
 
     config = RunConfig(device="cpu", techniques={
         "prune_magnitude": {"amount": 0.5, "permanent": permanent}})
@@ -261,7 +261,7 @@ def test_train_honours_pruning_permanent(tmp_path, permanent):
 
 @pytest.mark.slow
 def test_a_distilled_hugging_face_student_is_saved(tmp_path):
-    from profiler.workloads import distill
+    from profiler.engine.workloads import distill
     from tests.hf_fixtures import bpe_tokenizer, save_gpt2
 
     tokenizer = bpe_tokenizer()
@@ -283,7 +283,7 @@ def test_a_distilled_hugging_face_student_is_saved(tmp_path):
     saved = Path(summary["checkpoint"])
     assert (saved / "config.json").exists() and list(saved.glob("*.safetensors"))
     # The saved student loads as a model source of its own.
-    from profiler import weights
+    from profiler.engine import weights
 
     model, _ = weights.load_model(ModelConfig(source="hf", path=str(saved)))
     assert model.parameter_count() > 0

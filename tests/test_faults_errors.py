@@ -9,10 +9,12 @@ import types
 
 import pytest
 
-from profiler import errors, protocol, worker
-from profiler.client import run_to_completion
-from profiler.recorder import RunRecorder
+from profiler import errors
+from profiler.engine import worker
 from profiler.store import RunStore
+from profiler.wire import protocol
+from profiler.wire.client import run_to_completion
+from profiler.wire.recorder import RunRecorder
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
 
 
@@ -38,7 +40,7 @@ def test_an_exception_becomes_an_error_with_a_hint_and_its_traceback(monkeypatch
     def run(config, emit, control):
         raise RuntimeError("the flux capacitor is empty")
 
-    monkeypatch.setitem(sys.modules, "profiler.workloads.train",
+    monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train",
                         types.SimpleNamespace(run=run))
     messages = _run_in_process(tiny_config().to_dict())
     error, done = messages
@@ -75,12 +77,12 @@ def test_other_errors_are_not_taken_for_out_of_memory():
 # the step (the test's own memory stays small: the allocation is refused, never made).
 LIMITED_WORKER = """
 import resource, sys
-import profiler.worker, profiler.workloads.train, torch
+import profiler.engine.worker, profiler.engine.workloads.train, torch
 with open("/proc/self/status") as fh:
     mapped = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
 limit = mapped + int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-profiler.worker.main()
+profiler.engine.worker.main()
 """
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler import cli, files
+from profiler import cli
 from profiler.config import RunConfig
-from profiler.recorder import RunRecorder
-from profiler.store import RunStore, StoreError
+from profiler.store import RunStore, StoreError, files
+from profiler.wire.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
 
 KINDS = ("fifo", "symlink", "device", "folder")
@@ -353,7 +353,7 @@ def test_a_stream_line_without_end_is_read_in_bounded_memory(monkeypatch):
 def test_the_roofline_cache_as_a_fifo_never_blocks(monkeypatch, capsys, effiscope_home):
     import copy
 
-    from profiler import roofline
+    from profiler.measure import roofline
 
     result = roofline.measure("cpu", sizes=(32,), repeats=3, warmup=1, copy_bytes=1 << 16)
     monkeypatch.setattr(roofline, "measure", lambda device="cpu", **kw: copy.deepcopy(result))
@@ -424,7 +424,7 @@ def test_a_long_stream_is_exported_in_bounded_memory(tmp_path, fmt):
 
 
 def test_a_long_series_is_drawn_from_its_extremes_and_judged_from_every_reading():
-    from profiler.evidence import run_samples
+    from profiler.figures.evidence import run_samples
     from profiler.report.load import DRAWN_BUCKETS, load_run
 
     store = RunStore()
@@ -460,7 +460,7 @@ def test_a_roofline_cache_under_a_home_that_is_a_file_is_a_sentence(monkeypatch,
                                                                    capsys):
     import copy
 
-    from profiler import roofline
+    from profiler.measure import roofline
 
     result = roofline.measure("cpu", sizes=(32,), repeats=3, warmup=1, copy_bytes=1 << 16)
     monkeypatch.setattr(roofline, "measure", lambda device="cpu", **kw: copy.deepcopy(result))
@@ -478,8 +478,8 @@ def test_a_roofline_cache_under_a_home_that_is_a_file_is_a_sentence(monkeypatch,
 def test_a_run_s_weights_that_are_not_a_regular_file_are_refused(tmp_path, kind):
     """model.source = "run" reads the run folder's model.safetensors: never a FIFO (it would
     block) and never through a link (to a file outside the store)."""
+    from profiler.engine.model_source import FILENAME, checkpoint_path
     from profiler.errors import CheckpointError
-    from profiler.model_source import FILENAME, checkpoint_path
 
     store = RunStore()
     run = store.open_run(recorded_run(store))

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from profiler import cli
-from profiler.client import worker_env
 from profiler.config import RunConfig
-from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError
+from profiler.wire.client import worker_env
+from profiler.wire.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
 
 

@@ -12,9 +12,11 @@ import sys
 import psutil
 import pytest
 
-from profiler import cli, protocol, worker
-from profiler.client import WorkerProcess
+from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
+from profiler.engine import worker
+from profiler.wire import protocol
+from profiler.wire.client import WorkerProcess
 from tests.faults import one_torch_thread, tiny_config, wait_for  # noqa: F401 - autouse
 from tests.test_bad_input import assert_sentence
 
@@ -160,7 +162,7 @@ def test_sigterm_ends_a_worker_busy_building_a_model(tmp_path):
     """A SIGTERM asks for the end of the run at the next step; a worker in a model build that
     never reaches one still exits within its grace (it used to build on)."""
     log = tmp_path / "worker.log"
-    script = ("import sys, time, profiler.weights as weights, profiler.worker as worker\n"
+    script = ("import sys, time, profiler.engine.weights as weights, profiler.engine.worker as worker\n"
               "def endless_build(*args, **kwargs):\n"
               "    print('building the model', file=sys.stderr, flush=True)\n"
               "    time.sleep(600)\n"

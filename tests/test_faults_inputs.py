@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from profiler import cli, errors, protocol, worker
-from profiler.client import failure_explanation, run_to_completion, worker_env
+from profiler import cli, errors
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.recorder import RunRecorder
+from profiler.engine import worker
 from profiler.store import RunStore, StoreError
+from profiler.wire import protocol
+from profiler.wire.client import failure_explanation, run_to_completion, worker_env
+from profiler.wire.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread, tiny_config  # noqa: F401 - autouse
 from tests.test_bad_input import assert_sentence as assert_fix_sentence
 
@@ -115,7 +117,7 @@ def test_cli_run_of_a_target_that_is_no_config_is_a_sentence(target, words, tmp_
 # --- item 6: only what is used is read ------------------------------------------------------------
 READ_UNDER_LIMIT = """
 import resource, sys
-from profiler import data
+from profiler.engine import data
 with open("/proc/self/status") as fh:
     mapped = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
 limit = mapped + 400 * 2**20
@@ -140,7 +142,7 @@ def test_a_huge_data_file_is_read_only_up_to_max_train_bytes(tmp_path):
 
 
 def test_a_folder_corpus_reads_at_most_what_it_keeps(tmp_path, monkeypatch):
-    from profiler import data
+    from profiler.engine import data
 
     for index in range(30):
         (tmp_path / f"part{index:02}.txt").write_text("some words of text\n" * 5_000)  # 95 kB each
@@ -165,7 +167,7 @@ class ListChannel:
 
 
 def _run_with(monkeypatch, run) -> list[dict]:
-    monkeypatch.setitem(sys.modules, "profiler.workloads.train", types.SimpleNamespace(run=run))
+    monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
     channel = ListChannel()
     worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
                    worker.Control(queue.Queue(), channel))
@@ -197,7 +199,7 @@ def test_a_run_failing_mid_way_still_reports_the_contention_over_it(monkeypatch,
     thread is stopped with the run; before, a failed run's summary had no contention keys."""
     import threading
 
-    from profiler.workloads import steps
+    from profiler.engine.workloads import steps
 
     real_step = steps.train_step
 
@@ -274,7 +276,7 @@ def test_a_worker_that_cannot_start_for_memory_says_so(effiscope_home):
     config = tiny_config(steps=2)
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
-    command = ["/bin/sh", "-c", f"ulimit -v 150000; exec {sys.executable} -m profiler.worker"]
+    command = ["/bin/sh", "-c", f"ulimit -v 150000; exec {sys.executable} -m profiler.engine.worker"]
     status = run_to_completion(config.to_dict(), recorder, command=command)
     end = run.summary()["end"]
     assert status == "failed", end
@@ -323,9 +325,9 @@ def _nano_checkpoint(path: Path, **lies) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from profiler.engine.weights import save_model
     from profiler.models.gpt import GPT
     from profiler.models.presets import GPT_PRESETS
-    from profiler.weights import save_model
 
     save_model(GPT(GPT_PRESETS["gpt-nano"]), path, "gpt-nano")
     with safe_open(str(path), "pt") as fh:
@@ -421,7 +423,7 @@ def test_a_model_bigger_than_this_machine_is_refused_before_it_is_built():
 
 
 def test_the_size_check_counts_every_process_and_spares_a_model_that_fits():
-    from profiler import config_rules
+    from profiler.config import rules as config_rules
     from profiler.models.presets import GPT_PRESETS
 
     config = RunConfig()
@@ -451,9 +453,9 @@ def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsy
     kept and the perplexity is n/a with its reason."""
     import torch
 
+    from profiler.engine.weights import save_model
     from profiler.models.gpt import GPT
     from profiler.models.presets import GPT_PRESETS
-    from profiler.weights import save_model
 
     model = GPT(GPT_PRESETS["gpt-nano"])
     with torch.no_grad():

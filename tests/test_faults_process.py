@@ -16,9 +16,9 @@ import time
 import psutil
 import pytest
 
-from profiler.client import run_to_completion
-from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoredRun
+from profiler.wire.client import run_to_completion
+from profiler.wire.recorder import RunRecorder
 from tests.faults import (
     cli,
     gone,
@@ -91,7 +91,7 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     command = ["/bin/sh", "-c",
-               f"sleep 300 & exec {shlex.quote(sys.executable)} -m profiler.worker"]
+               f"sleep 300 & exec {shlex.quote(sys.executable)} -m profiler.engine.worker"]
     interrupt = threading.Event()
     tree: dict = {}
 
@@ -208,7 +208,7 @@ def test_a_stopped_worker_is_said_within_seconds_and_again_when_it_resumes(
 
 def test_a_silent_hostile_worker_is_noted_and_the_run_still_closes(tmp_path, effiscope_home):
     """The CLI's loop (run_to_completion) with a worker that says hello, then nothing."""
-    from profiler import protocol
+    from profiler.wire import protocol
     from tests.faults import run_hostile
 
     said: list[str] = []
@@ -235,8 +235,8 @@ TWENTY_DIGITS = "10000000000000000000"
 def test_a_start_the_worker_cannot_read_ends_as_a_failed_run(tmp_path):
     """Item 3: a start line the worker refuses (a 20-digit step count) is answered with an
     error and `done`, so a front end waiting for the run is never left waiting."""
-    from profiler import protocol
-    from profiler.client import WorkerProcess
+    from profiler.wire import protocol
+    from profiler.wire.client import WorkerProcess
 
     worker = WorkerProcess(log_path=tmp_path / "worker.log")
     try:
@@ -254,8 +254,8 @@ def test_a_start_the_worker_cannot_read_ends_as_a_failed_run(tmp_path):
 
 
 def test_the_front_end_never_sends_what_the_worker_would_refuse():
-    from profiler import protocol
-    from profiler.client import StartRefused, start_line
+    from profiler.wire import protocol
+    from profiler.wire.client import StartRefused, start_line
 
     with pytest.raises(protocol.ProtocolError, match="20 digits"):
         protocol.encode(protocol.start({"limits": {"steps": int(TWENTY_DIGITS)}}), "front")
@@ -281,7 +281,7 @@ def test_cli_run_with_a_20_digit_step_count_is_refused_before_a_run_exists(effis
 INTERMEDIATE = r"""
 import subprocess, sys
 stdin_fd, log = int(sys.argv[1]), open(sys.argv[2], "ab")
-worker = subprocess.Popen([sys.executable, "-m", "profiler.worker"], stdin=stdin_fd,
+worker = subprocess.Popen([sys.executable, "-m", "profiler.engine.worker"], stdin=stdin_fd,
                           stdout=subprocess.DEVNULL, stderr=log, pass_fds=(stdin_fd,))
 print(worker.pid, flush=True)
 worker.wait()
@@ -296,7 +296,7 @@ def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
     import os
     import subprocess
 
-    from profiler.client import worker_env
+    from profiler.wire.client import worker_env
 
     read_end, write_end = os.pipe()
     log = tmp_path / "worker.log"
@@ -323,12 +323,12 @@ def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
 def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
     """Item 5: the stdin watch holds during set-up too: a worker busy building a model (here a
     build that never ends) exits within its grace once its front end has gone."""
-    from profiler import protocol
-    from profiler.client import WorkerProcess
-    from profiler.worker import STDIN_GRACE_S
+    from profiler.engine.worker import STDIN_GRACE_S
+    from profiler.wire import protocol
+    from profiler.wire.client import WorkerProcess
 
     log = tmp_path / "worker.log"
-    script = ("import sys, time, profiler.weights as weights, profiler.worker as worker\n"
+    script = ("import sys, time, profiler.engine.weights as weights, profiler.engine.worker as worker\n"
               "def endless_build(*args, **kwargs):\n"
               "    print('building the model', file=sys.stderr, flush=True)\n"
               "    time.sleep(600)\n"

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profiler import protocol
-from profiler.client import EOF, WorkerProcess
-from profiler.protocol import ProtocolError
+from profiler.wire import protocol
+from profiler.wire.client import EOF, WorkerProcess
+from profiler.wire.protocol import ProtocolError
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
 
 VALID_LINES = [protocol.encode(m, "front").encode() for m in (
@@ -95,7 +95,7 @@ def _send_and_collect(worker: WorkerProcess, lines: list[bytes]) -> list[dict]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(fuzzed_line, min_size=1, max_size=6))
 def test_fuzzed_lines_are_each_rejected_with_a_message(live_worker, lines):
-    from profiler.worker import _command_type
+    from profiler.engine.worker import _command_type
 
     lines = [line for line in lines if rejected(line) or not line.strip()]  # no real commands
     replies = _send_and_collect(live_worker, lines)

@@ -19,9 +19,9 @@ import pytest
 
 from profiler import cli
 from profiler.config import RunConfig
-from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError, StreamWriter
 from profiler.store import runfolder as store_module
+from profiler.wire.recorder import RunRecorder
 from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
 
 
@@ -315,7 +315,12 @@ def test_nan_in_a_stream_or_a_config_still_gives_strict_json(effiscope_home, cap
 
 
 def test_the_one_formatting_rule_says_n_a_for_what_is_not_finite():
-    from profiler.metrics import format_change, format_delta, format_summary_figure, format_value
+    from profiler.figures.metrics import (
+        format_change,
+        format_delta,
+        format_summary_figure,
+        format_value,
+    )
 
     for value in (float("inf"), float("-inf"), float("nan")):
         assert format_value(value, "s") == "n/a"

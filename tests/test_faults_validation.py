@@ -14,8 +14,11 @@ import queue
 import psutil
 import pytest
 
-from profiler import cli, config_rules, protocol, worker
+from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
+from profiler.config import rules as config_rules
+from profiler.engine import worker
+from profiler.wire import protocol
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
 from tests.test_bad_input import assert_sentence
 
@@ -223,7 +226,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_its_figures(tmp_path,
 
 
 def test_the_divergence_rule_is_one_function_of_the_loss():
-    from profiler.workloads.loop import divergence
+    from profiler.engine.workloads.loop import divergence
 
     assert divergence(2.5, 3, 1e-3) is None
     for value in (float("nan"), float("inf"), float("-inf")):

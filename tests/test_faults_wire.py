@@ -1,4 +1,4 @@
-"""Hostile lines on the wire, both ways: one schema (profiler/protocol.py) checks every field of
+"""Hostile lines on the wire, both ways: one schema (profiler/wire/protocol.py) checks every field of
 every message on the sending and on the receiving side, reads are bounded, and no line a peer
 sends can crash a front end, hang a worker or leave a run "running" (issue 17, items 1, 2, 7).
 
@@ -19,8 +19,10 @@ import sys
 import psutil
 import pytest
 
-from profiler import cli, protocol
-from profiler.client import (
+from profiler import cli
+from profiler.store import RunStore
+from profiler.wire import protocol
+from profiler.wire.client import (
     EOF,
     StartRefused,
     WorkerProcess,
@@ -28,9 +30,8 @@ from profiler.client import (
     start_line,
     worker_env,
 )
-from profiler.protocol import ProtocolError
-from profiler.recorder import RunRecorder
-from profiler.store import RunStore
+from profiler.wire.protocol import ProtocolError
+from profiler.wire.recorder import RunRecorder
 from tests.faults import (
     assert_sentence,
     one_torch_thread,  # noqa: F401 - an autouse fixture
@@ -162,7 +163,7 @@ def test_a_hostile_worker_never_crashes_the_front_end_nor_leaves_the_run_running
 
 def test_the_cli_prints_a_hostile_started_message_without_a_traceback(
         tmp_path, monkeypatch, capsys, effiscope_home):
-    from profiler import launch
+    from profiler.wire import launch
 
     lines = ['{"type":"started","run":{"workload":"train","device":"\\u001b[31mred"}}',
              '{"type":"event","kind":"warning","message":"\\u001b]0;title\\u0007"}', DONE]
@@ -188,7 +189,7 @@ def test_an_oversize_line_is_dropped_with_bounded_memory(tmp_path, effiscope_hom
 
 def test_the_reader_holds_at_most_one_line_limit(tmp_path):
     """A worker writing 3 line limits with no newline: the queue gets one OVERSIZE marker."""
-    from profiler.client import OVERSIZE
+    from profiler.wire.client import OVERSIZE
 
     command = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'x' * "
                f"(3 * {protocol.MAX_LINE_BYTES} + 5))"]
@@ -293,7 +294,7 @@ def test_a_worker_survives_a_huge_integer_and_still_exits_on_sigterm_and_eof(tmp
 
 def test_sigterm_ends_an_idle_worker_whose_stdin_stays_open(tmp_path):
     """The worker's main loop waits for commands in slices, so a signal is acted on."""
-    script = ("import sys, profiler.worker as w; sys.modules['torch'] = None\n"
+    script = ("import sys, profiler.engine.worker as w; sys.modules['torch'] = None\n"
               "w.hello_message = lambda: {'type': 'hello', 'protocol': 1, 'versions': {},"
               " 'device': {}, 'environment': {}}\nw.main()")
     worker = WorkerProcess(command=[sys.executable, "-c", script])
@@ -307,7 +308,7 @@ def test_sigterm_ends_an_idle_worker_whose_stdin_stays_open(tmp_path):
 
 def test_worker_stdin_reader_always_ends_with_eof(monkeypatch):
     """Whatever a line does inside the reader, `_eof` still reaches the main loop."""
-    from profiler import worker
+    from profiler.engine import worker
 
     class Boom:
         def readline(self, limit):

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from profiler import theory
-from profiler.capabilities import detect
 from profiler.config import RunConfig
+from profiler.figures import theory
+from profiler.measure.capabilities import detect
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
@@ -91,8 +91,8 @@ def test_lora_keeps_the_models_own_forward_and_starts_from_it():
 
 
 def test_lora_saves_adapter_and_merged_weights_that_load(tmp_path):
-    from profiler import weights
     from profiler.config import ModelConfig
+    from profiler.engine import weights
     from techniques import lora
 
     state = make_state({"lora": {"rank": 4, "alpha": 8.0, "target": "attention"}},
@@ -193,7 +193,7 @@ def test_low_bit_refusals_say_what_to_do():
     assert "pip install torchao" in registry.unavailable_reason(info, defaults, {})
     assert "no 4-bit AdamW" in registry.unavailable_reason(
         info, {"bits": 4, "backend": "bitsandbytes"}, {"packages": ["bitsandbytes"]})
-    with pytest.raises(runtime.Unsupported, match="optimizer.algorithm = adamw"):
+    with pytest.raises(runtime.Unsupported, match=r"set \[techniques.optimizer\] algorithm = \"adamw\""):
         make_state({"optimizer": {"algorithm": "sgd"}, "optimizer_low_bit": {}})
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler import model_source
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
+from profiler.engine import model_source
 from profiler.errors import CheckpointError
 from tests import hf_fixtures
 

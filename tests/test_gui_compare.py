@@ -1,6 +1,6 @@
 """Compare, clicked as a user: tick two runs in the history, open the Compare tab. A delta inside
 both runs' noise is neutral grey with a "within noise" tooltip; a planted 20 % difference is
-coloured (profiler.significance decides both)."""
+coloured (profiler.figures.significance decides both)."""
 
 from __future__ import annotations
 

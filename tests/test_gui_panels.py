@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from app.main import MainWindow
 from app.theme import AppSettings
 from profiler.config import RunConfig, validate
-from profiler.theory import predict_for_config
+from profiler.figures.theory import predict_for_config
 from techniques import registry
 from tests import gui_support
 from tests.gui_support import dispose, fake_worker

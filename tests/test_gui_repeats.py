@@ -1,13 +1,13 @@
 """Repeats in the window: Repeats at 3 and one click on Run give three stored runs of one group,
-one after the other, and the spread across them in the notice (profiler.repeats decides it, as
+one after the other, and the spread across them in the notice (profiler.cli.repeats decides it, as
 for `effiscope run --repeats`). Stopping a repeat ends the series. Fake worker: milliseconds."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from profiler.metrics import format_value
-from profiler.repeats import spread
+from profiler.cli.repeats import spread
+from profiler.figures.metrics import format_value
 from profiler.store import RunStore
 from tests import gui_support
 from tests.gui_support import fake_worker

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.compare_view import cell_value, summary_value
 from profiler.config import RunConfig
-from profiler.metrics import format_change, format_value
+from profiler.figures.metrics import format_change, format_value
 from profiler.store import RunStore
 from tests import gui_support
 from tests.gui_support import fake_worker

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler import errors, model_source, weights
+from profiler import errors
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.engine import model_source, weights
 from profiler.models.hf_cache import list_cached_models
 from tests import hf_fixtures as fx
 
@@ -149,7 +150,7 @@ def test_validation_and_listing_import_neither_torch_nor_transformers(hub):
 def test_the_built_in_gpt_never_imports_transformers():
     out = _python(
         "import sys, torch\n"
-        "from profiler import weights\n"
+        "from profiler.engine import weights\n"
         "from profiler.config import RunConfig\n"
         "model, _ = weights.load_model(RunConfig().model)\n"
         "model(torch.zeros(1, 8, dtype=torch.long))\n"

@@ -8,17 +8,17 @@ import importlib
 import pytest
 import torch
 
-from profiler import model_source, weights
 from profiler.config import ArchConfig, ConfigError, ModelConfig, RunConfig, validate
+from profiler.engine import model_source, weights
+from profiler.figures.theory import flops_per_token
 from profiler.models.hf_arch import ARCHITECTURES
-from profiler.theory import flops_per_token
 from tests.hf_fixtures import NullControl, checkpoints_root, hf_config
 
 
 def run_workload(config: RunConfig) -> tuple[dict, list[dict]]:
     messages: list[dict] = []
     validate(config)
-    module = importlib.import_module(f"profiler.workloads.{config.workload}")
+    module = importlib.import_module(f"profiler.engine.workloads.{config.workload}")
     return module.run(config, messages.append, NullControl()), messages
 
 
@@ -84,7 +84,7 @@ def test_kv_cache_decoding_gives_the_logits_of_full_recomputation(name):
 
 
 def test_the_corpus_is_tokenized_with_the_models_own_tokenizer():
-    from profiler.data import load_corpus
+    from profiler.engine.data import load_corpus
 
     model, _ = weights.load_model(hf_config("llama").model)
     corpus = load_corpus("stdlib", "", 30_000, 0.1, model.shape.vocab_size, 1,

@@ -9,9 +9,10 @@ import shutil
 
 import pytest
 
-from profiler import model_source, protocol
-from profiler.client import WorkerProcess
 from profiler.config import validate
+from profiler.engine import model_source
+from profiler.wire import protocol
+from profiler.wire.client import WorkerProcess
 from tests import hf_fixtures as fx
 from tests.helpers import collect
 

@@ -70,9 +70,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_is_read_from_the_source():
     graph = import_graph()
-    assert "profiler.workloads.train" in graph["profiler.workloads.setup"] or \
-        "profiler.workloads.setup" in graph["profiler.workloads.train"]
-    assert "techniques.runtime" in graph["profiler.workloads.setup"]
+    assert "profiler.engine.workloads.train" in graph["profiler.engine.workloads.setup"] or \
+        "profiler.engine.workloads.setup" in graph["profiler.engine.workloads.train"]
+    assert "techniques.runtime" in graph["profiler.engine.workloads.setup"]
 
 
 def test_the_cycle_finder_finds_a_planted_cycle():

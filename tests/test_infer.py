@@ -9,11 +9,11 @@ import textwrap
 import pytest
 import torch
 
-from profiler import model_source, weights
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
+from profiler.engine import model_source, weights
+from profiler.engine.workloads.generation import eval_windows, generate_once, score
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
-from profiler.workloads.generation import eval_windows, generate_once, score
 from techniques import runtime
 
 TINY = GPTShape(2, 2, 32, 48, 256, "tiny")

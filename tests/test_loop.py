@@ -1,4 +1,4 @@
-"""One step loop for every workload that trains (profiler/workloads/loop.py): the same assertion
+"""One step loop for every workload that trains (profiler/engine/workloads/loop.py): the same assertion
 runs over train, distill and, where it applies, the bench's reference loop — the validation
 schedule, out-of-memory naming, warmup phases, profile capture, stopping, energy and memory
 figures — and the loop adds nothing to the math (its losses are the bare steps')."""
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from profiler.config import validate
+from profiler.engine.workloads import distill, loop, steps, train
+from profiler.engine.workloads.setup import prepare
 from profiler.errors import StepOutOfMemory
-from profiler.workloads import distill, loop, steps, train
-from profiler.workloads.setup import prepare
 from tests.helpers import nano_config
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_validation_follows_one_schedule(workload):
 
 
 def test_the_reference_loop_follows_the_same_schedule():
-    from profiler.bench.overhead import reference_run
+    from profiler.bench.reference import reference_run
 
     off = reference_run(config_for("train", eval_interval=0), window_steps=2)
     assert off["val_losses"] == [] and len(off["losses"]) == 6
@@ -99,7 +99,7 @@ def test_an_out_of_memory_step_is_named_with_its_step(workload, monkeypatch):
     config = config_for("train" if workload == "reference" else workload)
     with pytest.raises(StepOutOfMemory, match="out of memory at step 3"):
         if workload == "reference":
-            from profiler.bench.overhead import reference_run
+            from profiler.bench.reference import reference_run
 
             reference_run(config, window_steps=2)
         else:

@@ -10,9 +10,9 @@ import psutil
 import pytest
 import torch
 
-from profiler import protocol
-from profiler.client import EOF, WorkerProcess
 from profiler.models.presets import GPT_PRESETS
+from profiler.wire import protocol
+from profiler.wire.client import EOF, WorkerProcess
 from tests.helpers import nano_config
 
 pytestmark = pytest.mark.slow
@@ -127,7 +127,7 @@ def test_peak_rss_agrees_with_psutil_read_from_outside(observed):
 
 
 def test_loss_matches_a_recomputation_on_the_same_batch(observed):
-    from profiler.data import BatchSampler, load_corpus
+    from profiler.engine.data import BatchSampler, load_corpus
     from profiler.models.gpt import build_gpt
 
     config, received, _, _ = observed
@@ -161,7 +161,7 @@ def test_flops_per_token_and_mfu_follow_the_analytic_formula(observed):
 
 
 def test_mfu_is_na_on_cpu_without_an_override():
-    from profiler.theory import mfu
+    from profiler.figures.theory import mfu
 
     value, how = mfu(10_000.0, 5e6, "cpu", "fp32")
     assert value is None and "CPU" in how
@@ -181,9 +181,9 @@ def test_every_summary_figure_states_its_unit_and_method(observed):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_step_time_is_synchronised_with_the_device():
-    from profiler.capabilities import detect
     from profiler.config import RunConfig
-    from profiler.workloads.steps import train_step
+    from profiler.engine.workloads.steps import train_step
+    from profiler.measure.capabilities import detect
     from techniques import runtime
 
     config = RunConfig()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from profiler.config import validate
-from profiler.metrics import metric
+from profiler.engine.workloads import steps, train
+from profiler.figures.metrics import metric
 from profiler.report.compare import DELTA_KEYS, deltas
 from profiler.report.load import RunData
-from profiler.workloads import steps, train
 from tests.helpers import SetAt, nano_config
 
 
@@ -111,16 +111,16 @@ def test_optimizer_state_bytes_follow_the_algorithm(optimizer, states_per_param)
 
 
 def theory_numels() -> list[int]:
+    from profiler.figures.theory import parameter_numels
     from profiler.models.presets import GPT_PRESETS
-    from profiler.theory import parameter_numels
 
     return parameter_numels(GPT_PRESETS[nano_config().model.preset])
 
 
 def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
-    from profiler import weights
+    from profiler.engine import weights
+    from profiler.engine.workloads import distill
     from profiler.models.gpt import GPT
-    from profiler.workloads import distill
     from tests.test_distill import STUDENT, TEACHER, _config
 
     weights.save_model(GPT(TEACHER), tmp_path / "teacher.safetensors", "tiny-teacher")
@@ -171,7 +171,7 @@ def test_the_techniques_runs_differ_in_choose_the_leading_rows():
 
 
 def test_a_counted_figure_is_judged_without_noise():
-    from profiler.significance import judge
+    from profiler.figures.significance import judge
 
     def summary(saved: int, rss: int) -> dict:
         return {"figures": {"saved_for_backward_bytes": {"value": saved, "unit": "bytes"},
@@ -189,7 +189,7 @@ def test_a_counted_figure_is_judged_without_noise():
 
 def test_a_stored_runs_report_shows_the_measured_parts_beside_the_predicted(tmp_path, capsys):
     from profiler import cli
-    from profiler.metrics import format_value
+    from profiler.figures.metrics import format_value
     from profiler.report import render
     from profiler.store import RunStore
     from tests.faults import tiny_config, write_config

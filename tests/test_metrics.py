@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from profiler import metrics
 from profiler.config import RunConfig, validate
-from profiler.metrics import CATALOGUE, CHARTS_BY_NAME, format_change, format_value, known, metric
+from profiler.figures import metrics
+from profiler.figures.metrics import (
+    CATALOGUE,
+    CHARTS_BY_NAME,
+    format_change,
+    format_value,
+    known,
+    metric,
+)
 from tests.helpers import nano_config
 
 
@@ -23,7 +30,7 @@ def _run(config: RunConfig) -> tuple[dict, list[dict]]:
     import importlib
 
     validate(config)
-    workload = importlib.import_module(f"profiler.workloads.{config.workload}")
+    workload = importlib.import_module(f"profiler.engine.workloads.{config.workload}")
     messages: list[dict] = []
     summary = workload.run(config, messages.append, _Control())
     return summary, messages

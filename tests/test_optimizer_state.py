@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from profiler import theory
 from profiler.config import RunConfig, validate
+from profiler.figures import theory
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPT_PRESETS
 from techniques.optimizer import predicted_state_bytes, state_bytes, trained_numels
@@ -142,7 +142,7 @@ def test_a_hugging_face_lora_estimate_says_n_a_until_the_model_is_built():
 def test_an_8_bit_adamw_runs_summary_measures_and_predicts_its_real_state():
     """The run's own figures: measured from torchao's state tensors and predicted from the
     config, both the 8-bit size (they were the fp32 size). torchao compiles its update: slow."""
-    from profiler.capabilities import detect
+    from profiler.measure.capabilities import detect
     from techniques import registry
     from tests.test_memory_figures import run_train
 

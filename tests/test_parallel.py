@@ -10,12 +10,12 @@ import threading
 import psutil
 import pytest
 
-from profiler import protocol
-from profiler.client import WorkerProcess, run_to_completion
 from profiler.config import ConfigError, validate
-from profiler.launch import LaunchError, preflight, worker_command
-from profiler.recorder import RunRecorder
 from profiler.store import RunStore
+from profiler.wire import protocol
+from profiler.wire.client import WorkerProcess, run_to_completion
+from profiler.wire.launch import LaunchError, preflight, worker_command
+from profiler.wire.recorder import RunRecorder
 from tests.helpers import collect, nano_config
 
 pytestmark = pytest.mark.slow
@@ -160,7 +160,7 @@ def test_a_dead_rank_ends_the_job_with_an_error_naming_it(tmp_path):
             return
         for proc in psutil.Process().children(recursive=True):
             try:
-                if proc.environ().get("RANK") == "1" and "profiler.worker" in " ".join(proc.cmdline()):
+                if proc.environ().get("RANK") == "1" and "profiler.engine.worker" in " ".join(proc.cmdline()):
                     os.kill(proc.pid, signal.SIGKILL)
                     killed.append(proc.pid)
             except (psutil.NoSuchProcess, psutil.AccessDenied):

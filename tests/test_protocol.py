@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiler import protocol
-from profiler.protocol import ProtocolError
+from profiler.wire import protocol
+from profiler.wire.protocol import ProtocolError
 
 WORKER_EXAMPLES = [
     {"type": "hello", "protocol": 1, "versions": {"torch": "2.13"}, "device": {"cuda": False},

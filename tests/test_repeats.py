@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from profiler import cli
-from profiler.client import worker_env
-from profiler.repeats import across, describe, spread
+from profiler.cli.repeats import across, describe, spread
 from profiler.store import RunStore
+from profiler.wire.client import worker_env
 
 
 def test_spread_across_runs_from_known_values():
@@ -60,6 +60,6 @@ def test_run_repeats_two_stores_two_grouped_runs_and_a_spread_line():
     assert "median of 2 runs" in line and "CV " in line
     assert f"spread across 2 of 2 repeats (group {group}" in result.stdout
     shown = spread(rates)
-    from profiler.metrics import format_value
+    from profiler.figures.metrics import format_value
 
     assert format_value(shown["median"], "tokens/s") in line  # the spread of the stored runs

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from profiler import cli
-from profiler.client import worker_env
-from profiler.recorder import RunRecorder
+from profiler.figures.stats import figure, percentile
 from profiler.report import ReportError, compare, export, render
 from profiler.report.html import COMPARISON_SECTIONS, RUN_SECTIONS
 from profiler.report.svg import Chart, Line, decimate, nice_ticks
 from profiler.report.svg import render as render_svg
 from profiler.report.tidy import CSV_COLUMNS, SCHEMA_ID, SCHEMA_PATH
-from profiler.stats import figure, percentile
 from profiler.store import RunStore
+from profiler.wire.client import worker_env
+from profiler.wire.recorder import RunRecorder
 from tests.helpers import nano_config
 
 GPU_KEYS = ("gpu_memory_used_bytes", "gpu_process_memory_bytes", "torch_allocated_bytes")

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from profiler import cli, roofline
-from profiler.metrics import metric
+from profiler import cli
+from profiler.figures.metrics import metric
+from profiler.measure import roofline
 from profiler.report import render
 from profiler.store import RunStore
 from tests.faults import tiny_config, write_config

@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from profiler import segments
 from profiler.config import validate
-from profiler.workloads import train
+from profiler.engine.workloads import train
+from profiler.figures import segments
 from tests.helpers import SetAt, nano_config
 
 
@@ -67,7 +67,7 @@ def test_the_cli_lists_the_segments_of_a_toggled_run(capsys):
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "Steps", "After"])
     first, second = lines[header + 1], lines[header + 2]
-    # The reports' table (profiler.segments.table), its columns aligned under their headers.
+    # The reports' table (profiler.figures.segments.table), its columns aligned under their headers.
     assert first.split()[:2] == ["1", "1..5"] and second.split()[:2] == ["2", "6..10"]
     assert "grad_accumulation micro_batches = 4" in second
     column = lines[header].index("Tokens/step") + len("Tokens/step")  # right-aligned figures
@@ -79,7 +79,7 @@ def test_a_distill_run_takes_mid_run_toggles_and_has_their_segments():
     """Distill trains the student with train's machinery: a toggle applies there too, the
     segments split at it and the headline is the last configuration's."""
     from profiler.config import ModelConfig
-    from profiler.workloads import distill
+    from profiler.engine.workloads import distill
 
     config = nano_config(steps=10, eval_interval=0, batch_size=2, seq_len=16)
     config.workload = "distill"
@@ -108,7 +108,7 @@ def test_a_distill_run_takes_mid_run_toggles_and_has_their_segments():
 def test_the_reports_list_each_segment_with_its_own_figures(tmp_path):
     """A toggled run's HTML and Markdown reports have one row per segment, each with that
     segment's speed (and spread), not only the run's headline."""
-    from profiler.metrics import format_summary_figure
+    from profiler.figures.metrics import format_summary_figure
     from profiler.report import render
     from profiler.store import RunStore
     from tests.test_report import synth_run

@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from profiler import protocol
-from profiler.client import EOF, WorkerProcess, worker_env
 from profiler.config import RunConfig, validate
-from profiler.launch import worker_command
+from profiler.wire import protocol
+from profiler.wire.client import EOF, WorkerProcess, worker_env
+from profiler.wire.launch import worker_command
 from tests.faults import (
     gone,
     listening_ports,
@@ -96,7 +96,7 @@ def remote_config(sshd: dict, **train) -> RunConfig:
         "-o", "LogLevel=ERROR"]
     # The remote machine is this one: its worker is this checkout's, with this venv's python.
     config.launch.remote_command = (f"OMP_NUM_THREADS=1 PYTHONPATH={ROOT} {sys.executable} "
-                                    "-m profiler.worker")
+                                    "-m profiler.engine.worker")
     return validate(config)
 
 
@@ -123,7 +123,7 @@ def test_the_command_line_is_ssh_in_batch_mode(sshd):
     command = worker_command(config)
     assert command[0] == "ssh" and "BatchMode=yes" in command
     assert command[-3:] == ["--", config.launch.ssh, config.launch.remote_command]
-    assert worker_command(tiny_config())[1:] == ["-m", "profiler.worker"]  # local: no ssh
+    assert worker_command(tiny_config())[1:] == ["-m", "profiler.engine.worker"]  # local: no ssh
     default = RunConfig()
     default.launch.ssh = "lab"
     assert worker_command(validate(default))[-2:] == ["lab", "effiscope worker"]
@@ -162,7 +162,7 @@ def _next(worker: WorkerProcess, kind: str, timeout_s: float = 120) -> dict:
 def _remote_worker(sshd_pid: int) -> psutil.Process:
     def find():
         return next((p for p in psutil.Process(sshd_pid).children(recursive=True)
-                     if "profiler.worker" in " ".join(p.cmdline())), None)
+                     if "profiler.engine.worker" in " ".join(p.cmdline())), None)
     return wait_for(find, 30, "the remote worker under sshd")
 
 

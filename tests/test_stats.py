@@ -1,4 +1,4 @@
-"""profiler.stats on seeded synthetic timings: the median's interval covers the true median at
+"""profiler.figures.stats on seeded synthetic timings: the median's interval covers the true median at
 about its nominal rate, and a ratio is called significant exactly when it should be."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from profiler.stats import (
+from profiler.figures.stats import (
     describe,
     distribution,
     median_interval,
@@ -97,7 +97,7 @@ def test_figures_print_with_three_significant_digits():
 
 
 # --- significance: the one verdict the app, the CLI and reports share ------------------------
-from profiler.significance import compare_figures, compare_samples, mann_whitney  # noqa: E402
+from profiler.figures.significance import compare_figures, compare_samples, mann_whitney  # noqa: E402
 
 
 def test_mann_whitney_matches_known_values():
@@ -145,7 +145,7 @@ def test_signed_rank_null_distribution_matches_every_sign_pattern():
     of ranks 1..n equally likely, T the sum of the positive ranks."""
     from itertools import product
 
-    from profiler.stats import _signed_rank_tail
+    from profiler.figures.stats import _signed_rank_tail
 
     n = 8
     sums = [sum(rank for rank, sign in zip(range(1, n + 1), signs, strict=True) if sign)
@@ -159,7 +159,7 @@ def test_signed_rank_null_distribution_matches_every_sign_pattern():
 def test_signed_rank_interval_covers_the_centre_at_its_nominal_rate_and_is_narrower():
     """Symmetric noise (the log of a ratio of like measurements): the Hodges-Lehmann interval
     covers the true centre at its exact nominal rate, and is narrower than the median's."""
-    from profiler.stats import _signed_rank_tail, signed_rank_interval
+    from profiler.figures.stats import _signed_rank_tail, signed_rank_interval
 
     n, trials = 20, 500
     tails = _signed_rank_tail(n)
@@ -183,7 +183,7 @@ def test_signed_rank_interval_covers_the_centre_at_its_nominal_rate_and_is_narro
 
 def test_signed_rank_interval_calls_a_planted_shift_and_not_none():
     """A planted 1 % shift in 30 rounds of 1 % noise lies outside zero; no shift mostly not."""
-    from profiler.stats import signed_rank_interval
+    from profiler.figures.stats import signed_rank_interval
 
     rng = random.Random(3)
     shifted = excluded_null = 0
@@ -198,7 +198,7 @@ def test_signed_rank_interval_calls_a_planted_shift_and_not_none():
 def test_lag1_autocorrelation_flags_a_drift_that_carries_and_not_independent_rounds():
     """Rounds where each carries part of the last one's deviation (an AR(1) drift) are flagged
     as not independent nearly always; independent rounds about 5 % of the time."""
-    from profiler.stats import independent_enough, lag1_autocorrelation
+    from profiler.figures.stats import independent_enough, lag1_autocorrelation
 
     rng = random.Random(11)
     flagged_iid = flagged_drift = 0
@@ -218,7 +218,7 @@ def test_lag1_autocorrelation_flags_a_drift_that_carries_and_not_independent_rou
 
 def test_a_difference_under_the_noise_floor_is_within_noise_whatever_its_p():
     """Thousands of steps make a 0.5 % shift statistically clear; it is still no verdict."""
-    from profiler.significance import NOISE_FLOOR_PCT, verdict_text
+    from profiler.figures.significance import NOISE_FLOOR_PCT, verdict_text
 
     rng = random.Random(14)
     base = [1000 * rng.lognormvariate(0, 0.01) for _ in range(4000)]
@@ -235,7 +235,7 @@ def test_a_difference_under_the_noise_floor_is_within_noise_whatever_its_p():
 
 
 def test_every_verdict_says_its_reason():
-    from profiler.significance import verdict, verdict_text
+    from profiler.figures.significance import verdict, verdict_text
 
     apart = {"delta_pct": -20.0, "apart": True, "p_value": 1e-6}
     assert verdict(apart, "higher")["verdict"] == "worse"

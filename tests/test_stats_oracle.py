@@ -10,8 +10,8 @@ import random
 import numpy as np
 import pytest
 
-from profiler.significance import mann_whitney
-from profiler.stats import bootstrap_medians, ratio_interval, signed_rank_interval
+from profiler.figures.significance import mann_whitney
+from profiler.figures.stats import bootstrap_medians, ratio_interval, signed_rank_interval
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

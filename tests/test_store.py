@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from profiler.config import RunConfig
-from profiler.recorder import RunRecorder
 from profiler.store import RunStore, StoreError
+from profiler.wire.recorder import RunRecorder
 
 
 def _fake_run(store: RunStore, name: str, loss: float) -> str:

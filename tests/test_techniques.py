@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from profiler.capabilities import detect
 from profiler.config import RunConfig
-from profiler.memory_probe import saved_for_backward
+from profiler.measure.capabilities import detect
+from profiler.measure.memory_probe import saved_for_backward
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
@@ -83,7 +83,7 @@ def test_param_validation_names_the_field():
 
 # --- activation checkpointing --------------------------------------------------------------------
 def saved_bytes(state: runtime.TrainState, x, y) -> int:
-    """Bytes autograd saves for backward (profiler.memory_probe), then the backward (gradients)."""
+    """Bytes autograd saves for backward (profiler.measure.memory_probe), then the backward (gradients)."""
     nbytes, loss = saved_for_backward(state.model, lambda: state.forward_model(x, y)[1])
     loss.backward()
     return nbytes
@@ -198,7 +198,7 @@ def test_grad_clip_bounds_the_update_norm():
 
 # --- accumulation --------------------------------------------------------------------------------
 def test_accumulation_equals_one_k_times_larger_batch():
-    from profiler.workloads.steps import train_step
+    from profiler.engine.workloads.steps import train_step
 
     class Fixed:
         def __init__(self, x, y, parts):
@@ -231,7 +231,7 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_tracks_fp32():
     assert seen == [torch.bfloat16]
 
     def curve(techniques):
-        from profiler.workloads.steps import train_step
+        from profiler.engine.workloads.steps import train_step
 
         s = make_state(techniques, learning_rate=3e-3)
 

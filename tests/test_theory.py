@@ -14,10 +14,7 @@ import pytest
 import torch
 
 import profiler.models.gpt as gpt_module
-from profiler.memory_probe import saved_for_backward
-from profiler.models.gpt import GPT
-from profiler.models.presets import GPT_PRESETS, GPTShape
-from profiler.theory import (
+from profiler.figures.theory import (
     flops_per_token,
     format_breakdown,
     mfu,
@@ -25,6 +22,9 @@ from profiler.theory import (
     peak_flops,
     predict_memory,
 )
+from profiler.measure.memory_probe import saved_for_backward
+from profiler.models.gpt import GPT
+from profiler.models.presets import GPT_PRESETS, GPTShape
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTShape(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=256, description="test")
@@ -91,7 +91,7 @@ def _forward(shape: GPTShape, attention: str, checkpoint_every: int,
 def measure_saved_bytes(shape: GPTShape, attention: str = "sdpa", checkpoint_every: int = 0,
                         autocast: str | None = None) -> int:
     """Bytes saved for backward by one forward, measured as the workloads measure them
-    (profiler.memory_probe: storages counted once, the parameters' left out)."""
+    (profiler.measure.memory_probe: storages counted once, the parameters' left out)."""
     return saved_for_backward(*_forward(shape, attention, checkpoint_every, autocast))[0]
 
 
@@ -226,7 +226,7 @@ def test_flops_per_token_keeps_its_formula():
 
 
 def test_theory_and_peaks_import_without_torch():
-    code = ("import sys\nimport profiler.theory, profiler.peaks\n"
+    code = ("import sys\nimport profiler.figures.theory, profiler.figures.peaks\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)

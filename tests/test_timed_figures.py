@@ -9,8 +9,8 @@ import statistics
 import pytest
 
 from profiler.config import validate
-from profiler.metrics import format_summary_figure, spread_text
-from profiler.stats import figure, timed_figure
+from profiler.figures.metrics import format_summary_figure, spread_text
+from profiler.figures.stats import figure, timed_figure
 from tests.helpers import nano_config
 
 
@@ -32,7 +32,7 @@ def _run(workload: str) -> tuple[dict, list[dict]]:
         config.distill.teacher_train_steps = 2
     validate(config)
     messages: list[dict] = []
-    summary = importlib.import_module(f"profiler.workloads.{workload}").run(
+    summary = importlib.import_module(f"profiler.engine.workloads.{workload}").run(
         config, messages.append, _Control())
     return summary, messages
 

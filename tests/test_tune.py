@@ -376,7 +376,7 @@ def test_within_noise_of_the_baseline_keeps_the_config_as_given():
 
 
 def test_default_memory_limit_is_free_memory_minus_a_stated_margin(monkeypatch):
-    from profiler import system
+    from profiler.measure import system
     from profiler.tune import runner
 
     monkeypatch.setattr(system, "gpus", lambda: [{"index": 0, "memory_free_bytes": 80 * GiB},

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from profiler.capabilities import detect
 from profiler.config import RunConfig
+from profiler.measure.capabilities import detect
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
@@ -79,9 +79,9 @@ class _Control:
 def test_a_compress_run_prunes_by_activation_on_calibration_text(tmp_path):
     """Through the one engine: calibration batches come from the run's text, the masks are
     folded in (finalize), and half of every block Linear is zero."""
-    from profiler import weights
     from profiler.config import ModelConfig, validate
-    from profiler.workloads import compress as workload
+    from profiler.engine import weights
+    from profiler.engine.workloads import compress as workload
 
     torch.manual_seed(0)
     weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")

@@ -9,8 +9,8 @@ import sys
 import psutil
 import pytest
 
-from profiler import protocol
-from profiler.client import WorkerProcess, worker_env
+from profiler.wire import protocol
+from profiler.wire.client import WorkerProcess, worker_env
 from tests.helpers import collect, nano_config
 
 
@@ -138,7 +138,7 @@ def test_bad_config_is_a_config_error_not_a_crash(worker):
 def test_stray_prints_never_reach_the_protocol_stream():
     script = (
         "import os\n"
-        "from profiler import worker\n"
+        "from profiler.engine import worker\n"
         "fd = worker._claim_stdout()\n"
         "channel = worker.Channel(fd)\n"
         "print('a stray python print')\n"

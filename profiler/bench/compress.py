@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from profiler import files
 from profiler.bench import loop
 from profiler.errors import Unsupported
-from profiler.stats import describe, describe_ratio
+from profiler.figures.stats import describe, describe_ratio
+from profiler.store import files
 
 TIMED = ("prefill_latency_s", "decode_latency_s", "decode_tokens_per_s")
 """Per generation: prefill seconds, mean seconds per decode step, decode tokens/s."""
@@ -93,13 +93,19 @@ def measure(args: argparse.Namespace) -> dict:
     """Build fp32 and every option, time them interleaved, score quality; return the table."""
     import torch
 
-    from profiler import sizes, weights
-    from profiler.capabilities import detect
     from profiler.config import RunConfig
-    from profiler.data import BatchSampler, load_corpus
-    from profiler.workloads.distill import pretrain_teacher
-    from profiler.workloads.generation import eval_windows, generate_once, prompts_from, score
-    from profiler.workloads.setup import INFER_STAGES, resolve_device
+    from profiler.engine import weights
+    from profiler.engine.data import BatchSampler, load_corpus
+    from profiler.engine.workloads.distill import pretrain_teacher
+    from profiler.engine.workloads.generation import (
+        eval_windows,
+        generate_once,
+        prompts_from,
+        score,
+    )
+    from profiler.engine.workloads.setup import INFER_STAGES, resolve_device
+    from profiler.measure import sizes
+    from profiler.measure.capabilities import detect
     from techniques import registry, runtime
 
     if args.threads:
@@ -189,7 +195,7 @@ def measure(args: argparse.Namespace) -> dict:
         row["speedup"] = m["decode_tokens_per_s_vs_fp32"]["ratio"]
         row["perplexity_change_percent"] = ((m["perplexity"] / ref["perplexity"] - 1) * 100
                                             if m["perplexity"] and ref["perplexity"] else None)
-    from profiler.system import describe_host
+    from profiler.measure.system import describe_host
 
     host = describe_host()
     return {

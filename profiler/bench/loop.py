@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from profiler.stats import (
+from profiler.figures.stats import (
     describe,
     describe_ratio,
     distribution,
@@ -224,7 +224,7 @@ def paired_ratio(result: dict, name: str, key: str) -> dict:
 def _log_centre(ratios: list[float]) -> dict:
     """The centre of the per-round ratios on a log scale (a ratio of like measurements spreads
     symmetrically there), the Hodges-Lehmann estimate with its signed-rank interval
-    (profiler.stats.signed_rank_interval), back as ratios."""
+    (profiler.figures.stats.signed_rank_interval), back as ratios."""
     logs = [math.log(r) for r in ratios if r > 0]
     estimate, low, high = signed_rank_interval(logs)
 

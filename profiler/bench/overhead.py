@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_sampler_period_s() -> float:
-    from profiler.system import SAMPLER_PERIOD_S
+    from profiler.measure.system import SAMPLER_PERIOD_S
 
     return SAMPLER_PERIOD_S
 
@@ -107,7 +107,7 @@ class Processes:
         self.start()
 
     def start(self) -> None:
-        from profiler.client import WorkerProcess
+        from profiler.wire.client import WorkerProcess
 
         self.reference = ReferenceProcess(self.where.env())
         self.where.pin(self.reference.proc.pid)
@@ -170,7 +170,7 @@ ratio against the reference loop measured in the same round (profiler.bench.loop
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.system import cpu_name
+    from profiler.measure.system import cpu_name
 
     # Each flag's own bound is the parser's (loop.whole): here what flags say of each other.
     problem = loop.warmup_problem(args.steps, args.warmup) or (

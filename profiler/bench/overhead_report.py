@@ -4,7 +4,7 @@ with its interval (does it resolve 1 %?), and the text table."""
 from __future__ import annotations
 
 from profiler.bench import loop
-from profiler.stats import describe_ratio
+from profiler.figures.stats import describe_ratio
 
 
 def loss_check(results: list[dict]) -> dict:

@@ -15,7 +15,7 @@ import time
 from profiler.bench import loop
 from profiler.bench.workers import drive
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.stats import describe, significant_digits
+from profiler.figures.stats import describe, significant_digits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(config: RunConfig) -> dict:
     """The job's tokens/s (warmup excluded) from its summary."""
-    from profiler.launch import worker_command
+    from profiler.wire.launch import worker_command
 
     result = drive(config.to_dict(), command=worker_command(config))
     if result["error"]:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     scale = 1 / args.nproc
     efficiency = {key: (value * scale if isinstance(value, float) else value)
                   for key, value in speedup.items()}
-    from profiler.system import cpu_name
+    from profiler.measure.system import cpu_name
 
     report = {"bench": "parallel", "preset": args.preset, "strategy": args.strategy,
               "nproc": args.nproc, "steps": args.steps, "warmup_steps": args.warmup,

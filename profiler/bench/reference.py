@@ -1,7 +1,7 @@
 """The reference process of `effiscope bench overhead`: a process of its own that does the
 worker's training work and nothing else (reference_run), serving one JSON request per stdin line
 with one result line; ReferenceProcess is its front-end side. What crosses the pipe each way is
-checked on the receiving side with profiler.protocol's checker (REQUEST, RESULT, ERROR).
+checked on the receiving side with profiler.wire.protocol's checker (REQUEST, RESULT, ERROR).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-from profiler import protocol
 from profiler.config import RunConfig
-from profiler.protocol import Field, ProtocolError, check
+from profiler.wire import protocol
+from profiler.wire.protocol import Field, ProtocolError, check
 
 RESULT_PREFIX = "effiscope-reference "
 """The reference process's result lines start with this; anything else on its stdout is a log."""
@@ -45,16 +45,16 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
                   capture_profile: bool = False, measured_steps: int = 0,
                   hold: Callable[[], None] | None = None) -> dict:
     """The worker's training work without the worker's measuring: the same set-up (prepare) and
-    the same loop (profiler.workloads.loop.Loop) with null sinks, nothing streamed and nothing
+    the same loop (profiler.engine.workloads.loop.Loop) with null sinks, nothing streamed and nothing
     sampled (unless asked). Timed up to step `measured_steps` (default the last); `hold` is
     called before the first step."""
 
     import torch
 
-    from profiler.capture import ProfileCapture
-    from profiler.workloads import steps
-    from profiler.workloads.loop import Loop, StepResult
-    from profiler.workloads.setup import prepare, start_sampler
+    from profiler.engine.workloads import steps
+    from profiler.engine.workloads.loop import Loop, StepResult
+    from profiler.engine.workloads.setup import prepare, start_sampler
+    from profiler.measure.capture import ProfileCapture
 
     class Control:
         """The front end of a reference run: no commands, but `hold` before the first step
@@ -77,7 +77,7 @@ def reference_run(config: RunConfig, window_steps: int, sampler_period_s: float 
         return None
 
     control = Control()
-    # The worker's own set-up (profiler/workloads/setup.py), without its sampler thread.
+    # The worker's own set-up (profiler/engine/workloads/setup.py), without its sampler thread.
     prep = prepare(config, quiet, control, keep_masks=True, system_sampler=False)
     state, train = prep.state, config.train
     batches = prep.batches(train.batch_size, train.seq_len, sharded=True)
@@ -176,7 +176,7 @@ class ReferenceProcess:
     """The reference loop's process, started once and kept for every round (as the worker is)."""
 
     def __init__(self, env: dict[str, str] | None = None):
-        from profiler.client import worker_env
+        from profiler.wire.client import worker_env
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "profiler.bench.reference", "--serve"], stdin=subprocess.PIPE,

@@ -70,7 +70,7 @@ def measure_cold(config_dict: dict) -> dict:
 
 def measure_warm(config_dict: dict) -> dict:
     """A worker that is already up (hello received) when Run is pressed."""
-    from profiler.client import WorkerProcess
+    from profiler.wire.client import WorkerProcess
 
     worker = WorkerProcess()
     try:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     result = loop.compare([loop.Candidate("cold", lambda: measure_cold(config_dict)),
                            loop.Candidate("warm", lambda: measure_warm(config_dict))],
                      PARTS, repeats=args.repeats, order=args.order, seed=args.seed)
-    from profiler.system import cpu_name
+    from profiler.measure.system import cpu_name
 
     report = {"bench": "startup", "preset": args.preset, "cpu": cpu_name(),
               "date": time.strftime("%Y-%m-%d"), "comparison": result,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(report: dict) -> str:
-    from profiler.stats import describe, describe_ratio
+    from profiler.figures.stats import describe, describe_ratio
 
     comparison = report["comparison"]
     lines = [f"bench startup: preset {report['preset']}, {report['cpu']}; cold = a worker spawned "

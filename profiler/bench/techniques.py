@@ -17,7 +17,7 @@ import time
 from profiler.bench import loop
 from profiler.bench.workers import drive
 from profiler.config import RunConfig
-from profiler.system import cpu_name
+from profiler.measure.system import cpu_name
 
 # (label, techniques) — each a single change against the baseline, whose optimizer kernel is
 # fixed (implementation = auto times the kernels on a CPU and may pick either).
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if base is None:
         return 2
     base.techniques = {}
-    from profiler import machine_check
+    from profiler.measure import machine_check
 
     try:
         caps = machine_check.capabilities(base)

@@ -17,7 +17,7 @@ import sys
 import time
 
 from profiler.bench import loop
-from profiler.system import cpu_name
+from profiler.measure.system import cpu_name
 
 DEFAULT_SPACE = ["batch", "checkpoint", "attention"]
 """CPU-friendly: bf16 matmuls and a cold torch.compile are slow on small CPUs (add them with
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print("effiscope: bench tune measures a train config; give one with workload = train",
               file=sys.stderr)
         return 2
-    from profiler import machine_check
     from profiler.errors import Unsupported
+    from profiler.measure import machine_check
 
     try:
         caps = machine_check.capabilities(base)
@@ -161,7 +161,7 @@ def _measure(evaluate, candidate, steps: int) -> dict:
 
 
 def format_table(report: dict) -> str:
-    from profiler.stats import describe, describe_ratio, significant_digits
+    from profiler.figures.stats import describe, describe_ratio, significant_digits
 
     grid, tuner = report["grid"], report["tuner"]
     ratio = report["best_ratio"]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from profiler import protocol
+from profiler.wire import protocol
 
 OnMessage = Callable[[dict, float], bool | None]
 """Called with each message and its arrival time (perf_counter); True ends the run early."""
@@ -16,7 +16,7 @@ OnMessage = Callable[[dict, float], bool | None]
 
 def wait_for_hello(worker, timeout_s: float = 600) -> dict:
     """Block until the worker has imported torch and said hello (the app's warm worker)."""
-    from profiler.client import EOF
+    from profiler.wire.client import EOF
 
     deadline = time.perf_counter() + timeout_s
     while True:
@@ -33,7 +33,7 @@ def drive(config_dict: dict, on_message: OnMessage | None = None, worker=None,
     """Run one config in `worker` (a fresh one when None, shut down afterwards; a given one is
     left running for its next start). Returns {"status", "summary", "error"}: status is the done
     message's, "ended early" when on_message stopped it, or "exited" when the worker died."""
-    from profiler.client import EOF, WorkerProcess
+    from profiler.wire.client import EOF, WorkerProcess
 
     own = worker is None
     worker = worker or WorkerProcess(command=command)

@@ -1,7 +1,7 @@
 """`effiscope compare RUN... --baseline RUN`: the delta table of the app's Compare, in a terminal.
 
 Per figure: the baseline's value, each run's value, the difference, the % change and the verdict
-of profiler.significance with its reason ("significant: better" / "significant: worse" only
+of profiler.figures.significance with its reason ("significant: better" / "significant: worse" only
 outside the noise of both runs and beyond the noise floor; else "within noise", "machine busy:
 no verdict" or "not comparable: <reason>"). The machine each run was measured on is said beside
 its figures. The rows, values and verdicts are profiler.report.compare.deltas, the same the
@@ -15,9 +15,15 @@ import json
 import sys
 
 from profiler.cli.common import EXIT_OK, EXIT_USAGE
-from profiler.metrics import format_change, format_delta, format_value, json_safe, spread_text
-from profiler.significance import NOISE_FLOOR_PCT
-from profiler.text import aligned, safe
+from profiler.figures.metrics import (
+    format_change,
+    format_delta,
+    format_value,
+    json_safe,
+    spread_text,
+)
+from profiler.figures.significance import NOISE_FLOOR_PCT
+from profiler.figures.text import aligned, safe
 
 
 def add_parser(sub) -> None:

@@ -1,6 +1,6 @@
 """`effiscope roofline`: this machine's measured matmul peaks and memory bandwidth.
 
-Measured once and cached (profiler.roofline); CPU runs then get MFU against the measured peak,
+Measured once and cached (profiler.measure.roofline); CPU runs then get MFU against the measured peak,
 and on a GPU the datasheet peak is printed beside the measured one.
 """
 
@@ -38,7 +38,7 @@ def _device(name: str) -> str:
 
 def datasheet(result: dict) -> dict:
     """The datasheet peak beside each measured one on a GPU: {dtype: (FLOP/s or None, label)}."""
-    from profiler.peaks import lookup
+    from profiler.figures.peaks import lookup
 
     fp = result["fingerprint"]
     if fp["device"] != "cuda":
@@ -47,10 +47,10 @@ def datasheet(result: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler import roofline
-    from profiler.metrics import format_summary_figure, format_value
+    from profiler.figures.metrics import format_summary_figure, format_value
+    from profiler.figures.text import safe
+    from profiler.measure import roofline
     from profiler.store import StoreError
-    from profiler.text import safe
 
     def say(text: str) -> None:
         print(f"effiscope: {safe(text)}", file=sys.stderr)

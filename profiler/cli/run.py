@@ -18,7 +18,7 @@ from profiler.cli.common import (
 )
 from profiler.cli.progress import Progress
 from profiler.cli.show import print_summary
-from profiler.metrics import json_safe  # non-finite figures are n/a (null) in JSON
+from profiler.figures.metrics import json_safe  # non-finite figures are n/a (null) in JSON
 
 
 def add_parser(sub) -> None:
@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
                    help="record STEPS training steps with torch.profiler once the warmup is over "
                         "(at most 50): operator table and trace in the run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    from profiler import repeats
+    from profiler.cli import repeats
 
     repeats.add_arguments(p)
     p.set_defaults(func=cmd_run)
@@ -84,16 +84,16 @@ class ProfileRequest:
     def commands(self, message: dict) -> list[dict]:
         if self.sent or message["type"] != "sample" or message.get("phase") != "measure":
             return []
-        from profiler import protocol
+        from profiler.wire import protocol
 
         self.sent = True
         return [protocol.profile_request(self.steps)]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from profiler.client import StartRefused, start_line
     from profiler.config import ConfigError, resolve
-    from profiler.launch import LaunchError, preflight
+    from profiler.wire.client import StartRefused, start_line
+    from profiler.wire.launch import LaunchError, preflight
 
     try:
         config = resolve(args.target, overrides(args))  # the file and the flags judged together
@@ -110,15 +110,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
             "a train run (workload = \"train\") and STEPS of 1 or more")
         return EXIT_USAGE
-    from profiler import machine_check
+    from profiler.measure import machine_check
 
     if machine_check.needs_check(config):  # what the worker would refuse: before a run exists
         why = machine_check.refusal(config)
         if why is not None:
             err(f"{why} (nothing was run)")
             return EXIT_USAGE
-    if getattr(args, "repeats", None) not in (None, 1):  # the config N times: profiler.repeats
-        from profiler.repeats import run_repeats
+    if getattr(args, "repeats", None) not in (None, 1):  # the config N times: profiler.cli.repeats
+        from profiler.cli.repeats import run_repeats
 
         return run_repeats(config, args.repeats, lambda cfg, meta: run_once(cfg, args, meta),
                            as_json=args.json)
@@ -128,19 +128,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_once(config, args: argparse.Namespace, meta: dict | None = None,
               ) -> tuple[int, str | None]:
     """One headless run of `config` into the store: (exit code, run id or None). `meta` is a
-    repeat's place ({group, index, of}, profiler.repeats.mark); with it the summary is not
+    repeat's place ({group, index, of}, profiler.cli.repeats.mark); with it the summary is not
     printed as JSON (the repeats print one document for the group)."""
-    from profiler.client import StartRefused, run_to_completion
-    from profiler.launch import worker_command
-    from profiler.recorder import RunRecorder
     from profiler.store import RunStore, StoreError
+    from profiler.wire.client import StartRefused, run_to_completion
+    from profiler.wire.launch import worker_command
+    from profiler.wire.recorder import RunRecorder
 
     profile = ProfileRequest(args.profile) if args.profile else None
     store = RunStore()
     try:
         run = store.create_run(config)
         if meta:
-            from profiler.repeats import mark
+            from profiler.cli.repeats import mark
 
             mark(store, run, **meta)
         recorder = RunRecorder(store, run)

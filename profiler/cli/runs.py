@@ -8,8 +8,8 @@ import json
 import sys
 
 from profiler.cli.common import EXIT_OK, EXIT_USAGE, err
-from profiler.metrics import json_safe
-from profiler.text import safe
+from profiler.figures.metrics import json_safe
+from profiler.figures.text import safe
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from profiler.metrics import format_value
+    from profiler.figures.metrics import format_value
     from profiler.store import RunStore, StoreError
 
     store = RunStore()

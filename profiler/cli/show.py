@@ -8,8 +8,8 @@ import json
 import sys
 
 from profiler.cli.common import EXIT_OK, EXIT_USAGE, err
-from profiler.metrics import json_safe
-from profiler.text import safe
+from profiler.figures.metrics import json_safe
+from profiler.figures.text import safe
 
 
 def add_parser(sub) -> None:
@@ -20,10 +20,10 @@ def add_parser(sub) -> None:
 
 
 def print_summary(run_id: str, meta: dict, summary: dict) -> None:
-    from profiler import contention
-    from profiler.metrics import format_summary_figure
-    from profiler.segments import table as segment_table
-    from profiler.text import aligned
+    from profiler.figures.metrics import format_summary_figure
+    from profiler.figures.segments import table as segment_table
+    from profiler.figures.text import aligned
+    from profiler.measure import contention
 
     def text(value: object) -> str:
         return safe(value if value is not None else "")

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_techniques(args: argparse.Namespace) -> int:
-    from profiler.capabilities import detect
+    from profiler.measure.capabilities import detect
     from techniques import registry
 
     try:

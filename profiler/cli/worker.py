@@ -1,5 +1,5 @@
 """`effiscope worker`: speak the worker protocol on stdin/stdout (what the app, torchrun and
-ssh start; profiler.worker)."""
+ssh start; profiler.engine.worker)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from profiler.worker import main as worker_main
+    from profiler.engine.worker import main as worker_main
 
     return worker_main([])

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from profiler import files
-from profiler.store import RunStore, StoreError
+from profiler.store import RunStore, StoreError, files
 
 FORMATS = ("html", "json", "csv", "md", "trace")
 EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profiler.metrics import CHARTS, ORDER, known, metric
+from profiler.figures.metrics import CHARTS, ORDER, known, metric
 from profiler.report.load import RunData
 from profiler.report.svg import PALETTE, Band, Chart, Line, Marker
 
@@ -16,7 +16,7 @@ class ChartSpec:
     keys: tuple[str, ...]
     from_zero: bool = True
     name: str = ""
-    """The catalogue chart (profiler.metrics.CHARTS) it draws; "" for a chart of other metrics."""
+    """The catalogue chart (profiler.figures.metrics.CHARTS) it draws; "" for a chart of other metrics."""
 
 
 CORE_CHARTS = {chart.name for chart in CHARTS if chart.core}

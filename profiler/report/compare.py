@@ -2,7 +2,7 @@
 was measured on, as plain data. The app's Compare, `effiscope compare` and the reports all draw
 these rows, so they say the same thing.
 
-Each cell's value, difference and verdict come from profiler.significance.judge, the one verdict
+Each cell's value, difference and verdict come from profiler.figures.significance.judge, the one verdict
 rule: like with like (a run that changed techniques mid-run is read on its segment with the
 other's configuration, final losses at one step), no verdict on a timed figure from a busy
 machine, "significant" only outside both runs' noise and beyond the noise floor, and otherwise
@@ -15,8 +15,9 @@ import difflib
 import json
 from typing import Any
 
-from profiler import contention, segment_pairing, significance
-from profiler.metrics import metric
+from profiler.figures import segment_pairing, significance
+from profiler.figures.metrics import metric
+from profiler.measure import contention
 
 DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
               # memory: the parts a technique acts on first, then the process-wide peaks

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
-from profiler import __version__, significance
-from profiler.metrics import format_change, format_delta, format_value
+from profiler import __version__
+from profiler.figures import significance
+from profiler.figures.metrics import format_change, format_delta, format_value
 from profiler.report import charts, compare, sections
 from profiler.report.load import RunData
 from profiler.report.recommend import recommendations
@@ -185,7 +186,7 @@ def _delta_table(found: dict, baseline: RunData, others: list[RunData],
 
 VERDICT_CLASS = {"better": "better", "worse": "worse", "within noise": "noise",
                  "not comparable": "noise", "machine busy": "busy"}
-"""The class of a delta cell by profiler.significance's verdict."""
+"""The class of a delta cell by profiler.figures.significance's verdict."""
 
 
 def _diff_html(text: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.metrics import metric
+from profiler.figures.metrics import metric
 from profiler.store import StoredRun
 
 if sys.version_info >= (3, 11):

@@ -6,20 +6,21 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
-from profiler import contention, significance
-from profiler.metrics import (
+from profiler.figures import significance
+from profiler.figures.metrics import (
     format_change,
     format_delta,
     format_summary_figure,
     format_value,
     metric,
 )
+from profiler.figures.segments import table as segment_table
+from profiler.measure import contention
 from profiler.report import compare
 from profiler.report.html import display_names
 from profiler.report.load import RunData
 from profiler.report.recommend import compression_cells, compression_rows, recommendations
 from profiler.report.sections import params_text, problems
-from profiler.segments import table as segment_table
 
 
 def md(text: object) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from profiler.metrics import format_figure, format_value, metric
+from profiler.figures.metrics import format_figure, format_value, metric
+from profiler.figures.stats import percentile, ratio_cell
 from profiler.report.load import RunData, sample_readings
-from profiler.stats import percentile, ratio_cell
 
 STALL_RATIO = 3.0            # p99 / p50 step time above this: stalls
 OPTIMIZER_TO_WEIGHTS = 1.5   # optimizer state / weight bytes above this: a heavy optimizer

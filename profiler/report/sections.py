@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from profiler.metrics import (
+from profiler.figures.metrics import (
     format_change,
     format_figure,
     format_summary_figure,
@@ -122,7 +122,7 @@ def headline_figures(run: RunData) -> str:
 def segments_html(run: RunData) -> str:
     """A run whose techniques changed mid-run: each configuration's figures, one row each (the
     headline figures above are the last segment's)."""
-    from profiler.segments import table as segment_table
+    from profiler.figures.segments import table as segment_table
 
     found = segment_table(run.summary.get("segments"))
     if found is None:
@@ -137,8 +137,8 @@ def segments_html(run: RunData) -> str:
 
 def contention_html(run: RunData) -> str:
     """Beside the speed figures: whether other processes shared the machine while they were
-    measured (profiler.contention); "" for a run recorded without the readings."""
-    from profiler import contention
+    measured (profiler.measure.contention); "" for a run recorded without the readings."""
+    from profiler.measure import contention
 
     load, warning = contention.load_text(run.summary), contention.sentence(run.summary)
     if not load and not warning:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from profiler import __version__
-from profiler.metrics import json_safe, metric
+from profiler.figures.metrics import json_safe, metric
 from profiler.report.compare import comparison
 from profiler.report.load import RunData, sample_readings
 from profiler.report.recommend import recommendations

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler import files, protocol
+from profiler.store import files
 from profiler.store.storage import (
     STORE_FIX,
     SUMMARY_LIMIT,
@@ -27,6 +27,7 @@ from profiler.store.storage import (
     read_object,
     write_failure,
 )
+from profiler.wire import protocol
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -80,11 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from profiler.config import ConfigError, resolve
     from profiler.errors import Unsupported
-    from profiler.launch import LaunchError, preflight
     from profiler.store import StoreError
     from profiler.tune import report as tune_report
     from profiler.tune import runner
     from profiler.tune.space import SpaceError, build_space, parse_space
+    from profiler.wire.launch import LaunchError, preflight
 
     try:
         budget = parse_duration(args.budget)
@@ -134,6 +134,6 @@ def run(args: argparse.Namespace) -> int:
 def _capabilities(config) -> dict:
     """What this machine's torch can do (detected by trying, as the worker will); Unsupported
     with a sentence for a device it does not have (`--device cuda` on a CPU-only torch)."""
-    from profiler import machine_check
+    from profiler.measure import machine_check
 
     return machine_check.capabilities(config)

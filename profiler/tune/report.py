@@ -5,7 +5,7 @@ Torch-free and Qt-free: the CLI prints it, the app shows it, tune.json / tune.md
 
 from __future__ import annotations
 
-from profiler import metrics, stats
+from profiler.figures import metrics, stats
 from profiler.tune import search as tsearch
 from profiler.tune.space import Candidate, Space, global_batch
 
@@ -31,8 +31,8 @@ def _pct(value: float) -> str:
 
 def _no_verdict(comparison: dict) -> str:
     """", within noise (...)" / ", machine busy: no verdict (...)" for a comparison that is no
-    verdict (profiler.significance's rule, its reason said)."""
-    from profiler.significance import verdict_text
+    verdict (profiler.figures.significance's rule, its reason said)."""
+    from profiler.figures.significance import verdict_text
 
     if comparison["verdict"] in ("better", "worse"):
         return ""

@@ -9,7 +9,7 @@ Each trial's figure is the worker's own summary figure: the median over the meas
 its 95 % interval, warmup (and so the compile step) excluded. The final answer is re-measured:
 the best, the runner-up and the config as given, interleaved round by round (bench.loop's
 rotation), each with the steps of the last rung; their per-step samples are judged by
-profiler.significance's one verdict rule (Mann-Whitney and the bootstrap ratio must agree, the
+profiler.figures.significance's one verdict rule (Mann-Whitney and the bootstrap ratio must agree, the
 difference must pass the noise floor, and no verdict when a trial's machine was busy).
 """
 
@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from profiler import contention, files, metrics, significance, stats
 from profiler.config import RunConfig
-from profiler.evidence import run_samples
+from profiler.figures import metrics, significance, stats
+from profiler.figures.evidence import run_samples
+from profiler.measure import contention
+from profiler.store import files
 from profiler.tune import report as report_of
 from profiler.tune import search as tsearch
 from profiler.tune.space import Candidate, Space, build_space, checked_config
@@ -90,7 +92,7 @@ def default_memory_limit(config: RunConfig, caps: dict) -> tuple[float | None, s
     """The device's free memory minus the margin (CPU: available RAM); (None, why) when unknown."""
     import psutil
 
-    from profiler import system
+    from profiler.measure import system
 
     if caps.get("cuda"):
         index = int(config.device[5:]) if config.device.startswith("cuda:") else 0
@@ -109,9 +111,9 @@ def default_memory_limit(config: RunConfig, caps: dict) -> tuple[float | None, s
 
 
 def predicted_peak(space: Space, candidate: Candidate) -> float | None:
-    """Predicted training memory per process (profiler.theory); None where there is none (an
+    """Predicted training memory per process (profiler.figures.theory); None where there is none (an
     inference run, a Hugging Face model's activations)."""
-    from profiler.theory import predict_for_config
+    from profiler.figures.theory import predict_for_config
 
     if space.base.workload != "train":
         return None
@@ -159,9 +161,9 @@ class RunEvaluator:
         self.count = 0
 
     def __call__(self, candidate: Candidate, steps: int, final: bool = False) -> tsearch.Measurement:
-        from profiler.client import StartRefused, run_to_completion
-        from profiler.launch import worker_command
-        from profiler.recorder import RunRecorder
+        from profiler.wire.client import StartRefused, run_to_completion
+        from profiler.wire.launch import worker_command
+        from profiler.wire.recorder import RunRecorder
 
         started = time.monotonic()
         try:
@@ -292,7 +294,7 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
 
     objective, sample_key, higher = objective_of(base, settings.objective)
     if caps is None:
-        from profiler.system import host_capabilities
+        from profiler.measure.system import host_capabilities
 
         caps = host_capabilities()
     space = build_space(base, caps, settings.dims)

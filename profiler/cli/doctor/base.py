@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from profiler.config import RunConfig
-from profiler.data import BatchSampler, random_corpus, stdlib_corpus
+from profiler.engine.data import BatchSampler, random_corpus, stdlib_corpus
+from profiler.engine.workloads.steps import train_step
+from profiler.figures.stats import percentile
 from profiler.models.gpt import build_gpt
-from profiler.stats import percentile
-from profiler.workloads.steps import train_step
 from techniques import runtime
 
 
@@ -43,7 +43,7 @@ class Context:
     workdir: Path = Path(".")
     """A private folder for files a check needs (the process-group store)."""
     caps: dict = field(default_factory=dict)
-    """profiler.capabilities.detect(device)."""
+    """profiler.measure.capabilities.detect(device)."""
     warnings: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
 

@@ -42,7 +42,7 @@ from profiler.models.gpt import build_gpt
 
 # --- checks --------------------------------------------------------------------------------
 def check_versions(ctx: Context) -> dict:
-    from profiler.system import describe_host
+    from profiler.measure.system import describe_host
 
     host = describe_host()
     packages = {}

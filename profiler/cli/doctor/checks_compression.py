@@ -105,7 +105,7 @@ def check_sparse_2to4(ctx: Context) -> dict:
     needs_ampere(ctx, "2:4 sparse tensor cores")
     from torch.sparse import SparseSemiStructuredTensor
 
-    from profiler.workloads.setup import INFER_STAGES
+    from profiler.engine.workloads.setup import INFER_STAGES
     from techniques import runtime
     from techniques.compress_common import target_linears
 

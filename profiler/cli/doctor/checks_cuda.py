@@ -10,7 +10,6 @@ import time
 
 import torch
 
-from profiler import protocol
 from profiler.cli.doctor.base import (
     CheckFailed,
     CheckSpec,
@@ -27,6 +26,7 @@ from profiler.cli.doctor.base import (
     train_config,
 )
 from profiler.cli.doctor.checks_distributed import process_group
+from profiler.wire import protocol
 
 GIB = 2**30
 
@@ -37,7 +37,7 @@ def check_nvml_uuid(ctx: Context) -> dict:
     in PCI order and ignores CUDA_VISIBLE_DEVICES, so an index could read another GPU)."""
     import os
 
-    from profiler.system import SystemSampler, bare_uuid, gpu_by_uuid, gpus
+    from profiler.measure.system import SystemSampler, bare_uuid, gpu_by_uuid, gpus
 
     uuid = ctx.caps.get("gpu_uuid")
     if not uuid:
@@ -92,7 +92,7 @@ def check_segment_peak(ctx: Context) -> dict:
     """A train run switching activation checkpointing on mid-run shows a lower allocator peak
     in its second segment than in its first (the peak counter restarts at the change), while the
     run's own peak stays the first segment's."""
-    from profiler.workloads import train as train_workload
+    from profiler.engine.workloads import train as train_workload
 
     config = run_config(ctx, "gpt-mini", 16, 256)
     config.device = str(ctx.device)
@@ -122,8 +122,8 @@ def check_roofline_ceiling(ctx: Context) -> dict:
     """The roofline measured on this GPU (bf16 and fp32 matmuls) stays under 1.1x the datasheet
     peak; with two GPUs it also measures cuda:1 while cuda:0 is current (synchronising the
     measured device, not the current one)."""
-    from profiler import roofline
-    from profiler.peaks import lookup
+    from profiler.figures.peaks import lookup
+    from profiler.measure import roofline
 
     targets = [str(ctx.device)]
     if torch.cuda.device_count() > 1:
@@ -156,8 +156,8 @@ def check_roofline_ceiling(ctx: Context) -> dict:
 def _energy_loop(ctx: Context, steps_n: int) -> dict:
     """GPT-2 small, bf16: per-step joules (EnergyMeter) and one contiguous counter reading over
     the same steps, and the counter's update period."""
-    from profiler.energy import EnergyMeter
-    from profiler.system import SystemSampler
+    from profiler.figures.energy import EnergyMeter
+    from profiler.measure.system import SystemSampler
 
     config = run_config(ctx, "gpt2-small", 8, 1024, {"precision": {"dtype": "bf16"}})
     state = make_state(ctx, config)
@@ -166,7 +166,7 @@ def _energy_loop(ctx: Context, steps_n: int) -> dict:
     meter = EnergyMeter(sampler)
     train(state, batches, 3)  # warm
     from profiler.cli.doctor.base import FixedBatches
-    from profiler.workloads.steps import train_step
+    from profiler.engine.workloads.steps import train_step
 
     feed = FixedBatches(batches)
     per_step, times = [], []
@@ -200,7 +200,7 @@ def check_energy_window(ctx: Context) -> dict:
     """The energy of each timed step (the counter read around it, as a run does) adds up to one
     contiguous reading over the same steps within 10 %, and the counter moves often enough for
     the 2-second floor a run's energy figure keeps."""
-    from profiler.energy import ENERGY_MIN_S
+    from profiler.figures.energy import ENERGY_MIN_S
 
     found = _energy_loop(ctx, 20 if ctx.quick else 40)
     if any(j is None for j in found["per_step_j"]) or found["contiguous_j"] is None:
@@ -225,10 +225,10 @@ def check_energy_window(ctx: Context) -> dict:
 def _job(config_dict: dict, timeout_s: float) -> list[dict]:
     """A run through the worker (under torchrun where the config has several processes), as the
     CLI starts it; its messages up to `done` or `error`."""
-    from profiler import protocol
-    from profiler.client import WorkerProcess, read_messages
     from profiler.config import RunConfig
-    from profiler.launch import worker_command
+    from profiler.wire import protocol
+    from profiler.wire.client import WorkerProcess, read_messages
+    from profiler.wire.launch import worker_command
 
     worker = WorkerProcess(command=worker_command(RunConfig.from_dict(config_dict)))
     try:
@@ -313,7 +313,7 @@ def check_step_sync(ctx: Context) -> dict:
     as one window between CUDA events, the losses read at the end. Fails above 10 %, the point
     at which a run's per-step figures would understate the GPU's throughput."""
     from profiler.cli.doctor.base import FixedBatches
-    from profiler.workloads import steps as step_code
+    from profiler.engine.workloads import steps as step_code
 
     config = run_config(ctx, "gpt2-small", 8, 1024, {"precision": {"dtype": "bf16"}})
     state = make_state(ctx, config)

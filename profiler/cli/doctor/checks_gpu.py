@@ -30,12 +30,12 @@ from profiler.cli.doctor.base import (
     train_config,
 )
 from profiler.cli.doctor.checks import check_sdpa_cpu
-from profiler.theory import flops_per_token, mfu
+from profiler.figures.theory import flops_per_token, mfu
 
 
 def check_nvml(ctx: Context) -> dict:
     """Memory, utilisation, power and the energy counter, read while the GPU multiplies."""
-    from profiler.system import SystemSampler, nvml_available
+    from profiler.measure.system import SystemSampler, nvml_available
 
     ok, why = nvml_available()
     if not ok:
@@ -219,7 +219,7 @@ def check_compile(ctx: Context) -> dict:
 def _gpt2_run(ctx: Context, techniques: dict, batch: int, measured: int, warmup: int) -> dict:
     """GPT-2 small trained for warmup + measured steps; tokens/s, MFU and the energy counter's
     joules over the measured steps only."""
-    from profiler.system import SystemSampler
+    from profiler.measure.system import SystemSampler
 
     config = run_config(ctx, "gpt2-small", batch, 1024, techniques)
     state = make_state(ctx, config)

@@ -1,5 +1,5 @@
 """The doctor's memory checks (on a CPU: bytes saved for backward; on CUDA: the allocator):
-activation checkpointing lowers memory, and profiler.theory's prediction matches measurement."""
+activation checkpointing lowers memory, and profiler.figures.theory's prediction matches measurement."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from profiler.cli.doctor.base import (
     train_config,
 )
 from profiler.config import RunConfig
-from profiler.memory_probe import saved_bytes
-from profiler.theory import predict_for_config
+from profiler.figures.theory import predict_for_config
+from profiler.measure.memory_probe import saved_bytes
 
 
 def _cuda_step_peak(ctx: Context, config: RunConfig) -> tuple[int, float, int]:
@@ -74,7 +74,7 @@ def check_activation_checkpointing(ctx: Context) -> dict:
 
 
 def check_memory_prediction(ctx: Context) -> dict:
-    """profiler.theory's prediction against measurement over 16 configurations, like with like:
+    """profiler.figures.theory's prediction against measurement over 16 configurations, like with like:
     the activations saved for backward (what saved_tensors_hooks count, one forward) against the
     predicted activations, everywhere; on CUDA also what the allocator holds as a step begins
     (weights, buffers, optimizer states) against the prediction of those parts. The step's peak

@@ -73,8 +73,8 @@ def check_flash_generation(ctx: Context) -> dict:
     decode steps plain) and equals the uncached model; the flash kernel itself needs CUDA."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from profiler.workloads.generation import generate_once
-    from profiler.workloads.setup import INFER_STAGES
+    from profiler.engine.workloads.generation import generate_once
+    from profiler.engine.workloads.setup import INFER_STAGES
     from techniques import runtime
 
     techniques = ({"weight_cast": {"dtype": "bf16"}, "attention": {"backend": "flash"}}

@@ -173,7 +173,7 @@ def write_files(report: dict, out: str | None) -> tuple[Path, Path]:
         from profiler.store import data_home
 
         folder = data_home() / "doctor"
-    from profiler import files
+    from profiler.store import files
 
     fix = "choose another --out"  # written whole or not at all, never onto a FIFO or device
     files.output_folder(folder, fix)
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         specs = [s for s in specs if s.name in wanted]
     if args.out:  # a folder the report cannot be written into is refused before any check
-        from profiler import files
+        from profiler.store import files
 
         try:
             files.output_folder(Path(args.out).expanduser(), "choose another --out")
@@ -242,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from profiler.capabilities import detect
     from profiler.cli.doctor.base import Context
+    from profiler.measure.capabilities import detect
 
     if args.rehearse:
         device = torch.device("cpu")
