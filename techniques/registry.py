@@ -1,7 +1,11 @@
 """The technique registry: metadata of every technique, importable without torch.
 
-Each technique module declares a TechniqueInfo and registers it. The GUI builds its controls from
-this table, the config validates against it, and the worker applies techniques in STAGES order.
+Each technique module declares a TechniqueInfo and ends with `register(INFO, apply=..., ...)`:
+its hooks are checked there (techniques.hooks), its typed parameters class is made there
+(techniques.params). The GUI builds its controls from this table, the config validates against
+it, and the worker applies techniques in STAGES order. Rules that span a run config are one
+mechanism, each technique's config_check, asked through `rule_problem` by validation, the
+engine's plan and every mid-run change.
 """
 
 from __future__ import annotations
