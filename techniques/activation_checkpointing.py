@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
     kind = caps.get("model_kind", "builtin")
     if kind == "hf-encoder":
         return "an encoder model is not trained here (infer and compress only); nothing to checkpoint"
-    if kind != "builtin" and params["every"] > 1 and not caps.get("hf_checkpoint_every"):
+    if kind != "builtin" and params.every > 1 and not caps.get("hf_checkpoint_every"):
         return ("this transformers version checkpoints every layer or none (its "
                 "gradient_checkpointing_enable has no every_n_layers); set every = 1")
     return None
@@ -30,8 +30,8 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
-    every = params["every"]
+def apply(state, params: TechniqueParams) -> str:
+    every = params.every
     model = state.model
     if hasattr(model, "set_checkpointing"):  # a Hugging Face model: its own mechanism
         model.set_checkpointing(every)

@@ -4,7 +4,14 @@ scaled_dot_product_attention (with a choice of its CUDA backends)."""
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, RunFacts, TechniqueInfo, register
+from techniques.registry import (
+    Param,
+    RunFacts,
+    TechniqueInfo,
+    TechniqueParams,
+    register,
+    validate_params,
+)
 
 IMPLEMENTATIONS = ("sdpa", "math")
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
@@ -13,22 +20,22 @@ SIXTEEN_BIT_ONLY = ("flash", "cudnn")
 any attn_mask; the built-in GPT passes none, with or without its KV cache)."""
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["backend"] in ("flash", "efficient", "cudnn") and not caps.get("cuda"):
-        return (f"the {params['backend']} SDPA backend runs on CUDA GPUs only; choose backend = "
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.backend in ("flash", "efficient", "cudnn") and not caps.get("cuda"):
+        return (f"the {params.backend} SDPA backend runs on CUDA GPUs only; choose backend = "
                 "auto on this machine")
-    if params["backend"] != "auto" and params["implementation"] != "sdpa":
+    if params.backend != "auto" and params.implementation != "sdpa":
         return "a backend applies to implementation = sdpa only"
     return None
 
 
-def _config_check(params: dict, facts: RunFacts) -> str | None:
+def _config_check(params: TechniqueParams, facts: RunFacts) -> str | None:
     """A 16-bit-only backend where attention runs in fp32 (the techniques in force decide)."""
     from techniques import dtypes
 
     workload = facts.workload
-    backend = params["backend"]
-    if params["implementation"] != "sdpa" or backend not in SIXTEEN_BIT_ONLY:
+    backend = params.backend
+    if params.implementation != "sdpa" or backend not in SIXTEEN_BIT_ONLY:
         return None
     if workload == "compress":
         return (f"the {backend} SDPA backend has no fp32 kernel, and a compress run times the "
@@ -61,17 +68,17 @@ INFO = TechniqueInfo(
 )
 
 
-def _backends(params: dict) -> list | None:
+def _backends(params: TechniqueParams) -> list | None:
     """The SDPA backends to allow (None: PyTorch picks)."""
-    if params["implementation"] != "sdpa" or params["backend"] == "auto":
+    if params.implementation != "sdpa" or params.backend == "auto":
         return None
     from torch.nn.attention import SDPBackend
 
     return [{"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params["backend"]]]
+             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[params.backend]]
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     model = state.model
     if not hasattr(model, "set_attention"):
         raise Unsupported("this model has no attention switch")
@@ -83,16 +90,16 @@ def apply(state, params: dict) -> str:
         # guard sees the sdpa_kernel context change, so the compiled model would go on as it was.
         raise Refused("Attention kernel: under torch.compile the SDPA backend is fixed in the "
                       "compiled graph, so changing it mid-run would not take effect; restart "
-                      f"the run with backend = {params['backend']}")
-    model.set_attention(params["implementation"])
+                      f"the run with backend = {params.backend}")
+    model.set_attention(params.implementation)
     state.sdpa_backends = backends
-    text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params["implementation"] == "math"
+    text = ("explicit softmax(QK^T/sqrt(d))V with a causal mask" if params.implementation == "math"
             else "torch scaled_dot_product_attention (causal)")
     if hasattr(model, "hf"):  # a Hugging Face model: its own attn_implementation switch
         text = (f"transformers attn_implementation = "
-                f"{'eager' if params['implementation'] == 'math' else 'sdpa'}")
+                f"{'eager' if params.implementation == 'math' else 'sdpa'}")
     if backends:
-        text += f", {params['backend']} backend only"
+        text += f", {params.backend} backend only"
     return text + f" in {len(model.blocks)} blocks"
 
 
@@ -100,7 +107,7 @@ change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
-    return apply(state, {"implementation": "sdpa", "backend": "auto"})
+    return apply(state, validate_params(INFO.name, {"implementation": "sdpa", "backend": "auto"}))
 
 
 register(INFO, apply=apply, change=change, remove=remove)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -74,13 +74,13 @@ def keep_gradients_apart(state) -> int:
     return len(params)
 
 
-def apply(state, params: dict) -> str:
-    state.compile_options = {"mode": params["mode"]}
+def apply(state, params: TechniqueParams) -> str:
+    state.compile_options = {"mode": params.mode}
     state.forward_model = compiled_forward(state.model, state.compile_options)
     state.compiled = True
-    text = (f"torch.compile(mode={params['mode']!r}); compilation happens in the first steps, "
+    text = (f"torch.compile(mode={params.mode!r}); compilation happens in the first steps, "
             "which are reported as compile time and left out of throughput")
-    if params["mode"] in CUDAGRAPH_MODES:
+    if params.mode in CUDAGRAPH_MODES:
         hooked = keep_gradients_apart(state)
         text += ("; CUDA graphs: each model call marks a new cudagraph step, the loss is cloned "
                  f"out of the graph's memory and, while steps accumulate, so are the gradients "
@@ -92,7 +92,7 @@ FORWARD_ONLY = ("infer", "compress")
 """Workloads that apply no compile stage (profiler.engine.workloads.setup.INFER_STAGES): they run eager."""
 
 
-def eager_formats(in_force: dict[str, dict], workload: str) -> list[str]:
+def eager_formats(in_force: dict[str, TechniqueParams], workload: str) -> list[str]:
     """The torchao formats in force that are slower than their baseline without torch.compile,
     when the run does not compile (else []). int8 weight-only dequantizes the whole weight in
     every call and fp8 training casts and scales tensors op by op: both pay off only once
@@ -101,14 +101,15 @@ def eager_formats(in_force: dict[str, dict], workload: str) -> list[str]:
     if "compile" in in_force and workload not in FORWARD_ONLY:
         return []
     slow = []
-    if in_force.get("quantize_weight_only", {}).get("bits") == 8:
+    quantized = in_force.get("quantize_weight_only")
+    if quantized is not None and quantized.bits == 8:
         slow.append("int8 weight-only")
     if "float8_training" in in_force:
         slow.append("fp8 training")
     return slow
 
 
-def eager_note(in_force: dict[str, dict], workload: str) -> str | None:
+def eager_note(in_force: dict[str, TechniqueParams], workload: str) -> str | None:
     """The warning a run gets for eager_formats, or None."""
     slow = eager_formats(in_force, workload)
     if not slow:
@@ -120,7 +121,7 @@ def eager_note(in_force: dict[str, dict], workload: str) -> str | None:
             f"fuses into the matmul); {fix}")
 
 
-def eager_how(in_force: dict[str, dict], workload: str) -> str:
+def eager_how(in_force: dict[str, TechniqueParams], workload: str) -> str:
     """What a timed figure's how-text adds for eager_formats ("" when none)."""
     slow = eager_formats(in_force, workload)
     return f"; eager: {' and '.join(slow)} without torch.compile" if slow else ""

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from techniques.params import TechniqueParams
+
 LAYER_CHOICES = ("all", "attention", "mlp")
 
 
@@ -69,9 +71,9 @@ def make_permanent(model: nn.Module) -> int:
     return count
 
 
-def finalize_masks(state, params: dict) -> str:
+def finalize_masks(state, params: TechniqueParams) -> str:
     """A mask pruner's finalize(): fold its masks into the weights when `permanent` is set."""
-    if not params["permanent"]:
+    if not params.permanent:
         return "masks kept (weight_orig·weight_mask)"
     return f"made permanent in {make_permanent(state.model)} tensors"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 INFO = TechniqueInfo(
     name="ddp",
@@ -25,7 +25,7 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from torch.nn.parallel import DistributedDataParallel
 
     from techniques.compile import compiled_forward
@@ -34,16 +34,16 @@ def apply(state, params: dict) -> str:
     # Wrap the plain module (DDP's hooks must see the real parameters), then compile the wrapper
     # with compile's own options when compile is on.
     ddp = DistributedDataParallel(state.model, device_ids=device_ids,
-                                  bucket_cap_mb=params["bucket_cap_mb"],
-                                  gradient_as_bucket_view=params["gradient_as_bucket_view"],
-                                  static_graph=params["static_graph"])
+                                  bucket_cap_mb=params.bucket_cap_mb,
+                                  gradient_as_bucket_view=params.gradient_as_bucket_view,
+                                  static_graph=params.static_graph)
     state.forward_model = compiled_forward(ddp, state.compile_options) if state.compiled else ddp
     # Accumulation: all-reduce once per optimizer step, on the last micro-batch's backward.
     state.grad_sync = lambda sync: contextlib.nullcontext() if sync else ddp.no_sync()
     world = state.caps.get("world_size", 1)
     return (f"DDP over {world} processes ({state.caps.get('dist_backend', '?')}), "
-            f"{params['bucket_cap_mb']:g} MB buckets, gradient_as_bucket_view="
-            f"{params['gradient_as_bucket_view']}, static_graph={params['static_graph']}")
+            f"{params.bucket_cap_mb:g} MB buckets, gradient_as_bucket_view="
+            f"{params.gradient_as_bucket_view}, static_graph={params.static_graph}")
 
 
 register(INFO, apply=apply)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from profiler.errors import Unsupported
 from techniques.compile import eager_note
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, in_force, register
 
 RECIPES = ("tensorwise", "rowwise")
 MIN_CAPABILITY = 8.9
 
 
-def _check(params: dict, caps: dict) -> str | None:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
     if (caps.get("cuda_capability") or 0) < MIN_CAPABILITY:
         return ("needs fp8 tensor cores: an NVIDIA GPU of compute capability 8.9 or newer (Ada, "
                 "H100, H200); use precision.dtype = bf16 instead")
@@ -58,7 +58,7 @@ def eligible(model) -> tuple[set[str], list[str]]:
     return names, skipped
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     if state.device.type != "cuda":
         raise Unsupported("techniques.float8_training: fp8 matmuls run on CUDA GPUs of compute "
                           "capability 8.9+ only")
@@ -70,13 +70,13 @@ def apply(state, params: dict) -> str:
     if not names:
         raise Unsupported("techniques.float8_training: no Linear layer of the blocks has both "
                           "dimensions a multiple of 16; fp8 needs a wider model")
-    config = Float8LinearConfig.from_recipe_name(params["recipe"])
+    config = Float8LinearConfig.from_recipe_name(params.recipe)
     convert_to_float8_training(state.model, config=config,
                                module_filter_fn=lambda module, fqn: fqn in names)
-    text = (f"converted {len(names)} Linear layers to torchao Float8Linear ({params['recipe']} "
+    text = (f"converted {len(names)} Linear layers to torchao Float8Linear ({params.recipe} "
             f"scaling); MFU n/a under fp8")
-    eager = eager_note({**(getattr(state.config, "techniques", None) or {}), INFO.name: params},
-                       getattr(state.config, "workload", "train"))
+    named = in_force(getattr(state.config, "techniques", None) or {})
+    eager = eager_note({**named, INFO.name: params}, getattr(state.config, "workload", "train"))
     if eager:
         state.warn(eager)
         text += f"; {eager}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["mixed_precision"] != "none" and not caps.get("cuda"):
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.mixed_precision != "none" and not caps.get("cuda"):
         return "an FSDP mixed-precision policy needs CUDA; set mixed_precision = \"none\" on CPU"
     return None
 
@@ -54,17 +54,17 @@ def _gradient_sync(model, sync: bool):
         model.set_requires_gradient_sync(True)
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     import torch
 
     fully_shard = _fully_shard()
-    kwargs = {"reshard_after_forward": params["reshard_after_forward"]}
-    if params["mixed_precision"] != "none":
+    kwargs = {"reshard_after_forward": params.reshard_after_forward}
+    if params.mixed_precision != "none":
         try:
             from torch.distributed.fsdp import MixedPrecisionPolicy
         except ImportError:
             from torch.distributed._composable.fsdp import MixedPrecisionPolicy
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[params["mixed_precision"]]
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[params.mixed_precision]
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     model = state.model
     for block in model.blocks:
@@ -77,8 +77,8 @@ def apply(state, params: dict) -> str:
     refresh_scaler(state)  # fp16 parameters need loss scaling, reduced over the job
     world = state.caps.get("world_size", 1)
     return (f"FSDP2 fully_shard on {len(model.blocks)} blocks + root over {world} processes, "
-            f"reshard_after_forward={params['reshard_after_forward']}, "
-            f"mixed precision {params['mixed_precision']}: each rank holds ~1/{world} of weights, "
+            f"reshard_after_forward={params.reshard_after_forward}, "
+            f"mixed precision {params.mixed_precision}: each rank holds ~1/{world} of weights, "
             "gradients and optimizer states")
 
 

@@ -3,7 +3,7 @@ batch in the memory of one micro-batch."""
 
 from __future__ import annotations
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 INFO = TechniqueInfo(
     name="grad_accumulation",
@@ -18,8 +18,8 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
-    k = params["micro_batches"]
+def apply(state, params: TechniqueParams) -> str:
+    k = params.micro_batches
     state.micro_batches = k
     batch = state.config.train.batch_size
     return (f"{k} micro-batches of {batch} per step: effective batch {k * batch} sequences, "

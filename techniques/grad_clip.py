@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 INFO = TechniqueInfo(
     name="grad_clip",
@@ -17,9 +17,9 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
-    state.grad_clip_norm = params["max_norm"]
-    return f"global gradient norm clipped at {params['max_norm']:g} (the norm is reported each step)"
+def apply(state, params: TechniqueParams) -> str:
+    state.grad_clip_norm = params.max_norm
+    return f"global gradient norm clipped at {params.max_norm:g} (the norm is reported each step)"
 
 
 change = apply  # a new setting is applied the same way

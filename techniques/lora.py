@@ -14,25 +14,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, RunFacts, TechniqueInfo, register
+from techniques.registry import (
+    Param,
+    RunFacts,
+    TechniqueInfo,
+    TechniqueParams,
+    register,
+    validate_params,
+)
 
 TARGETS = ("attention", "mlp", "all-linear")
 ADAPTER_DIR = "adapter"
 
 
-def _check(params: dict, caps: dict) -> str | None:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
     if caps.get("model_kind") == "hf-encoder":
         return "an encoder model is not trained here (infer and compress only); nothing to adapt"
     return None
 
 
-def config_check(params: dict, facts: RunFacts) -> str | None:
+def config_check(params: TechniqueParams, facts: RunFacts) -> str | None:
     """A rank above a layer's narrowest side adds parameters and no capacity: B·A of an
     out x in layer has rank at most min(out, in)."""
-    groups = ("attention", "mlp") if params["target"] == "all-linear" else (params["target"],)
+    groups = ("attention", "mlp") if params.target == "all-linear" else (params.target,)
     widths = [facts.linear_widths[g] for g in groups if g in facts.linear_widths]
-    if widths and params["rank"] > min(widths):
-        return (f"rank = {params['rank']} is above the narrowest adapted layer's width "
+    if widths and params.rank > min(widths):
+        return (f"rank = {params.rank} is above the narrowest adapted layer's width "
                 f"({min(widths)}), where an update B·A can have rank {min(widths)} at most; "
                 f"set rank to {min(widths)} or less (typically 4 to 64)")
     return None
@@ -86,20 +93,20 @@ def target_modules(model, target: str) -> list[str]:
     return names
 
 
-def lora_config(params: dict, targets: list[str]):
+def lora_config(params: TechniqueParams, targets: list[str]):
     from peft import LoraConfig
 
-    return LoraConfig(r=params["rank"], lora_alpha=params["alpha"],
-                      lora_dropout=params["dropout"], target_modules=targets, bias="none")
+    return LoraConfig(r=params.rank, lora_alpha=params.alpha,
+                      lora_dropout=params.dropout, target_modules=targets, bias="none")
 
 
-def inject(model, params: dict) -> list[str]:
+def inject(model, params: TechniqueParams) -> list[str]:
     """Freeze every parameter of model and add adapters in place; returns the adapted layers."""
     from peft import inject_adapter_in_model
 
-    targets = target_modules(model, params["target"])
+    targets = target_modules(model, params.target)
     if not targets:
-        raise Unsupported(f"techniques.lora: the model has no {params['target']} Linear layers "
+        raise Unsupported(f"techniques.lora: the model has no {params.target} Linear layers "
                           "in its blocks; choose another target")
     for param in model.parameters():
         param.requires_grad_(False)
@@ -123,7 +130,7 @@ def counts(model) -> tuple[int, int]:
     return trainable, frozen
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -135,9 +142,9 @@ def apply(state, params: dict) -> str:
     trainable, frozen = counts(model)
     full_mib = 2 * 4 * base_total / 2**20
     lora_mib = 2 * 4 * trainable / 2**20
-    return (f"LoRA r={params['rank']}, alpha {params['alpha']:g} (scale "
-            f"{params['alpha'] / params['rank']:g}), dropout {params['dropout']:g} on "
-            f"{len(targets)} {params['target']} layers: {trainable:,} trainable parameters "
+    return (f"LoRA r={params.rank}, alpha {params.alpha:g} (scale "
+            f"{params.alpha / params.rank:g}), dropout {params.dropout:g} on "
+            f"{len(targets)} {params.target} layers: {trainable:,} trainable parameters "
             f"({trainable / (trainable + frozen):.2%}), {frozen:,} frozen; AdamW state "
             f"{lora_mib:.2f} MiB instead of {full_mib:.1f} MiB for full fine-tuning "
             f"(gradients likewise)")
@@ -165,7 +172,7 @@ def merged_copy(model):
     return merged
 
 
-def save_adapter(model, folder: str | Path, params: dict) -> Path:
+def save_adapter(model, folder: str | Path, params: TechniqueParams) -> Path:
     """peft's adapter files: adapter_model.safetensors (the A and B matrices only) and
     adapter_config.json; returns the folder."""
     import json
@@ -214,8 +221,9 @@ def save(state, steps: int, tell, save_weights, merge=None) -> list[str]:
     if not (config.output_dir and steps):  # says why nothing is saved, as for a plain run
         save_weights(state.model)
         return []
-    folder = save_adapter(state.model, Path(config.output_dir) / ADAPTER_DIR,
-                          state.active.get("lora") or INFO.defaults())
+    active = [state.active[name] for name in ("lora", "qlora") if name in state.active]
+    params = active[0] if active else validate_params(INFO.name, {})
+    folder = save_adapter(state.model, Path(config.output_dir) / ADAPTER_DIR, params)
     tell(f"LoRA adapter saved to {folder} (adapter_model.safetensors, adapter_config.json)")
     merged = save_weights((merge or merged_copy)(state.model))
     return [str(folder)] + ([merged] if merged else [])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from techniques.registry import Param, RunFacts, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, TechniqueParams, register
 
 
-def _config_check(params: dict, facts: RunFacts) -> str | None:
-    if facts.workload in ("train", "distill") and params["warmup_steps"] > facts.steps:
-        return (f"warmup_steps = {params['warmup_steps']} is longer than the run (limits.steps = "
+def _config_check(params: TechniqueParams, facts: RunFacts) -> str | None:
+    if facts.workload in ("train", "distill") and params.warmup_steps > facts.steps:
+        return (f"warmup_steps = {params.warmup_steps} is longer than the run (limits.steps = "
                 f"{facts.steps}), so the learning rate would never reach its peak; set "
                 f"warmup_steps to {facts.steps} or less, or run more steps")
     return None
@@ -40,9 +40,9 @@ def factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     total = state.config.limits.steps
-    warmup, floor = params["warmup_steps"], params["min_lr_ratio"]
+    warmup, floor = params.warmup_steps, params.min_lr_ratio
     state.lr_factor = lambda step: factor(step, total, warmup, floor)
     return (f"linear warmup over {warmup} steps, cosine decay to {floor:g} x peak at step {total}")
 

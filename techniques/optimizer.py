@@ -3,7 +3,7 @@ implementation the installed torch offers for this device (detected, not guessed
 
 from __future__ import annotations
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 ALGORITHMS = ("adamw", "adam", "sgd")
 IMPLEMENTATIONS = ("auto", "for-loop", "foreach", "fused")
@@ -12,9 +12,9 @@ STATES_PER_PARAM = {"adamw": 2, "adam": 2, "sgd": 1}
 its one only with momentum. profiler.figures.theory reads it from the registry entry's `extra`."""
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["implementation"] == "fused" and params["algorithm"] not in caps.get("fused", []):
-        return (f"this torch build has no fused {params['algorithm']} for this device; choose "
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.implementation == "fused" and params.algorithm not in caps.get("fused", []):
+        return (f"this torch build has no fused {params.algorithm} for this device; choose "
                 "implementation = auto or foreach")
     return None
 
@@ -100,19 +100,19 @@ def _time_kernels(state, algorithm: str, kernels: tuple[str, ...]) -> tuple[dict
     return {kernel: statistics.median(values) for kernel, values in times.items()}, elements
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     import torch
 
     train = state.config.train
     model = state.model
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    algorithm = params["algorithm"]
-    kernel, chosen, why = _kernel_options(state, algorithm, params["implementation"])
+    algorithm = params.algorithm
+    kernel, chosen, why = _kernel_options(state, algorithm, params.implementation)
     state.base_lr = train.learning_rate
     if algorithm == "sgd":
         groups = [{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}]
-        opt = torch.optim.SGD(groups, lr=train.learning_rate, momentum=params["momentum"], **kernel)
+        opt = torch.optim.SGD(groups, lr=train.learning_rate, momentum=params.momentum, **kernel)
         decay_text = "no weight decay"
     elif algorithm == "adam":
         # Adam's weight_decay is L2 added to the gradient (coupled): the contrast AdamW fixes.
@@ -128,9 +128,9 @@ def apply(state, params: dict) -> str:
                                 **kernel)
         decay_text = f"decoupled weight decay {train.weight_decay} on {len(decay)} matrices"
     state.optimizer = opt
-    states = STATES_PER_PARAM[algorithm] if (algorithm != "sgd" or params["momentum"] > 0) else 0
+    states = STATES_PER_PARAM[algorithm] if (algorithm != "sgd" or params.momentum > 0) else 0
     predicted, _ = predicted_state_bytes([p.numel() for p in decay + no_decay], algorithm,
-                                         params["momentum"])
+                                         params.momentum)
     state_mb = (predicted or 0) / 2**20
     return (f"{algorithm.upper() if algorithm == 'sgd' else {'adam': 'Adam', 'adamw': 'AdamW'}[algorithm]} "
             f"({chosen}{'; ' + why if why else ''}), lr {train.learning_rate:g}, {decay_text}; "
@@ -138,8 +138,8 @@ def apply(state, params: dict) -> str:
             f"parameter, {state_mb:.1f} MiB of optimizer state")
 
 
-def change(state, params: dict) -> str:
-    lr = params.get("learning_rate")
+def change(state, params: TechniqueParams) -> str:
+    lr = params.learning_rate
     if lr is None:
         return "nothing changed"
     old = state.base_lr

@@ -11,7 +11,7 @@ after it, in the same stage.
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, RunFacts, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, TechniqueParams, register
 
 # torchao.optim's block-wise quantized AdamW: each state of a tensor with at least
 # LOW_BIT_MIN_NUMEL elements (and a multiple of the block size) is stored as `bits`-bit codes, one
@@ -38,13 +38,13 @@ def low_bit_adamw_bytes(numels: list[int], bits: int, block_size: int | None = N
 BACKENDS = ("torchao", "bitsandbytes")
 
 
-def _check(params: dict, caps: dict) -> str | None:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
     packages = caps.get("packages", [])
-    if params["backend"] == "bitsandbytes":
+    if params.backend == "bitsandbytes":
         if "bitsandbytes" not in packages:
             return "needs the Python package bitsandbytes (pip install bitsandbytes); or choose "\
                    "backend = torchao"
-        if params["bits"] == 4:
+        if params.bits == 4:
             return "bitsandbytes has no 4-bit AdamW; choose bits = 8 or backend = torchao"
         return None
     if "torchao" not in packages:
@@ -55,8 +55,9 @@ def _check(params: dict, caps: dict) -> str | None:
     return None
 
 
-def _config_check(params: dict, facts: RunFacts) -> str | None:
-    algorithm = (facts.techniques.get("optimizer") or {}).get("algorithm", "adamw")
+def _config_check(params: TechniqueParams, facts: RunFacts) -> str | None:
+    optimizer = facts.techniques.get("optimizer")
+    algorithm = optimizer.algorithm if optimizer is not None else "adamw"
     if algorithm != "adamw":
         return (f"stores AdamW's two moments in low bits, but optimizer.algorithm is {algorithm}; "
                 "set [techniques.optimizer] algorithm = \"adamw\" or remove optimizer_low_bit")
@@ -105,28 +106,25 @@ def _torchao_class(bits: int):
     return LowBitAdamW
 
 
-def apply(state, params: dict) -> str:
-    chosen = (state.active.get("optimizer") or {}).get("algorithm", "adamw")
-    if chosen != "adamw":
-        raise Unsupported(f"techniques.optimizer_low_bit: replaces AdamW, but optimizer.algorithm "
-                          f"is {chosen}; set optimizer.algorithm = adamw")
+def apply(state, params: TechniqueParams) -> str:
+    # An optimizer other than AdamW is refused before the run by _config_check (the plan asks it).
     if state.optimizer is None:
         raise Unsupported("techniques.optimizer_low_bit: no optimizer to replace")
     train = state.config.train
     groups = [{"params": list(g["params"]), "weight_decay": g["weight_decay"]}
               for g in state.optimizer.param_groups if g["params"]]
     kwargs = {"lr": train.learning_rate, "betas": (train.beta1, train.beta2)}
-    if params["backend"] == "bitsandbytes":
+    if params.backend == "bitsandbytes":
         import bitsandbytes as bnb
 
         state.optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
         kind = "bitsandbytes AdamW8bit"
         predicted = ""
     else:
-        state.optimizer = _torchao_class(params["bits"])(groups, **kwargs)
-        kind = f"torchao AdamW{params['bits']}bit"
+        state.optimizer = _torchao_class(params.bits)(groups, **kwargs)
+        kind = f"torchao AdamW{params.bits}bit"
         numels = [p.numel() for g in groups for p in g["params"]]
-        low = low_bit_adamw_bytes(numels, params["bits"])
+        low = low_bit_adamw_bytes(numels, params.bits)
         full = low_bit_adamw_bytes(numels, 32)
         predicted = (f"; predicted state {low / 2**20:.2f} MiB vs {full / 2**20:.2f} MiB in fp32 "
                      f"({full / low:.1f}x less)")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register, validate_params
 
 DTYPES = ("fp32", "bf16", "fp16")
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    dtype = params["dtype"]
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    dtype = params.dtype
     if dtype == "fp16" and not caps.get("cuda"):
         return ("fp16 autocast with a gradient scaler needs a CUDA GPU; on this CPU choose "
                 "dtype = bf16 or fp32")
@@ -55,12 +55,12 @@ def _bf16_slowdown_on_cpu() -> float:
     return timings[torch.bfloat16] / max(timings[torch.float32], 1e-9)
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     import torch
 
     from techniques.runtime import refresh_scaler
 
-    dtype = params["dtype"]
+    dtype = params.dtype
     state.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     refresh_scaler(state)
     if dtype == "fp32":
@@ -83,7 +83,7 @@ change = apply  # a new setting is applied the same way
 
 
 def remove(state) -> str:
-    return apply(state, {"dtype": "fp32"})
+    return apply(state, validate_params(INFO.name, {"dtype": "fp32"}))
 
 
 register(INFO, apply=apply, change=change, remove=remove)

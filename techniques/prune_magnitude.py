@@ -7,11 +7,11 @@ and feeds sparse formats or kernels that can exploit the zeros.
 
 from __future__ import annotations
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["amount"] >= 1.0:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.amount >= 1.0:
         return ("pruning 100 % zeroes every weight of the chosen layers, so they pass nothing "
                 "but their biases on; choose an amount below 1 (e.g. 0.5)")
     return None
@@ -38,25 +38,25 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from torch.nn.utils import prune
 
     from techniques.compress_common import skipped_text, sparsity, target_linears
 
-    chosen, skipped = target_linears(state.model, params["layers"])
-    if params["scope"] == "global":
+    chosen, skipped = target_linears(state.model, params.layers)
+    if params.scope == "global":
         prune.global_unstructured([(m, "weight") for _, m in chosen],
-                                  pruning_method=prune.L1Unstructured, amount=params["amount"])
+                                  pruning_method=prune.L1Unstructured, amount=params.amount)
     else:
         for _, module in chosen:
-            prune.l1_unstructured(module, "weight", amount=params["amount"])
+            prune.l1_unstructured(module, "weight", amount=params.amount)
     measured = sparsity([m.weight for _, m in chosen])
     return (f"pruned {measured:.1%} of the weights of {len(chosen)} Linear layers "
-            f"({params['scope']} L1 magnitude, asked {params['amount']:.0%})"
+            f"({params.scope} L1 magnitude, asked {params.amount:.0%})"
             f"{skipped_text(skipped)}")
 
 
-def finalize(state, params: dict) -> str:
+def finalize(state, params: TechniqueParams) -> str:
     from techniques.compress_common import finalize_masks
 
     return finalize_masks(state, params)

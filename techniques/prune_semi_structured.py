@@ -14,7 +14,7 @@ conversion before the weight cast would leave every layer dense. `accelerate` th
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, RunFacts, TechniqueInfo, register
+from techniques.registry import Param, RunFacts, TechniqueInfo, TechniqueParams, register
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -22,16 +22,16 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or "all" in (a, b)
 
 
-def _config_check(params: dict, facts: RunFacts) -> str | None:
+def _config_check(params: TechniqueParams, facts: RunFacts) -> str | None:
     """2:4's compressed form against the other formats in force (one format per weight, and
     sparse kernels that take 16-bit weights)."""
     from techniques import dtypes
 
     in_force = facts.techniques
-    if not params["accelerate"]:
+    if not params.accelerate:
         return None
     quantized = in_force.get("quantize_weight_only")
-    if quantized is not None and _overlaps(params["layers"], quantized["layers"]):
+    if quantized is not None and _overlaps(params.layers, quantized.layers):
         return ("accelerate = true stores the weights in the compressed 2:4 form and "
                 "quantize_weight_only stores the same layers in torchao's integer form; a weight "
                 "has one format, so set accelerate = false (2:4-pruned weights, then quantized) "
@@ -66,7 +66,7 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from torch.nn.utils import prune
 
     from techniques.compress_common import (
@@ -79,7 +79,7 @@ def apply(state, params: dict) -> str:
     if state.device.type != "cuda":
         raise Unsupported("techniques.prune_semi_structured: 2:4 sparse kernels run on "
                                   "CUDA GPUs only; on this machine use prune_magnitude")
-    chosen, skipped = target_linears(state.model, params["layers"])
+    chosen, skipped = target_linears(state.model, params.layers)
     chosen = [(n, m) for n, m in chosen if m.weight.size(1) % 4 == 0]
     for _, module in chosen:
         prune.custom_from_mask(module, "weight", semi_structured_mask(module.weight))
@@ -88,28 +88,28 @@ def apply(state, params: dict) -> str:
             f"{skipped_text(skipped)}")
 
 
-def finalize(state, params: dict) -> str:
+def finalize(state, params: TechniqueParams) -> str:
     """Fold the masks into the weights (before any format change)."""
     from techniques.compress_common import make_permanent
 
     folded = make_permanent(state.model)
-    if not params["accelerate"]:
+    if not params.accelerate:
         return f"made permanent in {folded} tensors (dense kernels)"
     return (f"made permanent in {folded} tensors; the compressed 2:4 form follows the weight "
             "cast")
 
 
-def after_formats(state, params: dict) -> str:
+def after_formats(state, params: TechniqueParams) -> str:
     """Convert the folded 2:4 weights to torch's compressed form, now in their final dtype."""
     import torch
     from torch.sparse import to_sparse_semi_structured
 
     from techniques.compress_common import target_linears
 
-    if not params["accelerate"]:
+    if not params.accelerate:
         return "kept in dense form (accelerate = false)"
     converted, failed, kinds = 0, [], set()
-    for name, module in target_linears(state.model, params["layers"])[0]:
+    for name, module in target_linears(state.model, params.layers)[0]:
         try:
             kinds.add(str(module.weight.dtype).removeprefix("torch."))
             module.weight = torch.nn.Parameter(to_sparse_semi_structured(module.weight),

@@ -7,17 +7,17 @@ zeroes them in place: size and speed stay those of the dense model until then).
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["amount"] >= 1.0:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.amount >= 1.0:
         unit = {"rows": "output row", "channels": "input channel", "heads": "attention head"}
-        return (f"pruning 100 % removes every {unit[params['dim']]} of the chosen layers, so "
+        return (f"pruning 100 % removes every {unit[params.dim]} of the chosen layers, so "
                 "nothing passes through them; choose an amount below 1 (e.g. 0.25)")
-    if params["dim"] == "heads" and params["layers"] == "mlp":
+    if params.dim == "heads" and params.layers == "mlp":
         return "attention heads live in the attention layers; choose layers = all or attention"
-    if params["dim"] == "heads" and caps.get("model_kind", "builtin") != "builtin":
+    if params.dim == "heads" and caps.get("model_kind", "builtin") != "builtin":
         return ("head pruning knows the built-in GPT's fused qkv layout only; for a Hugging Face "
                 "model choose dim = rows or channels")
     return None
@@ -48,7 +48,7 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from torch.nn.utils import prune
 
     from techniques.compress_common import (
@@ -59,9 +59,9 @@ def apply(state, params: dict) -> str:
         target_linears,
     )
 
-    chosen, skipped = target_linears(state.model, params["layers"])
-    amount, norm = params["amount"], params["norm"]
-    if params["dim"] == "heads":
+    chosen, skipped = target_linears(state.model, params.layers)
+    amount, norm = params.amount, params.norm
+    if params.dim == "heads":
         blocks = getattr(state.model, "blocks", [])
         removed = 0
         for block in blocks:
@@ -77,15 +77,15 @@ def apply(state, params: dict) -> str:
         total = sum(b.attn.n_head for b in blocks)
         return (f"zeroed {removed} of {total} attention heads (L{norm} norm of their q, k, v "
                 f"rows and proj columns) in {len(blocks)} layers")
-    dim = 0 if params["dim"] == "rows" else 1
+    dim = 0 if params.dim == "rows" else 1
     for _, module in chosen:
         prune.ln_structured(module, "weight", amount=amount, n=norm, dim=dim)
     measured = sparsity([m.weight for _, m in chosen])
-    return (f"zeroed {amount:.0%} of the {params['dim']} (L{norm} norm) of {len(chosen)} Linear "
+    return (f"zeroed {amount:.0%} of the {params.dim} (L{norm} norm) of {len(chosen)} Linear "
             f"layers: {measured:.1%} of their weights{skipped_text(skipped)}")
 
 
-def finalize(state, params: dict) -> str:
+def finalize(state, params: TechniqueParams) -> str:
     from techniques.compress_common import finalize_masks
 
     return finalize_masks(state, params)

@@ -11,13 +11,13 @@ inputs). Masks are applied like the magnitude pruner's and folded in by `finaliz
 from __future__ import annotations
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 PATTERNS = ("unstructured", "2:4")
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["amount"] >= 1.0:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.amount >= 1.0:
         return ("pruning 100 % zeroes every weight of the chosen layers; choose an amount below "
                 "1 (e.g. 0.5)")
     return None
@@ -92,7 +92,7 @@ def unstructured_mask(score, amount: float):
     return mask
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from torch.nn.utils import prune
 
     from techniques.compress_common import (
@@ -107,12 +107,12 @@ def apply(state, params: dict) -> str:
                           "measure activations, and this run provides none (data.source = "
                           "random, or a workload without text); use data.source = stdlib or "
                           "path, or prune_magnitude")
-    chosen, skipped = target_linears(state.model, params["layers"])
-    if params["pattern"] == "2:4":
+    chosen, skipped = target_linears(state.model, params.layers)
+    if params.pattern == "2:4":
         odd = [n for n, m in chosen if m.weight.size(1) % 4]
         chosen = [(n, m) for n, m in chosen if m.weight.size(1) % 4 == 0]
         skipped += [f"{n} (inputs not a multiple of 4)" for n in odd]
-    batches = state.calibration(params["calibration_batches"])
+    batches = state.calibration(params.calibration_batches)
     norms = input_norms(state.model, [m for _, m in chosen], batches)
     tokens = sum(b.numel() for b in batches)
     for name, module in chosen:
@@ -120,19 +120,19 @@ def apply(state, params: dict) -> str:
             raise Unsupported(f"techniques.prune_wanda: {name} saw no input during calibration; "
                               "this model routes around it, prune it by magnitude instead")
         score = scores(module.weight, norms[module])
-        if params["pattern"] == "2:4":
+        if params.pattern == "2:4":
             mask = semi_structured_mask(score)
         else:
-            mask = unstructured_mask(score, params["amount"])
+            mask = unstructured_mask(score, params.amount)
         prune.custom_from_mask(module, "weight", mask.to(module.weight.dtype))
     measured = sparsity([m.weight for _, m in chosen])
-    how = "2:4" if params["pattern"] == "2:4" else f"per-row, asked {params['amount']:.0%}"
+    how = "2:4" if params.pattern == "2:4" else f"per-row, asked {params.amount:.0%}"
     return (f"pruned {measured:.1%} of the weights of {len(chosen)} Linear layers by "
             f"|weight| x input norm ({how}; norms from {len(batches)} calibration batches, "
             f"{tokens:,} tokens){skipped_text(skipped)}")
 
 
-def finalize(state, params: dict) -> str:
+def finalize(state, params: TechniqueParams) -> str:
     from techniques.compress_common import finalize_masks
 
     return finalize_masks(state, params)

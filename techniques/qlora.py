@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from profiler.errors import Unsupported
 from techniques import lora
-from techniques.registry import TechniqueInfo, register
+from techniques.registry import TechniqueInfo, TechniqueParams, register
 
 INFO = TechniqueInfo(
     name="qlora",
@@ -54,7 +54,7 @@ def quantize_base(model, device) -> int:
     return count
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     if state.device.type != "cuda":
         raise Unsupported("techniques.qlora: bitsandbytes' 4-bit layers run on CUDA only; use "
                           "lora on this machine")

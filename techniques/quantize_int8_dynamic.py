@@ -10,10 +10,10 @@ from __future__ import annotations
 import warnings
 
 from profiler.errors import Unsupported
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
     if caps.get("cuda") and "torchao" not in caps.get("packages", []):
         return ("int8 dynamic quantization on CUDA uses torchao, which is not installed "
                 "(pip install torchao); or run it on the CPU")
@@ -41,14 +41,14 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     from techniques.compress_common import skipped_text, target_linears
 
     model = state.model
-    chosen, skipped = target_linears(model, params["layers"])
+    chosen, skipped = target_linears(model, params.layers)
     if not chosen:
         raise Unsupported("techniques.quantize_int8_dynamic: no Linear layer matches "
-                                  f"layers = {params['layers']}; choose all")
+                                  f"layers = {params.layers}; choose all")
     if state.device.type == "cuda":
         return _apply_torchao(model, chosen, skipped)
     import torch
@@ -66,12 +66,12 @@ def apply(state, params: dict) -> str:
             quantize_dynamic,
         )
 
-        qconfig = (per_channel_dynamic_qconfig if params["granularity"] == "per_channel"
+        qconfig = (per_channel_dynamic_qconfig if params.granularity == "per_channel"
                    else default_dynamic_qconfig)
         quantize_dynamic(model, {name: qconfig for name, _ in chosen}, dtype=torch.qint8,
                          inplace=True)
     converted = [n for n, m in model.named_modules() if isinstance(m, DynamicLinear)]
-    return (f"converted {len(converted)} Linear layers to int8 dynamic ({params['granularity']} "
+    return (f"converted {len(converted)} Linear layers to int8 dynamic ({params.granularity} "
             f"weight scales, torch.ao {torch.backends.quantized.engine} kernels)"
             f"{skipped_text(skipped)}")
 

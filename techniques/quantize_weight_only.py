@@ -20,7 +20,7 @@ import re
 
 from profiler.errors import Unsupported
 from techniques.compile import eager_note
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, in_force, register
 
 TINYGEMM_PACKING = "tile_packed_to_4d"
 TINYGEMM_IN_FEATURES = 1024
@@ -29,8 +29,8 @@ PIP_NAMES = {"mslk": "mslk-cuda", "fbgemm_gpu": "fbgemm-gpu-genai"}
 """Kernel packages whose pip name differs from the name torchao reports."""
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["bits"] == 4 and (caps.get("cuda_capability") or 0) < 8.0:
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.bits == 4 and (caps.get("cuda_capability") or 0) < 8.0:
         return ("int4 weight-only quantization packs weights for torchao's tinygemm CUDA kernels, "
                 "which need an Ampere or newer GPU (compute capability 8.0+); choose bits = 8")
     return None
@@ -112,7 +112,7 @@ def is_quantized(weight) -> bool:
     return type(weight) not in (torch.Tensor, torch.nn.Parameter)
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     import torch
 
     from techniques.compress_common import keep_matmul_precision, skipped_text, target_linears
@@ -121,9 +121,9 @@ def apply(state, params: dict) -> str:
         raise Unsupported("techniques.quantize_weight_only: runs on CUDA only; on this "
                           "CPU use quantize_int8_dynamic")
     model = state.model
-    chosen, skipped = target_linears(model, params["layers"])
+    chosen, skipped = target_linears(model, params.layers)
     names = {name for name, _ in chosen}
-    bits, group = params["bits"], params["group_size"]
+    bits, group = params.bits, params.group_size
     note = ""
     if bits == 4:
         kind = f"int4 weight-only (groups of {group})"
@@ -150,8 +150,8 @@ def apply(state, params: dict) -> str:
         why = (f"in_features not a multiple of {group}" if bits == 4  # the group) as it was
                else "left unquantized by torchao")
         skipped = skipped + [f"{n} ({why})" for n in left]
-    eager = eager_note({**(getattr(state.config, "techniques", None) or {}), INFO.name: params},
-                       getattr(state.config, "workload", "infer"))
+    named = in_force(getattr(state.config, "techniques", None) or {})
+    eager = eager_note({**named, INFO.name: params}, getattr(state.config, "workload", "infer"))
     if eager:
         state.warn(eager)
         note += f"; {eager}"

@@ -1,16 +1,41 @@
 """The technique registry: metadata of every technique, importable without torch.
 
-Each technique module declares a TechniqueInfo and registers it. The GUI builds its controls from
-this table, the config validates against it, and the worker applies techniques in STAGES order.
+Each technique module declares a TechniqueInfo and ends with `register(INFO, apply=..., ...)`:
+its hooks are checked there (techniques.hooks), its typed parameters class is made there
+(techniques.params). The GUI builds its controls from this table, the config validates against
+it, and the worker applies techniques in STAGES order. Rules that span a run config are one
+mechanism, each technique's config_check, asked through `rule_problem` by validation, the
+engine's plan and every mid-run change.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from techniques.hooks import (
+    AfterFormatsHook,
+    ApplyHook,
+    BadTechnique,
+    ChangeHook,
+    FinalizeHook,
+    Hooks,
+    RemoveHook,
+    SaveHook,
+    hooks_problem,
+)
+from techniques.params import (
+    ENABLED,
+    Param,
+    TechniqueParams,
+    checked_value,
+    make_params_type,
+    unknown_keys,
+)
+
+__all__ = ["BadTechnique", "Hooks", "Param", "RunFacts", "TechniqueInfo", "TechniqueParams"]
 
 # The order in which the worker applies techniques; why: compression changes the weights that
 # later wrappers see, checkpointing wraps blocks before compile traces them, compile comes before
@@ -18,17 +43,6 @@ from typing import Any, Protocol
 # (autocast, scaler, accumulation) wraps every step.
 STAGES = ("compress", "model", "checkpoint", "compile", "parallel", "optimizer", "loop")
 CATEGORIES = ("optimizer", "precision", "memory", "speed", "parallel", "compression")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple = ()
-    min: float | None = None
-    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class TechniqueInfo:
         return f"techniques.{self.name}"
 
     def defaults(self) -> dict[str, Any]:
+        """Plain data (the app's controls, a config's table); `typed_defaults` for the engine."""
         return {p.name: p.default for p in self.params}
 
 
@@ -111,156 +126,9 @@ class UnknownTechnique(ValueError):
     pass
 
 
-# --- the hooks a technique gives the engine: the contract, checked at registration ---------------
-class ApplyHook(Protocol):
-    """apply(state, params) -> what it did: switch the technique on (build, wrap, convert)."""
-
-    def __call__(self, state: Any, params: Any, /) -> str: ...
-
-
-class ChangeHook(Protocol):
-    """change(state, params) -> what changed: a mid-run `set` on a technique already on, with
-    its new parameters in full."""
-
-    def __call__(self, state: Any, params: Any, /) -> str: ...
-
-
-class RemoveHook(Protocol):
-    """remove(state) -> what it undid: a mid-run `set` with enabled = false."""
-
-    def __call__(self, state: Any, /) -> str: ...
-
-
-class FinalizeHook(Protocol):
-    """finalize(state, params) -> what it did: fold pruning masks into the weights; a technique
-    with it is a pruner (the engine orders and folds it as one)."""
-
-    def __call__(self, state: Any, params: Any, /) -> str: ...
-
-
-class AfterFormatsHook(Protocol):
-    """after_formats(state, params) -> what it did: once its masks are folded in and every
-    format change is done, store the weights in a form that needs their final dtype."""
-
-    def __call__(self, state: Any, params: Any, /) -> str: ...
-
-
-class SaveHook(Protocol):
-    """save(state, steps, tell, save_weights) -> paths written: save the weights this
-    technique's own way (LoRA: the adapter and the merged model) instead of the plain path;
-    tell(text) says what was saved, save_weights(model) is the plain path."""
-
-    def __call__(self, state: Any, steps: int, tell: Callable[[str], None],
-                 save_weights: Callable[[Any], str | None], /) -> list[str]: ...
-
-
-class MachineCheck(Protocol):
-    """check(params, caps) -> why these params cannot run on this machine, or None."""
-
-    def __call__(self, params: Any, caps: dict, /) -> str | None: ...
-
-
-class ConfigCheck(Protocol):
-    """config_check(params, facts) -> why these params contradict the run config, or None."""
-
-    def __call__(self, params: Any, facts: RunFacts, /) -> str | None: ...
-
-
-# Each hook's arguments, as the engine passes them (positionally): a hook must accept exactly
-# these (more only with defaults).
-HOOK_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "apply": ("state", "params"), "change": ("state", "params"), "remove": ("state",),
-    "finalize": ("state", "params"), "after_formats": ("state", "params"),
-    "save": ("state", "steps", "tell", "save_weights"),
-    "check": ("params", "caps"), "config_check": ("params", "facts"),
-}
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """What the engine calls on a technique (techniques.runtime, through `hooks(name)`); built
-    and checked by `register`, so a missing or misshapen hook fails at import, not mid-run."""
-
-    apply: ApplyHook
-    change: ChangeHook | None = None
-    """Required when `mid_run` names anything: a `set` on a running technique comes here."""
-    remove: RemoveHook | None = None
-    """Required when `mid_run` has "enabled" (and only then)."""
-    finalize: FinalizeHook | None = None
-    after_formats: AfterFormatsHook | None = None
-    save: SaveHook | None = None
-
-    @property
-    def folds_masks(self) -> bool:
-        """A pruner: it leaves masks that `finalize` folds into the weights."""
-        return self.finalize is not None
-
-
-class BadTechnique(TypeError):
-    """A technique module that breaks the hook contract; the text names the module and the fix."""
-
-
-def _signature_problem(hook: str, function: Any) -> str | None:
-    """Why `function` cannot be called the way the engine calls `hook`, or None."""
-    wanted = HOOK_ARGUMENTS[hook]
-    shape = f"{hook}({', '.join(wanted)})"
-    if not callable(function):
-        return f"its {hook} is not a function; define {shape}"
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):  # a builtin without a signature: trusted as it is
-        return None
-    try:
-        signature.bind(*wanted)
-    except TypeError:
-        return (f"its {hook} takes ({', '.join(signature.parameters)}) but the engine calls "
-                f"{shape}; give it exactly those arguments")
-    return None
-
-
-def _hooks_problem(info: TechniqueInfo, hooks: Hooks) -> str | None:
-    """Why these hooks do not fit this technique's metadata (the contract), or None."""
-    for hook in ("apply", "change", "remove", "finalize", "after_formats", "save"):
-        function = getattr(hooks, hook)
-        if function is None:
-            if hook == "apply":
-                return "it has no apply; define apply(state, params) and pass it to register"
-            continue
-        why = _signature_problem(hook, function)
-        if why:
-            return why
-    for hook in ("check", "config_check"):
-        function = getattr(info, hook)
-        why = _signature_problem(hook, function) if function is not None else None
-        if why:
-            return why
-    changes = [name for name in info.mid_run if name != "enabled"]
-    if "enabled" in info.mid_run and hooks.remove is None:
-        return ("mid_run has \"enabled\" but it has no remove hook, so switching it off "
-                "mid-run would fail; define remove(state) or take \"enabled\" out of mid_run")
-    if info.mid_run and hooks.change is None:
-        what = ", ".join(changes) or "enabled"
-        return (f"mid_run names {what} but it has no change hook, so a mid-run set would fail; "
-                "define change(state, params) (or change = apply) or empty mid_run")
-    if hooks.remove is not None and "enabled" not in info.mid_run:
-        return ("it has a remove hook the engine never calls (mid_run lacks \"enabled\"); add "
-                "\"enabled\" to mid_run or drop remove")
-    if hooks.change is not None and not info.mid_run:
-        return ("it has a change hook the engine never calls (mid_run is empty); name what may "
-                "change in mid_run or drop change")
-    known = {p.name for p in info.params} | {p.name for p in info.runtime_params} | {"enabled"}
-    unknown = [name for name in info.mid_run if name not in known]
-    if unknown:
-        return (f"mid_run names {', '.join(unknown)}, which is no parameter of it; name its "
-                "parameters (or \"enabled\") only")
-    if hooks.after_formats is not None and hooks.finalize is None:
-        return ("its after_formats runs once its masks are folded in, and it has no finalize "
-                "to fold them; define finalize(state, params) or drop after_formats")
-    return None
-
-
 _REGISTRY: dict[str, TechniqueInfo] = {}
 _HOOKS: dict[str, Hooks] = {}
+_TYPES: dict[str, type[TechniqueParams]] = {}
 
 NEEDS_PROCESSES = ("needs 2 or more processes; set launch.nproc_per_node (or launch.nnodes) so "
                    "that the job has at least 2")
@@ -281,17 +149,26 @@ def register(info: TechniqueInfo, *, apply: ApplyHook, change: ChangeHook | None
         raise ValueError(f"technique {info.name!r} has unknown category {info.category!r}")
     hooks = Hooks(apply=apply, change=change, remove=remove, finalize=finalize,
                   after_formats=after_formats, save=save)
-    why = _hooks_problem(info, hooks)
+    why = hooks_problem(info, hooks)
     if why:
         raise BadTechnique(f"technique {info.name!r} ({info.module}): {why}")
+    typed = make_params_type(info.name, info.label, info.params, info.runtime_params)
     _REGISTRY[info.name] = info
     _HOOKS[info.name] = hooks
+    _TYPES[info.name] = typed
     return info
 
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
     _HOOKS.pop(name, None)
+    _TYPES.pop(name, None)
+
+
+def params_type(name: str) -> type[TechniqueParams]:
+    """The technique's typed parameters class (a frozen dataclass made from its Params)."""
+    get(name)
+    return _TYPES[name]
 
 
 def hooks(name: str) -> Hooks:
@@ -316,36 +193,25 @@ def get(name: str) -> TechniqueInfo:
         ) from None
 
 
-def validate_params(name: str, params: dict[str, Any], runtime: bool = False) -> dict[str, Any]:
-    """Fill defaults and check types and ranges; ValueError names the parameter and the fix.
+def validate_params(name: str, params: Mapping[str, Any]) -> TechniqueParams:
+    """The typed parameters of a technique from a config's plain table: defaults filled, types,
+    choices and ranges checked (ValueError names the parameter and the fix). Typed parameters
+    of this technique are returned as they are. The one boundary from plain data to typed."""
+    typed = params_type(name)
+    if isinstance(params, typed):
+        return params
+    return typed.from_plain(params)
 
-    runtime=True also accepts the technique's mid-run-only settings (and "enabled").
-    """
+
+def validate_change(name: str, params: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """A mid-run `set`'s parameters checked: (enabled, the settings it changes), each value
+    converted and checked like a config's (ValueError names it); runtime-only settings (a new
+    learning rate) and "enabled" are accepted here."""
     info = get(name)
-    by_name = {p.name: p for p in info.params}
-    if runtime:
-        by_name.update({p.name: p for p in info.runtime_params})
-        by_name["enabled"] = Param("enabled", bool, True, "switch the technique on or off")
-    for key in params:
-        if key not in by_name:
-            valid = ", ".join(by_name) or "none"
-            raise ValueError(f"techniques.{name}.{key}: unknown parameter; valid ones are {valid}")
-    out = info.defaults()
-    for key, value in params.items():
-        p = by_name[key]
-        where = f"techniques.{name}.{key}"
-        if p.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) != (p.type is bool) or not isinstance(value, p.type):
-            raise ValueError(f"{where}: must be {p.type.__name__}, got {value!r}")
-        if p.choices and value not in p.choices:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, p.choices))}")
-        if p.min is not None and value < p.min:
-            raise ValueError(f"{where}: must be at least {p.min}, got {value}")
-        if p.max is not None and value > p.max:
-            raise ValueError(f"{where}: must be at most {p.max}, got {value}")
-        out[key] = value
-    return out
+    by_name = {p.name: p for p in info.params + info.runtime_params + (ENABLED,)}
+    unknown_keys(name, params, list(by_name))
+    changes = {key: checked_value(name, by_name[key], value) for key, value in params.items()}
+    return changes.pop("enabled", True), changes
 
 
 _BUILTIN: tuple[str, ...] = (
@@ -370,9 +236,9 @@ def _load_builtin() -> None:
                                "with register(INFO, apply=apply, ...)")
 
 
-def in_force(techniques: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The techniques a config names plus the always-on ones, defaults filled, values checked
-    (ValueError names the parameter and the fix)."""
+def in_force(techniques: Mapping[str, Mapping[str, Any]]) -> dict[str, TechniqueParams]:
+    """The techniques a config names plus the always-on ones, typed: defaults filled, values
+    checked (ValueError names the parameter and the fix)."""
     wanted = dict(techniques)
     for info in all_techniques():
         if info.always_on and info.name not in wanted:
@@ -392,8 +258,11 @@ def rule_problem(facts: RunFacts) -> tuple[str, str] | None:
     return None
 
 
-def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[str, Any]) -> str | None:
-    """Why this technique (with these params) cannot run with these capabilities, or None.
+def unavailable_reason(info: TechniqueInfo, params: Mapping[str, Any],
+                       caps: dict[str, Any]) -> str | None:
+    """Why this technique (with these params: typed, or a plain table with defaults filled
+    here) cannot run with these capabilities, or None; parameters that break their own
+    bounds are the reason.
 
     caps: {"cuda": bool, "cuda_capability": float | None, "bf16": bool, "compiler": bool,
     "distributed": bool, "packages": [names], "fused": [optimizer names]}; missing keys mean "no".
@@ -414,7 +283,11 @@ def unavailable_reason(info: TechniqueInfo, params: dict[str, Any], caps: dict[s
         if need.startswith("package:") and need[8:] not in caps.get("packages", []):
             return f"needs the Python package {need[8:]} (pip install {need[8:]})"
     if info.check is not None:
-        return info.check(params, caps)
+        try:
+            typed = validate_params(info.name, params)
+        except ValueError as exc:
+            return str(exc)
+        return info.check(typed, caps)
     return None
 
 

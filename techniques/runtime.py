@@ -27,6 +27,7 @@ import torch
 
 from profiler.errors import Unsupported
 from techniques import registry
+from techniques.params import TechniqueParams
 
 
 @dataclass
@@ -60,7 +61,7 @@ class TrainState:
     """calibration(n) -> n batches of input token ids (LongTensor [batch, seq]) from the run's
     training text, for techniques that look at activations (e.g. activation-aware pruning);
     None when the workload has no text."""
-    active: dict[str, dict] = field(default_factory=dict)
+    active: dict[str, TechniqueParams] = field(default_factory=dict)
     """Technique name -> parameters currently in force."""
     reports: dict[str, str] = field(default_factory=dict)
     finalized: set[str] = field(default_factory=set)
@@ -147,7 +148,7 @@ def refresh_scaler(state: TrainState) -> None:
     fp16 is computed (fp16 autocast, or FSDP's fp16 parameter policy), sharded under FSDP."""
     fsdp = state.active.get("fsdp")
     fp16 = (state.autocast_dtype == torch.float16
-            or (fsdp is not None and fsdp.get("mixed_precision") == "fp16"))
+            or (fsdp is not None and fsdp.mixed_precision == "fp16"))
     state.scaler = make_scaler(state.device, enabled=fp16, sharded=fsdp is not None)
 
 
@@ -180,13 +181,13 @@ def order_key(info: registry.TechniqueInfo) -> tuple:
     return (stage, 1, 0, info.name)
 
 
-def enabled_techniques(config: Any) -> dict[str, dict]:
+def enabled_techniques(config: Any) -> dict[str, TechniqueParams]:
     """Config techniques plus the always-on ones, with defaults filled and values checked."""
     return registry.in_force(config.techniques)
 
 
 def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
-         warn: Callable[[str], None] | None = None) -> dict[str, dict]:
+         warn: Callable[[str], None] | None = None) -> dict[str, TechniqueParams]:
     """The techniques this run applies, checked before any work: Unsupported says what this
     machine cannot do or what conflicts. Techniques of other stages than `stages` (training
     techniques in an inference workload) are left out, with a warning for those the config
@@ -215,7 +216,7 @@ def plan(config: Any, caps: dict, stages: tuple[str, ...] = registry.STAGES,
     return wanted
 
 
-def run_facts(config: Any, caps: dict, techniques: dict[str, dict]) -> registry.RunFacts:
+def run_facts(config: Any, caps: dict, techniques: dict[str, TechniqueParams]) -> registry.RunFacts:
     """The rules' facts of this run as the engine knows them: the config, the techniques in
     force, and the job's size and model kind from the machine's capabilities (the model's layer
     widths were judged at validation)."""
@@ -228,13 +229,19 @@ def check_all(config: Any, caps: dict) -> None:
     plan(config, caps)
 
 
-def _record(state: TrainState, name: str, params: dict, report: str) -> dict:
+def _record(state: TrainState, name: str, params: TechniqueParams, report: str) -> dict:
     state.active[name] = params
     state.reports[name] = report
-    return {"name": name, "label": registry.get(name).label, "params": params, "report": report}
+    return _done(name, params, report)
 
 
-def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
+def _done(name: str, params: TechniqueParams, report: str) -> dict:
+    """What a technique did, as plain data (the `started` message and the summary carry it)."""
+    return {"name": name, "label": registry.get(name).label, "params": params.as_dict(),
+            "report": report}
+
+
+def apply_all(state: TrainState, wanted: dict[str, TechniqueParams] | None = None, *,
               finetune: Callable[[], str] | None = None, keep_masks: bool = False) -> list[dict]:
     """Apply `wanted` (default: every enabled technique) in the engine's order; return what each
     step did as {name, label, params, report}.
@@ -245,6 +252,7 @@ def apply_all(state: TrainState, wanted: dict[str, dict] | None = None, *,
     """
     if wanted is None:
         wanted = plan(state.config, state.caps)
+    wanted = {name: registry.validate_params(name, params) for name, params in wanted.items()}
     order = sorted((registry.get(name) for name in wanted), key=order_key)
     applied: list[dict] = []
     convert = getattr(state.model, "convert_conv1d", None)  # HF GPT-2: Conv1D -> nn.Linear
@@ -292,8 +300,7 @@ def _after_formats(state: TrainState, names: list[str]) -> list[dict]:
         if hook is None or name not in state.finalized or name in state.formatted:
             continue
         state.formatted.add(name)
-        out.append({"name": name, "label": registry.get(name).label,
-                    "params": state.active[name], "report": hook(state, state.active[name])})
+        out.append(_done(name, state.active[name], hook(state, state.active[name])))
     return out
 
 
@@ -302,8 +309,7 @@ def _finalize_one(state: TrainState, name: str) -> dict:
     assert fold is not None, f"{name} has no finalize"  # callers ask folds_masks first
     report = fold(state, state.active[name])
     state.finalized.add(name)
-    return {"name": name, "label": registry.get(name).label, "params": state.active[name],
-            "report": report}
+    return _done(name, state.active[name], report)
 
 
 def finalize(state: TrainState) -> list[dict]:
@@ -325,13 +331,14 @@ def weight_saver(state: TrainState) -> Callable | None:
 
 
 def change(state: TrainState, name: str, params: dict) -> str:
-    """Apply a mid-run `set`; returns what changed, raises Refused with the reason otherwise."""
+    """Apply a mid-run `set` (its plain parameters, as they came over the wire); returns what
+    changed, raises Refused with the reason otherwise."""
     try:
         info = registry.get(name)
     except registry.UnknownTechnique as exc:
         raise Refused(str(exc)) from None
     try:
-        checked = registry.validate_params(name, params, runtime=True)
+        enabled, changes = registry.validate_change(name, params)
     except ValueError as exc:
         raise Refused(str(exc)) from None
     requested = set(params)
@@ -340,7 +347,6 @@ def change(state: TrainState, name: str, params: dict) -> str:
         fixed = ", ".join(sorted(requested - allowed)) or name
         raise Refused(f"{info.label}: {fixed} cannot change while a run goes; restart the run "
                       "with the change")
-    enabled = checked.pop("enabled", True)
     current = state.active.get(name)
     code = hooks(name)  # registration checked: mid_run's entries have their change / remove
     if not enabled:
@@ -350,7 +356,8 @@ def change(state: TrainState, name: str, params: dict) -> str:
         report = code.remove(state)
         state.active.pop(name, None)
         return report
-    new_params = {**(current or info.defaults()), **{k: v for k, v in checked.items() if k in params}}
+    base = current if current is not None else registry.validate_params(name, {})
+    new_params = base.replace(**changes)
     why = registry.unavailable_reason(info, new_params, state.caps)
     if why:
         raise Refused(f"{info.label}: {why}")
@@ -367,7 +374,7 @@ class Refused(ValueError):
     """A mid-run change that cannot apply; the text says why."""
 
 
-def _refuse_combination(state: TrainState, after: dict[str, dict]) -> None:
+def _refuse_combination(state: TrainState, after: dict[str, TechniqueParams]) -> None:
     """Refuse a mid-run change that would leave techniques that cannot run together (flash
     attention once autocast is switched off): the rules the plan and validation ask."""
     if getattr(state.config, "workload", None) is None:  # a bare state measures a model as is

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from techniques.registry import TechniqueInfo, register
+from techniques.registry import TechniqueInfo, TechniqueParams, register
 
 INFO = TechniqueInfo(
     name="tf32",
@@ -24,7 +24,7 @@ def _set(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     _set(True)
     return "fp32 matmuls and convolutions may use TF32 tensor cores"
 

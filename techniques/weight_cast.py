@@ -7,11 +7,11 @@ on GPUs, often slower than fp32 on CPUs without AVX512-BF16 / AMX).
 
 from __future__ import annotations
 
-from techniques.registry import Param, TechniqueInfo, register
+from techniques.registry import Param, TechniqueInfo, TechniqueParams, register
 
 
-def _check(params: dict, caps: dict) -> str | None:
-    if params["dtype"] == "bf16" and not caps.get("bf16"):
+def _check(params: TechniqueParams, caps: dict) -> str | None:
+    if params.dtype == "bf16" and not caps.get("bf16"):
         return "this device has no bf16 support; choose dtype = fp16"
     return None
 
@@ -31,15 +31,15 @@ INFO = TechniqueInfo(
 )
 
 
-def apply(state, params: dict) -> str:
+def apply(state, params: TechniqueParams) -> str:
     import torch
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[params["dtype"]]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[params.dtype]
     model = state.model
     floats = [p for p in model.parameters() if p.is_floating_point()]
     model.to(dtype)
     return (f"cast {len(floats)} weight tensors ({sum(p.numel() for p in floats):,} values) to "
-            f"{params['dtype']}; activations follow the weights' dtype")
+            f"{params.dtype}; activations follow the weights' dtype")
 
 
 register(INFO, apply=apply)

@@ -351,3 +351,139 @@ def test_a_failed_runs_summary_the_schema_refuses_ends_bare_but_ends(monkeypatch
     assert dones == [{"type": "done", "status": "failed", "summary": {}}]
     assert "the failed run's summary is dropped" in err and "contended" in err
 
+
+
+# --- typed technique parameters -------------------------------------------------------------------
+def test_every_technique_has_a_frozen_params_dataclass_made_from_its_params():
+    import dataclasses
+
+    from techniques import registry
+    from techniques.params import TechniqueParams
+
+    for info in registry.all_techniques():
+        typed = registry.params_type(info.name)
+        assert issubclass(typed, TechniqueParams) and dataclasses.is_dataclass(typed)
+        assert typed.__dataclass_params__.frozen, info.name
+        fields = {f.name: f for f in dataclasses.fields(typed)}
+        assert list(fields) == [p.name for p in info.params + info.runtime_params]
+        for param in info.params:
+            assert fields[param.name].type is param.type and fields[param.name].default == \
+                param.default, (info.name, param.name)
+        for param in info.runtime_params:
+            assert fields[param.name].default is None
+        defaults = registry.validate_params(info.name, {})
+        assert type(defaults) is typed and defaults.as_dict() == info.defaults()
+        if info.params:
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(defaults, info.params[0].name, info.params[0].default)
+
+
+@pytest.mark.parametrize(("name", "values", "words"), [
+    ("grad_clip", {"max_norm": 0.0}, "techniques.grad_clip.max_norm: must be at least 1e-06, "
+                                     "got 0.0"),
+    ("grad_accumulation", {"micro_batches": 2.5}, "micro_batches: must be int, got 2.5"),
+    ("precision", {"dtype": "fp64"}, "precision.dtype: 'fp64' is not one of fp32, bf16, fp16"),
+    ("attention", {"backend": True}, "attention.backend: must be str, got True"),
+    ("optimizer", {"learning_rate": 0.1}, "optimizer.learning_rate: unknown parameter; valid "
+                                          "ones are algorithm, implementation, momentum"),
+])
+def test_typed_params_are_checked_where_they_are_built(name, values, words):
+    """The one place: validate_params (a config's table), the dataclass itself (direct
+    construction) and replace() refuse the same values with the same sentence."""
+    from techniques import registry
+
+    with pytest.raises(ValueError, match=words.replace("(", "\\(")):
+        registry.validate_params(name, values)
+    if name != "optimizer":  # (an unknown key is the plain table's problem only)
+        with pytest.raises(ValueError, match=words.split(": ", 1)[1].replace("(", "\\(")):
+            registry.params_type(name)(**values)
+        with pytest.raises(ValueError, match=words.split(": ", 1)[1].replace("(", "\\(")):
+            registry.validate_params(name, {}).replace(**values)
+
+
+def test_typed_params_read_as_attributes_and_travel_as_plain_data():
+    import json
+
+    from profiler.wire import protocol
+    from techniques import registry
+
+    clip = registry.validate_params("grad_clip", {"max_norm": 2})
+    assert clip.max_norm == 2.0 and isinstance(clip.max_norm, float)  # an int taken as float
+    assert clip == {"max_norm": 2.0} and dict(clip) == {"max_norm": 2.0}
+    assert registry.validate_params("grad_clip", clip) is clip  # typed passes as it is
+    optimizer = registry.validate_params("optimizer", {"algorithm": "sgd"})
+    assert optimizer.learning_rate is None and "learning_rate" not in optimizer.as_dict()
+    changed = optimizer.replace(learning_rate=5e-4)
+    assert changed.as_dict() == {"algorithm": "sgd", "implementation": "auto", "momentum": 0.9,
+                                 "learning_rate": 5e-4}
+    with pytest.raises(TypeError):
+        json.dumps(clip)  # not plain data by itself...
+    line = protocol.encode(protocol.info("x", params=changed))  # ...but on the wire it is
+    assert protocol.decode(line)["params"] == changed.as_dict()
+
+
+def test_a_config_round_trips_through_toml_json_and_typed_params():
+    """Plain data in files and on the wire, typed objects inside the engine: TOML -> RunConfig
+    -> typed (defaults filled) -> plain again equals the file's tables with their defaults."""
+    import json
+
+    from profiler.config import RunConfig, validate
+    from techniques import registry
+
+    text = ("[techniques.precision]\ndtype = \"bf16\"\n[techniques.grad_clip]\nmax_norm = 3\n"
+            "[techniques.lora]\nrank = 4\ntarget = \"mlp\"\n")
+    config = validate(RunConfig.from_toml(text))
+    again = RunConfig.from_toml(config.to_toml())
+    assert again.techniques == config.techniques == {
+        "precision": {"dtype": "bf16"}, "grad_clip": {"max_norm": 3}, "lora": {"rank": 4,
+                                                                              "target": "mlp"}}
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))).techniques == \
+        config.techniques
+    typed = registry.in_force(config.techniques)
+    assert typed["lora"].rank == 4 and typed["lora"].alpha == 16.0
+    assert typed["grad_clip"].max_norm == 3.0 and "optimizer" in typed  # always on
+    for name, table in config.techniques.items():
+        assert typed[name].as_dict() == {**registry.get(name).defaults(), **table}
+
+
+def test_the_engine_holds_typed_params_and_reports_plain_ones():
+    import torch
+
+    from profiler.config import RunConfig
+    from techniques import registry, runtime
+    from techniques.params import TechniqueParams
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    config = RunConfig(techniques={"grad_clip": {"max_norm": 2.0},
+                                   "grad_accumulation": {"micro_batches": 2}})
+    state = runtime.TrainState(config=config, device=torch.device("cpu"), caps={}, model=model)
+    applied = runtime.apply_all(state, runtime.plan(config, {"world_size": 1}, ("loop",)))
+    assert {item["name"] for item in applied} == {"grad_clip", "grad_accumulation"}
+    for item in applied:
+        assert type(item["params"]) is dict  # what leaves the engine is plain
+        assert isinstance(state.active[item["name"]], registry.params_type(item["name"]))
+    assert state.grad_clip_norm == 2.0 and state.micro_batches == 2
+    runtime.change(state, "grad_accumulation", {"micro_batches": 4})
+    assert isinstance(state.active["grad_accumulation"], TechniqueParams)
+    assert state.active["grad_accumulation"].micro_batches == 4 and state.micro_batches == 4
+
+
+def test_technique_metadata_and_typed_params_import_without_torch():
+    """The registry, every technique's metadata and their typed parameters with torch made
+    unimportable (the app builds its panel from them)."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from techniques import registry\n"
+        "for info in registry.all_techniques():\n"
+        "    typed = registry.validate_params(info.name, {})\n"
+        "    assert typed.as_dict() == info.defaults(), info.name\n"
+        "assert registry.validate_params('precision', {'dtype': 'fp16'}).dtype == 'fp16'\n"
+        "assert not [m for m in sys.modules if m.startswith('torch.')]\n"
+        "print('ok', len(registry.all_techniques()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok ")

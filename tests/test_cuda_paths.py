@@ -109,7 +109,8 @@ def test_the_panel_and_the_worker_share_one_bf16_rule():
 # --- item 9: fp16 under FSDP gets the sharded scaler -------------------------------------------
 def _state(active: dict | None = None) -> runtime.TrainState:
     state = runtime.TrainState.plain(torch.nn.Linear(4, 4))
-    state.active.update(active or {})
+    state.active.update({name: registry.validate_params(name, params)
+                         for name, params in (active or {}).items()})
     return state
 
 
@@ -117,21 +118,22 @@ def test_fp16_with_fsdp_scales_with_the_sharded_scaler_also_after_a_mid_run_chan
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
     state = _state({"fsdp": {"mixed_precision": "none"}})
-    report = precision.apply(state, {"dtype": "fp16"})
+    fp16, bf16 = (registry.validate_params("precision", {"dtype": d}) for d in ("fp16", "bf16"))
+    report = precision.apply(state, fp16)
     assert isinstance(state.scaler, ShardedGradScaler) and state.scaler.is_enabled()
     assert "ShardedGradScaler" in report
-    precision.change(state, {"dtype": "bf16"})  # mid-run: scaling off (a disabled scaler)
+    precision.change(state, bf16)  # mid-run: scaling off (a disabled scaler)
     assert not state.scaler.is_enabled()
-    precision.change(state, {"dtype": "fp16"})
+    precision.change(state, fp16)
     assert isinstance(state.scaler, ShardedGradScaler) and state.scaler.is_enabled()
     plain = _state()
-    precision.apply(plain, {"dtype": "fp16"})
+    precision.apply(plain, fp16)
     assert not isinstance(plain.scaler, ShardedGradScaler) and plain.scaler.is_enabled()
 
 
 def test_fsdp_fp16_parameters_keep_loss_scaling_whatever_the_autocast():
     state = _state({"fsdp": {"mixed_precision": "fp16"}})
-    precision.apply(state, {"dtype": "fp32"})
+    precision.apply(state, registry.validate_params("precision", {"dtype": "fp32"}))
     assert state.scaler.is_enabled()  # fp16 gradients underflow without it
 
 

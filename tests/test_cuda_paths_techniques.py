@@ -207,8 +207,8 @@ def test_the_cli_exits_2_with_the_sentence_for_flash_on_fp32(tmp_path, capsys):
 
 def test_switching_autocast_off_under_flash_is_refused_mid_run():
     state = runtime.TrainState.plain(GPT(TINY), config=RunConfig(workload="train"))
-    state.active = {"precision": {"dtype": "bf16"},
-                    "attention": {"implementation": "sdpa", "backend": "flash"}}
+    state.active = registry.in_force({"precision": {"dtype": "bf16"},
+                                      "attention": {"implementation": "sdpa", "backend": "flash"}})
     with pytest.raises(runtime.Refused, match="no fp32 kernel.*the run goes on as it was"):
         runtime.change(state, "precision", {"enabled": False})
     with pytest.raises(runtime.Refused, match="no fp32 kernel"):
@@ -283,9 +283,10 @@ def compiled_train_state(backend: str = "auto") -> runtime.TrainState:
     nothing is traced), with the attention technique in force."""
     state = runtime.TrainState.plain(GPT(TINY), config=RunConfig(workload="train"))
     state.caps = {"cuda": True, "cuda_capability": 9.0, "bf16": True, "compiler": True}
-    params = {"implementation": "sdpa", "backend": backend}
+    params = registry.validate_params("attention", {"implementation": "sdpa", "backend": backend})
     runtime.hooks("attention").apply(state, params)
-    state.active = {"attention": params, "precision": {"dtype": "bf16"}, "compile": {}}
+    state.active = {"attention": params, **registry.in_force({"precision": {"dtype": "bf16"},
+                                                             "compile": {}})}
     state.compiled = True
     return state
 
@@ -418,7 +419,7 @@ def test_cudagraph_modes_mark_each_model_call_and_keep_each_micro_steps_loss(mon
     state.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     state.base_lr = 0.0  # the weights stay, so every micro-batch's loss is known beforehand
     state.micro_batches = 2
-    report = compile_technique.apply(state, {"mode": mode})
+    report = compile_technique.apply(state, registry.validate_params("compile", {"mode": mode}))
     assert ("marks a new cudagraph step" in report) == (mode != "default")
     assert ("gradients of 28 parameters" in report) == (mode != "default")
     batches = [(torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))) for _ in range(6)]
@@ -568,7 +569,7 @@ def test_cudagraph_modes_keep_each_micro_steps_gradient(monkeypatch, mode, exact
         state.optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         state.base_lr, state.micro_batches = 1.0, 2
         if graphed:
-            compile_technique.apply(state, {"mode": mode})
+            compile_technique.apply(state, registry.validate_params("compile", {"mode": mode}))
         accumulated_step(state, _Batches(list(batches)), 1, lm_loss_of(state))
         return model.linear.weight.detach().clone()
 

@@ -193,7 +193,9 @@ def test_low_bit_refusals_say_what_to_do():
     assert "pip install torchao" in registry.unavailable_reason(info, defaults, {})
     assert "no 4-bit AdamW" in registry.unavailable_reason(
         info, {"bits": 4, "backend": "bitsandbytes"}, {"packages": ["bitsandbytes"]})
-    with pytest.raises(runtime.Unsupported, match=r"set \[techniques.optimizer\] algorithm = \"adamw\""):
+    # The plan asks the technique's rule (config_check) before anything is built.
+    with pytest.raises(runtime.Unsupported, match="optimizer.algorithm is sgd; set "
+                       "\\[techniques.optimizer\\] algorithm = \"adamw\""):
         make_state({"optimizer": {"algorithm": "sgd"}, "optimizer_low_bit": {}})
 
 
@@ -270,8 +272,8 @@ def test_lora_adapts_hugging_face_models_in_place(arch, attention):
     cfg = ModelConfig(source="hf-config", arch=ArchConfig(name=arch, n_layer=2, n_head=2,
                                                           n_embd=32, block_size=64))
     model, _ = hf.load(cfg)
-    targets = lora.inject(model, {"rank": 2, "alpha": 4.0, "dropout": 0.0,
-                                  "target": "attention"})
+    targets = lora.inject(model, registry.validate_params(
+        "lora", {"rank": 2, "alpha": 4.0, "dropout": 0.0, "target": "attention"}))
     assert {name.rsplit(".", 1)[1] for name in targets} == attention
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

@@ -112,7 +112,7 @@ def _saved_bytes_and_grads(model, tokens):
 
 
 def test_checkpointing_through_transformers_saves_activations_and_keeps_gradients():
-    from techniques import activation_checkpointing
+    from techniques import activation_checkpointing, registry
 
     torch.manual_seed(0)
     model, _ = weights.load_model(arch_model("llama", n_layer=4, n_embd=64, n_head=4))
@@ -120,7 +120,8 @@ def test_checkpointing_through_transformers_saves_activations_and_keeps_gradient
     tokens = torch.randint(0, 256, (4, 65))
     plain_bytes, plain_grads = _saved_bytes_and_grads(model, tokens)
     state = type("State", (), {"model": model})()
-    report = activation_checkpointing.apply(state, {"every": 1})
+    report = activation_checkpointing.apply(
+        state, registry.validate_params("activation_checkpointing", {"every": 1}))
     assert "transformers activation checkpointing" in report and "4 of 4 layers" in report
     ckpt_bytes, ckpt_grads = _saved_bytes_and_grads(model, tokens)
     assert ckpt_bytes < 0.5 * plain_bytes, (ckpt_bytes, plain_bytes)
@@ -131,7 +132,7 @@ def test_checkpointing_through_transformers_saves_activations_and_keeps_gradient
 
 
 def test_attention_switches_through_attn_implementation_and_agrees():
-    from techniques import attention
+    from techniques import attention, registry
 
     model, _ = weights.load_model(hf_config("gpt2").model)
     model.eval()
@@ -139,7 +140,8 @@ def test_attention_switches_through_attn_implementation_and_agrees():
     with torch.no_grad():
         sdpa = model(tokens)[0]
         state = type("State", (), {"model": model, "sdpa_backends": None})()
-        report = attention.apply(state, {"implementation": "math", "backend": "auto"})
+        report = attention.apply(state, registry.validate_params(
+            "attention", {"implementation": "math", "backend": "auto"}))
         assert model.hf.config._attn_implementation == "eager" and "eager" in report
         eager = model(tokens)[0]
     torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)

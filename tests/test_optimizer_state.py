@@ -74,12 +74,13 @@ def test_lora_prediction_counts_only_peft_adapters_as_trained(target):
     """The prediction of a LoRA run: gradients and AdamW state of the adapters peft adds, each
     to the byte, weights with the adapters beside the frozen base; activations n/a (they
     depend on which layers train) instead of a full fine-tune's."""
-    from techniques import lora
+    from techniques import lora, registry
 
     torch.manual_seed(0)
     model = GPT(GPT_PRESETS["gpt-nano"])
     base = sum(p.numel() for p in model.parameters())
-    params = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target": target}
+    params = registry.validate_params("lora", {"rank": 4, "alpha": 8.0, "dropout": 0.0,
+                                               "target": target})
     lora.inject(model, params)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-3)

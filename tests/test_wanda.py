@@ -66,7 +66,7 @@ def test_wanda_2_4_keeps_two_of_every_four_and_the_planted_channel():
 def test_wanda_without_calibration_text_says_what_to_use():
     state = planted_state(calibrate=False)
     with pytest.raises(runtime.Unsupported, match="prune_magnitude"):
-        runtime.hooks("prune_wanda").apply(state, registry.get("prune_wanda").defaults())
+        runtime.hooks("prune_wanda").apply(state, registry.validate_params("prune_wanda", {}))
 
 
 class _Control:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +180,11 @@ def validate(message: Any, direction: str) -> dict:
 
 def _clean(value: Any) -> Any:
     """JSON has no NaN / inf: a missing reading travels as null (shown "n/a")."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict) or (not isinstance(value, (str, int, list, tuple))
+                                   and isinstance(value, Mapping)):
+        # A dict, or typed technique parameters (plain data on the wire).
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]

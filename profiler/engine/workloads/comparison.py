@@ -30,7 +30,7 @@ def compress_copy(prep: Prepared, tune: Callable[[TrainState], str] | None = Non
     prep.apply({n: p for n, p in prep.wanted.items() if n not in compression})
     state = prep.state.fork(copy.deepcopy(prep.model))
     prep.started("compress", **started,
-                 techniques=[{"name": n, "params": p} for n, p in prep.wanted.items()])
+                 techniques=[{"name": n, "params": p.as_dict()} for n, p in prep.wanted.items()])
     finetune = (lambda: tune(state)) if tune is not None else None
     prep.announce(prep.apply(compression, state=state, finetune=finetune))
     state.model.eval()
