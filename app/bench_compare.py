@@ -74,7 +74,7 @@ def _stored_run(store, name: str, tokens: float, n: int, seed: int) -> str:
 
     from profiler.config import RunConfig
     from profiler.figures.stats import timed_figure
-    from profiler.wire.recorder import RunRecorder
+    from profiler.store.recorder import RunRecorder
 
     rng = random.Random(seed)
     config = RunConfig(name=name, device="cpu")

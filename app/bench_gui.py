@@ -95,7 +95,7 @@ def measure(points: int, rate: float, seconds: float) -> dict:
     from app.worker_link import WorkerLink
     from profiler.config import RunConfig
     from profiler.store import RunStore
-    from profiler.wire.recorder import RunRecorder
+    from profiler.store.recorder import RunRecorder
 
     app = QApplication.instance() or QApplication([])
     previous_handler = quiet_size_hint_warning()

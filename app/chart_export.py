@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
-from profiler.store import files
+from profiler import files
 
 CSV_COLUMNS = ("run", "metric", "label", "step", "time_s", "value", "unit")
 

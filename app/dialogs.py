@@ -78,7 +78,7 @@ def show_about(parent: QWidget, host: dict, data_dir: str) -> QDialog:
 
 
 def read_log_tail(path: Path) -> str:
-    from profiler.store import files
+    from profiler import files
 
     try:  # a regular file in the run folder only: a FIFO would freeze the window
         data, size = files.read_tail(path, LOG_TAIL_BYTES, inside=path.parent)

@@ -62,7 +62,7 @@ def estimate(config: RunConfig, host: dict) -> dict:
 
 def _shape(config: RunConfig):
     try:
-        from profiler.engine import model_source
+        from profiler.models import source as model_source
 
         return model_source.model_shape(config.model)
     except Exception:  # noqa: BLE001 - a missing checkpoint: no estimate, validate says why

@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from profiler.figures import busy
 from profiler.figures.metrics import format_summary_figure, format_value, metric
-from profiler.measure import contention
 from profiler.store import RunStore, StoreError
 
 # Units sit in the headers so the cells stay narrow enough for a side panel.
@@ -379,10 +379,10 @@ class HistoryPanel(QWidget):
         error = summary.get("error")
         if isinstance(error, dict) and error.get("message"):
             note += f"<br><span style='color:#b91c1c'>{error.get('message')}</span>"
-        if contention.sentence(summary):  # beside the figures below: measured alone or not
-            note += f"<br><span style='color:#b45309'>{escape(contention.sentence(summary))}</span>"
-        if contention.load_text(summary):
-            note += f"<br>Machine load: {escape(contention.load_text(summary))}"
+        if busy.sentence(summary):  # beside the figures below: measured alone or not
+            note += f"<br><span style='color:#b45309'>{escape(busy.sentence(summary))}</span>"
+        if busy.load_text(summary):
+            note += f"<br>Machine load: {escape(busy.load_text(summary))}"
         self.summary_note.setText(note)
         rows = []
         for key, figure in (summary.get("figures") or {}).items():

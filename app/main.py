@@ -55,8 +55,8 @@ from app.worker_link import WorkerLink
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.measure.system import describe_host, host_capabilities
 from profiler.store import RunStore, StoreError
+from profiler.store.recorder import RunRecorder
 from profiler.wire.launch import LaunchError, preflight, worker_command
-from profiler.wire.recorder import RunRecorder
 
 
 class MainWindow(RunViews, WindowActions, QMainWindow):
@@ -180,7 +180,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("stateLabel")
         self.speed_label = QLabel("")
-        self.load_label = QLabel("")  # other processes' CPU now (profiler.measure.contention.live_text)
+        self.load_label = QLabel("")  # other processes' CPU now (profiler.figures.busy.live_text)
         self.load_label.setObjectName("loadLabel")
         self.load_label.setToolTip("CPU used by processes outside the run's own tree over the "
                                    "last second or so; above a quarter of a core (or a tenth of "

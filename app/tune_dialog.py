@@ -29,11 +29,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from profiler.cli.tune import parse_duration, parse_size
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.figures import metrics, stats
 from profiler.tune import report as tune_report
 from profiler.tune import runner
-from profiler.tune.cli import parse_duration, parse_size
 from profiler.tune.space import SpaceError, build_space, parse_space
 
 COLUMNS = ("#", "configuration", "figure (median, 95 % interval)", "steps", "peak memory",

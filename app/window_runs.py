@@ -7,8 +7,8 @@ the technique panel and the profile view; stored runs are drawn and compared fro
 from __future__ import annotations
 
 from app.labels import marker_label
+from profiler.figures import busy
 from profiler.figures.metrics import format_value
-from profiler.measure import contention
 from profiler.store import StoreError
 
 
@@ -79,17 +79,17 @@ class RunViews:
     def show_load(self, other_cores: float | None) -> None:
         """The live reading of other processes' CPU in the status bar, amber when it makes the
         speed figures unreliable; None clears it (no run, or a run that is over)."""
-        text, busy = contention.live_text(other_cores, self.worker_cores)
+        text, unreliable = busy.live_text(other_cores, self.worker_cores)
         self.load_label.setText(text)
-        self.load_label.setStyleSheet("color: #b45309; font-weight: 600;" if busy else "")
+        self.load_label.setStyleSheet("color: #b45309; font-weight: 600;" if unreliable else "")
 
     def _show_results(self, summary: dict) -> None:
         """What a run concluded in words, kept above the charts (compress: the quality cost)."""
         sentence = summary.get("quality_loss")
         if isinstance(sentence, str) and sentence:
             self.add_notice(f"Quality cost: {sentence}")
-        if contention.sentence(summary):  # the speed figures were measured beside other work
-            self.add_notice(f"Warning: {contention.sentence(summary)}")
+        if busy.sentence(summary):  # the speed figures were measured beside other work
+            self.add_notice(f"Warning: {busy.sentence(summary)}")
 
     def _on_event(self, message: dict) -> None:
         kind, text = message["kind"], message["message"]

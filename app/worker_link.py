@@ -16,10 +16,10 @@ from collections import deque
 from PySide6.QtCore import QIODevice, QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from profiler.config import ConfigError, RunConfig
+from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import failure_explanation, worker_env
 from profiler.wire.launch import worker_command
-from profiler.wire.recorder import RunRecorder
 
 READ_BUDGET_S = 0.008
 """Time one event-loop turn may spend recording lines; the rest waits for the next turn."""

@@ -10,6 +10,7 @@ inside torch is a crash, not the user's mistake.
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Any
 
 KINDS = ("config", "unsupported", "oom", "crash")
@@ -33,6 +34,10 @@ class CheckpointError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+class DataError(ValueError):
+    """Data that cannot be used (profiler.engine.data); the text says what to give instead."""
 
 
 class StepOutOfMemory(MemoryError):
@@ -75,9 +80,8 @@ def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOut
         parts.append(f"worker RSS {mib(psutil.Process().memory_info().rss)}")
     except Exception:  # noqa: BLE001 - the figure is a courtesy; the error must still go out
         pass
-    if device is not None and getattr(device, "type", "") == "cuda":
-        import torch
-
+    torch = sys.modules.get("torch")  # a CUDA device means torch is loaded; never load it here
+    if torch is not None and device is not None and getattr(device, "type", "") == "cuda":
         parts.append(f"CUDA allocated {mib(torch.cuda.memory_allocated(device))} "
                      f"of {mib(torch.cuda.get_device_properties(device).total_memory)}")
     text = str(exc)
@@ -88,8 +92,6 @@ def out_of_memory(exc: BaseException, where: str, device: Any = None) -> StepOut
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """Error kind and a hint for an exception raised by a workload."""
-    from profiler.engine.data import DataError
-
     if isinstance(exc, DataError):
         return "config", "fix the data settings and start again"
     if isinstance(exc, CheckpointError):

@@ -89,7 +89,7 @@ def apply(state, params: TechniqueParams) -> str:
 
 
 FORWARD_ONLY = ("infer", "compress")
-"""Workloads that apply no compile stage (profiler.engine.workloads.setup.INFER_STAGES): they run eager."""
+"""Workloads that apply no compile stage (registry.INFER_STAGES): they run eager."""
 
 
 def eager_formats(in_force: dict[str, TechniqueParams], workload: str) -> list[str]:

@@ -42,6 +42,9 @@ __all__ = ["BadTechnique", "Hooks", "Param", "RunFacts", "TechniqueInfo", "Techn
 # the parallel wrapper, the optimizer is built over the final parameters, and the loop context
 # (autocast, scaler, accumulation) wraps every step.
 STAGES = ("compress", "model", "checkpoint", "compile", "parallel", "optimizer", "loop")
+INFER_STAGES = ("compress", "model")
+"""The stages of techniques that act on a model only run forward (infer, compress); the others act
+on training."""
 CATEGORIES = ("optimizer", "precision", "memory", "speed", "parallel", "compression")
 
 

@@ -152,8 +152,8 @@ def hostile_worker(tmp_path: Path, lines: list[str], mode: str = "exit") -> list
 def run_hostile(tmp_path: Path, lines: list[str], mode: str = "exit", **kwargs):
     """Record a run against HOSTILE_WORKER; (status, recorder, run)."""
     from profiler.store import RunStore
+    from profiler.store.recorder import RunRecorder
     from profiler.wire.client import run_to_completion
-    from profiler.wire.recorder import RunRecorder
 
     store = RunStore()
     config = tiny_config(steps=2)

@@ -36,7 +36,7 @@ def stored_run(store, name: str, messages: list[dict], config=None, exit_code: i
                killed: bool = False) -> str:
     """A run in the store made of these messages (as if a worker had sent them)."""
     from profiler.config import RunConfig
-    from profiler.wire.recorder import RunRecorder
+    from profiler.store.recorder import RunRecorder
 
     config = config or RunConfig(name=name, device="cpu")
     config.name = name

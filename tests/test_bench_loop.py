@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from profiler.bench.loop import Candidate, compare, round_order
+from profiler.bench.loop import Candidate, compare
+from profiler.figures.stats import round_order
 
 
 def recorder(name: str, calls: list[str], values: list[float]):

@@ -45,7 +45,7 @@ def tiny_state(techniques: dict | None = None, seed: int = 0) -> runtime.TrainSt
 
 
 def compress(state: runtime.TrainState) -> list[dict]:
-    from profiler.engine.workloads.setup import INFER_STAGES
+    from techniques.registry import INFER_STAGES
 
     return runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
 

@@ -239,7 +239,7 @@ def test_2to4_weights_are_converted_after_the_cast_in_their_16_bit_dtype(monkeyp
     monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", to_sparse_semi_structured)
     techniques = {"prune_semi_structured": {}, "weight_cast": {"dtype": "bf16"}}
     state = cuda_state(techniques, workload="infer")
-    from profiler.engine.workloads.setup import INFER_STAGES
+    from techniques.registry import INFER_STAGES
 
     applied = runtime.apply_all(state, runtime.plan(state.config, state.caps, INFER_STAGES))
     assert [a["name"] for a in applied] == ["prune_semi_structured", "prune_semi_structured",

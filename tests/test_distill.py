@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
-from profiler.engine import model_source, weights
+from profiler.engine import weights
 from profiler.engine.data import BatchSampler, load_corpus
 from profiler.engine.workloads import distill
+from profiler.models import source as model_source
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import runtime

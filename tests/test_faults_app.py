@@ -10,8 +10,8 @@ pytest.importorskip("PySide6")
 
 from app.worker_link import WorkerLink  # noqa: E402
 from profiler.store import RunStore  # noqa: E402
+from profiler.store.recorder import RunRecorder  # noqa: E402
 from profiler.wire import protocol  # noqa: E402
-from profiler.wire.recorder import RunRecorder  # noqa: E402
 from tests.faults import hostile_worker, tiny_config  # noqa: E402
 
 

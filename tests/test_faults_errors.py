@@ -12,9 +12,9 @@ import pytest
 from profiler import errors
 from profiler.engine import worker
 from profiler.store import RunStore
+from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import run_to_completion
-from profiler.wire.recorder import RunRecorder
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
 
 

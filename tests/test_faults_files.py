@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler import cli
+from profiler import cli, files
 from profiler.config import RunConfig
-from profiler.store import RunStore, StoreError, files
-from profiler.wire.recorder import RunRecorder
+from profiler.store import RunStore, StoreError
+from profiler.store.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
 
 KINDS = ("fifo", "symlink", "device", "folder")
@@ -478,8 +478,8 @@ def test_a_roofline_cache_under_a_home_that_is_a_file_is_a_sentence(monkeypatch,
 def test_a_run_s_weights_that_are_not_a_regular_file_are_refused(tmp_path, kind):
     """model.source = "run" reads the run folder's model.safetensors: never a FIFO (it would
     block) and never through a link (to a file outside the store)."""
-    from profiler.engine.model_source import FILENAME, checkpoint_path
     from profiler.errors import CheckpointError
+    from profiler.models.source import FILENAME, checkpoint_path
 
     store = RunStore()
     run = store.open_run(recorded_run(store))

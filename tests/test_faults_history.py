@@ -18,8 +18,8 @@ import pytest
 from profiler import cli
 from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
+from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from profiler.wire.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
 
 

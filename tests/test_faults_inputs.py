@@ -22,9 +22,9 @@ from profiler import cli, errors
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.engine import worker
 from profiler.store import RunStore, StoreError
+from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import failure_explanation, run_to_completion, worker_env
-from profiler.wire.recorder import RunRecorder
 from tests.faults import assert_sentence, one_torch_thread, tiny_config  # noqa: F401 - autouse
 from tests.test_bad_input import assert_sentence as assert_fix_sentence
 

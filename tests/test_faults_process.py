@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from profiler.store import RunStore, StoredRun
+from profiler.store.recorder import RunRecorder
 from profiler.wire.client import run_to_completion
-from profiler.wire.recorder import RunRecorder
 from tests.faults import (
     cli,
     gone,

@@ -21,7 +21,7 @@ from profiler import cli
 from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError, StreamWriter
 from profiler.store import runfolder as store_module
-from profiler.wire.recorder import RunRecorder
+from profiler.store.recorder import RunRecorder
 from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
 
 

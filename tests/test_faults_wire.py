@@ -21,6 +21,7 @@ import pytest
 
 from profiler import cli
 from profiler.store import RunStore
+from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import (
     EOF,
@@ -31,7 +32,6 @@ from profiler.wire.client import (
     worker_env,
 )
 from profiler.wire.protocol import ProtocolError
-from profiler.wire.recorder import RunRecorder
 from tests.faults import (
     assert_sentence,
     one_torch_thread,  # noqa: F401 - an autouse fixture

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
-from profiler.engine import model_source
 from profiler.errors import CheckpointError
+from profiler.models import source as model_source
 from tests import hf_fixtures
 
 gguf = pytest.importorskip("gguf")

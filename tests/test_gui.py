@@ -23,7 +23,7 @@ from app.main import MainWindow
 from app.worker_link import WorkerLink
 from profiler.config import resolve, validate
 from profiler.store import RunStore
-from profiler.wire.recorder import RunRecorder
+from profiler.store.recorder import RunRecorder
 from tests import gui_support
 
 RUN_TIMEOUT_MS = 90_000

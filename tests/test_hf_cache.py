@@ -14,7 +14,8 @@ import pytest
 
 from profiler import errors
 from profiler.config import ConfigError, RunConfig, validate
-from profiler.engine import model_source, weights
+from profiler.engine import weights
+from profiler.models import source as model_source
 from profiler.models.hf_cache import list_cached_models
 from tests import hf_fixtures as fx
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from profiler.config import ArchConfig, ConfigError, ModelConfig, RunConfig, validate
-from profiler.engine import model_source, weights
+from profiler.engine import weights
 from profiler.figures.theory import flops_per_token
+from profiler.models import source as model_source
 from profiler.models.hf_arch import ARCHITECTURES
 from tests.hf_fixtures import NullControl, checkpoints_root, hf_config
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from profiler.config import validate
-from profiler.engine import model_source
+from profiler.models import source as model_source
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess
 from tests import hf_fixtures as fx

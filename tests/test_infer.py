@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from profiler.config import ConfigError, ModelConfig, RunConfig, validate
-from profiler.engine import model_source, weights
+from profiler.engine import weights
 from profiler.engine.workloads.generation import eval_windows, generate_once, score
+from profiler.models import source as model_source
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import runtime

@@ -12,10 +12,10 @@ import pytest
 
 from profiler.config import ConfigError, validate
 from profiler.store import RunStore
+from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess, run_to_completion
 from profiler.wire.launch import LaunchError, preflight, worker_command
-from profiler.wire.recorder import RunRecorder
 from tests.helpers import collect, nano_config
 
 pytestmark = pytest.mark.slow

@@ -27,8 +27,8 @@ from profiler.report.svg import Chart, Line, decimate, nice_ticks
 from profiler.report.svg import render as render_svg
 from profiler.report.tidy import CSV_COLUMNS, SCHEMA_ID, SCHEMA_PATH
 from profiler.store import RunStore
+from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from profiler.wire.recorder import RunRecorder
 from tests.helpers import nano_config
 
 GPU_KEYS = ("gpu_memory_used_bytes", "gpu_process_memory_bytes", "torch_allocated_bytes")

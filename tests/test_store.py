@@ -9,7 +9,7 @@ import pytest
 
 from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
-from profiler.wire.recorder import RunRecorder
+from profiler.store.recorder import RunRecorder
 
 
 def _fake_run(store: RunStore, name: str, loss: float) -> str:

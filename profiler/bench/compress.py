@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from profiler import files
 from profiler.bench import loop
 from profiler.errors import Unsupported
 from profiler.figures.stats import describe, describe_ratio
-from profiler.store import files
 
 TIMED = ("prefill_latency_s", "decode_latency_s", "decode_tokens_per_s")
 """Per generation: prefill seconds, mean seconds per decode step, decode tokens/s."""
@@ -103,10 +103,10 @@ def measure(args: argparse.Namespace) -> dict:
         prompts_from,
         score,
     )
-    from profiler.engine.workloads.setup import INFER_STAGES, resolve_device
     from profiler.measure import sizes
-    from profiler.measure.capabilities import detect
+    from profiler.measure.capabilities import detect, resolve_device
     from techniques import registry, runtime
+    from techniques.registry import INFER_STAGES
 
     if args.threads:
         torch.set_num_threads(args.threads)

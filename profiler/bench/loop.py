@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from profiler.figures.stats import (
     independent_enough,
     lag1_autocorrelation,
     ratio_interval,
+    round_order,
     signed_rank_interval,
 )
 
@@ -114,19 +114,6 @@ def add_order_arguments(parser) -> None:
                         "(default) or shuffled")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the shuffled order and of the bootstrap (default 0)")
-
-
-def round_order(names: Sequence[str], index: int, order: str, seed: int) -> list[str]:
-    """Who goes when in round `index`: "rotate" shifts the list by one per round (each candidate
-    leads equally often), "random" shuffles it with a seed of its own per round."""
-    names = list(names)
-    if order == "random":
-        random.Random(seed * 1_000_003 + index).shuffle(names)
-        return names
-    if order != "rotate":
-        raise ValueError(f"order = {order!r}: use 'rotate' or 'random'")
-    shift = index % len(names) if names else 0
-    return names[shift:] + names[:shift]
 
 
 def compare(candidates: Sequence[Candidate], metrics: Sequence[str], repeats: int,

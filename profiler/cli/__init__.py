@@ -13,7 +13,7 @@ from profiler.cli.common import (
     EXIT_USAGE,
 )
 from profiler.cli.parser import build_parser, main
-from profiler.figures.text import safe  # the one escaping rule; cli.safe stays importable
+from profiler.text import safe  # the one escaping rule; cli.safe stays importable
 
 __all__ = ["EXIT_CRASHED", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PIPE",
            "EXIT_TERMINATED", "EXIT_USAGE", "build_parser", "main", "safe"]

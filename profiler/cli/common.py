@@ -1,5 +1,5 @@
 """What every `effiscope` command shares: the exit codes and how a sentence for the user is
-printed (text that came from a run has its control characters escaped: profiler.figures.text.safe).
+printed (text that came from a run has its control characters escaped: profiler.text.safe).
 
 Exit codes: 0 success; 1 the run failed (an error from the worker, a loss that diverged, or the
 store could not be written); 2 bad input (config, run id, arguments); 3 the worker crashed or
@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from profiler.figures.text import safe
+from profiler.text import safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM

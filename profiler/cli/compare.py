@@ -23,7 +23,7 @@ from profiler.figures.metrics import (
     spread_text,
 )
 from profiler.figures.significance import NOISE_FLOOR_PCT
-from profiler.figures.text import aligned, safe
+from profiler.text import aligned, safe
 
 
 def add_parser(sub) -> None:

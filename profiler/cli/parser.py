@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from profiler.store.files import FileRefused
+    from profiler.files import FileRefused
 
     parser = build_parser()
     args = parser.parse_args(argv)

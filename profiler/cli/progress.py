@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from profiler.figures.text import safe
+from profiler.text import safe
 
 
 class Progress:
@@ -22,8 +22,8 @@ class Progress:
         self.cores: int | None = None  # the worker's machine's, from its hello
 
     def update(self, message: dict) -> None:
+        from profiler.figures.busy import live_text
         from profiler.figures.metrics import format_value
-        from profiler.measure.contention import live_text
 
         kind = message["type"]
         if kind == "hello":

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from profiler.figures import stats
 from profiler.figures.metrics import format_value, significant
-from profiler.figures.text import safe
+from profiler.text import safe
 
 MAX_REPEATS = 100
 EXIT_OK, EXIT_USAGE = 0, 2

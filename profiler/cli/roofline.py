@@ -48,9 +48,9 @@ def datasheet(result: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from profiler.figures.metrics import format_summary_figure, format_value
-    from profiler.figures.text import safe
     from profiler.measure import roofline
     from profiler.store import StoreError
+    from profiler.text import safe
 
     def say(text: str) -> None:
         print(f"effiscope: {safe(text)}", file=sys.stderr)

@@ -131,9 +131,9 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
     repeat's place ({group, index, of}, profiler.cli.repeats.mark); with it the summary is not
     printed as JSON (the repeats print one document for the group)."""
     from profiler.store import RunStore, StoreError
+    from profiler.store.recorder import RunRecorder
     from profiler.wire.client import StartRefused, run_to_completion
     from profiler.wire.launch import worker_command
-    from profiler.wire.recorder import RunRecorder
 
     profile = ProfileRequest(args.profile) if args.profile else None
     store = RunStore()

@@ -9,7 +9,7 @@ import sys
 
 from profiler.cli.common import EXIT_OK, EXIT_USAGE, err
 from profiler.figures.metrics import json_safe
-from profiler.figures.text import safe
+from profiler.text import safe
 
 
 def add_parser(sub) -> None:

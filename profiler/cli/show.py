@@ -9,7 +9,7 @@ import sys
 
 from profiler.cli.common import EXIT_OK, EXIT_USAGE, err
 from profiler.figures.metrics import json_safe
-from profiler.figures.text import safe
+from profiler.text import safe
 
 
 def add_parser(sub) -> None:
@@ -20,10 +20,10 @@ def add_parser(sub) -> None:
 
 
 def print_summary(run_id: str, meta: dict, summary: dict) -> None:
+    from profiler.figures import busy
     from profiler.figures.metrics import format_summary_figure
     from profiler.figures.segments import table as segment_table
-    from profiler.figures.text import aligned
-    from profiler.measure import contention
+    from profiler.text import aligned
 
     def text(value: object) -> str:
         return safe(value if value is not None else "")
@@ -43,10 +43,10 @@ def print_summary(run_id: str, meta: dict, summary: dict) -> None:
               f"         hint: {text(err.get('hint'))}")
     if summary.get("quality_loss"):
         print(f"quality  {text(summary['quality_loss'])}")
-    if contention.load_text(summary):  # beside the speed figures: were they measured alone?
-        print(f"load     {text(contention.load_text(summary))}")
-    if contention.sentence(summary):
-        print(f"warning  {text(contention.sentence(summary))}")
+    if busy.load_text(summary):  # beside the speed figures: were they measured alone?
+        print(f"load     {text(busy.load_text(summary))}")
+    if busy.sentence(summary):
+        print(f"warning  {text(busy.sentence(summary))}")
     figures = summary.get("figures")
     for key, fig in (figures.items() if isinstance(figures, dict) else ()):
         if not isinstance(fig, dict):

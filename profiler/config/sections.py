@@ -233,7 +233,7 @@ class RunConfig:
 
     def run_record(self) -> dict[str, str]:
         """What the run store keeps of a config, as plain data (the store imports no config)."""
-        from profiler.engine.model_source import model_label  # torch-free
+        from profiler.models.source import model_label  # torch-free
 
         label = model_label(self.model)
         return {"config_toml": self.to_toml(), "name": self.name or label, "model": label,
@@ -250,6 +250,6 @@ class RunConfig:
     def save(self, path: str | Path) -> None:
         """Write the TOML whole, onto a regular file or a new path only (files.FileRefused, an
         OSError, for a FIFO, device, symlink or folder)."""
-        from profiler.store import files
+        from profiler import files
 
         files.write_text(path, self.to_toml())

@@ -82,7 +82,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_launch(config)
     _require(config.peak_tflops >= 0, "peak_tflops",
              f"must be 0 (use the device table) or a positive TFLOP/s figure, got {config.peak_tflops}")
-    from profiler.wire.ssh_options import validate_ssh  # torch-free
+    from profiler.config.ssh_options import validate_ssh  # torch-free
 
     validate_ssh(config)
     from techniques import registry  # metadata only: no torch
@@ -111,7 +111,7 @@ def _model_shape(model: ModelConfig, where: str):
              f"{model.preset!r} is not a built-in model; choose one of {', '.join(GPT_PRESETS)}")
     _require(0.0 <= model.dropout < 1.0, f"{where}.dropout", f"must be in [0, 1), got {model.dropout}")
     from profiler import errors  # torch-free: reads the safetensors header only
-    from profiler.engine import model_source
+    from profiler.models import source as model_source
 
     if model.source in ("checkpoint", "hf", "gguf") and model.path:
         problem = path_problem(model.path, allow_missing=model.source in ("hf", "gguf"))
@@ -175,7 +175,7 @@ def _validate_workloads(config: RunConfig, shape) -> None:
                  f"the teacher's vocabulary has {teacher.vocab_size} tokens and the student's "
                  f"{shape.vocab_size}; KL between next-token distributions needs the same "
                  "vocabulary, so choose a teacher and a student of the same vocabulary size")
-        from profiler.engine import model_source
+        from profiler.models import source as model_source
 
         _require(model_source.vocabulary_id(dist.teacher) == model_source.vocabulary_id(config.model),
                  "distill.teacher", "the teacher and the student tokenize text differently "

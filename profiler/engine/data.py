@@ -16,12 +16,10 @@ from typing import Any
 
 import torch
 
+from profiler.errors import DataError
+
 TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".json", ".toml", ".cfg", ".ini", ".html",
                  ".css", ".js", ".c", ".h", ".cpp", ".rs", ".go", ".java", ".csv", ".tex", ""}
-
-
-class DataError(ValueError):
-    """Data that cannot be used; the text says what to give instead."""
 
 
 class ByteTokenizer:

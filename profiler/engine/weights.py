@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from profiler.engine.model_source import (
+from profiler.errors import CheckpointError
+from profiler.models.source import (
     FILENAME,
     FORMAT,
     checkpoint_path,
@@ -17,7 +18,6 @@ from profiler.engine.model_source import (
     model_name,
     model_shape,
 )
-from profiler.errors import CheckpointError
 from profiler.wire import protocol
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from profiler.figures import segments
+from profiler.figures import busy, segments
 from profiler.figures.metrics import format_value
-from profiler.measure import contention
 
 READ_KEYS = ("tokens_per_s", "step_time_s", "other_cpu_cores", "loss_train", "loss_distill",
              "loss_val")
@@ -83,11 +82,11 @@ class Evidence:
         cores = self.summary.get("contention_cores")
         cores = cores if isinstance(cores, int) and not isinstance(cores, bool) else None
         readings = self.measured("other_cpu_cores", window)
-        if readings and contention.contended(sum(readings) / len(readings), cores):
+        if readings and busy.contended(sum(readings) / len(readings), cores):
             mean = sum(readings) / len(readings)
             return (f"during the measured steps of {self.name!r} other processes used "
                     f"{format_value(mean, 'cores')}" + (f" of {cores}" if cores else ""))
-        sentence = contention.sentence(self.summary)
+        sentence = busy.sentence(self.summary)
         return f"{self.name!r}: {sentence}" if sentence else ""
 
 

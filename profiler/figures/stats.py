@@ -6,6 +6,8 @@ that resample or rank, so that importing this module stays cheap for the CLI."""
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -291,3 +293,17 @@ def ratio_cell(row: dict | None) -> str:
     if interval.get("verdict") in ("machine busy", "not comparable"):
         return f"{value} {span}, {interval['verdict']}"
     return f"{value} {span}, within noise"
+
+
+def round_order(names: Sequence[str], index: int, order: str, seed: int) -> list[str]:
+    """Who goes when in round `index` of interleaved measurements (the benches, the tuner's final
+    re-measure): "rotate" shifts the list by one per round (each candidate
+    leads equally often), "random" shuffles it with a seed of its own per round."""
+    names = list(names)
+    if order == "random":
+        random.Random(seed * 1_000_003 + index).shuffle(names)
+        return names
+    if order != "rotate":
+        raise ValueError(f"order = {order!r}: use 'rotate' or 'random'")
+    shift = index % len(names) if names else 0
+    return names[shift:] + names[:shift]

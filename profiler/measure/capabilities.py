@@ -12,6 +12,7 @@ import shutil
 
 import torch
 
+from profiler.errors import Unsupported
 from profiler.measure.system import bf16_native
 
 
@@ -66,3 +67,18 @@ def device_uuid(device: torch.device | str) -> str | None:
     index = device.index if device.index is not None else torch.cuda.current_device()
     uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
     return str(uuid) if uuid is not None and str(uuid).strip("0-") else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """A config's device (auto, cpu, cuda, cuda:N) as torch's, refused with a sentence where this
+    machine has no such device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise Unsupported(
+            f"device = {name!r} but this machine has no CUDA GPU visible to torch; use cpu or auto"
+        )
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise Unsupported(f"{name} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    return device

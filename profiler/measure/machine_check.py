@@ -33,9 +33,8 @@ def needs_check(config: Any) -> bool:
 def capabilities(config: Any) -> dict:
     """This machine's capabilities for the config's device, as the worker detects them;
     Unsupported (a sentence) for a device torch does not have here (imports torch)."""
-    from profiler.engine import model_source
-    from profiler.engine.workloads.setup import resolve_device
-    from profiler.measure.capabilities import detect
+    from profiler.measure.capabilities import detect, resolve_device
+    from profiler.models import source as model_source
 
     device = resolve_device(config.device)
     return {**detect(device), "world_size": config.launch.nproc_per_node * config.launch.nnodes,
@@ -44,9 +43,9 @@ def capabilities(config: Any) -> dict:
 
 def refusal(config: Any) -> str | None:
     """The worker's refusal of this config on this machine, in words, or None (imports torch)."""
-    from profiler.engine.workloads.setup import INFER_STAGES
     from profiler.errors import Unsupported
     from techniques import registry, runtime
+    from techniques.registry import INFER_STAGES
 
     try:
         caps = capabilities(config)

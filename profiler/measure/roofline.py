@@ -316,7 +316,8 @@ def load(device: str = "cpu") -> tuple[dict | None, str]:
 
 def save(result: dict) -> None:
     """Add result to the cache (keeping other machines' valid entries); StoreError on failure."""
-    from profiler.store import StoreError, atomic_write, files
+    from profiler import files
+    from profiler.store import StoreError, atomic_write
 
     problem = validate(result)
     if problem:

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import IO
 
-from profiler.store import RunStore, StoreError, files
+from profiler import files
+from profiler.store import RunStore, StoreError
 
 FORMATS = ("html", "json", "csv", "md", "trace")
 EXTENSIONS = {"html": "html", "json": "json", "csv": "csv", "md": "md", "trace": "trace.json.gz"}

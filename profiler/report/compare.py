@@ -15,9 +15,8 @@ import difflib
 import json
 from typing import Any
 
-from profiler.figures import segment_pairing, significance
+from profiler.figures import busy, segment_pairing, significance
 from profiler.figures.metrics import metric
-from profiler.measure import contention
 
 DELTA_KEYS = ("tokens_per_s", "step_time_p50_s", "step_time_p99_s",
               # memory: the parts a technique acts on first, then the process-wide peaks
@@ -118,7 +117,7 @@ def machine(summary: dict) -> dict:
     """The machine a run was measured on, said beside its figures: {"busy": bool, "text":
     "busy: other processes used 1.7 of 2 cores during this run ..." / "quiet: other processes
     0.05 cores ..." / "not recorded"}."""
-    sentence, load = contention.sentence(summary), contention.load_text(summary)
+    sentence, load = busy.sentence(summary), busy.load_text(summary)
     if sentence:
         return {"busy": True, "text": f"busy: {sentence}" + (f" ({load})" if load else "")}
     if load:

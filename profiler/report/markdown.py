@@ -6,7 +6,7 @@ cells have their pipes escaped; nothing a run says can turn into markup.
 
 from __future__ import annotations
 
-from profiler.figures import significance
+from profiler.figures import busy, significance
 from profiler.figures.metrics import (
     format_change,
     format_delta,
@@ -15,7 +15,6 @@ from profiler.figures.metrics import (
     metric,
 )
 from profiler.figures.segments import table as segment_table
-from profiler.measure import contention
 from profiler.report import compare
 from profiler.report.html import display_names
 from profiler.report.load import RunData
@@ -51,10 +50,10 @@ def _run_section(run: RunData, level: str = "##") -> list[str]:
     out = [f"{level} {md(run.name)}", "",
            f"Run `{md(run.run_id)}` · **{md(run.status)}** ({md(run.end or 'n/a')}) · "
            f"{md(_environment_line(run))}", ""]
-    if contention.sentence(run.summary):  # beside the speed figures: measured alone or not
-        out += [f"**Contended machine:** {md(contention.sentence(run.summary))}", ""]
-    if contention.load_text(run.summary):
-        out += [f"Machine load during the run: {md(contention.load_text(run.summary))}", ""]
+    if busy.sentence(run.summary):  # beside the speed figures: measured alone or not
+        out += [f"**Contended machine:** {md(busy.sentence(run.summary))}", ""]
+    if busy.load_text(run.summary):
+        out += [f"Machine load during the run: {md(busy.load_text(run.summary))}", ""]
     comp = compression_rows(run)
     if comp:
         if run.summary.get("quality_loss"):

@@ -138,9 +138,9 @@ def segments_html(run: RunData) -> str:
 def contention_html(run: RunData) -> str:
     """Beside the speed figures: whether other processes shared the machine while they were
     measured (profiler.measure.contention); "" for a run recorded without the readings."""
-    from profiler.measure import contention
+    from profiler.figures import busy
 
-    load, warning = contention.load_text(run.summary), contention.sentence(run.summary)
+    load, warning = busy.load_text(run.summary), busy.sentence(run.summary)
     if not load and not warning:
         return ""
     lead = (f'<p class="lead rec warning"><b>Contended machine:</b> {e(warning)}</p>'

@@ -12,7 +12,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from profiler.store import files
+from profiler import files
 
 HOW_TO_CAPTURE = (
     "capture one with the app's Profile button, or send the worker a `profile` command "

@@ -14,7 +14,7 @@ runs whose front end died). Reports and comparisons read the store only, so any 
 reported.
 
 The store takes the run config as data (its TOML text and a few labels): it imports neither
-profiler.config nor profiler.engine.model_source, which both use it.
+profiler.config nor profiler.models.source, which both use it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from profiler.store import files, liveness
+from profiler import files
+from profiler.store import liveness
 from profiler.store.index import IndexUnavailable, RunIndex
 from profiler.store.runfolder import StoredRun, StreamWriter
 from profiler.store.storage import StoreError, encodable, shown, text_or

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.store import files
+from profiler import files
 from profiler.store.storage import (
     STORE_FIX,
     SUMMARY_LIMIT,

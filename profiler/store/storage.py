@@ -1,4 +1,4 @@
-"""The store's small files, read and written under profiler.store.files' rule: JSON tables read
+"""The store's small files, read and written under profiler.files' rule: JSON tables read
 bounded and checked (non-finite numbers become n/a, lone surrogates are replaced), text written
 whole or not at all; StoreError and DamagedFile say in a sentence what failed and what to do."""
 
@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from profiler.store import files
+from profiler import files
 
 
 class StoreError(RuntimeError):

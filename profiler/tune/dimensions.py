@@ -310,7 +310,7 @@ def unavailable(config: RunConfig, dim: str, value: str, caps: dict) -> str | No
 
 
 def _layers(config: RunConfig) -> int | None:
-    from profiler.engine import model_source
+    from profiler.models import source as model_source
 
     try:
         return getattr(model_source.model_shape(config.model), "n_layer", None)

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from profiler import files
 from profiler.config import RunConfig
-from profiler.figures import metrics, significance, stats
+from profiler.figures import busy, metrics, significance, stats
 from profiler.figures.evidence import run_samples
-from profiler.measure import contention
-from profiler.store import files
 from profiler.tune import report as report_of
 from profiler.tune import search as tsearch
 from profiler.tune.space import Candidate, Space, build_space, checked_config
@@ -161,9 +160,9 @@ class RunEvaluator:
         self.count = 0
 
     def __call__(self, candidate: Candidate, steps: int, final: bool = False) -> tsearch.Measurement:
+        from profiler.store.recorder import RunRecorder
         from profiler.wire.client import StartRefused, run_to_completion
         from profiler.wire.launch import worker_command
-        from profiler.wire.recorder import RunRecorder
 
         started = time.monotonic()
         try:
@@ -201,11 +200,11 @@ class RunEvaluator:
             error = ((summary.get("error") or {}).get("message") or summary.get("end")
                      or f"the run ended {status}")
         samples = run_samples(run, (self.sample_key,))[self.sample_key]
-        busy = contention.sentence(summary)
+        shared = busy.sentence(summary)
         extra = {"distribution": dist, "peak_key": peak_key, "status": status,
                  "effective_batch": summary.get("effective_batch"),
                  "perplexity": (figures.get("perplexity") or {}).get("value"),
-                 "busy": f"trial #{self.count} ({label}): {busy}" if busy else ""}
+                 "busy": f"trial #{self.count} ({label}): {shared}" if shared else ""}
         self.log(f"{'final' if final else 'trial'} #{self.count} ({steps} steps): {label}: "
                  + (f"failed: {error}" if error else
                     stats.describe(dist, metrics.metric(self.objective).unit)))
@@ -236,7 +235,7 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
                 log: Callable[[str], Any] = print) -> dict:
     """Measure each finalist ("best", "runner-up", "baseline") `rounds` times, interleaved, and
     judge them on their pooled per-step samples."""
-    from profiler.bench.loop import round_order
+    from profiler.figures.stats import round_order
 
     better = metrics.HIGHER if higher_is_better else metrics.LOWER
     samples: dict[str, list[float]] = {role: [] for role in finalists}

@@ -105,9 +105,9 @@ def check_sparse_2to4(ctx: Context) -> dict:
     needs_ampere(ctx, "2:4 sparse tensor cores")
     from torch.sparse import SparseSemiStructuredTensor
 
-    from profiler.engine.workloads.setup import INFER_STAGES
     from techniques import runtime
     from techniques.compress_common import target_linears
+    from techniques.registry import INFER_STAGES
 
     base = build_gpt("gpt-mini").to(ctx.device).eval()
     states, reports = {}, {}

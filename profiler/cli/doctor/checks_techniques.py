@@ -74,8 +74,8 @@ def check_flash_generation(ctx: Context) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from profiler.engine.workloads.generation import generate_once
-    from profiler.engine.workloads.setup import INFER_STAGES
     from techniques import runtime
+    from techniques.registry import INFER_STAGES
 
     techniques = ({"weight_cast": {"dtype": "bf16"}, "attention": {"backend": "flash"}}
                   if ctx.cuda else {})

@@ -173,7 +173,7 @@ def write_files(report: dict, out: str | None) -> tuple[Path, Path]:
         from profiler.store import data_home
 
         folder = data_home() / "doctor"
-    from profiler.store import files
+    from profiler import files
 
     fix = "choose another --out"  # written whole or not at all, never onto a FIFO or device
     files.output_folder(folder, fix)
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         specs = [s for s in specs if s.name in wanted]
     if args.out:  # a folder the report cannot be written into is refused before any check
-        from profiler.store import files
+        from profiler import files
 
         try:
             files.output_folder(Path(args.out).expanduser(), "choose another --out")

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from profiler.config import RunConfig
-from profiler.engine import model_source
 from profiler.engine.data import BatchSampler
 from profiler.engine.workloads import encode
 from profiler.engine.workloads.comparison import (
@@ -42,12 +41,14 @@ from profiler.engine.workloads.generation import (
     scoring_how,
     timed_loop,
 )
-from profiler.engine.workloads.setup import INFER_STAGES, Emit, prepare
+from profiler.engine.workloads.setup import Emit, prepare
 from profiler.engine.workloads.steps import brief_training
+from profiler.figures import busy
 from profiler.figures.stats import figure
-from profiler.measure import contention
+from profiler.models import source as model_source
 from profiler.wire import protocol
 from techniques.compile import eager_how
+from techniques.registry import INFER_STAGES
 from techniques.runtime import TrainState
 
 VARIANTS = ("baseline", "compressed")
@@ -116,8 +117,8 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"{cfg.gen_len} new tokens{eager_how(prep.wanted, config.workload)}")
     speed = {name: latency_figures(runs[name], window=window) for name in VARIANTS}
     samples = {name: per_run_samples(runs[name], GENERATION_SAMPLES) for name in VARIANTS}
-    busy = contention.sentence(prep.contention())  # no speed verdict on a busy machine
-    rows = causal_rows(size, speed, quality, samples, list(prep.wanted), busy)
+    shared = busy.sentence(prep.contention())  # no speed verdict on a busy machine
+    rows = causal_rows(size, speed, quality, samples, list(prep.wanted), shared)
     by_key = rows.by_key()
     sentence = causal_sentence(size, by_key, quality, config.compress.finetune_steps,
                                list(prep.wanted))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from profiler.config import RunConfig
-from profiler.engine import model_source, weights
+from profiler.engine import weights
 from profiler.engine.data import BatchSampler
 from profiler.engine.workloads.loop import Loop, StepResult, tokens_per_step
 from profiler.engine.workloads.loop_figures import Headline, common_figures, headline
@@ -25,6 +25,7 @@ from profiler.engine.workloads.steps import MemoryProbes, accumulated_step, brie
 from profiler.errors import Unsupported
 from profiler.figures.stats import figure
 from profiler.measure.capture import ProfileCapture
+from profiler.models import source as model_source
 from profiler.wire import protocol
 from techniques import runtime
 from techniques.optimizer import state_bytes

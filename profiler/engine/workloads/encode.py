@@ -30,10 +30,11 @@ from profiler.engine.workloads.generation import (
     prompts_from,
     timed_loop,
 )
-from profiler.engine.workloads.setup import INFER_STAGES, Emit, prepare
+from profiler.engine.workloads.setup import Emit, prepare
+from profiler.figures import busy
 from profiler.figures.stats import figure
-from profiler.measure import contention
 from profiler.wire import protocol
+from techniques.registry import INFER_STAGES
 
 
 def measures(cfg: Any) -> str:
@@ -104,8 +105,8 @@ def run_compress(config: RunConfig, emit: Emit, control: Any) -> dict:
               f"({cfg.warmup_runs} warmup excluded), batch {cfg.batch_size} x {cfg.prompt_len}")
     speed = {name: encode_figures(runs[name], window) for name in states}
     samples = {name: per_run_samples(runs[name], ENCODER_SAMPLES) for name in states}
-    busy = contention.sentence(prep.contention())  # no speed verdict on a busy machine
-    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples, busy)
+    shared = busy.sentence(prep.contention())  # no speed verdict on a busy machine
+    rows = encoder_rows(size, speed, quality, cfg.eval_seq_len, samples, shared)
     sentence = encoder_sentence(size, rows.by_key(), quality)
     emit(protocol.info(sentence))
     figures = rows.figures(unpaired=("embedding_cosine_mean", "embedding_cosine_min",

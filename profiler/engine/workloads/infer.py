@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from profiler.config import RunConfig
-from profiler.engine import model_source
 from profiler.engine.workloads import encode
 from profiler.engine.workloads.generation import (
     eval_windows,
@@ -26,10 +25,12 @@ from profiler.engine.workloads.generation import (
     scoring_how,
     timed_loop,
 )
-from profiler.engine.workloads.setup import INFER_STAGES, Emit, prepare
+from profiler.engine.workloads.setup import Emit, prepare
 from profiler.figures.stats import figure
+from profiler.models import source as model_source
 from profiler.wire import protocol
 from techniques.compile import eager_how
+from techniques.registry import INFER_STAGES
 
 
 def run(config: RunConfig, emit: Emit, control: Any) -> dict:

@@ -18,32 +18,17 @@ from typing import Any
 import torch
 
 from profiler.config import RunConfig
-from profiler.engine import model_source, weights
+from profiler.engine import weights
 from profiler.engine.data import BatchSampler, Corpus, load_corpus
 from profiler.engine.distributed import DistContext
-from profiler.errors import Unsupported
-from profiler.measure.capabilities import detect
+from profiler.measure.capabilities import detect, resolve_device
 from profiler.measure.contention import ContentionMeter, front_end_pid, own_root
 from profiler.measure.system import SAMPLER_PERIOD_S, SystemSampler
+from profiler.models import source as model_source
 from profiler.wire import protocol
 from techniques import registry, runtime
 
 Emit = Callable[[dict], None]
-INFER_STAGES = ("compress", "model")
-"""Techniques that act on a model that is only run forward; the others act on training."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise Unsupported(
-            f"device = {name!r} but this machine has no CUDA GPU visible to torch; use cpu or auto"
-        )
-    device = torch.device(name)
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise Unsupported(f"{name} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-    return device
 
 
 def synchronize(device: torch.device) -> None:

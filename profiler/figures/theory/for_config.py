@@ -102,7 +102,7 @@ def predict_hf(config: object, world_size: int | None = None,
 
     Without `trained`, Adam(W)'s small per-tensor `step` counters are left out (a few hundred
     bytes), and what LoRA or a low-bit optimizer keeps is n/a: both depend on each tensor."""
-    from profiler.engine import model_source
+    from profiler.models import source as model_source
     from techniques.optimizer import predicted_state_bytes
 
     shape = model_source.model_shape(config.model)

@@ -57,7 +57,7 @@ def kind(mode: int) -> str:
 
 def shown(path: str | os.PathLike) -> str:
     """A path fit for a sentence: long ones shortened, control characters escaped."""
-    from profiler.figures.text import safe
+    from profiler.text import safe
 
     text = os.fspath(path)
     text = text if len(text) <= 160 else f"{text[:100]}... ({len(text):,} characters)"

@@ -61,7 +61,7 @@ def checkpoint_path(model_cfg: Any) -> Path | None:
             run = RunStore().open_run(model_cfg.run_id)
         except StoreError as exc:
             raise CheckpointError("run_id", str(exc)) from None
-        from profiler.store import files
+        from profiler import files
 
         path = run.path / FILENAME
         try:  # an artifact of the store: a regular file in the run folder, never a link or FIFO
