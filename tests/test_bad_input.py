@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.wire import protocol
 from profiler.wire.client import worker_env
@@ -259,7 +260,7 @@ def test_worker_refuses_with_a_sentence(overrides, field, kind, files, capsys):
         else:
             config[section] = value
     channel = ListChannel()
-    status = worker.run_one(protocol.start(config), channel, worker.Control(queue.Queue(), channel))
+    status = worker.run_one(protocol.start(config), channel, worker_io.Control(queue.Queue(), channel))
     capsys.readouterr()  # the worker's log
     assert status == "failed"
     error, done = channel.messages[-2:]

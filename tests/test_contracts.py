@@ -301,6 +301,7 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
     import queue
     import types
 
+    from profiler.engine import channel as worker_io
     from profiler.engine import worker
     from profiler.wire import protocol
     from tests.faults import tiny_config
@@ -318,7 +319,7 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
     monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
     channel = _Channel()
     assert worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
-                          worker.Control(queue.Queue(), channel)) == "failed"
+                          worker_io.Control(queue.Queue(), channel)) == "failed"
     return channel.messages
 
 

@@ -10,6 +10,7 @@ import types
 import pytest
 
 from profiler import errors
+from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.store import RunStore
 from profiler.store.recorder import RunRecorder
@@ -32,7 +33,7 @@ class ListChannel:
 
 def _run_in_process(config: dict) -> list[dict]:
     channel = ListChannel()
-    worker.run_one(protocol.start(config), channel, worker.Control(queue.Queue(), channel))
+    worker.run_one(protocol.start(config), channel, worker_io.Control(queue.Queue(), channel))
     return channel.messages
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
-from profiler.engine import worker
+from profiler.engine import channel as worker_io
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess
 from tests.faults import one_torch_thread, tiny_config, wait_for  # noqa: F401 - autouse
@@ -149,7 +149,7 @@ def test_a_bad_start_during_a_run_is_a_warning_and_the_run_goes_on():
     sent: list[dict] = []
     channel = type("Channel", (), {"alive": True, "send": lambda self, m: sent.append(m)})()
     commands: queue.Queue = queue.Queue()
-    control = worker.Control(commands, channel)
+    control = worker_io.Control(commands, channel)
     commands.put({"type": "_bad_start", "reason": "an integer of 20 digits is out of range"})
     commands.put({"type": "profile", "steps": 2})
     assert control.poll() == [{"type": "profile", "steps": 2}]
@@ -174,7 +174,7 @@ def test_sigterm_ends_a_worker_busy_building_a_model(tmp_path):
         wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
                  "the model build to start")
         worker_process.proc.send_signal(signal.SIGTERM)  # stdin stays open
-        code = worker_process.wait(worker.STDIN_GRACE_S + 30)  # hang guard
+        code = worker_process.wait(worker_io.STDIN_GRACE_S + 30)  # hang guard
     finally:
         worker_process.shutdown(0)
     assert code is not None and code != 0

@@ -20,6 +20,7 @@ import pytest
 
 from profiler import cli, errors
 from profiler.config import ConfigError, RunConfig, validate
+from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
@@ -170,7 +171,7 @@ def _run_with(monkeypatch, run) -> list[dict]:
     monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
     channel = ListChannel()
     worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
-                   worker.Control(queue.Queue(), channel))
+                   worker_io.Control(queue.Queue(), channel))
     return channel.messages
 
 
@@ -212,7 +213,7 @@ def test_a_run_failing_mid_way_still_reports_the_contention_over_it(monkeypatch,
     channel = ListChannel()
     config = tiny_config(steps=10)
     assert worker.run_one(protocol.start(config.to_dict()), channel,
-                          worker.Control(queue.Queue(), channel)) == "failed"
+                          worker_io.Control(queue.Queue(), channel)) == "failed"
     capsys.readouterr()
     done = channel.messages[-1]
     summary = done["summary"]
@@ -468,7 +469,7 @@ def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsy
         "gen_len = 2\neval_tokens = 256\neval_seq_len = 32\n").to_dict()
     channel = _ListChannel()
     status = worker.run_one(protocol.start(config), channel,
-                            worker.Control(queue.Queue(), channel))
+                            worker_io.Control(queue.Queue(), channel))
     capsys.readouterr()
     assert status == "completed", [m for m in channel.messages if m["type"] == "error"]
     figures = channel.messages[-1]["summary"]["figures"]

@@ -17,6 +17,7 @@ import pytest
 from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
 from profiler.config import rules as config_rules
+from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.wire import protocol
 from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
@@ -82,7 +83,7 @@ def test_the_worker_keeps_the_check_as_a_second_line(capsys):
     config = tiny_config(steps=2).to_dict()
     config["techniques"] = {"lora": {}, "qlora": {}}
     channel = _Channel()
-    status = worker.run_one(protocol.start(config), channel, worker.Control(queue.Queue(), channel))
+    status = worker.run_one(protocol.start(config), channel, worker_io.Control(queue.Queue(), channel))
     capsys.readouterr()
     error = next(m for m in channel.messages if m["type"] == "error")
     assert status == "failed" and error["kind"] == "config"

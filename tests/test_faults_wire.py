@@ -308,21 +308,21 @@ def test_sigterm_ends_an_idle_worker_whose_stdin_stays_open(tmp_path):
 
 def test_worker_stdin_reader_always_ends_with_eof(monkeypatch):
     """Whatever a line does inside the reader, `_eof` still reaches the main loop."""
-    from profiler.engine import worker
+    from profiler.engine import channel as worker_io
 
     class Boom:
         def readline(self, limit):
             raise RuntimeError("unexpected")
 
     sent, armed = [], []
-    monkeypatch.setattr(worker.sys, "stdin", type("S", (), {"buffer": Boom()})())
+    monkeypatch.setattr(worker_io.sys, "stdin", type("S", (), {"buffer": Boom()})())
     # The reader arms the orphan exit (os._exit after STDIN_GRACE_S): here it would end pytest.
-    monkeypatch.setattr(worker, "_leave_if_still_running", armed.append)
+    monkeypatch.setattr(worker_io, "leave_if_still_running", armed.append)
     commands: queue.Queue = queue.Queue()
     with pytest.raises(RuntimeError):
-        worker._read_stdin(commands, type("C", (), {"send": lambda self, m: sent.append(m)})())
+        worker_io.read_stdin(commands, type("C", (), {"send": lambda self, m: sent.append(m)})())
     assert commands.get_nowait() == {"type": "_eof"}
-    assert armed == [worker.STDIN_GRACE_S]
+    assert armed == [worker_io.STDIN_GRACE_S]
 
 
 def test_a_cli_subprocess_given_a_huge_integer_config_says_so(tmp_path, effiscope_home):

@@ -138,9 +138,9 @@ def test_bad_config_is_a_config_error_not_a_crash(worker):
 def test_stray_prints_never_reach_the_protocol_stream():
     script = (
         "import os\n"
-        "from profiler.engine import worker\n"
-        "fd = worker._claim_stdout()\n"
-        "channel = worker.Channel(fd)\n"
+        "from profiler.engine import channel as worker_io\n"
+        "fd = worker_io.claim_stdout()\n"
+        "channel = worker_io.Channel(fd)\n"
         "print('a stray python print')\n"
         "os.write(1, b'a stray C-level write\\n')\n"
         "channel.send({'type': 'event', 'kind': 'info', 'message': 'real'})\n"
