@@ -46,6 +46,8 @@ class Overlay:
     label: str
     color: str
     curves: dict[str, TracedCurve] = field(default_factory=dict)
+    tokens_per_step: float = math.nan
+    """What the tokens-seen axis needs; NaN for a run that reads none (inference)."""
 
 
 def _fmt(value: float) -> str:
@@ -133,6 +135,7 @@ class ChartDrawing:
         """
         if not self._dirty:
             return
+        self._sync_axis()
         with_data = {c.spec.chart for c, _ in self._all_curves() if c.buffer.has_values()}
         self._relayout(with_data)
         if self._x_follow:

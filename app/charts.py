@@ -87,6 +87,9 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         outer.addWidget(self.scroll, 1)
 
         self.x_mode = "step"
+        """The axis every chart is drawn against now."""
+        self.x_choice = "step"
+        """The axis the user chose; x_mode falls back to step where it has no meaning."""
         self.smoothing = 0.0
         self._x_follow = True
         self._syncing = False
@@ -147,6 +150,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                                    "first step, or the tokens seen (step x tokens per step)")
         self.axis_combo.currentTextChanged.connect(self.set_x_axis)
         bar.addWidget(self.axis_combo)
+        self.axis_note = QLabel("")
+        self.axis_note.setObjectName("hint")
+        self.axis_note.hide()
+        bar.addWidget(self.axis_note)
         bar.addSpacing(8)
         bar.addWidget(QLabel("Smoothing"))
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
@@ -461,6 +468,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             if self.smoothing > 0:
                 self._resmooth(curve)
             overlay.curves[key] = curve
+        overlay.tokens_per_step = tokens
         self._overlays[run_id] = overlay
         self._overlays_changed()
 
@@ -517,11 +525,37 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._dirty = True
 
     def set_x_axis(self, mode: str) -> None:
-        """"step", "time" or "tokens": every curve, marker and band moves to the new axis."""
+        """"step", "time" or "tokens": every curve, marker and band moves to the new axis (or to
+        the step axis, said beside the choice, where the choice has no meaning for a run)."""
         if mode not in AXIS_MODES:
             return
         if self.axis_combo.currentText() != mode:
             self.axis_combo.setCurrentText(mode)
+        if mode == self.x_choice:
+            return
+        self.x_choice = mode
+        self._sync_axis()
+        self.axis_changed.emit(mode)
+
+    def _axis_missing(self, mode: str) -> str:
+        """Why `mode` cannot draw a run shown now ("" when it can): tokens seen needs the
+        tokens one step reads, which an inference run does not have."""
+        if mode != "tokens":
+            return ""
+        live = any(c.buffer.size for c in self._series.values())
+        if live and not math.isfinite(self._clock.tokens_per_step):
+            return "the run shown"
+        lacking = [o.label for o in self._overlays.values()
+                   if o.curves and not math.isfinite(o.tokens_per_step)]
+        return f"“{lacking[0]}”" if lacking else ""
+
+    def _sync_axis(self) -> None:
+        """Draw against the chosen axis, or by step where it has no meaning for a shown run."""
+        missing = self._axis_missing(self.x_choice)
+        mode = "step" if missing else self.x_choice
+        self.axis_note.setText(f"drawn by step: {missing} reads no tokens per step "
+                               "(inference)" if missing else "")
+        self.axis_note.setVisible(bool(missing))
         if mode == self.x_mode:
             return
         self.x_mode = mode
@@ -533,7 +567,6 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             self.plots[name].removeItem(self._warmup.pop(name))
         self.hide_readout()
         self.follow()
-        self.axis_changed.emit(mode)
 
     def set_smoothing(self, weight: float) -> None:
         """EMA weight for every curve, 0 (off) to 0.99; the raw curve stays, faint, behind."""

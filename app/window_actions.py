@@ -221,7 +221,7 @@ class WindowActions:
         s.set("window/geometry", self.saveGeometry())
         s.set("window/state", self.saveState())
         s.set("window/splitter", self.splitter.saveState())
-        s.set("view/x_axis", self.charts.x_mode)
+        s.set("view/x_axis", self.charts.x_choice)
         s.set("view/smoothing", self.charts.smoothing)
         s.set("view/tab", self.tabs.currentIndex())
         try:
