@@ -170,7 +170,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.follow_button = QPushButton("Follow")
         self.follow_button.setObjectName("smallButton")
         self.follow_button.setToolTip("Undo the zoom: every chart shows the whole run again and "
-                                      "follows new steps")
+                                      "follows new steps (or double-click a chart). The wheel "
+                                      "zooms the steps, a drag pans them; y always fits.")
         self.follow_button.clicked.connect(self.follow)
         self.follow_button.setEnabled(False)
         bar.addWidget(self.follow_button)
@@ -207,6 +208,9 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         view = item.getViewBox()
         view.enableAutoRange(x=False, y=True)
         view.setAutoVisible(y=True)  # y fits the steps in view, so a zoom shows detail
+        # The wheel and a drag move x only (TensorBoard's and W&B's habit): y always fits what
+        # is in view, so no zoom can leave a curve above or below the chart.
+        view.setMouseEnabled(x=True, y=False)
         view.sigXRangeChanged.connect(self._view_moved)
         view.sigRangeChangedManually.connect(lambda _mask, n=name: self._zoomed_by_user(n))
         crosshair = pg.InfiniteLine(angle=90, movable=False,
@@ -519,9 +523,12 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     # --- view options ---------------------------------------------------------------------------
     def follow(self) -> None:
-        """Every chart shows the whole run (all compared runs too) and follows new steps."""
+        """Every chart shows the whole run (all compared runs too) and follows new steps; y fits
+        again on every chart (also one the right-click menu had fixed)."""
         self._x_follow = True
         self.follow_button.setEnabled(False)
+        for plot in self.plots.values():
+            plot.getPlotItem().getViewBox().enableAutoRange(y=True)
         self._dirty = True
 
     def set_x_axis(self, mode: str) -> None:
@@ -634,9 +641,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return self._shown
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
-        """A chart the mouse left has no read-out (it would show a stale step)."""
-        if event.type() == QEvent.Type.Leave and self.readouts:
+        """A chart the mouse left has no read-out (it would show a stale step); a double click
+        on a chart undoes the zoom (TensorBoard's habit), like Follow."""
+        kind = event.type()
+        if kind == QEvent.Type.Leave and self.readouts:
             self.hide_readout()
+        elif kind == QEvent.Type.MouseButtonDblClick and \
+                event.button() == Qt.MouseButton.LeftButton:
+            self.follow()
+            return True
         return False
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
