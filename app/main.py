@@ -168,10 +168,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.splitter.setObjectName("mainSplitter")
         for widget in (left_host, centre, self.history):
             self.splitter.addWidget(widget)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([340, 620, 300])
+        # A wider window widens the side columns too (the run table most): names stay readable.
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 2)
+        self.splitter.setSizes([330, 570, 380])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
@@ -207,6 +208,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.history.compare_changed.connect(self.set_compared)
         self.history.run_deleted.connect(self._run_deleted)
         self.history.run_renamed.connect(self._run_renamed)
+        self.history.load_settings.connect(self.load_run_settings)
         self.history.table.itemSelectionChanged.connect(self._selection_moved)
         self.charts.overlays_cleared.connect(self.history.uncheck_all)
         self.profile.capture_requested.connect(self.capture_profile)

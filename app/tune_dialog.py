@@ -39,12 +39,16 @@ from profiler.tune.space import SpaceError, build_space, parse_space
 COLUMNS = ("#", "configuration", "figure (median, 95 % interval)", "steps", "peak memory",
            "predicted peak", "run")
 MAX_ROWS_PER_TURN = 50
+LIST_EVERY_S = 2.0
+"""While a tune runs, the history is reloaded this often (its trial in flight is listed)."""
 
 
 class TuneDialog(QDialog):
     """The tune of one config; `finished_tune` carries the report when it is done."""
 
     finished_tune = Signal(dict)
+    runs_changed = Signal()
+    """The tune wrote runs to the store (its own run, a trial): the history lists them now."""
 
     def __init__(self, config: RunConfig, caps: dict, store, parent=None, evaluator=None,
                  on_use=None):
@@ -60,6 +64,7 @@ class TuneDialog(QDialog):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._points: list[tuple[float, float, float, float]] = []
+        self._listed_at = 0.0
 
         self.budget = QLineEdit("15m")
         self.budget.setToolTip("Trial time the search may spend, start-up included (e.g. 90s, "
@@ -175,6 +180,7 @@ class TuneDialog(QDialog):
     def drain(self) -> None:
         """Take what the search has sent, a bounded amount per turn."""
         deadline = time.monotonic() + 0.02
+        changed = False
         for _ in range(MAX_ROWS_PER_TURN):
             if time.monotonic() > deadline:
                 break
@@ -182,6 +188,7 @@ class TuneDialog(QDialog):
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
+            changed = True  # each line follows a run written (the tune's own, a trial's)
             if kind == "trial":
                 self.add_trial(payload)
             elif kind == "log":
@@ -190,6 +197,10 @@ class TuneDialog(QDialog):
                 self.finish(payload)
             elif kind == "failed":
                 self.finish(None, payload)
+        # A trial's run is in the store from its start: listed within a couple of seconds.
+        if changed or (self.running() and time.monotonic() - self._listed_at > LIST_EVERY_S):
+            self._listed_at = time.monotonic()
+            self.runs_changed.emit()
 
     def add_trial(self, row: dict) -> None:
         unit = metrics.metric(runner.DEFAULT_OBJECTIVE[self.config.workload]).unit

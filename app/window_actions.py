@@ -136,6 +136,7 @@ class WindowActions:
         self.tune_dialog = TuneDialog(self.build_config(), self.host_caps, self.store, self,
                                       evaluator=getattr(self, "tune_evaluator", None),
                                       on_use=self.open_config)
+        self.tune_dialog.runs_changed.connect(lambda: self.history.refresh())
         self.tune_dialog.show()
         return self.tune_dialog
 
@@ -221,6 +222,7 @@ class WindowActions:
         s.set("window/geometry", self.saveGeometry())
         s.set("window/state", self.saveState())
         s.set("window/splitter", self.splitter.saveState())
+        s.set("history/header", self.history.table.header().saveState())
         s.set("view/x_axis", self.charts.x_choice)
         s.set("view/smoothing", self.charts.smoothing)
         s.set("view/tab", self.tabs.currentIndex())
@@ -241,6 +243,7 @@ class WindowActions:
         splitter = s.get_bytes("window/splitter")
         if splitter is not None:
             self.splitter.restoreState(splitter)
+        self.history.table.restore_header(s.get_bytes("history/header"))
         self.set_theme(s.theme)
         self.charts.set_x_axis(str(s.get("view/x_axis", "step")))
         try:

@@ -117,6 +117,8 @@ class RunViews:
     # --- stored runs ----------------------------------------------------------------------------
     def show_stored_run(self, run_id: str) -> None:
         """Draw a finished run's stored samples (refused while a run is live on the charts)."""
+        if self.running and run_id == self.run_id:
+            return  # the live run is what the charts show
         if self.running:
             self.statusBar().showMessage("A run is in progress; stop it to look at another.", 8000)
             return
@@ -165,6 +167,28 @@ class RunViews:
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"
                                      + (f" ({len(warnings)} damaged lines skipped)"
                                         if warnings else ""), 8000)
+
+    def load_run_settings(self, run_id: str) -> bool:
+        """A past run's config in the form, to run it again or change it."""
+        from profiler.config import ConfigError, RunConfig
+
+        if self.running:
+            self.statusBar().showMessage("A run is in progress: stop it to load other "
+                                         "settings.", 8000)
+            return False
+        try:
+            text = self.store.open_run(run_id).config_text()
+            if not text.strip():
+                raise ConfigError("", "it has no readable config.toml")
+            config = RunConfig.from_toml(text)
+        except (StoreError, ConfigError, OSError) as exc:
+            self.show_error(f"Cannot load the settings of {run_id}: {exc}",
+                            "Its figures are still shown; choose another run to start from.")
+            return False
+        self.set_config(config)
+        self.statusBar().showMessage(f"settings of {self.history.run_name(run_id)} loaded: "
+                                     "press Run to run them again", 10000)
+        return True
 
     def set_compared(self, run_ids: list[str]) -> None:
         """The ticked runs: laid over the charts, and in the Compare tab."""

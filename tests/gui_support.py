@@ -117,3 +117,21 @@ def choose(qtbot, combo, value) -> None:
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     qtbot.waitUntil(lambda: not view.isVisible(), timeout=3000)
     assert combo.currentIndex() == index, f"the click did not choose {value!r}"
+
+
+def tick(qtbot, history, run_id: str) -> None:
+    """Click the run's tick box in the run table, where a user clicks."""
+    from PySide6.QtCore import Qt
+
+    table = history.table
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=table.check_point(run_id))
+
+
+def click_run(qtbot, history, run_id: str, key: str = "name", modifier=None) -> None:
+    """Click a run's row in the run table (on a column's text), as a user picks it."""
+    from PySide6.QtCore import Qt
+
+    table = history.table
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                     modifier or Qt.KeyboardModifier.NoModifier, table.point_of(run_id, key))

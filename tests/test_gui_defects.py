@@ -176,8 +176,8 @@ def test_runs_get_their_own_names_and_a_rename_shows_at_once(qtbot, window):
 
     qtbot.mouseClick(window.charts.clear_overlays_button, Qt.MouseButton.LeftButton)
     assert window.history.checked_run_ids() == []
-    assert all(window.history.table.item(r, 0).checkState() == Qt.CheckState.Unchecked
-               for r in range(window.history.table.rowCount()))
+    assert all(window.history.table.item_of(r).checkState(0) == Qt.CheckState.Unchecked
+               for r in window.history.run_ids())
     window.charts.redraw_now()
     assert "baseline run" not in window.charts.legend_text("speed")
     assert window.compare.baseline.count() == 0

@@ -183,7 +183,7 @@ def test_two_finished_runs_overlay_and_their_deltas_equal_the_summaries(qtbot, w
     history.set_tags(base_id, ["baseline", "cpu"])
     history.search.setText("baseline")
     assert history.run_ids() == [base_id]
-    assert "small batch" in history.table.item(0, 0).text()
+    assert history.table.cell(base_id, "name") == "small batch"
     history.search.setText("")
     history.select(other_id)
     monkeypatch.setattr(QMessageBox, "question",
