@@ -226,7 +226,8 @@ class ChartDrawing:
         entries = []
         for curve, live in curves:
             color = pg.mkPen(curve.item.opts["pen"]).color().name()
-            mark = "┅" if not live and curve.spec.symbol is None else "━"
+            dashed = (not live or curve.spec.dashed) and curve.spec.symbol is None
+            mark = "┅" if dashed else "━"
             entries.append(f"<span style='color:{color}'>{mark}</span>&nbsp;"
                            f"<span style='color:{foreground}'>{self._curve_label(curve, live)}"
                            "</span>")

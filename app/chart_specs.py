@@ -44,6 +44,9 @@ class CurveSpec:
     """A marker on each point, for sparse series such as the validation loss."""
     primary: bool = False
     """Drawn for compared runs too (one curve per chart keeps the overlay readable)."""
+    dashed: bool = False
+    """The original model of a compress run: its measure's colour, dashed (the compressed one
+    solid), so each measure has one colour and each model one line style."""
 
     @property
     def label(self) -> str:
@@ -57,6 +60,7 @@ COLORS = {
     "gpu_process_memory_bytes": "#65a30d", "gpu_memory_used_bytes": "#a16207",
     "ttft_s": "#dc2626", "prefill_latency_s": "#9333ea", "decode_latency_s": "#0284c7",
     "gpu_util_percent": "#16a34a", "gpu_power_w": "#ca8a04", "gpu_temperature_c": "#e11d48",
+    "prefill_tokens_per_s": "#7c2d12",
 }
 """Keys with a colour of their own; other keys take the next of PALETTE."""
 PRIMARY = {"loss_train", "loss_val", "tokens_per_s", "decode_tokens_per_s", "step_time_s",
@@ -74,9 +78,12 @@ def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:
     found = metrics.metric(key)
     if found.chart is None:
         return None
-    return CurveSpec(key, found.chart, COLORS.get(key, PALETTE[dynamic_index % len(PALETTE)]),
-                     scale=DISPLAY.get(found.unit, ("", 1.0))[1],
-                     symbol="o" if found.sparse else None, primary=key in PRIMARY)
+    base = next((key[len(p):] for p in metrics.VARIANT_PREFIXES if key.startswith(p)), key)
+    color = COLORS.get(base, PALETTE[dynamic_index % len(PALETTE)])
+    return CurveSpec(key, found.chart, color, scale=DISPLAY.get(found.unit, ("", 1.0))[1],
+                     symbol="o" if found.sparse else None,
+                     primary=key in PRIMARY,
+                     dashed=key.startswith("baseline_"))
 
 
 def percentile_lines(summary: dict) -> list[tuple[str, float, str]]:

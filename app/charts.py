@@ -269,7 +269,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             spec = route(key, len(self._series))
             if spec is None:
                 return None
-            item = self._item(spec.color, spec.symbol, name=spec.label)
+            item = self._item(spec.color, spec.symbol, name=spec.label, dashed=spec.dashed)
             item.setVisible(False)
             curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step,
                                  self._clock.token_changes)

@@ -1,20 +1,17 @@
-"""The run history: every stored run, searchable, renamable, taggable, deletable, comparable.
+"""The run history: every stored run in a table (app/run_table.py), searchable, renamable,
+taggable, deletable (several at once), comparable, and a run's settings loadable into the form.
 
-It reads the run store only (index rows, summary.json, stream.jsonl), so a run from the CLI or
-from an earlier session shows the same way as the one just finished. Ticking runs lays them over
-the charts and fills the comparison; selecting one shows its summary figures.
+It reads the run store only, so a run from the CLI or from an earlier session shows the same way
+as the one just finished. A click on a run draws it; ticking runs lays them over the charts and
+fills the comparison; the window shows the selected run's summary (app/summary_view.py).
 """
 
 from __future__ import annotations
 
-from html import escape
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QApplication,
     QHBoxLayout,
-    QHeaderView,
     QInputDialog,
     QLabel,
     QLineEdit,
@@ -22,8 +19,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
     QToolButton,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -31,19 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.run_table import COLUMNS, RUN_ID_ROLE, RunTable
-from profiler import contention
-from profiler.metrics import format_summary_figure, format_value, metric
 from profiler.store import RunStore, StoreError
-
-
-def _cell(text: str, tooltip: str = "", align_right: bool = False) -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
-    item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-    if tooltip:
-        item.setToolTip(tooltip)
-    if align_right:
-        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return item
 
 
 class HistoryPanel(QWidget):
@@ -55,6 +38,8 @@ class HistoryPanel(QWidget):
     run_deleted = Signal(str)
     run_renamed = Signal(str, str)
     load_settings = Signal(str)
+    selection_changed = Signal(object)
+    """The one selected run's id (None: none or several): the window shows its summary."""
 
     def __init__(self, store: RunStore, parent: QWidget | None = None):
         super().__init__(parent)
@@ -127,26 +112,12 @@ class HistoryPanel(QWidget):
         delete_key.setContext(Qt.ShortcutContext.WidgetShortcut)
         delete_key.activated.connect(self._ask_delete)
 
-        summary_title = QLabel("Summary")
-        summary_title.setObjectName("sectionTitle")
-        layout.addWidget(summary_title)
-        self.summary_note = QLabel("Select a run to see its figures.")
-        self.summary_note.setWordWrap(True)
-        self.summary_note.setObjectName("summaryNote")
-        self.summary_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.summary_note)
-        self.summary = QTableWidget(0, 2)
-        self.summary.setObjectName("summaryTable")
-        self.summary.setHorizontalHeaderLabels(("Figure", "Value"))
-        self.summary.verticalHeader().setVisible(False)
-        self.summary.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.summary.setWordWrap(False)
-        self.summary.setTextElideMode(Qt.TextElideMode.ElideRight)
-        summary_header = self.summary.horizontalHeader()
-        summary_header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        summary_header.resizeSection(0, 150)
-        summary_header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        layout.addWidget(self.summary, 4)
+        self.note = QLabel("")
+        self.note.setObjectName("historyNote")
+        self.note.setWordWrap(True)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note.hide()
+        layout.addWidget(self.note)
 
     def _button(self, text: str, tip: str, slot) -> QPushButton:
         button = QPushButton(text)
@@ -179,7 +150,7 @@ class HistoryPanel(QWidget):
         try:
             self._rows = self.store.list_runs()
         except (StoreError, OSError) as exc:
-            self.summary_note.setText(f"The run history cannot be read: {exc}")
+            self.say(f"The run history cannot be read: {exc}")
             self._rows = []
         known = {row["id"] for row in self._rows}
         gone = [run_id for run_id in self._checked if run_id not in known]
@@ -344,14 +315,14 @@ class HistoryPanel(QWidget):
             for run_id in deleted:
                 self.run_deleted.emit(run_id)
         if problems:
-            self.summary_note.setText("; ".join(problems).capitalize() + ".")
+            self.say("; ".join(problems).capitalize() + ".")
         return deleted
 
     def _store_action(self, action, select_id: str | None) -> bool:
         try:
             action()
         except (StoreError, OSError) as exc:
-            self.summary_note.setText(f"Could not change the run: {exc}")
+            self.say(f"Could not change the run: {exc}")
             return False
         self.refresh(select_id=select_id)
         return True
@@ -371,92 +342,19 @@ class HistoryPanel(QWidget):
 
     # --- summary --------------------------------------------------------------------------------
     def _selection_changed(self, user: bool = True) -> None:
-        """Buttons and summary for the selection; a run the user clicked is drawn."""
+        """Buttons for the selection; a run the user picked with the keyboard is drawn (a
+        click draws it on release, _item_clicked); the window shows its summary."""
         run_id = self.selected_run_id()
         for button in (self.load_button, self.rename_button, self.tags_button):
             button.setEnabled(run_id is not None)
         self.delete_button.setEnabled(any(r != self.live_run_id
                                           for r in self.table.selected_ids()))
-        # A click shows its run on release (itemClicked, also for the row already selected);
-        # the keyboard (arrows) and select() show it here.
+        self.selection_changed.emit(run_id)
         if user and not self._filling and run_id is not None \
                 and QApplication.mouseButtons() == Qt.MouseButton.NoButton:
             self.show_on_charts.emit(run_id)
-        self.summary.setRowCount(0)
-        if run_id is None:
-            self.summary_note.setText("Select a run to see its figures.")
-            return
-        try:
-            run = self.store.open_run(run_id)
-        except StoreError as exc:
-            self.summary_note.setText(str(exc))
-            return
-        summary = run.summary()
-        if summary is None:
-            status = run.meta().get("status", "unknown")
-            self.summary_note.setText(f"{run_id}: {status}; no summary yet.")
-            return
-        note = f"<b>{summary.get('status', '?')}</b>: {summary.get('end', '')}"
-        error = summary.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            note += f"<br><span style='color:#b91c1c'>{error.get('message')}</span>"
-        if contention.sentence(summary):  # beside the figures below: measured alone or not
-            note += f"<br><span style='color:#b45309'>{escape(contention.sentence(summary))}</span>"
-        if contention.load_text(summary):
-            note += f"<br>Machine load: {escape(contention.load_text(summary))}"
-        self.summary_note.setText(note)
-        rows = []
-        for key, figure in (summary.get("figures") or {}).items():
-            if not isinstance(figure, dict):
-                continue
-            rows.append((metric(key).label, format_summary_figure(key, figure),
-                         figure.get("how", "")))
-        for item in summary.get("techniques") or []:
-            if isinstance(item, dict) and item.get("report"):
-                rows.append((str(item.get("label", item.get("name"))), str(item["report"]), ""))
-        if not rows:  # a run that ended without figures (killed, crashed): its last readings
-            rows = self._last_readings(run)
-            rows.insert(0, ("Samples received", str(summary.get("samples_received", 0)), ""))
-        self._fill_summary(rows)
 
-    def _last_readings(self, run) -> list[tuple[str, str, str]]:
-        """The last reading of every metric in the stream, and the last step reached."""
-        latest: dict[str, object] = {}
-        last_step = None
-        try:
-            for message in run.messages([]):
-                if message.get("type") == "sample":
-                    last_step = message.get("step")
-                    for key, value in (message.get("metrics") or {}).items():
-                        if value is not None:
-                            latest[key] = value
-        except (StoreError, OSError):
-            return []
-        rows = [("Last step reached", str(last_step), "the last sample's step")] \
-            if last_step is not None else []
-        for key, value in latest.items():
-            m = metric(key)
-            rows.append((f"{m.label} (last)", format_value(value, m.unit),
-                         "the last reading before the run ended, not a summary figure"))
-        return rows
-
-    def _fill_summary(self, rows: list[tuple[str, str, str]]) -> None:
-        self.summary.setRowCount(len(rows))
-        for index, (label, value, how) in enumerate(rows):
-            self.summary.setItem(index, 0, _cell(label, how))
-            self.summary.setItem(index, 1, _cell(value, how or value, align_right=True))
-
-    def show_live(self, run_id: str, sample: dict) -> None:
-        """While the selected run is the live one, its latest readings stand in for a summary."""
-        if self.selected_run_id() != run_id:
-            return
-        phase = sample.get("phase", "")
-        self.summary_note.setText(f"<b>running</b>: step {sample.get('step')}"
-                                  + (f" ({phase})" if phase else "") + ", latest readings")
-        rows = []
-        for key, value in sample.get("metrics", {}).items():
-            if value is None:
-                continue  # readings that have no meaning here (GPU figures on a CPU run)
-            m = metric(key)
-            rows.append((m.label, format_value(value, m.unit), m.description))
-        self._fill_summary(rows)
+    def say(self, text: str) -> None:
+        """A sentence under the table (a run that could not be changed); "" hides it."""
+        self.note.setText(text)
+        self.note.setVisible(bool(text))

@@ -46,6 +46,7 @@ from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
 from app.run_form import RunForm, on_screen
 from app.segment_table import SegmentTable
+from app.summary_view import HeadlineStrip, SummaryView
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
 from app.warm_worker import WarmWorker
@@ -144,9 +145,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         centre_layout.addWidget(self.banner)
         self.notice = self._build_notice()
         centre_layout.addWidget(self.notice)
+        self.headline = HeadlineStrip()  # the answer first: the shown run's four figures
+        centre_layout.addWidget(self.headline)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.charts = LiveCharts()
+        self.summary_view = SummaryView(self.store)
         self.compare = CompareView(self.store)
         self.profile = ProfileView()
         # Under the charts: each configuration's figures of a run that changed mid-run.
@@ -154,6 +158,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.charts.layout().addWidget(self.segments)
         self.segments.watch(self.charts)
         self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.summary_view, "Summary")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.profile, "Profile")
         centre_layout.addWidget(self.tabs, 1)
@@ -172,7 +177,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 3)
         self.splitter.setStretchFactor(2, 2)
-        self.splitter.setSizes([330, 570, 380])
+        self.splitter.setSizes([300, 620, 360])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
@@ -209,6 +214,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.history.run_deleted.connect(self._run_deleted)
         self.history.run_renamed.connect(self._run_renamed)
         self.history.load_settings.connect(self.load_run_settings)
+        self.history.selection_changed.connect(self.show_summary)
         self.history.table.itemSelectionChanged.connect(self._selection_moved)
         self.charts.overlays_cleared.connect(self.history.uncheck_all)
         self.profile.capture_requested.connect(self.capture_profile)

@@ -105,7 +105,7 @@ class WindowActions:
             self.addAction(action)
             view_menu.addAction(action)
             self.panel_actions[key] = action
-        for index, name in enumerate(("&Charts", "C&ompare", "&Profile"), start=1):
+        for index, name in enumerate(("&Charts", "S&ummary", "C&ompare", "&Profile"), start=1):
             view_menu.addAction(self._action(name, f"Ctrl+{index}",
                                              lambda _c=False, i=index - 1: self.tabs.setCurrentIndex(i),
                                              ""))

@@ -36,7 +36,10 @@ class RunViews:
         self.segments.add_live(batch)
         last = next((m for m in reversed(batch) if m["type"] == "sample"), None)
         if last is not None and self.run_id is not None:
-            self.history.show_live(self.run_id, last)
+            self.summary_view.show_live(self.run_id, last)
+            if self.summary_view.run_id == self.run_id:
+                self.headline.show_readings(f"{self.charts.live_run_label}: step "
+                                            f"{last.get('step')}", last.get("metrics") or {})
         for message in batch:
             kind = message["type"]
             if kind == "sample":
@@ -85,9 +88,12 @@ class RunViews:
 
     def _show_results(self, summary: dict) -> None:
         """What a run concluded in words, kept above the charts (compress: the quality cost)."""
-        sentence = summary.get("quality_loss")
-        if isinstance(sentence, str) and sentence:
-            self.add_notice(f"Quality cost: {sentence}")
+        from app.compress_table import cost_sentence
+
+        sentence = cost_sentence(summary)  # one sentence; the Summary tab has the table
+        if sentence:
+            self.add_notice(f"Quality cost: {sentence} Original against compressed, measure by "
+                            "measure: the Summary tab.")
         if contention.sentence(summary):  # the speed figures were measured beside other work
             self.add_notice(f"Warning: {contention.sentence(summary)}")
 
@@ -167,6 +173,16 @@ class RunViews:
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"
                                      + (f" ({len(warnings)} damaged lines skipped)"
                                         if warnings else ""), 8000)
+
+    def show_summary(self, run_id: str | None) -> None:
+        """The selected run's answer: its headline above the tabs, every figure in Summary."""
+        summary = self.summary_view.show_run(run_id)
+        figures = (summary or {}).get("figures")
+        if isinstance(figures, dict) and figures:
+            compressed = (summary or {}).get("workload") == "compress"
+            self.headline.show_figures(self.history.run_name(run_id), figures, compressed)
+        else:
+            self.headline.hide()
 
     def load_run_settings(self, run_id: str) -> bool:
         """A past run's config in the form, to run it again or change it."""

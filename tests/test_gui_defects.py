@@ -308,12 +308,10 @@ def test_stale_and_wrong_words_are_gone(qtbot, window, tmp_path):
     killed = stored_run(store, "killed one", train_messages(7), exit_code=-9, killed=True)
     window.history.refresh()
     window.history.select(done)
-    values = [window.history.summary.item(r, 1).text()
-              for r in range(window.history.summary.rowCount())]
+    values = [row["value"] for row in window.summary_view.rows]
     assert "0.600 %" in values  # as the report says it (one formatter), never a rounded "1 %"
     window.history.select(killed)
-    labels = [window.history.summary.item(r, 0).text()
-              for r in range(window.history.summary.rowCount())]
+    labels = window.summary_view.labels()
     assert "Last step reached" in labels and any("(last)" in label for label in labels)
 
     plain = RunConfig(name="plain", device="cpu")

@@ -1,0 +1,360 @@
+"""A run's answer: four headline figures above the tabs, and every figure in the Summary tab.
+
+Both read the run's summary.json (a live run: its latest readings). Percentile figures
+(step_time_p50_s / _p90_s / _p99_s) share one row with p50, p90 and p99 in columns; a timed
+figure's spread has its own column; how each figure was measured is its tooltip. A compress run
+opens with its Original | Compressed | Ratio table (app/compress_table.py), the quality cost in
+one sentence above it. The words and units are the metric catalogue's (profiler.metrics).
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QGridLayout,
+    QHeaderView,
+    QLabel,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.compress_table import CompressTable
+from profiler import contention
+from profiler.metrics import ORDER, format_summary_figure, format_value, metric, spread_text
+from profiler.report.sections import headline_keys
+from profiler.store import RunStore, StoreError
+
+PERCENTILE = re.compile(r"^(.+)_p(50|90|99)_s$")
+COLUMNS = ("Figure", "Value · p50", "p90", "p99", "Spread")
+VARIANT = re.compile(r"^baseline_|_ratio$")
+"""A compress run's original-model and ratio figures: in the comparison table, not here."""
+
+
+def figure_rows(figures: dict, compress: bool = False) -> list[dict]:
+    """The summary's figures as table rows: {key, label, value, p90, p99, spread, how}; the
+    three percentiles of one figure in one row (its p50 as the value)."""
+    rows: dict[str, dict] = {}
+    for key, fig in figures.items():
+        if not isinstance(fig, dict) or (compress and VARIANT.search(key)):
+            continue
+        found = PERCENTILE.match(key)
+        if found:
+            stem, q = found[1], found[2]
+            base = f"{stem}_s"
+            row = rows.setdefault(base, {"key": base, "label": metric(base).label, "value": "",
+                                         "p90": "", "p99": "", "spread": "", "how": ""})
+            text = format_summary_figure(key, {**fig, "distribution": None})
+            row["value" if q == "50" else f"p{q}"] = text
+            if q == "50":
+                row["spread"] = spread_text(fig)
+                row["how"] = str(fig.get("how") or "")
+            continue
+        rows[key] = {"key": key, "label": metric(key).label,
+                     "value": format_summary_figure(key, {**fig, "distribution": None}),
+                     "p90": "", "p99": "", "spread": spread_text(fig),
+                     "how": str(fig.get("how") or "")}
+    return sorted(rows.values(), key=lambda r: ORDER.get(r["key"], len(ORDER)))
+
+
+def _cell(text: str, tip: str = "", right: bool = False) -> QTableWidgetItem:
+    item = QTableWidgetItem(text)
+    item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+    if tip:
+        item.setToolTip(tip)
+    if right:
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+class HeadlineStrip(QFrame):
+    """The answer first: the shown run's four headline figures, each readable in full (one row
+    when they fit the width, two rows of two when not)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("headlineStrip")
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 4)
+        self.grid.setHorizontalSpacing(6)
+        self.grid.setVerticalSpacing(4)
+        self.title = QLabel("")
+        self.title.setObjectName("headlineTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.cards: list[tuple[QLabel, QLabel, QLabel]] = []
+        for _ in range(4):
+            card = QFrame(self)
+            card.setObjectName("headlineCard")
+            box = QVBoxLayout(card)  # the label, the value, its spread: narrow enough for 4
+            box.setContentsMargins(8, 2, 8, 2)
+            box.setSpacing(0)
+            label, value, spread = QLabel(), QLabel(), QLabel()
+            label.setObjectName("cardLabel")
+            value.setObjectName("cardValue")
+            spread.setObjectName("cardSpread")
+            for widget in (label, value, spread):
+                box.addWidget(widget)
+            self.cards.append((label, value, spread))
+        self._columns = 0
+        self._arrange(4)
+        self.hide()
+
+    def _arrange(self, columns: int) -> None:
+        """One row (the run's name, then the cards) when they fit, else the name on top and the
+        cards in two rows of two."""
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for index in reversed(range(self.grid.count())):
+            self.grid.takeAt(index)
+        one_row = columns == 4
+        self.grid.addWidget(self.title, 0, 0, 1, 1 if one_row else columns)
+        first = 1 if one_row else 0
+        for index, (label, _value, _spread) in enumerate(self.cards):
+            row, column = (0, first + index) if one_row else (1 + index // 2, index % 2)
+            self.grid.addWidget(label.parentWidget(), row, column)
+        for column in range(5):
+            self.grid.setColumnStretch(column, 0 if (one_row and column == 0) else
+                                       1 if column < (5 if one_row else 2) else 0)
+
+    def _needed_width(self) -> int:
+        shown = [label.parentWidget() for label, _v, _s in self.cards
+                 if not label.parentWidget().isHidden()]
+        return (sum(card.sizeHint().width() for card in shown) + 6 * len(shown)
+                + self.title.sizeHint().width())
+
+    def _rearrange(self) -> None:
+        width = self.width() if self.isVisible() else self.parentWidget().width() \
+            if self.parentWidget() is not None else self.width()
+        self._arrange(4 if self._needed_width() <= width else 2)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._rearrange()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._rearrange()
+
+    def show_figures(self, title: str, figures: dict, compressed: bool = False) -> None:
+        """A finished run's headline; a compress run's figures are the compressed model's."""
+        keys = headline_keys(figures)
+        self.title.setText(title)
+        for index, (label, value, spread) in enumerate(self.cards):
+            card = label.parentWidget()
+            if index >= len(keys):
+                card.hide()
+                continue
+            key = keys[index]
+            fig = figures[key]
+            label.setText(metric(key).label + (" (compressed)" if compressed and
+                                               f"baseline_{key}" in figures else ""))
+            value.setText(format_summary_figure(key, {**fig, "distribution": None}))
+            spread.setText(spread_text(fig) or " ")
+            card.setToolTip(str(fig.get("how") or metric(key).description))
+            card.show()
+        self.setVisible(bool(keys))
+        self._rearrange()
+
+    def show_readings(self, title: str, metrics: dict) -> None:
+        """A live run: its latest readings in the same four places."""
+        keys = [k for k in ("tokens_per_s", "decode_tokens_per_s", "step_time_s", "ttft_s",
+                            "loss_val", "loss_train", "rss_bytes")
+                if isinstance(metrics.get(k), (int, float))][:4]
+        self.title.setText(title)
+        for index, (label, value, spread) in enumerate(self.cards):
+            card = label.parentWidget()
+            if index >= len(keys):
+                card.hide()
+                continue
+            m = metric(keys[index])
+            label.setText(f"{m.label}, now")
+            value.setText(format_value(metrics[keys[index]], m.unit))
+            spread.setText("latest reading")
+            card.setToolTip(m.description)
+            card.show()
+        self.setVisible(bool(keys))
+        self._rearrange()
+
+    def texts(self) -> list[str]:
+        """The visible cards as "Label: value (spread)" (tests and screenshots read them)."""
+        return [f"{label.text()}: {value.text()}" + (f" ({spread.text()})"
+                                                     if spread.text().strip() else "")
+                for label, value, spread in self.cards if label.parentWidget().isVisible()]
+
+
+class SummaryView(QScrollArea):
+    """The Summary tab: how the run ended, the compress comparison, every figure."""
+
+    def __init__(self, store: RunStore, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.store = store
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        host = QWidget()
+        layout = QVBoxLayout(host)
+        layout.setContentsMargins(0, 4, 0, 0)
+        self.note = QLabel("Select a run in the history to see its figures.")
+        self.note.setObjectName("summaryNote")
+        self.note.setWordWrap(True)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.note)
+        self.compress = CompressTable()
+        layout.addWidget(self.compress)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("summaryTable")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(1).setToolTip(
+            "The figure; for a timing, its median (p50) with p90 and p99 beside it")
+        self.table.horizontalHeaderItem(4).setToolTip(
+            "Half the width of the median's 95 % interval, and how many measurements it has")
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setWordWrap(False)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        layout.addWidget(self.table)
+        self.techniques_title = QLabel("What each technique did")
+        self.techniques_title.setObjectName("sectionTitle")
+        layout.addWidget(self.techniques_title)
+        self.techniques = QLabel()
+        self.techniques.setWordWrap(True)
+        self.techniques.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.techniques)
+        for widget in (self.techniques_title, self.techniques):
+            widget.hide()
+        layout.addStretch(1)
+        self.setWidget(host)
+        self.run_id: str | None = None
+        self.rows: list[dict] = []
+
+    # --- what it shows ----------------------------------------------------------------------------
+    def clear(self, note: str = "Select a run in the history to see its figures.") -> None:
+        self.run_id = None
+        self.note.setText(note)
+        self.techniques_title.hide()
+        self.techniques.hide()
+        self.compress.show_rows({}, "")
+        self._fill([])
+
+    def show_run(self, run_id: str | None) -> dict | None:
+        """A stored run's summary (None: nothing selected); returns the summary shown."""
+        if run_id is None:
+            self.clear()
+            return None
+        self.run_id = run_id
+        try:
+            run = self.store.open_run(run_id)
+        except StoreError as exc:
+            self.clear(str(exc))
+            return None
+        summary = run.summary()
+        if summary is None:
+            status = run.meta().get("status", "unknown")
+            self.clear(f"{run_id}: {status}; no summary yet.")
+            self.run_id = run_id
+            return None
+        note = f"<b>{escape(str(summary.get('status', '?')))}</b>: {escape(str(summary.get('end', '')))}"
+        error = summary.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            note += f"<br><span style='color:#b91c1c'>{escape(str(error.get('message')))}</span>"
+        if contention.sentence(summary):  # beside the figures below: measured alone or not
+            note += f"<br><span style='color:#b45309'>{escape(contention.sentence(summary))}</span>"
+        if contention.load_text(summary):
+            note += f"<br>Machine load: {escape(contention.load_text(summary))}"
+        self.note.setText(note)
+        compress = summary.get("workload") == "compress"
+        self.compress.show_rows(summary.get("comparison") if compress else None,
+                                str(summary.get("quality_loss") or ""), summary)
+        figures = summary.get("figures") if isinstance(summary.get("figures"), dict) else {}
+        rows = figure_rows(figures, compress=bool(self.compress.rows))
+        reports = [f"<b>{escape(str(item.get('label', item.get('name'))))}</b>: "
+                   f"{escape(str(item['report']))}" for item in summary.get("techniques") or []
+                   if isinstance(item, dict) and item.get("report")]
+        self.techniques.setText("<br>".join(reports))
+        self.techniques_title.setVisible(bool(reports))
+        self.techniques.setVisible(bool(reports))
+        if not figures:  # a run that ended without figures (killed, crashed): its last readings
+            rows = [{"key": "", "label": "Samples received",
+                     "value": str(summary.get("samples_received", 0)), "p90": "", "p99": "",
+                     "spread": "", "how": ""}] + self._last_readings(run)
+        self._fill(rows)
+        return summary
+
+    def show_live(self, run_id: str, sample: dict) -> None:
+        """While the live run is the one shown, its latest readings stand in for a summary."""
+        if self.run_id != run_id:
+            return
+        phase = sample.get("phase", "")
+        self.note.setText(f"<b>running</b>: step {sample.get('step')}"
+                          + (f" ({phase})" if phase else "") + ", latest readings")
+        self.compress.show_rows(None, "")
+        rows = []
+        for key, value in sample.get("metrics", {}).items():
+            if value is None:
+                continue  # readings that have no meaning here (GPU figures on a CPU run)
+            m = metric(key)
+            rows.append({"key": key, "label": m.label, "value": format_value(value, m.unit),
+                         "p90": "", "p99": "", "spread": "", "how": m.description})
+        self._fill(rows)
+
+    def _last_readings(self, run) -> list[dict]:
+        """The last reading of every metric in the stream, and the last step reached."""
+        latest: dict[str, object] = {}
+        last_step = None
+        try:
+            for message in run.messages([]):
+                if message.get("type") == "sample":
+                    last_step = message.get("step")
+                    for key, value in (message.get("metrics") or {}).items():
+                        if value is not None:
+                            latest[key] = value
+        except (StoreError, OSError):
+            return []
+        rows = [{"key": "", "label": "Last step reached", "value": str(last_step), "p90": "",
+                 "p99": "", "spread": "", "how": "the last sample's step"}] \
+            if last_step is not None else []
+        for key, value in latest.items():
+            m = metric(key)
+            rows.append({"key": key, "label": f"{m.label} (last)",
+                         "value": format_value(value, m.unit), "p90": "", "p99": "",
+                         "spread": "", "how": "the last reading before the run ended, not a "
+                                              "summary figure"})
+        return rows
+
+    def _fill(self, rows: list[dict]) -> None:
+        self.rows = rows
+        self.table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            how = row["how"]
+            cells = (_cell(row["label"], f"{row['label']}: {how}" if how else row["label"]),
+                     _cell(row["value"], how, right=True), _cell(row["p90"], how, right=True),
+                     _cell(row["p99"], how, right=True), _cell(row["spread"], how))
+            for column, cell in enumerate(cells):
+                self.table.setItem(index, column, cell)
+        percentiles = any(r["p90"] or r["p99"] for r in rows)
+        self.table.setColumnHidden(2, not percentiles)
+        self.table.setColumnHidden(3, not percentiles)
+        self.table.setColumnHidden(4, not any(r["spread"] for r in rows))
+        self.table.resizeColumnsToContents()
+        # The whole table in the tab's own scroll area: every row in view, none cut.
+        height = (self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
+                  + sum(self.table.rowHeight(r) for r in range(len(rows))))
+        self.table.setFixedHeight(height)
+
+    def row_text(self, label: str) -> dict:
+        """The shown texts of the row with this label (tests read it)."""
+        return next(r for r in self.rows if r["label"] == label)
+
+    def labels(self) -> list[str]:
+        return [r["label"] for r in self.rows]
