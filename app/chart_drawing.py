@@ -60,6 +60,7 @@ class ChartDrawing:
     """The drawing half of LiveCharts (mixed in; uses its plots, buffers and options)."""
 
     _lanes_for = None
+    _empty: set[str] | None = None
 
     def _x_of_step(self, step: float) -> float:
         if self.x_mode == "time":
@@ -138,6 +139,7 @@ class ChartDrawing:
         self._sync_axis()
         with_data = {c.spec.chart for c, _ in self._all_curves() if c.buffer.has_values()}
         self._relayout(with_data)
+        self._mark_empty(with_data)
         if self._x_follow:
             self._follow_range()
         by_chart: dict[str, list[tuple[TracedCurve, bool]]] = {name: [] for name in self._shown}
@@ -277,6 +279,20 @@ class ChartDrawing:
         self._grid.setColumnStretch(0, 1)
         self._grid.setColumnStretch(1, 1)
         self._legend_dirty = set(self.plots)
+
+    def _mark_empty(self, with_data: set[str]) -> None:
+        """A chart with nothing to draw shows a hint, and no tick values around nothing."""
+        empty = {name for name in self._shown if name not in with_data}
+        if empty == self._empty:
+            return
+        self._empty = empty
+        for name, plot in self.plots.items():
+            blank = name in empty
+            plot.hint.setVisible(blank)
+            item = plot.getPlotItem()
+            for side in ("left", "bottom"):
+                item.getAxis(side).setStyle(showValues=not blank)
+            item.showGrid(x=not blank, y=not blank, alpha=0.15)
 
     def _draw_warmup(self) -> None:
         if self._warmup_steps is None:

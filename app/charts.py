@@ -44,6 +44,9 @@ MARKER_POINT_SIZE = 7.5
 ONE_COLUMN_BELOW_PX = 640
 """Narrower than this, the charts stack in one column (a half-screen window, a 150 % scale)."""
 AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen"}
+EMPTY_HINT = {"loss": "No run on the charts yet: press Run (Ctrl+R) to start one, or click a run "
+                      "in the history to draw it."}
+"""What an empty chart says instead of axes around nothing."""
 THEMES = {"light": {"background": "w", "foreground": "#334155", "label_fill": (255, 255, 255)},
           "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "label_fill": (15, 23, 42)}}
 
@@ -74,7 +77,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.theme = "light"
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addLayout(self._build_toolbar())
+        outer.addWidget(self._build_toolbar())
         self._grid_host = QWidget()
         self._grid = QGridLayout(self._grid_host)
         self._grid.setContentsMargins(0, 0, 0, 0)
@@ -138,10 +141,19 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return self.x_mode == "time"
 
     # --- building -------------------------------------------------------------------------------
-    def _build_toolbar(self) -> QHBoxLayout:
-        bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 4)
-        bar.addWidget(QLabel("X axis"))
+    def _build_toolbar(self) -> QWidget:
+        """X axis, smoothing, Follow and Clear comparison: one row, or two rows when the charts
+        are narrow (a 1024 px window with both side panels), so no word is cut."""
+        self.toolbar = QWidget()
+        self.toolbar.setObjectName("chartToolbar")
+        self._toolbar_grid = QGridLayout(self.toolbar)
+        self._toolbar_grid.setContentsMargins(0, 0, 0, 4)
+        self._toolbar_grid.setHorizontalSpacing(8)
+        self._toolbar_grid.setVerticalSpacing(2)
+        self._axis_group = QWidget()
+        axis = QHBoxLayout(self._axis_group)
+        axis.setContentsMargins(0, 0, 0, 0)
+        axis.addWidget(QLabel("X axis"))
         self.axis_combo = QComboBox()
         self.axis_combo.setObjectName("axisCombo")
         for mode in AXIS_MODES:
@@ -149,13 +161,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.axis_combo.setToolTip("Draw every chart against the step, the seconds since the "
                                    "first step, or the tokens seen (step x tokens per step)")
         self.axis_combo.currentTextChanged.connect(self.set_x_axis)
-        bar.addWidget(self.axis_combo)
+        axis.addWidget(self.axis_combo)
         self.axis_note = QLabel("")
         self.axis_note.setObjectName("hint")
         self.axis_note.hide()
-        bar.addWidget(self.axis_note)
-        bar.addSpacing(8)
-        bar.addWidget(QLabel("Smoothing"))
+        axis.addWidget(self.axis_note)
+        self._smooth_group = QWidget()
+        smooth = QHBoxLayout(self._smooth_group)
+        smooth.setContentsMargins(0, 0, 0, 0)
+        smooth.addWidget(QLabel("Smoothing"))
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
         self.smoothing_slider.setObjectName("smoothingSlider")
         self.smoothing_slider.setRange(0, 99)
@@ -163,10 +177,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.smoothing_slider.setToolTip("Exponential moving average of every curve (the raw "
                                          "curve stays, faint, behind it); 0 = off")
         self.smoothing_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
-        bar.addWidget(self.smoothing_slider)
+        smooth.addWidget(self.smoothing_slider)
         self.smoothing_label = QLabel("off")
         self.smoothing_label.setMinimumWidth(30)
-        bar.addWidget(self.smoothing_label)
+        smooth.addWidget(self.smoothing_label)
         self.follow_button = QPushButton("Follow")
         self.follow_button.setObjectName("smallButton")
         self.follow_button.setToolTip("Undo the zoom: every chart shows the whole run again and "
@@ -174,16 +188,36 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                                       "zooms the steps, a drag pans them; y always fits.")
         self.follow_button.clicked.connect(self.follow)
         self.follow_button.setEnabled(False)
-        bar.addWidget(self.follow_button)
-        bar.addStretch(1)
+        smooth.addWidget(self.follow_button)
         self.clear_overlays_button = QPushButton("Clear comparison")
         self.clear_overlays_button.setObjectName("smallButton")
         self.clear_overlays_button.setToolTip("Remove the compared runs from the charts (and "
                                               "untick them in the history)")
         self.clear_overlays_button.clicked.connect(self._clear_pressed)
         self.clear_overlays_button.hide()
-        bar.addWidget(self.clear_overlays_button)
-        return bar
+        self._toolbar_rows = 0
+        self._place_toolbar(1)
+        return self.toolbar
+
+    def _place_toolbar(self, rows: int) -> None:
+        if rows == self._toolbar_rows:
+            return
+        self._toolbar_rows = rows
+        grid = self._toolbar_grid
+        for widget in (self._axis_group, self._smooth_group, self.clear_overlays_button):
+            grid.removeWidget(widget)
+        grid.addWidget(self._axis_group, 0, 0)
+        grid.addWidget(self._smooth_group, 0 if rows == 1 else 1, 1 if rows == 1 else 0,
+                       1, 1 if rows == 1 else 3, Qt.AlignmentFlag.AlignLeft)
+        grid.addWidget(self.clear_overlays_button, 0, 3)
+        for column in range(4):
+            grid.setColumnStretch(column, 1 if column == 2 else 0)
+
+    def _fit_toolbar(self, width: int) -> None:
+        needed = sum(w.sizeHint().width() for w in (self._axis_group, self._smooth_group,
+                                                    self.clear_overlays_button)
+                     if not w.isHidden()) + 3 * self._toolbar_grid.horizontalSpacing()
+        self._place_toolbar(1 if needed <= width else 2)
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
         plot = pg.PlotWidget(background=THEMES[self.theme]["background"])
@@ -227,6 +261,13 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._readout_items[name] = readout
         plot.scene().sigMouseMoved.connect(lambda pos, n=name: self._mouse_moved(n, pos))
         plot.viewport().installEventFilter(self)  # the mouse leaving: the read-out goes
+        hint = QLabel(EMPTY_HINT.get(name, f"{title} ({y_label}) appears here when a run "
+                                           "streams"), plot.viewport())
+        hint.setObjectName("chartHint")
+        hint.setWordWrap(True)
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        plot.hint = hint
         box = ChartBox(name, title, plot)
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
@@ -518,6 +559,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         count = len(self._overlays)
         self.clear_overlays_button.setText(f"Clear comparison ({count})")
         self.clear_overlays_button.setVisible(bool(count))
+        self._fit_toolbar(self.width())
         self._legend_dirty = set(self.plots)
         self.follow()
 
@@ -560,9 +602,13 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Draw against the chosen axis, or by step where it has no meaning for a shown run."""
         missing = self._axis_missing(self.x_choice)
         mode = "step" if missing else self.x_choice
-        self.axis_note.setText(f"drawn by step: {missing} reads no tokens per step "
-                               "(inference)" if missing else "")
+        self.axis_note.setText("→ drawn by step" if missing else "")
+        self.axis_note.setToolTip(f"Tokens seen has no meaning for {missing}: an inference run "
+                                  "reads no tokens per step, so every chart is drawn by step "
+                                  "(your choice comes back for a run that has them)"
+                                  if missing else "")
         self.axis_note.setVisible(bool(missing))
+        self._fit_toolbar(self.width())
         if mode == self.x_mode:
             return
         self.x_mode = mode
@@ -644,7 +690,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """A chart the mouse left has no read-out (it would show a stale step); a double click
         on a chart undoes the zoom (TensorBoard's habit), like Follow."""
         kind = event.type()
-        if kind == QEvent.Type.Leave and self.readouts:
+        if kind == QEvent.Type.Resize and hasattr(watched.parent(), "hint"):
+            hint = watched.parent().hint
+            hint.setGeometry(watched.rect().adjusted(12, 0, -12, 0))
+        elif kind == QEvent.Type.Leave and self.readouts:
             self.hide_readout()
         elif kind == QEvent.Type.MouseButtonDblClick and \
                 event.button() == Qt.MouseButton.LeftButton:
@@ -654,6 +703,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        self._fit_toolbar(event.size().width())
         self.hide_readout()  # its place was worked out for the old size
         columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
         if columns != self._columns:

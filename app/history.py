@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
+    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -90,8 +91,9 @@ class HistoryPanel(QWidget):
                               "compare them; Ctrl- or Shift-click to select several")
         layout.addWidget(self.table, 3)
 
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()  # one row, or two when the column is narrow (resizeEvent)
         buttons.setSpacing(4)
+        self.buttons = buttons
         self.load_button = self._button("Load settings", "Put the selected run's settings into "
                                         "the form, to run it again or change it",
                                         self._ask_load)
@@ -101,10 +103,8 @@ class HistoryPanel(QWidget):
                                         self._ask_tags)
         self.delete_button = self._button("Delete…", "Delete the selected runs and their files "
                                           "(Delete key)", self._ask_delete)
-        for button in (self.load_button, self.rename_button, self.tags_button,
-                       self.delete_button):
-            buttons.addWidget(button)
-        buttons.addStretch(1)
+        self._button_rows = 0
+        self._place_buttons(1)
         layout.addLayout(buttons)
         from PySide6.QtGui import QKeySequence, QShortcut
 
@@ -118,6 +118,27 @@ class HistoryPanel(QWidget):
         self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.note.hide()
         layout.addWidget(self.note)
+
+    def _place_buttons(self, rows: int) -> None:
+        if rows == self._button_rows:
+            return
+        self._button_rows = rows
+        order = (self.load_button, self.rename_button, self.tags_button, self.delete_button)
+        for button in order:
+            self.buttons.removeWidget(button)
+        per_row = 4 // rows
+        for index, button in enumerate(order):
+            self.buttons.addWidget(button, index // per_row, index % per_row)
+        for column in range(4):
+            self.buttons.setColumnStretch(column, 0)
+        self.buttons.setColumnStretch(per_row, 1)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """The buttons in one row when their words fit, else two rows: never cut."""
+        super().resizeEvent(event)
+        needed = sum(b.sizeHint().width() + 4 for b in (self.load_button, self.rename_button,
+                                                        self.tags_button, self.delete_button))
+        self._place_buttons(1 if needed <= event.size().width() else 2)
 
     def _button(self, text: str, tip: str, slot) -> QPushButton:
         button = QPushButton(text)

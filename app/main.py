@@ -36,11 +36,12 @@ from PySide6.QtWidgets import (
 
 from app.charts import LiveCharts
 from app.compare_view import CompareView
-from app.controls import WheelScrollsPanel
+from app.controls import WheelScrollsPanel, fit_popup
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
 from app.labels import escape, expected_steps, host_line
 from app.launch_form import LaunchForm
+from app.messages import FloatingMessages
 from app.profile_view import ProfileView
 from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
@@ -113,7 +114,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.add_section("Workload, model and data", self.form)
         self.add_section("Techniques", self.techniques)
         self.add_section("Launch", self.launch_form)
-        self.add_section("Estimate before running", self.estimate)
+        self.estimate_box = self.add_section("Estimate before running", self.estimate)
+        self.run_controls.breakdown_button.clicked.connect(
+            lambda: self.settings_scroll.ensureWidgetVisible(self.estimate_box))
         scroll = QScrollArea()
         scroll.setWidget(sections_widget)
         scroll.setWidgetResizable(True)
@@ -121,12 +124,13 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.settings_scroll = scroll
         left_layout.addWidget(scroll, 1)
-        # Long choices ("Python standard library (default)") must not widen the column: combo
-        # boxes size to a short text and show the full one in their list.
+        # A long choice must not widen the column: combo boxes size to a short text; their open
+        # list is as wide as its longest choice, so no choice is cut there.
         for combo in sections_widget.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
             combo.setMinimumWidth(90)
+            fit_popup(combo)
         # Nor may a field's widest possible number: the column keeps its width, so nothing is
         # scrolled sideways out of reach (a click aimed at a check box would miss it).
         for spin in sections_widget.findChildren(QAbstractSpinBox):
@@ -137,14 +141,14 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         left_host.setMinimumWidth(300)
         self.left_panel = left_host
 
-        # --- centre: error banner and tabs --------------------------------------------------------
+        # --- centre: the headline, the tabs; the error banner and notices float over its foot ---
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(6, 6, 6, 6)
         self.banner = self._build_banner()
-        centre_layout.addWidget(self.banner)
         self.notice = self._build_notice()
-        centre_layout.addWidget(self.notice)
+        # Not in the layout: a message that appears never moves what is under the mouse.
+        self.messages = FloatingMessages(centre, (self.banner, self.notice))
         self.headline = HeadlineStrip()  # the answer first: the shown run's four figures
         centre_layout.addWidget(self.headline)
         self.tabs = QTabWidget()
@@ -156,7 +160,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         # Under the charts: each configuration's figures of a run that changed mid-run.
         self.segments = SegmentTable()
         self.charts.layout().addWidget(self.segments)
-        self.segments.watch(self.charts)
+        self.segments.watch(self.charts, self.charts.toolbar)
         self.tabs.addTab(self.charts, "Charts")
         self.tabs.addTab(self.summary_view, "Summary")
         self.tabs.addTab(self.compare, "Compare")
@@ -260,6 +264,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._notices.append(text)
         self.notice_label.setText("<br>".join(escape(t) for t in self._notices))
         self.notice.show()
+        self.messages.place()
 
     def clear_notices(self) -> None:
         self._notices = []
@@ -302,6 +307,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._banner_run_id = run_id
         self.log_button.setVisible(run_id is not None)
         self.banner.show()
+        self.messages.place()
         self.statusBar().showMessage(message, 15000)
 
     def clear_error(self) -> None:
@@ -370,7 +376,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         if problem:  # no "Fits" for settings that cannot run
             self.estimate.no_verdict(problem)
         if not self.running:
-            self.run_controls.set_problem(problem)
+            self.run_controls.set_problem(problem, self.estimate.fit.text())
         return problem
 
     # --- running --------------------------------------------------------------------------------

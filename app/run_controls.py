@@ -6,6 +6,8 @@ for a moment does not make the run look slower than it is.
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
@@ -73,7 +75,17 @@ class RunControls(QWidget):
         # under the mouse (the next click would land on another control).
         self.validation.setFixedHeight(self.validation.fontMetrics().lineSpacing() * 4 + 4)
         self.validation.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.validation.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.validation)
+        self.breakdown_button = QPushButton("Memory breakdown…")
+        self.breakdown_button.setObjectName("smallButton")
+        self.breakdown_button.setToolTip("Show the predicted memory by part and the FLOPs "
+                                         "(the Estimate section of the settings)")
+        self.breakdown_button.hide()
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.breakdown_button)
+        layout.addLayout(row)
         self.run_info = QLabel("Press Run to start; the run's figures stream into the charts.")
         self.run_info.setObjectName("hint")
         self.run_info.setWordWrap(True)
@@ -89,10 +101,20 @@ class RunControls(QWidget):
         self.run_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def set_problem(self, text: str) -> None:
-        """What validate says about the current settings, under the buttons ("" hides it)."""
-        self.validation.setText(f"Cannot run yet: {text}" if text else "")
-        self.validation.setToolTip(text)
+    def set_problem(self, text: str, estimate: str = "") -> None:
+        """What validate says about the current settings, under the buttons; with nothing to
+        say, the memory estimate's verdict (found without scrolling to its section)."""
+        if text:
+            self.validation.setText(f"Cannot run yet: {escape(text)}")
+        elif estimate:
+            self.validation.setText(f"Estimate: {escape(estimate)}")
+        else:
+            self.validation.setText("")
+        self.breakdown_button.setVisible(bool(estimate) and not text)
+        self.validation.setProperty("state", "problem" if text else "estimate")
+        self.validation.style().unpolish(self.validation)
+        self.validation.style().polish(self.validation)
+        self.validation.setToolTip(text or estimate)
 
     def starting(self, run_id: str, steps: int) -> None:
         self.steps = steps

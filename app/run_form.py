@@ -33,14 +33,25 @@ from profiler.models.presets import GPT_PRESETS
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PRESET = "nano"
-WORKLOAD_LABELS = {"train": "Train (language modelling)", "infer": "Inference (latency, perplexity)",
-                   "compress": "Compress (quantize / prune vs original)",
-                   "distill": "Distill (teacher → student)"}
-MODEL_SOURCE_LABELS = {"preset": "Built-in GPT (random weights)", "run": "Weights of a past run",
-                       "checkpoint": "Checkpoint file or folder",
-                       "hf": "Hugging Face model (local)"}
-DATA_LABELS = {"stdlib": "Python standard library (default)", "path": "Text file or folder",
-               "random": "Random tokens (speed only)"}
+# Short words in the box, so nothing is cut in a narrow column; the longer account is each
+# choice's tooltip in the open list.
+WORKLOAD_LABELS = {"train": "Train", "infer": "Inference", "compress": "Compress",
+                   "distill": "Distill"}
+WORKLOAD_TIPS = {"train": "Language modelling: train and validation loss, speed, memory",
+                 "infer": "Latency (prefill, time to first token, per-token decode) and perplexity",
+                 "compress": "Quantize or prune, then measure size, speed and quality against the "
+                             "original model",
+                 "distill": "Train a student on a teacher's outputs (teacher → student)"}
+MODEL_SOURCE_LABELS = {"preset": "Built-in GPT", "run": "Past run's weights",
+                       "checkpoint": "Checkpoint", "hf": "Hugging Face"}
+MODEL_SOURCE_TIPS = {"preset": "A built-in GPT preset with random weights",
+                     "run": "The weights a past run saved (Save final weights)",
+                     "checkpoint": "A .safetensors file or a folder of them",
+                     "hf": "A Hugging Face model from the local cache (nothing is downloaded)"}
+DATA_LABELS = {"stdlib": "Python stdlib", "path": "Text file/folder", "random": "Random tokens"}
+DATA_TIPS = {"stdlib": "The Python standard library's own source files (the default: on every "
+                       "machine)", "path": "A text file or a folder of text of yours",
+             "random": "Random tokens: for pure speed runs (the loss means nothing)"}
 
 
 def preset_description(name: str) -> str:
@@ -114,11 +125,13 @@ def _spin(low: int, high: int, tip: str) -> QSpinBox:
     return box
 
 
-def _combo(items: dict[str, str], name: str) -> QComboBox:
+def _combo(items: dict[str, str], name: str, tips: dict[str, str] | None = None) -> QComboBox:
     box = QComboBox()
     box.setObjectName(name)
     for value, label in items.items():
         box.addItem(label, value)
+        if tips and value in tips:
+            box.setItemData(box.count() - 1, tips[value], Qt.ItemDataRole.ToolTipRole)
     return box
 
 
@@ -189,7 +202,7 @@ class RunForm(QWidget):
         self.rows = form
 
         workloads = {w: WORKLOAD_LABELS.get(w, w) for w in config_module.WORKLOADS}
-        self.workload = _combo(workloads, "workloadCombo")
+        self.workload = _combo(workloads, "workloadCombo", WORKLOAD_TIPS)
         self.workload.setToolTip("What the worker does with the model")
         form.addRow("Workload", self.workload)
         self.preset = QComboBox()
@@ -202,7 +215,8 @@ class RunForm(QWidget):
         form.addRow("Preset", self.preset)
         sources = getattr(config_module, "MODEL_SOURCES", ("preset",))
         self.model_source = _combo({s: MODEL_SOURCE_LABELS[s] for s in sources
-                                    if s in MODEL_SOURCE_LABELS}, "modelSourceCombo")
+                                    if s in MODEL_SOURCE_LABELS}, "modelSourceCombo",
+                                   MODEL_SOURCE_TIPS)
         form.addRow("Model", self.model_source)
         self.model_size = QComboBox()
         self.model_size.setObjectName("modelSizeCombo")
@@ -228,7 +242,7 @@ class RunForm(QWidget):
         self.model_note.setWordWrap(True)
         form.addRow(self.model_note)
 
-        self.data_source = _combo(DATA_LABELS, "dataSourceCombo")
+        self.data_source = _combo(DATA_LABELS, "dataSourceCombo", DATA_TIPS)
         self.data_source.setToolTip("The text the model reads")
         form.addRow("Data", self.data_source)
         self.data_path = PathField("a text file or a folder of text", "Text (*.txt *.md *.py *)")

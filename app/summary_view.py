@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from html import escape
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -88,6 +88,11 @@ class HeadlineStrip(QFrame):
         self.title = QLabel("")
         self.title.setObjectName("headlineTitle")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.placeholder = QLabel("The headline figures of the run you pick in the history, or "
+                                  "of the one that runs, appear here.")
+        self.placeholder.setObjectName("hint")
+        self.placeholder.setWordWrap(True)
+        self.grid.addWidget(self.placeholder, 0, 0, 1, 5)
         self.cards: list[tuple[QLabel, QLabel, QLabel]] = []
         for _ in range(4):
             card = QFrame(self)
@@ -104,7 +109,19 @@ class HeadlineStrip(QFrame):
             self.cards.append((label, value, spread))
         self._columns = 0
         self._arrange(4)
-        self.hide()
+        self.show_empty()
+
+    def show_empty(self) -> None:
+        """No run picked yet: say where its figures will be."""
+        self.title.hide()
+        self.placeholder.show()
+        for label, _value, _spread in self.cards:
+            label.parentWidget().hide()
+
+    def _filled(self, title: str) -> None:
+        self.placeholder.hide()
+        self.title.setText(title)
+        self.title.show()
 
     def _arrange(self, columns: int) -> None:
         """One row (the run's name, then the cards) when they fit, else the name on top and the
@@ -114,6 +131,7 @@ class HeadlineStrip(QFrame):
         self._columns = columns
         for index in reversed(range(self.grid.count())):
             self.grid.takeAt(index)
+        self.grid.addWidget(self.placeholder, 0, 0, 1, 5)
         one_row = columns == 4
         self.grid.addWidget(self.title, 0, 0, 1, 1 if one_row else columns)
         first = 1 if one_row else 0
@@ -123,6 +141,32 @@ class HeadlineStrip(QFrame):
         for column in range(5):
             self.grid.setColumnStretch(column, 0 if (one_row and column == 0) else
                                        1 if column < (5 if one_row else 2) else 0)
+        self._reserve_height()
+
+    def _reserve_height(self) -> None:
+        """A fixed height, the cards' whatever they hold (or before they hold anything): figures
+        arriving never push the tabs down."""
+        card = self.cards[0][0].parentWidget()
+        labels = self.cards[0]
+        saved = [label.text() for label in labels]
+        for label in labels:
+            label.setText("Ag")  # a line of text, as tall as any figure's
+        card_height = card.sizeHint().height()
+        for label, text in zip(labels, saved, strict=True):
+            label.setText(text)
+        margin = self.grid.contentsMargins().bottom()
+        if self._columns == 4:
+            height = card_height + margin
+        else:
+            height = (self.title.sizeHint().height() + 2 * card_height
+                      + 2 * self.grid.verticalSpacing() + margin)
+        self.setFixedHeight(height)
+
+    def event(self, event) -> bool:  # noqa: D102 - Qt override: a new font or style sheet
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange,
+                            QEvent.Type.Polish) and getattr(self, "_columns", 0):
+            self._reserve_height()
+        return super().event(event)
 
     def _needed_width(self) -> int:
         shown = [label.parentWidget() for label, _v, _s in self.cards
@@ -146,7 +190,10 @@ class HeadlineStrip(QFrame):
     def show_figures(self, title: str, figures: dict, compressed: bool = False) -> None:
         """A finished run's headline; a compress run's figures are the compressed model's."""
         keys = headline_keys(figures)
-        self.title.setText(title)
+        if not keys:
+            self.show_empty()
+            return
+        self._filled(title)
         for index, (label, value, spread) in enumerate(self.cards):
             card = label.parentWidget()
             if index >= len(keys):
@@ -160,7 +207,6 @@ class HeadlineStrip(QFrame):
             spread.setText(spread_text(fig) or " ")
             card.setToolTip(str(fig.get("how") or metric(key).description))
             card.show()
-        self.setVisible(bool(keys))
         self._rearrange()
 
     def show_readings(self, title: str, metrics: dict) -> None:
@@ -168,7 +214,9 @@ class HeadlineStrip(QFrame):
         keys = [k for k in ("tokens_per_s", "decode_tokens_per_s", "step_time_s", "ttft_s",
                             "loss_val", "loss_train", "rss_bytes")
                 if isinstance(metrics.get(k), (int, float))][:4]
-        self.title.setText(title)
+        if not keys:
+            return
+        self._filled(title)
         for index, (label, value, spread) in enumerate(self.cards):
             card = label.parentWidget()
             if index >= len(keys):
@@ -180,7 +228,6 @@ class HeadlineStrip(QFrame):
             spread.setText("latest reading")
             card.setToolTip(m.description)
             card.show()
-        self.setVisible(bool(keys))
         self._rearrange()
 
     def texts(self) -> list[str]:

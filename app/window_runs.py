@@ -181,8 +181,8 @@ class RunViews:
         if isinstance(figures, dict) and figures:
             compressed = (summary or {}).get("workload") == "compress"
             self.headline.show_figures(self.history.run_name(run_id), figures, compressed)
-        else:
-            self.headline.hide()
+        elif run_id is None or run_id != self.run_id or not self.running:
+            self.headline.show_empty()
 
     def load_run_settings(self, run_id: str) -> bool:
         """A past run's config in the form, to run it again or change it."""

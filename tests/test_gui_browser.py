@@ -437,3 +437,125 @@ def test_compress_latency_curves_one_colour_per_measure_one_style_per_model(qtbo
     legend = window.charts.legend_text("latency")
     assert "┅ Time to first token (original)" in legend
     assert "━ Time to first token (compressed)" in legend
+
+
+# --- 10: empty charts, widening columns, no jumps, the estimate in view, whole words ------------------
+def test_empty_charts_say_what_to_do_instead_of_axes_around_nothing(qtbot, window):
+    charts = window.charts
+    charts.redraw_now()
+    loss = charts.plots["loss"]
+    assert loss.hint.isVisible() and "press Run" in loss.hint.text()
+    axis = loss.getPlotItem().getAxis("left")
+    assert not axis.style["showValues"]  # no -0.4 .. 0.4 around nothing
+    run_fake(qtbot, window)
+    charts.redraw_now()
+    assert not loss.hint.isVisible() and axis.style["showValues"]
+
+
+def global_rect(widget):
+    from PySide6.QtCore import QRect
+
+    return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
+
+
+def test_side_columns_widen_with_the_window(qtbot, window):
+    before = (window.left_panel.width(), window.history.width())
+    window.resize(1920, 1080)
+    qtbot.waitUntil(lambda: window.width() == 1920, timeout=3000)
+    qtbot.waitUntil(lambda: window.history.width() > before[1] + 150, timeout=3000)
+    assert window.left_panel.width() > before[0]
+
+
+def test_a_message_appearing_never_moves_what_is_under_the_mouse(qtbot, window):
+    from profiler.store import RunStore
+
+    run_id = stored_run(RunStore(), "shown", train_messages(
+        5, summary={"figures": {"tokens_per_s": {"value": 1000.0, "unit": "tokens/s"}}}))
+    window.history.refresh()
+    watched = (window.tabs.tabBar(), window.charts.axis_combo, window.charts.follow_button,
+               window.charts.scroll, window.run_button, window.history.table)
+    before = [global_rect(w) for w in watched]
+    click_run(qtbot, window.history, run_id)  # its headline arrives above the tabs
+    qtbot.wait(50)
+    assert window.headline.texts() == ["Throughput: 1,000 tokens/s"]
+    assert [global_rect(w) for w in watched] == before
+    window.show_error("The run failed: something", "Press Run again.", run_id=None)
+    window.add_notice("Warning: another process used the CPU")
+    qtbot.wait(50)
+    assert window.banner.isVisible() and window.notice.isVisible()
+    assert [global_rect(w) for w in watched] == before
+    for frame, label in ((window.banner, window.banner_label), (window.notice,
+                                                                window.notice_label)):
+        assert frame.rect().contains(label.geometry())  # its words inside it, all lines
+        assert label.height() >= label.heightForWidth(label.width())
+    # and a click on Follow (after a zoom) reaches Follow, not the banner
+    charts = window.charts
+    charts.follow_button.setEnabled(True)
+    centre = window.charts.follow_button.rect().center()
+    hit = window.childAt(window.charts.follow_button.mapTo(window, centre))
+    assert hit is window.charts.follow_button
+
+
+def test_the_estimate_is_in_view_without_scrolling(qtbot, window):
+    line = window.run_controls.validation
+    assert line.text().startswith("Estimate: Fits") and line.isVisible()
+    assert window.rect().contains(global_rect(line).translated(-window.mapToGlobal(
+        QPoint(0, 0))))
+    box = window.estimate_box
+    scroll = window.settings_scroll
+    assert not scroll.viewport().rect().intersects(
+        box.geometry().translated(0, -scroll.verticalScrollBar().value()))
+    # its button shows the breakdown
+    click(qtbot, window.run_controls.breakdown_button)
+    qtbot.waitUntil(lambda: scroll.viewport().rect().intersects(
+        box.geometry().translated(0, -scroll.verticalScrollBar().value())), timeout=3000)
+
+
+def test_no_drop_down_text_is_cut(qtbot, window):
+    from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox
+
+    checked = 0
+    for combo in window.left_panel.findChildren(QComboBox):
+        if not combo.isVisible():
+            continue
+        option = QStyleOptionComboBox()
+        combo.initStyleOption(option)
+        field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                             QStyle.SubControl.SC_ComboBoxEditField, combo)
+        text = combo.currentText()
+        assert combo.fontMetrics().horizontalAdvance(text) <= field.width(), text
+        checked += 1
+    assert checked >= 5
+    # the open list shows every choice whole
+    combo = window.form.model_source
+    click(qtbot, combo)
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible, timeout=3000)
+    widest = max(view.fontMetrics().horizontalAdvance(combo.itemText(i))
+                 for i in range(combo.count()))
+    assert view.viewport().width() >= widest
+    combo.hidePopup()
+
+
+def test_the_chart_toolbar_is_readable_at_1024x700(qtbot, window):
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel
+
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.width() == 1024, timeout=3000)
+    assert window.left_panel.isVisible() and window.history.isVisible()
+    run_fake(qtbot, window)
+    choose(qtbot, window.form.workload, "infer")
+    choose(qtbot, window.charts.axis_combo, "tokens")
+    run_fake(qtbot, window)  # the axis note is shown too
+    window.charts.redraw_now()
+    qtbot.wait(50)
+    charts = window.charts
+    right = charts.mapToGlobal(QPoint(charts.width(), 0)).x()
+    widgets = [w for kind in (QLabel, QComboBox, QAbstractButton) for w in
+               charts.toolbar.findChildren(kind) if w.isVisible()]
+    assert charts.axis_note in widgets and charts.follow_button in widgets
+    for widget in widgets:
+        assert widget.width() >= widget.minimumSizeHint().width(), widget
+        assert global_rect(widget).right() <= right, widget
+        if isinstance(widget, QLabel):
+            assert widget.fontMetrics().horizontalAdvance(widget.text()) <= widget.width()
