@@ -422,6 +422,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.run_id = self._shown_run_id = run.run_id
         self.run_config = config
         self.charts.clear()
+        self.sync_overlays()
         self.segments.start_live()
         self.profile.clear()
         self.run_controls.starting(run.run_id, expected_steps(config))

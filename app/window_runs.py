@@ -168,8 +168,9 @@ class RunViews:
         self.run_controls.showing(
             self.history.run_name(run_id), run_info if isinstance(run_info, dict) else None,
             changes, last_step, f"{status}: {end}" if status and end else str(status or ""))
-        self.charts.redraw_now()
         self._shown_run_id = run_id
+        self.sync_overlays()
+        self.charts.redraw_now()
         self.statusBar().showMessage(f"showing {run_id}: {count} samples"
                                      + (f" ({len(warnings)} damaged lines skipped)"
                                         if warnings else ""), 8000)
@@ -208,6 +209,14 @@ class RunViews:
 
     def set_compared(self, run_ids: list[str]) -> None:
         """The ticked runs: laid over the charts, and in the Compare tab."""
+        self.sync_overlays(run_ids)
+        self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
+
+    def sync_overlays(self, run_ids: list[str] | None = None) -> None:
+        """The ticked runs over the charts, except the one the charts show anyway: a run both
+        shown and ticked is drawn once."""
+        run_ids = [r for r in (self.history.checked_run_ids() if run_ids is None else run_ids)
+                   if r != self._shown_run_id]
         for run_id in self.charts.overlay_ids():
             if run_id not in run_ids:
                 self.charts.remove_overlay(run_id)
@@ -220,7 +229,6 @@ class RunViews:
                 continue
             self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
         self.charts.redraw_now()
-        self.compare.set_runs(run_ids, {r: self.history.run_name(r) for r in run_ids})
 
     def _run_renamed(self, run_id: str, name: str) -> None:
         """A new name shows at once: legend, Compare tab, the CSV's run column."""

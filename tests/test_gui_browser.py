@@ -559,3 +559,28 @@ def test_the_chart_toolbar_is_readable_at_1024x700(qtbot, window):
         assert global_rect(widget).right() <= right, widget
         if isinstance(widget, QLabel):
             assert widget.fontMetrics().horizontalAdvance(widget.text()) <= widget.width()
+
+
+# --- 15: a run both shown and ticked is drawn once ---------------------------------------------------
+def test_a_run_shown_and_ticked_is_drawn_once(qtbot, window):
+    from profiler.store import RunStore
+    from tests.gui_support import tick
+
+    store = RunStore()
+    first = stored_run(store, "first", train_messages(5))
+    second = stored_run(store, "second", train_messages(8))
+    window.history.refresh()
+    tick(qtbot, window.history, first)
+    tick(qtbot, window.history, second)
+    assert window.charts.overlay_ids() == [first, second]
+    window.charts.redraw_now()
+    assert "first" in window.charts.legend_text("loss")
+    click_run(qtbot, window.history, first)  # shown: its overlay would repeat it
+    window.charts.redraw_now()
+    assert window.charts.overlay_ids() == [second]
+    assert window.charts.legend_text("loss").count("second") == 1
+    assert "first" not in window.charts.legend_text("loss")  # drawn once, as the shown run
+    assert window.compare.run_ids == [first, second]  # still compared
+    click_run(qtbot, window.history, second)  # the other one shown: the first is an overlay again
+    window.charts.redraw_now()
+    assert window.charts.overlay_ids() == [first]
