@@ -39,7 +39,7 @@ from app.compare_view import CompareView
 from app.controls import WheelScrollsPanel, fit_popup
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
-from app.labels import escape, expected_steps, host_line
+from app.labels import escape, expected_steps, host_line, killed_hint
 from app.launch_form import LaunchForm
 from app.messages import FloatingMessages
 from app.profile_view import ProfileView
@@ -88,6 +88,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.repeats = RepeatPlan()
         """A series of repeats in progress (the Launch section's Repeats)."""
         self._shown_run_id: str | None = None
+        self._last_rss: float | None = None
+        """The live run's last memory reading (what a killed run's hint says)."""
 
         # --- left: run controls on top, settings in sections below ------------------------------
         left_host = QWidget()
@@ -308,7 +310,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.log_button.setVisible(run_id is not None)
         self.banner.show()
         self.messages.place()
-        self.statusBar().showMessage(message, 15000)
+        # The status bar says what happened in a few words (the banner says the rest): a long
+        # sentence there would be cut.
+        self.statusBar().showMessage(message.split(":")[0].rstrip("."), 15000)
 
     def clear_error(self) -> None:
         self.banner_label.setText("")
@@ -416,6 +420,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             self.link.deleteLater()
         self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
         self.clear_notices()
+        self._last_rss = None
         self.charts.live_run_label = config.name
         self.link.messages.connect(self._on_messages)
         self.link.ended.connect(self._on_ended)
@@ -530,9 +535,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             kept = link.recorder.samples if link is not None else 0
             headline = {"killed": "The run was killed", "crashed": "The run crashed",
                         "failed": "The run failed"}[status]
-            self.show_error(f"{headline}: {end}.",
-                            f"The {kept} samples received before are kept with the run. "
-                            "Press Run to start again.", run_id=self.run_id)
+            hint = (killed_hint(end, self._last_rss, self.host.get("memory_total_bytes"), kept)
+                    if status in ("killed", "crashed") else
+                    f"The {kept} samples received before are kept with the run. Press Run to "
+                    "start again.")
+            self.show_error(f"{headline}: {end}.", hint, run_id=self.run_id)
         self.charts.redraw_now()
         self.history.refresh(select_id=self.run_id)
         self.check_settings()

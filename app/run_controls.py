@@ -67,6 +67,7 @@ class RunControls(QWidget):
         layout.addWidget(self.progress)
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("hint")
+        self.eta_label.setWordWrap(True)  # "killed: the worker was killed (exit code -9) …"
         layout.addWidget(self.eta_label)
         self.validation = QLabel("")
         self.validation.setObjectName("validation")

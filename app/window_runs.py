@@ -49,6 +49,9 @@ class RunViews:
                     tokens = message["metrics"].get("decode_tokens_per_s")
                 if tokens is not None:
                     self.speed_label.setText(format_value(tokens, "tokens/s"))
+                rss = message["metrics"].get("rss_bytes")
+                if isinstance(rss, (int, float)):
+                    self._last_rss = float(rss)
                 if message["metrics"].get("other_cpu_cores") is not None:
                     self.show_load(message["metrics"]["other_cpu_cores"])
             elif kind == "hello":

@@ -584,3 +584,30 @@ def test_a_run_shown_and_ticked_is_drawn_once(qtbot, window):
     click_run(qtbot, window.history, second)  # the other one shown: the first is an overlay again
     window.charts.redraw_now()
     assert window.charts.overlay_ids() == [first]
+
+
+# --- 16: a worker killed from outside ----------------------------------------------------------------
+def test_a_worker_killed_from_outside_says_what_to_check(qtbot, window):
+    import os
+    import signal
+
+    window.worker_command = fake_worker(0.05)
+    window.form.steps.setValue(2000)
+    click(qtbot, window.run_button)
+    qtbot.waitUntil(lambda: window.link is not None and window.link.recorder.samples >= 3,
+                    timeout=30_000)
+    os.kill(window.link.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not window.running, timeout=10_000)
+    text = window.error_text()
+    assert "The run was killed" in text and "SIGKILL" in text
+    assert "Out of memory" in text and "another process" in text  # what the user can check
+    assert "its last reading was 10" in text  # the fake's RSS: 100-106 MiB
+    assert "samples received before are kept" in text
+    # the status line is not cut: a few words there, the rest in the banner and the left column
+    status = window.statusBar()
+    message = status.currentMessage()
+    assert message == "The run was killed"
+    assert status.fontMetrics().horizontalAdvance(message) < status.width() // 2
+    eta = window.run_controls.eta_label
+    assert eta.text().startswith("killed: the worker was killed (exit code -9)")
+    assert eta.height() >= eta.heightForWidth(eta.width())  # every line of it in view
