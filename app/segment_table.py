@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -23,10 +24,14 @@ from PySide6.QtWidgets import (
 )
 
 from profiler import segments as segment_figures
-from profiler.metrics import format_summary_figure
+from profiler.metrics import format_summary_figure, spread_text
 
 COLUMNS = segment_figures.TABLE_COLUMNS
 """The segment figures shown (profiler.segments: the same columns as the CLI and the reports)."""
+
+TOO_NOISY_PCT = 50.0
+"""A segment's timed figure whose interval reaches this far either side of its median says
+"too noisy to tell" instead of a number nobody can use (a ±340 % spread)."""
 
 LIVE_REFRESH_MS = 1000
 """A live run's table is recomputed at most this often (and at once on a change or the end)."""
@@ -38,6 +43,28 @@ than this (a 1024x700 window, a 150 % scale); the arrow opens it."""
 MIN_CHARTS_ROOM_PX = 200
 """Opened by the user in a small window, the table scrolls inside this much less room: a chart
 is never squeezed to its title bar."""
+
+
+def half_width_pct(fig: object) -> float | None:
+    """Half the width of a timed figure's 95 % interval, in % of its median (None: no
+    interval)."""
+    dist = fig.get("distribution") if isinstance(fig, dict) else None
+    if not isinstance(dist, dict):
+        return None
+    median, low, high = dist.get("median"), dist.get("ci_low"), dist.get("ci_high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               for v in (median, low, high)) or not median:
+        return None
+    return max(median - low, high - median) / abs(median) * 100
+
+
+def figure_text(key: str, fig: object) -> tuple[str, bool]:
+    """(the cell's words, whether it is too noisy): "15,600 tokens/s (±2.1 %, n=195)", or "too
+    noisy to tell (±340 %, n=5)"."""
+    half = half_width_pct(fig)
+    if half is not None and half >= TOO_NOISY_PCT:
+        return f"too noisy to tell ({spread_text(fig)})", True
+    return format_summary_figure(key, fig), False
 
 
 class SegmentFeed:
@@ -185,10 +212,18 @@ class SegmentTable(QWidget):
             self.table.setItem(row, 1, what)
             for column, (key, _title) in enumerate(COLUMNS, start=2):
                 fig = figures.get(key)
-                item = QTableWidgetItem(format_summary_figure(key, fig))
+                text, noisy = figure_text(key, fig)
+                item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if isinstance(fig, dict) and fig.get("how"):
-                    item.setToolTip(str(fig["how"]))
+                how = str(fig.get("how") or "") if isinstance(fig, dict) else ""
+                if noisy:
+                    item.setForeground(QColor("#b45309"))
+                    how = (f"{format_summary_figure(key, fig)}: the 95 % interval of the median "
+                           f"is wider than {TOO_NOISY_PCT} % of it either way, so this "
+                           "segment's figure cannot be told from noise (too few steps, or a "
+                           "busy machine). " + how)
+                if how:
+                    item.setToolTip(how)
                 self.table.setItem(row, column, item)
         self.table.setColumnWidth(1, min(260, max(120, self.table.sizeHintForColumn(1))))
         rows = min(len(parts), MAX_VISIBLE_ROWS)

@@ -179,11 +179,13 @@ class TechniquePanel(QWidget):
         self._named: set[str] = set()
         """Always-on techniques the loaded config names explicitly: kept explicit."""
         """Techniques a loaded config names that the registry does not know: kept as they are."""
+        self._pending: tuple[str, bool, dict] | None = None
+        """A change that cannot apply mid-run: (technique, enabled, params), kept for a restart
+        while the row shows what the run has."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         self.offer = self._build_offer()
-        layout.addWidget(self.offer)
         self._rows_host = QVBoxLayout()
         self._rows_host.setSpacing(2)
         layout.addLayout(self._rows_host)
@@ -212,6 +214,7 @@ class TechniquePanel(QWidget):
     def rebuild(self) -> None:
         """(Re)build the rows from the registry, keeping the current choices."""
         keep = self.techniques() if self.rows else {}
+        self._rows_host.removeWidget(self.offer)
         while self._rows_host.count():
             item = self._rows_host.takeAt(0)
             if item.widget() is not None:
@@ -230,6 +233,7 @@ class TechniquePanel(QWidget):
                 row.changed.connect(self._row_changed)
                 self.rows[info.name] = row
                 self._rows_host.addWidget(row)
+        self._rows_host.addWidget(self.offer)
         self.set_techniques(keep)
 
     # --- config <-> widgets ----------------------------------------------------------------------
@@ -299,6 +303,7 @@ class TechniquePanel(QWidget):
         self._applied = {k: dict(v) for k, v in (applied or {}).items()}
         if not running:
             self.offer.hide()
+            self._pending = None
 
     def confirm(self, name: str, params: dict) -> None:
         """The worker applied a change (a toggle event): it is now the running state."""
@@ -309,14 +314,15 @@ class TechniquePanel(QWidget):
             self._applied[name] = {**self._applied.get(name, {}), **changes}
 
     def refuse(self, name: str, message: str) -> None:
-        """The worker refused a change: put the row back and say why."""
+        """The worker refused a change: put the row back and say why, under that row."""
         if name in self.rows:
             self.rows[name].set_state(name in self._applied, self._applied.get(name, {}))
             self.refresh_availability()
-        self._show_offer(f"Not applied: {message}", restart=False)
+        self._show_offer(f"Not applied: {message}", restart=False, under=name)
 
     def revert(self) -> None:
         """Back to what the running worker has (or drop the pending offer when idle)."""
+        self._pending = None
         for name, row in self.rows.items():
             row.set_state(name in self._applied or row.info.always_on, self._applied.get(name, {}))
         self.offer.hide()
@@ -324,13 +330,27 @@ class TechniquePanel(QWidget):
         self.changed.emit()
 
     def _restart(self) -> None:
+        """Restart with the change the run could not take: the row takes it now."""
         self.offer.hide()
+        if self._pending is not None:
+            name, enabled, params = self._pending
+            self._pending = None
+            self.rows[name].set_state(enabled, params)
+            self.refresh_availability()
+            self.changed.emit()
         self.restart_requested.emit()
 
-    def _show_offer(self, text: str, restart: bool) -> None:
+    def _show_offer(self, text: str, restart: bool, under: str | None = None) -> None:
+        """The offer right under the row the user changed, where the eye and the mouse are."""
         self.offer_label.setText(text)
         self.restart_button.setVisible(restart)
-        self.undo_button.setText("Undo" if restart else "OK")
+        self.undo_button.setText("Keep going without it" if restart else "OK")
+        self._rows_host.removeWidget(self.offer)
+        if under in self.rows:
+            self._rows_host.insertWidget(self._rows_host.indexOf(self.rows[under]) + 1,
+                                         self.offer)
+        else:
+            self._rows_host.addWidget(self.offer)
         self.offer.show()
 
     def _row_changed(self, name: str, what: str) -> None:
@@ -349,9 +369,17 @@ class TechniquePanel(QWidget):
                 params = {what: row.params()[what]}
             self.live_change.emit(name, params)
             return
-        part = "switching it on or off" if what == "enabled" else what.replace("_", " ")
-        self._show_offer(f"{info.label}: {part} cannot change while a run goes. Restart the "
-                         "run with this change, or undo it.", restart=True)
+        # The run goes on without the change: the row says what the run has (never a tick for a
+        # technique the run does not use); the change waits for a restart.
+        self._pending = (name, row.enabled, row.params())
+        row.set_state(name in self._applied or info.always_on, self._applied.get(name, {}))
+        self.refresh_availability()
+        if what == "enabled":
+            part = f"switching it {'on' if self._pending[1] else 'off'}"
+        else:
+            part = f"its {what.replace('_', ' ')}"
+        self._show_offer(f"{info.label}: {part} cannot change while a run goes; the run goes "
+                         "on as it was. Restart it with this change?", restart=True, under=name)
 
 
 
