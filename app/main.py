@@ -327,6 +327,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         """Everything the widgets say, as one (unvalidated) RunConfig."""
         config = self.form.build_config()
         self.launch_form.apply(config)
+        if config.workload != self.techniques.workload:  # what applies depends on it
+            self.techniques.set_context(self.capabilities(config), config.workload)
         config.techniques = self.techniques.techniques()
         return config
 

@@ -16,6 +16,11 @@ from typing import Any
 # the parallel wrapper, the optimizer is built over the final parameters, and the loop context
 # (autocast, scaler, accumulation) wraps every step.
 STAGES = ("compress", "model", "checkpoint", "compile", "parallel", "optimizer", "loop")
+INFER_STAGES = ("compress", "model")
+"""Techniques that act on a model that is only run forward (the infer and compress workloads
+apply these); the others act on training."""
+FORWARD_WORKLOADS = ("infer", "compress")
+"""Workloads that run the model forward only: they apply INFER_STAGES."""
 CATEGORIES = ("optimizer", "precision", "memory", "speed", "parallel", "compression")
 
 

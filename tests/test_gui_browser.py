@@ -679,3 +679,36 @@ def test_a_wild_spread_is_too_noisy_to_tell_and_the_table_leaves_the_charts_room
     assert table.table.isVisible()
     qtbot.wait(50)
     assert window.charts.scroll.viewport().height() >= 180
+
+
+# --- 8: switching workload -----------------------------------------------------------------------------
+def test_switching_workload_unticks_and_greys_what_does_not_apply(qtbot, window):
+    from tests.test_gui_segments import click_square
+
+    panel = window.techniques
+    choose(qtbot, window.form.workload, "infer")
+    qtbot.waitUntil(panel.rows["quantize_int8_dynamic"].enable.isEnabled, timeout=3000)
+    click_square(qtbot, window, "quantize_int8_dynamic")
+    assert panel.rows["quantize_int8_dynamic"].enable.isChecked()
+    # inference: the optimizer section is greyed, with the reason, and never sent
+    optimizer = panel.rows["optimizer"]
+    assert not optimizer.enable.isEnabled() and not optimizer.body.isEnabled()
+    assert "only runs the model forward" in panel.reason("optimizer")
+    assert "optimizer" not in window.build_config().techniques
+    assert "grad_clip" not in window.build_config().techniques
+    assert not panel.rows["grad_clip"].enable.isEnabled()
+    # to distill: int8 is unticked (it would block the run), and the panel says so
+    choose(qtbot, window.form.workload, "distill")
+    qtbot.waitUntil(lambda: panel.workload == "distill", timeout=3000)
+    assert not panel.rows["quantize_int8_dynamic"].enable.isChecked()
+    assert panel.workload_note.isVisible()
+    assert "Int8" in panel.workload_note.text() or "int8" in panel.workload_note.text().lower()
+    assert "Techniques" not in window.run_controls.validation.text()  # nothing blocks the run
+    assert optimizer.enable.isEnabled() and optimizer.body.isEnabled()
+    # back to inference: ticked again
+    choose(qtbot, window.form.workload, "infer")
+    qtbot.waitUntil(lambda: panel.workload == "infer", timeout=3000)
+    assert panel.rows["quantize_int8_dynamic"].enable.isChecked()
+    # and its run is told of nothing it would ignore
+    config = window.build_config()
+    assert set(config.techniques) == {"quantize_int8_dynamic"}

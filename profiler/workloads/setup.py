@@ -28,8 +28,9 @@ from profiler.system import SAMPLER_PERIOD_S, SystemSampler
 from techniques import registry, runtime
 
 Emit = Callable[[dict], None]
-INFER_STAGES = ("compress", "model")
-"""Techniques that act on a model that is only run forward; the others act on training."""
+INFER_STAGES = registry.INFER_STAGES
+"""Techniques that act on a model that is only run forward; the others act on training (the
+registry holds it, so the app greys them out for an inference run without importing torch)."""
 
 
 def resolve_device(name: str) -> torch.device:
