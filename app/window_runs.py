@@ -44,6 +44,7 @@ class RunViews:
             kind = message["type"]
             if kind == "sample":
                 self.run_controls.sample(int(message["step"]), float(message["time"]))
+                self.profile.step_seen(int(message["step"]))
                 tokens = message["metrics"].get("tokens_per_s")
                 if tokens is None:
                     tokens = message["metrics"].get("decode_tokens_per_s")
@@ -70,6 +71,7 @@ class RunViews:
                                 f"{run.get('device', '?')}")
                 self.run_controls.started(run)
                 self.charts.set_started(message)
+                self.profile.set_warmup(run.get("warmup_steps") or 0)
             elif kind == "event":
                 self._on_event(message)
             elif kind == "profile":
@@ -144,6 +146,7 @@ class RunViews:
         self.segments.show_stored(messages)
         started = next((m for m in messages if m.get("type") == "started"), None)
         self.charts.set_started(started)
+        self.profile.set_warmup(((started or {}).get("run") or {}).get("warmup_steps") or 0)
         self.charts.live_run_label = self.history.run_name(run_id)
         count = self.charts.add_samples(messages)
         changes: list[tuple[int, int]] = []
