@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QPointF, QTimer
 
 from app.chart_specs import CHARTS, CurveSpec
 from app.series import SeriesBuffer, Smoother
@@ -22,9 +22,8 @@ from app.series import SeriesBuffer, Smoother
 THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
-LANE_SHARE = 0.06
-"""Markers closer than this share of the visible x range put their labels in different lanes."""
-LANE_POSITIONS = (0.97, 0.72, 0.47, 0.22)
+LANE_TOP = 0.03
+"""A marker's label starts this share of the chart's height below its top."""
 
 
 @dataclass
@@ -59,7 +58,6 @@ def _fmt(value: float) -> str:
 class ChartDrawing:
     """The drawing half of LiveCharts (mixed in; uses its plots, buffers and options)."""
 
-    _lanes_for = None
     _empty: set[str] | None = None
 
     def _x_of_step(self, step: float) -> float:
@@ -315,32 +313,47 @@ class ChartDrawing:
 
     # --- marker labels -----------------------------------------------------------------------------
     def _place_marker_labels(self) -> None:
-        """Markers within LANE_SHARE of the visible range of each other take different heights,
-        so labels at steps 51 / 54 / 55 do not overlap."""
+        """Change markers' labels never overlap: on each chart, a label that would run into the
+        one before it (horizontally closer than its width) takes the next free height (lane);
+        when no height is free its label is hidden (its line and tooltip stay), never drawn
+        over another one."""
         if not self.markers:
             return
-        view = self.plots["loss"].getPlotItem().getViewBox()
-        low, high = view.viewRange()[0]
-        span = max(high - low, 1e-9)
-        state = (round(low, 6), round(high, 6), len(self.markers), self.x_mode)
-        if state == self._lanes_for:
+        by_plot: dict[int, list] = {}
+        for plot, line in self.markers:
+            by_plot.setdefault(id(plot), [plot, []])[1].append(line)
+        for plot, lines in by_plot.values():
+            view = plot.getPlotItem().getViewBox()
+            rect = view.sceneBoundingRect()
+            state = (tuple(map(tuple, view.viewRange())), rect.width(), rect.height(),
+                     len(lines), self.x_mode)
+            if getattr(plot, "lanes_for", None) == state:
+                continue
+            plot.lanes_for = state
+            self._lay_out_labels(view, rect, lines)
+
+    @staticmethod
+    def _lay_out_labels(view, rect, lines: list) -> None:
+        height = rect.height()
+        if height <= 0 or not lines:
             return
-        self._lanes_for = state
-        lanes: dict[float, int] = {}
-        last_x_in_lane: list[float] = []
-        for step, _label in sorted(self.marker_steps):
-            x = self._x_of_step(step)
-            lane = next((i for i, last in enumerate(last_x_in_lane)
-                         if not math.isfinite(x) or (x - last) / span > LANE_SHARE), None)
-            if lane is None:
-                lane = len(last_x_in_lane)
-                last_x_in_lane.append(x)
-            else:
-                last_x_in_lane[lane] = x
-            lanes[step] = lane
-        for _plot, line in self.markers:
-            lane = lanes.get(line.step, 0)
-            line.label.setPosition(LANE_POSITIONS[lane % len(LANE_POSITIONS)])
+        length = max(line.label.textItem.boundingRect().width() for line in lines) + 6
+        thick = max(line.label.textItem.boundingRect().height() for line in lines) + 2
+        top = LANE_TOP * height
+        lanes = max(1, int((height - top) // length))
+        last_x: list[float] = [-math.inf] * lanes
+        placed = []
+        for line in lines:
+            x = view.mapViewToScene(QPointF(line.value(), 0)).x()
+            placed.append((x if math.isfinite(x) else math.inf, line))
+        for x, line in sorted(placed, key=lambda item: item[0]):
+            lane = next((k for k in range(lanes) if x - last_x[k] >= thick), None)
+            if lane is None or not math.isfinite(x):
+                line.label.setVisible(False)  # the line and its tooltip keep the words
+                continue
+            last_x[lane] = x
+            line.label.setVisible(True)
+            line.label.setPosition(1 - (top + lane * length) / height)
 
     # --- hover read-out ------------------------------------------------------------------------------
     def _mouse_moved(self, name: str, pos) -> None:

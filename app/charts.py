@@ -68,6 +68,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     """Eight charts (loss across the top); GPU and latency charts appear once they have data."""
 
     axis_changed = Signal(str)
+    exported = Signal(str, bool)
+    """A chart was saved (where), or could not be (why): the window says it."""
     overlays_cleared = Signal()
     """The user pressed Clear comparison: the window unticks the runs in the history."""
 
@@ -437,7 +439,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             line.setToolTip(label)
             plot.addItem(line, ignoreBounds=True)
             self.markers.append((plot, line))
-        self._lanes_for = None
+        for plot in self.plots.values():
+            plot.lanes_for = None
         self._dirty = True
 
     def show_percentiles(self, summary: dict) -> None:

@@ -223,6 +223,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.history.selection_changed.connect(self.show_summary)
         self.history.table.itemSelectionChanged.connect(self._selection_moved)
         self.charts.overlays_cleared.connect(self.history.uncheck_all)
+        self.charts.exported.connect(self._chart_exported)
         self.profile.capture_requested.connect(self.capture_profile)
         self.build_menus()
         self._preset_loaded()
@@ -520,6 +521,13 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             return
         self._restart_pending = True
         self.stop_run()
+
+    def _chart_exported(self, text: str, ok: bool) -> None:
+        """Where a chart's CSV / PNG went (in the status bar), or why not (in the banner)."""
+        if ok:
+            self.statusBar().showMessage(text, 15000)
+        else:
+            self.show_error(text, "Choose a folder you can write to.")
 
     def _set_state(self, text: str) -> None:
         self.state_label.setText(text)

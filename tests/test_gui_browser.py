@@ -755,3 +755,59 @@ def test_a_capture_says_how_far_it_is(qtbot, window):
     assert view.status.text().startswith("Captured 8 steps from step")
     click(qtbot, window.stop_button)
     qtbot.waitUntil(lambda: not window.running, timeout=30_000)
+
+
+# --- 13: marker labels, PNG without buttons and with the run's name, saves that say where --------------
+def test_change_marker_labels_never_overlap(qtbot, window):
+    from profiler.store import RunStore
+
+    messages = train_messages(100)
+    for step in (40, 42, 44, 46, 47, 48, 49, 50, 51, 52, 90):
+        messages.append({"type": "event", "kind": "toggle", "step": step,
+                         "technique": "precision", "params": {"enabled": step % 2 == 0},
+                         "message": f"precision switched at {step}"})
+    run_id = stored_run(RunStore(), "many changes", messages)
+    window.history.refresh()
+    click_run(qtbot, window.history, run_id)
+    window.charts.redraw_now()
+    qtbot.wait(50)
+    shown = 0
+    for plot in window.charts.plots.values():
+        if not plot.isVisible():
+            continue
+        labels = [line.label for p, line in window.charts.markers if p is plot]
+        assert len(labels) == 11
+        rects = [label.sceneBoundingRect() for label in labels if label.isVisible()]
+        shown += len(rects)
+        for i, rect in enumerate(rects):
+            assert not any(rect.intersects(other) for other in rects[:i])
+    assert shown >= 8  # most are labelled; the rest keep their line and its tooltip
+
+
+def test_chart_png_has_the_run_name_and_no_buttons_and_saves_say_where(qtbot, window, tmp_path,
+                                                                         monkeypatch):
+    from PySide6.QtGui import QImage
+
+    run_fake(qtbot, window)
+    charts = window.charts
+    charts.redraw_now()
+    png = tmp_path / "speed.png"
+    monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(png), ""))
+    click(qtbot, charts.boxes["speed"].png_button)
+    image = QImage(str(png))
+    plot = charts.plots["speed"]
+    assert image.width() == plot.width()  # the plot only: the header's buttons are left out
+    assert plot.height() < image.height() < plot.height() + 80  # under a title and a legend
+    assert charts.png_title("speed").startswith(f"{charts.live_run_label}: Throughput")
+    assert str(png) in window.statusBar().currentMessage()  # it says where it went
+    csv = tmp_path / "speed.csv"
+    monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(csv), ""))
+    click(qtbot, charts.boxes["speed"].csv_button)
+    assert csv.exists() and str(csv) in window.statusBar().currentMessage()
+    blocked = tmp_path / "no-such-folder" / "x.csv"
+    monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(blocked), ""))
+    click(qtbot, charts.boxes["speed"].csv_button)
+    assert "Cannot write" in window.error_text()
