@@ -575,7 +575,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
 
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        """Closing the window ends the worker too: no process is left behind."""
+        """Closing the window ends the worker too: no process is left behind. Closed by the user
+        (its close button) while a run goes, it asks first, as Ctrl+Q does."""
+        if event.spontaneous() and not getattr(self, "_quit_confirmed", False) \
+                and not self.confirm_quit():
+            event.ignore()
+            return
         self._closed = True
         self.save_window_settings()
         self.stop_warm_worker()

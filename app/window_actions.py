@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import dialogs
 from app.theme import apply_theme
@@ -44,7 +44,8 @@ class WindowActions:
         if report_export() is None:
             self.action_export.setEnabled(False)
             self.action_export.setToolTip("Reports are not available in this version")
-        quit_action = self._action("&Quit", "Ctrl+Q", self.close, "Close EffiScope")
+        quit_action = self._action("&Quit", "Ctrl+Q", self.request_quit,
+                                   "Close EffiScope (asks first while a run goes)")
         for action in (self.action_open, self.action_save, None, self.action_export, None,
                        quit_action):
             file_menu.addSeparator() if action is None else file_menu.addAction(action)
@@ -111,6 +112,11 @@ class WindowActions:
                                              ""))
 
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&Quick start", "F1", self.show_quick_start,
+                                         "Five steps from the first run to a comparison"))
+        help_menu.addAction(self._action("&Keyboard shortcuts", "", self.show_shortcuts,
+                                         "Every shortcut of the window"))
+        help_menu.addSeparator()
         help_menu.addAction(self._action("&About EffiScope", "", self.show_about,
                                          "Versions, device and data folder"))
 
@@ -259,6 +265,41 @@ class WindowActions:
                 pass  # an old or damaged remembered config: keep the preset
 
     # --- dialogs ----------------------------------------------------------------------------------
+    def confirm_quit(self) -> bool:
+        """While a run goes, ask before quitting (its measurements are kept either way)."""
+        if not self.running:
+            return True
+        answer = QMessageBox.question(
+            self, "Quit EffiScope", "A run is in progress. Quit and stop it? What it has "
+            "measured so far is kept with the run.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def request_quit(self) -> bool:
+        """Ctrl+Q: close, asking first while a run goes."""
+        if not self.confirm_quit():
+            return False
+        self._quit_confirmed = True
+        self.close()
+        return True
+
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every action of the window that has a shortcut."""
+        rows = []
+        for action in self.actions():
+            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                             for k in action.shortcuts())
+            if keys:
+                rows.append((keys, action.text().replace("&", "").rstrip("…")))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        self._shortcuts_dialog = dialogs.show_shortcuts(self, self.shortcut_rows())
+
+    def show_quick_start(self) -> None:
+        self._quick_start = dialogs.show_quick_start(self)
+
     def show_about(self) -> None:
         self._about = dialogs.show_about(self, self.host, str(self.store.home))
 
