@@ -16,10 +16,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QTimer
 
-from app.chart_specs import CHARTS, CurveSpec
+from app.chart_specs import CHARTS, CurveSpec, route
 from app.series import SeriesBuffer, Smoother
 
 THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
+MUTED = "#94a3b8"
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
 LANE_TOP = 0.03
@@ -38,12 +39,16 @@ class TracedCurve:
     """The raw curve drawn faint behind the smoothed one."""
     drawn: tuple = ()
     """What the item shows now (buffer version, axis, range, width): redraw when it differs."""
+    owner: str = "live"
+    """Whose curve: "live" (the run shown) or a compared run's id (the legend's click)."""
 
 
 @dataclass
 class Overlay:
     label: str
     color: str
+    color_index: int = 0
+    """Its place in RUN_COLORS: the same hue on every chart and in both themes."""
     curves: dict[str, TracedCurve] = field(default_factory=dict)
     tokens_per_step: float = math.nan
     """What the tokens-seen axis needs; NaN for a run that reads none (inference)."""
@@ -183,11 +188,12 @@ class ChartDrawing:
         changed = name in self._legend_dirty
         smoothing = self.smoothing > 0
         for curve, _live in curves:
-            show = curve.buffer.has_values()
+            show = curve.buffer.has_values() and \
+                (curve.owner, curve.spec.key) not in self.hidden_series
             if show != curve.item.isVisible():
                 curve.item.setVisible(show)
                 changed = True
-            faint = show and smoothing
+            faint = show and smoothing and curve.spec.symbol is None
             if curve.shadow is not None and faint != curve.shadow.isVisible():
                 curve.shadow.setVisible(faint)
                 changed = True
@@ -198,6 +204,8 @@ class ChartDrawing:
         return changed
 
     def _draw_curve(self, curve: TracedCurve, smoothing: bool) -> bool:
+        # Dots (validation every N steps) stay at what was measured: never on a smoothed line.
+        smoothing = smoothing and curve.spec.symbol is None
         plot = self.plots[curve.spec.chart].getPlotItem()
         view = plot.getViewBox()
         x_range = None if self._x_follow else tuple(view.viewRange()[0])
@@ -223,18 +231,35 @@ class ChartDrawing:
                   if c.spec.chart == name and c.buffer.has_values()]
         foreground = THEME_FOREGROUND[self.theme]
         html = f"<span style='color:{foreground}; font-weight:600'>{box.title}</span>"
-        entries = []
+        entries, labels = [], []
         for curve, live in curves:
             color = pg.mkPen(curve.item.opts["pen"]).color().name()
             dashed = (not live or curve.spec.dashed) and curve.spec.symbol is None
-            mark = "┅" if dashed else "━"
-            entries.append(f"<span style='color:{color}'>{mark}</span>&nbsp;"
-                           f"<span style='color:{foreground}'>{self._curve_label(curve, live)}"
-                           "</span>")
-        if len(entries) > 1:
+            mark = "●" if curve.spec.symbol else "┅" if dashed else "━"
+            label = self._curve_label(curve, live)
+            labels.append(label)
+            hidden = (curve.owner, curve.spec.key) in self.hidden_series
+            words = (f"<s style='color:{MUTED}'>{label}</s>" if hidden else
+                     f"<span style='color:{foreground}'>{label}</span>")
+            # Each entry is a link: a click hides its curve, another shows it again.
+            entries.append(f"<a href='{curve.owner}|{curve.spec.key}' style='text-decoration:"
+                           f"none'><span style='color:{color}'>{mark}</span>&nbsp;{words}</a>")
+        # One curve whose name is the chart's title needs no legend; any other case has one
+        # (a memory chart with one curve still says which memory it is).
+        if len(entries) > 1 or (entries and labels[0] != box.title):
             html += "&nbsp;&nbsp; " + " &nbsp; ".join(entries)
         if html != box.legend.text():
             box.legend.setText(html)
+
+    def toggle_series(self, link: str) -> None:
+        """A click on a legend entry ("owner|key"): hide that curve, or show it again."""
+        owner, _sep, key = link.partition("|")
+        self.hidden_series ^= {(owner, key)}
+        spec = route(key)
+        if spec is not None:
+            self._legend_dirty.add(spec.chart)
+        self._dirty = True
+        self.redraw_now()
 
     def legend_text(self, name: str) -> str:
         """The chart's legend as plain words (tests read it)."""
@@ -410,7 +435,8 @@ class ChartDrawing:
         for chart, item in self._readout_items.items():
             item.setVisible(chart == name)
         item = self._readout_items[name]
-        item.setHtml(f"<div style='color:#0f172a; font-size:8pt'><b>{where}</b><br>"
+        item.setHtml(f"<div style='color:{THEME_FOREGROUND[self.theme]}; font-size:8pt'>"
+                     f"<b>{where}</b><br>"
                      + "<br>".join(html) + "</div>")
         view = self.plots[name].getPlotItem().getViewBox()
         (x_low, x_high), (_y_low, y_high) = view.viewRange()

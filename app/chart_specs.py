@@ -60,17 +60,25 @@ COLORS = {
     "gpu_process_memory_bytes": "#65a30d", "gpu_memory_used_bytes": "#a16207",
     "ttft_s": "#dc2626", "prefill_latency_s": "#9333ea", "decode_latency_s": "#0284c7",
     "gpu_util_percent": "#16a34a", "gpu_power_w": "#ca8a04", "gpu_temperature_c": "#e11d48",
-    "prefill_tokens_per_s": "#7c2d12",
 }
 """Keys with a colour of their own; other keys take the next of PALETTE."""
 PRIMARY = {"loss_train", "loss_val", "tokens_per_s", "decode_tokens_per_s", "step_time_s",
            "rss_bytes", "ttft_s", "gpu_util_percent", "gpu_power_w", "gpu_temperature_c"}
 PALETTE = ("#4f46e5", "#c2410c", "#0f766e", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8",
            "#7e22ce", "#0e7490", "#b91c1c")
-RUN_COLORS = ("#111827", "#d946ef", "#fb923c", "#22d3ee", "#57534e", "#78350f", "#365314",
-              "#a3a3a3")
-"""Compared runs, one colour each across every chart, none close to a live curve's colour
-(Process RSS is violet: an overlay never is); overlays are also drawn dashed."""
+RUN_COLORS = {
+    "light": ("#111827", "#a21caf", "#064e3b", "#312e81", "#7c2d12", "#422006"),
+    "dark": ("#e5e7eb", "#f0abfc", "#5eead4", "#a5b4fc", "#fdba74", "#fde68a"),
+}
+"""Compared runs, one colour each across every chart (neutral, fuchsia, green, indigo, orange,
+yellow): a deep tone on the light theme, a pale one of the same hue on the dark theme, so each
+run keeps its hue and is readable on both backgrounds; both far from every live curve's colour
+(the live ones are mid tones), and overlays are dashed too."""
+
+
+def run_color(index: int, theme: str) -> str:
+    colors = RUN_COLORS.get(theme, RUN_COLORS["light"])
+    return colors[index % len(colors)]
 
 
 def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:

@@ -13,6 +13,7 @@ chart. The charts draw only what the stream says (the predicted memory comes fro
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -32,10 +33,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.axes import ChartAxis
 from app.chart_box import ChartBox
 from app.chart_drawing import ChartDrawing, Overlay, TracedCurve
 from app.chart_export import ChartExport
-from app.chart_specs import CHARTS, MIB, RUN_COLORS, CurveSpec, percentile_lines, route
+from app.chart_specs import (
+    CHARTS,
+    MIB,
+    RUN_COLORS,
+    CurveSpec,
+    percentile_lines,
+    route,
+    run_color,
+)
 from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
@@ -114,6 +124,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         """The live run's curve per metric key (tests and screenshots read them)."""
         self._overlays: dict[str, Overlay] = {}
+        self.hidden_series: set[tuple[str, str]] = set()
+        """(owner, key) of curves the user hid with a click on their legend entry."""
         self._clock = SeriesBuffer()
         self.markers: list[tuple[pg.PlotWidget, pg.InfiniteLine]] = []
         self.marker_steps: list[tuple[float, str]] = []
@@ -222,7 +234,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._place_toolbar(1 if needed <= width else 2)
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
-        plot = pg.PlotWidget(background=THEMES[self.theme]["background"])
+        plot = pg.PlotWidget(background=THEMES[self.theme]["background"],
+                             axisItems={"left": ChartAxis("left")})
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)
         plot.chart_title = title
@@ -272,6 +285,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         plot.hint = hint
         box = ChartBox(name, title, plot)
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
+        box.legend.linkActivated.connect(self.toggle_series)
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
         box.png_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "png"))
         box.hide()
@@ -480,12 +494,13 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Draw a stored run's primary curves over the charts: one colour of its own (none of a
         live curve's), dashed."""
         self.remove_overlay(run_id)
-        used = {o.color for o in self._overlays.values()}
-        color = next((c for c in RUN_COLORS if c not in used),
-                     RUN_COLORS[len(self._overlays) % len(RUN_COLORS)])
-        if self.theme == "dark" and color == RUN_COLORS[0]:
-            color = "#e5e7eb"
-        overlay = Overlay(label, color)
+        used = {o.color_index for o in self._overlays.values()}
+        count = len(RUN_COLORS["light"])
+        preferred = zlib.crc32(run_id.encode()) % count  # the same run, the same colour
+        index = next((i % count for i in range(preferred, preferred + count)
+                      if i % count not in used), preferred)
+        color = run_color(index, self.theme)
+        overlay = Overlay(label, color, index)
         columns: dict[str, tuple[list, list, list]] = {}
         tokens = math.nan
         changes: list[tuple[float, float]] = []
@@ -512,6 +527,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             item = self._item(color, "t" if spec.symbol else None, width=1.5, name=label,
                               dashed=spec.symbol is None)
             curve = self._traced(spec, item, color, tokens, changes)
+            curve.owner = run_id
             curve.buffer.extend(np.asarray(steps), np.asarray(times), np.asarray(values))
             if self.smoothing > 0:
                 self._resmooth(curve)
@@ -677,9 +693,31 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                 axis = item.getAxis(side)
                 axis.setPen(colors["foreground"])
                 axis.setTextPen(colors["foreground"])
+        for overlay in self._overlays.values():  # each compared run keeps its hue, readable
+            overlay.color = run_color(overlay.color_index, self.theme)
+            for curve in overlay.curves.values():
+                self._recolor(curve, overlay.color)
+        fill = colors["label_fill"] + (150,)
+        for _plot, line in self.markers:  # marker labels on the new background
+            line.label.fill = pg.mkBrush(fill)
+            line.label.update()
+        for item in self._readout_items.values():
+            item.fill = pg.mkBrush(*colors["label_fill"], 225)
         self._legend_dirty = set(self.plots)
         for name in self.plots:
             self._refresh_legend(name)
+
+    @staticmethod
+    def _recolor(curve: TracedCurve, color: str) -> None:
+        pen = pg.mkPen(curve.item.opts["pen"])
+        pen.setColor(pg.mkColor(color))
+        curve.item.setPen(pen)
+        if curve.item.opts.get("symbol"):
+            curve.item.setSymbolBrush(color)
+            curve.item.setSymbolPen(color)
+        faint = pg.mkColor(color)
+        faint.setAlpha(60)
+        curve.shadow.setPen(pg.mkPen(faint, width=1))
 
     def redraw_now(self) -> None:
         """Draw pending data at once (tests, screenshots) instead of waiting for the timer."""

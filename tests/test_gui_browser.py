@@ -900,3 +900,130 @@ def test_help_has_a_quick_start_and_every_shortcut(qtbot, window):
     quick = window._quick_start.findChild(QLabel, "quickStart").text()
     assert "Run" in quick and "Compare" in quick
     window._quick_start.close()
+
+
+# --- 9: colours, legends, dots, log ticks --------------------------------------------------------------
+def luminance(color: str) -> float:
+    from PySide6.QtGui import QColor
+
+    c = QColor(color)
+    return 0.2126 * c.redF() + 0.7152 * c.greenF() + 0.0722 * c.blueF()
+
+
+def test_overlay_colours_survive_a_theme_switch_and_stay_per_run(qtbot, window):
+    from profiler.store import RunStore
+
+    store = RunStore()
+    ids = [stored_run(store, f"run {i}", train_messages(10)) for i in range(3)]
+    window.history.refresh()
+    for run_id in ids:
+        window.history.set_checked(run_id, True)
+    charts = window.charts
+    light = {r: charts.overlay_color(r) for r in ids}
+    assert len(set(light.values())) == 3
+    for run_id in ids:  # one colour per run on every chart it is drawn on
+        colors = {charts.overlay_curve(run_id, k).opts["pen"].color().name()
+                  for k in ("loss_train", "tokens_per_s", "rss_bytes")}
+        assert colors == {light[run_id]}
+    window.set_theme("dark")
+    try:
+        background = luminance("#0f172a")
+        for run_id in ids:
+            color = charts.overlay_curve(run_id, "loss_train").opts["pen"].color().name()
+            assert abs(luminance(color) - background) > 0.4  # readable on the dark background
+        dark = {r: charts.overlay_color(r) for r in ids}
+        window.set_theme("light")
+        assert {r: charts.overlay_color(r) for r in ids} == light  # the same run, the same hue
+        assert dark != light
+    finally:
+        window.set_theme("light")
+
+
+def test_a_click_on_a_legend_entry_hides_its_curve(qtbot, window):
+    from profiler.store import RunStore
+
+    run_id = stored_run(RunStore(), "shown", train_messages(10))
+    window.history.refresh()
+    click_run(qtbot, window.history, run_id)
+    charts = window.charts
+    charts.redraw_now()
+    legend = charts.boxes["loss"].legend
+    assert "Train loss" in charts.legend_text("loss")
+    assert charts.curves["loss_train"].isVisible()
+    # a click on the entry's words: the label's own link at that point
+    link = legend_link_at(qtbot, legend, "Train loss")
+    assert link == "live|loss_train"
+    assert not charts.curves["loss_train"].isVisible()
+    legend_link_at(qtbot, legend, "Train loss")
+    assert charts.curves["loss_train"].isVisible()
+
+
+def legend_link_at(qtbot, legend, words: str) -> str:
+    """Click the legend entry whose words are `words`, where the label draws them; returns the
+    link the label reported."""
+    from PySide6.QtGui import QTextDocument
+
+    document = QTextDocument()
+    document.setDocumentMargin(0)  # as the label lays its text out
+    document.setDefaultFont(legend.font())
+    document.setHtml(legend.text())
+    document.setTextWidth(legend.contentsRect().width())
+    top = legend.contentsRect().y()
+    if legend.alignment() & Qt.AlignmentFlag.AlignVCenter:
+        top += (legend.contentsRect().height() - document.size().height()) / 2
+    cursor = document.find(words)
+    assert not cursor.isNull(), words
+    layout = document.documentLayout()
+    rect = layout.blockBoundingRect(cursor.block())
+    start = cursor.selectionStart() - cursor.block().position()  # the first letter of the words
+    line = cursor.block().layout().lineForTextPosition(start)
+    x = line.cursorToX(start)
+    x = x[0] if isinstance(x, tuple) else x
+    point = QPoint(int(rect.x() + x) + 4 + legend.contentsRect().x(),
+                   int(top + rect.y() + line.y() + line.height() / 2))
+    got = []
+    legend.linkActivated.connect(got.append)
+    qtbot.mouseClick(legend, Qt.MouseButton.LeftButton, pos=point)
+    legend.linkActivated.disconnect(got.append)
+    assert got, "the click did not reach the entry"
+    return got[0]
+
+
+def test_memory_chart_has_a_legend_and_validation_dots_sit_at_their_value(qtbot, window):
+    from profiler.store import RunStore
+
+    messages = train_messages(30)
+    for message in messages:
+        if message.get("type") == "sample" and message["step"] % 10 == 0:
+            message["metrics"]["loss_val"] = 5.0 - message["step"] / 10
+    run_id = stored_run(RunStore(), "dots", messages)
+    window.history.refresh()
+    click_run(qtbot, window.history, run_id)
+    charts = window.charts
+    charts.set_smoothing(0.9)
+    charts.redraw_now()
+    assert "Process RSS" in charts.legend_text("memory")  # even a single memory curve says which
+    dots = charts.curves["loss_val"]
+    assert list(dots.yData) == [4.0, 3.0, 2.0]  # measured, not smoothed
+    assert list(charts.curves["loss_train"].yData) != [m["metrics"]["loss_train"]
+                                                       for m in messages
+                                                       if m.get("type") == "sample"]
+    charts.set_smoothing(0.0)
+
+
+def test_a_log_axis_within_a_decade_has_readable_ticks(qtbot, window):
+    from profiler.store import RunStore
+
+    run_id = stored_run(RunStore(), "narrow", train_messages(40))
+    window.history.refresh()
+    click_run(qtbot, window.history, run_id)
+    charts = window.charts
+    click(qtbot, charts.boxes["loss"].log_button)
+    charts.redraw_now()
+    qtbot.wait(50)
+    axis = charts.plots["loss"].getPlotItem().getAxis("left")
+    low, high = charts.plots["loss"].getPlotItem().getViewBox().viewRange()[1]
+    assert high - low < 1  # less than a decade: pyqtgraph alone gives one tick here
+    levels = axis.tickValues(low, high, axis.height())
+    labels = [text for spacing, values in levels for text in axis.tickStrings(values, 1, 1)]
+    assert len(labels) >= 3 and all(text and text[0].isdigit() for text in labels)
