@@ -216,6 +216,8 @@ class WindowActions:
         if app is not None:
             apply_theme(app, theme)
         self.charts.set_theme(theme)
+        if getattr(self, "tune_dialog", None) is not None:
+            self.tune_dialog.charts.set_theme(theme)
         self.settings.set("view/theme", theme)
         if theme in self.theme_actions:
             self.theme_actions[theme].setChecked(True)

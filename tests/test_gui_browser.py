@@ -1027,3 +1027,80 @@ def test_a_log_axis_within_a_decade_has_readable_ticks(qtbot, window):
     levels = axis.tickValues(low, high, axis.height())
     labels = [text for spacing, values in levels for text in axis.tickStrings(values, 1, 1)]
     assert len(labels) >= 3 and all(text and text[0].isdigit() for text in labels)
+
+
+# --- 11: Find the fastest ---------------------------------------------------------------------------------
+def test_a_tune_says_how_far_it_is_and_a_stopped_one_claims_nothing(qtbot, window):
+    import threading
+
+    from tests.test_gui_tune import Surface
+
+    gate = threading.Event()
+    calls = []
+
+    def slow(candidate, steps, final=False):
+        calls.append(candidate)
+        if len(calls) > 1:
+            gate.wait(10)  # the second trial waits until the test has looked
+        return Surface()(candidate, steps, final)
+
+    window.tune_evaluator = slow
+    dialog = window.open_tune()
+    dialog.space.setText("batch; precision=fp32,bf16")
+    click(qtbot, dialog.start_button)
+    # from the first second: trials, candidates of the space, the budget's clock
+    assert "0 trials, 0 of 8 candidates tried" in dialog.progress.text()
+    assert "of the 15:00 budget spent" in dialog.progress.text()
+    qtbot.waitUntil(lambda: len(dialog.rows) >= 1, timeout=10_000)
+    assert "best so far" in dialog.progress.text()
+    click(qtbot, dialog.stop_button)
+    gate.set()
+    qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
+    answer = dialog.answer.text()
+    assert "Stopped after" in answer and "of 8 candidates" in answer
+    assert "no candidate beat it" not in answer
+    dialog.close()
+
+
+def test_tune_charts_follow_the_theme_and_show_the_pareto_front(qtbot, window):
+    import dataclasses
+
+    from app.tune_charts import pareto_front
+    from tests.test_gui_tune import SPEED, Surface
+
+    surface = Surface()
+
+    def varied(candidate, steps, final=False):  # bigger micro-batches hold more memory
+        measured = surface(candidate, steps, final)
+        memory = 2**27 * (1 + list(SPEED).index(candidate.value("batch")))
+        return dataclasses.replace(measured, peak_bytes=memory)
+
+    window.tune_evaluator = varied
+    window.set_theme("dark")
+    try:
+        dialog = window.open_tune()
+        assert dialog.charts.by_trial.backgroundBrush().color().name() == "#0f172a"
+        dialog.space.setText("batch; precision=fp32,bf16")
+        click(qtbot, dialog.start_button)
+        qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
+        charts = dialog.charts
+        assert len(charts.memory) == len([r for r in dialog.rows if r["value"] is not None])
+        assert charts.front_points == pareto_front(charts.memory, True)
+        assert 1 < len(charts.front_points) < len(charts.memory)
+        # no trial is both smaller and faster than a point of the front
+        for memory, value in charts.front_points:
+            assert not any(m <= memory and v > value and (m, v) != (memory, value)
+                           for m, v in charts.memory)
+        window.set_theme("light")
+        assert charts.by_memory.backgroundBrush().color().name() == "#ffffff"
+        dialog.close()
+    finally:
+        window.set_theme("light")
+
+
+def test_pareto_front_keeps_only_the_trade_offs():
+    from app.tune_charts import pareto_front
+
+    points = [(100.0, 10.0), (200.0, 15.0), (150.0, 9.0), (300.0, 14.0), (120.0, 12.0)]
+    assert pareto_front(points, higher=True) == [(100.0, 10.0), (120.0, 12.0), (200.0, 15.0)]
+    assert pareto_front(points, higher=False) == [(100.0, 10.0), (150.0, 9.0)]
