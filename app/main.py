@@ -433,7 +433,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.sync_overlays()
         self.segments.start_live()
         self.profile.clear()
-        self.run_controls.starting(run.run_id, expected_steps(config))
+        self.run_controls.starting(run.run_id, expected_steps(config),
+                                   config.distill.teacher_train_steps
+                                   if config.workload == "distill" else 0)
         self.run_controls.set_problem("")
         self.speed_label.setText("")
         self.show_load(None)

@@ -94,6 +94,8 @@ class RunControls(QWidget):
         layout.addSpacing(6)
         layout.addWidget(self.run_info)
         self.steps = 0
+        self.teacher_steps = 0
+        self.counting = ""
         self._run: dict | None = None
         self._origin: tuple[float, int] | None = None
         self.last_step = 0
@@ -117,8 +119,12 @@ class RunControls(QWidget):
         self.validation.style().polish(self.validation)
         self.validation.setToolTip(text or estimate)
 
-    def starting(self, run_id: str, steps: int) -> None:
+    def starting(self, run_id: str, steps: int, teacher_steps: int = 0) -> None:
+        """A run starts: `steps` to count, and for a distill run the teacher's own steps first
+        (the bar says which it counts)."""
         self.steps = steps
+        self.teacher_steps = teacher_steps
+        self.counting = ""
         self._origin = None
         self.last_step = 0
         self.set_running(True)
@@ -166,21 +172,33 @@ class RunControls(QWidget):
         self.stop_button.setEnabled(False)
         self.eta_label.setText("stopping after this step…")
 
-    def sample(self, step: int, time_s: float) -> None:
-        """Progress and ETA from one sample (step 0 is the validation before training)."""
+    def sample(self, step: int, time_s: float, phase: str = "") -> None:
+        """Progress and ETA from one sample (step 0 is the validation before training). A
+        distill run trains its teacher first ("teacher" samples): the bar says which steps it
+        counts, and the ETA is of that phase."""
         if step <= 0:
             return
-        self.last_step = step
-        if self.progress.maximum() != self.steps:
-            self.progress.setRange(0, max(1, self.steps))
-        self.progress.setValue(min(step, self.steps))
-        self.progress.setFormat(f"step {step} / {self.steps}")
+        teacher = phase == "teacher"
+        counting = "teacher" if teacher else ("student" if self.teacher_steps else "")
+        total = self.teacher_steps if teacher else self.steps
+        if counting != self.counting:  # a new phase: its own bar and its own clock
+            self.counting = counting
+            self._origin = None
+        if not teacher:
+            self.last_step = step
+        self.progress.setFormat(f"{counting + ' ' if counting else ''}step {step} / {total}")
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, max(1, total))
+        self.progress.setValue(min(step, total))
         if self._origin is None:
             self._origin = (time_s, step)
         origin_time, origin_step = self._origin
         if step > origin_step and time_s > origin_time:
             per_step = (time_s - origin_time) / (step - origin_step)
-            self.eta_label.setText(f"ETA {clock(per_step * (self.steps - step))}")
+            left = per_step * (total - step)
+            self.eta_label.setText(f"training the teacher first: {clock(left)} left, then the "
+                                   f"student's {self.steps} steps" if teacher
+                                   else f"ETA {clock(left)}")
 
     def ended(self, status: str, end: str) -> None:
         self.set_running(False)

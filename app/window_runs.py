@@ -43,7 +43,8 @@ class RunViews:
         for message in batch:
             kind = message["type"]
             if kind == "sample":
-                self.run_controls.sample(int(message["step"]), float(message["time"]))
+                self.run_controls.sample(int(message["step"]), float(message["time"]),
+                                         str(message.get("phase") or ""))
                 self.profile.step_seen(int(message["step"]))
                 tokens = message["metrics"].get("tokens_per_s")
                 if tokens is None:

@@ -81,6 +81,12 @@ def main() -> None:
     send({"type": "started", "run": run})
     speed = figures_for(config, steps)["tokens_per_s"]["value"]  # samples agree with the summary
     began = time.perf_counter()
+    teacher_steps = (config.get("distill") or {}).get("teacher_train_steps", 0) \
+        if config["workload"] == "distill" else 0
+    for step in range(1, teacher_steps + 1):  # a distill run trains its teacher first
+        time.sleep(delay)
+        send({"type": "sample", "step": step, "time": time.perf_counter() - began,
+              "phase": "teacher", "metrics": {"teacher_loss_train": 5.0 / step ** 0.2}})
     status, done_steps = "completed", 0
     profile_left, profile_first = 0, 0
     step_time = delay

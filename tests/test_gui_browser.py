@@ -1104,3 +1104,44 @@ def test_pareto_front_keeps_only_the_trade_offs():
     points = [(100.0, 10.0), (200.0, 15.0), (150.0, 9.0), (300.0, 14.0), (120.0, 12.0)]
     assert pareto_front(points, higher=True) == [(100.0, 10.0), (120.0, 12.0), (200.0, 15.0)]
     assert pareto_front(points, higher=False) == [(100.0, 10.0), (150.0, 9.0)]
+
+
+# --- 6 (app side): a past run's weights as teacher, the random-teacher warning, the bar's phase -----
+def test_distill_teacher_from_a_past_run_and_a_random_teacher_warns(qtbot, window):
+    from profiler.store import RunStore
+
+    store = RunStore()
+    trained = stored_run(store, "trained teacher", train_messages(3))
+    (store.runs_dir / trained / "model.safetensors").write_bytes(b"weights")  # saved weights
+    window.form.steps.setValue(6)
+    choose(qtbot, window.form.workload, "distill")
+    form = window.form
+    # a preset teacher and 0 teacher steps: random weights, said under the field
+    choose(qtbot, form.teacher, "preset:gpt-mini")
+    form.teacher_steps.setValue(0)
+    assert form.teacher_note.isVisible() and "random weights" in form.teacher_note.text()
+    form.teacher_steps.setValue(4)
+    assert not form.teacher_note.isVisible()
+    # a past run's weights as the teacher: listed, chosen, in the config
+    choose(qtbot, form.teacher, f"run:{trained}")
+    form.teacher_steps.setValue(0)
+    assert not form.teacher_note.isVisible()  # trained weights teach something
+    teacher = window.build_config().distill.teacher
+    assert (teacher.source, teacher.run_id) == ("run", trained)
+    window.set_config(window.build_config())  # and back into the form
+    assert form.teacher.currentData() == f"run:{trained}"
+
+
+def test_the_progress_bar_says_which_phase_it_counts(qtbot, window):
+    window.worker_command = fake_worker(0.03)
+    window.form.steps.setValue(6)
+    choose(qtbot, window.form.workload, "distill")
+    window.form.teacher_steps.setValue(4)
+    formats = []
+    bar = window.run_controls.progress
+    bar.valueChanged.connect(lambda _v: formats.append(bar.format()))
+    click(qtbot, window.run_button)
+    qtbot.waitUntil(lambda: window.run_id is not None and not window.running, timeout=30_000)
+    assert "teacher step 2 / 4" in formats and "teacher step 4 / 4" in formats
+    assert "student step 6 / 6" in formats
+    assert formats.index("teacher step 4 / 4") < formats.index("student step 1 / 6")
