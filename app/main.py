@@ -48,6 +48,7 @@ from app.run_controls import RunControls
 from app.run_form import RunForm, on_screen
 from app.segment_table import SegmentTable
 from app.summary_view import HeadlineStrip, SummaryView
+from app.system_panel import SystemPanel
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
 from app.warm_worker import WarmWorker
@@ -159,6 +160,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.summary_view = SummaryView(self.store)
         self.compare = CompareView(self.store)
         self.profile = ProfileView()
+        self.system = SystemPanel()
         # Under the charts: each configuration's figures of a run that changed mid-run.
         self.segments = SegmentTable()
         self.charts.layout().addWidget(self.segments)
@@ -167,6 +169,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.tabs.addTab(self.summary_view, "Summary")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.profile, "Profile")
+        self.tabs.addTab(self.system, "System")
         centre_layout.addWidget(self.tabs, 1)
 
         # --- right: history ---------------------------------------------------------------------
@@ -433,6 +436,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.sync_overlays()
         self.segments.start_live()
         self.profile.clear()
+        self.system.start_run(remote=bool(config.launch.ssh))
         self.run_controls.starting(run.run_id, expected_steps(config),
                                    config.distill.teacher_train_steps
                                    if config.workload == "distill" else 0)

@@ -74,9 +74,14 @@ def _cell(text: str, tip: str = "", right: bool = False) -> QTableWidgetItem:
     return item
 
 
+CARD_MIN_PX = 132
+"""A card's narrowest: a value like "1,470 tokens/s" whole, its label on two lines at most."""
+
+
 class HeadlineStrip(QFrame):
-    """The answer first: the shown run's four headline figures, each readable in full (one row
-    when they fit the width, two rows of two when not)."""
+    """The answer first: the shown run's four headline figures, each readable in full: one
+    row, or two rows of two in a narrow column. The rows follow the width alone and the height
+    is fixed for them, so figures arriving never move the tabs under the mouse."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -85,27 +90,29 @@ class HeadlineStrip(QFrame):
         self.grid.setContentsMargins(0, 0, 0, 4)
         self.grid.setHorizontalSpacing(6)
         self.grid.setVerticalSpacing(4)
-        self.title = QLabel("")
-        self.title.setObjectName("headlineTitle")
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title = ""
+        """The run the cards are of (their tooltip; the history's selection shows it)."""
         self.placeholder = QLabel("The headline figures of the run you pick in the history, or "
                                   "of the one that runs, appear here.")
         self.placeholder.setObjectName("hint")
         self.placeholder.setWordWrap(True)
-        self.grid.addWidget(self.placeholder, 0, 0, 1, 5)
         self.cards: list[tuple[QLabel, QLabel, QLabel]] = []
         for _ in range(4):
             card = QFrame(self)
             card.setObjectName("headlineCard")
+            card.setMinimumWidth(CARD_MIN_PX)
             box = QVBoxLayout(card)  # the label, the value, its spread: narrow enough for 4
             box.setContentsMargins(8, 2, 8, 2)
             box.setSpacing(0)
             label, value, spread = QLabel(), QLabel(), QLabel()
             label.setObjectName("cardLabel")
+            label.setWordWrap(True)
+            label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
             value.setObjectName("cardValue")
             spread.setObjectName("cardSpread")
             for widget in (label, value, spread):
                 box.addWidget(widget)
+            box.addStretch(1)
             self.cards.append((label, value, spread))
         self._columns = 0
         self._arrange(4)
@@ -113,54 +120,41 @@ class HeadlineStrip(QFrame):
 
     def show_empty(self) -> None:
         """No run picked yet: say where its figures will be."""
-        self.title.hide()
+        self.title = ""
         self.placeholder.show()
         for label, _value, _spread in self.cards:
             label.parentWidget().hide()
 
     def _filled(self, title: str) -> None:
         self.placeholder.hide()
-        self.title.setText(title)
-        self.title.show()
+        self.title = title
 
     def _arrange(self, columns: int) -> None:
-        """One row (the run's name, then the cards) when they fit, else the name on top and the
-        cards in two rows of two."""
+        """The cards in one row, or two rows of two."""
         if columns == self._columns:
             return
         self._columns = columns
         for index in reversed(range(self.grid.count())):
             self.grid.takeAt(index)
-        self.grid.addWidget(self.placeholder, 0, 0, 1, 5)
-        one_row = columns == 4
-        self.grid.addWidget(self.title, 0, 0, 1, 1 if one_row else columns)
-        first = 1 if one_row else 0
+        self.grid.addWidget(self.placeholder, 0, 0, 1, 4)
         for index, (label, _value, _spread) in enumerate(self.cards):
-            row, column = (0, first + index) if one_row else (1 + index // 2, index % 2)
+            row, column = (0, index) if columns == 4 else (index // 2, index % 2)
             self.grid.addWidget(label.parentWidget(), row, column)
-        for column in range(5):
-            self.grid.setColumnStretch(column, 0 if (one_row and column == 0) else
-                                       1 if column < (5 if one_row else 2) else 0)
+        for column in range(4):
+            self.grid.setColumnStretch(column, 1 if column < columns else 0)
         self._reserve_height()
 
     def _reserve_height(self) -> None:
-        """A fixed height, the cards' whatever they hold (or before they hold anything): figures
-        arriving never push the tabs down."""
-        card = self.cards[0][0].parentWidget()
-        labels = self.cards[0]
-        saved = [label.text() for label in labels]
-        for label in labels:
-            label.setText("Ag")  # a line of text, as tall as any figure's
-        card_height = card.sizeHint().height()
-        for label, text in zip(labels, saved, strict=True):
-            label.setText(text)
-        margin = self.grid.contentsMargins().bottom()
-        if self._columns == 4:
-            height = card_height + margin
-        else:
-            height = (self.title.sizeHint().height() + 2 * card_height
-                      + 2 * self.grid.verticalSpacing() + margin)
-        self.setFixedHeight(height)
+        """A fixed height for the rows, whatever the cards hold (or before they hold
+        anything): a card's label on two lines, its value, its spread."""
+        label, value, spread = self.cards[0]
+        lines = (2 * label.fontMetrics().lineSpacing() + value.fontMetrics().lineSpacing()
+                 + spread.fontMetrics().lineSpacing())
+        margins = label.parentWidget().layout().contentsMargins()
+        card = lines + margins.top() + margins.bottom() + 4
+        rows = 1 if self._columns == 4 else 2
+        self.setFixedHeight(rows * card + (rows - 1) * self.grid.verticalSpacing()
+                            + self.grid.contentsMargins().bottom())
 
     def event(self, event) -> bool:  # noqa: D102 - Qt override: a new font or style sheet
         if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange,
@@ -168,16 +162,11 @@ class HeadlineStrip(QFrame):
             self._reserve_height()
         return super().event(event)
 
-    def _needed_width(self) -> int:
-        shown = [label.parentWidget() for label, _v, _s in self.cards
-                 if not label.parentWidget().isHidden()]
-        return (sum(card.sizeHint().width() for card in shown) + 6 * len(shown)
-                + self.title.sizeHint().width())
-
     def _rearrange(self) -> None:
         width = self.width() if self.isVisible() else self.parentWidget().width() \
             if self.parentWidget() is not None else self.width()
-        self._arrange(4 if self._needed_width() <= width else 2)
+        one_row = 4 * CARD_MIN_PX + 3 * self.grid.horizontalSpacing()
+        self._arrange(4 if width >= one_row else 2)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -199,14 +188,14 @@ class HeadlineStrip(QFrame):
             if index >= len(keys):
                 card.hide()
                 continue
+            card.show()
             key = keys[index]
             fig = figures[key]
             label.setText(metric(key).label + (" (compressed)" if compressed and
                                                f"baseline_{key}" in figures else ""))
             value.setText(format_summary_figure(key, {**fig, "distribution": None}))
             spread.setText(spread_text(fig) or " ")
-            card.setToolTip(str(fig.get("how") or metric(key).description))
-            card.show()
+            card.setToolTip(f"{title}: {fig.get('how') or metric(key).description}")
         self._rearrange()
 
     def show_readings(self, title: str, metrics: dict) -> None:
@@ -222,12 +211,12 @@ class HeadlineStrip(QFrame):
             if index >= len(keys):
                 card.hide()
                 continue
-            m = metric(keys[index])
-            label.setText(f"{m.label}, now")
-            value.setText(format_value(metrics[keys[index]], m.unit))
-            spread.setText("latest reading")
-            card.setToolTip(m.description)
             card.show()
+            m = metric(keys[index])
+            label.setText(m.label)
+            value.setText(format_value(metrics[keys[index]], m.unit))
+            spread.setText("now")
+            card.setToolTip(f"{title}: the latest reading. {m.description}")
         self._rearrange()
 
     def texts(self) -> list[str]:

@@ -106,7 +106,8 @@ class WindowActions:
             self.addAction(action)
             view_menu.addAction(action)
             self.panel_actions[key] = action
-        for index, name in enumerate(("&Charts", "S&ummary", "C&ompare", "&Profile"), start=1):
+        for index, name in enumerate(("&Charts", "S&ummary", "C&ompare", "&Profile",
+                                      "S&ystem"), start=1):
             view_menu.addAction(self._action(name, f"Ctrl+{index}",
                                              lambda _c=False, i=index - 1: self.tabs.setCurrentIndex(i),
                                              ""))
@@ -216,6 +217,7 @@ class WindowActions:
         if app is not None:
             apply_theme(app, theme)
         self.charts.set_theme(theme)
+        self.system.set_theme(theme)
         if getattr(self, "tune_dialog", None) is not None:
             self.tune_dialog.charts.set_theme(theme)
         self.settings.set("view/theme", theme)

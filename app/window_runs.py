@@ -33,13 +33,14 @@ class RunViews:
 
     def _on_messages(self, batch: list[dict]) -> None:
         self.charts.add_samples(batch)
+        self.system.add_samples(batch)
         self.segments.add_live(batch)
         last = next((m for m in reversed(batch) if m["type"] == "sample"), None)
         if last is not None and self.run_id is not None:
             self.summary_view.show_live(self.run_id, last)
             if self.summary_view.run_id == self.run_id:
-                self.headline.show_readings(f"{self.charts.live_run_label}: step "
-                                            f"{last.get('step')}", last.get("metrics") or {})
+                self.headline.show_readings(self.charts.live_run_label,
+                                            last.get("metrics") or {})
         for message in batch:
             kind = message["type"]
             if kind == "sample":

@@ -121,7 +121,8 @@ def main() -> None:
                    if inference else
                    {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
                     "step_time_s": step_time, "rss_bytes": 2**20 * (100 + step % 7),
-                    "torch_allocated_bytes": None})
+                    "cpu_percent": 95.0, "torch_allocated_bytes": None,
+                    "gpu_util_percent": None, "gpu_power_w": None})
         metrics["other_cpu_cores"] = float(other) if other and step > 1 else None
         send({"type": "sample", "step": step, "time": time.perf_counter() - began,
               "phase": "warmup" if step == 1 else "measure", "metrics": metrics})

@@ -382,8 +382,10 @@ def test_every_figure_is_readable_with_percentiles_in_columns(qtbot, window):
     assert texts[0] == "Throughput: 5,840 tokens/s (±6.3 %, n=37)"
     for label, value, spread in window.headline.cards:
         for widget in (label, value, spread):
-            if widget.isVisible():
-                assert widget.fontMetrics().horizontalAdvance(widget.text()) <= widget.width()
+            if widget.isVisible():  # whole: on its line, or (a label) on the lines it wraps to
+                assert widget.fontMetrics().horizontalAdvance(widget.text()) <= widget.width() \
+                    or (widget.wordWrap() and widget.heightForWidth(widget.width())
+                        <= widget.height())
 
 
 def test_compress_shows_original_compressed_and_ratio_with_its_verdict(qtbot, window):
@@ -1145,3 +1147,28 @@ def test_the_progress_bar_says_which_phase_it_counts(qtbot, window):
     assert "teacher step 2 / 4" in formats and "teacher step 4 / 4" in formats
     assert "student step 6 / 6" in formats
     assert formats.index("teacher step 4 / 4") < formats.index("student step 1 / 6")
+
+
+# --- the system panel -----------------------------------------------------------------------------------
+def test_the_system_panel_shows_the_run_and_the_machine(qtbot, window):
+    import psutil
+
+    before = window.headline.height()
+    window.worker_command = fake_worker(0.03)
+    window.form.steps.setValue(100_000)
+    click(qtbot, window.run_button)
+    qtbot.waitUntil(lambda: window.link is not None and window.link.recorder.samples >= 5,
+                    timeout=30_000)
+    panel = window.system
+    open_tab(qtbot, window, panel)
+    qtbot.waitUntil(lambda: panel.values()["rss_bytes"].endswith("MiB"), timeout=5000)
+    values = panel.values()
+    assert values["cpu_percent"] == "95.0 %"
+    assert values["gpu_util_percent"] == "n/a" and values["gpu_power_w"] == "n/a"  # a CPU run
+    assert len(panel.meters["rss_bytes"].history) >= 5  # its recent history, drawn
+    assert len(panel.core_bars) == (psutil.cpu_count() or 1)  # every core of this machine
+    qtbot.waitUntil(lambda: "of RAM in use" in panel.machine_note.text(), timeout=3000)
+    assert "no NVIDIA GPU readings" in panel.machine_note.text() or panel.gpus
+    assert window.headline.height() == before  # the live figures took the reserved room
+    click(qtbot, window.stop_button)
+    qtbot.waitUntil(lambda: not window.running, timeout=30_000)
