@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pyqtgraph as pg
@@ -52,12 +53,21 @@ class Overlay:
     curves: dict[str, TracedCurve] = field(default_factory=dict)
     tokens_per_step: float = math.nan
     """What the tokens-seen axis needs; NaN for a run that reads none (inference)."""
+    wall_offset: float = math.nan
+    """Epoch seconds at its time 0 (the time-of-day axis); NaN when not known."""
 
 
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return "n/a"
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def _x_text(x: float | None, mode: str) -> str:
+    """An x position as words: a clock time on the time-of-day axis, else a number."""
+    if mode == "wall" and x is not None and math.isfinite(x):
+        return datetime.fromtimestamp(x).strftime("%H:%M:%S")
+    return _fmt(x) if x is not None else "n/a"
 
 
 class ChartDrawing:
@@ -68,6 +78,8 @@ class ChartDrawing:
     def _x_of_step(self, step: float) -> float:
         if self.x_mode == "time":
             return self._clock.x_at_step(step)
+        if self.x_mode == "wall":
+            return self._clock.x_at_step(step) + self._clock.wall_offset
         if self.x_mode == "tokens":
             return float(self._clock.tokens_seen(np.array([step]))[0])
         return step
@@ -400,7 +412,7 @@ class ChartDrawing:
         compared runs' too; a crosshair at x on every chart. Returns the read-out as words."""
         lines: list[str] = []
         html: list[str] = []
-        unit = {"step": "step", "time": "t =", "tokens": "tokens"}[self.x_mode]
+        unit = {"step": "step", "time": "t =", "tokens": "tokens", "wall": "at"}[self.x_mode]
         readings = []
         for curve, live in self._all_curves():
             if curve.spec.chart != name or not curve.item.isVisible():
@@ -416,7 +428,8 @@ class ChartDrawing:
             value = found[1]
             text = f"{self._curve_label(curve, live)}: {_fmt(value)} {self.plots[name].y_label}"
             if found[0] != at:
-                text += f" (at {unit} {_fmt(found[0])}" + (" s)" if self.x_mode == "time" else ")")
+                text += (f" (at {unit} {_x_text(found[0], self.x_mode)}"
+                         + (" s)" if self.x_mode == "time" else ")"))
             if self.smoothing > 0 and curve.smooth.size:
                 smooth = curve.smooth.value_at(self.x_mode, x)
                 if smooth is not None:
@@ -427,7 +440,7 @@ class ChartDrawing:
         if not lines:
             self.hide_readout()
             return ""
-        where = f"{unit} {_fmt(at)}" + (" s" if self.x_mode == "time" else "")
+        where = f"{unit} {_x_text(at, self.x_mode)}" + (" s" if self.x_mode == "time" else "")
         words = where + "\n" + "\n".join(lines)
         for chart, line in self._crosshairs.items():
             line.setValue(x)

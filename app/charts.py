@@ -13,6 +13,7 @@ chart. The charts draw only what the stream says (the predicted memory comes fro
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Iterable
 
@@ -53,7 +54,8 @@ MIN_CHART_HEIGHT = 150
 MARKER_POINT_SIZE = 7.5
 ONE_COLUMN_BELOW_PX = 640
 """Narrower than this, the charts stack in one column (a half-screen window, a 150 % scale)."""
-AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen"}
+AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen",
+              "wall": "time of day"}
 EMPTY_HINT = {"loss": "No run on the charts yet: press Run (Ctrl+R) to start one, or click a run "
                       "in the history to draw it."}
 """What an empty chart says instead of axes around nothing."""
@@ -173,7 +175,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         for mode in AXIS_MODES:
             self.axis_combo.addItem(mode, mode)
         self.axis_combo.setToolTip("Draw every chart against the step, the seconds since the "
-                                   "first step, or the tokens seen (step x tokens per step)")
+                                   "first step, the tokens seen (step x tokens per step) or the "
+                                   "time of day (wall clock: a live run's from when its samples "
+                                   "arrived; a stored run's from when its last message was "
+                                   "written, to about a second)")
         self.axis_combo.currentTextChanged.connect(self.set_x_axis)
         axis.addWidget(self.axis_combo)
         self.axis_note = QLabel("")
@@ -292,6 +297,17 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.plots[name] = plot
         self.boxes[name] = box
 
+    def _bottom_axis(self, plot: pg.PlotWidget, wall: bool) -> None:
+        """The x axis: time-of-day ticks (pyqtgraph's DateAxisItem) or plain numbers."""
+        axis = pg.DateAxisItem("bottom") if wall else pg.AxisItem("bottom")
+        plot.getPlotItem().setAxisItems({"bottom": axis})
+        axis.enableAutoSIPrefix(False)
+        axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        colors = THEMES[self.theme]
+        axis.setPen(colors["foreground"])
+        axis.setTextPen(colors["foreground"])
+        axis.setStyle(showValues=plot.getPlotItem().getAxis("left").style["showValues"])
+
     def _item(self, color: str, symbol: str | None = None, width: float = 2.0,
               name: str | None = None, dashed: bool = False) -> pg.PlotDataItem:
         pen = pg.mkPen(color, width=width if symbol is None else 1.5,
@@ -330,6 +346,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             item.setVisible(False)
             curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step,
                                  self._clock.token_changes)
+            curve.buffer.wall_offset = curve.smooth.wall_offset = self._clock.wall_offset
             self._series[key] = curve
             self.curves[key] = item
         return curve
@@ -345,6 +362,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             curve.smooth.clear()
             curve.smoother.reset(self.smoothing)
         self._clock.clear()
+        self.set_wall_offset(math.nan)
         self.set_started(None)
         for plot, line in self.markers + self._hlines:
             plot.removeItem(line)
@@ -396,8 +414,18 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._prediction.append(line)
         self._dirty = True
 
-    def add_samples(self, messages: Iterable[dict]) -> int:
-        """Take the sample messages among `messages`; returns how many there were."""
+    def set_wall_offset(self, offset: float) -> None:
+        """The epoch seconds at the shown run's time 0 (the wall-clock axis); NaN: unknown."""
+        self._clock.wall_offset = offset
+        for curve in self._series.values():
+            curve.buffer.wall_offset = curve.smooth.wall_offset = offset
+            curve.drawn = ()
+        self._dirty = True
+
+    def add_samples(self, messages: Iterable[dict], live: bool = True) -> int:
+        """Take the sample messages among `messages`; returns how many there were. A live run's
+        first sample sets its wall clock: it arrived now, `time` seconds into the run (a stored
+        run's comes from the window, set_wall_offset)."""
         count = 0
         smoothing = self.smoothing > 0
         for message in messages:
@@ -406,6 +434,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             count += 1
             step = float(message["step"])
             time_s = _number(message.get("time"))
+            if live and not math.isfinite(self._clock.wall_offset) and math.isfinite(time_s):
+                self.set_wall_offset(time.time() - time_s)
             self._clock.append(step, time_s, math.nan)
             for key, raw in message.get("metrics", {}).items():
                 curve = self._curve(key)
@@ -490,7 +520,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             self._dirty = True
 
     # --- compared runs --------------------------------------------------------------------------
-    def set_overlay(self, run_id: str, label: str, messages: Iterable[dict]) -> None:
+    def set_overlay(self, run_id: str, label: str, messages: Iterable[dict],
+                    wall_offset: float = math.nan) -> None:
         """Draw a stored run's primary curves over the charts: one colour of its own (none of a
         live curve's), dashed."""
         self.remove_overlay(run_id)
@@ -528,11 +559,13 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                               dashed=spec.symbol is None)
             curve = self._traced(spec, item, color, tokens, changes)
             curve.owner = run_id
+            curve.buffer.wall_offset = curve.smooth.wall_offset = wall_offset
             curve.buffer.extend(np.asarray(steps), np.asarray(times), np.asarray(values))
             if self.smoothing > 0:
                 self._resmooth(curve)
             overlay.curves[key] = curve
         overlay.tokens_per_step = tokens
+        overlay.wall_offset = wall_offset
         self._overlays[run_id] = overlay
         self._overlays_changed()
 
@@ -607,14 +640,16 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     def _axis_missing(self, mode: str) -> str:
         """Why `mode` cannot draw a run shown now ("" when it can): tokens seen needs the
-        tokens one step reads, which an inference run does not have."""
-        if mode != "tokens":
+        tokens one step reads, which an inference run does not have; the time of day needs
+        the run's wall clock."""
+        if mode not in ("tokens", "wall"):
             return ""
+        attribute = "tokens_per_step" if mode == "tokens" else "wall_offset"
         live = any(c.buffer.size for c in self._series.values())
-        if live and not math.isfinite(self._clock.tokens_per_step):
+        if live and not math.isfinite(getattr(self._clock, attribute)):
             return "the run shown"
         lacking = [o.label for o in self._overlays.values()
-                   if o.curves and not math.isfinite(o.tokens_per_step)]
+                   if o.curves and not math.isfinite(getattr(o, attribute))]
         return f"“{lacking[0]}”" if lacking else ""
 
     def _sync_axis(self) -> None:
@@ -622,16 +657,20 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         missing = self._axis_missing(self.x_choice)
         mode = "step" if missing else self.x_choice
         self.axis_note.setText("→ drawn by step" if missing else "")
-        self.axis_note.setToolTip(f"Tokens seen has no meaning for {missing}: an inference run "
-                                  "reads no tokens per step, so every chart is drawn by step "
-                                  "(your choice comes back for a run that has them)"
-                                  if missing else "")
+        why = ("an inference run reads no tokens per step" if self.x_choice == "tokens" else
+               "its wall clock is not known (a run still going that this window did not start)")
+        self.axis_note.setToolTip(f"{AXIS_MODES[self.x_choice].capitalize()} has no meaning for "
+                                  f"{missing}: {why}, so every chart is drawn by step (your "
+                                  "choice comes back for a run that has it)" if missing else "")
         self.axis_note.setVisible(bool(missing))
         self._fit_toolbar(self.width())
         if mode == self.x_mode:
             return
+        wall_before = self.x_mode == "wall"
         self.x_mode = mode
         for plot in self.plots.values():
+            if (mode == "wall") != wall_before:  # clock times on the axis, or plain numbers
+                self._bottom_axis(plot, wall=mode == "wall")
             plot.getPlotItem().setLabel("bottom", AXIS_MODES[mode])
         for _, line in self.markers:
             line.setValue(self._x_of_step(line.step))

@@ -84,7 +84,7 @@ class WindowActions:
         axis_group = QActionGroup(self)
         self.axis_actions = {}
         for mode, label in (("step", "X axis: &step"), ("time", "X axis: &time"),
-                            ("tokens", "X axis: to&kens seen")):
+                            ("tokens", "X axis: to&kens seen"), ("wall", "X axis: time of &day")):
             action = QAction(label, self, checkable=True)
             action.triggered.connect(lambda _checked=False, m=mode: self.charts.set_x_axis(m))
             axis_group.addAction(action)

@@ -12,6 +12,24 @@ from profiler.metrics import format_value
 from profiler.store import StoreError
 
 
+def stored_wall_offset(run, messages: list[dict]) -> float:
+    """The epoch seconds at a stored run's time 0, for the time-of-day axis: when its stream was
+    last written (its last message) less its last sample's time. Good to about a second (the
+    summary after the last sample); NaN for a run still going or without samples."""
+    import math
+
+    last = next((m for m in reversed(messages) if m.get("type") == "sample"
+                 and isinstance(m.get("time"), (int, float))), None)
+    ended = any(m.get("type") == "done" for m in messages[-3:]) or \
+        run.meta().get("status") not in (None, "running")
+    if last is None or not ended:
+        return math.nan
+    try:
+        return run.stream_path.stat().st_mtime - float(last["time"])
+    except OSError:
+        return math.nan
+
+
 class RunViews:
     """Messages -> widgets (mixed into MainWindow)."""
 
@@ -148,9 +166,10 @@ class RunViews:
         self.segments.show_stored(messages)
         started = next((m for m in messages if m.get("type") == "started"), None)
         self.charts.set_started(started)
+        self.charts.set_wall_offset(stored_wall_offset(run, messages))
         self.profile.set_warmup(((started or {}).get("run") or {}).get("warmup_steps") or 0)
         self.charts.live_run_label = self.history.run_name(run_id)
-        count = self.charts.add_samples(messages)
+        count = self.charts.add_samples(messages, live=False)
         changes: list[tuple[int, int]] = []
         for message in messages:
             kind = message.get("type")
@@ -235,7 +254,9 @@ class RunViews:
                 run = self.store.open_run(run_id)
             except StoreError:
                 continue
-            self.charts.set_overlay(run_id, self.history.run_name(run_id), run.messages([]))
+            messages = list(run.messages([]))
+            self.charts.set_overlay(run_id, self.history.run_name(run_id), messages,
+                                    stored_wall_offset(run, messages))
         self.charts.redraw_now()
 
     def _run_renamed(self, run_id: str, name: str) -> None:

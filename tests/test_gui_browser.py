@@ -75,14 +75,18 @@ def test_the_wheel_zooms_steps_only_and_every_way_back_shows_the_run(qtbot, wind
     (x0, x1), _ = view.viewRange()
     wheel_over_chart(plot, 3)  # zoom in
     charts.redraw_now()
+    qtbot.waitUntil(lambda: view.viewRange()[0][1] - view.viewRange()[0][0] < 0.8 * (x1 - x0),
+                    timeout=3000)  # x zoomed in
     (z0, z1), (y0, y1) = view.viewRange()
-    assert z1 - z0 < 0.8 * (x1 - x0)  # x zoomed in
     assert view.autoRangeEnabled()[1]  # y still fits what is in view
     shown = [y for x, y in zip(charts.curves["loss_train"].xData, charts.curves["loss_train"].yData,
                                 strict=True) if z0 <= x <= z1]
-    assert shown and y0 <= min(shown) and max(shown) <= y1
+    assert shown
+    qtbot.waitUntil(lambda: view.viewRange()[1][0] <= min(shown)
+                    and max(shown) <= view.viewRange()[1][1], timeout=3000)  # y fits them
     # every chart follows the zoom; Follow offers the way back
-    assert charts.plots["speed"].getPlotItem().getViewBox().viewRange()[0] == [z0, z1]
+    s0, s1 = charts.plots["speed"].getPlotItem().getViewBox().viewRange()[0]
+    assert abs(s0 - z0) < 1e-6 and abs(s1 - z1) < 1e-6
     assert charts.follow_button.isEnabled()
     # a double click on a chart is the way back
     from PySide6.QtTest import QTest
@@ -1172,3 +1176,33 @@ def test_the_system_panel_shows_the_run_and_the_machine(qtbot, window):
     assert window.headline.height() == before  # the live figures took the reserved room
     click(qtbot, window.stop_button)
     qtbot.waitUntil(lambda: not window.running, timeout=30_000)
+
+
+# --- the wall-time X axis ----------------------------------------------------------------------------------
+def test_a_wall_clock_axis_beside_step_and_tokens(qtbot, window):
+    import time
+
+    began = time.time()
+    run_fake(qtbot, window, steps=8)
+    ended = time.time()
+    charts = window.charts
+    choose(qtbot, charts.axis_combo, "wall")
+    charts.redraw_now()
+    assert charts.x_mode == "wall" and not charts.axis_note.isVisible()
+    x = charts.curves["loss_train"].xData
+    assert began - 1 <= x[0] <= x[-1] <= ended + 1  # epoch seconds of the run's steps
+    axis = charts.plots["loss"].getPlotItem().getAxis("bottom")
+    assert type(axis).__name__ == "DateAxisItem"
+    assert axis.labelText == "time of day"
+    # a stored run: from when its stream was last written, to about a second
+    run_id = window.run_id
+    window.history.refresh()
+    click_run(qtbot, window.history, run_id)
+    charts.redraw_now()
+    stored = charts.curves["loss_train"].xData
+    assert abs(stored[-1] - x[-1]) < 2.0
+    # and back to steps: plain numbers again
+    choose(qtbot, charts.axis_combo, "step")
+    charts.redraw_now()
+    assert type(charts.plots["loss"].getPlotItem().getAxis("bottom")).__name__ == "AxisItem"
+    assert list(charts.curves["loss_train"].xData) == list(range(1, 9))
