@@ -24,6 +24,8 @@ THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
 MUTED = "#94a3b8"
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
+FOLLOW_HEADROOM = 0.08
+"""While a run grows, the shared x range reaches this share of its span past the newest step."""
 LANE_TOP = 0.03
 """A marker's label starts this share of the chart's height below its top."""
 
@@ -74,6 +76,8 @@ class ChartDrawing:
     """The drawing half of LiveCharts (mixed in; uses its plots, buffers and options)."""
 
     _empty: set[str] | None = None
+    _follow_window: tuple[float, float] | None = None
+    _last_extent: tuple[float, float] | None = None
 
     def _x_of_step(self, step: float) -> float:
         if self.x_mode == "time":
@@ -104,9 +108,13 @@ class ChartDrawing:
             if curve.spec.chart not in self._shown or not curve.buffer.has_values():
                 continue
             xs = curve.buffer.x_values(self.x_mode)
-            finite = xs[np.isfinite(xs)]
-            if finite.size:
-                low, high = min(low, float(finite[0])), max(high, float(finite[-1]))
+            first, last = float(xs[0]), float(xs[-1])
+            if not (math.isfinite(first) and math.isfinite(last)):  # a gap at an end: look
+                finite = xs[np.isfinite(xs)]
+                if not finite.size:
+                    continue
+                first, last = float(finite[0]), float(finite[-1])
+            low, high = min(low, first), max(high, last)
         return (low, high) if high >= low else None
 
     def _apply_x_range(self, low: float, high: float, skip: str | None = None) -> None:
@@ -124,12 +132,26 @@ class ChartDrawing:
             self._syncing = False
 
     def _follow_range(self) -> None:
+        """Every chart shows the whole run. While it grows, the range leaves room ahead
+        (FOLLOW_HEADROOM of it) and moves only when the run reaches its end: the axes are then
+        redrawn a few times per run instead of on every step (an axis costs more to paint than
+        its curve). When it no longer grows, the range closes on it."""
         extent = self._x_extent()
         if extent is None:
             return
         low, high = extent
-        pad = max((high - low) * 0.02, 0.5 if self.x_mode == "step" else 1e-9)
-        self._apply_x_range(low - pad, high + pad)
+        span = max(high - low, 1.0 if self.x_mode == "step" else 1e-9)
+        pad = max(span * 0.02, 0.5 if self.x_mode == "step" else 1e-9)
+        window = self._follow_window
+        growing = self._last_extent is not None and extent != self._last_extent \
+            and extent[0] == self._last_extent[0]
+        self._last_extent = extent
+        if growing and window is not None and window[0] <= low and high <= window[1] \
+                and window[1] - window[0] <= span * (1 + 2 * FOLLOW_HEADROOM):
+            return  # the run still fits with room to spare: leave the axes as they are
+        ahead = span * FOLLOW_HEADROOM if growing else pad
+        self._follow_window = (low - pad, high + max(pad, ahead))
+        self._apply_x_range(*self._follow_window)
 
     def _zoomed_by_user(self, name: str) -> None:
         """The user zoomed or panned one chart: every chart shows the same x range."""
@@ -174,6 +196,7 @@ class ChartDrawing:
                 break
             if self._draw_chart(name, by_chart[name]):
                 updated += 1
+                self.chart_update_counts[name] = self.chart_update_counts.get(name, 0) + 1
         else:
             self._next_chart = 0
         if updated:

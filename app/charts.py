@@ -141,6 +141,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Event-loop turns that updated at least one chart."""
         self.chart_updates = 0
         """Charts updated, all turns together (a chart's redraw rate = this / time / charts)."""
+        self.chart_update_counts: dict[str, int] = {}
+        """Updates per chart (the slowest chart's rate is the bench's figure)."""
         self._next_chart = 0
         self._charts_per_tick = 2  # until the first paints say how many fit the budget
         self._paint_cost_s = 0.0
@@ -620,6 +622,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Every chart shows the whole run (all compared runs too) and follows new steps; y fits
         again on every chart (also one the right-click menu had fixed)."""
         self._x_follow = True
+        self._follow_window = self._last_extent = None
         self.follow_button.setEnabled(False)
         for plot in self.plots.values():
             plot.getPlotItem().getViewBox().enableAutoRange(y=True)

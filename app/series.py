@@ -197,7 +197,7 @@ class SeriesBuffer:
         if x_range is not None:
             first = max(0, int(np.searchsorted(xs, x_range[0], "left")) - 1)
             last = min(n, int(np.searchsorted(xs, x_range[1], "right")) + 1)
-        budget = max(200, 2 * width_px)
+        budget = max(100, width_px)  # one min-max pair per pixel: every spike, no more
         count = last - first
         if count <= 2 * budget:
             return xs[first:last], self.values[first:last]

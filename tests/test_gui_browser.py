@@ -1206,3 +1206,31 @@ def test_a_wall_clock_axis_beside_step_and_tokens(qtbot, window):
     charts.redraw_now()
     assert type(charts.plots["loss"].getPlotItem().getAxis("bottom")).__name__ == "AxisItem"
     assert list(charts.curves["loss_train"].xData) == list(range(1, 9))
+
+
+# --- 17: painting cost -------------------------------------------------------------------------------------
+def test_a_growing_run_redraws_its_axes_rarely(qtbot):
+    """What made painting dearer (profiled in a redraw turn): the shared x range moved with
+    every step, so every axis (and its grid) was drawn again each turn, at several times the
+    cost of the curve. Following a run now moves the range only when the run reaches its end."""
+    import numpy as np
+
+    from app.charts import LiveCharts
+
+    charts = LiveCharts()
+    qtbot.addWidget(charts)
+    charts.resize(1000, 820)
+    charts.show()
+    n = 20_000
+    steps = np.arange(1, n + 1, dtype=float)
+    charts.fill("loss_train", steps, steps * 0.01, 2 + np.sin(steps / 500))
+    charts.redraw_now()
+    moves = []
+    view = charts.plots["loss"].getPlotItem().getViewBox()
+    view.sigXRangeChanged.connect(lambda *_: moves.append(view.viewRange()[0][1]))
+    for step in range(n + 1, n + 401):
+        charts.add_samples([{"type": "sample", "step": step, "time": step * 0.01,
+                             "metrics": {"loss_train": 2.0}}])
+        charts.redraw_now()
+        assert view.viewRange()[0][1] >= step  # the newest step is always in view
+    assert len(moves) <= 2  # not once per step (400 steps)
