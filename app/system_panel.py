@@ -48,7 +48,8 @@ def gpu_readings() -> list[dict]:
     if not ok:
         return []
     nvml = system.pynvml
-    query = system._query  # the worker's never-raising NVML query: one way to ask
+    query = system._query  # the worker's never-raising NVML query: one way to ask (a query
+    # this NVML lacks, or that fails, is None: n/a)
     out = []
     for gpu in system.gpus():
         handle = query(nvml.nvmlDeviceGetHandleByIndex, gpu["index"])
@@ -64,10 +65,19 @@ def gpu_readings() -> list[dict]:
             "memory_total_bytes": getattr(memory, "total", None),
             "power_w": power / 1000.0 if isinstance(power, (int, float)) else None,
             "temperature_c": query(nvml.nvmlDeviceGetTemperature, handle, 0),
-            "sm_clock_mhz": query(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
-            "memory_clock_mhz": query(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
+            "sm_clock_mhz": query(nvml.nvmlDeviceGetClockInfo, handle,
+                                  getattr(nvml, "NVML_CLOCK_SM", 1)),
+            "memory_clock_mhz": query(nvml.nvmlDeviceGetClockInfo, handle,
+                                      getattr(nvml, "NVML_CLOCK_MEM", 2)),
         })
     return out
+
+
+def _mhz(value: object) -> str:
+    """A clock as NVML gives it: a whole number of MHz (n/a when it does not say)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,} MHz"
+    return "n/a"
 
 
 def _title(text: str) -> QLabel:
@@ -255,8 +265,7 @@ class SystemPanel(QScrollArea):
                 f"{format_value(gpu['memory_total_bytes'], 'bytes')}, power "
                 f"{format_value(gpu['power_w'], 'W')}, temperature "
                 f"{format_value(gpu['temperature_c'], '°C')}, clocks SM "
-                f"{format_value(gpu['sm_clock_mhz'], 'MHz')} / memory "
-                f"{format_value(gpu['memory_clock_mhz'], 'MHz')}")
+                f"{_mhz(gpu['sm_clock_mhz'])} / memory {_mhz(gpu['memory_clock_mhz'])}")
         if not self.gpus:
             from profiler.system import nvml_available
 

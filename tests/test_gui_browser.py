@@ -1234,3 +1234,28 @@ def test_a_growing_run_redraws_its_axes_rarely(qtbot):
         charts.redraw_now()
         assert view.viewRange()[0][1] >= step  # the newest step is always in view
     assert len(moves) <= 2  # not once per step (400 steps)
+
+
+def test_the_system_panel_reads_every_gpu(qtbot, window, monkeypatch):
+    from tests.fake_nvml import FakeGpu, FakeNvml, install
+
+    class WithClocks(FakeNvml):
+        NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
+
+        def nvmlDeviceGetClockInfo(self, handle, kind):  # noqa: N802 - pynvml's name
+            self._note("clock", handle)
+            return 1980 if kind == self.NVML_CLOCK_SM else 2619
+
+    install(monkeypatch, WithClocks([
+        FakeGpu("GPU-aaaa", memory_used=10 * 2**30, util=97),
+        FakeGpu("GPU-bbbb", name="NVIDIA A100-SXM4-40GB", memory_total=40 * 2**30,
+                power_mw=None, util=0)]))
+    panel = window.system
+    open_tab(qtbot, window, panel)
+    panel.read_machine()
+    texts = [label.text() for label in panel.gpu_labels]
+    assert len(texts) == 2
+    assert "GPU 0: NVIDIA H100 80GB HBM3" in texts[0] and "utilization 97" in texts[0]
+    assert "memory 10.0 GiB of 80.0 GiB" in texts[0] and "power 300 W" in texts[0]
+    assert "clocks SM 1,980 MHz / memory 2,619 MHz" in texts[0]
+    assert "power n/a" in texts[1]  # a query the card refuses reads n/a, never raises
