@@ -44,7 +44,9 @@ class FloatingMessages(QObject):
                 continue
             layout = frame.layout()
             height = layout.heightForWidth(width) if layout.hasHeightForWidth() else -1
-            height = min(max(height, frame.sizeHint().height()), room)
+            if height <= 0:
+                height = frame.sizeHint().height()
+            height = min(height, room)
             bottom -= height
             frame.setGeometry(MARGIN, bottom, width, height)
             if layout is not None:  # lay its text out for this size now, not at some later turn

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from profiler import contention
-from profiler.metrics import format_value, metric
+from profiler.metrics import format_figure, format_value, metric
 
 HISTORY = 600
 """Readings kept per curve (at the worker's sampling of one per step, minutes of a run)."""
@@ -215,8 +215,11 @@ class SystemPanel(QScrollArea):
                 elif key == "rss_bytes":
                     meter.set(value, float(self.total_memory))
                 elif key == "other_cpu_cores":
-                    words, _busy = contention.live_text(value, self.cores)
-                    meter.set(value, float(self.cores), words.removeprefix("other processes: "))
+                    words, busy = contention.live_text(value, self.cores)
+                    meter.set(value, float(self.cores),
+                              f"{format_figure(key, value)} of {self.cores}" if words else "")
+                    meter.value.setStyleSheet("color: #b45309; font-weight: 600;" if busy else "")
+                    meter.value.setToolTip(words)
                 elif key in ("gpu_memory_used_bytes", "gpu_process_memory_bytes"):
                     total = next((g.get("memory_total_bytes") for g in self.gpus), None)
                     meter.set(value, float(total) if total else None)
