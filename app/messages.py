@@ -7,7 +7,7 @@ aimed. Each has its own close button; together they take at most half the column
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject
-from PySide6.QtWidgets import QFrame, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QWidget
 
 MARGIN = 8
 
@@ -47,10 +47,17 @@ class FloatingMessages(QObject):
             if height <= 0:
                 height = frame.sizeHint().height()
             height = min(height, room)
+            for _ in range(2):  # lay its text out now; grow by what a wrapped line still lacks
+                frame.setGeometry(MARGIN, bottom - height, width, height)
+                if layout is not None:
+                    layout.setGeometry(frame.contentsRect())
+                lacking = max((label.heightForWidth(label.width()) - label.height()
+                               for label in frame.findChildren(QLabel) if label.wordWrap()
+                               and label.isVisible()), default=0)
+                if lacking <= 0 or height >= room:
+                    break
+                height = min(height + lacking, room)
             bottom -= height
-            frame.setGeometry(MARGIN, bottom, width, height)
-            if layout is not None:  # lay its text out for this size now, not at some later turn
-                layout.setGeometry(frame.contentsRect())
             frame.raise_()
             bottom -= 4
 
