@@ -22,14 +22,11 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,9 +36,9 @@ from app.compare_view import CompareView
 from app.controls import WheelScrollsPanel, fit_popup
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
-from app.labels import escape, expected_steps, host_line, killed_hint
+from app.labels import expected_steps, host_line, killed_hint
 from app.launch_form import LaunchForm
-from app.messages import FloatingMessages
+from app.messages import MessageArea
 from app.profile_view import ProfileView
 from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
@@ -148,10 +145,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(6, 6, 6, 6)
-        self.banner = self._build_banner()
-        self.notice = self._build_notice()
         # Not in the layout: a message that appears never moves what is under the mouse.
-        self.messages = FloatingMessages(centre, (self.banner, self.notice))
+        self.messages = MessageArea(centre, show_log=lambda run_id: self.show_log(run_id))
+        self.banner, self.notice = self.messages.banner, self.messages.notice
+        self.banner_label, self.notice_label = self.messages.banner_label, \
+            self.messages.notice_label
+        self.log_button = self.messages.log_button
         self.headline = HeadlineStrip()  # the answer first: the shown run's four figures
         centre_layout.addWidget(self.headline)
         self.tabs = QTabWidget()
@@ -243,88 +242,27 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.sections.insertWidget(self.sections.count() - 1, box)
         return box
 
-    def _build_notice(self) -> QFrame:
-        """The run's warnings and results in words (a bf16 slowdown, a compression's quality
-        cost): kept in view for the run, not a status-bar message that scrolls away."""
-        frame = QFrame()
-        frame.setObjectName("noticeBar")
-        layout = QHBoxLayout(frame)
-        layout.setContentsMargins(10, 4, 6, 4)
-        self.notice_label = QLabel()
-        self.notice_label.setObjectName("noticeText")
-        self.notice_label.setWordWrap(True)
-        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.notice_label, 1)
-        close = QToolButton()
-        close.setText("×")
-        close.setToolTip("Dismiss")
-        close.clicked.connect(frame.hide)
-        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        frame.hide()
-        self._notices: list[str] = []
-        return frame
-
-    def add_notice(self, text: str) -> None:
-        if text in self._notices:
-            return
-        self._notices.append(text)
-        self.notice_label.setText("<br>".join(escape(t) for t in self._notices))
-        self.notice.show()
-        self.messages.place()
-
-    def clear_notices(self) -> None:
-        self._notices = []
-        self.notice_label.setText("")
-        self.notice.hide()
-
-    def notice_text(self) -> str:
-        return "\n".join(self._notices) if self.notice.isVisible() else ""
-
-    def _build_banner(self) -> QFrame:
-        banner = QFrame()
-        banner.setObjectName("errorBanner")
-        layout = QHBoxLayout(banner)
-        layout.setContentsMargins(10, 6, 6, 6)
-        self.banner_label = QLabel()
-        self.banner_label.setWordWrap(True)
-        self.banner_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.banner_label, 1)
-        self.log_button = QPushButton("Show log")
-        self.log_button.setObjectName("smallButton")
-        self.log_button.setToolTip("The worker's log (its stderr) for this run")
-        self.log_button.clicked.connect(lambda: self.show_log(self._banner_run_id))
-        layout.addWidget(self.log_button, 0, Qt.AlignmentFlag.AlignTop)
-        dismiss = QToolButton()
-        dismiss.setText("×")
-        dismiss.setToolTip("Dismiss")
-        dismiss.clicked.connect(self.clear_error)
-        layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
-        banner.hide()
-        self._banner_run_id: str | None = None
-        return banner
-
-    # --- messages to the user -------------------------------------------------------------------
+    # --- messages to the user (app/messages.py owns them) ----------------------------------------
     def show_error(self, message: str, hint: str = "", run_id: str | None = None) -> None:
-        """A failure, in place above the charts, with what to do about it (and its log)."""
-        text = f"<b>{escape(message)}</b>"
-        if hint:
-            text += f"<br>{escape(hint)}"
-        self.banner_label.setText(text)
-        self._banner_run_id = run_id
-        self.log_button.setVisible(run_id is not None)
-        self.banner.show()
-        self.messages.place()
-        # The status bar says what happened in a few words (the banner says the rest): a long
-        # sentence there would be cut.
+        """A failure, over the foot of the charts, with what to do about it (and its log); the
+        status bar says what happened in a few words (a long sentence there would be cut)."""
+        self.messages.show_error(message, hint, run_id)
         self.statusBar().showMessage(message.split(":")[0].rstrip("."), 15000)
 
     def clear_error(self) -> None:
-        self.banner_label.setText("")
-        self.banner.hide()
+        self.messages.clear_error()
 
     def error_text(self) -> str:
-        """The banner's text as plain words ("" when no error is shown)."""
-        return self.banner_label.text() if self.banner.isVisible() else ""
+        return self.messages.error_text()
+
+    def add_notice(self, text: str) -> None:
+        self.messages.add_notice(text)
+
+    def clear_notices(self) -> None:
+        self.messages.clear_notices()
+
+    def notice_text(self) -> str:
+        return self.messages.notice_text()
 
     # --- settings -> config ---------------------------------------------------------------------
     def build_config(self) -> RunConfig:

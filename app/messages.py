@@ -1,13 +1,18 @@
-"""The window's error banner and notices float over the foot of the centre column instead of
-taking a place in its layout: a message that appears (a worker's warning, a failed run) never
-moves the tabs, the toolbar or a chart under the user's mouse, so a click lands where it was
-aimed. Each has its own close button; together they take at most half the column's height.
+"""The window's messages: an error banner (a failure, what to do, its log a click away) and
+the run's notices (warnings, a compression's quality cost), kept in view for the run instead of
+a status-bar line that scrolls away. They float over the foot of the centre column instead of
+taking a place in its layout: a message that appears never moves the tabs, the toolbar or a
+chart under the user's mouse, so a click lands where it was aimed. Each has its own close
+button; together they take at most half the column's height.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject
-from PySide6.QtWidgets import QFrame, QLabel, QWidget
+from collections.abc import Callable
+from html import escape
+
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
 MARGIN = 8
 
@@ -66,3 +71,79 @@ class FloatingMessages(QObject):
                 watched is self.host or watched in self.frames):
             self.place()
         return False
+
+
+def _frame(name: str, margins: tuple[int, int, int, int]) -> tuple[QFrame, QHBoxLayout, QLabel]:
+    frame = QFrame()
+    frame.setObjectName(name)
+    layout = QHBoxLayout(frame)
+    layout.setContentsMargins(*margins)
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    layout.addWidget(label, 1)
+    frame.hide()
+    return frame, layout, label
+
+
+def _dismiss(layout: QHBoxLayout, slot) -> None:
+    button = QToolButton()
+    button.setText("×")
+    button.setToolTip("Dismiss")
+    button.clicked.connect(slot)
+    layout.addWidget(button, 0, Qt.AlignmentFlag.AlignTop)
+
+
+class MessageArea(QObject):
+    """The banner and the notices of one window, floating over `host`'s foot."""
+
+    def __init__(self, host: QWidget, show_log: Callable[[str | None], None]):
+        super().__init__(host)
+        self.banner, layout, self.banner_label = _frame("errorBanner", (10, 6, 6, 6))
+        self.log_button = QPushButton("Show log")
+        self.log_button.setObjectName("smallButton")
+        self.log_button.setToolTip("The worker's log (its stderr) for this run")
+        self.log_button.clicked.connect(lambda: show_log(self.run_id))
+        layout.addWidget(self.log_button, 0, Qt.AlignmentFlag.AlignTop)
+        _dismiss(layout, self.clear_error)
+        self.notice, layout, self.notice_label = _frame("noticeBar", (10, 4, 6, 4))
+        self.notice_label.setObjectName("noticeText")
+        _dismiss(layout, self.notice.hide)
+        self.run_id: str | None = None
+        """The run the banner is about (its log; selecting another run puts it away)."""
+        self.notices: list[str] = []
+        self.floating = FloatingMessages(host, (self.banner, self.notice))
+
+    def show_error(self, message: str, hint: str = "", run_id: str | None = None) -> None:
+        text = f"<b>{escape(message)}</b>"
+        if hint:
+            text += f"<br>{escape(hint)}"
+        self.banner_label.setText(text)
+        self.run_id = run_id
+        self.log_button.setVisible(run_id is not None)
+        self.banner.show()
+        self.floating.place()
+
+    def clear_error(self) -> None:
+        self.banner_label.setText("")
+        self.banner.hide()
+
+    def error_text(self) -> str:
+        """The banner's text ("" when no error is shown)."""
+        return self.banner_label.text() if self.banner.isVisible() else ""
+
+    def add_notice(self, text: str) -> None:
+        if text in self.notices:
+            return
+        self.notices.append(text)
+        self.notice_label.setText("<br>".join(escape(t) for t in self.notices))
+        self.notice.show()
+        self.floating.place()
+
+    def clear_notices(self) -> None:
+        self.notices = []
+        self.notice_label.setText("")
+        self.notice.hide()
+
+    def notice_text(self) -> str:
+        return "\n".join(self.notices) if self.notice.isVisible() else ""

@@ -272,8 +272,8 @@ class RunViews:
     def _selection_moved(self) -> None:
         """The red banner belongs to its run: selecting another run puts it away."""
         selected = self.history.selected_run_id()
-        if self.banner.isVisible() and self._banner_run_id is not None \
-                and selected not in (None, self._banner_run_id):
+        if self.banner.isVisible() and self.messages.run_id is not None \
+                and selected not in (None, self.messages.run_id):
             self.clear_error()
 
     def _run_deleted(self, run_id: str) -> None:
