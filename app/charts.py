@@ -22,14 +22,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QComboBox,
     QGraphicsItem,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
@@ -47,6 +43,7 @@ from app.chart_specs import (
     route,
     run_color,
 )
+from app.chart_toolbar import ChartToolbar
 from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
@@ -160,85 +157,17 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     # --- building -------------------------------------------------------------------------------
     def _build_toolbar(self) -> QWidget:
-        """X axis, smoothing, Follow and Clear comparison: one row, or two rows when the charts
-        are narrow (a 1024 px window with both side panels), so no word is cut."""
-        self.toolbar = QWidget()
-        self.toolbar.setObjectName("chartToolbar")
-        self._toolbar_grid = QGridLayout(self.toolbar)
-        self._toolbar_grid.setContentsMargins(0, 0, 0, 4)
-        self._toolbar_grid.setHorizontalSpacing(8)
-        self._toolbar_grid.setVerticalSpacing(2)
-        self._axis_group = QWidget()
-        axis = QHBoxLayout(self._axis_group)
-        axis.setContentsMargins(0, 0, 0, 0)
-        axis.addWidget(QLabel("X axis"))
-        self.axis_combo = QComboBox()
-        self.axis_combo.setObjectName("axisCombo")
-        for mode in AXIS_MODES:
-            self.axis_combo.addItem(mode, mode)
-        self.axis_combo.setToolTip("Draw every chart against the step, the seconds since the "
-                                   "first step, the tokens seen (step x tokens per step) or the "
-                                   "time of day (wall clock: a live run's from when its samples "
-                                   "arrived; a stored run's from when its last message was "
-                                   "written, to about a second)")
-        self.axis_combo.currentTextChanged.connect(self.set_x_axis)
-        axis.addWidget(self.axis_combo)
-        self.axis_note = QLabel("")
-        self.axis_note.setObjectName("hint")
-        self.axis_note.hide()
-        axis.addWidget(self.axis_note)
-        self._smooth_group = QWidget()
-        smooth = QHBoxLayout(self._smooth_group)
-        smooth.setContentsMargins(0, 0, 0, 0)
-        smooth.addWidget(QLabel("Smoothing"))
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
-        self.smoothing_slider.setObjectName("smoothingSlider")
-        self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setFixedWidth(90)
-        self.smoothing_slider.setToolTip("Exponential moving average of every curve (the raw "
-                                         "curve stays, faint, behind it); 0 = off")
-        self.smoothing_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
-        smooth.addWidget(self.smoothing_slider)
-        self.smoothing_label = QLabel("off")
-        self.smoothing_label.setMinimumWidth(30)
-        smooth.addWidget(self.smoothing_label)
-        self.follow_button = QPushButton("Follow")
-        self.follow_button.setObjectName("smallButton")
-        self.follow_button.setToolTip("Undo the zoom: every chart shows the whole run again and "
-                                      "follows new steps (or double-click a chart). The wheel "
-                                      "zooms the steps, a drag pans them; y always fits.")
-        self.follow_button.clicked.connect(self.follow)
-        self.follow_button.setEnabled(False)
-        smooth.addWidget(self.follow_button)
-        self.clear_overlays_button = QPushButton("Clear comparison")
-        self.clear_overlays_button.setObjectName("smallButton")
-        self.clear_overlays_button.setToolTip("Remove the compared runs from the charts (and "
-                                              "untick them in the history)")
-        self.clear_overlays_button.clicked.connect(self._clear_pressed)
-        self.clear_overlays_button.hide()
-        self._toolbar_rows = 0
-        self._place_toolbar(1)
-        return self.toolbar
-
-    def _place_toolbar(self, rows: int) -> None:
-        if rows == self._toolbar_rows:
-            return
-        self._toolbar_rows = rows
-        grid = self._toolbar_grid
-        for widget in (self._axis_group, self._smooth_group, self.clear_overlays_button):
-            grid.removeWidget(widget)
-        grid.addWidget(self._axis_group, 0, 0)
-        grid.addWidget(self._smooth_group, 0 if rows == 1 else 1, 1 if rows == 1 else 0,
-                       1, 1 if rows == 1 else 3, Qt.AlignmentFlag.AlignLeft)
-        grid.addWidget(self.clear_overlays_button, 0, 3)
-        for column in range(4):
-            grid.setColumnStretch(column, 1 if column == 2 else 0)
-
-    def _fit_toolbar(self, width: int) -> None:
-        needed = sum(w.sizeHint().width() for w in (self._axis_group, self._smooth_group,
-                                                    self.clear_overlays_button)
-                     if not w.isHidden()) + 3 * self._toolbar_grid.horizontalSpacing()
-        self._place_toolbar(1 if needed <= width else 2)
+        """The toolbar (app/chart_toolbar.py) owns its controls; the charts act on them."""
+        self.toolbar = ChartToolbar(AXIS_MODES)
+        bar = self.toolbar
+        self.axis_combo, self.axis_note = bar.axis_combo, bar.axis_note
+        self.smoothing_slider, self.smoothing_label = bar.smoothing_slider, bar.smoothing_label
+        self.follow_button, self.clear_overlays_button = bar.follow_button, bar.clear_button
+        bar.axis_chosen.connect(self.set_x_axis)
+        bar.smoothing_chosen.connect(self.set_smoothing)
+        bar.follow_button.clicked.connect(self.follow)
+        bar.clear_button.clicked.connect(self._clear_pressed)
+        return bar
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
         plot = pg.PlotWidget(background=THEMES[self.theme]["background"],
@@ -611,9 +540,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     def _overlays_changed(self) -> None:
         count = len(self._overlays)
-        self.clear_overlays_button.setText(f"Clear comparison ({count})")
-        self.clear_overlays_button.setVisible(bool(count))
-        self._fit_toolbar(self.width())
+        self.toolbar.show_compared(count)
         self._legend_dirty = set(self.plots)
         self.follow()
 
@@ -633,8 +560,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         the step axis, said beside the choice, where the choice has no meaning for a run)."""
         if mode not in AXIS_MODES:
             return
-        if self.axis_combo.currentText() != mode:
-            self.axis_combo.setCurrentText(mode)
+        self.toolbar.show_axis(mode)
         if mode == self.x_choice:
             return
         self.x_choice = mode
@@ -659,14 +585,12 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Draw against the chosen axis, or by step where it has no meaning for a shown run."""
         missing = self._axis_missing(self.x_choice)
         mode = "step" if missing else self.x_choice
-        self.axis_note.setText("→ drawn by step" if missing else "")
         why = ("an inference run reads no tokens per step" if self.x_choice == "tokens" else
                "its wall clock is not known (a run still going that this window did not start)")
-        self.axis_note.setToolTip(f"{AXIS_MODES[self.x_choice].capitalize()} has no meaning for "
-                                  f"{missing}: {why}, so every chart is drawn by step (your "
-                                  "choice comes back for a run that has it)" if missing else "")
-        self.axis_note.setVisible(bool(missing))
-        self._fit_toolbar(self.width())
+        self.toolbar.say_axis("→ drawn by step" if missing else "",
+                              f"{AXIS_MODES[self.x_choice].capitalize()} has no meaning for "
+                              f"{missing}: {why}, so every chart is drawn by step (your choice "
+                              "comes back for a run that has it)" if missing else "")
         if mode == self.x_mode:
             return
         wall_before = self.x_mode == "wall"
@@ -685,9 +609,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     def set_smoothing(self, weight: float) -> None:
         """EMA weight for every curve, 0 (off) to 0.99; the raw curve stays, faint, behind."""
         weight = min(max(weight, 0.0), 0.99)
-        if self.smoothing_slider.value() != round(weight * 100):
-            self.smoothing_slider.setValue(round(weight * 100))
-        self.smoothing_label.setText(f"{weight:.2f}" if weight else "off")
+        self.toolbar.show_smoothing(weight)
         if weight == self.smoothing:
             return
         self.smoothing = weight
@@ -786,7 +708,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
-        self._fit_toolbar(event.size().width())
+        self.toolbar.fit(event.size().width())
         self.hide_readout()  # its place was worked out for the old size
         columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
         if columns != self._columns:
