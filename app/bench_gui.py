@@ -24,7 +24,10 @@ KEYS = ("loss_train", "tokens_per_s", "step_time_s", "rss_bytes", "ttft_s", "gpu
         "gpu_power_w", "gpu_temperature_c")
 """One curve in each of the eight charts."""
 PROBE_MS = 5
-STALL_AIM_MS = 30.0
+STALL_AIM_MS = 16.0
+"""p99 event-loop stall: one frame at 60 Hz."""
+CHART_HZ_AIM = 20.0
+"""Every chart redrawn at least this often while the run streams."""
 
 SYNTHETIC_WORKER = textwrap.dedent("""
     import json, math, random, sys, time
@@ -117,13 +120,14 @@ def measure(points: int, rate: float, seconds: float) -> dict:
     received = [0]
     ticks: list[float] = []
     first_sample: list[float] = []
-    baseline = {"redraws": 0, "updates": 0}
+    baseline = {"redraws": 0, "updates": 0, "per_chart": {}}
 
     def on_batch(batch: list[dict]) -> None:
         received[0] += charts.add_samples(batch)
         if received[0] and not first_sample:  # measure from the first streamed sample on
             first_sample.append(time.perf_counter())
-            baseline.update(redraws=charts.redraws, updates=charts.chart_updates)
+            baseline.update(redraws=charts.redraws, updates=charts.chart_updates,
+                            per_chart=dict(charts.chart_update_counts))
             ticks.clear()
 
     link.messages.connect(on_batch)
@@ -143,6 +147,9 @@ def measure(points: int, rate: float, seconds: float) -> dict:
     lateness_ms = [max(0.0, (b - a) * 1000 - PROBE_MS) for a, b in zip(ticks[:-1], ticks[1:],
                                                                         strict=True)]
     shown = len(charts.shown_charts())
+    per_chart = {name: round((charts.chart_update_counts.get(name, 0)
+                              - baseline["per_chart"].get(name, 0)) / streamed_s, 1)
+                 for name in charts.shown_charts()}
     result = {
         "points_per_curve": points, "charts": shown, "curves_filled": len(KEYS),
         "rate_samples_per_s": rate, "streamed_s": round(streamed_s, 2),
@@ -154,11 +161,14 @@ def measure(points: int, rate: float, seconds: float) -> dict:
         "redraw_turns_per_s": round((charts.redraws - redraws0) / streamed_s, 1),
         "chart_updates_per_s": round((charts.chart_updates - updates0) / streamed_s, 1),
         "per_chart_redraw_hz": round((charts.chart_updates - updates0) / streamed_s / shown, 1),
-        "aim_p99_ms": STALL_AIM_MS,
+        "slowest_chart_hz": min(per_chart.values(), default=0.0),
+        "chart_hz": per_chart,
+        "aim_p99_ms": STALL_AIM_MS, "aim_chart_hz": CHART_HZ_AIM,
         "machine": f"{platform.node()}: {platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} cores, Qt platform {app.platformName()}",
     }
-    result["meets_aim"] = result["stall_p99_ms"] < STALL_AIM_MS
+    result["meets_aim"] = (result["stall_p99_ms"] <= STALL_AIM_MS
+                           and result["slowest_chart_hz"] >= CHART_HZ_AIM)
     link.deleteLater()
     charts.close()
     from PySide6.QtCore import qInstallMessageHandler
@@ -176,10 +186,12 @@ def run(args: argparse.Namespace) -> int:
           f"{result['rate_samples_per_s']:g} samples/s for {result['streamed_s']} s "
           f"({result['samples_received']} received)")
     print(f"  event-loop stall  p50 {result['stall_p50_ms']:.1f} ms   p99 "
-          f"{result['stall_p99_ms']:.1f} ms   max {result['stall_max_ms']:.1f} ms   "
-          f"(aim: p99 < {STALL_AIM_MS:g} ms: {'met' if result['meets_aim'] else 'NOT met'})")
+          f"{result['stall_p99_ms']:.1f} ms   max {result['stall_max_ms']:.1f} ms")
     print(f"  redraws  {result['redraw_turns_per_s']} turns/s, "
           f"{result['chart_updates_per_s']} chart updates/s "
-          f"({result['per_chart_redraw_hz']} Hz per chart)")
+          f"({result['per_chart_redraw_hz']} Hz per chart, the slowest "
+          f"{result['slowest_chart_hz']} Hz)")
+    print(f"  aim      p99 stall <= {STALL_AIM_MS:g} ms and every chart >= {CHART_HZ_AIM:g} Hz: "
+          f"{'met' if result['meets_aim'] else 'NOT met'} (measure on an idle machine)")
     print(f"  machine  {result['machine']}")
     return 0

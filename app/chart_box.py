@@ -31,6 +31,8 @@ class ChartBox(QWidget):
         self.legend.setObjectName("chartLegend")
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse)
+        self.legend.setToolTip("Click an entry to hide its curve, again to show it")
         policy = self.legend.sizePolicy()
         policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)  # wraps, never widens the chart
         self.legend.setSizePolicy(policy)

@@ -11,20 +11,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QPointF, QTimer
 
-from app.chart_specs import CHARTS, CurveSpec
+from app.chart_specs import CHARTS, CurveSpec, route
 from app.series import SeriesBuffer, Smoother
 
 THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
+MUTED = "#94a3b8"
 PAINT_BUDGET_S = 0.012
 """Painting time one event-loop turn may spend on charts; the rest waits for the next tick."""
-LANE_SHARE = 0.06
-"""Markers closer than this share of the visible x range put their labels in different lanes."""
-LANE_POSITIONS = (0.97, 0.72, 0.47, 0.22)
+FOLLOW_HEADROOM = 0.08
+"""While a run grows, the shared x range reaches this share of its span past the newest step."""
+LANE_TOP = 0.03
+"""A marker's label starts this share of the chart's height below its top."""
 
 
 @dataclass
@@ -39,13 +42,21 @@ class TracedCurve:
     """The raw curve drawn faint behind the smoothed one."""
     drawn: tuple = ()
     """What the item shows now (buffer version, axis, range, width): redraw when it differs."""
+    owner: str = "live"
+    """Whose curve: "live" (the run shown) or a compared run's id (the legend's click)."""
 
 
 @dataclass
 class Overlay:
     label: str
     color: str
+    color_index: int = 0
+    """Its place in RUN_COLORS: the same hue on every chart and in both themes."""
     curves: dict[str, TracedCurve] = field(default_factory=dict)
+    tokens_per_step: float = math.nan
+    """What the tokens-seen axis needs; NaN for a run that reads none (inference)."""
+    wall_offset: float = math.nan
+    """Epoch seconds at its time 0 (the time-of-day axis); NaN when not known."""
 
 
 def _fmt(value: float) -> str:
@@ -54,14 +65,25 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
+def _x_text(x: float | None, mode: str) -> str:
+    """An x position as words: a clock time on the time-of-day axis, else a number."""
+    if mode == "wall" and x is not None and math.isfinite(x):
+        return datetime.fromtimestamp(x).strftime("%H:%M:%S")
+    return _fmt(x) if x is not None else "n/a"
+
+
 class ChartDrawing:
     """The drawing half of LiveCharts (mixed in; uses its plots, buffers and options)."""
 
-    _lanes_for = None
+    _empty: set[str] | None = None
+    _follow_window: tuple[float, float] | None = None
+    _last_extent: tuple[float, float] | None = None
 
     def _x_of_step(self, step: float) -> float:
         if self.x_mode == "time":
             return self._clock.x_at_step(step)
+        if self.x_mode == "wall":
+            return self._clock.x_at_step(step) + self._clock.wall_offset
         if self.x_mode == "tokens":
             return float(self._clock.tokens_seen(np.array([step]))[0])
         return step
@@ -86,9 +108,13 @@ class ChartDrawing:
             if curve.spec.chart not in self._shown or not curve.buffer.has_values():
                 continue
             xs = curve.buffer.x_values(self.x_mode)
-            finite = xs[np.isfinite(xs)]
-            if finite.size:
-                low, high = min(low, float(finite[0])), max(high, float(finite[-1]))
+            first, last = float(xs[0]), float(xs[-1])
+            if not (math.isfinite(first) and math.isfinite(last)):  # a gap at an end: look
+                finite = xs[np.isfinite(xs)]
+                if not finite.size:
+                    continue
+                first, last = float(finite[0]), float(finite[-1])
+            low, high = min(low, first), max(high, last)
         return (low, high) if high >= low else None
 
     def _apply_x_range(self, low: float, high: float, skip: str | None = None) -> None:
@@ -106,12 +132,26 @@ class ChartDrawing:
             self._syncing = False
 
     def _follow_range(self) -> None:
+        """Every chart shows the whole run. While it grows, the range leaves room ahead
+        (FOLLOW_HEADROOM of it) and moves only when the run reaches its end: the axes are then
+        redrawn a few times per run instead of on every step (an axis costs more to paint than
+        its curve). When it no longer grows, the range closes on it."""
         extent = self._x_extent()
         if extent is None:
             return
         low, high = extent
-        pad = max((high - low) * 0.02, 0.5 if self.x_mode == "step" else 1e-9)
-        self._apply_x_range(low - pad, high + pad)
+        span = max(high - low, 1.0 if self.x_mode == "step" else 1e-9)
+        pad = max(span * 0.02, 0.5 if self.x_mode == "step" else 1e-9)
+        window = self._follow_window
+        growing = self._last_extent is not None and extent != self._last_extent \
+            and extent[0] == self._last_extent[0]
+        self._last_extent = extent
+        if growing and window is not None and window[0] <= low and high <= window[1] \
+                and window[1] - window[0] <= span * (1 + 2 * FOLLOW_HEADROOM):
+            return  # the run still fits with room to spare: leave the axes as they are
+        ahead = span * FOLLOW_HEADROOM if growing else pad
+        self._follow_window = (low - pad, high + max(pad, ahead))
+        self._apply_x_range(*self._follow_window)
 
     def _zoomed_by_user(self, name: str) -> None:
         """The user zoomed or panned one chart: every chart shows the same x range."""
@@ -133,8 +173,10 @@ class ChartDrawing:
         """
         if not self._dirty:
             return
+        self._sync_axis()
         with_data = {c.spec.chart for c, _ in self._all_curves() if c.buffer.has_values()}
         self._relayout(with_data)
+        self._mark_empty(with_data)
         if self._x_follow:
             self._follow_range()
         by_chart: dict[str, list[tuple[TracedCurve, bool]]] = {name: [] for name in self._shown}
@@ -154,6 +196,7 @@ class ChartDrawing:
                 break
             if self._draw_chart(name, by_chart[name]):
                 updated += 1
+                self.chart_update_counts[name] = self.chart_update_counts.get(name, 0) + 1
         else:
             self._next_chart = 0
         if updated:
@@ -180,11 +223,12 @@ class ChartDrawing:
         changed = name in self._legend_dirty
         smoothing = self.smoothing > 0
         for curve, _live in curves:
-            show = curve.buffer.has_values()
+            show = curve.buffer.has_values() and \
+                (curve.owner, curve.spec.key) not in self.hidden_series
             if show != curve.item.isVisible():
                 curve.item.setVisible(show)
                 changed = True
-            faint = show and smoothing
+            faint = show and smoothing and curve.spec.symbol is None
             if curve.shadow is not None and faint != curve.shadow.isVisible():
                 curve.shadow.setVisible(faint)
                 changed = True
@@ -195,6 +239,8 @@ class ChartDrawing:
         return changed
 
     def _draw_curve(self, curve: TracedCurve, smoothing: bool) -> bool:
+        # Dots (validation every N steps) stay at what was measured: never on a smoothed line.
+        smoothing = smoothing and curve.spec.symbol is None
         plot = self.plots[curve.spec.chart].getPlotItem()
         view = plot.getViewBox()
         x_range = None if self._x_follow else tuple(view.viewRange()[0])
@@ -220,17 +266,35 @@ class ChartDrawing:
                   if c.spec.chart == name and c.buffer.has_values()]
         foreground = THEME_FOREGROUND[self.theme]
         html = f"<span style='color:{foreground}; font-weight:600'>{box.title}</span>"
-        entries = []
+        entries, labels = [], []
         for curve, live in curves:
             color = pg.mkPen(curve.item.opts["pen"]).color().name()
-            mark = "┅" if not live and curve.spec.symbol is None else "━"
-            entries.append(f"<span style='color:{color}'>{mark}</span>&nbsp;"
-                           f"<span style='color:{foreground}'>{self._curve_label(curve, live)}"
-                           "</span>")
-        if len(entries) > 1:
+            dashed = (not live or curve.spec.dashed) and curve.spec.symbol is None
+            mark = "●" if curve.spec.symbol else "┅" if dashed else "━"
+            label = self._curve_label(curve, live)
+            labels.append(label)
+            hidden = (curve.owner, curve.spec.key) in self.hidden_series
+            words = (f"<s style='color:{MUTED}'>{label}</s>" if hidden else
+                     f"<span style='color:{foreground}'>{label}</span>")
+            # Each entry is a link: a click hides its curve, another shows it again.
+            entries.append(f"<a href='{curve.owner}|{curve.spec.key}' style='text-decoration:"
+                           f"none'><span style='color:{color}'>{mark}</span>&nbsp;{words}</a>")
+        # One curve whose name is the chart's title needs no legend; any other case has one
+        # (a memory chart with one curve still says which memory it is).
+        if len(entries) > 1 or (entries and labels[0] != box.title):
             html += "&nbsp;&nbsp; " + " &nbsp; ".join(entries)
         if html != box.legend.text():
             box.legend.setText(html)
+
+    def toggle_series(self, link: str) -> None:
+        """A click on a legend entry ("owner|key"): hide that curve, or show it again."""
+        owner, _sep, key = link.partition("|")
+        self.hidden_series ^= {(owner, key)}
+        spec = route(key)
+        if spec is not None:
+            self._legend_dirty.add(spec.chart)
+        self._dirty = True
+        self.redraw_now()
 
     def legend_text(self, name: str) -> str:
         """The chart's legend as plain words (tests read it)."""
@@ -274,6 +338,20 @@ class ChartDrawing:
         self._grid.setColumnStretch(1, 1)
         self._legend_dirty = set(self.plots)
 
+    def _mark_empty(self, with_data: set[str]) -> None:
+        """A chart with nothing to draw shows a hint, and no tick values around nothing."""
+        empty = {name for name in self._shown if name not in with_data}
+        if empty == self._empty:
+            return
+        self._empty = empty
+        for name, plot in self.plots.items():
+            blank = name in empty
+            plot.hint.setVisible(blank)
+            item = plot.getPlotItem()
+            for side in ("left", "bottom"):
+                item.getAxis(side).setStyle(showValues=not blank)
+            item.showGrid(x=not blank, y=not blank, alpha=0.15)
+
     def _draw_warmup(self) -> None:
         if self._warmup_steps is None:
             return
@@ -295,32 +373,47 @@ class ChartDrawing:
 
     # --- marker labels -----------------------------------------------------------------------------
     def _place_marker_labels(self) -> None:
-        """Markers within LANE_SHARE of the visible range of each other take different heights,
-        so labels at steps 51 / 54 / 55 do not overlap."""
+        """Change markers' labels never overlap: on each chart, a label that would run into the
+        one before it (horizontally closer than its width) takes the next free height (lane);
+        when no height is free its label is hidden (its line and tooltip stay), never drawn
+        over another one."""
         if not self.markers:
             return
-        view = self.plots["loss"].getPlotItem().getViewBox()
-        low, high = view.viewRange()[0]
-        span = max(high - low, 1e-9)
-        state = (round(low, 6), round(high, 6), len(self.markers), self.x_mode)
-        if state == self._lanes_for:
+        by_plot: dict[int, list] = {}
+        for plot, line in self.markers:
+            by_plot.setdefault(id(plot), [plot, []])[1].append(line)
+        for plot, lines in by_plot.values():
+            view = plot.getPlotItem().getViewBox()
+            rect = view.sceneBoundingRect()
+            state = (tuple(map(tuple, view.viewRange())), rect.width(), rect.height(),
+                     len(lines), self.x_mode)
+            if getattr(plot, "lanes_for", None) == state:
+                continue
+            plot.lanes_for = state
+            self._lay_out_labels(view, rect, lines)
+
+    @staticmethod
+    def _lay_out_labels(view, rect, lines: list) -> None:
+        height = rect.height()
+        if height <= 0 or not lines:
             return
-        self._lanes_for = state
-        lanes: dict[float, int] = {}
-        last_x_in_lane: list[float] = []
-        for step, _label in sorted(self.marker_steps):
-            x = self._x_of_step(step)
-            lane = next((i for i, last in enumerate(last_x_in_lane)
-                         if not math.isfinite(x) or (x - last) / span > LANE_SHARE), None)
-            if lane is None:
-                lane = len(last_x_in_lane)
-                last_x_in_lane.append(x)
-            else:
-                last_x_in_lane[lane] = x
-            lanes[step] = lane
-        for _plot, line in self.markers:
-            lane = lanes.get(line.step, 0)
-            line.label.setPosition(LANE_POSITIONS[lane % len(LANE_POSITIONS)])
+        length = max(line.label.textItem.boundingRect().width() for line in lines) + 6
+        thick = max(line.label.textItem.boundingRect().height() for line in lines) + 2
+        top = LANE_TOP * height
+        lanes = max(1, int((height - top) // length))
+        last_x: list[float] = [-math.inf] * lanes
+        placed = []
+        for line in lines:
+            x = view.mapViewToScene(QPointF(line.value(), 0)).x()
+            placed.append((x if math.isfinite(x) else math.inf, line))
+        for x, line in sorted(placed, key=lambda item: item[0]):
+            lane = next((k for k in range(lanes) if x - last_x[k] >= thick), None)
+            if lane is None or not math.isfinite(x):
+                line.label.setVisible(False)  # the line and its tooltip keep the words
+                continue
+            last_x[lane] = x
+            line.label.setVisible(True)
+            line.label.setPosition(1 - (top + lane * length) / height)
 
     # --- hover read-out ------------------------------------------------------------------------------
     def _mouse_moved(self, name: str, pos) -> None:
@@ -342,7 +435,7 @@ class ChartDrawing:
         compared runs' too; a crosshair at x on every chart. Returns the read-out as words."""
         lines: list[str] = []
         html: list[str] = []
-        unit = {"step": "step", "time": "t =", "tokens": "tokens"}[self.x_mode]
+        unit = {"step": "step", "time": "t =", "tokens": "tokens", "wall": "at"}[self.x_mode]
         readings = []
         for curve, live in self._all_curves():
             if curve.spec.chart != name or not curve.item.isVisible():
@@ -358,7 +451,8 @@ class ChartDrawing:
             value = found[1]
             text = f"{self._curve_label(curve, live)}: {_fmt(value)} {self.plots[name].y_label}"
             if found[0] != at:
-                text += f" (at {unit} {_fmt(found[0])}" + (" s)" if self.x_mode == "time" else ")")
+                text += (f" (at {unit} {_x_text(found[0], self.x_mode)}"
+                         + (" s)" if self.x_mode == "time" else ")"))
             if self.smoothing > 0 and curve.smooth.size:
                 smooth = curve.smooth.value_at(self.x_mode, x)
                 if smooth is not None:
@@ -369,7 +463,7 @@ class ChartDrawing:
         if not lines:
             self.hide_readout()
             return ""
-        where = f"{unit} {_fmt(at)}" + (" s" if self.x_mode == "time" else "")
+        where = f"{unit} {_x_text(at, self.x_mode)}" + (" s" if self.x_mode == "time" else "")
         words = where + "\n" + "\n".join(lines)
         for chart, line in self._crosshairs.items():
             line.setValue(x)
@@ -377,7 +471,8 @@ class ChartDrawing:
         for chart, item in self._readout_items.items():
             item.setVisible(chart == name)
         item = self._readout_items[name]
-        item.setHtml(f"<div style='color:#0f172a; font-size:8pt'><b>{where}</b><br>"
+        item.setHtml(f"<div style='color:{THEME_FOREGROUND[self.theme]}; font-size:8pt'>"
+                     f"<b>{where}</b><br>"
                      + "<br>".join(html) + "</div>")
         view = self.plots[name].getPlotItem().getViewBox()
         (x_low, x_high), (_y_low, y_high) = view.viewRange()

@@ -1,5 +1,7 @@
 """Per-chart export, as buttons on every chart: CSV of every reading of every curve (the live run
-and each compared run, never the decimated view) and a PNG of the chart as shown.
+and each compared run, never the decimated view) and a PNG of the chart: its plot under a title
+line that names the run and the chart and a line with its legend, without the chart's buttons.
+Each save says where it went (or why it could not) through `exported`.
 
 A mixin of LiveCharts (app/charts.py).
 """
@@ -8,11 +10,17 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPixmap
 from PySide6.QtWidgets import QFileDialog
 
 from profiler import files
+
+THEME_BACKGROUND = {"light": "#ffffff", "dark": "#0f172a"}
+THEME_FOREGROUND = {"light": "#334155", "dark": "#cbd5e1"}
 
 CSV_COLUMNS = ("run", "metric", "label", "step", "time_s", "value", "unit")
 
@@ -24,19 +32,26 @@ class ChartExport:
     """How the CSV names the run drawn live (the window sets the run's name)."""
 
     def ask_export(self, name: str, fmt: str) -> str | None:
-        """The CSV / PNG button: ask where, then write; returns the path written (None if not)."""
+        """The CSV / PNG button: ask where, then write; returns the path written (None if not).
+        `exported` says where it went, or why it could not be written."""
         title = self.plots[name].chart_title.lower().replace(" ", "-")
+        run = re.sub(r"[^\w.-]+", "-", self.live_run_label).strip("-") or "run"
         filters = {"csv": "CSV (*.csv)", "png": "PNG image (*.png)"}
         path, _ = QFileDialog.getSaveFileName(self, f"Save the {title} chart",
-                                              str(Path.home() / f"effiscope-{title}.{fmt}"),
+                                              str(Path.home() / f"{run}-{title}.{fmt}"),
                                               filters[fmt])
         if not path:
             return None
+        what = "readings" if fmt == "csv" else "image"
         try:
-            return self.export_csv(name, path) if fmt == "csv" else self.export_png(name, path)
+            out = self.export_csv(name, path) if fmt == "csv" else self.export_png(name, path)
         except OSError as exc:
-            self.export_error = f"Cannot write {path} ({exc.strerror})."
+            self.export_error = f"Cannot write {path} ({exc.strerror or exc})."
+            self.exported.emit(self.export_error, False)
             return None
+        self.exported.emit(f"Saved the {self.plots[name].chart_title.lower()} chart's {what} "
+                           f"to {out}", True)
+        return out
 
     def export_csv(self, name: str, path: str | Path) -> str:
         """Every reading of every curve on the chart, one row each, in the chart's unit."""
@@ -58,15 +73,37 @@ class ChartExport:
                                          "" if math.isnan(value) else f"{value:.8g}", unit))
         return str(path)
 
+    def png_title(self, name: str) -> str:
+        """The image's title line: the run and the chart ("nano #3: Throughput, tokens/s")."""
+        plot = self.plots[name]
+        return f"{self.live_run_label}: {plot.chart_title}, {plot.y_label}"
+
     def export_png(self, name: str, path: str | Path) -> str:
-        """The chart with its header (title, legend) as it is on screen."""
+        """The plot as on screen under its title (the run's name) and legend; no buttons."""
+        self.redraw_now()
+        plot = self.plots[name].grab()
+        legend = self.legend_text(name).removeprefix(self.boxes[name].title).strip()
+        font = QFont(self.font())
+        metrics = QFontMetrics(font)
+        line = metrics.lineSpacing()
+        lines = [self.png_title(name)] + ([legend] if legend else [])
+        image = QPixmap(plot.width(), plot.height() + line * len(lines) + 8)
+        image.fill(QColor(THEME_BACKGROUND.get(self.theme, "#ffffff")))
+        painter = QPainter(image)
+        painter.setFont(font)
+        painter.setPen(QColor(THEME_FOREGROUND.get(self.theme, "#334155")))
+        for index, text in enumerate(lines):
+            painter.drawText(6, 4 + line * index + metrics.ascent(),
+                             metrics.elidedText(text, Qt.TextElideMode.ElideRight,
+                                                plot.width() - 12))
+        painter.drawPixmap(0, line * len(lines) + 8, plot)
+        painter.end()
         from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 
-        self.redraw_now()
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        if not self.boxes[name].grab().save(buffer, "PNG"):
-            raise OSError(5, "the image could not be written", str(path))
-        files.write_bytes(path, bytes(data))
+        if not image.save(buffer, "PNG"):
+            raise OSError(5, "the image could not be encoded", str(path))
+        files.write_bytes(path, bytes(data))  # onto a regular file or a new path only
         return str(path)

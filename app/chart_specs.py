@@ -44,6 +44,9 @@ class CurveSpec:
     """A marker on each point, for sparse series such as the validation loss."""
     primary: bool = False
     """Drawn for compared runs too (one curve per chart keeps the overlay readable)."""
+    dashed: bool = False
+    """The original model of a compress run: its measure's colour, dashed (the compressed one
+    solid), so each measure has one colour and each model one line style."""
 
     @property
     def label(self) -> str:
@@ -63,10 +66,19 @@ PRIMARY = {"loss_train", "loss_val", "tokens_per_s", "decode_tokens_per_s", "ste
            "rss_bytes", "ttft_s", "gpu_util_percent", "gpu_power_w", "gpu_temperature_c"}
 PALETTE = ("#4f46e5", "#c2410c", "#0f766e", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8",
            "#7e22ce", "#0e7490", "#b91c1c")
-RUN_COLORS = ("#111827", "#d946ef", "#fb923c", "#22d3ee", "#57534e", "#78350f", "#365314",
-              "#a3a3a3")
-"""Compared runs, one colour each across every chart, none close to a live curve's colour
-(Process RSS is violet: an overlay never is); overlays are also drawn dashed."""
+RUN_COLORS = {
+    "light": ("#111827", "#a21caf", "#064e3b", "#312e81", "#7c2d12", "#422006"),
+    "dark": ("#e5e7eb", "#f0abfc", "#5eead4", "#a5b4fc", "#fdba74", "#fde68a"),
+}
+"""Compared runs, one colour each across every chart (neutral, fuchsia, green, indigo, orange,
+yellow): a deep tone on the light theme, a pale one of the same hue on the dark theme, so each
+run keeps its hue and is readable on both backgrounds; both far from every live curve's colour
+(the live ones are mid tones), and overlays are dashed too."""
+
+
+def run_color(index: int, theme: str) -> str:
+    colors = RUN_COLORS.get(theme, RUN_COLORS["light"])
+    return colors[index % len(colors)]
 
 
 def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:
@@ -74,9 +86,12 @@ def route(key: str, dynamic_index: int = 0) -> CurveSpec | None:
     found = metrics.metric(key)
     if found.chart is None:
         return None
-    return CurveSpec(key, found.chart, COLORS.get(key, PALETTE[dynamic_index % len(PALETTE)]),
-                     scale=DISPLAY.get(found.unit, ("", 1.0))[1],
-                     symbol="o" if found.sparse else None, primary=key in PRIMARY)
+    base = next((key[len(p):] for p in metrics.VARIANT_PREFIXES if key.startswith(p)), key)
+    color = COLORS.get(base, PALETTE[dynamic_index % len(PALETTE)])
+    return CurveSpec(key, found.chart, color, scale=DISPLAY.get(found.unit, ("", 1.0))[1],
+                     symbol="o" if found.sparse else None,
+                     primary=key in PRIMARY,
+                     dashed=key.startswith("baseline_"))
 
 
 def percentile_lines(summary: dict) -> list[tuple[str, float, str]]:

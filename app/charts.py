@@ -13,6 +13,8 @@ chart. The charts draw only what the stream says (the predicted memory comes fro
 from __future__ import annotations
 
 import math
+import time
+import zlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -20,22 +22,28 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QComboBox,
     QGraphicsItem,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
+from app.axes import ChartAxis
 from app.chart_box import ChartBox
 from app.chart_drawing import ChartDrawing, Overlay, TracedCurve
 from app.chart_export import ChartExport
-from app.chart_specs import CHARTS, MIB, RUN_COLORS, CurveSpec, percentile_lines, route
+from app.chart_specs import (
+    CHARTS,
+    MIB,
+    RUN_COLORS,
+    CurveSpec,
+    percentile_lines,
+    route,
+    run_color,
+)
+from app.chart_toolbar import ChartToolbar
 from app.series import SeriesBuffer, Smoother, smoothed
 
 REDRAW_INTERVAL_MS = 40
@@ -43,7 +51,11 @@ MIN_CHART_HEIGHT = 150
 MARKER_POINT_SIZE = 7.5
 ONE_COLUMN_BELOW_PX = 640
 """Narrower than this, the charts stack in one column (a half-screen window, a 150 % scale)."""
-AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen"}
+AXIS_MODES = {"step": "step", "time": "time (s)", "tokens": "tokens seen",
+              "wall": "time of day"}
+EMPTY_HINT = {"loss": "No run on the charts yet: press Run (Ctrl+R) to start one, or click a run "
+                      "in the history to draw it."}
+"""What an empty chart says instead of axes around nothing."""
 THEMES = {"light": {"background": "w", "foreground": "#334155", "label_fill": (255, 255, 255)},
           "dark": {"background": "#0f172a", "foreground": "#cbd5e1", "label_fill": (15, 23, 42)}}
 
@@ -65,6 +77,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     """Eight charts (loss across the top); GPU and latency charts appear once they have data."""
 
     axis_changed = Signal(str)
+    exported = Signal(str, bool)
+    """A chart was saved (where), or could not be (why): the window says it."""
     overlays_cleared = Signal()
     """The user pressed Clear comparison: the window unticks the runs in the history."""
 
@@ -74,7 +88,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.theme = "light"
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addLayout(self._build_toolbar())
+        outer.addWidget(self._build_toolbar())
         self._grid_host = QWidget()
         self._grid = QGridLayout(self._grid_host)
         self._grid.setContentsMargins(0, 0, 0, 0)
@@ -87,6 +101,9 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         outer.addWidget(self.scroll, 1)
 
         self.x_mode = "step"
+        """The axis every chart is drawn against now."""
+        self.x_choice = "step"
+        """The axis the user chose; x_mode falls back to step where it has no meaning."""
         self.smoothing = 0.0
         self._x_follow = True
         self._syncing = False
@@ -106,6 +123,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         """The live run's curve per metric key (tests and screenshots read them)."""
         self._overlays: dict[str, Overlay] = {}
+        self.hidden_series: set[tuple[str, str]] = set()
+        """(owner, key) of curves the user hid with a click on their legend entry."""
         self._clock = SeriesBuffer()
         self.markers: list[tuple[pg.PlotWidget, pg.InfiniteLine]] = []
         self.marker_steps: list[tuple[float, str]] = []
@@ -119,6 +138,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         """Event-loop turns that updated at least one chart."""
         self.chart_updates = 0
         """Charts updated, all turns together (a chart's redraw rate = this / time / charts)."""
+        self.chart_update_counts: dict[str, int] = {}
+        """Updates per chart (the slowest chart's rate is the bench's figure)."""
         self._next_chart = 0
         self._charts_per_tick = 2  # until the first paints say how many fit the budget
         self._paint_cost_s = 0.0
@@ -135,50 +156,22 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return self.x_mode == "time"
 
     # --- building -------------------------------------------------------------------------------
-    def _build_toolbar(self) -> QHBoxLayout:
-        bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 4)
-        bar.addWidget(QLabel("X axis"))
-        self.axis_combo = QComboBox()
-        self.axis_combo.setObjectName("axisCombo")
-        for mode in AXIS_MODES:
-            self.axis_combo.addItem(mode, mode)
-        self.axis_combo.setToolTip("Draw every chart against the step, the seconds since the "
-                                   "first step, or the tokens seen (step x tokens per step)")
-        self.axis_combo.currentTextChanged.connect(self.set_x_axis)
-        bar.addWidget(self.axis_combo)
-        bar.addSpacing(8)
-        bar.addWidget(QLabel("Smoothing"))
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
-        self.smoothing_slider.setObjectName("smoothingSlider")
-        self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setFixedWidth(90)
-        self.smoothing_slider.setToolTip("Exponential moving average of every curve (the raw "
-                                         "curve stays, faint, behind it); 0 = off")
-        self.smoothing_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
-        bar.addWidget(self.smoothing_slider)
-        self.smoothing_label = QLabel("off")
-        self.smoothing_label.setMinimumWidth(30)
-        bar.addWidget(self.smoothing_label)
-        self.follow_button = QPushButton("Follow")
-        self.follow_button.setObjectName("smallButton")
-        self.follow_button.setToolTip("Undo the zoom: every chart shows the whole run again and "
-                                      "follows new steps")
-        self.follow_button.clicked.connect(self.follow)
-        self.follow_button.setEnabled(False)
-        bar.addWidget(self.follow_button)
-        bar.addStretch(1)
-        self.clear_overlays_button = QPushButton("Clear comparison")
-        self.clear_overlays_button.setObjectName("smallButton")
-        self.clear_overlays_button.setToolTip("Remove the compared runs from the charts (and "
-                                              "untick them in the history)")
-        self.clear_overlays_button.clicked.connect(self._clear_pressed)
-        self.clear_overlays_button.hide()
-        bar.addWidget(self.clear_overlays_button)
+    def _build_toolbar(self) -> QWidget:
+        """The toolbar (app/chart_toolbar.py) owns its controls; the charts act on them."""
+        self.toolbar = ChartToolbar(AXIS_MODES)
+        bar = self.toolbar
+        self.axis_combo, self.axis_note = bar.axis_combo, bar.axis_note
+        self.smoothing_slider, self.smoothing_label = bar.smoothing_slider, bar.smoothing_label
+        self.follow_button, self.clear_overlays_button = bar.follow_button, bar.clear_button
+        bar.axis_chosen.connect(self.set_x_axis)
+        bar.smoothing_chosen.connect(self.set_smoothing)
+        bar.follow_button.clicked.connect(self.follow)
+        bar.clear_button.clicked.connect(self._clear_pressed)
         return bar
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
-        plot = pg.PlotWidget(background=THEMES[self.theme]["background"])
+        plot = pg.PlotWidget(background=THEMES[self.theme]["background"],
+                             axisItems={"left": ChartAxis("left")})
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)
         plot.chart_title = title
@@ -200,6 +193,9 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         view = item.getViewBox()
         view.enableAutoRange(x=False, y=True)
         view.setAutoVisible(y=True)  # y fits the steps in view, so a zoom shows detail
+        # The wheel and a drag move x only (TensorBoard's and W&B's habit): y always fits what
+        # is in view, so no zoom can leave a curve above or below the chart.
+        view.setMouseEnabled(x=True, y=False)
         view.sigXRangeChanged.connect(self._view_moved)
         view.sigRangeChangedManually.connect(lambda _mask, n=name: self._zoomed_by_user(n))
         crosshair = pg.InfiniteLine(angle=90, movable=False,
@@ -216,13 +212,32 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._readout_items[name] = readout
         plot.scene().sigMouseMoved.connect(lambda pos, n=name: self._mouse_moved(n, pos))
         plot.viewport().installEventFilter(self)  # the mouse leaving: the read-out goes
+        hint = QLabel(EMPTY_HINT.get(name, f"{title} ({y_label}) appears here when a run "
+                                           "streams"), plot.viewport())
+        hint.setObjectName("chartHint")
+        hint.setWordWrap(True)
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        plot.hint = hint
         box = ChartBox(name, title, plot)
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
+        box.legend.linkActivated.connect(self.toggle_series)
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
         box.png_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "png"))
         box.hide()
         self.plots[name] = plot
         self.boxes[name] = box
+
+    def _bottom_axis(self, plot: pg.PlotWidget, wall: bool) -> None:
+        """The x axis: time-of-day ticks (pyqtgraph's DateAxisItem) or plain numbers."""
+        axis = pg.DateAxisItem("bottom") if wall else pg.AxisItem("bottom")
+        plot.getPlotItem().setAxisItems({"bottom": axis})
+        axis.enableAutoSIPrefix(False)
+        axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        colors = THEMES[self.theme]
+        axis.setPen(colors["foreground"])
+        axis.setTextPen(colors["foreground"])
+        axis.setStyle(showValues=plot.getPlotItem().getAxis("left").style["showValues"])
 
     def _item(self, color: str, symbol: str | None = None, width: float = 2.0,
               name: str | None = None, dashed: bool = False) -> pg.PlotDataItem:
@@ -258,10 +273,11 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             spec = route(key, len(self._series))
             if spec is None:
                 return None
-            item = self._item(spec.color, spec.symbol, name=spec.label)
+            item = self._item(spec.color, spec.symbol, name=spec.label, dashed=spec.dashed)
             item.setVisible(False)
             curve = self._traced(spec, item, spec.color, self._clock.tokens_per_step,
                                  self._clock.token_changes)
+            curve.buffer.wall_offset = curve.smooth.wall_offset = self._clock.wall_offset
             self._series[key] = curve
             self.curves[key] = item
         return curve
@@ -277,6 +293,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             curve.smooth.clear()
             curve.smoother.reset(self.smoothing)
         self._clock.clear()
+        self.set_wall_offset(math.nan)
         self.set_started(None)
         for plot, line in self.markers + self._hlines:
             plot.removeItem(line)
@@ -328,8 +345,18 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         self._prediction.append(line)
         self._dirty = True
 
-    def add_samples(self, messages: Iterable[dict]) -> int:
-        """Take the sample messages among `messages`; returns how many there were."""
+    def set_wall_offset(self, offset: float) -> None:
+        """The epoch seconds at the shown run's time 0 (the wall-clock axis); NaN: unknown."""
+        self._clock.wall_offset = offset
+        for curve in self._series.values():
+            curve.buffer.wall_offset = curve.smooth.wall_offset = offset
+            curve.drawn = ()
+        self._dirty = True
+
+    def add_samples(self, messages: Iterable[dict], live: bool = True) -> int:
+        """Take the sample messages among `messages`; returns how many there were. A live run's
+        first sample sets its wall clock: it arrived now, `time` seconds into the run (a stored
+        run's comes from the window, set_wall_offset)."""
         count = 0
         smoothing = self.smoothing > 0
         for message in messages:
@@ -338,6 +365,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             count += 1
             step = float(message["step"])
             time_s = _number(message.get("time"))
+            if live and not math.isfinite(self._clock.wall_offset) and math.isfinite(time_s):
+                self.set_wall_offset(time.time() - time_s)
             self._clock.append(step, time_s, math.nan)
             for key, raw in message.get("metrics", {}).items():
                 curve = self._curve(key)
@@ -385,7 +414,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             line.setToolTip(label)
             plot.addItem(line, ignoreBounds=True)
             self.markers.append((plot, line))
-        self._lanes_for = None
+        for plot in self.plots.values():
+            plot.lanes_for = None
         self._dirty = True
 
     def show_percentiles(self, summary: dict) -> None:
@@ -421,16 +451,18 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             self._dirty = True
 
     # --- compared runs --------------------------------------------------------------------------
-    def set_overlay(self, run_id: str, label: str, messages: Iterable[dict]) -> None:
+    def set_overlay(self, run_id: str, label: str, messages: Iterable[dict],
+                    wall_offset: float = math.nan) -> None:
         """Draw a stored run's primary curves over the charts: one colour of its own (none of a
         live curve's), dashed."""
         self.remove_overlay(run_id)
-        used = {o.color for o in self._overlays.values()}
-        color = next((c for c in RUN_COLORS if c not in used),
-                     RUN_COLORS[len(self._overlays) % len(RUN_COLORS)])
-        if self.theme == "dark" and color == RUN_COLORS[0]:
-            color = "#e5e7eb"
-        overlay = Overlay(label, color)
+        used = {o.color_index for o in self._overlays.values()}
+        count = len(RUN_COLORS["light"])
+        preferred = zlib.crc32(run_id.encode()) % count  # the same run, the same colour
+        index = next((i % count for i in range(preferred, preferred + count)
+                      if i % count not in used), preferred)
+        color = run_color(index, self.theme)
+        overlay = Overlay(label, color, index)
         columns: dict[str, tuple[list, list, list]] = {}
         tokens = math.nan
         changes: list[tuple[float, float]] = []
@@ -457,10 +489,14 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             item = self._item(color, "t" if spec.symbol else None, width=1.5, name=label,
                               dashed=spec.symbol is None)
             curve = self._traced(spec, item, color, tokens, changes)
+            curve.owner = run_id
+            curve.buffer.wall_offset = curve.smooth.wall_offset = wall_offset
             curve.buffer.extend(np.asarray(steps), np.asarray(times), np.asarray(values))
             if self.smoothing > 0:
                 self._resmooth(curve)
             overlay.curves[key] = curve
+        overlay.tokens_per_step = tokens
+        overlay.wall_offset = wall_offset
         self._overlays[run_id] = overlay
         self._overlays_changed()
 
@@ -504,28 +540,64 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
 
     def _overlays_changed(self) -> None:
         count = len(self._overlays)
-        self.clear_overlays_button.setText(f"Clear comparison ({count})")
-        self.clear_overlays_button.setVisible(bool(count))
+        self.toolbar.show_compared(count)
         self._legend_dirty = set(self.plots)
         self.follow()
 
     # --- view options ---------------------------------------------------------------------------
     def follow(self) -> None:
-        """Every chart shows the whole run (all compared runs too) and follows new steps."""
+        """Every chart shows the whole run (all compared runs too) and follows new steps; y fits
+        again on every chart (also one the right-click menu had fixed)."""
         self._x_follow = True
+        self._follow_window = self._last_extent = None
         self.follow_button.setEnabled(False)
+        for plot in self.plots.values():
+            plot.getPlotItem().getViewBox().enableAutoRange(y=True)
         self._dirty = True
 
     def set_x_axis(self, mode: str) -> None:
-        """"step", "time" or "tokens": every curve, marker and band moves to the new axis."""
+        """"step", "time" or "tokens": every curve, marker and band moves to the new axis (or to
+        the step axis, said beside the choice, where the choice has no meaning for a run)."""
         if mode not in AXIS_MODES:
             return
-        if self.axis_combo.currentText() != mode:
-            self.axis_combo.setCurrentText(mode)
+        self.toolbar.show_axis(mode)
+        if mode == self.x_choice:
+            return
+        self.x_choice = mode
+        self._sync_axis()
+        self.axis_changed.emit(mode)
+
+    def _axis_missing(self, mode: str) -> str:
+        """Why `mode` cannot draw a run shown now ("" when it can): tokens seen needs the
+        tokens one step reads, which an inference run does not have; the time of day needs
+        the run's wall clock."""
+        if mode not in ("tokens", "wall"):
+            return ""
+        attribute = "tokens_per_step" if mode == "tokens" else "wall_offset"
+        live = any(c.buffer.size for c in self._series.values())
+        if live and not math.isfinite(getattr(self._clock, attribute)):
+            return "the run shown"
+        lacking = [o.label for o in self._overlays.values()
+                   if o.curves and not math.isfinite(getattr(o, attribute))]
+        return f"“{lacking[0]}”" if lacking else ""
+
+    def _sync_axis(self) -> None:
+        """Draw against the chosen axis, or by step where it has no meaning for a shown run."""
+        missing = self._axis_missing(self.x_choice)
+        mode = "step" if missing else self.x_choice
+        why = ("an inference run reads no tokens per step" if self.x_choice == "tokens" else
+               "its wall clock is not known (a run still going that this window did not start)")
+        self.toolbar.say_axis("→ drawn by step" if missing else "",
+                              f"{AXIS_MODES[self.x_choice].capitalize()} has no meaning for "
+                              f"{missing}: {why}, so every chart is drawn by step (your choice "
+                              "comes back for a run that has it)" if missing else "")
         if mode == self.x_mode:
             return
+        wall_before = self.x_mode == "wall"
         self.x_mode = mode
         for plot in self.plots.values():
+            if (mode == "wall") != wall_before:  # clock times on the axis, or plain numbers
+                self._bottom_axis(plot, wall=mode == "wall")
             plot.getPlotItem().setLabel("bottom", AXIS_MODES[mode])
         for _, line in self.markers:
             line.setValue(self._x_of_step(line.step))
@@ -533,14 +605,11 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
             self.plots[name].removeItem(self._warmup.pop(name))
         self.hide_readout()
         self.follow()
-        self.axis_changed.emit(mode)
 
     def set_smoothing(self, weight: float) -> None:
         """EMA weight for every curve, 0 (off) to 0.99; the raw curve stays, faint, behind."""
         weight = min(max(weight, 0.0), 0.99)
-        if self.smoothing_slider.value() != round(weight * 100):
-            self.smoothing_slider.setValue(round(weight * 100))
-        self.smoothing_label.setText(f"{weight:.2f}" if weight else "off")
+        self.toolbar.show_smoothing(weight)
         if weight == self.smoothing:
             return
         self.smoothing = weight
@@ -588,9 +657,31 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
                 axis = item.getAxis(side)
                 axis.setPen(colors["foreground"])
                 axis.setTextPen(colors["foreground"])
+        for overlay in self._overlays.values():  # each compared run keeps its hue, readable
+            overlay.color = run_color(overlay.color_index, self.theme)
+            for curve in overlay.curves.values():
+                self._recolor(curve, overlay.color)
+        fill = colors["label_fill"] + (150,)
+        for _plot, line in self.markers:  # marker labels on the new background
+            line.label.fill = pg.mkBrush(fill)
+            line.label.update()
+        for item in self._readout_items.values():
+            item.fill = pg.mkBrush(*colors["label_fill"], 225)
         self._legend_dirty = set(self.plots)
         for name in self.plots:
             self._refresh_legend(name)
+
+    @staticmethod
+    def _recolor(curve: TracedCurve, color: str) -> None:
+        pen = pg.mkPen(curve.item.opts["pen"])
+        pen.setColor(pg.mkColor(color))
+        curve.item.setPen(pen)
+        if curve.item.opts.get("symbol"):
+            curve.item.setSymbolBrush(color)
+            curve.item.setSymbolPen(color)
+        faint = pg.mkColor(color)
+        faint.setAlpha(60)
+        curve.shadow.setPen(pg.mkPen(faint, width=1))
 
     def redraw_now(self) -> None:
         """Draw pending data at once (tests, screenshots) instead of waiting for the timer."""
@@ -601,13 +692,23 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return self._shown
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
-        """A chart the mouse left has no read-out (it would show a stale step)."""
-        if event.type() == QEvent.Type.Leave and self.readouts:
+        """A chart the mouse left has no read-out (it would show a stale step); a double click
+        on a chart undoes the zoom (TensorBoard's habit), like Follow."""
+        kind = event.type()
+        if kind == QEvent.Type.Resize and hasattr(watched.parent(), "hint"):
+            hint = watched.parent().hint
+            hint.setGeometry(watched.rect().adjusted(12, 0, -12, 0))
+        elif kind == QEvent.Type.Leave and self.readouts:
             self.hide_readout()
+        elif kind == QEvent.Type.MouseButtonDblClick and \
+                event.button() == Qt.MouseButton.LeftButton:
+            self.follow()
+            return True
         return False
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        self.toolbar.fit(event.size().width())
         self.hide_readout()  # its place was worked out for the old size
         columns = 1 if event.size().width() < ONE_COLUMN_BELOW_PX else 2
         if columns != self._columns:

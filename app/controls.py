@@ -13,6 +13,7 @@ from typing import Any
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QAbstractSpinBox,
     QCheckBox,
     QComboBox,
@@ -54,6 +55,26 @@ class WheelScrollsPanel(QObject):
                 widget.installEventFilter(self)
                 widget.setProperty("wheel_filtered", True)
                 widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # no focus from the wheel
+
+
+class _PopupWidth(QObject):
+    """Before a combo box's list opens, it takes the width of its longest choice."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Show:
+            view = watched.findChild(QAbstractItemView) if not isinstance(
+                watched, QAbstractItemView) else watched
+            if view is not None:
+                view.setMinimumWidth(view.sizeHintForColumn(0) + 24)
+        return False
+
+
+_POPUP_WIDTH = _PopupWidth()
+
+
+def fit_popup(combo: QComboBox) -> None:
+    """The open list of `combo` shows every choice whole (its width follows the longest)."""
+    combo.view().window().installEventFilter(_POPUP_WIDTH)
 
 
 class ScientificSpinBox(QDoubleSpinBox):

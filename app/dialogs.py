@@ -1,4 +1,5 @@
-"""Small dialogs: About (versions and device) and a run's worker log."""
+"""Small dialogs: About (versions and device), a run's worker log, the quick start and the
+keyboard shortcuts."""
 
 from __future__ import annotations
 
@@ -111,3 +112,52 @@ def show_log(parent: QWidget, run_id: str, path: Path) -> QDialog:
     dialog.resize(860, 520)
     dialog.show()
     return dialog
+
+
+QUICK_START = (
+    ("Pick what to run", "Workload (train, inference, compress, distill), a preset and a model "
+     "in the left column; the line under Run says whether it fits in memory."),
+    ("Switch techniques on", "Tick techniques in the Techniques section; a greyed one says why "
+     "it cannot run here in its tooltip."),
+    ("Run", "Press Run (Ctrl+R). The charts fill as it goes; the headline above them gives "
+     "the answer when it ends, the Summary tab every figure with its spread."),
+    ("Change it mid-run", "Tick a technique that can change mid-run: a marker shows the step, "
+     "and the segment table under the charts gives each configuration's own figures."),
+    ("Compare", "Tick runs in the history to lay them over the charts; the Compare tab gives "
+     "the deltas against a baseline and says which are within noise. File ▸ Export report "
+     "writes it all to HTML."),
+)
+
+
+def _text_dialog(parent: QWidget, title: str, html: str, name: str) -> QDialog:
+    dialog = QDialog(parent)
+    dialog.setWindowTitle(title)
+    layout = QVBoxLayout(dialog)
+    label = QLabel(html)
+    label.setObjectName(name)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    layout.addWidget(label)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    layout.addWidget(buttons)
+    dialog.resize(560, 420)
+    dialog.show()
+    return dialog
+
+
+def show_quick_start(parent: QWidget) -> QDialog:
+    steps = "".join(f"<li><b>{title}.</b> {text}</li>" for title, text in QUICK_START)
+    return _text_dialog(parent, "Quick start", f"<h3>Quick start</h3><ol>{steps}</ol>",
+                        "quickStart")
+
+
+def show_shortcuts(parent: QWidget, rows: list[tuple[str, str]]) -> QDialog:
+    table = "".join(f"<tr><td><b>{keys}</b></td><td>&nbsp;&nbsp;{what}</td></tr>"
+                    for keys, what in rows)
+    extra = ("<p>In the run table: arrows move between runs (the one selected is drawn), "
+             "Delete deletes the selected runs, Tab leaves the table. On a chart: the wheel "
+             "zooms the steps, a double click shows the whole run again.</p>")
+    return _text_dialog(parent, "Keyboard shortcuts",
+                        f"<h3>Keyboard shortcuts</h3><table>{table}</table>{extra}",
+                        "shortcutList")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from profiler.config import RunConfig
 
 MARKER_LABEL_CHARS = 40
@@ -59,3 +61,36 @@ def expected_steps(config: RunConfig) -> int:
 
 def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+SIGNALS = {
+    9: ("SIGKILL", "nothing inside the worker can catch it. Check whether the machine ran out of "
+                   "memory (the kernel's out-of-memory killer: `dmesg` or `journalctl -k` say "
+                   "\u201cOut of memory: Killed process\u201d){memory}, or whether another process "
+                   "or user ended it (kill -9, a job scheduler's limit)."),
+    15: ("SIGTERM", "another process, a user or a shutdown asked it to end (kill, a job "
+                    "scheduler, the session closing)."),
+    6: ("SIGABRT", "a library inside the worker aborted: its log says which."),
+    11: ("SIGSEGV", "native code inside the worker crashed (a driver, an extension): its log "
+                    "says where."),
+}
+
+
+def killed_hint(end: str, last_rss: float | None, total_memory: float | None,
+                samples: int) -> str:
+    """What a user can check after a worker was killed from outside, from its exit code in
+    `end` ("… (exit code -9) …") and its last memory reading."""
+    from profiler.figures.metrics import format_value
+
+    found = re.search(r"exit code -(\d+)", end)
+    number = int(found[1]) if found else None
+    memory = ""
+    if last_rss:
+        memory = f"; its last reading was {format_value(last_rss, 'bytes')}"
+        if total_memory:
+            memory += f" of {format_value(total_memory, 'bytes')} of RAM"
+    name, advice = SIGNALS.get(number, ("", "check the worker's log (Show log) and whether "
+                                            "another process ended it."))
+    lead = f"Exit {-number} is {name}: " if name else "The worker ended without finishing: "
+    return (lead + advice.format(memory=memory) + f" The {samples} samples received before are "
+            "kept with the run. Press Run to start again.")

@@ -22,30 +22,30 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.charts import LiveCharts
 from app.compare_view import CompareView
-from app.controls import WheelScrollsPanel
+from app.controls import WheelScrollsPanel, fit_popup
 from app.estimate_panel import EstimatePanel
 from app.history import HistoryPanel
-from app.labels import escape, expected_steps, host_line
+from app.labels import expected_steps, host_line, killed_hint
 from app.launch_form import LaunchForm
+from app.messages import MessageArea
 from app.profile_view import ProfileView
 from app.repeat_runs import RepeatPlan
 from app.run_controls import RunControls
 from app.run_form import RunForm, on_screen
 from app.segment_table import SegmentTable
+from app.summary_view import HeadlineStrip, SummaryView
+from app.system_panel import SystemPanel
 from app.technique_panel import TechniquePanel
 from app.theme import AppSettings, apply_theme
 from app.warm_worker import WarmWorker
@@ -86,6 +86,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.repeats = RepeatPlan()
         """A series of repeats in progress (the Launch section's Repeats)."""
         self._shown_run_id: str | None = None
+        self._last_rss: float | None = None
+        """The live run's last memory reading (what a killed run's hint says)."""
 
         # --- left: run controls on top, settings in sections below ------------------------------
         left_host = QWidget()
@@ -112,7 +114,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.add_section("Workload, model and data", self.form)
         self.add_section("Techniques", self.techniques)
         self.add_section("Launch", self.launch_form)
-        self.add_section("Estimate before running", self.estimate)
+        self.estimate_box = self.add_section("Estimate before running", self.estimate)
+        self.run_controls.breakdown_button.clicked.connect(
+            lambda: self.settings_scroll.ensureWidgetVisible(self.estimate_box))
         scroll = QScrollArea()
         scroll.setWidget(sections_widget)
         scroll.setWidgetResizable(True)
@@ -120,12 +124,13 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.settings_scroll = scroll
         left_layout.addWidget(scroll, 1)
-        # Long choices ("Python standard library (default)") must not widen the column: combo
-        # boxes size to a short text and show the full one in their list.
+        # A long choice must not widen the column: combo boxes size to a short text; their open
+        # list is as wide as its longest choice, so no choice is cut there.
         for combo in sections_widget.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
             combo.setMinimumWidth(90)
+            fit_popup(combo)
         # Nor may a field's widest possible number: the column keeps its width, so nothing is
         # scrolled sideways out of reach (a click aimed at a check box would miss it).
         for spin in sections_widget.findChildren(QAbstractSpinBox):
@@ -136,26 +141,34 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         left_host.setMinimumWidth(300)
         self.left_panel = left_host
 
-        # --- centre: error banner and tabs --------------------------------------------------------
+        # --- centre: the headline, the tabs; the error banner and notices float over its foot ---
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(6, 6, 6, 6)
-        self.banner = self._build_banner()
-        centre_layout.addWidget(self.banner)
-        self.notice = self._build_notice()
-        centre_layout.addWidget(self.notice)
+        # Not in the layout: a message that appears never moves what is under the mouse.
+        self.messages = MessageArea(centre, show_log=lambda run_id: self.show_log(run_id))
+        self.banner, self.notice = self.messages.banner, self.messages.notice
+        self.banner_label, self.notice_label = self.messages.banner_label, \
+            self.messages.notice_label
+        self.log_button = self.messages.log_button
+        self.headline = HeadlineStrip()  # the answer first: the shown run's four figures
+        centre_layout.addWidget(self.headline)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.charts = LiveCharts()
+        self.summary_view = SummaryView(self.store)
         self.compare = CompareView(self.store)
         self.profile = ProfileView()
+        self.system = SystemPanel()
         # Under the charts: each configuration's figures of a run that changed mid-run.
         self.segments = SegmentTable()
         self.charts.layout().addWidget(self.segments)
-        self.segments.watch(self.charts)
+        self.segments.watch(self.charts, self.charts.toolbar)
         self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.summary_view, "Summary")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.profile, "Profile")
+        self.tabs.addTab(self.system, "System")
         centre_layout.addWidget(self.tabs, 1)
 
         # --- right: history ---------------------------------------------------------------------
@@ -168,10 +181,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.splitter.setObjectName("mainSplitter")
         for widget in (left_host, centre, self.history):
             self.splitter.addWidget(widget)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([340, 620, 300])
+        # A wider window widens the side columns too (the run table most): names stay readable.
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 2)
+        self.splitter.setSizes([300, 620, 360])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
@@ -207,8 +221,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.history.compare_changed.connect(self.set_compared)
         self.history.run_deleted.connect(self._run_deleted)
         self.history.run_renamed.connect(self._run_renamed)
+        self.history.load_settings.connect(self.load_run_settings)
+        self.history.selection_changed.connect(self.show_summary)
         self.history.table.itemSelectionChanged.connect(self._selection_moved)
         self.charts.overlays_cleared.connect(self.history.uncheck_all)
+        self.charts.exported.connect(self._chart_exported)
         self.profile.capture_requested.connect(self.capture_profile)
         self.build_menus()
         self._preset_loaded()
@@ -225,90 +242,35 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.sections.insertWidget(self.sections.count() - 1, box)
         return box
 
-    def _build_notice(self) -> QFrame:
-        """The run's warnings and results in words (a bf16 slowdown, a compression's quality
-        cost): kept in view for the run, not a status-bar message that scrolls away."""
-        frame = QFrame()
-        frame.setObjectName("noticeBar")
-        layout = QHBoxLayout(frame)
-        layout.setContentsMargins(10, 4, 6, 4)
-        self.notice_label = QLabel()
-        self.notice_label.setObjectName("noticeText")
-        self.notice_label.setWordWrap(True)
-        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.notice_label, 1)
-        close = QToolButton()
-        close.setText("×")
-        close.setToolTip("Dismiss")
-        close.clicked.connect(frame.hide)
-        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        frame.hide()
-        self._notices: list[str] = []
-        return frame
-
-    def add_notice(self, text: str) -> None:
-        if text in self._notices:
-            return
-        self._notices.append(text)
-        self.notice_label.setText("<br>".join(escape(t) for t in self._notices))
-        self.notice.show()
-
-    def clear_notices(self) -> None:
-        self._notices = []
-        self.notice_label.setText("")
-        self.notice.hide()
-
-    def notice_text(self) -> str:
-        return "\n".join(self._notices) if self.notice.isVisible() else ""
-
-    def _build_banner(self) -> QFrame:
-        banner = QFrame()
-        banner.setObjectName("errorBanner")
-        layout = QHBoxLayout(banner)
-        layout.setContentsMargins(10, 6, 6, 6)
-        self.banner_label = QLabel()
-        self.banner_label.setWordWrap(True)
-        self.banner_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.banner_label, 1)
-        self.log_button = QPushButton("Show log")
-        self.log_button.setObjectName("smallButton")
-        self.log_button.setToolTip("The worker's log (its stderr) for this run")
-        self.log_button.clicked.connect(lambda: self.show_log(self._banner_run_id))
-        layout.addWidget(self.log_button, 0, Qt.AlignmentFlag.AlignTop)
-        dismiss = QToolButton()
-        dismiss.setText("×")
-        dismiss.setToolTip("Dismiss")
-        dismiss.clicked.connect(self.clear_error)
-        layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
-        banner.hide()
-        self._banner_run_id: str | None = None
-        return banner
-
-    # --- messages to the user -------------------------------------------------------------------
+    # --- messages to the user (app/messages.py owns them) ----------------------------------------
     def show_error(self, message: str, hint: str = "", run_id: str | None = None) -> None:
-        """A failure, in place above the charts, with what to do about it (and its log)."""
-        text = f"<b>{escape(message)}</b>"
-        if hint:
-            text += f"<br>{escape(hint)}"
-        self.banner_label.setText(text)
-        self._banner_run_id = run_id
-        self.log_button.setVisible(run_id is not None)
-        self.banner.show()
-        self.statusBar().showMessage(message, 15000)
+        """A failure, over the foot of the charts, with what to do about it (and its log); the
+        status bar says what happened in a few words (a long sentence there would be cut)."""
+        self.messages.show_error(message, hint, run_id)
+        self.statusBar().showMessage(message.split(":")[0].rstrip("."), 15000)
 
     def clear_error(self) -> None:
-        self.banner_label.setText("")
-        self.banner.hide()
+        self.messages.clear_error()
 
     def error_text(self) -> str:
-        """The banner's text as plain words ("" when no error is shown)."""
-        return self.banner_label.text() if self.banner.isVisible() else ""
+        return self.messages.error_text()
+
+    def add_notice(self, text: str) -> None:
+        self.messages.add_notice(text)
+
+    def clear_notices(self) -> None:
+        self.messages.clear_notices()
+
+    def notice_text(self) -> str:
+        return self.messages.notice_text()
 
     # --- settings -> config ---------------------------------------------------------------------
     def build_config(self) -> RunConfig:
         """Everything the widgets say, as one (unvalidated) RunConfig."""
         config = self.form.build_config()
         self.launch_form.apply(config)
+        if config.workload != self.techniques.workload:  # what applies depends on it
+            self.techniques.set_context(self.capabilities(config), config.workload)
         config.techniques = self.techniques.techniques()
         return config
 
@@ -362,7 +324,7 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         if problem:  # no "Fits" for settings that cannot run
             self.estimate.no_verdict(problem)
         if not self.running:
-            self.run_controls.set_problem(problem)
+            self.run_controls.set_problem(problem, self.estimate.fit.text())
         return problem
 
     # --- running --------------------------------------------------------------------------------
@@ -402,15 +364,20 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             self.link.deleteLater()
         self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
         self.clear_notices()
+        self._last_rss = None
         self.charts.live_run_label = config.name
         self.link.messages.connect(self._on_messages)
         self.link.ended.connect(self._on_ended)
         self.run_id = self._shown_run_id = run.run_id
         self.run_config = config
         self.charts.clear()
+        self.sync_overlays()
         self.segments.start_live()
         self.profile.clear()
-        self.run_controls.starting(run.run_id, expected_steps(config))
+        self.system.start_run(remote=bool(config.launch.ssh))
+        self.run_controls.starting(run.run_id, expected_steps(config),
+                                   config.distill.teacher_train_steps
+                                   if config.workload == "distill" else 0)
         self.run_controls.set_problem("")
         self.speed_label.setText("")
         self.show_load(None)
@@ -499,6 +466,13 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._restart_pending = True
         self.stop_run()
 
+    def _chart_exported(self, text: str, ok: bool) -> None:
+        """Where a chart's CSV / PNG went (in the status bar), or why not (in the banner)."""
+        if ok:
+            self.statusBar().showMessage(text, 15000)
+        else:
+            self.show_error(text, "Choose a folder you can write to.")
+
     def _set_state(self, text: str) -> None:
         self.state_label.setText(text)
 
@@ -515,9 +489,11 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             kept = link.recorder.samples if link is not None else 0
             headline = {"killed": "The run was killed", "crashed": "The run crashed",
                         "failed": "The run failed"}[status]
-            self.show_error(f"{headline}: {end}.",
-                            f"The {kept} samples received before are kept with the run. "
-                            "Press Run to start again.", run_id=self.run_id)
+            hint = (killed_hint(end, self._last_rss, self.host.get("memory_total_bytes"), kept)
+                    if status in ("killed", "crashed") else
+                    f"The {kept} samples received before are kept with the run. Press Run to "
+                    "start again.")
+            self.show_error(f"{headline}: {end}.", hint, run_id=self.run_id)
         self.charts.redraw_now()
         self.history.refresh(select_id=self.run_id)
         self.check_settings()
@@ -543,7 +519,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
 
     # --- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        """Closing the window ends the worker too: no process is left behind."""
+        """Closing the window ends the worker too: no process is left behind. Closed by the user
+        (its close button) while a run goes, it asks first, as Ctrl+Q does."""
+        if event.spontaneous() and not getattr(self, "_quit_confirmed", False) \
+                and not self.confirm_quit():
+            event.ignore()
+            return
         self._closed = True
         self.save_window_settings()
         self.stop_warm_worker()

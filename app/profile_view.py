@@ -38,6 +38,33 @@ PARTS = (("forward_s", "Forward", "#2563eb"), ("backward_s", "Backward", "#7c3ae
          ("optimizer_s", "Optimizer", "#db2777"), ("other_s", "Other (data, sync, …)", "#94a3b8"))
 
 
+WRAPPER = "autograd::engine::evaluate_function: "
+"""The autograd engine's span around a backward op: the same op as its inner row."""
+
+
+def merged_operators(operators: list[dict]) -> list[dict]:
+    """One row per operator: the autograd engine's wrapper span ("autograd::engine::
+    evaluate_function: AddmmBackward0") and the op inside it ("AddmmBackward0") are one row,
+    their self times added (they do not overlap), the wrapper's total kept (it holds the
+    op's), the calls counted once."""
+    out: dict[str, dict] = {}
+    for op in operators:
+        name = str(op.get("name", "?"))
+        key = name.removeprefix(WRAPPER)
+        row = out.get(key)
+        if row is None:
+            out[key] = {**op, "name": key, "merged": name != key}
+            continue
+        row["merged"] = True
+        for field in ("self_cpu_s", "self_cuda_s", "percent_of_steps"):
+            values = [v for v in (row.get(field), op.get(field)) if isinstance(v, (int, float))]
+            row[field] = sum(values) if values else None
+        for field in ("total_cpu_s", "total_cuda_s", "calls"):
+            values = [v for v in (row.get(field), op.get(field)) if isinstance(v, (int, float))]
+            row[field] = max(values) if values else None
+    return list(out.values())
+
+
 class _NumberItem(QTableWidgetItem):
     """Sorts by the number behind the text."""
 
@@ -57,6 +84,8 @@ class ProfileView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.profiles: list[dict] = []
+        self._capture: list | None = None
+        self.warmup_steps = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         top = QHBoxLayout()
@@ -130,6 +159,7 @@ class ProfileView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         policy = self.table.sizePolicy()
         policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)  # scroll, never widen the window
         self.table.setSizePolicy(policy)
@@ -143,6 +173,7 @@ class ProfileView(QWidget):
 
     def clear(self) -> None:
         self.profiles = []
+        self._capture = None
         self.which.clear()
         self.table.setRowCount(0)
         self.bar.set_parts([])
@@ -152,8 +183,25 @@ class ProfileView(QWidget):
         self.save_button.setEnabled(False)
 
     def capturing(self, steps: int) -> None:
+        self._capture = [steps, None]  # steps asked for, the first step recorded
         self.status.setText(f"Capturing the next {steps} steps…")
         self.capture_button.setEnabled(False)
+
+    def step_seen(self, step: int) -> None:
+        """A step of the live run went by: while a capture runs, how far it is."""
+        if self._capture is None:
+            return
+        steps, first = self._capture
+        if first is None:
+            first = self._capture[1] = step
+        done = min(step - first + 1, steps)
+        self.status.setText(f"Capturing: {done} of {steps} steps recorded (from step {first}); "
+                            "the table fills when the last one ends.")
+
+    def set_warmup(self, steps: int) -> None:
+        """The run's warmup steps (from its start message), so a capture says whether it
+        held any."""
+        self.warmup_steps = max(0, int(steps))
 
     def add_profile(self, message: dict) -> None:
         """A `profile` message from the stream (live or stored): list it and show it."""
@@ -165,7 +213,15 @@ class ProfileView(QWidget):
         self.which.setCurrentIndex(self.which.count() - 1)
         note = message.get("note", "")
         how = str(message.get("how") or "")
-        self.status.setText(f"Captured {count} steps from step {first}. "
+        self._capture = None
+        warm = ""
+        if isinstance(first, int) and isinstance(last, int) and self.warmup_steps:
+            if first > self.warmup_steps:
+                warm = f"after the {self.warmup_steps} warmup steps. "
+            else:
+                warm = (f"steps {first}–{min(last, self.warmup_steps)} are warmup steps (slower "
+                        "than the rest: caches, first allocations). ")
+        self.status.setText(f"Captured {count} steps from step {first}, " + (warm or ". ")
                             + (how[:1].upper() + how[1:] + ". " if how else "") + note)
 
     def _show_selected(self, index: int) -> None:
@@ -174,14 +230,19 @@ class ProfileView(QWidget):
         self._show(self.profiles[index])
 
     def _show(self, message: dict) -> None:
-        operators = [op for op in message.get("operators", []) if isinstance(op, dict)]
-        cuda = any(op.get("self_cuda_s") is not None for op in operators)
+        operators = merged_operators([op for op in message.get("operators", [])
+                                      if isinstance(op, dict)])
+        # CUDA columns only where a GPU ran the capture (a CPU run's would be empty).
+        cuda = any(isinstance(op.get("self_cuda_s"), (int, float)) and op["self_cuda_s"] > 0
+                   for op in operators)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(operators))
         for row, op in enumerate(operators):
             name = QTableWidgetItem(str(op.get("name", "?")))
             name.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-            name.setToolTip(str(op.get("name", "")))
+            name.setToolTip(str(op.get("name", "")) + (
+                "\n(with the autograd engine's span around it, merged into one row)"
+                if op.get("merged") else ""))
             self.table.setItem(row, 0, name)
             calls = op.get("calls") or 0
             self.table.setItem(row, 1, _NumberItem(f"{calls:,}", float(calls)))
@@ -194,6 +255,8 @@ class ProfileView(QWidget):
             self.table.setColumnHidden(column, not cuda)
         self.table.setSortingEnabled(True)
         self.table.sortItems(4 if cuda else 2, Qt.SortOrder.DescendingOrder)
+        self.table.scrollToTop()  # opens at the top operator and the first column
+        self.table.horizontalScrollBar().setValue(0)
         breakdown = message.get("breakdown")
         how = message.get("breakdown_how")
         # Which clock the parts are on: host time on a CPU, GPU kernel time on CUDA.

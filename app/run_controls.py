@@ -6,6 +6,8 @@ for a moment does not make the run look slower than it is.
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
@@ -65,6 +67,7 @@ class RunControls(QWidget):
         layout.addWidget(self.progress)
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("hint")
+        self.eta_label.setWordWrap(True)  # "killed: the worker was killed (exit code -9) …"
         layout.addWidget(self.eta_label)
         self.validation = QLabel("")
         self.validation.setObjectName("validation")
@@ -73,7 +76,17 @@ class RunControls(QWidget):
         # under the mouse (the next click would land on another control).
         self.validation.setFixedHeight(self.validation.fontMetrics().lineSpacing() * 4 + 4)
         self.validation.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.validation.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.validation)
+        self.breakdown_button = QPushButton("Memory breakdown…")
+        self.breakdown_button.setObjectName("smallButton")
+        self.breakdown_button.setToolTip("Show the predicted memory by part and the FLOPs "
+                                         "(the Estimate section of the settings)")
+        self.breakdown_button.hide()
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.breakdown_button)
+        layout.addLayout(row)
         self.run_info = QLabel("Press Run to start; the run's figures stream into the charts.")
         self.run_info.setObjectName("hint")
         self.run_info.setWordWrap(True)
@@ -81,6 +94,8 @@ class RunControls(QWidget):
         layout.addSpacing(6)
         layout.addWidget(self.run_info)
         self.steps = 0
+        self.teacher_steps = 0
+        self.counting = ""
         self._run: dict | None = None
         self._origin: tuple[float, int] | None = None
         self.last_step = 0
@@ -89,13 +104,27 @@ class RunControls(QWidget):
         self.run_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def set_problem(self, text: str) -> None:
-        """What validate says about the current settings, under the buttons ("" hides it)."""
-        self.validation.setText(f"Cannot run yet: {text}" if text else "")
-        self.validation.setToolTip(text)
+    def set_problem(self, text: str, estimate: str = "") -> None:
+        """What validate says about the current settings, under the buttons; with nothing to
+        say, the memory estimate's verdict (found without scrolling to its section)."""
+        if text:
+            self.validation.setText(f"Cannot run yet: {escape(text)}")
+        elif estimate:
+            self.validation.setText(f"Estimate: {escape(estimate)}")
+        else:
+            self.validation.setText("")
+        self.breakdown_button.setVisible(bool(estimate) and not text)
+        self.validation.setProperty("state", "problem" if text else "estimate")
+        self.validation.style().unpolish(self.validation)
+        self.validation.style().polish(self.validation)
+        self.validation.setToolTip(text or estimate)
 
-    def starting(self, run_id: str, steps: int) -> None:
+    def starting(self, run_id: str, steps: int, teacher_steps: int = 0) -> None:
+        """A run starts: `steps` to count, and for a distill run the teacher's own steps first
+        (the bar says which it counts)."""
         self.steps = steps
+        self.teacher_steps = teacher_steps
+        self.counting = ""
         self._origin = None
         self.last_step = 0
         self.set_running(True)
@@ -143,21 +172,33 @@ class RunControls(QWidget):
         self.stop_button.setEnabled(False)
         self.eta_label.setText("stopping after this step…")
 
-    def sample(self, step: int, time_s: float) -> None:
-        """Progress and ETA from one sample (step 0 is the validation before training)."""
+    def sample(self, step: int, time_s: float, phase: str = "") -> None:
+        """Progress and ETA from one sample (step 0 is the validation before training). A
+        distill run trains its teacher first ("teacher" samples): the bar says which steps it
+        counts, and the ETA is of that phase."""
         if step <= 0:
             return
-        self.last_step = step
-        if self.progress.maximum() != self.steps:
-            self.progress.setRange(0, max(1, self.steps))
-        self.progress.setValue(min(step, self.steps))
-        self.progress.setFormat(f"step {step} / {self.steps}")
+        teacher = phase == "teacher"
+        counting = "teacher" if teacher else ("student" if self.teacher_steps else "")
+        total = self.teacher_steps if teacher else self.steps
+        if counting != self.counting:  # a new phase: its own bar and its own clock
+            self.counting = counting
+            self._origin = None
+        if not teacher:
+            self.last_step = step
+        self.progress.setFormat(f"{counting + ' ' if counting else ''}step {step} / {total}")
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, max(1, total))
+        self.progress.setValue(min(step, total))
         if self._origin is None:
             self._origin = (time_s, step)
         origin_time, origin_step = self._origin
         if step > origin_step and time_s > origin_time:
             per_step = (time_s - origin_time) / (step - origin_step)
-            self.eta_label.setText(f"ETA {clock(per_step * (self.steps - step))}")
+            left = per_step * (total - step)
+            self.eta_label.setText(f"training the teacher first: {clock(left)} left, then the "
+                                   f"student's {self.steps} steps" if teacher
+                                   else f"ETA {clock(left)}")
 
     def ended(self, status: str, end: str) -> None:
         self.set_running(False)

@@ -33,14 +33,25 @@ from profiler.models.presets import GPT_PRESETS
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PRESET = "nano"
-WORKLOAD_LABELS = {"train": "Train (language modelling)", "infer": "Inference (latency, perplexity)",
-                   "compress": "Compress (quantize / prune vs original)",
-                   "distill": "Distill (teacher → student)"}
-MODEL_SOURCE_LABELS = {"preset": "Built-in GPT (random weights)", "run": "Weights of a past run",
-                       "checkpoint": "Checkpoint file or folder",
-                       "hf": "Hugging Face model (local)"}
-DATA_LABELS = {"stdlib": "Python standard library (default)", "path": "Text file or folder",
-               "random": "Random tokens (speed only)"}
+# Short words in the box, so nothing is cut in a narrow column; the longer account is each
+# choice's tooltip in the open list.
+WORKLOAD_LABELS = {"train": "Train", "infer": "Inference", "compress": "Compress",
+                   "distill": "Distill"}
+WORKLOAD_TIPS = {"train": "Language modelling: train and validation loss, speed, memory",
+                 "infer": "Latency (prefill, time to first token, per-token decode) and perplexity",
+                 "compress": "Quantize or prune, then measure size, speed and quality against the "
+                             "original model",
+                 "distill": "Train a student on a teacher's outputs (teacher → student)"}
+MODEL_SOURCE_LABELS = {"preset": "Built-in GPT", "run": "Past run's weights",
+                       "checkpoint": "Checkpoint", "hf": "Hugging Face"}
+MODEL_SOURCE_TIPS = {"preset": "A built-in GPT preset with random weights",
+                     "run": "The weights a past run saved (Save final weights)",
+                     "checkpoint": "A .safetensors file or a folder of them",
+                     "hf": "A Hugging Face model from the local cache (nothing is downloaded)"}
+DATA_LABELS = {"stdlib": "Python stdlib", "path": "Text file/folder", "random": "Random tokens"}
+DATA_TIPS = {"stdlib": "The Python standard library's own source files (the default: on every "
+                       "machine)", "path": "A text file or a folder of text of yours",
+             "random": "Random tokens: for pure speed runs (the loss means nothing)"}
 
 
 def preset_description(name: str) -> str:
@@ -103,6 +114,21 @@ def _named_techniques(text: str) -> str:
                   text)
 
 
+def saved_weight_runs() -> list[tuple[str, str]]:
+    """(label, run id) of every stored run that saved its final weights, newest first."""
+    from profiler.store import RunStore
+
+    out = []
+    try:
+        store = RunStore()
+        for row in store.list_runs():
+            if (store.runs_dir / row["id"] / "model.safetensors").is_file():
+                out.append((f"{row.get('name') or row['id']} ({row['id']})", row["id"]))
+    except Exception:  # noqa: BLE001 - an unreadable store just offers no runs
+        pass
+    return out
+
+
 def _spin(low: int, high: int, tip: str) -> QSpinBox:
     # Any typed number is kept: validate() says in words what is out of range (never a silent
     # correction of 0 to 1 or 100000 to the maximum). low / high are what the arrows advise.
@@ -114,11 +140,13 @@ def _spin(low: int, high: int, tip: str) -> QSpinBox:
     return box
 
 
-def _combo(items: dict[str, str], name: str) -> QComboBox:
+def _combo(items: dict[str, str], name: str, tips: dict[str, str] | None = None) -> QComboBox:
     box = QComboBox()
     box.setObjectName(name)
     for value, label in items.items():
         box.addItem(label, value)
+        if tips and value in tips:
+            box.setItemData(box.count() - 1, tips[value], Qt.ItemDataRole.ToolTipRole)
     return box
 
 
@@ -189,7 +217,7 @@ class RunForm(QWidget):
         self.rows = form
 
         workloads = {w: WORKLOAD_LABELS.get(w, w) for w in config_module.WORKLOADS}
-        self.workload = _combo(workloads, "workloadCombo")
+        self.workload = _combo(workloads, "workloadCombo", WORKLOAD_TIPS)
         self.workload.setToolTip("What the worker does with the model")
         form.addRow("Workload", self.workload)
         self.preset = QComboBox()
@@ -202,7 +230,8 @@ class RunForm(QWidget):
         form.addRow("Preset", self.preset)
         sources = getattr(config_module, "MODEL_SOURCES", ("preset",))
         self.model_source = _combo({s: MODEL_SOURCE_LABELS[s] for s in sources
-                                    if s in MODEL_SOURCE_LABELS}, "modelSourceCombo")
+                                    if s in MODEL_SOURCE_LABELS}, "modelSourceCombo",
+                                   MODEL_SOURCE_TIPS)
         form.addRow("Model", self.model_source)
         self.model_size = QComboBox()
         self.model_size.setObjectName("modelSizeCombo")
@@ -228,7 +257,7 @@ class RunForm(QWidget):
         self.model_note.setWordWrap(True)
         form.addRow(self.model_note)
 
-        self.data_source = _combo(DATA_LABELS, "dataSourceCombo")
+        self.data_source = _combo(DATA_LABELS, "dataSourceCombo", DATA_TIPS)
         self.data_source.setToolTip("The text the model reads")
         form.addRow("Data", self.data_source)
         self.data_path = PathField("a text file or a folder of text", "Text (*.txt *.md *.py *)")
@@ -271,11 +300,16 @@ class RunForm(QWidget):
         form.addRow("Fine-tune steps", self.finetune_steps)
         self.teacher = QComboBox()
         self.teacher.setObjectName("teacherCombo")
-        self.teacher.addItems(list(GPT_PRESETS))
-        self.teacher.setToolTip("The teacher's preset (random weights unless trained first)")
+        self.teacher.setToolTip("The teacher: a built-in preset (random weights unless trained "
+                                "first, Teacher steps) or the weights a past run saved")
+        self._fill_teachers()
         form.addRow("Teacher", self.teacher)
         self.teacher_steps = _spin(0, 1_000_000, "Train the teacher this many steps first")
         form.addRow("Teacher steps", self.teacher_steps)
+        self.teacher_note = QLabel()
+        self.teacher_note.setObjectName("fieldError")
+        self.teacher_note.setWordWrap(True)
+        form.addRow(self.teacher_note)
         self.alpha = QDoubleSpinBox()
         self.alpha.setRange(-1e6, 1e6)  # validate() says what is out of range
         self.alpha.setSingleStep(0.1)
@@ -286,6 +320,9 @@ class RunForm(QWidget):
         for box in (self.workload, self.model_source, self.data_source):
             box.currentIndexChanged.connect(self._show_rows)
         self.model_size.currentIndexChanged.connect(self._describe_model)
+        self.teacher.currentIndexChanged.connect(self._show_teacher_warning)
+        self.teacher_steps.valueChanged.connect(self._show_teacher_warning)
+        self.workload.currentIndexChanged.connect(self._show_teacher_warning)
         for widget in self._inputs():
             signal = (getattr(widget, "currentIndexChanged", None)
                       or getattr(widget, "valueChanged", None) or getattr(widget, "toggled", None)
@@ -300,7 +337,8 @@ class RunForm(QWidget):
         return [self.workload, self.model_source, self.model_size, self.model_run,
                 self.model_path, self.data_source, self.data_path, self.device, self.steps,
                 self.batch_size, self.seq_len, self.learning_rate, self.save_weights, self.prompt_len,
-                self.gen_len, self.repeats, self.finetune_steps, self.teacher, self.teacher_steps, self.alpha]
+                self.gen_len, self.repeats, self.finetune_steps, self.teacher, self.teacher_steps,
+                self.alpha]
 
     def _emit_changed(self, *_: object) -> None:
         if not self._loading:
@@ -332,30 +370,63 @@ class RunForm(QWidget):
             self.repeats: workload in ("infer", "compress"),
             self.finetune_steps: workload == "compress",
             self.teacher: workload == "distill", self.teacher_steps: workload == "distill",
+            self.teacher_note: workload == "distill" and bool(self.teacher_warning()),
             self.alpha: workload == "distill",
         }
         for widget, show in visible.items():
             self.rows.setRowVisible(widget, show)
         if source == "run":
             self._fill_runs()
+        if workload == "distill":
+            self._fill_teachers()
         if source == "hf":
             self._fill_hf_models()
         self._describe_model()
 
+    def _fill_teachers(self, keep: str | None = None) -> None:
+        """The presets ("preset:NAME"), then every past run that saved its weights
+        ("run:RUN_ID"): the teacher to distil."""
+        keep = keep or self.teacher.currentData()
+        self.teacher.blockSignals(True)
+        self.teacher.clear()
+        for name, shape in GPT_PRESETS.items():
+            self.teacher.addItem(name, f"preset:{name}")
+            self.teacher.setItemData(self.teacher.count() - 1, f"{shape.description} (random "
+                                     "weights: train it first with Teacher steps)",
+                                     Qt.ItemDataRole.ToolTipRole)
+        for label, run_id in saved_weight_runs():
+            self.teacher.addItem(f"run: {label}", f"run:{run_id}")
+            self.teacher.setItemData(self.teacher.count() - 1, f"the weights run {run_id} saved",
+                                     Qt.ItemDataRole.ToolTipRole)
+        index = self.teacher.findData(keep) if keep else -1
+        if index < 0 and keep and keep.startswith("run:"):  # a run the store no longer lists
+            self.teacher.addItem(keep.replace(":", ": ", 1), keep)
+            index = self.teacher.count() - 1
+        if index < 0:
+            index = max(0, self.teacher.findData("preset:gpt-mini"))
+        self.teacher.setCurrentIndex(index)
+        self.teacher.blockSignals(False)
+
+    def teacher_warning(self) -> str:
+        """A preset teacher trained for 0 steps has random weights: it teaches nothing."""
+        source = str(self.teacher.currentData() or "preset:").partition(":")[0]
+        if source == "preset" and self.teacher_steps.value() == 0:
+            return ("This teacher has random weights and 0 teacher steps: it teaches the "
+                    "student nothing. Set Teacher steps, or pick a past run's weights.")
+        return ""
+
+    def _show_teacher_warning(self) -> None:
+        text = self.teacher_warning() if self.workload.currentData() == "distill" else ""
+        self.teacher_note.setText(text)
+        self.rows.setRowVisible(self.teacher_note, bool(text))
+
     def _fill_runs(self) -> None:
-        from profiler.store import RunStore
 
         keep = self.model_run.currentData() or getattr(self.base.model, "run_id", "")
         self.model_run.blockSignals(True)
         self.model_run.clear()
-        try:
-            store = RunStore()
-            for row in store.list_runs():
-                if (store.runs_dir / row["id"] / "model.safetensors").exists():
-                    self.model_run.addItem(f"{row.get('name') or row['id']} ({row['id']})",
-                                           row["id"])
-        except Exception:  # noqa: BLE001 - an unreadable store just offers no runs
-            pass
+        for label, run_id in saved_weight_runs():
+            self.model_run.addItem(label, run_id)
         if self.model_run.count() == 0:
             self.model_run.addItem("no saved weights yet: train with Save weights", "")
         if keep:
@@ -440,7 +511,11 @@ class RunForm(QWidget):
             if hasattr(config, "compress"):
                 self.finetune_steps.setValue(config.compress.finetune_steps)
             if hasattr(config, "distill"):
-                self.teacher.setCurrentText(config.distill.teacher.preset)
+                teacher = config.distill.teacher
+                if getattr(teacher, "source", "preset") == "run" and teacher.run_id:
+                    self._fill_teachers(keep=f"run:{teacher.run_id}")
+                else:
+                    _select(self.teacher, f"preset:{teacher.preset}")
                 self.teacher_steps.setValue(config.distill.teacher_train_steps)
                 self.alpha.setValue(config.distill.alpha)
             self._show_rows()
@@ -488,7 +563,13 @@ class RunForm(QWidget):
         if hasattr(config, "compress"):
             config.compress.finetune_steps = self.finetune_steps.value()
         if hasattr(config, "distill"):
-            config.distill.teacher.preset = self.teacher.currentText()
+            source, _sep, value = (self.teacher.currentData()
+                                   or f"preset:{config.distill.teacher.preset}").partition(":")
+            teacher = config.distill.teacher
+            if source == "run":
+                teacher.source, teacher.run_id = "run", value
+            else:
+                teacher.source, teacher.preset = "preset", value
             config.distill.teacher_train_steps = self.teacher_steps.value()
             config.distill.alpha = float(f"{self.alpha.value():.4g}")
         return config

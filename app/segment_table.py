@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -23,18 +24,47 @@ from PySide6.QtWidgets import (
 )
 
 from profiler.figures import segments as segment_figures
-from profiler.figures.metrics import format_summary_figure
+from profiler.figures.metrics import format_summary_figure, spread_text
 
 COLUMNS = segment_figures.TABLE_COLUMNS
 """The segment figures shown (profiler.figures.segments: the same columns as the CLI and the reports)."""
+
+TOO_NOISY_PCT = 50.0
+"""A segment's timed figure whose interval reaches this far either side of its median says
+"too noisy to tell" instead of a number nobody can use (a ±340 % spread)."""
 
 LIVE_REFRESH_MS = 1000
 """A live run's table is recomputed at most this often (and at once on a change or the end)."""
 
 MAX_VISIBLE_ROWS = 4
-COMPACT_BELOW_PX = 700
-"""A charts area shorter than this (a 1024x700 window, a 150 % scale) starts with the table
-folded to its one-line header, so the charts keep their room; the arrow opens it."""
+CHARTS_ROOM_PX = 400
+"""The table starts folded to its one-line header when, open, it would leave the charts less
+than this (a 1024x700 window, a 150 % scale); the arrow opens it."""
+MIN_CHARTS_ROOM_PX = 200
+"""Opened by the user in a small window, the table scrolls inside this much less room: a chart
+is never squeezed to its title bar."""
+
+
+def half_width_pct(fig: object) -> float | None:
+    """Half the width of a timed figure's 95 % interval, in % of its median (None: no
+    interval)."""
+    dist = fig.get("distribution") if isinstance(fig, dict) else None
+    if not isinstance(dist, dict):
+        return None
+    median, low, high = dist.get("median"), dist.get("ci_low"), dist.get("ci_high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               for v in (median, low, high)) or not median:
+        return None
+    return max(median - low, high - median) / abs(median) * 100
+
+
+def figure_text(key: str, fig: object) -> tuple[str, bool]:
+    """(the cell's words, whether it is too noisy): "15,600 tokens/s (±2.1 %, n=195)", or "too
+    noisy to tell (±340 %, n=5)"."""
+    half = half_width_pct(fig)
+    if half is not None and half >= TOO_NOISY_PCT:
+        return f"too noisy to tell ({spread_text(fig)})", True
+    return format_summary_figure(key, fig), False
 
 
 class SegmentFeed:
@@ -94,6 +124,8 @@ class SegmentTable(QWidget):
         self.toggle_button.toggled.connect(self._expand)
         layout.addWidget(self.toggle_button)
         self._user_choice: bool | None = None
+        self._toolbar: QWidget | None = None
+        self._full_height = 0
         """Open / folded as the user last clicked it (None: follow the charts' height)."""
         self.table = QTableWidget(0, 2 + len(COLUMNS))
         self.table.setHorizontalHeaderLabels(["Steps", "Configuration"]
@@ -180,10 +212,18 @@ class SegmentTable(QWidget):
             self.table.setItem(row, 1, what)
             for column, (key, _title) in enumerate(COLUMNS, start=2):
                 fig = figures.get(key)
-                item = QTableWidgetItem(format_summary_figure(key, fig))
+                text, noisy = figure_text(key, fig)
+                item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if isinstance(fig, dict) and fig.get("how"):
-                    item.setToolTip(str(fig["how"]))
+                how = str(fig.get("how") or "") if isinstance(fig, dict) else ""
+                if noisy:
+                    item.setForeground(QColor("#b45309"))
+                    how = (f"{format_summary_figure(key, fig)}: the 95 % interval of the median "
+                           f"is wider than {TOO_NOISY_PCT} % of it either way, so this "
+                           "segment's figure cannot be told from noise (too few steps, or a "
+                           "busy machine). " + how)
+                if how:
+                    item.setToolTip(how)
                 self.table.setItem(row, column, item)
         self.table.setColumnWidth(1, min(260, max(120, self.table.sizeHintForColumn(1))))
         rows = min(len(parts), MAX_VISIBLE_ROWS)
@@ -191,24 +231,46 @@ class SegmentTable(QWidget):
                   + sum(self.table.rowHeight(r) for r in range(rows))
                   + 2 * self.table.frameWidth() + 2
                   + self.table.horizontalScrollBar().sizeHint().height())  # room for it if wide
+        self._full_height = height
         self.table.setFixedHeight(height)
         self._fit()
         self.table.setVisible(self.toggle_button.isChecked())
         self.show()
 
-    def _fit(self) -> None:
-        """Fold or open by the room the charts have, unless the user chose."""
+    def _charts_room(self) -> int:
+        """The height the charts and the open table share: the charts area less what is always
+        there (its toolbar, this table's header line); read from sizes that are set now, not
+        from a layout that catches up at a later turn."""
         host = self.parentWidget()
-        if self._user_choice is None and host is not None:
-            self.toggle_button.setChecked(host.height() >= COMPACT_BELOW_PX)
+        if host is None:
+            return 0
+        above = self._toolbar.height() if self._toolbar is not None else 0
+        return host.height() - above - self.toggle_button.sizeHint().height() - 12
 
-    def fit_to(self, height: int) -> None:
-        """The charts area is `height` px tall now (its resize)."""
-        if self._user_choice is None and self.isVisible():
-            self.toggle_button.setChecked(height >= COMPACT_BELOW_PX)
+    def _fit(self) -> None:
+        """Fold or open by the room the charts have, unless the user chose; an open table
+        never takes the room a chart needs (it scrolls inside what is left)."""
+        if not self.segments:
+            return
+        room = self._charts_room()
+        if self._user_choice is None:
+            self.toggle_button.setChecked(room - self._full_height >= CHARTS_ROOM_PX)
+        if self.toggle_button.isChecked():
+            one_row = (self.table.horizontalHeader().sizeHint().height()
+                       + self.table.rowHeight(0) + 2 * self.table.frameWidth()
+                       + self.table.horizontalScrollBar().sizeHint().height())
+            self.table.setFixedHeight(min(self._full_height,
+                                          max(one_row, room - MIN_CHARTS_ROOM_PX)))
 
-    def watch(self, host: QWidget) -> None:
-        """Follow the height of the charts area it sits in."""
+    def fit_to(self, _height: int = 0) -> None:
+        """The charts area changed size (its resize)."""
+        if self.isVisible():
+            self._fit()
+
+    def watch(self, host: QWidget, toolbar: QWidget | None = None) -> None:
+        """Follow the height of the charts area it sits in (`toolbar`: the charts' toolbar
+        above them, which the table's room leaves out)."""
+        self._toolbar = toolbar
         host.installEventFilter(self)
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
@@ -222,6 +284,8 @@ class SegmentTable(QWidget):
     def _expand(self, on: bool) -> None:
         self.toggle_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
         self.table.setVisible(on and bool(self.segments))
+        if on and self._user_choice is not None:
+            self._fit()
 
     def cell_text(self, row: int, key: str) -> str:
         """The shown text of one segment's figure (tests and screenshots read it)."""

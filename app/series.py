@@ -88,6 +88,9 @@ class SeriesBuffer:
         self.token_changes: list[tuple[float, float]] = []
         """(step, tokens per step from that step on): a mid-run change (gradient accumulation,
         batch) that the toggle event announced; tokens seen add up segment by segment."""
+        self.wall_offset = math.nan
+        """Seconds since the epoch at the run's time 0: the wall-clock axis is time + this; NaN
+        (nothing drawn on that axis) while it is not known."""
 
     @property
     def size(self) -> int:
@@ -145,10 +148,13 @@ class SeriesBuffer:
         self.version += 1
 
     def x_values(self, mode: str | bool) -> np.ndarray:
-        """The x of every reading: "step", "time" (seconds) or "tokens" (tokens seen)."""
+        """The x of every reading: "step", "time" (seconds), "wall" (seconds since the epoch)
+        or "tokens" (tokens seen)."""
         mode = axis_mode(mode)
         if mode == "time":
             return self.times
+        if mode == "wall":
+            return self.times + self.wall_offset
         if mode == "tokens":
             return self.tokens_seen(self.steps)
         return self.steps
@@ -191,16 +197,18 @@ class SeriesBuffer:
         if x_range is not None:
             first = max(0, int(np.searchsorted(xs, x_range[0], "left")) - 1)
             last = min(n, int(np.searchsorted(xs, x_range[1], "right")) + 1)
-        budget = max(200, 2 * width_px)
+        budget = max(100, width_px)  # one min-max pair per pixel: every spike, no more
         count = last - first
         if count <= 2 * budget:
             return xs[first:last], self.values[first:last]
         level = next((lv for lv in self._levels if count / lv.factor <= budget), self._levels[-1])
         b0 = first // level.factor
         b1 = min(level.bins.size, -(-last // level.factor))
-        bx = level.bins.data[1 if mode == "time" else 0, b0:b1]
+        bx = level.bins.data[1 if mode in ("time", "wall") else 0, b0:b1]
         if mode == "tokens":
             bx = self.tokens_seen(bx)
+        elif mode == "wall":
+            bx = bx + self.wall_offset
         x = np.repeat(bx, 2)
         y = np.empty(2 * len(bx))
         y[0::2] = level.bins.data[2, b0:b1]

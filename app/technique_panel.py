@@ -61,6 +61,18 @@ def conditions(info: registry.TechniqueInfo) -> dict[str, tuple[str, object]]:
     return out
 
 
+def workload_reason(info: registry.TechniqueInfo, workload: str) -> str | None:
+    """Why a technique does not apply to a workload (None when it does): its own list of
+    workloads, or a training technique in a forward-only workload (the stages the worker
+    applies there, techniques.registry.INFER_STAGES)."""
+    workloads = info.extra.get("workloads")
+    if workloads and workload not in workloads:
+        return f"applies to the {' and '.join(workloads)} workloads, not to {workload}"
+    if workload in registry.FORWARD_WORKLOADS and info.stage not in registry.INFER_STAGES:
+        return f"acts on training: a {workload} run only runs the model forward"
+    return None
+
+
 class TechniqueRow(QWidget):
     """One technique: enable box (or always-on title), parameter controls, unavailable reason."""
 
@@ -148,8 +160,9 @@ class TechniqueRow(QWidget):
         self.enable.setToolTip(tip)
         if not self.info.always_on:
             self.enable.setEnabled(reason is None or self.enable.isChecked())
-        elif reason:
-            self.enable.setEnabled(False)
+        else:  # always on, but not here (the optimizer of an inference run): all of it greyed
+            self.enable.setEnabled(reason is None)
+            self.body.setEnabled(reason is None)
         for name, control in self.controls.items():
             control.set_choice_reasons(choice_reasons.get(name, {}))
         if reason and self.enabled:  # on, but cannot run here: say so under it
@@ -177,13 +190,23 @@ class TechniquePanel(QWidget):
         self._workload = "train"
         self._extra: dict[str, dict] = {}
         self._named: set[str] = set()
+        self._parked: dict[str, dict] = {}
+        """Techniques a workload switch unticked (with their parameters), ticked again when a
+        workload they apply to comes back."""
         """Always-on techniques the loaded config names explicitly: kept explicit."""
         """Techniques a loaded config names that the registry does not know: kept as they are."""
+        self._pending: tuple[str, bool, dict] | None = None
+        """A change that cannot apply mid-run: (technique, enabled, params), kept for a restart
+        while the row shows what the run has."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         self.offer = self._build_offer()
-        layout.addWidget(self.offer)
+        self.workload_note = QLabel()
+        self.workload_note.setObjectName("hint")
+        self.workload_note.setWordWrap(True)
+        self.workload_note.hide()
+        layout.addWidget(self.workload_note)
         self._rows_host = QVBoxLayout()
         self._rows_host.setSpacing(2)
         layout.addLayout(self._rows_host)
@@ -212,6 +235,7 @@ class TechniquePanel(QWidget):
     def rebuild(self) -> None:
         """(Re)build the rows from the registry, keeping the current choices."""
         keep = self.techniques() if self.rows else {}
+        self._rows_host.removeWidget(self.offer)
         while self._rows_host.count():
             item = self._rows_host.takeAt(0)
             if item.widget() is not None:
@@ -230,6 +254,7 @@ class TechniquePanel(QWidget):
                 row.changed.connect(self._row_changed)
                 self.rows[info.name] = row
                 self._rows_host.addWidget(row)
+        self._rows_host.addWidget(self.offer)
         self.set_techniques(keep)
 
     # --- config <-> widgets ----------------------------------------------------------------------
@@ -237,17 +262,22 @@ class TechniquePanel(QWidget):
         """Enabled techniques as the config holds them: name -> parameters.
 
         An always-on technique is named only when its parameters differ from the defaults the
-        worker applies anyway (so an inference run is not told about an optimizer it ignores)."""
+        worker applies anyway, and never for a workload it does not apply to (so an inference
+        run is not told about an optimizer it ignores)."""
         out = {name: dict(params) for name, params in self._extra.items()}
         for name, row in self.rows.items():
             params = row.params()
             if row.info.always_on and params == row.info.defaults() and name not in self._named:
                 continue
+            if row.info.always_on and workload_reason(row.info, self._workload):
+                continue  # the optimizer of an inference run: the worker would ignore it
             if row.enabled:
                 out[name] = params
         return out
 
     def set_techniques(self, techniques: dict[str, dict]) -> None:
+        self._parked = {}
+        self.workload_note.hide()
         self._extra = {name: dict(p) for name, p in techniques.items() if name not in self.rows}
         self._named = {name for name in techniques if name in self.rows}
         for name, row in self.rows.items():
@@ -256,10 +286,43 @@ class TechniquePanel(QWidget):
 
     # --- availability ----------------------------------------------------------------------------
     def set_context(self, caps: dict, workload: str) -> None:
-        """The machine (with the job's world_size) and the workload that availability depends on."""
+        """The machine (with the job's world_size) and the workload that availability depends on.
+        A new workload unticks what does not apply to it (and ticks again what it had unticked,
+        once a workload it applies to comes back), saying so under the panel."""
         self._caps = dict(caps)
+        changed = workload != self._workload
         self._workload = workload
+        if changed and not self._running:
+            self._follow_workload()
         self.refresh_availability()
+
+    def _follow_workload(self) -> None:
+        unticked, back = [], []
+        for name, row in self.rows.items():
+            if row.info.always_on:
+                continue
+            why = workload_reason(row.info, self._workload)
+            if why and row.enabled:
+                self._parked[name] = row.params()
+                row.set_state(False, row.params())
+                unticked.append(row.info.label)
+            elif not why and name in self._parked:
+                row.set_state(True, self._parked.pop(name))
+                back.append(row.info.label)
+        words = []
+        if unticked:
+            words.append(f"Unticked for {self._workload}: {', '.join(unticked)} (they do not "
+                         "apply to it).")
+        if back:
+            words.append(f"Ticked again: {', '.join(back)}.")
+        self.workload_note.setText(" ".join(words))
+        self.workload_note.setVisible(bool(words))
+        if unticked or back:
+            self.changed.emit()
+
+    @property
+    def workload(self) -> str:
+        return self._workload
 
     def reason(self, name: str) -> str | None:
         return self.rows[name].reason
@@ -281,10 +344,9 @@ class TechniquePanel(QWidget):
             row.set_reason(reason, choice_reasons)
 
     def _why_not(self, info: registry.TechniqueInfo, params: dict, enabled: set[str]) -> str | None:
-        workloads = info.extra.get("workloads")
-        if workloads and self._workload not in workloads:
-            return (f"applies to the {' and '.join(workloads)} workloads, not to "
-                    f"{self._workload}")
+        why = workload_reason(info, self._workload)
+        if why:
+            return why
         for other in enabled - {info.name}:
             other_info = self.rows[other].info
             if other in info.conflicts or info.name in other_info.conflicts:
@@ -299,6 +361,7 @@ class TechniquePanel(QWidget):
         self._applied = {k: dict(v) for k, v in (applied or {}).items()}
         if not running:
             self.offer.hide()
+            self._pending = None
 
     def confirm(self, name: str, params: dict) -> None:
         """The worker applied a change (a toggle event): it is now the running state."""
@@ -309,14 +372,15 @@ class TechniquePanel(QWidget):
             self._applied[name] = {**self._applied.get(name, {}), **changes}
 
     def refuse(self, name: str, message: str) -> None:
-        """The worker refused a change: put the row back and say why."""
+        """The worker refused a change: put the row back and say why, under that row."""
         if name in self.rows:
             self.rows[name].set_state(name in self._applied, self._applied.get(name, {}))
             self.refresh_availability()
-        self._show_offer(f"Not applied: {message}", restart=False)
+        self._show_offer(f"Not applied: {message}", restart=False, under=name)
 
     def revert(self) -> None:
         """Back to what the running worker has (or drop the pending offer when idle)."""
+        self._pending = None
         for name, row in self.rows.items():
             row.set_state(name in self._applied or row.info.always_on, self._applied.get(name, {}))
         self.offer.hide()
@@ -324,13 +388,27 @@ class TechniquePanel(QWidget):
         self.changed.emit()
 
     def _restart(self) -> None:
+        """Restart with the change the run could not take: the row takes it now."""
         self.offer.hide()
+        if self._pending is not None:
+            name, enabled, params = self._pending
+            self._pending = None
+            self.rows[name].set_state(enabled, params)
+            self.refresh_availability()
+            self.changed.emit()
         self.restart_requested.emit()
 
-    def _show_offer(self, text: str, restart: bool) -> None:
+    def _show_offer(self, text: str, restart: bool, under: str | None = None) -> None:
+        """The offer right under the row the user changed, where the eye and the mouse are."""
         self.offer_label.setText(text)
         self.restart_button.setVisible(restart)
-        self.undo_button.setText("Undo" if restart else "OK")
+        self.undo_button.setText("Keep going without it" if restart else "OK")
+        self._rows_host.removeWidget(self.offer)
+        if under in self.rows:
+            self._rows_host.insertWidget(self._rows_host.indexOf(self.rows[under]) + 1,
+                                         self.offer)
+        else:
+            self._rows_host.addWidget(self.offer)
         self.offer.show()
 
     def _row_changed(self, name: str, what: str) -> None:
@@ -349,9 +427,17 @@ class TechniquePanel(QWidget):
                 params = {what: row.params()[what]}
             self.live_change.emit(name, params)
             return
-        part = "switching it on or off" if what == "enabled" else what.replace("_", " ")
-        self._show_offer(f"{info.label}: {part} cannot change while a run goes. Restart the "
-                         "run with this change, or undo it.", restart=True)
+        # The run goes on without the change: the row says what the run has (never a tick for a
+        # technique the run does not use); the change waits for a restart.
+        self._pending = (name, row.enabled, row.params())
+        row.set_state(name in self._applied or info.always_on, self._applied.get(name, {}))
+        self.refresh_availability()
+        if what == "enabled":
+            part = f"switching it {'on' if self._pending[1] else 'off'}"
+        else:
+            part = f"its {what.replace('_', ' ')}"
+        self._show_offer(f"{info.label}: {part} cannot change while a run goes; the run goes "
+                         "on as it was. Restart it with this change?", restart=True, under=name)
 
 
 

@@ -14,8 +14,6 @@ import threading
 import time
 from html import escape
 
-import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
@@ -29,6 +27,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from app.tune_charts import TrialCharts, progress_text
 from profiler.cli.tune import parse_duration, parse_size
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.figures import metrics, stats
@@ -39,12 +38,33 @@ from profiler.tune.space import SpaceError, build_space, parse_space
 COLUMNS = ("#", "configuration", "figure (median, 95 % interval)", "steps", "peak memory",
            "predicted peak", "run")
 MAX_ROWS_PER_TURN = 50
+LIST_EVERY_S = 2.0
+"""While a tune runs, the history is reloaded this often (its trial in flight is listed)."""
+
+
+def answer_sentence(report: dict, rows: list[dict], size: int) -> str:
+    """The tune's answer; a search that did not get through its space says how far it got
+    and never that no candidate beat the answer (most were never tried)."""
+    tried = len({r["label"] for r in rows}
+                | {str(p.get("label")) for p in report.get("pruned") or [] if isinstance(p, dict)})
+    sentence = report["sentence"]
+    if size and tried < size:
+        chosen = (report.get("chosen") or {}).get("label")
+        head = (f"Stopped after {len({r['label'] for r in rows})} of {size} candidates "
+                f"({report['stop_reason']}): ")
+        if chosen:
+            return head + (f"{chosen} is the best of those measured; the "
+                           f"{size - tried} not tried may hold a faster one.")
+        return head + "nothing was measured to compare."
+    return sentence
 
 
 class TuneDialog(QDialog):
     """The tune of one config; `finished_tune` carries the report when it is done."""
 
     finished_tune = Signal(dict)
+    runs_changed = Signal()
+    """The tune wrote runs to the store (its own run, a trial): the history lists them now."""
 
     def __init__(self, config: RunConfig, caps: dict, store, parent=None, evaluator=None,
                  on_use=None):
@@ -60,6 +80,7 @@ class TuneDialog(QDialog):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._points: list[tuple[float, float, float, float]] = []
+        self._listed_at = 0.0
 
         self.budget = QLineEdit("15m")
         self.budget.setToolTip("Trial time the search may spend, start-up included (e.g. 90s, "
@@ -96,13 +117,10 @@ class TuneDialog(QDialog):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.chart = pg.PlotWidget()
-        self.chart.setLabel("bottom", "trial")
-        self.chart.setMinimumHeight(180)
-        self.scatter = pg.ScatterPlotItem(size=8)
-        self.errors = pg.ErrorBarItem(beam=0.2)
-        self.chart.addItem(self.errors)
-        self.chart.addItem(self.scatter)
+        self.charts = TrialCharts()
+        self.progress = QLabel("")
+        self.progress.setObjectName("tuneProgress")
+        self.progress.setWordWrap(True)
         self.answer = QLabel("")
         self.answer.setWordWrap(True)
         self.answer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -110,12 +128,21 @@ class TuneDialog(QDialog):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.progress)
         layout.addWidget(self.table, 3)
-        layout.addWidget(self.chart, 2)
+        layout.addWidget(self.charts, 2)
         layout.addWidget(self.answer)
         self.timer = QTimer(self)
         self.timer.setInterval(100)
         self.timer.timeout.connect(self.drain)
+        self.clock = QTimer(self)  # the progress line, every second from the first
+        self.clock.setInterval(1000)
+        self.clock.timeout.connect(self._show_progress)
+        self.rows: list[dict] = []
+        self._space_size = 0
+        self._started_at = 0.0
+        self._budget_s = 0.0
+        self._higher = True
 
     # --- starting -------------------------------------------------------------------------------
     def settings(self) -> runner.Settings:
@@ -131,16 +158,21 @@ class TuneDialog(QDialog):
             config = validate(RunConfig.from_dict(self.config.to_dict()))
             settings = self.settings()
             _, _, higher = runner.objective_of(config, settings.objective)
-            build_space(config, self.caps, settings.dims)
+            space = build_space(config, self.caps, settings.dims)
         except (ValueError, ConfigError, SpaceError) as exc:
             self.answer.setText(f"<b>{escape(str(exc))}</b>")
             return False
         objective = runner.DEFAULT_OBJECTIVE[config.workload]
         self.table.horizontalHeaderItem(2).setText(
             f"{objective} ({metrics.metric(objective).unit}; median, 95 % interval)")
-        self.chart.setLabel("left", objective, units=metrics.metric(objective).unit)
+        self.charts.set_objective(objective, metrics.metric(objective).unit, higher)
         self.table.setRowCount(0)
         self._points.clear()
+        self.rows = []
+        self._space_size = space.size()
+        self._higher = higher
+        self._budget_s = settings.budget_s
+        self._started_at = time.monotonic()
         self.answer.setText("")
         self.report = None
         self._stop.clear()
@@ -152,7 +184,15 @@ class TuneDialog(QDialog):
                                         name="effiscope-tune")
         self._thread.start()
         self.timer.start()
+        self.clock.start()
+        self._show_progress()
         return True
+
+    def _show_progress(self) -> None:
+        unit = metrics.metric(runner.DEFAULT_OBJECTIVE[self.config.workload]).unit
+        self.progress.setText(progress_text(self.rows, self._space_size, 0,
+                                            time.monotonic() - self._started_at,
+                                            self._budget_s, unit, self._higher))
 
     def _work(self, config: RunConfig, settings: runner.Settings) -> None:
         put = self._queue.put
@@ -175,6 +215,7 @@ class TuneDialog(QDialog):
     def drain(self) -> None:
         """Take what the search has sent, a bounded amount per turn."""
         deadline = time.monotonic() + 0.02
+        changed = False
         for _ in range(MAX_ROWS_PER_TURN):
             if time.monotonic() > deadline:
                 break
@@ -182,6 +223,7 @@ class TuneDialog(QDialog):
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
+            changed = True  # each line follows a run written (the tune's own, a trial's)
             if kind == "trial":
                 self.add_trial(payload)
             elif kind == "log":
@@ -190,6 +232,10 @@ class TuneDialog(QDialog):
                 self.finish(payload)
             elif kind == "failed":
                 self.finish(None, payload)
+        # A trial's run is in the store from its start: listed within a couple of seconds.
+        if changed or (self.running() and time.monotonic() - self._listed_at > LIST_EVERY_S):
+            self._listed_at = time.monotonic()
+            self.runs_changed.emit()
 
     def add_trial(self, row: dict) -> None:
         unit = metrics.metric(runner.DEFAULT_OBJECTIVE[self.config.workload]).unit
@@ -202,21 +248,14 @@ class TuneDialog(QDialog):
                  metrics.format_value(row["predicted_bytes"], "bytes"), row["run_id"] or "")
         for column, text in enumerate(cells):
             self.table.setItem(index, column, QTableWidgetItem(text))
-        dist = row["distribution"] or {}
-        if not row["error"] and row["value"] is not None:
-            low = dist.get("ci_low") if dist.get("ci_low") is not None else row["value"]
-            high = dist.get("ci_high") if dist.get("ci_high") is not None else row["value"]
-            self._points.append((float(row["number"]), float(row["value"]), float(low),
-                                 float(high)))
-            xs = [p[0] for p in self._points]
-            ys = [p[1] for p in self._points]
-            self.scatter.setData(xs, ys)
-            self.errors.setData(x=np.array(xs), y=np.array(ys),
-                                top=np.array([p[3] - p[1] for p in self._points]),
-                                bottom=np.array([p[1] - p[2] for p in self._points]))
+        self.rows.append(row)
+        self.charts.add(row)
+        self._points[:] = self.charts.points
+        self._show_progress()
 
     def finish(self, report: dict | None, failure: str | None = None) -> None:
         self.timer.stop()
+        self.clock.stop()
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.report = report
@@ -228,7 +267,13 @@ class TuneDialog(QDialog):
         self.status.setText(f"tune {report['tune_run']}: {len(report['trials'])} trials, "
                             f"{pruned} predicted not to fit (never launched), "
                             f"{report['stop_reason']}")
-        self.answer.setText(f"<b>{escape(report['sentence'])}</b>")
+        self.progress.setText(progress_text(self.rows, self._space_size, pruned,
+                                            time.monotonic() - self._started_at,
+                                            self._budget_s, metrics.metric(
+                                                report.get("objective") or "tokens_per_s").unit,
+                                            self._higher).split("; ")[0] + ".")
+        self.answer.setText(f"<b>{escape(answer_sentence(report, self.rows, self._space_size))}"
+                            "</b>")
         chosen = report.get("chosen") or {}
         self.use_button.setEnabled(bool(chosen.get("config_file")))
         self.finished_tune.emit(report)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import dialogs
 from app.theme import apply_theme
@@ -44,7 +44,8 @@ class WindowActions:
         if report_export() is None:
             self.action_export.setEnabled(False)
             self.action_export.setToolTip("Reports are not available in this version")
-        quit_action = self._action("&Quit", "Ctrl+Q", self.close, "Close EffiScope")
+        quit_action = self._action("&Quit", "Ctrl+Q", self.request_quit,
+                                   "Close EffiScope (asks first while a run goes)")
         for action in (self.action_open, self.action_save, None, self.action_export, None,
                        quit_action):
             file_menu.addSeparator() if action is None else file_menu.addAction(action)
@@ -83,7 +84,7 @@ class WindowActions:
         axis_group = QActionGroup(self)
         self.axis_actions = {}
         for mode, label in (("step", "X axis: &step"), ("time", "X axis: &time"),
-                            ("tokens", "X axis: to&kens seen")):
+                            ("tokens", "X axis: to&kens seen"), ("wall", "X axis: time of &day")):
             action = QAction(label, self, checkable=True)
             action.triggered.connect(lambda _checked=False, m=mode: self.charts.set_x_axis(m))
             axis_group.addAction(action)
@@ -105,12 +106,18 @@ class WindowActions:
             self.addAction(action)
             view_menu.addAction(action)
             self.panel_actions[key] = action
-        for index, name in enumerate(("&Charts", "C&ompare", "&Profile"), start=1):
+        for index, name in enumerate(("&Charts", "S&ummary", "C&ompare", "&Profile",
+                                      "S&ystem"), start=1):
             view_menu.addAction(self._action(name, f"Ctrl+{index}",
                                              lambda _c=False, i=index - 1: self.tabs.setCurrentIndex(i),
                                              ""))
 
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&Quick start", "F1", self.show_quick_start,
+                                         "Five steps from the first run to a comparison"))
+        help_menu.addAction(self._action("&Keyboard shortcuts", "", self.show_shortcuts,
+                                         "Every shortcut of the window"))
+        help_menu.addSeparator()
         help_menu.addAction(self._action("&About EffiScope", "", self.show_about,
                                          "Versions, device and data folder"))
 
@@ -136,6 +143,7 @@ class WindowActions:
         self.tune_dialog = TuneDialog(self.build_config(), self.host_caps, self.store, self,
                                       evaluator=getattr(self, "tune_evaluator", None),
                                       on_use=self.open_config)
+        self.tune_dialog.runs_changed.connect(lambda: self.history.refresh())
         self.tune_dialog.show()
         return self.tune_dialog
 
@@ -209,6 +217,9 @@ class WindowActions:
         if app is not None:
             apply_theme(app, theme)
         self.charts.set_theme(theme)
+        self.system.set_theme(theme)
+        if getattr(self, "tune_dialog", None) is not None:
+            self.tune_dialog.charts.set_theme(theme)
         self.settings.set("view/theme", theme)
         if theme in self.theme_actions:
             self.theme_actions[theme].setChecked(True)
@@ -221,7 +232,8 @@ class WindowActions:
         s.set("window/geometry", self.saveGeometry())
         s.set("window/state", self.saveState())
         s.set("window/splitter", self.splitter.saveState())
-        s.set("view/x_axis", self.charts.x_mode)
+        s.set("history/header", self.history.table.header().saveState())
+        s.set("view/x_axis", self.charts.x_choice)
         s.set("view/smoothing", self.charts.smoothing)
         s.set("view/tab", self.tabs.currentIndex())
         try:
@@ -241,6 +253,7 @@ class WindowActions:
         splitter = s.get_bytes("window/splitter")
         if splitter is not None:
             self.splitter.restoreState(splitter)
+        self.history.table.restore_header(s.get_bytes("history/header"))
         self.set_theme(s.theme)
         self.charts.set_x_axis(str(s.get("view/x_axis", "step")))
         try:
@@ -256,6 +269,41 @@ class WindowActions:
                 pass  # an old or damaged remembered config: keep the preset
 
     # --- dialogs ----------------------------------------------------------------------------------
+    def confirm_quit(self) -> bool:
+        """While a run goes, ask before quitting (its measurements are kept either way)."""
+        if not self.running:
+            return True
+        answer = QMessageBox.question(
+            self, "Quit EffiScope", "A run is in progress. Quit and stop it? What it has "
+            "measured so far is kept with the run.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def request_quit(self) -> bool:
+        """Ctrl+Q: close, asking first while a run goes."""
+        if not self.confirm_quit():
+            return False
+        self._quit_confirmed = True
+        self.close()
+        return True
+
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every action of the window that has a shortcut."""
+        rows = []
+        for action in self.actions():
+            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                             for k in action.shortcuts())
+            if keys:
+                rows.append((keys, action.text().replace("&", "").rstrip("…")))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        self._shortcuts_dialog = dialogs.show_shortcuts(self, self.shortcut_rows())
+
+    def show_quick_start(self) -> None:
+        self._quick_start = dialogs.show_quick_start(self)
+
     def show_about(self) -> None:
         self._about = dialogs.show_about(self, self.host, str(self.store.home))
 

@@ -43,8 +43,10 @@ __all__ = ["BadTechnique", "Hooks", "Param", "RunFacts", "TechniqueInfo", "Techn
 # (autocast, scaler, accumulation) wraps every step.
 STAGES = ("compress", "model", "checkpoint", "compile", "parallel", "optimizer", "loop")
 INFER_STAGES = ("compress", "model")
-"""The stages of techniques that act on a model only run forward (infer, compress); the others act
-on training."""
+"""Techniques that act on a model that is only run forward (the infer and compress workloads
+apply these); the others act on training."""
+FORWARD_WORKLOADS = ("infer", "compress")
+"""Workloads that run the model forward only: they apply INFER_STAGES."""
 CATEGORIES = ("optimizer", "precision", "memory", "speed", "parallel", "compression")
 
 

@@ -70,13 +70,23 @@ def main() -> None:
     # Other processes' CPU as the contention meter would read it (None: no reading yet).
     other = os.environ.get("EFFISCOPE_FAKE_OTHER_CORES")
     steps = config["limits"]["steps"]
-    send({"type": "started", "run": {"workload": config["workload"], "device": "cpu",
-                                     "model": {"preset": config["model"]["preset"],
-                                               "parameters": 1234},
-                                     "steps": steps, "warmup_steps": 1, "tokens_per_step": 256,
-                                     "data": "fake text"}})
+    # Inference reads no tokens per step (as the real worker's infer and compress runs): its
+    # samples are timed generations with latency figures.
+    inference = config["workload"] in ("infer", "compress")
+    run = {"workload": config["workload"], "device": "cpu",
+           "model": {"preset": config["model"]["preset"], "parameters": 1234},
+           "steps": steps, "warmup_steps": 1, "data": "fake text"}
+    if not inference:
+        run["tokens_per_step"] = 256
+    send({"type": "started", "run": run})
     speed = figures_for(config, steps)["tokens_per_s"]["value"]  # samples agree with the summary
     began = time.perf_counter()
+    teacher_steps = (config.get("distill") or {}).get("teacher_train_steps", 0) \
+        if config["workload"] == "distill" else 0
+    for step in range(1, teacher_steps + 1):  # a distill run trains its teacher first
+        time.sleep(delay)
+        send({"type": "sample", "step": step, "time": time.perf_counter() - began,
+              "phase": "teacher", "metrics": {"teacher_loss_train": 5.0 / step ** 0.2}})
     status, done_steps = "completed", 0
     profile_left, profile_first = 0, 0
     step_time = delay
@@ -106,12 +116,16 @@ def main() -> None:
             break
         time.sleep(delay)
         done_steps = step
+        metrics = ({"decode_tokens_per_s": speed + step, "ttft_s": 0.004 + step * 1e-5,
+                    "decode_latency_s": 0.0015, "rss_bytes": 2**20 * (100 + step % 7)}
+                   if inference else
+                   {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
+                    "step_time_s": step_time, "rss_bytes": 2**20 * (100 + step % 7),
+                    "cpu_percent": 95.0, "torch_allocated_bytes": None,
+                    "gpu_util_percent": None, "gpu_power_w": None})
+        metrics["other_cpu_cores"] = float(other) if other and step > 1 else None
         send({"type": "sample", "step": step, "time": time.perf_counter() - began,
-              "phase": "warmup" if step == 1 else "measure",
-              "metrics": {"loss_train": 3.0 / step ** 0.1, "tokens_per_s": speed + step,
-                          "step_time_s": step_time, "rss_bytes": 2**20 * (100 + step % 7),
-                          "torch_allocated_bytes": None,
-                          "other_cpu_cores": float(other) if other and step > 1 else None}})
+              "phase": "warmup" if step == 1 else "measure", "metrics": metrics})
         if profile_left:
             profile_left -= 1
             if profile_left == 0:

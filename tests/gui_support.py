@@ -81,3 +81,57 @@ def hover_at(chart, x: float, y: float) -> None:
     scene = chart.getPlotItem().getViewBox().mapViewToScene(QPointF(x, y))
     QTest.mouseMove(chart.viewport(), chart.mapFromScene(scene))
 
+
+
+def click(qtbot, widget, pos=None) -> None:
+    """A left click where a user clicks: the middle of the widget (or `pos` in it)."""
+    from PySide6.QtCore import Qt
+
+    if pos is None:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
+    else:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=pos)
+
+
+def choose(qtbot, combo, value) -> None:
+    """Pick an entry of a combo box as a user does: click the box, then click the entry in the
+    list that opens. `value` is the entry's data or its text."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    index = combo.findData(value)
+    if index < 0:
+        index = combo.findText(str(value))
+    assert index >= 0, f"{value!r} is not a choice of {combo.objectName()}"
+    qtbot.mouseClick(combo, Qt.MouseButton.LeftButton)
+    view = combo.view()
+    qtbot.waitUntil(lambda: view.isVisible(), timeout=3000)
+    model_index = combo.model().index(index, combo.modelColumn())
+    view.scrollTo(model_index)
+    # Qt ignores a release on the list within a double-click interval of the click that opened
+    # it (so the opening click never picks an entry); a user's second click comes later.
+    qtbot.wait(QApplication.doubleClickInterval() + 50)
+    rect = view.visualRect(model_index)
+    assert rect.isValid() and view.viewport().rect().contains(rect.center()), \
+        "the entry is not in the open list"
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=3000)
+    assert combo.currentIndex() == index, f"the click did not choose {value!r}"
+
+
+def tick(qtbot, history, run_id: str) -> None:
+    """Click the run's tick box in the run table, where a user clicks."""
+    from PySide6.QtCore import Qt
+
+    table = history.table
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=table.check_point(run_id))
+
+
+def click_run(qtbot, history, run_id: str, key: str = "name", modifier=None) -> None:
+    """Click a run's row in the run table (on a column's text), as a user picks it."""
+    from PySide6.QtCore import Qt
+
+    table = history.table
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
+                     modifier or Qt.KeyboardModifier.NoModifier, table.point_of(run_id, key))

@@ -25,6 +25,7 @@ from profiler.config import resolve, validate
 from profiler.store import RunStore
 from profiler.store.recorder import RunRecorder
 from tests import gui_support
+from tests.gui_support import click_run
 
 RUN_TIMEOUT_MS = 90_000
 
@@ -85,7 +86,7 @@ def test_run_draws_live_charts_and_stops(qtbot, window):
     assert status in ("stopped", "completed")
     assert window.history.row_status(run_id) == status
     assert window.history.selected_run_id() == run_id
-    assert window.history.summary.rowCount() > 0  # the finished run's figures are shown
+    assert window.summary_view.rows  # the finished run's figures are shown
     assert window.run_button.isEnabled() and not window.stop_button.isEnabled()
     assert window.error_text() == ""
     assert_gone(pid)
@@ -94,7 +95,7 @@ def test_run_draws_live_charts_and_stops(qtbot, window):
     stored = sum(1 for m in RunStore().open_run(run_id).messages()
                  if m.get("type") == "sample" and "loss_train" in m["metrics"])
     window.charts.clear()
-    qtbot.mouseClick(window.history.show_button, Qt.MouseButton.LeftButton)  # reload from store
+    click_run(qtbot, window.history, run_id)  # a click on its row reloads it from the store
     assert window.charts.point_count("loss_train") == stored > 0
 
 

@@ -4,24 +4,15 @@ coloured (profiler.figures.significance decides both)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 
 from profiler.store import RunStore
 from tests import gui_support
+from tests.gui_support import tick
 from tests.helpers import noisy_run
 
 window = gui_support.window
 NEUTRAL, BETTER, WORSE = "#6b7280", "#15803d", "#b91c1c"
-
-
-def tick(qtbot, history, run_id: str) -> None:
-    """Click the run's tick box in the history, where a user clicks."""
-    table = history.table
-    row = history.row_of(run_id)
-    table.scrollToItem(table.item(row, 0))
-    rect = table.visualItemRect(table.item(row, 0))
-    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
-                     pos=QPoint(rect.left() + 10, rect.center().y()))
 
 
 def delta_cell(window, label: str):

@@ -26,12 +26,12 @@ def test_a_contended_run_says_so_in_the_app(qtbot, window):
     window.show_stored_run(busy)
     assert f"Warning: {CONTENDED['contention_sentence']}" in window.notice_text()
     window.history.select(busy)
-    note = window.history.summary_note.text()
+    note = window.summary_view.note.text()
     assert CONTENDED["contention_sentence"] in note and "other processes 1.42 cores" in note
     window.show_stored_run(quiet)
     assert "other processes used" not in window.notice_text()
     window.history.select(quiet)
-    note = window.history.summary_note.text()
+    note = window.summary_view.note.text()
     assert "other processes used" not in note and "other processes 0.0200 cores" in note
 
 

@@ -176,8 +176,8 @@ def test_runs_get_their_own_names_and_a_rename_shows_at_once(qtbot, window):
 
     qtbot.mouseClick(window.charts.clear_overlays_button, Qt.MouseButton.LeftButton)
     assert window.history.checked_run_ids() == []
-    assert all(window.history.table.item(r, 0).checkState() == Qt.CheckState.Unchecked
-               for r in range(window.history.table.rowCount()))
+    assert all(window.history.table.item_of(r).checkState(0) == Qt.CheckState.Unchecked
+               for r in window.history.run_ids())
     window.charts.redraw_now()
     assert "baseline run" not in window.charts.legend_text("speed")
     assert window.compare.baseline.count() == 0
@@ -308,12 +308,10 @@ def test_stale_and_wrong_words_are_gone(qtbot, window, tmp_path):
     killed = stored_run(store, "killed one", train_messages(7), exit_code=-9, killed=True)
     window.history.refresh()
     window.history.select(done)
-    values = [window.history.summary.item(r, 1).text()
-              for r in range(window.history.summary.rowCount())]
+    values = [row["value"] for row in window.summary_view.rows]
     assert "0.600 %" in values  # as the report says it (one formatter), never a rounded "1 %"
     window.history.select(killed)
-    labels = [window.history.summary.item(r, 0).text()
-              for r in range(window.history.summary.rowCount())]
+    labels = window.summary_view.labels()
     assert "Last step reached" in labels and any("(last)" in label for label in labels)
 
     plain = RunConfig(name="plain", device="cpu")

@@ -111,9 +111,9 @@ def test_the_app_shows_a_finished_runs_throughput_with_its_spread(qtbot):
     try:
         win.history.refresh()
         win.history.select(run_id)
-        values = [win.history.summary.item(r, 1).text()
-                  for r in range(win.history.summary.rowCount())]
-        assert format_summary_figure("tokens_per_s", fig) in values
-        assert any(v.startswith("1.77 tokens/s (±") and v.endswith("n=15)") for v in values)
+        row = win.summary_view.row_text("Throughput")  # the value and its spread, side by side
+        assert f"{row['value']} ({row['spread']})" == format_summary_figure("tokens_per_s", fig)
+        assert row["value"] == "1.77 tokens/s"
+        assert row["spread"].startswith("±") and row["spread"].endswith("n=15")
     finally:
         dispose(win)

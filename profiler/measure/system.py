@@ -1,6 +1,6 @@
 """System readings (psutil, NVML) that never raise: no GPU is a normal state, not an error.
 
-Every NVML query goes through `_query`, which turns a failure into None ("n/a"). The sampler
+Every NVML query goes through `nvml_query`, which turns a failure into None ("n/a"). The sampler
 thread polls on a drift-free schedule and keeps the latest snapshot and the peaks; the training
 loop reads them without waiting.
 """
@@ -28,7 +28,7 @@ _nvml_state: dict[str, Any] = {"tried": False, "ok": False, "reason": ""}
 _nvml_lock = threading.Lock()
 
 
-def _query(fn: Callable, *args: Any) -> Any:
+def nvml_query(fn: Callable, *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception:  # noqa: BLE001 - any NVML failure is "n/a"
@@ -65,18 +65,18 @@ def gpus() -> list[dict]:
     ok, _ = nvml_available()
     if not ok:
         return []
-    count = _query(pynvml.nvmlDeviceGetCount) or 0
-    driver = _text(_query(pynvml.nvmlSystemGetDriverVersion))
+    count = nvml_query(pynvml.nvmlDeviceGetCount) or 0
+    driver = _text(nvml_query(pynvml.nvmlSystemGetDriverVersion))
     out = []
     for index in range(count):
-        handle = _query(pynvml.nvmlDeviceGetHandleByIndex, index)
+        handle = nvml_query(pynvml.nvmlDeviceGetHandleByIndex, index)
         if handle is None:
             continue
-        memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = nvml_query(pynvml.nvmlDeviceGetMemoryInfo, handle)
         out.append({
             "index": index,
-            "uuid": _text(_query(pynvml.nvmlDeviceGetUUID, handle)),
-            "name": _text(_query(pynvml.nvmlDeviceGetName, handle)),
+            "uuid": _text(nvml_query(pynvml.nvmlDeviceGetUUID, handle)),
+            "name": _text(nvml_query(pynvml.nvmlDeviceGetName, handle)),
             "memory_total_bytes": getattr(memory, "total", None),
             "memory_free_bytes": getattr(memory, "free", None),
             "driver": driver,
@@ -119,7 +119,7 @@ def gpu_by_uuid(uuid: str | None) -> tuple[GpuHandle | None, str]:
         return None, why
     bare = bare_uuid(uuid)
     for prefix, mig in (("GPU-", False), ("MIG-", True)):
-        handle = _query(pynvml.nvmlDeviceGetHandleByUUID, prefix + bare)
+        handle = nvml_query(pynvml.nvmlDeviceGetHandleByUUID, prefix + bare)
         if handle is not None:
             return GpuHandle(handle, prefix + bare, mig), ""
     return None, f"NVML knows no GPU with UUID {uuid}"
@@ -133,8 +133,8 @@ def visible_gpus() -> tuple[list[Any], bool]:
     ok, _ = nvml_available()
     if not ok:
         return [], True
-    count = _query(pynvml.nvmlDeviceGetCount) or 0
-    every = [h for h in (_query(pynvml.nvmlDeviceGetHandleByIndex, i) for i in range(count))
+    count = nvml_query(pynvml.nvmlDeviceGetCount) or 0
+    every = [h for h in (nvml_query(pynvml.nvmlDeviceGetHandleByIndex, i) for i in range(count))
              if h is not None]
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     entries = ([e.strip() for e in listed.split(",")] if listed is not None
@@ -157,7 +157,7 @@ def visible_gpus() -> tuple[list[Any], bool]:
 
 
 def _capability(handle: Any) -> float | None:
-    cc = _query(pynvml.nvmlDeviceGetCudaComputeCapability, handle) if handle is not None else None
+    cc = nvml_query(pynvml.nvmlDeviceGetCudaComputeCapability, handle) if handle is not None else None
     return cc[0] + cc[1] / 10 if cc else None
 
 
@@ -299,8 +299,8 @@ class SystemSampler:
 
     def read_now(self) -> dict[str, float | None]:
         snap: dict[str, float | None] = {
-            "rss_bytes": _query(lambda: self.process.memory_info().rss),
-            "cpu_percent": _query(self.process.cpu_percent, None),
+            "rss_bytes": nvml_query(lambda: self.process.memory_info().rss),
+            "cpu_percent": nvml_query(self.process.cpu_percent, None),
             "gpu_memory_used_bytes": None,
             "gpu_process_memory_bytes": None,
             "gpu_util_percent": None,
@@ -310,16 +310,16 @@ class SystemSampler:
         }
         handle = self._handle
         if handle is not None:
-            memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)
+            memory = nvml_query(pynvml.nvmlDeviceGetMemoryInfo, handle)
             snap["gpu_memory_used_bytes"] = getattr(memory, "used", None)
             if self._whole_card:  # a MIG slice's figures would be the whole card's
-                util = _query(pynvml.nvmlDeviceGetUtilizationRates, handle)
+                util = nvml_query(pynvml.nvmlDeviceGetUtilizationRates, handle)
                 snap["gpu_util_percent"] = getattr(util, "gpu", None)
-                power = _query(pynvml.nvmlDeviceGetPowerUsage, handle)
+                power = nvml_query(pynvml.nvmlDeviceGetPowerUsage, handle)
                 snap["gpu_power_w"] = power / 1000.0 if power is not None else None
-                snap["gpu_temperature_c"] = _query(pynvml.nvmlDeviceGetTemperature, handle, 0)
+                snap["gpu_temperature_c"] = nvml_query(pynvml.nvmlDeviceGetTemperature, handle, 0)
                 snap["gpu_energy_j"] = self.energy_now()
-            procs = _query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+            procs = nvml_query(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
             mine = [p.usedGpuMemory for p in procs
                     if p.pid == self.process.pid and isinstance(p.usedGpuMemory, int)]
             snap["gpu_process_memory_bytes"] = sum(mine) if mine else None
@@ -341,7 +341,7 @@ class SystemSampler:
         the whole card's) or where the GPU has no counter."""
         if not self._whole_card:
             return None
-        energy = _query(pynvml.nvmlDeviceGetTotalEnergyConsumption, self._handle)
+        energy = nvml_query(pynvml.nvmlDeviceGetTotalEnergyConsumption, self._handle)
         return energy / 1000.0 if energy is not None else None
 
     def latest(self) -> dict[str, float | None]:

@@ -7,6 +7,7 @@ whether something was zero, absent, or not measured.
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Any
 
@@ -93,19 +94,26 @@ def how_it_ended(run: RunData) -> str:
     return f'<p class="lead">{e(note)}</p>' + kv_table(rows)
 
 
+def headline_keys(figures: dict) -> list[str]:
+    """The four figures a run opens with (the report's cards, the app's headline): speed, step
+    time or time to first token, quality, and the memory that matters here."""
+    allocated = (figures.get("peak_torch_allocated_bytes") or {}).get("value")
+    measured = isinstance(allocated, (int, float)) and not isinstance(allocated, bool) \
+        and math.isfinite(allocated)
+    memory = "peak_torch_allocated_bytes" if measured else "peak_rss_bytes"
+    slots = (("tokens_per_s", "decode_tokens_per_s"), ("step_time_p50_s", "ttft_p50_s"),
+             ("loss_val_final", "perplexity"), (memory,))  # train keys, else infer / compress
+    return [next(k for k in slot if k in figures) for slot in slots
+            if any(k in figures for k in slot)]
+
+
 def headline_cards(run: RunData) -> str:
     """Four figures at the top: speed, step time, quality, and the memory that matters here."""
     figures = run.figures
-    memory = ("peak_torch_allocated_bytes" if run.figure("peak_torch_allocated_bytes") is not None
-              else "peak_rss_bytes")
-    slots = (("tokens_per_s", "decode_tokens_per_s"), ("step_time_p50_s", "ttft_p50_s"),
-             ("loss_val_final", "perplexity"), (memory,))  # train keys, else infer / compress
-    keys = [next(k for k in slot if k in figures) for slot in slots
-            if any(k in figures for k in slot)]
     cards = "".join(
         f'<div class="card"><div class="card-label">{e(metric(k).label)}</div>'
         f'<div class="card-value">{e(format_summary_figure(k, figures[k]))}</div></div>'
-        for k in keys)
+        for k in headline_keys(figures))
     return f'<div class="cards">{cards}</div>' if cards else ""
 
 
