@@ -13,15 +13,13 @@ from types import SimpleNamespace
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLabel,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.controls import figure_table
 from profiler.figures.metrics import metric
 from profiler.report.recommend import compression_cells, compression_cost
 
@@ -87,18 +85,8 @@ class CompressTable(QWidget):
         self.cost.setWordWrap(True)
         self.cost.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.cost)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setObjectName("compressTable")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table = figure_table(COLUMNS, "compressTable", wrap=True)
         self.table.horizontalHeaderItem(3).setToolTip(RATIO_TIP)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.table.setWordWrap(True)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
         layout.addWidget(self.table)
         self.rows: list[tuple[str, ...]] = []
         self.hide()

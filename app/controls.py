@@ -18,8 +18,10 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QHeaderView,
     QLineEdit,
     QSpinBox,
+    QTableWidget,
     QWidget,
 )
 
@@ -230,3 +232,20 @@ def _build(param: Any) -> QWidget:
     edit = QLineEdit()
     edit.setAlignment(Qt.AlignmentFlag.AlignLeft)
     return edit
+
+
+def figure_table(columns: list[str] | tuple[str, ...], name: str, wrap: bool) -> QTableWidget:
+    """A read-only table of figures that shows every row and column (no scroll bars of its own:
+    the tab scrolls), columns sized to their contents and the last one taking the rest."""
+    table = QTableWidget(0, len(columns))
+    table.setObjectName(name)
+    table.setHorizontalHeaderLabels(list(columns))
+    table.verticalHeader().setVisible(False)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    table.setWordWrap(wrap)
+    table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(True)
+    return table

@@ -14,19 +14,17 @@ from html import escape
 
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFrame,
     QGridLayout,
-    QHeaderView,
     QLabel,
     QScrollArea,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from app.compress_table import CompressTable
+from app.controls import figure_table
 from profiler.figures import busy
 from profiler.figures.metrics import ORDER, format_summary_figure, format_value, metric, spread_text
 from profiler.report.sections import headline_keys
@@ -182,21 +180,12 @@ class HeadlineStrip(QFrame):
         if not keys:
             self.show_empty()
             return
-        self._filled(title)
-        for index, (label, value, spread) in enumerate(self.cards):
-            card = label.parentWidget()
-            if index >= len(keys):
-                card.hide()
-                continue
-            card.show()
-            key = keys[index]
-            fig = figures[key]
-            label.setText(metric(key).label + (" (compressed)" if compressed and
-                                               f"baseline_{key}" in figures else ""))
-            value.setText(format_summary_figure(key, {**fig, "distribution": None}))
-            spread.setText(spread_text(fig) or " ")
-            card.setToolTip(f"{title}: {fig.get('how') or metric(key).description}")
-        self._rearrange()
+        self._fill(title, [
+            (metric(key).label + (" (compressed)" if compressed and f"baseline_{key}" in figures
+                                  else ""),
+             format_summary_figure(key, {**figures[key], "distribution": None}),
+             spread_text(figures[key]) or " ",
+             f"{title}: {figures[key].get('how') or metric(key).description}") for key in keys])
 
     def show_readings(self, title: str, metrics: dict) -> None:
         """A live run: its latest readings in the same four places."""
@@ -205,18 +194,21 @@ class HeadlineStrip(QFrame):
                 if isinstance(metrics.get(k), (int, float))][:4]
         if not keys:
             return
+        self._fill(title, [
+            (metric(key).label, format_value(metrics[key], metric(key).unit), "now",
+             f"{title}: the latest reading. {metric(key).description}") for key in keys])
+
+    def _fill(self, title: str, cards: list[tuple[str, str, str, str]]) -> None:
+        """The cards in order, each (label, value, spread, tooltip); the others hidden."""
         self._filled(title)
         for index, (label, value, spread) in enumerate(self.cards):
             card = label.parentWidget()
-            if index >= len(keys):
-                card.hide()
-                continue
-            card.show()
-            m = metric(keys[index])
-            label.setText(m.label)
-            value.setText(format_value(metrics[keys[index]], m.unit))
-            spread.setText("now")
-            card.setToolTip(f"{title}: the latest reading. {m.description}")
+            card.setVisible(index < len(cards))
+            if index < len(cards):
+                label.setText(cards[index][0])
+                value.setText(cards[index][1])
+                spread.setText(cards[index][2])
+                card.setToolTip(cards[index][3])
         self._rearrange()
 
     def texts(self) -> list[str]:
@@ -244,21 +236,11 @@ class SummaryView(QScrollArea):
         layout.addWidget(self.note)
         self.compress = CompressTable()
         layout.addWidget(self.compress)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setObjectName("summaryTable")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table = figure_table(COLUMNS, "summaryTable", wrap=False)
         self.table.horizontalHeaderItem(1).setToolTip(
             "The figure; for a timing, its median (p50) with p90 and p99 beside it")
         self.table.horizontalHeaderItem(4).setToolTip(
             "Half the width of the median's 95 % interval, and how many measurements it has")
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.table.setWordWrap(False)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
         layout.addWidget(self.table)
         self.techniques_title = QLabel("What each technique did")
         self.techniques_title.setObjectName("sectionTitle")

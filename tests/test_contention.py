@@ -7,12 +7,8 @@ import time
 import psutil
 import pytest
 
-from profiler.measure.contention import (
-    CONTENDED_CORES,
-    ContentionMeter,
-    live_text,
-    tree_cpu_seconds,
-)
+from profiler.figures.busy import CONTENDED_CORES, live_text
+from profiler.measure.contention import ContentionMeter, tree_cpu_seconds
 
 
 def _meter(busy_steps, own_steps, cores=2):
