@@ -219,7 +219,7 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         plot.hint = hint
-        box = ChartBox(name, title, plot)
+        box = ChartBox(name, title, plot, self)  # parented: a chart never shown is deleted with us
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
         box.legend.linkActivated.connect(self.toggle_series)
         box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))

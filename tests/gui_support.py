@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QCoreApplication, QEvent
+from PySide6.QtWidgets import QApplication
 
 from app.main import MainWindow
 from tests.helpers import stored_run  # noqa: F401 - the GUI tests import it from here
@@ -21,9 +22,14 @@ def fake_worker(step_delay_s: float = 0.02) -> list[str]:
 
 
 def dispose(win: MainWindow) -> None:
-    """Close (ending any worker) and delete the window now, not at some later event loop turn."""
+    """Close (ending any worker) and delete the window now, not at some later event loop turn;
+    with it the hidden parentless widgets it left (pyqtgraph gives each plot's context menu no
+    parent): kept across hundreds of tests, every style-sheet change would restyle them all."""
     win.close()
     win.deleteLater()
+    for widget in QApplication.topLevelWidgets():
+        if widget is not win and not widget.isVisible():
+            widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 

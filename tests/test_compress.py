@@ -287,7 +287,7 @@ def _planted_run(tmp_path, monkeypatch, slowdown: float, techniques: dict, busy:
 
     monkeypatch.setattr(workload, "generate_once", planted)
     # The timings are planted: whatever else this machine runs, they describe a quiet one.
-    monkeypatch.setattr(workload.contention, "sentence", lambda summary: busy)
+    monkeypatch.setattr(workload.busy, "sentence", lambda summary: busy)
     torch.manual_seed(0)
     weights.save_model(GPT(TINY), tmp_path / "model.safetensors", "tiny")
     config = RunConfig(workload="compress", device="cpu", techniques=techniques)

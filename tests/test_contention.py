@@ -225,7 +225,7 @@ def test_contention_keys_are_checked_on_receipt():
 
 
 def test_load_line_states_units_and_spread_and_old_runs_show_nothing():
-    from profiler.measure.contention import load_text, sentence
+    from profiler.figures.busy import load_text, sentence
 
     assert load_text(CONTENDED) == ("other processes 1.42 cores (p90 1.90 cores) of 2, machine "
                                     "CPU 97.5 %, 12 samples")
@@ -304,7 +304,7 @@ def test_reports_say_so_beside_the_headline_figures(tmp_path):
 
 
 def test_the_front_end_is_reported_on_its_own_and_not_counted_as_other_processes():
-    from profiler.measure.contention import load_text
+    from profiler.figures.busy import load_text
 
     busy, own, front = iter([0, 1.5, 3.0]), iter([0, 1.0, 2.0]), iter([0, 0.3, 0.6])
     clock = itertools.count(0.0)

@@ -95,7 +95,7 @@ def _send_and_collect(worker: WorkerProcess, lines: list[bytes]) -> list[dict]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(fuzzed_line, min_size=1, max_size=6))
 def test_fuzzed_lines_are_each_rejected_with_a_message(live_worker, lines):
-    from profiler.engine.worker import _command_type
+    from profiler.engine.channel import _command_type
 
     lines = [line for line in lines if rejected(line) or not line.strip()]  # no real commands
     replies = _send_and_collect(live_worker, lines)
