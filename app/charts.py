@@ -22,6 +22,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
+    QApplication,
     QGraphicsItem,
     QGridLayout,
     QLabel,
@@ -170,8 +171,14 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return bar
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
+        before = {id(widget) for widget in QApplication.topLevelWidgets()}
         plot = pg.PlotWidget(background=THEMES[self.theme]["background"],
                              axisItems={"left": ChartAxis("left")})
+        # pyqtgraph makes each plot's context menus and control panel without a parent: given
+        # the plot as theirs (popups stay popups), they go when the window does.
+        for orphan in QApplication.topLevelWidgets():
+            if id(orphan) not in before and orphan is not plot and orphan.parent() is None:
+                orphan.setParent(plot, orphan.windowFlags())
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)
         plot.chart_title = title
