@@ -171,13 +171,15 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         return bar
 
     def _make_chart(self, name: str, title: str, y_label: str, zero_based: bool) -> None:
-        before = {id(widget) for widget in QApplication.topLevelWidgets()}
+        # The wrappers are kept, not their id()s: a freed wrapper's id can come back on another.
+        before = QApplication.topLevelWidgets()
         plot = pg.PlotWidget(background=THEMES[self.theme]["background"],
                              axisItems={"left": ChartAxis("left")})
         # pyqtgraph makes each plot's context menus and control panel without a parent: given
         # the plot as theirs (popups stay popups), they go when the window does.
         for orphan in QApplication.topLevelWidgets():
-            if id(orphan) not in before and orphan is not plot and orphan.parent() is None:
+            if orphan.parent() is None and orphan is not plot \
+                    and not any(orphan is widget for widget in before):
                 orphan.setParent(plot, orphan.windowFlags())
         plot.setObjectName(f"chart_{name}")
         plot.setMinimumHeight(MIN_CHART_HEIGHT)

@@ -45,7 +45,8 @@ WORKLOAD_TIPS = {"train": "Language modelling: train and validation loss, speed,
 MODEL_SOURCE_LABELS = {"preset": "Built-in GPT", "run": "Past run's weights",
                        "checkpoint": "Checkpoint", "hf": "Hugging Face"}
 MODEL_SOURCE_TIPS = {"preset": "A built-in GPT preset with random weights",
-                     "run": "The weights a past run saved (Save final weights)",
+                     "run": "The weights a past run saved (Save final weights); a train run "
+                            "continues training them",
                      "checkpoint": "A .safetensors file or a folder of them",
                      "hf": "A Hugging Face model from the local cache (nothing is downloaded)"}
 DATA_LABELS = {"stdlib": "Python stdlib", "path": "Text file/folder", "random": "Random tokens"}
@@ -74,8 +75,6 @@ FIELD_LABELS = {"limits.steps": "Steps", "train.batch_size": "Batch size",
                 "model.path": "Model › Weights", "data.path": "Data › Text", "device": "Device",
                 "launch.ssh": "Remote host", "launch.nproc_per_node": "Processes per node"}
 """Config keys as the labels on screen: a sentence names the field the user can see."""
-RUN_SOURCE_WORKLOADS = ("infer", "compress", "distill")
-"""Workloads that can start from the weights of a past run (a train run starts from scratch)."""
 
 
 def on_screen(message: str) -> str:
@@ -347,15 +346,6 @@ class RunForm(QWidget):
     # --- visibility ---------------------------------------------------------------------------
     def _show_rows(self) -> None:
         workload = self.workload.currentData()
-        run_item = self.model_source.findData("run")
-        if run_item >= 0:  # a train run starts from scratch: its weights option is not offered
-            offered = workload in RUN_SOURCE_WORKLOADS
-            item = self.model_source.model().item(run_item)
-            item.setEnabled(offered)
-            item.setToolTip("" if offered else "for inference, compress and distill runs")
-            if not offered and self.model_source.currentData() == "run":
-                self.model_source.setCurrentIndex(self.model_source.findData("preset"))
-                return  # the index change shows the rows again
         source = self.model_source.currentData()
         visible = {
             self.model_size: source == "preset", self.model_run: source == "run",

@@ -28,7 +28,8 @@ def dispose(win: MainWindow) -> None:
     win.close()
     win.deleteLater()
     for widget in QApplication.topLevelWidgets():
-        if widget is not win and not widget.isVisible():
+        # Only widgets nothing owns: a popup with a parent goes with its parent.
+        if widget is not win and widget.parent() is None and not widget.isVisible():
             widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 

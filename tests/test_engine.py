@@ -259,6 +259,44 @@ def test_train_honours_pruning_permanent(tmp_path, permanent):
     assert float((weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
 
 
+def test_a_train_run_continues_from_saved_weights(tmp_path):
+    """Training may start from a saved model (a past run's, a checkpoint): one AdamW step of
+    learning rate lr moves each weight by about lr at most, so the weights the second run saves
+    sit within 2 lr of the loaded ones, while a fresh model of another seed is far from them."""
+    from safetensors.torch import load_file
+
+    from profiler.engine.workloads import train
+
+    lr = 1e-4
+
+    def config_for(out: Path, model: ModelConfig, seed: int, steps: int) -> RunConfig:
+        config = RunConfig(device="cpu", seed=seed)
+        config.model = model
+        config.limits.steps, config.limits.warmup_steps = steps, 0
+        config.train.batch_size, config.train.seq_len = 2, 16
+        config.train.eval_interval, config.train.learning_rate = 0, lr
+        config.data.max_train_bytes = 30_000
+        config.train.save_checkpoint = True
+        config.output_dir = str(out)
+        validate(config)
+        return config
+
+    train.run(config_for(tmp_path / "first", ModelConfig(preset="gpt-nano"), 1, 1),
+              [].append, _Control())
+    saved = tmp_path / "first" / "model.safetensors"
+    again = config_for(tmp_path / "again", ModelConfig(source="checkpoint", path=str(saved)),
+                       2, 1)
+    train.run(again, [].append, _Control())
+    before, after = load_file(str(saved)), load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    moved = max(float((after[k] - before[k]).abs().max()) for k in before)
+    assert 0 < moved <= 2 * lr
+    fresh = config_for(tmp_path / "fresh", ModelConfig(preset="gpt-nano"), 2, 1)
+    train.run(fresh, [].append, _Control())
+    other = load_file(str(tmp_path / "fresh" / "model.safetensors"))
+    assert max(float((other[k] - before[k]).abs().max()) for k in before) > 20 * lr
+
+
 @pytest.mark.slow
 def test_a_distilled_hugging_face_student_is_saved(tmp_path):
     from profiler.engine.workloads import distill

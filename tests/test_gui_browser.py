@@ -1138,6 +1138,24 @@ def test_distill_teacher_from_a_past_run_and_a_random_teacher_warns(qtbot, windo
     assert form.teacher.currentData() == f"run:{trained}"
 
 
+def test_a_train_run_can_continue_from_a_past_runs_weights(qtbot, window):
+    from profiler.store import RunStore
+
+    store = RunStore()
+    trained = stored_run(store, "pretrained", train_messages(3))
+    (store.runs_dir / trained / "model.safetensors").write_bytes(b"weights")  # saved weights
+    form = window.form
+    assert form.workload.currentData() == "train"
+    choose(qtbot, form.model_source, "run")
+    assert form.model_run.isVisible()
+    choose(qtbot, form.model_run, trained)
+    model = window.build_config().model
+    assert (model.source, model.run_id) == ("run", trained)
+    for workload in ("infer", "distill", "train"):  # kept across workloads, train included
+        choose(qtbot, form.workload, workload)
+        assert form.model_source.currentData() == "run"
+
+
 def test_the_progress_bar_says_which_phase_it_counts(qtbot, window):
     window.worker_command = fake_worker(0.03)
     window.form.steps.setValue(6)

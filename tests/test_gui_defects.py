@@ -284,12 +284,6 @@ def test_stale_and_wrong_words_are_gone(qtbot, window, tmp_path):
     from profiler.models.presets import GPT_PRESETS
 
     assert GPT_PRESETS["gpt-mini"].description in form.model_note.text()
-    # A train run cannot start from a past run's weights: not offered.
-    run_item = form.model_source.model().item(form.model_source.findData("run"))
-    assert not run_item.isEnabled()
-    form.workload.setCurrentIndex(form.workload.findData("infer"))
-    assert run_item.isEnabled()
-    form.workload.setCurrentIndex(form.workload.findData("train"))
     # No momentum for AdamW; there for SGD.
     optimizer = window.techniques.rows["optimizer"]
     assert "momentum" not in optimizer.shown_params()

@@ -127,10 +127,6 @@ def _model_shape(model: ModelConfig, where: str):
 
 
 def _validate_workloads(config: RunConfig, shape) -> None:
-    _require(config.workload != "train" or config.model.source in ("preset", "hf", "hf-config"),
-             "model.source", "training starts from a preset's random weights or a Hugging Face "
-             'model in this version; set it to preset, hf or hf-config (use workload = "distill" '
-             "to train a student from a saved teacher)")
     if getattr(shape, "kind", "builtin") == "hf-encoder":
         _require(config.workload in ("infer", "compress"), "workload",
                  f"{config.model.path or config.model.arch.name} is an encoder model (BERT-style), "
