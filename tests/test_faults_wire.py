@@ -22,7 +22,7 @@ import pytest
 from profiler import cli
 from profiler.store import RunStore
 from profiler.store.recorder import RunRecorder
-from profiler.wire import protocol
+from profiler.wire import client, protocol
 from profiler.wire.client import (
     EOF,
     StartRefused,
@@ -235,6 +235,7 @@ def test_start_line_names_the_longest_setting():
 
 
 def test_a_start_that_cannot_be_sent_fails_the_run_with_a_sentence(monkeypatch, effiscope_home):
+    monkeypatch.setattr(client, "SEND_FAILURE_GRACE_S", 0.5)  # it lingers: killed after this
     monkeypatch.setattr(WorkerProcess, "send", lambda self, message: (
         setattr(self, "send_error", "the worker stopped reading its input (Broken pipe)"), False)[1])
     store = RunStore()
@@ -246,6 +247,23 @@ def test_a_start_that_cannot_be_sent_fails_the_run_with_a_sentence(monkeypatch, 
     assert status == "failed"
     assert "start command could not be sent" in run.summary()["end"]
     assert "Broken pipe" in run.summary()["end"]
+
+
+def test_a_link_that_ends_before_the_start_is_sent_says_why_in_its_words(monkeypatch,
+                                                                        effiscope_home):
+    """ssh that cannot connect closes its input and exits: the start command meets a broken
+    pipe, but the run's sentence is ssh's reason (from the log), not the pipe."""
+    monkeypatch.setattr(WorkerProcess, "send", lambda self, message: (
+        setattr(self, "send_error", "the worker stopped reading its input (Broken pipe)"), False)[1])
+    store = RunStore()
+    config = tiny_config(steps=2)
+    config.launch.ssh = "user@127.0.0.1"
+    run = store.create_run(config)
+    refused = "ssh: connect to host 127.0.0.1 port 1: Connection refused"
+    status = run_to_completion(config.to_dict(), RunRecorder(store, run), command=[
+        "/bin/sh", "-c", f"exec 0<&-; sleep 0.2; echo '{refused}' >&2; exit 255"])
+    assert status == "failed"
+    assert run.summary()["end"].startswith("launch.ssh: cannot connect to 127.0.0.1 port 1")
 
 
 def test_send_to_a_worker_that_closed_its_input_says_why():

@@ -19,6 +19,9 @@ from profiler.wire import launch, protocol
 
 EOF = object()
 OVERSIZE = object()
+SEND_FAILURE_GRACE_S = 5.0
+"""How long a worker that refused the start command gets to end on its own (and leave in its log
+why: ssh's connection error, a command not found) before it is killed."""
 """Put in `lines` in place of a line over protocol.MAX_LINE_BYTES (its bytes were dropped)."""
 
 
@@ -269,11 +272,12 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
             stop_after_s: float | None, interrupt: threading.Event | None,
             watch: protocol.SilenceWatch) -> str:
     send_failure = None
-    if not worker.send(first_line):
-        send_failure = f"the start command could not be sent: {worker.send_error}"
-        worker.kill()
-    ended_at: float | None = None
     started = time.monotonic()
+    if not worker.send(first_line):
+        # The process closed its input: it is on its way out (ssh that could not connect, a
+        # command not found). Let it end and say why in its words; kill it only if it lingers.
+        send_failure = f"the start command could not be sent: {worker.send_error}"
+    ended_at: float | None = None
     stop_sent_at: float | None = None
     heard = worker.last_heard
     while True:
@@ -303,6 +307,8 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
             worker.send(protocol.stop())
         if stop_sent_at is not None and time.monotonic() - stop_sent_at > 10:
             worker.kill()
+        if send_failure is not None and time.monotonic() - started > SEND_FAILURE_GRACE_S:
+            worker.kill()
         if item is EOF:
             break
         if item is OVERSIZE:
@@ -325,8 +331,8 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
     code = worker.shutdown()
     killed = code is not None and code < 0 and recorder.done is None and send_failure is None
     failed = recorder.done is None or recorder.done["status"] == "failed"
-    explanation = send_failure or (
-        failure_explanation(recorder, _config_or_none(config_dict)) if failed else None)
+    explanation = (failure_explanation(recorder, _config_or_none(config_dict)) if failed
+                   else None) or send_failure
     return recorder.finish(code, killed_by_signal=killed, explanation=explanation)
 
 
