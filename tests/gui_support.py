@@ -1,13 +1,13 @@
-"""Shared pieces of the GUI tests: a main-window fixture that really frees the window after the
-test (deferred deletes are flushed, so a session of GUI tests does not accumulate thousands of
-widgets that make every later restyle slow), and the fake worker's command line."""
+"""Shared pieces of the GUI tests: `dispose`, which really frees a window after a test (deferred
+deletes are flushed, so a session of GUI tests does not accumulate thousands of widgets that make
+every later restyle slow; the `window` fixture in conftest.py uses it), the fake worker's command
+line, and the clicks a user makes."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QCoreApplication, QEvent
 from PySide6.QtWidgets import QApplication
 
@@ -31,16 +31,6 @@ def dispose(win: MainWindow) -> None:
         if widget is not win and not widget.isVisible():
             widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    win.resize(1280, 860)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    dispose(win)
 
 
 WARM_FAKE = """

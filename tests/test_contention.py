@@ -66,9 +66,9 @@ def _worker_run(tmp_path, name: str,
     readings of other processes' CPU its samples carried."""
     from profiler.wire import protocol
     from profiler.wire.client import WorkerProcess
-    from tests.helpers import collect, nano_config
+    from tests.helpers import collect, run_config
 
-    config = nano_config(steps=100_000, batch_size=2, seq_len=16, eval_interval=0)
+    config = run_config(steps=100_000, batch_size=2, seq_len=16, eval_interval=0)
     config.limits.time_s = 4.0
     config.data.max_train_bytes = 40_000
     worker = WorkerProcess(log_path=tmp_path / f"{name}.log")

@@ -17,7 +17,7 @@ from profiler.figures import energy
 from profiler.measure import capabilities, roofline, system
 from techniques import precision, registry, runtime
 from tests.fake_nvml import FakeGpu, FakeNvml, install
-from tests.helpers import SetAt, nano_config
+from tests.helpers import SetAt, run_config
 
 UUID_A = "1c7a0f9e-0000-4000-8000-00000000000a"
 UUID_B = "1c7a0f9e-0000-4000-8000-00000000000b"
@@ -198,7 +198,7 @@ def test_switching_checkpointing_on_mid_run_shows_its_lower_peak_and_keeps_the_r
         return out
 
     monkeypatch.setattr(steps, "train_step", step)
-    config = nano_config(steps=8, eval_interval=0, batch_size=2, seq_len=16)
+    config = run_config(steps=8, eval_interval=0, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     validate(config)
     summary = train.run(config, lambda m: None, SetAt(5, "activation_checkpointing", {"every": 1}))
@@ -235,7 +235,7 @@ def test_energy_counts_the_timed_steps_only_not_validation(monkeypatch):
     counter = ClockCounter(100.0)
     monkeypatch.setattr(system.SystemSampler, "energy_now", lambda self: counter.energy_now())
     monkeypatch.setattr(energy, "ENERGY_MIN_S", 0.0)
-    config = nano_config(steps=8, eval_interval=2, batch_size=2, seq_len=16)
+    config = run_config(steps=8, eval_interval=2, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     validate(config)
     messages: list[dict] = []

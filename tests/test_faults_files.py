@@ -22,7 +22,9 @@ from profiler import cli, files
 from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
-from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
+from tests.faults import assert_sentence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KINDS = ("fifo", "symlink", "device", "folder")
 WHAT = {"fifo": "a pipe (FIFO)", "symlink": "a symbolic link", "device": "a device",

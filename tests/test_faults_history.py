@@ -20,7 +20,9 @@ from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
+from tests.faults import assert_sentence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(store: RunStore, name: str = "kept", steps: int = 3) -> str:

@@ -12,21 +12,14 @@ import sys
 import psutil
 import pytest
 
-from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
 from profiler.engine import channel as worker_io
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess
-from tests.faults import one_torch_thread, tiny_config, wait_for  # noqa: F401 - autouse
-from tests.test_bad_input import assert_sentence
+from tests.faults import assert_fix_sentence, wait_for
+from tests.helpers import cli_in_process, run_config
 
-
-def _run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TWENTY = "9" * 20
@@ -55,7 +48,7 @@ CLI_CASES = [
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_a_hostile_argument_is_one_sentence_and_nothing_runs(argv, words, capsys,
                                                              effiscope_home):
-    code, err = _run_cli(argv, capsys)
+    code, err = cli_in_process(argv, capsys)
     assert code == 2, err
     assert words in err.strip().splitlines()[-1], err  # the parser's usage may come first
     assert "Traceback" not in err
@@ -64,7 +57,7 @@ def test_a_hostile_argument_is_one_sentence_and_nothing_runs(argv, words, capsys
 
 
 def test_terminal_escapes_in_a_refused_flag_are_not_printed_raw(capsys):
-    code, err = _run_cli(["run", "nano", "--device", "\x1b]0;owned\x07\x1b[2J"], capsys)
+    code, err = cli_in_process(["run", "nano", "--device", "\x1b]0;owned\x07\x1b[2J"], capsys)
     assert code == 2
     assert "\x1b" not in err and "\x07" not in err and "is not a device" in err
 
@@ -97,7 +90,7 @@ def test_a_checkpoint_claiming_zero_heads_is_a_sentence(tmp_path):
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
                                      f"path = '{path}'"))
     assert "n_head = 0 does not divide n_embd = 128" in str(info.value)
-    assert_sentence(str(info.value), "model.path")
+    assert_fix_sentence(str(info.value), "model.path")
 
 
 # --- the worker: starts it cannot read, internal commands it must not take from the wire -------
@@ -170,7 +163,7 @@ def test_sigterm_ends_a_worker_busy_building_a_model(tmp_path):
               "worker.main()\n")
     worker_process = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
     try:
-        worker_process.send(protocol.start(tiny_config(steps=5).to_dict()))
+        worker_process.send(protocol.start(run_config(steps=5, data="random").to_dict()))
         wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
                  "the model build to start")
         worker_process.proc.send_signal(signal.SIGTERM)  # stdin stays open

@@ -23,14 +23,15 @@ from tests.faults import (
     cli,
     gone,
     listening_ports,
-    one_torch_thread,  # noqa: F401 - an autouse fixture
     only_run_dir,
     stored_samples,
-    tiny_config,
     wait_for,
     worker_child,
     write_config,
 )
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _timed_lines(stream, out: list[tuple[float, str]]) -> threading.Thread:
@@ -46,7 +47,7 @@ def _timed_lines(stream, out: list[tuple[float, str]]) -> threading.Thread:
 @pytest.mark.slow
 def test_worker_killed_mid_run_is_reported_and_nothing_is_lost(
         tmp_path, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     out: list[tuple[float, str]] = []
     readers = [_timed_lines(proc.stdout, out), _timed_lines(proc.stderr, [])]
@@ -87,7 +88,7 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
     """The worker leaves a child holding its stdout (as a compile worker pool would): the stop
     still completes and the whole tree is gone within 3 s of the request."""
     store = RunStore()
-    config = tiny_config()
+    config = run_config(100_000, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     command = ["/bin/sh", "-c",
@@ -113,7 +114,7 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
 @pytest.mark.slow
 def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
         tmp_path, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     worker = None
     try:
@@ -145,7 +146,7 @@ def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
 
 
 def _cli_run_until_samples(tmp_path, home, samples: int = 3):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     err: list[tuple[float, str]] = []
     readers = [_timed_lines(proc.stdout, []), _timed_lines(proc.stderr, err)]
@@ -336,7 +337,7 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
               "worker.main()\n")
     worker = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
     try:
-        worker.send(protocol.start(tiny_config(steps=5).to_dict()))
+        worker.send(protocol.start(run_config(steps=5, data="random").to_dict()))
         wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
                  "the model build to start")
         worker.close_stdin()

@@ -22,7 +22,10 @@ from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError, StreamWriter
 from profiler.store import runfolder as store_module
 from profiler.store.recorder import RunRecorder
-from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
+from tests.faults import write_config
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sample(step: int) -> bytes:
@@ -163,7 +166,7 @@ def test_a_full_disk_mid_run_is_a_clear_error_and_a_nonzero_exit(tmp_path, monke
         monkeypatch.setattr(StreamWriter, "append", append)
     monkeypatch.setenv("EFFISCOPE_HOME", str(home))
     try:
-        toml = write_config(tmp_path / "run.toml", tiny_config())
+        toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
         code = cli.main(["run", str(toml)])
         err = capsys.readouterr().err
         run_dir = next((home / "runs").iterdir())
@@ -193,7 +196,7 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("EFFISCOPE_HOME", str(home))
         with pytest.raises(StoreError, match="(?i)read-only.*set EFFISCOPE_HOME to a writable"):
             RunStore().create_run(RunConfig())
-        code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=2)))])
+        code = cli.main(["run", str(write_config(tmp_path / "run.toml", run_config(steps=2, data="random")))])
     finally:
         if mounted:
             _umount(home)

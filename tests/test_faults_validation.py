@@ -14,14 +14,15 @@ import queue
 import psutil
 import pytest
 
-from profiler import cli
 from profiler.config import ConfigError, RunConfig, resolve, validate
 from profiler.config import rules as config_rules
 from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.wire import protocol
-from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
-from tests.test_bad_input import assert_sentence
+from tests.faults import assert_fix_sentence
+from tests.helpers import ListChannel, cli_in_process, run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cuda() -> bool:
@@ -33,15 +34,6 @@ def _cuda() -> bool:
 def _no_run_stored(home) -> bool:
     runs = home / "runs"
     return not runs.exists() or not any(runs.iterdir())
-
-
-def _run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    """`effiscope ARGV` in-process: (exit code, stderr); argparse's refusals are exit 2 too."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # the parser refused an argument
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 # --- item 13: contradictions in the config are refused before a run exists ---------------------
@@ -70,35 +62,25 @@ def test_a_contradiction_is_exit_2_and_no_failed_run(text, field, words, tmp_pat
                                                      effiscope_home):
     toml = tmp_path / "run.toml"
     toml.write_text(text)
-    code, err = _run_cli(["run", str(toml)], capsys)
+    code, err = cli_in_process(["run", str(toml)], capsys)
     assert code == 2, err
     assert words in err
-    assert_sentence(err.removeprefix("effiscope: "), field)
+    assert_fix_sentence(err.removeprefix("effiscope: "), field)
     assert _no_run_stored(effiscope_home)  # it used to be a failed run in the history
 
 
 def test_the_worker_keeps_the_check_as_a_second_line(capsys):
     """A front end that skips validation (another version, a script) still gets a config error
     from the worker's own validation, before anything is built."""
-    config = tiny_config(steps=2).to_dict()
+    config = run_config(steps=2, data="random").to_dict()
     config["techniques"] = {"lora": {}, "qlora": {}}
-    channel = _Channel()
+    channel = ListChannel()
     status = worker.run_one(protocol.start(config), channel, worker_io.Control(queue.Queue(), channel))
     capsys.readouterr()
     error = next(m for m in channel.messages if m["type"] == "error")
     assert status == "failed" and error["kind"] == "config"
     assert "cannot be combined" in error["message"]
     assert "started" not in [m["type"] for m in channel.messages]
-
-
-class _Channel:
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
 
 
 def test_every_technique_plugs_its_config_check_into_validation():
@@ -143,7 +125,7 @@ def test_what_this_machine_cannot_do_is_refused_before_the_run(argv, words, tmp_
     to refuse after the run was created (exit 1)."""
     toml = tmp_path / "fp16.toml"
     toml.write_text("device = 'auto'\n[techniques.precision]\ndtype = 'fp16'\n")
-    code, err = _run_cli([a.replace("{fp16}", str(toml)) for a in argv], capsys)
+    code, err = cli_in_process([a.replace("{fp16}", str(toml)) for a in argv], capsys)
     assert code == 2 and words in err and "nothing was run" in err, err
     assert _no_run_stored(effiscope_home)
 
@@ -155,7 +137,7 @@ def test_what_this_machine_cannot_do_is_refused_before_the_run(argv, words, tmp_
                                   ["bench", "tune", "--device", "cuda"]],
                          ids=["tune", "bench-techniques", "bench-tune"])
 def test_a_cuda_device_without_cuda_is_a_sentence_not_an_assertion(argv, capsys):
-    code, err = _run_cli(argv, capsys)
+    code, err = cli_in_process(argv, capsys)
     assert code == 2, err
     assert "no CUDA GPU" in err and "AssertionError" not in err and "Traceback" not in err
 
@@ -175,7 +157,7 @@ def test_a_bound_is_said_with_the_refusal(text, field, words):
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(text))
     assert words in str(info.value)
-    assert_sentence(str(info.value), field)
+    assert_fix_sentence(str(info.value), field)
 
 
 def test_lora_rank_is_bounded_by_a_grouped_query_models_narrow_projections():
@@ -201,7 +183,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_its_figures(tmp_path,
     "loss is nan" every step and end "completed"); the figures of the steps before are kept."""
     from tests.faults import cli as cli_process
 
-    config = tiny_config(steps=60, learning_rate=10.0)
+    config = run_config(steps=60, learning_rate=10.0, data="random")
     config.techniques = {"optimizer": {"algorithm": "sgd", "momentum": 0.9}}
     toml = tmp_path / "diverge.toml"
     config.save(toml)
@@ -268,7 +250,7 @@ def test_the_toml_is_validated_after_the_flags(tmp_path):
 ], ids=["steps-below-warmup", "lr-bound", "steps-20-digits", "nproc-without-ddp", "batch-0",
         "tune-space-empty", "tune-space-blank", "doctor-only-commas", "doctor-only-empty"])
 def test_a_refused_flag_is_named_with_its_bound(argv, words, capsys, effiscope_home):
-    code, err = _run_cli(argv, capsys)
+    code, err = cli_in_process(argv, capsys)
     assert code == 2, err
     assert words in err, err
     assert "Traceback" not in err and err.count("\n") == 1
@@ -279,7 +261,7 @@ def test_a_refused_flag_is_named_with_its_bound(argv, words, capsys, effiscope_h
 def test_roofline_of_a_device_it_cannot_measure_says_so_once(device, words, capsys):
     if device == "cuda" and _cuda():
         pytest.skip("this machine has CUDA: the roofline would be measured")
-    code, err = _run_cli(["roofline", "--device", device], capsys)
+    code, err = cli_in_process(["roofline", "--device", device], capsys)
     assert code == 2 and words in err
     assert "measuring" not in err and err.count("effiscope:") == 1, err
 
@@ -293,7 +275,7 @@ def test_tune_ended_by_sigterm_exits_143_like_run(tmp_path, effiscope_home):
     from tests.faults import wait_for
 
     toml = tmp_path / "tune.toml"
-    tiny_config(steps=20).save(toml)
+    run_config(steps=20, data="random").save(toml)
     proc = cli_process("tune", str(toml), "--space", "batch", "--budget", "10m")
     lines: list[str] = []
     try:
@@ -340,7 +322,7 @@ BENCH_FLAGS = [
 
 @pytest.mark.parametrize("argv, words", BENCH_FLAGS, ids=[" ".join(c[0]) for c in BENCH_FLAGS])
 def test_a_bench_argument_out_of_range_is_exit_2_before_any_process(argv, words, capsys):
-    code, err = _run_cli(["bench", *argv], capsys)
+    code, err = cli_in_process(["bench", *argv], capsys)
     assert code == 2, err
     assert words in err, err
     assert "Traceback" not in err

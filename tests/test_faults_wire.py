@@ -34,12 +34,13 @@ from profiler.wire.client import (
 from profiler.wire.protocol import ProtocolError
 from tests.faults import (
     assert_sentence,
-    one_torch_thread,  # noqa: F401 - an autouse fixture
     run_hostile,
-    tiny_config,
     wait_for,
     write_config,
 )
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NINES = "9" * 5000
 HELLO = '{"type":"hello","protocol":1,"versions":{},"device":{},"environment":{}}'
@@ -130,7 +131,7 @@ def test_a_huge_integer_cannot_be_sent_either():
                          ids=[c[0] for c in HOSTILE if c[1] == "worker"])
 def test_the_recorder_keeps_going_after_each_hostile_line(line, effiscope_home):
     store = RunStore()
-    run = store.create_run(tiny_config(steps=2))
+    run = store.create_run(run_config(steps=2, data="random"))
     recorder = RunRecorder(store, run)
     assert recorder.handle_line(line.encode()) is None
     assert recorder.handle_line(DONE.encode())["type"] == "done"
@@ -170,7 +171,7 @@ def test_the_cli_prints_a_hostile_started_message_without_a_traceback(
     monkeypatch.setattr(launch, "worker_command",
                         lambda config=None: __import__("tests.faults", fromlist=["x"])
                         .hostile_worker(tmp_path, lines))
-    code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=2)))])
+    code = cli.main(["run", str(write_config(tmp_path / "run.toml", run_config(steps=2, data="random")))])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "\x1b" not in err and "\\x1b[31mred" in err and "\\x1b]0;title\\x07" in err
@@ -208,7 +209,7 @@ def test_the_reader_holds_at_most_one_line_limit(tmp_path):
 
 # --- a start the protocol cannot carry (item 2) ---------------------------------------------------
 def test_an_oversize_start_is_refused_before_the_worker_starts(tmp_path, capsys, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config(steps=2))
+    toml = write_config(tmp_path / "run.toml", run_config(steps=2, data="random"))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     code = cli.main(["run", str(toml), "--name", "n" * 5_000_000])
     err = capsys.readouterr().err
@@ -228,7 +229,7 @@ def test_an_oversize_name_in_a_config_file_is_a_config_error(tmp_path):
 
 
 def test_start_line_names_the_longest_setting():
-    config = tiny_config(steps=2).to_dict()
+    config = run_config(steps=2, data="random").to_dict()
     config["techniques"] = {"optimizer": {"note": "z" * protocol.MAX_LINE_BYTES}}
     with pytest.raises(StartRefused, match=r"techniques\.optimizer\.note"):
         start_line(config)
@@ -238,7 +239,7 @@ def test_a_start_that_cannot_be_sent_fails_the_run_with_a_sentence(monkeypatch, 
     monkeypatch.setattr(WorkerProcess, "send", lambda self, message: (
         setattr(self, "send_error", "the worker stopped reading its input (Broken pipe)"), False)[1])
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     status = run_to_completion(config.to_dict(), recorder,

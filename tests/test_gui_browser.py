@@ -8,10 +8,7 @@ import math
 
 from PySide6.QtCore import QPoint, Qt
 
-from tests import gui_support
 from tests.gui_support import choose, click, click_run, fake_worker, stored_run, train_messages
-
-window = gui_support.window
 
 
 def run_fake(qtbot, win, steps: int = 6) -> str:

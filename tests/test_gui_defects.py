@@ -18,8 +18,6 @@ from profiler.store import RunStore
 from tests import gui_support
 from tests.gui_support import dispose, fake_worker, stored_run, train_messages
 
-window = gui_support.window
-
 
 def indicator_centre(box: QCheckBox) -> QPoint:
     """The middle of the check box's square, as the style draws it."""

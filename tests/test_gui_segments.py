@@ -20,8 +20,6 @@ from tests import gui_support
 from tests.gui_support import fake_worker, stored_run, train_messages
 from tests.test_gui_defects import indicator_centre
 
-window = gui_support.window
-
 STEPS = 60
 
 

@@ -12,7 +12,7 @@ from profiler.config import validate
 from profiler.engine.workloads import distill, loop, steps, train
 from profiler.engine.workloads.setup import prepare
 from profiler.errors import StepOutOfMemory
-from tests.helpers import nano_config
+from tests.helpers import run_config
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ WORKLOADS = {"train": train, "distill": distill}
 
 
 def config_for(workload: str, steps_n: int = 6, eval_interval: int = 0):
-    config = nano_config(steps=steps_n, eval_interval=eval_interval, batch_size=2, seq_len=16)
+    config = run_config(steps=steps_n, eval_interval=eval_interval, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     config.data.max_train_bytes = 40_000
     if workload == "distill":

@@ -29,7 +29,7 @@ from profiler.report.tidy import CSV_COLUMNS, SCHEMA_ID, SCHEMA_PATH
 from profiler.store import RunStore
 from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from tests.helpers import nano_config
+from tests.helpers import run_config
 
 GPU_KEYS = ("gpu_memory_used_bytes", "gpu_process_memory_bytes", "torch_allocated_bytes")
 
@@ -42,7 +42,7 @@ def synth_run(store: RunStore, name: str = "synthetic", steps: int = 30, *, devi
 
     end: "done" (completed), "failed" (error then done failed), "killed" (no done, signal).
     """
-    config = nano_config(steps)
+    config = run_config(steps)
     config.name = name
     run = store.create_run(config)
     rec = RunRecorder(store, run)
@@ -314,7 +314,7 @@ def test_a_run_without_figures_says_why():
 
 def test_damaged_stream_and_missing_summary_still_render():
     store = RunStore()
-    run = store.create_run(nano_config(5))
+    run = store.create_run(run_config(5))
     with run.stream_path.open("a", encoding="utf-8") as fh:
         fh.write('{"type":"sample","step":1,"time":0.1,"metrics":{"loss_train":4.0}}\n{broken\n')
     html = render([run.run_id], "html", store)
