@@ -10,17 +10,7 @@ from profiler.engine.workloads import steps, train
 from profiler.figures.metrics import metric
 from profiler.report.compare import DELTA_KEYS, deltas
 from profiler.report.load import RunData
-from tests.helpers import NullControl, SetAt, run_config
-
-
-def run_train(techniques: dict | None = None, steps: int = 4) -> tuple[dict, list[dict]]:
-    config = run_config(steps=steps, eval_interval=0, batch_size=2, seq_len=32)
-    config.limits.warmup_steps = 1
-    config.data.max_train_bytes = 40_000
-    config.techniques = techniques or {}
-    validate(config)
-    messages: list[dict] = []
-    return train.run(config, messages.append, NullControl()), messages
+from tests.helpers import NullControl, SetAt, run_config, run_train
 
 
 def losses(messages: list[dict]) -> list[float]:
@@ -234,7 +224,7 @@ def test_a_comparison_report_words_counted_figures_without_noise(tmp_path):
 
     from profiler.report import render
     from profiler.store import RunStore
-    from tests.test_report import synth_run
+    from tests.helpers import synth_run
 
     def parts(saved: int) -> dict:
         return {"saved_for_backward_bytes": {"value": saved, "unit": "bytes", "how": "probe"},

@@ -142,7 +142,7 @@ def test_an_8_bit_adamw_runs_summary_measures_and_predicts_its_real_state():
     config, both the 8-bit size (they were the fp32 size). torchao compiles its update: slow."""
     from profiler.measure.capabilities import detect
     from techniques import registry
-    from tests.test_memory_figures import run_train
+    from tests.helpers import run_train
 
     if registry.unavailable_reason(registry.get("optimizer_low_bit"), {"bits": 8,
                                    "backend": "torchao"}, detect("cpu")):

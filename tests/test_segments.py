@@ -111,7 +111,7 @@ def test_the_reports_list_each_segment_with_its_own_figures(tmp_path):
     from profiler.figures.metrics import format_summary_figure
     from profiler.report import render
     from profiler.store import RunStore
-    from tests.test_report import synth_run
+    from tests.helpers import synth_run
 
     store = RunStore(tmp_path)
     plain = synth_run(store, "plain", steps=30)
