@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler.config import validate
 from profiler.engine.workloads import distill, loop, steps, train
 from profiler.engine.workloads.setup import prepare
 from profiler.errors import StepOutOfMemory
@@ -23,13 +22,12 @@ WORKLOADS = {"train": train, "distill": distill}
 
 
 def config_for(workload: str, steps_n: int = 6, eval_interval: int = 0):
-    config = run_config(steps=steps_n, eval_interval=eval_interval, batch_size=2, seq_len=16)
-    config.limits.warmup_steps = 2
-    config.data.max_train_bytes = 40_000
-    if workload == "distill":
-        config.workload = "distill"
-        config.distill.teacher.preset = "gpt-nano"
-    return validate(config)
+    """gpt-nano, 2 x 16 tokens a step on 40 kB of text, 2 warmup steps; distill's teacher is
+    gpt-nano too."""
+    teacher = {"teacher": {"preset": "gpt-nano"}} if workload == "distill" else None
+    return run_config(steps_n, workload=workload, eval_interval=eval_interval, batch_size=2,
+                      seq_len=16, warmup_steps=2, max_train_bytes=40_000, distill=teacher,
+                      validated=True)
 
 
 class Front:
