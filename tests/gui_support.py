@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint
+from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
 
 from app.main import MainWindow
 from tests.helpers import stored_run  # noqa: F401 - the GUI tests import it from here
@@ -131,3 +131,11 @@ def click_run(qtbot, history, run_id: str, key: str = "name", modifier=None) -> 
     table = history.table
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
                      modifier or Qt.KeyboardModifier.NoModifier, table.point_of(run_id, key))
+
+
+def indicator_centre(box: QCheckBox) -> QPoint:
+    """The middle of the check box's square, as the style draws it."""
+    option = QStyleOptionButton()
+    box.initStyleOption(option)
+    rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
+    return rect.center()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 from profiler.config import RunConfig, validate
 from profiler.figures.stats import figure, percentile
@@ -301,3 +302,21 @@ def run_train(techniques: dict | None = None, steps: int = 4) -> tuple[dict, lis
                         max_train_bytes=40_000, techniques=techniques, validated=True)
     messages: list[dict] = []
     return train.run(config, messages.append, NullControl()), messages
+
+
+def lying_checkpoint(path: Path, **lies) -> Path:
+    """gpt-nano saved by EffiScope, its metadata's shape then edited by `lies`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from profiler.engine.weights import save_model
+    from profiler.models.gpt import GPT
+    from profiler.models.presets import GPT_PRESETS
+
+    save_model(GPT(GPT_PRESETS["gpt-nano"]), path, "gpt-nano")
+    with safe_open(str(path), "pt") as fh:
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+        metadata = dict(fh.metadata())
+    metadata["shape"] = json.dumps({**json.loads(metadata["shape"]), **lies})
+    save_file(tensors, str(path), metadata=metadata)
+    return path

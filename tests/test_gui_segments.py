@@ -17,8 +17,7 @@ from PySide6.QtWidgets import QApplication
 
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import fake_worker, stored_run, train_messages
-from tests.test_gui_defects import indicator_centre
+from tests.gui_support import fake_worker, indicator_centre, stored_run, train_messages
 
 STEPS = 60
 

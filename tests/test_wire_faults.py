@@ -1,6 +1,6 @@
 """Hostile lines on the wire, both ways: one schema (profiler/wire/protocol.py) checks every field of
 every message on the sending and on the receiving side, reads are bounded, and no line a peer
-sends can crash a front end, hang a worker or leave a run "running" (issue 17, items 1, 2, 7).
+sends can crash a front end, hang a worker or leave a run "running".
 
 Most cases run in-process against the codec and the recorder; the front end's own loop runs
 against a hostile worker (tests/faults.py, no torch: it starts in a fraction of a second); one
@@ -140,7 +140,7 @@ def test_the_recorder_keeps_going_after_each_hostile_line(line, effiscope_home):
     assert run.meta()["status"] == "completed"
 
 
-# --- the front end's loop against a hostile worker (item 7) ---------------------------------------
+# --- the front end's loop against a hostile worker --------------------------------------------
 @pytest.mark.parametrize("lines, status", [
     (['{"type":"started","run":{"workload":"train"}}', DONE], "completed"),  # no model: fine
     (['{"type":"started","run":{"model":3}}', DONE], "completed"),  # refused line, run goes on
@@ -207,7 +207,7 @@ def test_the_reader_holds_at_most_one_line_limit(tmp_path):
     assert items == [OVERSIZE, EOF]
 
 
-# --- a start the protocol cannot carry (item 2) ---------------------------------------------------
+# --- a start the protocol cannot carry --------------------------------------------------------
 def test_an_oversize_start_is_refused_before_the_worker_starts(tmp_path, capsys, effiscope_home):
     toml = write_config(tmp_path / "run.toml", run_config(steps=2, data="random"))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -259,7 +259,7 @@ def test_send_to_a_worker_that_closed_its_input_says_why():
     assert sent[-1] is False and "stopped reading its input" in worker.send_error
 
 
-# --- a real worker takes the hostile commands (item 1) --------------------------------------------
+# --- a real worker takes the hostile commands -------------------------------------------------
 def _messages_until(worker: WorkerProcess, predicate, timeout_s: float = 60) -> list[dict]:
     out = []
     while True:

@@ -229,7 +229,7 @@ def test_a_silent_hostile_worker_is_noted_and_the_run_still_closes(tmp_path, eff
     assert run.meta()["status"] == "killed"
 
 
-# --- issue 34: a start that cannot run ends the run; a worker dies with its front end ----------
+# --- a start that cannot run ends the run; a worker dies with its front end -------------------
 TWENTY_DIGITS = "10000000000000000000"
 
 

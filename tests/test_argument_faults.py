@@ -1,6 +1,6 @@
-"""Hostile cases of our own on what issue 34 touched: CLI and bench arguments, validation after
-overrides, the worker's answer to starts it cannot read, and its lifetime. Each case is a
-sentence (exit 2, nothing run) or a worker that answers and ends, never a hang or a traceback."""
+"""Hostile arguments: CLI and bench arguments, validation after overrides, the worker's answer
+to starts it cannot read, and its lifetime. Each case is a sentence (exit 2, nothing run) or a
+worker that answers and ends, never a hang or a traceback."""
 
 from __future__ import annotations
 
@@ -83,9 +83,9 @@ def test_the_new_rules_are_not_stricter_than_they_say(text):
 
 
 def test_a_checkpoint_claiming_zero_heads_is_a_sentence(tmp_path):
-    from tests.test_faults_inputs import _nano_checkpoint
+    from tests.helpers import lying_checkpoint
 
-    path = _nano_checkpoint(tmp_path / "model.safetensors", n_head=0)
+    path = lying_checkpoint(tmp_path / "model.safetensors", n_head=0)
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
                                      f"path = '{path}'"))

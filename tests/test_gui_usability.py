@@ -1,5 +1,4 @@
-"""What a new user hit in the desktop app (issue 16, defects 1-10), each done the way the user
-did it: clicks at the check box's real square, the wheel over a field inside the scrolled panel,
+"""The desktop app as a new user handles it, each case done the way a user does it: clicks at the check box's real square, the wheel over a field inside the scrolled panel,
 text typed into a field. Offscreen; the real-X-server version is tests/test_gui_x11.py."""
 
 from __future__ import annotations
@@ -10,21 +9,13 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
+from PySide6.QtWidgets import QApplication, QCheckBox
 
 from app.main import MainWindow
 from profiler.config import RunConfig
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import dispose, fake_worker, stored_run, train_messages
-
-
-def indicator_centre(box: QCheckBox) -> QPoint:
-    """The middle of the check box's square, as the style draws it."""
-    option = QStyleOptionButton()
-    box.initStyleOption(option)
-    rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
-    return rect.center()
+from tests.gui_support import dispose, fake_worker, indicator_centre, stored_run, train_messages
 
 
 def type_into(spin, text: str) -> None:

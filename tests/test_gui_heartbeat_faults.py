@@ -1,4 +1,4 @@
-"""The app's heartbeat (issue 17, item 9): the desktop front end says within seconds that its
+"""The app's heartbeat watch: the desktop front end says within seconds that its
 worker has sent nothing, and keeps heartbeats out of the run's record. Uses a hostile worker
 (tests/faults.py) that says hello and then stays silent, and one that sends heartbeats."""
 

@@ -1,5 +1,5 @@
-"""Inputs and resources that used to end in a traceback or a misleading error (issue 17, items 6,
-10, 11): each is now one sentence that names the setting and the fix, or the right error kind.
+"""Inputs and resources that used to end in a traceback or a misleading error: each is now one
+sentence that names the setting and the fix, or the right error kind.
 
 Config cases go through validate() or `effiscope run` in-process (no worker starts); worker
 cases through run_one with a stand-in workload; two cases run a real process under a memory
@@ -27,12 +27,12 @@ from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import failure_explanation, run_to_completion, worker_env
 from tests.faults import assert_fix_sentence
-from tests.helpers import ListChannel, run_config
+from tests.helpers import ListChannel, lying_checkpoint, run_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# --- item 6: only what is used is read ------------------------------------------------------------
+# --- only what is used is read ----------------------------------------------------------------
 READ_UNDER_LIMIT = """
 import resource, sys
 from profiler.engine import data
@@ -73,7 +73,7 @@ def test_a_folder_corpus_reads_at_most_what_it_keeps(tmp_path, monkeypatch):
     assert all(limit is not None and limit <= 150_001 for limit in reads)
 
 
-# --- item 11: the right error kind, a sentence, what was measured --------------------------------
+# --- the right error kind, a sentence, what was measured --------------------------------------
 
 
 def _run_with(monkeypatch, run) -> list[dict]:
@@ -229,25 +229,7 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     assert row["status"] == "completed"  # not "crashed" by reconcile
 
 
-# --- issue 34, items 5 and 14: model files that lie, and models this machine cannot hold --------
-def _nano_checkpoint(path: Path, **lies) -> Path:
-    """gpt-nano saved by EffiScope, its metadata's shape then edited by `lies`."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from profiler.engine.weights import save_model
-    from profiler.models.gpt import GPT
-    from profiler.models.presets import GPT_PRESETS
-
-    save_model(GPT(GPT_PRESETS["gpt-nano"]), path, "gpt-nano")
-    with safe_open(str(path), "pt") as fh:
-        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-        metadata = dict(fh.metadata())
-    metadata["shape"] = json.dumps({**json.loads(metadata["shape"]), **lies})
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
+# --- model files that lie, and models this machine cannot hold --------------------------------
 @pytest.mark.parametrize("lie, words", [
     ({"n_embd": 100_000}, "n_embd = 100,000, the weights hold 128"),
     ({"n_layer": 1_000_000}, "n_layer = 1,000,000, the weights hold 4"),
@@ -256,7 +238,7 @@ def _nano_checkpoint(path: Path, **lies) -> Path:
 def test_a_checkpoint_whose_metadata_lies_about_its_shape_is_blamed(lie, words, tmp_path):
     """Item 14: the file is named as the fault, before a model of the claimed shape is built
     (it used to end as "out of memory ... lower train.batch_size")."""
-    path = _nano_checkpoint(tmp_path / "model.safetensors", **lie)
+    path = lying_checkpoint(tmp_path / "model.safetensors", **lie)
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
                                      f"path = '{path}'"))
@@ -282,9 +264,9 @@ def llama_folder(tmp_path_factory) -> Path:
 ], ids=["hidden-size", "vocabulary", "layers"])
 def test_a_hugging_face_config_that_lies_names_the_wrong_field(key, value, words, llama_folder,
                                                                tmp_path):
-    """Item 14 (and item 5's huge claim in a checkpoint folder): the field named, before
-    transformers builds anything (it used to say "look at the above report!", with no
-    report, or build for minutes)."""
+    """A Hugging Face config that lies (or claims a huge model in a checkpoint folder): the field
+    named, before transformers builds anything (it used to say "look at the above report!",
+    with no report, or build for minutes)."""
     import shutil
 
     folder = tmp_path / "lying-llama"

@@ -1,9 +1,8 @@
-"""Issue 34: what is checkable before a run is checked before a run (exit 2, nothing stored),
+"""Validation: what is checkable before a run is checked before a run (exit 2, nothing stored),
 with a sentence that names the setting or flag and its bound; a start that cannot run ends the
-run; a loss that stops being a number stops the run.
-
-Items 6, 11, 12, 13, 15 and 17 of the issue, and the README's promises on overrides. Most cases
-call the CLI in-process (argument and config refusals start no worker); a few run a real worker.
+run; a loss that stops being a number stops the run; and the README's promises on overrides.
+Most cases call the CLI in-process (argument and config refusals start no worker); a few run a
+real worker.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def _no_run_stored(home) -> bool:
     return not runs.exists() or not any(runs.iterdir())
 
 
-# --- item 13: contradictions in the config are refused before a run exists ---------------------
+# --- contradictions in the config are refused before a run exists -----------------------------
 CONTRADICTIONS = [
     ("lora-with-qlora", "[techniques.lora]\n[techniques.qlora]\n", "techniques.lora",
      "cannot be combined with techniques.qlora"),
@@ -130,7 +129,7 @@ def test_what_this_machine_cannot_do_is_refused_before_the_run(argv, words, tmp_
     assert _no_run_stored(effiscope_home)
 
 
-# --- item 6: tune --device cuda on a CPU-only torch ---------------------------------------------
+# --- tune --device cuda on a CPU-only torch ---------------------------------------------------
 @pytest.mark.skipif("_cuda()", reason="the refusal is of a machine without CUDA")
 @pytest.mark.parametrize("argv", [["tune", "nano", "--device", "cuda"],
                                   ["bench", "techniques", "--device", "cuda"],
@@ -142,7 +141,7 @@ def test_a_cuda_device_without_cuda_is_a_sentence_not_an_assertion(argv, capsys)
     assert "no CUDA GPU" in err and "AssertionError" not in err and "Traceback" not in err
 
 
-# --- item 15: bounds said, numerics that stop -------------------------------------------------
+# --- bounds said, numerics that stop ----------------------------------------------------------
 @pytest.mark.parametrize("text, field, words", [
     ("[train]\nlearning_rate = 1e10", "train.learning_rate", "at most 10"),
     ("[data]\nval_fraction = 0.0", "data.val_fraction", "both ends excluded"),
@@ -217,7 +216,7 @@ def test_the_divergence_rule_is_one_function_of_the_loss():
         assert text.startswith("diverged:") and "step 7" in text and "learning_rate" in text
 
 
-# --- item 17 and the README: flags and files judged together ------------------------------------
+# --- the README: flags and files judged together ----------------------------------------------
 def test_the_readme_override_example_is_valid():
     config = resolve("nano", {"limits.steps": 50, "train.batch_size": 8, "train.seq_len": 64,
                               "train.learning_rate": 1e-3, "device": "cpu", "name": "my-test"})
@@ -294,7 +293,7 @@ def test_tune_ended_by_sigterm_exits_143_like_run(tmp_path, effiscope_home):
     assert code == 143, "".join(lines)[-2000:]
 
 
-# --- items 11 and 12: bench arguments, each refused before the first process --------------------
+# --- bench arguments, each refused before the first process ------------------
 BENCH_FLAGS = [
     (["parallel", "--nproc", "0"], "argument --nproc: must be between 2 and 1024, got 0"),
     (["parallel", "--nproc", "-2"], "argument --nproc: must be between 2 and 1024, got -2"),
@@ -329,7 +328,7 @@ def test_a_bench_argument_out_of_range_is_exit_2_before_any_process(argv, words,
     assert psutil.Process().children(recursive=True) == []  # no worker was ever started
 
 
-# --- README: implementation = "auto" is picked by measuring on a CPU, and says so ---------------
+# --- README: implementation = "auto" is picked by measuring on a CPU, and says so -------------
 def _optimizer_state(caps_fused: list[str], dist_enabled: bool = False):
     import torch
 
