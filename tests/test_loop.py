@@ -184,3 +184,44 @@ def test_a_fixed_seed_run_gives_the_loss_curve_recorded_before_the_move():
     assert [step for step, _ in val_losses] == [step for step, _ in reference["loss_val"]]
     assert [loss for _, loss in val_losses] == pytest.approx(
         [loss for _, loss in reference["loss_val"]], rel=1e-4)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_diverging_run_stops_at_the_first_nan_and_keeps_its_figures(tmp_path,
+                                                                      effiscope_home):
+    """lr 10 with SGD: the run ends "diverged" at the first non-finite loss (it used to print
+    "loss is nan" every step and end "completed"); the figures of the steps before are kept."""
+    from tests.faults import cli as cli_process
+
+    config = run_config(steps=60, learning_rate=10.0, data="random")
+    config.techniques = {"optimizer": {"algorithm": "sgd", "momentum": 0.9}}
+    toml = tmp_path / "diverge.toml"
+    config.save(toml)
+    proc = cli_process("run", str(toml))
+    try:
+        _, err = proc.communicate(timeout=300)  # a hang guard, not a stopwatch
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    run_dir = next((effiscope_home / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged"] is True
+    assert summary["end"].startswith("diverged: the training loss is nan at step")
+    samples = [json.loads(line) for line in (run_dir / "stream.jsonl").read_text().splitlines()
+               if '"type":"sample"' in line.replace(" ", "")]
+    losses = [s["metrics"]["loss_train"] for s in samples if s["step"] > 0]
+    assert losses[-1] is None and all(v is not None for v in losses[:-1])  # nan travels as null
+    assert summary["steps_completed"] == samples[-1]["step"] < 60
+    assert summary["figures"]["tokens_per_s"]["value"] > 0  # measured up to it, kept
+    assert "diverged: the training loss is nan" in err
+
+
+def test_the_divergence_rule_is_one_function_of_the_loss():
+    from profiler.engine.workloads.loop import divergence
+
+    assert divergence(2.5, 3, 1e-3) is None
+    for value in (float("nan"), float("inf"), float("-inf")):
+        text = divergence(value, 7, 10.0)
+        assert text.startswith("diverged:") and "step 7" in text and "learning_rate" in text

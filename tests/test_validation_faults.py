@@ -7,7 +7,6 @@ real worker.
 
 from __future__ import annotations
 
-import json
 import queue
 
 import psutil
@@ -176,46 +175,6 @@ def test_lora_rank_is_bounded_by_a_grouped_query_models_narrow_projections():
                              facts) is None
 
 
-def test_a_diverging_run_stops_at_the_first_nan_and_keeps_its_figures(tmp_path,
-                                                                      effiscope_home):
-    """lr 10 with SGD: the run ends "diverged" at the first non-finite loss (it used to print
-    "loss is nan" every step and end "completed"); the figures of the steps before are kept."""
-    from tests.faults import cli as cli_process
-
-    config = run_config(steps=60, learning_rate=10.0, data="random")
-    config.techniques = {"optimizer": {"algorithm": "sgd", "momentum": 0.9}}
-    toml = tmp_path / "diverge.toml"
-    config.save(toml)
-    proc = cli_process("run", str(toml))
-    try:
-        _, err = proc.communicate(timeout=300)  # a hang guard, not a stopwatch
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 1, err
-    run_dir = next((effiscope_home / "runs").iterdir())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["diverged"] is True
-    assert summary["end"].startswith("diverged: the training loss is nan at step")
-    samples = [json.loads(line) for line in (run_dir / "stream.jsonl").read_text().splitlines()
-               if '"type":"sample"' in line.replace(" ", "")]
-    losses = [s["metrics"]["loss_train"] for s in samples if s["step"] > 0]
-    assert losses[-1] is None and all(v is not None for v in losses[:-1])  # nan travels as null
-    assert summary["steps_completed"] == samples[-1]["step"] < 60
-    assert summary["figures"]["tokens_per_s"]["value"] > 0  # measured up to it, kept
-    assert "diverged: the training loss is nan" in err
-
-
-def test_the_divergence_rule_is_one_function_of_the_loss():
-    from profiler.engine.workloads.loop import divergence
-
-    assert divergence(2.5, 3, 1e-3) is None
-    for value in (float("nan"), float("inf"), float("-inf")):
-        text = divergence(value, 7, 10.0)
-        assert text.startswith("diverged:") and "step 7" in text and "learning_rate" in text
-
-
 # --- the README: flags and files judged together ----------------------------------------------
 def test_the_readme_override_example_is_valid():
     config = resolve("nano", {"limits.steps": 50, "train.batch_size": 8, "train.seq_len": 64,
@@ -326,56 +285,3 @@ def test_a_bench_argument_out_of_range_is_exit_2_before_any_process(argv, words,
     assert words in err, err
     assert "Traceback" not in err
     assert psutil.Process().children(recursive=True) == []  # no worker was ever started
-
-
-# --- README: implementation = "auto" is picked by measuring on a CPU, and says so -------------
-def _optimizer_state(caps_fused: list[str], dist_enabled: bool = False):
-    import torch
-
-    from profiler.models.gpt import GPT
-    from profiler.models.presets import GPT_PRESETS
-    from techniques import runtime
-
-    state = runtime.TrainState(config=RunConfig(), device=torch.device("cpu"),
-                               caps={"fused": caps_fused}, warn=lambda text: None,
-                               model=GPT(GPT_PRESETS["gpt-nano"]))
-    if dist_enabled:
-        state.dist = type("Job", (), {"enabled": True})()
-    return state
-
-
-@pytest.mark.parametrize("timed, chosen", [({"foreach": 2e-3, "fused": 1e-3}, "fused"),
-                                           ({"foreach": 1e-3, "fused": 3e-3}, "foreach")])
-def test_auto_takes_the_kernel_measured_faster_on_a_cpu_and_says_why(timed, chosen, monkeypatch):
-    from techniques import optimizer
-
-    monkeypatch.setattr(optimizer, "_time_kernels", lambda state, algorithm, kernels:
-                        (timed, 858_880))
-    kwargs, picked, why = optimizer._kernel_options(_optimizer_state(["adamw"]), "adamw", "auto")
-    assert picked == chosen and kwargs == optimizer.KERNELS[chosen]
-    other = "foreach" if chosen == "fused" else "fused"
-    assert why.startswith(f"auto: {chosen} took ") and f"against {other} " in why
-    assert "858,880 parameters" in why
-
-
-def test_auto_measures_real_updates_and_explains_what_it_cannot_measure():
-    from techniques import optimizer
-
-    times, elements = optimizer._time_kernels(_optimizer_state(["adamw"]), "adamw",
-                                              ("foreach", "fused"))
-    assert set(times) == {"foreach", "fused"} and all(t > 0 for t in times.values())
-    assert elements == 858_880 <= optimizer.MEASURED_ELEMENTS  # all of gpt-nano
-    _, kernel, why = optimizer._kernel_options(_optimizer_state([]), "adamw", "auto")
-    assert kernel == "foreach" and "no fused adamw" in why
-    _, kernel, why = optimizer._kernel_options(_optimizer_state(["adamw"], True), "adamw", "auto")
-    assert kernel == "foreach" and "every rank" in why
-    assert optimizer._kernel_options(_optimizer_state(["adamw"]), "adamw", "for-loop")[2] == ""
-
-
-def test_auto_times_a_bounded_share_of_a_big_model(monkeypatch):
-    from techniques import optimizer
-
-    monkeypatch.setattr(optimizer, "MEASURED_ELEMENTS", 10_000)
-    _, elements = optimizer._time_kernels(_optimizer_state(["adamw"]), "adamw",
-                                          ("foreach", "fused"))
-    assert elements == 10_000  # gpt-nano's first tensor alone has 32,768
