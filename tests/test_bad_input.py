@@ -63,6 +63,11 @@ CONFIG_CASES = [
     ("bool-for-integer", "[limits]\nsteps = true", "limits.steps"),
     ("float-for-integer", "[train]\nseq_len = 64.5", "train.seq_len"),
     ("string-for-number", "[train]\nlearning_rate = 'fast'", "train.learning_rate"),
+    ("float-for-batch", "[train]\nbatch_size = 2.5", "train.batch_size"),
+    ("bool-for-batch", "[train]\nbatch_size = true", "train.batch_size"),
+    ("misspelt-setting", "[train]\nbatch_sise = 3", "train.batch_sise"),
+    ("integer-for-section", "train = 3", "train"),
+    ("toml-key-without-value", "this is = not toml", "TOML"),
     ("scalar-for-section", "train = 5", "train"),
     ("string-for-list", "[launch]\nssh = 'lab'\nssh_options = '-p 2222'", "launch.ssh_options"),
     ("negative-learning-rate", "[train]\nlearning_rate = -1e-3", "train.learning_rate"),
@@ -147,6 +152,14 @@ CONFIG_CASES = [
     ("prune-amount-nan", "workload = 'compress'\n[techniques.prune_magnitude]\namount = nan",
      "techniques.prune_magnitude.amount"),
     ("integer-beyond-int64", "[limits]\nsteps = 99999999999999999999", "limits.steps"),
+    # Bounds said with the refusal.
+    ("lr-1e10", "[train]\nlearning_rate = 1e10", "train.learning_rate"),
+    ("val-fraction-0", "[data]\nval_fraction = 0.0", "data.val_fraction"),
+    ("val-fraction-0.9", "[data]\nval_fraction = 0.9", "data.val_fraction"),
+    ("warmup-longer-than-run", "[techniques.lr_schedule]\nwarmup_steps = 500",
+     "techniques.lr_schedule"),
+    ("lora-rank-above-width", "[techniques.lora]\nrank = 200", "techniques.lora"),
+    ("finetune-lr", "[compress]\nfinetune_learning_rate = 5.0", "compress.finetune_learning_rate"),
     # Nesting, sizes and paths the system refuses.
     ("toml-nested-100000-deep", "a = " + "[" * 100_000, "TOML"),
     ("toml-inline-tables-deep", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000, "TOML"),
@@ -168,15 +181,43 @@ CONFIG_CASES = [
 MISSING = {"data-path-missing", "checkpoint-missing", "checkpoint-folder-without-weights",
            "teacher-checkpoint-missing"}
 
+# Words a case's sentence must hold besides the field: the kind of value, the bound, the choices.
+WORDS = {
+    "integer-for-section": "table", "misspelt-setting": "valid settings",
+    "float-for-batch": "integer", "bool-for-batch": "integer",
+    "string-for-number": "number", "batch-0": "1 or more", "zero-steps": "1 or more",
+    "negative-learning-rate": "above 0 and at most 10", "sequence-longer-than-context": "context",
+    "unknown-preset": "choose one of", "unknown-workload": "choose one of",
+    "unknown-device": "auto, cpu, cuda", "data-path-empty": "text file or folder",
+    "data-path-missing": "does not exist", "warmup-not-below-steps": "below",
+    "toml-key-without-value": "not valid TOML",
+    "lr-1e10": "at most 10", "val-fraction-0": "both ends excluded", "val-fraction-0.9": "below 0.9",
+    "warmup-longer-than-run": "longer than the run (limits.steps = 200)",
+    "lora-rank-above-width": "narrowest adapted layer's width (128)", "finetune-lr": "at most 1",
+}
+
+# ConfigError.field is the named field, except where there is none (a file that is not TOML)
+# and for a technique's parameters, which name theirs in the sentence only.
+UNFIELDED = {"invalid-toml", "toml-key-without-value", "toml-nested-100000-deep",
+             "toml-inline-tables-deep", "unknown-technique", "technique-unknown-param",
+             "technique-wrong-type"}
+
 
 @pytest.mark.parametrize("case, text, field", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_config_errors_name_the_field_and_the_fix(case, text, field, files, fifo):
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(text.replace("{dir}", str(files)).replace("{fifo}", str(fifo))))
-    assert_fix_sentence(str(info.value), field)
-    assert "got None" not in str(info.value)
+    sentence = str(info.value)
+    assert_fix_sentence(sentence, field)
+    assert WORDS.get(case, "") in sentence
+    assert info.value.field == ("" if case in UNFIELDED else field)
+    assert "got None" not in sentence
     if case not in MISSING:
-        assert "does not exist" not in str(info.value)
+        assert "does not exist" not in sentence
+
+
+def test_every_word_check_belongs_to_a_case():
+    assert set(WORDS) | UNFIELDED <= {case[0] for case in CONFIG_CASES}
 
 
 def test_a_run_that_saved_no_weights_is_named(effiscope_home):

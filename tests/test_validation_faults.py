@@ -140,24 +140,7 @@ def test_a_cuda_device_without_cuda_is_a_sentence_not_an_assertion(argv, capsys)
     assert "no CUDA GPU" in err and "AssertionError" not in err and "Traceback" not in err
 
 
-# --- bounds said, numerics that stop ----------------------------------------------------------
-@pytest.mark.parametrize("text, field, words", [
-    ("[train]\nlearning_rate = 1e10", "train.learning_rate", "at most 10"),
-    ("[data]\nval_fraction = 0.0", "data.val_fraction", "both ends excluded"),
-    ("[data]\nval_fraction = 0.9", "data.val_fraction", "below 0.9"),
-    ("[techniques.lr_schedule]\nwarmup_steps = 500", "techniques.lr_schedule",
-     "longer than the run (limits.steps = 200)"),
-    ("[techniques.lora]\nrank = 200", "techniques.lora", "narrowest adapted layer's width (128)"),
-    ("[compress]\nfinetune_learning_rate = 5.0", "compress.finetune_learning_rate", "at most 1"),
-], ids=["lr-1e10", "val-fraction-0", "val-fraction-0.9", "warmup-longer-than-run",
-        "lora-rank-above-width", "finetune-lr"])
-def test_a_bound_is_said_with_the_refusal(text, field, words):
-    with pytest.raises(ConfigError) as info:
-        validate(RunConfig.from_toml(text))
-    assert words in str(info.value)
-    assert_fix_sentence(str(info.value), field)
-
-
+# --- bounds said (the bad-input table in test_bad_input.py holds the plain ones) -----------
 def test_lora_rank_is_bounded_by_a_grouped_query_models_narrow_projections():
     """Grouped-query attention's k/v projections are n_kv_head x head_dim wide: 2 heads of 8
     in a width-32 llama make 16, and a rank of 20 is refused there but not on the MLP."""
