@@ -281,6 +281,15 @@ def test_a_hugging_face_config_that_lies_names_the_wrong_field(key, value, words
     assert_fix_sentence(text, "model.path")
 
 
+def test_a_checkpoint_claiming_zero_heads_is_a_sentence(tmp_path):
+    path = lying_checkpoint(tmp_path / "model.safetensors", n_head=0)
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+                                     f"path = '{path}'"))
+    assert "n_head = 0 does not divide n_embd = 128" in str(info.value)
+    assert_fix_sentence(str(info.value), "model.path")
+
+
 def test_an_honest_hugging_face_folder_still_validates(llama_folder):
     validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'hf'\n"
                                  f"path = '{llama_folder}'"))

@@ -141,6 +141,16 @@ def test_a_cuda_device_without_cuda_is_a_sentence_not_an_assertion(argv, capsys)
 
 
 # --- bounds said (the bad-input table in test_bad_input.py holds the plain ones) -----------
+@pytest.mark.parametrize("text", [
+    "[limits]\nsteps = 20\n[techniques.lr_schedule]\nwarmup_steps = 20\n",  # equal: allowed
+    "workload = 'infer'\n[limits]\nsteps = 5\nwarmup_steps = 1\n"
+    "[techniques.lr_schedule]\nwarmup_steps = 500\n",  # no training: the schedule is unused
+    "[techniques.lora]\nrank = 128\n",  # exactly gpt-nano's width
+], ids=["warmup-equal-to-run", "warmup-in-infer", "lora-rank-equal-to-width"])
+def test_the_new_rules_are_not_stricter_than_they_say(text):
+    validate(RunConfig.from_toml(text))
+
+
 def test_lora_rank_is_bounded_by_a_grouped_query_models_narrow_projections():
     """Grouped-query attention's k/v projections are n_kv_head x head_dim wide: 2 heads of 8
     in a width-32 llama make 16, and a rank of 20 is refused there but not on the MLP."""
