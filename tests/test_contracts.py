@@ -1,4 +1,4 @@
-"""Explicit contracts (issue 36, item 3): one worker command line, technique hooks checked at
+"""Explicit contracts: one worker command line, technique hooks checked at
 registration, typed technique parameters, one rule mechanism, a constructor per message."""
 
 from __future__ import annotations

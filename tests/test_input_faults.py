@@ -236,7 +236,7 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     ({"vocab_size": 10**9}, "vocab_size = 1,000,000,000, the weights hold 256"),
 ], ids=["width", "layers", "vocabulary"])
 def test_a_checkpoint_whose_metadata_lies_about_its_shape_is_blamed(lie, words, tmp_path):
-    """Item 14: the file is named as the fault, before a model of the claimed shape is built
+    """The file is named as the fault, before a model of the claimed shape is built
     (it used to end as "out of memory ... lower train.batch_size")."""
     path = lying_checkpoint(tmp_path / "model.safetensors", **lie)
     with pytest.raises(ConfigError) as info:
@@ -298,7 +298,7 @@ def test_an_honest_hugging_face_folder_still_validates(llama_folder):
 @pytest.mark.parametrize("path, kind", [("/dev/zero", "is a device"), ("{fifo}", "is a pipe")],
                          ids=["dev-zero", "fifo"])
 def test_a_gguf_path_that_is_no_regular_file_says_what_it_is(path, kind, fifo):
-    """Item 14: a FIFO or a device given as the .gguf file "does not exist" no longer."""
+    """A FIFO or a device given as the .gguf file "does not exist" no longer."""
     path = path.replace("{fifo}", str(fifo))
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'gguf'\n"
@@ -313,7 +313,7 @@ HUGE_ARCH = ("workload = 'infer'\n[model]\nsource = 'hf-config'\n[model.arch]\nn
 
 
 def test_a_model_bigger_than_this_machine_is_refused_before_it_is_built():
-    """Item 5: 10**6 layers and a 10**9 vocabulary (trillions of parameters) are refused with
+    """10**6 layers and a 10**9 vocabulary (trillions of parameters) are refused with
     the predicted size against this machine's memory; nothing is built."""
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(HUGE_ARCH))
@@ -349,7 +349,7 @@ def test_cli_run_of_a_model_too_big_for_this_machine_is_exit_2_and_no_run(tmp_pa
 
 
 def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsys):
-    """Item 10: a checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
+    """A checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
     float) used to end in OverflowError with nothing kept; now the run completes, the loss is
     kept and the perplexity is n/a with its reason."""
     import torch

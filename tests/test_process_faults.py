@@ -234,7 +234,7 @@ TWENTY_DIGITS = "10000000000000000000"
 
 
 def test_a_start_the_worker_cannot_read_ends_as_a_failed_run(tmp_path):
-    """Item 3: a start line the worker refuses (a 20-digit step count) is answered with an
+    """A start line the worker refuses (a 20-digit step count) is answered with an
     error and `done`, so a front end waiting for the run is never left waiting."""
     from profiler.wire import protocol
     from profiler.wire.client import WorkerProcess
@@ -291,7 +291,7 @@ worker.wait()
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
-    """Item 5: SIGKILL of the front end ends its worker even while the worker's stdin is still
+    """SIGKILL of the front end ends its worker even while the worker's stdin is still
     open (held here), as when a child of the front end keeps the pipe: the kernel's
     parent-death signal, not the stdin watch."""
     import os
@@ -322,7 +322,7 @@ def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
 
 
 def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
-    """Item 5: the stdin watch holds during set-up too: a worker busy building a model (here a
+    """The stdin watch holds during set-up too: a worker busy building a model (here a
     build that never ends) exits within its grace once its front end has gone."""
     from profiler.engine.worker import STDIN_GRACE_S
     from profiler.wire import protocol
@@ -349,7 +349,7 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
 
 
 def test_a_stop_a_worker_never_answers_still_ends_the_run(tmp_path, effiscope_home):
-    """Item 3's other half: whatever a worker does with a start (an older worker that ignores
+    """The other half: whatever a worker does with a start (an older worker that ignores
     it), Ctrl-C or SIGTERM in the CLI (the `interrupt` here) ends the wait: the stop goes out,
     and a worker that does not answer it is killed; the run is marked, never left waiting."""
     from tests.faults import run_hostile

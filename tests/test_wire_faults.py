@@ -49,7 +49,7 @@ DONE = '{"type":"done","status":"completed","summary":{}}'
 # (case id, direction, line, what the refusal must name). Each is refused with ProtocolError
 # on receipt; the worker-direction ones also by the sending side (see the next test).
 HOSTILE = [
-    # Item 1: integer literals Python will not convert (more than 4,300 digits).
+    # Integer literals Python will not convert (more than 4,300 digits).
     ("huge-int-command", "front", '{"type":"profile","steps":' + NINES + '}', "5,000 digits"),
     ("huge-int-sample", "worker", '{"type":"sample","step":' + NINES + ',"time":0,"metrics":{}}',
      "5,000 digits"),
@@ -62,7 +62,7 @@ HOSTILE = [
      "out of range"),
     ("metric-overflow", "worker", '{"type":"sample","step":1,"time":0,"metrics":{"x":-1e400}}',
      "out of range"),
-    # Item 7: fields the front ends read, of the wrong shape.
+    # Fields the front ends read, of the wrong shape.
     ("started-run-not-table", "worker", '{"type":"started","run":[1]}', "'started'.run"),
     ("started-model-not-table", "worker", '{"type":"started","run":{"model":"gpt"}}',
      "run.model"),
