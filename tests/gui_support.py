@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEvent, QPoint
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, Qt
 from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
 
 from app.main import MainWindow
@@ -139,3 +139,14 @@ def indicator_centre(box: QCheckBox) -> QPoint:
     box.initStyleOption(option)
     rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
     return rect.center()
+
+
+def click_square(qtbot, window, name: str) -> None:
+    """Turn technique `name` on or off as a user does: scroll to its check box and click its
+    square (which must be what is drawn there)."""
+    box = window.techniques.rows[name].enable
+    window.settings_scroll.ensureWidgetVisible(box)
+    QApplication.processEvents()
+    point = indicator_centre(box)
+    assert box.window().childAt(box.mapTo(box.window(), point)) is box
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=point)

@@ -620,7 +620,7 @@ def test_a_worker_killed_from_outside_says_what_to_check(qtbot, window):
 def test_a_change_that_cannot_apply_mid_run_is_offered_where_it_was_clicked(qtbot, window):
     from profiler.config import RunConfig
     from profiler.store import RunStore
-    from tests.test_gui_segments import click_square
+    from tests.gui_support import click_square
 
     window.worker_command = fake_worker(0.05)
     window.form.steps.setValue(100_000)
@@ -686,7 +686,7 @@ def test_a_wild_spread_is_too_noisy_to_tell_and_the_table_leaves_the_charts_room
 
 # --- 8: switching workload -----------------------------------------------------------------------------
 def test_switching_workload_unticks_and_greys_what_does_not_apply(qtbot, window):
-    from tests.test_gui_segments import click_square
+    from tests.gui_support import click_square
 
     panel = window.techniques
     choose(qtbot, window.form.workload, "infer")
