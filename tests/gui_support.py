@@ -15,6 +15,7 @@ from app.main import MainWindow
 from tests.helpers import stored_run  # noqa: F401 - the GUI tests import it from here
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
+DATA = Path(__file__).with_name("data")  # real stored summaries and profiles
 
 
 def fake_worker(step_delay_s: float = 0.02) -> list[str]:
@@ -150,3 +151,26 @@ def click_square(qtbot, window, name: str) -> None:
     point = indicator_centre(box)
     assert box.window().childAt(box.mapTo(box.window(), point)) is box
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=point)
+
+
+def run_fake(qtbot, win, steps: int = 6) -> str:
+    """Press Run (with the fake worker) and wait until the run has ended; its id."""
+    win.worker_command = fake_worker(0.01)
+    win.form.steps.setValue(steps)
+    click(qtbot, win.run_button)
+    qtbot.waitUntil(lambda: win.run_id is not None and not win.running, timeout=30000)
+    return win.run_id
+
+
+def global_rect(widget):
+    from PySide6.QtCore import QRect
+
+    return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
+
+
+def open_tab(qtbot, win, widget) -> None:
+    """Click the tab that holds `widget`, as a user does."""
+    bar = win.tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton,
+                     pos=bar.tabRect(win.tabs.indexOf(widget)).center())
+    assert win.tabs.currentWidget() is widget

@@ -35,7 +35,7 @@ def wheel(widget, notches: int) -> None:
     QApplication.sendEvent(widget, event)
 
 
-# --- 1: the check box's square ---------------------------------------------------------------------
+# --- the check box's square -----------------------------------------------------------------------
 def test_every_technique_check_box_toggles_from_a_click_on_its_square(qtbot, window):
     scroll = window.settings_scroll
     clicked = 0
@@ -59,7 +59,7 @@ def test_every_technique_check_box_toggles_from_a_click_on_its_square(qtbot, win
     assert clicked >= 5  # every one this machine can run (the rest are greyed out)
 
 
-# --- 2: batch size of inference ----------------------------------------------------------------------
+# --- batch size of inference ----------------------------------------------------------------------
 @pytest.mark.parametrize("workload", ["infer", "compress"])
 def test_inference_uses_the_forms_batch_size(qtbot, window, workload):
     window.worker_command = fake_worker()
@@ -85,7 +85,7 @@ def test_inference_uses_the_forms_batch_size(qtbot, window, workload):
     assert form.batch_size.value() == 16
 
 
-# --- 3: the wheel scrolls the panel -------------------------------------------------------------------
+# --- the wheel scrolls the panel ------------------------------------------------------------------
 def test_wheel_over_a_field_scrolls_the_panel_and_changes_nothing(qtbot, window):
     window.resize(1024, 700)
     qtbot.wait(50)
@@ -109,7 +109,7 @@ def test_wheel_over_a_field_scrolls_the_panel_and_changes_nothing(qtbot, window)
     assert spin.value() == value
 
 
-# --- 4 and 5: the window fits; the charts keep their newest steps -----------------------------------
+# --- the window fits; the charts keep their newest steps ------------------------------------------
 def test_window_fits_1024x700_and_charts_show_the_newest_steps_with_long_legends(qtbot, window):
     store = RunStore()
     names = ["a rather long run name for the legend " + str(i) for i in range(4)]
@@ -143,7 +143,7 @@ def test_window_fits_1024x700_and_charts_show_the_newest_steps_with_long_legends
     assert columns == {0}
 
 
-# --- 6 and 7: names, rename, clear comparison, colours, banner ------------------------------------
+# --- names, rename, clear comparison, colours, banner ---------------------------------------------
 def test_runs_get_their_own_names_and_a_rename_shows_at_once(qtbot, window):
     window.worker_command = fake_worker()
     window.form.device.setCurrentText("cpu")
@@ -198,7 +198,7 @@ def test_an_overlay_never_looks_like_a_live_curve_and_the_banner_follows_its_run
     assert window.error_text() == ""
 
 
-# --- 8: marker labels, warnings --------------------------------------------------------------------
+# --- marker labels, warnings ----------------------------------------------------------------------
 def test_nearby_marker_labels_do_not_overlap_and_warnings_stay_in_view(qtbot, window):
     window.worker_command = [__import__("sys").executable, "-c", WARNING_WORKER]
     window.form.device.setCurrentText("cpu")
@@ -233,7 +233,7 @@ sys.stdin.read()
 """
 
 
-# --- 9: out-of-range input ---------------------------------------------------------------------------
+# --- out-of-range input ---------------------------------------------------------------------------
 def test_typed_out_of_range_values_are_kept_and_refused_in_the_words_on_screen(qtbot, window):
     form = window.form
     form.device.setCurrentText("cpu")
@@ -266,7 +266,7 @@ def test_typed_out_of_range_values_are_kept_and_refused_in_the_words_on_screen(q
     assert "micro" in window.error_text() and "techniques." not in window.error_text()
 
 
-# --- 10: stale or wrong ------------------------------------------------------------------------------
+# --- stale or wrong -------------------------------------------------------------------------------
 def test_stale_and_wrong_words_are_gone(qtbot, window, tmp_path):
     form = window.form
     form.model_size.setCurrentIndex(form.model_size.findData("gpt-mini"))
@@ -327,7 +327,7 @@ def test_no_stale_speed_after_stop(qtbot, window):
     assert window.speed_label.text() == ""
 
 
-# --- the charts' own controls --------------------------------------------------------------------------
+# --- the charts' own controls ---------------------------------------------------------------------
 def test_hover_readout_linked_axes_tokens_log_and_export(qtbot, window, tmp_path, monkeypatch):
     store = RunStore()
     live = stored_run(store, "live", train_messages(40, rss_mib=120))
@@ -415,7 +415,7 @@ def test_compress_quality_sentence_and_neutral_deltas(qtbot, window):
     assert cell.foreground().color().name() not in ("#15803d", "#b91c1c")
 
 
-# --- the warm worker -----------------------------------------------------------------------------------
+# --- the warm worker ------------------------------------------------------------------------------
 def test_a_warm_worker_waits_for_run_and_nothing_is_left_behind(qtbot, effiscope_home):
     win = MainWindow(warm_worker=True)
     win.warm_command = gui_support.warm_fake_worker()
