@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEvent, QPoint, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
 
 from app.main import MainWindow
@@ -174,3 +176,20 @@ def open_tab(qtbot, win, widget) -> None:
     qtbot.mouseClick(bar, Qt.MouseButton.LeftButton,
                      pos=bar.tabRect(win.tabs.indexOf(widget)).center())
     assert win.tabs.currentWidget() is widget
+
+
+def type_into(spin, text: str) -> None:
+    """Select the field's text, type over it and press Enter, like a user."""
+    spin.setFocus()
+    spin.lineEdit().selectAll()
+    QTest.keyClicks(spin.lineEdit(), text)
+    QTest.keyClick(spin.lineEdit(), Qt.Key.Key_Return)
+
+
+def wheel(widget, notches: int) -> None:
+    """Mouse-wheel notches over the middle of a widget (negative: towards the user)."""
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * notches), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)

@@ -4,7 +4,8 @@ clicks at the real coordinates of the widgets (offscreen; tests/test_gui_x11.py 
 on a real X server). The estimate's place and Find the fastest's progress and charts are here
 too until the tune and estimate work lands (then they join tests/test_gui_tune.py and the
 estimate's tests). The rest of what a user meets is in test_gui_chart_axes, _chart_legibility,
-_figures, _layout, _technique_changes, _profile, _keyboard, _system and _run_feedback."""
+_figures, _layout, _technique_changes, _profile, _keyboard, _system, _run_feedback, _run_names
+and _form_input."""
 
 from __future__ import annotations
 

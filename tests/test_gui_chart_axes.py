@@ -1,15 +1,29 @@
-"""The charts' x axis and zoom, as a user meets them: an axis without meaning for the workload
-falls back to step, the wheel zooms steps only and every way back shows the run, a wall-clock
-axis beside step and tokens, readable log ticks within a decade, and a growing run that redraws
-its axes rarely."""
+"""The charts' axes, zoom and own controls, as a user meets them: the hover readout, linked
+axes, tokens and log scales, export; an axis without meaning for the workload falls back to
+step, the wheel zooms steps only and every way back shows the run, a wall-clock axis beside step
+and tokens, readable log ticks within a decade, and a growing run that redraws its axes rarely."""
 
 from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPoint, Qt
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
-from tests.gui_support import choose, click, click_run, run_fake, stored_run, train_messages
+from profiler.store import RunStore
+from tests import gui_support
+from tests.gui_support import (
+    choose,
+    click,
+    click_run,
+    run_fake,
+    stored_run,
+    train_messages,
+    wheel,
+)
 
 
 def test_inference_charts_fall_back_to_step_on_the_tokens_axis(qtbot, window):
@@ -36,9 +50,6 @@ def test_inference_charts_fall_back_to_step_on_the_tokens_axis(qtbot, window):
 
 def wheel_over_chart(plot, notches: int) -> None:
     """Wheel notches over the middle of a chart's plotting area, as a user's wheel."""
-    from PySide6.QtCore import QPointF
-    from PySide6.QtGui import QWheelEvent
-    from PySide6.QtWidgets import QApplication
 
     view = plot.getPlotItem().getViewBox()
     centre = plot.mapFromScene(view.sceneBoundingRect().center())
@@ -76,7 +87,6 @@ def test_the_wheel_zooms_steps_only_and_every_way_back_shows_the_run(qtbot, wind
     assert abs(s0 - z0) < 1e-6 and abs(s1 - z1) < 1e-6
     assert charts.follow_button.isEnabled()
     # a double click on a chart is the way back
-    from PySide6.QtTest import QTest
 
     centre = plot.mapFromScene(view.sceneBoundingRect().center())
     QTest.mouseDClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=centre)
@@ -168,3 +178,67 @@ def test_a_growing_run_redraws_its_axes_rarely(qtbot):
         charts.redraw_now()
         assert view.viewRange()[0][1] >= step  # the newest step is always in view
     assert len(moves) <= 2  # not once per step (400 steps)
+
+
+def test_hover_readout_linked_axes_tokens_log_and_export(qtbot, window, tmp_path, monkeypatch):
+    store = RunStore()
+    live = stored_run(store, "live", train_messages(40, rss_mib=120))
+    other = stored_run(store, "other", train_messages(40, loss0=4.0, rss_mib=90))
+    window.history.refresh()
+    window.show_stored_run(live)
+    window.history.set_checked(other, True)
+    charts = window.charts
+    charts.redraw_now()
+    qtbot.wait(50)
+
+    # Hover: the mouse over step ~20 of the loss chart reads every curve, the other run's too.
+    plot = charts.plots["loss"]
+    gui_support.hover_at(plot, 20.2, 2.0)
+    qtbot.waitUntil(lambda: "loss" in charts.readouts, timeout=2000)
+    text = charts.readouts["loss"]
+    assert text.startswith("step 20")
+    assert "Train loss: " + format(3.0 / 20 ** 0.2, ".4g") in text
+    assert "other: " + format(4.0 / 20 ** 0.2, ".4g") in text
+    assert charts._crosshairs["memory"].isVisible()  # the crosshair is on every chart
+
+    # Zoom one chart with the wheel: every chart follows; Follow undoes it.
+    speed = charts.plots["speed"]
+    wheel(speed.viewport(), 3)
+    low, high = speed.getPlotItem().getViewBox().viewRange()[0]
+    assert high - low < 35
+    for plot in charts.plots.values():
+        assert plot.getPlotItem().getViewBox().viewRange()[0] == pytest.approx([low, high])
+    qtbot.mouseClick(charts.follow_button, Qt.MouseButton.LeftButton)
+    charts.redraw_now()
+    assert charts.plots["memory"].getPlotItem().getViewBox().viewRange()[0][1] >= 40
+
+    # The x axis by tokens seen: 256 tokens per step.
+    charts.axis_combo.setCurrentText("tokens")
+    charts.redraw_now()
+    assert charts.curves["loss_train"].xData[-1] == 40 * 256
+    assert charts.plots["speed"].getPlotItem().getAxis("bottom").labelText == "tokens seen"
+    charts.axis_combo.setCurrentText("step")
+
+    # Log scale from the chart's own button.
+    qtbot.mouseClick(charts.boxes["loss"].log_button, Qt.MouseButton.LeftButton)
+    assert charts.plots["loss"].getPlotItem().ctrl.logYCheck.isChecked()
+
+    # The predicted memory from `started`, as a line on the memory chart.
+    assert charts.predicted_memory_bytes == 80 * 2**20
+    charts.redraw_now()
+    assert charts.plots["memory"].getPlotItem().getViewBox().viewRange()[1][0] <= 80
+
+    # CSV and PNG from the chart's buttons.
+    target = tmp_path / "memory.csv"
+    monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(charts.boxes["memory"].csv_button, Qt.MouseButton.LeftButton)
+    rows = target.read_text().splitlines()
+    assert rows[0] == "run,metric,label,step,time_s,value,unit"
+    assert len(rows) == 1 + 40 + 40  # every reading of both runs, not the decimated view
+    assert any(r.startswith("other,rss_bytes") and r.endswith(",90,MiB") for r in rows)
+    png = tmp_path / "loss.png"
+    monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(png), ""))
+    qtbot.mouseClick(charts.boxes["loss"].png_button, Qt.MouseButton.LeftButton)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

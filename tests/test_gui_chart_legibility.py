@@ -1,12 +1,13 @@
 """What a chart says at a glance: empty charts say what to do, the toolbar reads at 1024x700, a
 run both shown and ticked is drawn once, change markers never overlap, a PNG has the run's name
 and no buttons, colours survive a theme switch, a legend click hides its curve, the memory
-chart's legend and validation dots."""
+chart's legend and validation dots, nearby marker labels apart and warnings in view."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, Qt
 
+from profiler.store import RunStore
 from tests.gui_support import (
     choose,
     click,
@@ -55,7 +56,6 @@ def test_the_chart_toolbar_is_readable_at_1024x700(qtbot, window):
 
 
 def test_a_run_shown_and_ticked_is_drawn_once(qtbot, window):
-    from profiler.store import RunStore
     from tests.gui_support import tick
 
     store = RunStore()
@@ -79,7 +79,6 @@ def test_a_run_shown_and_ticked_is_drawn_once(qtbot, window):
 
 
 def test_change_marker_labels_never_overlap(qtbot, window):
-    from profiler.store import RunStore
 
     messages = train_messages(100)
     for step in (40, 42, 44, 46, 47, 48, 49, 50, 51, 52, 90):
@@ -141,7 +140,6 @@ def luminance(color: str) -> float:
 
 
 def test_overlay_colours_survive_a_theme_switch_and_stay_per_run(qtbot, window):
-    from profiler.store import RunStore
 
     store = RunStore()
     ids = [stored_run(store, f"run {i}", train_messages(10)) for i in range(3)]
@@ -170,7 +168,6 @@ def test_overlay_colours_survive_a_theme_switch_and_stay_per_run(qtbot, window):
 
 
 def test_a_click_on_a_legend_entry_hides_its_curve(qtbot, window):
-    from profiler.store import RunStore
 
     run_id = stored_run(RunStore(), "shown", train_messages(10))
     window.history.refresh()
@@ -220,7 +217,6 @@ def legend_link_at(qtbot, legend, words: str) -> str:
 
 
 def test_memory_chart_has_a_legend_and_validation_dots_sit_at_their_value(qtbot, window):
-    from profiler.store import RunStore
 
     messages = train_messages(30)
     for message in messages:
@@ -239,3 +235,37 @@ def test_memory_chart_has_a_legend_and_validation_dots_sit_at_their_value(qtbot,
                                                        for m in messages
                                                        if m.get("type") == "sample"]
     charts.set_smoothing(0.0)
+
+
+def test_nearby_marker_labels_do_not_overlap_and_warnings_stay_in_view(qtbot, window):
+    window.worker_command = [__import__("sys").executable, "-c", WARNING_WORKER]
+    window.form.device.setCurrentText("cpu")
+    qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.running, timeout=30_000)
+    assert "bf16 matmuls measured 3x slower" in window.notice_text()
+    charts = window.charts
+    charts.redraw_now()
+    assert [s for s, _ in charts.marker_steps] == [51, 54, 55]
+    labels = [line.label for plot, line in charts.markers if plot is charts.plots["loss"]]
+    rects = [label.mapRectToScene(label.boundingRect()) for label in labels]
+    for i in range(len(rects)):
+        for j in range(i + 1, len(rects)):
+            assert not rects[i].intersects(rects[j]), "marker labels overlap"
+
+
+WARNING_WORKER = """
+import json, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\\n"); sys.stdout.flush()
+send({"type": "hello", "protocol": 1, "versions": {}, "device": {}, "environment": {}})
+send({"type": "started", "run": {"workload": "train", "steps": 100, "device": "cpu"}})
+send({"type": "event", "kind": "warning", "message": "bf16 matmuls measured 3x slower than fp32 on this CPU"})
+for step in range(1, 101):
+    send({"type": "sample", "step": step, "time": step * 0.1, "phase": "measure",
+          "metrics": {"loss_train": 3.0, "tokens_per_s": 100.0}})
+    if step in (51, 54, 55):
+        send({"type": "event", "kind": "toggle", "step": step, "technique": "precision",
+              "params": {"enabled": step != 54}, "message": "precision changed"})
+send({"type": "done", "status": "completed", "summary": {}})
+sys.stdin.read()
+"""

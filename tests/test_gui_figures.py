@@ -1,12 +1,19 @@
 """Every figure of a run readable in full, with its percentiles in columns, and a compress run as
-a table of original, compressed and ratio with its verdict and its latency curves (real stored
-summaries from tests/data)."""
+a table of original, compressed and ratio with its verdict, its quality sentence and neutral
+deltas, and its latency curves (real stored summaries from tests/data)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, Qt
 
-from tests.gui_support import DATA, click_run, open_tab, stored_run, train_messages
+from profiler.store import RunStore
+from tests.gui_support import (
+    DATA,
+    click_run,
+    open_tab,
+    stored_run,
+    train_messages,
+)
 
 
 def real_summary(name: str) -> dict:
@@ -121,3 +128,26 @@ def test_compress_latency_curves_one_colour_per_measure_one_style_per_model(qtbo
     legend = window.charts.legend_text("latency")
     assert "┅ Time to first token (original)" in legend
     assert "━ Time to first token (compressed)" in legend
+
+
+def test_compress_quality_sentence_and_neutral_deltas(qtbot, window):
+    store = RunStore()
+    sentence = "Perplexity rose 0.6 % (21.3 -> 21.4) after pruning 30 % of the weights."
+    base = stored_run(store, "base", train_messages(3, summary={"figures": {
+        "tokens_per_s": {"value": 1000.0, "unit": "tokens/s", "how": "x"}}}))
+    noisy = stored_run(store, "noisy", train_messages(3, summary={
+        "quality_loss": sentence, "figures": {
+            "tokens_per_s": {"value": 1100.0, "unit": "tokens/s", "how": "x"}}}))
+    window.history.refresh()
+    window.show_stored_run(noisy)
+    assert sentence in window.notice_text()
+    window.set_compared([base, noisy])
+    window.compare.set_baseline(base)
+    assert window.compare.wait()
+    table = window.compare.table
+    cell = next(table.item(r, 3) for r in range(table.rowCount())
+                if table.item(r, 0).text().startswith("Throughput"))
+    assert cell.text() == "+10.0 % (not comparable)"
+    assert cell.data(Qt.ItemDataRole.UserRole) == "not comparable"  # a bare number: no verdict
+    assert "too few measured steps" in cell.toolTip()  # the reason, said
+    assert cell.foreground().color().name() not in ("#15803d", "#b91c1c")

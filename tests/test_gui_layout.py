@@ -1,9 +1,19 @@
-"""The window's layout: the side columns widen with the window, a message appearing never moves
-what is under the mouse, and no drop-down's text is cut."""
+"""The window's layout: it fits 1024x700 with charts that keep their newest steps beside long
+legends, the side columns widen with the window, a message appearing never moves what is under
+the mouse, and no drop-down's text is cut."""
 
 from __future__ import annotations
 
-from tests.gui_support import click, click_run, global_rect, stored_run, train_messages
+from PySide6.QtCore import QPoint
+
+from profiler.store import RunStore
+from tests.gui_support import (
+    click,
+    click_run,
+    global_rect,
+    stored_run,
+    train_messages,
+)
 
 
 def test_side_columns_widen_with_the_window(qtbot, window):
@@ -68,3 +78,36 @@ def test_no_drop_down_text_is_cut(qtbot, window):
                  for i in range(combo.count()))
     assert view.viewport().width() >= widest
     combo.hidePopup()
+
+
+def test_window_fits_1024x700_and_charts_show_the_newest_steps_with_long_legends(qtbot, window):
+    store = RunStore()
+    names = ["a rather long run name for the legend " + str(i) for i in range(4)]
+    ids = [stored_run(store, name, train_messages(40, loss0=3 + i)) for i, name in enumerate(names)]
+    window.history.refresh()
+    for run_id in ids:
+        window.history.set_checked(run_id, True)
+    for size in ((1280, 860), (1024, 700)):
+        window.resize(*size)
+        qtbot.waitUntil(lambda s=size: (window.width(), window.height()) == s, timeout=3000)
+        window.charts.redraw_now()
+        qtbot.wait(50)
+        for name in window.charts.shown_charts():
+            plot = window.charts.plots[name]
+            view = plot.getPlotItem().getViewBox()
+            right = plot.mapFromScene(view.sceneBoundingRect().topRight()).x()
+            assert right <= plot.width() + 1, f"{name}: the plot runs past its chart"
+            assert view.viewRange()[0][1] >= 40, f"{name}: the newest steps are cut off"
+            assert names[3] in window.charts.legend_text(name) or name != "loss"
+        inside = window.rect()
+        for widget in (window.history, window.statusBar(), window.run_button, window.charts):
+            rect = widget.rect().translated(widget.mapTo(window, QPoint(0, 0)))
+            assert inside.contains(rect), f"{widget.objectName() or widget}: off the window"
+    assert window.minimumSizeHint().width() <= 1024
+    assert window.minimumSizeHint().height() <= 666  # 1600x1000 at QT_SCALE_FACTOR=1.5
+    window.charts.resize(600, 600)  # a narrow charts area: one chart per row
+    window.charts.redraw_now()
+    grid = window.charts._grid
+    columns = {grid.getItemPosition(grid.indexOf(window.charts.boxes[n]))[1]
+               for n in window.charts.shown_charts()}
+    assert columns == {0}
