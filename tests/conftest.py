@@ -45,3 +45,46 @@ def no_leftover_processes():
     for proc in leftover:
         proc.kill()
     assert not leftover, f"test left processes running: {[p.pid for p in leftover]}"
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch):
+    """Workers use one intra-op thread even where the developer's environment asks for more: on a
+    busy machine two OpenMP threads that wait for each other turn a millisecond step of gpt-nano
+    into seconds, and the fault suite's timings are tight. Modules ask for it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread in this process too (torch.set_num_threads), and in the workers a test
+    starts: tiny models run as fast on one thread, and a shared machine does not oversubscribe."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def window(qtbot):
+    """The app's main window at 1280 x 860, shown; closed and really freed at teardown."""
+    from tests.gui_support import MainWindow, dispose
+
+    win = MainWindow()
+    win.resize(1280, 860)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    dispose(win)
+
+
+@pytest.fixture
+def fifo(tmp_path) -> Path:
+    """A named pipe: a path that exists and is no regular file (reading it would block)."""
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path

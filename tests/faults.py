@@ -1,10 +1,11 @@
-"""Tools for the fault suite (tests/test_faults_*.py, test_ssh.py): tiny configs, the CLI in a
-subprocess, and process-tree checks."""
+"""Tools for the fault suite (the hostile cases of each subject: tests/test_*_faults.py): the CLI
+in a subprocess, process-tree checks, a hostile worker, and the plain-words check."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,26 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
 from profiler.config import RunConfig
 from profiler.wire.client import worker_env
-
-
-def tiny_config(steps: int = 100_000, **train) -> RunConfig:
-    """gpt-nano on random tokens, small batches, no validation: steps of a few milliseconds."""
-    config = RunConfig(name="fault")
-    config.device = "cpu"
-    config.data.source = "random"
-    config.limits.steps = steps
-    config.limits.warmup_steps = 1
-    config.train.batch_size = train.pop("batch_size", 2)
-    config.train.seq_len = train.pop("seq_len", 32)
-    config.train.eval_interval = 0
-    config.train.eval_batches = 1
-    for key, value in train.items():
-        setattr(config.train, key, value)
-    return config
+from tests.helpers import run_config
 
 
 def write_config(path: Path, config: RunConfig) -> Path:
@@ -115,13 +100,6 @@ def listening_ports(pid: int) -> list:
     return [c for c in connections if c.status == psutil.CONN_LISTEN]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
-    """Workers use one intra-op thread: on a busy machine two OpenMP threads that wait for each
-    other turn a millisecond step of gpt-nano into seconds, and the timings here are tight."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 # A worker that is not ours to trust (what `launch.ssh` may reach): it answers a start with the
 # lines in the file named by argv[1] (one per line, sent as they are), then does what argv[2]
 # says: "exit" (ends), "hang" (stays silent until killed) or "beat" (heartbeats, then done).
@@ -156,7 +134,7 @@ def run_hostile(tmp_path: Path, lines: list[str], mode: str = "exit", **kwargs):
     from profiler.wire.client import run_to_completion
 
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     status = run_to_completion(config.to_dict(), recorder,
@@ -169,3 +147,18 @@ def assert_sentence(text: str) -> None:
     assert text.strip(), "nothing was said"
     assert "Traceback (most recent call last)" not in text, text
     assert len(text) < 2000, text[:300]
+
+
+# A fix is said with a verb (give, set, choose...), as the rule the value must follow, or as the
+# list of what is valid.
+FIX = re.compile(r"\b(give|set|choose|use|fix|remove|add|check|lower|keep|put|install|start|"
+                 r"shorten|leave|enable|switch|train|pick|must be|must have|one of|"
+                 r"valid \w+ are|known \w+ are|lists them)\b")
+
+
+def assert_fix_sentence(text: str, field: str) -> None:
+    """One sentence (one line, no traceback) that names the field and says how to fix it."""
+    assert "\n" not in text.strip() and "Traceback" not in text, text
+    assert field in text, f"{field!r} not named in: {text}"
+    assert FIX.search(text), f"no fix in: {text}"
+    assert len(text) < 600, text

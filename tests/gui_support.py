@@ -1,20 +1,23 @@
-"""Shared pieces of the GUI tests: a main-window fixture that really frees the window after the
-test (deferred deletes are flushed, so a session of GUI tests does not accumulate thousands of
-widgets that make every later restyle slow), and the fake worker's command line."""
+"""Shared pieces of the GUI tests: `dispose`, which really frees a window after a test (deferred
+deletes are flushed, so a session of GUI tests does not accumulate thousands of widgets that make
+every later restyle slow; the `window` fixture in conftest.py uses it), the fake worker's command
+line, and the clicks a user makes."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
-from PySide6.QtCore import QCoreApplication, QEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
 
 from app.main import MainWindow
 from tests.helpers import stored_run  # noqa: F401 - the GUI tests import it from here
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
+DATA = Path(__file__).with_name("data")  # real stored summaries and profiles
 
 
 def fake_worker(step_delay_s: float = 0.02) -> list[str]:
@@ -32,16 +35,6 @@ def dispose(win: MainWindow) -> None:
         if widget is not win and widget.parent() is None and not widget.isVisible():
             widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    win.resize(1280, 860)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    dispose(win)
 
 
 WARM_FAKE = """
@@ -142,3 +135,62 @@ def click_run(qtbot, history, run_id: str, key: str = "name", modifier=None) -> 
     table = history.table
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
                      modifier or Qt.KeyboardModifier.NoModifier, table.point_of(run_id, key))
+
+
+def indicator_centre(box: QCheckBox) -> QPoint:
+    """The middle of the check box's square, as the style draws it."""
+    option = QStyleOptionButton()
+    box.initStyleOption(option)
+    rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
+    return rect.center()
+
+
+def click_square(qtbot, window, name: str) -> None:
+    """Turn technique `name` on or off as a user does: scroll to its check box and click its
+    square (which must be what is drawn there)."""
+    box = window.techniques.rows[name].enable
+    window.settings_scroll.ensureWidgetVisible(box)
+    QApplication.processEvents()
+    point = indicator_centre(box)
+    assert box.window().childAt(box.mapTo(box.window(), point)) is box
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=point)
+
+
+def run_fake(qtbot, win, steps: int = 6) -> str:
+    """Press Run (with the fake worker) and wait until the run has ended; its id."""
+    win.worker_command = fake_worker(0.01)
+    win.form.steps.setValue(steps)
+    click(qtbot, win.run_button)
+    qtbot.waitUntil(lambda: win.run_id is not None and not win.running, timeout=30000)
+    return win.run_id
+
+
+def global_rect(widget):
+    from PySide6.QtCore import QRect
+
+    return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
+
+
+def open_tab(qtbot, win, widget) -> None:
+    """Click the tab that holds `widget`, as a user does."""
+    bar = win.tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton,
+                     pos=bar.tabRect(win.tabs.indexOf(widget)).center())
+    assert win.tabs.currentWidget() is widget
+
+
+def type_into(spin, text: str) -> None:
+    """Select the field's text, type over it and press Enter, like a user."""
+    spin.setFocus()
+    spin.lineEdit().selectAll()
+    QTest.keyClicks(spin.lineEdit(), text)
+    QTest.keyClick(spin.lineEdit(), Qt.Key.Key_Return)
+
+
+def wheel(widget, notches: int) -> None:
+    """Mouse-wheel notches over the middle of a widget (negative: towards the user)."""
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * notches), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)

@@ -146,34 +146,14 @@ def checkpoints_root() -> Path:
     return _BUILT["root"]
 
 
-def hf_config(name: str, workload: str = "train", **sections):
-    """A small run config for the checkpoint `name` of checkpoints_root()."""
-    from profiler.config import RunConfig
+def hf_config(name: str, workload: str = "train", **settings):
+    """run_config (its keywords) for the checkpoint `name` of checkpoints_root(): 20 steps of
+    8 x 32 tokens on 100 kB of text, and a short inference."""
+    from tests.helpers import run_config
 
-    config = RunConfig(name=f"test-{name}", workload=workload, device="cpu")
-    config.model.source, config.model.path = "hf", str(checkpoints_root() / name)
-    config.data.max_train_bytes = 100_000
-    config.train.batch_size, config.train.seq_len = 8, 32
-    config.train.eval_interval, config.train.eval_batches = 10, 2
-    config.train.learning_rate = 3e-3
-    config.limits.steps, config.limits.warmup_steps = 20, 2
-    infer = config.infer
-    infer.batch_size, infer.prompt_len, infer.gen_len = 2, 16, 8
-    infer.repeats, infer.warmup_runs, infer.eval_tokens, infer.eval_seq_len = 4, 1, 512, 32
-    for section, values in sections.items():
-        if section == "techniques":
-            config.techniques = values
-            continue
-        for key, value in values.items():
-            setattr(getattr(config, section), key, value)
-    return config
-
-
-class NullControl:
-    """What a workload asks between steps, for in-process runs: no commands, never stop."""
-
-    should_stop = False
-    dist = None
-
-    def poll(self) -> list:
-        return []
+    infer = {"batch_size": 2, "prompt_len": 16, "gen_len": 8, "repeats": 4, "warmup_runs": 1,
+             "eval_tokens": 512, "eval_seq_len": 32, **settings.pop("infer", {})}
+    return run_config(**{"steps": 20, "warmup_steps": 2, "batch_size": 8, "seq_len": 32,
+                         "learning_rate": 3e-3, "max_train_bytes": 100_000, **settings},
+                      workload=workload, name=f"test-{name}", infer=infer,
+                      model={"source": "hf", "path": str(checkpoints_root() / name)})

@@ -7,34 +7,22 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from profiler import cli
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.engine import channel as worker_io
 from profiler.engine import worker
 from profiler.wire import protocol
 from profiler.wire.client import worker_env
-from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
+from tests.faults import assert_fix_sentence, assert_sentence
+from tests.helpers import ListChannel, run_config
 
-# A fix is said with a verb (give, set, choose...), as the rule the value must follow, or as the
-# list of what is valid.
-FIX = re.compile(r"\b(give|set|choose|use|fix|remove|add|check|lower|keep|put|install|start|"
-                 r"shorten|leave|enable|switch|train|pick|must be|must have|one of|"
-                 r"valid \w+ are|known \w+ are|lists them)\b")
-
-
-def assert_sentence(text: str, field: str) -> None:
-    """One sentence (one line, no traceback) that names the field and says how to fix it."""
-    assert "\n" not in text.strip() and "Traceback" not in text, text
-    assert field in text, f"{field!r} not named in: {text}"
-    assert FIX.search(text), f"no fix in: {text}"
-    assert len(text) < 600, text
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
@@ -58,7 +46,10 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# (case id, TOML text, the field its sentence must name). Each is checked by validate().
+LONG = "/tmp/" + "d" * 5000
+
+# (case id, TOML text, the field its sentence must name). Each is checked by validate(); {dir}
+# is the `files` fixture's folder, {fifo} a named pipe.
 CONFIG_CASES = [
     ("invalid-toml", 'name = "unterminated', "TOML"),
     ("unknown-section", "[modle]\npreset = 'gpt-nano'", "modle"),
@@ -72,6 +63,11 @@ CONFIG_CASES = [
     ("bool-for-integer", "[limits]\nsteps = true", "limits.steps"),
     ("float-for-integer", "[train]\nseq_len = 64.5", "train.seq_len"),
     ("string-for-number", "[train]\nlearning_rate = 'fast'", "train.learning_rate"),
+    ("float-for-batch", "[train]\nbatch_size = 2.5", "train.batch_size"),
+    ("bool-for-batch", "[train]\nbatch_size = true", "train.batch_size"),
+    ("misspelt-setting", "[train]\nbatch_sise = 3", "train.batch_sise"),
+    ("integer-for-section", "train = 3", "train"),
+    ("toml-key-without-value", "this is = not toml", "TOML"),
     ("scalar-for-section", "train = 5", "train"),
     ("string-for-list", "[launch]\nssh = 'lab'\nssh_options = '-p 2222'", "launch.ssh_options"),
     ("negative-learning-rate", "[train]\nlearning_rate = -1e-3", "train.learning_rate"),
@@ -139,15 +135,89 @@ CONFIG_CASES = [
      "model.run_id"),
     ("teacher-checkpoint-missing", "workload = 'distill'\n[distill.teacher]\nsource = 'checkpoint'\n"
      "path = '{dir}/nowhere.safetensors'", "distill.teacher.path"),
+    # inf and nan are not numbers a run can use (TOML allows them).
+    ("weight-decay-inf", "[train]\nweight_decay = inf", "train.weight_decay"),
+    ("weight-decay-nan", "[train]\nweight_decay = nan", "train.weight_decay"),
+    ("peak-tflops-inf", "peak_tflops = inf", "peak_tflops"),
+    ("learning-rate-nan", "[train]\nlearning_rate = nan", "train.learning_rate"),
+    ("beta1-minus-inf", "[train]\nbeta1 = -inf", "train.beta1"),
+    ("time-limit-inf", "[limits]\ntime_s = inf", "limits.time_s"),
+    ("val-fraction-nan", "[data]\nval_fraction = nan", "data.val_fraction"),
+    ("dropout-nan", "[model]\ndropout = nan", "model.dropout"),
+    ("temperature-inf", "[distill]\ntemperature = inf", "distill.temperature"),
+    ("float-overflow", "[train]\nweight_decay = 1e400", "train.weight_decay"),
+    ("grad-clip-inf", "[techniques.grad_clip]\nmax_norm = inf", "techniques.grad_clip.max_norm"),
+    ("min-lr-ratio-nan", "[techniques.lr_schedule]\nmin_lr_ratio = nan",
+     "techniques.lr_schedule.min_lr_ratio"),
+    ("prune-amount-nan", "workload = 'compress'\n[techniques.prune_magnitude]\namount = nan",
+     "techniques.prune_magnitude.amount"),
+    ("integer-beyond-int64", "[limits]\nsteps = 99999999999999999999", "limits.steps"),
+    # Bounds said with the refusal.
+    ("lr-1e10", "[train]\nlearning_rate = 1e10", "train.learning_rate"),
+    ("val-fraction-0", "[data]\nval_fraction = 0.0", "data.val_fraction"),
+    ("val-fraction-0.9", "[data]\nval_fraction = 0.9", "data.val_fraction"),
+    ("warmup-longer-than-run", "[techniques.lr_schedule]\nwarmup_steps = 500",
+     "techniques.lr_schedule"),
+    ("lora-rank-above-width", "[techniques.lora]\nrank = 200", "techniques.lora"),
+    ("finetune-lr", "[compress]\nfinetune_learning_rate = 5.0", "compress.finetune_learning_rate"),
+    # Nesting, sizes and paths the system refuses.
+    ("toml-nested-100000-deep", "a = " + "[" * 100_000, "TOML"),
+    ("toml-inline-tables-deep", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000, "TOML"),
+    ("data-path-too-long", f"[data]\nsource = 'path'\npath = '{LONG}'", "data.path"),
+    ("model-path-too-long", f"workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '{LONG}'",
+     "model.path"),
+    ("hf-path-too-long", f"workload = 'infer'\n[model]\nsource = 'hf'\npath = '{LONG}'", "model.path"),
+    ("teacher-path-too-long", f"workload = 'distill'\n[distill.teacher]\nsource = 'checkpoint'\n"
+     f"path = '{LONG}'", "distill.teacher.path"),
+    # A device or a pipe is not "missing".
+    ("data-path-dev-zero", "[data]\nsource = 'path'\npath = '/dev/zero'", "data.path"),
+    ("data-path-fifo", "[data]\nsource = 'path'\npath = '{fifo}'", "data.path"),
+    ("checkpoint-dev-zero", "workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '/dev/zero'",
+     "model.path"),
 ]
 
 
-@pytest.mark.parametrize("text, field", [c[1:] for c in CONFIG_CASES],
-                         ids=[c[0] for c in CONFIG_CASES])
-def test_config_errors_name_the_field_and_the_fix(text, field, files):
+# The cases whose path is missing: every other path exists, and is refused for what it is.
+MISSING = {"data-path-missing", "checkpoint-missing", "checkpoint-folder-without-weights",
+           "teacher-checkpoint-missing"}
+
+# Words a case's sentence must hold besides the field: the kind of value, the bound, the choices.
+WORDS = {
+    "integer-for-section": "table", "misspelt-setting": "valid settings",
+    "float-for-batch": "integer", "bool-for-batch": "integer",
+    "string-for-number": "number", "batch-0": "1 or more", "zero-steps": "1 or more",
+    "negative-learning-rate": "above 0 and at most 10", "sequence-longer-than-context": "context",
+    "unknown-preset": "choose one of", "unknown-workload": "choose one of",
+    "unknown-device": "auto, cpu, cuda", "data-path-empty": "text file or folder",
+    "data-path-missing": "does not exist", "warmup-not-below-steps": "below",
+    "toml-key-without-value": "not valid TOML",
+    "lr-1e10": "at most 10", "val-fraction-0": "both ends excluded", "val-fraction-0.9": "below 0.9",
+    "warmup-longer-than-run": "longer than the run (limits.steps = 200)",
+    "lora-rank-above-width": "narrowest adapted layer's width (128)", "finetune-lr": "at most 1",
+}
+
+# ConfigError.field is the named field, except where there is none (a file that is not TOML)
+# and for a technique's parameters, which name theirs in the sentence only.
+UNFIELDED = {"invalid-toml", "toml-key-without-value", "toml-nested-100000-deep",
+             "toml-inline-tables-deep", "unknown-technique", "technique-unknown-param",
+             "technique-wrong-type"}
+
+
+@pytest.mark.parametrize("case, text, field", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_errors_name_the_field_and_the_fix(case, text, field, files, fifo):
     with pytest.raises(ConfigError) as info:
-        validate(RunConfig.from_toml(text.replace("{dir}", str(files))))
-    assert_sentence(str(info.value), field)
+        validate(RunConfig.from_toml(text.replace("{dir}", str(files)).replace("{fifo}", str(fifo))))
+    sentence = str(info.value)
+    assert_fix_sentence(sentence, field)
+    assert WORDS.get(case, "") in sentence
+    assert info.value.field == ("" if case in UNFIELDED else field)
+    assert "got None" not in sentence
+    if case not in MISSING:
+        assert "does not exist" not in sentence
+
+
+def test_every_word_check_belongs_to_a_case():
+    assert set(WORDS) | UNFIELDED <= {case[0] for case in CONFIG_CASES}
 
 
 def test_a_run_that_saved_no_weights_is_named(effiscope_home):
@@ -157,7 +227,7 @@ def test_a_run_that_saved_no_weights_is_named(effiscope_home):
     config = RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'run'\nrun_id = '{run.run_id}'")
     with pytest.raises(ConfigError) as info:
         validate(config)
-    assert_sentence(str(info.value), "model.run_id")
+    assert_fix_sentence(str(info.value), "model.run_id")
     assert "save_checkpoint" in str(info.value)
 
 
@@ -190,19 +260,11 @@ def test_cli_run_exits_2_with_the_sentence(text, field, files, effiscope_home):
                             env={**worker_env(), **os.environ})
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("effiscope: ")
-    assert_sentence(result.stderr.removeprefix("effiscope: "), field)
+    assert_fix_sentence(result.stderr.removeprefix("effiscope: "), field)
     assert not (effiscope_home / "runs").exists() or not any((effiscope_home / "runs").iterdir())
 
 
 # What only the worker can see: the data itself, this machine, the weights' contents.
-class ListChannel:
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
 
 
 def _truncated_checkpoint(folder: Path) -> Path:
@@ -252,7 +314,7 @@ def _fill(value, folder: Path, cut: Path | None):
     pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN_GAPS[c[0]])]
                  if c[0] in KNOWN_GAPS else []) for c in WORKER_CASES])
 def test_worker_refuses_with_a_sentence(overrides, field, kind, files, capsys):
-    config = tiny_config(steps=2).to_dict()
+    config = run_config(steps=2, data="random").to_dict()
     cut = _truncated_checkpoint(files) if "{cut}" in repr(overrides) else None
     for section, value in _fill(overrides, files, cut).items():
         if isinstance(value, dict) and section != "techniques":
@@ -266,9 +328,41 @@ def test_worker_refuses_with_a_sentence(overrides, field, kind, files, capsys):
     error, done = channel.messages[-2:]
     assert error["type"] == "error" and done["type"] == "done", channel.messages
     assert error["kind"] == kind, error
-    assert_sentence(error["message"], field)
+    assert_fix_sentence(error["message"], field)
     assert "started" not in [m["type"] for m in channel.messages]
 
 
 def test_the_table_has_at_least_30_cases():
     assert len(CONFIG_CASES) + len(CLI_CASES) + len(WORKER_CASES) + 1 >= 30
+
+
+def test_a_device_or_pipe_says_what_it_is(fifo):
+    for path, kind in (("/dev/zero", "a device"), (str(fifo), "a pipe (FIFO)")):
+        with pytest.raises(ConfigError, match=f"is {kind.replace('(', '[(]').replace(')', '[)]')}"):
+            validate(RunConfig.from_toml(f"[data]\nsource = 'path'\npath = '{path}'"))
+
+
+# `effiscope run TARGET` for targets that are not config files: exit 2, one sentence, nothing run.
+@pytest.mark.parametrize("target, words", [
+    ("/dev/zero", "not a regular file"),
+    ("{fifo}", "not a regular file"),
+    ("{dir}", "is a folder"),
+    ("{big}", "over the 1,000,000"),
+    (LONG + ".toml", "too long"),
+    ("x" * 5000, "cannot be a config"),
+    ("{deep}", "nested too deeply"),
+], ids=["dev-zero", "fifo", "folder", "huge-file", "long-path", "long-name", "deep-toml"])
+def test_cli_run_of_a_target_that_is_no_config_is_a_sentence(target, words, tmp_path, fifo,
+                                                              capsys, effiscope_home):
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * 1_100_000 + "\n")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000)
+    target = (target.replace("{fifo}", str(fifo)).replace("{dir}", str(tmp_path))
+              .replace("{big}", str(big)).replace("{deep}", str(deep)))
+    assert cli.main(["run", target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("effiscope: ") and words in err, err
+    assert_sentence(err)
+    assert len(err) < 600
+    assert not (effiscope_home / "runs").exists()

@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from profiler.bench import overhead, overhead_report, reference
-from tests.helpers import nano_config
+from tests.helpers import run_config
 
 
 @pytest.mark.slow
 def test_reference_loop_and_worker_train_the_same_curve(tmp_path, capsys):
     from profiler.cli import main
 
-    config = nano_config(steps=6, batch_size=2, seq_len=16, eval_interval=3)
+    config = run_config(steps=6, batch_size=2, seq_len=16, eval_interval=3)
     config.techniques = {"grad_clip": {"max_norm": 1.0}}  # a technique: the engine is shared too
     path = tmp_path / "tiny.toml"
     config.save(path)
@@ -300,7 +300,7 @@ def test_concurrent_pairs_train_the_same_curve_at_the_same_time(tmp_path, capsys
     # worker's first sample, lands within the warmup; 15 padding steps keep each window inside
     # the other's run even when a busy machine slows one side to half speed (such a round would
     # be dropped, rightly, and the test would have nothing to compare)
-    config = nano_config(steps=10, batch_size=8, seq_len=64, eval_interval=4)
+    config = run_config(steps=10, batch_size=8, seq_len=64, eval_interval=4)
     path = tmp_path / "tiny.toml"
     config.save(path)
     before = os.sched_getaffinity(0)

@@ -10,12 +10,12 @@ import pytest
 
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess
-from tests.helpers import collect, nano_config
+from tests.helpers import collect, run_config
 
 
 @pytest.mark.slow
 def test_profile_command_captures_steps_and_writes_a_trace(tmp_path):
-    config = nano_config(steps=400, batch_size=4, seq_len=32, eval_interval=0)
+    config = run_config(steps=400, batch_size=4, seq_len=32, eval_interval=0)
     config.output_dir = str(tmp_path / "run")
     worker = WorkerProcess(log_path=tmp_path / "worker.log")
     try:

@@ -16,25 +16,13 @@ from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
 from techniques.compress_common import semi_structured_mask
+from tests.helpers import NullControl
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 TINY = GPTShape(2, 4, 64, 64, 256, "tiny")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and a shared CI machine does not oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class _Control:
-    should_stop = False
-
-    def poll(self) -> list:
-        return []
 
 
 def tiny_state(techniques: dict | None = None, seed: int = 0) -> runtime.TrainState:
@@ -124,7 +112,7 @@ def test_masks_kept_during_fine_tuning_hold_pruned_weights_at_zero():
     wanted = {"prune_magnitude": registry.validate_params("prune_magnitude", {"amount": 0.4})}
     batches = BatchSampler(torch.randint(0, 256, (5000,), dtype=torch.uint8), 4, 16, 0, CPU)
     applied = runtime.apply_all(state, wanted, finetune=lambda: finetune(
-        state, batches, 3, 1e-2, lambda message: None, _Control()))
+        state, batches, 3, 1e-2, lambda message: None, NullControl()))
     assert [a["name"] for a in applied] == ["prune_magnitude", "finetune", "prune_magnitude"]
     assert "3 AdamW steps" in applied[1]["report"]
     for module in block_linears(state.model).values():
@@ -207,7 +195,7 @@ def test_compress_run_compares_original_and_compressed_side_by_side(tmp_path):
     config.infer.eval_tokens, config.infer.eval_seq_len = 256, 32
     validate(config)
     messages: list[dict] = []
-    summary = workload.run(config, messages.append, _Control())
+    summary = workload.run(config, messages.append, NullControl())
     rows = {row["key"]: row for row in summary["comparison"]}
     assert rows["parameters"]["ratio"] == 1.0
     nonzero = rows["nonzero_parameters"]
@@ -297,7 +285,7 @@ def _planted_run(tmp_path, monkeypatch, slowdown: float, techniques: dict, busy:
     config.infer.repeats, config.infer.warmup_runs = 8, 1
     config.infer.eval_tokens, config.infer.eval_seq_len = 128, 32
     validate(config)
-    return workload.run(config, lambda message: None, _Control())
+    return workload.run(config, lambda message: None, NullControl())
 
 
 def test_a_technique_that_changes_nothing_shows_no_significant_difference(tmp_path, monkeypatch):

@@ -1,3 +1,8 @@
+"""The contention meter: other processes' CPU and GPU use beside a run, from fake readings and
+beside a real CPU hog, and the one sentence every front end shows for it."""
+
+from __future__ import annotations
+
 import itertools
 import os
 import statistics
@@ -9,6 +14,7 @@ import pytest
 
 from profiler.figures.busy import CONTENDED_CORES, live_text
 from profiler.measure.contention import ContentionMeter, tree_cpu_seconds
+from tests.helpers import CONTENDED
 
 
 def _meter(busy_steps, own_steps, cores=2):
@@ -66,9 +72,9 @@ def _worker_run(tmp_path, name: str,
     readings of other processes' CPU its samples carried."""
     from profiler.wire import protocol
     from profiler.wire.client import WorkerProcess
-    from tests.helpers import collect, nano_config
+    from tests.helpers import collect, run_config
 
-    config = nano_config(steps=100_000, batch_size=2, seq_len=16, eval_interval=0)
+    config = run_config(steps=100_000, batch_size=2, seq_len=16, eval_interval=0)
     config.limits.time_s = 4.0
     config.data.max_train_bytes = 40_000
     worker = WorkerProcess(log_path=tmp_path / f"{name}.log")
@@ -202,14 +208,6 @@ def test_the_sampler_samples_the_meter_and_its_stop_reads_the_last_stretch():
     assert len(calls) == 3 and meter.summary()["contention_samples"] == 2
 
 
-CONTENDED = {"contention_other_cpu_cores_mean": 1.42, "contention_other_cpu_cores_p90": 1.9,
-             "contention_machine_cpu_percent": 97.5, "contention_cores": 2,
-             "contention_samples": 12, "contention_gpu_other_processes": None,
-             "contention_gpu_other_memory_bytes": None, "contended": True,
-             "contention_sentence": "other processes used 1.4 of 2 cores during this run: its "
-                                    "speed figures are unreliable"}
-
-
 def test_contention_keys_are_checked_on_receipt():
     import json
 
@@ -280,7 +278,7 @@ def test_reports_say_so_beside_the_headline_figures(tmp_path):
     from profiler.report import export
     from profiler.report.tidy import SCHEMA_PATH
     from profiler.store import RunStore
-    from tests.test_report import synth_run
+    from tests.helpers import synth_run
 
     store = RunStore()
     busy = synth_run(store, name="busy", extra_summary=CONTENDED)

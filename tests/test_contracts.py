@@ -1,4 +1,4 @@
-"""Explicit contracts (issue 36, item 3): one worker command line, technique hooks checked at
+"""Explicit contracts: one worker command line, technique hooks checked at
 registration, typed technique parameters, one rule mechanism, a constructor per message."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import ListChannel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,16 +286,6 @@ def test_the_combination_rules_are_config_checks_of_the_one_contract():
 
 
 # --- one summary path for a failed run -----------------------------------------------------------
-class _Channel:
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        from profiler.wire import protocol
-
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
 
 
 def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> list[dict]:
@@ -304,7 +296,7 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
     from profiler.engine import channel as worker_io
     from profiler.engine import worker
     from profiler.wire import protocol
-    from tests.faults import tiny_config
+    from tests.helpers import run_config
 
     def run(config, emit, control):
         if control_prepared is not None:
@@ -317,8 +309,8 @@ def _fail_after_steps(monkeypatch, exc: Exception, control_prepared=None) -> lis
         raise exc
 
     monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
-    channel = _Channel()
-    assert worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
+    channel = ListChannel()
+    assert worker.run_one(protocol.start(run_config(steps=50, data="random").to_dict()), channel,
                           worker_io.Control(queue.Queue(), channel)) == "failed"
     return channel.messages
 
@@ -351,7 +343,6 @@ def test_a_failed_runs_summary_the_schema_refuses_ends_bare_but_ends(monkeypatch
     dones = [m for m in messages if m["type"] == "done"]
     assert dones == [{"type": "done", "status": "failed", "summary": {}}]
     assert "the failed run's summary is dropped" in err and "contended" in err
-
 
 
 # --- typed technique parameters -------------------------------------------------------------------

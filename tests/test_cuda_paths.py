@@ -17,14 +17,14 @@ from profiler.figures import energy
 from profiler.measure import capabilities, roofline, system
 from techniques import precision, registry, runtime
 from tests.fake_nvml import FakeGpu, FakeNvml, install
-from tests.helpers import SetAt, nano_config
+from tests.helpers import SetAt, run_config
 
 UUID_A = "1c7a0f9e-0000-4000-8000-00000000000a"
 UUID_B = "1c7a0f9e-0000-4000-8000-00000000000b"
 UUID_MIG = "5d7b1c7e-0000-4000-8000-0000000000c1"
 
 
-# --- item 2: the GPU is found by UUID, never by index ------------------------------------------
+# --- the GPU is found by UUID, never by index -------------------------------------------------
 def test_the_sampler_reads_the_gpu_torch_runs_on_when_nvml_numbers_them_otherwise(monkeypatch):
     # NVML's index 0 is GPU B; torch's cuda:0 (CUDA_VISIBLE_DEVICES=1, say) is GPU A.
     busy_b = FakeGpu("GPU-" + UUID_B, memory_used=70 * 2**30, power_mw=650_000)
@@ -79,7 +79,7 @@ def test_the_panel_gates_on_the_gpu_a_run_would_get(monkeypatch):
     assert system.host_capabilities()["cuda_capability"] == 9.0
 
 
-# --- item 8: bf16 only where the hardware has it -------------------------------------------------
+# --- bf16 only where the hardware has it ------------------------------------------------------
 def _fake_cuda(monkeypatch, capability: tuple[int, int], emulated_bf16: bool = True) -> None:
     props = SimpleNamespace(uuid=UUID_A, name="Tesla V100", major=capability[0],
                             minor=capability[1])
@@ -106,7 +106,7 @@ def test_the_panel_and_the_worker_share_one_bf16_rule():
     assert system.bf16_native("cpu", None) is True
 
 
-# --- item 9: fp16 under FSDP gets the sharded scaler -------------------------------------------
+# --- fp16 under FSDP gets the sharded scaler --------------------------------------------------
 def _state(active: dict | None = None) -> runtime.TrainState:
     state = runtime.TrainState.plain(torch.nn.Linear(4, 4))
     state.active.update({name: registry.validate_params(name, params)
@@ -137,7 +137,7 @@ def test_fsdp_fp16_parameters_keep_loss_scaling_whatever_the_autocast():
     assert state.scaler.is_enabled()  # fp16 gradients underflow without it
 
 
-# --- item 14: the gradient norm is the whole model's ------------------------------------------
+# --- the gradient norm is the whole model's ---------------------------------------------------
 class _Partial(torch.Tensor):
     """A stand-in for a DTensor norm: its local value is one rank's part."""
 
@@ -162,7 +162,7 @@ def test_a_sharded_norm_is_reduced_before_it_clips_or_is_reported(monkeypatch):
     assert model.weight.grad[0, 0].item() == pytest.approx(1.0 / 8.0, rel=1e-4)
 
 
-# --- item 6: each segment's allocator peak is its own ----------------------------------------
+# --- each segment's allocator peak is its own -------------------------------------------------
 class FakeAllocator:
     """A CUDA allocator stand-in: `level` is what a step holds at its peak (set by the test's
     step); the peak counter keeps the highest since its last reset."""
@@ -198,7 +198,7 @@ def test_switching_checkpointing_on_mid_run_shows_its_lower_peak_and_keeps_the_r
         return out
 
     monkeypatch.setattr(steps, "train_step", step)
-    config = nano_config(steps=8, eval_interval=0, batch_size=2, seq_len=16)
+    config = run_config(steps=8, eval_interval=0, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     validate(config)
     summary = train.run(config, lambda m: None, SetAt(5, "activation_checkpointing", {"every": 1}))
@@ -209,7 +209,7 @@ def test_switching_checkpointing_on_mid_run_shows_its_lower_peak_and_keeps_the_r
     assert fake.resets == 3  # after set-up, after warmup, at the change
 
 
-# --- items 3 and 16: energy over the timed steps, summed over the job's GPUs --------------------
+# --- energy over the timed steps, summed over the job's GPUs ----------------------------------
 class ClockCounter:
     """An energy counter that advances at `watts` with the clock, like a GPU at constant power."""
 
@@ -235,7 +235,7 @@ def test_energy_counts_the_timed_steps_only_not_validation(monkeypatch):
     counter = ClockCounter(100.0)
     monkeypatch.setattr(system.SystemSampler, "energy_now", lambda self: counter.energy_now())
     monkeypatch.setattr(energy, "ENERGY_MIN_S", 0.0)
-    config = nano_config(steps=8, eval_interval=2, batch_size=2, seq_len=16)
+    config = run_config(steps=8, eval_interval=2, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     validate(config)
     messages: list[dict] = []
@@ -269,7 +269,7 @@ def test_energy_is_summed_over_the_jobs_gpus_and_na_below_two_seconds():
     assert energy.job_joules([[0.1, 2.0], [0.1, None]], 1) is None
 
 
-# --- item 7: the roofline times the measured device and never believes the impossible ----------
+# --- the roofline times the measured device and never believes the impossible -----------------
 def test_the_roofline_synchronises_the_device_it_measures(monkeypatch):
     synced = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
@@ -292,7 +292,7 @@ def test_a_measured_peak_above_the_datasheet_is_refused():
     assert "datasheet" in roofline.validate(entry)  # an old cache's impossible peak is dropped
 
 
-# --- item 12: the profile's breakdown on CUDA is GPU time ------------------------------------
+# --- the profile's breakdown on CUDA is GPU time ----------------------------------------------
 class _Event(SimpleNamespace):
     pass
 

@@ -14,18 +14,8 @@ from profiler.engine.data import BatchSampler, load_corpus
 from profiler.engine.workloads import distill
 from profiler.models import source as model_source
 from profiler.models.gpt import GPT
-from profiler.models.presets import GPTShape
 from techniques import runtime
-
-TEACHER = GPTShape(2, 4, 64, 64, 256, "tiny-teacher")
-STUDENT = GPTShape(1, 2, 64, 64, 256, "tiny-student")
-
-
-class _Control:
-    should_stop = False
-
-    def poll(self) -> list:
-        return []
+from tests.helpers import STUDENT, TEACHER, NullControl, distill_settings, run_config
 
 
 def test_kd_kl_is_the_kl_of_the_softened_distributions():
@@ -47,28 +37,6 @@ def test_a_teacher_with_another_vocabulary_is_refused_with_the_reason():
         validate(config)
 
 
-def _config(folder, alpha: float, steps: int) -> RunConfig:
-    config = RunConfig(workload="distill", device="cpu", seed=7)
-    config.model.source, config.model.path = "checkpoint", str(folder / "student.safetensors")
-    config.distill.teacher.source = "checkpoint"
-    config.distill.teacher.path = str(folder / "teacher.safetensors")
-    config.distill.alpha, config.distill.temperature = alpha, 1.0
-    config.data.max_train_bytes = 20_000  # the student sees little text; the teacher saw more
-    config.train.batch_size, config.train.seq_len, config.train.learning_rate = 16, 64, 3e-3
-    config.train.eval_interval, config.train.eval_batches = 25, 8
-    config.limits.steps, config.limits.warmup_steps = steps, 1
-    return validate(config)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run as fast on one thread, and a shared CI machine does not oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_the_student_learns_from_the_teacher(tmp_path, one_thread):
     """The classic setting: a teacher trained on 200 kB of text teaches a 1-layer student that
@@ -81,18 +49,18 @@ def test_the_student_learns_from_the_teacher(tmp_path, one_thread):
     teacher = GPT(TEACHER)
     corpus = load_corpus("stdlib", "", 200_000, 0.1, 256, 0)
     batches = BatchSampler(corpus.train, 16, 64, 0, torch.device("cpu"))
-    distill.pretrain_teacher(runtime.TrainState.plain(teacher), batches, 300, 3e-3, lambda m: None, _Control())
+    distill.pretrain_teacher(runtime.TrainState.plain(teacher), batches, 300, 3e-3, lambda m: None, NullControl())
     weights.save_model(teacher, tmp_path / "teacher.safetensors", "tiny-teacher")
     torch.manual_seed(1)
     weights.save_model(GPT(STUDENT), tmp_path / "student.safetensors", "tiny-student")
 
     runs = {}
     for alpha in (0.9, 0.0):
-        config = _config(tmp_path, alpha, 100)
+        config = run_config(100, **distill_settings(tmp_path, alpha))
         config.output_dir = str(tmp_path / f"run-{alpha}")
         config.train.save_checkpoint = alpha > 0
         messages: list[dict] = []
-        runs[alpha] = (distill.run(config, messages.append, _Control()), messages)
+        runs[alpha] = (distill.run(config, messages.append, NullControl()), messages)
         assert runs[alpha][0]["steps_completed"] == 100
 
     summary, messages = runs[0.9]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,10 @@ from profiler.config import ModelConfig, RunConfig, validate
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import runtime
+from tests.helpers import NullControl, free_port, run_config
 
 TINY = GPTShape(2, 2, 32, 32, 64, "engine-test")
 BATCH, SEQ, MICRO = 2, 16, 4
-
-
-class _Control:
-    should_stop = False
-
-    def poll(self) -> list:
-        return []
 
 
 class ListBatches:
@@ -125,12 +118,6 @@ def _rank_main(rank: int, strategy: str, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_accumulation_synchronises_once_per_step_and_matches_one_process(strategy, tmp_path):
@@ -139,7 +126,7 @@ def test_accumulation_synchronises_once_per_step_and_matches_one_process(strateg
 
     from profiler.engine.workloads.steps import train_step
 
-    port = _free_port()
+    port = free_port()
     code = ("import sys; from tests.test_engine import _rank_main; "
             "_rank_main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4])")
     ranks = [subprocess.Popen([sys.executable, "-c", code, str(rank), strategy, str(port),
@@ -195,29 +182,22 @@ def _ran_attention_kernels(run) -> set[str]:
     return {e.key for e in prof.key_averages() if "attention" in e.key or "softmax" in e.key}
 
 
-def _compress_config(tmp_path: Path, **techniques) -> RunConfig:
+@pytest.mark.parametrize("backend", ["math", "auto"])
+def test_the_sdpa_backend_is_in_force_while_compress_measures(tmp_path, backend):
     from profiler.engine import weights
+    from profiler.engine.workloads import compress
 
     torch.manual_seed(0)
     weights.save_model(GPT(GPTShape(2, 2, 32, 64, 256, "tiny")), tmp_path / "model.safetensors",
                        "tiny")
-    config = RunConfig(workload="compress", device="cpu", techniques=techniques)
-    config.model = ModelConfig(source="checkpoint", path=str(tmp_path))
-    config.data.max_train_bytes = 30_000
-    config.infer.prompt_len, config.infer.gen_len = 8, 3
-    config.infer.repeats, config.infer.warmup_runs = 2, 0
-    config.infer.eval_tokens, config.infer.eval_seq_len = 64, 16
-    return validate(config)
-
-
-@pytest.mark.parametrize("backend", ["math", "auto"])
-def test_the_sdpa_backend_is_in_force_while_compress_measures(tmp_path, backend):
-    from profiler.engine.workloads import compress
-
-    config = _compress_config(tmp_path, quantize_int8_dynamic={},
-                              attention={"implementation": "sdpa", "backend": backend})
+    config = run_config(workload="compress", max_train_bytes=30_000, validated=True,
+                        model={"source": "checkpoint", "path": str(tmp_path)},
+                        infer={"prompt_len": 8, "gen_len": 3, "repeats": 2, "warmup_runs": 0,
+                               "eval_tokens": 64, "eval_seq_len": 16},
+                        techniques={"quantize_int8_dynamic": {},
+                                    "attention": {"implementation": "sdpa", "backend": backend}})
     messages: list[dict] = []
-    kernels = _ran_attention_kernels(lambda: compress.run(config, messages.append, _Control()))
+    kernels = _ran_attention_kernels(lambda: compress.run(config, messages.append, NullControl()))
     if backend == "math":  # sdpa_kernel([MATH]) was entered around the measured passes
         assert "aten::_scaled_dot_product_attention_math" in kernels, kernels
         assert not any("flash" in k for k in kernels), kernels
@@ -244,7 +224,7 @@ def test_train_honours_pruning_permanent(tmp_path, permanent):
     config.output_dir = str(tmp_path)
     validate(config)
     messages: list[dict] = []
-    summary = train.run(config, messages.append, _Control())
+    summary = train.run(config, messages.append, NullControl())
     names = [t["name"] for t in summary["techniques"]]
     assert names.count("prune_magnitude") == 2  # applied, then finalized at the end
     final = [t for t in summary["techniques"] if t["name"] == "prune_magnitude"][-1]["report"]
@@ -269,30 +249,23 @@ def test_a_train_run_continues_from_saved_weights(tmp_path):
 
     lr = 1e-4
 
-    def config_for(out: Path, model: ModelConfig, seed: int, steps: int) -> RunConfig:
-        config = RunConfig(device="cpu", seed=seed)
-        config.model = model
-        config.limits.steps, config.limits.warmup_steps = steps, 0
-        config.train.batch_size, config.train.seq_len = 2, 16
-        config.train.eval_interval, config.train.learning_rate = 0, lr
-        config.data.max_train_bytes = 30_000
-        config.train.save_checkpoint = True
+    def config_for(out: Path, model: dict, seed: int) -> RunConfig:
+        config = run_config(1, seed=seed, warmup_steps=0, batch_size=2, seq_len=16,
+                            eval_interval=0, max_train_bytes=30_000, learning_rate=lr,
+                            save_checkpoint=True, model=model)
         config.output_dir = str(out)
-        validate(config)
-        return config
+        return validate(config)
 
-    train.run(config_for(tmp_path / "first", ModelConfig(preset="gpt-nano"), 1, 1),
-              [].append, _Control())
+    train.run(config_for(tmp_path / "first", {}, 1), [].append, NullControl())
     saved = tmp_path / "first" / "model.safetensors"
-    again = config_for(tmp_path / "again", ModelConfig(source="checkpoint", path=str(saved)),
-                       2, 1)
-    train.run(again, [].append, _Control())
+    again = config_for(tmp_path / "again", {"source": "checkpoint", "path": str(saved)}, 2)
+    train.run(again, [].append, NullControl())
     before, after = load_file(str(saved)), load_file(str(tmp_path / "again" / "model.safetensors"))
     assert before.keys() == after.keys()
     moved = max(float((after[k] - before[k]).abs().max()) for k in before)
     assert 0 < moved <= 2 * lr
-    fresh = config_for(tmp_path / "fresh", ModelConfig(preset="gpt-nano"), 2, 1)
-    train.run(fresh, [].append, _Control())
+    fresh = config_for(tmp_path / "fresh", {}, 2)
+    train.run(fresh, [].append, NullControl())
     other = load_file(str(tmp_path / "fresh" / "model.safetensors"))
     assert max(float((other[k] - before[k]).abs().max()) for k in before) > 20 * lr
 
@@ -316,7 +289,7 @@ def test_a_distilled_hugging_face_student_is_saved(tmp_path):
     config.output_dir = str(tmp_path / "run")
     validate(config)
     messages: list[dict] = []
-    summary = distill.run(config, messages.append, _Control())
+    summary = distill.run(config, messages.append, NullControl())
     assert summary["steps_completed"] == 2
     saved = Path(summary["checkpoint"])
     assert (saved / "config.json").exists() and list(saved.glob("*.safetensors"))

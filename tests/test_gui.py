@@ -30,7 +30,6 @@ from tests.gui_support import click_run
 RUN_TIMEOUT_MS = 90_000
 
 
-window = gui_support.window  # the fixture: a MainWindow, freed at teardown
 
 
 def quick_settings(win: MainWindow, steps: int) -> None:

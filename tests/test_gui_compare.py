@@ -7,11 +7,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from profiler.store import RunStore
-from tests import gui_support
 from tests.gui_support import tick
 from tests.helpers import noisy_run
 
-window = gui_support.window
 NEUTRAL, BETTER, WORSE = "#6b7280", "#15803d", "#b91c1c"
 
 

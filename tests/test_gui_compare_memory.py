@@ -6,11 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from profiler.store import RunStore
-from tests import gui_support
 from tests.gui_support import stored_run
 from tests.test_gui_compare import BETTER, NEUTRAL, delta_cell, open_compare
-
-window = gui_support.window
 
 
 def memory_run(store, name: str, saved: int, rss: int, techniques: dict) -> str:

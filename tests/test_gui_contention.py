@@ -7,11 +7,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from profiler.store import RunStore
-from tests import gui_support
 from tests.gui_support import fake_worker, stored_run, train_messages
-from tests.test_contention import CONTENDED
-
-window = gui_support.window
+from tests.helpers import CONTENDED
 
 FIGURES = {"tokens_per_s": {"value": 1000.0, "unit": "tokens/s", "how": "median"}}
 

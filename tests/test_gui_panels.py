@@ -11,10 +11,7 @@ from app.theme import AppSettings
 from profiler.config import RunConfig, validate
 from profiler.figures.theory import predict_for_config
 from techniques import registry
-from tests import gui_support
 from tests.gui_support import dispose, fake_worker
-
-window = gui_support.window  # the fixture: a MainWindow, freed at teardown
 
 
 def test_config_to_widgets_and_back(window, tmp_path):

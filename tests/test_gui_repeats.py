@@ -9,10 +9,7 @@ from PySide6.QtCore import Qt
 from profiler.cli.repeats import spread
 from profiler.figures.metrics import format_value
 from profiler.store import RunStore
-from tests import gui_support
 from tests.gui_support import fake_worker
-
-window = gui_support.window
 
 
 def setup(win, repeats: int, steps: int = 6) -> None:

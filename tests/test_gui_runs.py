@@ -11,17 +11,14 @@ import gzip
 import json
 
 import pytest
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.compare_view import cell_value, summary_value
 from profiler.config import RunConfig
 from profiler.figures.metrics import format_change, format_value
 from profiler.store import RunStore
-from tests import gui_support
-from tests.gui_support import fake_worker
+from tests.gui_support import click, fake_worker
 
-window = gui_support.window  # the fixture: a MainWindow, freed at teardown
 RUN_TIMEOUT_MS = 90_000
 
 
@@ -31,10 +28,6 @@ def tiny(win, steps: int, batch: int = 4) -> None:
     win.form.steps.setValue(steps)
     win.form.batch_size.setValue(batch)
     win.form.seq_len.setValue(64)
-
-
-def click(qtbot, widget) -> None:
-    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
 
 
 def stream(run_id: str) -> list[dict]:

@@ -13,14 +13,10 @@ import re
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
 
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import fake_worker, stored_run, train_messages
-from tests.test_gui_defects import indicator_centre
-
-window = gui_support.window
+from tests.gui_support import click_square, fake_worker, stored_run, train_messages
 
 STEPS = 60
 
@@ -30,15 +26,6 @@ def number(text: str) -> float:
     match = re.match(r"-?[\d,]+(\.\d+)?", text.replace("−", "-"))
     assert match, text
     return float(match.group(0).replace(",", ""))
-
-
-def click_square(qtbot, window, name: str) -> None:
-    box = window.techniques.rows[name].enable
-    window.settings_scroll.ensureWidgetVisible(box)
-    QApplication.processEvents()
-    point = indicator_centre(box)
-    assert box.window().childAt(box.mapTo(box.window(), point)) is box
-    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=point)
 
 
 def test_a_mid_run_toggle_gets_its_own_row_tokens_per_step_and_tokens_axis(qtbot, window):

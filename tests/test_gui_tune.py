@@ -6,7 +6,6 @@ from PySide6.QtCore import Qt
 
 from profiler.tune import search as tsearch
 from profiler.tune import space as tspace
-from tests.gui_support import window  # noqa: F401 - the fixture
 
 SPEED = {"16x1": 0.9, "8x2": 1.2, "4x4": 1.0, "2x8": 0.8}
 
@@ -27,7 +26,7 @@ class Surface:
                                    samples=samples)
 
 
-def test_find_the_fastest_shows_trials_live_and_loads_the_answer(qtbot, window):  # noqa: F811
+def test_find_the_fastest_shows_trials_live_and_loads_the_answer(qtbot, window):
     surface = Surface()
     window.tune_evaluator = surface
     window.action_tune.trigger()
@@ -51,7 +50,7 @@ def test_find_the_fastest_shows_trials_live_and_loads_the_answer(qtbot, window):
     dialog.close()
 
 
-def test_find_the_fastest_says_what_to_fix(qtbot, window):  # noqa: F811
+def test_find_the_fastest_says_what_to_fix(qtbot, window):
     window.tune_evaluator = Surface()
     dialog = window.open_tune()
     dialog.memory_limit.setText("a lot")
@@ -61,7 +60,7 @@ def test_find_the_fastest_says_what_to_fix(qtbot, window):  # noqa: F811
     dialog.close()
 
 
-def test_closing_the_window_stops_a_tune_in_flight(qtbot, window):  # noqa: F811
+def test_closing_the_window_stops_a_tune_in_flight(qtbot, window):
     import threading
 
     release = threading.Event()

@@ -18,16 +18,15 @@ from profiler.engine import weights
 from profiler.models import source as model_source
 from profiler.models.hf_cache import list_cached_models
 from tests import hf_fixtures as fx
+from tests.helpers import run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def hf_run(path: str, workload: str = "train") -> RunConfig:
-    config = RunConfig(device="cpu", workload=workload)
-    config.model.source, config.model.path = "hf", path
-    config.train.seq_len = 32
-    config.infer.prompt_len, config.infer.gen_len, config.infer.eval_seq_len = 16, 8, 32
-    return config
+    """run_config for a Hugging Face model at `path` (a folder or a model id in the hub cache)."""
+    return run_config(workload=workload, seq_len=32, model={"source": "hf", "path": path},
+                      infer={"prompt_len": 16, "gen_len": 8, "eval_seq_len": 32})
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from profiler.engine import weights
 from profiler.figures.theory import flops_per_token
 from profiler.models import source as model_source
 from profiler.models.hf_arch import ARCHITECTURES
-from tests.hf_fixtures import NullControl, checkpoints_root, hf_config
+from tests.helpers import NullControl
+from tests.hf_fixtures import checkpoints_root, hf_config
 
 
 def run_workload(config: RunConfig) -> tuple[dict, list[dict]]:
@@ -247,7 +248,7 @@ def test_an_encoder_runs_infer_and_int8_compress_on_its_embeddings():
 @pytest.mark.slow
 def test_distillation_needs_and_uses_a_shared_tokenizer():
     root = checkpoints_root()
-    config = hf_config("gpt2", workload="distill", limits={"steps": 10, "warmup_steps": 1},
+    config = hf_config("gpt2", workload="distill", steps=10, warmup_steps=1,
                        distill={"teacher_train_steps": 15, "alpha": 0.9})
     config.distill.teacher = ModelConfig(source="hf", path=str(root / "llama"))
     summary, _ = run_workload(config)  # the llama teacher learns first, then teaches GPT-2

@@ -22,7 +22,7 @@ def test_a_gpt2_checkpoint_trains_from_the_cli_and_saves_its_weights(tmp_path, c
                                                                       effiscope_home):
     from profiler.cli import main
 
-    config = fx.hf_config("gpt2", train={"save_checkpoint": True})
+    config = fx.hf_config("gpt2", save_checkpoint=True)
     config.save(tmp_path / "gpt2.toml")
     code = main(["run", str(tmp_path / "gpt2.toml"), "--json"])
     out = capsys.readouterr().out

@@ -17,18 +17,10 @@ from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import runtime
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 TINY = GPTShape(2, 2, 32, 48, 256, "tiny")
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run as fast on one thread, and a shared CI machine does not oversubscribe;
-    worker processes started by a test inherit OMP_NUM_THREADS."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(seed: int = 0) -> GPT:

@@ -13,7 +13,7 @@ import torch
 from profiler.models.presets import GPT_PRESETS
 from profiler.wire import protocol
 from profiler.wire.client import EOF, WorkerProcess
-from tests.helpers import nano_config
+from tests.helpers import run_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def _run_observed(config, tmp_path) -> tuple[list[tuple[float, dict]], list[int]
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
-    config = nano_config(steps=STEPS, batch_size=8, seq_len=64, eval_interval=0)
+    config = run_config(steps=STEPS, batch_size=8, seq_len=64, eval_interval=0)
     config.limits.warmup_steps = WARMUP
     config.peak_tflops = 1.0  # a user override: MFU then has a defined meaning even on a CPU
     received, rss = _run_observed(config, tmp_path_factory.mktemp("observed"))

@@ -10,25 +10,7 @@ from profiler.engine.workloads import steps, train
 from profiler.figures.metrics import metric
 from profiler.report.compare import DELTA_KEYS, deltas
 from profiler.report.load import RunData
-from tests.helpers import SetAt, nano_config
-
-
-class _Control:
-    should_stop = False
-    dist = None
-
-    def poll(self) -> list:
-        return []
-
-
-def run_train(techniques: dict | None = None, steps: int = 4) -> tuple[dict, list[dict]]:
-    config = nano_config(steps=steps, eval_interval=0, batch_size=2, seq_len=32)
-    config.limits.warmup_steps = 1
-    config.data.max_train_bytes = 40_000
-    config.techniques = techniques or {}
-    validate(config)
-    messages: list[dict] = []
-    return train.run(config, messages.append, _Control()), messages
+from tests.helpers import NullControl, SetAt, run_config, run_train
 
 
 def losses(messages: list[dict]) -> list[float]:
@@ -114,20 +96,20 @@ def theory_numels() -> list[int]:
     from profiler.figures.theory import parameter_numels
     from profiler.models.presets import GPT_PRESETS
 
-    return parameter_numels(GPT_PRESETS[nano_config().model.preset])
+    return parameter_numels(GPT_PRESETS[run_config().model.preset])
 
 
 def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
     from profiler.engine import weights
     from profiler.engine.workloads import distill
     from profiler.models.gpt import GPT
-    from tests.test_distill import STUDENT, TEACHER, _config
+    from tests.helpers import STUDENT, TEACHER, distill_settings
 
     weights.save_model(GPT(TEACHER), tmp_path / "teacher.safetensors", "tiny-teacher")
     weights.save_model(GPT(STUDENT), tmp_path / "student.safetensors", "tiny-student")
-    config = _config(tmp_path, 0.5, 3)
-    config.train.batch_size, config.train.seq_len, config.train.eval_batches = 2, 16, 1
-    summary = distill.run(config, lambda message: None, _Control())
+    config = run_config(3, **{**distill_settings(tmp_path, 0.5), "batch_size": 2, "seq_len": 16,
+                              "eval_batches": 1})
+    summary = distill.run(config, lambda message: None, NullControl())
     figures = summary["figures"]
     student_bytes = 4 * STUDENT.parameter_count()
     # The teacher runs without gradients: only the student's parameters have any.
@@ -140,7 +122,7 @@ def test_a_distill_run_measures_the_students_memory_parts(tmp_path):
 
 def test_a_change_mid_run_is_probed_again(plain_and_checkpointed):
     (plain, _), (ckpt, _) = plain_and_checkpointed
-    config = nano_config(steps=5, eval_interval=0, batch_size=2, seq_len=32)
+    config = run_config(steps=5, eval_interval=0, batch_size=2, seq_len=32)
     config.limits.warmup_steps = 1
     config.data.max_train_bytes = 40_000
     validate(config)
@@ -192,9 +174,10 @@ def test_a_stored_runs_report_shows_the_measured_parts_beside_the_predicted(tmp_
     from profiler.figures.metrics import format_value
     from profiler.report import render
     from profiler.store import RunStore
-    from tests.faults import tiny_config, write_config
+    from tests.faults import write_config
+    from tests.helpers import run_config
 
-    config = tiny_config(steps=3)
+    config = run_config(steps=3, data="random")
     config.techniques = {"activation_checkpointing": {"every": 1}}
     assert cli.main(["run", str(write_config(tmp_path / "run.toml", config))]) == 0
     out = capsys.readouterr().out
@@ -241,7 +224,7 @@ def test_a_comparison_report_words_counted_figures_without_noise(tmp_path):
 
     from profiler.report import render
     from profiler.store import RunStore
-    from tests.test_report import synth_run
+    from tests.helpers import synth_run
 
     def parts(saved: int) -> dict:
         return {"saved_for_backward_bytes": {"value": saved, "unit": "bytes", "how": "probe"},

@@ -15,15 +15,7 @@ from profiler.figures.metrics import (
     known,
     metric,
 )
-from tests.helpers import nano_config
-
-
-class _Control:
-    should_stop = False
-    dist = None
-
-    def poll(self) -> list:
-        return []
+from tests.helpers import NullControl, run_config
 
 
 def _run(config: RunConfig) -> tuple[dict, list[dict]]:
@@ -32,12 +24,12 @@ def _run(config: RunConfig) -> tuple[dict, list[dict]]:
     validate(config)
     workload = importlib.import_module(f"profiler.engine.workloads.{config.workload}")
     messages: list[dict] = []
-    summary = workload.run(config, messages.append, _Control())
+    summary = workload.run(config, messages.append, NullControl())
     return summary, messages
 
 
 def _tiny(workload: str, **techniques) -> RunConfig:
-    config = nano_config(steps=3, eval_interval=2, batch_size=2, seq_len=16)
+    config = run_config(steps=3, eval_interval=2, batch_size=2, seq_len=16)
     config.workload = workload
     config.data.max_train_bytes = 40_000
     config.techniques = dict(techniques)

@@ -7,11 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from profiler.config import RunConfig, validate
+from profiler.config import RunConfig
 from profiler.figures import theory
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPT_PRESETS
 from techniques.optimizer import predicted_state_bytes, state_bytes, trained_numels
+from tests.helpers import run_config
+
+SMALL = {"batch_size": 2, "seq_len": 32, "validated": True}  # gpt-nano, 2 x 32 tokens a step
 
 torchao_optim = pytest.importorskip("torchao.optim")
 
@@ -62,13 +65,6 @@ def test_state_bytes_count_a_storage_two_states_share_once():
     assert state_bytes(Holder()) == 1024 * 4 + 4
 
 
-def _config(techniques: dict) -> RunConfig:
-    config = RunConfig(device="cpu", techniques=techniques)
-    config.model.preset = "gpt-nano"
-    config.train.batch_size, config.train.seq_len = 2, 32
-    return validate(config)
-
-
 @pytest.mark.parametrize("target", ["attention", "mlp", "all-linear"])
 def test_lora_prediction_counts_only_peft_adapters_as_trained(target):
     """The prediction of a LoRA run: gradients and AdamW state of the adapters peft adds, each
@@ -89,7 +85,7 @@ def test_lora_prediction_counts_only_peft_adapters_as_trained(target):
     optimizer.step()
     grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
 
-    predicted = theory.predict_for_config(_config({"lora": params}), 1)
+    predicted = theory.predict_for_config(run_config(**SMALL, techniques={"lora": params}), 1)
     assert sorted(theory.lora_tensor_numels(GPT_PRESETS["gpt-nano"], 4, target)) == sorted(
         p.numel() for p in trained)
     assert predicted["gradients"] == grads
@@ -97,10 +93,10 @@ def test_lora_prediction_counts_only_peft_adapters_as_trained(target):
     assert predicted["weights"] == sum(p.nbytes for p in model.parameters())
     assert predicted["activations"] is None and predicted["total"] is None
     assert "frozen base" in predicted["activations_how"]
-    full = theory.predict_for_config(_config({}), 1)
+    full = theory.predict_for_config(run_config(**SMALL), 1)
     assert full["gradients"] == base * 4 > 5 * predicted["gradients"]  # was counted as trained
     # Read from the built model (as the worker does): the same figures.
-    from_model = theory.predict_for_config(_config({"lora": params}), 1,
+    from_model = theory.predict_for_config(run_config(**SMALL, techniques={"lora": params}), 1,
                                            trained_numels(optimizer))
     assert from_model["gradients"] == grads
     assert from_model["optimizer_states"] == state_bytes(optimizer)
@@ -116,10 +112,11 @@ def test_a_full_run_predicts_every_parameter_and_torch_optims_real_state():
     x = torch.randint(0, 256, (2, 32))
     model(x, x)[1].backward()
     optimizer.step()
-    predicted = theory.predict_for_config(_config({}), 1, trained_numels(optimizer))
+    predicted = theory.predict_for_config(run_config(**SMALL), 1, trained_numels(optimizer))
     assert predicted["optimizer_states"] == state_bytes(optimizer)
     assert predicted["activations"] is not None  # nothing frozen: predicted op by op
-    low = theory.predict_for_config(_config({"optimizer_low_bit": {"bits": 8}}), 1)
+    low = theory.predict_for_config(
+        run_config(**SMALL, techniques={"optimizer_low_bit": {"bits": 8}}), 1)
     numels = theory.parameter_numels(shape)
     assert low["optimizer_states"] == theory.low_bit_adamw_bytes(numels, 8) + 4 * len(numels)
     assert low["optimizer_states"] < predicted["optimizer_states"] / 3
@@ -145,7 +142,7 @@ def test_an_8_bit_adamw_runs_summary_measures_and_predicts_its_real_state():
     config, both the 8-bit size (they were the fp32 size). torchao compiles its update: slow."""
     from profiler.measure.capabilities import detect
     from techniques import registry
-    from tests.test_memory_figures import run_train
+    from tests.helpers import run_train
 
     if registry.unavailable_reason(registry.get("optimizer_low_bit"), {"bits": 8,
                                    "backend": "torchao"}, detect("cpu")):

@@ -16,19 +16,19 @@ from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess, run_to_completion
 from profiler.wire.launch import LaunchError, preflight, worker_command
-from tests.helpers import collect, nano_config
+from tests.helpers import collect, free_port, run_config
 
 pytestmark = pytest.mark.slow
 
 
-def parallel_config(strategy: str, steps: int = 8, nproc: int = 2, batch_size: int = 4):
-    config = nano_config(steps=steps, batch_size=batch_size, seq_len=32, eval_interval=4)
-    config.launch.nproc_per_node = nproc
-    # Clipping far above any norm: it never clips, and every step reports the global norm.
-    config.techniques = {"grad_clip": {"max_norm": 1e6}}
-    if strategy:
-        config.techniques[strategy] = {}
-    return config
+# Every job here: gpt-nano, 32-token sequences, validation every 4 steps.
+JOB = {"seq_len": 32, "eval_interval": 4}
+
+
+def clipped(strategy: str) -> dict:
+    """The job's techniques: STRATEGY (ddp, fsdp or none) and clipping far above any norm: it
+    never clips, and every step reports the global norm."""
+    return {"grad_clip": {"max_norm": 1e6}, **({strategy: {}} if strategy else {})}
 
 
 def run_job(config, tmp_path, name: str) -> list[dict]:
@@ -57,14 +57,16 @@ def single(tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("single")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("EFFISCOPE_HOME", str(folder / "home"))
-        messages = run_job(parallel_config("", nproc=1, batch_size=8), folder, "single")
+        config = run_config(8, batch_size=8, nproc=1, techniques=clipped(""), **JOB)
+        messages = run_job(config, folder, "single")
     assert messages[-1]["type"] == "done" and messages[-1]["status"] == "completed", messages[-3:]
     return messages
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process_with_the_same_global_batch(strategy, single, tmp_path):
-    job = run_job(parallel_config(strategy), tmp_path, strategy)
+    config = run_config(8, batch_size=4, nproc=2, techniques=clipped(strategy), **JOB)
+    job = run_job(config, tmp_path, strategy)
     done = job[-1]
     assert done["type"] == "done" and done["status"] == "completed", job[-3:]
     summary = done["summary"]
@@ -94,17 +96,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(strategy, si
         assert summary["figures"]["optimizer_state_bytes"]["value"] < 0.6 * full
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_nodes_on_loopback_train_together(tmp_path):
-    port = _free_port()
+    port = free_port()
     nodes = []
     for rank in (0, 1):
-        config = parallel_config("ddp", steps=6, nproc=1)
+        config = run_config(6, batch_size=4, nproc=1, techniques=clipped("ddp"), **JOB)
         config.launch.nnodes = 2
         config.launch.node_rank = rank
         config.launch.rdzv_endpoint = f"127.0.0.1:{port}"
@@ -129,7 +125,7 @@ def test_two_nodes_on_loopback_train_together(tmp_path):
 def test_stop_ends_every_rank_and_torchrun(tmp_path):
     """A stop ends the job: the run stops by request, torchrun exits 0 and no process of
     the job is left. The timeouts only guard against a hang (how fast is a bench's question)."""
-    config = parallel_config("ddp", steps=100_000)
+    config = run_config(100_000, batch_size=4, nproc=2, techniques=clipped("ddp"), **JOB)
     worker = WorkerProcess(log_path=tmp_path / "job.log", command=worker_command(config))
     try:
         worker.send(protocol.start(config.to_dict()))
@@ -150,7 +146,7 @@ def test_stop_ends_every_rank_and_torchrun(tmp_path):
 
 def test_a_dead_rank_ends_the_job_with_an_error_naming_it(tmp_path):
     store = RunStore()
-    config = parallel_config("ddp", steps=100_000)
+    config = run_config(100_000, batch_size=4, nproc=2, techniques=clipped("ddp"), **JOB)
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     killed: list[int] = []
@@ -178,13 +174,13 @@ def test_a_dead_rank_ends_the_job_with_an_error_naming_it(tmp_path):
 
 
 def test_invalid_launch_settings_say_what_to_fix(tmp_path):
-    lonely = parallel_config("fsdp", nproc=1)
+    lonely = run_config(8, batch_size=4, nproc=1, techniques=clipped("fsdp"), **JOB)
     with pytest.raises(ConfigError, match="needs 2 or more processes"):
         validate(lonely)
-    unsynced = parallel_config("", nproc=2)
+    unsynced = run_config(8, batch_size=4, nproc=2, techniques=clipped(""), **JOB)
     with pytest.raises(ConfigError, match="neither ddp nor fsdp"):
         validate(unsynced)
-    no_endpoint = parallel_config("ddp", nproc=1)
+    no_endpoint = run_config(8, batch_size=4, nproc=1, techniques=clipped("ddp"), **JOB)
     no_endpoint.launch.nnodes = 2
     with pytest.raises(ConfigError, match="rdzv_endpoint"):
         validate(no_endpoint)
@@ -192,7 +188,7 @@ def test_invalid_launch_settings_say_what_to_fix(tmp_path):
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
-        taken = parallel_config("ddp", nproc=1)
+        taken = run_config(8, batch_size=4, nproc=1, techniques=clipped("ddp"), **JOB)
         taken.launch.nnodes = 2
         taken.launch.rdzv_endpoint = f"127.0.0.1:{busy.getsockname()[1]}"
         with pytest.raises(LaunchError, match="already in use"):
@@ -203,9 +199,9 @@ def test_invalid_launch_settings_say_what_to_fix(tmp_path):
 
 def test_nodes_that_never_arrive_time_out_with_a_sentence(tmp_path):
     store = RunStore()
-    config = parallel_config("ddp", nproc=1)
+    config = run_config(8, batch_size=4, nproc=1, techniques=clipped("ddp"), **JOB)
     config.launch.nnodes = 2
-    config.launch.rdzv_endpoint = f"127.0.0.1:{_free_port()}"
+    config.launch.rdzv_endpoint = f"127.0.0.1:{free_port()}"
     config.launch.rdzv_timeout_s = 3
     run = store.create_run(config)
     recorder = RunRecorder(store, run)

@@ -125,3 +125,11 @@ def test_fuzzed_objects_are_either_valid_or_rejected(obj):
             continue
         assert message["type"] in (protocol.WORKER_MESSAGES if direction == "worker"
                                    else protocol.FRONT_MESSAGES)
+
+
+def test_the_protocol_refuses_to_send_what_json_cannot_hold_in_range():
+    for value in (10**19, -(10**19), 10**5000):
+        with pytest.raises(protocol.ProtocolError, match="out of range"):
+            protocol.encode({"type": "sample", "step": value, "time": 0.0, "metrics": {}})
+    line = protocol.encode({"type": "sample", "step": 10**19 - 1, "time": 0.0, "metrics": {}})
+    assert json.loads(line)["step"] == 10**19 - 1

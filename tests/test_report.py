@@ -20,118 +20,17 @@ from pathlib import Path
 import pytest
 
 from profiler import cli
-from profiler.figures.stats import figure, percentile
+from profiler.figures.stats import figure
 from profiler.report import ReportError, compare, export, render
 from profiler.report.html import COMPARISON_SECTIONS, RUN_SECTIONS
 from profiler.report.svg import Chart, Line, decimate, nice_ticks
 from profiler.report.svg import render as render_svg
 from profiler.report.tidy import CSV_COLUMNS, SCHEMA_ID, SCHEMA_PATH
 from profiler.store import RunStore
-from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from tests.helpers import nano_config
+from tests.helpers import run_config, synth_run
 
 GPU_KEYS = ("gpu_memory_used_bytes", "gpu_process_memory_bytes", "torch_allocated_bytes")
-
-
-def synth_run(store: RunStore, name: str = "synthetic", steps: int = 30, *, device: str = "cpu",
-              tokens_per_s: float = 1000.0, val_gap_growth: float = 0.0, end: str = "done",
-              toggle_at: int | None = None, profile: bool = False, stall_at: int | None = None,
-              precision: str | None = None, extra_summary: dict | None = None) -> str:
-    """A run written line by line as a worker would send it; returns its id.
-
-    end: "done" (completed), "failed" (error then done failed), "killed" (no done, signal).
-    """
-    config = nano_config(steps)
-    config.name = name
-    run = store.create_run(config)
-    rec = RunRecorder(store, run)
-    techniques = [{"name": "optimizer", "label": "Optimizer", "params": {"algorithm": "adamw"},
-                   "report": "AdamW (foreach), 2 fp32 states per parameter, 6.6 MiB"}]
-    if precision:
-        techniques.append({"name": "precision", "label": "Mixed precision",
-                           "params": {"dtype": precision}, "report": f"autocast {precision}"})
-    gpus = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 80 * 2**30,
-             "driver": "550.54"}] if device.startswith("cuda") else []
-    lines = [
-        {"type": "hello", "protocol": 1,
-         "versions": {"effiscope": "0.1.0", "python": "3.11.7", "torch": "2.13.0", "cuda": None},
-         "device": {"cuda": bool(gpus), "name": "Test CPU", "bf16": True, "torch_threads": 2},
-         "environment": {"hostname": "testhost", "os": "Linux", "cpu": "Test CPU",
-                         "cpu_cores_logical": 4, "cpu_cores_physical": 2,
-                         "memory_total_bytes": 16 * 2**30, "gpus": gpus,
-                         "gpu_note": "" if gpus else "no NVIDIA driver"}},
-        {"type": "started", "run": {
-            "workload": "train", "device": device,
-            "model": {"preset": "gpt-nano", "parameters": 858880}, "data": "synthetic text",
-            "batch_size": 8, "seq_len": 64, "micro_batches": 1, "tokens_per_step": 512,
-            "warmup_steps": 2, "steps": steps, "techniques": techniques,
-            "capabilities": {"device": device, "cuda": bool(gpus), "bf16": True, "fused": ["adamw"],
-                             "packages": []},
-            "theory": {"flops_per_token": 5.35e6}, "setup_time_s": 0.3}},
-        {"type": "sample", "step": 0, "time": 0.0, "phase": "eval", "metrics": {"loss_val": 5.5}},
-    ]
-    step_times, train_losses, val_losses = [], [], [(0, 5.5)]
-    for step in range(1, steps + 1):
-        if step == 3:
-            lines.append({"type": "event", "kind": "phase", "step": 3, "message": "warmup over"})
-        if toggle_at == step:
-            lines.append({"type": "event", "kind": "toggle", "step": step, "technique": "precision",
-                          "params": {"dtype": "bf16"}, "message": "autocast now bf16"})
-        step_time = 512 / tokens_per_s * (1 + 0.01 * (step % 3)) * (10 if step == stall_at else 1)
-        loss = 5.0 * math.exp(-step / 20) + 1.0
-        metrics = {"loss_train": loss, "lr": 1e-3, "grad_norm": None, "step_time_s": step_time,
-                   "tokens_per_s": 512 / step_time, "rss_bytes": 300 * 2**20 + step * 2**16,
-                   "cpu_percent": 90.0,
-                   "gpu_memory_used_bytes": (2 * 2**30 if gpus else None) if step != 7 else None,
-                   "gpu_process_memory_bytes": 2**30 if gpus else None,
-                   "torch_allocated_bytes": 2**29 if gpus else None}
-        if step % 10 == 0:
-            metrics["loss_val"] = loss + 0.1 + val_gap_growth * step / 10
-            val_losses.append((step, metrics["loss_val"]))
-        phase = "warmup" if step <= 2 else "measure"
-        if step > 2:
-            step_times.append(step_time)
-        train_losses.append(loss)
-        lines.append({"type": "sample", "step": step, "time": step * step_time, "phase": phase,
-                      "metrics": metrics})
-        if profile and step == 5:
-            lines.append({"type": "profile", "step": 5, "operators": [
-                {"name": "aten::mm", "calls": 48, "self_cpu_s": 0.012, "total_cpu_s": 0.02},
-                {"name": "aten::<lambda>&co", "calls": 2, "self_cpu_s": 0.001, "total_cpu_s": 0.004},
-                {"name": "aten::softmax", "calls": 8, "self_cpu_s": 0.004, "total_cpu_s": 0.005}]})
-        if step == 4:
-            lines.append({"type": "event", "kind": "warning", "step": 4,
-                          "message": "loss spiked at step 4 <b>check</b>"})
-    if end == "failed":
-        lines.append({"type": "error", "kind": "oom", "message": "CUDA out of memory at step 30",
-                      "hint": "lower train.batch_size or enable activation checkpointing"})
-    total = sum(step_times)
-    summary = {
-        "workload": "train", "stopped_early": False, "stop_reason": "step limit reached",
-        "steps_completed": steps, "measured_steps": len(step_times), "device": device,
-        "parameters": 858880, "techniques": techniques,
-        "active_techniques": {t["name"]: t["params"] for t in techniques}, "mid_run_changes": 0,
-        "figures": {} if not step_times else {
-            "tokens_per_s": figure(512 * len(step_times) / total, "tokens/s", "measured steps"),
-            "step_time_p50_s": figure(percentile(step_times, 50), "s", "median"),
-            "step_time_p99_s": figure(percentile(step_times, 99), "s", "p99"),
-            "loss_train_final": figure(sum(train_losses[-10:]) / 10, "nats/token", "last 10"),
-            "loss_val_final": figure(val_losses[-1][1], "nats/token", "last eval"),
-            "peak_rss_bytes": figure(300 * 2**20 + steps * 2**16, "bytes", "sampler"),
-            "peak_torch_allocated_bytes": figure(2**29 if gpus else None, "bytes", "torch"),
-            "optimizer_state_bytes": figure(2 * 858880 * 4, "bytes", "state tensors"),
-            "flops_per_token": figure(5.35e6, "FLOP", "6N + 12LHQT"),
-        }}
-    summary.update(extra_summary or {})
-    if end in ("done", "failed"):
-        lines.append({"type": "done", "status": "completed" if end == "done" else "failed",
-                      "summary": summary})
-    for line in lines:
-        assert rec.handle_line(json.dumps(line)) is not None, line
-    rec.finish(-9 if end == "killed" else (1 if end == "failed" else 0),
-               killed_by_signal=end == "killed")
-    return run.run_id
 
 
 def stream_points(store: RunStore, run_id: str) -> int:
@@ -314,7 +213,7 @@ def test_a_run_without_figures_says_why():
 
 def test_damaged_stream_and_missing_summary_still_render():
     store = RunStore()
-    run = store.create_run(nano_config(5))
+    run = store.create_run(run_config(5))
     with run.stream_path.open("a", encoding="utf-8") as fh:
         fh.write('{"type":"sample","step":1,"time":0.1,"metrics":{"loss_train":4.0}}\n{broken\n')
     html = render([run.run_id], "html", store)

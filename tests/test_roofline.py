@@ -12,7 +12,8 @@ from profiler.figures.metrics import metric
 from profiler.measure import roofline
 from profiler.report import render
 from profiler.store import RunStore
-from tests.faults import tiny_config, write_config
+from tests.faults import write_config
+from tests.helpers import run_config
 
 TINY = {"sizes": (32, 64), "repeats": 3, "warmup": 1, "copy_bytes": 1 << 20}
 """Measurement small enough for a test (the real one saturates the machine for seconds)."""
@@ -124,7 +125,7 @@ def test_a_cpu_run_gets_mfu_against_the_measured_peak(tiny_result, tmp_path, cap
     planted = copy.deepcopy(tiny_result)
     planted["matmul"]["fp32"]["value"] = 2.5e10  # a peak the test knows
     roofline.save(planted)
-    code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=8)))])
+    code = cli.main(["run", str(write_config(tmp_path / "run.toml", run_config(steps=8, data="random")))])
     out = capsys.readouterr().out
     assert code == 0
     store = RunStore()

@@ -11,12 +11,12 @@ import pytest
 from profiler.config import validate
 from profiler.engine.workloads import train
 from profiler.figures import segments
-from tests.helpers import SetAt, nano_config
+from tests.helpers import SetAt, run_config
 
 
 @pytest.mark.slow
 def test_a_toggled_runs_segments_equal_a_recomputation_from_its_stream():
-    config = nano_config(steps=14, eval_interval=0, batch_size=2, seq_len=16)
+    config = run_config(steps=14, eval_interval=0, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     config.data.max_train_bytes = 40_000
     validate(config)
@@ -81,7 +81,7 @@ def test_a_distill_run_takes_mid_run_toggles_and_has_their_segments():
     from profiler.config import ModelConfig
     from profiler.engine.workloads import distill
 
-    config = nano_config(steps=10, eval_interval=0, batch_size=2, seq_len=16)
+    config = run_config(steps=10, eval_interval=0, batch_size=2, seq_len=16)
     config.workload = "distill"
     config.distill.teacher = ModelConfig(preset="gpt-nano")
     config.limits.warmup_steps = 1
@@ -111,7 +111,7 @@ def test_the_reports_list_each_segment_with_its_own_figures(tmp_path):
     from profiler.figures.metrics import format_summary_figure
     from profiler.report import render
     from profiler.store import RunStore
-    from tests.test_report import synth_run
+    from tests.helpers import synth_run
 
     store = RunStore(tmp_path)
     plain = synth_run(store, "plain", steps=30)

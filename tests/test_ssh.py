@@ -26,12 +26,13 @@ from profiler.wire.launch import worker_command
 from tests.faults import (
     gone,
     listening_ports,
-    one_torch_thread,  # noqa: F401 - an autouse fixture
     only_run_dir,
-    tiny_config,
     wait_for,
     write_config,
 )
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
@@ -86,9 +87,9 @@ def sshd(tmp_path_factory):
         log.close()
 
 
-def remote_config(sshd: dict, **train) -> RunConfig:
+def remote_config(sshd: dict, steps: int = 100_000, **train) -> RunConfig:
     """A tiny run whose worker runs through ssh on the test's sshd."""
-    config = tiny_config(**train)
+    config = run_config(steps, data="random", **train)
     config.launch.ssh = f"{sshd['user']}@127.0.0.1"
     config.launch.ssh_options = [
         "-p", str(sshd["port"]), "-i", str(sshd["key"]), "-o", "IdentitiesOnly=yes",
@@ -123,7 +124,7 @@ def test_the_command_line_is_ssh_in_batch_mode(sshd):
     command = worker_command(config)
     assert command[0] == "ssh" and "BatchMode=yes" in command
     assert command[-3:] == ["--", config.launch.ssh, config.launch.remote_command]
-    assert worker_command(tiny_config())[1:] == ["-m", "profiler.engine.worker"]  # local: no ssh
+    assert worker_command(run_config(100_000, data="random"))[1:] == ["-m", "profiler.engine.worker"]  # local: no ssh
     default = RunConfig()
     default.launch.ssh = "lab"
     assert worker_command(validate(default))[-2:] == ["lab", "effiscope worker"]
@@ -134,7 +135,7 @@ def test_a_remote_run_streams_exactly_as_a_local_one(sshd, tmp_path):
     remote = _run_cli(write_config(tmp_path / "remote.toml", remote_config(sshd, steps=5)),
                       tmp_path / "remote-home")
     assert remote.returncode == 0, remote.stderr
-    local = _run_cli(write_config(tmp_path / "local.toml", tiny_config(steps=5)),
+    local = _run_cli(write_config(tmp_path / "local.toml", run_config(steps=5, data="random")),
                      tmp_path / "local-home")
     assert local.returncode == 0, local.stderr
     remote_dir = only_run_dir(tmp_path / "remote-home")

@@ -11,19 +11,11 @@ import pytest
 from profiler.config import validate
 from profiler.figures.metrics import format_summary_figure, spread_text
 from profiler.figures.stats import figure, timed_figure
-from tests.helpers import nano_config
-
-
-class _Control:
-    should_stop = False
-    dist = None
-
-    def poll(self) -> list:
-        return []
+from tests.helpers import NullControl, run_config
 
 
 def _run(workload: str) -> tuple[dict, list[dict]]:
-    config = nano_config(steps=12, eval_interval=0, batch_size=2, seq_len=16)
+    config = run_config(steps=12, eval_interval=0, batch_size=2, seq_len=16)
     config.limits.warmup_steps = 2
     config.workload = workload
     config.data.max_train_bytes = 40_000
@@ -33,7 +25,7 @@ def _run(workload: str) -> tuple[dict, list[dict]]:
     validate(config)
     messages: list[dict] = []
     summary = importlib.import_module(f"profiler.engine.workloads.{workload}").run(
-        config, messages.append, _Control())
+        config, messages.append, NullControl())
     return summary, messages
 
 

@@ -11,6 +11,7 @@ from profiler.measure.capabilities import detect
 from profiler.models.gpt import GPT
 from profiler.models.presets import GPTShape
 from techniques import registry, runtime
+from tests.helpers import NullControl
 
 TINY = GPTShape(2, 4, 64, 64, 256, "tiny")
 CPU = torch.device("cpu")
@@ -69,13 +70,6 @@ def test_wanda_without_calibration_text_says_what_to_use():
         runtime.hooks("prune_wanda").apply(state, registry.validate_params("prune_wanda", {}))
 
 
-class _Control:
-    should_stop = False
-
-    def poll(self) -> list:
-        return []
-
-
 def test_a_compress_run_prunes_by_activation_on_calibration_text(tmp_path):
     """Through the one engine: calibration batches come from the run's text, the masks are
     folded in (finalize), and half of every block Linear is zero."""
@@ -95,7 +89,7 @@ def test_a_compress_run_prunes_by_activation_on_calibration_text(tmp_path):
     config.infer.eval_tokens, config.infer.eval_seq_len = 256, 32
     validate(config)
     messages: list[dict] = []
-    summary = workload.run(config, messages.append, _Control())
+    summary = workload.run(config, messages.append, NullControl())
     rows = {row["key"]: row for row in summary["comparison"]}
     linear = TINY.n_layer * 12 * TINY.n_embd * TINY.n_embd
     dropped = rows["nonzero_parameters"]["baseline"] - rows["nonzero_parameters"]["compressed"]

@@ -11,7 +11,7 @@ import pytest
 
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess, worker_env
-from tests.helpers import collect, nano_config
+from tests.helpers import collect, run_config
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_nano_training_lowers_validation_loss(tmp_path):
 
     Measured: 5.42 at step 0, 3.37 after 25 steps of 8 x 64 tokens (0.62 x), so the bound holds
     with room; more steps only cost time."""
-    config = nano_config(steps=STEPS, batch_size=8, seq_len=64, eval_interval=20)
+    config = run_config(steps=STEPS, batch_size=8, seq_len=64, eval_interval=20)
     config.train.learning_rate = 3e-3
     worker = WorkerProcess(log_path=tmp_path / "worker.log")
     try:
@@ -93,7 +93,7 @@ def test_closing_stdin_ends_the_run_and_the_worker(tmp_path):
     and the worker exits by itself with 0. The timeouts only guard against a hang."""
     worker = WorkerProcess(log_path=tmp_path / "worker.log")
     try:
-        worker.send(protocol.start(nano_config(steps=10_000).to_dict()))
+        worker.send(protocol.start(run_config(steps=10_000).to_dict()))
         collect(worker, until="sample")
         worker.close_stdin()
         rest = collect(worker, until="done", timeout=120)
@@ -108,7 +108,7 @@ def test_closing_stdin_ends_the_run_and_the_worker(tmp_path):
 
 
 def test_stop_command_ends_the_run_cleanly(worker):
-    worker.send(protocol.start(nano_config(steps=10_000).to_dict()))
+    worker.send(protocol.start(run_config(steps=10_000).to_dict()))
     collect(worker, until="sample")
     worker.send(protocol.stop())
     rest = collect(worker, until="done", timeout=120)
@@ -119,14 +119,14 @@ def test_stop_command_ends_the_run_cleanly(worker):
 
 
 def test_bad_config_is_a_config_error_not_a_crash(worker):
-    bad = nano_config().to_dict()
+    bad = run_config().to_dict()
     bad["train"]["seq_len"] = 100_000
     worker.send(protocol.start(bad))
     messages = collect(worker, timeout=60)
     # The stream goes on after garbage: send a bad command, then a good run.
     worker.proc.stdin.write(b"this is not json\n")
     worker.proc.stdin.flush()
-    worker.send(protocol.start(nano_config(steps=3).to_dict()))
+    worker.send(protocol.start(run_config(steps=3).to_dict()))
     second = collect(worker, timeout=120)
     error = next(m for m in messages if m["type"] == "error")
     assert error["kind"] == "config" and "train.seq_len" in error["message"]
@@ -154,7 +154,7 @@ def test_stray_prints_never_reach_the_protocol_stream():
 
 
 def test_set_mid_run_changes_behaviour_from_the_next_step(worker):
-    config = nano_config(steps=10_000, batch_size=4, seq_len=32, eval_interval=0)
+    config = run_config(steps=10_000, batch_size=4, seq_len=32, eval_interval=0)
     worker.send(protocol.start(config.to_dict()))
     before = collect(worker, until="sample")
     while before[-1]["step"] < 3:
@@ -185,7 +185,7 @@ def test_set_mid_run_changes_behaviour_from_the_next_step(worker):
 
 
 def test_unsupported_technique_is_refused_before_the_run(worker):
-    config = nano_config()
+    config = run_config()
     config.device = "auto"  # with device = "cpu" validation refuses it (a config error)
     config.techniques = {"precision": {"dtype": "fp16"}}
     worker.send(protocol.start(config.to_dict()))

@@ -16,19 +16,9 @@ from profiler.store import RunStore
 from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import run_to_completion
-from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
+from tests.helpers import ListChannel, run_config
 
-
-class ListChannel:
-    """The worker's write side, kept in a list (every message still validated)."""
-
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run_in_process(config: dict) -> list[dict]:
@@ -43,7 +33,7 @@ def test_an_exception_becomes_an_error_with_a_hint_and_its_traceback(monkeypatch
 
     monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train",
                         types.SimpleNamespace(run=run))
-    messages = _run_in_process(tiny_config().to_dict())
+    messages = _run_in_process(run_config(100_000, data="random").to_dict())
     error, done = messages
     assert error["kind"] == "crash"
     assert error["message"] == "RuntimeError: the flux capacitor is empty"
@@ -90,7 +80,7 @@ profiler.engine.worker.main()
 @pytest.mark.slow
 def test_out_of_memory_under_a_memory_limit_is_its_own_error_kind(effiscope_home, monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # each thread's malloc arena maps 64 MB
-    config = tiny_config(steps=5, batch_size=512, seq_len=256)  # several GB of activations
+    config = run_config(steps=5, batch_size=512, seq_len=256, data="random")  # several GB of activations
     store = RunStore()
     run = store.create_run(config)
     recorder = RunRecorder(store, run)

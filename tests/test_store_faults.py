@@ -22,7 +22,10 @@ from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError, StreamWriter
 from profiler.store import runfolder as store_module
 from profiler.store.recorder import RunRecorder
-from tests.faults import one_torch_thread, tiny_config, write_config  # noqa: F401 - autouse
+from tests.faults import write_config
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sample(step: int) -> bytes:
@@ -42,7 +45,7 @@ def _recorded_run(store: RunStore, steps: int = 6, finish: bool = True):
     return run, recorder
 
 
-# --- damaged files ---------------------------------------------------------------------------
+# --- damaged files ----------------------------------------------------------------------------
 def test_garbled_and_truncated_lines_are_skipped_and_the_rest_loads(tmp_path):
     store = RunStore()
     run, _ = _recorded_run(store)
@@ -101,7 +104,7 @@ def test_run_folders_are_private(effiscope_home):
     assert stat.S_IMODE(os.stat(run.path).st_mode) == 0o700
 
 
-# --- writes that fail ------------------------------------------------------------------------
+# --- writes that fail -------------------------------------------------------------------------
 def test_a_failed_write_keeps_the_messages_and_says_so(monkeypatch, effiscope_home):
     store = RunStore()
     run, recorder = _recorded_run(store, steps=2, finish=False)
@@ -163,7 +166,7 @@ def test_a_full_disk_mid_run_is_a_clear_error_and_a_nonzero_exit(tmp_path, monke
         monkeypatch.setattr(StreamWriter, "append", append)
     monkeypatch.setenv("EFFISCOPE_HOME", str(home))
     try:
-        toml = write_config(tmp_path / "run.toml", tiny_config())
+        toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
         code = cli.main(["run", str(toml)])
         err = capsys.readouterr().err
         run_dir = next((home / "runs").iterdir())
@@ -193,7 +196,7 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("EFFISCOPE_HOME", str(home))
         with pytest.raises(StoreError, match="(?i)read-only.*set EFFISCOPE_HOME to a writable"):
             RunStore().create_run(RunConfig())
-        code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=2)))])
+        code = cli.main(["run", str(write_config(tmp_path / "run.toml", run_config(steps=2, data="random")))])
     finally:
         if mounted:
             _umount(home)
@@ -202,7 +205,7 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "ead-only" in err and "set EFFISCOPE_HOME to a writable folder" in err
 
 
-# --- issue 34 item 7: a name that is not valid text ------------------------------------------
+# --- a name that is not valid text ------------------------------------------------------------
 @pytest.mark.parametrize("field", ["name", "config_toml"])
 def test_invalid_utf8_is_refused_before_the_run_folder_is_made(effiscope_home, field):
     record = {"config_toml": 'name = "x"\n', "name": "ok", "model": "gpt-nano",
@@ -235,7 +238,7 @@ def test_a_run_folder_that_cannot_be_written_whole_is_removed(effiscope_home, mo
     assert list((effiscope_home / "runs").iterdir()) == []
 
 
-# --- issue 34 item 8: figures that are not finite numbers ---------------------------------------
+# --- figures that are not finite numbers ------------------------------------------------------
 def _strict_json(text: str):
     """json.loads that refuses NaN / Infinity, as strict JSON readers (browsers, jq) do."""
     def refuse(name):
@@ -329,7 +332,7 @@ def test_the_one_formatting_rule_says_n_a_for_what_is_not_finite():
         assert format_summary_figure("tokens_per_s", {"value": value}) == "n/a"
 
 
-# --- issue 34: compare refuses one run early and says what it skipped ----------------------------
+# --- compare refuses one run early and says what it skipped -----------------------------------
 def test_compare_of_one_run_with_itself_is_refused_before_loading(effiscope_home, monkeypatch,
                                                                   capsys):
     from profiler.report import load as report_load

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from profiler.wire import protocol
 from profiler.wire.client import EOF, WorkerProcess
 from profiler.wire.protocol import ProtocolError
-from tests.faults import one_torch_thread, tiny_config  # noqa: F401 - an autouse fixture
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 VALID_LINES = [protocol.encode(m, "front").encode() for m in (
-    protocol.start(tiny_config(steps=3).to_dict()), protocol.set_technique("optimizer", {}),
+    protocol.start(run_config(steps=3, data="random").to_dict()), protocol.set_technique("optimizer", {}),
     protocol.profile_request(2), protocol.stop())]
 # Answered at once when no run is in progress: marks the end of one batch of fuzzed lines.
 SENTINEL = protocol.encode(protocol.profile_request(1), "front").encode()
@@ -115,7 +117,7 @@ def test_huge_and_wrong_version_lines_are_rejected_and_a_run_still_starts(live_w
     worker = live_worker
     huge = b"x" * (protocol.MAX_LINE_BYTES + 100)
     deep = b"[" * 50_000 + b"]" * 50_000
-    wrong = json.dumps({**protocol.start(tiny_config(steps=3).to_dict()), "protocol": 2}).encode()
+    wrong = json.dumps({**protocol.start(run_config(steps=3, data="random").to_dict()), "protocol": 2}).encode()
     replies = _send_and_collect(worker, [huge, deep, wrong])
     assert [m.get("kind") for m in replies] == ["warning", "warning", "config", None]
     assert f"over {protocol.MAX_LINE_BYTES} bytes" in replies[0]["message"]
@@ -124,7 +126,7 @@ def test_huge_and_wrong_version_lines_are_rejected_and_a_run_still_starts(live_w
     assert "protocol 2, this worker speaks 1" in replies[2]["message"]
     assert replies[3] == {"type": "done", "status": "failed", "summary": {}}
     # The stream goes on: the same worker runs a real start to the end.
-    worker.send(protocol.start(tiny_config(steps=3).to_dict()))
+    worker.send(protocol.start(run_config(steps=3, data="random").to_dict()))
     messages = [_next_message(worker, 120)]
     while messages[-1]["type"] != "done":
         messages.append(_next_message(worker, 120))

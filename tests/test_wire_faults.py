@@ -1,6 +1,6 @@
 """Hostile lines on the wire, both ways: one schema (profiler/wire/protocol.py) checks every field of
 every message on the sending and on the receiving side, reads are bounded, and no line a peer
-sends can crash a front end, hang a worker or leave a run "running" (issue 17, items 1, 2, 7).
+sends can crash a front end, hang a worker or leave a run "running".
 
 Most cases run in-process against the codec and the recorder; the front end's own loop runs
 against a hostile worker (tests/faults.py, no torch: it starts in a fraction of a second); one
@@ -34,12 +34,13 @@ from profiler.wire.client import (
 from profiler.wire.protocol import ProtocolError
 from tests.faults import (
     assert_sentence,
-    one_torch_thread,  # noqa: F401 - an autouse fixture
     run_hostile,
-    tiny_config,
     wait_for,
     write_config,
 )
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NINES = "9" * 5000
 HELLO = '{"type":"hello","protocol":1,"versions":{},"device":{},"environment":{}}'
@@ -48,7 +49,7 @@ DONE = '{"type":"done","status":"completed","summary":{}}'
 # (case id, direction, line, what the refusal must name). Each is refused with ProtocolError
 # on receipt; the worker-direction ones also by the sending side (see the next test).
 HOSTILE = [
-    # Item 1: integer literals Python will not convert (more than 4,300 digits).
+    # Integer literals Python will not convert (more than 4,300 digits).
     ("huge-int-command", "front", '{"type":"profile","steps":' + NINES + '}', "5,000 digits"),
     ("huge-int-sample", "worker", '{"type":"sample","step":' + NINES + ',"time":0,"metrics":{}}',
      "5,000 digits"),
@@ -61,7 +62,7 @@ HOSTILE = [
      "out of range"),
     ("metric-overflow", "worker", '{"type":"sample","step":1,"time":0,"metrics":{"x":-1e400}}',
      "out of range"),
-    # Item 7: fields the front ends read, of the wrong shape.
+    # Fields the front ends read, of the wrong shape.
     ("started-run-not-table", "worker", '{"type":"started","run":[1]}', "'started'.run"),
     ("started-model-not-table", "worker", '{"type":"started","run":{"model":"gpt"}}',
      "run.model"),
@@ -130,7 +131,7 @@ def test_a_huge_integer_cannot_be_sent_either():
                          ids=[c[0] for c in HOSTILE if c[1] == "worker"])
 def test_the_recorder_keeps_going_after_each_hostile_line(line, effiscope_home):
     store = RunStore()
-    run = store.create_run(tiny_config(steps=2))
+    run = store.create_run(run_config(steps=2, data="random"))
     recorder = RunRecorder(store, run)
     assert recorder.handle_line(line.encode()) is None
     assert recorder.handle_line(DONE.encode())["type"] == "done"
@@ -139,7 +140,7 @@ def test_the_recorder_keeps_going_after_each_hostile_line(line, effiscope_home):
     assert run.meta()["status"] == "completed"
 
 
-# --- the front end's loop against a hostile worker (item 7) ---------------------------------------
+# --- the front end's loop against a hostile worker --------------------------------------------
 @pytest.mark.parametrize("lines, status", [
     (['{"type":"started","run":{"workload":"train"}}', DONE], "completed"),  # no model: fine
     (['{"type":"started","run":{"model":3}}', DONE], "completed"),  # refused line, run goes on
@@ -170,7 +171,7 @@ def test_the_cli_prints_a_hostile_started_message_without_a_traceback(
     monkeypatch.setattr(launch, "worker_command",
                         lambda config=None: __import__("tests.faults", fromlist=["x"])
                         .hostile_worker(tmp_path, lines))
-    code = cli.main(["run", str(write_config(tmp_path / "run.toml", tiny_config(steps=2)))])
+    code = cli.main(["run", str(write_config(tmp_path / "run.toml", run_config(steps=2, data="random")))])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "\x1b" not in err and "\\x1b[31mred" in err and "\\x1b]0;title\\x07" in err
@@ -206,9 +207,9 @@ def test_the_reader_holds_at_most_one_line_limit(tmp_path):
     assert items == [OVERSIZE, EOF]
 
 
-# --- a start the protocol cannot carry (item 2) ---------------------------------------------------
+# --- a start the protocol cannot carry --------------------------------------------------------
 def test_an_oversize_start_is_refused_before_the_worker_starts(tmp_path, capsys, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config(steps=2))
+    toml = write_config(tmp_path / "run.toml", run_config(steps=2, data="random"))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     code = cli.main(["run", str(toml), "--name", "n" * 5_000_000])
     err = capsys.readouterr().err
@@ -228,7 +229,7 @@ def test_an_oversize_name_in_a_config_file_is_a_config_error(tmp_path):
 
 
 def test_start_line_names_the_longest_setting():
-    config = tiny_config(steps=2).to_dict()
+    config = run_config(steps=2, data="random").to_dict()
     config["techniques"] = {"optimizer": {"note": "z" * protocol.MAX_LINE_BYTES}}
     with pytest.raises(StartRefused, match=r"techniques\.optimizer\.note"):
         start_line(config)
@@ -239,7 +240,7 @@ def test_a_start_that_cannot_be_sent_fails_the_run_with_a_sentence(monkeypatch, 
     monkeypatch.setattr(WorkerProcess, "send", lambda self, message: (
         setattr(self, "send_error", "the worker stopped reading its input (Broken pipe)"), False)[1])
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     status = run_to_completion(config.to_dict(), recorder,
@@ -256,7 +257,7 @@ def test_a_link_that_ends_before_the_start_is_sent_says_why_in_its_words(monkeyp
     monkeypatch.setattr(WorkerProcess, "send", lambda self, message: (
         setattr(self, "send_error", "the worker stopped reading its input (Broken pipe)"), False)[1])
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     config.launch.ssh = "user@127.0.0.1"
     run = store.create_run(config)
     refused = "ssh: connect to host 127.0.0.1 port 1: Connection refused"
@@ -276,7 +277,7 @@ def test_send_to_a_worker_that_closed_its_input_says_why():
     assert sent[-1] is False and "stopped reading its input" in worker.send_error
 
 
-# --- a real worker takes the hostile commands (item 1) --------------------------------------------
+# --- a real worker takes the hostile commands -------------------------------------------------
 def _messages_until(worker: WorkerProcess, predicate, timeout_s: float = 60) -> list[dict]:
     out = []
     while True:

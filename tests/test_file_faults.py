@@ -1,4 +1,4 @@
-"""Files a user or the store names (issue 34, items 1, 2 and 4): every output is written whole
+"""Files a user or the store names: every output is written whole
 by write-then-rename onto a regular file or a new path only, and a FIFO, a device, a symlink or a
 folder in its place is refused with a sentence and left as it was; every file read from the
 store is a regular file inside the run folder, bounded, never a symlink, never a FIFO that
@@ -22,7 +22,9 @@ from profiler import cli, files
 from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
-from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
+from tests.faults import assert_sentence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KINDS = ("fifo", "symlink", "device", "folder")
 WHAT = {"fifo": "a pipe (FIFO)", "symlink": "a symbolic link", "device": "a device",
@@ -90,7 +92,7 @@ def unchanged(path: Path, kind: str, target: Path | None) -> None:
     assert leftovers == [], leftovers
 
 
-# --- item 1: outputs -------------------------------------------------------------------------
+# --- outputs ----------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_report_out_onto_anything_but_a_file_is_refused_and_left_as_it_is(tmp_path, kind, capsys):
@@ -197,7 +199,7 @@ def test_the_cli_says_a_refused_path_in_a_sentence_with_exit_2(monkeypatch, tmp_
     assert "is a pipe (FIFO)" in err and stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
-# --- item 2: what the store reads --------------------------------------------------------------
+# --- what the store reads ---------------------------------------------------------------------
 @pytest.fixture
 def secret(tmp_path) -> Path:
     """A private file outside the store (as /etc/shadow would be)."""
@@ -277,7 +279,7 @@ def test_a_symlinked_run_folder_or_traces_folder_is_not_followed(tmp_path, capsy
     assert "symbolic link" in capsys.readouterr().err
 
 
-# --- item 4: FIFOs and /dev/zero never block or grow memory -------------------------------------
+# --- FIFOs and /dev/zero never block or grow memory -------------------------------------------
 READS = {"show": ("meta.json", "summary.json"),
          "show-json": ("meta.json", "summary.json", "config.toml"),
          "report": ("meta.json", "summary.json", "config.toml", "stream.jsonl"),
@@ -370,7 +372,7 @@ def test_the_roofline_cache_as_a_fifo_never_blocks(monkeypatch, capsys, effiscop
     assert stat.S_ISFIFO(os.lstat(roofline.cache_path()).st_mode)
 
 
-# --- issue 34: a long stream is exported in bounded memory --------------------------------------
+# --- a long stream is exported in bounded memory ----------------------------------------------
 def long_run(store: RunStore, lines: int) -> str:
     """A run whose stream holds `lines` samples of four metrics (a gap every 1000th step)."""
     run = store.open_run(recorded_run(store, "long", steps=0))

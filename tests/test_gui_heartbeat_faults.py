@@ -1,4 +1,4 @@
-"""The app's heartbeat (issue 17, item 9): the desktop front end says within seconds that its
+"""The app's heartbeat watch: the desktop front end says within seconds that its
 worker has sent nothing, and keeps heartbeats out of the run's record. Uses a hostile worker
 (tests/faults.py) that says hello and then stays silent, and one that sends heartbeats."""
 
@@ -12,12 +12,13 @@ from app.worker_link import WorkerLink  # noqa: E402
 from profiler.store import RunStore  # noqa: E402
 from profiler.store.recorder import RunRecorder  # noqa: E402
 from profiler.wire import protocol  # noqa: E402
-from tests.faults import hostile_worker, tiny_config  # noqa: E402
+from tests.faults import hostile_worker
+from tests.helpers import run_config
 
 
 def _link(tmp_path, lines, mode):
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     run = store.create_run(config)
     link = WorkerLink(RunRecorder(store, run), command=hostile_worker(tmp_path, lines, mode),
                       stop_grace_s=1.0)

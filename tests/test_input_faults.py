@@ -1,5 +1,5 @@
-"""Inputs and resources that used to end in a traceback or a misleading error (issue 17, items 6,
-10, 11): each is now one sentence that names the setting and the fix, or the right error kind.
+"""Inputs and resources that used to end in a traceback or a misleading error: each is now one
+sentence that names the setting and the fix, or the right error kind.
 
 Config cases go through validate() or `effiscope run` in-process (no worker starts); worker
 cases through run_one with a stand-in workload; two cases run a real process under a memory
@@ -26,96 +26,13 @@ from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
 from profiler.wire import protocol
 from profiler.wire.client import failure_explanation, run_to_completion, worker_env
-from tests.faults import assert_sentence, one_torch_thread, tiny_config  # noqa: F401 - autouse
-from tests.test_bad_input import assert_sentence as assert_fix_sentence
+from tests.faults import assert_fix_sentence
+from tests.helpers import ListChannel, lying_checkpoint, run_config
 
-LONG = "/tmp/" + "d" * 5000
-
-# (case id, TOML text, the field the sentence must name). {fifo} is a named pipe.
-CONFIG_CASES = [
-    # Item 11: inf and nan are not numbers a run can use (TOML allows them).
-    ("weight-decay-inf", "[train]\nweight_decay = inf", "train.weight_decay"),
-    ("weight-decay-nan", "[train]\nweight_decay = nan", "train.weight_decay"),
-    ("peak-tflops-inf", "peak_tflops = inf", "peak_tflops"),
-    ("learning-rate-nan", "[train]\nlearning_rate = nan", "train.learning_rate"),
-    ("beta1-minus-inf", "[train]\nbeta1 = -inf", "train.beta1"),
-    ("time-limit-inf", "[limits]\ntime_s = inf", "limits.time_s"),
-    ("val-fraction-nan", "[data]\nval_fraction = nan", "data.val_fraction"),
-    ("dropout-nan", "[model]\ndropout = nan", "model.dropout"),
-    ("temperature-inf", "[distill]\ntemperature = inf", "distill.temperature"),
-    ("float-overflow", "[train]\nweight_decay = 1e400", "train.weight_decay"),
-    ("grad-clip-inf", "[techniques.grad_clip]\nmax_norm = inf", "techniques.grad_clip.max_norm"),
-    ("min-lr-ratio-nan", "[techniques.lr_schedule]\nmin_lr_ratio = nan",
-     "techniques.lr_schedule.min_lr_ratio"),
-    ("prune-amount-nan", "workload = 'compress'\n[techniques.prune_magnitude]\namount = nan",
-     "techniques.prune_magnitude.amount"),
-    ("integer-beyond-int64", "[limits]\nsteps = 99999999999999999999", "limits.steps"),
-    # Item 10: nesting, sizes and paths the system refuses.
-    ("toml-nested-100000-deep", "a = " + "[" * 100_000, "TOML"),
-    ("toml-inline-tables-deep", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000, "TOML"),
-    ("data-path-too-long", f"[data]\nsource = 'path'\npath = '{LONG}'", "data.path"),
-    ("model-path-too-long", f"workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '{LONG}'",
-     "model.path"),
-    ("hf-path-too-long", f"workload = 'infer'\n[model]\nsource = 'hf'\npath = '{LONG}'", "model.path"),
-    ("teacher-path-too-long", f"workload = 'distill'\n[distill.teacher]\nsource = 'checkpoint'\n"
-     f"path = '{LONG}'", "distill.teacher.path"),
-    # Item 11: a device or a pipe is not "missing".
-    ("data-path-dev-zero", "[data]\nsource = 'path'\npath = '/dev/zero'", "data.path"),
-    ("data-path-fifo", "[data]\nsource = 'path'\npath = '{fifo}'", "data.path"),
-    ("checkpoint-dev-zero", "workload = 'infer'\n[model]\nsource = 'checkpoint'\npath = '/dev/zero'",
-     "model.path"),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture
-def fifo(tmp_path: Path) -> Path:
-    path = tmp_path / "pipe"
-    os.mkfifo(path)
-    return path
-
-
-@pytest.mark.parametrize("text, field", [c[1:] for c in CONFIG_CASES],
-                         ids=[c[0] for c in CONFIG_CASES])
-def test_config_inputs_are_refused_with_a_sentence(text, field, fifo):
-    with pytest.raises(ConfigError) as info:
-        validate(RunConfig.from_toml(text.replace("{fifo}", str(fifo))))
-    assert_fix_sentence(str(info.value), field)
-    assert "got None" not in str(info.value) and "does not exist" not in str(info.value)
-
-
-def test_a_device_or_pipe_says_what_it_is(fifo):
-    for path, kind in (("/dev/zero", "a device"), (str(fifo), "a pipe (FIFO)")):
-        with pytest.raises(ConfigError, match=f"is {kind.replace('(', '[(]').replace(')', '[)]')}"):
-            validate(RunConfig.from_toml(f"[data]\nsource = 'path'\npath = '{path}'"))
-
-
-# `effiscope run TARGET` for targets that are not config files: exit 2, one sentence, nothing run.
-@pytest.mark.parametrize("target, words", [
-    ("/dev/zero", "not a regular file"),
-    ("{fifo}", "not a regular file"),
-    ("{dir}", "is a folder"),
-    ("{big}", "over the 1,000,000"),
-    (LONG + ".toml", "too long"),
-    ("x" * 5000, "cannot be a config"),
-    ("{deep}", "nested too deeply"),
-], ids=["dev-zero", "fifo", "folder", "huge-file", "long-path", "long-name", "deep-toml"])
-def test_cli_run_of_a_target_that_is_no_config_is_a_sentence(target, words, tmp_path, fifo,
-                                                              capsys, effiscope_home):
-    big = tmp_path / "big.toml"
-    big.write_text("# " + "x" * 1_100_000 + "\n")
-    deep = tmp_path / "deep.toml"
-    deep.write_text("a = " + "[" * 100_000)
-    target = (target.replace("{fifo}", str(fifo)).replace("{dir}", str(tmp_path))
-              .replace("{big}", str(big)).replace("{deep}", str(deep)))
-    assert cli.main(["run", target]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("effiscope: ") and words in err, err
-    assert_sentence(err)
-    assert len(err) < 600
-    assert not (effiscope_home / "runs").exists()
-
-
-# --- item 6: only what is used is read ------------------------------------------------------------
+# --- only what is used is read ----------------------------------------------------------------
 READ_UNDER_LIMIT = """
 import resource, sys
 from profiler.engine import data
@@ -156,21 +73,13 @@ def test_a_folder_corpus_reads_at_most_what_it_keeps(tmp_path, monkeypatch):
     assert all(limit is not None and limit <= 150_001 for limit in reads)
 
 
-# --- item 11: the right error kind, a sentence, what was measured --------------------------------
-class ListChannel:
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))
+# --- the right error kind, a sentence, what was measured --------------------------------------
 
 
 def _run_with(monkeypatch, run) -> list[dict]:
     monkeypatch.setitem(sys.modules, "profiler.engine.workloads.train", types.SimpleNamespace(run=run))
     channel = ListChannel()
-    worker.run_one(protocol.start(tiny_config(steps=50).to_dict()), channel,
+    worker.run_one(protocol.start(run_config(steps=50, data="random").to_dict()), channel,
                    worker_io.Control(queue.Queue(), channel))
     return channel.messages
 
@@ -211,7 +120,7 @@ def test_a_run_failing_mid_way_still_reports_the_contention_over_it(monkeypatch,
 
     monkeypatch.setattr(steps, "train_step", failing_step)
     channel = ListChannel()
-    config = tiny_config(steps=10)
+    config = run_config(steps=10, data="random")
     assert worker.run_one(protocol.start(config.to_dict()), channel,
                           worker_io.Control(queue.Queue(), channel)) == "failed"
     capsys.readouterr()
@@ -259,7 +168,7 @@ def test_out_of_memory_mid_training_still_sends_what_was_measured(monkeypatch, c
     assert "out of memory at step 41" in summary["stop_reason"]
     # What the history and the report show: steps, not n/a; figures, not "never sent".
     store = RunStore()
-    run = store.create_run(tiny_config(steps=50))
+    run = store.create_run(run_config(steps=50, data="random"))
     recorder = RunRecorder(store, run)
     for message in messages:
         recorder.handle_line(protocol.encode(message))
@@ -274,7 +183,7 @@ def test_out_of_memory_mid_training_still_sends_what_was_measured(monkeypatch, c
 def test_a_worker_that_cannot_start_for_memory_says_so(effiscope_home):
     """Python and torch cannot even load under a 100 MB address-space limit."""
     store = RunStore()
-    config = tiny_config(steps=2)
+    config = run_config(steps=2, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     command = ["/bin/sh", "-c", f"ulimit -v 150000; exec {sys.executable} -m profiler.engine.worker"]
@@ -301,7 +210,7 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     from profiler.store import runfolder as store_module
 
     store = RunStore()
-    run = store.create_run(tiny_config(steps=2))
+    run = store.create_run(run_config(steps=2, data="random"))
     recorder = RunRecorder(store, run)
     recorder.handle_line(b'{"type":"sample","step":1,"time":0.1,"metrics":{}}')
 
@@ -320,34 +229,16 @@ def test_a_run_on_a_full_disk_is_not_later_called_orphaned(effiscope_home):
     assert row["status"] == "completed"  # not "crashed" by reconcile
 
 
-# --- issue 34, items 5 and 14: model files that lie, and models this machine cannot hold --------
-def _nano_checkpoint(path: Path, **lies) -> Path:
-    """gpt-nano saved by EffiScope, its metadata's shape then edited by `lies`."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from profiler.engine.weights import save_model
-    from profiler.models.gpt import GPT
-    from profiler.models.presets import GPT_PRESETS
-
-    save_model(GPT(GPT_PRESETS["gpt-nano"]), path, "gpt-nano")
-    with safe_open(str(path), "pt") as fh:
-        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-        metadata = dict(fh.metadata())
-    metadata["shape"] = json.dumps({**json.loads(metadata["shape"]), **lies})
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
+# --- model files that lie, and models this machine cannot hold --------------------------------
 @pytest.mark.parametrize("lie, words", [
     ({"n_embd": 100_000}, "n_embd = 100,000, the weights hold 128"),
     ({"n_layer": 1_000_000}, "n_layer = 1,000,000, the weights hold 4"),
     ({"vocab_size": 10**9}, "vocab_size = 1,000,000,000, the weights hold 256"),
 ], ids=["width", "layers", "vocabulary"])
 def test_a_checkpoint_whose_metadata_lies_about_its_shape_is_blamed(lie, words, tmp_path):
-    """Item 14: the file is named as the fault, before a model of the claimed shape is built
+    """The file is named as the fault, before a model of the claimed shape is built
     (it used to end as "out of memory ... lower train.batch_size")."""
-    path = _nano_checkpoint(tmp_path / "model.safetensors", **lie)
+    path = lying_checkpoint(tmp_path / "model.safetensors", **lie)
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
                                      f"path = '{path}'"))
@@ -373,9 +264,9 @@ def llama_folder(tmp_path_factory) -> Path:
 ], ids=["hidden-size", "vocabulary", "layers"])
 def test_a_hugging_face_config_that_lies_names_the_wrong_field(key, value, words, llama_folder,
                                                                tmp_path):
-    """Item 14 (and item 5's huge claim in a checkpoint folder): the field named, before
-    transformers builds anything (it used to say "look at the above report!", with no
-    report, or build for minutes)."""
+    """A Hugging Face config that lies (or claims a huge model in a checkpoint folder): the field
+    named, before transformers builds anything (it used to say "look at the above report!",
+    with no report, or build for minutes)."""
     import shutil
 
     folder = tmp_path / "lying-llama"
@@ -390,6 +281,15 @@ def test_a_hugging_face_config_that_lies_names_the_wrong_field(key, value, words
     assert_fix_sentence(text, "model.path")
 
 
+def test_a_checkpoint_claiming_zero_heads_is_a_sentence(tmp_path):
+    path = lying_checkpoint(tmp_path / "model.safetensors", n_head=0)
+    with pytest.raises(ConfigError) as info:
+        validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'checkpoint'\n"
+                                     f"path = '{path}'"))
+    assert "n_head = 0 does not divide n_embd = 128" in str(info.value)
+    assert_fix_sentence(str(info.value), "model.path")
+
+
 def test_an_honest_hugging_face_folder_still_validates(llama_folder):
     validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'hf'\n"
                                  f"path = '{llama_folder}'"))
@@ -398,7 +298,7 @@ def test_an_honest_hugging_face_folder_still_validates(llama_folder):
 @pytest.mark.parametrize("path, kind", [("/dev/zero", "is a device"), ("{fifo}", "is a pipe")],
                          ids=["dev-zero", "fifo"])
 def test_a_gguf_path_that_is_no_regular_file_says_what_it_is(path, kind, fifo):
-    """Item 14: a FIFO or a device given as the .gguf file "does not exist" no longer."""
+    """A FIFO or a device given as the .gguf file "does not exist" no longer."""
     path = path.replace("{fifo}", str(fifo))
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(f"workload = 'infer'\n[model]\nsource = 'gguf'\n"
@@ -413,7 +313,7 @@ HUGE_ARCH = ("workload = 'infer'\n[model]\nsource = 'hf-config'\n[model.arch]\nn
 
 
 def test_a_model_bigger_than_this_machine_is_refused_before_it_is_built():
-    """Item 5: 10**6 layers and a 10**9 vocabulary (trillions of parameters) are refused with
+    """10**6 layers and a 10**9 vocabulary (trillions of parameters) are refused with
     the predicted size against this machine's memory; nothing is built."""
     with pytest.raises(ConfigError) as info:
         validate(RunConfig.from_toml(HUGE_ARCH))
@@ -449,7 +349,7 @@ def test_cli_run_of_a_model_too_big_for_this_machine_is_exit_2_and_no_run(tmp_pa
 
 
 def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsys):
-    """Item 10: a checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
+    """A checkpoint whose held-out loss is above ~709 nats/token (exp overflows a
     float) used to end in OverflowError with nothing kept; now the run completes, the loss is
     kept and the perplexity is n/a with its reason."""
     import torch
@@ -467,7 +367,7 @@ def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsy
         f"workload = 'infer'\ndevice = 'cpu'\n[model]\nsource = 'checkpoint'\npath = '{path}'\n"
         "[data]\nsource = 'random'\n[infer]\nrepeats = 1\nwarmup_runs = 0\nprompt_len = 8\n"
         "gen_len = 2\neval_tokens = 256\neval_seq_len = 32\n").to_dict()
-    channel = _ListChannel()
+    channel = ListChannel()
     status = worker.run_one(protocol.start(config), channel,
                             worker_io.Control(queue.Queue(), channel))
     capsys.readouterr()
@@ -477,13 +377,3 @@ def test_an_infinite_perplexity_is_said_and_the_figures_are_kept(tmp_path, capsy
     assert figures["perplexity"]["value"] is None
     assert figures["perplexity"]["how"].startswith("n/a: infinite (the loss is ")
     assert figures["decode_tokens_per_s"]["value"] > 0  # the latency figures are kept
-
-
-class _ListChannel:
-    alive = True
-
-    def __init__(self):
-        self.messages: list[dict] = []
-
-    def send(self, message: dict) -> None:
-        self.messages.append(protocol.decode(protocol.encode(message, "worker"), "worker"))

@@ -23,14 +23,15 @@ from tests.faults import (
     cli,
     gone,
     listening_ports,
-    one_torch_thread,  # noqa: F401 - an autouse fixture
     only_run_dir,
     stored_samples,
-    tiny_config,
     wait_for,
     worker_child,
     write_config,
 )
+from tests.helpers import run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _timed_lines(stream, out: list[tuple[float, str]]) -> threading.Thread:
@@ -46,7 +47,7 @@ def _timed_lines(stream, out: list[tuple[float, str]]) -> threading.Thread:
 @pytest.mark.slow
 def test_worker_killed_mid_run_is_reported_and_nothing_is_lost(
         tmp_path, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     out: list[tuple[float, str]] = []
     readers = [_timed_lines(proc.stdout, out), _timed_lines(proc.stderr, [])]
@@ -87,7 +88,7 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
     """The worker leaves a child holding its stdout (as a compile worker pool would): the stop
     still completes and the whole tree is gone within 3 s of the request."""
     store = RunStore()
-    config = tiny_config()
+    config = run_config(100_000, data="random")
     run = store.create_run(config)
     recorder = RunRecorder(store, run)
     command = ["/bin/sh", "-c",
@@ -113,7 +114,7 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
 @pytest.mark.slow
 def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
         tmp_path, effiscope_home):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     worker = None
     try:
@@ -145,7 +146,7 @@ def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
 
 
 def _cli_run_until_samples(tmp_path, home, samples: int = 3):
-    toml = write_config(tmp_path / "run.toml", tiny_config())
+    toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     err: list[tuple[float, str]] = []
     readers = [_timed_lines(proc.stdout, []), _timed_lines(proc.stderr, err)]
@@ -228,12 +229,12 @@ def test_a_silent_hostile_worker_is_noted_and_the_run_still_closes(tmp_path, eff
     assert run.meta()["status"] == "killed"
 
 
-# --- issue 34: a start that cannot run ends the run; a worker dies with its front end ----------
+# --- a start that cannot run ends the run; a worker dies with its front end -------------------
 TWENTY_DIGITS = "10000000000000000000"
 
 
 def test_a_start_the_worker_cannot_read_ends_as_a_failed_run(tmp_path):
-    """Item 3: a start line the worker refuses (a 20-digit step count) is answered with an
+    """A start line the worker refuses (a 20-digit step count) is answered with an
     error and `done`, so a front end waiting for the run is never left waiting."""
     from profiler.wire import protocol
     from profiler.wire.client import WorkerProcess
@@ -290,7 +291,7 @@ worker.wait()
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
-    """Item 5: SIGKILL of the front end ends its worker even while the worker's stdin is still
+    """SIGKILL of the front end ends its worker even while the worker's stdin is still
     open (held here), as when a child of the front end keeps the pipe: the kernel's
     parent-death signal, not the stdin watch."""
     import os
@@ -321,7 +322,7 @@ def test_a_worker_dies_with_the_front_end_that_started_it(tmp_path):
 
 
 def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
-    """Item 5: the stdin watch holds during set-up too: a worker busy building a model (here a
+    """The stdin watch holds during set-up too: a worker busy building a model (here a
     build that never ends) exits within its grace once its front end has gone."""
     from profiler.engine.worker import STDIN_GRACE_S
     from profiler.wire import protocol
@@ -336,7 +337,7 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
               "worker.main()\n")
     worker = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
     try:
-        worker.send(protocol.start(tiny_config(steps=5).to_dict()))
+        worker.send(protocol.start(run_config(steps=5, data="random").to_dict()))
         wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
                  "the model build to start")
         worker.close_stdin()
@@ -348,7 +349,7 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
 
 
 def test_a_stop_a_worker_never_answers_still_ends_the_run(tmp_path, effiscope_home):
-    """Item 3's other half: whatever a worker does with a start (an older worker that ignores
+    """The other half: whatever a worker does with a start (an older worker that ignores
     it), Ctrl-C or SIGTERM in the CLI (the `interrupt` here) ends the wait: the stop goes out,
     and a worker that does not answer it is killed; the run is marked, never left waiting."""
     from tests.faults import run_hostile

@@ -1,4 +1,4 @@
-"""The history is never hidden (issue 17, items 3, 4, 8, 10, 12): an index that is empty, a
+"""The history is never hidden: an index that is empty, a
 folder, damaged or locked, damaged run folders, a read-only store, odd run ids and hostile names
 each leave every readable run listed, with a warning that names what was skipped, and the CLI
 says so in sentences. The folders are the truth; index.sqlite is a cache of them."""
@@ -20,7 +20,9 @@ from profiler.config import RunConfig
 from profiler.store import RunStore, StoreError
 from profiler.store.recorder import RunRecorder
 from profiler.wire.client import worker_env
-from tests.faults import assert_sentence, one_torch_thread  # noqa: F401 - an autouse fixture
+from tests.faults import assert_sentence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(store: RunStore, name: str = "kept", steps: int = 3) -> str:
@@ -46,7 +48,7 @@ def _listed(capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-# --- item 3: an index that lies, damaged folders ------------------------------------------------
+# --- an index that lies, damaged folders ------------------------------------------------------
 @pytest.mark.parametrize("damage", ["zero-bytes", "garbage", "no-table", "truncated"])
 def test_an_index_that_is_no_index_never_hides_the_runs(two_runs, damage, capsys):
     store, ids = two_runs
@@ -136,7 +138,7 @@ def test_a_full_disk_during_a_rebuild_leaves_no_empty_index(two_runs, monkeypatc
     assert {r["id"] for r in RunStore().list_runs()} == ids  # and rebuilt once there is room
 
 
-# --- item 10: the index is a folder ---------------------------------------------------------------
+# --- the index is a folder --------------------------------------------------------------------
 def test_an_index_that_is_a_folder_is_a_sentence_and_the_runs_are_listed(two_runs, capsys):
     store, ids = two_runs
     store.index_path.unlink()
@@ -151,7 +153,7 @@ def test_an_index_that_is_a_folder_is_a_sentence_and_the_runs_are_listed(two_run
     assert_sentence(err)
 
 
-# --- item 8: locked is not damaged ----------------------------------------------------------------
+# --- locked is not damaged --------------------------------------------------------------------
 def test_a_locked_index_is_waited_for_or_read_around_never_deleted(two_runs, capsys):
     store, ids = two_runs
     holder = sqlite3.connect(store.index_path, timeout=0)
@@ -175,7 +177,7 @@ def test_a_locked_index_is_waited_for_or_read_around_never_deleted(two_runs, cap
     assert "while-locked" in {r["name"] for r in RunStore().list_runs()}
 
 
-# --- item 4: the data directory's mode, a read-only store ---------------------------------------
+# --- the data directory's mode, a read-only store ---------------------------------------------
 def test_an_existing_home_keeps_its_mode(tmp_path, monkeypatch):
     home = tmp_path / "shared"
     home.mkdir()
@@ -231,7 +233,7 @@ def test_a_read_only_store_is_listed_and_reported(two_runs, index, monkeypatch, 
     assert {r["run_id"] for r in json.loads(out_file.read_text())["runs"]} == ids
 
 
-# --- item 10: run ids that are not ids ----------------------------------------------------------
+# --- run ids that are not ids -----------------------------------------------------------------
 @pytest.mark.parametrize("run_id", ["2026*", "**", "*", "[a-z]*", "?", "../runs", "a/b", "x\x00y",
                                     "x" * 5000, "", "\x1b[2J"],
                          ids=["star-prefix", "double-star", "star", "class", "question",
@@ -254,7 +256,7 @@ def test_a_unique_prefix_still_opens_its_run(two_runs):
         store.open_run(full[:8])
 
 
-# --- item 12: terminal escapes in names -----------------------------------------------------------
+# --- terminal escapes in names ----------------------------------------------------------------
 @pytest.mark.parametrize("name", ["\x1b[2J\x1b[H", "\x1b]0;owned\x07", "a\rb", "bidi\u202eevil",
                                   "\x9b31m"], ids=["clear-screen", "title", "carriage-return",
                                                    "bidi-override", "c1-csi"])
@@ -269,7 +271,7 @@ def test_names_are_printed_with_escapes_escaped(effiscope_home, name, capsys):
     assert any(f"\\{code}" in out for code in ("x1b", "x0d", "u202e", "u009b"))
 
 
-# --- issue 34 item 16: the folders are the truth, the index is checked against them ------------
+# --- the folders are the truth, the index is checked against them -----------------------------
 def test_a_run_folder_deleted_by_hand_is_no_longer_listed(two_runs, capsys):
     import shutil
 
@@ -330,7 +332,7 @@ def test_a_data_directory_that_is_a_file_is_said_not_called_empty(tmp_path, monk
         assert "no runs yet" not in err
 
 
-# --- issue 34 item 9: stdout closed, or its reader gone -----------------------------------------
+# --- stdout closed, or its reader gone --------------------------------------------------------
 def _cli_with_stdout(args: list[str], stdout) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "profiler.cli", *args], stdout=stdout,
                             stderr=subprocess.PIPE, text=True,
