@@ -37,6 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", type=int, metavar="STEPS",
                    help="record STEPS training steps with torch.profiler once the warmup is over "
                         "(at most 50): operator table and trace in the run")
+    p.add_argument("--memory-snapshot", action="store_true",
+                   help="with --profile: also record the CUDA memory snapshot of those steps, "
+                        "saved in the run folder for pytorch.org/memory_viz (GPU only: n/a on a "
+                        "CPU, said so)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="mirror the run live into a TensorBoard event file, DIR/RUN_ID/ (as "
                         "`effiscope export --to tensorboard` writes it afterwards)")
@@ -80,8 +84,10 @@ class ProfileRequest:
     """`--profile STEPS`: one `profile` command, sent once the first measured step is in (warmup
     steps are not what a profile should show)."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, memory: bool = False):
         self.steps = steps
+        self.memory = memory
+        """--memory-snapshot: the CUDA memory snapshot of the same steps."""
         self.sent = False
 
     def commands(self, message: dict) -> list[dict]:
@@ -90,7 +96,7 @@ class ProfileRequest:
         from profiler.wire import protocol
 
         self.sent = True
-        return [protocol.profile_request(self.steps)]
+        return [protocol.profile_request(self.steps, memory=self.memory)]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,6 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.profile is not None and (args.profile < 1 or config.workload != "train"):
         err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
             "a train run (workload = \"train\") and STEPS of 1 or more")
+        return EXIT_USAGE
+    if getattr(args, "memory_snapshot", False) and args.profile is None:
+        err("--memory-snapshot records the CUDA memory snapshot of the profiled steps: give "
+            "--profile STEPS with it")
         return EXIT_USAGE
     if getattr(args, "tensorboard", None):  # a folder that cannot be written: before a run exists
         from profiler import files
@@ -167,7 +177,8 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
     from profiler.wire.client import StartRefused, run_to_completion
     from profiler.wire.launch import worker_command
 
-    profile = ProfileRequest(args.profile) if args.profile else None
+    profile = (ProfileRequest(args.profile, getattr(args, "memory_snapshot", False))
+               if args.profile else None)
     store = RunStore()
     try:
         run = store.create_run(config)
