@@ -26,7 +26,7 @@ def _messages(steps: int = 6) -> list[dict]:
     for step in range(1, steps + 1):
         out.append({"type": "sample", "step": step, "time": step * 0.25, "phase": "measure",
                     "metrics": {"loss_train": 4.0 - step * 0.125, "tokens_per_s": 1000.0 + step,
-                                "rss_bytes": 409_223_168 + step,
+                                "rss_bytes": 409_223_168 + step, "cpu_percent": 50.0 + step,
                                 "torch_allocated_bytes": None}})
         if step == 3:
             out.append({"type": "event", "kind": "toggle", "message": "amp switched on",
@@ -87,9 +87,10 @@ def test_tensorboard_export_holds_every_sample_at_its_step_and_wall_time(store, 
     expected = [(f"{group}/{key}", m["step"], m["received"], m["metrics"][key])
                 for m in samples for key, group in (("loss_train", "loss"),
                                                     ("tokens_per_s", "speed"),
-                                                    ("rss_bytes", "memory"))]
+                                                    ("rss_bytes", "memory"),
+                                                    ("cpu_percent", "system"))]
     got = [s for s in _scalars(events) if not s[0].startswith("summary/")]
-    assert len(got) == len(expected) == 18  # every reading; the missing one is no point
+    assert len(got) == len(expected) == 24  # every reading; the missing one is no point
     for (tag, step, wall, value), (etag, estep, ewall, evalue) in zip(got, expected, strict=True):
         assert (tag, step) == (etag, estep)
         assert wall == pytest.approx(ewall, abs=1e-6)  # the front end's receipt, per sample
@@ -99,6 +100,8 @@ def test_tensorboard_export_holds_every_sample_at_its_step_and_wall_time(store, 
                  if v.metadata.summary_description}
     assert described["speed/tokens_per_s"].startswith("Throughput, in tokens/s.")
     assert described["memory/rss_bytes"].startswith("Process RSS, in bytes.")
+    assert ", in %." in described["system/cpu_percent"]
+    assert described["loss/loss_train"].split(".")[0].endswith("in nats/token")
     # The mid-run change is a text event at its step.
     texts = [(e.step, v.tag, v.tensor.string_val[0].decode()) for e in events
              for v in e.summary.value if v.metadata.plugin_data.plugin_name == "text"]
@@ -143,7 +146,7 @@ def test_csv_long_has_one_row_per_reading(store, tmp_path):
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["step", "timestamp", "metric", "value", "unit"]
     samples = [m for m in _stream(store, run_id) if m["type"] == "sample"]
-    assert len(rows) == 18
+    assert len(rows) == 24
     by_tag = {row["metric"]: row for row in rows if row["step"] == "2"}
     assert by_tag["memory/rss_bytes"]["value"] == "409223170.0"  # exact: no float32 here
     assert by_tag["memory/rss_bytes"]["unit"] == "bytes"
