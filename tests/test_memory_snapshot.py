@@ -196,3 +196,25 @@ def test_a_real_cuda_capture_saves_a_snapshot_for_memory_viz(tmp_path):
     assert path.parent == tmp_path / "run" / "traces" and path.stat().st_size > 1000
     assert path.read_bytes()[:1] == b"\x80"  # a pickle's protocol opcode: a torch dump
     assert not capture.memory.recording
+
+
+def test_the_html_report_says_where_the_snapshot_is_or_why_there_is_none(tmp_path):
+    from profiler.report import export
+    from profiler.store import RunStore
+    from tests.helpers import stored_run
+
+    op = [{"name": "aten::mm", "calls": 3, "self_cpu_s": 0.01}]
+    messages = [{"type": "sample", "step": 1, "time": 0.1, "metrics": {"loss_train": 1.0}},
+                {"type": "profile", "step": 2, "steps": 1, "operators": op,
+                 "memory_snapshot_path": "/runs/r/traces/step2-1.memory_snapshot.pickle"},
+                {"type": "profile", "step": 3, "steps": 1, "operators": op,
+                 "memory_snapshot_note": "memory snapshot: n/a on CPU: <why>"},
+                {"type": "profile", "step": 4, "steps": 1, "operators": op}]
+    store = RunStore()
+    run_id = stored_run(store, "snap", messages)
+    page = export([run_id], "html", tmp_path / "r.html", store=store).read_text("utf-8")
+    assert ("CUDA memory snapshot of these steps: <code>/runs/r/traces/step2-1.memory_snapshot"
+            ".pickle</code>") in page
+    assert "memory snapshot: n/a on CPU: &lt;why&gt;" in page  # escaped
+    # one line for each capture that asked for a snapshot; none for the one that did not
+    assert page.count("memory_viz") == 1 and page.count("memory snapshot") == 2
