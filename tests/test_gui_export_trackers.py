@@ -13,7 +13,15 @@ from PySide6.QtWidgets import QFileDialog
 from profiler.report.trackers.tensorboard_events import event_path
 from profiler.store import RunStore
 from tests import gui_support
-from tests.gui_support import click, click_menu, click_run, fake_worker, stored_run, train_messages
+from tests.gui_support import (
+    click,
+    click_menu,
+    click_run,
+    fake_worker,
+    stored_run,
+    tick,
+    train_messages,
+)
 
 window = gui_support.window  # the fixture: a MainWindow, freed at teardown
 
@@ -55,6 +63,24 @@ def test_file_export_to_writes_the_selected_run(qtbot, window, tmp_path, monkeyp
     rows = (out / f"{run_id}.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "step,timestamp,metric,value,unit" and len(rows) == 1 + 5 * 4
     assert "exported 1 run" in window.statusBar().currentMessage()
+
+
+def test_the_ticked_runs_are_exported_one_file_each(qtbot, window, tmp_path, monkeypatch):
+    first = stored_run(RunStore(), "first", train_messages(3))
+    second = stored_run(RunStore(), "second", train_messages(4))
+    stored_run(RunStore(), "unticked", train_messages(2))
+    window.history.refresh()
+    tick(qtbot, window.history, first)
+    tick(qtbot, window.history, second)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda *args, **kw: str(out)))
+    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{first}.csv", f"{second}.csv"])
+    rows = (out / f"{second}.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 4 * 4  # four readings a step, four steps
+    assert "exported 2 runs" in window.statusBar().currentMessage()
 
 
 def test_a_refused_export_is_said_in_the_window(qtbot, window, tmp_path, monkeypatch):
