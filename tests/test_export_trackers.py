@@ -350,3 +350,33 @@ def test_the_live_mirror_of_a_nano_run_equals_its_export(store, tmp_path):
               if not tag.startswith("summary/")]
     assert points == readings and len(points) > 20
     assert len(_hparams(events)["_hparams_/session_start_info"]) == 1
+
+
+def test_a_run_recorded_before_the_arrival_stamps_gets_its_wall_time_from_the_stream(store,
+                                                                                       tmp_path):
+    """Runs stored before the recorder stamped arrivals: the stream's last write less the last
+    sample's time, plus each sample's own time."""
+    import json
+
+    run_id = stored_run(store, "legacy", _messages())
+    stream = store.open_run(run_id).stream_path
+    lines = [json.loads(line) for line in stream.read_text(encoding="utf-8").splitlines()]
+    for message in lines:
+        message.pop("received", None)
+    stream.write_text("".join(json.dumps(m) + "\n" for m in lines), encoding="utf-8")
+    written = 1_700_000_000.0
+    os.utime(stream, (written, written))
+    assert main(["export", run_id, "--to", "csv-long", "--dir", str(tmp_path)]) == 0
+    with open(tmp_path / f"{run_id}.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["metric"] == "loss/loss_train"]
+    last_time = 6 * 0.25
+    got = [datetime.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")).timestamp()
+           for r in rows]
+    assert got == pytest.approx([written - last_time + s * 0.25 for s in range(1, 7)], abs=1e-5)
+
+
+def test_a_tracking_uri_is_for_mlflow_only(store, tmp_path, capsys):
+    run_id = stored_run(store, "uri", _messages())
+    assert main(["export", run_id, "--to", "tensorboard", "--tracking-uri",
+                 "http://localhost:5000"]) == 2
+    assert "--tracking-uri is for --to mlflow" in capsys.readouterr().err
