@@ -139,6 +139,20 @@ def test_tensorboard_export_holds_every_sample_at_its_step_and_wall_time(store, 
     end = hparams["_hparams_/session_end_info"][0].session_end_info
     assert end.status == api_pb2.Status.Value("STATUS_SUCCESS")
     assert "wrote" in capsys.readouterr().err
+    # TensorBoard itself, reading the folder, sees one run holding the three hparams tags.
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    seen = EventMultiplexer().AddRunsFromDirectory(str(out))
+    seen.Reload()
+    assert list(seen.Runs()) == [run_id]
+    assert {run: sorted(tags) for run, tags in seen.PluginRunToTagToContent("hparams").items()} \
+        == {run_id: ["_hparams_/experiment", "_hparams_/session_end_info",
+                     "_hparams_/session_start_info"]}
+    # Exported again: the same file replaced, not a second one beside it (no doubled curves).
+    before = event_file.read_bytes()
+    assert main(["export", run_id, "--to", "tensorboard", "--dir", str(out)]) == 0
+    assert list((out / run_id).iterdir()) == [event_file]
+    assert event_file.read_bytes() == before
 
 
 def test_a_long_run_is_exported_without_down_sampling(store, tmp_path):
