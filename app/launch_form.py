@@ -2,10 +2,14 @@
 
 The remote host maps to `config.launch.ssh`; whether it is accepted is for
 profiler.config.validate to say, and its sentence is shown under the field as soon as the field
-is used, so nobody discovers it only after pressing Run.
+is used, so nobody discovers it only after pressing Run. The TensorBoard folder is the front
+end's, not the run config's: the recorder writes each run's event file there while it goes
+(`effiscope run --tensorboard DIR`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
@@ -52,6 +56,13 @@ class LaunchForm(QWidget):
         self.nodes_note.setObjectName("hint")
         self.nodes_note.setWordWrap(True)
         form.addRow(self.nodes_note)
+        self.tensorboard = QLineEdit()
+        self.tensorboard.setObjectName("tensorboardEdit")
+        self.tensorboard.setPlaceholderText("empty: none; or a folder for tensorboard --logdir")
+        self.tensorboard.setToolTip("Write each run's TensorBoard event file into this folder "
+                                    "while it goes (FOLDER/RUN_ID/), so a TensorBoard already "
+                                    "open shows it live (like `effiscope run --tensorboard`)")
+        form.addRow("TensorBoard folder", self.tensorboard)
         self._base_config: RunConfig | None = None
 
     def set_config(self, config: RunConfig) -> None:
@@ -84,6 +95,25 @@ class LaunchForm(QWidget):
         self.processes.setEnabled(not running)
         self.repeats.setEnabled(not running)
         self.remote.setEnabled(not running)
+        self.tensorboard.setEnabled(not running)
+
+    def mirror_for(self, run):
+        """(the recorder's mirror for this run, a sentence when the TensorBoard folder cannot be
+        written): the null mirror when the field is empty or the folder refused, and the run
+        goes on either way (it can be exported afterwards)."""
+        from profiler.store.recorder import NO_MIRROR
+
+        folder = self.tensorboard.text().strip()
+        if not folder:
+            return NO_MIRROR, ""
+        from profiler.report.trackers.tensorboard_events import TensorBoardMirror
+
+        try:
+            return TensorBoardMirror(Path(folder).expanduser(), run,
+                                     fix="choose another TensorBoard folder"), ""
+        except OSError as exc:
+            return NO_MIRROR, (f"TensorBoard: {exc}. The run goes on without the live file; "
+                               "File > Export to > TensorBoard writes it afterwards.")
 
 
 def _ssh_problem(config: RunConfig) -> str:

@@ -362,8 +362,12 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
             return False
         if self.link is not None:
             self.link.deleteLater()
-        self.link = WorkerLink(RunRecorder(self.store, run), self, command=self.worker_command)
+        mirror, mirror_problem = self.launch_form.mirror_for(run)  # --tensorboard's twin
+        self.link = WorkerLink(RunRecorder(self.store, run, mirror), self,
+                               command=self.worker_command)
         self.clear_notices()
+        if mirror_problem:
+            self.add_notice(mirror_problem)
         self._last_rss = None
         self.charts.live_run_label = config.name
         self.link.messages.connect(self._on_messages)
@@ -485,6 +489,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.show_load(None)
         self.run_controls.ended(status, end)
         self.history.live_run_id = None
+        if link is not None and link.recorder.mirror.problem:
+            self.add_notice(link.recorder.mirror.problem)
         if status in ("killed", "crashed", "failed") and not self.error_text():
             kept = link.recorder.samples if link is not None else 0
             headline = {"killed": "The run was killed", "crashed": "The run crashed",

@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -78,6 +79,16 @@ class _NumberItem(QTableWidgetItem):
         return self.number < getattr(other, "number", 0.0)
 
 
+def memory_line(message: dict) -> str:
+    """What became of the CUDA memory snapshot a capture was asked for ("" when not asked)."""
+    path = message.get("memory_snapshot_path")
+    if isinstance(path, str) and path:
+        return (f" CUDA memory snapshot: {path} (drag it onto pytorch.org/memory_viz to see "
+                "every allocation of these steps).")
+    note = message.get("memory_snapshot_note")
+    return f" {note[:1].upper()}{note[1:]}." if isinstance(note, str) and note else ""
+
+
 class ProfileView(QWidget):
     capture_requested = Signal(int)
 
@@ -103,6 +114,12 @@ class ProfileView(QWidget):
         self.capture_button.setEnabled(False)
         self.capture_button.clicked.connect(lambda: self.capture_requested.emit(self.steps.value()))
         top.addWidget(self.capture_button)
+        self.memory = QCheckBox("CUDA memory snapshot")
+        self.memory.setObjectName("memorySnapshotBox")
+        self.memory.setToolTip("Also record the CUDA caching allocator's history over the same "
+                               "steps, saved in the run folder for pytorch.org/memory_viz "
+                               "(GPU only: n/a on a CPU)")
+        top.addWidget(self.memory)
         top.addSpacing(12)
         self.which = QComboBox()
         self.which.setObjectName("profileCombo")
@@ -222,7 +239,8 @@ class ProfileView(QWidget):
                 warm = (f"steps {first}–{min(last, self.warmup_steps)} are warmup steps (slower "
                         "than the rest: caches, first allocations). ")
         self.status.setText(f"Captured {count} steps from step {first}, " + (warm or ". ")
-                            + (how[:1].upper() + how[1:] + ". " if how else "") + note)
+                            + (how[:1].upper() + how[1:] + ". " if how else "") + note
+                            + memory_line(message))
 
     def _show_selected(self, index: int) -> None:
         if not 0 <= index < len(self.profiles):

@@ -46,8 +46,10 @@ class WindowActions:
             self.action_export.setToolTip("Reports are not available in this version")
         quit_action = self._action("&Quit", "Ctrl+Q", self.request_quit,
                                    "Close EffiScope (asks first while a run goes)")
-        for action in (self.action_open, self.action_save, None, self.action_export, None,
-                       quit_action):
+        from app.tracker_export import build_menu  # File > Export to > TensorBoard, MLflow, CSV
+
+        for action in (self.action_open, self.action_save, None, self.action_export,
+                       build_menu(self).menuAction(), None, quit_action):
             file_menu.addSeparator() if action is None else file_menu.addAction(action)
 
         run_menu = bar.addMenu("&Run")

@@ -45,7 +45,8 @@ class RunViews:
             self.send_change("optimizer", {"learning_rate": float(f"{value:.6g}")})
 
     def capture_profile(self, steps: int) -> None:
-        if self.link is not None and self.running and self.link.request_profile(steps):
+        memory = self.profile.memory.isChecked()  # the CUDA memory snapshot too
+        if self.link is not None and self.running and self.link.request_profile(steps, memory):
             self.profile.capturing(steps)
             self.tabs.setCurrentWidget(self.profile)
 

@@ -180,11 +180,12 @@ class WorkerLink(QObject):
                            params=params)
         return True
 
-    def request_profile(self, steps: int) -> bool:
-        """Ask the running worker to capture the next `steps` steps with torch.profiler."""
+    def request_profile(self, steps: int, memory: bool = False) -> bool:
+        """Ask the running worker to capture the next `steps` steps with torch.profiler (and
+        the CUDA memory snapshot of them when `memory`)."""
         if self._ended or self._stop_sent:
             return False
-        self._send(protocol.profile_request(int(steps)))
+        self._send(protocol.profile_request(int(steps), memory=bool(memory)))
         return True
 
     def kill(self) -> None:

@@ -136,6 +136,27 @@ def write_bytes(path: str | os.PathLike, data: bytes, fix: str = WRITE_FIX) -> N
         fh.write(data)
 
 
+def open_growing(path: str | os.PathLike, fix: str = WRITE_FIX) -> IO[bytes]:
+    """A file written while something goes on (a live mirror of a run): a new path, or a
+    regular file emptied first, opened unbuffered so each write lands at once (a crash of the
+    writer loses nothing written). Never through a symlink, never onto a FIFO or a device:
+    FileRefused with a sentence ending in `fix`."""
+    check_target(path, fix)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise FileRefused(f"cannot write {shown(path)} ({exc.strerror or exc}); {fix}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # swapped between the look and the open
+        os.close(fd)
+        raise FileRefused(f"{shown(path)} is {kind(info.st_mode)}, not a regular file; {fix}")
+    if hasattr(os, "O_NONBLOCK"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb", buffering=0)
+
+
 def append_text(path: str | os.PathLike, text: str, limit: int = 64 * 1024 * 1024) -> None:
     """Add text at the end of a regular file (or start a new one), by writing the whole file
     anew and renaming it over the old one: a FIFO or a device is refused, never appended to."""

@@ -53,7 +53,8 @@ if [ "$REHEARSE" = 1 ]; then
     echo "selfcheck: rehearsal: the GPU tests are not run on a CPU" > "$OUT/pytest-gpu.txt"
 else
     timeout "${TESTS_TIMEOUT_S:-120}" "$PY" -m pytest -q -p no:cacheprovider -m gpu \
-        tests/test_doctor.py tests/test_measurement.py > "$OUT/pytest-gpu.txt" 2>&1
+        tests/test_doctor.py tests/test_measurement.py tests/test_memory_snapshot.py \
+        > "$OUT/pytest-gpu.txt" 2>&1
     echo "selfcheck: GPU tests exit code $? (output in pytest-gpu.txt)"
 fi
 exit $rc

@@ -89,6 +89,7 @@ def main() -> None:
               "phase": "teacher", "metrics": {"teacher_loss_train": 5.0 / step ** 0.2}})
     status, done_steps = "completed", 0
     profile_left, profile_first = 0, 0
+    profile_memory = False  # the CUDA memory snapshot asked for: n/a here, as on a CPU
     step_time = delay
     for step in range(1, steps + 1):
         stop = False
@@ -111,6 +112,7 @@ def main() -> None:
                 send(event)
             elif command["type"] == "profile":
                 profile_left, profile_first = command["steps"], step
+                profile_memory = bool(command.get("memory"))
         if stop:
             status = "stopped"
             break
@@ -145,7 +147,10 @@ def main() -> None:
                       "step_time_s": [delay] * (step - profile_first + 1),
                       "breakdown": {"forward_s": 0.004, "backward_s": 0.008,
                                     "optimizer_s": 0.002, "other_s": 0.006},
-                      "trace_path": str(trace)})
+                      "trace_path": str(trace),
+                      **({"memory_snapshot_note": "memory snapshot: n/a on CPU: it is the CUDA "
+                          "caching allocator's history (run on a GPU for it)"}
+                         if profile_memory else {})})
     summary = {"workload": config["workload"], "steps_completed": done_steps,
                "figures": figures_for(config, done_steps)}
     send({"type": "done", "status": status, "summary": summary})

@@ -93,6 +93,28 @@ def click(qtbot, widget, pos=None) -> None:
         qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=pos)
 
 
+def click_menu(qtbot, window, *titles: str) -> None:
+    """Click through the menu bar as a user does: the menu's title in the bar, then each entry
+    by its text in the menu that opened (an entry with a submenu opens it on the click)."""
+    from PySide6.QtCore import Qt
+
+    bar = window.menuBar()
+    entries = bar.actions()
+    menu = None
+    for title in titles:
+        action = next((a for a in entries if a.text() == title), None)
+        assert action is not None, f"{title!r} is not among {[a.text() for a in entries]}"
+        assert action.isVisible() and action.isEnabled(), f"{title!r} cannot be clicked"
+        where = menu if menu is not None else bar
+        qtbot.mouseMove(where, where.actionGeometry(action).center())
+        qtbot.mouseClick(where, Qt.MouseButton.LeftButton,
+                         pos=where.actionGeometry(action).center())
+        if action.menu() is not None:
+            menu = action.menu()
+            qtbot.waitUntil(menu.isVisible, timeout=3000)
+            entries = menu.actions()
+
+
 def choose(qtbot, combo, value) -> None:
     """Pick an entry of a combo box as a user does: click the box, then click the entry in the
     list that opens. `value` is the entry's data or its text."""

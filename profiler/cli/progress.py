@@ -81,8 +81,14 @@ class Progress:
                             if op.get("percent_of_steps") is not None)
             last = message["step"] + message["steps"] - 1
             trace = message.get("trace_path") or "not written"
+            memory = ""
+            if message.get("memory_snapshot_path"):
+                memory = (f"; CUDA memory snapshot {message['memory_snapshot_path']} (open it at "
+                          "pytorch.org/memory_viz)")
+            elif message.get("memory_snapshot_note"):
+                memory = f"; {message['memory_snapshot_note']}"
             self._line(safe(f"profile of steps {message['step']}..{last}: trace {trace}; top "
-                            f"operators: {top or 'n/a'}"), final=True)
+                            f"operators: {top or 'n/a'}{memory}"), final=True)
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.tty:

@@ -37,6 +37,13 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", type=int, metavar="STEPS",
                    help="record STEPS training steps with torch.profiler once the warmup is over "
                         "(at most 50): operator table and trace in the run")
+    p.add_argument("--memory-snapshot", action="store_true",
+                   help="with --profile: also record the CUDA memory snapshot of those steps, "
+                        "saved in the run folder for pytorch.org/memory_viz (GPU only: n/a on a "
+                        "CPU, said so)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="mirror the run live into a TensorBoard event file, DIR/RUN_ID/ (as "
+                        "`effiscope export --to tensorboard` writes it afterwards)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     from profiler.cli import repeats
 
@@ -77,8 +84,10 @@ class ProfileRequest:
     """`--profile STEPS`: one `profile` command, sent once the first measured step is in (warmup
     steps are not what a profile should show)."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, memory: bool = False):
         self.steps = steps
+        self.memory = memory
+        """--memory-snapshot: the CUDA memory snapshot of the same steps."""
         self.sent = False
 
     def commands(self, message: dict) -> list[dict]:
@@ -87,7 +96,7 @@ class ProfileRequest:
         from profiler.wire import protocol
 
         self.sent = True
-        return [protocol.profile_request(self.steps)]
+        return [protocol.profile_request(self.steps, memory=self.memory)]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -110,6 +119,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         err("--profile STEPS captures 1 or more training steps after the warmup: use it with "
             "a train run (workload = \"train\") and STEPS of 1 or more")
         return EXIT_USAGE
+    if getattr(args, "memory_snapshot", False) and args.profile is None:
+        err("--memory-snapshot records the CUDA memory snapshot of the profiled steps: give "
+            "--profile STEPS with it")
+        return EXIT_USAGE
+    if getattr(args, "tensorboard", None):  # a folder that cannot be written: before a run exists
+        from profiler import files
+
+        try:
+            files.output_folder(args.tensorboard, "choose another folder for --tensorboard")
+        except files.FileRefused as exc:
+            err(f"--tensorboard: {exc}")
+            return EXIT_USAGE
     from profiler.measure import machine_check
 
     if machine_check.needs_check(config):  # what the worker would refuse: before a run exists
@@ -125,6 +146,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_once(config, args)[0]
 
 
+def tensorboard_mirror(args: argparse.Namespace, run):
+    """`--tensorboard DIR`: the run's event file written while it goes; the recorder's null
+    mirror without it. One that cannot start is said, and the run goes on (it can be exported
+    afterwards)."""
+    from profiler.store.recorder import NO_MIRROR
+
+    if not getattr(args, "tensorboard", None):
+        return NO_MIRROR
+    from profiler.report.trackers.tensorboard_events import TensorBoardMirror
+
+    try:
+        mirror = TensorBoardMirror(args.tensorboard, run)
+    except OSError as exc:
+        err(f"--tensorboard: {exc}; the run goes on without the live mirror (`effiscope export "
+            f"{run.run_id} --to tensorboard` writes it afterwards)")
+        return NO_MIRROR
+    print(f"TensorBoard: {mirror.path.parent} (tensorboard --logdir {args.tensorboard})",
+          file=sys.stderr)
+    return mirror
+
+
 def run_once(config, args: argparse.Namespace, meta: dict | None = None,
               ) -> tuple[int, str | None]:
     """One headless run of `config` into the store: (exit code, run id or None). `meta` is a
@@ -135,7 +177,8 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
     from profiler.wire.client import StartRefused, run_to_completion
     from profiler.wire.launch import worker_command
 
-    profile = ProfileRequest(args.profile) if args.profile else None
+    profile = (ProfileRequest(args.profile, getattr(args, "memory_snapshot", False))
+               if args.profile else None)
     store = RunStore()
     try:
         run = store.create_run(config)
@@ -143,7 +186,7 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
             from profiler.cli.repeats import mark
 
             mark(store, run, **meta)
-        recorder = RunRecorder(store, run)
+        recorder = RunRecorder(store, run, tensorboard_mirror(args, run))
     except StoreError as exc:
         err(str(exc))
         return EXIT_USAGE, None
@@ -179,6 +222,8 @@ def run_once(config, args: argparse.Namespace, meta: dict | None = None,
                          allow_nan=False))
     elif not args.json:
         print_summary(run.run_id, run.meta(), summary)
+    if recorder.mirror.problem:  # the run is whole in the store; the mirror is not
+        err(recorder.mirror.problem)
     if recorder.write_error:  # never a silent loss: say what could not be stored, and fail
         err(f"{recorder.write_error}; the run was stopped and {len(recorder.unwritten)} "
             "received messages could not be stored")

@@ -6,6 +6,11 @@ The train loop asks for a capture (`request`) when the front end sends a profile
 (forward / backward / optimizer / other) and the path of the gzipped Chrome trace, which Perfetto
 (ui.perfetto.dev) and chrome://tracing open. All times are measured under the profiler, which
 slows small operators down: compare them with each other, not with the run's plain step times.
+
+With `memory` asked for, the same steps also record the CUDA memory snapshot
+(profiler.measure.memory_snapshot), saved beside the trace for pytorch.org/memory_viz; the
+message says its path (`memory_snapshot_path`) or why there is none (`memory_snapshot_note`,
+n/a on a CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import torch
 
+from profiler.measure.memory_snapshot import MemorySnapshot
 from profiler.wire import protocol
 
 MAX_STEPS = 50
@@ -42,16 +48,23 @@ class ProfileCapture:
         self._prof: Any = None
         self._hooks: list = []
         self._first_step = 0
+        self._started = ""
         self._wanted = 0
         self._step_times: list[float] = []
         self._open_forward: list = []
+        self.memory = MemorySnapshot(device)
+        self.memory_note = ""
+        """Why the current capture has no memory snapshot although one was asked for."""
+        self._memory_asked = False
 
     @property
     def active(self) -> bool:
         return self._prof is not None
 
-    def request(self, steps: int, step: int) -> str | None:
-        """Start capturing from `step` on; returns why it cannot (another capture runs), or None."""
+    def request(self, steps: int, step: int, memory: bool = False) -> str | None:
+        """Start capturing from `step` on, with the CUDA memory snapshot when `memory`; returns
+        why it cannot (another capture runs), or None (memory_note then says why a snapshot
+        asked for will not be made, "" otherwise)."""
         if self.active:
             return f"a capture of {self._wanted} steps is already running since step {self._first_step}"
         if not self.enabled:
@@ -59,12 +72,15 @@ class ProfileCapture:
         self._wanted = max(1, min(int(steps), MAX_STEPS))
         self._first_step = step
         self._step_times = []
+        self._memory_asked = bool(memory)
+        self.memory_note = (self.memory.start() or "") if memory else ""
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.device.type == "cuda" and torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         if not self.compiled:  # hooks on a compiled model would force a recompile
             self._hooks = [self.model.register_forward_pre_hook(self._forward_begins),
                            self.model.register_forward_hook(self._forward_ends)]
+        self._started = time.strftime("%H%M%S")
         self._prof = torch.profiler.profile(activities=activities)
         self._prof.start()
         return None
@@ -98,9 +114,14 @@ class ProfileCapture:
         while self._open_forward:
             self._open_forward.pop().__exit__(None, None, None)
         prof.stop()
+        if not self._step_times and not self.memory.recording:
+            return
+        folder, note = self._folder()
+        snapshot, snapshot_note = self.memory.save(folder, self._stem)  # stops its recording
         if not self._step_times:
             return
-        trace, note = self._write_trace(prof)
+        trace, trace_note = self._write_trace(prof, folder)
+        note = trace_note or note
         message = protocol.profile(
             self._first_step, operator_table(prof, sum(self._step_times),
                                              cuda=self.device.type == "cuda"),
@@ -115,24 +136,34 @@ class ProfileCapture:
             message["breakdown_how"] = BREAKDOWN_HOW[on_device]
         if note:
             message["note"] = note
+        if self._memory_asked:
+            if snapshot is not None:
+                message["memory_snapshot_path"] = snapshot
+            else:
+                message["memory_snapshot_note"] = self.memory_note or snapshot_note
         self.emit(message)
 
-    def _write_trace(self, prof: Any) -> tuple[str | None, str]:
-        started = time.strftime("%H%M%S")
-        name = f"step{self._first_step}-{started}.pt.trace.json.gz"
-        note = ""
+    @property
+    def _stem(self) -> str:
+        """The capture's file names: its first step and the time it started."""
+        return f"step{self._first_step}-{self._started}"
+
+    def _folder(self) -> tuple[Path, str]:
+        """Where the capture's files go: the run folder's traces/ (a temporary folder, said,
+        for a run without one)."""
         if self.output_dir:
-            folder = Path(self.output_dir) / "traces"
-        else:
-            folder = Path(tempfile.mkdtemp(prefix="effiscope-trace-"))
-            note = f"the run has no output folder, so the trace was written to {folder}"
+            return Path(self.output_dir) / "traces", ""
+        folder = Path(tempfile.mkdtemp(prefix="effiscope-trace-"))
+        return folder, f"the run has no output folder, so the trace was written to {folder}"
+
+    def _write_trace(self, prof: Any, folder: Path) -> tuple[str | None, str]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / name
+            path = folder / f"{self._stem}.pt.trace.json.gz"
             prof.export_chrome_trace(str(path))
         except (OSError, RuntimeError) as exc:
             return None, f"the trace could not be written ({exc})"
-        return str(path), note
+        return str(path), ""
 
 
 def operator_table(prof: Any, steps_wall_s: float, cuda: bool) -> list[dict]:

@@ -299,8 +299,21 @@ def profile_html(run: RunData) -> str:
         order = (f"{OPERATOR_HEADERS[sort_key]} time" if sort_key else "the order recorded")
         parts.append(f"<h3>Step {e(prof.get('step', '?'))}: {len(ops)} operators, sorted by "
                      f"{e(order)}</h3>"
-                     + table(headers, rows, set(range(1, len(headers)))) + more)
+                     + table(headers, rows, set(range(1, len(headers)))) + more
+                     + memory_snapshot_html(prof))
     return "".join(parts)
+
+
+def memory_snapshot_html(prof: dict) -> str:
+    """The capture's CUDA memory snapshot (its file, for pytorch.org/memory_viz) or why it has
+    none; nothing when none was asked for."""
+    path, note = prof.get("memory_snapshot_path"), prof.get("memory_snapshot_note")
+    if isinstance(path, str) and path:
+        return (f'<p class="how">CUDA memory snapshot of these steps: <code>{e(path)}</code> '
+                "(drag it onto pytorch.org/memory_viz)</p>")
+    if isinstance(note, str) and note:
+        return f'<p class="how">{e(note)}</p>'
+    return ""
 
 
 def problems(run: RunData) -> list[tuple[str, str, str, str]]:

@@ -5,21 +5,53 @@ folded into a small live state (last sample, errors, done). When the worker goes
 decides how the run ended and writes summary.json: a run that died keeps all it received.
 A store that cannot be written (full disk, read-only folder) is never a silent loss: the
 messages stay in memory and `write_error` says what failed, for the front end to show and act on.
+
+Each worker message is stamped with the time it arrived (`received`, epoch seconds): the wall
+clock of a sample for the trackers a run is exported to. A mirror (a TensorBoard event file
+written while the run goes, profiler.report.trackers) gets every message as it is stored and the
+finished run; NO_MIRROR when there is none.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from profiler.store import RunStore, StoredRun, StoreError, StreamWriter
 from profiler.wire import protocol
 
 
+class Mirror(Protocol):
+    """A second copy of a run written while it goes; it never raises into the recorder."""
+
+    problem: str | None
+    """Why the mirror stopped writing (a sentence), None while it writes."""
+
+    def message(self, message: dict) -> None: ...
+
+    def finish(self, run: StoredRun) -> None:
+        """The run is over and its summary.json written."""
+
+
+class _NoMirror:
+    problem = None
+
+    def message(self, message: dict) -> None:
+        pass
+
+    def finish(self, run: StoredRun) -> None:
+        pass
+
+
+NO_MIRROR: Mirror = _NoMirror()
+
+
 class RunRecorder:
-    def __init__(self, store: RunStore, run: StoredRun):
+    def __init__(self, store: RunStore, run: StoredRun, mirror: Mirror = NO_MIRROR):
         self.store = store
         self.run = run
+        self.mirror = mirror
+        self._mirror_noted = False
         self.writer = StreamWriter(run.stream_path)
         self.hello: dict | None = None
         self.started: dict | None = None
@@ -60,6 +92,7 @@ class RunRecorder:
         self._store(protocol.warning(note, origin="front", received=time.time()))
 
     def handle_message(self, message: dict) -> None:
+        message["received"] = time.time()  # the front end's clock, never the worker's say
         self._store(message)
         kind = message["type"]
         if kind == "sample":
@@ -83,6 +116,10 @@ class RunRecorder:
         except StoreError as exc:
             self.write_error = self.write_error or str(exc)
             self.unwritten.append(message)
+        self.mirror.message(message)  # the mirror keeps what the disk refused, too
+        if self.mirror.problem and not self._mirror_noted:
+            self._mirror_noted = True
+            self.note("warning", self.mirror.problem)
 
     def note(self, kind: str, message: str, **extra: Any) -> None:
         """An event of the front end's own (stop requested, worker died) in the same stream."""
@@ -152,6 +189,7 @@ class RunRecorder:
             self.run.write_summary(summary)
         except (StoreError, OSError) as exc:
             self.write_error = self.write_error or str(exc)
+        self.mirror.finish(self.run)
         try:
             self.store.set_status(self.run, status, end=end if self.write_error is None else
                                   f"{end}; the store could not be written: {self.write_error}")

@@ -100,7 +100,8 @@ WORKER_MESSAGES: dict[str, dict[str, Field]] = {
     "sample": {"step": _req(int), "time": _req(*_NUM), "phase": _opt(str),
                "metrics": _req(dict, each=_req(*_NUM, _NONE))},
     "event": {"kind": _req(str), "message": _req(str), "step": _opt(int, _NONE)},
-    "profile": {"step": _req(int), "operators": _req(list, each=_req(dict))},
+    "profile": {"step": _req(int), "operators": _req(list, each=_req(dict)),
+                "memory_snapshot_path": _opt(str), "memory_snapshot_note": _opt(str)},
     "error": {"kind": _req(str, choices=ERROR_KINDS), "message": _req(str), "hint": _req(str),
               "traceback": _opt(str)},
     "done": {"status": _req(str, choices=DONE_STATUSES), "summary": _req(dict, fields=SUMMARY)},
@@ -111,7 +112,7 @@ WORKER_MESSAGES: dict[str, dict[str, Field]] = {
 FRONT_MESSAGES: dict[str, dict[str, Field]] = {
     "start": {"config": _req(dict)},
     "set": {"technique": _req(str), "params": _req(dict)},
-    "profile": {"steps": _req(int)},
+    "profile": {"steps": _req(int), "memory": _opt(bool)},
     "stop": {},
 }
 HEARTBEAT_PERIOD_S = 1.0
@@ -412,6 +413,7 @@ def stop() -> dict:
     return {"type": "stop"}
 
 
-def profile_request(steps: int) -> dict:
-    """Front end: capture an operator profile over the next `steps` steps."""
-    return {"type": "profile", "steps": steps}
+def profile_request(steps: int, memory: bool = False) -> dict:
+    """Front end: capture an operator profile over the next `steps` steps; with `memory`, the
+    CUDA memory snapshot of the same steps too (n/a on a CPU, said in the profile message)."""
+    return {"type": "profile", "steps": steps, **({"memory": True} if memory else {})}

@@ -168,10 +168,15 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
                              tokens_per_step=tokens_per_step(state)))
         return 1
     if command["type"] == "profile" and capture is not None:
-        why = capture.request(command["steps"], step)
+        memory = bool(command.get("memory"))
+        why = capture.request(command["steps"], step, memory=memory)
+        text = (f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with "
+                "torch.profiler")
+        if memory:
+            text += f"; {capture.memory_note}" if capture.memory_note else (
+                ", with the CUDA memory snapshot")
         emit(protocol.refused(f"profile: {why}", step=step) if why else protocol.info(
-            f"profiling steps {step}..{step + min(command['steps'], 50) - 1} with torch.profiler",
-            step=step))
+            text, step=step))
         return 0
     emit(protocol.refused(f"{command['type']!r} is not available during a "
                           f"{state.config.workload} run in this version", step=step))
