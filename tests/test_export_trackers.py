@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import stored_run
 
 from profiler.cli import main
 from profiler.store import RunStore
+from tests.helpers import stored_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -344,10 +344,10 @@ def test_mlflow_export_read_back_with_mlflows_client(store, tmp_path, capsys):
 def test_the_live_mirror_of_a_nano_run_equals_its_export(store, tmp_path):
     """`effiscope run --tensorboard DIR` writes, while the run goes, the very file that
     `effiscope export --to tensorboard` writes from the store afterwards."""
-    from helpers import nano_config
+    from tests.helpers import run_config
 
     config_path = tmp_path / "nano.toml"
-    nano_config(steps=4, eval_interval=2).save(config_path)
+    run_config(4, eval_interval=2).save(config_path)
     live = tmp_path / "live"
     assert main(["run", str(config_path), "--tensorboard", str(live)]) == 0
     (run_id,) = [p.name for p in live.iterdir()]

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QFileDialog
 
 from profiler.report.trackers.tensorboard_events import event_path
 from profiler.store import RunStore
-from tests import gui_support
 from tests.gui_support import (
     click,
     click_menu,
@@ -22,8 +21,6 @@ from tests.gui_support import (
     tick,
     train_messages,
 )
-
-window = gui_support.window  # the fixture: a MainWindow, freed at teardown
 
 
 def _points(path) -> list[tuple[str, int]]:
