@@ -1,0 +1,528 @@
+"""Will it fit: the memory a run needs, from its real model and techniques traced under fake
+tensors with PyTorch's own memory tracker (imports torch).
+
+The model a config names is built on the meta device without reading a weight (a Hugging Face
+folder from its config.json, a GGUF file from its header, the built-in GPT from its shape). The
+techniques that reshape it (compression, LoRA, attention, checkpointing, FSDP's sharding) are
+applied there through the one engine (techniques/runtime.py); then every tensor becomes a fake
+one (FakeTensorMode: shapes, dtypes and storages, no memory), the rest of the techniques apply
+(optimizer, precision, accumulation, clipping) and one real step runs: the train workload's own
+step (steps.accumulated_step), or the infer workload's prefill and a decode step with the KV
+cache. `torch.distributed._tools.mem_tracker.MemTracker` (FSDPMemTracker under FSDP, over a fake
+process group) sorts every storage into parameters, buffers, gradients, activations,
+temporaries and optimizer states; this module keeps the peak of each phase with its parts.
+
+Why meta first: peft cannot inject adapters into a model whose weights are already fake (its
+`.to()` swaps tensors, which a fake tensor refuses), and FSDP's device mesh cannot be built under
+fake tensors. Steady state: the traced step is a first step, whose optimizer states appear at
+its optimizer step; from the second step on they are there throughout, so their bytes are added
+to the forward and backward peaks (exact: the states' size never changes). Accumulation traces
+two micro-batches (the second backward adds to gradients that exist). A number read from a
+tensor (an optimizer's step count, the gradient norm) is 1 under the trace, and fp16's loss
+scaler is its disabled null object (its checks work in place on the gradients: no memory).
+
+What no trace can see is said in `notes`: torch.compile is left out (the eager model runs), the
+CUDA allocator's caching, the CUDA context and NCCL's buffers are the margin band of
+profiler.figures.memory_fit, never folded into these bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from profiler.engine import weights
+from profiler.errors import Unsupported
+from profiler.figures.memory_fit import SCHEMA
+from profiler.models import source as model_source
+from techniques import registry, runtime
+
+# MemTracker's categories (its enums' values), by the part of the answer they belong to.
+CATEGORY = {
+    "Parameter": "weights", "Sharded Param": "weights", "Buffer": "buffers",
+    "Unsharded Param": "gathered_weights", "All Gather": "gathered_weights",
+    "Gradient": "gradients", "Sharded Grad": "gradients", "Unsharded Grad": "gradients",
+    "Reduce Scatter": "gradients", "Activation": "activations", "Temp": "temporaries",
+    "Optstate": "optimizer_states", "OptState": "optimizer_states", "Other": "inputs",
+    "Inputs": "inputs",
+}
+META_STAGES = ("compress", "model", "checkpoint")
+"""Stages applied on the meta device, before the tensors become fake (see the module doc)."""
+LEFT_OUT = {
+    "compile": "torch.compile is left out: the trace runs the eager model (compiled kernels "
+               "fuse ops and usually hold less, never more)",
+    "tf32": "tf32 changes matmul precision, not memory",
+}
+REFUSED = {
+    "qlora": "its 4-bit NF4 weights are bitsandbytes kernels that run on a real CUDA GPU only",
+    "float8_training": "torchao's float8 matmuls run on a real CUDA GPU only",
+    "quantize_weight_only": "torchao's int4 / int8 weight-only kernels run on a real CUDA GPU "
+                            "only",
+    "prune_semi_structured": "its 2:4 sparse kernels run on a real CUDA GPU only",
+}
+
+
+class Untraceable(Unsupported):
+    """A model or technique the fake trace cannot run; the text says which and what to do."""
+
+
+def _refusal(what: str, exc: BaseException) -> Untraceable:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+    return Untraceable(f"{what} cannot be traced under fake tensors ({type(exc).__name__}: "
+                       f"{first}); the estimate cannot include it: switch it off to estimate "
+                       "the rest, or measure a short run")
+
+
+# --- the tracker ----------------------------------------------------------------------------
+def _phase_tracker(base: type) -> type:
+    class PhaseTracker(base):
+        """The tracker with the device's peak kept per phase (forward, backward, optimizer step;
+        prefill, decode): its own per-module peaks are skipped (on an 8B model they made the
+        trace five times slower, and nothing here reads them)."""
+
+        phase: str | None = None
+        """Set for an inference trace; a training trace reads the phase from the tracker."""
+
+        def _update_peak_stats(self, peak_state: Any) -> None:
+            phase = self.phase or self._phase_now()
+            self.last_phase = phase
+            peaks = self.__dict__.setdefault("phase_peaks", {})
+            for device, snap in self._curr_mem_snap.items():
+                total = snap["Total"]
+                if total > self._peak_mem.get(device, 0):
+                    self._peak_mem[device] = total
+                best = peaks.get(phase)
+                if best is None or total > best["Total"]:
+                    peaks[phase] = dict(snap)
+
+        def _phase_now(self) -> str:
+            """The optimizer's step, backward, a module's forward; an op outside all three (the
+            loss scaled, a total kept) belongs to the phase before it."""
+            if self._in_opt:
+                return "optimizer step"
+            if self._mod_tracker.is_bw:
+                return "backward"
+            inside = len(self._mod_tracker.parents) > 1  # "Global" is always there
+            return "forward" if inside else getattr(self, "last_phase", "forward")
+
+        def _track_module_params_and_buffers(self, module: Any,
+                                             install_grad_hooks: bool = True) -> tuple[int, int]:
+            """PyTorch's, with frozen parameters (LoRA's base weights) given no gradient hook:
+            registering one on a tensor that needs no gradient raises."""
+            if install_grad_hooks:
+                for param in module.parameters():
+                    if not param.requires_grad and param not in self._param_to_grad_hook_handles:
+                        self._param_to_grad_hook_handles[param] = (_NO_HOOK, _NO_HOOK)
+            return super()._track_module_params_and_buffers(module, install_grad_hooks)
+
+        def now(self) -> dict[str, int]:
+            """The bytes held now, by part (all devices together)."""
+            return _parts(next(iter(self._curr_mem_snap.values()), {}))
+
+    return PhaseTracker
+
+
+class _NoHook:
+    """The handle of a hook never registered (the tracker removes every handle at its exit)."""
+
+    def remove(self) -> None:
+        return None
+
+
+_NO_HOOK = _NoHook()
+
+
+def _parts(snapshot: dict) -> dict[str, int]:
+    parts: dict[str, int] = {}
+    for key, value in snapshot.items():
+        name = getattr(key, "value", key)
+        if name == "Total":
+            continue
+        part = CATEGORY.get(name, "temporaries")
+        parts[part] = parts.get(part, 0) + int(value)
+    return parts
+
+
+class _OneReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """A number read from a fake tensor (`.item()`, `float()`) is 1 (an optimizer's step count,
+    the norm to clip by), a truth value False: what the step allocates does not depend on it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            dtype = args[0].dtype
+            return False if dtype == torch.bool else 1.0 if dtype.is_floating_point else 1
+        return func(*args, **(kwargs or {}))
+
+
+# --- building the model ---------------------------------------------------------------------
+def _fake_from_meta(model: torch.nn.Module, device: str) -> None:
+    """Every parameter, buffer and tensor attribute on the meta device replaced by a fake tensor
+    of the same shape, strides and dtype on `device` (the caller is in FakeTensorMode); a tensor
+    shared by two modules (a tied head) stays one."""
+    made: dict[int, torch.Tensor] = {}
+    kept: list[torch.Tensor] = []  # the originals stay alive: their ids are the memo's keys
+
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in made:
+            kept.append(tensor)
+            new = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype,
+                                      device=device)
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            made[id(tensor)] = new
+        return made[id(tensor)]
+
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for name, tensor in list(table.items()):
+                if tensor is not None and tensor.device.type == "meta":
+                    table[name] = fake(tensor)
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                setattr(module, name, fake(value))
+
+
+class _FakeProcessGroup:
+    """torch.distributed's fake backend for the length of a trace: collectives that move no
+    data, so FSDP shards and gathers as it would over `world` processes."""
+
+    def __init__(self, world: int):
+        self.world = world
+        self.started = False
+
+    def __enter__(self) -> _FakeProcessGroup:
+        import torch.distributed as dist
+        from torch.testing._internal.distributed.fake_pg import FakeStore
+
+        if dist.is_initialized():
+            raise Untraceable("FSDP cannot be traced inside a process that already runs a "
+                              "distributed job; estimate from the command line")
+        dist.init_process_group("fake", rank=0, world_size=self.world, store=FakeStore())
+        self.started = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch.distributed as dist
+
+        if self.started:
+            dist.destroy_process_group()
+
+
+def _plan(config: Any, stages: tuple[str, ...], notes: list[str]) -> dict:
+    """The techniques the trace applies (defaults filled), the ones it leaves out said in
+    notes; a technique it cannot run refused with the reason."""
+    wanted = {}
+    for name, params in runtime.enabled_techniques(config).items():
+        info = registry.get(name)
+        if info.stage not in stages:
+            continue
+        if name in REFUSED:
+            raise Untraceable(f"techniques.{name} cannot be traced under fake tensors: "
+                              f"{REFUSED[name]}; switch it off to estimate the rest, or "
+                              "measure a short run on the GPU")
+        if name in LEFT_OUT:
+            notes.append(LEFT_OUT[name])
+            continue
+        wanted[name] = params
+    return wanted
+
+
+def _optimizer_kernel(wanted: dict, target: str, notes: list[str]) -> None:
+    """`implementation = auto` made definite: fused on CUDA (what a run there picks), foreach on
+    a CPU (a run there times both; foreach holds more at its step, so the estimate is the safe
+    one)."""
+    params = wanted.get("optimizer")
+    if params is None or params.implementation != "auto":
+        return
+    if params.algorithm == "sgd" and params.momentum == 0:
+        return
+    kernel = "fused" if target == "cuda" else "foreach"
+    wanted["optimizer"] = params.replace(implementation=kernel)
+    if target != "cuda":
+        notes.append("optimizer implementation auto: a CPU run times foreach against fused and "
+                     "keeps the faster; traced as foreach, which holds more at its step")
+
+
+def _apply(state: runtime.TrainState, wanted: dict, names: list[str]) -> None:
+    for name in names:
+        try:
+            runtime.apply_all(state, {name: wanted[name]}, keep_masks=True)
+        except Unsupported:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one sentence
+            raise _refusal(f"techniques.{name}", exc) from None
+
+
+def _prepared(config: Any, target: str, world: int, notes: list[str]
+              ) -> tuple[runtime.TrainState, dict, contextlib.ExitStack, bool]:
+    """The model as the run would have it, fake, with its techniques: (state, techniques,
+    the contexts to leave afterwards, whether FSDP shards it)."""
+    training = config.workload == "train"
+    stages = registry.STAGES if training else registry.INFER_STAGES
+    wanted = _plan(config, stages, notes)
+    _optimizer_kernel(wanted, target, notes)
+    sharded = wanted.pop("fsdp", None)
+    ddp = wanted.pop("ddp", None)
+    if ddp is not None:
+        notes.append(_ddp_note(ddp))
+    dropout = config.model.dropout if training else 0.0
+    try:
+        with torch.device("meta"):
+            model = weights.build_skeleton(config.model, dropout)
+    except Unsupported:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build from its config
+        raise _refusal(f"the model ({model_source.model_label(config.model)})", exc) from None
+    model.train(training)
+    caps = {**model_source.model_caps(config.model), "world_size": world,
+            "cuda": target == "cuda", "fused": ["adamw", "adam", "sgd"]}
+    state = runtime.TrainState(config=config, device=torch.device("cpu"), caps=caps,
+                               model=model, warn=notes.append)
+    order = sorted((registry.get(n) for n in wanted), key=runtime.order_key)
+    state.device = torch.device("meta")
+    _apply(state, wanted, [i.name for i in order if i.stage in META_STAGES])
+    stack = contextlib.ExitStack()
+    try:
+        if sharded is not None:
+            stack.enter_context(_FakeProcessGroup(world))
+            _apply(state, {"fsdp": sharded}, ["fsdp"])
+            stack.enter_context(_fake_mode())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.to_empty(device="cpu")  # FSDP's shards become fake, ties and all
+        else:
+            stack.enter_context(_fake_mode())
+            _fake_from_meta(model, "cpu")
+        state.device = torch.device("cpu")
+        _apply(state, wanted, [i.name for i in order if i.stage not in META_STAGES])
+    except BaseException:
+        stack.close()  # the fake mode and process group end with the failure
+        raise
+    if sharded is not None:
+        wanted["fsdp"] = sharded
+    return state, wanted, stack, sharded is not None
+
+
+def _fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def _ddp_note(params: Any) -> str:
+    if params.gradient_as_bucket_view:
+        return ("DDP: gradients live in its buckets (gradient_as_bucket_view), allocated once "
+                "and kept through forward: counted from the forward on")
+    return ("DDP without gradient_as_bucket_view keeps a second copy of every gradient in its "
+            "buckets: counted from the forward on")
+
+
+# --- the traces -------------------------------------------------------------------------------
+class _Batches:
+    """The step's micro-batches: fake token ids made before the tracker starts (tracked as
+    inputs); each next() after the first tells the tracker a new micro-batch begins."""
+
+    def __init__(self, tracker: Any, x: torch.Tensor, y: torch.Tensor):
+        self.tracker, self.x, self.y, self.calls = tracker, x, y, 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.calls:
+            self.tracker.reset_mod_stats()  # the model is called again: not a second iteration
+        self.calls += 1
+        return self.x, self.y
+
+
+def _tracker(sharded: bool, model: torch.nn.Module, optimizer: Any, *inputs: torch.Tensor):
+    """PyTorch's tracker (FSDP's under FSDP), with the model, optimizer and inputs made before it
+    started registered."""
+    if sharded:
+        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+
+        tracker = _phase_tracker(FSDPMemTracker)(model, optimizer)
+        tracker.track_inputs(inputs)
+        return tracker
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = _phase_tracker(MemTracker)()
+    tracker.track_external(model, *([optimizer] if optimizer is not None else []), *inputs)
+    return tracker
+
+
+def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
+           notes: list[str], ddp: Any) -> dict:
+    from profiler.engine.workloads import steps
+
+    model = state.model
+    state.scaler = runtime.make_scaler(state.device, enabled=False)  # see the module doc
+    micro = state.micro_batches
+    traced_micro = min(micro, 2)
+    state.micro_batches = traced_micro
+    x = torch.zeros(batch, seq, dtype=torch.long)
+    y = torch.zeros(batch, seq, dtype=torch.long)
+    tracker = _tracker(sharded, model, state.optimizer, x, y)
+    saved: dict[str, int] = {}
+    forward = steps.lm_loss_of(state)
+
+    def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        parts = forward(inputs, targets)
+        if not saved:
+            saved.update(tracker.now())
+        return parts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker, _OneReads():
+            steps.accumulated_step(state, _Batches(tracker, x, y), 1, loss_of)
+    resident = tracker.now()
+    states = resident.get("optimizer_states", 0)
+    grads = sum(runtime.local_bytes(p) for p in model.parameters() if p.requires_grad)
+    phases = {}
+    for phase, snap in tracker.phase_peaks.items():
+        parts = _parts(snap)
+        if phase != "optimizer step":  # steady state: the states are there from step 2 on
+            parts["optimizer_states"] = parts.get("optimizer_states", 0) + states
+        else:  # what the step allocates beyond the states it keeps: its temporaries
+            extra = parts.get("optimizer_states", 0) - states
+            parts["optimizer_states"] = states
+            parts["temporaries"] = parts.get("temporaries", 0) + max(extra, 0)
+        if ddp is not None:
+            held = grads if phase == "forward" else 0  # buckets outlive zero_grad
+            if not ddp.gradient_as_bucket_view:
+                held += grads
+            parts["gradients"] = parts.get("gradients", 0) + held
+        phases[phase] = _phase(parts)
+    if micro > traced_micro:
+        notes.append(f"accumulation over {micro} micro-batches traced as {traced_micro}: every "
+                     "later micro-batch repeats the second (gradients exist, one micro-batch's "
+                     "activations)")
+    return {
+        "phases": phases,
+        "resident": {"weights": resident.get("weights", 0),
+                     "buffers": resident.get("buffers", 0),
+                     "gradients": grads, "optimizer_states": states,
+                     "activations": saved.get("activations", 0)},
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "micro_batches": micro,
+    }
+
+
+def _phase(parts: dict[str, int]) -> dict:
+    parts = {k: v for k, v in parts.items() if v}
+    return {"peak": sum(parts.values()), "parts": parts}
+
+
+def _infer(state: runtime.TrainState, batch: int, config: Any, notes: list[str]) -> dict:
+    cfg = config.infer
+    model = state.model
+    prompts = torch.zeros(batch, cfg.prompt_len, dtype=torch.long)
+    tracker = _tracker(False, model, None, prompts)
+    total = cfg.prompt_len + cfg.gen_len
+    cache = None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        with tracker, _OneReads(), state.step_context():
+            if getattr(model, "kind", "") == "hf-encoder":
+                tracker.phase = "forward"
+                model(prompts)
+            else:
+                tracker.phase = "prefill"
+                cache = model.new_kv_cache(total)
+                logits, _ = model(prompts, kv_cache=cache)
+                token = logits[:, -1].argmax(dim=-1, keepdim=True)
+                del logits
+                tracker.reset_mod_stats()
+                tracker.phase = "decode"
+                logits, _ = model(token, kv_cache=cache)
+                del logits
+    kv_now = cache.nbytes() if cache is not None else 0
+    kv_full = kv_now
+    if cache is not None and cache.length and kv_now < kv_now // cache.length * total:
+        kv_full = kv_now // cache.length * total  # a growing cache: bytes per position x all
+        notes.append(f"the KV cache grows one position per new token: traced to "
+                     f"{cache.length} positions, counted at its full {total} (prompt + new "
+                     "tokens) by its bytes per position")
+    phases = {}
+    for phase, snap in tracker.phase_peaks.items():
+        parts = _parts(snap)
+        if cache is not None:
+            held = kv_now if phase == "decode" else min(kv_now, parts.get("activations", 0))
+            parts["activations"] = max(parts.get("activations", 0) - held, 0)
+            parts["kv_cache"] = held + (kv_full - kv_now if phase == "decode" else 0)
+        phases[phase] = _phase(parts)
+    resident = tracker.now()
+    return {"phases": phases,
+            "resident": {"weights": resident.get("weights", 0),
+                         "buffers": resident.get("buffers", 0), "kv_cache": kv_full},
+            "trainable_parameters": 0, "micro_batches": 1}
+
+
+# --- the entry point --------------------------------------------------------------------------
+def trace(config: Any, *, world_size: int | None = None, target: str | None = None,
+          batch_size: int | None = None) -> dict:
+    """The memory one process of this run holds, traced (see the module doc): plain data in
+    profiler.figures.memory_fit's schema. `target`: "cuda" or "cpu", the device the estimate is
+    for (default: the config's); `world_size`: the job's processes (default: the config's
+    launch); `batch_size`: the micro-batch to trace (default: the config's). Raises Untraceable
+    (an Unsupported) with a sentence for a model or technique the trace cannot run."""
+    started = time.perf_counter()
+    if config.workload not in ("train", "infer"):
+        raise Untraceable(f"workload = {config.workload} is not estimated: the trace runs a "
+                          "train step or an inference (the compress and distill workloads "
+                          "hold two models); estimate the train or infer run of each model")
+    world = world_size or config.launch.nproc_per_node * config.launch.nnodes
+    target = target or _target(config)
+    notes: list[str] = []
+    training = config.workload == "train"
+    batch = batch_size or (config.train.batch_size if training else config.infer.batch_size)
+    seq = config.train.seq_len if training else config.infer.prompt_len
+    if target == "cuda" and not torch.cuda.is_available():
+        notes.append("traced with CPU kernels for a CUDA GPU: where CUDA's autocast keeps an op "
+                     "in fp32 that the CPU's casts (math attention's softmax), the GPU holds a "
+                     "little more; the allocator's 512-byte rounding is in the margin band")
+    ddp_params = runtime.enabled_techniques(config).get("ddp") if training else None
+    state, wanted, stack, sharded = _prepared(config, target, world, notes)
+    with stack:
+        try:
+            if training:
+                found = _train(state, sharded, batch, seq, notes, ddp_params)
+            else:
+                found = _infer(state, batch, config, notes)
+        except Unsupported:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one sentence
+            raise _refusal(f"the {config.workload} step of "
+                           f"{model_source.model_label(config.model)}", exc) from None
+        parameters = sum(p.numel() for p in state.model.parameters())
+    phases = found["phases"]
+    peak_phase = max(phases, key=lambda p: phases[p]["peak"])
+    sharding = "fsdp" if sharded else "ddp" if ddp_params is not None else "none"
+    return {
+        "schema": SCHEMA,
+        "workload": config.workload,
+        "model": model_source.model_label(config.model),
+        "parameters": parameters,
+        "trainable_parameters": found["trainable_parameters"],
+        "batch_size": batch, "seq_len": seq, "micro_batches": found["micro_batches"],
+        "gen_len": None if training else config.infer.gen_len,
+        "world_size": world, "sharding": sharding if world > 1 else "none",
+        "target": target, "traced_on": "cpu",
+        "techniques": sorted(wanted),
+        "resident": found["resident"],
+        "phases": phases,
+        "peak": phases[peak_phase]["peak"], "peak_phase": peak_phase,
+        "parts": phases[peak_phase]["parts"],
+        "notes": notes,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _target(config: Any) -> str:
+    if config.device.startswith("cuda"):
+        return "cuda"
+    if config.device == "auto" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
