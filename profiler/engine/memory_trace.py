@@ -149,13 +149,37 @@ def _parts(snapshot: dict) -> dict[str, int]:
 
 class _OneReads(torch.utils._python_dispatch.TorchDispatchMode):
     """A number read from a fake tensor (`.item()`, `float()`) is 1 (an optimizer's step count,
-    the norm to clip by), a truth value False: what the step allocates does not depend on it."""
+    the norm to clip by), a truth value True (transformers asks whether a padding mask is all
+    ones, as an unpadded batch's is: True lets it skip the mask as the eager run does)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             dtype = args[0].dtype
-            return False if dtype == torch.bool else 1.0 if dtype.is_floating_point else 1
+            return True if dtype == torch.bool else 1.0 if dtype.is_floating_point else 1
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def _eager_decisions():
+    """transformers' masking takes the traced (compiled / exported) path for a fake tensor: it
+    keeps a full causal mask that SDPA saves and repeats grouped keys and values, where the eager
+    run on real tensors skips the mask and lets SDPA group them (65 KiB of 780 KiB more on a
+    2-layer Llama). For the length of a trace its tracing test sees compile and jit only, so the
+    trace makes the eager run's choices."""
+    import sys
+
+    masking = sys.modules.get("transformers.masking_utils")
+    if masking is None or not hasattr(masking, "is_tracing"):
+        yield
+        return
+    from transformers.utils.import_utils import is_jit_tracing, is_torchdynamo_compiling
+
+    original = masking.is_tracing
+    masking.is_tracing = lambda tensor=None: is_torchdynamo_compiling() or is_jit_tracing()
+    try:
+        yield
+    finally:
+        masking.is_tracing = original
 
 
 # --- building the model ---------------------------------------------------------------------
@@ -184,6 +208,33 @@ def _fake_from_meta(model: torch.nn.Module, device: str) -> None:
         for name, value in list(vars(module).items()):
             if isinstance(value, torch.Tensor) and value.device.type == "meta":
                 setattr(module, name, fake(value))
+
+
+class _SavedForBackward(torch.autograd.graph.saved_tensors_hooks):
+    """The bytes autograd saves for backward in one forward, counted as the memory probe counts
+    them (profiler.measure.memory_probe.saved_for_backward: each storage once, parameters' left
+    out), keyed by storage identity because a fake tensor has no data pointer. The tracker's
+    activations are everything the forward left alive (its output and loss too): the peak uses
+    those; this is the figure a run's probe measures, for the cross-check."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.sizes: dict[int, int] = {}
+        params = {_storage_key(p) for p in model.parameters()}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            key = _storage_key(tensor)
+            if key not in params:
+                self.sizes.setdefault(key, runtime.local(tensor).untyped_storage().nbytes())
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+    def nbytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return runtime.local(tensor).untyped_storage()._cdata
 
 
 class _FakeProcessGroup:
@@ -368,14 +419,17 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
     forward = steps.lm_loss_of(state)
 
     def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        parts = forward(inputs, targets)
-        if not saved:
-            saved.update(tracker.now())
+        if saved:
+            return forward(inputs, targets)
+        kept = _SavedForBackward(model)
+        with kept:
+            parts = forward(inputs, targets)
+        saved.update(tracker.now(), saved_for_backward=kept.nbytes())
         return parts
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with tracker, _OneReads():
+        with tracker, _OneReads(), _eager_decisions():
             steps.accumulated_step(state, _Batches(tracker, x, y), 1, loss_of)
     resident = tracker.now()
     states = resident.get("optimizer_states", 0)
@@ -404,7 +458,8 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
         "resident": {"weights": resident.get("weights", 0),
                      "buffers": resident.get("buffers", 0),
                      "gradients": grads, "optimizer_states": states,
-                     "activations": saved.get("activations", 0)},
+                     "activations": saved.get("activations", 0),
+                     "saved_for_backward": saved.get("saved_for_backward", 0)},
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "micro_batches": micro,
     }
@@ -424,7 +479,7 @@ def _infer(state: runtime.TrainState, batch: int, config: Any, notes: list[str])
     cache = None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        with tracker, _OneReads(), state.step_context():
+        with tracker, _OneReads(), _eager_decisions(), state.step_context():
             if getattr(model, "kind", "") == "hf-encoder":
                 tracker.phase = "forward"
                 model(prompts)
