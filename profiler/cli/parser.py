@@ -11,6 +11,7 @@ import sys
 from profiler.cli import (
     bench,
     compare,
+    estimate,
     gui,
     models,
     report,
@@ -26,7 +27,7 @@ from profiler.cli.common import EXIT_PIPE, EXIT_USAGE, err
 from profiler.cli.doctor import command as doctor
 
 COMMANDS = (gui, run, runs, show, techniques, models, report, compare, bench, tune, doctor,
-            roofline, worker)
+            roofline, estimate, worker)
 """The command modules in the order `effiscope --help` lists them; each has add_parser(sub)."""
 
 

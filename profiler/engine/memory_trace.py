@@ -529,7 +529,7 @@ def trace(config: Any, *, world_size: int | None = None, target: str | None = No
                           "train step or an inference (the compress and distill workloads "
                           "hold two models); estimate the train or infer run of each model")
     world = world_size or config.launch.nproc_per_node * config.launch.nnodes
-    target = target or _target(config)
+    target = target or target_of(config)
     notes: list[str] = []
     training = config.workload == "train"
     batch = batch_size or (config.train.batch_size if training else config.infer.batch_size)
@@ -575,7 +575,8 @@ def trace(config: Any, *, world_size: int | None = None, target: str | None = No
     }
 
 
-def _target(config: Any) -> str:
+def target_of(config: Any) -> str:
+    """The device the estimate is for: the config's, or CUDA when "auto" finds one."""
     if config.device.startswith("cuda"):
         return "cuda"
     if config.device == "auto" and torch.cuda.is_available():

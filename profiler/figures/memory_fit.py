@@ -23,3 +23,132 @@ PARTS = (("weights", "Weights"), ("gathered_weights", "Gathered weights (FSDP)")
 """Every part a trace reports, in the order it is shown, with its label."""
 PART_KEYS = tuple(key for key, _ in PARTS)
 PHASES = ("forward", "backward", "optimizer step", "prefill", "decode")
+
+GIB = 2**30
+MARGIN = {
+    "cuda": (("CUDA context (kernels, cuBLAS / cuDNN handles), outside the allocator", 0.3, 1.0),
+             ("caching allocator: block rounding and fragmentation (of the traced peak)", 0.0,
+              0.10)),
+    "cpu": (("the process itself (Python, torch and its libraries)", 0.3, 0.8),),
+    "nccl": (("NCCL's buffers (a job of several processes)", 0.2, 1.0),),
+}
+"""The margin band (see the module doc): (what, low, high), GiB, or a fraction of the peak
+where the text says "of the traced peak"."""
+
+
+def margin_band(peak: int, target: str, world_size: int = 1) -> dict:
+    """What the process needs beyond the traced tensors, as a band: {"low", "high" (bytes),
+    "parts": [(what, low, high)]}; never added into the peak itself."""
+    parts = list(MARGIN["cuda" if target == "cuda" else "cpu"])
+    if world_size > 1 and target == "cuda":
+        parts += list(MARGIN["nccl"])
+    low = high = 0
+    shown = []
+    for what, lo, hi in parts:
+        scale = peak if "of the traced peak" in what else GIB
+        low, high = low + int(lo * scale), high + int(hi * scale)
+        shown.append((what, int(lo * scale), int(hi * scale)))
+    return {"low": low, "high": high, "parts": shown}
+
+
+def verdict(peak: int, capacity: int, band: dict) -> str:
+    """"fits" when the peak and the top of the band fit, "does not fit" when the peak and the
+    bottom of the band do not, else "may fit" (within the band: measure a short run)."""
+    if peak + band["high"] <= capacity:
+        return "fits"
+    if peak + band["low"] > capacity:
+        return "does not fit"
+    return "may fit"
+
+
+def largest_micro_batch(trace_at: dict[int, int], capacity: int, margin_high: int,
+                        limit: int = 1 << 16) -> int | None:
+    """The largest micro-batch whose peak plus the band's top fits `capacity`, from the peaks
+    traced at two batch sizes ({batch: peak}): a step's peak is a fixed part (weights, states)
+    plus a part per sequence (activations), so the line through the two is exact where the
+    phase of the peak does not change; 0 when not even batch 1 fits; None without two points."""
+    if len(trace_at) < 2:
+        return None
+    (b1, p1), (b2, p2) = sorted(trace_at.items())[:2]
+    per_sequence = max((p2 - p1) / (b2 - b1), 0.0)
+    fixed = p1 - per_sequence * b1
+    room = capacity - margin_high - fixed
+    if room < per_sequence:
+        return 0
+    if per_sequence == 0:
+        return limit
+    return min(int(room // per_sequence), limit)
+
+
+def catalogue(device_names: list[str] | None = None) -> list[tuple[str, int]]:
+    """(label, bytes) of every GPU memory size in the peak catalogue, or of the names given."""
+    from profiler.figures import peaks
+
+    if device_names:
+        found = []
+        for name in device_names:
+            peak = peaks.match_device(name) or _by_label(name)
+            size = peaks.memory_gib(peak, name) if peak is not None else None
+            if size is None:
+                raise ValueError(f"no memory size known for GPU {name!r}; use one of "
+                                 f"{', '.join(p.label for p in peaks.PEAKS if p.memory)}")
+            found.append((f"{peak.label} {size[0]}", int(size[1] * GIB)))
+        return found
+    return [(f"{p.label} {label}", int(gib * GIB)) for p in peaks.PEAKS
+            for label, gib in p.memory]
+
+
+def _by_label(name: str):
+    """A short name ("4090", "h200 nvl") matched against the catalogue's labels: the first
+    whose words hold every word of the name but its size ("40gb")."""
+    import re
+
+    from profiler.figures import peaks
+
+    wanted = {w for w in re.split(r"[^0-9a-z]+", name.lower()) if w and not w.endswith("gb")}
+    for peak in peaks.PEAKS:
+        if wanted and wanted <= set(re.split(r"[^0-9a-z]+", peak.label.lower())):
+            return peak
+    return None
+
+
+def fit_rows(result: dict, gpus: list[tuple[str, int]]) -> list[dict]:
+    """Per GPU: its memory, the verdict, the room left at the band's top, the largest
+    micro-batch (when the result carries the peaks at two batch sizes)."""
+    band = margin_band(result["peak"], "cuda", result.get("world_size", 1))
+    points = {int(k): int(v) for k, v in (result.get("peak_by_batch") or {}).items()}
+    rows = []
+    for label, capacity in gpus:
+        rows.append({"gpu": label, "memory": capacity,
+                     "verdict": verdict(result["peak"], capacity, band),
+                     "free": capacity - result["peak"] - band["high"],
+                     "largest_micro_batch": largest_micro_batch(points, capacity,
+                                                                band["high"])})
+    return rows
+
+
+def gib(value: int | float | None) -> str:
+    """Bytes as people read them (KiB / MiB / GiB, three digits), "n/a" when missing."""
+    from profiler.figures.metrics import format_value
+
+    return format_value(value, "bytes")
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The answer as text: parts at the peak, the phase, the band, what was left out."""
+    sharded = (f", {result['sharding'].upper()} over {result['world_size']} processes (per "
+               "process)" if result.get("sharding") not in (None, "none") else "")
+    lines = [f"{result['model']}: {result['workload']}, micro-batch {result['batch_size']} x "
+             f"{result['seq_len']}{sharded}, {', '.join(result['techniques']) or 'no techniques'}",
+             f"peak {gib(result['peak'])} during the {result['peak_phase']}"]
+    labels = dict(PARTS)
+    for key in PART_KEYS:
+        value = result["parts"].get(key)
+        if value:
+            lines.append(f"  {labels[key]:<24} {gib(value):>12}")
+    band = margin_band(result["peak"], result["target"], result.get("world_size", 1))
+    lines.append(f"margin band, not included above: {gib(band['low'])} to {gib(band['high'])}")
+    for what, low, high in band["parts"]:
+        lines.append(f"  {what}: {gib(low)} to {gib(high)}")
+    lines += [f"note: {note}" for note in result.get("notes", [])]
+    return lines
