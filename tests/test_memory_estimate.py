@@ -192,3 +192,12 @@ def test_a_technique_the_trace_cannot_run_is_refused_with_a_sentence():
     config = _config("gpt-nano", "train", {"qlora": {}})
     with pytest.raises(memory_trace.Untraceable, match="qlora.*GPU"):
         memory_trace.trace(config, target="cpu")
+
+
+def test_low_bit_states_are_put_at_their_size_and_said(traced):
+    plain = traced[_name("gpt-nano", "train", {})][0]
+    config = _config("gpt-nano", "train", {"optimizer_low_bit": {"bits": 8}})
+    low = memory_trace.trace(config, target="cpu")
+    assert low["resident"]["optimizer_states"] < plain["resident"]["optimizer_states"] / 3
+    assert low["peak"] < plain["peak"]
+    assert any("optimizer_low_bit" in note for note in low["notes"])

@@ -219,11 +219,11 @@ class _SavedForBackward(torch.autograd.graph.saved_tensors_hooks):
 
     def __init__(self, model: torch.nn.Module):
         self.sizes: dict[int, int] = {}
-        params = {_storage_key(p) for p in model.parameters()}
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:
             key = _storage_key(tensor)
-            if key not in params:
+            # read again each time: FSDP swaps in all-gathered parameters while a module runs
+            if key not in self.sizes and key not in {_storage_key(p) for p in model.parameters()}:
                 self.sizes.setdefault(key, runtime.local(tensor).untyped_storage().nbytes())
             return tensor
 
@@ -317,6 +317,7 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
     wanted = _plan(config, stages, notes)
     _optimizer_kernel(wanted, target, notes)
     sharded = wanted.pop("fsdp", None)
+    low_bit = wanted.pop("optimizer_low_bit", None)
     ddp = wanted.pop("ddp", None)
     if ddp is not None:
         notes.append(_ddp_note(ddp))
@@ -331,8 +332,12 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
     model.train(training)
     caps = {**model_source.model_caps(config.model), "world_size": world,
             "cuda": target == "cuda", "fused": ["adamw", "adam", "sgd"]}
+    def warn(text: str) -> None:
+        if "measured" not in text:  # a technique's timing ran on fake tensors: meaningless
+            notes.append(text)
+
     state = runtime.TrainState(config=config, device=torch.device("cpu"), caps=caps,
-                               model=model, warn=notes.append)
+                               model=model, warn=warn)
     order = sorted((registry.get(n) for n in wanted), key=runtime.order_key)
     state.device = torch.device("meta")
     _apply(state, wanted, [i.name for i in order if i.stage in META_STAGES])
@@ -355,6 +360,8 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
         raise
     if sharded is not None:
         wanted["fsdp"] = sharded
+    if low_bit is not None:
+        wanted["optimizer_low_bit"] = low_bit
     return state, wanted, stack, sharded is not None
 
 
@@ -441,6 +448,8 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
             parts["optimizer_states"] = parts.get("optimizer_states", 0) + states
         else:  # what the step allocates beyond the states it keeps: its temporaries
             extra = parts.get("optimizer_states", 0) - states
+            if sharded:  # see the note below: one fp32 copy of the local trained shard
+                extra = grads
             parts["optimizer_states"] = states
             parts["temporaries"] = parts.get("temporaries", 0) + max(extra, 0)
         if ddp is not None:
@@ -449,6 +458,11 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
                 held += grads
             parts["gradients"] = parts.get("gradients", 0) + held
         phases[phase] = _phase(parts)
+    if sharded and "optimizer step" in phases:
+        notes.append("FSDP: at the optimizer step PyTorch's FSDP tracker counts 13 to 25 times "
+                     "the states it keeps (DTensor states, fused or foreach alike), which no "
+                     "run holds; the step's temporaries are counted as one fp32 copy of the "
+                     "local trained shard, what a foreach step holds without FSDP")
     if micro > traced_micro:
         notes.append(f"accumulation over {micro} micro-batches traced as {traced_micro}: every "
                      "later micro-batch repeats the second (gradients exist, one micro-batch's "
@@ -463,6 +477,30 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "micro_batches": micro,
     }
+
+
+def _low_bit_states(found: dict, state: runtime.TrainState, low_bit: Any,
+                    notes: list[str]) -> None:
+    """torchao's low-bit AdamW compiles its step (torch.compile, fullgraph), which cannot run on
+    fake tensors: the step is traced as fp32 AdamW and its states are put at the low-bit size
+    the optimizer's one predictor gives (techniques.optimizer.predicted_state_bytes, the layout
+    its state_bytes measures)."""
+    from techniques.optimizer import predicted_state_bytes
+
+    numels = [int(p.numel()) for p in state.model.parameters() if p.requires_grad]
+    states, how = predicted_state_bytes(numels, "adamw", 0.9, dict(low_bit))
+    if states is None:
+        raise Untraceable(f"techniques.optimizer_low_bit cannot be estimated: {how}")
+    traced = found["resident"]["optimizer_states"]
+    found["resident"]["optimizer_states"] = states
+    for phase in found["phases"].values():
+        parts = phase["parts"]
+        if "optimizer_states" in parts:
+            parts["optimizer_states"] = states
+        phase["peak"] = sum(parts.values())
+    notes.append(f"optimizer_low_bit: its compiled step cannot run on fake tensors; traced as "
+                 f"fp32 AdamW ({traced:,} bytes of states) with the states put at {how} "
+                 f"({states:,} bytes); the step's temporaries are fp32 AdamW's (an upper bound)")
 
 
 def _phase(parts: dict[str, int]) -> dict:
@@ -552,6 +590,8 @@ def trace(config: Any, *, world_size: int | None = None, target: str | None = No
             raise _refusal(f"the {config.workload} step of "
                            f"{model_source.model_label(config.model)}", exc) from None
         parameters = sum(p.numel() for p in state.model.parameters())
+        if "optimizer_low_bit" in wanted:
+            _low_bit_states(found, state, wanted["optimizer_low_bit"], notes)
     phases = found["phases"]
     peak_phase = max(phases, key=lambda p: phases[p]["peak"])
     sharding = "fsdp" if sharded else "ddp" if ddp_params is not None else "none"
