@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from profiler.figures.memory_fit import PART_KEYS, SCHEMA
+from profiler.figures.memory_fit import SCHEMA, valid
 
 CACHE_NAME = "memory_estimates.json"
 CACHE_ENTRIES = 64
@@ -54,20 +54,6 @@ def cache_key(config: Any, target: str, world_size: int, batch_size: int) -> str
     text = json.dumps([SCHEMA, raw, target, world_size, batch_size, versions,
                        _model_stamp(config)], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def valid(result: Any) -> bool:
-    """A cached answer as estimate() writes it (anything else is traced again)."""
-    if not isinstance(result, dict) or result.get("schema") != SCHEMA:
-        return False
-    numbers = [result.get("peak")] + list((result.get("parts") or {}).values())
-    return (all(isinstance(n, int) and n >= 0 for n in numbers)
-            and isinstance(result.get("parts"), dict)
-            and set(result["parts"]) <= set(PART_KEYS)
-            and isinstance(result.get("peak_by_batch"), dict)
-            and all(isinstance(v, int) for v in result["peak_by_batch"].values())
-            and isinstance(result.get("notes"), list)
-            and all(isinstance(n, str) for n in result["notes"]))
 
 
 def _read_cache() -> dict:

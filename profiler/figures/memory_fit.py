@@ -24,6 +24,24 @@ PARTS = (("weights", "Weights"), ("gathered_weights", "Gathered weights (FSDP)")
 PART_KEYS = tuple(key for key, _ in PARTS)
 PHASES = ("forward", "backward", "optimizer step", "prefill", "decode")
 
+def valid(result: object) -> bool:
+    """An answer as profiler.engine.memory_estimate writes it (the cache, `effiscope estimate
+    --json` read by the app): anything else is refused."""
+    if not isinstance(result, dict) or result.get("schema") != SCHEMA:
+        return False
+    numbers = [result.get("peak")] + list((result.get("parts") or {}).values())
+    return (all(isinstance(n, int) and n >= 0 for n in numbers)
+            and isinstance(result.get("parts"), dict)
+            and set(result["parts"]) <= set(PART_KEYS)
+            and isinstance(result.get("peak_by_batch"), dict)
+            and all(isinstance(v, int) for v in result["peak_by_batch"].values())
+            and result.get("peak_phase") in PHASES
+            and result.get("target") in ("cuda", "cpu")
+            and isinstance(result.get("world_size"), int)
+            and isinstance(result.get("notes"), list)
+            and all(isinstance(n, str) for n in result["notes"]))
+
+
 GIB = 2**30
 MARGIN = {
     "cuda": (("CUDA context (kernels, cuBLAS / cuDNN handles), outside the allocator", 0.3, 1.0),
