@@ -110,18 +110,30 @@ def default_memory_limit(config: RunConfig, caps: dict) -> tuple[float | None, s
 
 
 def predicted_peak(space: Space, candidate: Candidate) -> float | None:
-    """Predicted training memory per process (profiler.figures.theory); None where there is none (an
-    inference run, a Hugging Face model's activations)."""
+    """Predicted memory per process: the built-in GPT's training from its op-by-op theory
+    (profiler.figures.theory), every other model and inference from the memory trace of the
+    real model with the candidate's techniques (profiler.engine.memory_trace, fake tensors, no
+    memory allocated); None where there is none (a technique the trace cannot run: tried)."""
     from profiler.figures.theory import predict_for_config
 
-    if space.base.workload != "train":
-        return None
     config, _ = checked_config(space, candidate)
     if config is None:
         return None
+    if config.workload == "train" and getattr(config.model, "source", "preset") == "preset":
+        try:
+            return predict_for_config(config).get("total")
+        except (ValueError, KeyError):
+            return None
+    return traced_peak(config)
+
+
+def traced_peak(config: RunConfig) -> float | None:
+    """The peak of the config's memory trace, or None when the trace cannot run it."""
+    from profiler.engine import memory_trace
+
     try:
-        return predict_for_config(config).get("total")
-    except (ValueError, KeyError):
+        return float(memory_trace.trace(config)["peak"])
+    except memory_trace.Untraceable:
         return None
 
 
