@@ -28,8 +28,11 @@ def add_parser(sub) -> None:
                         "holds its shard")
     p.add_argument("--batch-size", type=int, help="the micro-batch to trace (default: the "
                                                    "config's train or infer batch size)")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="the device the run would use (default: cuda)")
+    p.add_argument("--device", choices=("cuda", "cpu", "auto"), default="cuda",
+                   help="the device the run would use (default: cuda; auto: the config's, cuda "
+                        "when this machine has one)")
+    p.add_argument("--peak-only", action="store_true",
+                   help="trace the micro-batch only (no largest micro-batch: half the time)")
     p.add_argument("--no-cache", action="store_true", help="trace again even when cached")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_estimate)
@@ -69,9 +72,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if not args.json:
         print("tracing the model under fake tensors (no memory allocated)...", file=sys.stderr)
     try:
-        result = memory_estimate.estimate(config, target=args.device, world_size=args.world,
-                                          batch_size=args.batch_size,
-                                          use_cache=not args.no_cache)
+        result = memory_estimate.estimate(
+            config, target=None if args.device == "auto" else args.device,
+            world_size=args.world, batch_size=args.batch_size, use_cache=not args.no_cache,
+            largest=not args.peak_only)
     except memory_trace.Untraceable as exc:
         err(str(exc))
         return EXIT_FAILED

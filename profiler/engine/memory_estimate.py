@@ -83,25 +83,52 @@ def _write_cache(key: str, result: dict) -> None:
 
 
 def estimate(config: Any, *, target: str | None = None, world_size: int | None = None,
-             batch_size: int | None = None, use_cache: bool = True) -> dict:
+             batch_size: int | None = None, use_cache: bool = True,
+             largest: bool = True) -> dict:
     """The trace of `config` (memory_trace.trace's result) with `peak_by_batch`: the peaks at
     the micro-batch and at twice it, for the largest micro-batch that fits; `cached` says
-    whether it was read from the cache. Raises memory_trace.Untraceable with a sentence."""
+    whether it was read from the cache. largest=False traces the micro-batch only (its
+    peak_by_batch has one point: no largest micro-batch). Raises memory_trace.Untraceable with a sentence."""
     from profiler.engine import memory_trace
 
     world = world_size or config.launch.nproc_per_node * config.launch.nnodes
     target = target or memory_trace.target_of(config)
     training = config.workload == "train"
     batch = batch_size or (config.train.batch_size if training else config.infer.batch_size)
-    key = cache_key(config, target, world, batch)
+    key = cache_key(config, target, world, batch) + ("" if largest else "-peak")
     if use_cache:
         found = _read_cache().get(key)
         if valid(found):
             return dict(found, cached=True)
     result = memory_trace.trace(config, world_size=world, target=target, batch_size=batch)
-    double = memory_trace.trace(config, world_size=world, target=target,
-                                batch_size=2 * batch)
-    result["peak_by_batch"] = {str(batch): result["peak"], str(2 * batch): double["peak"]}
-    result["seconds"] += double["seconds"]
+    result["peak_by_batch"] = {str(batch): result["peak"]}
+    if largest:
+        double = memory_trace.trace(config, world_size=world, target=target,
+                                    batch_size=2 * batch)
+        result["peak_by_batch"][str(2 * batch)] = double["peak"]
+        result["seconds"] += double["seconds"]
     _write_cache(key, result)
     return dict(result, cached=False)
+
+
+def fill_prediction(config: Any, predicted: dict, world_size: int, target: str) -> dict:
+    """A run summary's memory prediction (profiler.figures.theory's) with what the theory
+    leaves n/a for a model it cannot break down (a Hugging Face model's activations, so its
+    total) taken from the memory trace of the run's own config; a trace that cannot run leaves
+    them n/a with its sentence. Read once after the loop, never inside a timed step."""
+    if predicted.get("activations") is not None or config.workload != "train":
+        return predicted
+    from profiler.engine import memory_trace
+
+    try:
+        result = memory_trace.trace(config, world_size=world_size, target=target)
+    except memory_trace.Untraceable as exc:
+        return dict(predicted, activations_how=f"n/a: {exc}")
+    resident = result["resident"]
+    filled = dict(predicted, activations=resident["saved_for_backward"],
+                  activations_how="activations saved for backward, from the memory trace of "
+                                  "this model and techniques (fake tensors)",
+                  traced_peak=result["peak"], traced_peak_phase=result["peak_phase"])
+    parts = [filled.get(k) for k in ("weights", "gradients", "optimizer_states", "activations")]
+    filled["total"] = sum(parts) if all(p is not None for p in parts) else None
+    return filled

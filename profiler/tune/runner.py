@@ -128,13 +128,32 @@ def predicted_peak(space: Space, candidate: Candidate) -> float | None:
 
 
 def traced_peak(config: RunConfig) -> float | None:
-    """The peak of the config's memory trace, or None when the trace cannot run it."""
-    from profiler.engine import memory_trace
+    """The peak of the config's memory trace, from `effiscope estimate --json --peak-only` in a
+    child process (the tuner also runs inside the app, which never imports torch; the answer is
+    cached per config, so a second tune asks again for free); None when the trace cannot run it
+    (the candidate is then tried)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
 
+    from profiler.figures import memory_fit
+
+    with tempfile.TemporaryDirectory(prefix="effiscope-estimate-") as folder:
+        path = Path(folder) / "config.toml"
+        config.save(path)
+        try:
+            done = subprocess.run([sys.executable, "-m", "profiler.cli", "estimate", str(path),
+                                   "--json", "--peak-only", "--device", "auto"],
+                                  capture_output=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
     try:
-        return float(memory_trace.trace(config)["peak"])
-    except memory_trace.Untraceable:
+        result = json.loads(done.stdout[:4 * 1024 * 1024].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         return None
+    return float(result["peak"]) if done.returncode == 0 and memory_fit.valid(result) else None
 
 
 # --- trials --------------------------------------------------------------------------------------
