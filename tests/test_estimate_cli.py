@@ -35,12 +35,23 @@ def test_the_band_is_beside_the_peak_and_decides_the_verdict():
     assert memory_fit.verdict(10 * GIB, int(11 * GIB), band) == "may fit"
 
 
-def test_largest_micro_batch_from_two_traced_peaks():
-    # 4 GiB fixed + 1 GiB per sequence; 24 GiB with a 1 GiB band: (24 - 1 - 4) // 1 = 19
-    points = {2: 6 * GIB, 4: 8 * GIB}
-    assert memory_fit.largest_micro_batch(points, 24 * GIB, GIB) == 19
-    assert memory_fit.largest_micro_batch(points, 5 * GIB, GIB) == 0
-    assert memory_fit.largest_micro_batch({2: 6 * GIB}, 24 * GIB, GIB) is None
+def test_largest_micro_batch_from_each_phases_two_traced_peaks():
+    # backward: 20 GiB fixed + 0.1 GiB per sequence; forward: 4 GiB fixed + 1 GiB per sequence.
+    # At batch 2 the backward is the peak, so a line through the peaks alone would say
+    # 0.1 GiB per sequence; the forward overtakes it from batch 18 on.
+    points = {2: {"forward": 6 * GIB, "backward": int(20.2 * GIB)},
+              4: {"forward": 8 * GIB, "backward": int(20.4 * GIB)}}
+    capacity = 40 * GIB
+    largest = memory_fit.largest_micro_batch(points, capacity, "cuda")
+
+    def needs(batch: int) -> float:
+        peak = max(4 * GIB + batch * GIB, 20 * GIB + batch * 0.1 * GIB)
+        return peak + memory_fit.margin_band(int(peak), "cuda")["high"]
+
+    assert needs(largest) <= capacity < needs(largest + 1)
+    assert 25 < largest < 40
+    assert memory_fit.largest_micro_batch(points, 20 * GIB, "cuda") == 0
+    assert memory_fit.largest_micro_batch({2: points[2]}, capacity, "cuda") is None
 
 
 def test_estimate_answers_and_caches(capsys):
@@ -49,7 +60,7 @@ def test_estimate_answers_and_caches(capsys):
     first = json.loads(capsys.readouterr().out)
     assert first["cached"] is False and first["batch_size"] == 1
     assert set(first["peak_by_batch"]) == {"1", "2"}
-    assert first["peak_by_batch"]["2"] > first["peak_by_batch"]["1"]
+    assert first["peak_by_batch"]["2"]["forward"] > first["peak_by_batch"]["1"]["forward"]
     assert [row["gpu"] for row in first["fits"]] == ["H100 SXM 80 GB", "A100 40 GB"]
     assert all(row["verdict"] == "fits" and row["largest_micro_batch"] > 1
                for row in first["fits"])

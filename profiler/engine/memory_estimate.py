@@ -82,11 +82,15 @@ def _write_cache(key: str, result: dict) -> None:
         pass  # a cache that cannot be written costs the next answer's time, not this one
 
 
+def _phase_peaks(result: dict) -> dict[str, int]:
+    return {phase: found["peak"] for phase, found in result["phases"].items()}
+
+
 def estimate(config: Any, *, target: str | None = None, world_size: int | None = None,
              batch_size: int | None = None, use_cache: bool = True,
              largest: bool = True) -> dict:
-    """The trace of `config` (memory_trace.trace's result) with `peak_by_batch`: the peaks at
-    the micro-batch and at twice it, for the largest micro-batch that fits; `cached` says
+    """The trace of `config` (memory_trace.trace's result) with `peak_by_batch`: each phase's
+    peak at the micro-batch and at twice it, for the largest micro-batch that fits; `cached` says
     whether it was read from the cache. largest=False traces the micro-batch only (its
     peak_by_batch has one point: no largest micro-batch). Raises memory_trace.Untraceable with a sentence."""
     from profiler.engine import memory_trace
@@ -101,11 +105,11 @@ def estimate(config: Any, *, target: str | None = None, world_size: int | None =
         if valid(found):
             return dict(found, cached=True)
     result = memory_trace.trace(config, world_size=world, target=target, batch_size=batch)
-    result["peak_by_batch"] = {str(batch): result["peak"]}
+    result["peak_by_batch"] = {str(batch): _phase_peaks(result)}
     if largest:
         double = memory_trace.trace(config, world_size=world, target=target,
                                     batch_size=2 * batch)
-        result["peak_by_batch"][str(2 * batch)] = double["peak"]
+        result["peak_by_batch"][str(2 * batch)] = _phase_peaks(double)
         result["seconds"] += double["seconds"]
     _write_cache(key, result)
     return dict(result, cached=False)

@@ -34,7 +34,9 @@ def valid(result: object) -> bool:
             and isinstance(result.get("parts"), dict)
             and set(result["parts"]) <= set(PART_KEYS)
             and isinstance(result.get("peak_by_batch"), dict)
-            and all(isinstance(v, int) for v in result["peak_by_batch"].values())
+            and all(isinstance(v, dict) and set(v) <= set(PHASES)
+                    and all(isinstance(n, int) for n in v.values())
+                    for v in result["peak_by_batch"].values())
             and result.get("peak_phase") in PHASES
             and result.get("target") in ("cuda", "cpu")
             and isinstance(result.get("world_size"), int)
@@ -79,23 +81,34 @@ def verdict(peak: int, capacity: int, band: dict) -> str:
     return "may fit"
 
 
-def largest_micro_batch(trace_at: dict[int, int], capacity: int, margin_high: int,
-                        limit: int = 1 << 16) -> int | None:
-    """The largest micro-batch whose peak plus the band's top fits `capacity`, from the peaks
-    traced at two batch sizes ({batch: peak}): a step's peak is a fixed part (weights, states)
-    plus a part per sequence (activations), so the line through the two is exact where the
-    phase of the peak does not change; 0 when not even batch 1 fits; None without two points."""
-    if len(trace_at) < 2:
+def largest_micro_batch(peaks_at: dict[int, dict[str, int]], capacity: int, target: str,
+                        world_size: int = 1, limit: int = 1 << 16) -> int | None:
+    """The largest micro-batch whose peak, with the top of the margin band, fits `capacity`,
+    from each phase's peak traced at two batch sizes ({batch: {phase: peak}}): a phase's peak
+    is a fixed part (weights, states, gradients) plus a part per sequence (activations), so the
+    line through its two points holds; the step's peak at a batch is the highest phase's (which
+    phase that is may change with the batch: a small batch peaks where the gradients are, a
+    large one where the activations are). 0 when not even batch 1 fits; None without two
+    points."""
+    if len(peaks_at) < 2:
         return None
-    (b1, p1), (b2, p2) = sorted(trace_at.items())[:2]
-    per_sequence = max((p2 - p1) / (b2 - b1), 0.0)
-    fixed = p1 - per_sequence * b1
-    room = capacity - margin_high - fixed
-    if room < per_sequence:
+    (b1, p1), (b2, p2) = sorted(peaks_at.items())[:2]
+    lines = [(p1[phase] - (p2[phase] - p1[phase]) / (b2 - b1) * b1,
+              max((p2[phase] - p1[phase]) / (b2 - b1), 0.0)) for phase in p1 if phase in p2]
+
+    def fits(batch: int) -> bool:
+        peak = int(max(fixed + slope * batch for fixed, slope in lines))
+        return peak + margin_band(peak, target, world_size)["high"] <= capacity
+
+    if not lines or not fits(1):
         return 0
-    if per_sequence == 0:
+    low, high = 1, limit
+    if fits(high):
         return limit
-    return min(int(room // per_sequence), limit)
+    while high - low > 1:  # the peak grows with the batch: the last batch that fits
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def catalogue(device_names: list[str] | None = None) -> list[tuple[str, int]]:
@@ -133,15 +146,16 @@ def _by_label(name: str):
 def fit_rows(result: dict, gpus: list[tuple[str, int]]) -> list[dict]:
     """Per GPU: its memory, the verdict, the room left at the band's top, the largest
     micro-batch (when the result carries the peaks at two batch sizes)."""
-    band = margin_band(result["peak"], "cuda", result.get("world_size", 1))
-    points = {int(k): int(v) for k, v in (result.get("peak_by_batch") or {}).items()}
+    world = result.get("world_size", 1)
+    band = margin_band(result["peak"], "cuda", world)
+    points = {int(k): v for k, v in (result.get("peak_by_batch") or {}).items()}
     rows = []
     for label, capacity in gpus:
         rows.append({"gpu": label, "memory": capacity,
                      "verdict": verdict(result["peak"], capacity, band),
                      "free": capacity - result["peak"] - band["high"],
-                     "largest_micro_batch": largest_micro_batch(points, capacity,
-                                                                band["high"])})
+                     "largest_micro_batch": largest_micro_batch(points, capacity, "cuda",
+                                                                world)})
     return rows
 
 
