@@ -59,7 +59,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         err(f"--gpu: {exc}")
         return EXIT_USAGE
     try:
-        config = resolve(args.target)
+        config = resolve(args.target, on_this_machine=False)  # the trace allocates nothing
     except ConfigError as exc:
         err(str(exc))
         return EXIT_USAGE
