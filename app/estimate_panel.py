@@ -43,7 +43,7 @@ def estimate(config: RunConfig, host: dict) -> dict:
     seq = config.train.seq_len
     if training and getattr(config.model, "source", "preset") == "preset":
         pred = theory.predict_for_config(config, world)
-        out["parts"] = {key: pred[key] for key, _, _ in PARTS}
+        out["parts"] = {key: pred[key] for key, _, _ in PARTS if key in pred}
         out["total"] = pred["total"]
         missing = [pred.get(f"{key}_how") for key in ("activations", "optimizer", "weights")]
         out["note"] = " ".join(m for m in missing if m)
