@@ -202,3 +202,14 @@ def test_low_bit_states_are_put_at_their_size_and_said(traced):
     assert low["resident"]["optimizer_states"] < plain["resident"]["optimizer_states"] / 3
     assert low["peak"] < plain["peak"]
     assert any("optimizer_low_bit" in note for note in low["notes"])
+
+
+def test_fsdp_shards_per_process_over_a_fake_process_group(traced):
+    plain = traced[_name("gpt-nano", "train", {})][0]["resident"]
+    config = _config("gpt-nano", "train", {"fsdp": {}})
+    config.launch.nproc_per_node = 4
+    sharded = memory_trace.trace(config, target="cuda")
+    assert sharded["sharding"] == "fsdp" and sharded["world_size"] == 4
+    for part in ("weights", "gradients", "optimizer_states"):
+        assert sharded["resident"][part] == pytest.approx(plain[part] / 4, rel=0.05), part
+    assert "gathered_weights" in sharded["phases"]["forward"]["parts"]
