@@ -35,21 +35,14 @@ from typing import Any
 
 import torch
 
+from profiler.engine import memory_tools as tools
 from profiler.engine import weights
+from profiler.engine.memory_tools import Untraceable
 from profiler.errors import Unsupported
 from profiler.figures.memory_fit import SCHEMA
 from profiler.models import source as model_source
 from techniques import registry, runtime
 
-# MemTracker's categories (its enums' values), by the part of the answer they belong to.
-CATEGORY = {
-    "Parameter": "weights", "Sharded Param": "weights", "Buffer": "buffers",
-    "Unsharded Param": "gathered_weights", "All Gather": "gathered_weights",
-    "Gradient": "gradients", "Sharded Grad": "gradients", "Unsharded Grad": "gradients",
-    "Reduce Scatter": "gradients", "Activation": "activations", "Temp": "temporaries",
-    "Optstate": "optimizer_states", "OptState": "optimizer_states", "Other": "inputs",
-    "Inputs": "inputs",
-}
 META_STAGES = ("compress", "model", "checkpoint")
 """Stages applied on the meta device, before the tensors become fake (see the module doc)."""
 LEFT_OUT = {
@@ -66,201 +59,11 @@ REFUSED = {
 }
 
 
-class Untraceable(Unsupported):
-    """A model or technique the fake trace cannot run; the text says which and what to do."""
-
-
 def _refusal(what: str, exc: BaseException) -> Untraceable:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
     return Untraceable(f"{what} cannot be traced under fake tensors ({type(exc).__name__}: "
                        f"{first}); the estimate cannot include it: switch it off to estimate "
                        "the rest, or measure a short run")
-
-
-# --- the tracker ----------------------------------------------------------------------------
-def _phase_tracker(base: type) -> type:
-    class PhaseTracker(base):
-        """The tracker with the device's peak kept per phase (forward, backward, optimizer step;
-        prefill, decode): its own per-module peaks are skipped (on an 8B model they made the
-        trace five times slower, and nothing here reads them)."""
-
-        phase: str | None = None
-        """Set for an inference trace; a training trace reads the phase from the tracker."""
-
-        def _update_peak_stats(self, peak_state: Any) -> None:
-            phase = self.phase or self._phase_now()
-            self.last_phase = phase
-            peaks = self.__dict__.setdefault("phase_peaks", {})
-            for device, snap in self._curr_mem_snap.items():
-                total = snap["Total"]
-                if total > self._peak_mem.get(device, 0):
-                    self._peak_mem[device] = total
-                best = peaks.get(phase)
-                if best is None or total > best["Total"]:
-                    peaks[phase] = dict(snap)
-
-        def _phase_now(self) -> str:
-            """The optimizer's step, backward, a module's forward; an op outside all three (the
-            loss scaled, a total kept) belongs to the phase before it."""
-            if self._in_opt:
-                return "optimizer step"
-            if self._mod_tracker.is_bw:
-                return "backward"
-            inside = len(self._mod_tracker.parents) > 1  # "Global" is always there
-            return "forward" if inside else getattr(self, "last_phase", "forward")
-
-        def _track_module_params_and_buffers(self, module: Any,
-                                             install_grad_hooks: bool = True) -> tuple[int, int]:
-            """PyTorch's, with frozen parameters (LoRA's base weights) given no gradient hook:
-            registering one on a tensor that needs no gradient raises."""
-            if install_grad_hooks:
-                for param in module.parameters():
-                    if not param.requires_grad and param not in self._param_to_grad_hook_handles:
-                        self._param_to_grad_hook_handles[param] = (_NO_HOOK, _NO_HOOK)
-            return super()._track_module_params_and_buffers(module, install_grad_hooks)
-
-        def now(self) -> dict[str, int]:
-            """The bytes held now, by part (all devices together)."""
-            return _parts(next(iter(self._curr_mem_snap.values()), {}))
-
-    return PhaseTracker
-
-
-class _NoHook:
-    """The handle of a hook never registered (the tracker removes every handle at its exit)."""
-
-    def remove(self) -> None:
-        return None
-
-
-_NO_HOOK = _NoHook()
-
-
-def _parts(snapshot: dict) -> dict[str, int]:
-    parts: dict[str, int] = {}
-    for key, value in snapshot.items():
-        name = getattr(key, "value", key)
-        if name == "Total":
-            continue
-        part = CATEGORY.get(name, "temporaries")
-        parts[part] = parts.get(part, 0) + int(value)
-    return parts
-
-
-class _OneReads(torch.utils._python_dispatch.TorchDispatchMode):
-    """A number read from a fake tensor (`.item()`, `float()`) is 1 (an optimizer's step count,
-    the norm to clip by), a truth value True (transformers asks whether a padding mask is all
-    ones, as an unpadded batch's is: True lets it skip the mask as the eager run does)."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            dtype = args[0].dtype
-            return True if dtype == torch.bool else 1.0 if dtype.is_floating_point else 1
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def _eager_decisions():
-    """transformers' masking takes the traced (compiled / exported) path for a fake tensor: it
-    keeps a full causal mask that SDPA saves and repeats grouped keys and values, where the eager
-    run on real tensors skips the mask and lets SDPA group them (65 KiB of 780 KiB more on a
-    2-layer Llama). For the length of a trace its tracing test sees compile and jit only, so the
-    trace makes the eager run's choices."""
-    import sys
-
-    masking = sys.modules.get("transformers.masking_utils")
-    if masking is None or not hasattr(masking, "is_tracing"):
-        yield
-        return
-    from transformers.utils.import_utils import is_jit_tracing, is_torchdynamo_compiling
-
-    original = masking.is_tracing
-    masking.is_tracing = lambda tensor=None: is_torchdynamo_compiling() or is_jit_tracing()
-    try:
-        yield
-    finally:
-        masking.is_tracing = original
-
-
-# --- building the model ---------------------------------------------------------------------
-def _fake_from_meta(model: torch.nn.Module, device: str) -> None:
-    """Every parameter, buffer and tensor attribute on the meta device replaced by a fake tensor
-    of the same shape, strides and dtype on `device` (the caller is in FakeTensorMode); a tensor
-    shared by two modules (a tied head) stays one."""
-    made: dict[int, torch.Tensor] = {}
-    kept: list[torch.Tensor] = []  # the originals stay alive: their ids are the memo's keys
-
-    def fake(tensor: torch.Tensor) -> torch.Tensor:
-        if id(tensor) not in made:
-            kept.append(tensor)
-            new = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype,
-                                      device=device)
-            if isinstance(tensor, torch.nn.Parameter):
-                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
-            made[id(tensor)] = new
-        return made[id(tensor)]
-
-    for module in model.modules():
-        for table in (module._parameters, module._buffers):
-            for name, tensor in list(table.items()):
-                if tensor is not None and tensor.device.type == "meta":
-                    table[name] = fake(tensor)
-        for name, value in list(vars(module).items()):
-            if isinstance(value, torch.Tensor) and value.device.type == "meta":
-                setattr(module, name, fake(value))
-
-
-class _SavedForBackward(torch.autograd.graph.saved_tensors_hooks):
-    """The bytes autograd saves for backward in one forward, counted as the memory probe counts
-    them (profiler.measure.memory_probe.saved_for_backward: each storage once, parameters' left
-    out), keyed by storage identity because a fake tensor has no data pointer. The tracker's
-    activations are everything the forward left alive (its output and loss too): the peak uses
-    those; this is the figure a run's probe measures, for the cross-check."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.sizes: dict[int, int] = {}
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            key = _storage_key(tensor)
-            # read again each time: FSDP swaps in all-gathered parameters while a module runs
-            if key not in self.sizes and key not in {_storage_key(p) for p in model.parameters()}:
-                self.sizes.setdefault(key, runtime.local(tensor).untyped_storage().nbytes())
-            return tensor
-
-        super().__init__(pack, lambda tensor: tensor)
-
-    def nbytes(self) -> int:
-        return sum(self.sizes.values())
-
-
-def _storage_key(tensor: torch.Tensor) -> int:
-    return runtime.local(tensor).untyped_storage()._cdata
-
-
-class _FakeProcessGroup:
-    """torch.distributed's fake backend for the length of a trace: collectives that move no
-    data, so FSDP shards and gathers as it would over `world` processes."""
-
-    def __init__(self, world: int):
-        self.world = world
-        self.started = False
-
-    def __enter__(self) -> _FakeProcessGroup:
-        import torch.distributed as dist
-        from torch.testing._internal.distributed.fake_pg import FakeStore
-
-        if dist.is_initialized():
-            raise Untraceable("FSDP cannot be traced inside a process that already runs a "
-                              "distributed job; estimate from the command line")
-        dist.init_process_group("fake", rank=0, world_size=self.world, store=FakeStore())
-        self.started = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import torch.distributed as dist
-
-        if self.started:
-            dist.destroy_process_group()
 
 
 def _plan(config: Any, stages: tuple[str, ...], notes: list[str]) -> dict:
@@ -344,15 +147,15 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
     stack = contextlib.ExitStack()
     try:
         if sharded is not None:
-            stack.enter_context(_FakeProcessGroup(world))
+            stack.enter_context(tools.FakeProcessGroup(world))
             _apply(state, {"fsdp": sharded}, ["fsdp"])
-            stack.enter_context(_fake_mode())
+            stack.enter_context(tools.fake_mode())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.to_empty(device="cpu")  # FSDP's shards become fake, ties and all
         else:
-            stack.enter_context(_fake_mode())
-            _fake_from_meta(model, "cpu")
+            stack.enter_context(tools.fake_mode())
+            tools.fake_from_meta(model, "cpu")
         state.device = torch.device("cpu")
         _apply(state, wanted, [i.name for i in order if i.stage not in META_STAGES])
     except BaseException:
@@ -365,12 +168,6 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
     return state, wanted, stack, sharded is not None
 
 
-def _fake_mode():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    return FakeTensorMode(allow_non_fake_inputs=True)
-
-
 def _ddp_note(params: Any) -> str:
     if params.gradient_as_bucket_view:
         return ("DDP: gradients live in its buckets (gradient_as_bucket_view), allocated once "
@@ -380,36 +177,6 @@ def _ddp_note(params: Any) -> str:
 
 
 # --- the traces -------------------------------------------------------------------------------
-class _Batches:
-    """The step's micro-batches: fake token ids made before the tracker starts (tracked as
-    inputs); each next() after the first tells the tracker a new micro-batch begins."""
-
-    def __init__(self, tracker: Any, x: torch.Tensor, y: torch.Tensor):
-        self.tracker, self.x, self.y, self.calls = tracker, x, y, 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.calls:
-            self.tracker.reset_mod_stats()  # the model is called again: not a second iteration
-        self.calls += 1
-        return self.x, self.y
-
-
-def _tracker(sharded: bool, model: torch.nn.Module, optimizer: Any, *inputs: torch.Tensor):
-    """PyTorch's tracker (FSDP's under FSDP), with the model, optimizer and inputs made before it
-    started registered."""
-    if sharded:
-        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
-
-        tracker = _phase_tracker(FSDPMemTracker)(model, optimizer)
-        tracker.track_inputs(inputs)
-        return tracker
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    tracker = _phase_tracker(MemTracker)()
-    tracker.track_external(model, *([optimizer] if optimizer is not None else []), *inputs)
-    return tracker
-
-
 def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
            notes: list[str], ddp: Any) -> dict:
     from profiler.engine.workloads import steps
@@ -421,14 +188,14 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
     state.micro_batches = traced_micro
     x = torch.zeros(batch, seq, dtype=torch.long)
     y = torch.zeros(batch, seq, dtype=torch.long)
-    tracker = _tracker(sharded, model, state.optimizer, x, y)
+    tracker = tools.tracker(sharded, model, state.optimizer, x, y)
     saved: dict[str, int] = {}
     forward = steps.lm_loss_of(state)
 
     def loss_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if saved:
             return forward(inputs, targets)
-        kept = _SavedForBackward(model)
+        kept = tools.SavedForBackward(model)
         with kept:
             parts = forward(inputs, targets)
         saved.update(tracker.now(), saved_for_backward=kept.nbytes())
@@ -436,14 +203,14 @@ def _train(state: runtime.TrainState, sharded: bool, batch: int, seq: int,
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with tracker, _OneReads(), _eager_decisions():
-            steps.accumulated_step(state, _Batches(tracker, x, y), 1, loss_of)
+        with tracker, tools.OneReads(), tools.eager_decisions():
+            steps.accumulated_step(state, tools.Batches(tracker, x, y), 1, loss_of)
     resident = tracker.now()
     states = resident.get("optimizer_states", 0)
     grads = sum(runtime.local_bytes(p) for p in model.parameters() if p.requires_grad)
     phases = {}
     for phase, snap in tracker.phase_peaks.items():
-        parts = _parts(snap)
+        parts = tools.parts(snap)
         if phase != "optimizer step":  # steady state: the states are there from step 2 on
             parts["optimizer_states"] = parts.get("optimizer_states", 0) + states
         else:  # what the step allocates beyond the states it keeps: its temporaries
@@ -512,12 +279,12 @@ def _infer(state: runtime.TrainState, batch: int, config: Any, notes: list[str])
     cfg = config.infer
     model = state.model
     prompts = torch.zeros(batch, cfg.prompt_len, dtype=torch.long)
-    tracker = _tracker(False, model, None, prompts)
+    tracker = tools.tracker(False, model, None, prompts)
     total = cfg.prompt_len + cfg.gen_len
     cache = None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        with tracker, _OneReads(), _eager_decisions(), state.step_context():
+        with tracker, tools.OneReads(), tools.eager_decisions(), state.step_context():
             if getattr(model, "kind", "") == "hf-encoder":
                 tracker.phase = "forward"
                 model(prompts)
@@ -540,7 +307,7 @@ def _infer(state: runtime.TrainState, batch: int, config: Any, notes: list[str])
                      "tokens) by its bytes per position")
     phases = {}
     for phase, snap in tracker.phase_peaks.items():
-        parts = _parts(snap)
+        parts = tools.parts(snap)
         if cache is not None:
             held = kv_now if phase == "decode" else min(kv_now, parts.get("activations", 0))
             parts["activations"] = max(parts.get("activations", 0) - held, 0)
