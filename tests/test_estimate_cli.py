@@ -90,3 +90,15 @@ def test_a_workload_the_trace_does_not_run_exits_2(tmp_path, capsys):
     config.save(path)
     assert main(["estimate", str(path)]) == 2
     assert "workload = compress is not estimated" in capsys.readouterr().err
+
+
+def test_this_machines_gpu_comes_first_when_no_gpu_is_named(monkeypatch, capsys):
+    from profiler.measure import system
+
+    monkeypatch.setattr(system, "gpus", lambda: [{"index": 0, "name": "NVIDIA L4",
+                                                  "memory_total_bytes": 23 * GIB}])
+    assert main(["estimate", "nano", "--batch-size", "1", "--peak-only", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["fits"]
+    assert rows[0]["gpu"] == "here: GPU 0 NVIDIA L4" and rows[0]["memory"] == 23 * GIB
+    assert rows[0]["largest_micro_batch"] is None  # --peak-only: one point, no line
+    assert len(rows) == 1 + len(memory_fit.catalogue())

@@ -38,6 +38,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_estimate)
 
 
+def local_gpus() -> list[tuple[str, int]]:
+    """This machine's GPUs (NVML), first in the table: "this machine: GPU 0 <name>"."""
+    from profiler.measure import system
+
+    return [(f"here: GPU {g['index']} {g['name'] or ''}".strip(), int(g["memory_total_bytes"]))
+            for g in system.gpus() if g.get("memory_total_bytes")]
+
+
 def _check(args: argparse.Namespace) -> str | None:
     for flag, value in (("--world", args.world), ("--batch-size", args.batch_size)):
         if value is not None and not 1 <= value <= 1 << 16:
@@ -79,7 +87,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     except memory_trace.Untraceable as exc:
         err(str(exc))
         return EXIT_FAILED
-    rows = memory_fit.fit_rows(result, gpus)
+    rows = memory_fit.fit_rows(result, gpus if args.gpu else local_gpus() + gpus)
     band = memory_fit.margin_band(result["peak"], result["target"], result["world_size"])
     if args.json:
         print(json.dumps({**result, "margin": band, "fits": rows}, indent=2))
@@ -88,9 +96,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(line)
     print(f"traced in {result['seconds']:.1f} s" + (" (read from the cache)"
                                                     if result.get("cached") else ""))
-    print(f"{'GPU':<22} {'memory':>10}  {'verdict':<13} {'largest micro-batch':>19}")
+    width = max(22, *(len(row["gpu"]) for row in rows))
+    print(f"{'GPU':<{width}} {'memory':>10}  {'verdict':<13} {'largest micro-batch':>19}")
     for row in rows:
         largest = row["largest_micro_batch"]
-        print(f"{row['gpu']:<22} {memory_fit.gib(row['memory']):>10}  {row['verdict']:<13} "
+        print(f"{row['gpu']:<{width}} {memory_fit.gib(row['memory']):>10}  {row['verdict']:<13} "
               f"{'n/a' if largest is None else largest:>19}")
     return EXIT_OK
