@@ -213,3 +213,38 @@ def test_fsdp_shards_per_process_over_a_fake_process_group(traced):
     for part in ("weights", "gradients", "optimizer_states"):
         assert sharded["resident"][part] == pytest.approx(plain[part] / 4, rel=0.05), part
     assert "gathered_weights" in sharded["phases"]["forward"]["parts"]
+
+
+class _Same:
+    """The same micro-batch every time (a step's batches)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.x
+
+
+@pytest.mark.parametrize("model, techniques", [("gpt-nano", {}), ("llama", ALL),
+                                               ("gpt2", CKPT), ("gpt-nano", LORA)])
+def test_each_phases_peak_matches_a_real_step(traced, model, techniques):
+    """A CPU has no allocator peak to read: the real step's peak is the live tensor bytes
+    PyTorch's tracker counts on real tensors, in the second step (the optimizer's states exist,
+    as in the trace's steady state). Fake and real execution must agree phase by phase."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from profiler.engine import memory_tools
+
+    config = _config(model, "train", techniques)
+    result = traced[_name(model, "train", techniques)][0]
+    state = _real_state(config)
+    x = torch.randint(0, state.model.shape.vocab_size,
+                      (config.train.batch_size, config.train.seq_len))
+    loss_of = steps.lm_loss_of(state)
+    steps.accumulated_step(state, _Same(x), 1, loss_of)
+    tracker = memory_tools.phase_tracker(MemTracker)()
+    tracker.track_external(state.model, state.optimizer, x)
+    with tracker:
+        steps.accumulated_step(state, _Same(x), 2, loss_of)
+    for phase, found in result["phases"].items():
+        assert tracker.phase_peaks[phase]["Total"] == pytest.approx(found["peak"], rel=0.02), phase
