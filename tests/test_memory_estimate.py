@@ -2,7 +2,7 @@
 project's memory probe measures on the real model (profiler.measure.memory_probe and
 techniques.optimizer.state_bytes), on 30 configurations: built-in GPT sizes, two Hugging Face
 architectures built small (Llama, GPT-2), with and without checkpointing, LoRA, bf16,
-accumulation, and inference with its KV cache."""
+accumulation, pruning, and inference with its KV cache."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ SGD = {"optimizer": {"algorithm": "sgd", "momentum": 0.9, "implementation": "for
 FOREACH = {"optimizer": {"implementation": "foreach"}}
 """The kernel the trace assumes on a CPU, named so the measured run does not time both."""
 ALL = {**LORA, **CKPT, **BF16}
+PRUNE = {"prune_magnitude": {}}
 
 TABLE = [
     # (model, workload, techniques)
@@ -38,10 +39,10 @@ TABLE = [
     ("gpt-nano", "train", {**LORA, **CKPT}),
     ("llama", "train", {}), ("llama", "train", CKPT), ("llama", "train", BF16),
     ("llama", "train", LORA), ("llama", "train", ACCUM), ("llama", "train", ALL),
-    ("llama", "train", SGD), ("llama", "infer", {}), ("llama", "infer", BF16),
+    ("llama", "train", SGD), ("llama", "infer", {}), ("llama", "infer", PRUNE),
     ("gpt2", "train", {}), ("gpt2", "train", CKPT), ("gpt2", "train", BF16),
     ("gpt2", "train", LORA), ("gpt2", "train", ACCUM), ("gpt2", "train", ALL),
-    ("gpt2", "infer", {}), ("gpt2", "train", {**CKPT, **SGD}),
+    ("gpt2", "infer", {}), ("gpt-nano", "train", {**PRUNE, **CKPT}),
 ]
 
 
@@ -78,7 +79,7 @@ def _real_state(config) -> runtime.TrainState:
                                warn=lambda text: None)
     wanted = runtime.plan(config, caps, registry.STAGES if training else registry.INFER_STAGES,
                           lambda text: None)
-    runtime.apply_all(state, wanted, keep_masks=True)
+    runtime.apply_all(state, wanted, keep_masks=training)  # as the workloads do
     return state
 
 

@@ -44,7 +44,10 @@ from profiler.models import source as model_source
 from techniques import registry, runtime
 
 META_STAGES = ("compress", "model", "checkpoint")
-"""Stages applied on the meta device, before the tensors become fake (see the module doc)."""
+"""Stages applied on the meta device, before the tensors become fake, when a technique of the
+model stage (LoRA's adapters: see the module doc) is on; without one every stage applies to the
+fake model in its order (a pruning threshold or a quantization scale is read from the weights,
+which a meta tensor cannot give)."""
 LEFT_OUT = {
     "compile": "torch.compile is left out: the trace runs the eager model (compiled kernels "
                "fuse ops and usually hold less, never more)",
@@ -104,7 +107,8 @@ def _optimizer_kernel(wanted: dict, target: str, notes: list[str]) -> None:
 def _apply(state: runtime.TrainState, wanted: dict, names: list[str]) -> None:
     for name in names:
         try:
-            runtime.apply_all(state, {name: wanted[name]}, keep_masks=True)
+            runtime.apply_all(state, {name: wanted[name]},
+                              keep_masks=state.config.workload == "train")  # as the run does
         except Unsupported:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure becomes one sentence
@@ -143,7 +147,8 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
                                model=model, warn=warn)
     order = sorted((registry.get(n) for n in wanted), key=runtime.order_key)
     state.device = torch.device("meta")
-    _apply(state, wanted, [i.name for i in order if i.stage in META_STAGES])
+    on_meta = META_STAGES if any(i.stage == "model" for i in order) else ()
+    _apply(state, wanted, [i.name for i in order if i.stage in on_meta])
     stack = contextlib.ExitStack()
     try:
         if sharded is not None:
@@ -157,7 +162,8 @@ def _prepared(config: Any, target: str, world: int, notes: list[str]
             stack.enter_context(tools.fake_mode())
             tools.fake_from_meta(model, "cpu")
         state.device = torch.device("cpu")
-        _apply(state, wanted, [i.name for i in order if i.stage not in META_STAGES])
+        with tools.OneReads():  # a threshold read from a fake weight (pruning, scales) is 1
+            _apply(state, wanted, [i.name for i in order if i.stage not in on_meta])
     except BaseException:
         stack.close()  # the fake mode and process group end with the failure
         raise
