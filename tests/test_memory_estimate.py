@@ -151,6 +151,7 @@ def test_trace_matches_the_memory_probe_on_30_configurations(traced):
     p90 = errors[int(0.9 * (len(errors) - 1))]
     worst = max(table, key=lambda row: row[2])
     assert p90 <= 0.05, f"p90 error {p90:.1%}; worst {worst}"
+    assert worst[2] <= 0.05, f"worst {worst}"  # no outlier hides under the p90 either
     for part in ("weights", "gradients", "optimizer_states", "activations", "kv_cache"):
         assert any(row[1] == part for row in table), part
 

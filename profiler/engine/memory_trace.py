@@ -300,17 +300,19 @@ def _infer(state: runtime.TrainState, batch: int, config: Any, notes: list[str])
                 logits, _ = model(prompts, kv_cache=cache)
                 token = logits[:, -1].argmax(dim=-1, keepdim=True)
                 del logits
+                after_prefill = cache.nbytes()
                 tracker.reset_mod_stats()
                 tracker.phase = "decode"
                 logits, _ = model(token, kv_cache=cache)
                 del logits
     kv_now = cache.nbytes() if cache is not None else 0
     kv_full = kv_now
-    if cache is not None and cache.length and kv_now < kv_now // cache.length * total:
-        kv_full = kv_now // cache.length * total  # a growing cache: bytes per position x all
+    per_position = kv_now - after_prefill if cache is not None else 0
+    if per_position > 0 and total > cache.length:  # a cache that grows: the rest of its tokens
+        kv_full = kv_now + per_position * (total - cache.length)
         notes.append(f"the KV cache grows one position per new token: traced to "
                      f"{cache.length} positions, counted at its full {total} (prompt + new "
-                     "tokens) by its bytes per position")
+                     "tokens) by the bytes the decode step added")
     phases = {}
     for phase, snap in tracker.phase_peaks.items():
         parts = tools.parts(snap)
