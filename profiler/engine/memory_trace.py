@@ -2,11 +2,14 @@
 tensors with PyTorch's own memory tracker (imports torch).
 
 The model a config names is built on the meta device without reading a weight (a Hugging Face
-folder from its config.json, a GGUF file from its header, the built-in GPT from its shape). The
-techniques that reshape it (compression, LoRA, attention, checkpointing, FSDP's sharding) are
-applied there through the one engine (techniques/runtime.py); then every tensor becomes a fake
-one (FakeTensorMode: shapes, dtypes and storages, no memory), the rest of the techniques apply
-(optimizer, precision, accumulation, clipping) and one real step runs: the train workload's own
+folder from its config.json, a GGUF file from its header, the built-in GPT from its shape, a
+past run's from its stored shape). With LoRA (or another model-stage technique) the techniques
+that reshape it (compression, LoRA, attention, checkpointing) are applied there through the
+one engine (techniques/runtime.py), and FSDP shards it; then every tensor becomes a fake one
+(FakeTensorMode: shapes, dtypes and storages, no memory), the rest of the techniques apply
+(without LoRA all of them, in the engine's order: pruning and quantization read thresholds
+from the weights, which the meta device cannot give; optimizer, precision, accumulation,
+clipping) and one real step runs: the train workload's own
 step (steps.accumulated_step), or the infer workload's prefill and a decode step with the KV
 cache. `torch.distributed._tools.mem_tracker.MemTracker` (FSDPMemTracker under FSDP, over a fake
 process group) sorts every storage into parameters, buffers, gradients, activations,
@@ -18,12 +21,16 @@ fake tensors. Steady state: the traced step is a first step, whose optimizer sta
 its optimizer step; from the second step on they are there throughout, so their bytes are added
 to the forward and backward peaks (exact: the states' size never changes). Accumulation traces
 two micro-batches (the second backward adds to gradients that exist). A number read from a
-tensor (an optimizer's step count, the gradient norm) is 1 under the trace, and fp16's loss
+tensor (an optimizer's step count, the gradient norm, a pruning threshold) is 1 under the
+trace, a truth value True (memory_tools.OneReads), and fp16's loss
 scaler is its disabled null object (its checks work in place on the gradients: no memory).
 
 What no trace can see is said in `notes`: torch.compile is left out (the eager model runs), the
 CUDA allocator's caching, the CUDA context and NCCL's buffers are the margin band of
-profiler.figures.memory_fit, never folded into these bytes.
+profiler.figures.memory_fit, never folded into these bytes. What it cannot run (QLoRA's and
+torchao's GPU-only kernels, int8 dynamic quantization's observers) raises Untraceable with the
+sentence; torchao's low-bit optimizer (a compiled step) is traced as fp32 AdamW with its states
+put at their predicted low-bit size, said in the notes.
 """
 
 from __future__ import annotations
