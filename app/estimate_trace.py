@@ -54,7 +54,7 @@ class TraceJob(QObject):
         process.setProcessEnvironment(env)
         process.setProgram(sys.executable)
         process.setArguments(["-m", "profiler.cli", "estimate", str(path), "--json",
-                              "--device", device])
+                              "--peak-only", "--device", device])  # the panel shows one peak
         if hasattr(QProcess, "UnixProcessParameters") and os.name == "posix":
             params = QProcess.UnixProcessParameters()
             params.flags = QProcess.UnixProcessFlag.CreateNewSession

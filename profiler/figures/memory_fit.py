@@ -169,7 +169,9 @@ def gib(value: int | float | None) -> str:
 def summary_lines(result: dict) -> list[str]:
     """The answer as text: parts at the peak, the phase, the band, what was left out."""
     sharded = (f", {result['sharding'].upper()} over {result['world_size']} processes (per "
-               "process)" if result.get("sharding") not in (None, "none") else "")
+               "process)" if result.get("sharding") not in (None, "none") else
+               f", {result['world_size']} processes, each with the whole model (no ddp or fsdp "
+               "in the config)" if result.get("world_size", 1) > 1 else "")
     lines = [f"{result['model']}: {result['workload']}, micro-batch {result['batch_size']} x "
              f"{result['seq_len']}{sharded}, {', '.join(result['techniques']) or 'no techniques'}",
              f"peak {gib(result['peak'])} during the {result['peak_phase']}"]
