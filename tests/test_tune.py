@@ -483,14 +483,20 @@ def test_a_final_re_measure_on_a_busy_machine_gives_no_verdict():
 
 
 def test_an_hf_space_is_pruned_by_its_memory_trace():
+    from profiler.engine import memory_trace
     from profiler.tune import runner
     from tests.hf_fixtures import hf_config
 
     base = validate(hf_config("llama"))
     space = tspace.build_space(base, CPU_CAPS, {"batch": ["8x1", "2x4"]})
-    peaks = {c.value("batch"): runner.predicted_peak(space, c) for c in space.candidates()}
-    assert peaks["2x4"] < peaks["8x1"]  # a quarter of the activations per micro-batch
-    limit = (peaks["2x4"] + peaks["8x1"]) / 2
-    keep, pruned, _ = tsearch.prune(space.candidates(), lambda c: peaks[c.value("batch")], limit)
+    by_batch = {c.value("batch"): c for c in space.candidates()}
+    # the runner asks `effiscope estimate` in a child (one here: the other traced in-process)
+    big = runner.predicted_peak(space, by_batch["8x1"])
+    assert big == memory_trace.trace(space.config(by_batch["8x1"]))["peak"]
+    small = memory_trace.trace(space.config(by_batch["2x4"]))["peak"]
+    assert small < big  # a quarter of the activations per micro-batch
+    peaks = {"8x1": big, "2x4": small}
+    keep, pruned, _ = tsearch.prune(space.candidates(), lambda c: peaks[c.value("batch")],
+                                    (small + big) / 2)
     assert [c.value("batch") for c in keep] == ["2x4"]
     assert [p["candidate"].value("batch") for p in pruned] == ["8x1"]
