@@ -250,3 +250,14 @@ def test_each_phases_peak_matches_a_real_step(traced, model, techniques):
         steps.accumulated_step(state, _Same(x), 2, loss_of)
     for phase, found in result["phases"].items():
         assert tracker.phase_peaks[phase]["Total"] == pytest.approx(found["peak"], rel=0.02), phase
+
+
+def test_ddp_buckets_hold_the_gradients_from_the_forward_on(traced):
+    plain = traced[_name("gpt-nano", "train", {})][0]
+    config = _config("gpt-nano", "train", {"ddp": {}})
+    config.launch.nproc_per_node = 2
+    result = memory_trace.trace(config, target="cuda")
+    grads = plain["resident"]["gradients"]
+    assert result["sharding"] == "ddp" and result["resident"]["weights"] == plain["resident"]["weights"]
+    assert result["phases"]["forward"]["parts"]["gradients"] == grads  # its buckets, kept
+    assert any("DDP" in note for note in result["notes"])
