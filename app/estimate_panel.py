@@ -1,23 +1,29 @@
 """Before Run: the predicted memory breakdown and FLOPs of the current choices, and whether it fits.
 
-The numbers come from profiler.figures.theory (the same prediction every train summary puts beside its
-measurement); the panel only lays them out. "Fits" compares the prediction with this machine:
-available RAM on the CPU, the GPU's memory (NVML) on CUDA.
+The built-in GPT's numbers come from profiler.figures.theory (the same prediction every train
+summary puts beside its measurement); a Hugging Face, GGUF or past-run model's come from the
+memory trace (`effiscope estimate --json` in a child process, app/estimate_trace.py: its real
+model and techniques under fake tensors), said as tracing while it runs. The panel only lays them
+out. "Fits" compares the prediction with this machine: available RAM on the CPU, the GPU's memory
+(NVML) on CUDA.
 """
 
 from __future__ import annotations
 
 import psutil
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from app.estimate_trace import TraceJob, needs_trace
 from profiler.config import RunConfig
+from profiler.figures import memory_fit
 from profiler.figures.metrics import format_value
 
 PARTS = (("weights", "Weights", "#2563eb"), ("buffers", "Buffers", "#94a3b8"),
          ("gradients", "Gradients", "#7c3aed"), ("optimizer_states", "Optimizer states", "#db2777"),
-         ("activations", "Activations", "#ea580c"))
+         ("activations", "Activations", "#ea580c"), ("temporaries", "Temporaries", "#ca8a04"),
+         ("kv_cache", "KV cache", "#059669"))
 RUNTIME_NOTE = ("Tensors only: the worker process itself (Python, torch, allocator caches) adds "
                 "a few hundred MiB.")
 
@@ -37,7 +43,7 @@ def estimate(config: RunConfig, host: dict) -> dict:
     seq = config.train.seq_len
     if training and getattr(config.model, "source", "preset") == "preset":
         pred = theory.predict_for_config(config, world)
-        out["parts"] = {key: pred[key] for key, _, _ in PARTS}
+        out["parts"] = {key: pred[key] for key, _, _ in PARTS if key in pred}
         out["total"] = pred["total"]
         missing = [pred.get(f"{key}_how") for key in ("activations", "optimizer", "weights")]
         out["note"] = " ".join(m for m in missing if m)
@@ -57,6 +63,28 @@ def estimate(config: RunConfig, host: dict) -> dict:
             if "grad_accumulation" in config.techniques else 1
         out["flops_per_step"] = per_token * config.train.batch_size * seq * micro * world
     out.update(_fit(config, host, out["total"]))
+    return out
+
+
+def _trace_device(config: RunConfig, host: dict) -> str:
+    gpus = host.get("gpus") or []
+    on_gpu = config.device.startswith("cuda") or (config.device == "auto" and gpus)
+    return "cuda" if on_gpu else "cpu"
+
+
+def traced_estimate(config: RunConfig, host: dict, result: dict, base: dict) -> dict:
+    """The panel's figures from a memory trace: the parts at the peak, the peak as the total,
+    where in the step it happens and the margin band beside it (never inside it)."""
+    shown = {key for key, _, _ in PARTS}
+    parts = {key: value for key, value in result["parts"].items() if key in shown}
+    parts["weights"] = parts.get("weights", 0) + result["parts"].get("gathered_weights", 0)
+    out = dict(base, parts=parts, total=result["peak"], traced=True)
+    band = memory_fit.margin_band(result["peak"], result["target"], result["world_size"])
+    out["note"] = (f"Traced (fake tensors): peak during the {result['peak_phase']}; margin band "
+                   f"{format_value(band['low'], 'bytes')} to {format_value(band['high'], 'bytes')}"
+                   f" beside it (CUDA context, allocator, NCCL). "
+                   + " ".join(result.get("notes", [])[:3]))
+    out.update(_fit(config, host, result["peak"]))
     return out
 
 
@@ -164,6 +192,15 @@ class EstimatePanel(QWidget):
         self.note.setWordWrap(True)
         layout.addWidget(self.note)
         self.result: dict = {}
+        self.traced: dict[str, dict | str] = {}
+        """Answers of the trace by config and device (a result, or the sentence why none)."""
+        self.job = TraceJob(self)
+        self.job.answered.connect(self._answered)
+        self.pending: tuple[str, RunConfig, dict] | None = None
+        self.debounce = QTimer(self)
+        self.debounce.setSingleShot(True)
+        self.debounce.setInterval(600)  # the form changes in bursts: trace what it settles on
+        self.debounce.timeout.connect(self._start_trace)
 
     def no_verdict(self, problem: str) -> None:
         """Settings that cannot run get no "Fits": the verdict waits for valid settings."""
@@ -178,6 +215,44 @@ class EstimatePanel(QWidget):
             self.result = estimate(config, host)
         except Exception as exc:  # noqa: BLE001 - an estimate must never stop the form
             self.result = {"parts": {}, "note": f"No estimate: {exc}"}
+        self.pending = None
+        if needs_trace(config):
+            self._trace_for(config, host)
+        else:
+            self.debounce.stop()
+            self.job.stop()
+        self._show()
+
+    def _trace_for(self, config: RunConfig, host: dict) -> None:
+        device = _trace_device(config, host)
+        key = f"{device}\n{config.to_toml()}"
+        answer = self.traced.get(key)
+        if isinstance(answer, dict):
+            self.result = traced_estimate(config, host, answer, self.result)
+            return
+        if isinstance(answer, str):
+            self.result = dict(self.result, fits=None, fit_text=f"No memory trace: {answer}")
+            return
+        self.pending = (key, config, host)
+        self.result = dict(self.result, fits=None, parts={}, total=None, fit_text=(
+            "Tracing the model under fake tensors (no memory allocated; a 7-8B model takes up "
+            "to a minute)..."))
+        self.debounce.start()
+
+    def _start_trace(self) -> None:
+        if self.pending is not None:
+            key, config, host = self.pending
+            self.job.start(key, config, _trace_device(config, host))
+
+    def _answered(self, key: str, result: object, why: str) -> None:
+        self.traced[key] = result if isinstance(result, dict) else why
+        if self.pending is not None and self.pending[0] == key:
+            _, config, host = self.pending
+            self.pending = None
+            self._trace_for(config, host)
+            self._show()
+
+    def _show(self) -> None:
         parts = self.result.get("parts", {})
         for key, _label, _color in PARTS:
             self.value_labels[key].setText(format_value(parts.get(key), "bytes")

@@ -125,3 +125,16 @@ def test_cuda_checks_pass_on_a_gpu(tmp_path):
     assert cli.main(["doctor", "--quick", "--only", "nvml,train_fp16,sdpa,ddp,fsdp",
                      "--out", str(tmp_path)]) == 0
     assert {c["status"] for c in _report(tmp_path)["checks"]} == {"pass"}
+
+
+def test_memory_trace_check_is_gpu_only_and_judges_at_5_percent(tmp_path):
+    from profiler.cli.doctor.checks_memory import judge_trace_rows
+
+    assert cli.main(["doctor", "--device", "cpu", "--only", "memory_trace",
+                     "--out", str(tmp_path)]) == 0
+    check = _report(tmp_path)["checks"][0]
+    assert check["status"] == "skip" and "CUDA" in check["reason"]
+    rows = [{"config": "a", "peak_ratio": 1.04, "start_ratio": 1.0},
+            {"config": "b", "peak_ratio": 0.94, "start_ratio": 1.0},
+            {"config": "c", "peak_ratio": 1.0, "start_ratio": 1.06}]
+    assert [r["config"] for r in judge_trace_rows(rows)] == ["b", "c"]

@@ -156,3 +156,20 @@ def test_a_missing_or_damaged_file_is_refused_with_the_fix(tmp_path):
     config.model.path = str(bad)
     with pytest.raises(ConfigError, match="not a readable GGUF file"):
         validate(config)
+
+
+def test_a_gguf_model_is_traced_from_its_header(llama, tmp_path):
+    """The memory trace builds a GGUF model from its header alone (no tensor dequantized): its
+    weights are the loaded model's, fp32 as load() gives them."""
+    from profiler.engine import memory_trace
+    from profiler.models import gguf as loader
+
+    folder, _ = llama
+    path = write_gguf(folder, tmp_path / "tiny-f32.gguf")
+    config = RunConfig(workload="infer", device="cpu")
+    config.model = ModelConfig(source="gguf", path=str(path))
+    config.infer.batch_size, config.infer.prompt_len, config.infer.gen_len = 2, 8, 4
+    result = memory_trace.trace(validate(config), target="cpu")
+    model, _ = loader.load(config.model)
+    assert result["resident"]["weights"] == sum(p.nbytes for p in model.parameters())
+    assert result["resident"]["kv_cache"] > 0 and result["peak_phase"] in ("prefill", "decode")

@@ -124,7 +124,8 @@ def test_script_name_is_text_never_markup(tmp_path):
 def test_prediction_mfu_and_compression_are_shown_when_present():
     store = RunStore()
     extra = {"predicted_memory": {"weights": 3_435_520, "optimizer_states": 6_000_000,
-                                  "total": 20_000_000},
+                                  "total": 20_000_000, "traced_peak": 25_000_000,
+                                  "traced_peak_phase": "backward"},
              "comparison": [{"key": "perplexity", "label": "Perplexity", "unit": "",
                              "baseline": 100.0, "compressed": 112.0, "ratio": 1.12, "how": "x"},
                             {"key": "model_bytes", "label": "Weights in memory", "unit": "bytes",
@@ -137,6 +138,7 @@ def test_prediction_mfu_and_compression_are_shown_when_present():
     summary_path.write_text(json.dumps(summary))
     html = render([run_id], "html", store)
     assert "+14.5 %" in html  # measured optimizer state 6,871,040 B against 6,000,000 predicted
+    assert "peak of the step (memory trace)" in html  # an HF model's traced peak has its row
     assert "42.1 %" in html and "989 TFLOP/s" in html
     assert "Original against compressed" in html and "Perplexity rose from 100 to 112" in html
     assert "Quality cost of the compression" in html and "+12.0 %" in html

@@ -420,7 +420,12 @@ def test_trial_configs_measure_what_the_rung_asks():
     assert trial.infer.eval_tokens == 0  # quality is scored in the final re-measure only
     assert "quantize_int8_dynamic" in trial.techniques
     assert runner.trial_config(space, quantized, 7, final=True).infer.eval_tokens == 2048
-    assert runner.predicted_peak(space, quantized) is None  # no training prediction for infer
+    # int8 dynamic quantization reads its scales from the weights, which the memory trace has
+    # not: no prediction, so the candidate is tried; the plain one is traced
+    assert runner.predicted_peak(space, quantized) is None
+    plain = next(c for c in space.candidates() if c.value("quantize") == "none"
+                 and c.value("batch") == "4")
+    assert runner.predicted_peak(space, plain) > 0
 
 
 def _report_of(space, ranking_candidates, final, stopped):
@@ -475,3 +480,23 @@ def test_a_final_re_measure_on_a_busy_machine_gives_no_verdict():
     report = _report_of(space, [other, space.baseline], final, stopped=False)
     assert report["chosen"]["candidate"] == space.baseline.as_dict()  # not measurably faster
     assert "machine busy: no verdict" in report["sentence"]
+
+
+def test_an_hf_space_is_pruned_by_its_memory_trace():
+    from profiler.engine import memory_trace
+    from profiler.tune import runner
+    from tests.hf_fixtures import hf_config
+
+    base = validate(hf_config("llama"))
+    space = tspace.build_space(base, CPU_CAPS, {"batch": ["8x1", "2x4"]})
+    by_batch = {c.value("batch"): c for c in space.candidates()}
+    # the runner asks `effiscope estimate` in a child (one here: the other traced in-process)
+    big = runner.predicted_peak(space, by_batch["8x1"])
+    assert big == memory_trace.trace(space.config(by_batch["8x1"]))["peak"]
+    small = memory_trace.trace(space.config(by_batch["2x4"]))["peak"]
+    assert small < big  # a quarter of the activations per micro-batch
+    peaks = {"8x1": big, "2x4": small}
+    keep, pruned, _ = tsearch.prune(space.candidates(), lambda c: peaks[c.value("batch")],
+                                    (small + big) / 2)
+    assert [c.value("batch") for c in keep] == ["2x4"]
+    assert [p["candidate"].value("batch") for p in pruned] == ["8x1"]

@@ -11,6 +11,7 @@ import sys
 from profiler.cli import (
     bench,
     compare,
+    estimate,
     export,
     gui,
     models,
@@ -27,7 +28,7 @@ from profiler.cli.common import EXIT_PIPE, EXIT_USAGE, err
 from profiler.cli.doctor import command as doctor
 
 COMMANDS = (gui, run, runs, show, techniques, models, report, compare, bench, tune, doctor,
-            roofline, worker, export)
+            roofline, estimate, export, worker)
 """The command modules in the order `effiscope --help` lists them; each has add_parser(sub)."""
 
 

@@ -36,10 +36,13 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
-def resolve(target: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+def resolve(target: str, overrides: dict[str, Any] | None = None, *,
+            on_this_machine: bool = True) -> RunConfig:
     """A preset's name (nano) or the path of a TOML file, loaded, with `overrides` (dotted
-    setting -> value, None = not given) applied, then validated as a whole."""
-    return validate(apply_overrides(load_target(target), overrides or {}))
+    setting -> value, None = not given) applied, then validated as a whole (on_this_machine:
+    see validate)."""
+    return validate(apply_overrides(load_target(target), overrides or {}),
+                    on_this_machine=on_this_machine)
 
 
 def load_target(target: str) -> RunConfig:

@@ -16,15 +16,16 @@ FP32_BYTES = 4
 """Every model is built in fp32 first (weights cast or quantized later): 4 bytes a parameter."""
 
 
-def check(config: Any, shape: Any) -> None:
+def check(config: Any, shape: Any, on_this_machine: bool = True) -> None:
     """Raise ConfigError for the first contradiction among the techniques, or a model that
-    cannot be held in this machine's memory."""
+    cannot be held in this machine's memory (on_this_machine=False: a config judged for another
+    machine, e.g. `effiscope estimate`, which builds nothing real)."""
     from techniques import registry
 
     problem = registry.config_problem(facts(config, shape))
     if problem is not None:
         raise ConfigError(f"techniques.{problem[0]}", problem[1])
-    too_big = model_memory_problem(config, shape)
+    too_big = model_memory_problem(config, shape) if on_this_machine else None
     if too_big is not None:
         raise ConfigError("model", too_big)
 

@@ -30,8 +30,9 @@ def _require(ok: bool, field: str, message: str) -> None:
         raise ConfigError(field, message)
 
 
-def validate(config: RunConfig) -> RunConfig:
-    """Check values and combinations; raise ConfigError naming the field and the fix."""
+def validate(config: RunConfig, *, on_this_machine: bool = True) -> RunConfig:
+    """Check values and combinations; raise ConfigError naming the field and the fix.
+    on_this_machine=False leaves out what only this machine decides (its memory)."""
     # A config built in code (the app's form, CLI overrides) gets the same type and range checks
     # as one read from TOML: a 20-digit step count is refused here, never sent to a worker.
     build(RunConfig, config.to_dict(), "")
@@ -99,7 +100,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_workloads(config, shape)
     from profiler.config import rules as config_rules  # torch-free
 
-    config_rules.check(config, shape)
+    config_rules.check(config, shape, on_this_machine)
     return config
 
 

@@ -48,6 +48,24 @@ def load_model(model_cfg: Any, device: Any = "cpu", dropout: float | None = None
     return model.to(device), describe(model_cfg)
 
 
+def build_skeleton(model_cfg: Any, dropout: float) -> Any:
+    """The model a ModelConfig names built without reading its weights (a Hugging Face model
+    from config.json, a GGUF one from its header, the built-in GPT from its shape), on whatever
+    device or fake-tensor mode the caller is in: the structure the memory trace runs
+    (profiler/engine/memory_trace.py), the same modules load_model builds."""
+    if model_cfg.source == "gguf":
+        from profiler.models import gguf
+
+        return gguf.skeleton(model_cfg, dropout)
+    if is_hf(model_cfg):
+        from profiler.models import hf
+
+        return hf.skeleton(model_cfg, dropout)
+    from profiler.models.gpt import GPT
+
+    return GPT(model_shape(model_cfg), dropout)
+
+
 def load_weights(model: Any, path: str | Path) -> None:
     """Fill `model` from a safetensors file (tensors are cast to the model's dtypes)."""
     from safetensors.torch import load_file

@@ -214,3 +214,25 @@ def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
     hf_shape = shape(model_cfg)
     shape_counted = hf.counted_shape(hf_model, hf_shape)
     return hf.HFCausalLM(hf_model, tokenizer, shape_counted, text).to(device), text
+
+
+def skeleton(model_cfg: Any, dropout: float):
+    """The model in a GGUF file built from its header alone (no tensor dequantized), behind the
+    HF interface, on the device or fake-tensor mode the caller is in: what the memory trace runs.
+    Its weights are fp32, as load() gives them."""
+    from profiler.models import hf
+    from profiler.models.hf_shape import CAUSAL
+
+    info = read(model_cfg.path)
+    check_architecture(info)
+    transformers = hf.transformers_offline()
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(info.path.parent),
+                                                         gguf_file=info.path.name)
+    except Exception as exc:  # noqa: BLE001 - the loader's failure becomes one sentence
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError("path", f"transformers could not read the header of "
+                              f"{info.path.name} ({text}); check that the file is complete") from None
+    hf_model = hf.from_config(transformers, config, CAUSAL, dropout)
+    shape_counted = hf.counted_shape(hf_model, shape(model_cfg))
+    return hf.HFCausalLM(hf_model, None, shape_counted, origin(info))

@@ -306,6 +306,50 @@ def load(model_cfg: Any, device: Any = "cpu", dropout: float | None = None):
     return wrapper.to(device), origin
 
 
+def skeleton(model_cfg: Any, dropout: float) -> _HFModel:
+    """The model a ModelConfig names (source hf or hf-config) built from its config alone: no
+    weights read, no tokenizer built (its size only), every tensor on the device or fake-tensor
+    mode the caller is in. What the memory trace runs (profiler/engine/memory_trace.py)."""
+    transformers = transformers_offline()
+    if model_cfg.source == "hf-config":
+        arch = model_cfg.arch
+        tokens = None
+        if arch.tokenizer:
+            tokens = hf_cache.tokenizer_size(hf_cache.resolve(arch.tokenizer, "arch.tokenizer"))
+        vocab = hf_arch.vocab_size(arch, tokens)
+        hf_model = hf_arch.build(arch, vocab, dropout)
+        shape = shape_from_config(hf_arch.config_dict(arch, vocab, dropout),
+                                  f"hf-config {arch.name}")
+        kind, origin = hf_arch.ARCHITECTURES[arch.name].kind, f"{arch.name} (config only)"
+    else:
+        folder = hf_cache.resolve(model_cfg.path)
+        info = hf_cache.inspect(folder)
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                         trust_remote_code=False)
+        hf_model = from_config(transformers, config, info.kind, dropout)
+        shape = shape_from_config(info.config, str(info.config.get("model_type") or "hf"))
+        kind, origin = info.kind, f"{shape.arch} from {folder} (config only)"
+    shape = counted_shape(hf_model, shape)
+    if kind == ENCODER:
+        return HFEncoder(hf_model, None, shape, origin)
+    return HFCausalLM(hf_model, None, shape, origin)
+
+
+def from_config(transformers: Any, config: Any, kind: str, dropout: float) -> Any:
+    """A transformers model of `config` with fresh weights (SDPA attention where the architecture
+    has it, else its eager one), model.dropout set as every loader sets it."""
+    for key in DROPOUT_KEYS:
+        if isinstance(getattr(config, key, None), float):
+            setattr(config, key, dropout)
+    cls = transformers.AutoModel if kind == ENCODER else transformers.AutoModelForCausalLM
+    try:
+        return cls.from_config(config, attn_implementation="sdpa")
+    except ValueError as exc:
+        if "sdpa" not in str(exc).lower():
+            raise
+        return cls.from_config(config, attn_implementation="eager")
+
+
 def _from_pretrained(transformers: Any, folder: Path, info: Any,
                      dropout: float) -> tuple[Any, list[str]]:
     """The model from the folder's weights, and the names of tensors the weights lacked."""

@@ -110,19 +110,50 @@ def default_memory_limit(config: RunConfig, caps: dict) -> tuple[float | None, s
 
 
 def predicted_peak(space: Space, candidate: Candidate) -> float | None:
-    """Predicted training memory per process (profiler.figures.theory); None where there is none (an
-    inference run, a Hugging Face model's activations)."""
+    """Predicted memory per process: the built-in GPT's training from its op-by-op theory
+    (profiler.figures.theory), every other model and inference from the memory trace of the
+    real model with the candidate's techniques (profiler.engine.memory_trace, fake tensors, no
+    memory allocated); None where there is none (a technique the trace cannot run: tried)."""
     from profiler.figures.theory import predict_for_config
 
-    if space.base.workload != "train":
-        return None
     config, _ = checked_config(space, candidate)
     if config is None:
         return None
+    if config.workload == "train" and getattr(config.model, "source", "preset") == "preset":
+        try:
+            return predict_for_config(config).get("total")
+        except (ValueError, KeyError):
+            return None
+    return traced_peak(config)
+
+
+def traced_peak(config: RunConfig) -> float | None:
+    """The peak of the config's memory trace, from `effiscope estimate --json --peak-only` in a
+    child process (the tuner also runs inside the app, which never imports torch; the answer is
+    cached per config, so a second tune asks again for free); None when the trace cannot run it
+    (the candidate is then tried)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from profiler.figures import memory_fit
+
+    with tempfile.TemporaryDirectory(prefix="effiscope-estimate-") as folder:
+        path = Path(folder) / "config.toml"
+        config.save(path)
+        try:
+            done = subprocess.run([sys.executable, "-m", "profiler.cli", "estimate", str(path),
+                                   "--json", "--peak-only", "--device", "auto"],
+                                  capture_output=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
     try:
-        return predict_for_config(config).get("total")
-    except (ValueError, KeyError):
+        result = json.loads(done.stdout[:4 * 1024 * 1024].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         return None
+    return float(result["peak"]) if done.returncode == 0 and memory_fit.valid(result) else None
 
 
 # --- trials --------------------------------------------------------------------------------------

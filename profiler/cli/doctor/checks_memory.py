@@ -128,9 +128,59 @@ def check_memory_prediction(ctx: Context) -> dict:
     return figures
 
 
+TRACE_TOLERANCE = 0.05
+"""The memory trace against the allocator on a GPU: within 5 % (issue 37)."""
+
+
+def judge_trace_rows(rows: list[dict]) -> list[dict]:
+    """The rows whose predicted peak or step-start bytes are off by more than the tolerance."""
+    return [r for r in rows if abs(r["peak_ratio"] - 1) > TRACE_TOLERANCE
+            or abs(r["start_ratio"] - 1) > TRACE_TOLERANCE]
+
+
+def check_memory_trace(ctx: Context) -> dict:
+    """The memory trace (profiler.engine.memory_trace: the real model and techniques under fake
+    tensors) against torch.cuda.max_memory_allocated over a step after a warm one, and against
+    what is allocated as that step begins (weights, buffers, optimizer states), on the first
+    GPU, for plain, checkpointed, bf16 and LoRA training of gpt-mini."""
+    from profiler.engine import memory_trace
+
+    rows = []
+    for name, techniques in (("plain", {}), ("checkpointed", {"activation_checkpointing": {}}),
+                             ("bf16", {"precision": {"dtype": "bf16"}}),
+                             ("lora", {"lora": {}}),
+                             ("checkpointed bf16", {"activation_checkpointing": {},
+                                                    "precision": {"dtype": "bf16"}})):
+        config = run_config(ctx, "gpt-mini", 16, 256, techniques)
+        traced = memory_trace.trace(config, target="cuda")
+        peak, _, start = _cuda_step_peak(ctx, config)
+        resident = traced["resident"]
+        predicted_start = sum(resident.get(k, 0) for k in
+                              ("weights", "buffers", "optimizer_states"))
+        rows.append({"config": name, "predicted_peak_bytes": traced["peak"],
+                     "peak_phase": traced["peak_phase"], "measured_peak_bytes": peak,
+                     "peak_ratio": peak / traced["peak"], "predicted_start_bytes":
+                     predicted_start, "measured_start_bytes": start,
+                     "start_ratio": start / predicted_start,
+                     "parts": traced["parts"]})
+    off = judge_trace_rows(rows)
+    figures = {"model": "gpt-mini", "compared": "torch.cuda.max_memory_allocated of a step after "
+               "a warm step (and memory_allocated as it begins) vs the memory trace",
+               "configs": rows, "summary": f"{len(rows) - len(off)} of {len(rows)} "
+               f"configurations within {TRACE_TOLERANCE:.0%}"}
+    if off:
+        names = "; ".join(f"{r['config']}: peak {r['peak_ratio']:.3f}x, start "
+                          f"{r['start_ratio']:.3f}x" for r in off)
+        raise CheckFailed(f"{len(off)} of {len(rows)} configurations off by more than "
+                          f"{TRACE_TOLERANCE:.0%} (measured / traced): {names}", figures)
+    return figures
+
+
 CHECKS = [
     CheckSpec("activation_checkpointing", "activation checkpointing lowers memory",
               check_activation_checkpointing),
     CheckSpec("memory_prediction", "predicted memory against measurement, 16 configurations",
               check_memory_prediction),
+    CheckSpec("memory_trace", "the memory trace against the CUDA allocator, 5 configurations",
+              check_memory_trace, cuda_only=True),
 ]

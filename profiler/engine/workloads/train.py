@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from profiler.config import RunConfig
+from profiler.engine import memory_estimate
 from profiler.engine.workloads import steps
 from profiler.engine.workloads.loop import Loop, StepResult, tokens_per_step
 from profiler.engine.workloads.loop_figures import Headline, common_figures, headline, rank_figures
@@ -109,12 +110,16 @@ def summarize(loop: Loop, head: Headline, flops_token: float, n_params: int,
     figures.update(job)
     predicted = predict_for_config(state.config, state.dist.world_size,
                                    trained_numels(state.optimizer))  # what really trains
-    na = predicted.get("activations_how")  # a Hugging Face model: activations not predicted
+    predicted = memory_estimate.fill_prediction(state.config, predicted, state.dist.world_size,
+                                                device.type)  # a model the theory cannot break down
+    # n/a where neither the theory nor the memory trace gives the activations (the sentence why)
+    na = predicted.get("activations_how") if predicted.get("activations") is None else None
     figures["predicted_memory_bytes"] = figure(
         predicted["total"], "bytes", na or "weights + gradients + optimizer states + activations "
         "saved for backward, predicted for this model, batch, precision and checkpointing")
-    figures["predicted_activation_bytes"] = figure(predicted["activations"], "bytes", na or
-                                                   "activations saved for backward (predicted)")
+    figures["predicted_activation_bytes"] = figure(
+        predicted["activations"], "bytes",
+        na or predicted.get("activations_how") or "activations saved for backward (predicted)")
     figures["predicted_optimizer_state_bytes"] = figure(
         predicted["optimizer_states"], "bytes",
         f"optimizer states (predicted: {predicted['optimizer_how']})"
