@@ -44,3 +44,234 @@ def test_a_train_run_changes_its_micro_batch_mid_run_at_a_constant_global_batch(
     refused = [m for m in messages if m["type"] == "event" and m["kind"] == "refused"]
     assert len(refused) == 2 and all("batch_size" in r["message"] for r in refused)
     assert summary["effective_batch"] == 4 and config.train.batch_size == 2
+
+
+# --- a warm worker simulated in this process ------------------------------------------------------
+import hashlib  # noqa: E402
+
+from profiler.figures import stats  # noqa: E402
+from profiler.tune import devices as tdevices  # noqa: E402
+from profiler.tune import rounds, toggles, warm  # noqa: E402
+from profiler.tune import space as tspace  # noqa: E402
+from profiler.wire import protocol  # noqa: E402
+from tests.test_tune import GPU_CAPS, SPEED, nano, searched  # noqa: E402
+
+SWITCHED = {"train", "grad_accumulation", "activation_checkpointing", "precision", "attention"}
+
+
+def surface(state: dict) -> float:
+    """tokens/s of a configuration: test_tune's known surface (optimum 16x1 + bf16 + fused)."""
+    value = 1000.0
+    for dim, table in SPEED.items():
+        value *= table[state[dim]]
+    return value
+
+
+def jitter(key: str) -> float:
+    digest = hashlib.sha256(key.encode()).digest()
+    return 1 + (digest[0] / 255 * 2 - 1) * 0.01
+
+
+def state_of(config: dict) -> dict:
+    tech = config["techniques"]
+    accumulation = (tech.get("grad_accumulation") or {}).get("micro_batches", 1)
+    every = (tech.get("activation_checkpointing") or None)
+    return {"batch": f"{config['train']['batch_size']}x{accumulation}",
+            "checkpoint": "off" if every is None else str(every.get("every", 1)),
+            "precision": (tech.get("precision") or {}).get("dtype", "fp32")
+            if "precision" in tech else "fp32",
+            "optimizer": (tech.get("optimizer") or {}).get("implementation", "auto")}
+
+
+def switch(state: dict, command: dict) -> None:
+    name, params = command["technique"], command["params"]
+    on = params.get("enabled", True)
+    if name == "train":
+        state["batch"] = f"{params['batch_size']}x{state['batch'].split('x')[1]}"
+    elif name == "grad_accumulation":
+        state["batch"] = f"{state['batch'].split('x')[0]}x{params['micro_batches'] if on else 1}"
+    elif name == "activation_checkpointing":
+        state["checkpoint"] = str(params["every"]) if on else "off"
+    elif name == "precision":
+        state["precision"] = params["dtype"] if on else "fp32"
+
+
+class FakeLauncher:
+    """A device whose worker is simulated: the known surface, a drift over each run (3 % slower
+    by its end), and commands answered two steps late (the poll already passed), as a worker's."""
+
+    def __init__(self, name: str = "fake", drift: float = 0.03):
+        self.device = tdevices.Device(name)
+        self.fresh = True
+        self.runs: list[dict] = []
+        self.drift = drift
+
+    def configure(self, config):
+        return config
+
+    def own_peak(self, key, value):
+        return key, value
+
+    def __call__(self, config, recorder, on_message=None, interrupt=None) -> str:
+        config = config.to_dict()
+        state = state_of(config)
+        run = {"config": config, "sets": [], "candidates": [dict(state)]}
+        self.runs.append(run)
+        limit, warmup = config["limits"]["steps"], config["limits"]["warmup_steps"]
+        pending: list[tuple[int, dict]] = []
+
+        def send(message: dict) -> None:
+            recorder.handle_message(message)
+            for command in (on_message(message) if on_message else None) or ():
+                pending.append((step + 2, command))
+
+        step = 0
+        send(protocol.started({"workload": "train", "steps": limit, "warmup_steps": warmup}))
+        status = "completed"
+        for step in range(1, limit + 1):
+            due = [c for at, c in pending if at <= step]
+            pending[:] = [(at, c) for at, c in pending if at > step]
+            if any(c["type"] == "stop" for c in due):
+                status = "stopped"
+                break
+            for command in due:
+                run["sets"].append(command)
+                switch(state, command)
+                send(protocol.toggle(f"{command['technique']} changed", step=step,
+                                     technique=command["technique"], params=command["params"]))
+            if due:
+                run["candidates"].append(dict(state))
+            speed = surface(state) * (1 - self.drift * step / limit) * jitter(
+                f"{recorder.run.run_id}|{step}")
+            send(protocol.sample(step, step * 0.1, {"tokens_per_s": speed, "step_time_s": 0.1},
+                                 "warmup" if step <= warmup else "measure"))
+        measured = [m["metrics"]["tokens_per_s"] for m in recorder_samples(recorder)]
+        send(protocol.done(status, {"workload": "train", "figures": {
+            "tokens_per_s": stats.timed_figure(measured, "tokens/s", "fake")}}))
+        return recorder.finish(0)
+
+
+def recorder_samples(recorder) -> list[dict]:
+    return [m for m in recorder.run.messages() if m.get("type") == "sample"
+            and m.get("phase") == "measure"]
+
+
+def fake_search(space, launcher, store, **kw):
+    evaluator = warm.GroupEvaluator(space, store, "tune:test", "tokens_per_s", "tokens_per_s",
+                                    log=lambda _: None, settle=1)
+    measure = lambda cands, steps, rung: evaluator.measure(launcher, cands, steps)  # noqa: E731
+    return rounds.halving(space.candidates(), lambda cs: toggles.groups(space, cs),
+                          rounds.sequential(measure), budget_s=1e9, baseline=space.baseline,
+                          min_steps=6, eta=3, max_steps=54, **kw)
+
+
+def test_a_fake_cost_surface_finds_its_optimum_with_segment_trials(effiscope_home):
+    from profiler.store import RunStore
+
+    space = tspace.build_space(nano(), GPU_CAPS, {"batch": None, "checkpoint": None,
+                                                  "precision": None, "optimizer": None})
+    launcher = FakeLauncher()
+    result = fake_search(space, launcher, RunStore())
+    best = result["ranking"][0]["candidate"]
+    assert searched(best) == {"batch": "16x1", "checkpoint": "off", "precision": "bf16",
+                              "optimizer": "fused"}
+    # 108 candidates, three optimizer kernels (a rebuild each): three warm runs at rung 0,
+    # not 108 fresh workers; every candidate measured there, with an interval.
+    assert len(space.candidates()) == 108
+    rung0 = [t for t in result["trials"] if t.rung == 0]
+    assert len(rung0) == 108 and len({t.measurement.run_id for t in rung0}) == 3
+    assert all(t.measurement.extra["distribution"]["n"] == 6 for t in rung0)
+    assert all(t.measurement.ci_low < t.measurement.value < t.measurement.ci_high
+               for t in rung0)
+    # Interleaved in rounds: each candidate's 6 steps come from two windows, A..Z then Z..A.
+    first = launcher.runs[0]["candidates"]
+    assert len(first) == 36 + 35 and first[:36] == list(reversed(first[35:]))
+    assert len({tuple(sorted(s.items())) for s in first}) == 36
+    assert all(t.measurement.extra["segment"]["windows"] == 2 for t in rung0)
+    # Halving: fewer candidates at each rung.
+    by_rung = [sum(1 for t in result["trials"] if t.rung == r) for r in range(3)]
+    assert by_rung[0] > by_rung[1] > by_rung[2] >= 2
+
+
+def test_candidates_that_need_a_rebuild_are_not_toggled(effiscope_home):
+    from profiler.store import RunStore
+
+    space = tspace.build_space(nano(), GPU_CAPS, {"batch": ["16x1", "8x2"],
+                                                  "checkpoint": ["off", "1"], "compile": None})
+    compiled = [c for c in space.candidates() if c.value("compile") != "off"]
+    assert len(compiled) == 4
+    assert all(toggles.why_rebuilt(space, c).startswith("torch.compile") for c in compiled)
+    groups = toggles.groups(space, space.candidates())
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 4]  # one warm run, four of their own
+    launcher = FakeLauncher()
+    result = fake_search(space, launcher, RunStore())
+    rung0 = [t for t in result["trials"] if t.rung == 0]
+    assert len(rung0) == 8 and not result["failed"]
+    for run in launcher.runs:
+        if "compile" in run["config"]["techniques"]:
+            assert run["sets"] == [] and len(run["candidates"]) == 1  # built for it, never switched
+        assert {c["technique"] for c in run["sets"]} <= SWITCHED
+    compiled_runs = {t.measurement.run_id for t in rung0 if t.candidate in compiled}
+    shared_runs = {t.measurement.run_id for t in rung0 if t.candidate not in compiled}
+    assert len(compiled_runs) == 4 and len(shared_runs) == 1
+    # A torchrun job or an inference run is never switched either.
+    infer = nano()
+    infer.workload = "infer"
+    infer_space = tspace.build_space(infer, GPU_CAPS, {"batch": ["1", "4"]})
+    assert all(toggles.why_rebuilt(infer_space, c) for c in infer_space.candidates())
+
+
+def test_two_devices_run_two_trials_at_once_and_a_failing_devices_trial_moves():
+    import threading
+
+    together = threading.Barrier(2, timeout=10)  # broken unless two jobs run at the same time
+    b_failed = threading.Event()
+    ran: dict[str, list[str]] = {"a": [], "b": []}
+    failed_on_b: list[str] = []
+
+    def work(device, job):
+        if job in ("first", "second"):
+            together.wait()  # both first jobs are in flight at once, one per device
+        elif device.name == "b":
+            failed_on_b.append(job)
+            b_failed.set()
+            raise tdevices.DeviceLost("the ssh link dropped (fake)")
+        else:
+            b_failed.wait(10)  # device a holds its next job until b has taken (and lost) one
+        ran[device.name].append(job)
+        return f"{job} on {device.name}"
+
+    a, b = tdevices.Device("a"), tdevices.Device("b")
+    logged: list[str] = []
+    pool = tdevices.DevicePool([a, b], log=logged.append)
+    jobs = ["first", "second", "third", "fourth", "fifth"]
+    results = pool.run(jobs, work)
+    assert not together.broken
+    assert sorted(ran["a"] + ran["b"]) == sorted(jobs)  # every job ran once, none lost
+    assert len(failed_on_b) == 1 and failed_on_b[0] in ran["a"]  # the failed job moved to a
+    assert results[jobs.index(failed_on_b[0])] == f"{failed_on_b[0]} on a"
+    assert b.lost == "the ssh link dropped (fake)" and len(ran["b"]) == 1
+    assert pool.live == [a] and "worker b left out" in logged[0]
+    # With no device left, a job's result says why instead of hanging.
+    results = pool.run(["sixth"], lambda device, job: (_ for _ in ()).throw(
+        tdevices.DeviceLost("GPU fell off the bus (fake)")))
+    assert isinstance(results[0], tdevices.DeviceLost) and "GPU fell off" in str(results[0])
+
+
+def test_workers_parse_into_devices_with_a_sentence_for_bad_input():
+    import pytest
+
+    gpus = lambda: [{"index": 0, "uuid": "GPU-aaa", "name": "H100"},  # noqa: E731
+                    {"index": 1, "uuid": "GPU-bbb", "name": "H100"}]
+    found = tdevices.parse_workers("gpus", gpus=gpus, cores=[0, 1])
+    assert [d.env["CUDA_VISIBLE_DEVICES"] for d in found] == ["GPU-aaa", "GPU-bbb"]
+    assert all(d.overrides == {"device": "cuda"} for d in found)
+    two = tdevices.parse_workers("cpus:2", cores=[0, 1, 2, 3])
+    assert [d.cores for d in two] == [{0, 1}, {2, 3}] and two[0].env["OMP_NUM_THREADS"] == "2"
+    hosts = tdevices.parse_workers("alice@box1, box2", cores=[0])
+    assert [d.overrides["launch.ssh"] for d in hosts] == ["alice@box1", "box2"]
+    for text, fix in (("cpus:3", "give cpus:2 or fewer"), ("cuda:7", "no GPU 7"),
+                      ("cpu:5-1", "give cores as cpu:A-B"), ("", "name one or more"),
+                      ("box;rm", "is not a worker"), ("cpus:1,cpus:1", "named twice")):
+        with pytest.raises(ValueError, match=fix):
+            tdevices.parse_workers(text, gpus=gpus, cores=[0, 1])

@@ -159,7 +159,10 @@ class RunEvaluator:
         self.log, self.interrupt = log, interrupt
         self.count = 0
 
-    def __call__(self, candidate: Candidate, steps: int, final: bool = False) -> tsearch.Measurement:
+    def __call__(self, candidate: Candidate, steps: int, final: bool = False,
+                 launcher=None) -> tsearch.Measurement:
+        """launcher: where the trial runs (profiler.tune.warm.Launcher: a device's worker,
+        kept between runs); None = a fresh local worker."""
         from profiler.store.recorder import RunRecorder
         from profiler.wire.client import StartRefused, run_to_completion
         from profiler.wire.launch import worker_command
@@ -167,6 +170,8 @@ class RunEvaluator:
         started = time.monotonic()
         try:
             config = trial_config(self.space, candidate, steps, final)
+            if launcher is not None:
+                config = launcher.configure(config)
         except TuneError as exc:
             return tsearch.Measurement(error=str(exc))
         self.count += 1
@@ -184,8 +189,10 @@ class RunEvaluator:
             return []
 
         try:
-            status = run_to_completion(config.to_dict(), recorder, on_message=on_message,
-                                       interrupt=self.interrupt, command=worker_command(config))
+            status = (run_to_completion(config.to_dict(), recorder, on_message=on_message,
+                                        interrupt=self.interrupt, command=worker_command(config))
+                      if launcher is None else
+                      launcher(config, recorder, on_message, self.interrupt))
         except StartRefused as exc:
             status = recorder.finish(None, explanation=str(exc))
         cost = time.monotonic() - started
@@ -201,6 +208,8 @@ class RunEvaluator:
                      or f"the run ended {status}")
         samples = run_samples(run, (self.sample_key,))[self.sample_key]
         shared = busy.sentence(summary)
+        if launcher is not None and not launcher.fresh:
+            peak_key, peak = launcher.own_peak(peak_key, peak)
         extra = {"distribution": dist, "peak_key": peak_key, "status": status,
                  "effective_batch": summary.get("effective_batch"),
                  "perplexity": (figures.get("perplexity") or {}).get("value"),
