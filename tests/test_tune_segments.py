@@ -28,11 +28,13 @@ def test_a_train_run_changes_its_micro_batch_mid_run_at_a_constant_global_batch(
     config.data.max_train_bytes = 40_000
     validate(config)
     messages: list[dict] = []
-    switch = [{"type": "set", "technique": "train", "params": {"batch_size": 2}},
-              {"type": "set", "technique": "grad_accumulation", "params": {"micro_batches": 2}}]
+    # Sent at the second poll for step 4: the worker holds them until then.
+    switch = [{"type": "set", "technique": "train", "params": {"batch_size": 2}, "step": 4},
+              {"type": "set", "technique": "grad_accumulation", "params": {"micro_batches": 2},
+               "step": 4}]
     bad = [{"type": "set", "technique": "train", "params": {"batch_size": 0}},
            {"type": "set", "technique": "train", "params": {"batch_size": 2, "seq_len": 8}}]
-    summary = train.run(config, messages.append, SetMany({4: switch, 6: bad}))
+    summary = train.run(config, messages.append, SetMany({2: switch, 6: bad}))
     toggles = [m for m in messages if m["type"] == "event" and m["kind"] == "toggle"]
     assert [t["technique"] for t in toggles] == ["train", "grad_accumulation"]
     assert "micro-batch 4 -> 2 sequences" in toggles[0]["message"]
@@ -98,7 +100,8 @@ def switch(state: dict, command: dict) -> None:
 
 class FakeLauncher:
     """A device whose worker is simulated: the known surface, a drift over each run (3 % slower
-    by its end), and commands answered two steps late (the poll already passed), as a worker's."""
+    by its end), commands seen at the second poll after they were sent (the next one has
+    passed), a `set` with a step held until then, as a worker's."""
 
     def __init__(self, name: str = "fake", drift: float = 0.03):
         self.device = tdevices.Device(name)
@@ -123,7 +126,8 @@ class FakeLauncher:
         def send(message: dict) -> None:
             recorder.handle_message(message)
             for command in (on_message(message) if on_message else None) or ():
-                pending.append((step + 2, command))
+                # it arrives after the next poll; a `set` with a step waits for that step
+                pending.append((max(step + 2, command.get("step") or 0), command))
 
         step = 0
         send(protocol.started({"workload": "train", "steps": limit, "warmup_steps": warmup}))
@@ -188,6 +192,12 @@ def test_a_fake_cost_surface_finds_its_optimum_with_segment_trials(effiscope_hom
     assert len(first) == 36 + 35 and first[:36] == list(reversed(first[35:]))
     assert len({tuple(sorted(s.items())) for s in first}) == 36
     assert all(t.measurement.extra["segment"]["windows"] == 2 for t in rung0)
+    # Each switch was sent ahead with its step: one step per switch is left out (the step it
+    # applies at), none is lost to the pipe's delay: 72 windows of 3, 70 switches.
+    first_run = {t.measurement.run_id for t in rung0 if t.candidate == space.baseline}
+    steps = sorted(s for t in rung0 if t.measurement.run_id in first_run
+                   for s in t.measurement.extra["segment"]["steps"])
+    assert len(steps) == 72 * 3 and steps[-1] - steps[0] + 1 == 72 * 3 + 70
     # Halving: fewer candidates at each rung.
     by_rung = [sum(1 for t in result["trials"] if t.rung == r) for r in range(3)]
     assert by_rung[0] > by_rung[1] > by_rung[2] >= 2
@@ -275,3 +285,36 @@ def test_workers_parse_into_devices_with_a_sentence_for_bad_input():
                       ("box;rm", "is not a worker"), ("cpus:1,cpus:1", "named twice")):
         with pytest.raises(ValueError, match=fix):
             tdevices.parse_workers(text, gpus=gpus, cores=[0, 1])
+
+
+def test_a_refused_switch_is_sent_again_then_its_candidate_fails_and_the_run_goes_on():
+    from profiler.tune import windows
+
+    space = tspace.build_space(nano(), GPU_CAPS, {"precision": ["fp32", "bf16", "fp16"]})
+    a, b, c = space.candidates()
+    dims = toggles.varying([a, b, c])
+    driver = windows.WindowDriver(windows.schedule([a, b, c], 2, rounds=1), "tokens_per_s", 1,
+                                  lambda cand: toggles.set_commands(cand, dims))
+
+    def sample(step):
+        return driver.on_message(protocol.sample(step, 0.1, {"tokens_per_s": 100.0 + step},
+                                                 "measure"))
+
+    def event(kind, step, technique="precision"):
+        return driver.on_message({"type": "event", "kind": kind, "step": step,
+                                  "technique": technique, "message": f"{kind} (fake)"})
+
+    first = driver.on_message(protocol.started({"workload": "train"}))
+    assert first == [{"type": "set", "technique": "precision",
+                      "params": {"enabled": True, "dtype": "bf16"}, "step": 4}]
+    assert sample(2) == [] and sample(3) == []           # a's window: steps 2, 3
+    again = event("refused", 4)                           # b refused at its planned step ...
+    assert again and "step" not in again[0]              # ... sent again at once
+    onward = event("refused", 5)                          # refused twice: b fails here
+    assert onward == [{"type": "set", "technique": "precision",
+                       "params": {"enabled": True, "dtype": "fp16"}, "step": 5}]
+    assert event("toggle", 6) == []                       # c from step 6, settled at 7
+    assert sample(6) == [] and sample(7) == [] and sample(8) == [{"type": "stop"}]
+    found = driver.results()
+    assert found[a]["samples"] == [102.0, 103.0] and found[c]["samples"] == [107.0, 108.0]
+    assert "refused mid-run" in found[b]["error"] and found[b]["distribution"] == {"n": 0}

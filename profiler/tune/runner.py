@@ -246,6 +246,17 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     judge them on their pooled per-step samples."""
     from profiler.figures.stats import round_order
 
+    measured: dict[str, list[tsearch.Measurement]] = {role: [] for role in finalists}
+    for index in range(rounds):
+        for role in round_order(list(finalists), index, "rotate", 0):
+            measured[role].append(evaluate(finalists[role], steps, final=True))
+    return judge(finalists, measured, steps, rounds, higher_is_better)
+
+
+def judge(finalists: dict[str, Candidate], measured: dict[str, list[tsearch.Measurement]],
+          steps: int, rounds: int, higher_is_better: bool) -> dict:
+    """The final re-measure's verdicts from each finalist's measurements (their per-step samples
+    pooled), by the one verdict rule; the winner has the best pooled median."""
     better = metrics.HIGHER if higher_is_better else metrics.LOWER
     samples: dict[str, list[float]] = {role: [] for role in finalists}
     peaks: dict[str, list[float]] = {role: [] for role in finalists}
@@ -254,11 +265,10 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     errors: dict[str, list[str]] = {role: [] for role in finalists}
     busy: dict[str, list[str]] = {role: [] for role in finalists}
     spent = 0.0
-    for index in range(rounds):
-        for role in round_order(list(finalists), index, "rotate", 0):
-            m = evaluate(finalists[role], steps, final=True)
+    for role in finalists:
+        for m in measured.get(role, []):
             spent += m.cost_s
-            if m.run_id:
+            if m.run_id and m.run_id not in runs[role]:
                 runs[role].append(m.run_id)
             if m.error:
                 errors[role].append(m.error)
@@ -278,13 +288,13 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
             "peak_bytes": stats.percentile(peaks[role], 50),
             "perplexity": stats.percentile(perplexity[role], 50), "busy": busy[role],
         }
-    measured = [r for r in finalists if samples[r]]
+    measured_roles = [r for r in finalists if samples[r]]
     pick = max if higher_is_better else min
-    out["winner"] = pick(measured, key=lambda r: out["roles"][r]["distribution"]["median"]) \
-        if measured else None
+    out["winner"] = pick(measured_roles, key=lambda r: out["roles"][r]["distribution"]["median"]) \
+        if measured_roles else None
     winner = out["winner"]
     out["comparisons"] = {}
-    for role in measured:
+    for role in measured_roles:
         if role != winner:
             out["comparisons"][role] = significance.compare_samples(
                 samples[role], samples[winner], better,

@@ -21,11 +21,9 @@ from profiler.figures import stats
 from profiler.tune.dimensions import Candidate
 from profiler.wire import protocol
 
-SETTLE_STEPS = 2
-"""Timed steps left out after a switch: the first pays for the switch (figures.segments'
-RETIMED_STEPS), the second for what it re-allocated (a new micro-batch's buffers)."""
-LAG_STEPS = 2
-"""Steps a switch may take to arrive: the worker polls for commands between steps."""
+SETTLE_STEPS = 1
+"""Timed steps left out after a switch: the step it applies at pays for it once (a new autocast
+cache, re-allocated buffers), as figures.segments' RETIMED_STEPS leaves it out of a segment."""
 
 
 @dataclass
@@ -58,138 +56,161 @@ def schedule(candidates: list[Candidate], steps: int, rounds: int = 2) -> list[W
 
 
 def run_steps(windows: list[Window], warmup_steps: int, settle: int = SETTLE_STEPS) -> int:
-    """A step limit the windows fit in, with room for each switch to arrive and settle; the
-    driver stops the run when its last window is done."""
-    switches = len(windows)
-    return warmup_steps + sum(w.measure for w in windows) + switches * (settle + LAG_STEPS) + 5
+    """A step limit the windows fit in, with room for switches that arrive late or are sent
+    twice; the driver stops the run when its last window is done."""
+    return warmup_steps + sum(w.measure for w in windows) + len(windows) * (settle + 2) + 5
 
 
 class WindowDriver:
-    """Walks a warm run through its windows (see the module doc)."""
+    """Walks a warm run through its windows (see the module doc).
+
+    Each switch is sent as soon as the window before it has a known first step, with the step
+    it must apply at (its predecessor's last step + 1): the worker holds it until then, so no
+    step is lost to the pipe's delay. The steps each switch really applied at come back in the
+    worker's toggle events and decide where a window starts; a refused set is sent once more
+    (it may only have come in the wrong order), and a candidate refused twice fails in this
+    run, the next window switching every dimension again."""
 
     def __init__(self, windows: list[Window], sample_key: str, warmup_steps: int,
                  commands_of: Callable[[Candidate], list[dict]], settle: int = SETTLE_STEPS,
                  peak_key: str = "torch_peak_allocated_bytes") -> None:
         if not windows:
             raise ValueError("a warm run needs one window or more")
-        self.windows, self.sample_key, self.warmup = windows, sample_key, warmup_steps
+        self.windows, self.sample_key = windows, sample_key
         self.commands_of, self.settle, self.peak_key = commands_of, settle, peak_key
+        self.failed: dict[Candidate, str] = {}
         self.index = 0
-        self.state = "warmup"
-        self.current: Candidate | None = windows[0].candidate
-        """The candidate the worker is wholly in; None after a switch that did not hold."""
+        """The window being measured (or waiting for its switch)."""
+        self.switching: int | None = None
+        """The window whose switch is in flight (its acknowledgements awaited)."""
         self.pending: list[dict] = []
         self.acked: list[int] = []
         self.refusals: list[tuple[dict, str]] = []
         self.retried = False
-        self.failed: dict[Candidate, str] = {}
-        self.last_step = 0
+        self.mixed = False
+        """A switch that did not hold left the worker between candidates."""
         self.stopped = False
+        windows[0].first_step = warmup_steps + 1  # the run's own warmup settled the first
+        self.out: list[dict] = self._plan(0)
 
-    # --- the messages -------------------------------------------------------------------------
+    # --- planning ---------------------------------------------------------------------------------
+    def _plan(self, index: int) -> list[dict]:
+        """Window `index` has its first step: plan the switch to the window after it."""
+        nxt = index + 1
+        while nxt < len(self.windows) and self.windows[nxt].candidate in self.failed:
+            self.windows[nxt].error = self.failed[self.windows[nxt].candidate]
+            nxt += 1
+        if nxt >= len(self.windows):
+            return []
+        here, there = self.windows[index], self.windows[nxt]
+        at = here.first_step + here.measure
+        if there.candidate == here.candidate and not self.mixed:
+            there.first_step = at  # the same candidate goes on: nothing to switch
+            return self._plan(nxt)
+        commands = self.commands_of(there.candidate)
+        if not commands:
+            there.first_step = at + self.settle
+            return self._plan(nxt)
+        self.switching, self.pending = nxt, [dict(c, step=at) for c in commands]
+        self.acked, self.refusals, self.retried = [], [], False
+        return [dict(c) for c in self.pending]
+
+    # --- the messages ---------------------------------------------------------------------------
     def on_message(self, message: dict) -> list[dict]:
         kind = message.get("type")
+        out, self.out = self.out, []
         if kind == "sample":
-            return self._sample(message)
-        if kind == "event" and message.get("kind") in ("toggle", "refused") \
-                and self.state == "switching":
-            return self._ack(message)
+            return out + self._sample(message)
+        if kind == "event" and message.get("kind") in ("toggle", "refused"):
+            return out + self._ack(message)
         if kind == "done":
             self._ended(f"the run ended ({message.get('status')}) before this window's steps")
-        return []
+        return out
 
     def _sample(self, message: dict) -> list[dict]:
         step = message.get("step")
         value = (message.get("metrics") or {}).get(self.sample_key)
         if message.get("phase") != "measure" or not isinstance(step, int) \
-                or not isinstance(value, (int, float)) or isinstance(value, bool):
-            return []
-        self.last_step = max(self.last_step, step)
-        if self.state == "warmup":
-            self.state = "measuring"
-            self.windows[0].first_step = step  # the run's own warmup settled it
-        if self.state != "measuring":
+                or not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or self.index >= len(self.windows):
             return []
         window = self.windows[self.index]
-        if window.first_step is None or step < window.first_step:
+        if window.first_step is None or step < window.first_step or window.complete:
             return []
         window.values.append(float(value))
         window.steps.append(step)
         peak = (message.get("metrics") or {}).get(self.peak_key)
         if isinstance(peak, (int, float)) and not isinstance(peak, bool):
             window.peaks.append(float(peak))
-        if len(window.values) >= window.measure:
-            return self._advance(step)
+        if window.complete:
+            return self._next()
+        return []
+
+    def _next(self) -> list[dict]:
+        """The window being measured is complete: the next one (already planned) takes over."""
+        self.index += 1
+        return self._skip_failed()
+
+    def _skip_failed(self) -> list[dict]:
+        """Past the windows of failed candidates; `stop` when no window is left."""
+        while self.index < len(self.windows) and self.windows[self.index].error is not None:
+            self.index += 1
+        if self.index >= len(self.windows) and not self.stopped:
+            self.stopped = True
+            return [protocol.stop()]
         return []
 
     def _ack(self, message: dict) -> list[dict]:
-        technique = message.get("technique")
+        technique, step = message.get("technique"), message.get("step")
         match = next((c for c in self.pending if c["technique"] == technique), None)
-        if match is None or not isinstance(message.get("step"), int):
+        if match is None or not isinstance(step, int):
             return []
         self.pending.remove(match)
-        self.acked.append(message["step"])
+        self.acked.append(step)
         if message.get("kind") == "refused":
             self.refusals.append((match, str(message.get("message", "refused"))))
         if self.pending:
             return []
+        target = self.windows[self.switching]
+        before = self.windows[self.switching - 1]
+        switched_at = max(self.acked)
+        # A switch that arrived late: what the window before measured from then on is not its.
+        if before.steps and before.steps[-1] >= switched_at:
+            while before.steps and before.steps[-1] >= switched_at:
+                before.steps.pop()
+                before.values.pop()
+                if before.peaks:
+                    before.peaks.pop()
+            before.measure = len(before.values)  # a shorter window, its n says so
+            if not before.values:
+                before.error = "its switch arrived late: no step of its own was measured"
         if self.refusals and not self.retried:
-            # A set may be refused only because of the order (flash attention before fp32):
-            # once the others held, it is sent again.
-            self.retried = True
-            self.pending = [c for c, _ in self.refusals]
+            self.retried = True  # refused perhaps only for the order (flash before fp32)
+            self.pending = [{k: v for k, v in c.items() if k != "step"} for c, _ in self.refusals]
             self.refusals = []
             return [dict(c) for c in self.pending]
-        window = self.windows[self.index]
         if self.refusals:
             why = "; ".join(f"{c['technique']}: {text}" for c, text in self.refusals)
-            self.failed[window.candidate] = f"the switch to it was refused mid-run ({why})"
-            self.current = None
-            return self._advance(max(self.acked), failed=True)
-        self.current = window.candidate
-        window.first_step = max(self.acked) + self.settle
-        self.state = "measuring"
-        return []
-
-    # --- moving on ------------------------------------------------------------------------------
-    def _advance(self, step: int, failed: bool = False) -> list[dict]:
-        if failed:
-            self.windows[self.index].error = self.failed[self.windows[self.index].candidate]
-        self.index += 1
-        while self.index < len(self.windows) and \
-                self.windows[self.index].candidate in self.failed:
-            self.windows[self.index].error = self.failed[self.windows[self.index].candidate]
-            self.index += 1
-        if self.index >= len(self.windows):
-            self.state = "stopping"
-            self.stopped = True
-            return [protocol.stop()]
-        window = self.windows[self.index]
-        if window.candidate == self.current and not failed:
-            window.first_step = step + 1  # the same candidate goes on: nothing to switch
-            self.state = "measuring"
-            return []
-        self.state = "switching"
-        self.pending = self.commands_of(window.candidate)
-        self.acked, self.refusals, self.retried = [], [], False
-        if not self.pending:  # nothing differs in the switched dimensions
-            self.current = window.candidate
-            window.first_step = step + 1 + self.settle
-            self.state = "measuring"
-            return []
-        return [dict(c) for c in self.pending]
+            self.failed[target.candidate] = f"the switch to it was refused mid-run ({why})"
+            target.error = self.failed[target.candidate]
+            self.mixed = True
+            target.first_step = switched_at  # the next switch goes from here
+            target.measure = 0
+            return self._plan(self.switching) + self._skip_failed()
+        self.mixed = False
+        target.first_step = switched_at + self.settle
+        return self._plan(self.switching)
 
     def _ended(self, why: str) -> None:
-        for window in self.windows[self.index:]:
+        for window in self.windows:
             if not window.complete and window.error is None:
                 window.error = why
-        self.state = "ended"
 
     # --- what it measured -----------------------------------------------------------------------
     def results(self) -> dict[Candidate, dict]:
         """Per candidate: {"samples", "distribution", "peak_bytes", "windows", "error",
-        "steps"} (samples pooled over its complete windows); a candidate with a window that
-        did not complete has its error and no figure."""
+        "steps"} (samples pooled over its windows); a candidate with a window that did not
+        complete has its error and no figure."""
         out: dict[Candidate, dict] = {}
         for window in self.windows:
             item = out.setdefault(window.candidate, {"samples": [], "peaks": [], "windows": 0,

@@ -203,6 +203,16 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
     return 0
 
 
+def due(commands: list[dict], step: int) -> tuple[list[dict], list[dict]]:
+    """(the commands that apply before `step`, in order; those held for a later step): a `set`
+    with a "step" applies from that step on (protocol.set_technique)."""
+    now, later = [], []
+    for command in commands:
+        at = command.get("step") if command["type"] == "set" else None
+        (later if isinstance(at, int) and at > step else now).append(command)
+    return now, later
+
+
 class Loop:
     """One run of the step loop over a prepared run (profiler.engine.workloads.setup.Prepared)."""
 
@@ -255,10 +265,12 @@ class Loop:
         if self.schedule.should_validate(0):
             self.emit(protocol.sample(0, 0.0, self.validation(0), "eval"))
         record.rss_before_steps = self.sampler.read_now().get("rss_bytes")
+        held: list[dict] = []  # `set` commands for a later step (their "step")
         try:
             for step in range(1, limits.steps + 1):
                 commands, stop, out_of_time = job_commands(self.control, dist,
                                                            self._out_of_time())
+                commands, held = due(held + commands, step)
                 changed = sum(handle_command(c, state, step, self._note, self.capture)
                               for c in commands)
                 record.changes += changed
