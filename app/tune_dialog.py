@@ -32,7 +32,7 @@ from profiler.cli.tune import parse_duration, parse_size
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.figures import metrics, stats
 from profiler.tune import report as tune_report
-from profiler.tune import runner
+from profiler.tune import runner, session
 from profiler.tune.space import SpaceError, build_space, parse_space
 
 COLUMNS = ("#", "configuration", "figure (median, 95 % interval)", "steps", "peak memory",
@@ -197,7 +197,7 @@ class TuneDialog(QDialog):
     def _work(self, config: RunConfig, settings: runner.Settings) -> None:
         put = self._queue.put
         try:
-            report = runner.tune(
+            report = session.tune(
                 config, settings, caps=self.caps, store=self.store, evaluator=self.evaluator,
                 log=lambda text: put(("log", text)), interrupt=self._stop,
                 on_trial=lambda trial, space: put(("trial", tune_report.trial_row(

@@ -318,3 +318,68 @@ def test_a_refused_switch_is_sent_again_then_its_candidate_fails_and_the_run_goe
     found = driver.results()
     assert found[a]["samples"] == [102.0, 103.0] and found[c]["samples"] == [107.0, 108.0]
     assert "refused mid-run" in found[b]["error"] and found[b]["distribution"] == {"n": 0}
+
+
+def test_a_resumed_tune_repeats_no_trial(effiscope_home):
+    import threading
+
+    from profiler.store import RunStore
+    from profiler.tune import journal, runner, session
+
+    store = RunStore()
+    settings = runner.Settings(budget_s=1e9, memory_limit=1e15, min_steps=3, max_steps=9,
+                               final_rounds=1, dims={"batch": ["16x1", "8x2", "4x4"],
+                                                     "checkpoint": ["off", "1"],
+                                                     "optimizer": ["auto", "fused"]})
+
+    def run(interrupt=None, stop_after=None, resume=None):
+        launcher = FakeLauncher()
+        seen = []
+
+        def on_trial(trial, space):
+            seen.append(trial)
+            if stop_after is not None and len(seen) >= stop_after:
+                interrupt.set()  # Ctrl-C after the first warm run's trials
+
+        report = session.tune(nano(), settings, caps=GPU_CAPS, store=store, log=lambda _: None,
+                              interrupt=interrupt, on_trial=on_trial, resume=resume,
+                              launcher_for=lambda device: launcher)
+        return report, launcher
+
+    whole, straight = run()
+    stop = threading.Event()
+    first, before = run(stop, stop_after=1)
+    assert first["stopped"] and first["final"] is None and len(before.runs) == 1
+    folder = store.open_run(first["tune_run"]).path
+    assert len((folder / journal.JOURNAL).read_text().splitlines()) == 6  # one warm run, 6 trials
+    config, kept = session.resume_settings(store, first["tune_run"])
+    assert kept == settings
+    second, after = run(resume=first["tune_run"])
+    assert second["tune_run"] == first["tune_run"] and not second["stopped"]
+    # Nothing measured twice: the first session's trials come back from the journal with their
+    # runs; the resumed session ran only what was left, and both together ran what one
+    # uninterrupted tune runs.
+    old_runs = {t["run_id"] for t in first["trials"]}
+    again = [(t["label"], t["rung"]) for t in second["trials"] if t["run_id"] in old_runs]
+    assert sorted(again) == sorted((t["label"], t["rung"]) for t in first["trials"])
+    fresh = [(t["label"], t["rung"]) for t in second["trials"] if t["run_id"] not in old_runs]
+    assert not set(fresh) & set(again)
+    assert len(before.runs) + len(after.runs) == len(straight.runs)
+    assert second["resumed"]["from_journal"] == 6
+    assert len(second["trials"]) == len(whole["trials"])
+    assert second["chosen"]["label"] == whole["chosen"]["label"]
+    assert store.open_run(first["tune_run"]).summary()["status"] == "completed"
+
+
+def test_resume_says_what_to_fix(effiscope_home, capsys):
+    from profiler.cli import main
+    from profiler.store import RunStore
+
+    plain = RunStore().create_run(nano())
+    for args, fix in ((["--resume", "no-such-run"], "effiscope runs"),
+                      (["--resume", plain.run_id], "not a tune run that can be resumed"),
+                      (["nano", "--resume", plain.run_id], "give the tune run's id alone"),
+                      ([], "give a preset or a TOML config"),
+                      (["nano", "--workers", "cpus:0"], "give a whole number")):
+        assert main(["tune", *args]) == 2
+        assert fix in capsys.readouterr().err
