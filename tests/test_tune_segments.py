@@ -224,6 +224,19 @@ def test_candidates_that_need_a_rebuild_are_not_toggled(effiscope_home):
     compiled_runs = {t.measurement.run_id for t in rung0 if t.candidate in compiled}
     shared_runs = {t.measurement.run_id for t in rung0 if t.candidate not in compiled}
     assert len(compiled_runs) == 4 and len(shared_runs) == 1
+    # A job that mixes builds (two optimizer kernels) is measured as one warm run per build,
+    # each built for its own candidates: a kernel is never assumed from another's run.
+    kernels = tspace.build_space(nano(), GPU_CAPS, {"batch": ["16x1", "8x2"],
+                                                    "optimizer": ["auto", "fused"]})
+    mixed = FakeLauncher()
+    evaluator = warm.GroupEvaluator(kernels, RunStore(), "tune:test", "tokens_per_s",
+                                    "tokens_per_s", log=lambda _: None)
+    found = evaluator.measure(mixed, kernels.candidates(), 3)
+    assert len(mixed.runs) == 2 and all(m.error is None for m in found.values())
+    for candidate in found:
+        run = next(r for r in mixed.runs if candidate.as_dict()["optimizer"] == state_of(
+            r["config"])["optimizer"])
+        assert {c["optimizer"] for c in run["candidates"]} == {candidate.value("optimizer")}
     # A torchrun job or an inference run is never switched either.
     infer = nano()
     infer.workload = "infer"
@@ -328,9 +341,10 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
 
     store = RunStore()
     settings = runner.Settings(budget_s=1e9, memory_limit=1e15, min_steps=3, max_steps=9,
-                               final_rounds=1, dims={"batch": ["16x1", "8x2", "4x4"],
+                               final_rounds=1, dims={"batch": ["16x1", "4x4"],
                                                      "checkpoint": ["off", "1"],
                                                      "optimizer": ["auto", "fused"]})
+    # (no two candidates within the fake's noise where a rung cuts: the same jobs every time)
 
     def run(interrupt=None, stop_after=None, resume=None):
         launcher = FakeLauncher()
@@ -351,7 +365,7 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
     first, before = run(stop, stop_after=1)
     assert first["stopped"] and first["final"] is None and len(before.runs) == 1
     folder = store.open_run(first["tune_run"]).path
-    assert len((folder / journal.JOURNAL).read_text().splitlines()) == 6  # one warm run, 6 trials
+    assert len((folder / journal.JOURNAL).read_text().splitlines()) == 4  # one warm run, 4 trials
     config, kept = session.resume_settings(store, first["tune_run"])
     assert kept == settings
     second, after = run(resume=first["tune_run"])
@@ -365,7 +379,7 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
     fresh = [(t["label"], t["rung"]) for t in second["trials"] if t["run_id"] not in old_runs]
     assert not set(fresh) & set(again)
     assert len(before.runs) + len(after.runs) == len(straight.runs)
-    assert second["resumed"]["from_journal"] == 6
+    assert second["resumed"]["from_journal"] == 4
     assert len(second["trials"]) == len(whole["trials"])
     assert second["chosen"]["label"] == whole["chosen"]["label"]
     assert store.open_run(first["tune_run"]).summary()["status"] == "completed"
@@ -383,3 +397,41 @@ def test_resume_says_what_to_fix(effiscope_home, capsys):
                       (["nano", "--workers", "cpus:0"], "give a whole number")):
         assert main(["tune", *args]) == 2
         assert fix in capsys.readouterr().err
+
+
+def test_a_tune_on_two_devices_measures_at_once_and_moves_a_lost_devices_job(effiscope_home):
+    import threading
+
+    from profiler.store import RunStore
+    from profiler.tune import runner, session
+
+    together = threading.Barrier(2, timeout=10)  # broken unless both first jobs run at once
+
+    class Flaky(FakeLauncher):
+        def __call__(self, config, recorder, on_message=None, interrupt=None):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 1:
+                together.wait()
+            elif self.device.name == "ssh box2":
+                raise tdevices.DeviceLost("the link to box2 dropped (fake)")
+            return super().__call__(config, recorder, on_message, interrupt)
+
+    made: dict[str, Flaky] = {}
+
+    def launcher_for(device):
+        made[device.name] = Flaky(device.name)
+        made[device.name].device = device
+        return made[device.name]
+
+    settings = runner.Settings(budget_s=1e9, memory_limit=1e15, min_steps=3, max_steps=9,
+                               final_rounds=1, workers="box1,box2",
+                               dims={"batch": ["16x1", "8x2", "4x4"], "checkpoint": ["off", "1"],
+                                     "optimizer": ["auto", "fused"]})
+    report = session.tune(nano(), settings, caps=GPU_CAPS, store=RunStore(), log=lambda _: None,
+                          launcher_for=launcher_for)
+    assert not together.broken and made["ssh box2"].calls == 2
+    assert report["devices"] == [{"name": "ssh box1", "lost": None},
+                                 {"name": "ssh box2", "lost": "the link to box2 dropped (fake)"}]
+    assert not report["failed"] and len(made["ssh box2"].runs) == 1  # its second job went to box1
+    assert searched(tspace.Candidate(tuple(report["chosen"]["candidate"].items()))) == {
+        "batch": "16x1", "checkpoint": "off", "precision": "fp32", "optimizer": "fused"}

@@ -174,8 +174,8 @@ def _final(space: Space, settings: Settings, result: tsearch.SearchResult,
     left = settings.budget_s - result.spent_s
     count = max(1, min(settings.final_rounds, int(left // (per_run * len(finalists)))))
     candidates = list(finalists.values())
-    together = group is not None and settings.segments and len(candidates) >= 2 and all(
-        toggles.why_rebuilt(space, c) is None for c in candidates)
+    together = group is not None and settings.segments and len(candidates) >= 2 and len(
+        toggles.groups(space, candidates)) == 1
     if together:
         # One warm run: each finalist measured steps x rounds in all, over 2 x rounds windows
         # interleaved forward and back; its samples pooled, as the rounds of runs would be.

@@ -113,10 +113,12 @@ class GroupEvaluator:
     def measure(self, launcher: Launcher, candidates: list[Candidate], steps: int,
                 final: bool = False) -> dict[Candidate, Measurement]:
         """A Measurement per candidate (steps: timed steps of each, over its windows)."""
-        shared = [c for c in candidates if toggles.why_rebuilt(self.space, c) is None]
         out: dict[Candidate, Measurement] = {}
-        if len(shared) >= 2:
-            out.update(self._warm(launcher, shared, steps, final))
+        # Only candidates with the same build share a run: the run is built for the first of
+        # them and switched to the others, so a setting no switch changes must be the same.
+        for shared in toggles.groups(self.space, candidates):
+            if len(shared) >= 2:
+                out.update(self._warm(launcher, shared, steps, final))
         for candidate in candidates:
             if candidate not in out:
                 out[candidate] = self.single(candidate, steps, final, launcher=launcher)
