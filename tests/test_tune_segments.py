@@ -435,3 +435,37 @@ def test_a_tune_on_two_devices_measures_at_once_and_moves_a_lost_devices_job(eff
     assert not report["failed"] and len(made["ssh box2"].runs) == 1  # its second job went to box1
     assert searched(tspace.Candidate(tuple(report["chosen"]["candidate"].items()))) == {
         "batch": "16x1", "checkpoint": "off", "precision": "fp32", "optimizer": "fused"}
+
+
+def test_a_kept_worker_outlives_the_pool_thread_that_started_it():
+    """A worker asks the kernel to kill it when the thread that started it ends; the pool's
+    threads end after every wave, so the launcher starts workers on a thread of its own."""
+    import subprocess
+    import sys
+    import threading
+
+    import pytest
+
+    child = ("import ctypes, signal, sys, time\n"
+             "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)\n"  # PR_SET_PDEATHSIG
+             "print('ready', flush=True)\n"
+             "time.sleep(30)\n")
+    launcher = warm.Launcher(tdevices.Device("this machine"))
+    started = []
+
+    def wave():  # as a pool thread: asks for a worker, then ends
+        started.append(launcher.spawn(lambda: subprocess.Popen(
+            [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)))
+        assert started[0].stdout.readline() == "ready\n"
+
+    thread = threading.Thread(target=wave)
+    thread.start()
+    thread.join()
+    proc = started[0]
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)  # still alive after the thread that asked for it ended
+    finally:
+        proc.kill()
+        proc.wait()
+        launcher.release()

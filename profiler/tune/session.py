@@ -147,9 +147,9 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
                            group if evaluator is None else None)
     finally:
         for launcher in launchers.values():
-            close = getattr(launcher, "close", None)
-            if close is not None:
-                close()
+            release = getattr(launcher, "release", None)
+            if release is not None:
+                release()
         journal.close()
     stopped = interrupt is not None and interrupt.is_set()
     report = report_of.build_report(base, space, settings, objective, higher, limit, limit_how,

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from profiler.config import RunConfig, apply_overrides
@@ -45,6 +46,7 @@ class Launcher:
         self.fresh = True
         """Whether the last run had a worker of its own (its memory figures are its own)."""
         self.lock = threading.Lock()
+        self._spawner: ThreadPoolExecutor | None = None
 
     def configure(self, config: RunConfig) -> RunConfig:
         """The trial's config on this device (its device, its SSH host)."""
@@ -64,9 +66,9 @@ class Launcher:
                 self.worker.switch_log(recorder.run.log_path)
             else:
                 self.close()
-                self.worker = WorkerProcess(log_path=recorder.run.log_path,
-                                            command=worker_command(config), env=self.device.env,
-                                            switchable_log=True)
+                self.worker = self.spawn(lambda: WorkerProcess(
+                    log_path=recorder.run.log_path, command=worker_command(config),
+                    env=self.device.env, switchable_log=True))
                 self.hello = None
                 if self.device.cores and hasattr(os, "sched_setaffinity"):
                     try:  # before it imports torch: its threads inherit the cores
@@ -86,14 +88,31 @@ class Launcher:
                 raise DeviceLost(str(summary.get("end") or "its worker did not start"))
             return status
 
+    def spawn(self, make: Callable[[], Any]) -> Any:
+        """make() on the launcher's own thread, which lives as long as the launcher: a worker
+        asks the kernel to kill it when the thread that started it ends (Linux's
+        PR_SET_PDEATHSIG follows the thread, not the process), and the device pool's threads
+        end after every wave, so a worker started on one of them would die before its next run."""
+        if self._spawner is None:
+            self._spawner = ThreadPoolExecutor(1, thread_name_prefix="effiscope-launcher")
+        return self._spawner.submit(make).result()
+
     def own_peak(self, key: str, value: float | None) -> tuple[str, float | None]:
         """A reused worker's peak: CUDA's is per run (kept), CPU RSS is not its own (n/a)."""
         return (key, value) if key in PEAK_KEYS[True] else (key, None)
 
     def close(self) -> None:
+        """Shuts the kept worker down (the launcher can start another later)."""
         if self.worker is not None:
             self.worker.shutdown()
             self.worker = None
+
+    def release(self) -> None:
+        """close(), and the launcher's thread ends: the end of the tune."""
+        self.close()
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=True)
+            self._spawner = None
 
 
 class GroupEvaluator:
