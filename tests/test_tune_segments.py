@@ -53,6 +53,7 @@ import hashlib  # noqa: E402
 
 from profiler.figures import stats  # noqa: E402
 from profiler.tune import devices as tdevices  # noqa: E402
+from profiler.tune import report as tune_report  # noqa: E402
 from profiler.tune import rounds, toggles, warm  # noqa: E402
 from profiler.tune import space as tspace  # noqa: E402
 from profiler.wire import protocol  # noqa: E402
@@ -380,6 +381,8 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
     assert not set(fresh) & set(again)
     assert len(before.runs) + len(after.runs) == len(straight.runs)
     assert second["resumed"]["from_journal"] == 4
+    assert "resumed: 4 measurement(s) taken from the tune's journal" in \
+        tune_report.format_report(second)
     assert len(second["trials"]) == len(whole["trials"])
     assert second["chosen"]["label"] == whole["chosen"]["label"]
     assert store.open_run(first["tune_run"]).summary()["status"] == "completed"
@@ -433,6 +436,8 @@ def test_a_tune_on_two_devices_measures_at_once_and_moves_a_lost_devices_job(eff
     assert report["devices"] == [{"name": "ssh box1", "lost": None},
                                  {"name": "ssh box2", "lost": "the link to box2 dropped (fake)"}]
     assert not report["failed"] and len(made["ssh box2"].runs) == 1  # its second job went to box1
+    assert "ssh box2 (left out: the link to box2 dropped (fake))" in \
+        tune_report.format_report(report)
     assert searched(tspace.Candidate(tuple(report["chosen"]["candidate"].items()))) == {
         "batch": "16x1", "checkpoint": "off", "precision": "fp32", "optimizer": "fused"}
 
