@@ -1,9 +1,10 @@
 """Run ▸ Find the fastest: an auto-tune of the current settings (profiler.tune), with a live
 table and chart of its trials as they finish, and the chosen config one click away.
 
-The search runs in a background thread (each trial is a worker subprocess, as `effiscope tune`
-starts them); the thread only puts plain rows on a queue, and a timer drains it into the table
-and the chart, a bounded number per turn. The dialog holds no measurement logic: it shows what
+The search runs in a background thread (profiler.tune.session, as `effiscope tune` runs it:
+candidates a running worker can switch are segments of one warm run, the others runs of their
+own); the thread only puts plain rows on a queue, and a timer drains it into the table and the
+chart, a bounded number per turn. The dialog holds no measurement logic: it shows what
 the tune reports.
 """
 
@@ -110,8 +111,9 @@ class TuneDialog(QDialog):
         for button in (self.start_button, self.stop_button, self.use_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
-        self.status = QLabel("Each trial is a short run in the history, grouped under the tune "
-                             "run; what is predicted not to fit is never launched.")
+        self.status = QLabel("Trials are short runs in the history, grouped under the tune run "
+                             "(candidates a running worker can switch share one run, as its "
+                             "segments); what is predicted not to fit is never launched.")
         self.status.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
