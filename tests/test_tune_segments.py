@@ -367,6 +367,9 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
     assert first["stopped"] and first["final"] is None and len(before.runs) == 1
     folder = store.open_run(first["tune_run"]).path
     assert len((folder / journal.JOURNAL).read_text().splitlines()) == 4  # one warm run, 4 trials
+    with open(folder / journal.JOURNAL, "a") as fh:  # a torn last line, a foreign candidate
+        fh.write('{"part": "search", "candidate": "{\\"batch\\": \\"3x5\\"}", "rung": 0, '
+                 '"steps": 3, "measurement": {}}\n{"part": "sea')
     config, kept = session.resume_settings(store, first["tune_run"])
     assert kept == settings
     second, after = run(resume=first["tune_run"])
@@ -380,7 +383,10 @@ def test_a_resumed_tune_repeats_no_trial(effiscope_home):
     fresh = [(t["label"], t["rung"]) for t in second["trials"] if t["run_id"] not in old_runs]
     assert not set(fresh) & set(again)
     assert len(before.runs) + len(after.runs) == len(straight.runs)
-    assert second["resumed"]["from_journal"] == 4
+    assert second["resumed"] == {"from_journal": 4, "skipped_lines": 2}
+    # What the resumed tune appended after the torn line reads back whole.
+    again_loaded = journal.Journal(folder, tspace.build_space(nano(), GPU_CAPS, settings.dims))
+    assert again_loaded.load() == len(second["trials"]) + 2 and again_loaded.skipped == 2
     assert "resumed: 4 measurement(s) taken from the tune's journal" in \
         tune_report.format_report(second)
     assert len(second["trials"]) == len(whole["trials"])

@@ -140,7 +140,7 @@ class Journal:
         line = {"part": part, "candidate": candidate_key(candidate), "rung": rung,
                 "steps": steps, "measurement": measurement_dict(m)}
         with self._lock:
-            if self._writer is None:
+            if self._writer is None:  # (it ends a line a crash cut short first)
                 self._writer = StreamWriter(self.path)
             self._writer.append(json.loads(json.dumps(line, default=str)))
             self.known[(part, candidate, rung, steps)] = m
