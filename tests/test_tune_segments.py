@@ -480,3 +480,18 @@ def test_a_kept_worker_outlives_the_pool_thread_that_started_it():
         proc.kill()
         proc.wait()
         launcher.release()
+
+
+def test_without_segments_every_trial_is_a_run_of_its_own(effiscope_home):
+    from profiler.store import RunStore
+    from profiler.tune import runner, session
+
+    launcher = FakeLauncher()
+    settings = runner.Settings(budget_s=1e9, memory_limit=1e15, min_steps=3, max_steps=9,
+                               final_rounds=1, segments=False,
+                               dims={"batch": ["16x1", "4x4"], "checkpoint": ["off", "1"]})
+    report = session.tune(nano(), settings, caps=GPU_CAPS, store=RunStore(), log=lambda _: None,
+                          launcher_for=lambda device: launcher)
+    runs = [t["run_id"] for t in report["trials"]]
+    assert len(set(runs)) == len(runs) == 4 + 2  # rung 0's four, rung 1's two, none shared
+    assert all(run["sets"] == [] for run in launcher.runs)  # nothing switched mid-run
