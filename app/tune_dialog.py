@@ -145,6 +145,8 @@ class TuneDialog(QDialog):
         self._started_at = 0.0
         self._budget_s = 0.0
         self._higher = True
+        self._left_s: float | None = None
+        """The search's estimate of its time left (session.tune's on_estimate)."""
 
     # --- starting -------------------------------------------------------------------------------
     def settings(self) -> runner.Settings:
@@ -175,6 +177,7 @@ class TuneDialog(QDialog):
         self._higher = higher
         self._budget_s = settings.budget_s
         self._started_at = time.monotonic()
+        self._left_s = None
         self.answer.setText("")
         self.report = None
         self._stop.clear()
@@ -194,7 +197,7 @@ class TuneDialog(QDialog):
         unit = metrics.metric(runner.DEFAULT_OBJECTIVE[self.config.workload]).unit
         self.progress.setText(progress_text(self.rows, self._space_size, 0,
                                             time.monotonic() - self._started_at,
-                                            self._budget_s, unit, self._higher))
+                                            self._budget_s, unit, self._higher, self._left_s))
 
     def _work(self, config: RunConfig, settings: runner.Settings) -> None:
         put = self._queue.put
@@ -202,6 +205,7 @@ class TuneDialog(QDialog):
             report = session.tune(
                 config, settings, caps=self.caps, store=self.store, evaluator=self.evaluator,
                 log=lambda text: put(("log", text)), interrupt=self._stop,
+                on_estimate=lambda seconds: put(("estimate", seconds)),
                 on_trial=lambda trial, space: put(("trial", tune_report.trial_row(
                     trial, space, {trial.candidate: runner.predicted_peak(space, trial.candidate)}))))
             put(("done", report))
@@ -230,6 +234,9 @@ class TuneDialog(QDialog):
                 self.add_trial(payload)
             elif kind == "log":
                 self.status.setText(payload)
+            elif kind == "estimate":
+                self._left_s = payload
+                self._show_progress()
             elif kind == "done":
                 self.finish(payload)
             elif kind == "failed":

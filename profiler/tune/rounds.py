@@ -93,10 +93,12 @@ def halving(candidates: Sequence[Candidate], group: Callable[[list[Candidate]], 
             run_jobs: RunJobs, *, budget_s: float, devices: int = 1, min_steps: int = 6,
             eta: int = 3, max_steps: int = 54, higher_is_better: bool = True,
             baseline: Candidate | None = None, on_trial: Callable[[Trial], Any] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> dict:
+            should_stop: Callable[[], bool] | None = None,
+            on_estimate: Callable[[float], Any] | None = None) -> dict:
     """Successive halving over jobs within `budget_s`; returns what search.successive_halving
     returns: {"trials", "not_tried", "ranking", "failed", "spent_s", "stop_reason"}, with
-    "device_s" (the jobs' cost summed) beside."""
+    "device_s" (the jobs' cost summed) beside. on_estimate(seconds): after each wave, the
+    search's time left as the jobs so far predict it (0 at its end)."""
     if min_steps < 1 or eta < 2 or max_steps < min_steps:
         raise ValueError("min_steps must be 1 or more, eta 2 or more and max_steps at least "
                          "min_steps")
@@ -177,6 +179,10 @@ def halving(candidates: Sequence[Candidate], group: Callable[[list[Candidate]], 
                 break
         if wave:
             measured += record(wave, run_jobs(wave))
+            if on_estimate is not None and costs.known:
+                waiting = sum(len(j) for j in queue)
+                on_estimate((sum(costs.job(len(j), steps[0]) for j in queue) + costs.schedule(
+                    len(measured) + waiting, steps, eta)) / devices)
     if not stop_reason and stop_asked():
         stop_reason = "stopped on request"
     not_tried += [c for job in queue for c in job]
@@ -209,7 +215,11 @@ def halving(candidates: Sequence[Candidate], group: Callable[[list[Candidate]], 
             stop_reason = f"every trial of rung {rung + 1} failed"
             break
         alive = [c for c in alive if c in promoted]
+        if on_estimate is not None:
+            on_estimate(costs.schedule(len(alive), steps[rung:], eta) / devices)
     ranking = sorted(best_at.values(), key=lambda t: (t.rung, sign(t)), reverse=True)
+    if on_estimate is not None:
+        on_estimate(0.0)
     return {"trials": trials, "not_tried": not_tried, "failed": [t for t in trials if t.failed],
             "ranking": [{"candidate": t.candidate, "rung": t.rung, "steps": t.steps, "trial": t}
                         for t in ranking],

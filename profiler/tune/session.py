@@ -50,11 +50,14 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
          interrupt: threading.Event | None = None,
          on_trial: Callable[[tsearch.Trial, Space], Any] | None = None,
          resume: str | None = None,
-         launcher_for: Callable[[tdevices.Device], Any] | None = None) -> dict:
+         launcher_for: Callable[[tdevices.Device], Any] | None = None,
+         on_estimate: Callable[[float], Any] | None = None) -> dict:
     """Search, re-measure, write the tune run; the report (also tune.json in the tune run).
     resume: the id of an interrupted tune run to go on with (its settings and config are the
     ones it was started with; `base` and `settings` are then those, see resume_settings).
-    launcher_for: a device's launcher (tests pass a simulated worker)."""
+    launcher_for: a device's launcher (tests pass a simulated worker). on_estimate(seconds):
+    the search's time left as its runs so far predict it (rounds.halving), the final
+    re-measure not included."""
     from profiler.store import RunStore
 
     objective, sample_key, higher = objective_of(base, settings.objective)
@@ -132,7 +135,7 @@ def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store
             budget_s=settings.budget_s, devices=len(pool.live), min_steps=settings.min_steps,
             eta=settings.eta, max_steps=settings.max_steps, higher_is_better=higher,
             baseline=space.baseline, on_trial=(lambda t: on_trial(t, space)) if on_trial else None,
-            should_stop=should_stop)
+            should_stop=should_stop, on_estimate=on_estimate)
         result = tsearch.SearchResult(found["trials"], pruned, found["not_tried"],
                                       found["ranking"], found["failed"], found["spent_s"],
                                       settings.budget_s, predicted, found["stop_reason"])
