@@ -33,9 +33,10 @@ def pareto_front(points: list[tuple[float, float]], higher: bool) -> list[tuple[
 
 
 def progress_text(rows: list[dict], size: int, pruned: int, elapsed_s: float, budget_s: float,
-                  unit: str, higher: bool) -> str:
-    """"3 trials, 2 of 48 candidates measured; best so far 1,230 tokens/s (bf16); 0:12 of the
-    15:00 budget spent, it ends within 14:48" — from the first second on."""
+                  unit: str, higher: bool, left_s: float | None = None) -> str:
+    """"3 trials, 2 of 48 candidates measured; best so far 1,230 tokens/s (bf16); about 2:10 of
+    trials left; 0:12 of the 15:00 budget spent, it ends within 14:48" — from the first second
+    on. left_s: the search's own estimate from its runs so far (None until it has one)."""
     measured = {r["label"] for r in rows if not r["error"] and r["value"] is not None}
     candidates = {r["label"] for r in rows}
     text = (f"{len(rows)} trial{'s' if len(rows) != 1 else ''}, {len(candidates)} of {size} "
@@ -47,6 +48,9 @@ def progress_text(rows: list[dict], size: int, pruned: int, elapsed_s: float, bu
                  f"({best['label']}, of {len(measured)} measured)")
     else:
         text += "; no trial has finished yet (the first one starts a worker)"
+    if left_s is not None:
+        text += (f"; about {clock(max(0.0, left_s))} of trials left (estimated from the runs so "
+                 "far; the final re-measure follows)")
     left = max(0.0, budget_s - elapsed_s)
     return text + f"; {clock(elapsed_s)} of the {clock(budget_s)} budget spent, it ends within " \
                   f"{clock(left)}"

@@ -1,9 +1,10 @@
 """Run ▸ Find the fastest: an auto-tune of the current settings (profiler.tune), with a live
 table and chart of its trials as they finish, and the chosen config one click away.
 
-The search runs in a background thread (each trial is a worker subprocess, as `effiscope tune`
-starts them); the thread only puts plain rows on a queue, and a timer drains it into the table
-and the chart, a bounded number per turn. The dialog holds no measurement logic: it shows what
+The search runs in a background thread (profiler.tune.session, as `effiscope tune` runs it:
+candidates a running worker can switch are segments of one warm run, the others runs of their
+own); the thread only puts plain rows on a queue, and a timer drains it into the table and the
+chart, a bounded number per turn. The dialog holds no measurement logic: it shows what
 the tune reports.
 """
 
@@ -32,7 +33,7 @@ from profiler.cli.tune import parse_duration, parse_size
 from profiler.config import ConfigError, RunConfig, validate
 from profiler.figures import metrics, stats
 from profiler.tune import report as tune_report
-from profiler.tune import runner
+from profiler.tune import runner, session
 from profiler.tune.space import SpaceError, build_space, parse_space
 
 COLUMNS = ("#", "configuration", "figure (median, 95 % interval)", "steps", "peak memory",
@@ -110,8 +111,9 @@ class TuneDialog(QDialog):
         for button in (self.start_button, self.stop_button, self.use_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
-        self.status = QLabel("Each trial is a short run in the history, grouped under the tune "
-                             "run; what is predicted not to fit is never launched.")
+        self.status = QLabel("Trials are short runs in the history, grouped under the tune run "
+                             "(candidates a running worker can switch share one run, as its "
+                             "segments); what is predicted not to fit is never launched.")
         self.status.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -143,6 +145,8 @@ class TuneDialog(QDialog):
         self._started_at = 0.0
         self._budget_s = 0.0
         self._higher = True
+        self._left_s: float | None = None
+        """The search's estimate of its time left (session.tune's on_estimate)."""
 
     # --- starting -------------------------------------------------------------------------------
     def settings(self) -> runner.Settings:
@@ -173,6 +177,7 @@ class TuneDialog(QDialog):
         self._higher = higher
         self._budget_s = settings.budget_s
         self._started_at = time.monotonic()
+        self._left_s = None
         self.answer.setText("")
         self.report = None
         self._stop.clear()
@@ -192,14 +197,15 @@ class TuneDialog(QDialog):
         unit = metrics.metric(runner.DEFAULT_OBJECTIVE[self.config.workload]).unit
         self.progress.setText(progress_text(self.rows, self._space_size, 0,
                                             time.monotonic() - self._started_at,
-                                            self._budget_s, unit, self._higher))
+                                            self._budget_s, unit, self._higher, self._left_s))
 
     def _work(self, config: RunConfig, settings: runner.Settings) -> None:
         put = self._queue.put
         try:
-            report = runner.tune(
+            report = session.tune(
                 config, settings, caps=self.caps, store=self.store, evaluator=self.evaluator,
                 log=lambda text: put(("log", text)), interrupt=self._stop,
+                on_estimate=lambda seconds: put(("estimate", seconds)),
                 on_trial=lambda trial, space: put(("trial", tune_report.trial_row(
                     trial, space, {trial.candidate: runner.predicted_peak(space, trial.candidate)}))))
             put(("done", report))
@@ -228,6 +234,9 @@ class TuneDialog(QDialog):
                 self.add_trial(payload)
             elif kind == "log":
                 self.status.setText(payload)
+            elif kind == "estimate":
+                self._left_s = payload
+                self._show_progress()
             elif kind == "done":
                 self.finish(payload)
             elif kind == "failed":

@@ -79,3 +79,31 @@ def test_closing_the_window_stops_a_tune_in_flight(qtbot, window):
     window.close()
     assert not dialog.running()  # the search ended with the window
     assert len(seen) <= 2  # of 4 + 2 + 3 trials, it did not go on (rungs, final re-measure)
+
+
+def test_find_the_fastest_says_how_long_the_search_has_left(qtbot, window):  # noqa: F811
+    import threading
+
+    from tests.gui_support import click
+
+    gate = threading.Event()
+    calls = []
+
+    def gated(candidate, steps, final=False):
+        calls.append(candidate)
+        if len(calls) > 1:
+            gate.wait(10)  # the second trial waits until the test has looked
+        return Surface()(candidate, steps, final)
+
+    window.tune_evaluator = gated
+    dialog = window.open_tune()
+    dialog.space.setText("batch; precision=fp32,bf16")
+    click(qtbot, dialog.start_button)
+    assert "of trials left" not in dialog.progress.text()  # no run yet to estimate from
+    # After one trial of 1 s (0.5 s of it fixed): 7 more first-rung trials of 1 s, then 3 at
+    # 18 steps (3 x 0.5 s fixed + 4.5 s of steps) and 2 at 54 (2 x 0.5 s + 9 s): 23 s.
+    qtbot.waitUntil(lambda: "about 0:23 of trials left" in dialog.progress.text(),
+                    timeout=10_000)
+    gate.set()
+    qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
+    dialog.close()

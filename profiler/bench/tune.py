@@ -1,12 +1,16 @@
 """`effiscope bench tune`: the tuner against an exhaustive grid over the same space.
 
-The grid measures every candidate for `--grid-steps` measured steps; the tuner (profiler.tune:
-successive halving) searches the same space. Their trials are interleaved one for one (a grid
-trial before each tuner trial, the rest of the grid after) so that drift of the machine hits
-both alike. Then the two answers are measured against each other in `--repeats` interleaved
-rounds (profiler.bench.loop) for the ratio tuner's best / grid's best with its interval. The
-trial time of each (start-up included: what a user waits for) is reported beside it.
-Every trial is a run in the store, tagged `bench-tune:<stamp>`.
+The grid measures every candidate for `--grid-steps` measured steps, a fresh worker each (what a
+user without the tuner would do); the tuner (profiler.tune.session, as `effiscope tune` runs it:
+segment trials in warm runs, successive halving over jobs, `--workers` devices at once, its final
+re-measure) searches the same space, its last rung and final re-measure at `--grid-steps`. They
+are interleaved: after each trial row the tuner reports (between its runs, so never inside its
+timing) one grid trial runs, the rest of the grid after, so that a drift of the machine hits both
+alike. Then the two answers are measured against each other in `--repeats` interleaved rounds
+(profiler.bench.loop) for the ratio tuner's answer / grid's best with its interval. The trial
+time of each (start-up included: what a user waits for) is reported beside it: the tuner's
+search, and its final re-measure apart. Every trial is a run in the store, tagged
+`bench-tune:<stamp>` (the tuner's also with its tune run).
 """
 
 from __future__ import annotations
@@ -42,15 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=loop.whole(1), help="override train.batch_size")
     parser.add_argument("--seq-len", type=loop.whole(2), help="override train.seq_len")
     parser.add_argument("--device", default=None, help="device (default: the config's)")
+    parser.add_argument("--workers", default="", metavar="LIST",
+                        help="the tuner's workers, as for `effiscope tune --workers` (e.g. cpus:2); "
+                             "the grid runs one trial at a time")
+    parser.add_argument("--no-segments", dest="segments", action="store_false",
+                        help="the tuner without segment trials (a fresh run per candidate)")
     loop.add_order_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from profiler.store import RunStore
-    from profiler.tune import search as tsearch
-    from profiler.tune.runner import RunEvaluator, predicted_peak
-    from profiler.tune.space import SpaceError, build_space, parse_space
+    from profiler.tune import session
+    from profiler.tune.runner import RunEvaluator, Settings
+    from profiler.tune.space import Candidate, SpaceError, build_space, parse_space
 
     if args.grid_steps < args.min_steps:
         return loop.usage_error(f"--grid-steps {args.grid_steps} is below --min-steps "
@@ -72,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     except Unsupported as exc:
         return loop.usage_error(str(exc))
     try:
-        space = build_space(base, caps, parse_space(args.space or DEFAULT_SPACE, base.workload))
+        dims = parse_space(args.space or DEFAULT_SPACE, base.workload)
+        space = build_space(base, caps, dims)
     except SpaceError as exc:
         print(f"effiscope: {exc}", file=sys.stderr)
         return 2
@@ -83,35 +93,35 @@ def run(args: argparse.Namespace) -> int:
                             log)
     candidates = space.candidates()
     log(f"bench tune: {len(candidates)} candidates ({', '.join(space.dimensions)}), grid at "
-        f"{args.grid_steps} steps, tuner from {args.min_steps} steps, eta {args.eta}")
+        f"{args.grid_steps} steps, tuner from {args.min_steps} steps, eta {args.eta}"
+        + (f", tuner workers {args.workers}" if args.workers else ""))
     started = time.time()
     pending = list(candidates)
     grid: dict = {}
 
-    def grid_next() -> None:
-        candidate = pending.pop(0)
-        grid[candidate] = evaluate(candidate, args.grid_steps)
+    def grid_next(*_) -> None:
+        if pending:  # one grid trial after each tuner trial row: drift hits both
+            candidate = pending.pop(0)
+            grid[candidate] = evaluate(candidate, args.grid_steps)
 
-    tuner_trials: list = []
-
-    def tuner_evaluate(candidate, steps):
-        if pending:
-            grid_next()  # one grid trial before each tuner trial: drift hits both
-        m = evaluate(candidate, steps)
-        tuner_trials.append(m)
-        return m
-
-    result = tsearch.search(candidates, tuner_evaluate,
-                            predict=lambda c: predicted_peak(space, c), memory_limit=None,
-                            budget_s=float("inf"), baseline=space.baseline,
-                            min_steps=args.min_steps, eta=args.eta, max_steps=args.grid_steps)
+    settings = Settings(budget_s=1e9, dims=dims, min_steps=args.min_steps, eta=args.eta,
+                        max_steps=args.grid_steps, final_rounds=1, workers=args.workers,
+                        segments=args.segments)
+    try:
+        tuned = session.tune(base, settings, caps=caps, store=store, log=log, on_trial=grid_next)
+    except ValueError as exc:
+        return loop.usage_error(str(exc))
+    store.set_tags(tuned["tune_run"], ["tune", f"bench-tune:{stamp}"])
     while pending:
         grid_next()
     measured = {c: m for c, m in grid.items() if m.error is None and m.value is not None}
     grid_best = max(measured, key=lambda c: measured[c].value) if measured else None
-    tuner_best = result.best
+    chosen = (tuned.get("chosen") or {}).get("candidate")
+    tuner_best = Candidate(tuple(chosen.items())) if chosen else None
     grid_time = sum(m.cost_s for m in grid.values())
-    tuner_time = sum(m.cost_s for m in tuner_trials)
+    tuner_time = tuned["device_s"]
+    final_time = (tuned.get("final") or {}).get("spent_s") or 0.0
+    tuner_runs = len({t["run_id"] for t in tuned["trials"] if t["run_id"]})
 
     def side(candidate):
         return lambda: _measure(evaluate, candidate, args.grid_steps)
@@ -146,10 +156,14 @@ def run(args: argparse.Namespace) -> int:
                               "run_id": measured[c].run_id} for c in ranked_grid],
                  "failed": [{"label": space.label(c), "error": m.error}
                             for c, m in grid.items() if c not in measured]},
-        "tuner": {"trials": len(tuner_trials), "time_s": tuner_time,
+        "tuner": {"trials": len(tuned["trials"]), "runs": tuner_runs, "time_s": tuner_time,
+                  "wall_s": tuned["search_spent_s"], "final_s": final_time,
+                  "workers": [d["name"] for d in tuned["devices"]],
+                  "segments": args.segments, "tune_run": tuned["tune_run"],
                   "best": space.label(tuner_best) if tuner_best else None,
-                  "stop_reason": result.stop_reason},
+                  "answer": tuned["sentence"], "stop_reason": tuned["stop_reason"]},
         "time_ratio": tuner_time / grid_time if grid_time else None,
+        "time_ratio_with_final": (tuner_time + final_time) / grid_time if grid_time else None,
         "best_ratio": ratio, "comparison": comparison, "duration_s": time.time() - started,
     }
     return loop.print_report(report, args.json, format_table)
@@ -169,18 +183,26 @@ def format_table(report: dict) -> str:
         f"bench tune: preset {report['preset']} (batch {report['batch_size']}, seq "
         f"{report['seq_len']}), {report['candidates']} candidates over "
         f"{', '.join(report['space'])}, device {report['host']['device']} ({report['host']['cpu']})",
-        f"grid: every candidate at {report['grid_steps']} measured steps; tuner: successive "
-        f"halving from {report['min_steps']} steps, eta {report['eta']}; {report['warmup_steps']} "
-        "warmup steps excluded from every trial; trials interleaved one for one",
+        f"grid: every candidate at {report['grid_steps']} measured steps, a fresh worker each; "
+        f"tuner: successive halving from {report['min_steps']} steps, eta {report['eta']}, "
+        + ("segment trials in warm runs" if tuner.get("segments", True) else "a run per trial")
+        + f", workers: {', '.join(tuner.get('workers') or ['this machine'])}; "
+        f"{report['warmup_steps']} warmup steps excluded from every trial; interleaved",
         "",
-        "| | trials | trial time (start-up included) | best found |",
-        "|---|---:|---:|---|",
-        f"| grid | {grid['trials']} | {grid['time_s']:.0f} s | {grid['best']} |",
-        f"| tuner | {tuner['trials']} | {tuner['time_s']:.0f} s | {tuner['best']} |",
+        "| | trials | worker runs | trial time (start-up included) | best found |",
+        "|---|---:|---:|---:|---|",
+        f"| grid | {grid['trials']} | {grid['trials']} | {grid['time_s']:.0f} s | {grid['best']} |",
+        f"| tuner (search) | {tuner['trials']} | {tuner.get('runs', 'n/a')} | "
+        f"{tuner['time_s']:.0f} s of worker time, {tuner.get('wall_s', tuner['time_s']):.0f} s "
+        f"on the clock | {tuner['best']} |",
+        f"| tuner (final re-measure) | | | {tuner.get('final_s', 0):.0f} s | |",
         "",
-        "tuner's trial time / grid's: " + (significant_digits(report["time_ratio"]) + "x"
-                                           if report["time_ratio"] else "n/a"),
-        "tuner's best / grid's best, tokens/s: " + (
+        "tuner's search trial time / grid's: " + (significant_digits(report["time_ratio"]) + "x"
+                                                  if report["time_ratio"] else "n/a")
+        + (f"; with its final re-measure {significant_digits(report['time_ratio_with_final'])}x"
+           if report.get("time_ratio_with_final") else ""),
+        f"the tuner's answer: {tuner.get('answer', 'n/a')}",
+        "tuner's answer / grid's best, tokens/s: " + (
             f"{significant_digits(ratio['ratio'])}x ({ratio['verdict']})"
             if ratio.get("ratio") is not None and ratio.get("ci_low") is None
             else describe_ratio(ratio) + f" (paired over {ratio.get('n')} rounds)"

@@ -10,6 +10,7 @@ import sys
 
 # Ctrl-C 130 and SIGTERM 143, as `effiscope run` (cli.common.SignalStop).
 from profiler.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SignalStop
+from profiler.tune.devices import WORKERS_HELP
 
 
 def _err(text: str) -> None:
@@ -47,8 +48,9 @@ def parse_duration(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", help="a preset name (nano, mini, ...) or a TOML config: the "
-                                  "baseline, and what the search keeps (model, data, global batch)")
+    p.add_argument("target", nargs="?",
+                   help="a preset name (nano, mini, ...) or a TOML config: the baseline, and what "
+                        "the search keeps (model, data, global batch); not with --resume")
     p.add_argument("--budget", default="15m",
                    help="trial time the search may spend, start-up included (default 15m; e.g. "
                         "90s, 1h30m); the final re-measure uses what is left, at least one round")
@@ -75,15 +77,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-rounds", type=int, default=3,
                    help="at most this many interleaved rounds of the final re-measure (default 3)")
     p.add_argument("--device", help="override device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--workers", default="", metavar="LIST",
+                   help="run trials at once, one per worker: " + WORKERS_HELP.replace("%", "%%"))
+    p.add_argument("--no-segments", dest="segments", action="store_false",
+                   help="a fresh run per candidate, never segments of one warm run (slower; "
+                        "for comparison)")
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="go on with an interrupted tune from its stored trials (nothing measured "
+                        "is measured again; it keeps the settings it was started with)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    from profiler.errors import Unsupported
+    from profiler.store import RunStore, StoreError
+    from profiler.tune import report as tune_report
+    from profiler.tune import session
+
+    store = None
+    try:
+        if args.resume:
+            if args.target:
+                raise ValueError("--resume: give the tune run's id alone; it goes on with the "
+                                 "config and settings it was started with")
+            store = RunStore()
+            config, settings = session.resume_settings(store, args.resume)
+            caps = _capabilities(config)
+        else:
+            if not args.target:
+                raise ValueError("give a preset or a TOML config to tune (or --resume RUN_ID)")
+            config, settings, caps = _new_tune(args)
+    except (StoreError, ValueError, Unsupported) as exc:  # UsageError, JournalError: sentences
+        _err(str(exc))
+        return EXIT_USAGE
+    stop = SignalStop(lambda how: "\nstopping after this trial (again to kill it)...")
+    stop.install()
+    try:
+        report = session.tune(config, settings, caps=caps, store=store, interrupt=stop.interrupt,
+                              resume=args.resume,
+                              log=lambda text: print(text, file=sys.stderr, flush=True))
+    except (StoreError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    finally:
+        stop.restore()
+    print(json.dumps(report, indent=2, default=str) if args.json else tune_report.format_report(report))
+    if stop.interrupt.is_set():
+        print(f"effiscope: stopped; `effiscope tune --resume {report['tune_run']}` goes on "
+              "from here", file=sys.stderr)
+        return stop.exit_code
+    return EXIT_OK if report.get("chosen") else EXIT_FAILED
+
+
+class UsageError(ValueError):
+    """Bad input on the command line (exit 2)."""
+
+
+def _new_tune(args: argparse.Namespace):
+    """(config, settings, capabilities) of a new tune from the command line; UsageError with
+    the fix."""
     from profiler.config import ConfigError, resolve
     from profiler.errors import Unsupported
-    from profiler.store import StoreError
-    from profiler.tune import report as tune_report
     from profiler.tune import runner
+    from profiler.tune.devices import parse_workers
     from profiler.tune.space import SpaceError, build_space, parse_space
     from profiler.wire.launch import LaunchError, preflight
 
@@ -96,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                                  f"{2 if name == 'eta' else 1} or more")
         if args.max_steps < args.min_steps:
             raise ValueError("--max-steps: give at least --min-steps")
+        if args.workers:
+            parse_workers(args.workers)
         try:
             config = resolve(args.target, {"device": args.device})
         except ConfigError as exc:  # the flag that set the refused setting is named
@@ -105,31 +163,19 @@ def run(args: argparse.Namespace) -> int:
         preflight(config)
         if config.launch.ssh:
             raise ValueError("launch.ssh: tune runs its trials on this machine (its space and "
-                             "memory limit are this machine's); leave launch.ssh empty")
+                             "memory limit are this machine's); leave launch.ssh empty, and "
+                             "name other machines with --workers")
         runner.objective_of(config, args.objective)
         dims = parse_space(args.space, config.workload)
         caps = _capabilities(config)
         build_space(config, caps, dims)  # a space that cannot be searched: said before anything runs
     except (ValueError, ConfigError, LaunchError, SpaceError, Unsupported) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
     settings = runner.Settings(budget_s=budget, memory_limit=limit, objective=args.objective,
                                dims=dims, min_steps=args.min_steps, eta=args.eta,
-                               max_steps=args.max_steps, final_rounds=args.final_rounds)
-    stop = SignalStop(lambda how: "\nstopping after this trial (again to kill it)...")
-    stop.install()
-    try:
-        report = runner.tune(config, settings, caps=caps, interrupt=stop.interrupt,
-                             log=lambda text: print(text, file=sys.stderr, flush=True))
-    except StoreError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    finally:
-        stop.restore()
-    print(json.dumps(report, indent=2, default=str) if args.json else tune_report.format_report(report))
-    if stop.interrupt.is_set():
-        return stop.exit_code
-    return EXIT_OK if report.get("chosen") else EXIT_FAILED
+                               max_steps=args.max_steps, final_rounds=args.final_rounds,
+                               workers=args.workers, segments=args.segments)
+    return config, settings, caps
 
 
 def _capabilities(config) -> dict:

@@ -10,6 +10,7 @@ import os
 import stat
 import sysconfig
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,28 +211,36 @@ def random_ids(vocab_size: int, seed: int) -> Corpus:
 
 
 class BatchSampler:
-    """Random windows of seq_len + 1 tokens, reproducible from the seed."""
+    """Random windows of seq_len + 1 tokens, reproducible from the seed.
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int,
-                 device: torch.device, rank: int = 0, world_size: int = 1):
+    batch_size: sequences per batch, or a callable read at every draw (a train run's micro-batch
+    follows train.batch_size, which a mid-run `set train` may change)."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int | Callable[[], int], seq_len: int,
+                 seed: int, device: torch.device, rank: int = 0, world_size: int = 1):
         if tokens.numel() <= seq_len + 1:
             raise DataError(
                 f"the text has {tokens.numel()} tokens, fewer than one sequence of {seq_len + 1}; "
                 "give more text or a shorter train.seq_len"
             )
         self.tokens = tokens
-        self.batch_size = batch_size
+        self._size = batch_size
         self.seq_len = seq_len
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         self.rank = rank
         self.world_size = world_size
 
+    @property
+    def batch_size(self) -> int:
+        return int(self._size()) if callable(self._size) else self._size
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Every rank draws the same global batch and keeps its own slice of it.
+        batch_size = self.batch_size
         starts = torch.randint(0, self.tokens.numel() - self.seq_len - 1,
-                               (self.batch_size * self.world_size,), generator=self.generator)
-        starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+                               (batch_size * self.world_size,), generator=self.generator)
+        starts = starts[self.rank * batch_size:(self.rank + 1) * batch_size]
         offsets = torch.arange(self.seq_len + 1)
         window = self.tokens[starts[:, None] + offsets].long()
         x, y = window[:, :-1], window[:, 1:]

@@ -228,14 +228,15 @@ class StoredRun:
 class StreamWriter:
     """Appends messages to stream.jsonl, one line each, written at once: a crash loses nothing.
 
-    A failed write (full disk, read-only folder) raises StoreError; a line cut short by it is
-    ended before the next one, so a later reader skips it as damaged and loads the rest.
+    A failed write (full disk, read-only folder) raises StoreError; a line cut short by it (or
+    found at the end of the file when it is opened) is ended before the next one, so a later
+    reader skips it as damaged and loads the rest.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self._cut = False
-        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                  | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         try:  # never a FIFO (it would block) or a symlink: the run's own regular file
             fd = os.open(path, flags, 0o600)
@@ -247,6 +248,8 @@ class StreamWriter:
             raise StoreError(f"{path} is {files.kind(info.st_mode)}, not a regular file; "
                              f"{STORE_FIX}")
         os.set_blocking(fd, True)
+        # A file that ends inside a line (a writer killed mid-line) has it ended first.
+        self._cut = info.st_size > 0 and os.pread(fd, 1, info.st_size - 1) != b"\n"
         self._fh = os.fdopen(fd, "ab", buffering=0)
 
     def append(self, message: dict) -> None:

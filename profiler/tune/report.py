@@ -121,7 +121,8 @@ def trial_row(trial: tsearch.Trial, space: Space, predicted: dict) -> dict:
             or {"n": 0, "median": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high},
             "peak_bytes": m.peak_bytes, "predicted_bytes": predicted.get(trial.candidate),
             "cost_s": m.cost_s, "error": m.error,
-            "effective_batch": m.extra.get("effective_batch")}
+            "effective_batch": m.extra.get("effective_batch"),
+            "peak_why": m.extra.get("peak_why")}
 
 
 def build_report(base, space, settings, objective, higher, limit, limit_how, result, final,
@@ -182,6 +183,16 @@ def format_report(report: dict) -> str:
              f"{len(report['trials'])} trials in {report['search_spent_s']:.0f} s of a "
              f"{report['budget_s']:.0f} s budget; {report['stop_reason']}",
              f"memory limit: {report['memory_limit_how']}"]
+    devices = report.get("devices") or []
+    if len(devices) > 1 or any(d.get("lost") for d in devices):
+        lines.append("workers: " + "; ".join(
+            d["name"] + (f" (left out: {d['lost']})" if d.get("lost") else "") for d in devices))
+    if report.get("resumed"):
+        lines.append(f"resumed: {report['resumed']['from_journal']} measurement(s) taken from "
+                     "the tune's journal, none measured again")
+    why = next((r.get("peak_why") for r in report["trials"] if r.get("peak_why")), None)
+    if why:
+        lines.append(f"peak memory of segment trials: {why}")
     if report["global_batch"]:
         lines.append(f"global batch kept at {report['global_batch']} sequences per optimizer "
                      "step (micro-batch x accumulation x processes)")

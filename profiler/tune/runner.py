@@ -28,7 +28,7 @@ from profiler.figures import busy, metrics, significance, stats
 from profiler.figures.evidence import run_samples
 from profiler.tune import report as report_of
 from profiler.tune import search as tsearch
-from profiler.tune.space import Candidate, Space, build_space, checked_config
+from profiler.tune.space import Candidate, Space, checked_config
 
 OBJECTIVES = {
     "train": {"tokens_per_s": "tokens_per_s", "step_time_p50_s": "step_time_s"},
@@ -71,6 +71,12 @@ class Settings:
     max_steps: int = 54
     final_rounds: int = 3
     """At most this many interleaved rounds of the final re-measure (budget permitting)."""
+    workers: str = ""
+    """Where trials run, several at once (tune.devices.parse_workers: gpus, cpus:2, hosts);
+    empty = this machine, one trial at a time."""
+    segments: bool = True
+    """Candidates that differ only in what a running worker switches are measured as segments
+    of one warm run; False = a run per candidate (what the benchmark compares against)."""
 
 
 def objective_of(config: RunConfig, objective: str) -> tuple[str, str, bool]:
@@ -190,7 +196,10 @@ class RunEvaluator:
         self.log, self.interrupt = log, interrupt
         self.count = 0
 
-    def __call__(self, candidate: Candidate, steps: int, final: bool = False) -> tsearch.Measurement:
+    def __call__(self, candidate: Candidate, steps: int, final: bool = False,
+                 launcher=None) -> tsearch.Measurement:
+        """launcher: where the trial runs (profiler.tune.warm.Launcher: a device's worker,
+        kept between runs); None = a fresh local worker."""
         from profiler.store.recorder import RunRecorder
         from profiler.wire.client import StartRefused, run_to_completion
         from profiler.wire.launch import worker_command
@@ -198,6 +207,8 @@ class RunEvaluator:
         started = time.monotonic()
         try:
             config = trial_config(self.space, candidate, steps, final)
+            if launcher is not None:
+                config = launcher.configure(config)
         except TuneError as exc:
             return tsearch.Measurement(error=str(exc))
         self.count += 1
@@ -215,8 +226,10 @@ class RunEvaluator:
             return []
 
         try:
-            status = run_to_completion(config.to_dict(), recorder, on_message=on_message,
-                                       interrupt=self.interrupt, command=worker_command(config))
+            status = (run_to_completion(config.to_dict(), recorder, on_message=on_message,
+                                        interrupt=self.interrupt, command=worker_command(config))
+                      if launcher is None else
+                      launcher(config, recorder, on_message, self.interrupt))
         except StartRefused as exc:
             status = recorder.finish(None, explanation=str(exc))
         cost = time.monotonic() - started
@@ -232,6 +245,8 @@ class RunEvaluator:
                      or f"the run ended {status}")
         samples = run_samples(run, (self.sample_key,))[self.sample_key]
         shared = busy.sentence(summary)
+        if launcher is not None and not launcher.fresh:
+            peak_key, peak = launcher.own_peak(peak_key, peak)
         extra = {"distribution": dist, "peak_key": peak_key, "status": status,
                  "effective_batch": summary.get("effective_batch"),
                  "perplexity": (figures.get("perplexity") or {}).get("value"),
@@ -268,6 +283,17 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     judge them on their pooled per-step samples."""
     from profiler.figures.stats import round_order
 
+    measured: dict[str, list[tsearch.Measurement]] = {role: [] for role in finalists}
+    for index in range(rounds):
+        for role in round_order(list(finalists), index, "rotate", 0):
+            measured[role].append(evaluate(finalists[role], steps, final=True))
+    return judge(finalists, measured, steps, rounds, higher_is_better)
+
+
+def judge(finalists: dict[str, Candidate], measured: dict[str, list[tsearch.Measurement]],
+          steps: int, rounds: int, higher_is_better: bool) -> dict:
+    """The final re-measure's verdicts from each finalist's measurements (their per-step samples
+    pooled), by the one verdict rule; the winner has the best pooled median."""
     better = metrics.HIGHER if higher_is_better else metrics.LOWER
     samples: dict[str, list[float]] = {role: [] for role in finalists}
     peaks: dict[str, list[float]] = {role: [] for role in finalists}
@@ -276,11 +302,10 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     errors: dict[str, list[str]] = {role: [] for role in finalists}
     busy: dict[str, list[str]] = {role: [] for role in finalists}
     spent = 0.0
-    for index in range(rounds):
-        for role in round_order(list(finalists), index, "rotate", 0):
-            m = evaluate(finalists[role], steps, final=True)
+    for role in finalists:
+        for m in measured.get(role, []):
             spent += m.cost_s
-            if m.run_id:
+            if m.run_id and m.run_id not in runs[role]:
                 runs[role].append(m.run_id)
             if m.error:
                 errors[role].append(m.error)
@@ -300,13 +325,13 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
             "peak_bytes": stats.percentile(peaks[role], 50),
             "perplexity": stats.percentile(perplexity[role], 50), "busy": busy[role],
         }
-    measured = [r for r in finalists if samples[r]]
+    measured_roles = [r for r in finalists if samples[r]]
     pick = max if higher_is_better else min
-    out["winner"] = pick(measured, key=lambda r: out["roles"][r]["distribution"]["median"]) \
-        if measured else None
+    out["winner"] = pick(measured_roles, key=lambda r: out["roles"][r]["distribution"]["median"]) \
+        if measured_roles else None
     winner = out["winner"]
     out["comparisons"] = {}
-    for role in measured:
+    for role in measured_roles:
         if role != winner:
             out["comparisons"][role] = significance.compare_samples(
                 samples[role], samples[winner], better,
@@ -314,69 +339,7 @@ def final_check(evaluate: Callable[..., tsearch.Measurement], finalists: dict[st
     return out
 
 
-# --- the whole tune -------------------------------------------------------------------------------
-def tune(base: RunConfig, settings: Settings, *, caps: dict | None = None, store=None,
-         evaluator=None, log: Callable[[str], Any] = print,
-         interrupt: threading.Event | None = None,
-         on_trial: Callable[[tsearch.Trial, Space], Any] | None = None) -> dict:
-    """Search, re-measure, write the tune run; the report (also tune.json in the tune run)."""
-    from profiler.store import RunStore
-
-    objective, sample_key, higher = objective_of(base, settings.objective)
-    if caps is None:
-        from profiler.measure.system import host_capabilities
-
-        caps = host_capabilities()
-    space = build_space(base, caps, settings.dims)
-    if settings.memory_limit is not None:
-        limit, limit_how = settings.memory_limit, (
-            f"{metrics.format_value(settings.memory_limit, 'bytes')} (--memory-limit)")
-    else:
-        limit, limit_how = default_memory_limit(base, caps)
-    store = store or RunStore()
-    tune_config = RunConfig.from_dict(base.to_dict())
-    tune_config.name = f"tune: {base.run_record()['name']}"[:200]
-    tune_run = store.create_run(tune_config)
-    tag = f"tune:{tune_run.run_id}"
-    store.set_tags(tune_run.run_id, ["tune"])
-    evaluate = evaluator or RunEvaluator(space, store, tag, objective, sample_key, log, interrupt)
-    started = time.monotonic()
-    log(f"tune {tune_run.run_id}: {space.size()} combinations of "
-        f"{', '.join(space.dimensions) or 'nothing'}; memory limit {limit_how}")
-    result = tsearch.search(
-        space.candidates(), evaluate, predict=lambda c: predicted_peak(space, c),
-        memory_limit=limit, budget_s=settings.budget_s, baseline=space.baseline,
-        min_steps=settings.min_steps, eta=settings.eta, max_steps=settings.max_steps,
-        higher_is_better=higher, on_trial=(lambda t: on_trial(t, space)) if on_trial else None,
-        should_stop=(interrupt.is_set if interrupt is not None else None))
-    log(f"search: {len(result.trials)} trials, {len(result.pruned)} predicted not to fit, "
-        f"{result.stop_reason}")
-    final = None
-    finalists = report_of.finalists(result, space)
-    if finalists and not (interrupt is not None and interrupt.is_set()):
-        steps = settings.max_steps  # the last rung's length, whichever rung the search reached
-        reached = result.ranking[0]
-        per_run = (_mean([e["trial"].measurement.cost_s for e in result.ranking[:2]]) or 1.0
-                   ) * max(1.0, steps / reached["steps"])
-        left = settings.budget_s - result.spent_s
-        rounds = max(1, min(settings.final_rounds, int(left // (per_run * len(finalists)))))
-        log(f"final re-measure: {', '.join(finalists)}, {rounds} interleaved round(s) of "
-            f"{steps} steps")
-        final = final_check(evaluate, finalists, steps, rounds, higher, log)
-    stopped = interrupt is not None and interrupt.is_set()
-    report = report_of.build_report(base, space, settings, objective, higher, limit, limit_how,
-                                    result, final, tune_run, time.monotonic() - started,
-                                    stopped=stopped)
-    _write(store, tune_run, base, space, report, stopped)
-    return report
-
-
-def _mean(values: list[float]) -> float | None:
-    values = [v for v in values if v]
-    return sum(values) / len(values) if values else None
-
-
-def _write(store, tune_run, base: RunConfig, space: Space, report: dict, stopped: bool) -> None:
+def write_tune_run(store, tune_run, base: RunConfig, space: Space, report: dict, stopped: bool) -> None:
     chosen = report["chosen"]
     if chosen is not None:
         candidate = Candidate(tuple(chosen["candidate"].items()))
@@ -407,5 +370,5 @@ def _write(store, tune_run, base: RunConfig, space: Space, report: dict, stopped
     store.set_status(tune_run, summary["status"], end=report["sentence"])
 
 
-__all__ = ["Settings", "tune", "RunEvaluator", "final_check",
+__all__ = ["Settings", "RunEvaluator", "final_check", "judge", "write_tune_run",
            "default_memory_limit", "objective_of", "TuneError"]

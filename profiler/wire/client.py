@@ -99,16 +99,22 @@ class WorkerProcess:
     """A worker child process; `lines` yields raw protocol lines, then EOF when it exits."""
 
     def __init__(self, log_path: str | Path | None = None, command: list[str] | None = None,
-                 env: dict[str, str] | None = None):
-        """`env`: variables set for the worker over this process's (e.g. OMP_NUM_THREADS)."""
+                 env: dict[str, str] | None = None, switchable_log: bool = False):
+        """`env`: variables set for the worker over this process's (e.g. OMP_NUM_THREADS).
+        `switchable_log`: the worker's stderr is copied by a thread into the log file, which
+        `switch_log` changes (a worker kept for several runs writes each run's log)."""
         self._log: IO | int
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log_lock = threading.Lock()
         # A session of its own: the terminal's Ctrl-C reaches the CLI, which asks the worker to
         # stop through the protocol instead of killing it mid-step.
         self.proc = subprocess.Popen(
             command or launch.worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, env=worker_env(env), start_new_session=True,
+            stderr=subprocess.PIPE if switchable_log else self._log, env=worker_env(env),
+            start_new_session=True,
         )
+        if switchable_log:
+            threading.Thread(target=self._copy_log, daemon=True, name="effiscope-log").start()
         self.lines: queue.Queue = queue.Queue()
         self.last_heard = time.monotonic()
         """When the worker last sent a line (heartbeats included); see protocol.SilenceWatch."""
@@ -147,6 +153,25 @@ class WorkerProcess:
             pass
         finally:
             self.lines.put(EOF)
+
+    def _copy_log(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            for line in iter(self.proc.stderr.readline, b""):
+                with self._log_lock:
+                    if not isinstance(self._log, int):
+                        self._log.write(line)
+                        self._log.flush()
+        except (OSError, ValueError):
+            pass
+
+    def switch_log(self, log_path: str | Path | None) -> None:
+        """From now on the worker's stderr goes to `log_path` (a worker made with
+        switchable_log; the next run of a kept worker writes its own log)."""
+        with self._log_lock:
+            if not isinstance(self._log, int):
+                self._log.close()
+            self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
 
     def send(self, message: dict | bytes) -> bool:
         """Send one command (a message, or a line already encoded); False when it could not be
@@ -211,8 +236,10 @@ class WorkerProcess:
             time.sleep(0.02)
         self.kill()
         code = self.wait(5)
-        if not isinstance(self._log, int):
-            self._log.close()
+        with self._log_lock:
+            if not isinstance(self._log, int):
+                self._log.close()
+                self._log = subprocess.DEVNULL
         return code if code is not None else -9
 
 
@@ -262,6 +289,24 @@ def run_to_completion(config_dict: dict, recorder, on_message=None, stop_after_s
         raise
 
 
+def run_on(worker: WorkerProcess, config_dict: dict, recorder, on_message=None,
+           interrupt: threading.Event | None = None, hello: bytes | None = None,
+           silence: protocol.SilenceWatch | None = None) -> str:
+    """run_to_completion on a worker already started, which is kept for its next run when
+    this one ends with `done` (shut down otherwise: check `worker.exited()`). `hello`: the
+    line a kept worker said first, recorded first, as from a worker started for this run."""
+    first_line = start_line(config_dict)
+    if hello is not None:
+        recorder.handle_line(hello)
+    try:
+        return _record(worker, first_line, config_dict, recorder, on_message, None, interrupt,
+                       silence or protocol.SilenceWatch(), keep_worker=True)
+    except BaseException:
+        worker.kill()
+        worker.shutdown(0)
+        raise
+
+
 def _front_warning(recorder, on_message, text: str) -> None:
     recorder.note("warning", text)
     if on_message is not None:
@@ -270,7 +315,7 @@ def _front_warning(recorder, on_message, text: str) -> None:
 
 def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorder, on_message,
             stop_after_s: float | None, interrupt: threading.Event | None,
-            watch: protocol.SilenceWatch) -> str:
+            watch: protocol.SilenceWatch, keep_worker: bool = False) -> str:
     send_failure = None
     started = time.monotonic()
     if not worker.send(first_line):
@@ -328,6 +373,9 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
                 worker.send(command)
         if message is not None and message["type"] == "done":
             break
+    if keep_worker and recorder.done is not None and send_failure is None \
+            and not worker.exited():
+        return recorder.finish(None)  # the worker waits for its next start
     code = worker.shutdown()
     killed = code is not None and code < 0 and recorder.done is None and send_failure is None
     failed = recorder.done is None or recorder.done["status"] == "failed"

@@ -111,7 +111,7 @@ WORKER_MESSAGES: dict[str, dict[str, Field]] = {
 }
 FRONT_MESSAGES: dict[str, dict[str, Field]] = {
     "start": {"config": _req(dict)},
-    "set": {"technique": _req(str), "params": _req(dict)},
+    "set": {"technique": _req(str), "params": _req(dict), "step": _opt(int)},
     "profile": {"steps": _req(int), "memory": _opt(bool)},
     "stop": {},
 }
@@ -403,9 +403,14 @@ def start(config: dict) -> dict:
     return {"type": "start", "config": config}
 
 
-def set_technique(technique: str, params: dict) -> dict:
-    """Front end: change a technique mid-run ({"enabled": false} switches it off)."""
-    return {"type": "set", "technique": technique, "params": params}
+def set_technique(technique: str, params: dict, step: int | None = None) -> dict:
+    """Front end: change a technique mid-run ({"enabled": false} switches it off); `step`:
+    from that step on, not before (the worker holds it until then; a step already past applies
+    at once): a change that lands on a planned step boundary whatever the pipe's delay."""
+    message = {"type": "set", "technique": technique, "params": params}
+    if step is not None:
+        message["step"] = step
+    return message
 
 
 def stop() -> dict:

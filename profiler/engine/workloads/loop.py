@@ -154,13 +154,38 @@ def job_commands(control: Any, dist: DistContext, out_of_time: bool
     return shared["commands"], shared["stop"], shared["out_of_time"]
 
 
+BATCH_SETTING = "train"
+"""A `set` of this name changes a train run's micro-batch: params {"batch_size": n}. Sent with
+grad_accumulation's micro_batches, it keeps the sequences per optimizer step, so that micro-batch
+x accumulation pairs are measured as segments of one run (profiler.tune)."""
+MAX_MICRO_BATCH = 65536
+
+
+def change_batch(state: runtime.TrainState, params: dict) -> str:
+    """Apply a mid-run `set train`: the micro-batch the train run's samplers draw from the next
+    step on (they read train.batch_size at every draw); Refused with the reason otherwise."""
+    train = state.config.train
+    if state.config.workload != "train":
+        raise runtime.Refused(f"the micro-batch can change mid-run in a train run only, not a "
+                              f"{state.config.workload} run; restart the run with the change")
+    size = params.get("batch_size")
+    if set(params) != {"batch_size"} or not isinstance(size, int) or isinstance(size, bool) \
+            or not 1 <= size <= MAX_MICRO_BATCH:
+        raise runtime.Refused(f"set {BATCH_SETTING}: give {{\"batch_size\": n}} with a whole n "
+                              f"from 1 to {MAX_MICRO_BATCH}, nothing else")
+    before, train.batch_size = train.batch_size, size
+    return (f"micro-batch {before} -> {size} sequences: {state.micro_batches} x {size} per "
+            f"optimizer step, {tokens_per_step(state):,} tokens")
+
+
 def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Emit,
                    capture: ProfileCapture | None = None) -> int:
     """A command that arrived mid-run; it applies from this step on. Returns 1 if it changed."""
     if command["type"] == "set":
         name, params = command["technique"], command["params"]
         try:
-            report = runtime.change(state, name, params)
+            report = (change_batch(state, params) if name == BATCH_SETTING
+                      else runtime.change(state, name, params))
         except (runtime.Refused, Unsupported) as exc:
             emit(protocol.refused(str(exc), step=step, technique=name, params=params))
             return 0
@@ -181,6 +206,16 @@ def handle_command(command: dict, state: runtime.TrainState, step: int, emit: Em
     emit(protocol.refused(f"{command['type']!r} is not available during a "
                           f"{state.config.workload} run in this version", step=step))
     return 0
+
+
+def due(commands: list[dict], step: int) -> tuple[list[dict], list[dict]]:
+    """(the commands that apply before `step`, in order; those held for a later step): a `set`
+    with a "step" applies from that step on (protocol.set_technique)."""
+    now, later = [], []
+    for command in commands:
+        at = command.get("step") if command["type"] == "set" else None
+        (later if isinstance(at, int) and at > step else now).append(command)
+    return now, later
 
 
 class Loop:
@@ -235,10 +270,12 @@ class Loop:
         if self.schedule.should_validate(0):
             self.emit(protocol.sample(0, 0.0, self.validation(0), "eval"))
         record.rss_before_steps = self.sampler.read_now().get("rss_bytes")
+        held: list[dict] = []  # `set` commands for a later step (their "step")
         try:
             for step in range(1, limits.steps + 1):
                 commands, stop, out_of_time = job_commands(self.control, dist,
                                                            self._out_of_time())
+                commands, held = due(held + commands, step)
                 changed = sum(handle_command(c, state, step, self._note, self.capture)
                               for c in commands)
                 record.changes += changed

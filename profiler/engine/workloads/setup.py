@@ -139,11 +139,11 @@ class Prepared:
     def warn(self, text: str) -> None:
         self.emit(protocol.warning(text))
 
-    def batches(self, batch_size: int, seq_len: int, seed_offset: int = 0, *,
+    def batches(self, batch_size: int | Callable[[], int], seq_len: int, seed_offset: int = 0, *,
                 val: bool = False, sharded: bool = False) -> BatchSampler:
         """Random windows of the training (or held-out) text; `sharded`: each rank of a job its
         own slice of every global batch (the batch a single process with batch_size x
-        world_size would draw)."""
+        world_size would draw); batch_size may be a callable, read at every draw."""
         tokens = self.corpus.val if val else self.corpus.train
         rank, world = (self.dist.rank, self.dist.world_size) if sharded else (0, 1)
         return BatchSampler(tokens, batch_size, seq_len, self.config.seed + seed_offset,

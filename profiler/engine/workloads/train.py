@@ -35,8 +35,10 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     # Pruning masks stay through training (they hold pruned weights at zero); finish() folds them.
     prep = prepare(config, emit, control, keep_masks=True)
     state, dist, model = prep.state, prep.dist, prep.model
-    # Each rank takes its own slice of every global batch.
-    train_batches = prep.batches(train_cfg.batch_size, train_cfg.seq_len, sharded=True)
+    # Each rank takes its own slice of every global batch; the micro-batch is read at every draw
+    # (a mid-run `set train` changes it: loop.change_batch).
+    micro_batch = lambda: train_cfg.batch_size  # noqa: E731
+    train_batches = prep.batches(micro_batch, train_cfg.seq_len, sharded=True)
     # Fixed validation batches: every evaluation sees the same text, so the curve is comparable;
     # the job's global batch size, so a 2-process run and a 1-process run with twice the batch
     # are validated on the same text.
@@ -46,7 +48,7 @@ def run(config: RunConfig, emit: Emit, control: Any) -> dict:
     flops_token = flops_per_token(model.shape, train_cfg.seq_len)
     n_params = model.parameter_count()
     # The probes draw micro-batches of the step's shape from their own sampler.
-    probes = steps.MemoryProbes(state, prep.batches(train_cfg.batch_size, train_cfg.seq_len, 2,
+    probes = steps.MemoryProbes(state, prep.batches(micro_batch, train_cfg.seq_len, 2,
                                                     sharded=True), steps.lm_loss_of(state))
     prep.started(
         "train",
