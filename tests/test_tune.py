@@ -8,6 +8,7 @@ import pytest
 
 from profiler.config import RunConfig, validate
 from profiler.tune import report as tune_report
+from profiler.tune import rounds
 from profiler.tune import search as tsearch
 from profiler.tune import space as tspace
 
@@ -80,7 +81,7 @@ class FakeCost:
 
 def run_search(evaluate, budget_s=10_000.0, limit=12 * GiB, **kw):
     space = gpu_space()
-    return space, tsearch.search(space.candidates(), evaluate, predict=fake_memory,
+    return space, rounds.search(space.candidates(), evaluate, predict=fake_memory,
                                  memory_limit=limit, budget_s=budget_s, baseline=space.baseline,
                                  min_steps=4, eta=3, max_steps=36, **kw)
 
@@ -320,7 +321,7 @@ def test_a_stop_request_ends_the_search_and_keeps_what_was_measured():
         return FakeCost()(candidate, steps)
 
     space = gpu_space()
-    result = tsearch.search(space.candidates(), evaluate, predict=fake_memory, memory_limit=None,
+    result = rounds.search(space.candidates(), evaluate, predict=fake_memory, memory_limit=None,
                             budget_s=1e9, baseline=space.baseline,
                             should_stop=lambda: len(calls) >= 5)
     assert len(result.trials) == 5 and result.stop_reason == "stopped on request"

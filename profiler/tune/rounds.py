@@ -1,10 +1,10 @@
 """Successive halving over jobs: each rung's candidates measured in groups, a group to a job,
 jobs spread over the devices.
 
-The logic is profiler.tune.search's (rung 0 in priority order while the budget leaves room for
-the rungs after it; the best 1/eta of each rung measured again for eta times the steps; a
-failure is recorded and the search goes on; the ranking by the highest rung reached, then the
-figure there), with two changes of unit:
+The tuner's one halving: rung 0 in priority order while the budget leaves room for the rungs
+after it; the best 1/eta of each rung measured again for eta times the steps; a failure is
+recorded and the search goes on; the ranking by the highest rung reached, then the figure there.
+Its unit is a job, not a trial (`search` is the plain case: one candidate a job, one device):
 
 - a job measures several candidates at once: the candidates of a warm-run group are segments of
   one run, interleaved in rounds (profiler.tune.warm), so a rung of twenty candidates that
@@ -24,7 +24,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from profiler.tune.devices import DeviceLost
-from profiler.tune.search import Measurement, Trial, priority, rung_steps, survivors
+from profiler.tune.search import (
+    Evaluator,
+    Measurement,
+    SearchResult,
+    Trial,
+    priority,
+    prune,
+    rung_steps,
+    survivors,
+)
 from profiler.tune.space import Candidate
 
 Job = tuple[list[Candidate], int, int]
@@ -95,9 +104,9 @@ def halving(candidates: Sequence[Candidate], group: Callable[[list[Candidate]], 
             baseline: Candidate | None = None, on_trial: Callable[[Trial], Any] | None = None,
             should_stop: Callable[[], bool] | None = None,
             on_estimate: Callable[[float], Any] | None = None) -> dict:
-    """Successive halving over jobs within `budget_s`; returns what search.successive_halving
-    returns: {"trials", "not_tried", "ranking", "failed", "spent_s", "stop_reason"}, with
-    "device_s" (the jobs' cost summed) beside. on_estimate(seconds): after each wave, the
+    """Successive halving over jobs within `budget_s`; returns {"trials", "not_tried",
+    "ranking", "failed", "spent_s", "stop_reason"}, with "device_s" (the jobs' cost summed)
+    beside. on_estimate(seconds): after each wave, the
     search's time left as the jobs so far predict it (0 at its end)."""
     if min_steps < 1 or eta < 2 or max_steps < min_steps:
         raise ValueError("min_steps must be 1 or more, eta 2 or more and max_steps at least "
@@ -242,4 +251,24 @@ def sequential(measure: Callable[[list[Candidate], int, int], dict]) -> RunJobs:
     return run
 
 
-__all__ = ["Job", "JobCosts", "RunJobs", "halving", "sequential", "split_for"]
+def search(candidates: Sequence[Candidate], evaluate: Evaluator, *,
+           predict: Callable[[Candidate], float | None], memory_limit: float | None,
+           budget_s: float, baseline: Candidate | None = None, **kw: Any) -> SearchResult:
+    """Prune by predicted memory, then halving over the rest, one candidate a job on one
+    device: `evaluate(candidate, steps)` measures a trial (an exception is its failure)."""
+    fit, pruned, predicted = prune(candidates, predict, memory_limit)
+
+    def measure(job: list[Candidate], steps: int, _rung: int) -> dict:
+        (candidate,) = job
+        try:
+            return {candidate: evaluate(candidate, steps)}
+        except Exception as exc:  # noqa: BLE001 - a failing trial never stops the search
+            return {candidate: Measurement(error=f"{type(exc).__name__}: {exc}")}
+
+    out = halving(fit, lambda group: [[c] for c in group], sequential(measure),
+                  budget_s=budget_s, baseline=baseline, **kw)
+    return SearchResult(out["trials"], pruned, out["not_tried"], out["ranking"], out["failed"],
+                        out["spent_s"], budget_s, predicted, out["stop_reason"])
+
+
+__all__ = ["Job", "JobCosts", "RunJobs", "halving", "search", "sequential", "split_for"]

@@ -1,4 +1,6 @@
-"""The search: memory pruning, then successive halving over what is predicted to fit.
+"""The search's parts: what a trial measures and records, memory pruning, the rung schedule and
+the first rung's order. The halving itself (over jobs, on one device or several) is
+profiler.tune.rounds.halving; `rounds.search` is pruning then halving, one candidate a job.
 
 Nothing here runs a model: an evaluator does (runner.RunEvaluator launches real short runs;
 the tests pass a deterministic cost model). The search
@@ -20,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from profiler.tune.space import Candidate
 
@@ -128,127 +129,3 @@ def rung_steps(min_steps: int, eta: int, max_steps: int) -> list[int]:
 def survivors(n: int, eta: int) -> int:
     """How many of n go on to the next rung (at least two, for the final comparison)."""
     return max(2, math.ceil(n / eta))
-
-
-class _CostModel:
-    """cost(steps) = fixed + per_step * steps, fitted on the trials so far (mean of each part)."""
-
-    def __init__(self) -> None:
-        self.fixed: list[float] = []
-        self.per_step: list[float] = []
-
-    def add(self, m: Measurement, steps: int) -> None:
-        self.fixed.append(m.fixed_cost_s)
-        self.per_step.append(max(0.0, m.cost_s - m.fixed_cost_s) / max(steps, 1))
-
-    def estimate(self, steps: int) -> float:
-        if not self.fixed:
-            return 0.0
-        return (sum(self.fixed) / len(self.fixed)
-                + sum(self.per_step) / len(self.per_step) * steps)
-
-    def schedule(self, n0: int, steps: list[int], eta: int) -> float:
-        """Predicted cost of the rungs after rung 0 for n0 candidates measured there."""
-        total, n = 0.0, n0
-        for s in steps[1:]:
-            if n <= 2:
-                break
-            n = survivors(n, eta)
-            total += n * self.estimate(s)
-        return total
-
-
-def successive_halving(candidates: Sequence[Candidate], evaluate: Evaluator, *, budget_s: float,
-                       min_steps: int = 6, eta: int = 3, max_steps: int = 54,
-                       higher_is_better: bool = True, baseline: Candidate | None = None,
-                       on_trial: Callable[[Trial], Any] | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> dict:
-    """Successive halving within `budget_s` (the evaluator's cost_s summed). Returns
-    {"trials", "not_tried", "ranking", "failed", "spent_s", "stop_reason"}."""
-    if min_steps < 1 or eta < 2 or max_steps < min_steps:
-        raise ValueError("min_steps must be 1 or more, eta 2 or more and max_steps at least "
-                         "min_steps")
-    steps = rung_steps(min_steps, eta, max_steps)
-    ordered = priority(candidates, baseline) if baseline is not None else list(candidates)
-    trials: list[Trial] = []
-    costs = _CostModel()
-    spent = 0.0
-    stop_reason = ""
-    best_at: dict[Candidate, Trial] = {}
-
-    def run(candidate: Candidate, rung: int) -> Trial:
-        nonlocal spent
-        try:
-            m = evaluate(candidate, steps[rung])
-        except Exception as exc:  # noqa: BLE001 - a failing trial never stops the search
-            m = Measurement(error=f"{type(exc).__name__}: {exc}")
-        trial = Trial(len(trials) + 1, candidate, rung, steps[rung], m)
-        trials.append(trial)
-        spent += m.cost_s
-        if m.cost_s > 0:
-            costs.add(m, steps[rung])
-        if not trial.failed:
-            best_at[candidate] = trial
-        if on_trial is not None:
-            on_trial(trial)
-        return trial
-
-    def sign(t: Trial) -> float:
-        value = t.measurement.value
-        return value if higher_is_better else -value
-
-    # Rung 0: as many as the budget allows, with room for the rungs that follow them.
-    measured: list[Candidate] = []
-    not_tried: list[Candidate] = []
-    for index, candidate in enumerate(ordered):
-        if should_stop is not None and should_stop():
-            not_tried = ordered[index:]
-            stop_reason = "stopped on request"
-            break
-        if trials:
-            ahead = costs.estimate(steps[0]) + costs.schedule(len(measured) + 1, steps, eta)
-            if spent + ahead > budget_s:
-                not_tried = ordered[index:]
-                stop_reason = (f"the budget ({budget_s:.0f} s) left room for {index} of "
-                               f"{len(ordered)} candidates at the first rung")
-                break
-        trial = run(candidate, 0)
-        if not trial.failed:
-            measured.append(candidate)
-    alive = measured
-    rung = 0
-    while len(alive) > 2 and rung + 1 < len(steps) and not stop_reason.startswith("stopped"):
-        ranked = sorted(alive, key=lambda c: sign(best_at[c]), reverse=True)
-        alive = ranked[:survivors(len(ranked), eta)]
-        rung += 1
-        promoted = []
-        for candidate in alive:
-            if should_stop is not None and should_stop():
-                stop_reason = "stopped on request"
-                break
-            if spent + costs.estimate(steps[rung]) > budget_s:
-                stop_reason = f"the budget ran out at rung {rung + 1}"
-                break
-            if not run(candidate, rung).failed:
-                promoted.append(candidate)
-        if stop_reason:
-            break
-        if not promoted:
-            stop_reason = f"every trial of rung {rung + 1} failed"
-            break
-        alive = promoted
-    ranking = sorted(best_at.values(), key=lambda t: (t.rung, sign(t)), reverse=True)
-    return {"trials": trials, "not_tried": not_tried, "failed": [t for t in trials if t.failed],
-            "ranking": [{"candidate": t.candidate, "rung": t.rung, "steps": t.steps, "trial": t}
-                        for t in ranking],
-            "spent_s": spent, "stop_reason": stop_reason or "successive halving finished"}
-
-
-def search(candidates: Sequence[Candidate], evaluate: Evaluator, *,
-           predict: Callable[[Candidate], float | None], memory_limit: float | None,
-           budget_s: float, baseline: Candidate | None = None, **halving: Any) -> SearchResult:
-    """Prune by predicted memory, then successive halving over the rest (see the module doc)."""
-    fit, pruned, predicted = prune(candidates, predict, memory_limit)
-    out = successive_halving(fit, evaluate, budget_s=budget_s, baseline=baseline, **halving)
-    return SearchResult(out["trials"], pruned, out["not_tried"], out["ranking"], out["failed"],
-                        out["spent_s"], budget_s, predicted, out["stop_reason"])
