@@ -35,31 +35,40 @@ RESERVED = frozenset({"get", "keys", "items", "values", "as_dict", "replace", "t
 """Names a Param cannot take: they are the typed parameters' own methods and attributes."""
 
 
+class ParamError(ValueError):
+    """A technique setting a config cannot have: str() is "FIELD: what to fix", `field` names
+    the setting (techniques.NAME or techniques.NAME.PARAM) for whoever shows it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 def checked_value(technique: str, param: Param, value: Any) -> Any:
     """The value as the setting holds it (an int where a float is wanted becomes a float), or
-    ValueError naming the setting and what it must be."""
+    ParamError naming the setting and what it must be."""
     where = f"techniques.{technique}.{param.name}"
     if param.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) != (param.type is bool) or not isinstance(value, param.type):
-        raise ValueError(f"{where}: must be {param.type.__name__}, got {value!r}")
+        raise ParamError(where, f"must be {param.type.__name__}, got {value!r}")
     if param.choices and value not in param.choices:
-        raise ValueError(f"{where}: {value!r} is not one of "
-                         f"{', '.join(map(str, param.choices))}")
+        raise ParamError(where, f"{value!r} is not one of {', '.join(map(str, param.choices))}")
     if param.min is not None and value < param.min:
-        raise ValueError(f"{where}: must be at least {param.min}, got {value}")
+        raise ParamError(where, f"must be at least {param.min}, got {value}")
     if param.max is not None and value > param.max:
-        raise ValueError(f"{where}: must be at most {param.max}, got {value}")
+        raise ParamError(where, f"must be at most {param.max}, got {value}")
     return value
 
 
 def unknown_keys(technique: str, given: Mapping[str, Any], known: list[str]) -> None:
-    """ValueError for the first key that is no setting, with the valid ones listed."""
+    """ParamError for the first key that is no setting, with the valid ones listed."""
     for key in given:
         if key not in known:
             valid = ", ".join(known) or "none"
-            raise ValueError(f"techniques.{technique}.{key}: unknown parameter; valid ones are "
-                             f"{valid}")
+            raise ParamError(f"techniques.{technique}.{key}",
+                             f"unknown parameter; valid ones are {valid}")
 
 
 class TechniqueParams(Mapping[str, Any]):

@@ -29,6 +29,7 @@ from techniques.hooks import (
 from techniques.params import (
     ENABLED,
     Param,
+    ParamError,
     TechniqueParams,
     checked_value,
     make_params_type,
@@ -127,8 +128,8 @@ def run_facts(config: Any, techniques: dict[str, Any], *, world_size: int | None
                     model_kind=model_kind or "builtin", linear_widths=dict(linear_widths or {}))
 
 
-class UnknownTechnique(ValueError):
-    pass
+class UnknownTechnique(ParamError):
+    """A technique name the registry does not know (field: techniques.NAME)."""
 
 
 _REGISTRY: dict[str, TechniqueInfo] = {}
@@ -193,9 +194,8 @@ def get(name: str) -> TechniqueInfo:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise UnknownTechnique(
-            f"techniques.{name}: unknown technique; known techniques are {known}"
-        ) from None
+        raise UnknownTechnique(f"techniques.{name}",
+                               f"unknown technique; known techniques are {known}") from None
 
 
 def validate_params(name: str, params: Mapping[str, Any]) -> TechniqueParams:

@@ -196,11 +196,9 @@ WORDS = {
     "lora-rank-above-width": "narrowest adapted layer's width (128)", "finetune-lr": "at most 1",
 }
 
-# ConfigError.field is the named field, except where there is none (a file that is not TOML)
-# and for a technique's parameters, which name theirs in the sentence only.
+# ConfigError.field is the named field, except where there is none (a file that is not TOML).
 UNFIELDED = {"invalid-toml", "toml-key-without-value", "toml-nested-100000-deep",
-             "toml-inline-tables-deep", "unknown-technique", "technique-unknown-param",
-             "technique-wrong-type"}
+             "toml-inline-tables-deep"}
 
 
 @pytest.mark.parametrize("case, text, field", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])

@@ -87,12 +87,15 @@ def validate(config: RunConfig, *, on_this_machine: bool = True) -> RunConfig:
 
     validate_ssh(config)
     from techniques import registry  # metadata only: no torch
+    from techniques.params import ParamError
 
     for name, params in config.techniques.items():
         try:
             registry.validate_params(name, params)
+        except ParamError as exc:
+            raise ConfigError(exc.field, exc.message) from None
         except ValueError as exc:
-            raise ConfigError("", str(exc)) from None
+            raise ConfigError(f"techniques.{name}", str(exc)) from None
         workloads = registry.get(name).extra.get("workloads")
         _require(not workloads or config.workload in workloads, f"techniques.{name}",
                  f"does not apply to workload = {config.workload} (its weights cannot be "
