@@ -1,9 +1,10 @@
 """Per-chart export, as buttons on every chart: CSV of every reading of every curve (the live run
 and each compared run, never the decimated view) and a PNG of the chart: its plot under a title
 line that names the run and the chart and a line with its legend, without the chart's buttons.
-Each save says where it went (or why it could not) through `exported`.
+Each save says where it went (or why it could not) through the charts' `exported` signal.
 
-A mixin of LiveCharts (app/charts.py).
+A part of LiveCharts (app/charts.py), which owns one as `export`: it reads the charts (their
+plots, curves and legends) and writes files; it holds no state of its own.
 """
 
 from __future__ import annotations
@@ -26,42 +27,40 @@ CSV_COLUMNS = ("run", "metric", "label", "step", "time_s", "value", "unit")
 
 
 class ChartExport:
-    """CSV / PNG of one chart (mixed into LiveCharts)."""
+    """CSV / PNG of one chart of `charts` (a LiveCharts)."""
 
-    live_run_label = "live run"
-    """How the CSV names the run drawn live (the window sets the run's name)."""
+    def __init__(self, charts) -> None:
+        self.charts = charts
 
-    def ask_export(self, name: str, fmt: str) -> str | None:
+    def ask(self, name: str, fmt: str) -> str | None:
         """The CSV / PNG button: ask where, then write; returns the path written (None if not).
-        `exported` says where it went, or why it could not be written."""
-        title = self.plots[name].chart_title.lower().replace(" ", "-")
-        run = re.sub(r"[^\w.-]+", "-", self.live_run_label).strip("-") or "run"
+        The charts' `exported` says where it went, or why it could not be written."""
+        charts = self.charts
+        title = charts.plots[name].chart_title.lower().replace(" ", "-")
+        run = re.sub(r"[^\w.-]+", "-", charts.live_run_label).strip("-") or "run"
         filters = {"csv": "CSV (*.csv)", "png": "PNG image (*.png)"}
-        path, _ = QFileDialog.getSaveFileName(self, f"Save the {title} chart",
+        path, _ = QFileDialog.getSaveFileName(charts, f"Save the {title} chart",
                                               str(Path.home() / f"{run}-{title}.{fmt}"),
                                               filters[fmt])
         if not path:
             return None
         what = "readings" if fmt == "csv" else "image"
         try:
-            out = self.export_csv(name, path) if fmt == "csv" else self.export_png(name, path)
+            out = self.csv(name, path) if fmt == "csv" else self.png(name, path)
         except OSError as exc:
-            self.export_error = f"Cannot write {path} ({exc.strerror or exc})."
-            self.exported.emit(self.export_error, False)
+            charts.exported.emit(f"Cannot write {path} ({exc.strerror or exc}).", False)
             return None
-        self.exported.emit(f"Saved the {self.plots[name].chart_title.lower()} chart's {what} "
-                           f"to {out}", True)
+        charts.exported.emit(f"Saved the {charts.plots[name].chart_title.lower()} chart's "
+                             f"{what} to {out}", True)
         return out
 
-    def export_csv(self, name: str, path: str | Path) -> str:
+    def csv(self, name: str, path: str | Path) -> str:
         """Every reading of every curve on the chart, one row each, in the chart's unit."""
-        unit = self.plots[name].y_label
+        unit = self.charts.plots[name].y_label
         with files.replacing(path) as fh:  # whole or not at all; never onto a FIFO or device
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
-            groups = [(self.live_run_label, self._series.values(), True)]
-            groups += [(o.label, o.curves.values(), False) for o in self._overlays.values()]
-            for run, curves, _live in groups:
+            for run, curves in self.charts.curves_by_run():
                 for curve in curves:
                     if curve.spec.chart != name or not curve.buffer.size:
                         continue
@@ -75,23 +74,24 @@ class ChartExport:
 
     def png_title(self, name: str) -> str:
         """The image's title line: the run and the chart ("nano #3: Throughput, tokens/s")."""
-        plot = self.plots[name]
-        return f"{self.live_run_label}: {plot.chart_title}, {plot.y_label}"
+        plot = self.charts.plots[name]
+        return f"{self.charts.live_run_label}: {plot.chart_title}, {plot.y_label}"
 
-    def export_png(self, name: str, path: str | Path) -> str:
+    def png(self, name: str, path: str | Path) -> str:
         """The plot as on screen under its title (the run's name) and legend; no buttons."""
-        self.redraw_now()
-        plot = self.plots[name].grab()
-        legend = self.legend_text(name).removeprefix(self.boxes[name].title).strip()
-        font = QFont(self.font())
+        charts = self.charts
+        charts.redraw_now()
+        plot = charts.plots[name].grab()
+        legend = charts.legend_text(name).removeprefix(charts.boxes[name].title).strip()
+        font = QFont(charts.font())
         metrics = QFontMetrics(font)
         line = metrics.lineSpacing()
         lines = [self.png_title(name)] + ([legend] if legend else [])
         image = QPixmap(plot.width(), plot.height() + line * len(lines) + 8)
-        image.fill(QColor(THEME_BACKGROUND.get(self.theme, "#ffffff")))
+        image.fill(QColor(THEME_BACKGROUND.get(charts.theme, "#ffffff")))
         painter = QPainter(image)
         painter.setFont(font)
-        painter.setPen(QColor(THEME_FOREGROUND.get(self.theme, "#334155")))
+        painter.setPen(QColor(THEME_FOREGROUND.get(charts.theme, "#334155")))
         for index, text in enumerate(lines):
             painter.drawText(6, 4 + line * index + metrics.ascent(),
                              metrics.elidedText(text, Qt.TextElideMode.ElideRight,

@@ -74,7 +74,7 @@ def tokens_per_step(started: dict | None) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else math.nan
 
 
-class LiveCharts(ChartExport, ChartDrawing, QWidget):
+class LiveCharts(ChartDrawing, QWidget):
     """Eight charts (loss across the top); GPU and latency charts appear once they have data."""
 
     axis_changed = Signal(str)
@@ -87,6 +87,10 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         super().__init__(parent)
         pg.setConfigOptions(antialias=False)
         self.theme = "light"
+        self.live_run_label = "live run"
+        """How exports and the headline name the run drawn live (the window sets its name)."""
+        self.export = ChartExport(self)
+        """The per-chart CSV / PNG export (its buttons on every chart)."""
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self._build_toolbar())
@@ -231,8 +235,8 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
         box = ChartBox(name, title, plot, self)  # parented: a chart never shown is deleted with us
         box.log_button.toggled.connect(lambda on, n=name: self.set_log_scale(n, on))
         box.legend.linkActivated.connect(self.toggle_series)
-        box.csv_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "csv"))
-        box.png_button.clicked.connect(lambda _c=False, n=name: self.ask_export(n, "png"))
+        box.csv_button.clicked.connect(lambda _c=False, n=name: self.export.ask(n, "csv"))
+        box.png_button.clicked.connect(lambda _c=False, n=name: self.export.ask(n, "png"))
         box.hide()
         self.plots[name] = plot
         self.boxes[name] = box
@@ -535,6 +539,11 @@ class LiveCharts(ChartExport, ChartDrawing, QWidget):
     def _clear_pressed(self) -> None:
         self.clear_overlays()
         self.overlays_cleared.emit()
+
+    def curves_by_run(self) -> list[tuple[str, Iterable[TracedCurve]]]:
+        """(run label, its curves): the live run's first, then each compared run's."""
+        return [(self.live_run_label, self._series.values())] + [
+            (overlay.label, overlay.curves.values()) for overlay in self._overlays.values()]
 
     def overlay_ids(self) -> list[str]:
         return list(self._overlays)

@@ -118,7 +118,7 @@ def test_chart_png_has_the_run_name_and_no_buttons_and_saves_say_where(qtbot, wi
     plot = charts.plots["speed"]
     assert image.width() == plot.width()  # the plot only: the header's buttons are left out
     assert plot.height() < image.height() < plot.height() + 80  # under a title and a legend
-    assert charts.png_title("speed").startswith(f"{charts.live_run_label}: Throughput")
+    assert charts.export.png_title("speed").startswith(f"{charts.live_run_label}: Throughput")
     assert str(png) in window.statusBar().currentMessage()  # it says where it went
     csv = tmp_path / "speed.csv"
     monkeypatch.setattr("app.chart_export.QFileDialog.getSaveFileName",
