@@ -71,6 +71,8 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self.host = describe_host()
         self.host_caps = host_capabilities()
         self.link: WorkerLink | None = None
+        self.export_job = None
+        """File > Export to's export being written (app.tracker_export.ExportJob), if any."""
         self.run_id: str | None = None
         self.run_config: RunConfig | None = None
         self.worker_command: list[str] | None = None
@@ -534,6 +536,9 @@ class MainWindow(RunViews, WindowActions, QMainWindow):
         self._closed = True
         self.save_window_settings()
         self.stop_warm_worker()
+        if self.export_job is not None:
+            self._set_state("closing: finishing the export…")
+            self.export_job.wait()  # its files whole, not cut off by the exit
         if getattr(self, "tune_dialog", None) is not None:
             self.tune_dialog.shutdown()  # a tune's trial in flight is stopped, not orphaned
         if self.link is not None and self.link.running:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from profiler.report.trackers.tensorboard_events import event_path
@@ -40,6 +40,12 @@ def _select(qtbot, window, run_id: str) -> None:
 EXPORT_TO = ("&File", "Export &to")
 
 
+def export_via_menu(qtbot, window, entry: str) -> None:
+    """Click File > Export to > entry, then wait for the export's thread to finish writing."""
+    click_menu(qtbot, window, *EXPORT_TO, entry)
+    qtbot.waitUntil(lambda: window.export_job is None, timeout=60_000)
+
+
 def test_file_export_to_writes_the_selected_run(qtbot, window, tmp_path, monkeypatch):
     run_id = stored_run(RunStore(), "menu", train_messages(5, summary={"figures": {}}))
     stored_run(RunStore(), "not this one", train_messages(3))
@@ -51,12 +57,12 @@ def test_file_export_to_writes_the_selected_run(qtbot, window, tmp_path, monkeyp
     asked = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory",
                         staticmethod(lambda *args, **kw: asked.append(args[1]) or str(out)))
-    click_menu(qtbot, window, *EXPORT_TO, "&TensorBoard…")
+    export_via_menu(qtbot, window, "&TensorBoard…")
     assert asked == ["Export to TensorBoard: choose a folder"]
     assert [p.name for p in out.iterdir()] == [run_id]  # the selected run only
     points = _points(event_path(out, run_id))
     assert [s for t, s in points if t == "speed/tokens_per_s"] == [1, 2, 3, 4, 5]
-    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")
+    export_via_menu(qtbot, window, "&CSV (long)…")
     rows = (out / f"{run_id}.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "step,timestamp,metric,value,unit" and len(rows) == 1 + 5 * 4
     assert "exported 1 run" in window.statusBar().currentMessage()
@@ -73,7 +79,7 @@ def test_the_ticked_runs_are_exported_one_file_each(qtbot, window, tmp_path, mon
     out.mkdir()
     monkeypatch.setattr(QFileDialog, "getExistingDirectory",
                         staticmethod(lambda *args, **kw: str(out)))
-    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")
+    export_via_menu(qtbot, window, "&CSV (long)…")
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{first}.csv", f"{second}.csv"])
     rows = (out / f"{second}.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 4 * 4  # four readings a step, four steps
@@ -87,12 +93,12 @@ def test_a_refused_export_is_said_in_the_window(qtbot, window, tmp_path, monkeyp
     blocker.write_text("")
     monkeypatch.setattr(QFileDialog, "getExistingDirectory",
                         staticmethod(lambda *args, **kw: str(blocker)))
-    click_menu(qtbot, window, *EXPORT_TO, "&TensorBoard…")
+    export_via_menu(qtbot, window, "&TensorBoard…")
     assert "is a file, not a folder" in window.error_text()
     assert blocker.read_text() == ""
     window.clear_error()
     monkeypatch.setitem(sys.modules, "mlflow", None)  # the optional extra not installed
-    click_menu(qtbot, window, *EXPORT_TO, "&MLflow…")
+    export_via_menu(qtbot, window, "&MLflow…")
     assert "pip install &#x27;effiscope[mlflow]&#x27;" in window.error_text()  # HTML-escaped
 
 
@@ -113,7 +119,8 @@ def test_the_launch_sections_tensorboard_folder_mirrors_the_run_live(qtbot, wind
     window.history.refresh(select_id=window.run_id)
     from app.tracker_export import export_runs
 
-    export_runs(window, "tensorboard", str(tmp_path / "exported"))  # the menu's own call
+    job = export_runs(window, "tensorboard", str(tmp_path / "exported"))  # the menu's own call
+    assert job is not None and job.wait(60) and not job.error
     assert live.read_bytes() == event_path(tmp_path / "exported", window.run_id).read_bytes()
 
 
@@ -124,13 +131,13 @@ def test_nothing_selected_is_said_and_a_cancelled_folder_writes_nothing(qtbot, w
                         staticmethod(lambda *args, **kw: asked.append(1) or ""))
     window.history.refresh()
     window.history.table.clearSelection()
-    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")
+    export_via_menu(qtbot, window, "&CSV (long)…")
     assert "Select a run" in window.statusBar().currentMessage() and not asked
     run_id = stored_run(RunStore(), "cancelled", train_messages(2))
     _select(qtbot, window, run_id)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")  # the folder dialog is cancelled
+    export_via_menu(qtbot, window, "&CSV (long)…")  # the folder dialog is cancelled
     assert asked == [1] and list(Path.cwd().iterdir()) == [] and not window.error_text()
 
 
@@ -160,3 +167,41 @@ def test_the_profile_tabs_memory_snapshot_box_asks_for_it_and_shows_the_answer(q
     assert "snapshot" not in view.status.text()
     click(qtbot, window.stop_button)
     qtbot.waitUntil(lambda: not window.running, timeout=10_000)
+
+
+def test_the_window_keeps_drawing_while_an_export_is_written(qtbot, window, tmp_path,
+                                                             monkeypatch):
+    """A slow export (a first MLflow store takes seconds) runs beside the event loop: timers
+    fire meanwhile, the menu entries wait for it, a second export is refused until it ends."""
+    import threading
+
+    from profiler.report import trackers
+
+    run_id = stored_run(RunStore(), "slow", train_messages(2))
+    _select(qtbot, window, run_id)
+    release = threading.Event()
+    real_export = trackers.export
+
+    def slow_export(*args, **kw):
+        release.wait(30)
+        return real_export(*args, **kw)
+
+    monkeypatch.setattr(trackers, "export", slow_export)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda *args, **kw: str(tmp_path)))
+    click_menu(qtbot, window, *EXPORT_TO, "&CSV (long)…")
+    assert window.export_job is not None
+    assert "exporting 1 run" in window.statusBar().currentMessage()
+    assert not any(a.isEnabled() for a in window.tracker_actions.values())
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    qtbot.waitUntil(lambda: len(ticks) >= 5, timeout=5000)  # the loop turns during the export
+    timer.stop()
+    assert window.export_job is not None and not (tmp_path / f"{run_id}.csv").exists()
+    release.set()
+    qtbot.waitUntil(lambda: window.export_job is None, timeout=30_000)
+    assert (tmp_path / f"{run_id}.csv").is_file()
+    assert all(a.isEnabled() for a in window.tracker_actions.values())
+    assert "exported 1 run" in window.statusBar().currentMessage()
