@@ -1,4 +1,4 @@
-"""`effiscope tune CONFIG`: find the fastest configuration that fits (profiler.tune.runner); its
+"""`effiscope tune CONFIG`: find the fastest configuration that fits (profiler.tune.session); its
 parser, its arguments (torch-free: the app reads the size and duration parsers) and its run."""
 
 from __future__ import annotations
