@@ -100,6 +100,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"{'GPU':<{width}} {'memory':>10}  {'verdict':<13} {'largest micro-batch':>19}")
     for row in rows:
         largest = row["largest_micro_batch"]
+        said = "n/a" if largest is None else "none (not 1)" if largest == 0 else largest
         print(f"{row['gpu']:<{width}} {memory_fit.gib(row['memory']):>10}  {row['verdict']:<13} "
-              f"{'n/a' if largest is None else largest:>19}")
+              f"{said:>19}")
     return EXIT_OK
