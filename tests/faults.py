@@ -18,6 +18,31 @@ from profiler.config import RunConfig
 from profiler.wire.client import worker_env
 from tests.helpers import run_config
 
+ENDLESS_BUILD = (
+    "import sys, time, profiler.engine.weights as weights, profiler.engine.worker as worker\n"
+    "def endless_build(*args, **kwargs):\n"
+    "    print('building the model', file=sys.stderr, flush=True)\n"
+    "    time.sleep(600)\n"
+    "weights.load_model = endless_build\n"
+    "worker.main()\n")
+
+
+def worker_in_an_endless_build(log: Path):
+    """A real worker whose model build never ends, started and sent a run: it returns once the
+    log says the build began (a WorkerProcess; the caller ends it)."""
+    from profiler.wire import protocol
+    from profiler.wire.client import WorkerProcess
+
+    worker = WorkerProcess(log_path=log, command=[sys.executable, "-c", ENDLESS_BUILD])
+    try:
+        worker.send(protocol.start(run_config(steps=5, data="random").to_dict()))
+        wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
+                 "the model build to start")
+    except BaseException:
+        worker.shutdown(0)
+        raise
+    return worker
+
 
 def write_config(path: Path, config: RunConfig) -> Path:
     config.save(path)

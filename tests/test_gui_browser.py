@@ -1,9 +1,8 @@
 """The app as a daily run browser: the run table (columns, sorting, groups, full names, a click
 that shows a run, several deleted, ticks that compare, columns kept across a restart), with
 clicks at the real coordinates of the widgets (offscreen; tests/test_gui_x11.py does the layout
-on a real X server). The estimate's place and Find the fastest's progress and charts are here
-too until the tune and estimate work lands (then they join tests/test_gui_tune.py and the
-estimate's tests). The rest of what a user meets is in test_gui_chart_axes, _chart_legibility,
+on a real X server). Find the fastest is in test_gui_tune, the estimate panel in
+test_gui_estimate_trace. The rest of what a user meets is in test_gui_chart_axes, _chart_legibility,
 _figures, _layout, _technique_changes, _profile, _keyboard, _system, _run_feedback, _run_names
 and _form_input."""
 
@@ -11,7 +10,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QPoint, Qt
 
-from tests.gui_support import click, click_run, global_rect, stored_run, train_messages
+from tests.gui_support import click, click_run, stored_run, train_messages
 
 
 # --- the run table --------------------------------------------------------------------------------
@@ -168,30 +167,6 @@ def test_click_shows_a_run_loads_its_settings_and_deletes_several(qtbot, window,
     assert not (store.runs_dir / first).exists() and not (store.runs_dir / third).exists()
 
 
-def test_a_tune_is_listed_while_it_runs(qtbot, window):
-    import threading
-
-    from tests.test_gui_tune import Surface
-
-    release = threading.Event()
-
-    def held(candidate, steps, final=False):
-        release.wait(10)
-        return Surface()(candidate, steps, final)
-
-    window.tune_evaluator = held
-    dialog = window.open_tune()
-    dialog.space.setText("batch")
-    click(qtbot, dialog.start_button)
-    try:
-        qtbot.waitUntil(lambda: any(window.history.run_name(r).startswith("tune")
-                                    for r in window.history.run_ids()), timeout=10_000)
-        assert dialog.running()  # listed before the tune is over
-    finally:
-        release.set()
-        dialog.shutdown()
-
-
 def test_a_tick_compares_a_run_without_drawing_it_alone(qtbot, window):
     from profiler.store import RunStore
     from tests.gui_support import tick
@@ -222,96 +197,3 @@ def test_chosen_columns_survive_a_restart(qtbot):
     assert not second.history.table.column_shown("started")
     assert second.history.table.column_shown("name")
     dispose(second)
-
-
-# --- the estimate in view -------------------------------------------------------------------------
-def test_the_estimate_is_in_view_without_scrolling(qtbot, window):
-    line = window.run_controls.validation
-    assert line.text().startswith("Estimate: Fits") and line.isVisible()
-    assert window.rect().contains(global_rect(line).translated(-window.mapToGlobal(
-        QPoint(0, 0))))
-    box = window.estimate_box
-    scroll = window.settings_scroll
-    assert not scroll.viewport().rect().intersects(
-        box.geometry().translated(0, -scroll.verticalScrollBar().value()))
-    # its button shows the breakdown
-    click(qtbot, window.run_controls.breakdown_button)
-    qtbot.waitUntil(lambda: scroll.viewport().rect().intersects(
-        box.geometry().translated(0, -scroll.verticalScrollBar().value())), timeout=3000)
-
-
-# --- Find the fastest -----------------------------------------------------------------------------
-def test_a_tune_says_how_far_it_is_and_a_stopped_one_claims_nothing(qtbot, window):
-    import threading
-
-    from tests.test_gui_tune import Surface
-
-    gate = threading.Event()
-    calls = []
-
-    def slow(candidate, steps, final=False):
-        calls.append(candidate)
-        if len(calls) > 1:
-            gate.wait(10)  # the second trial waits until the test has looked
-        return Surface()(candidate, steps, final)
-
-    window.tune_evaluator = slow
-    dialog = window.open_tune()
-    dialog.space.setText("batch; precision=fp32,bf16")
-    click(qtbot, dialog.start_button)
-    # from the first second: trials, candidates of the space, the budget's clock
-    assert "0 trials, 0 of 8 candidates tried" in dialog.progress.text()
-    assert "of the 15:00 budget spent" in dialog.progress.text()
-    qtbot.waitUntil(lambda: len(dialog.rows) >= 1, timeout=10_000)
-    assert "best so far" in dialog.progress.text()
-    click(qtbot, dialog.stop_button)
-    gate.set()
-    qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
-    answer = dialog.answer.text()
-    assert "Stopped after" in answer and "of 8 candidates" in answer
-    assert "no candidate beat it" not in answer
-    dialog.close()
-
-
-def test_tune_charts_follow_the_theme_and_show_the_pareto_front(qtbot, window):
-    import dataclasses
-
-    from app.tune_charts import pareto_front
-    from tests.test_gui_tune import SPEED, Surface
-
-    surface = Surface()
-
-    def varied(candidate, steps, final=False):  # bigger micro-batches hold more memory
-        measured = surface(candidate, steps, final)
-        memory = 2**27 * (1 + list(SPEED).index(candidate.value("batch")))
-        return dataclasses.replace(measured, peak_bytes=memory)
-
-    window.tune_evaluator = varied
-    window.set_theme("dark")
-    try:
-        dialog = window.open_tune()
-        assert dialog.charts.by_trial.backgroundBrush().color().name() == "#0f172a"
-        dialog.space.setText("batch; precision=fp32,bf16")
-        click(qtbot, dialog.start_button)
-        qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
-        charts = dialog.charts
-        assert len(charts.memory) == len([r for r in dialog.rows if r["value"] is not None])
-        assert charts.front_points == pareto_front(charts.memory, True)
-        assert 1 < len(charts.front_points) < len(charts.memory)
-        # no trial is both smaller and faster than a point of the front
-        for memory, value in charts.front_points:
-            assert not any(m <= memory and v > value and (m, v) != (memory, value)
-                           for m, v in charts.memory)
-        window.set_theme("light")
-        assert charts.by_memory.backgroundBrush().color().name() == "#ffffff"
-        dialog.close()
-    finally:
-        window.set_theme("light")
-
-
-def test_pareto_front_keeps_only_the_trade_offs():
-    from app.tune_charts import pareto_front
-
-    points = [(100.0, 10.0), (200.0, 15.0), (150.0, 9.0), (300.0, 14.0), (120.0, 12.0)]
-    assert pareto_front(points, higher=True) == [(100.0, 10.0), (120.0, 12.0), (200.0, 15.0)]
-    assert pareto_front(points, higher=False) == [(100.0, 10.0), (150.0, 9.0)]

@@ -1,10 +1,14 @@
 """The estimate panel for a Hugging Face model: the memory trace runs in a child process
 (`effiscope estimate --json`; the app never imports torch), said as tracing while it runs, and
-its parts, peak and fit replace the torch-free weights-only figure."""
+its parts, peak and fit replace the torch-free weights-only figure; and the panel's place: in
+view without scrolling."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import QPoint
+
 from app.estimate_panel import EstimatePanel
+from tests.gui_support import click, global_rect
 from tests.hf_fixtures import hf_config
 
 
@@ -37,3 +41,20 @@ def test_a_trace_that_cannot_run_says_why(qtbot):
     panel._answered(key, None, "techniques.qlora cannot be traced under fake tensors")
     assert panel.result["fits"] is None
     assert "No memory trace: techniques.qlora cannot be traced" in panel.fit.text()
+
+
+def test_the_estimate_is_in_view_without_scrolling(qtbot, window):
+    line = window.run_controls.validation
+    assert line.text().startswith("Estimate: Fits") and line.isVisible()
+    assert window.rect().contains(global_rect(line).translated(-window.mapToGlobal(
+        QPoint(0, 0))))
+    box = window.estimate_box
+    scroll = window.settings_scroll
+    assert not scroll.viewport().rect().intersects(
+        box.geometry().translated(0, -scroll.verticalScrollBar().value()))
+    # its button shows the breakdown
+    click(qtbot, window.run_controls.breakdown_button)
+    qtbot.waitUntil(lambda: scroll.viewport().rect().intersects(
+        box.geometry().translated(0, -scroll.verticalScrollBar().value())), timeout=3000)
+
+

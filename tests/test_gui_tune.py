@@ -1,4 +1,6 @@
-"""Run ▸ Find the fastest: the live trial table and chart, and the chosen config loaded back."""
+"""Run ▸ Find the fastest: the live trial table and chart, the progress line (trials, best so far,
+time left), a stopped search that claims nothing, the Pareto front, the tune listed while it
+runs, and the chosen config loaded back."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from PySide6.QtCore import Qt
 
 from profiler.tune import search as tsearch
 from profiler.tune import space as tspace
+from tests.gui_support import click
 
 SPEED = {"16x1": 0.9, "8x2": 1.2, "4x4": 1.0, "2x8": 0.8}
 
@@ -24,6 +27,20 @@ class Surface:
         return tsearch.Measurement(value=value, ci_low=value * 0.99, ci_high=value * 1.01,
                                    peak_bytes=2**28, cost_s=1.0, fixed_cost_s=0.5,
                                    samples=samples)
+
+
+def gated_after_first(gate, calls: list | None = None):
+    """A tune evaluator on the Surface whose second and later trials wait for `gate` (the test
+    looks at the dialog meanwhile); `calls` collects the candidates asked for."""
+    calls = [] if calls is None else calls
+
+    def evaluate(candidate, steps, final=False):
+        calls.append(candidate)
+        if len(calls) > 1:
+            gate.wait(10)
+        return Surface()(candidate, steps, final)
+
+    return evaluate
 
 
 def test_find_the_fastest_shows_trials_live_and_loads_the_answer(qtbot, window):
@@ -81,21 +98,12 @@ def test_closing_the_window_stops_a_tune_in_flight(qtbot, window):
     assert len(seen) <= 2  # of 4 + 2 + 3 trials, it did not go on (rungs, final re-measure)
 
 
-def test_find_the_fastest_says_how_long_the_search_has_left(qtbot, window):  # noqa: F811
+def test_find_the_fastest_says_how_long_the_search_has_left(qtbot, window):
     import threading
 
-    from tests.gui_support import click
 
     gate = threading.Event()
-    calls = []
-
-    def gated(candidate, steps, final=False):
-        calls.append(candidate)
-        if len(calls) > 1:
-            gate.wait(10)  # the second trial waits until the test has looked
-        return Surface()(candidate, steps, final)
-
-    window.tune_evaluator = gated
+    window.tune_evaluator = gated_after_first(gate)  # the second trial waits for the test
     dialog = window.open_tune()
     dialog.space.setText("batch; precision=fp32,bf16")
     click(qtbot, dialog.start_button)
@@ -107,3 +115,89 @@ def test_find_the_fastest_says_how_long_the_search_has_left(qtbot, window):  # n
     gate.set()
     qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
     dialog.close()
+
+
+def test_a_tune_is_listed_while_it_runs(qtbot, window):
+    import threading
+
+    release = threading.Event()
+
+    def held(candidate, steps, final=False):
+        release.wait(10)
+        return Surface()(candidate, steps, final)
+
+    window.tune_evaluator = held
+    dialog = window.open_tune()
+    dialog.space.setText("batch")
+    click(qtbot, dialog.start_button)
+    try:
+        qtbot.waitUntil(lambda: any(window.history.run_name(r).startswith("tune")
+                                    for r in window.history.run_ids()), timeout=10_000)
+        assert dialog.running()  # listed before the tune is over
+    finally:
+        release.set()
+        dialog.shutdown()
+
+
+def test_a_tune_says_how_far_it_is_and_a_stopped_one_claims_nothing(qtbot, window):
+    import threading
+
+    gate = threading.Event()
+    window.tune_evaluator = gated_after_first(gate)  # the second trial waits for the test
+    dialog = window.open_tune()
+    dialog.space.setText("batch; precision=fp32,bf16")
+    click(qtbot, dialog.start_button)
+    # from the first second: trials, candidates of the space, the budget's clock
+    assert "0 trials, 0 of 8 candidates tried" in dialog.progress.text()
+    assert "of the 15:00 budget spent" in dialog.progress.text()
+    qtbot.waitUntil(lambda: len(dialog.rows) >= 1, timeout=10_000)
+    assert "best so far" in dialog.progress.text()
+    click(qtbot, dialog.stop_button)
+    gate.set()
+    qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
+    answer = dialog.answer.text()
+    assert "Stopped after" in answer and "of 8 candidates" in answer
+    assert "no candidate beat it" not in answer
+    dialog.close()
+
+
+def test_tune_charts_follow_the_theme_and_show_the_pareto_front(qtbot, window):
+    import dataclasses
+
+    from app.tune_charts import pareto_front
+    surface = Surface()
+
+    def varied(candidate, steps, final=False):  # bigger micro-batches hold more memory
+        measured = surface(candidate, steps, final)
+        memory = 2**27 * (1 + list(SPEED).index(candidate.value("batch")))
+        return dataclasses.replace(measured, peak_bytes=memory)
+
+    window.tune_evaluator = varied
+    window.set_theme("dark")
+    try:
+        dialog = window.open_tune()
+        assert dialog.charts.by_trial.backgroundBrush().color().name() == "#0f172a"
+        dialog.space.setText("batch; precision=fp32,bf16")
+        click(qtbot, dialog.start_button)
+        qtbot.waitUntil(lambda: dialog.report is not None, timeout=20_000)
+        charts = dialog.charts
+        assert len(charts.memory) == len([r for r in dialog.rows if r["value"] is not None])
+        assert charts.front_points == pareto_front(charts.memory, True)
+        assert 1 < len(charts.front_points) < len(charts.memory)
+        # no trial is both smaller and faster than a point of the front
+        for memory, value in charts.front_points:
+            assert not any(m <= memory and v > value and (m, v) != (memory, value)
+                           for m, v in charts.memory)
+        window.set_theme("light")
+        assert charts.by_memory.backgroundBrush().color().name() == "#ffffff"
+        dialog.close()
+    finally:
+        window.set_theme("light")
+
+
+def test_pareto_front_keeps_only_the_trade_offs():
+    from app.tune_charts import pareto_front
+
+    points = [(100.0, 10.0), (200.0, 15.0), (150.0, 9.0), (300.0, 14.0), (120.0, 12.0)]
+    assert pareto_front(points, higher=True) == [(100.0, 10.0), (120.0, 12.0), (200.0, 15.0)]
+    assert pareto_front(points, higher=False) == [(100.0, 10.0), (150.0, 9.0)]

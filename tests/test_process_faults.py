@@ -27,6 +27,7 @@ from tests.faults import (
     stored_samples,
     wait_for,
     worker_child,
+    worker_in_an_endless_build,
     write_config,
 )
 from tests.helpers import run_config
@@ -325,21 +326,10 @@ def test_a_worker_whose_stdin_closes_while_it_builds_a_model_exits(tmp_path):
     """The stdin watch holds during set-up too: a worker busy building a model (here a
     build that never ends) exits within its grace once its front end has gone."""
     from profiler.engine.worker import STDIN_GRACE_S
-    from profiler.wire import protocol
-    from profiler.wire.client import WorkerProcess
 
     log = tmp_path / "worker.log"
-    script = ("import sys, time, profiler.engine.weights as weights, profiler.engine.worker as worker\n"
-              "def endless_build(*args, **kwargs):\n"
-              "    print('building the model', file=sys.stderr, flush=True)\n"
-              "    time.sleep(600)\n"
-              "weights.load_model = endless_build\n"
-              "worker.main()\n")
-    worker = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
+    worker = worker_in_an_endless_build(log)
     try:
-        worker.send(protocol.start(run_config(steps=5, data="random").to_dict()))
-        wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
-                 "the model build to start")
         worker.close_stdin()
         code = worker.wait(STDIN_GRACE_S + 30)  # hang guard: it used to build for 600 s
     finally:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import queue
 import signal
-import sys
 
 import pytest
 
 from profiler.engine import channel as worker_io
 from profiler.wire import protocol
 from profiler.wire.client import WorkerProcess
-from tests.faults import wait_for
-from tests.helpers import run_config
+from tests.faults import worker_in_an_endless_build
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,17 +78,8 @@ def test_sigterm_ends_a_worker_busy_building_a_model(tmp_path):
     """A SIGTERM asks for the end of the run at the next step; a worker in a model build that
     never reaches one still exits within its grace (it used to build on)."""
     log = tmp_path / "worker.log"
-    script = ("import sys, time, profiler.engine.weights as weights, profiler.engine.worker as worker\n"
-              "def endless_build(*args, **kwargs):\n"
-              "    print('building the model', file=sys.stderr, flush=True)\n"
-              "    time.sleep(600)\n"
-              "weights.load_model = endless_build\n"
-              "worker.main()\n")
-    worker_process = WorkerProcess(log_path=log, command=[sys.executable, "-c", script])
+    worker_process = worker_in_an_endless_build(log)
     try:
-        worker_process.send(protocol.start(run_config(steps=5, data="random").to_dict()))
-        wait_for(lambda: "building the model" in log.read_text(errors="replace"), 120,
-                 "the model build to start")
         worker_process.proc.send_signal(signal.SIGTERM)  # stdin stays open
         code = worker_process.wait(worker_io.STDIN_GRACE_S + 30)  # hang guard
     finally:
