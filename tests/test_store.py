@@ -82,3 +82,18 @@ def test_unwritable_home_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("EFFISCOPE_HOME", str(home))
     with pytest.raises(StoreError, match="EFFISCOPE_HOME to a writable folder"):
         RunStore().create_run(RunConfig())
+
+
+@pytest.mark.parametrize("user_stopped", [False, True])
+def test_a_stop_the_front_end_made_says_why_and_a_users_stays_on_request(effiscope_home,
+                                                                          user_stopped):
+    store = RunStore()
+    run = store.create_run(RunConfig(name="stopped"))
+    recorder = RunRecorder(store, run)
+    recorder.handle_line(b'{"type":"started","run":{"device":"cpu"}}\n')
+    recorder.stopped_because = "ended by the tuner: every window was measured"
+    recorder.stop_requested = user_stopped  # the user's stop came first
+    recorder.handle_line(b'{"type":"done","status":"stopped","summary":{}}\n')
+    assert recorder.finish(0) == "stopped"
+    assert run.summary()["end"] == ("stopped on request" if user_stopped
+                                    else "ended by the tuner: every window was measured")

@@ -202,6 +202,11 @@ def test_a_fake_cost_surface_finds_its_optimum_with_segment_trials(effiscope_hom
     # Halving: fewer candidates at each rung.
     by_rung = [sum(1 for t in result["trials"] if t.rung == r) for r in range(3)]
     assert by_rung[0] > by_rung[1] > by_rung[2] >= 2
+    # The tuner ends each warm run once its windows are measured: the stored run says so (not
+    # "stopped on request", which reads as a user's stop).
+    ended = RunStore().open_run(next(iter(first_run))).summary()
+    assert (ended["status"], ended["end"]) == ("stopped",
+                                               "ended by the tuner: every window was measured")
 
 
 def test_candidates_that_need_a_rebuild_are_not_toggled(effiscope_home):

@@ -64,7 +64,8 @@ def params_text(params: Any) -> str:
 # --- sections --------------------------------------------------------------------------------
 END_EXPLAINED = {
     "completed": "The worker finished the run and sent its summary.",
-    "stopped": "The run was stopped on request; the summary covers the steps done.",
+    "stopped": "The run was stopped before its last step (how it ended says by whom); the "
+               "summary covers the steps done.",
     "failed": "The worker reported an error; the figures cover what was measured before it.",
     "diverged": "The loss stopped being a number and the run stopped at that step; the figures "
                 "cover the steps before it.",

@@ -60,6 +60,9 @@ class RunRecorder:
         self.warnings: list[str] = []
         self.done: dict | None = None
         self.stop_requested = False
+        self.stopped_because: str | None = None
+        """Why the front end itself ended the run, when no user asked (a tuner whose windows
+        are all measured): the run's end says that, not "stopped on request"."""
         self.samples = 0
         self.finished = False
         self.status = "running"
@@ -141,6 +144,8 @@ class RunRecorder:
             summary = dict(self.done["summary"])
             end = {"completed": "finished", "stopped": "stopped on request",
                    "failed": "failed"}.get(status) or str(summary.get("stop_reason") or status)
+            if status == "stopped" and self.stopped_because and not self.stop_requested:
+                end = self.stopped_because
             if explanation and status == "failed":
                 # The launcher knows the root cause (e.g. which rank died); the worker's own
                 # error is its consequence and stays in the stream.

@@ -172,7 +172,10 @@ class GroupEvaluator:
             if message.get("type") == "sample" and message.get("phase") == "measure" \
                     and not first:
                 first.append(time.monotonic())
-            return driver.on_message(message)
+            commands = driver.on_message(message)
+            if driver.stopped:  # its own stop, sent once the last window is measured
+                recorder.stopped_because = "ended by the tuner: every window was measured"
+            return commands
 
         try:
             status = launcher(config, recorder, on_message, self.interrupt)
