@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from profiler.store.runfolder import StoredRun
@@ -30,26 +31,31 @@ def _locked(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-class RunIndex:
+class RunIndex(ABC):
     """The index half of RunStore (profiler.store.folders): the store's folders (home, runs_dir,
-    run_ids) and its warnings are RunStore's."""
+    run_ids) and its warnings are RunStore's; the methods below are what the index needs of
+    them, declared here so a store that lacks one cannot be made."""
 
     home: Path
     runs_dir: Path
     index_path: Path
     stale_path: Path
 
+    @abstractmethod
     def run_ids(self) -> list[str]:
-        raise NotImplementedError
+        """Every run folder's id (the folders are the truth the index is checked against)."""
 
+    @abstractmethod
     def reconcile(self) -> list[str]:
-        raise NotImplementedError
+        """Mark runs still "running" whose front end is gone as crashed; returns their ids."""
 
+    @abstractmethod
     def _warn(self, text: str) -> None:
-        raise NotImplementedError
+        """Keep a warning for whoever shows the store's state."""
 
+    @abstractmethod
     def _check_home(self) -> None:
-        raise NotImplementedError
+        """StoreError with the fix when the data folder cannot be used."""
 
     _CREATE = ("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, created TEXT, "
                "status TEXT, workload TEXT, model TEXT, device TEXT, steps INTEGER, "
