@@ -113,8 +113,9 @@ def test_stop_ends_the_worker_and_all_its_children_within_3_s(effiscope_home):
 
 
 @pytest.mark.slow
-def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
-        tmp_path, effiscope_home):
+def test_front_end_killed_the_worker_exits_and_the_run_is_marked(tmp_path, effiscope_home):
+    from profiler.engine.worker import STDIN_GRACE_S
+
     toml = write_config(tmp_path / "run.toml", run_config(100_000, data="random"))
     proc = cli("run", str(toml))
     worker = None
@@ -125,7 +126,8 @@ def test_front_end_killed_the_worker_exits_within_2_s_and_the_run_is_marked(
         proc.kill()  # SIGKILL the front end: it cannot close the run
         proc.communicate(timeout=30)
         # The worker notices its stdin closed, ends the run and exits.
-        wait_for(lambda: gone(worker.pid), 2.0, "the orphaned worker to exit", step_s=0.02)
+        wait_for(lambda: gone(worker.pid), STDIN_GRACE_S + 30, "the orphaned worker to exit",
+                 step_s=0.02)  # a hang guard, not a latency figure
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from profiler.config import RunConfig, validate
+from profiler.engine.channel import STDIN_GRACE_S
 from profiler.wire import protocol
 from profiler.wire.client import EOF, WorkerProcess, worker_env
 from profiler.wire.launch import worker_command
@@ -184,7 +185,8 @@ def test_stop_works_and_killing_the_ssh_client_ends_the_remote_worker(sshd, tmp_
         worker.send(protocol.start(config.to_dict()))  # the same remote worker runs again
         _next(worker, "sample")
         worker.kill()  # SIGKILL the ssh client: the remote stdin closes
-        wait_for(lambda: gone(remote.pid), 2.0, "the remote worker to exit", step_s=0.02)
+        wait_for(lambda: gone(remote.pid), STDIN_GRACE_S + 30, "the remote worker to exit",
+                 step_s=0.02)  # a hang guard, not a latency figure
     finally:
         worker.shutdown()
 
