@@ -102,3 +102,20 @@ def test_this_machines_gpu_comes_first_when_no_gpu_is_named(monkeypatch, capsys)
     assert rows[0]["gpu"] == "here: GPU 0 NVIDIA L4" and rows[0]["memory"] == 23 * GIB
     assert rows[0]["largest_micro_batch"] is None  # --peak-only: one point, no line
     assert len(rows) == 1 + len(memory_fit.catalogue())
+
+
+def test_a_runs_summary_reads_the_trace_the_estimate_made_before_it(monkeypatch):
+    """The app's estimate traces a config before its run; the run's summary fills the
+    activations the theory cannot give from that same trace (the cache), not a second one."""
+    from profiler.config import validate
+    from profiler.engine import memory_estimate, memory_trace
+    from tests.hf_fixtures import hf_config
+
+    config = validate(hf_config("llama"))
+    before = memory_estimate.estimate(config, target="cpu", world_size=1, largest=False)
+    traced = []
+    real = memory_trace.trace
+    monkeypatch.setattr(memory_trace, "trace", lambda *a, **k: traced.append(1) or real(*a, **k))
+    filled = memory_estimate.fill_prediction(config, {"activations": None}, 1, "cpu")
+    assert traced == []  # read from the cache
+    assert filled["activations"] == before["resident"]["saved_for_backward"] > 0

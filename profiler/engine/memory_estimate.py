@@ -118,14 +118,15 @@ def estimate(config: Any, *, target: str | None = None, world_size: int | None =
 def fill_prediction(config: Any, predicted: dict, world_size: int, target: str) -> dict:
     """A run summary's memory prediction (profiler.figures.theory's) with what the theory
     leaves n/a for a model it cannot break down (a Hugging Face model's activations, so its
-    total) taken from the memory trace of the run's own config; a trace that cannot run leaves
-    them n/a with its sentence. Read once after the loop, never inside a timed step."""
+    total) taken from the memory trace of the run's own config (through the cache: the app's
+    estimate before the run traced the same config); a trace that cannot run leaves them n/a
+    with its sentence. Read once after the loop, never inside a timed step."""
     if predicted.get("activations") is not None or config.workload != "train":
         return predicted
     from profiler.engine import memory_trace
 
     try:
-        result = memory_trace.trace(config, world_size=world_size, target=target)
+        result = estimate(config, world_size=world_size, target=target, largest=False)
     except memory_trace.Untraceable as exc:
         return dict(predicted, activations_how=f"n/a: {exc}")
     resident = result["resident"]
