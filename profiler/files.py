@@ -202,15 +202,21 @@ def _inside(path: Path, folder: Path) -> None:
     here = folder
     for part in relative.parts[:-1]:
         here = here / part
-        try:
-            info = os.lstat(here)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise FileRefused(f"{shown(here)} cannot be read ({exc.strerror or exc})") from None
+        info = _lstat_to_read(here)
         if not stat.S_ISDIR(info.st_mode):
             raise FileRefused(f"{shown(here)} is {kind(info.st_mode)}, not a folder; it was not "
                               "followed")
+
+
+def _lstat_to_read(path: Path) -> os.stat_result:
+    """lstat of a path about to be read: FileNotFoundError as it is (absent), any other failure
+    a FileRefused sentence."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileRefused(f"{shown(path)} cannot be read ({exc.strerror or exc})") from None
 
 
 def open_regular(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> IO[bytes]:
@@ -223,12 +229,7 @@ def open_regular(path: str | os.PathLike, inside: str | os.PathLike | None = Non
     path = Path(path)
     if inside is not None:
         _inside(path, Path(inside))
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise FileRefused(f"{shown(path)} cannot be read ({exc.strerror or exc})") from None
+    info = _lstat_to_read(path)
     if not stat.S_ISREG(info.st_mode):
         what = kind(info.st_mode)
         raise FileRefused(f"{shown(path)} is {what}, not a regular file; it was not "
