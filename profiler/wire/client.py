@@ -352,7 +352,8 @@ def _record(worker: WorkerProcess, first_line: bytes, config_dict: dict, recorde
             worker.send(protocol.stop())
         if stop_sent_at is not None and time.monotonic() - stop_sent_at > 10:
             worker.kill()
-        if send_failure is not None and time.monotonic() - started > SEND_FAILURE_GRACE_S:
+        if send_failure is not None and not worker.exited() \
+                and time.monotonic() - started > SEND_FAILURE_GRACE_S:
             worker.kill()
         if item is EOF:
             break
